@@ -1,0 +1,1 @@
+"""Graph analysis on networkx views of a model (reachability, cut points)."""

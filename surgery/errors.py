@@ -1,0 +1,78 @@
+"""The error hierarchy: every failure the CLI turns into one line and an exit code.
+
+``SurgeryError`` is the root. Its children say who is at fault:
+
+- :class:`InputError` (exit 2): the user gave something unusable: a missing, corrupt or truncated
+  model file, missing external data, a wrong tensor name, an output path equal to the input.
+- :class:`PipelineError` (exit 2): the pipeline description is wrong: bad TOML, an unknown pass or
+  option, a value of the wrong type.
+- :class:`PassError` (exit 2): a pass refused the model it was given, with a reason (e.g. an op it
+  cannot rewrite). The model is left as it was before the pass.
+- :class:`GateError` (exit 1): a verification gate failed after a pass: the checker rejected the
+  model, ONNX Runtime could not load it, or its outputs no longer match the original.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SurgeryError",
+    "InputError",
+    "PipelineError",
+    "PassError",
+    "GateError",
+]
+
+
+class SurgeryError(Exception):
+    """Base class of every error onnx-surgery raises on purpose."""
+
+    exit_code: int = 2
+
+
+class InputError(SurgeryError):
+    """A model file, tensor name or path given by the user cannot be used."""
+
+    exit_code = 2
+
+
+class PipelineError(SurgeryError):
+    """A pipeline description (TOML or Python) is invalid."""
+
+    exit_code = 2
+
+
+class PassError(SurgeryError):
+    """A pass refused to transform the model, with a reason."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, pass_name: str | None = None) -> None:
+        if pass_name and not message.startswith(pass_name):
+            message = f"{pass_name}: {message}"
+        super().__init__(message)
+        self.pass_name = pass_name
+
+
+class GateError(SurgeryError):
+    """A verification gate (checker, ORT load, parity) failed after a pass."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pass_name: str | None = None,
+        gate: str | None = None,
+        reproducer: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.pass_name = pass_name
+        self.gate = gate
+        self.reproducer = reproducer
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.reproducer:
+            text += f" (reproducer: {self.reproducer})"
+        return text

@@ -1,0 +1,126 @@
+"""Graph helpers shared by passes: walking every graph, constants, names.
+
+Every pass must reach into ``If``/``Loop``/``Scan`` bodies and model-local functions;
+:func:`iter_graphs` yields all of them once, parents before children.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Union
+
+import numpy as np
+import onnx_ir as ir
+
+__all__ = [
+    "GraphLike",
+    "iter_graphs",
+    "iter_nodes",
+    "const_value",
+    "NameAllocator",
+    "count_nodes",
+    "is_graph_output",
+]
+
+GraphLike = Union[ir.Graph, ir.Function]
+
+
+def _subgraphs_of(node: ir.Node) -> Iterator[ir.Graph]:
+    for attr in node.attributes.values():
+        if attr.type == ir.AttributeType.GRAPH:
+            yield attr.as_graph()
+        elif attr.type == ir.AttributeType.GRAPHS:
+            yield from attr.as_graphs()
+
+
+def _walk(graph: GraphLike) -> Iterator[GraphLike]:
+    yield graph
+    for node in graph:
+        for sub in _subgraphs_of(node):
+            yield from _walk(sub)
+
+
+def iter_graphs(model: ir.Model, *, functions: bool = True) -> Iterator[GraphLike]:
+    """Yield the main graph, every nested subgraph and (optionally) every model-local function."""
+    yield from _walk(model.graph)
+    if functions:
+        for function in list(model.functions.values()):
+            yield from _walk(function)
+
+
+def iter_nodes(model: ir.Model, *, functions: bool = True) -> Iterator[tuple[GraphLike, ir.Node]]:
+    """Yield ``(graph, node)`` for every node of every graph (a snapshot per graph)."""
+    for graph in iter_graphs(model, functions=functions):
+        for node in list(graph):
+            yield graph, node
+
+
+def count_nodes(model: ir.Model) -> int:
+    return sum(len(g) for g in iter_graphs(model))
+
+
+def const_value(value: ir.Value | None) -> np.ndarray | None:
+    """The constant array behind ``value`` (an initializer or a ``Constant`` node), else None.
+
+    Graph inputs are not constants even when they have an initializer (it is only a default).
+    """
+    if value is None:
+        return None
+    if value.const_value is not None and not value.is_graph_input():
+        return value.const_value.numpy()
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx"):
+        attr = next(iter(producer.attributes.values()), None)
+        if attr is None:
+            return None
+        if attr.name == "value":
+            return attr.as_tensor().numpy()
+        if attr.name == "value_float":
+            return np.array(attr.as_float(), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.as_int(), dtype=np.int64)
+        if attr.name == "value_floats":
+            return np.array(list(attr.as_floats()), dtype=np.float32)
+        if attr.name == "value_ints":
+            return np.array(list(attr.as_ints()), dtype=np.int64)
+    return None
+
+
+def is_graph_output(value: ir.Value) -> bool:
+    return value.is_graph_output()
+
+
+class NameAllocator:
+    """Hands out node and value names derived from existing ones, unique within a model.
+
+    New nodes take names derived from the nodes they replace (``Conv_3`` → ``Conv_3/avgpool``) so
+    that compiler dumps (ATC copies node names) still point at the user's layers.
+    """
+
+    def __init__(self, model: ir.Model) -> None:
+        self._taken: set[str] = set()
+        for graph in iter_graphs(model):
+            for node in graph:
+                if node.name:
+                    self._taken.add(node.name)
+                for out in node.outputs:
+                    if out.name:
+                        self._taken.add(out.name)
+            for v in list(graph.inputs) + list(graph.outputs):
+                if v.name:
+                    self._taken.add(v.name)
+            if isinstance(graph, ir.Graph):
+                self._taken.update(graph.initializers)
+
+    def derive(self, base: str, suffix: str) -> str:
+        """A fresh name ``base/suffix`` (``base/suffix_1`` … if taken)."""
+        stem = f"{base}/{suffix}" if base else suffix
+        name, i = stem, 0
+        while name in self._taken:
+            i += 1
+            name = f"{stem}_{i}"
+        self._taken.add(name)
+        return name
+
+    def reserve(self, name: str) -> None:
+        self._taken.add(name)

@@ -1,0 +1,1 @@
+"""Instruments the runner calls around passes: checker, ORT load, parity, reproducer."""

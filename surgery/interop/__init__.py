@@ -1,0 +1,1 @@
+"""Bridges to other tools: onnx-graphsurgeon for user-written passes, onnxsim."""

@@ -1,0 +1,249 @@
+"""Model I/O: load a model from a path, a ``ModelProto`` or an ``ir.Model``; save atomically.
+
+Everything stays lazy and external: weights in external data files are memory-mapped by onnx-ir
+and never pass through a protobuf message, so models over 2 GB load, check, run and save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Union
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from surgery.errors import InputError
+
+__all__ = [
+    "ModelLike",
+    "load",
+    "to_ir",
+    "like_input",
+    "save",
+    "external_tensors",
+    "initializer_bytes",
+    "light_proto",
+    "LightProto",
+]
+
+logger = logging.getLogger(__name__)
+
+ModelLike = Union[str, os.PathLike, onnx.ModelProto, ir.Model]
+
+#: Initializers at or above this size are left out of in-memory protos (checker, ORT, snapshots).
+LIGHT_THRESHOLD = 1024
+#: A model whose initializers exceed this many bytes is saved with external data.
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+
+
+def load(path: str | os.PathLike) -> ir.Model:
+    """Load a model file (and check its external data is there) without reading the weights.
+
+    Raises:
+        InputError: a missing, unreadable, truncated or non-ONNX file, or missing external data.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file, not an ONNX model")
+    try:
+        model = ir.load(path)
+    except (DecodeError, RuntimeError) as exc:
+        raise InputError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the model: {exc}") from None
+    except Exception as exc:  # onnx-ir raises plain exceptions for malformed content
+        raise InputError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    if model.ir_version is None or model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
+        raise InputError(f"{path}: not an ONNX model (no ir_version or empty graph)")
+    check_external_data(model, path)
+    return model
+
+
+def external_tensors(model: ir.Model) -> Iterator[tuple[ir.Value, ir.ExternalTensor]]:
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor):
+                yield value, tensor
+
+
+def check_external_data(model: ir.Model, path: Path) -> None:
+    """Raise :class:`InputError` when an external data file is missing or too short."""
+    sizes: dict[str, int] = {}
+    for value, tensor in external_tensors(model):
+        file = Path(tensor.base_dir) / tensor.location
+        key = str(file)
+        if key not in sizes:
+            sizes[key] = file.stat().st_size if file.is_file() else -1
+        if sizes[key] < 0:
+            raise InputError(
+                f"{path}: external data file '{tensor.location}' of tensor '{value.name}' is missing "
+                f"(looked in {file.parent})"
+            )
+        end = (tensor.offset or 0) + (tensor.length if tensor.length is not None else tensor.nbytes)
+        if end > sizes[key]:
+            raise InputError(
+                f"{path}: external data file '{tensor.location}' is truncated: tensor '{value.name}' "
+                f"needs bytes up to {end}, the file has {sizes[key]}"
+            )
+
+
+def to_ir(model: ModelLike) -> ir.Model:
+    """Accept a path, a ``ModelProto`` or an ``ir.Model`` and return an ``ir.Model``."""
+    if isinstance(model, ir.Model):
+        return model
+    if isinstance(model, onnx.ModelProto):
+        return ir.from_proto(model)
+    if isinstance(model, (str, os.PathLike)):
+        return load(model)
+    raise InputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
+
+
+def like_input(original: ModelLike, model: ir.Model) -> Any:
+    """Return ``model`` in the same kind as ``original`` was given (proto in, proto out)."""
+    if isinstance(original, onnx.ModelProto):
+        return ir.to_proto(model)
+    return model
+
+
+def initializer_bytes(model: ir.Model) -> int:
+    """Total size of all initializers in all graphs, without reading external data."""
+    total = 0
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                total += value.const_value.nbytes
+    return total
+
+
+class LightProto:
+    """A ``ModelProto`` of the model with large main-graph initializers left out.
+
+    The large tensors are replaced by external-data placeholders (``location = "__surgery_mem__"``);
+    :attr:`tensors` keeps the ``ir`` tensor objects (memory-mapped or in memory, never copied) so
+    ONNX Runtime can be given them as external initializers, and a snapshot can be turned back
+    into a full model. Subgraph initializers stay inline (they are small in practice).
+    """
+
+    PLACEHOLDER = "__surgery_mem__"
+
+    def __init__(self, model: ir.Model, threshold: int = LIGHT_THRESHOLD) -> None:
+        self.tensors: dict[str, ir.TensorProtocol] = {}
+        self.values: dict[str, ir.Value] = {}
+        swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
+        try:
+            for name, value in model.graph.initializers.items():
+                tensor = value.const_value
+                if tensor is None or tensor.nbytes < threshold:
+                    continue
+                if tensor.dtype in (ir.DataType.STRING,):
+                    continue
+                self.tensors[name] = tensor
+                self.values[name] = value
+                swapped.append((value, tensor))
+                value.const_value = ir.ExternalTensor(
+                    location=self.PLACEHOLDER,
+                    offset=0,
+                    length=tensor.nbytes,
+                    dtype=tensor.dtype,
+                    shape=tensor.shape,
+                    name=name,
+                    base_dir="",
+                )
+            self.proto: onnx.ModelProto = ir.to_proto(model)
+        finally:
+            for value, tensor in swapped:
+                value.const_value = tensor
+
+    def for_checker(self) -> onnx.ModelProto:
+        """A copy of the light proto in which placeholder initializers become graph inputs.
+
+        The checker refuses external data it cannot open; as typed graph inputs, the large
+        weights still take part in type and shape checking.
+        """
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        graph = proto.graph
+        keep = [t for t in graph.initializer if t.name not in self.tensors]
+        stripped = [t for t in graph.initializer if t.name in self.tensors]
+        input_names = {i.name for i in graph.input}
+        for t in stripped:
+            if t.name not in input_names:
+                graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        return proto
+
+    def full_model(self) -> ir.Model:
+        """Rebuild a complete ``ir.Model`` from the light proto and the kept tensors."""
+        model = ir.from_proto(self.proto)
+        for name, tensor in self.tensors.items():
+            model.graph.initializers[name].const_value = tensor
+        return model
+
+
+def light_proto(model: ir.Model, threshold: int = LIGHT_THRESHOLD) -> LightProto:
+    return LightProto(model, threshold)
+
+
+@contextlib.contextmanager
+def _staging_dir(target: Path) -> Iterator[Path]:
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _uses_external_data(model: ir.Model) -> bool:
+    return next(external_tensors(model), None) is not None
+
+
+def save(
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    external_data: bool | None = None,
+    size_threshold_bytes: int = 1024,
+) -> list[Path]:
+    """Write ``model`` to ``path`` atomically and return the files written.
+
+    The model and its external data (``<file>.data``) are written into a staging folder beside
+    the target and then renamed into place, the data file first, so a reader never sees a model
+    that points at data that is not there and a failure leaves no partial output.
+
+    ``external_data=None`` keeps weights external when the model had external data or its
+    initializers exceed 1 GiB.
+    """
+    path = Path(path)
+    if not path.parent.exists():
+        raise InputError(f"{path}: the output folder {path.parent} does not exist")
+    if external_data is None:
+        external_data = _uses_external_data(model) or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    data_name = f"{path.name}.data"
+    written: list[Path] = []
+    with _staging_dir(path) as staging:
+        staged_model = staging / path.name
+        if external_data:
+            ir.save(model, staged_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
+        else:
+            ir.save(model, staged_model)
+        staged_data = staging / data_name
+        if staged_data.exists():
+            os.replace(staged_data, path.parent / data_name)
+            written.append(path.parent / data_name)
+        os.replace(staged_model, path)
+        written.insert(0, path)
+    logger.debug("saved %s", ", ".join(map(str, written)))
+    return written

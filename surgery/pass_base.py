@@ -1,0 +1,174 @@
+"""The pass contract: what every onnx-surgery pass declares and returns.
+
+A pass is a subclass of :class:`SurgeryPass`, itself an ``onnx_ir`` in-place pass. It declares:
+
+- ``name``: the kebab-case name used in ``passes.toml`` and on the command line;
+- ``Options``: a frozen dataclass whose fields are its TOML keys (see :mod:`surgery.options`);
+- ``numerics``: :attr:`Numerics.EXACT` (outputs unchanged up to float rounding of reordered math),
+  :attr:`Numerics.APPROX` (close within ``default_tolerance``) or :attr:`Numerics.CHANGES`
+  (semantics change by design; the runner reports the deviation instead of failing);
+- its docstring, whose first line is the summary ``surgery passes list`` shows.
+
+``call(model)`` transforms the model in place and returns a :class:`SurgeryResult`. A pass knows
+nothing of files, verification or the CLI: the runner checks and compares what it produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx_ir as ir
+
+from surgery.errors import PipelineError
+from surgery.options import NoOptions, parse_options
+
+__all__ = [
+    "Numerics",
+    "Tolerance",
+    "FeedHints",
+    "SurgeryResult",
+    "SurgeryPass",
+]
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+class Numerics(str, enum.Enum):
+    """How a pass may change a model's outputs; drives the parity gate's policy."""
+
+    EXACT = "exact"
+    """Outputs must match the original within the pipeline tolerance."""
+    APPROX = "approx"
+    """Outputs must match within the pass's own default tolerance (unless overridden)."""
+    CHANGES = "changes"
+    """Semantics change by design: the deviation is reported, and fails only against a user tolerance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """Relative and absolute tolerance: ``|a - b| <= atol + rtol * |b|`` elementwise."""
+
+    rtol: float
+    atol: float
+
+    def loosest(self, other: Tolerance | None) -> Tolerance:
+        if other is None:
+            return self
+        return Tolerance(max(self.rtol, other.rtol), max(self.atol, other.atol))
+
+
+@dataclasses.dataclass
+class FeedHints:
+    """What a pass tells the runner, before anything runs, about the inputs parity runs must feed.
+
+    ``shapes`` maps an input name to a concrete shape; ``dims`` binds symbolic dim names to sizes;
+    ``values`` are exact values for inputs (e.g. inputs that the pass turns into constants: the
+    original model must be fed the same values).
+    """
+
+    shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    dims: dict[str, int] = dataclasses.field(default_factory=dict)
+    values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def merge(self, other: FeedHints) -> None:
+        self.shapes.update(other.shapes)
+        self.dims.update(other.dims)
+        self.values.update(other.values)
+
+
+@dataclasses.dataclass
+class SurgeryResult(ir.passes.PassResult):
+    """What a pass returns: the model, whether it changed, and what it did.
+
+    Attributes:
+        stats: counters for the report (e.g. ``{"removed": 3}``).
+        artifacts: extra products, e.g. a split-off model under a name; the runner saves
+            ``ir.Model`` artifacts next to the output.
+        changed_semantics: set by an ``exact`` pass that had to change semantics on this model
+            (e.g. removing a training-mode Dropout): the runner treats the step like a
+            ``changes`` pass, reporting the deviation instead of failing.
+        notes: human-readable remarks for the report.
+        renamed: a map from names of tensors the pass replaced to the names that now carry
+            their values, for layerwise comparison.
+    """
+
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    changed_semantics: bool = False
+    notes: list[str] = dataclasses.field(default_factory=list)
+    renamed: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class SurgeryPass(ir.passes.InPlacePass):
+    """Base class of onnx-surgery passes (see the module docstring for the contract)."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    numerics: ClassVar[Numerics] = Numerics.EXACT
+    default_tolerance: ClassVar[Tolerance | None] = None
+    is_gate: ClassVar[bool] = False
+    """A gate pass only inspects the model and raises when a condition does not hold."""
+
+    def __init__(self, options: Any = None, /, **kwargs: Any) -> None:
+        super().__init__()
+        if options is not None and kwargs:
+            raise PipelineError(f"{self.name}: give either an Options instance or keywords, not both")
+        if options is None:
+            options = parse_options(self.Options, kwargs, owner=self.name or type(self).__name__)
+        elif not isinstance(options, self.Options):
+            raise PipelineError(
+                f"{self.name}: options must be {self.Options.__name__}, got {type(options).__name__}"
+            )
+        self.options = options
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if inspect.isabstract(cls) or not cls.__dict__.get("name"):
+            return
+        if not _NAME_RE.match(cls.name):
+            raise TypeError(f"pass name {cls.name!r} must be kebab-case (e.g. 'remove-dropout')")
+        if not dataclasses.is_dataclass(cls.Options):
+            raise TypeError(f"{cls.__name__}.Options must be a dataclass")
+        if cls.numerics is Numerics.APPROX and cls.default_tolerance is None:
+            raise TypeError(f"{cls.__name__}: an approx pass must declare default_tolerance")
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the pass's docstring."""
+        doc = inspect.getdoc(cls) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @classmethod
+    def description(cls) -> str:
+        return inspect.getdoc(cls) or ""
+
+    def feed_hints(self, model: ir.Model) -> FeedHints:
+        """Shapes and values parity runs must use; read by the runner before any pass runs."""
+        del model
+        return FeedHints()
+
+    def with_options(self, **changes: Any) -> SurgeryPass:
+        """A copy of this pass with some options replaced."""
+        return type(self)(dataclasses.replace(self.options, **changes))
+
+    def options_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self.options, f.name) for f in dataclasses.fields(self.options)}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options_dict().items())
+        return f"{type(self).__name__}({opts})"
+
+
+def result(model: ir.Model, modified: bool, **kwargs: Any) -> SurgeryResult:
+    """Shorthand for ``SurgeryResult(model, modified, ...)``."""
+    return SurgeryResult(model, modified, **kwargs)
+
+
+def as_mapping(obj: Any) -> Mapping[str, Any]:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)

@@ -1,0 +1,1 @@
+"""Verification: generating inputs, running models (ORT and the reference evaluator), comparing."""
