@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "SurgeryError",
     "InputError",
@@ -70,6 +72,8 @@ class GateError(SurgeryError):
         self.pass_name = pass_name
         self.gate = gate
         self.reproducer = reproducer
+        self.report: Any = None
+        """The run's report up to the failure (set by the runner)."""
 
     def __str__(self) -> str:
         text = super().__str__()

@@ -96,6 +96,10 @@ class SurgeryResult(ir.passes.PassResult):
         notes: human-readable remarks for the report.
         renamed: a map from names of tensors the pass replaced to the names that now carry
             their values, for layerwise comparison.
+        chained: models that run after this one (e.g. a post-processing tail split off the
+            model): each is fed the original graph inputs and the outputs of the models before
+            it. The runner verifies the chain against the original, keeps it through later
+            passes and saves each as ``OUT.<key>.onnx``.
     """
 
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -103,6 +107,7 @@ class SurgeryResult(ir.passes.PassResult):
     changed_semantics: bool = False
     notes: list[str] = dataclasses.field(default_factory=list)
     renamed: dict[str, str] = dataclasses.field(default_factory=dict)
+    chained: dict[str, ir.Model] = dataclasses.field(default_factory=dict)
 
 
 class SurgeryPass(ir.passes.InPlacePass):

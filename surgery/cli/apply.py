@@ -1,0 +1,68 @@
+"""``surgery apply PIPELINE.toml MODEL.onnx -o OUT.onnx``: run a verified pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from surgery import api, model_io
+from surgery.errors import GateError, InputError
+from surgery.pipeline import apply_sets, load_pipeline
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("apply", help="run a passes.toml pipeline on a model, gating every pass",
+                       description="Run a passes.toml pipeline on a model. Every pass that changes the model is "
+                                   "gated by onnx.checker, an ONNX Runtime load and parity with the original.")
+    p.add_argument("pipeline", type=Path, help="the passes.toml file")
+    p.add_argument("model", type=Path, help="the input .onnx model")
+    p.add_argument("-o", "--output", type=Path, help="where to write the result (required unless --in-place)")
+    p.add_argument("--report", type=Path, help="also write the report as JSON here")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="PASS.KEY=VALUE",
+                   help="override a pass option (PASS is a pass name or its 1-based position); VALUE is TOML")
+    p.add_argument("--disable", action="append", default=[], metavar="NAME", help="skip the pass NAME")
+    p.add_argument("--verify", choices=("each", "end", "off"), help="override every gate's schedule")
+    p.add_argument("--inputs", type=Path, metavar="DATA.npz", help="arrays to feed the parity runs")
+    p.add_argument("--in-place", action="store_true", help="overwrite the input model (and its external data)")
+    p.add_argument("--repro", type=Path, metavar="DIR", help="where a failing gate writes its reproducer (default: OUT.repro)")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print the report table")
+    p.set_defaults(func=run)
+
+
+def _progress(message: str) -> None:
+    if sys.stderr.isatty():
+        print(f"surgery: {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args.pipeline)
+    apply_sets(pipeline, args.sets)
+    pipeline.disable(args.disable)
+    if args.output is None and not args.in_place:
+        raise InputError("give -o OUT.onnx (or --in-place to overwrite the input)")
+    output: Path = args.model if args.in_place and args.output is None else args.output
+    model = model_io.load(args.model)
+    api.check_output_path(model, args.model, output, in_place=args.in_place)
+    if not output.parent.exists():
+        raise InputError(f"{output}: the output folder {output.parent} does not exist")
+    repro = args.repro or output.with_name(output.name + ".repro")
+    try:
+        _, report = api.apply(model, pipeline, inputs=args.inputs, verify=args.verify, output=output,
+                              reproducer_dir=repro, progress=_progress)
+    except GateError as exc:
+        if exc.report is not None:
+            exc.report.source = str(args.model)
+            if not args.quiet:
+                print(exc.report.table())
+            if args.report:
+                exc.report.write_json(args.report)
+        raise
+    report.source = str(args.model)
+    if not args.quiet:
+        print(report.table())
+    if args.report:
+        report.write_json(args.report)
+    return 0

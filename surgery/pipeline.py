@@ -1,0 +1,314 @@
+"""Pipelines: an ordered list of configured passes, plus input and verification settings.
+
+Read from ``passes.toml`` (schema_version 1) or built from Python. The file is strict: unknown
+keys, unknown pass names, unknown options and values of the wrong type are errors that say what was
+expected, with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from surgery import registry
+from surgery.errors import PipelineError
+from surgery.options import did_you_mean
+from surgery.pass_base import SurgeryPass, Tolerance
+from surgery.verify.inputs import InputsConfig, InputSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Mode", "VerifyConfig", "StepVerify", "Step", "Pipeline", "load_pipeline", "parse_pipeline", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+Mode = Literal["each", "end", "off"]
+_MODES = ("each", "end", "off")
+_TOP_KEYS = ("schema_version", "inputs", "verify", "pass", "buckets")
+_VERIFY_KEYS = ("checker", "ort", "parity", "rtol", "atol", "seed", "parity_max_nodes")
+_STEP_VERIFY_KEYS = ("checker", "ort", "parity", "rtol", "atol")
+_INPUT_KEYS = ("shape", "dtype", "range", "value")
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyConfig:
+    """Pipeline-wide gate settings (``[verify]``)."""
+
+    checker: Mode = "each"
+    ort: Mode = "each"
+    parity: Mode = "each"
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    seed: int = 0
+    parity_max_nodes: int = 20000
+    """Above this node count, per-pass parity becomes end-only (ORT session creation is superlinear)."""
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return Tolerance(self.rtol, self.atol)
+
+    def with_mode(self, mode: Mode) -> VerifyConfig:
+        return dataclasses.replace(self, checker=mode, ort=mode, parity=mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepVerify:
+    """A pass's own overrides (``[pass.verify]``); None means "as the pipeline says"."""
+
+    checker: Mode | None = None
+    ort: Mode | None = None
+    parity: Mode | None = None
+    rtol: float | None = None
+    atol: float | None = None
+
+    @property
+    def tolerance(self) -> Tolerance | None:
+        if self.rtol is None and self.atol is None:
+            return None
+        return Tolerance(self.rtol if self.rtol is not None else 0.0, self.atol if self.atol is not None else 0.0)
+
+
+@dataclasses.dataclass
+class Step:
+    """One configured pass in a pipeline."""
+
+    pass_: SurgeryPass
+    verify: StepVerify = dataclasses.field(default_factory=StepVerify)
+
+    @property
+    def name(self) -> str:
+        return self.pass_.name
+
+
+@dataclasses.dataclass
+class Pipeline:
+    steps: list[Step]
+    inputs: InputsConfig = dataclasses.field(default_factory=InputsConfig)
+    verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
+    buckets: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    source: Path | None = None
+
+    @classmethod
+    def from_passes(cls, passes: Sequence[SurgeryPass | Step]) -> Pipeline:
+        steps = []
+        for p in passes:
+            if isinstance(p, Step):
+                steps.append(p)
+            elif isinstance(p, SurgeryPass):
+                steps.append(Step(p))
+            else:
+                raise PipelineError(f"a pipeline holds SurgeryPass instances, got {type(p).__name__}")
+        return cls(steps)
+
+    def disable(self, names: Sequence[str]) -> None:
+        known = {s.name for s in self.steps}
+        for name in names:
+            if name not in known:
+                raise PipelineError(f"--disable {name}: no such pass in the pipeline{did_you_mean(name, known)}")
+        self.steps = [s for s in self.steps if s.name not in set(names)]
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise PipelineError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}; expected one of: {', '.join(allowed)}"
+            )
+
+
+def _mode(value: Any, where: str) -> Mode:
+    if value not in _MODES:
+        raise PipelineError(f"{where}: expected one of each, end, off, got {value!r}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PipelineError(f"{where}: expected a number, got {value!r}")
+    if value < 0:
+        raise PipelineError(f"{where}: must not be negative, got {value!r}")
+    return float(value)
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PipelineError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def parse_verify(table: Mapping[str, Any], base: VerifyConfig | None = None) -> VerifyConfig:
+    if not isinstance(table, Mapping):
+        raise PipelineError("[verify] must be a table")
+    _check_keys(table, _VERIFY_KEYS, "[verify]")
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"[verify] {key}"
+        if key in ("checker", "ort", "parity"):
+            kwargs[key] = _mode(value, where)
+        elif key in ("rtol", "atol"):
+            kwargs[key] = _number(value, where)
+        else:
+            kwargs[key] = _int(value, where)
+    return dataclasses.replace(base or VerifyConfig(), **kwargs)
+
+
+def _parse_step_verify(table: Any, where: str) -> StepVerify:
+    if not isinstance(table, Mapping):
+        raise PipelineError(f"{where}: must be a table")
+    _check_keys(table, _STEP_VERIFY_KEYS, where)
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("checker", "ort", "parity"):
+            kwargs[key] = _mode(value, f"{where} {key}")
+        else:
+            kwargs[key] = _number(value, f"{where} {key}")
+    return StepVerify(**kwargs)
+
+
+def _parse_inputs(table: Any, base_dir: Path) -> InputsConfig:
+    if not isinstance(table, Mapping):
+        raise PipelineError("[inputs] must be a table")
+    specs: dict[str, InputSpec] = {}
+    data: Path | None = None
+    for name, spec in table.items():
+        where = f"[inputs] {name}"
+        if name == "data" and isinstance(spec, str):
+            data = (base_dir / spec) if not Path(spec).is_absolute() else Path(spec)
+            continue
+        if not isinstance(spec, Mapping):
+            raise PipelineError(f"{where}: expected a table like {{ shape = [1, 3, 224, 224] }}, got {spec!r}")
+        _check_keys(spec, _INPUT_KEYS, where)
+        shape = spec.get("shape")
+        if shape is not None and (
+            not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
+            raise PipelineError(f"{where} shape: expected a list of non-negative integers, got {shape!r}")
+        dtype = spec.get("dtype")
+        if dtype is not None:
+            import numpy as np
+
+            try:
+                np.dtype(dtype)
+            except TypeError:
+                raise PipelineError(f"{where} dtype: unknown dtype {dtype!r}") from None
+        rng = spec.get("range")
+        if rng is not None and (
+            not isinstance(rng, list) or len(rng) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rng)
+            or rng[0] > rng[1]
+        ):
+            raise PipelineError(f"{where} range: expected [low, high] with low <= high, got {rng!r}")
+        specs[name] = InputSpec(
+            shape=tuple(shape) if shape is not None else None,
+            dtype=dtype,
+            range=(float(rng[0]), float(rng[1])) if rng is not None else None,
+            value=spec.get("value"),
+        )
+    return InputsConfig(specs=specs, data=data)
+
+
+def _parse_buckets(table: Any) -> dict[str, tuple[int, ...]]:
+    if not isinstance(table, Mapping):
+        raise PipelineError("[buckets] must be a table like { batch = [1, 4, 8] }")
+    buckets: dict[str, tuple[int, ...]] = {}
+    for dim, sizes in table.items():
+        if not isinstance(sizes, list) or not sizes or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+        ):
+            raise PipelineError(f"[buckets] {dim}: expected a list of positive integers, got {sizes!r}")
+        buckets[dim] = tuple(sizes)
+    return buckets
+
+
+def parse_pipeline(doc: Mapping[str, Any], *, base_dir: Path = Path("."), source: Path | None = None) -> Pipeline:
+    """Build a :class:`Pipeline` from a parsed ``passes.toml`` document."""
+    _check_keys(doc, _TOP_KEYS, "pipeline")
+    version = doc.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise PipelineError(f"schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})")
+    verify = parse_verify(doc.get("verify", {}))
+    inputs = _parse_inputs(doc.get("inputs", {}), base_dir)
+    buckets = _parse_buckets(doc.get("buckets", {}))
+    raw_steps = doc.get("pass", [])
+    if not isinstance(raw_steps, list):
+        raise PipelineError("'pass' must be an array of tables: write each pass as [[pass]]")
+    steps: list[Step] = []
+    for i, raw in enumerate(raw_steps, 1):
+        if not isinstance(raw, Mapping):
+            raise PipelineError(f"[[pass]] #{i}: must be a table")
+        name = raw.get("name")
+        if not isinstance(name, str):
+            raise PipelineError(f"[[pass]] #{i}: needs a name, e.g. name = \"cleanup\"")
+        cls = registry.get(name)
+        options = {k: v for k, v in raw.items() if k not in ("name", "verify")}
+        step_verify = _parse_step_verify(raw.get("verify", {}), f"[[pass]] #{i} ({name}) verify")
+        steps.append(Step(cls(**options), step_verify))
+    return Pipeline(steps=steps, inputs=inputs, verify=verify, buckets=buckets, source=source)
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and validate a ``passes.toml`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: no such pipeline file")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise PipelineError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: not a text file") from None
+    try:
+        return parse_pipeline(doc, base_dir=path.parent, source=path)
+    except PipelineError as exc:
+        raise PipelineError(f"{path}: {exc}") from None
+
+
+def parse_set(assignment: str) -> tuple[str, str, Any]:
+    """Parse ``--set PASS.key=value`` (PASS a pass name or a 1-based index); the value is TOML."""
+    if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+        raise PipelineError(f"--set {assignment}: expected PASS.key=value (e.g. fix-shapes.shapes=\"x:1,3,224,224\")")
+    target, raw = assignment.split("=", 1)
+    step, key = target.rsplit(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string
+    return step, key, value
+
+
+def apply_sets(pipeline: Pipeline, assignments: Sequence[str]) -> None:
+    """Apply ``--set`` overrides to the pipeline's passes (re-validating their options)."""
+    for assignment in assignments:
+        step_ref, key, value = parse_set(assignment)
+        if step_ref.isdigit():
+            index = int(step_ref) - 1
+            if not 0 <= index < len(pipeline.steps):
+                raise PipelineError(f"--set {assignment}: the pipeline has {len(pipeline.steps)} passes")
+            targets = [pipeline.steps[index]]
+        else:
+            targets = [s for s in pipeline.steps if s.name == step_ref]
+            if not targets:
+                raise PipelineError(
+                    f"--set {assignment}: no pass '{step_ref}' in the pipeline"
+                    f"{did_you_mean(step_ref, [s.name for s in pipeline.steps])}"
+                )
+        for step in targets:
+            options = step.pass_.options_dict()
+            options[key] = value
+            step.pass_ = type(step.pass_)(**_plain(options))
+
+
+def _plain(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Option values back in TOML form (tuples as lists) for re-validation."""
+    def conv(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return {k: conv(v) for k, v in options.items()}
