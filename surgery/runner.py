@@ -251,6 +251,11 @@ class Runner:
             step_report.checker = "ok" if outcome else "FAILED"
             if not outcome:
                 self._fail(step, state, plan, report, "checker", f"onnx.checker rejects the model: {outcome.message}")
+            for key, part in result.chained.items():
+                outcome = checker.check(LightProto(part), full=full_check)
+                if not outcome:
+                    step_report.checker = "FAILED"
+                    self._fail(step, state, plan, report, "checker", f"onnx.checker rejects the chained model '{key}': {outcome.message}")
         else:
             step_report.checker = "at end" if checker_mode == "end" else "off"
         tol, user_set = self._tolerance(step, state)

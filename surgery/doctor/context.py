@@ -1,0 +1,233 @@
+"""What every check needs about a model, computed once: nodes with readable locations, opsets,
+constants, which tensors are shape arithmetic, and dtypes/shapes (from the model's annotations,
+completed by ONNX shape inference on a light copy without the large weights)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from typing import Union
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from surgery.doctor.facts import AtcFacts, normalize_domain
+from surgery.graph import const_value
+
+__all__ = ["NodeEntry", "Context"]
+
+logger = logging.getLogger(__name__)
+
+GraphLike = Union[ir.Graph, ir.Function]
+
+# Ops whose output is fixed once the input shapes are (they read shapes, not values).
+_SHAPE_READERS = frozenset({"Shape", "Size"})
+# Ops that never fold: random, or with subgraphs, or data-dependent shapes.
+_NEVER_FOLD = frozenset(
+    {
+        "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
+        "If", "Loop", "Scan", "NonZero", "Unique", "NonMaxSuppression", "Dropout",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeEntry:
+    """A node and where it lives (``""`` for the main graph)."""
+
+    node: ir.Node
+    graph: GraphLike
+    where: str
+    in_function: bool
+
+    @property
+    def label(self) -> str:
+        node = self.node
+        if node.name:
+            base = node.name
+        else:
+            out = next((o.name for o in node.outputs if o.name), "")
+            base = f"<unnamed {node.op_type}{' -> ' + out if out else ''}>"
+        return f"{self.where}{base}"
+
+
+def _subgraph_attrs(node: ir.Node) -> Iterator[tuple[str, ir.Graph]]:
+    for attr in node.attributes.values():
+        if attr.type == ir.AttributeType.GRAPH:
+            yield attr.name, attr.as_graph()
+        elif attr.type == ir.AttributeType.GRAPHS:
+            for i, g in enumerate(attr.as_graphs()):
+                yield f"{attr.name}[{i}]", g
+
+
+class Context:
+    """A model under examination, with the facts and the SoC it is examined for."""
+
+    def __init__(self, model: ir.Model, facts: AtcFacts, soc: str | None = None) -> None:
+        self.model = model
+        self.facts = facts
+        self.soc = soc
+        self.soc_family = facts.resolve_soc(soc)
+        self.opsets: dict[str, int] = {normalize_domain(d): v for d, v in model.opset_imports.items()}
+        self.function_ids = {(f.domain, f.name, f.overload) for f in model.functions.values()}
+        self.entries: list[NodeEntry] = list(self._walk())
+        self._foldable: dict[int, bool] = {}
+        self._inferred: dict[str, onnx.TypeProto] | None = None
+
+    # -- nodes -----------------------------------------------------------------------------
+    def _walk(self) -> Iterator[NodeEntry]:
+        stack: list[tuple[GraphLike, str, bool]] = [(self.model.graph, "", False)]
+        for function in self.model.functions.values():
+            stack.append((function, f"function {function.domain}::{function.name}/", True))
+        # Depth-first but in document order: process a graph, then the subgraphs it holds.
+        order: list[tuple[GraphLike, str, bool]] = []
+        while stack:
+            graph, where, in_fn = stack.pop(0)
+            order.append((graph, where, in_fn))
+            subs = []
+            for node in graph:
+                label = node.name or node.op_type
+                for attr_name, sub in _subgraph_attrs(node):
+                    subs.append((sub, f"{where}{label}.{attr_name}/", in_fn))
+            stack[0:0] = subs
+        for graph, where, in_fn in order:
+            for node in graph:
+                yield NodeEntry(node, graph, where, in_fn)
+
+    def nodes(self, *op_types: str, domain: str = "ai.onnx") -> list[NodeEntry]:
+        """Entries of the given op types in ``domain`` (all nodes when no op type is given)."""
+        wanted = set(op_types)
+        return [
+            e
+            for e in self.entries
+            if (not wanted or e.node.op_type in wanted) and normalize_domain(e.node.domain) == domain
+        ]
+
+    def calls_function(self, node: ir.Node) -> bool:
+        return (node.domain, node.op_type, node.overload) in self.function_ids
+
+    def opset(self, domain: str | None) -> int | None:
+        return self.opsets.get(normalize_domain(domain))
+
+    # -- values ----------------------------------------------------------------------------
+    @staticmethod
+    def const(value: ir.Value | None) -> np.ndarray | None:
+        return const_value(value)
+
+    @staticmethod
+    def input(node: ir.Node, index: int) -> ir.Value | None:
+        """The node's ``index``-th input, None when absent or given as the empty name."""
+        if index >= len(node.inputs):
+            return None
+        return node.inputs[index]
+
+    def is_shape_arithmetic(self, value: ir.Value | None) -> bool:
+        """True when ``value`` is a constant or is computed only from constants and Shape/Size.
+
+        Such tensors become constants once the input shapes are fixed (GE and ``make-static`` fold
+        them), so they never reach a device kernel.
+        """
+        if value is None:
+            return True
+        key = id(value)
+        if key in self._foldable:
+            return self._foldable[key]
+        # Iterative post-order walk (graphs can be deep).
+        stack: list[tuple[ir.Value, bool]] = [(value, False)]
+        while stack:
+            v, expanded = stack.pop()
+            k = id(v)
+            if k in self._foldable:
+                continue
+            if v.const_value is not None and not v.is_graph_input():
+                self._foldable[k] = True
+                continue
+            producer = v.producer()
+            if producer is None:
+                self._foldable[k] = False  # a graph input, or an outer-scope/function input
+                continue
+            if producer.op_type in _SHAPE_READERS and normalize_domain(producer.domain) == "ai.onnx":
+                self._foldable[k] = True
+                continue
+            if producer.op_type == "Constant" and normalize_domain(producer.domain) == "ai.onnx":
+                self._foldable[k] = True
+                continue
+            if producer.op_type in _NEVER_FOLD or normalize_domain(producer.domain) != "ai.onnx":
+                self._foldable[k] = False
+                continue
+            inputs = [i for i in producer.inputs if i is not None]
+            if not expanded:
+                stack.append((v, True))
+                stack.extend((i, False) for i in inputs if id(i) not in self._foldable)
+            else:
+                self._foldable[k] = all(self._foldable.get(id(i), False) for i in inputs)
+        return self._foldable[id(value)]
+
+    def _inferred_types(self) -> dict[str, onnx.TypeProto]:
+        if self._inferred is not None:
+            return self._inferred
+        self._inferred = {}
+        try:
+            from surgery.model_io import LightProto
+
+            proto = LightProto(self.model).for_checker()
+            inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        except Exception as exc:  # inference is a convenience: annotations still work without it
+            logger.info("shape inference failed, using the model's own annotations: %s", exc)
+            return self._inferred
+
+        def collect(graph: onnx.GraphProto) -> None:
+            for vi in list(graph.value_info) + list(graph.output) + list(graph.input):
+                if vi.name and vi.type.HasField("tensor_type"):
+                    self._inferred.setdefault(vi.name, vi.type)
+            for node in graph.node:
+                for attr in node.attribute:
+                    if attr.type == onnx.AttributeProto.GRAPH:
+                        collect(attr.g)
+                    elif attr.type == onnx.AttributeProto.GRAPHS:
+                        for g in attr.graphs:
+                            collect(g)
+
+        collect(inferred.graph)
+        return self._inferred
+
+    def dtype(self, value: ir.Value | None) -> ir.DataType | None:
+        if value is None:
+            return None
+        if value.dtype is not None:
+            return value.dtype
+        if value.const_value is not None:
+            return value.const_value.dtype
+        tp = self._inferred_types().get(value.name or "")
+        if tp is not None and tp.tensor_type.elem_type:
+            return ir.DataType(tp.tensor_type.elem_type)
+        return None
+
+    def shape(self, value: ir.Value | None) -> tuple[int | str | None, ...] | None:
+        """The value's dims (ints, symbolic names, or None for unknown), None for unknown rank."""
+        if value is None:
+            return None
+        if value.const_value is not None:
+            return tuple(int(d) for d in value.const_value.shape)
+        dims: tuple[int | str | None, ...] | None = None
+        if value.shape is not None:
+            dims = tuple(d if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None)
+                         for d in value.shape)
+        if dims is not None and all(isinstance(d, int) for d in dims):
+            return dims
+        tp = self._inferred_types().get(value.name or "")
+        if tp is not None and tp.tensor_type.HasField("shape"):
+            inferred = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tp.tensor_type.shape.dim
+            )
+            if dims is None or len(inferred) == len(dims):
+                # Prefer whichever knows more dims.
+                if dims is None or sum(isinstance(d, int) for d in inferred) >= sum(isinstance(d, int) for d in dims):
+                    return inferred
+        return dims
+
+    def rank(self, value: ir.Value | None) -> int | None:
+        dims = self.shape(value)
+        return None if dims is None else len(dims)

@@ -1,0 +1,182 @@
+"""The runner's gates: checker, ORT load, parity vs the original, tolerance policy, reproducer."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import surgery
+from surgery.errors import GateError, InputError
+from surgery.pass_base import SurgeryPass, SurgeryResult
+from surgery.pipeline import Pipeline, Step, StepVerify
+from surgery.testing import make_model, ort_run, vi
+
+
+def test_good_pipeline_reports_each_pass(mlp, test_passes):
+    model, report = surgery.apply(mlp, [test_passes["test-scale-output"]()])
+    assert isinstance(model, onnx.ModelProto)  # same kind as given
+    step = report.steps[0]
+    assert step.modified and step.checker == "ok" and step.ort == "ok" and step.parity_status == "ok"
+    assert step.parity[0].name == "y" and 0 < step.parity[0].max_abs < 0.05
+    assert report.oracle == "onnxruntime"
+    assert "generated [2, 16] float32" in report.inputs["x"]
+    assert "test-scale-output" in report.table()
+
+
+def test_parity_gate_catches_perturbed_weight_and_writes_reproducer(mlp, test_passes, tmp_path):
+    repro = tmp_path / "repro"
+    with pytest.raises(GateError) as info:
+        surgery.apply(mlp, [test_passes["test-scale-output"](), test_passes["test-perturb-weight"]()], reproducer_dir=repro)
+    err = info.value
+    assert err.pass_name == "test-perturb-weight" and err.gate == "parity"
+    text = str(err)
+    assert "after pass 'test-perturb-weight'" in text and "output y" in text and "max abs error" in text and "rtol" in text
+    # the reproducer holds the model BEFORE the failing pass (scale-output applied, perturbation not)
+    assert sorted(p.name for p in repro.iterdir()) == ["README.txt", "inputs.npz", "model.onnx", "passes.toml"]
+    before = onnx.load(repro / "model.onnx")
+    w2 = onnx.numpy_helper.to_array(next(t for t in before.graph.initializer if t.name == "W2"))
+    original = onnx.numpy_helper.to_array(next(t for t in mlp.graph.initializer if t.name == "W2"))
+    np.testing.assert_allclose(w2, original * np.float32(1.001), rtol=1e-6)
+    assert 'name = "test-perturb-weight"' in (repro / "passes.toml").read_text()
+    # replaying the reproducer fails the same way
+    with pytest.raises(GateError, match="test-perturb-weight"):
+        surgery.apply(str(repro / "model.onnx"), str(repro / "passes.toml"), reproducer_dir=tmp_path / "again")
+
+
+def test_checker_gate_catches_invalid_model(mlp, test_passes):
+    with pytest.raises(GateError) as info:
+        surgery.apply(mlp, [test_passes["test-break-graph"]()])
+    assert info.value.gate == "checker" and "test-break-graph" in str(info.value)
+
+
+def test_approx_pass_uses_its_tolerance_and_a_user_override_wins(mlp, test_passes):
+    scale = test_passes["test-scale-output"]
+    surgery.apply(mlp, [scale()], verify={"rtol": 0.0, "atol": 0.0})  # its own default tolerance applies
+    pipe = Pipeline([Step(scale(), StepVerify(rtol=0.0, atol=0.0))])
+    with pytest.raises(GateError, match="test-scale-output"):
+        surgery.apply(mlp, pipe)
+
+
+def test_approx_tolerance_carries_to_later_exact_passes(mlp, test_passes):
+    # the later exact pass changes nothing numerically but is compared with the ORIGINAL: the approx
+    # pass's tolerance must carry over, or it would fail for the approximation it did not make.
+    _, report = surgery.apply(mlp, [test_passes["test-scale-output"](), test_passes["test-perturb-weight"](delta=0.0)])
+    assert [s.parity_status for s in report.steps] == ["ok", "ok"]
+
+
+def test_changes_pass_reports_deviation_and_rebases(mlp, test_passes):
+    change = test_passes["test-relu-to-sigmoid"]
+    _, report = surgery.apply(mlp, [change(), test_passes["test-perturb-weight"](delta=0.0)])
+    first = report.steps[0]
+    assert first.parity_status == "deviation reported" and first.parity[0].max_abs > 0.1
+    assert not first.parity[0].enforced
+    assert report.steps[1].parity_status == "ok"  # compared with the model after the change
+    # a tolerance the user sets for a changes pass is enforced
+    with pytest.raises(GateError, match="test-relu-to-sigmoid"):
+        surgery.apply(mlp, Pipeline([Step(change(), StepVerify(atol=1e-3))]))
+
+
+def test_parity_at_end_only(mlp, test_passes):
+    pipe = Pipeline([Step(test_passes["test-scale-output"]())])
+    pipe.verify = pipe.verify.with_mode("end")
+    _, report = surgery.apply(mlp, pipe)
+    assert report.steps[0].parity_status == "at end"
+    assert "final parity: ok (1 outputs)" in report.final_checks
+    pipe = Pipeline([Step(test_passes["test-perturb-weight"]())])
+    pipe.verify = pipe.verify.with_mode("end")
+    with pytest.raises(GateError, match="at the end of the pipeline"):
+        surgery.apply(mlp, pipe)
+
+
+def test_verify_off_skips_gates(mlp, test_passes):
+    _, report = surgery.apply(mlp, [test_passes["test-perturb-weight"]()], verify="off")
+    assert report.steps[0].parity_status == "off" and report.steps[0].checker == "off"
+    assert report.oracle == "not run"
+
+
+def test_ir_model_is_changed_in_place_and_proto_is_not(mlp, test_passes):
+    before = mlp.SerializeToString()
+    surgery.apply(mlp, [test_passes["test-scale-output"]()])
+    assert mlp.SerializeToString() == before
+    model = ir.from_proto(mlp)
+    out, _ = surgery.apply(model, [test_passes["test-scale-output"]()])
+    assert out is model
+
+
+def test_reference_evaluator_fallback_for_float64_conv():
+    # onnxruntime has no float64 Conv kernel on CPU (pitfall 7): the oracle must say so and still work.
+    w = np.random.default_rng(0).standard_normal((2, 1, 3, 3))
+    proto = make_model([h.make_node("Conv", ["x", "w"], ["y"], name="conv"), h.make_node("Relu", ["y"], ["z"], name="relu")],
+                       [vi("x", T.DOUBLE, [1, 1, 5, 5])], [vi("z", T.DOUBLE, [1, 2, 3, 3])], {"w": w})
+
+    class RenameNothing(SurgeryPass):
+        """Test-only: claims a change without making one."""
+
+        name = "test-claims-change"
+
+        def call(self, model):
+            return SurgeryResult(model, True)
+
+    _, report = surgery.apply(proto, [RenameNothing()])
+    assert report.oracle == "reference evaluator"
+    assert report.steps[0].parity_status == "ok"
+    assert report.steps[0].ort == "no kernel (as the original)"
+    assert any("ReferenceEvaluator" in n for n in report.notes)
+
+
+def test_declared_inputs_and_index_ranges():
+    # an int64 input that indexes a 5-row table must be generated inside [0, 5)
+    table = np.arange(10, dtype=np.float32).reshape(5, 2)
+    proto = make_model([h.make_node("Gather", ["table", "ids"], ["y"], name="emb")],
+                       [vi("ids", T.INT64, ["batch", "seq"])], [vi("y", T.FLOAT, ["batch", "seq", 2])], {"table": table})
+
+    class Claim(SurgeryPass):
+        """Test-only."""
+
+        name = "test-claim"
+
+        def call(self, model):
+            return SurgeryResult(model, True)
+
+    _, report = surgery.apply(proto, [Claim()])
+    assert "indices in [0, 5)" in report.inputs["ids"]
+    _, report = surgery.apply(proto, [Claim()], inputs={"ids": np.array([[4, 0]], dtype=np.int64)})
+    assert report.inputs["ids"] == "given"
+    with pytest.raises(InputError, match="input 'idz' is not an input of the model .did you mean 'ids'"):
+        surgery.apply(proto, [Claim()], inputs={"idz": np.zeros((1, 1), np.int64)})
+
+
+def test_chained_models_are_verified_together(mlp):
+    class SplitLast(SurgeryPass):
+        """Test-only: move the last MatMul into a chained model."""
+
+        name = "test-split-last"
+
+        def call(self, model):
+            fc2 = next(n for n in model.graph if n.name == "fc2")
+            a1 = fc2.inputs[0]
+            tail_in = ir.Value(name=a1.name, shape=ir.Shape(["batch", 32]), type=ir.TensorType(ir.DataType.FLOAT))
+            w2 = model.graph.initializers["W2"]
+            w2_tail = ir.Value(name="W2", shape=ir.Shape([32, 4]), type=ir.TensorType(ir.DataType.FLOAT), const_value=w2.const_value)
+            y = fc2.outputs[0]
+            tail_node = ir.Node("", "MatMul", [tail_in, w2_tail], name="fc2", num_outputs=1)
+            tail_node.outputs[0].name = y.name
+            tail_node.outputs[0].type = y.type
+            tail_node.outputs[0].shape = y.shape
+            tail = ir.Model(ir.Graph([tail_in], tail_node.outputs, nodes=[tail_node], initializers=[w2_tail], name="tail",
+                                     opset_imports=dict(model.opset_imports)), ir_version=model.ir_version)
+            a1.type = ir.TensorType(ir.DataType.FLOAT)
+            a1.shape = ir.Shape(["batch", 32])
+            model.graph.outputs.clear()
+            model.graph.outputs.append(a1)
+            model.graph.remove(fc2, safe=True)
+            model.graph.initializers.pop("W2")
+            return SurgeryResult(model, True, chained={"tail": tail})
+
+    out, report = surgery.apply(ir.from_proto(mlp), [SplitLast()])
+    assert report.steps[0].parity_status == "ok"
+    assert report.chained == ["tail"] and isinstance(report.models["tail"], ir.Model)
