@@ -173,16 +173,18 @@ def postprocess_boundary(graph: ir.Graph, *, hostile_ops: Collection[str] = ()) 
     """
     flow = Dataflow(graph)
     dep = analyse(graph, hostile_ops=hostile_ops, flow=flow)
-    if not dep.hostile:
+    const = constant_nodes(flow)
+    live = flow.ancestors(graph.outputs)
+    seeds = [h for h in dep.hostile if h.node in live and h.node not in const]
+    if not seeds:
         raise InputError(
             "no data-dependent or NPU-hostile op (NonMaxSuppression, NonZero, Unique, TopK with a data-dependent k, "
-            "Loop …) found in the main graph, so there is no post-processing to split off; give the boundary tensors"
+            "Loop …) computes an output of the main graph, so there is no post-processing to split off; "
+            "give the boundary tensors"
         )
-    const = constant_nodes(flow)
-    tail = flow.descendants(h.node for h in dep.hostile)
-    tail -= const
+    tail = (flow.descendants(h.node for h in seeds) & live) - const
     tensors, tail_inputs = _crossing(flow, tail, const)
-    return Boundary(tensors, tail, tail_inputs, list(dep.hostile), dep)
+    return Boundary(tensors, tail, tail_inputs, seeds, dep)
 
 
 def boundary_from_names(graph: ir.Graph, names: Sequence[str]) -> Boundary:

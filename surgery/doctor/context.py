@@ -165,6 +165,11 @@ class Context:
                 self._foldable[k] = all(self._foldable.get(id(i), False) for i in inputs)
         return self._foldable[id(value)]
 
+    def folds(self, node: ir.Node) -> bool:
+        """True when every output of ``node`` is shape arithmetic (it disappears once shapes are fixed)."""
+        outputs = [o for o in node.outputs if o is not None]
+        return bool(outputs) and all(self.is_shape_arithmetic(o) for o in outputs)
+
     def _inferred_types(self) -> dict[str, onnx.TypeProto]:
         if self._inferred is not None:
             return self._inferred

@@ -81,14 +81,14 @@ class Var:
                     return f"{label} has rank {rank}, wanted {lo}..{hi}"
             if self.static and not all(isinstance(d, int) for d in shape):
                 return f"{label} has a dynamic shape {shape}"
-        if self.where is not None and not self.where(value):
-            return f"{label} fails its condition"
         return None
 
     def match(self, value: ir.Value | None, m: Match) -> str | None:
         reason = self._check(value, m)
         if reason is not None:
             return reason
+        if value is not None and self.where is not None and not self.where(value):
+            return f"'{self.name}' ({value.name}) fails its condition"
         return m._bind(self.name, value)
 
 
@@ -109,11 +109,10 @@ class Const(Var):
         array = const_value(value)
         if array is None:
             return f"'{self.name}' ({value.name}) is not a constant"
-        condition = self.where
-        reason = dataclasses.replace(self, where=None)._check(value, m) if condition is not None else self._check(value, m)
+        reason = self._check(value, m)
         if reason is not None:
             return reason
-        if condition is not None and not condition(array):
+        if self.where is not None and not self.where(array):
             return f"constant '{self.name}' ({value.name}) fails its condition"
         m.consts[self.name] = array
         return m._bind(self.name, value)

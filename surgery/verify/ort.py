@@ -45,12 +45,23 @@ class OrtSession:
         )
         if threads:
             options.intra_op_num_threads = threads
-        names = list(light.tensors)
+        # ORT drops initializers nothing uses before it takes external ones: leave those out.
+        used = {n for n, v in light.values.items() if v.uses() or v.is_graph_output()}
+        names = [n for n in light.tensors if n in used]
         # keep the OrtValues alive as long as the session: ORT uses their memory in place.
         self._values = [_ort_value(light.tensors[n]) for n in names]
         if names:
             options.add_external_initializers(names, self._values)
-        data = light.proto.SerializeToString()
+        proto = light.proto
+        if len(names) < len(light.tensors):
+            import onnx
+
+            proto = onnx.ModelProto()
+            proto.CopyFrom(light.proto)
+            kept = [t for t in proto.graph.initializer if t.name not in light.tensors or t.name in used]
+            del proto.graph.initializer[:]
+            proto.graph.initializer.extend(kept)
+        data = proto.SerializeToString()
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         del data
         self.input_names = [i.name for i in self.session.get_inputs()]

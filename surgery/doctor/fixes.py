@@ -1,0 +1,59 @@
+"""Which onnx-surgery pass fixes what, and the order those passes run in.
+
+This is knowledge about our own passes (not about ATC), so it lives here rather than in the data
+table. ``PASS_ORDER`` is the order ``--emit-pipeline`` writes passes in: functions inlined first
+(so later passes see plain ``ai.onnx`` nodes), op rewrites before the opset down-conversion (the
+rewrites remove ops that have no down-adapter, e.g. opset-20 Gelu and GridSample), dtype narrowing,
+then shapes made static, then rewrites that need constants folded by ``make-static`` (Gather
+indices), int64 narrowing once shape arithmetic is folded, cleanup, and the static gate last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["PASS_ORDER", "FIX_BY_OP", "USER_DECISION_PASSES", "order_passes"]
+
+PASS_ORDER: tuple[str, ...] = (
+    "inline-functions",
+    "remove-dropout",
+    "drop-maxpool-indices",
+    "decompose-gelu",
+    "decompose-hardswish",
+    "decompose-gridsample",
+    "einsum-to-matmul",
+    "convert-opset",
+    "narrow-float64",
+    "fix-shapes",
+    "split-postprocess",
+    "make-static",
+    "complete-nms-inputs",
+    "normalize-gather-indices",
+    "narrow-int64",
+    "cleanup",
+    "assert-static",
+)
+
+#: Passes that remove or rewrite a given op (unregistered or AICPU-only ones).
+FIX_BY_OP: dict[str, tuple[str, ...]] = {
+    "Gelu": ("decompose-gelu",),
+    "GroupNormalization": ("convert-opset",),
+    "Einsum": ("einsum-to-matmul",),
+    "GridSample": ("decompose-gridsample",),
+    "NonZero": ("split-postprocess",),
+    "Unique": ("split-postprocess",),
+    "NonMaxSuppression": ("split-postprocess",),
+}
+
+#: Passes whose use changes the deployment itself: written commented out, for the user to decide.
+USER_DECISION_PASSES: frozenset[str] = frozenset({"split-postprocess"})
+
+
+def order_passes(names: Iterable[str]) -> list[str]:
+    """``names`` without duplicates, in :data:`PASS_ORDER` (unknown names last, as given)."""
+    seen: list[str] = []
+    for name in names:
+        if name not in seen:
+            seen.append(name)
+    rank = {name: i for i, name in enumerate(PASS_ORDER)}
+    return sorted(seen, key=lambda n: (rank.get(n, len(PASS_ORDER)), seen.index(n)))

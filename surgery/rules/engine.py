@@ -1,0 +1,303 @@
+"""The rule engine: apply rewrite rules in every graph, count matches, explain near misses.
+
+A :class:`Rule` is a pattern (:mod:`surgery.rules.pattern`) plus a replacement builder::
+
+    class HardSwishRule(Rule):
+        name = "hardswish"
+        pattern = Op("HardSwish", Var("x"))
+
+        def build(self, b: Builder, m: Match) -> list[ir.Value]:
+            ...
+            return [y]          # one value per output of the root node
+
+:func:`apply_rules` visits the main graph, every ``If``/``Loop``/``Scan`` body and every
+model-local function. For each node whose op type a rule targets it matches the pattern, runs the
+rule's :meth:`Rule.check`, builds the replacement, splices it in (the replacement's outputs take
+over the replaced outputs' names, types and graph-output slots) and removes the matched nodes.
+A rule that got as far as its root op but was rejected is a *near miss*; its reason is logged at
+debug level and counted. :class:`RulePass` makes a registered pass out of a list of rules.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+import onnx_ir as ir
+
+from surgery.errors import PassError
+from surgery.graph import GraphLike, NameAllocator
+from surgery.pass_base import SurgeryPass, SurgeryResult
+from surgery.rules import schema
+from surgery.rules.builder import Builder
+from surgery.rules.pattern import Match, Miss, Op
+from surgery.rules.pattern import match as match_pattern
+
+__all__ = [
+    "Rule",
+    "RuleLike",
+    "RuleContext",
+    "Rewrite",
+    "RuleStats",
+    "apply_rules",
+    "graphs_with_opsets",
+    "RulePass",
+    "splice",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RuleContext:
+    """Where a rule is being applied: the model, the graph (or function) and its opsets."""
+
+    model: ir.Model
+    graph: GraphLike
+    opsets: Mapping[str, int]
+    names: NameAllocator
+    pass_name: str = ""
+    inferred: _Inferred | None = None
+
+    @property
+    def opset(self) -> int:
+        return schema.opset_of(self.opsets, "") or 1
+
+    def builder(self, node: ir.Node) -> Builder:
+        return Builder(self.names, node.name or node.op_type, self.opset, dtype_of=self.dtype)
+
+    def dtype(self, value: ir.Value) -> ir.DataType | None:
+        """The element type of ``value``: declared, else from onnx shape inference (main graph)."""
+        if value.dtype is not None:
+            return value.dtype
+        found = self.inferred.get(value) if self.inferred is not None else None
+        return found[0].dtype if found is not None else None
+
+    def shape(self, value: ir.Value) -> ir.Shape | None:
+        """The shape of ``value``: declared, else from onnx shape inference (main graph)."""
+        if value.shape is not None:
+            return value.shape
+        found = self.inferred.get(value) if self.inferred is not None else None
+        return found[1] if found is not None else None
+
+
+class _Inferred:
+    """Types and shapes from onnx shape inference, computed once, on first need, never stored."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.model = model
+        self._table: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] | None = None
+
+    def get(self, value: ir.Value) -> tuple[ir.TypeProtocol, ir.Shape | None] | None:
+        if not value.name or value.graph is not self.model.graph:
+            return None
+        if self._table is None:
+            from surgery.analysis.tensor_types import infer_types
+
+            self._table = infer_types(self.model)
+        return self._table.get(value.name)
+
+
+@dataclasses.dataclass
+class Rewrite:
+    """A successful match turned into a replacement, ready to splice."""
+
+    root: ir.Node
+    old_nodes: Sequence[ir.Node]
+    old_outputs: Sequence[ir.Value]
+    new_nodes: Sequence[ir.Node]
+    new_outputs: Sequence[ir.Value | None]
+
+
+class RuleLike(Protocol):
+    """What the engine needs of a rule (our :class:`Rule` or an adapted onnxscript rule)."""
+
+    name: str
+
+    def targets(self, node: ir.Node) -> bool: ...
+
+    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss: ...
+
+
+class Rule:
+    """A pattern plus a replacement builder (subclass and set ``name``, ``pattern``, ``build``)."""
+
+    name: ClassVar[str] = ""
+    pattern: ClassVar[Op]
+
+    def targets(self, node: ir.Node) -> bool:
+        return self.pattern.accepts(node)
+
+    def check(self, ctx: RuleContext, m: Match) -> str | None:
+        """Extra conditions: return a reason to skip the match (or raise PassError to refuse)."""
+        del ctx, m
+        return None
+
+    def build(self, b: Builder, m: Match) -> Sequence[ir.Value | None]:
+        """Return one value per output of the root node (``None`` for an unused output)."""
+        raise NotImplementedError
+
+    def refuse(self, ctx: RuleContext, message: str) -> PassError:
+        return PassError(message, pass_name=ctx.pass_name or self.name)
+
+    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
+        m = match_pattern(self.pattern, node, ctx.opsets)
+        if not m:
+            return m
+        assert isinstance(m, Match)
+        reason = self.check(ctx, m)
+        if reason is not None:
+            return Miss(reason)
+        b = ctx.builder(node)
+        outputs = list(self.build(b, m))
+        if len(outputs) != len(node.outputs):
+            raise TypeError(f"rule {self.name}: build returned {len(outputs)} values for {len(node.outputs)} outputs")
+        return Rewrite(node, m.nodes, list(node.outputs), b.nodes, outputs)
+
+    def __repr__(self) -> str:
+        return f"<rule {self.name or type(self).__name__}>"
+
+
+@dataclasses.dataclass
+class RuleStats:
+    """What :func:`apply_rules` did: matches per rule and near misses with reasons."""
+
+    applied: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    near_misses: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    miss_reasons: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.applied.values())
+
+    def as_stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rewritten": self.total}
+        if len(self.applied) > 1 or any(k for k in self.applied):
+            out["by_rule"] = dict(self.applied)
+        if self.near_misses:
+            out["near_misses"] = sum(self.near_misses.values())
+        return out
+
+
+def _subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
+    for attr in node.attributes.values():
+        if attr.is_ref():
+            continue
+        if attr.type == ir.AttributeType.GRAPH:
+            yield attr.as_graph()
+        elif attr.type == ir.AttributeType.GRAPHS:
+            yield from attr.as_graphs()
+
+
+def graphs_with_opsets(model: ir.Model) -> Iterator[tuple[GraphLike, Mapping[str, int]]]:
+    """Every graph (main, nested bodies, functions) with the opset imports that govern it."""
+
+    def walk(graph: GraphLike, imports: Mapping[str, int]) -> Iterator[tuple[GraphLike, Mapping[str, int]]]:
+        yield graph, imports
+        for node in graph:
+            for sub in _subgraphs(node):
+                yield from walk(sub, imports)
+
+    yield from walk(model.graph, model.opset_imports)
+    for function in list(model.functions.values()):
+        yield from walk(function, function.opset_imports)
+
+
+def splice(ctx: RuleContext, rw: Rewrite) -> None:
+    """Put ``rw.new_nodes`` in place of ``rw.old_nodes`` and reroute the root's outputs."""
+    graph = ctx.graph
+    fresh = {out for node in rw.new_nodes for out in node.outputs}
+    extra: list[ir.Node] = []
+    for old, new in zip(rw.old_outputs, rw.new_outputs):
+        if new is None:
+            if old.uses() or old.is_graph_output():
+                raise PassError(
+                    f"output '{old.name}' of '{rw.root.name}' is still used but the rule dropped it",
+                    pass_name=ctx.pass_name,
+                )
+            continue
+        if new.type is None:
+            new.type = old.type
+        if new.shape is None and old.shape is not None:
+            new.shape = old.shape
+        if new in fresh:
+            name = old.name
+            old.name = None
+            new.name = name
+            ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+        elif old.is_graph_output():
+            # An existing value cannot take the output's name: pass it through an Identity.
+            b = ctx.builder(rw.root)
+            out = b.op("Identity", new)
+            extra.extend(b.nodes)
+            name = old.name
+            old.name = None
+            out.name = name
+            out.type, out.shape = old.type, old.shape
+            ir.convenience.replace_all_uses_with(old, out, replace_graph_outputs=True)
+        else:
+            ir.convenience.replace_all_uses_with(old, new)
+    new_nodes = list(rw.new_nodes) + extra
+    if new_nodes:
+        graph.insert_before(rw.root, new_nodes)
+    graph.remove(list(rw.old_nodes), safe=True)
+
+
+def apply_rules(
+    model: ir.Model,
+    rules: Iterable[RuleLike],
+    *,
+    pass_name: str = "",
+    names: NameAllocator | None = None,
+) -> RuleStats:
+    """Apply ``rules`` once over every node of every graph; return counts and near misses.
+
+    Rules are tried in order; the first one that rewrites a node wins. Nodes a rewrite creates
+    are not revisited in the same sweep (so a rule whose output it could match again cannot loop).
+    """
+    rules = list(rules)
+    stats = RuleStats()
+    names = names or NameAllocator(model)
+    inferred = _Inferred(model)
+    for graph, opsets in list(graphs_with_opsets(model)):
+        ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
+        for node in list(graph):
+            if node.graph is None:  # removed by an earlier rewrite in this sweep
+                continue
+            for rule in rules:
+                if not rule.targets(node):
+                    continue
+                result = rule.rewrite(ctx, node)
+                if isinstance(result, Miss):
+                    if not result.reason:  # not even the root op fitted
+                        continue
+                    stats.near_misses[rule.name] += 1
+                    stats.miss_reasons.setdefault(rule.name, []).append(f"{node.name}: {result.reason}")
+                    logger.debug("%s: near miss at %s '%s': %s", rule.name, node.op_type, node.name, result.reason)
+                    continue
+                splice(ctx, result)
+                stats.applied[rule.name] += 1
+                logger.debug("%s: rewrote %s '%s' into %d nodes", rule.name, node.op_type, node.name, len(result.new_nodes))
+                break
+    return stats
+
+
+class RulePass(SurgeryPass):
+    """Base class of passes that apply a list of rules (subclasses set ``name`` and ``rules``)."""
+
+    def rules(self) -> Sequence[RuleLike]:  # type: ignore[override]
+        raise NotImplementedError
+
+    def call(self, model: ir.Model) -> SurgeryResult:
+        stats = apply_rules(model, self.rules(), pass_name=self.name)
+        return SurgeryResult(model, stats.total > 0, stats=stats.as_stats(), notes=self.notes(stats))
+
+    def notes(self, stats: RuleStats) -> list[str]:
+        notes = []
+        for rule, reasons in stats.miss_reasons.items():
+            shown = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
+            notes.append(f"{rule}: left {len(reasons)} node(s) as they were: {shown}")
+        return notes

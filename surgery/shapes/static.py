@@ -1,0 +1,136 @@
+"""What keeps a model from being static: tensors with unknown or symbolic dims, data-dependent ops.
+
+Used by ``assert-static`` (which fails on any offender) and by ``make-static``'s report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import onnx_ir as ir
+
+from surgery.graph import GraphLike, const_value
+from surgery.shapes.infer import walk_graphs
+
+__all__ = ["Offender", "find_offenders", "DATA_DEPENDENT_OPS", "format_shape"]
+
+#: Ops whose output shape depends on input values (always dynamic for a static compiler).
+DATA_DEPENDENT_OPS = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Offender:
+    """One reason the model is not static."""
+
+    graph: str
+    what: str  # "tensor" or "op"
+    name: str
+    detail: str
+    producer: str
+
+    def __str__(self) -> str:
+        where = "" if self.graph == "main" else f" [in {self.graph}]"
+        return f"{self.what} '{self.name}'{where}: {self.detail} ({self.producer})"
+
+
+def format_shape(shape: ir.Shape | None) -> str:
+    if shape is None:
+        return "unknown rank"
+    return "[" + ", ".join(str(d) if isinstance(d, int) else (d.value or "?") for d in shape) + "]"
+
+
+def _producer_text(value: ir.Value) -> str:
+    node = value.producer()
+    if node is not None:
+        return f"produced by {node.op_type} node '{node.name}'"
+    if value.is_graph_input():
+        return "graph input"
+    return "no producer"
+
+
+def _graph_labels(model: ir.Model) -> dict[int, str]:
+    labels = {id(model.graph): "main"}
+
+    def visit(graph: GraphLike, label: str) -> None:
+        for node in graph:
+            for attr in node.attributes.values():
+                if attr.is_ref():
+                    continue
+                subs = []
+                if attr.type == ir.AttributeType.GRAPH:
+                    subs = [attr.as_graph()]
+                elif attr.type == ir.AttributeType.GRAPHS:
+                    subs = list(attr.as_graphs())
+                for i, sub in enumerate(subs):
+                    sub_label = f"{node.op_type} '{node.name}'.{attr.name}" + (f"[{i}]" if len(subs) > 1 else "")
+                    if label != "main":
+                        sub_label = f"{label} > {sub_label}"
+                    labels[id(sub)] = sub_label
+                    visit(sub, sub_label)
+
+    visit(model.graph, "main")
+    return labels
+
+
+def _static_tensor(value: ir.Value) -> str | None:
+    """None if static, else why not."""
+    if value.type is not None and not isinstance(value.type, ir.TensorType):
+        return f"non-tensor type {value.type}"
+    shape = value.shape
+    if shape is None:
+        return "unknown rank"
+    bad = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+    if bad:
+        return f"shape {format_shape(shape)} has dynamic dim{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))}"
+    return None
+
+
+def find_offenders(model: ir.Model, *, allow_ops: frozenset[str] = frozenset()) -> list[Offender]:
+    """Every tensor of every graph with a non-static shape, and every data-dependent op.
+
+    Values downstream of an allowed op (``allow_ops``) are exempt: their dynamism is accepted.
+    Model-local functions are templates instantiated at their call sites and are not inspected.
+    """
+    labels = _graph_labels(model)
+    offenders: list[Offender] = []
+    exempt: set[ir.Value] = set()
+    seen: set[ir.Value] = set()
+    for graph in walk_graphs(model.graph):
+        label = labels.get(id(graph), "subgraph")
+        values: list[ir.Value] = list(graph.inputs)
+        for node in graph:
+            allowed = node.op_type in allow_ops
+            tainted = allowed or any(v in exempt for v in node.inputs if v is not None)
+            if tainted:
+                exempt.update(node.outputs)
+            if not allowed:
+                reason = _data_dependent(node)
+                if reason:
+                    offenders.append(Offender(label, "op", node.name or node.op_type, reason, f"{node.op_type} node"))
+            values.extend(node.outputs)
+        values.extend(graph.outputs)
+        for value in values:
+            if value in seen or value in exempt:
+                continue
+            seen.add(value)
+            reason = _static_tensor(value)
+            if reason:
+                offenders.append(Offender(label, "tensor", value.name or "<unnamed>", reason, _producer_text(value)))
+    return offenders
+
+
+def _data_dependent(node: ir.Node) -> str | None:
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    op = node.op_type
+    if op in DATA_DEPENDENT_OPS:
+        return f"{op} has a data-dependent output shape"
+    if op == "TopK":
+        k = node.inputs[1] if len(node.inputs) > 1 else None
+        if k is not None and const_value(k) is None:
+            return "TopK with a non-constant k"
+    if op == "Loop":
+        trip = node.inputs[0] if node.inputs else None
+        if trip is None or const_value(trip) is None:
+            return "Loop without a constant trip count"
+    return None

@@ -1,0 +1,458 @@
+"""Layerwise comparison of two models: which intermediate tensor first breaks tolerance.
+
+Both models (or chains of models, e.g. a head and its tail) run in ONNX Runtime with their
+intermediate tensors exposed as outputs. Tensors are matched by name, and through the ``renamed``
+maps passes record when they replace nodes (``{old name: new name}``). The comparison streams:
+tensors are fetched in chunks of bounded size in the reference's topological order, compared, and
+dropped, so only per-tensor statistics are kept (never every tensor of both models). Tensors found
+on one side only are listed, not silently skipped.
+
+Each chunk is one ``session.run`` per model asking for that chunk's tensors; ONNX Runtime computes
+the whole graph each time, so a model whose intermediates exceed the chunk budget runs several times
+(time traded for memory). Inside a run, ORT holds the exposed tensors it was asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from surgery.graph import const_value
+from surgery.pass_base import Tolerance
+from surgery.verify.compare import ArrayDiff, diff_arrays
+from surgery.verify.ort import OrtSession
+
+__all__ = [
+    "TensorComparison",
+    "LayerwiseReport",
+    "compare_layerwise",
+    "first_divergence",
+    "divergence_message",
+    "run_exposing",
+    "resolve_renames",
+    "DEFAULT_BUDGET_BYTES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes of tensors (both sides together) fetched per chunk.
+DEFAULT_BUDGET_BYTES = 256 << 20
+_FIRST_CHUNK = 16
+_MAX_CHUNK = 4096
+_NON_TENSOR = (ir.SequenceType, ir.OptionalType) if hasattr(ir, "OptionalType") else (ir.SequenceType,)
+
+
+@dataclasses.dataclass
+class TensorComparison:
+    """How one intermediate tensor of the candidate compares with the reference's."""
+
+    index: int
+    """Position in the reference's topological order (among compared tensors)."""
+    name: str
+    """Name in the reference."""
+    candidate_name: str
+    op_type: str
+    node: str
+    """Name of the reference node producing it."""
+    diff: ArrayDiff
+    shape: list[int] | None = None
+    dtype: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.diff.ok
+
+    def to_dict(self) -> dict:
+        d = self.diff.to_dict()
+        d.update(
+            index=self.index,
+            name=self.name,
+            candidate_name=self.candidate_name,
+            op_type=self.op_type,
+            node=self.node,
+            shape=self.shape,
+            dtype=self.dtype,
+        )
+        return d
+
+    def line(self) -> str:
+        """One line for a terminal."""
+        verdict = "ok  " if self.ok else "FAIL"
+        renamed = f" (as '{self.candidate_name}')" if self.candidate_name != self.name else ""
+        if self.diff.problem:
+            stats = self.diff.problem
+        else:
+            stats = f"cos {self.diff.cosine:.6f}  max_abs {self.diff.max_abs:.3g}  max_rel {self.diff.max_rel:.3g}"
+        return f"{self.index:5d} {verdict} {stats}  {self.name}{renamed} [{self.op_type}]"
+
+
+@dataclasses.dataclass
+class LayerwiseReport:
+    """The result of :func:`compare_layerwise`: per-tensor statistics and the first divergence."""
+
+    tolerance: Tolerance
+    compared: list[TensorComparison] = dataclasses.field(default_factory=list)
+    only_in_reference: list[str] = dataclasses.field(default_factory=list)
+    only_in_candidate: list[str] = dataclasses.field(default_factory=list)
+    first: TensorComparison | None = None
+    suspects: list[str] = dataclasses.field(default_factory=list)
+    """Why the first divergent tensor's node diverges: inputs of it that differ (constants included)."""
+    runs: int = 0
+    """Number of ``session.run`` calls per side (the chunk count)."""
+    stopped_early: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.first is None
+
+    def summary(self) -> str:
+        lines = [
+            f"compared {len(self.compared)} tensors (rtol {self.tolerance.rtol:g}, atol {self.tolerance.atol:g}) "
+            f"in {self.runs} run(s) per model"
+        ]
+        if self.only_in_reference:
+            lines.append(f"{len(self.only_in_reference)} tensors only in the reference: {_few(self.only_in_reference)}")
+        if self.only_in_candidate:
+            lines.append(f"{len(self.only_in_candidate)} tensors only in the candidate: {_few(self.only_in_candidate)}")
+        lines.append(self.first_text() or "no tensor breaks tolerance")
+        return "\n".join(lines)
+
+    def first_text(self) -> str | None:
+        if self.first is None:
+            return None
+        f = self.first
+        text = f"first divergent tensor: '{f.name}' (output of {f.op_type} '{f.node}'): {f.diff.describe().split(': ', 1)[1]}"
+        if self.suspects:
+            text += "; " + "; ".join(self.suspects)
+        return text
+
+    def to_dict(self) -> dict:
+        return {
+            "rtol": self.tolerance.rtol,
+            "atol": self.tolerance.atol,
+            "ok": self.ok,
+            "first_divergent": self.first.name if self.first else None,
+            "first_divergent_text": self.first_text(),
+            "suspects": list(self.suspects),
+            "runs": self.runs,
+            "stopped_early": self.stopped_early,
+            "only_in_reference": list(self.only_in_reference),
+            "only_in_candidate": list(self.only_in_candidate),
+            "tensors": [c.to_dict() for c in self.compared],
+        }
+
+
+def _few(names: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(f"'{x}'" for x in names[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def resolve_renames(renamed: Mapping[str, str] | Sequence[Mapping[str, str]] | None) -> Callable[[str], str]:
+    """A function following rename maps (one map, or several in pass order) to the final name."""
+    if renamed is None:
+        return lambda n: n
+    maps = [renamed] if isinstance(renamed, Mapping) else list(renamed)
+
+    def follow(name: str) -> str:
+        for m in maps:
+            seen = 0
+            while name in m and seen < 32:
+                nxt = m[name]
+                if nxt == name:
+                    break
+                name = nxt
+                seen += 1
+        return name
+
+    return follow
+
+
+# -- running with exposed tensors ----------------------------------------------------------------
+@dataclasses.dataclass
+class _Tensor:
+    name: str
+    value: ir.Value
+    part: int
+    op_type: str
+    node: str
+
+
+def _computed(models: Sequence[ir.Model]) -> dict[str, _Tensor]:
+    """Node outputs of the main graphs, in order (first definition of a name wins)."""
+    out: dict[str, _Tensor] = {}
+    for p, model in enumerate(models):
+        for node in model.graph:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                continue
+            for value in node.outputs:
+                if not value.name or value.name in out:
+                    continue
+                if value.type is not None and isinstance(value.type, _NON_TENSOR):
+                    continue
+                out[value.name] = _Tensor(value.name, value, p, node.op_type, node.name or "")
+    return out
+
+
+@contextlib.contextmanager
+def _exposed(model: ir.Model, values: Sequence[ir.Value]) -> Iterator[None]:
+    outputs = model.graph.outputs
+    present = set(outputs)
+    added = [v for v in dict.fromkeys(values) if v not in present]
+    for v in added:
+        outputs.append(v)
+    try:
+        yield
+    finally:
+        for _ in added:
+            outputs.pop()
+
+
+class _Chain:
+    """ORT sessions over a chain of models, each exposing some of its tensors."""
+
+    def __init__(self, models: Sequence[ir.Model], expose: Mapping[int, Sequence[ir.Value]], feeds: Mapping[str, np.ndarray]) -> None:
+        self.models = list(models)
+        self.sessions: list[OrtSession] = []
+        try:
+            for p, model in enumerate(self.models):
+                with _exposed(model, expose.get(p, ())):
+                    self.sessions.append(OrtSession(model))
+            # the declared outputs of every part, fed forward: later parts read them
+            self.env: dict[str, np.ndarray] = dict(feeds)
+            for p, model in enumerate(self.models):
+                declared = [v.name for v in model.graph.outputs if v.name]
+                self.env.update(self.sessions[p].run(self.env, declared))
+        except BaseException:
+            self.close()
+            raise
+
+    def fetch(self, part: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+        if not names:
+            return {}
+        return self.sessions[part].run(self.env, list(names))
+
+    def close(self) -> None:
+        for s in self.sessions:
+            s.close()
+        self.sessions = []
+
+
+def _as_chain(model: ir.Model | Sequence[ir.Model]) -> list[ir.Model]:
+    return [model] if isinstance(model, ir.Model) else list(model)
+
+
+def run_exposing(model: ir.Model | Sequence[ir.Model], feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Run ``model`` (or a chain) once and return the named tensors (inputs, intermediates, outputs)."""
+    chain = _as_chain(model)
+    tensors = _computed(chain)
+    expose: dict[int, list[ir.Value]] = {}
+    for n in names:
+        t = tensors.get(n)
+        if t is not None:
+            expose.setdefault(t.part, []).append(t.value)
+    runner = _Chain(chain, expose, feeds)
+    try:
+        result: dict[str, np.ndarray] = {}
+        for n in names:
+            if n in runner.env:
+                result[n] = runner.env[n]
+        for p in range(len(chain)):
+            wanted = [v.name for v in expose.get(p, []) if v.name not in result]
+            result.update(runner.fetch(p, wanted))
+        missing = [n for n in names if n not in result]
+        if missing:
+            from surgery.errors import InputError
+
+            raise InputError(f"tensors not found in the model: {_few(missing)}")
+        return result
+    finally:
+        runner.close()
+
+
+# -- the comparison ------------------------------------------------------------------------------
+def _constant_of(models: Sequence[ir.Model], name: str) -> np.ndarray | None:
+    for model in models:
+        value = model.graph.initializers.get(name)
+        if value is None:
+            for node in model.graph:
+                if node.op_type == "Constant" and node.outputs and node.outputs[0].name == name:
+                    value = node.outputs[0]
+                    break
+        if value is not None:
+            array = const_value(value)
+            if array is not None:
+                return array
+    return None
+
+
+def _suspects(
+    first: TensorComparison,
+    cand_tensors: Mapping[str, _Tensor],
+    ref_models: Sequence[ir.Model],
+    statuses: Mapping[str, bool],
+    back: Mapping[str, str],
+    tol: Tolerance,
+) -> list[str]:
+    """Inputs of the candidate node behind ``first`` that differ from the reference."""
+    tensor = cand_tensors.get(first.candidate_name)
+    if tensor is None:
+        return []
+    node = tensor.value.producer()
+    if node is None:
+        return []
+    notes: list[str] = []
+    for inp in node.inputs:
+        if inp is None or not inp.name:
+            continue
+        ref_name = back.get(inp.name, inp.name)
+        if ref_name in statuses:
+            if not statuses[ref_name]:
+                notes.append(f"its input '{inp.name}' already differs")
+            continue
+        cand_const = const_value(inp)
+        if cand_const is None:
+            continue
+        ref_const = _constant_of(ref_models, ref_name)
+        kind = "initializer" if inp.is_initializer() else "constant"
+        if ref_const is None:
+            notes.append(f"its {kind} input '{inp.name}' is not in the reference")
+            continue
+        d = diff_arrays(inp.name, cand_const, ref_const, tol)
+        if not d.ok:
+            detail = d.problem or f"max abs {d.max_abs:.3g}, cosine {d.cosine:.6f}"
+            notes.append(f"its {kind} input '{inp.name}' differs from the reference's ({detail})")
+    if not notes:
+        notes.append(f"its inputs match the reference, so {node.op_type} '{node.name}' itself computes differently")
+    return notes
+
+
+def compare_layerwise(
+    reference: ir.Model | Sequence[ir.Model],
+    candidate: ir.Model | Sequence[ir.Model],
+    feeds: Mapping[str, np.ndarray],
+    tol: Tolerance,
+    *,
+    renamed: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    on_result: Callable[[TensorComparison], None] | None = None,
+    stop_at_first: bool = False,
+) -> LayerwiseReport:
+    """Compare every intermediate tensor the two models share, in the reference's order.
+
+    ``reference`` and ``candidate`` are models or chains of models (a head then its tail): a later
+    part is fed the inputs and the outputs of the parts before it. ``renamed`` maps reference
+    names to candidate names (the ``SurgeryResult.renamed`` maps of the passes in order).
+    ``on_result`` is called for each tensor as soon as it is compared; with ``stop_at_first`` the
+    comparison ends with the chunk holding the first divergent tensor.
+    """
+    ref_models, cand_models = _as_chain(reference), _as_chain(candidate)
+    follow = resolve_renames(renamed)
+    ref_tensors = _computed(ref_models)
+    cand_tensors = _computed(cand_models)
+    pairs: list[tuple[_Tensor, _Tensor]] = []
+    matched: set[str] = set()
+    only_ref: list[str] = []
+    for name, t in ref_tensors.items():
+        other = cand_tensors.get(follow(name))
+        if other is None or other.name in matched:
+            only_ref.append(name)
+            continue
+        matched.add(other.name)
+        pairs.append((t, other))
+    only_cand = [n for n in cand_tensors if n not in matched]
+    back = {c.name: r.name for r, c in pairs}
+    report = LayerwiseReport(tolerance=tol, only_in_reference=only_ref, only_in_candidate=only_cand)
+
+    ref_expose: dict[int, list[ir.Value]] = {}
+    cand_expose: dict[int, list[ir.Value]] = {}
+    for r, c in pairs:
+        ref_expose.setdefault(r.part, []).append(r.value)
+        cand_expose.setdefault(c.part, []).append(c.value)
+    statuses: dict[str, bool] = {}
+    ref_chain = _Chain(ref_models, ref_expose, feeds)
+    try:
+        cand_chain = _Chain(cand_models, cand_expose, feeds)
+        try:
+            start, size = 0, _FIRST_CHUNK
+            while start < len(pairs):
+                chunk = pairs[start : start + size]
+                ref_arrays: dict[str, np.ndarray] = {}
+                cand_arrays: dict[str, np.ndarray] = {}
+                for p in range(len(ref_models)):
+                    ref_arrays.update(ref_chain.fetch(p, [r.name for r, _ in chunk if r.part == p]))
+                for p in range(len(cand_models)):
+                    cand_arrays.update(cand_chain.fetch(p, [c.name for _, c in chunk if c.part == p]))
+                report.runs += 1
+                nbytes = sum(a.nbytes for a in ref_arrays.values()) + sum(a.nbytes for a in cand_arrays.values())
+                for r, c in chunk:
+                    a, e = cand_arrays.get(c.name), ref_arrays.get(r.name)
+                    diff = diff_arrays(r.name, a, e, tol)
+                    entry = TensorComparison(
+                        index=len(report.compared),
+                        name=r.name,
+                        candidate_name=c.name,
+                        op_type=r.op_type,
+                        node=r.node,
+                        diff=diff,
+                        shape=list(e.shape) if e is not None else None,
+                        dtype=str(e.dtype) if e is not None else None,
+                    )
+                    report.compared.append(entry)
+                    statuses[r.name] = diff.ok
+                    if not diff.ok and report.first is None:
+                        report.first = entry
+                    if on_result is not None:
+                        on_result(entry)
+                del ref_arrays, cand_arrays
+                start += len(chunk)
+                if report.first is not None and stop_at_first:
+                    report.stopped_early = start < len(pairs)
+                    break
+                per_pair = max(nbytes / max(len(chunk), 1), 1.0)
+                size = int(min(_MAX_CHUNK, max(1, math.floor(budget_bytes / per_pair))))
+        finally:
+            cand_chain.close()
+    finally:
+        ref_chain.close()
+    if report.first is not None:
+        report.suspects = _suspects(report.first, cand_tensors, ref_models, statuses, back, tol)
+    return report
+
+
+def first_divergence(
+    original: ir.Model | Sequence[ir.Model],
+    modified: ir.Model | Sequence[ir.Model],
+    feeds: Mapping[str, np.ndarray],
+    tol: Tolerance,
+    *,
+    renamed: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+) -> str | None:
+    """The name (in ``original``) of the first tensor, in topological order, that breaks ``tol``."""
+    report = compare_layerwise(original, modified, feeds, tol, renamed=renamed, stop_at_first=True)
+    return report.first.name if report.first else None
+
+
+def divergence_message(
+    original: ir.Model | Sequence[ir.Model],
+    modified: ir.Model | Sequence[ir.Model],
+    feeds: Mapping[str, np.ndarray],
+    tol: Tolerance,
+    *,
+    renamed: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+) -> str | None:
+    """One sentence naming the first divergent tensor and why (for a failed parity gate), or None.
+
+    Never raises: a model that cannot run with its tensors exposed gives None (logged).
+    """
+    try:
+        report = compare_layerwise(original, modified, feeds, tol, renamed=renamed, stop_at_first=True)
+    except Exception as exc:  # a diagnosis must never hide the failure it explains
+        logger.info("layerwise comparison failed: %s", exc)
+        return None
+    return report.first_text()

@@ -1,0 +1,353 @@
+"""cleanup: dead nodes across scopes, Identity elimination keeping output names, initializers,
+functions, topological order; parity and idempotence on real graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common as ir_common
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper
+
+import surgery
+from surgery.errors import PassError
+from surgery.passes.cleanup import Cleanup
+from surgery.testing import make_model, node_names, op_counts, ort_run, vi
+
+RNG = np.random.default_rng(1)
+X = RNG.standard_normal((2, 3)).astype(np.float32)
+
+
+def run_cleanup(proto: onnx.ModelProto):
+    model = ir.from_proto(proto)
+    result = Cleanup()(model)
+    assert result.model is model
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    return model, result
+
+
+def assert_idempotent(model: ir.Model) -> None:
+    again = Cleanup()(model)
+    assert again.modified is False, again.stats
+    assert not any(again.stats.values())
+
+
+def assert_same_outputs(proto: onnx.ModelProto, model: ir.Model, feeds_list) -> None:
+    for feeds in feeds_list:
+        before, after = ort_run(proto, feeds), ort_run(model, feeds)
+        assert set(after) == set(before)
+        for key in before:
+            np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+
+
+def test_dead_chain_and_its_initializer():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Mul", ["x", "w_dead"], ["dead1"], name="dead_mul"),
+        helper.make_node("Exp", ["dead1"], ["dead2"], name="dead_exp"),
+        helper.make_node("Add", ["r", "w_live"], ["y"], name="add"),
+    ]
+    inits = {"w_live": np.ones((2, 3), np.float32), "w_dead": np.full((2, 3), 2.0, np.float32),
+             "w_unused": np.zeros((4,), np.float32)}
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3])], inits)
+    model, result = run_cleanup(proto)
+    assert result.stats["dead_nodes"] == 2 and result.stats["initializers"] == 2
+    assert node_names(model) == {"relu", "add"}
+    assert set(model.graph.initializers) == {"w_live"}
+    assert_same_outputs(proto, model, [{"x": X}])
+    assert_idempotent(model)
+
+
+def test_unused_graph_input_and_default_initializer_stay():
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("unused", TP.FLOAT, [2]), vi("opt", TP.FLOAT, [2])],
+                       [vi("y", TP.FLOAT, [2, 3])], {"opt": np.zeros(2, np.float32)})
+    model, result = run_cleanup(proto)
+    assert [i.name for i in model.graph.inputs] == ["x", "unused", "opt"]
+    assert "opt" in model.graph.initializers, "an initializer that is a graph input is a default value"
+    assert result.modified is False
+
+
+# -- Identity elimination ---------------------------------------------------------------------------
+
+
+def identity_model() -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Identity", ["r"], ["i1"], name="id1"),
+        helper.make_node("Identity", ["i1"], ["i2"], name="id2"),
+        helper.make_node("Sigmoid", ["i2"], ["s"], name="sig"),
+        helper.make_node("Identity", ["s"], ["y_sig"], name="id_out"),  # x renamed to the output name
+        helper.make_node("Identity", ["x"], ["y_in"], name="id_in"),  # graph input -> output: stays
+        helper.make_node("Identity", ["y_sig"], ["y_again"], name="id_of_output"),  # output -> output: stays
+        helper.make_node("Identity", ["w"], ["y_w"], name="id_init"),  # initializer -> output: stays
+    ]
+    outputs = [vi(n, TP.FLOAT, [2, 3]) for n in ("y_sig", "y_in", "y_again", "y_w")]
+    return make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], outputs, {"w": np.full((2, 3), 3.0, np.float32)})
+
+
+def test_identity_chains_keep_every_output_name():
+    proto = identity_model()
+    model, result = run_cleanup(proto)
+    assert result.stats["identities"] == 3
+    assert [o.name for o in model.graph.outputs] == ["y_sig", "y_in", "y_again", "y_w"]
+    assert node_names(model) == {"relu", "sig", "id_in", "id_of_output", "id_init"}
+    assert model.graph.outputs[0].producer().name == "sig"
+    assert result.renamed == {"i1": "r", "i2": "r", "s": "y_sig"}
+    assert_same_outputs(proto, model, [{"x": X}])
+    assert_idempotent(model)
+
+
+def test_onnx_ir_identity_elimination_loses_an_output_name():
+    """What cleanup does better: onnx-ir renames an output that feeds another output's Identity."""
+    model = ir.from_proto(identity_model())
+    ir_common.IdentityEliminationPass()(model)
+    assert "y_sig" not in [o.name for o in model.graph.outputs]
+
+
+def test_identity_in_subgraph_reading_outer_value_stays():
+    then_graph = helper.make_graph(
+        [helper.make_node("Identity", ["r"], ["t_out"], name="then_id")], "then", [],
+        [vi("t_out", TP.FLOAT, [2, 3])],
+    )
+    else_graph = helper.make_graph(
+        [
+            helper.make_node("Neg", ["r"], ["e_neg"], name="else_neg"),
+            helper.make_node("Identity", ["e_neg"], ["e_out"], name="else_id"),
+        ],
+        "else", [], [vi("e_out", TP.FLOAT, [2, 3])],
+    )
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_graph, else_branch=else_graph),
+    ]
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2, 3])])
+    model, result = run_cleanup(proto)
+    assert result.stats["identities"] == 1
+    assert "then_id" in node_names(model) and "else_id" not in node_names(model)
+    assert model.graph.node(0).outputs[0].name == "r", "the outer value keeps its name"
+    else_branch = model.graph.node(1).attributes["else_branch"].as_graph()
+    assert else_branch.outputs[0].name == "e_out" and else_branch.outputs[0].producer().name == "else_neg"
+    assert_same_outputs(proto, model, [{"x": X, "c": np.array(True)}, {"x": X, "c": np.array(False)}])
+    assert_idempotent(model)
+
+
+def test_identity_used_by_subgraph_is_bypassed():
+    then_graph = helper.make_graph(
+        [helper.make_node("Neg", ["i"], ["t_out"], name="then_neg")], "then", [], [vi("t_out", TP.FLOAT, [2, 3])]
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Abs", ["i"], ["e_out"], name="else_abs")], "else", [], [vi("e_out", TP.FLOAT, [2, 3])]
+    )
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Identity", ["r"], ["i"], name="id"),
+        helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_graph, else_branch=else_graph),
+    ]
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2, 3])])
+    model, result = run_cleanup(proto)
+    assert result.stats["identities"] == 1 and op_counts(model)["Identity"] == 0
+    assert_same_outputs(proto, model, [{"x": X, "c": np.array(True)}, {"x": X, "c": np.array(False)}])
+
+
+def test_loop_body_identities():
+    # Loop body: the carried value passes through an Identity (body input -> output: stays); a
+    # computed value reaches an output through an Identity (removed, the output name kept).
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond"),
+            helper.make_node("Add", ["acc_in", "one"], ["acc_sum"], name="body_add"),
+            helper.make_node("Identity", ["acc_sum"], ["acc_out"], name="body_id"),
+            helper.make_node("Identity", ["acc_in"], ["scan_out"], name="body_pass"),
+        ],
+        "body",
+        [vi("iter", TP.INT64, []), vi("cond_in", TP.BOOL, []), vi("acc_in", TP.FLOAT, [2, 3])],
+        [vi("cond_out", TP.BOOL, []), vi("acc_out", TP.FLOAT, [2, 3]), vi("scan_out", TP.FLOAT, [2, 3])],
+        [onnx.numpy_helper.from_array(np.ones((2, 3), np.float32), "one")],
+    )
+    nodes = [helper.make_node("Loop", ["n", "", "x"], ["acc", "scans"], name="loop", body=body)]
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("n", TP.INT64, [])],
+                       [vi("acc", TP.FLOAT, [2, 3]), vi("scans", TP.FLOAT, [None, 2, 3])])
+    model, result = run_cleanup(proto)
+    assert result.stats["identities"] == 1
+    body_graph = model.graph.node(0).attributes["body"].as_graph()
+    assert [n.name for n in body_graph] == ["body_cond", "body_add", "body_pass"]
+    assert [o.name for o in body_graph.outputs] == ["cond_out", "acc_out", "scan_out"]
+    assert_same_outputs(proto, model, [{"x": X, "n": np.array(3, np.int64)}])
+    assert_idempotent(model)
+
+
+# -- outer-scope references -------------------------------------------------------------------------
+
+
+def if_outer_model() -> onnx.ModelProto:
+    then_graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["only_in_branch", "w_branch"], ["t_out"], name="then_add"),
+            helper.make_node("Exp", ["only_in_branch"], ["t_dead"], name="then_dead"),
+        ],
+        "then", [], [vi("t_out", TP.FLOAT, [2, 3])],
+        [onnx.numpy_helper.from_array(np.full((2, 3), 0.5, np.float32), "w_unused_in_branch")],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e_out"], name="else_neg")], "else", [], [vi("e_out", TP.FLOAT, [2, 3])]
+    )
+    dead_then = helper.make_graph(
+        [helper.make_node("Mul", ["feeds_dead_if", "x"], ["dt_out"], name="dead_if_mul")],
+        "dead_then", [], [vi("dt_out", TP.FLOAT, [2, 3])],
+    )
+    dead_else = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["de_out"], name="dead_if_id")],
+        "dead_else", [], [vi("de_out", TP.FLOAT, [2, 3])],
+    )
+    nodes = [
+        helper.make_node("Relu", ["x"], ["only_in_branch"], name="outer_relu"),  # read only inside a branch
+        helper.make_node("Exp", ["x"], ["feeds_dead_if"], name="outer_exp"),  # read only by a dead If
+        helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_graph, else_branch=else_graph),
+        helper.make_node("If", ["c"], ["unused"], name="dead_if", then_branch=dead_then, else_branch=dead_else),
+    ]
+    return make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2, 3])],
+                      {"w_branch": np.full((2, 3), 2.0, np.float32)})
+
+
+def test_outer_scope_values_used_only_in_branches():
+    proto = if_outer_model()
+    model, result = run_cleanup(proto)
+    names = node_names(model)
+    assert {"outer_relu", "if", "then_add", "else_neg"} <= names, "a value read only inside a branch is used"
+    assert "w_branch" in model.graph.initializers, "an initializer read only inside a branch is used"
+    # the dead If goes with its branches, and the outer node only it read goes in the same run
+    assert not names & {"dead_if", "dead_if_mul", "dead_if_id", "outer_exp", "then_dead"}
+    assert result.stats["dead_nodes"] == 5  # dead_if + its 2 branch nodes, outer_exp, then_dead
+    assert result.stats["initializers"] == 1  # w_unused_in_branch (a subgraph initializer)
+    then_branch = model.graph.node(1).attributes["then_branch"].as_graph()
+    assert not then_branch.initializers
+    assert_same_outputs(proto, model, [{"x": X, "c": np.array(True)}, {"x": X, "c": np.array(False)}])
+    assert_idempotent(model)
+
+
+def test_onnx_ir_unused_removal_leaves_what_a_dead_if_read():
+    """What cleanup does better: onnx-ir's sweep keeps the producer of a value a dead If read."""
+    model = ir.from_proto(if_outer_model())
+    ir_common.RemoveUnusedNodesPass()(model)
+    ir_common.RemoveUnusedNodesPass()(model)
+    assert "outer_exp" in node_names(model)
+
+
+# -- functions ----------------------------------------------------------------------------------------
+
+
+def functions_model() -> onnx.ModelProto:
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+    inner = helper.make_function("local", "Inner", ["a"], ["b"], [helper.make_node("Neg", ["a"], ["b"], name="in_neg")],
+                                 opsets)
+    outer = helper.make_function(
+        "local", "Outer", ["a"], ["b"],
+        [
+            helper.make_node("Inner", ["a"], ["t"], name="call_inner", domain="local"),
+            helper.make_node("Exp", ["a"], ["dead"], name="fn_dead"),
+            helper.make_node("Relu", ["t"], ["b"], name="fn_relu"),
+        ],
+        opsets,
+    )
+    in_branch = helper.make_function("local", "InBranch", ["a"], ["b"],
+                                     [helper.make_node("Abs", ["a"], ["b"], name="ib_abs")], opsets)
+    unused = helper.make_function("local", "Unused", ["a"], ["b"],
+                                  [helper.make_node("Sin", ["a"], ["b"], name="un_sin")], opsets)
+    only_dead = helper.make_function("local", "OnlyDead", ["a"], ["b"],
+                                     [helper.make_node("Cos", ["a"], ["b"], name="od_cos")], opsets)
+    then_graph = helper.make_graph(
+        [helper.make_node("InBranch", ["h"], ["t_out"], name="then_call", domain="local")], "then", [],
+        [vi("t_out", TP.FLOAT, [2, 3])],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Neg", ["h"], ["e_out"], name="else_neg")], "else", [], [vi("e_out", TP.FLOAT, [2, 3])]
+    )
+    nodes = [
+        helper.make_node("Outer", ["x"], ["h"], name="call_outer", domain="local"),
+        helper.make_node("OnlyDead", ["x"], ["dead_out"], name="call_dead", domain="local"),
+        helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_graph, else_branch=else_graph),
+    ]
+    return make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2, 3])],
+                      functions=[inner, outer, in_branch, unused, only_dead], extra_opsets={"local": 1})
+
+
+def test_functions():
+    proto = functions_model()
+    model, result = run_cleanup(proto)
+    assert {name for _, name, _ in model.functions} == {"Inner", "Outer", "InBranch"}
+    assert result.stats["functions"] == 2
+    assert result.stats["dead_nodes"] == 2  # call_dead in the graph, fn_dead inside Outer
+    outer = model.functions[("local", "Outer", "")]
+    assert [n.name for n in outer] == ["call_inner", "fn_relu"]
+    assert_same_outputs(proto, model, [{"x": X, "c": np.array(True)}, {"x": X, "c": np.array(False)}])
+    assert_idempotent(model)
+
+
+# -- topological order, value_info -----------------------------------------------------------------
+
+
+def test_unsorted_graph_is_sorted():
+    nodes = [
+        helper.make_node("Sigmoid", ["r"], ["y"], name="sig"),
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+    ]
+    graph = helper.make_graph(nodes, "g", [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 9
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(proto)
+    model, result = run_cleanup(proto)  # run_cleanup runs the full checker on the result
+    assert result.stats["sorted_graphs"] == 1
+    assert [n.name for n in model.graph] == ["relu", "sig"]
+    np.testing.assert_allclose(ort_run(model, {"x": X})["y"], 1 / (1 + np.exp(-np.maximum(X, 0))), rtol=1e-6)
+    assert_idempotent(model)
+
+
+def test_cycle_is_refused():
+    model = ir.from_onnx_text(
+        """
+        <ir_version: 9, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) {
+            a = Add (x, b)
+            b = Relu (a)
+            y = Neg (b)
+        }
+        """
+    )
+    with pytest.raises(PassError, match="cycle|sort"):
+        Cleanup()(model)
+
+
+def test_stale_and_duplicate_value_info_disappear():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Exp", ["x"], ["dead"], name="dead_exp"),
+        helper.make_node("Neg", ["r"], ["y"], name="neg"),
+    ]
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3])])
+    proto.graph.value_info.extend([
+        vi("r", TP.FLOAT, [2, 3]), vi("r", TP.FLOAT, [2, 3]),  # duplicate
+        vi("gone", TP.FLOAT, [7]),  # names no tensor
+        vi("dead", TP.FLOAT, [2, 3]),  # its producer is dead
+    ])
+    model, result = run_cleanup(proto)
+    assert result.stats["dead_nodes"] == 1
+    out = ir.to_proto(model)
+    assert [v.name for v in out.graph.value_info] == ["r"]
+    assert_same_outputs(proto, model, [{"x": X}])
+
+
+# -- through the runner's gates -------------------------------------------------------------------------
+
+
+def test_through_surgery_apply():
+    proto = if_outer_model()
+    out, report = surgery.apply(proto, [Cleanup()], inputs={"x": X, "c": np.array(True)})
+    (step,) = report.steps
+    assert step.modified and step.stats["dead_nodes"] == 5
+    assert step.checker == "ok" and step.ort == "ok" and step.parity_status == "ok"
+    assert step.parity and all(d.ok for d in step.parity)
+    assert isinstance(out, onnx.ModelProto) and "outer_exp" not in node_names(out)

@@ -1,0 +1,109 @@
+"""The contract every registered pass keeps, on a graph with If bodies that use outer-scope values.
+
+For each pass: the gated run (checker, ORT load, parity with the original) passes; a second run
+reports no change (idempotence); the source ir_version and the surviving node names are kept.
+A pass that needs options must have an entry in ``CONTRACT_OPTIONS``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import surgery
+from surgery import registry
+from surgery.errors import PipelineError
+from surgery.testing import make_model, node_names, vi
+
+#: Options for passes that cannot run without some.
+CONTRACT_OPTIONS: dict[str, dict] = {
+    "fix-shapes": {"shapes": {"x": [1, 4]}},
+    "pin-inputs": {"values": {"flag": 1.0}},
+    "extract": {"inputs": ["x"], "outputs": ["y"]},
+    "expose": {"tensors": ["/main/Relu_output_0"]},
+}
+
+
+def contract_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 4)).astype(np.float32)
+    then_graph = h.make_graph(
+        [
+            h.make_node("MatMul", ["x", "W"], ["t_mm"], name="/then/MatMul"),  # x, W from the outer scope
+            h.make_node("Dropout", ["t_mm"], ["t_do"], name="/then/Dropout"),
+            h.make_node("Identity", ["t_do"], ["t_out"], name="/then/Identity"),
+        ],
+        "then_branch", [], [vi("t_out", T.FLOAT, [1, 4])],
+    )
+    else_graph = h.make_graph(
+        [
+            h.make_node("Neg", ["relu_out"], ["e_neg"], name="/else/Neg"),  # relu_out from the outer scope
+            h.make_node("Identity", ["e_neg"], ["e_out"], name="/else/Identity"),
+        ],
+        "else_branch", [], [vi("e_out", T.FLOAT, [1, 4])],
+    )
+    add_one = h.make_function(
+        "custom", "AddOne", ["a"], ["b"],
+        [h.make_node("Constant", [], ["one"], value=h.make_tensor("one", T.FLOAT, [], [1.0]), name="one"),
+         h.make_node("Add", ["a", "one"], ["b"], name="add")],
+        opset_imports=[h.make_opsetid("", 17)],
+    )
+    nodes = [
+        h.make_node("Relu", ["x"], ["relu_out"], name="/main/Relu"),
+        h.make_node("ReduceSum", ["x"], ["sum"], name="/main/ReduceSum", keepdims=0),
+        h.make_node("Greater", ["sum", "zero"], ["cond"], name="/main/Greater"),
+        h.make_node("If", ["cond"], ["if_out"], name="/main/If", then_branch=then_graph, else_branch=else_graph),
+        h.make_node("Dropout", ["if_out", "ratio"], ["do_out"], name="/main/Dropout"),
+        h.make_node("Mul", ["do_out", "flag"], ["scaled"], name="/main/Mul"),
+        h.make_node("AddOne", ["scaled"], ["y"], name="/main/AddOne", domain="custom"),
+        h.make_node("Sigmoid", ["x"], ["dead"], name="/main/DeadSigmoid"),
+    ]
+    return make_model(
+        nodes,
+        [vi("x", T.FLOAT, [1, 4]), vi("flag", T.FLOAT, [])],
+        [vi("y", T.FLOAT, [1, 4])],
+        {"W": w, "zero": np.array(0.0, np.float32), "ratio": np.array(0.5, np.float32)},
+        functions=[add_one],
+        extra_opsets={"custom": 1},
+    )
+
+
+def _instantiate(name: str):
+    cls = registry.get(name)
+    try:
+        return cls(**CONTRACT_OPTIONS.get(name, {}))
+    except PipelineError as exc:
+        pytest.fail(f"pass '{name}' needs options for the contract test; add them to CONTRACT_OPTIONS ({exc})")
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_pass_contract(name, tmp_path):
+    proto = contract_model()
+    feeds = {"x": np.array([[0.5, -1.0, 2.0, 0.25]], np.float32), "flag": np.array(1.0, np.float32)}
+    model, report = surgery.apply(ir.from_proto(proto), [_instantiate(name)], inputs=feeds,
+                                  reproducer_dir=tmp_path / "repro")
+    step = report.steps[0]
+    if step.modified:
+        assert step.checker == "ok", step
+        assert step.ort.startswith("ok"), step
+        assert step.parity_status in ("ok", "deviation reported"), step
+    assert model.ir_version == proto.ir_version
+    # idempotence: a fresh instance on the result changes nothing
+    again, report2 = surgery.apply(model, [_instantiate(name)], inputs=feeds, reproducer_dir=tmp_path / "repro2")
+    assert not report2.steps[0].modified, f"{name} is not idempotent: {report2.steps[0].stats}"
+    # names of nodes the pass kept are unchanged: every surviving name was in the original
+    original = node_names(proto)
+    kept = node_names(again)
+    new = kept - original
+    for created in new:
+        assert any(created.startswith(o) for o in original) or "/" in created, f"{name} created an unrelated node name {created!r}"
+
+
+def test_every_pass_has_a_summary_and_kebab_name():
+    for cls in registry.all_passes():
+        assert cls.summary(), cls
+        assert cls.name == cls.name.lower() and " " not in cls.name
