@@ -24,9 +24,13 @@ from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.dependence import Dependence, Hostile, analyse
 from surgery.errors import InputError
 
-__all__ = ["Slice", "slice_between", "Boundary", "postprocess_boundary", "boundary_from_names", "constant_nodes"]
+__all__ = ["NothingToSplit", "Slice", "slice_between", "Boundary", "postprocess_boundary", "boundary_from_names", "constant_nodes"]
 
 logger = logging.getLogger(__name__)
+
+
+class NothingToSplit(InputError):
+    """The graph has no hostile node computing an output: no post-processing to split off."""
 
 
 @dataclasses.dataclass
@@ -103,7 +107,10 @@ def slice_between(flow: Dataflow, inputs: Sequence[ir.Value], outputs: Sequence[
                 stack.append(inp)
     ordered = flow.in_order(nodes)
     unused = [v for v in inputs if v not in reached_inputs]
-    return Slice(list(inputs), list(outputs), ordered, list(initializers.values()), unused)
+    source_order = getattr(flow.graph, "initializers", {})
+    inits = [v for name, v in source_order.items() if name in initializers]
+    inits += [v for name, v in initializers.items() if name not in source_order]
+    return Slice(list(inputs), list(outputs), ordered, inits, unused)
 
 
 def constant_nodes(flow: Dataflow) -> set[ir.Node]:
@@ -177,7 +184,7 @@ def postprocess_boundary(graph: ir.Graph, *, hostile_ops: Collection[str] = ()) 
     live = flow.ancestors(graph.outputs)
     seeds = [h for h in dep.hostile if h.node in live and h.node not in const]
     if not seeds:
-        raise InputError(
+        raise NothingToSplit(
             "no data-dependent or NPU-hostile op (NonMaxSuppression, NonZero, Unique, TopK with a data-dependent k, "
             "Loop …) computes an output of the main graph, so there is no post-processing to split off; "
             "give the boundary tensors"
@@ -203,10 +210,11 @@ def boundary_from_names(graph: ir.Graph, names: Sequence[str]) -> Boundary:
     tail = flow.descendants(values) - const
     produced_in_tail = [v for v in values if flow.producer(v) in tail]
     if produced_in_tail:
+        listed = ", ".join(f"'{v.name}'" for v in produced_in_tail)
+        verb = "is" if len(produced_in_tail) == 1 else "are"
         raise InputError(
-            "boundary tensors depend on each other: "
-            + ", ".join(f"'{v.name}'" for v in produced_in_tail)
-            + " is computed from another boundary tensor; give only the first ones"
+            f"boundary tensors depend on each other: {listed} {verb} computed from another boundary tensor; "
+            "give only the first ones"
         )
     crossing, tail_inputs = _crossing(flow, tail, const)
     given = set(values)

@@ -141,7 +141,7 @@ class Dataflow:
                 f"{role} '{name}' exists only inside a subgraph (If/Loop/Scan body); "
                 "only tensors of the main graph can be cut at or exposed"
             )
-        raise InputError(f"{role} '{name}' is not a tensor of the model{did_you_mean(name, self.values)}")
+        raise InputError(f"{role} '{name}': no such tensor in the model{did_you_mean(name, self.values)}")
 
     def resolve(self, names: Iterable[str], *, role: str = "tensor") -> list[ir.Value]:
         return [self.value(n, role=role) for n in names]

@@ -49,8 +49,17 @@ def infer_types(model: ir.Model, names: Iterable[str] | None = None) -> dict[str
             continue
         if tp is None:
             continue
+        if shape is not None:
+            shape = _anonymous_unknowns(shape)
         out.setdefault(info.name, (tp, shape))
     return out
+
+
+def _anonymous_unknowns(shape: ir.Shape) -> ir.Shape:
+    """Drop the ``unk__N`` names onnx shape inference invents for unknown dims."""
+    dims = [None if isinstance(d, ir.SymbolicDim) and isinstance(d.value, str) and d.value.startswith("unk__") else d
+            for d in shape]
+    return ir.Shape(dims)
 
 
 def fill_types(model: ir.Model, values: Iterable[ir.Value], *, explicit: Mapping[str, tuple[ir.TypeProtocol, ir.Shape | None]] | None = None) -> list[ir.Value]:

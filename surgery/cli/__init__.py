@@ -20,6 +20,10 @@ COMMANDS: tuple[str, ...] = (
     "surgery.cli.apply",
     "surgery.cli.check",
     "surgery.cli.passes",
+    "surgery.cli.extract",
+    "surgery.cli.split",
+    "surgery.cli.compare",
+    "surgery.cli.doctor",
 )
 
 

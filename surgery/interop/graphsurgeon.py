@@ -21,6 +21,10 @@ and moves the result into the SAME ``ir.Model`` object (graph contents and funct
 the model's ``ir_version``, opset imports and metadata are kept, and an opset import is only added
 for a domain the function introduced). The runner's gates check the result like any other pass.
 
+The result is sorted topologically (onnx-ir's stable sort), so the function may append nodes at the
+end and skip ``graph.toposort()`` — which in onnx-graphsurgeon 0.6.1 recurses forever on a model
+that has both a subgraph and a model-local function.
+
 ``modified`` is what the function returns; when it returns None, the graph is compared before and
 after the call (nodes: op, domain, name, inputs, outputs, attributes; graph inputs and outputs;
 constant names, shapes and dtypes). That comparison does not read weight values: a function that
@@ -86,6 +90,12 @@ def from_graphsurgeon(graph: Any, model: ir.Model) -> None:
     exported.ir_version = model.ir_version
     new = ir.from_proto(exported)
     _transplant(new, model)
+    try:  # gs appends new nodes at the end: sort, so functions need not call graph.toposort()
+        model.graph.sort()
+        for function in model.functions.values():
+            function.sort()
+    except ValueError as exc:
+        raise PassError(f"the graph left by the graphsurgeon function has a cycle: {exc}") from None
 
 
 def _transplant(new: ir.Model, model: ir.Model) -> None:
@@ -118,7 +128,7 @@ def _transplant(new: ir.Model, model: ir.Model) -> None:
 
 def _attr_key(value: Any, gs: Any) -> Any:
     if isinstance(value, gs.Graph):
-        return ("graph", fingerprint(value))
+        return ("graph", fingerprint(value, functions=False))
     if isinstance(value, gs.Tensor):
         return ("tensor", value.name, _shape_key(value.shape), str(value.dtype))
     if isinstance(value, np.ndarray):
@@ -136,8 +146,12 @@ def _tensor_key(tensor: Any) -> tuple[Any, ...]:
     return (tensor.name, _shape_key(getattr(tensor, "shape", None)), str(getattr(tensor, "dtype", None)))
 
 
-def fingerprint(graph: Any) -> tuple[Any, ...]:
-    """A cheap structural summary of a gs graph (no weight values read)."""
+def fingerprint(graph: Any, *, functions: bool = True) -> tuple[Any, ...]:
+    """A cheap structural summary of a gs graph (no weight values read).
+
+    A gs ``Function``'s ``functions`` is the model's whole list (itself included), so functions are
+    summarized once, from the main graph.
+    """
     gs = _gs()
     nodes = tuple(
         (
@@ -158,13 +172,15 @@ def fingerprint(graph: Any) -> tuple[Any, ...]:
             if isinstance(t, gs.Constant)
         )
     )
-    functions = tuple(fingerprint(f) for f in getattr(graph, "functions", ()) or ())
+    summaries = tuple(
+        (f.domain, f.name, fingerprint(f, functions=False)) for f in (getattr(graph, "functions", None) or ())
+    ) if functions else ()
     return (
         nodes,
         tuple(_tensor_key(t) for t in graph.inputs),
         tuple(_tensor_key(t) for t in graph.outputs),
         constants,
-        functions,
+        summaries,
     )
 
 
@@ -185,6 +201,14 @@ class GraphSurgeonPass(SurgeryPass):
             returned = function(graph, self.options) if self.takes_options else function(graph)
         except SurgeryError:
             raise
+        except RecursionError as exc:
+            raise PassError(
+                f"the graphsurgeon function {function.__qualname__}() raised RecursionError: {exc} "
+                "(onnx-graphsurgeon 0.6.1's graph.toposort() recurses forever on a model with both a "
+                "subgraph and a local function: call toposort(mode='nodes') or leave the sorting to "
+                "the adapter, which sorts the result)",
+                pass_name=self.name,
+            ) from exc
         except Exception as exc:
             raise PassError(
                 f"the graphsurgeon function {function.__qualname__}() raised {type(exc).__name__}: {exc}",

@@ -144,7 +144,7 @@ class Rule:
         return PassError(message, pass_name=ctx.pass_name or self.name)
 
     def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
-        m = match_pattern(self.pattern, node, ctx.opsets)
+        m = match_pattern(self.pattern, node, ctx.opsets, ctx.dtype, ctx.shape)
         if not m:
             return m
         assert isinstance(m, Match)

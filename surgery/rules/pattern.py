@@ -63,13 +63,13 @@ class Var:
         if value is None:
             return None if self.optional else f"'{self.name}' is missing"
         label = f"'{self.name}' ({value.name})"
-        dtype = value.dtype
+        dtype = m.dtype_of(value)
         if self.known_type and dtype is None:
             return f"{label} has no known element type"
         if self.dtypes is not None and dtype is not None and dtype not in self.dtypes:
             return f"{label} has element type {dtype.name}, wanted one of {[d.name for d in self.dtypes]}"
         if self.rank is not None or self.static:
-            shape = value.shape
+            shape = m.shape_of(value)
             if shape is None:
                 return f"{label} has no known shape"
             rank = len(shape)
@@ -232,9 +232,19 @@ class Match:
     ``m.attr(name)`` an attribute of the root (schema default filled in).
     """
 
-    def __init__(self, root: ir.Node, opsets: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        root: ir.Node,
+        opsets: Mapping[str, int],
+        dtype_of: Callable[[ir.Value], ir.DataType | None] | None = None,
+        shape_of: Callable[[ir.Value], ir.Shape | None] | None = None,
+    ) -> None:
         self.root = root
         self.opsets = opsets
+        self.dtype_of = dtype_of or (lambda v: v.dtype)
+        self.shape_of = shape_of or (lambda v: v.shape)
+        self.extra: dict[str, Any] = {}
+        """Free space for a rule's check() to hand values to its build()."""
         self.values: dict[str, ir.Value | None] = {}
         self.consts: dict[str, np.ndarray] = {}
         self.nodes: list[ir.Node] = []
@@ -291,9 +301,15 @@ class Miss:
         return f"Miss({self.reason!r})"
 
 
-def match(pattern: Op, node: ir.Node, opsets: Mapping[str, int]) -> Match | Miss:
-    """Match ``pattern`` rooted at ``node``."""
-    m = Match(node, opsets)
+def match(
+    pattern: Op,
+    node: ir.Node,
+    opsets: Mapping[str, int],
+    dtype_of: Callable[[ir.Value], ir.DataType | None] | None = None,
+    shape_of: Callable[[ir.Value], ir.Shape | None] | None = None,
+) -> Match | Miss:
+    """Match ``pattern`` rooted at ``node`` (types and shapes read through the given resolvers)."""
+    m = Match(node, opsets, dtype_of, shape_of)
     reason = pattern.match_node(node, m)
     if reason is None:
         reason = m.check_exclusive()

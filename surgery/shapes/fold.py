@@ -234,6 +234,9 @@ class Folder:
         for out, arr in zip(node.outputs, results):
             if arr.dtype.kind not in "biuf":
                 return False
+            if is_static_shape(out.shape) and tuple(int(d) for d in out.shape) != arr.shape:  # type: ignore[union-attr]
+                logger.debug("%s: evaluated shape %s differs from %s; not folded", node.name, arr.shape, out.shape)
+                return False
             if out.dtype is not None and out.dtype != ir.DataType.from_numpy(arr.dtype):
                 logger.debug("%s: evaluated dtype %s differs from %s; not folded", node.name, arr.dtype, out.dtype)
                 return False
@@ -285,7 +288,7 @@ class Folder:
         return freed
 
     def _new_constant(self, graph: GraphLike, out: ir.Value, array: np.ndarray, node_name: str) -> ir.Value:
-        tensor = ir.Tensor(np.ascontiguousarray(array), name=out.name)
+        tensor = ir.Tensor(np.array(array, order="C", copy=True), name=out.name)
         if graph is self.model.graph:
             value = ir.Value(
                 name=out.name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape), const_value=tensor

@@ -21,6 +21,7 @@ from surgery.graph import GraphLike
 from surgery.model_io import LightProto
 
 __all__ = [
+    "is_known_dim",
     "is_static_shape",
     "has_schema",
     "clear_shapes",
@@ -35,8 +36,13 @@ logger = logging.getLogger(__name__)
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
+def is_known_dim(dim: object) -> bool:
+    """A concrete size (exporters such as Paddle's write an unknown dim as ``-1``)."""
+    return isinstance(dim, int) and dim >= 0
+
+
 def is_static_shape(shape: ir.Shape | None) -> bool:
-    return shape is not None and all(isinstance(d, int) for d in shape)
+    return shape is not None and all(is_known_dim(d) for d in shape)
 
 
 @functools.lru_cache(maxsize=None)
@@ -112,9 +118,9 @@ def merge_shape(current: ir.Shape | None, inferred: ir.Shape | None) -> ir.Shape
         return inferred
     dims: list[int | ir.SymbolicDim] = []
     for c, i in zip(current, inferred):
-        if isinstance(i, int):
+        if is_known_dim(i):
             dims.append(i)
-        elif isinstance(c, int):
+        elif is_known_dim(c):
             dims.append(c)
         elif isinstance(i, ir.SymbolicDim) and i.value is not None:
             dims.append(i)
@@ -143,8 +149,9 @@ def _apply(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
 def infer_model(model: ir.Model, *, data_prop: bool = True) -> int:
     """Run onnx shape inference over the whole model and merge the result into every graph.
 
-    Returns the number of values whose type or shape changed. Inference errors on single nodes are
-    tolerated (non-strict mode): those values simply stay unknown.
+    Returns the number of values whose type or shape changed, or -1 when onnx refused the model as
+    a whole. Inference errors on single nodes are tolerated (non-strict mode): those values simply
+    stay unknown.
     """
     light = LightProto(model)
     try:
@@ -153,7 +160,7 @@ def infer_model(model: ir.Model, *, data_prop: bool = True) -> int:
         )
     except Exception as exc:  # onnx raises on malformed graphs even in non-strict mode
         logger.warning("onnx shape inference failed: %s", exc)
-        return 0
+        return -1
     ir_graphs = list(walk_graphs(model.graph))
     proto_graphs = list(_walk_proto(inferred.graph))
     changed = 0

@@ -10,7 +10,7 @@ import dataclasses
 import onnx_ir as ir
 
 from surgery.graph import GraphLike, const_value
-from surgery.shapes.infer import walk_graphs
+from surgery.shapes.infer import is_known_dim, walk_graphs
 
 __all__ = ["Offender", "find_offenders", "DATA_DEPENDENT_OPS", "format_shape"]
 
@@ -36,7 +36,7 @@ class Offender:
 def format_shape(shape: ir.Shape | None) -> str:
     if shape is None:
         return "unknown rank"
-    return "[" + ", ".join(str(d) if isinstance(d, int) else (d.value or "?") for d in shape) + "]"
+    return "[" + ", ".join(str(d) if is_known_dim(d) else ("?" if isinstance(d, int) else (d.value or "?")) for d in shape) + "]"
 
 
 def _producer_text(value: ir.Value) -> str:
@@ -79,7 +79,7 @@ def _static_tensor(value: ir.Value) -> str | None:
     shape = value.shape
     if shape is None:
         return "unknown rank"
-    bad = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+    bad = [i for i, d in enumerate(shape) if not is_known_dim(d)]
     if bad:
         return f"shape {format_shape(shape)} has dynamic dim{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))}"
     return None

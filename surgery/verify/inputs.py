@@ -222,6 +222,6 @@ def plan_inputs(
             lo, hi = spec.range if spec.range is not None else _DEFAULT_FLOAT_RANGE
             array = rng.uniform(lo, hi, size=shape).astype(np.float32).astype(dtype)
             how.append(f"uniform in [{lo:g}, {hi:g})")
-        feeds[name] = array
+        feeds[name] = np.asarray(array)
         provenance[name] = f"generated {list(shape)} {dtype.name}: " + ", ".join(how)
     return FeedPlan(feeds, provenance)

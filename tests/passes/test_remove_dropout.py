@@ -114,20 +114,40 @@ def test_opset_10_mask_consumed_by_nodes():
     np.testing.assert_allclose(after["z"], after["y"], rtol=0)  # mask is ones
 
 
-def test_opset_7_mask_dtype_unknown_is_refused():
-    # An opset 7 mask has the input's type; if nothing says what that is the pass refuses.
+def test_opset_7_mask_dtype_unknown_is_refused_before_any_change():
+    # An opset 7 mask has the input's type; if nothing says what that is the pass refuses, and the
+    # Dropout it could remove (the first one) is still there: a refusal changes nothing.
     model = ir.from_onnx_text(
         """
         <ir_version: 9, opset_import: ["" : 7]>
         g (x) => (y, z) {
-            d, m = Dropout <ratio: float = 0.5> (x)
+            a = Dropout <ratio: float = 0.5> (x)
+            d, m = Dropout <ratio: float = 0.5> (a)
             y = Relu (d)
             z = Relu (m)
         }
         """
     )
-    with pytest.raises(PassError, match="element type"):
+    with pytest.raises(PassError, match="element type of its input 'a' is unknown"):
         RemoveDropout()(model)
+    assert [n.op_type for n in model.graph] == ["Dropout", "Dropout", "Relu", "Relu"]
+
+
+def test_chain_of_dropouts_into_a_graph_output():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Dropout", ["r"], ["d1"], name="drop1", ratio=0.1),
+        helper.make_node("Dropout", ["d1"], ["y", "m"], name="drop2", ratio=0.2),
+    ]
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3]), vi("m", TP.FLOAT, [2, 3])],
+                       opset=8)
+    model, result = run_pass(proto)
+    assert result.stats["removed"] == 2 and result.stats["identities_kept"] == 0
+    assert [o.name for o in model.graph.outputs] == ["y", "m"]
+    assert model.graph.outputs[0].producer().name == "relu"
+    out = ort_run(model, {"x": X})
+    np.testing.assert_array_equal(out["y"], np.maximum(X, 0))
+    np.testing.assert_array_equal(out["m"], np.ones((2, 3), np.float32))
 
 
 # -- opset <= 6: is_test ------------------------------------------------------------------------

@@ -11,9 +11,10 @@ NAME = "opset"
 
 
 def check_opset(ctx: Context) -> list[Finding]:
-    """Ops ATC registers, but not at the opset the model imports for their domain."""
+    """Ops ATC registers, but not at the opset the model imports for their domain (one finding per domain)."""
     rule = ctx.facts.rule("opset")
     pairs = []
+    ops_by_domain: dict[str, dict[str, str]] = {}
     for entry in ctx.entries:
         node = entry.node
         if ctx.calls_function(node):
@@ -21,18 +22,21 @@ def check_opset(ctx: Context) -> list[Finding]:
         fact = ctx.facts.lookup(node.domain, node.op_type)
         if fact is None or fact.registered_at(ctx.opset(node.domain)):
             continue
-        pairs.append(((normalize_domain(node.domain), node.op_type), entry.label))
+        domain = normalize_domain(node.domain)
+        ops_by_domain.setdefault(domain, {})[node.op_type] = fact.opsets_text
+        pairs.append((domain, entry.label))
     findings = []
-    for (domain, op), labels in grouped(pairs).items():
-        fact = ctx.facts.lookup(domain, op)
-        assert fact is not None
+    for domain, labels in grouped(pairs).items():
+        ops = ops_by_domain[domain]
         version = ctx.opset(domain)
-        below = sorted(v for v in (fact.opsets or ()) if version is None or v < version)
+        registered = "; ".join(f"{op} {text}" for op, text in sorted(ops.items()))
+        # convert-opset works on ai.onnx only, and helps when every listed op has some registered version.
+        unreachable = [op for op in ops if not (ctx.facts.lookup(domain, op).opsets or ())]
+        fixable = domain == "ai.onnx" and not unreachable
         if version is None:
-            title = f"{op}: the model imports no opset for domain {domain}"
+            title = f"{len(ops)} op type(s) in domain {domain}, which the model does not import"
         else:
-            title = f"{op} is not registered at {domain} opset {version}"
-        fixable = domain == "ai.onnx" and bool(fact.opsets)
+            title = f"{len(ops)} op type(s) not registered at {domain} opset {version}: {', '.join(sorted(ops))}"
         findings.append(
             Finding(
                 check=NAME,
@@ -40,17 +44,17 @@ def check_opset(ctx: Context) -> list[Finding]:
                 title=title,
                 nodes=labels,
                 why=(
-                    f"ATC looks ops up as '{domain}::<opset>::{op}' with the model's opset and no fallback; "
-                    f"it registers {op} at opsets {fact.opsets_text} only. ATC stops with {rule['error']}."
+                    f"ATC looks ops up as '{domain}::{version}::<op>' (the model's opset, exact match, no fallback). "
+                    f"It registers: {registered}. ATC stops with {rule['error']}."
                 ),
                 fix=["convert-opset"] if fixable else [],
                 fix_note=(
-                    f"convert-opset to an opset ATC registers for every op in the model (highest for {op}: "
-                    f"{max(fact.opsets)})" if fixable else "no opset conversion reaches a registered version"
+                    "convert-opset converts the model to the highest opset at which ATC registers all of its ops"
+                    if fixable else "no opset conversion reaches a registered version for: "
+                    + ", ".join(unreachable or sorted(ops))
                 ),
                 source="atc_onnx_ops.csv (msit-map, hicann-plugin); ge-parser lookup key",
-                details={"op": op, "domain": domain, "model_opset": version, "registered": fact.opsets_text,
-                         "registered_below_model": below},
+                details={"domain": domain, "model_opset": version, "registered": ops},
             )
         )
     return findings

@@ -1,0 +1,54 @@
+"""``assert-static``: a gate that fails while any tensor is dynamic or a data-dependent op remains."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import onnx_ir as ir
+
+from surgery.errors import PassError
+from surgery.options import option
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.registry import register
+from surgery.shapes.static import find_offenders
+
+__all__ = ["AssertStatic"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class AssertStaticOptions:
+    allow_ops: list[str] = option(
+        default_factory=list,
+        help="ops accepted although data-dependent (e.g. ['NonMaxSuppression']); tensors downstream of them are exempt",
+    )
+
+
+@register
+class AssertStatic(SurgeryPass):
+    """Fail unless every tensor of every graph is static and no data-dependent op remains.
+
+    Offenders: a tensor of unknown rank or with a symbolic dim (graph inputs, intermediates and
+    outputs of the main graph and of every subgraph), NonZero, NonMaxSuppression, Unique,
+    Compress, TopK with a non-constant k, and Loop without a constant trip count. The error lists
+    every offender with the node that produces it.
+    """
+
+    name = "assert-static"
+    Options = AssertStaticOptions
+    numerics = Numerics.EXACT
+    is_gate = True
+
+    def call(self, model: ir.Model) -> SurgeryResult:
+        offenders = find_offenders(model, allow_ops=frozenset(self.options.allow_ops))
+        if offenders:
+            tensors = sum(1 for o in offenders if o.what == "tensor")
+            ops = len(offenders) - tensors
+            lines = "\n".join(f"  - {o}" for o in offenders)
+            raise PassError(
+                f"the model is not static: {tensors} dynamic tensor(s), {ops} data-dependent op(s)\n{lines}",
+                pass_name=self.name,
+            )
+        return SurgeryResult(model, modified=False, stats={"checked": "static"})

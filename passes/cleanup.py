@@ -1,0 +1,277 @@
+"""``cleanup``: remove what does not contribute to the outputs, then sort.
+
+What it removes, in every graph (main graph, ``If``/``Loop``/``Scan`` bodies, model-local functions):
+
+- dead nodes: nodes none of whose outputs reach a graph output. Liveness is marked from the
+  outputs backwards across scopes: a live node with subgraphs makes its subgraphs' outputs live,
+  and a live node inside a subgraph makes the outer-scope values it reads live, so a value used
+  only inside an ``If`` branch survives. A dead node's whole subgraph goes with it, and the
+  outer-scope values that only it read become dead in the same run;
+- ``Identity`` nodes, keeping every graph-output name: ``y = Identity(x)`` is bypassed when ``y`` is
+  not a graph output; when ``y`` is one, ``x`` takes the name ``y`` if ``x`` is produced by a node of
+  the same graph and is not itself an input, initializer or output of a graph; otherwise (``x`` a
+  graph input, an initializer, another output or an outer-scope value) the Identity stays;
+- initializers nothing reads (graph inputs with a default value are part of the signature and stay);
+- model-local functions no node calls (directly or through other functions);
+
+and finally sorts every graph topologically (stable: an already sorted graph keeps its order).
+
+onnx-ir keeps shape/type information on the values themselves: duplicate ``value_info`` entries and
+entries that name tensors which no longer exist are dropped when a model is read, so a cleaned model
+is written with exactly one entry per live typed value. Graph inputs are never removed, even unused
+ones: they are the model's signature.
+
+Why not onnx-ir's own passes: ``RemoveUnusedNodesPass`` sweeps each graph in reverse and removes a
+dead ``If`` with ``safe=True``, which detaches the ``If``'s inputs but not the outer-scope reads of
+its branch nodes, so the producers of those values stay "used" forever (not idempotent, dead nodes
+left); it also ignores subgraph initializers. ``IdentityEliminationPass`` renames ``x`` to ``y`` when
+``x`` is another graph output (the first output's name disappears) or an outer-scope value (a
+parent-graph tensor gets a branch output's name). ``TopologicalSortPass`` is used as is
+(``Graph.sort`` sorts subgraphs too), with a change check that covers subgraphs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+
+import onnx_ir as ir
+
+from surgery.errors import PassError
+from surgery.graph import GraphLike, iter_graphs
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.registry import register
+
+__all__ = ["Cleanup", "forward_value", "subgraphs_of", "inner_graph"]
+
+logger = logging.getLogger(__name__)
+
+_ONNX_DOMAINS = ("", "ai.onnx")
+
+
+def subgraphs_of(node: ir.Node) -> Iterator[ir.Graph]:
+    """The graphs held in ``node``'s attributes (``If`` branches, ``Loop``/``Scan`` bodies)."""
+    for attr in node.attributes.values():
+        if not isinstance(attr, ir.Attr):  # a reference attribute inside a function
+            continue
+        if attr.type == ir.AttributeType.GRAPH:
+            yield attr.as_graph()
+        elif attr.type == ir.AttributeType.GRAPHS:
+            yield from attr.as_graphs()
+
+
+def inner_graph(graph: GraphLike) -> ir.Graph:
+    """The ``ir.Graph`` that nodes of ``graph`` point to (a Function wraps one)."""
+    return graph.graph if isinstance(graph, ir.Function) else graph
+
+
+def _can_take_name(value: ir.Value, graph: ir.Graph) -> bool:
+    """Whether ``value`` may be renamed to a graph output name of ``graph`` without side effects."""
+    producer = value.producer()
+    return (
+        producer is not None
+        and producer.graph is graph
+        and not value.is_graph_output()
+        and not value.is_graph_input()
+        and not value.is_initializer()
+    )
+
+
+def _adopt_signature(value: ir.Value, declared: ir.Value) -> None:
+    """Give ``value`` the type and shape a graph output was declared with (they are the signature)."""
+    if declared.type is not None:
+        value.type = declared.type
+    if declared.shape is not None:
+        value.shape = declared.shape
+
+
+def forward_value(old: ir.Value, new: ir.Value) -> bool:
+    """Make every reader of ``old`` (nodes in any scope, graph outputs) read ``new`` instead.
+
+    When ``old`` is a graph output its name is the model's contract: ``new`` then takes that name,
+    which is only allowed when :func:`_can_take_name` holds. Returns False (and changes nothing)
+    when ``old`` is a graph output that ``new`` cannot stand in for; the caller must then keep a
+    node (e.g. an ``Identity``) that produces ``old``'s name.
+    """
+    if not old.is_graph_output():
+        old.replace_all_uses_with(new)
+        return True
+    graph = old.graph
+    if graph is None or not _can_take_name(new, graph):
+        return False
+    name = old.name
+    _adopt_signature(new, old)
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
+    old.name = None
+    new.name = name
+    return True
+
+
+def _detach(node: ir.Node) -> int:
+    """Drop every input of ``node`` and of the nodes in its subgraphs; return the number of nodes."""
+    count = 1
+    for i in range(len(node.inputs)):
+        node.replace_input_with(i, None)
+    for sub in subgraphs_of(node):
+        for inner in sub:
+            count += _detach(inner)
+    return count
+
+
+class _Liveness:
+    """Nodes and values that contribute to the outputs, marked across scopes and functions."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.model = model
+        self.nodes: set[ir.Node] = set()
+        self.values: set[ir.Value] = set()
+        self.functions: set[ir.OperatorIdentifier] = set()
+        self._stack: list[ir.Value] = []
+
+    def mark(self, roots: Iterable[ir.Value]) -> None:
+        self._stack.extend(roots)
+        while self._stack:
+            value = self._stack.pop()
+            if value in self.values:
+                continue
+            self.values.add(value)
+            node = value.producer()
+            if node is not None and node not in self.nodes:
+                self._mark_node(node)
+
+    def _mark_node(self, node: ir.Node) -> None:
+        self.nodes.add(node)
+        self._stack.extend(v for v in node.inputs if v is not None)
+        for sub in subgraphs_of(node):
+            self._stack.extend(sub.outputs)
+        function = self.model.functions.get(node.op_identifier())
+        if function is not None and function.identifier() not in self.functions:
+            self.functions.add(function.identifier())
+            self._stack.extend(function.outputs)
+
+
+@register
+class Cleanup(SurgeryPass):
+    """Remove dead nodes, redundant Identity nodes, unused initializers and functions; sort topologically.
+
+    Works in every graph: the main graph, If/Loop/Scan bodies and model-local functions. Values read
+    from an outer scope by a subgraph count as used. Graph input and output names never change.
+    Stats: dead_nodes, identities, initializers, functions, sorted_graphs.
+    """
+
+    name = "cleanup"
+    numerics = Numerics.EXACT
+
+    def call(self, model: ir.Model) -> SurgeryResult:
+        renamed: dict[str, str] = {}
+        stats = {
+            "dead_nodes": self._remove_dead(model),
+            "identities": self._remove_identities(model, renamed),
+            "initializers": self._remove_unused_initializers(model),
+        }
+        stats["functions"] = self._remove_unused_functions(model)
+        stats["sorted_graphs"] = self._sort(model)
+        modified = any(stats.values())
+        if modified:
+            logger.info("cleanup: %s", ", ".join(f"{k}={v}" for k, v in stats.items() if v))
+        return SurgeryResult(model, modified, stats=stats, renamed=renamed)
+
+    # -- dead nodes ----------------------------------------------------------------------------
+
+    def _remove_dead(self, model: ir.Model) -> int:
+        live = _Liveness(model)
+        live.mark(model.graph.outputs)
+        removed = self._sweep(model.graph, live.nodes)
+        # Functions that are still called: everything their outputs need is live. Functions that
+        # are not called are removed whole by _remove_unused_functions.
+        for function in model.functions.values():
+            if function.identifier() in live.functions:
+                removed += self._sweep(function, live.nodes)
+        return removed
+
+    def _sweep(self, graph: GraphLike, live: set[ir.Node]) -> int:
+        dead = [node for node in graph if node not in live]
+        removed = 0
+        for node in dead:
+            removed += _detach(node)
+        if dead:
+            graph.remove(dead)
+        for node in graph:
+            for sub in subgraphs_of(node):
+                removed += self._sweep(sub, live)
+        return removed
+
+    # -- identities ----------------------------------------------------------------------------
+
+    def _remove_identities(self, model: ir.Model, renamed: dict[str, str]) -> int:
+        count = 0
+        for graph in iter_graphs(model):
+            for node in list(graph):
+                if node.op_type != "Identity" or node.domain not in _ONNX_DOMAINS:
+                    continue
+                if len(node.inputs) != 1 or len(node.outputs) != 1 or node.inputs[0] is None:
+                    continue
+                x, y = node.inputs[0], node.outputs[0]
+                x_name, y_name = x.name, y.name
+                if not forward_value(y, x):
+                    continue
+                if x.name != x_name and x_name:
+                    renamed[x_name] = x.name  # x took the graph output's name
+                elif y_name and x.name:
+                    renamed[y_name] = x.name
+                graph.remove(node, safe=True)
+                count += 1
+        return count
+
+    # -- initializers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _remove_unused_initializers(model: ir.Model) -> int:
+        count = 0
+        for graph in iter_graphs(model, functions=False):
+            assert isinstance(graph, ir.Graph)
+            for name, value in list(graph.initializers.items()):
+                if value.uses() or value.is_graph_input() or value.is_graph_output():
+                    continue
+                del graph.initializers[name]
+                count += 1
+        return count
+
+    # -- functions -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _remove_unused_functions(model: ir.Model) -> int:
+        if not model.functions:
+            return 0
+        used: set[ir.OperatorIdentifier] = set()
+        stack: list[GraphLike] = [model.graph]
+        while stack:
+            graph = stack.pop()
+            for node in graph:
+                stack.extend(subgraphs_of(node))
+                key = node.op_identifier()
+                function = model.functions.get(key)
+                if function is not None and key not in used:
+                    used.add(key)
+                    stack.append(function)
+        unused = [key for key in model.functions if key not in used]
+        for key in unused:
+            del model.functions[key]
+        return len(unused)
+
+    # -- topological order ---------------------------------------------------------------------
+
+    def _sort(self, model: ir.Model) -> int:
+        before = {id(g): (g, list(g)) for g in iter_graphs(model)}
+        try:
+            model.graph.sort()  # sorts the subgraphs too
+            for function in model.functions.values():
+                function.sort()
+        except ValueError as exc:
+            raise PassError(f"cannot sort the graph topologically: {exc}", pass_name=self.name) from None
+        changed = 0
+        for graph, nodes in before.values():
+            after = list(graph)
+            if len(after) != len(nodes) or any(a is not b for a, b in zip(after, nodes)):
+                changed += 1
+        return changed

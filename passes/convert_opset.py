@@ -1,0 +1,732 @@
+"""convert-opset: move a model to another ``ai.onnx`` opset, downwards included.
+
+ATC looks ops up as ``ai.onnx::<model opset>::<op>`` with no fallback and registers standard ops
+only for opsets 8–18, so an opset-19/20 export fails even for Conv. onnx's ``version_converter``
+upgrades well but cannot go down ("No Adapter From Version $14 for Mul"). This pass:
+
+- **upgrades** with onnx's ``version_converter`` (run on a proto without the large weights);
+- **downgrades** node by node with its own adapters, in the main graph, every subgraph and every
+  model-local function (each function at its own opset import):
+
+  * ops whose newer versions only widened types or added attributes/optional inputs the node
+    does not use (Mul, Add, Relu, Identity, Conv, Resize without the new attributes, …) are
+    checked against the older schema (input and output element types, inputs, attributes) and
+    kept; a used newer feature is an error naming it;
+  * attribute↔input moves are rewritten: ``axes`` of ReduceSum (13) and the other reductions
+    (18), Squeeze/Unsqueeze (13), Split (``split`` input at 13, ``num_outputs`` at 18), Pad's
+    ``axes`` (18), Shape's ``start``/``end`` (15), Dropout's ``ratio`` (12), Resize's optional
+    ``roi``/``scales`` (13), DFT's ``axis`` (20);
+  * changed semantics are handled or refused: Softmax/LogSoftmax/Hardmax below 13 (only a last
+    axis is equal), GridSample 20's mode names, Resize 19's ``half_pixel_symmetric``, Pad 19's
+    ``wrap``, Scatter reductions, RoiAlign's coordinate mode (its default changed at 16),
+    Reshape ``allowzero``, Cast ``saturate``, AveragePool ``dilations``;
+  * ops newer than the target are decomposed: Gelu (20), LayerNormalization (17),
+    GroupNormalization (18; and 21, whose scale/bias are per channel), Mish (18),
+    HardSwish (14), Swish (24).
+
+An op with no adapter is an error naming the op and node. Outputs are unchanged (``exact``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from surgery.errors import PassError
+from surgery.graph import GraphLike, NameAllocator, const_value
+from surgery.options import option
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.registry import register
+from surgery.rules import Builder, graphs_with_opsets, schema
+from surgery.rules.engine import Rewrite, RuleContext, splice
+
+__all__ = ["ConvertOpset", "downgrade_graph", "ADAPTERS", "DECOMPOSITIONS"]
+
+logger = logging.getLogger(__name__)
+
+#: The newest opset ATC's ONNX parser registers standard ops for.
+ATC_MAX_OPSET = 18
+
+REDUCE_AXES_INPUT = {
+    "ReduceSum": 13,
+    **{
+        op: 18
+        for op in (
+            "ReduceMean",
+            "ReduceMax",
+            "ReduceMin",
+            "ReduceProd",
+            "ReduceL1",
+            "ReduceL2",
+            "ReduceLogSum",
+            "ReduceLogSumExp",
+            "ReduceSumSquare",
+        )
+    },
+}
+
+
+class _Refuse(Exception):
+    """Raised by an adapter: the node cannot be expressed at the target opset."""
+
+
+@dataclasses.dataclass
+class Step:
+    """One node to convert: where it lives and the versions involved."""
+
+    ctx: RuleContext
+    node: ir.Node
+    current: int  # the model/function opset the node lives in now
+    target: int
+    orphans: list[ir.Value]
+
+    @property
+    def cur_since(self) -> int:
+        return schema.since_version(self.node.op_type, self.current) or 0
+
+    @property
+    def tgt_since(self) -> int | None:
+        return schema.since_version(self.node.op_type, self.target)
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return schema.attr_value(self.node, name, self.current, default)
+
+    def builder(self) -> Builder:
+        return Builder(self.ctx.names, self.node.name or self.node.op_type, self.target, dtype_of=self.ctx.dtype)
+
+    def const_input(self, index: int, what: str) -> np.ndarray | None:
+        """The constant array of input ``index`` (None if absent); refuse if it is not constant."""
+        if index >= len(self.node.inputs) or self.node.inputs[index] is None:
+            return None
+        value = self.node.inputs[index]
+        array = const_value(value)
+        if array is None:
+            raise _Refuse(f"its {what} input '{value.name}' is computed at run time; opset {self.target} needs a constant attribute")
+        return array
+
+    def drop_inputs_from(self, index: int) -> None:
+        node = self.node
+        for i in range(index, len(node.inputs)):
+            value = node.inputs[i]
+            if value is not None:
+                self.orphans.append(value)
+        if len(node.inputs) > index:
+            node.resize_inputs(index)
+
+    def set_attr(self, name: str, value: Any) -> None:
+        self.node.attributes[name] = ir.convenience.convert_attribute(name, value)
+
+    def drop_attr(self, name: str) -> None:
+        self.node.attributes.pop(name, None)
+
+    def replace(self, new_nodes: Sequence[ir.Node], outputs: Sequence[ir.Value | None]) -> None:
+        for value in self.node.inputs:
+            if value is not None:
+                self.orphans.append(value)
+        splice(self.ctx, Rewrite(self.node, [self.node], list(self.node.outputs), new_nodes, outputs))
+
+
+Adapter = Callable[[Step], None]
+ADAPTERS: dict[str, Adapter] = {}
+DECOMPOSITIONS: dict[str, Adapter] = {}
+
+
+def adapter(*ops: str) -> Callable[[Adapter], Adapter]:
+    def wrap(fn: Adapter) -> Adapter:
+        for op in ops:
+            ADAPTERS[op] = fn
+        return fn
+
+    return wrap
+
+
+def decomposition(*ops: str) -> Callable[[Adapter], Adapter]:
+    def wrap(fn: Adapter) -> Adapter:
+        for op in ops:
+            DECOMPOSITIONS[op] = fn
+        return fn
+
+    return wrap
+
+
+# ---- the generic check: newer versions that only widened types or added unused features ------
+
+#: (op, since_version) whose semantics changed without a signature change; they need an adapter.
+SEMANTIC_CHANGES = {
+    ("Softmax", 13),
+    ("LogSoftmax", 13),
+    ("Hardmax", 13),
+    ("GridSample", 20),
+    ("Resize", 19),
+    ("Pad", 19),
+    ("ScatterElements", 18),
+    ("ScatterND", 18),
+    ("RoiAlign", 16),
+}
+
+
+def _history(op_type: str, domain: str = "") -> list[int]:
+    versions = []
+    v = 1000
+    while True:
+        s = schema.get_schema(op_type, v, domain)
+        if s is None:
+            break
+        versions.append(s.since_version)
+        v = s.since_version - 1
+        if v < 1:
+            break
+    return versions  # newest first
+
+
+def generic_check(step: Step) -> None:
+    """Check ``step.node`` against the target's schema; drop new attributes left at their default.
+
+    Refuses inputs, used outputs, non-default attributes and element types the older op lacks,
+    and ops whose meaning changed between the versions (those need an adapter).
+    """
+    node = step.node
+    low = step.tgt_since or 0
+    older = schema.get_schema(node.op_type, step.target)
+    assert older is not None
+    for since in _history(node.op_type):
+        if low < since <= step.cur_since and (node.op_type, since) in SEMANTIC_CHANGES and node.op_type not in ADAPTERS:
+            raise _Refuse(f"{node.op_type} changed meaning at opset {since} and has no adapter")
+    # inputs the older op does not have
+    max_in = len(older.inputs) if older.inputs and not _variadic(older.inputs[-1]) else 1 << 30
+    for i, value in enumerate(node.inputs):
+        if value is not None and i >= max_in:
+            raise _Refuse(f"input {i} ('{value.name}') has no equivalent before opset {_first_with(node.op_type, i)}")
+    max_out = len(older.outputs) if older.outputs and not _variadic(older.outputs[-1]) else 1 << 30
+    for i, value in enumerate(node.outputs):
+        if i >= max_out and (value.uses() or value.is_graph_output()):
+            raise _Refuse(f"output {i} ('{value.name}') does not exist at opset {step.target}")
+    # attributes the older op does not have: fine when they hold the newer default
+    for key in list(node.attributes):
+        if key in older.attributes:
+            continue
+        attr = node.attributes[key]
+        default = schema.attr_default(node.op_type, key, step.current)
+        got = schema.attr_value(node, key, step.current)
+        if default is not None and _same(got, default):
+            step.drop_attr(key)
+            continue
+        raise _Refuse(f"attribute {key}={got!r} does not exist at opset {step.target}")
+    # element types the older op does not accept
+    binding = schema.type_bindings(node, step.target)
+    if binding is not None:
+        for kind, values, slots in (("input", node.inputs, binding.inputs), ("output", node.outputs, binding.outputs)):
+            for i, value in enumerate(values):
+                if value is None or i >= len(slots):
+                    continue
+                dtype = step.ctx.dtype(value)
+                allowed = slots[i][1]
+                if dtype is not None and allowed and dtype not in allowed:
+                    raise _Refuse(f"{kind} {i} ('{value.name}') is {dtype.name}, which opset {step.target} does not accept")
+
+
+def _variadic(param: Any) -> bool:
+    return param.option == onnx.defs.OpSchema.FormalParameterOption.Variadic
+
+
+def _first_with(op_type: str, index: int) -> int:
+    for since in reversed(_history(op_type)):
+        s = schema.get_schema(op_type, since)
+        if s is not None and len(s.inputs) > index:
+            return since
+    return 0
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(b)))
+    return a == b
+
+
+# ---- attribute <-> input moves -------------------------------------------------------------
+
+
+@adapter(*REDUCE_AXES_INPUT)
+def _reduce(step: Step) -> None:
+    moved_at = REDUCE_AXES_INPUT[step.node.op_type]
+    if step.cur_since >= moved_at > step.target:
+        axes = step.const_input(1, "axes")
+        noop = step.attr("noop_with_empty_axes", 0)
+        if (axes is None or axes.size == 0) and noop:
+            raise _Refuse("noop_with_empty_axes=1 with no axes (an identity) has no older form")
+        step.drop_inputs_from(1)
+        step.drop_attr("noop_with_empty_axes")
+        if axes is not None and axes.size:
+            step.set_attr("axes", [int(a) for a in axes.reshape(-1)])
+    generic_check(step)
+
+
+@adapter("Squeeze", "Unsqueeze")
+def _squeeze(step: Step) -> None:
+    if step.cur_since >= 13 > step.target:
+        axes = step.const_input(1, "axes")
+        step.drop_inputs_from(1)
+        if axes is not None:
+            step.set_attr("axes", [int(a) for a in axes.reshape(-1)])
+    generic_check(step)
+
+
+@adapter("Split")
+def _split(step: Step) -> None:
+    node = step.node
+    if step.cur_since >= 18 > step.target and "num_outputs" in node.attributes:
+        n = int(step.attr("num_outputs"))
+        step.drop_attr("num_outputs")
+        has_split = len(node.inputs) > 1 and node.inputs[1] is not None
+        if not has_split:
+            shape = step.ctx.shape(node.inputs[0])
+            axis = int(step.attr("axis", 0))
+            dim = None
+            if shape is not None and -len(shape) <= axis < len(shape):
+                dim = shape[axis]
+            if isinstance(dim, int):
+                chunk = -(-dim // n)
+                sizes = [chunk] * (n - 1) + [dim - chunk * (n - 1)]
+                if len(set(sizes)) > 1:  # uneven: opset 13 needs the sizes spelled out
+                    b = step.builder()
+                    split = b.ints(sizes, "split")
+                    node.graph.insert_before(node, b.nodes)  # type: ignore[union-attr]
+                    node.resize_inputs(2)
+                    node.replace_input_with(1, split)
+            else:
+                logger.info("Split '%s': num_outputs=%d on a dynamic axis; opset 13 splits evenly", node.name, n)
+    if step.cur_since >= 13 > step.target:
+        split = step.const_input(1, "split")
+        step.drop_inputs_from(1)
+        if split is not None:
+            step.set_attr("split", [int(s) for s in split.reshape(-1)])
+    generic_check(step)
+
+
+@adapter("Pad")
+def _pad(step: Step) -> None:
+    node = step.node
+    if step.cur_since >= 19 > step.target and step.attr("mode", "constant") == "wrap":
+        raise _Refuse("mode='wrap' exists only from opset 19")
+    if step.cur_since >= 18 > step.target and len(node.inputs) > 3 and node.inputs[3] is not None:
+        axes = step.const_input(3, "axes")
+        pads = step.const_input(1, "pads")
+        assert axes is not None and pads is not None
+        shape = step.ctx.shape(node.inputs[0])
+        if shape is None:
+            raise _Refuse("Pad with axes on an input of unknown rank")
+        rank = len(shape)
+        full = np.zeros(2 * rank, dtype=np.int64)
+        k = len(axes)
+        for j, a in enumerate(axes.reshape(-1)):
+            a = int(a) % rank
+            full[a] = pads[j]
+            full[rank + a] = pads[k + j]
+        b = step.builder()
+        new_pads = b.ints(full.tolist(), "pads")
+        node.graph.insert_before(node, b.nodes)  # type: ignore[union-attr]
+        step.orphans.append(node.inputs[1])  # type: ignore[arg-type]
+        node.replace_input_with(1, new_pads)
+        step.drop_inputs_from(3)
+    if step.cur_since >= 11 > step.target:
+        pads = step.const_input(1, "pads")
+        value = step.const_input(2, "constant_value")
+        step.drop_inputs_from(1)
+        step.set_attr("pads", [int(p) for p in pads.reshape(-1)])  # type: ignore[union-attr]
+        if value is not None:
+            step.set_attr("value", float(value.reshape(-1)[0]))
+    generic_check(step)
+
+
+@adapter("Shape")
+def _shape(step: Step) -> None:
+    node = step.node
+    if step.cur_since >= 15 > step.target:
+        start, end = int(step.attr("start", 0)), step.attr("end")
+        step.drop_attr("start")
+        step.drop_attr("end")
+        if start != 0 or end is not None:
+            b = step.builder()
+            full = b.op("Shape", node.inputs[0])
+            out = b.slice(full, [start], [int(end) if end is not None else np.iinfo(np.int64).max], [0])
+            step.replace(b.nodes, [out])
+            return
+    generic_check(step)
+
+
+@adapter("Dropout")
+def _dropout(step: Step) -> None:
+    if step.cur_since >= 12 > step.target:
+        ratio = step.const_input(1, "ratio")
+        training = step.const_input(2, "training_mode")
+        if training is not None and bool(training.reshape(-1)[0]):
+            raise _Refuse("training_mode=True has no form before opset 12")
+        step.drop_inputs_from(1)
+        step.drop_attr("seed")
+        if ratio is not None:
+            step.set_attr("ratio", float(ratio.reshape(-1)[0]))
+    generic_check(step)
+
+
+@adapter("Resize")
+def _resize(step: Step) -> None:
+    node = step.node
+    if step.cur_since >= 19 > step.target and step.attr("coordinate_transformation_mode") == "half_pixel_symmetric":
+        raise _Refuse("coordinate_transformation_mode='half_pixel_symmetric' exists only from opset 19")
+    if step.cur_since >= 13 > step.target:
+        # roi and scales became optional at 13; opset 11 wants them present (empty is allowed)
+        b = step.builder()
+        for i, what in ((1, "roi"), (2, "scales")):
+            if len(node.inputs) <= i or node.inputs[i] is None:
+                if len(node.inputs) <= i:
+                    node.resize_inputs(i + 1)
+                node.replace_input_with(i, b.const(np.zeros(0, np.float32), what))
+        if b.nodes:
+            node.graph.insert_before(node, b.nodes)  # type: ignore[union-attr]
+    generic_check(step)
+
+
+@adapter("ScatterElements", "ScatterND")
+def _scatter(step: Step) -> None:
+    reduction = step.attr("reduction", "none")
+    if reduction in ("max", "min") and step.target < 18:
+        raise _Refuse(f"reduction='{reduction}' exists only from opset 18")
+    if reduction != "none" and step.target < 16:
+        raise _Refuse(f"reduction='{reduction}' exists only from opset 16")
+    if step.target < 16:
+        step.drop_attr("reduction")
+    generic_check(step)
+
+
+@adapter("RoiAlign")
+def _roialign(step: Step) -> None:
+    if step.cur_since >= 16 > step.target:
+        mode = step.attr("coordinate_transformation_mode", "half_pixel")
+        if mode != "output_half_pixel":
+            raise _Refuse(
+                f"coordinate_transformation_mode='{mode}'; before opset 16 RoiAlign always behaves as 'output_half_pixel'"
+            )
+        step.drop_attr("coordinate_transformation_mode")
+    generic_check(step)
+
+
+@adapter("Softmax", "LogSoftmax", "Hardmax")
+def _softmax(step: Step) -> None:
+    if step.cur_since >= 13 > step.target:
+        axis = int(step.attr("axis", -1))
+        shape = step.ctx.shape(step.node.inputs[0])
+        last = axis == -1 or (shape is not None and axis == len(shape) - 1)
+        if not last:
+            raise _Refuse(f"axis={axis} is not the last axis; before opset 13 the op flattens from the axis on")
+        step.set_attr("axis", -1 if shape is None else len(shape) - 1)
+    generic_check(step)
+
+
+@adapter("GridSample")
+def _gridsample(step: Step) -> None:
+    if step.target < 16:
+        raise _Refuse("GridSample exists only from opset 16; run decompose-gridsample first")
+    if step.cur_since >= 20 > step.target:
+        mode = step.attr("mode", "linear")
+        renamed = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}.get(mode)
+        if renamed is None:
+            raise _Refuse(f"mode={mode!r}")
+        shape = step.ctx.shape(step.node.inputs[0])
+        if shape is not None and len(shape) != 4:
+            raise _Refuse(f"a {len(shape)}-D GridSample exists only from opset 20")
+        step.set_attr("mode", renamed)
+    generic_check(step)
+
+
+@adapter("Reshape")
+def _reshape(step: Step) -> None:
+    if step.cur_since >= 14 > step.target and step.attr("allowzero", 0):
+        shape = step.const_input(1, "shape")
+        if shape is None or (shape == 0).any():
+            raise _Refuse("allowzero=1 with a shape that may hold 0 has no form before opset 14")
+        step.drop_attr("allowzero")
+    generic_check(step)
+
+
+@adapter("Cast", "CastLike")
+def _cast(step: Step) -> None:
+    if step.target < 19 and "saturate" in step.node.attributes:
+        step.drop_attr("saturate")  # only affects float8 targets, which do not exist before 19
+    generic_check(step)
+
+
+@adapter("AveragePool")
+def _avgpool(step: Step) -> None:
+    if step.target < 19:
+        dilations = step.attr("dilations")
+        if dilations and any(int(d) != 1 for d in dilations):
+            raise _Refuse(f"dilations={list(dilations)} exist only from opset 19")
+        step.drop_attr("dilations")
+    generic_check(step)
+
+
+@adapter("DFT")
+def _dft(step: Step) -> None:
+    if step.cur_since >= 20 > step.target:
+        axis = step.const_input(2, "axis")
+        step.drop_inputs_from(2)
+        step.set_attr("axis", int(axis.reshape(-1)[0]) if axis is not None else -2)
+    generic_check(step)
+
+
+# ---- decompositions of ops newer than the target -----------------------------------------
+
+
+@decomposition("Gelu")
+def _gelu(step: Step) -> None:
+    from surgery.passes.decompose_gelu import gelu_exact, gelu_tanh
+
+    b = step.builder()
+    mode = step.attr("approximate", "none")
+    x = step.node.inputs[0]
+    assert x is not None
+    y = gelu_tanh(b, x) if mode == "tanh" else gelu_exact(b, x)
+    step.replace(b.nodes, [y])
+
+
+def _rank(step: Step, value: ir.Value | None) -> int | None:
+    shape = step.ctx.shape(value) if value is not None else None
+    return len(shape) if shape is not None else None
+
+
+def _stash(step: Step, b: Builder, x: ir.Value) -> tuple[ir.Value, ir.DataType | None]:
+    """Cast half-precision input up to float32 when stash_type asks for it (ONNX's definition)."""
+    dtype = step.ctx.dtype(x)
+    stash = int(step.attr("stash_type", 1))
+    if dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16) and stash == int(ir.DataType.FLOAT):
+        return b.cast(x, ir.DataType.FLOAT), dtype
+    return x, None
+
+
+def _normalize(b: Builder, x: ir.Value, axes: Sequence[int], eps: float) -> tuple[ir.Value, ir.Value, ir.Value]:
+    mean = b.reduce("ReduceMean", x, axes)
+    d = b.op("Sub", x, mean)
+    var = b.reduce("ReduceMean", b.op("Mul", d, d), axes)
+    inv = b.op("Reciprocal", b.op("Sqrt", b.op("Add", var, b.scalar(eps, var, "epsilon"))))
+    return b.op("Mul", d, inv), mean, inv
+
+
+@decomposition("LayerNormalization")
+def _layernorm(step: Step) -> None:
+    node = step.node
+    x, scale = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    assert x is not None and scale is not None
+    axis = int(step.attr("axis", -1))
+    rank = _rank(step, x)
+    if axis < 0:
+        axes = list(range(axis, 0))
+    elif rank is not None:
+        axes = list(range(axis, rank))
+    else:
+        raise _Refuse(f"axis={axis} on an input of unknown rank")
+    b = step.builder()
+    xs, back = _stash(step, b, x)
+    y, mean, inv = _normalize(b, xs, axes, float(step.attr("epsilon", 1e-5)))
+    if back is not None:
+        y = b.cast(y, back)
+    y = b.op("Mul", y, scale)
+    if bias is not None:
+        y = b.op("Add", y, bias)
+    step.replace(b.nodes, [y, mean, inv][: len(node.outputs)])
+
+
+@decomposition("GroupNormalization")
+def _groupnorm(step: Step) -> None:
+    node = step.node
+    x, scale, bias = node.inputs[0], node.inputs[1], node.inputs[2]
+    assert x is not None and scale is not None and bias is not None
+    groups = int(step.attr("num_groups"))
+    rank = _rank(step, x)
+    if rank is None:
+        raise _Refuse("GroupNormalization on an input of unknown rank")
+    b = step.builder()
+    xs, back = _stash(step, b, x)
+    grouped = b.op("Reshape", xs, b.ints([0, groups, -1], "grouped_shape"))
+    y, _, _ = _normalize(b, grouped, [2], float(step.attr("epsilon", 1e-5)))
+    per_channel = step.cur_since >= 21
+    if not per_channel:  # opset 18: scale and bias hold one value per group
+        group_shape = b.ints([1, groups, 1], "group_param_shape")
+        y = b.op("Add", b.op("Mul", y, b.op("Reshape", scale, group_shape)), b.op("Reshape", bias, group_shape))
+    y = b.op("Reshape", y, b.shape(xs))
+    if back is not None:
+        y = b.cast(y, back)
+    if per_channel:
+        trailing = list(range(1, rank - 1))
+        y = b.op("Add", b.op("Mul", y, b.unsqueeze(scale, trailing)), b.unsqueeze(bias, trailing))
+    step.replace(b.nodes, [y])
+
+
+@decomposition("Mish")
+def _mish(step: Step) -> None:
+    b = step.builder()
+    x = step.node.inputs[0]
+    assert x is not None
+    y = b.op("Mul", x, b.op("Tanh", b.op("Softplus", x)))
+    step.replace(b.nodes, [y])
+
+
+@decomposition("HardSwish")
+def _hardswish(step: Step) -> None:
+    b = step.builder()
+    x = step.node.inputs[0]
+    assert x is not None
+    y = b.op("Mul", x, b.op("HardSigmoid", x, alpha=1.0 / 6.0, beta=0.5))
+    step.replace(b.nodes, [y])
+
+
+@decomposition("Swish")
+def _swish(step: Step) -> None:
+    b = step.builder()
+    x = step.node.inputs[0]
+    assert x is not None
+    alpha = float(step.attr("alpha", 1.0))
+    z = x if alpha == 1.0 else b.op("Mul", x, b.scalar(alpha, x, "alpha"))
+    y = b.op("Mul", x, b.op("Sigmoid", z))
+    step.replace(b.nodes, [y])
+
+
+# ---- driving -------------------------------------------------------------------------------
+
+
+def downgrade_graph(
+    model: ir.Model,
+    graph: GraphLike,
+    opsets: Any,
+    current: int,
+    target: int,
+    names: NameAllocator,
+    pass_name: str,
+    stats: dict[str, int],
+    inferred: Any = None,
+) -> None:
+    """Convert every ``ai.onnx`` node of ``graph`` (not its subgraphs) from ``current`` to ``target``."""
+    ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
+    orphans: list[ir.Value] = []
+    for node in list(graph):
+        if node.domain not in ("", "ai.onnx") or node.graph is None:
+            continue
+        step = Step(ctx, node, current, target, orphans)
+        where = f"{node.op_type} '{node.name}'"
+        if schema.get_schema(node.op_type, current) is None:
+            raise PassError(f"{where}: not an ai.onnx op at opset {current}", pass_name=pass_name)
+        try:
+            decompose = DECOMPOSITIONS.get(node.op_type)
+            if step.tgt_since is None or (node.op_type == "GroupNormalization" and step.cur_since >= 21 > target):
+                if decompose is None:
+                    raise _Refuse(f"it does not exist at opset {target} and there is no decomposition for it")
+                decompose(step)
+                stats["decomposed"] = stats.get("decomposed", 0) + 1
+                continue
+            if step.tgt_since == step.cur_since:
+                continue
+            fix = ADAPTERS.get(node.op_type, generic_check)
+            before = _fingerprint(node)
+            fix(step)
+            if node.graph is None or _fingerprint(node) != before:
+                stats["adapted"] = stats.get("adapted", 0) + 1
+        except _Refuse as exc:
+            raise PassError(
+                f"{where} (opset {current}) cannot be converted to opset {target}: {exc}", pass_name=pass_name
+            ) from None
+    _remove_orphans(graph, orphans)
+
+
+def _fingerprint(node: ir.Node) -> tuple:
+    return (tuple(id(v) for v in node.inputs), tuple(sorted((k, repr(a.value)) for k, a in node.attributes.items())))
+
+
+def _remove_orphans(graph: GraphLike, orphans: list[ir.Value]) -> None:
+    """Drop Constant nodes and initializers that only fed inputs an adapter turned into attributes."""
+    seen: set[int] = set()
+    for value in orphans:
+        if id(value) in seen or value.uses() or value.is_graph_output() or value.is_graph_input():
+            continue
+        seen.add(id(value))
+        producer = value.producer()
+        if producer is not None and producer.op_type == "Constant" and producer.graph is not None:
+            producer.graph.remove(producer, safe=True)
+        elif value.is_initializer() and isinstance(graph, ir.Graph) and value.name in graph.initializers:
+            graph.initializers.pop(value.name)
+
+
+@register
+class ConvertOpset(SurgeryPass):
+    """Convert the model to another ai.onnx opset (default 18, ATC's newest), downgrades included."""
+
+    name = "convert-opset"
+    numerics = Numerics.EXACT
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        target: int = option(ATC_MAX_OPSET, help="the ai.onnx opset to convert to (ATC parses 8-18)")
+
+        def __post_init__(self) -> None:
+            if not 7 <= self.target <= onnx.defs.onnx_opset_version():
+                raise ValueError(f"target must be between 7 and {onnx.defs.onnx_opset_version()}, got {self.target}")
+
+    def call(self, model: ir.Model) -> SurgeryResult:
+        target = self.options.target
+        current = schema.opset_of(model.opset_imports, "")
+        if current is None:
+            raise PassError("the model imports no ai.onnx opset", pass_name=self.name)
+        stats: dict[str, int] = {}
+        notes: list[str] = []
+        if current < target:
+            self._upgrade(model, current, target)
+            stats["upgraded_from"] = current
+            notes.append(f"upgraded from opset {current} with onnx's version_converter")
+        names = NameAllocator(model)
+        from surgery.rules.engine import _Inferred
+
+        inferred = _Inferred(model)
+        for graph, opsets in list(graphs_with_opsets(model)):
+            version = schema.opset_of(opsets, "")
+            if version is None or version <= target:
+                continue
+            downgrade_graph(model, graph, opsets, version, target, names, self.name, stats, inferred)
+        changed = False
+        for imports in [model.opset_imports] + [f.opset_imports for f in model.functions.values()]:
+            key = "" if "" in imports else ("ai.onnx" if "ai.onnx" in imports else None)
+            if key is not None and imports[key] > target:
+                if imports is model.opset_imports:
+                    stats["downgraded_from"] = imports[key]
+                imports[key] = target
+                changed = True
+        modified = changed or bool(stats)
+        return SurgeryResult(model, modified, stats=stats, notes=notes)
+
+    def _upgrade(self, model: ir.Model, current: int, target: int) -> None:
+        from surgery.model_io import LightProto
+
+        light = LightProto(model)
+        try:
+            converted = onnx.version_converter.convert_version(light.proto, target)
+        except Exception as exc:  # the C++ converter raises RuntimeError / ConvertError
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PassError(
+                f"onnx's version_converter could not upgrade opset {current} to {target}: {first}", pass_name=self.name
+            ) from None
+        new = ir.from_proto(converted)
+        for name, value in new.graph.initializers.items():
+            if name in light.tensors:
+                value.const_value = light.tensors[name]
+        new.ir_version = model.ir_version
+        model.graph = new.graph  # type: ignore[misc]
+        model.opset_imports.clear()
+        model.opset_imports.update(new.opset_imports)
+        model.functions.clear()
+        model.functions.update(new.functions)

@@ -1,0 +1,132 @@
+"""``make-static``: fold shape computations and re-infer shapes until the model stops changing."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import onnx_ir as ir
+
+from surgery.errors import PipelineError
+from surgery.options import option
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.registry import register
+from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
+from surgery.shapes.infer import clear_shapes, infer_model, walk_graphs
+from surgery.shapes.static import find_offenders
+
+__all__ = ["MakeStatic"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class MakeStaticOptions:
+    size_limit: int = option(
+        1 << 20, help="largest net growth in bytes one folded tensor may add to the model (freed inputs subtracted)"
+    )
+    max_rounds: int = option(32, help="give up after this many infer+fold rounds")
+    inline_if: bool = option(True, help="replace an If whose condition is constant by its taken branch")
+    unroll_loops: bool = option(False, help="unroll Loops with a constant trip count and no data-dependent exit")
+    max_unroll: int = option(64, help="largest trip count unrolled")
+    keep_ops: list[str] = option(
+        default_factory=lambda: sorted(DEFAULT_KEEP_OPS), help="ops never folded even with constant inputs"
+    )
+
+    def __post_init__(self) -> None:
+        if self.size_limit < 0:
+            raise PipelineError("make-static.size_limit must be >= 0")
+        if self.max_rounds < 1:
+            raise PipelineError("make-static.max_rounds must be >= 1")
+        if self.max_unroll < 0:
+            raise PipelineError("make-static.max_unroll must be >= 0")
+
+
+def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
+    snap = []
+    for graph in walk_graphs(model.graph):
+        for node in graph:
+            for out in node.outputs:
+                snap.append((out, None if out.shape is None else tuple(
+                    d if isinstance(d, int) else ("?", d.value) for d in out.shape)))
+    return snap
+
+
+@register
+class MakeStatic(SurgeryPass):
+    """Propagate fixed input shapes everywhere: fold shape math, inline constant Ifs, re-infer.
+
+    Alternates onnx shape inference (data propagation on, large weights left out) with a linear
+    folding sweep — ``Shape``/``Size`` of static tensors, ops on constants, ``If`` with a constant
+    condition (its taken branch is inlined), optionally ``Loop`` unrolling — until nothing changes.
+    Every intermediate and output shape is rebuilt from scratch, never trusted from the exporter.
+    A folded tensor may not grow the model by more than ``size_limit`` bytes net; the report
+    gives the total size change and what was left unfolded for size.
+    """
+
+    name = "make-static"
+    Options = MakeStaticOptions
+    numerics = Numerics.EXACT
+
+    def call(self, model: ir.Model) -> SurgeryResult:
+        opts = self.options
+        before = _shape_snapshot(model)
+        folder = Folder(
+            model,
+            size_limit=opts.size_limit,
+            inline_if=opts.inline_if,
+            unroll_loops=opts.unroll_loops,
+            max_unroll=opts.max_unroll,
+            keep_ops=frozenset(opts.keep_ops),
+        )
+        rounds = 0
+        converged = False
+        clear_shapes(model)
+        inference_failed = False
+        while rounds < opts.max_rounds:
+            rounds += 1
+            inference_failed |= infer_model(model) < 0
+            if not folder.sweep():
+                converged = True
+                break
+            clear_shapes(model)
+        notes: list[str] = []
+        if inference_failed:
+            notes.append("onnx shape inference refused the model in some round; shapes came from per-node inference")
+        if not converged:
+            notes.append(f"did not reach a fixed point in {opts.max_rounds} rounds")
+            clear_shapes(model)
+            infer_model(model)
+        after = _shape_snapshot(model)
+        stats = folder.stats
+        folded = stats.folded_nodes + stats.shape_ops_folded + stats.ifs_inlined + stats.loops_unrolled
+        shapes_changed = len(before) != len(after) or any(
+            a[0] is not b[0] or a[1] != b[1] for a, b in zip(before, after)
+        )
+        offenders = find_offenders(model)
+        dynamic = [o for o in offenders if o.what == "tensor"]
+        if dynamic:
+            notes.append(f"{len(dynamic)} tensors are still dynamic, e.g. {dynamic[0]}")
+        if stats.skipped_for_size:
+            largest = max(stats.skipped_for_size.items(), key=lambda kv: kv[1])
+            notes.append(
+                f"{len(stats.skipped_for_size)} folds skipped for size_limit={opts.size_limit} "
+                f"(largest: '{largest[0]}' would add {largest[1]} bytes)"
+            )
+        return SurgeryResult(
+            model,
+            modified=bool(folded) or shapes_changed,
+            stats={
+                "rounds": rounds,
+                "folded_nodes": stats.folded_nodes,
+                "shape_ops_folded": stats.shape_ops_folded,
+                "ifs_inlined": stats.ifs_inlined,
+                "loops_unrolled": stats.loops_unrolled,
+                "nodes_removed": stats.removed_nodes,
+                "nodes_inferred": stats.nodes_inferred,
+                "size_delta_bytes": stats.size_delta,
+                "skipped_for_size": len(stats.skipped_for_size),
+                "dynamic_tensors": len(dynamic),
+            },
+            notes=notes,
+        )

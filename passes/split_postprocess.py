@@ -1,0 +1,86 @@
+"""``split-postprocess``: split NMS and other data-dependent post-processing off into a tail model.
+
+The model becomes the *head* (for the NPU compiler) and the *tail* (for the CPU) is returned as a
+chained model (``SurgeryResult.chained["tail"]``, saved as ``OUT.tail.onnx``). Without
+``boundary``, the tail is everything downstream of the first data-dependent or NPU-hostile node —
+NonMaxSuppression, NonZero, Unique, Compress, TopK whose k is computed from input values (not from
+shapes), Loop, Scan, sequence ops, an If on a data-dependent condition, a node whose subgraph holds
+one of them, and ``hostile_ops`` — found by reachability, not by op type alone: the boundary is
+every tensor produced outside the tail and read inside it (a legacy torch YOLO+NMS export has nine,
+shape scalars included). Constant-only computations are duplicated instead of crossing.
+
+Contract: boundary tensors keep their names on both sides; original graph inputs the tail reads
+stay tail inputs under their names; the head's and the tail's outputs together are the original
+outputs under their names. The runner verifies head then tail against the original. A head without
+hostile nodes (e.g. after a first split) is left unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import onnx_ir as ir
+
+from surgery.analysis.cuts import NothingToSplit
+from surgery.options import option
+from surgery.partition import split
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.registry import register
+
+__all__ = ["SplitPostprocess"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPostprocessOptions:
+    boundary: list[str] = option(
+        default_factory=list, help="tensor names to cut at (default: found automatically before the first hostile op)"
+    )
+    hostile_ops: list[str] = option(
+        default_factory=list, help="more op types to keep off the NPU (added to the built-in list)"
+    )
+    tail_name: str = option("tail", help="key of the tail among the chained models (saved as OUT.<tail_name>.onnx)")
+
+
+@register
+class SplitPostprocess(SurgeryPass):
+    """Split data-dependent post-processing (NMS, NonZero, TopK with data k …) into a CPU tail model."""
+
+    name = "split-postprocess"
+    Options = SplitPostprocessOptions
+    numerics = Numerics.EXACT
+
+    def call(self, model: ir.Model) -> SurgeryResult:
+        graph = model.graph
+        if self.options.boundary:
+            names = {v.name for v in graph.outputs}
+            if all(n in names for n in self.options.boundary) and not any(
+                v.uses() for v in graph.outputs if v.name in self.options.boundary
+            ):
+                # the boundary tensors are already outputs nothing reads: this is a head already
+                return SurgeryResult(model, False, notes=["the boundary tensors are already outputs of the model"])
+        try:
+            parts = split(model, self.options.boundary or None, hostile_ops=self.options.hostile_ops)
+        except NothingToSplit as exc:
+            return SurgeryResult(model, False, notes=[str(exc)])
+        head, tail = parts.head, parts.tail
+        before = len(graph)
+        model.graph = head.graph
+        model.functions.clear()
+        model.functions.update(head.functions)
+        stats = {
+            "boundary": len(parts.boundary),
+            "head_nodes": len(head.graph),
+            "tail_nodes": len(tail.graph),
+            "nodes_before": before,
+        }
+        notes = [f"boundary ({parts.source}): " + ", ".join(parts.boundary)]
+        if parts.hostile:
+            first = parts.hostile[0]
+            notes.append(f"first hostile node: {first['node']} ({first['reason']})")
+        if parts.tail_graph_inputs:
+            notes.append("tail also reads graph inputs: " + ", ".join(parts.tail_graph_inputs))
+        notes.extend(parts.notes)
+        return SurgeryResult(model, True, stats=stats, notes=notes, chained={self.options.tail_name: tail})

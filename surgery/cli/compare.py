@@ -1,0 +1,121 @@
+"""``surgery compare A.onnx B.onnx``: layerwise comparison; names the first divergent tensor.
+
+Both models run in ONNX Runtime with their intermediate tensors exposed, matched by name (and
+through ``--renamed`` maps recorded by passes). The comparison streams in chunks: per-tensor lines
+are printed as they come and ``--json`` is written incrementally; only statistics are kept. Exit
+code 0 when every shared tensor is within tolerance, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from surgery.errors import InputError
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two models tensor by tensor and name the first divergent tensor",
+        description="Run A (the reference) and B with intermediate tensors exposed, compare every tensor they share "
+        "(cosine, max abs, max rel) in A's topological order, and name the first one that breaks tolerance.",
+    )
+    p.add_argument("a", type=Path, help="the reference model")
+    p.add_argument("b", type=Path, help="the model to check")
+    p.add_argument("--tail", type=Path, action="append", default=[], metavar="TAIL.onnx",
+                   help="run this model after B, fed B's outputs (B is a split head); repeatable")
+    p.add_argument("--inputs", type=Path, metavar="DATA.npz", help="input arrays (default: generated from A's inputs)")
+    p.add_argument("--json", type=Path, metavar="OUT.json", help="write every tensor's statistics here (streamed)")
+    p.add_argument("--renamed", type=Path, action="append", default=[], metavar="MAP.json",
+                   help="a JSON object {name in A: name in B} (repeatable, applied in order)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
+    p.add_argument("--budget-mb", type=float, default=256.0, help="tensor megabytes fetched per run (default 256)")
+    p.add_argument("--failures-only", action="store_true", help="print only tensors that break tolerance")
+    p.add_argument("--stop-at-first", action="store_true", help="stop after the chunk holding the first divergence")
+    p.set_defaults(func=run)
+
+
+class _JsonStream:
+    """Writes ``{"tensors": [...], "summary": {...}}`` one tensor at a time."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.parent.exists():
+            raise InputError(f"{path}: the output folder {path.parent} does not exist")
+        self.file: TextIO = path.open("w", encoding="utf-8")
+        self.file.write('{"tensors": [\n')
+        self.count = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        if self.count:
+            self.file.write(",\n")
+        self.file.write(json.dumps(record))
+        self.count += 1
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.file.write('\n],\n"summary": ' + json.dumps(summary, indent=1) + "}\n")
+        self.file.close()
+
+
+def _renames(paths: list[Path]) -> list[dict[str, str]]:
+    maps = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read a rename map: {exc}") from None
+        if isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            maps.append(data)
+        else:
+            raise InputError(f"{path}: a rename map must be a JSON object of names {{\"old\": \"new\"}}")
+    return maps
+
+
+def run(args: argparse.Namespace) -> int:
+    from surgery import model_io
+    from surgery.pass_base import FeedHints, Tolerance
+    from surgery.verify.inputs import InputsConfig, plan_inputs
+    from surgery.verify.layerwise import compare_layerwise
+
+    a = model_io.load(args.a)
+    b_chain = [model_io.load(args.b)] + [model_io.load(t) for t in args.tail]
+    renamed = _renames(args.renamed)
+    # B's static input shapes decide generated shapes, so that a model with fixed shapes runs too
+    hints = FeedHints()
+    for v in b_chain[0].graph.inputs:
+        if v.shape is not None and all(isinstance(d, int) for d in v.shape) and v.name:
+            hints.shapes[v.name] = tuple(int(d) for d in v.shape)
+    a_inputs = {v.name for v in a.graph.inputs}
+    hints.shapes = {k: s for k, s in hints.shapes.items() if k in a_inputs}
+    plan = plan_inputs(a, InputsConfig(data=args.inputs), hints)
+    for name, how in plan.provenance.items():
+        print(f"input {name}: {how}")
+    tol = Tolerance(args.rtol, args.atol)
+    stream = _JsonStream(args.json) if args.json else None
+
+    def on_result(entry: Any) -> None:
+        if not args.failures_only or not entry.ok:
+            print(entry.line())
+        if stream is not None:
+            stream.add(entry.to_dict())
+
+    try:
+        report = compare_layerwise(a, b_chain if len(b_chain) > 1 else b_chain[0], plan.feeds, tol,
+                                   renamed=renamed or None, budget_bytes=int(args.budget_mb * (1 << 20)),
+                                   on_result=on_result, stop_at_first=args.stop_at_first)
+    except BaseException:
+        if stream is not None:
+            stream.close({"error": "comparison aborted"})
+        raise
+    if stream is not None:
+        summary = report.to_dict()
+        summary.pop("tensors")
+        stream.close(summary)
+    print(report.summary())
+    return 0 if report.ok else 1

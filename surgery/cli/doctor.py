@@ -1,0 +1,89 @@
+"""``surgery doctor MODEL.onnx``: what ATC will refuse or run slowly, and the pass that fixes each finding.
+
+Exit codes: 0 nothing will fail, 1 something will, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from surgery.errors import InputError, PipelineError
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="ATC readiness report: what will fail or run slowly, and the pass that fixes it",
+        description="Check a model against the ATC facts shipped with onnx-surgery (registered ops and opsets, "
+        "AICPU-only kernels, per-op limits). Exit 0 when nothing will fail, 1 when something will, 2 for bad input.",
+    )
+    p.add_argument("model", type=Path)
+    p.add_argument("--soc", metavar="SOC", help="target SoC for the AICPU check (e.g. Ascend310, Ascend310P3)")
+    p.add_argument("--json", metavar="OUT.json", help="write the report as JSON ('-' prints it instead of the table)")
+    p.add_argument("--emit-pipeline", type=Path, metavar="PASSES.toml",
+                   help="write a passes.toml that applies every available fix")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
+                   help="static size for a named dynamic dim in the emitted pipeline (repeatable; default batch 1)")
+    p.add_argument("--input-shape", metavar="SHAPES",
+                   help="static input shapes for the emitted pipeline, ATC syntax 'x:1,3,224,224;y:1,10'")
+    p.set_defaults(func=run)
+
+
+def _parse_dims(items: list[str]) -> dict[str, int]:
+    dims: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.strip().isdigit() or int(value) <= 0:
+            raise PipelineError(f"--dim {item}: expected NAME=SIZE with a positive integer size (e.g. batch=1)")
+        dims[name.strip()] = int(value)
+    return dims
+
+
+def run(args: argparse.Namespace) -> int:
+    from surgery.doctor import diagnose, emit_pipeline, render_table
+    from surgery.model_io import load
+
+    dims = _parse_dims(args.dim)
+    input_shapes = None
+    if args.input_shape:
+        from surgery.shapes.spec import parse_shapes
+
+        input_shapes = {k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()}
+    for out in (args.emit_pipeline, Path(args.json) if args.json and args.json != "-" else None):
+        if out is None:
+            continue
+        if not out.parent.exists():
+            raise InputError(f"{out}: the output folder {out.parent} does not exist")
+        if out.resolve() == args.model.resolve():
+            raise InputError(f"{out}: would overwrite the model")
+    model = load(args.model)
+    if input_shapes:
+        names = {v.name for v in model.graph.inputs}
+        unknown = sorted(set(input_shapes) - names)
+        if unknown:
+            raise InputError(f"--input-shape: no input named {', '.join(unknown)}; the inputs are {', '.join(sorted(names))}")
+    report = diagnose(model, soc=args.soc)
+    report.model = str(args.model)
+    if args.json == "-":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(render_table(report), end="")
+        if args.json:
+            Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if args.emit_pipeline:
+        emitted = emit_pipeline(report, model, dims=dims, input_shapes=input_shapes)
+        args.emit_pipeline.write_text(emitted.text, encoding="utf-8")
+        msg = f"wrote {args.emit_pipeline}: {len(emitted.steps)} pass(es)"
+        if emitted.missing:
+            msg += f"; not available in this build: {', '.join(emitted.missing)}"
+        if emitted.commented:
+            msg += f"; left for you to decide (commented out): {', '.join(emitted.commented)}"
+        print(msg, file=sys.stderr)
+        for problem in emitted.problems:
+            print(f"surgery doctor: warning: {problem}", file=sys.stderr)
+    return report.exit_code

@@ -1,0 +1,82 @@
+"""``surgery split MODEL --head HEAD.onnx --tail TAIL.onnx``: split post-processing off, verified.
+
+The boundary is found automatically (every tensor crossing into the region that starts at the first
+data-dependent or NPU-hostile op) or given with ``--boundary``. The head and the tail are gated like
+any pass (checker, ONNX Runtime, and head-then-tail parity with the original, exact by default),
+then written with a manifest JSON describing each part's inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from surgery.errors import InputError
+
+__all__ = ["register", "run"]
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "split",
+        help="split data-dependent post-processing (NMS …) into a tail model; verify head then tail",
+        description="Split MODEL into a head for the NPU compiler and a tail for the CPU, at the first "
+        "data-dependent or NPU-hostile op or at --boundary, and check that head then tail reproduce MODEL.",
+    )
+    p.add_argument("model", type=Path, help="the source .onnx model")
+    p.add_argument("--head", required=True, type=Path, help="where to write the head")
+    p.add_argument("--tail", required=True, type=Path, help="where to write the tail")
+    p.add_argument("--boundary", type=_names, default=[], metavar="T1,T2", help="cut at these tensors instead")
+    p.add_argument("--hostile-ops", type=_names, default=[], metavar="OP1,OP2", help="more op types to keep off the NPU")
+    p.add_argument("--manifest", type=Path, help="where to write the manifest (default: HEAD stem + .split.json)")
+    p.add_argument("--data", type=Path, metavar="DATA.npz", help="arrays for the model's inputs in the check run")
+    p.add_argument("--verify", choices=("each", "off"), default="each", help="run the gates (default) or not")
+    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of the parity check (default 0: exact)")
+    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance of the parity check (default 0: exact)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from surgery import api, model_io
+    from surgery.analysis.cuts import postprocess_boundary
+    from surgery.partition import manifest, write_manifest
+    from surgery.passes.split_postprocess import SplitPostprocess
+
+    head_path: Path = args.head
+    tail_path: Path = args.tail
+    manifest_path: Path = args.manifest or head_path.with_name(f"{head_path.stem}.split.json")
+    if head_path.resolve() == tail_path.resolve():
+        raise InputError("--head and --tail must be different files")
+    model = model_io.load(args.model)
+    for out in (head_path, tail_path):
+        api.check_output_path(model, args.model, out, in_place=False)
+        if not out.parent.exists():
+            raise InputError(f"{out}: the output folder {out.parent} does not exist")
+    original_outputs = [v.name for v in model.graph.outputs]
+    hostile: list[dict[str, str]] = []
+    if not args.boundary:
+        # fails early, with the reason, when there is nothing to split off
+        hostile = [h.to_dict() for h in postprocess_boundary(model.graph, hostile_ops=args.hostile_ops).hostile]
+    step = SplitPostprocess(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops))
+    verify = {"checker": args.verify, "ort": args.verify, "parity": args.verify, "rtol": args.rtol, "atol": args.atol}
+    head, report = api.apply(model, [step], inputs=args.data, verify=verify,
+                             reproducer_dir=head_path.with_name(head_path.name + ".repro"))
+    result = report.steps[0]
+    if not result.modified:
+        raise InputError(f"{args.model}: nothing to split off ({'; '.join(result.notes) or 'no hostile op'})")
+    tail = report.models["tail"]
+    for note in result.notes:
+        print(note)
+    print(f"head: {len(head.graph)} nodes, tail: {len(tail.graph)} nodes; checker {result.checker}, "
+          f"onnxruntime {result.ort}, head then tail vs original: {result.parity_status}")
+    written = model_io.save(head, head_path) + model_io.save(tail, tail_path)
+    data = manifest(head, {"tail": tail}, files={"head": head_path.name, "tail": tail_path.name},
+                    original_outputs=original_outputs, hostile=hostile, source="user" if args.boundary else "auto")
+    written.append(write_manifest(manifest_path, data))
+    for path in written:
+        print(f"wrote {path}")
+    return 0

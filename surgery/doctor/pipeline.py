@@ -1,0 +1,256 @@
+"""``--emit-pipeline``: a ``passes.toml`` that applies the fix of every finding that has one.
+
+Findings that will fail or are slow get their passes; fixes of precision risks and information
+findings, and passes that change the deployment (``split-postprocess``), are written commented out.
+Where a fix needs a decision only the user can make — the static size of a dynamic dim — the file
+uses a stated default with a ``# DECIDE`` comment: batch (dim 0) 1, image height/width 640, any
+other dim 128. ``dims`` (by dim name) and ``input_shapes`` (by input) override them.
+Only passes the registry knows are written as steps; a needed pass this build lacks is named in a
+comment, so the file always loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import onnx_ir as ir
+
+from surgery.doctor.context import Context
+from surgery.doctor.facts import load_facts
+from surgery.doctor.finding import DoctorReport, Finding, Severity
+from surgery.doctor.fixes import PASS_ORDER, USER_DECISION_PASSES, order_passes
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["DEFAULT_BATCH", "DEFAULT_SPATIAL", "DEFAULT_OTHER", "EmittedPipeline", "emit_pipeline", "decide_shapes"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 1
+DEFAULT_SPATIAL = 640
+DEFAULT_OTHER = 128
+MAX_OPSET = 18  # no standard op is registered above 18 (shipped-data caveat)
+
+_ACTIVE = (Severity.WILL_FAIL, Severity.SLOW)
+
+
+@dataclasses.dataclass
+class EmittedPipeline:
+    """The TOML text, the passes written as steps, and anything that kept it from being complete."""
+
+    text: str
+    steps: list[str]
+    missing: list[str]
+    commented: list[str]
+    problems: list[str]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def decide_shapes(
+    model: ir.Model,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, list[int]] | None = None,
+) -> tuple[dict[str, list[int]], list[str], list[str]]:
+    """Static shapes for every dynamic input: (shapes, comments on the decisions, inputs left undecided)."""
+    ctx = Context(model, load_facts())
+    dims = dict(dims or {})
+    input_shapes = dict(input_shapes or {})
+    chosen: dict[str, int] = {}
+    shapes: dict[str, list[int]] = {}
+    notes: list[str] = []
+    undecided: list[str] = []
+    for value in model.graph.inputs:
+        if value.const_value is not None:
+            continue
+        name = value.name
+        current = ctx.shape(value)
+        if name in input_shapes:
+            shapes[name] = list(input_shapes[name])
+            notes.append(f"{name}: {shapes[name]} (given)")
+            continue
+        if current is None:
+            undecided.append(name)
+            continue
+        if all(isinstance(d, int) for d in current):
+            continue
+        shape: list[int] = []
+        reasons: list[str] = []
+        for i, d in enumerate(current):
+            if isinstance(d, int):
+                shape.append(d)
+                continue
+            label = d if isinstance(d, str) else f"dim {i}"
+            if isinstance(d, str) and d in dims:
+                size, why = dims[d], "given"
+            elif isinstance(d, str) and d in chosen:
+                size, why = chosen[d], "same name as above"
+            elif i == 0:
+                size, why = DEFAULT_BATCH, "DECIDE: batch, default 1 (one model per batch size on ATC)"
+            elif len(current) == 4 and i in (2, 3):
+                size, why = DEFAULT_SPATIAL, f"DECIDE: image {'height' if i == 2 else 'width'}, default {DEFAULT_SPATIAL}"
+            else:
+                size, why = DEFAULT_OTHER, f"DECIDE: no default fits every model, {DEFAULT_OTHER} is a placeholder"
+            if isinstance(d, str):
+                chosen.setdefault(d, size)
+            shape.append(size)
+            reasons.append(f"{label}={size} ({why})")
+        shapes[name] = shape
+        notes.append(f"{name}: {shape} <- " + "; ".join(reasons))
+    return shapes, notes, undecided
+
+
+def _convert_target(ctx: Context) -> tuple[int, str]:
+    """The highest opset <= 18 at which ATC registers every ai.onnx op of the model."""
+    common: set[int] | None = None
+    blockers = []
+    for entry in ctx.entries:
+        node = entry.node
+        if ctx.calls_function(node):
+            continue
+        fact = ctx.facts.lookup(node.domain, node.op_type)
+        if fact is None or fact.domain != "ai.onnx" or fact.opsets is None:
+            continue
+        versions = {v for v in fact.opsets if v <= MAX_OPSET}
+        common = versions if common is None else common & versions
+        if not common and not blockers:
+            blockers.append(node.op_type)
+    if common:
+        target = max(common)
+        return target, f"the highest opset at which ATC registers every op of the model is {target}"
+    return MAX_OPSET, (f"no single opset registers every op (conflict at {', '.join(blockers) or '?'}); "
+                       f"{MAX_OPSET} is the newest ATC parses")
+
+
+def _registered() -> tuple[dict[str, type], str | None]:
+    try:
+        from surgery import registry
+
+        return {cls.name: cls for cls in registry.all_passes()}, None
+    except Exception as exc:  # a broken plug-in must not stop the doctor
+        logger.warning("could not load the pass registry: %s", exc)
+        return {}, f"could not load the pass registry: {exc}"
+
+
+def _option_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls.Options)}
+
+
+def emit_pipeline(
+    report: DoctorReport,
+    model: ir.Model,
+    *,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, list[int]] | None = None,
+) -> EmittedPipeline:
+    """Build the ``passes.toml`` text that fixes ``report``'s findings on ``model``."""
+    ctx = Context(model, load_facts())
+    fixes_for: dict[str, list[Finding]] = {}
+    suggested: dict[str, list[Finding]] = {}
+    for finding in report.findings:
+        target = fixes_for if finding.severity in _ACTIVE else suggested
+        for name in finding.fix:
+            target.setdefault(name, []).append(finding)
+    active = order_passes(fixes_for)
+    if active and "cleanup" not in active:
+        active = order_passes([*active, "cleanup"])
+    registered, registry_problem = _registered()
+    problems = [registry_problem] if registry_problem else []
+
+    lines = [
+        f"# passes.toml written by `surgery doctor` for {report.model or 'the model'}",
+        f"# SoC: {report.soc or 'not given'}; findings: "
+        + ", ".join(f"{n} {s}" for s, n in report.counts().items()),
+        "# Lines marked DECIDE hold defaults for decisions only you can make: check them.",
+        "schema_version = 1",
+        "",
+    ]
+    steps: list[str] = []
+    missing: list[str] = []
+    commented: list[str] = []
+
+    def because(findings: list[Finding]) -> str:
+        titles = list(dict.fromkeys(f.title for f in findings))
+        more = f" (+{len(titles) - 3} more)" if len(titles) > 3 else ""
+        return "; ".join(titles[:3]) + more
+
+    for name in active:
+        findings = fixes_for.get(name, [])
+        reason = because(findings) if findings else "tidies what the passes above leave behind"
+        cls = registered.get(name)
+        if cls is None:
+            missing.append(name)
+            lines += [f"# NEEDED, not available in this build: {name}", f"#   fixes: {reason}", ""]
+            continue
+        body: list[str] = []
+        header: list[str] = [f"# fixes: {reason}"]
+        if name in USER_DECISION_PASSES:
+            commented.append(name)
+            lines += header + [f"# DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); "
+                               "uncomment to use it", "# [[pass]]", f'# name = "{name}"', ""]
+            continue
+        options = _option_names(cls)
+        if name == "fix-shapes":
+            shapes, notes, undecided = decide_shapes(model, dims, input_shapes)
+            header += [f"# {n}" for n in notes]
+            if undecided:
+                header.append(f"# DECIDE: inputs with unknown rank, give their full shape: {', '.join(undecided)}")
+                problems.append(f"fix-shapes: inputs without a shape: {', '.join(undecided)}")
+            if "shapes" in options:
+                body.append(f"shapes = {_toml_value(shapes)}")
+            else:
+                problems.append("fix-shapes has no 'shapes' option: set the shapes by hand")
+                header.append(f"# set the input shapes: {shapes}")
+        elif name == "convert-opset":
+            target, why = _convert_target(ctx)
+            header.append(f"# target {target}: {why}")
+            if "target" in options:
+                body.append(f"target = {target}")
+        steps.append(name)
+        lines += header + ["[[pass]]", f'name = "{name}"', *body, ""]
+
+    leftovers = [n for n in order_passes(suggested) if n not in active]
+    if leftovers:
+        lines.append("# Optional: fixes of precision risks and information findings (uncomment to use)")
+        for name in leftovers:
+            commented.append(name)
+            avail = "" if name in registered else " (not available in this build)"
+            lines += [f"# fixes: {because(suggested[name])}{avail}", "# [[pass]]", f'# name = "{name}"', ""]
+    text = "\n".join(lines).rstrip() + "\n"
+    if registered:
+        problems += _validate(text)
+    return EmittedPipeline(text=text, steps=steps, missing=missing, commented=commented, problems=problems)
+
+
+def _validate(text: str) -> list[str]:
+    from surgery.errors import SurgeryError
+    from surgery.pipeline import parse_pipeline
+
+    try:
+        parse_pipeline(tomllib.loads(text))
+    except (SurgeryError, tomllib.TOMLDecodeError) as exc:
+        return [f"the written pipeline does not load: {exc}"]
+    return []
+
+
+assert set(USER_DECISION_PASSES) <= set(PASS_ORDER)

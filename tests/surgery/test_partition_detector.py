@@ -1,0 +1,117 @@
+"""Split a YOLO-style detector with NMS exported by torch 2.13 (legacy and dynamo exporters).
+
+Done-when of the partition issue: the head has no NonMaxSuppression, NonZero or other
+data-dependent shape and becomes fully static after fix-shapes + make-static (assert-static
+passes), the tail stays dynamic, and head then tail reproduce the original outputs exactly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+import surgery
+from surgery import model_io
+from surgery.analysis.dependence import analyse
+from surgery.partition import split
+from surgery.runtime import SplitRunner
+from surgery.testing import op_counts, ort_run
+
+pytestmark = pytest.mark.torch
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "30_split_nms" / "detector.py"
+
+
+def _detector_module():
+    spec = importlib.util.spec_from_file_location("split_nms_detector", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[tuple[str, bool], Path]:
+    pytest.importorskip("torch")
+    detector = _detector_module()
+    paths = {}
+    for exporter in ("legacy", "dynamo"):
+        for dynamic in (False, True):
+            folder = tmp_path_factory.mktemp(f"{exporter}_{'dyn' if dynamic else 'static'}")
+            paths[(exporter, dynamic)] = detector.export(folder, dynamo=exporter == "dynamo", dynamic=dynamic)
+    return paths
+
+
+def _images(seed: int, batch: int = 1) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((batch, 3, 32, 32)) * 2).astype(np.float32)
+
+
+def _hostile_free(model: ir.Model) -> bool:
+    return not analyse(model.graph).hostile
+
+
+def test_legacy_export_has_nine_boundary_tensors_with_shape_scalars(exports):
+    model = model_io.load(exports[("legacy", False)])
+    parts = split(model)
+    assert parts.hostile[0]["op_type"] == "NonMaxSuppression"
+    assert len(parts.boundary) == 9, parts.boundary
+    assert parts.boundary[:2] == ["/GatherElements_output_0", "/GatherElements_1_output_0"]  # the NMS inputs
+    by_name = {v.name: v for v in parts.tail.graph.inputs}
+    scalars = [n for n in parts.boundary if by_name[n].dtype == ir.DataType.INT64]
+    assert len(scalars) == 5, scalars  # shape scalars computed in the head cross too
+    head_ops, tail_ops = op_counts(parts.head), op_counts(parts.tail)
+    assert head_ops["NonMaxSuppression"] == 0 and head_ops["NonZero"] == 0 and _hostile_free(parts.head)
+    assert tail_ops["NonMaxSuppression"] == 1 and tail_ops["TopK"] == 1  # the data-dependent TopK
+    assert head_ops["TopK"] == 1  # the pre-NMS TopK (k from shapes) stays on the NPU side
+    assert [v.name for v in parts.head.graph.outputs][0] == "pred" and parts.outputs == ["pred", "detections"]
+    runner = SplitRunner([parts.head, parts.tail], outputs=parts.outputs)
+    for seed in range(3):
+        feeds = {"images": _images(seed)}
+        ref, got = ort_run(model, feeds), runner.run(feeds)
+        for key in ref:
+            np.testing.assert_array_equal(got[key], ref[key])
+
+
+def test_dynamo_export_boundary_is_the_two_nms_inputs(exports):
+    model = model_io.load(exports[("dynamo", False)])
+    parts = split(model)
+    assert parts.boundary == ["gather", "gather_1"]
+    assert op_counts(parts.head)["NonMaxSuppression"] == 0 and _hostile_free(parts.head)
+    assert model.ir_version == parts.head.ir_version == parts.tail.ir_version == 10
+    assert parts.head.opset_imports == model.opset_imports
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_split_then_static_head_reproduces_the_original_exactly(exports, exporter, tmp_path):
+    from surgery.passes.assert_static import AssertStatic
+    from surgery.passes.fix_shapes import FixShapes
+    from surgery.passes.make_static import MakeStatic
+    from surgery.passes.split_postprocess import SplitPostprocess
+
+    source = exports[(exporter, True)]  # dynamic batch
+    original = model_io.load(source)
+    out = tmp_path / "npu.onnx"
+    pipeline = [SplitPostprocess(), FixShapes(shapes={"images": [1, 3, 32, 32]}), MakeStatic(), AssertStatic()]
+    head, report = surgery.apply(model_io.load(source), pipeline, inputs={"images": _images(0)},
+                                 verify={"rtol": 0.0, "atol": 0.0}, output=out)
+    split_step = report.steps[0]
+    assert split_step.modified and split_step.parity_status == "ok" and split_step.checker == "ok"
+    assert all(s.parity_status in ("ok", "unchanged") for s in report.steps)
+    assert report.artifacts["tail"] == str(tmp_path / "npu.tail.onnx")
+    # the head is static (assert-static passed); the tail keeps NMS and dynamic dims
+    assert all(isinstance(d, int) for v in head.graph.inputs for d in v.shape)
+    tail = model_io.load(tmp_path / "npu.tail.onnx")
+    assert op_counts(tail)["NonMaxSuppression"] == 1
+    assert any(not isinstance(d, int) for v in tail.graph.outputs for d in v.shape)
+    runner = SplitRunner([out, tmp_path / "npu.tail.onnx"], outputs=["pred", "detections"])
+    counts = set()
+    for seed in range(6):
+        feeds = {"images": _images(seed)}
+        ref, got = ort_run(original, feeds), runner.run(feeds)
+        for key in ref:
+            np.testing.assert_array_equal(got[key], ref[key])
+        counts.add(got["detections"].shape[0])
+    assert len(counts) > 1  # the tail really is dynamic: different inputs keep different numbers of boxes
