@@ -13,3 +13,17 @@ from surgery.passes import assert_static  # noqa: F401
 from surgery.passes import extract  # noqa: F401
 from surgery.passes import split_postprocess  # noqa: F401
 from surgery.passes import expose  # noqa: F401
+from surgery.passes import maxpool_to_avgpool  # noqa: F401
+from surgery.passes import drop_maxpool_indices  # noqa: F401
+from surgery.passes import decompose_gelu  # noqa: F401
+from surgery.passes import gelu_approx  # noqa: F401
+from surgery.passes import decompose_gridsample  # noqa: F401
+from surgery.passes import decompose_hardswish  # noqa: F401
+from surgery.passes import einsum_to_matmul  # noqa: F401
+from surgery.passes import normalize_gather_indices  # noqa: F401
+from surgery.passes import complete_nms_inputs  # noqa: F401
+from surgery.passes import rewrite  # noqa: F401
+from surgery.passes import narrow_float64  # noqa: F401
+from surgery.passes import convert_opset  # noqa: F401
+from surgery.passes import inline_functions  # noqa: F401
+from surgery.passes import simplify  # noqa: F401

@@ -44,7 +44,7 @@ from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.rules import Builder, graphs_with_opsets, schema
-from surgery.rules.engine import Rewrite, RuleContext, splice
+from surgery.rules.engine import Rewrite, RuleContext, remove_dead_constants, splice
 
 __all__ = ["ConvertOpset", "downgrade_graph", "ADAPTERS", "DECOMPOSITIONS"]
 
@@ -502,20 +502,25 @@ def _rank(step: Step, value: ir.Value | None) -> int | None:
     return len(shape) if shape is not None else None
 
 
-def _stash(step: Step, b: Builder, x: ir.Value) -> tuple[ir.Value, ir.DataType | None]:
-    """Cast half-precision input up to float32 when stash_type asks for it (ONNX's definition)."""
+def _stash(step: Step, b: Builder, x: ir.Value) -> tuple[ir.Value, ir.DataType | None, ir.DataType | None]:
+    """Cast half-precision input up to float32 when stash_type asks for it (ONNX's definition).
+
+    Returns the value to normalize, the type to cast back to (or None) and the compute type.
+    """
     dtype = step.ctx.dtype(x)
     stash = int(step.attr("stash_type", 1))
     if dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16) and stash == int(ir.DataType.FLOAT):
-        return b.cast(x, ir.DataType.FLOAT), dtype
-    return x, None
+        return b.cast(x, ir.DataType.FLOAT), dtype, ir.DataType.FLOAT
+    return x, None, dtype
 
 
-def _normalize(b: Builder, x: ir.Value, axes: Sequence[int], eps: float) -> tuple[ir.Value, ir.Value, ir.Value]:
+def _normalize(
+    b: Builder, x: ir.Value, axes: Sequence[int], eps: float, dtype: ir.DataType | None
+) -> tuple[ir.Value, ir.Value, ir.Value]:
     mean = b.reduce("ReduceMean", x, axes)
     d = b.op("Sub", x, mean)
     var = b.reduce("ReduceMean", b.op("Mul", d, d), axes)
-    inv = b.op("Reciprocal", b.op("Sqrt", b.op("Add", var, b.scalar(eps, var, "epsilon"))))
+    inv = b.op("Reciprocal", b.op("Sqrt", b.op("Add", var, b.scalar(eps, x, "epsilon", dtype=dtype))))
     return b.op("Mul", d, inv), mean, inv
 
 
@@ -534,8 +539,8 @@ def _layernorm(step: Step) -> None:
     else:
         raise _Refuse(f"axis={axis} on an input of unknown rank")
     b = step.builder()
-    xs, back = _stash(step, b, x)
-    y, mean, inv = _normalize(b, xs, axes, float(step.attr("epsilon", 1e-5)))
+    xs, back, compute = _stash(step, b, x)
+    y, mean, inv = _normalize(b, xs, axes, float(step.attr("epsilon", 1e-5)), compute)
     if back is not None:
         y = b.cast(y, back)
     y = b.op("Mul", y, scale)
@@ -554,9 +559,9 @@ def _groupnorm(step: Step) -> None:
     if rank is None:
         raise _Refuse("GroupNormalization on an input of unknown rank")
     b = step.builder()
-    xs, back = _stash(step, b, x)
+    xs, back, compute = _stash(step, b, x)
     grouped = b.op("Reshape", xs, b.ints([0, groups, -1], "grouped_shape"))
-    y, _, _ = _normalize(b, grouped, [2], float(step.attr("epsilon", 1e-5)))
+    y, _, _ = _normalize(b, grouped, [2], float(step.attr("epsilon", 1e-5)), compute)
     per_channel = step.cur_since >= 21
     if not per_channel:  # opset 18: scale and bias hold one value per group
         group_shape = b.ints([1, groups, 1], "group_param_shape")
@@ -651,16 +656,7 @@ def _fingerprint(node: ir.Node) -> tuple:
 
 def _remove_orphans(graph: GraphLike, orphans: list[ir.Value]) -> None:
     """Drop Constant nodes and initializers that only fed inputs an adapter turned into attributes."""
-    seen: set[int] = set()
-    for value in orphans:
-        if id(value) in seen or value.uses() or value.is_graph_output() or value.is_graph_input():
-            continue
-        seen.add(id(value))
-        producer = value.producer()
-        if producer is not None and producer.op_type == "Constant" and producer.graph is not None:
-            producer.graph.remove(producer, safe=True)
-        elif value.is_initializer() and isinstance(graph, ir.Graph) and value.name in graph.initializers:
-            graph.initializers.pop(value.name)
+    remove_dead_constants(graph, orphans)
 
 
 @register
@@ -724,9 +720,18 @@ class ConvertOpset(SurgeryPass):
         for name, value in new.graph.initializers.items():
             if name in light.tensors:
                 value.const_value = light.tensors[name]
-        new.ir_version = model.ir_version
-        model.graph = new.graph  # type: ignore[misc]
-        model.opset_imports.clear()
-        model.opset_imports.update(new.opset_imports)
-        model.functions.clear()
-        model.functions.update(new.functions)
+        # the converter drops model-local functions: keep ours (they carry their own opset imports)
+        model.graph = new.graph  # type: ignore[misc]  (the model's opset imports live on its graph)
+        for function in model.functions.values():
+            version = schema.opset_of(function.opset_imports, "")
+            if version is None or version >= target:
+                continue
+            same = all(
+                schema.since_version(n.op_type, version) == schema.since_version(n.op_type, target)
+                for n in function.all_nodes()
+                if n.domain in ("", "ai.onnx")
+            )
+            if same:  # nothing in it changed between the versions: just move its import
+                function.opset_imports["" if "" in function.opset_imports else "ai.onnx"] = target
+            else:
+                logger.info("function %s keeps ai.onnx %d (some of its ops differ at %d)", function.name, version, target)

@@ -20,6 +20,7 @@ __all__ = [
     "NameAllocator",
     "count_nodes",
     "is_graph_output",
+    "transplant",
 ]
 
 GraphLike = Union[ir.Graph, ir.Function]
@@ -124,3 +125,36 @@ class NameAllocator:
 
     def reserve(self, name: str) -> None:
         self._taken.add(name)
+
+
+def transplant(new: ir.Model, model: ir.Model) -> None:
+    """Move ``new``'s graph contents and functions into ``model`` (same objects: an in-place pass).
+
+    ``model`` keeps its ``ir_version``, metadata and opset imports (an import is only added for a
+    domain ``new`` introduces). Used by passes that delegate to a tool working on protos.
+    """
+    old_graph, new_graph = model.graph, new.graph
+    old_graph.remove(list(old_graph))
+    old_graph.inputs.clear()
+    old_graph.outputs.clear()
+    old_graph.initializers.clear()
+
+    nodes = list(new_graph)
+    inputs, outputs = list(new_graph.inputs), list(new_graph.outputs)
+    initializers = list(new_graph.initializers.values())
+    new_graph.remove(nodes)
+    new_graph.inputs.clear()
+    new_graph.outputs.clear()
+    new_graph.initializers.clear()
+
+    old_graph.inputs.extend(inputs)
+    for value in initializers:
+        old_graph.initializers.add(value)
+    old_graph.extend(nodes)
+    old_graph.outputs.extend(outputs)
+
+    for domain, version in new.opset_imports.items():
+        if domain not in model.opset_imports and not (domain == "ai.onnx" and "" in model.opset_imports):
+            model.opset_imports[domain] = version
+    model.functions.clear()
+    model.functions.update(new.functions)

@@ -174,19 +174,21 @@ def analyse(
                 role = "k" if op == "TopK" else f"input '{culprit.name}'"
                 reason = f"{op}: {role} is computed from input values, so the output shape is data-dependent"
                 starts_dynamic = True
-        if reason is None and std and (op in NPU_HOSTILE_OPS or op in extra):
+        if reason is None and std and op in NPU_HOSTILE_OPS:
             reason = f"{op}: not supported by the NPU compiler"
-        if reason is None and std and op == "If":
-            cond = explicit[0] if explicit else None
-            if cond is not None and cond in data:
-                reason = "If: the branch taken depends on input values"
-                starts_dynamic = True
-        if reason is None and not std and op in extra:
-            reason = f"{node.domain}::{op}: listed as hostile"
+        if reason is None and std and op in extra:
+            reason = f"{op}: listed in hostile_ops"
         if reason is None:
             inner = _contains(node, DATA_DEPENDENT_SHAPE_OPS | NPU_HOSTILE_OPS | extra)
             if inner is not None:
                 reason = f"{op}: its subgraph contains {inner.op_type} ('{inner.name}')"
+                starts_dynamic = True
+        if reason is None and not std and op in extra:
+            reason = f"{node.domain}::{op}: listed as hostile"
+        if reason is None and std and op == "If":
+            cond = explicit[0] if explicit else None
+            if cond is not None and cond in data:
+                reason = "If: the branch taken depends on input values"
                 starts_dynamic = True
         if reason is not None:
             hostile.append(Hostile(node, reason))

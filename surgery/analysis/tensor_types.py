@@ -91,9 +91,19 @@ def fill_types(model: ir.Model, values: Iterable[ir.Value], *, explicit: Mapping
     return [v for v in values if v.type is None]
 
 
+def _dtype_name(value: ir.Value) -> str | None:
+    """numpy's name of the element type (``float32``, ``bool``), or the ONNX one."""
+    if value.dtype is None:
+        return None
+    try:
+        return value.dtype.numpy().name
+    except Exception:
+        return value.dtype.name.lower()
+
+
 def type_text(value: ir.Value) -> str:
     """``float32[1,3,224,224]``-style text of a value's type (``?`` for unknown parts)."""
-    dtype = value.dtype.name.lower() if value.dtype is not None else "?"
+    dtype = _dtype_name(value) or "?"
     if value.shape is None:
         return f"{dtype}[?]"
     dims = ",".join(str(d) if isinstance(d, int) else (str(d.value) if d.value is not None else "?") for d in value.shape)
@@ -102,12 +112,7 @@ def type_text(value: ir.Value) -> str:
 
 def describe_value(value: ir.Value) -> dict:
     """A JSON-ready description: name, dtype (numpy name) and shape (ints, dim names or null)."""
-    dtype = None
-    if value.dtype is not None:
-        try:
-            dtype = value.dtype.numpy().name
-        except Exception:
-            dtype = value.dtype.name.lower()
+    dtype = _dtype_name(value)
     shape = None
     if value.shape is not None:
         shape = [d if isinstance(d, int) else d.value for d in value.shape]

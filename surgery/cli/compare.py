@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     for v in b_chain[0].graph.inputs:
         if v.shape is not None and all(isinstance(d, int) for d in v.shape) and v.name:
             hints.shapes[v.name] = tuple(int(d) for d in v.shape)
-    a_inputs = {v.name for v in a.graph.inputs}
-    hints.shapes = {k: s for k, s in hints.shapes.items() if k in a_inputs}
+    a_dynamic = {v.name for v in a.graph.inputs if v.shape is None or not all(isinstance(d, int) for d in v.shape)}
+    hints.shapes = {k: s for k, s in hints.shapes.items() if k in a_dynamic}
     plan = plan_inputs(a, InputsConfig(data=args.inputs), hints)
     for name, how in plan.provenance.items():
         print(f"input {name}: {how}")

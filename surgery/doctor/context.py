@@ -73,6 +73,10 @@ class Context:
         self.opsets: dict[str, int] = {normalize_domain(d): v for d, v in model.opset_imports.items()}
         self.function_ids = {(f.domain, f.name, f.overload) for f in model.functions.values()}
         self.entries: list[NodeEntry] = list(self._walk())
+        # Values inside functions: their names are local, so the main graph's inferred types do not apply.
+        self._function_values = {
+            id(v) for e in self.entries if e.in_function for v in (*e.node.inputs, *e.node.outputs) if v is not None
+        }
         self._foldable: dict[int, bool] = {}
         self._inferred: dict[str, onnx.TypeProto] | None = None
 
@@ -205,6 +209,8 @@ class Context:
             return value.dtype
         if value.const_value is not None:
             return value.const_value.dtype
+        if id(value) in self._function_values:
+            return None
         tp = self._inferred_types().get(value.name or "")
         if tp is not None and tp.tensor_type.elem_type:
             return ir.DataType(tp.tensor_type.elem_type)
@@ -220,7 +226,7 @@ class Context:
         if value.shape is not None:
             dims = tuple(d if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None)
                          for d in value.shape)
-        if dims is not None and all(isinstance(d, int) for d in dims):
+        if (dims is not None and all(isinstance(d, int) for d in dims)) or id(value) in self._function_values:
             return dims
         tp = self._inferred_types().get(value.name or "")
         if tp is not None and tp.tensor_type.HasField("shape"):

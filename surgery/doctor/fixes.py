@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["PASS_ORDER", "FIX_BY_OP", "USER_DECISION_PASSES", "order_passes"]
+__all__ = ["PASS_ORDER", "FIX_BY_OP", "FIX_NOTES", "USER_DECISION_PASSES", "order_passes"]
 
 PASS_ORDER: tuple[str, ...] = (
     "inline-functions",
@@ -37,12 +37,21 @@ PASS_ORDER: tuple[str, ...] = (
 #: Passes that remove or rewrite a given op (unregistered or AICPU-only ones).
 FIX_BY_OP: dict[str, tuple[str, ...]] = {
     "Gelu": ("decompose-gelu",),
+    "Loop": ("make-static",),
     "GroupNormalization": ("convert-opset",),
     "Einsum": ("einsum-to-matmul",),
     "GridSample": ("decompose-gridsample",),
     "NonZero": ("split-postprocess",),
     "Unique": ("split-postprocess",),
     "NonMaxSuppression": ("split-postprocess",),
+}
+
+#: How the pass in FIX_BY_OP deals with the op, where that needs saying.
+FIX_NOTES: dict[str, str] = {
+    "Loop": "make-static with unroll_loops = true unrolls a Loop whose trip count is constant (up to max_unroll "
+    "iterations); a data-dependent Loop cannot run on ATC and belongs in a CPU part",
+    "GroupNormalization": "convert-opset decomposes GroupNormalization below its opset",
+    "Gelu": "decompose-gelu rewrites Gelu (exact or tanh) with primitive ops",
 }
 
 #: Passes whose use changes the deployment itself: written commented out, for the user to decide.

@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
@@ -178,7 +179,7 @@ def emit_pipeline(
     problems = [registry_problem] if registry_problem else []
 
     lines = [
-        f"# passes.toml written by `surgery doctor` for {report.model or 'the model'}",
+        f"# passes.toml written by `surgery doctor` for {Path(report.model).name if report.model else 'the model'}",
         f"# SoC: {report.soc or 'not given'}; findings: "
         + ", ".join(f"{n} {s}" for s, n in report.counts().items()),
         "# Lines marked DECIDE hold defaults for decisions only you can make: check them.",
@@ -221,6 +222,10 @@ def emit_pipeline(
             else:
                 problems.append("fix-shapes has no 'shapes' option: set the shapes by hand")
                 header.append(f"# set the input shapes: {shapes}")
+        elif name == "make-static":
+            if any(f.details.get("op") == "Loop" for f in findings) and "unroll_loops" in options:
+                header.append("# unroll_loops: ATC has no Loop parser; unrolling needs a constant trip count")
+                body.append("unroll_loops = true")
         elif name == "convert-opset":
             target, why = _convert_target(ctx)
             header.append(f"# target {target}: {why}")

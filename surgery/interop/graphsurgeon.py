@@ -49,6 +49,7 @@ import onnx
 import onnx_ir as ir
 
 from surgery.errors import PassError, SurgeryError
+from surgery.graph import transplant
 from surgery.options import NoOptions
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance
 
@@ -89,41 +90,13 @@ def from_graphsurgeon(graph: Any, model: ir.Model) -> None:
     exported = _gs().export_onnx(graph, do_type_check=False)
     exported.ir_version = model.ir_version
     new = ir.from_proto(exported)
-    _transplant(new, model)
+    transplant(new, model)
     try:  # gs appends new nodes at the end: sort, so functions need not call graph.toposort()
         model.graph.sort()
         for function in model.functions.values():
             function.sort()
     except ValueError as exc:
         raise PassError(f"the graph left by the graphsurgeon function has a cycle: {exc}") from None
-
-
-def _transplant(new: ir.Model, model: ir.Model) -> None:
-    old_graph, new_graph = model.graph, new.graph
-    old_graph.remove(list(old_graph))
-    old_graph.inputs.clear()
-    old_graph.outputs.clear()
-    old_graph.initializers.clear()
-
-    nodes = list(new_graph)
-    inputs, outputs = list(new_graph.inputs), list(new_graph.outputs)
-    initializers = list(new_graph.initializers.values())
-    new_graph.remove(nodes)
-    new_graph.inputs.clear()
-    new_graph.outputs.clear()
-    new_graph.initializers.clear()
-
-    old_graph.inputs.extend(inputs)
-    for value in initializers:
-        old_graph.initializers.add(value)
-    old_graph.extend(nodes)
-    old_graph.outputs.extend(outputs)
-
-    for domain, version in new.opset_imports.items():
-        if domain not in model.opset_imports and not (domain == "ai.onnx" and "" in model.opset_imports):
-            model.opset_imports[domain] = version
-    model.functions.clear()
-    model.functions.update(new.functions)
 
 
 def _attr_key(value: Any, gs: Any) -> Any:

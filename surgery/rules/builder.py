@@ -42,6 +42,7 @@ class Builder:
         self.base = base or "rewrite"
         self.opset = opset
         self.nodes: list[ir.Node] = []
+        self._consts: dict[tuple, ir.Value] = {}
 
     # ---- generic nodes -------------------------------------------------------------------
     def op(
@@ -78,16 +79,22 @@ class Builder:
         array = np.asarray(value, dtype=dtype)
         if dtype is None and array.dtype == np.float64 and not isinstance(value, np.ndarray):
             array = array.astype(np.float32)  # Python floats default to float32 unless asked
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key in self._consts:  # one Constant per distinct value within a rewrite
+            return self._consts[key]
         name = self.names.derive(self.base, suffix)
         out = self.op("Constant", value=ir.tensor(array, name=name), name=name)
         out.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
         out.shape = ir.Shape(array.shape)
         out.const_value = ir.tensor(array, name=out.name)
+        self._consts[key] = out
         return out
 
-    def scalar(self, value: float, like: ir.Value, suffix: str = "c") -> ir.Value:
-        """A scalar constant of ``like``'s element type (CastLike when the type is not known)."""
-        dtype = self.dtype_of(like)
+    def scalar(
+        self, value: float, like: ir.Value, suffix: str = "c", dtype: ir.DataType | None = None
+    ) -> ir.Value:
+        """A scalar constant of ``like``'s element type (or ``dtype``; CastLike when unknown)."""
+        dtype = dtype or self.dtype_of(like)
         if dtype is not None and dtype not in (ir.DataType.BFLOAT16,) and dtype.is_floating_point():
             return self.const(np.asarray(value, dtype=dtype.numpy()), suffix)
         if dtype is not None and dtype.is_integer():

@@ -46,6 +46,7 @@ __all__ = [
     "graphs_with_opsets",
     "RulePass",
     "splice",
+    "remove_dead_constants",
 ]
 
 logger = logging.getLogger(__name__)
@@ -243,7 +244,35 @@ def splice(ctx: RuleContext, rw: Rewrite) -> None:
     new_nodes = list(rw.new_nodes) + extra
     if new_nodes:
         graph.insert_before(rw.root, new_nodes)
+    inputs = [v for node in rw.old_nodes for v in node.inputs if v is not None]
     graph.remove(list(rw.old_nodes), safe=True)
+    remove_dead_constants(graph, inputs)
+
+
+def remove_dead_constants(graph: GraphLike, values: Iterable[ir.Value]) -> int:
+    """Remove the ``Constant`` nodes and initializers among ``values`` that nothing uses any more."""
+    removed = 0
+    seen: set[int] = set()
+    for value in values:
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if value.uses() or value.is_graph_output() or value.is_graph_input():
+            continue
+        producer = value.producer()
+        if producer is not None:
+            if (
+                producer.op_type == "Constant"
+                and producer.domain in ("", "ai.onnx")
+                and producer.graph is not None
+                and not any(o.uses() or o.is_graph_output() for o in producer.outputs)
+            ):
+                producer.graph.remove(producer, safe=True)
+                removed += 1
+        elif value.is_initializer() and isinstance(graph, ir.Graph) and graph.initializers.get(value.name or "") is value:
+            graph.initializers.pop(value.name)  # type: ignore[arg-type]
+            removed += 1
+    return removed
 
 
 def apply_rules(

@@ -115,6 +115,7 @@ class Folder:
         self.stats = FoldStats()
         self.names = NameAllocator(model)
         self._consts: dict[ir.Value, Any] = {}
+        self._oversized: set[ir.Value] = set()  # constants larger than size_limit: never read
         self._changed = False
         self._structure_changed = False
 
@@ -134,6 +135,8 @@ class Folder:
                 found = const_value(value)
                 if found is not None:
                     array = found
+            else:
+                self._oversized.add(value)
         self._consts[value] = array
         return None if array is _NOT_FOLDED else array
 
@@ -167,6 +170,8 @@ class Folder:
                 for attr in subgraphs:
                     for sub in ([attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()):
                         self._sweep(sub)
+                if self.infer_nodes and node.domain in _STANDARD:
+                    self._infer_control_flow(node)
                 continue
             if node.op_type == "Constant" or not has_schema(node):
                 continue
@@ -176,6 +181,45 @@ class Folder:
                 if all(v is None or is_static_shape(v.shape) for v in node.inputs):
                     if infer_node(node, self.opsets, self._const_map(node)):
                         self.stats.nodes_inferred += 1
+
+    def _infer_control_flow(self, node: ir.Node) -> None:
+        """Output shapes of an If/Loop from its bodies' outputs.
+
+        onnx's whole-model inference cannot see outer-scope constants from inside a subgraph, so a
+        branch output that only per-node inference resolved would leave the If output unknown.
+        """
+        def put(out: ir.Value, shape: ir.Shape | None, dtype: ir.DataType | None) -> None:
+            if shape is None or is_static_shape(out.shape):
+                return
+            if is_static_shape(shape) or out.shape is None:
+                out.shape = shape
+                if out.type is None and dtype is not None:
+                    out.dtype = dtype
+                self.stats.nodes_inferred += 1
+
+        if node.op_type == "If":
+            then_attr, else_attr = node.attributes.get("then_branch"), node.attributes.get("else_branch")
+            if then_attr is None or else_attr is None:
+                return
+            for out, a, b in zip(node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs):
+                if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
+                    continue
+                dims = [x if isinstance(x, int) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape)]
+                put(out, ir.Shape(dims), a.dtype)
+        elif node.op_type == "Loop":
+            body = node.attributes["body"].as_graph()
+            carried_in = list(node.inputs[2:])
+            n_carried = len(carried_in)
+            body_outs = list(body.outputs)
+            for out, init, body_out in zip(node.outputs[:n_carried], carried_in, body_outs[1:1 + n_carried]):
+                if init is not None and is_static_shape(init.shape) and is_static_shape(body_out.shape) \
+                        and list(init.shape) == list(body_out.shape):
+                    put(out, ir.Shape(list(body_out.shape)), body_out.dtype)
+            trip = self.constant(node.inputs[0] if node.inputs else None)
+            if trip is not None and trip.size == 1:
+                for out, body_out in zip(node.outputs[n_carried:], body_outs[1 + n_carried:]):
+                    if is_static_shape(body_out.shape):
+                        put(out, ir.Shape([int(trip.reshape(-1)[0]), *body_out.shape]), body_out.dtype)
 
     def _const_map(self, node: ir.Node) -> dict[ir.Value, np.ndarray]:
         out = {}
@@ -219,6 +263,9 @@ class Folder:
                 continue
             arr = self.constant(v)
             if arr is None:
+                if v in self._oversized and all(self.constant(u) is not None or u in self._oversized
+                                                for u in node.inputs if u is not None):
+                    self.stats.skipped_for_size[node.name or op] = _tensor_nbytes(v)
                 return False
             inputs.append(arr)
         if not any(v is not None for v in node.inputs):
@@ -445,6 +492,8 @@ class Folder:
         body_cond_out = body.outputs[0]
         body_cond_in = body.inputs[1]
         # the exit condition must not depend on data: a pass-through or a constant true
+        while (p := body_cond_out.producer()) is not None and p.op_type == "Identity" and p.inputs[0] is not None:
+            body_cond_out = p.inputs[0]
         if body_cond_out is not body_cond_in:
             c = self.constant(body_cond_out)
             if c is None or not bool(c.reshape(-1)[0]):

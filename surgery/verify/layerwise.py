@@ -332,6 +332,46 @@ def _suspects(
     return notes
 
 
+def _estimate(value: ir.Value) -> int | None:
+    """Bytes of a tensor from its static shape and dtype, or None when unknown."""
+    if value.shape is None or value.dtype is None or not all(isinstance(d, int) for d in value.shape):
+        return None
+    try:
+        itemsize = value.dtype.itemsize
+    except Exception:
+        return None
+    return int(math.prod(value.shape)) * int(math.ceil(itemsize))
+
+
+def _next_chunk(
+    pairs: Sequence[tuple[_Tensor, _Tensor]], start: int, budget: int, observed: float | None
+) -> Sequence[tuple[_Tensor, _Tensor]]:
+    """Pairs from ``start`` whose estimated bytes fit ``budget`` (at least one).
+
+    A pair's size comes from the static shapes when known, else from the sizes fetched so far;
+    before anything was fetched, unknown sizes limit the first chunk to a few tensors.
+    """
+    total = 0.0
+    end = start
+    limit = _MAX_CHUNK
+    while end < len(pairs) and end - start < limit:
+        r, c = pairs[end]
+        est_r, est_c = _estimate(r.value), _estimate(c.value)
+        if est_r is None or est_c is None:
+            if observed is None:
+                limit = min(limit, _FIRST_CHUNK)
+                size = 0.0
+            else:
+                size = observed
+        else:
+            size = float(est_r + est_c)
+        if end > start and total + size > budget:
+            break
+        total += size
+        end += 1
+    return pairs[start:end]
+
+
 def compare_layerwise(
     reference: ir.Model | Sequence[ir.Model],
     candidate: ir.Model | Sequence[ir.Model],
@@ -379,9 +419,9 @@ def compare_layerwise(
     try:
         cand_chain = _Chain(cand_models, cand_expose, feeds)
         try:
-            start, size = 0, _FIRST_CHUNK
+            start, observed = 0, None  # observed: mean bytes of a pair (both sides) fetched so far
             while start < len(pairs):
-                chunk = pairs[start : start + size]
+                chunk = _next_chunk(pairs, start, budget_bytes, observed)
                 ref_arrays: dict[str, np.ndarray] = {}
                 cand_arrays: dict[str, np.ndarray] = {}
                 for p in range(len(ref_models)):
@@ -414,8 +454,8 @@ def compare_layerwise(
                 if report.first is not None and stop_at_first:
                     report.stopped_early = start < len(pairs)
                     break
-                per_pair = max(nbytes / max(len(chunk), 1), 1.0)
-                size = int(min(_MAX_CHUNK, max(1, math.floor(budget_bytes / per_pair))))
+                mean = nbytes / max(len(chunk), 1)
+                observed = mean if observed is None else (observed + mean) / 2
         finally:
             cand_chain.close()
     finally:

@@ -26,7 +26,7 @@ def test_readme_command(tmp_path):
     out = tmp_path / "classifier.onnx"
     proc = subprocess.run(
         [sys.executable, "-m", "surgery", "apply", str(EXAMPLE / "passes.toml"), str(EXAMPLE / "model.onnx"), "-o", str(out)],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, cwd=tmp_path,  # not the checkout: test the installed package
     )
     assert proc.returncode == 0, proc.stderr
     table = proc.stdout

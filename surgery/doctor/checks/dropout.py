@@ -33,7 +33,7 @@ def check_dropout(ctx: Context) -> list[Finding]:
                 nodes=mask_used,
                 why=why + " The mask these nodes feed will not exist.",
                 fix=["remove-dropout"],
-                fix_note="remove-dropout replaces the mask by its inference value (all true)",
+                fix_note="remove-dropout removes the node and gives the readers an all-ones mask (its inference value)",
                 source="atc_onnx_ops.csv constraints (GE DropOutPass)",
             )
         )

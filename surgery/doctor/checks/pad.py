@@ -47,7 +47,7 @@ def check_pad(ctx: Context) -> list[Finding]:
             Finding(
                 check=NAME, severity=severity(rule), title=title, nodes=labels,
                 why=why + " (constraints of Pad)", fix=[],
-                fix_note="no pass rewrites this Pad yet (a Pad with 0 plus an Add of a border mask would)",
+                fix_note="no pass rewrites this Pad",
                 source="atc_onnx_ops.csv constraints (CANN Pad page)", details={"kind": kind, "value": value},
             )
         )

@@ -6,7 +6,7 @@ from surgery.doctor.checks._util import grouped, severity
 from surgery.doctor.context import Context
 from surgery.doctor.facts import normalize_domain
 from surgery.doctor.finding import Finding
-from surgery.doctor.fixes import FIX_BY_OP
+from surgery.doctor.fixes import FIX_BY_OP, FIX_NOTES
 
 NAME = "unregistered-op"
 
@@ -42,7 +42,8 @@ def check_unregistered(ctx: Context) -> list[Finding]:
                 nodes=labels,
                 why=why + f" ATC stops with {rule['error']}.",
                 fix=fix,
-                fix_note="" if fix else "no pass rewrites this op; move it out of the NPU part or replace it in the model",
+                fix_note=FIX_NOTES.get(op, "") if fix
+                else "no pass rewrites this op; move it out of the NPU part or replace it in the model",
                 source="atc_unsupported.csv / atc_onnx_ops.csv",
                 details={"op": op, "domain": domain, "function_op": bool(info and info["function_op"])},
             )

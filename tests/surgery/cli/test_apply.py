@@ -123,7 +123,7 @@ class _nullcontext:
 
 def test_console_script_bad_input_has_no_traceback(work):
     proc = subprocess.run([sys.executable, "-m", "surgery", "apply", str(work / "passes.toml"), str(work / "nope.onnx"),
-                           "-o", str(work / "o.onnx")], capture_output=True, text=True)
+                           "-o", str(work / "o.onnx")], capture_output=True, text=True, cwd=work)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "no such file" in proc.stderr
 

@@ -1,0 +1,60 @@
+"""drop-maxpool-indices: an unused Indices output goes, the MaxPool keeps its name and results."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import surgery
+from surgery.passes.drop_maxpool_indices import DropMaxPoolIndices
+from surgery.testing import make_model, ort_run, vi
+
+X = np.random.default_rng(1).standard_normal((1, 2, 6, 6)).astype(np.float32)
+
+
+def test_unused_indices_are_dropped():
+    proto = make_model(
+        [h.make_node("MaxPool", ["x"], ["y", "idx"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2], storage_order=1)],
+        [vi("x", T.FLOAT, [1, 2, 6, 6])], [vi("y", T.FLOAT, [1, 2, 3, 3])], opset=17)
+    model = ir.from_proto(proto)
+    assert DropMaxPoolIndices()(model).stats["rewritten"] == 1
+    node = model.graph.node(0)
+    assert node.name == "/pool/MaxPool" and len(node.outputs) == 1 and "storage_order" not in node.attributes
+    assert node.attributes["kernel_shape"].as_ints() == [2, 2]
+    np.testing.assert_array_equal(ort_run(model, {"x": X})["y"], ort_run(proto, {"x": X})["y"])
+    assert not DropMaxPoolIndices()(model).modified
+
+
+def test_used_indices_stay():
+    proto = make_model(
+        [h.make_node("MaxPool", ["x"], ["y", "idx"], name="mp", kernel_shape=[2, 2], strides=[2, 2])],
+        [vi("x", T.FLOAT, [1, 2, 6, 6])], [vi("y", T.FLOAT, [1, 2, 3, 3]), vi("idx", T.INT64, [1, 2, 3, 3])], opset=17)
+    result = DropMaxPoolIndices()(ir.from_proto(proto))
+    assert not result.modified
+    assert "is consumed by a graph output" in result.notes[0]
+
+
+@pytest.mark.torch
+def test_torch_return_indices_through_the_gates():
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = torch.nn.MaxPool2d(2, return_indices=True)
+
+        def forward(self, x):
+            return self.pool(x)[0] * 2
+
+    f = io.BytesIO()
+    torch.onnx.export(Net(), (torch.from_numpy(X),), f, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
+    proto = onnx.load_from_string(f.getvalue())
+    model, report = surgery.apply(proto, [DropMaxPoolIndices()], inputs={"x": X})
+    assert report.steps[0].modified and report.steps[0].parity_status == "ok"
+    assert all(len(n.output) == 1 for n in model.graph.node if n.op_type == "MaxPool")

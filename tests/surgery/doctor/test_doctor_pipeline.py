@@ -1,0 +1,159 @@
+"""--emit-pipeline: passes in order, stated defaults for user decisions, a file that loads."""
+
+import dataclasses
+import sys
+
+import numpy as np
+import onnx_ir as ir
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper
+
+from surgery.doctor import diagnose, emit_pipeline
+from surgery.doctor import pipeline as emit_mod
+from surgery.doctor.fixes import PASS_ORDER, order_passes
+from surgery.options import option
+from surgery.pass_base import SurgeryPass
+from surgery.testing import make_model, vi
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _fake_registry(*names, options=None):
+    """Pass classes standing in for the registry, with the options emit_pipeline writes."""
+    options = options or {}
+    classes = {}
+    for name in names:
+        fields = options.get(name, {})
+        opts = dataclasses.make_dataclass(
+            f"Opts_{name.replace('-', '_')}", [(k, type(v), option(v, help=k)) for k, v in fields.items()], frozen=True)
+        classes[name] = type(f"Fake_{name.replace('-', '_')}", (SurgeryPass,), {"name": name, "Options": opts,
+                                                                                "call": lambda self, m: None})
+    return classes
+
+
+def _messy_model():
+    fn = h.make_function("local", "Twice", ["a"], ["b"], [h.make_node("Add", ["a", "a"], ["b"])],
+                         [h.make_opsetid("", 20)])
+    return make_model(
+        [h.make_node("Twice", ["x"], ["t"], name="call", domain="local"),
+         h.make_node("Einsum", ["t", "w"], ["e"], equation="bchw,dc->bdhw", name="mix"),
+         h.make_node("Gelu", ["e"], ["y"], name="gelu")],
+        [vi("x", T.FLOAT, ["batch", 3, "h", "w"])], [vi("y", T.FLOAT, ["batch", 2, "h", "w"])],
+        {"w": np.ones((2, 3), np.float32)}, opset=20, functions=[fn], extra_opsets={"local": 1},
+    )
+
+
+def test_passes_follow_pass_order_and_missing_ones_are_named(monkeypatch):
+    available = _fake_registry("inline-functions", "convert-opset", "fix-shapes", "make-static", "cleanup",
+                               "assert-static", options={"convert-opset": {"target": 18},
+                                                         "fix-shapes": {"shapes": ""}})
+    monkeypatch.setattr(emit_mod, "_registered", lambda: (available, None))
+    model = ir.from_proto(_messy_model())
+    emitted = emit_pipeline(diagnose(model), model)
+    assert emitted.steps == ["inline-functions", "convert-opset", "fix-shapes", "make-static", "cleanup",
+                             "assert-static"]
+    assert emitted.missing == ["decompose-gelu", "einsum-to-matmul"]
+    assert emitted.steps == [n for n in PASS_ORDER if n in emitted.steps]
+    doc = tomllib.loads(emitted.text)
+    steps = {s["name"]: s for s in doc["pass"]}
+    assert steps["convert-opset"]["target"] == 18
+    assert steps["fix-shapes"]["shapes"] == {"x": [1, 3, 640, 640]}
+    assert "# NEEDED, not available in this build: decompose-gelu" in emitted.text
+    assert "DECIDE: batch, default 1" in emitted.text and "DECIDE: image height, default 640" in emitted.text
+
+
+def test_user_dims_and_shapes_override_the_defaults(monkeypatch):
+    monkeypatch.setattr(emit_mod, "_registered", lambda: (_fake_registry("fix-shapes", options={"fix-shapes": {"shapes": ""}}), None))
+    model = ir.from_proto(_messy_model())
+    report = diagnose(model)
+    by_dim = tomllib.loads(emit_pipeline(report, model, dims={"batch": 4, "h": 224, "w": 320}).text)
+    assert by_dim["pass"][0]["shapes"] == {"x": [4, 3, 224, 320]}
+    by_input = tomllib.loads(emit_pipeline(report, model, input_shapes={"x": [2, 3, 64, 64]}).text)
+    assert by_input["pass"][0]["shapes"] == {"x": [2, 3, 64, 64]}
+
+
+def test_shared_dim_names_get_one_value_and_other_dims_a_placeholder():
+    model = ir.from_proto(make_model(
+        [h.make_node("Add", ["a", "b"], ["y"], name="add")],
+        [vi("a", T.FLOAT, ["batch", "seq", 8]), vi("b", T.FLOAT, ["batch", "seq", 8])],
+        [vi("y", T.FLOAT, ["batch", "seq", 8])]))
+    shapes, notes, undecided = emit_mod.decide_shapes(model)
+    assert shapes == {"a": [1, 128, 8], "b": [1, 128, 8]} and undecided == []
+    assert "placeholder" in notes[0] and "same name as above" in notes[1]
+
+
+def test_user_decision_passes_are_commented_out(monkeypatch):
+    monkeypatch.setattr(emit_mod, "_registered", lambda: (_fake_registry("split-postprocess", "cleanup"), None))
+    model = ir.from_proto(make_model([h.make_node("NonZero", ["x"], ["y"], name="nz")], [vi("x", T.FLOAT, [4])],
+                                     [vi("y", T.INT64, [1, None])]))
+    emitted = emit_pipeline(diagnose(model, soc="Ascend310"), model)  # NonZero is AICPU-only on 310: slow
+    assert "split-postprocess" in emitted.commented and "split-postprocess" not in emitted.steps
+    assert '# name = "split-postprocess"' in emitted.text and "# DECIDE: split-postprocess" in emitted.text
+
+
+def test_emitted_pipeline_loads_with_the_real_registry():
+    model = ir.from_proto(_messy_model())
+    emitted = emit_pipeline(diagnose(model), model)
+    assert emitted.problems == []
+    from surgery.pipeline import parse_pipeline
+
+    pipeline = parse_pipeline(tomllib.loads(emitted.text))
+    assert [s.name for s in pipeline.steps] == emitted.steps
+    assert "fix-shapes" in emitted.steps  # registered by the static-shapes work
+
+
+def test_nothing_to_fix_gives_an_empty_pipeline():
+    model = ir.from_proto(make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, [2])],
+                                     [vi("y", T.FLOAT, [2])]))
+    emitted = emit_pipeline(diagnose(model), model)
+    assert emitted.steps == [] and tomllib.loads(emitted.text) == {"schema_version": 1}
+
+
+def test_order_passes():
+    assert order_passes(["cleanup", "fix-shapes", "inline-functions", "cleanup", "x-custom"]) == [
+        "inline-functions", "fix-shapes", "cleanup", "x-custom"]
+
+
+def test_toml_values_are_quoted():
+    assert emit_mod._toml_value({"a b": [1, 2], "c": "d\"e"}) == '{ "a b" = [1, 2], "c" = "d\\"e" }'
+    assert tomllib.loads("v = " + emit_mod._toml_value({"in:0": [1, 3], "x/y": [2]}))["v"] == {"in:0": [1, 3], "x/y": [2]}
+
+
+def _loop_model():
+    body = h.make_graph(
+        [h.make_node("Add", ["acc_in", "step"], ["acc_out"], name="accumulate")],
+        "body",
+        [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc_in", T.FLOAT, [2])],
+        [vi("cond_in", T.BOOL, []), vi("acc_out", T.FLOAT, [2])],  # the condition passes through
+        [numpy_helper.from_array(np.array([0.5, 1.5], np.float32), "step")],
+    )
+    return make_model(
+        [h.make_node("Loop", ["trips", "go", "x"], ["y"], body=body, name="repeat")],
+        [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])],
+        {"trips": np.array(3, np.int64), "go": np.array(True)},
+    )
+
+
+def test_loop_round_trip_with_the_real_passes(tmp_path):
+    """ATC has no Loop parser: doctor → emitted make-static(unroll_loops) → apply → doctor finds no Loop."""
+    import onnx
+
+    from surgery import api
+
+    path = tmp_path / "loop.onnx"
+    onnx.save(_loop_model(), path)
+    before = diagnose(path)
+    (loop,) = [f for f in before.findings if f.check == "unregistered-op"]
+    assert loop.details["op"] == "Loop" and loop.fix == ["make-static"] and before.exit_code == 1
+    emitted = emit_pipeline(before, ir.load(path))
+    assert emitted.steps == ["make-static", "cleanup"] and "unroll_loops = true" in emitted.text
+    toml = tmp_path / "p.toml"
+    toml.write_text(emitted.text)
+    model, report = api.apply(path, toml, output=tmp_path / "out.onnx")
+    after = diagnose(tmp_path / "out.onnx")
+    assert after.exit_code == 0, [f.title for f in after.findings]
+    assert "Loop" not in {e.op_type for e in ir.load(tmp_path / "out.onnx").graph}
