@@ -53,7 +53,7 @@ def build(n_nodes: int) -> onnx.ModelProto:
         ]
         cur = f"{p}.out"
     graph = h.make_graph(nodes, "chain", [h.make_tensor_value_info("x", T.FLOAT, ["batch", 4])],
-                         [h.make_tensor_value_info(cur, T.FLOAT, None)], inits)
+                         [h.make_tensor_value_info(cur, T.FLOAT, ["rows", "cols"])], inits)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     return model

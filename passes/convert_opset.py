@@ -722,6 +722,14 @@ class ConvertOpset(SurgeryPass):
                 value.const_value = light.tensors[name]
         # the converter drops model-local functions: keep ours (they carry their own opset imports)
         model.graph = new.graph  # type: ignore[misc]  (the model's opset imports live on its graph)
+        names = NameAllocator(model)
+        for graph, _ in graphs_with_opsets(model):
+            for node in graph:
+                if node.name:
+                    continue
+                # nodes the converter added (axes constants …) are named after the node they feed
+                user = next((u.node for out in node.outputs for u in out.uses() if u.node.name), None)
+                node.name = names.derive(user.name if user is not None else "", node.op_type)
         for function in model.functions.values():
             version = schema.opset_of(function.opset_imports, "")
             if version is None or version >= target:

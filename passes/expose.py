@@ -72,7 +72,12 @@ def select_tensors(flow: Dataflow, patterns: list[str], *, include_constants: bo
 
 @register
 class Expose(SurgeryPass):
-    """Mark intermediate tensors as graph outputs, by name or glob (the Debug-op trick)."""
+    """Mark intermediate tensors as graph outputs, by name or glob (the Debug-op trick).
+
+    Shell globs (``/backbone/*/Conv_output_0``) match main-graph node outputs; Constant outputs only
+    with ``include_constants``. New outputs follow the existing ones in graph order and get types
+    from the model or shape inference. Names found only inside If/Loop/Scan bodies are refused.
+    """
 
     name = "expose"
     Options = ExposeOptions
@@ -85,7 +90,7 @@ class Expose(SurgeryPass):
         new = [v for v in values if v not in present]
         if not new:
             return SurgeryResult(model, False, stats={"exposed": 0, "already_outputs": len(values)})
-        untyped = fill_types(model, new)
+        untyped = fill_types(model, new, flow=flow)
         for v in new:
             model.graph.outputs.append(v)
         notes = [f"exposed {len(new)} tensor(s): " + ", ".join(v.name for v in new[:10]) + (" …" if len(new) > 10 else "")]

@@ -61,7 +61,14 @@ def _same_interface(model: ir.Model, part: ir.Model, kept_all_nodes: bool) -> bo
 
 @register
 class Extract(SurgeryPass):
-    """Keep the subgraph between tensor names (linear time; weights shared, external data kept)."""
+    """Keep the subgraph between tensor names (linear time; weights shared, external data kept).
+
+    New inputs made from intermediate tensors are typed from the model, from onnx shape inference
+    on their ancestors (large weights left out), or from ``input_types``. Unknown names fail with a
+    did-you-mean; a cut that does not separate the inputs from the outputs fails naming the graph
+    input that leaks in and a path from it. Verify the part against the original with
+    :func:`surgery.partition.slice_reference` (its inputs are tensors of the original).
+    """
 
     name = "extract"
     Options = ExtractOptions

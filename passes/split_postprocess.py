@@ -46,7 +46,17 @@ class SplitPostprocessOptions:
 
 @register
 class SplitPostprocess(SurgeryPass):
-    """Split data-dependent post-processing (NMS, NonZero, TopK with data k …) into a CPU tail model."""
+    """Split data-dependent post-processing (NMS, NonZero, TopK with data k …) into a CPU tail model.
+
+    The model becomes the head (for the NPU compiler); the tail is a chained model the runner runs
+    after it, verifies with it against the original, and saves as ``OUT.<tail_name>.onnx``. Without
+    ``boundary`` the tail is everything downstream of the first data-dependent or NPU-hostile node
+    (NonMaxSuppression, NonZero, Unique, Compress, TopK whose k comes from input values, Loop, Scan,
+    sequence ops, If on a data-dependent condition, a node whose subgraph or function holds one),
+    found by reachability; the boundary is every tensor crossing into it, shape scalars included.
+    Boundary tensors keep their names on both sides, graph inputs the tail reads stay tail inputs,
+    and the two parts' outputs together are the original outputs.
+    """
 
     name = "split-postprocess"
     Options = SplitPostprocessOptions

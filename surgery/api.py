@@ -56,6 +56,7 @@ def apply(
     output: str | os.PathLike | None = None,
     reproducer_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    soc_version: str | None = None,
 ) -> tuple[Any, Report]:
     """Run ``pipeline`` on ``model`` with verification gates; return the model and a report.
 
@@ -71,6 +72,7 @@ def apply(
             models and model artifacts are saved beside it as ``OUT.<name>.onnx``.
         reproducer_dir: where a failing gate writes its reproducer (default: a new temporary folder).
         progress: called with a short message before each step.
+        soc_version: the Ascend SoC for the ``atc`` command lines put in ``report.extra["atc"]``.
 
     Raises:
         InputError, PipelineError, PassError: bad input (exit code 2 on the command line).
@@ -103,6 +105,9 @@ def apply(
                 target = artifact_path(out, key)
                 model_io.save(extra, target)
                 report.artifacts[key] = str(target)
+        from surgery.atc import report_atc_commands
+
+        report_atc_commands(report, result_model, out, soc_version=soc_version)
     report.seconds = time.perf_counter() - started
     return model_io.like_input(model, result_model) if not isinstance(model, (str, os.PathLike)) else result_model, report
 

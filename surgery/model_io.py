@@ -145,7 +145,8 @@ class LightProto:
         try:
             for name, value in model.graph.initializers.items():
                 tensor = value.const_value
-                if tensor is None or tensor.nbytes < threshold:
+                # external tensors always: their location is relative to a folder a proto does not carry
+                if tensor is None or (tensor.nbytes < threshold and not isinstance(tensor, ir.ExternalTensor)):
                     continue
                 if tensor.dtype in (ir.DataType.STRING,):
                     continue

@@ -103,6 +103,7 @@ def _used_functions(model: ir.Model, nodes: Iterable[ir.Node]) -> list[ir.Functi
 
 def _apply_types(
     source: ir.Model,
+    flow: Dataflow,
     originals: Sequence[ir.Value],
     clones: Sequence[ir.Value],
     explicit: Mapping[str, Any],
@@ -110,16 +111,19 @@ def _apply_types(
     role: str,
     required: bool,
 ) -> list[str]:
-    """Type the cloned boundary values; return notes on what stays unknown."""
+    """Type the cloned values from ``explicit``, the source values, or inference in ``source``.
+
+    Returns notes on what stays unknown; raises for an untyped input when ``required``.
+    """
     notes: list[str] = []
-    missing = [(o, c) for o, c in zip(originals, clones) if (c.type is None or c.shape is None) and c.name not in explicit]
-    inferred = infer_types(source, [c.name for _, c in missing if c.name]) if missing else {}
-    for orig, clone in zip(originals, clones):
+    missing = [o for o, c in zip(originals, clones) if (c.type is None or c.shape is None) and c.name not in explicit]
+    inferred = infer_types(source, missing, flow) if missing else {}
+    for clone in clones:
         name = clone.name or ""
         if name in explicit:
             dtype, dims = explicit[name]
             if dtype is None:
-                dtype = clone.dtype or (inferred.get(name, (None, None))[0].dtype if name in inferred else None)
+                dtype = clone.dtype or (inferred[name][0].dtype if name in inferred else None)
                 if dtype is None:
                     raise InputError(f"{role} '{name}': the model does not say its element type; give it as {name}:float32[...]")
             clone.type = ir.TensorType(dtype)
@@ -156,8 +160,6 @@ def _build(model: ir.Model, flow: Dataflow, part: Slice, explicit: Mapping[str, 
         metadata_props=dict(graph.metadata_props) if graph.metadata_props else None,
     )
     new_graph = view.clone()
-    notes = _apply_types(model, part.inputs, list(new_graph.inputs), explicit, role="input", required=True)
-    notes += _apply_types(model, part.outputs, list(new_graph.outputs), {}, role="output", required=False)
     new_model = ir.Model(
         new_graph,
         ir_version=model.ir_version,
@@ -169,6 +171,10 @@ def _build(model: ir.Model, flow: Dataflow, part: Slice, explicit: Mapping[str, 
         functions=_used_functions(model, part.nodes),
         metadata_props=dict(model.metadata_props) if model.metadata_props else None,
     )
+    # inputs: typed by inference in the source (upstream of them); outputs: in the part itself
+    notes = _apply_types(model, flow, part.inputs, list(new_graph.inputs), explicit, role="input", required=True)
+    outputs = list(new_graph.outputs)
+    notes += _apply_types(new_model, Dataflow(new_graph), outputs, outputs, {}, role="output", required=False)
     for u in part.unused_inputs:
         notes.append(f"input '{u.name}' is not needed by the outputs (kept as an input)")
     return new_model, notes
@@ -287,7 +293,7 @@ def split(
         cut: Boundary = boundary_from_names(graph, _dedupe(boundary))
         source = "user"
     else:
-        cut = postprocess_boundary(graph, hostile_ops=hostile_ops)
+        cut = postprocess_boundary(graph, hostile_ops=hostile_ops, functions=model.functions)
         source = "auto"
     flow = cut.dependence.flow if cut.dependence is not None else Dataflow(graph)
     outputs = [v for v in graph.outputs]
@@ -318,7 +324,7 @@ def split(
         model, [v.name for v in tail_in], [v.name for v in tail_outputs], name=f"{graph.name or 'model'}_tail", flow=flow
     )
     if source == "user":
-        dep = analyse(head_model.graph)
+        dep = analyse(head_model.graph, functions=head_model.functions)
         if dep.hostile:
             head_notes.append(
                 "the head still contains data-dependent or NPU-hostile nodes: "

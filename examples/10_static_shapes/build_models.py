@@ -14,7 +14,8 @@
   multi-output branches that read outer-scope values, and an untaken branch that stops
   type-checking once the input length is fixed.
 
-Run ``python build_models.py OUT_DIR`` to write them as ``OUT_DIR/<name>.onnx``.
+Run ``python build_models.py OUT_DIR [--torch]`` to write them as ``OUT_DIR/<name>.onnx`` (the
+torch exports only with ``--torch``).
 """
 
 from __future__ import annotations
@@ -361,17 +362,19 @@ def vad(samples: str | int = "samples") -> onnx.ModelProto:
     return model
 
 
-def main(out_dir: str) -> None:
-    out = Path(out_dir)
+def main(argv: list[str]) -> None:
+    """``build_models.py OUT_DIR [--torch]``: the helper-built models, and the torch exports with --torch."""
+    out = Path(argv[0]) if argv and not argv[0].startswith("-") else Path(__file__).parent / "models"
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(paddle(), out / "paddle.onnx")
     onnx.save(vad(), out / "vad.onnx")
-    yolo(out / "yolo.onnx")
-    transformer(out / "transformer_legacy.onnx", dynamo=False)
-    transformer(out / "transformer_dynamo.onnx", dynamo=True)
+    if "--torch" in argv:
+        yolo(out / "yolo.onnx")
+        transformer(out / "transformer_legacy.onnx", dynamo=False)
+        transformer(out / "transformer_dynamo.onnx", dynamo=True)
     for p in sorted(out.glob("*.onnx")):
         print(p)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parent / "models"))
+    main(sys.argv[1:])

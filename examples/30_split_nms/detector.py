@@ -5,7 +5,8 @@ Plain torch (no torchvision): NMS is a custom op that the legacy exporter turns 
 The post-processing has a pre-NMS TopK whose k comes from the input shape (static once shapes are
 fixed) and a post-NMS TopK whose k depends on how many boxes NMS kept (data-dependent).
 
-Run ``python detector.py OUT_DIR`` to write ``detector_legacy.onnx`` and ``detector_dynamo.onnx``.
+Run ``python detector.py OUT_DIR`` to write ``detector_legacy.onnx`` and ``detector_dynamo.onnx``
+(batch dim dynamic) and ``detector_perturbed.onnx``, the legacy export with one Conv weight changed.
 """
 
 from __future__ import annotations
@@ -173,7 +174,29 @@ def export(out_dir: str | Path, *, dynamo: bool, size: int = 32, batch: int = 1,
     return path
 
 
+def perturb(source: str | Path, target: str | Path, weight: str = "backbone.2.weight", delta: float = 0.05) -> Path:
+    """Copy ``source`` with one element of a Conv weight changed (for ``surgery compare``)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(source))
+    for init in model.graph.initializer:
+        if init.name == weight:
+            array = numpy_helper.to_array(init).copy()
+            array.flat[7] += delta
+            init.CopyFrom(numpy_helper.from_array(array, weight))
+            break
+    else:
+        raise SystemExit(f"no initializer {weight}")
+    onnx.save(model, str(target))
+    return Path(target)
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    for flag in (False, True):
-        print(export(out, dynamo=flag))
+    out.mkdir(parents=True, exist_ok=True)
+    legacy = export(out, dynamo=False, dynamic=True)
+    print(legacy)
+    print(export(out, dynamo=True, dynamic=True))
+    print(perturb(legacy, out / "detector_perturbed.onnx"))

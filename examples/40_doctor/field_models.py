@@ -9,7 +9,9 @@ writes ``OUT_DIR/<name>.onnx`` for each situation (all by default):
 - ``float64_math``: a float32 model with float64 pre- and post-processing inside;
 - ``nms_detector``: a tiny detector whose NonMaxSuppression has 3 inputs (legacy exporter);
 - ``gridsample``: ``F.grid_sample`` (an AICPU-only kernel on Ascend);
-- ``dynamic_dims``: a conv net exported with dynamic batch, height and width.
+- ``dynamic_dims``: a conv net exported with dynamic batch, height and width;
+- ``functions_legacy``: residual blocks exported as model-local functions
+  (``export_modules_as_functions``), which puts them in an extra opset domain.
 
 ``EXPECTED`` says which doctor checks each one must trigger (the test asserts it).
 """
@@ -30,6 +32,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "nms_detector": {"nms": "will-fail"},
     "gridsample": {"aicpu-only": "slow"},
     "dynamic_dims": {"dynamic-dims": "will-fail"},
+    "functions_legacy": {"domains": "will-fail"},
 }
 
 
@@ -109,6 +112,26 @@ class DynamicNet(nn.Module):
         return torch.relu(self.conv2(y)) + x.mean(dim=1, keepdim=True)
 
 
+class ResidualBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)) + x
+
+
+class BlockNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.block1 = ResidualBlock()
+        self.block2 = ResidualBlock()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block2(self.block1(self.stem(x)))
+
+
 def export(name: str, out_dir: Path) -> Path:
     """Export one situation to ``out_dir/<name>.onnx`` and return the path."""
     torch.manual_seed(0)
@@ -132,6 +155,9 @@ def export(name: str, out_dir: Path) -> Path:
         torch.onnx.export(DynamicNet().eval(), (torch.rand(2, 3, 16, 16),), str(path), dynamo=True,
                           opset_version=18, input_names=["x"],
                           dynamic_shapes={"x": {0: batch, 2: 2 * height, 3: 2 * width}})
+    elif name == "functions_legacy":
+        torch.onnx.export(BlockNet().eval(), (torch.rand(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], export_modules_as_functions={ResidualBlock})
     else:
         raise SystemExit(f"unknown situation {name!r}; choose from {', '.join(EXPECTED)}")
     return path

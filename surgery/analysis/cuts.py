@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterable, Sequence
 import onnx_ir as ir
 
 from surgery.analysis.dataflow import Dataflow
-from surgery.analysis.dependence import Dependence, Hostile, analyse
+from surgery.analysis.dependence import Dependence, FunctionMap, Hostile, analyse
 from surgery.errors import InputError
 
 __all__ = ["NothingToSplit", "Slice", "slice_between", "Boundary", "postprocess_boundary", "boundary_from_names", "constant_nodes"]
@@ -172,14 +172,16 @@ def _crossing(flow: Dataflow, tail: set[ir.Node], const: set[ir.Node]) -> tuple[
     return _order_values(flow, crossing), _order_values(flow, tail_inputs)
 
 
-def postprocess_boundary(graph: ir.Graph, *, hostile_ops: Collection[str] = ()) -> Boundary:
+def postprocess_boundary(
+    graph: ir.Graph, *, hostile_ops: Collection[str] = (), functions: FunctionMap | None = None
+) -> Boundary:
     """The boundary in front of the first data-dependent or NPU-hostile node (by reachability).
 
     Raises:
         InputError: when the graph has no hostile node (nothing to split off).
     """
     flow = Dataflow(graph)
-    dep = analyse(graph, hostile_ops=hostile_ops, flow=flow)
+    dep = analyse(graph, hostile_ops=hostile_ops, flow=flow, functions=functions)
     const = constant_nodes(flow)
     live = flow.ancestors(graph.outputs)
     seeds = [h for h in dep.hostile if h.node in live and h.node not in const]

@@ -71,40 +71,48 @@ class Dataflow:
         self.position: dict[ir.Node, int] = {node: i for i, node in enumerate(self.nodes)}
         self.values: dict[str, ir.Value] = {}
         self._inputs: dict[ir.Node, list[ir.Value]] = {}
-        self._consumers: dict[ir.Value, list[ir.Node]] = {}
+        self._consumers: dict[ir.Value, list[ir.Node]] | None = None
+        values = self.values
         for value in graph.inputs:
             if value.name:
-                self.values.setdefault(value.name, value)
+                values.setdefault(value.name, value)
         if isinstance(graph, ir.Graph):
             for name, value in graph.initializers.items():
-                self.values.setdefault(name, value)
+                values.setdefault(name, value)
         for node in self.nodes:
-            inputs: dict[int, ir.Value] = {}
-            for value in node.inputs:
-                if value is not None:
-                    inputs.setdefault(id(value), value)
-            if any(True for _ in _subgraphs(node)):
-                for value in captured_values(node):
-                    inputs.setdefault(id(value), value)
-            listed = list(inputs.values())
-            self._inputs[node] = listed
-            for value in listed:
-                self._consumers.setdefault(value, []).append(node)
             for out in node.outputs:
-                if out.name:
-                    self.values.setdefault(out.name, out)
+                name = out.name
+                if name and name not in values:
+                    values[name] = out
         for value in graph.outputs:
             if value.name:
-                self.values.setdefault(value.name, value)
+                values.setdefault(value.name, value)
         self._subgraph_names: set[str] | None = None
 
     # -- lookups -----------------------------------------------------------------------------
     def inputs_of(self, node: ir.Node) -> list[ir.Value]:
         """Explicit inputs and captured outer values of ``node`` (no duplicates, no None)."""
-        return self._inputs[node]
+        listed = self._inputs.get(node)
+        if listed is None:
+            inputs: dict[int, ir.Value] = {}
+            for value in node.inputs:
+                if value is not None:
+                    inputs.setdefault(id(value), value)
+            if node.attributes and any(True for _ in _subgraphs(node)):
+                for value in captured_values(node):
+                    inputs.setdefault(id(value), value)
+            listed = list(inputs.values())
+            self._inputs[node] = listed
+        return listed
 
     def consumers(self, value: ir.Value) -> list[ir.Node]:
         """Nodes of this graph that read ``value`` (directly or inside their subgraphs)."""
+        if self._consumers is None:
+            consumers: dict[ir.Value, list[ir.Node]] = {}
+            for node in self.nodes:
+                for inp in self.inputs_of(node):
+                    consumers.setdefault(inp, []).append(node)
+            self._consumers = consumers
         return self._consumers.get(value, [])
 
     def producer(self, value: ir.Value) -> ir.Node | None:
@@ -180,7 +188,7 @@ class Dataflow:
             if node is None or node in seen:
                 continue
             seen.add(node)
-            for inp in self._inputs[node]:
+            for inp in self.inputs_of(node):
                 if inp not in stopped and inp not in visited:
                     stack.append(inp)
         return seen

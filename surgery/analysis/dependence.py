@@ -19,7 +19,7 @@ condition), are the *hostile* nodes: everything downstream of them belongs to th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 
 import onnx_ir as ir
 
@@ -31,6 +31,7 @@ __all__ = [
     "SHAPE_INPUTS",
     "Hostile",
     "Dependence",
+    "FunctionMap",
     "analyse",
 ]
 
@@ -125,11 +126,47 @@ class Dependence:
         return value not in self.dynamic
 
 
-def _contains(node: ir.Node, ops: Collection[str]) -> ir.Node | None:
-    for _, inner in _walk_subgraph_nodes(node):
-        if inner.domain in ("", "ai.onnx") and inner.op_type in ops:
-            return inner
-    return None
+FunctionMap = Mapping[tuple[str, str, str], ir.Function]
+
+
+class _Contents:
+    """Finds hostile ops inside subgraphs and model-local function bodies (memoized per function)."""
+
+    def __init__(self, ops: Collection[str], functions: FunctionMap | None) -> None:
+        self.ops = frozenset(ops)
+        self.functions = functions or {}
+        self._memo: dict[tuple[str, str, str], ir.Node | None] = {}
+
+    def _scan(self, nodes: Iterable[ir.Node]) -> ir.Node | None:
+        for node in nodes:
+            if node.domain in ("", "ai.onnx") and node.op_type in self.ops:
+                return node
+            found = self.find(node)
+            if found is not None:
+                return found
+        return None
+
+    def _function(self, key: tuple[str, str, str]) -> ir.Node | None:
+        if key not in self._memo:
+            self._memo[key] = None  # a recursive call terminates here
+            self._memo[key] = self._scan(self.functions[key])
+        return self._memo[key]
+
+    def find(self, node: ir.Node) -> ir.Node | None:
+        """A hostile op inside ``node``'s subgraphs or its function body, or None."""
+        key = node.op_identifier()
+        if key in self.functions:
+            found = self._function(key)
+            if found is not None:
+                return found
+        for _, inner in _walk_subgraph_nodes(node):
+            if inner.domain in ("", "ai.onnx") and inner.op_type in self.ops:
+                return inner
+            if inner.op_identifier() in self.functions:
+                found = self._function(inner.op_identifier())
+                if found is not None:
+                    return found
+        return None
 
 
 def analyse(
@@ -137,14 +174,17 @@ def analyse(
     *,
     hostile_ops: Collection[str] = (),
     flow: Dataflow | None = None,
+    functions: FunctionMap | None = None,
 ) -> Dependence:
     """Propagate value and shape data-dependence through ``graph`` and list its hostile nodes.
 
     ``hostile_ops`` adds op types (of the default domain) to treat as hostile wherever they are.
-    Linear in the size of the graph and its subgraphs.
+    ``functions`` (``model.functions``) lets a call of a model-local function that contains a
+    hostile op count as hostile. Linear in the size of the graph, its subgraphs and functions.
     """
     flow = flow or Dataflow(graph)
     extra = frozenset(hostile_ops)
+    contents = _Contents(DATA_DEPENDENT_SHAPE_OPS | NPU_HOSTILE_OPS | extra, functions)
     data: set[ir.Value] = set()
     dynamic: set[ir.Value] = set()
     hostile: list[Hostile] = []
@@ -179,9 +219,10 @@ def analyse(
         if reason is None and std and op in extra:
             reason = f"{op}: listed in hostile_ops"
         if reason is None:
-            inner = _contains(node, DATA_DEPENDENT_SHAPE_OPS | NPU_HOSTILE_OPS | extra)
+            inner = contents.find(node)
             if inner is not None:
-                reason = f"{op}: its subgraph contains {inner.op_type} ('{inner.name}')"
+                where = "function body" if node.op_identifier() in contents.functions else "subgraph"
+                reason = f"{op}: its {where} contains {inner.op_type} ('{inner.name}')"
                 starts_dynamic = True
         if reason is None and not std and op in extra:
             reason = f"{node.domain}::{op}: listed as hostile"

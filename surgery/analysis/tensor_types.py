@@ -1,46 +1,101 @@
 """Types and shapes of intermediate tensors, from the model or from onnx shape inference.
 
 Exported models often carry no ``value_info`` (the legacy torch exporter writes none), yet a new
-graph input or output needs an element type and, ideally, a shape. :func:`fill_types` asks onnx's
-shape inference for the missing ones on a proto *without the large weights*
-(:class:`~surgery.model_io.LightProto`), so it works on models over 2 GB and never touches the
-model being edited except to set the types it was asked for.
+graph input or output needs an element type and, ideally, a shape. :func:`infer_types` asks onnx's
+shape inference (with data propagation) about the wanted tensors on a proto of *only the nodes
+they depend on*, with large weights turned into typed inputs (their bytes are never serialized), so
+it costs what the ancestors cost and works on models over 2 GB. The model is never changed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import onnx
 import onnx_ir as ir
 
-from surgery.model_io import LightProto
+from surgery.analysis.dataflow import Dataflow
+from surgery.model_io import LIGHT_THRESHOLD
 
-__all__ = ["infer_types", "fill_types", "describe_value", "type_text"]
+__all__ = ["infer_types", "fill_types", "describe_value", "type_text", "upstream_proto"]
 
 logger = logging.getLogger(__name__)
 
+TypeAndShape = tuple[ir.TypeProtocol, "ir.Shape | None"]
 
-def infer_types(model: ir.Model, names: Iterable[str] | None = None) -> dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]:
-    """Types and shapes onnx shape inference gives main-graph tensors (``names`` only, if given).
+
+def _is_small(value: ir.Value) -> bool:
+    tensor = value.const_value
+    return tensor is not None and not isinstance(tensor, ir.ExternalTensor) and tensor.nbytes < LIGHT_THRESHOLD
+
+
+def upstream_proto(model: ir.Model, values: Sequence[ir.Value], flow: Dataflow | None = None) -> onnx.ModelProto:
+    """A ModelProto computing ``values`` from the graph inputs: their ancestors only.
+
+    Small in-memory initializers stay initializers (shape inference reads their values, e.g. a
+    Reshape's shape); large or external ones become typed graph inputs, so no weight bytes are
+    serialized. ``ir_version``, opsets and model-local functions are the model's.
+    """
+    flow = flow or Dataflow(model.graph)
+    graph = flow.graph
+    nodes = flow.in_order(flow.ancestors(values))
+    read: dict[str, ir.Value] = {}
+    for node in nodes:
+        for v in flow.inputs_of(node):
+            if v.producer() is None and v.is_initializer() and v.name:
+                read[v.name] = v
+    for v in values:  # a wanted value may itself be an initializer
+        if v.producer() is None and v.is_initializer() and v.name:
+            read[v.name] = v
+    small = [v for v in read.values() if _is_small(v)]
+    large = [v for v in read.values() if not _is_small(v)]
+    inputs = [v for v in graph.inputs if v.name not in read] + large
+    view = ir.GraphView(inputs, list(values), nodes=nodes, initializers=small,
+                        opset_imports=dict(graph.opset_imports), name=graph.name or "upstream")
+    gproto = ir.to_proto(view)
+    by_name = {v.name: v for v in large}
+    for info in gproto.input:
+        v = by_name.get(info.name)
+        if v is not None and not info.type.HasField("tensor_type") and v.const_value is not None:
+            tensor = v.const_value
+            info.CopyFrom(onnx.helper.make_tensor_value_info(info.name, int(tensor.dtype), list(tensor.shape.numpy())))
+    proto = onnx.ModelProto(ir_version=model.ir_version, graph=gproto)
+    for domain, version in graph.opset_imports.items():
+        proto.opset_import.add(domain=domain, version=version)
+    for function in model.functions.values():
+        proto.functions.append(ir.to_proto(function))
+    return proto
+
+
+def _anonymous_unknowns(shape: ir.Shape) -> ir.Shape:
+    """Drop the ``unk__N`` names onnx shape inference invents for unknown dims."""
+    dims = [None if isinstance(d, ir.SymbolicDim) and isinstance(d.value, str) and d.value.startswith("unk__") else d
+            for d in shape]
+    return ir.Shape(dims)
+
+
+def infer_types(
+    model: ir.Model, values: Iterable[ir.Value], flow: Dataflow | None = None
+) -> dict[str, TypeAndShape]:
+    """Types and shapes onnx shape inference gives ``values`` (main-graph tensors), by name.
 
     Failures of shape inference are logged and give an empty answer, never an exception.
     """
-    wanted = set(names) if names is not None else None
-    light = LightProto(model)
-    proto = light.for_checker()
+    wanted = [v for v in dict.fromkeys(values) if v.name]
+    if not wanted:
+        return {}
+    names = {v.name for v in wanted}
     try:
+        proto = upstream_proto(model, wanted, flow)
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # inference is best effort: callers report what stays unknown
         logger.info("onnx shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
         return {}
-    out: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] = {}
+    out: dict[str, TypeAndShape] = {}
     graph = inferred.graph
-    for info in list(graph.value_info) + list(graph.output) + list(graph.input):
-        if wanted is not None and info.name not in wanted:
-            continue
-        if not info.type.WhichOneof("value"):
+    for info in list(graph.output) + list(graph.value_info) + list(graph.input):
+        if info.name not in names or not info.type.WhichOneof("value"):
             continue
         try:
             tp = ir.serde.deserialize_type_proto_for_type(info.type)
@@ -55,18 +110,12 @@ def infer_types(model: ir.Model, names: Iterable[str] | None = None) -> dict[str
     return out
 
 
-def _anonymous_unknowns(shape: ir.Shape) -> ir.Shape:
-    """Drop the ``unk__N`` names onnx shape inference invents for unknown dims."""
-    dims = [None if isinstance(d, ir.SymbolicDim) and isinstance(d.value, str) and d.value.startswith("unk__") else d
-            for d in shape]
-    return ir.Shape(dims)
-
-
-def fill_types(model: ir.Model, values: Iterable[ir.Value], *, explicit: Mapping[str, tuple[ir.TypeProtocol, ir.Shape | None]] | None = None) -> list[ir.Value]:
-    """Give ``values`` a type (and a shape when missing) and return those still untyped.
+def fill_types(model: ir.Model, values: Iterable[ir.Value], *, flow: Dataflow | None = None,
+               explicit: Mapping[str, TypeAndShape] | None = None) -> list[ir.Value]:
+    """Give ``values`` (of ``model``'s main graph) a type, and a shape when missing; return those still untyped.
 
     ``explicit`` types win over the model's own; inference runs only when something is missing.
-    Values keep a richer shape they already have.
+    Values keep a shape they already have.
     """
     values = list(values)
     explicit = dict(explicit or {})
@@ -78,7 +127,7 @@ def fill_types(model: ir.Model, values: Iterable[ir.Value], *, explicit: Mapping
                 v.shape = shape
     missing = [v for v in values if v.type is None or v.shape is None]
     if missing:
-        inferred = infer_types(model, [v.name for v in missing if v.name])
+        inferred = infer_types(model, missing, flow)
         for v in missing:
             found = inferred.get(v.name or "")
             if found is None:
@@ -112,8 +161,7 @@ def type_text(value: ir.Value) -> str:
 
 def describe_value(value: ir.Value) -> dict:
     """A JSON-ready description: name, dtype (numpy name) and shape (ints, dim names or null)."""
-    dtype = _dtype_name(value)
     shape = None
     if value.shape is not None:
         shape = [d if isinstance(d, int) else d.value for d in value.shape]
-    return {"name": value.name, "dtype": dtype, "shape": shape}
+    return {"name": value.name, "dtype": _dtype_name(value), "shape": shape}

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from surgery import api, model_io
+from surgery.cli import static_shapes
 from surgery.errors import GateError, InputError
 from surgery.pipeline import apply_sets, load_pipeline
 
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-place", action="store_true", help="overwrite the input model (and its external data)")
     p.add_argument("--repro", type=Path, metavar="DIR", help="where a failing gate writes its reproducer (default: OUT.repro)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the report table")
+    static_shapes.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -49,9 +51,11 @@ def run(args: argparse.Namespace) -> int:
     if not output.parent.exists():
         raise InputError(f"{output}: the output folder {output.parent} does not exist")
     repro = args.repro or output.with_name(output.name + ".repro")
+    if args.buckets or pipeline.buckets:
+        return static_shapes.run_buckets(args, pipeline, output, repro)
     try:
         _, report = api.apply(model, pipeline, inputs=args.inputs, verify=args.verify, output=output,
-                              reproducer_dir=repro, progress=_progress)
+                              reproducer_dir=repro, progress=_progress, soc_version=args.soc_version)
     except GateError as exc:
         if exc.report is not None:
             exc.report.source = str(args.model)
@@ -63,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     report.source = str(args.model)
     if not args.quiet:
         print(report.table())
+        static_shapes.print_atc(report)
     if args.report:
         report.write_json(args.report)
     return 0

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a JSON object {name in A: name in B} (repeatable, applied in order)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
     p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
-    p.add_argument("--budget-mb", type=float, default=256.0, help="tensor megabytes fetched per run (default 256)")
+    p.add_argument("--budget-mb", type=float, default=512.0,
+                   help="MiB of tensors (both models) per chunk; each chunk is one session and run per model (default 512)")
     p.add_argument("--failures-only", action="store_true", help="print only tensors that break tolerance")
     p.add_argument("--stop-at-first", action="store_true", help="stop after the chunk holding the first divergence")
     p.set_defaults(func=run)

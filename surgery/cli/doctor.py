@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if emitted.missing:
             msg += f"; not available in this build: {', '.join(emitted.missing)}"
         if emitted.commented:
-            msg += f"; left for you to decide (commented out): {', '.join(emitted.commented)}"
+            msg += f"; commented out (optional, or your decision): {', '.join(emitted.commented)}"
         print(msg, file=sys.stderr)
         for problem in emitted.problems:
             print(f"surgery doctor: warning: {problem}", file=sys.stderr)

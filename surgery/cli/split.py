@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     hostile: list[dict[str, str]] = []
     if not args.boundary:
         # fails early, with the reason, when there is nothing to split off
-        hostile = [h.to_dict() for h in postprocess_boundary(model.graph, hostile_ops=args.hostile_ops).hostile]
+        hostile = [h.to_dict() for h in postprocess_boundary(model.graph, hostile_ops=args.hostile_ops, functions=model.functions).hostile]
     step = SplitPostprocess(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops))
     verify = {"checker": args.verify, "ort": args.verify, "parity": args.verify, "rtol": args.rtol, "atol": args.atol}
     head, report = api.apply(model, [step], inputs=args.data, verify=verify,

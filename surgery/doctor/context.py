@@ -73,6 +73,10 @@ class Context:
         self.opsets: dict[str, int] = {normalize_domain(d): v for d, v in model.opset_imports.items()}
         self.function_ids = {(f.domain, f.name, f.overload) for f in model.functions.values()}
         self.entries: list[NodeEntry] = list(self._walk())
+        self._by_op: dict[tuple[str, str], list[int]] = {}
+        for i, e in enumerate(self.entries):
+            self._by_op.setdefault((normalize_domain(e.node.domain), e.node.op_type), []).append(i)
+        self._dtypes: dict[int, ir.DataType | None] = {}
         # Values inside functions: their names are local, so the main graph's inferred types do not apply.
         self._function_values = {
             id(v) for e in self.entries if e.in_function for v in (*e.node.inputs, *e.node.outputs) if v is not None
@@ -102,12 +106,10 @@ class Context:
 
     def nodes(self, *op_types: str, domain: str = "ai.onnx") -> list[NodeEntry]:
         """Entries of the given op types in ``domain`` (all nodes when no op type is given)."""
-        wanted = set(op_types)
-        return [
-            e
-            for e in self.entries
-            if (not wanted or e.node.op_type in wanted) and normalize_domain(e.node.domain) == domain
-        ]
+        if not op_types:
+            return [e for e in self.entries if normalize_domain(e.node.domain) == domain]
+        indices = sorted(i for op in set(op_types) for i in self._by_op.get((domain, op), ()))
+        return [self.entries[i] for i in indices]
 
     def calls_function(self, node: ir.Node) -> bool:
         return (node.domain, node.op_type, node.overload) in self.function_ids
@@ -205,6 +207,12 @@ class Context:
     def dtype(self, value: ir.Value | None) -> ir.DataType | None:
         if value is None:
             return None
+        key = id(value)
+        if key not in self._dtypes:
+            self._dtypes[key] = self._dtype(value)
+        return self._dtypes[key]
+
+    def _dtype(self, value: ir.Value) -> ir.DataType | None:
         if value.dtype is not None:
             return value.dtype
         if value.const_value is not None:

@@ -52,6 +52,9 @@ FIX_NOTES: dict[str, str] = {
     "iterations); a data-dependent Loop cannot run on ATC and belongs in a CPU part",
     "GroupNormalization": "convert-opset decomposes GroupNormalization below its opset",
     "Gelu": "decompose-gelu rewrites Gelu (exact or tanh) with primitive ops",
+    "GridSample": "decompose-gridsample removes GridSample, but the GatherElements it uses is AICPU-only in the "
+    "same 2022 data: measure both on the device",
+    "Einsum": "einsum-to-matmul rewrites two-operand Einsum as Transpose/Reshape/MatMul (AI Core ops)",
 }
 
 #: Passes whose use changes the deployment itself: written commented out, for the user to decide.

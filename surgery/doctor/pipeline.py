@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_BATCH = 1
 DEFAULT_SPATIAL = 640
 DEFAULT_OTHER = 128
-MAX_OPSET = 18  # no standard op is registered above 18 (shipped-data caveat)
 
 _ACTIVE = (Severity.WILL_FAIL, Severity.SLOW)
 
@@ -121,8 +120,14 @@ def decide_shapes(
     return shapes, notes, undecided
 
 
+def _max_standard_opset(ctx: Context) -> int:
+    """The newest opset at which the shipped data registers any standard op (18)."""
+    return max(v for f in ctx.facts.ops["ai.onnx"].values() if f.standard and f.opsets for v in f.opsets)
+
+
 def _convert_target(ctx: Context) -> tuple[int, str]:
-    """The highest opset <= 18 at which ATC registers every ai.onnx op of the model."""
+    """The highest opset (at most the newest ATC parses) at which ATC registers every ai.onnx op of the model."""
+    max_opset = _max_standard_opset(ctx)
     common: set[int] | None = None
     blockers = []
     for entry in ctx.entries:
@@ -132,15 +137,15 @@ def _convert_target(ctx: Context) -> tuple[int, str]:
         fact = ctx.facts.lookup(node.domain, node.op_type)
         if fact is None or fact.domain != "ai.onnx" or fact.opsets is None:
             continue
-        versions = {v for v in fact.opsets if v <= MAX_OPSET}
+        versions = {v for v in fact.opsets if v <= max_opset}
         common = versions if common is None else common & versions
         if not common and not blockers:
             blockers.append(node.op_type)
     if common:
         target = max(common)
         return target, f"the highest opset at which ATC registers every op of the model is {target}"
-    return MAX_OPSET, (f"no single opset registers every op (conflict at {', '.join(blockers) or '?'}); "
-                       f"{MAX_OPSET} is the newest ATC parses")
+    return max_opset, (f"no single opset registers every op (conflict at {', '.join(blockers) or '?'}); "
+                       f"{max_opset} is the newest ATC parses")
 
 
 def _registered() -> tuple[dict[str, type], str | None]:

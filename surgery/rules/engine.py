@@ -86,7 +86,11 @@ class RuleContext:
 
 
 class _Inferred:
-    """Types and shapes from onnx shape inference, computed once, on first need, never stored."""
+    """Types and shapes from onnx shape inference, computed once, on first need, never stored.
+
+    Inference runs on a proto without the large weights (:class:`~surgery.model_io.LightProto`),
+    so it works past 2 GB; a failure leaves types unknown (rules then see a near miss).
+    """
 
     def __init__(self, model: ir.Model) -> None:
         self.model = model
@@ -96,10 +100,32 @@ class _Inferred:
         if not value.name or value.graph is not self.model.graph:
             return None
         if self._table is None:
-            from surgery.analysis.tensor_types import infer_types
-
-            self._table = infer_types(self.model)
+            self._table = self._infer()
         return self._table.get(value.name)
+
+    def _infer(self) -> dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]:
+        import onnx
+
+        from surgery.model_io import LightProto
+
+        try:
+            proto = LightProto(self.model).for_checker()
+            inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+        except Exception as exc:  # best effort: unknown types make rules skip, never fail
+            logger.info("shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return {}
+        table: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] = {}
+        for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+            if not info.type.WhichOneof("value"):
+                continue
+            try:
+                tp = ir.serde.deserialize_type_proto_for_type(info.type)
+                shape = ir.serde.deserialize_type_proto_for_shape(info.type)
+            except Exception:  # a type onnx-ir cannot read stays unknown
+                continue
+            if tp is not None:
+                table.setdefault(info.name, (tp, shape))
+        return table
 
 
 @dataclasses.dataclass

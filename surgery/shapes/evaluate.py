@@ -197,6 +197,19 @@ def _unary(fn):
     return run
 
 
+def _div(node, inputs, opset):
+    a, b = inputs[0], inputs[1]
+    if a.dtype != b.dtype:
+        raise TypeError("mixed dtypes")
+    if a.dtype.kind in "iu":
+        if np.any(b == 0):
+            raise ZeroDivisionError("integer division by zero")
+        q = np.floor_divide(a, b)
+        adjust = (np.remainder(a, b) != 0) & ((a < 0) ^ (b < 0))  # C-style truncation, as ONNX
+        return [(q + adjust.astype(q.dtype)).astype(a.dtype)]
+    return [np.divide(a, b).astype(a.dtype)]
+
+
 def _identity(node, inputs, opset):
     return [inputs[0]]
 
@@ -217,6 +230,7 @@ _FAST: dict[str, Callable[[ir.Node, list[Any], int], list[np.ndarray]]] = {
     "Add": _binary(np.add),
     "Sub": _binary(np.subtract),
     "Mul": _binary(np.multiply),
+    "Div": _div,
     "Equal": _compare(np.equal),
     "Greater": _compare(np.greater),
     "Less": _compare(np.less),

@@ -15,6 +15,9 @@ A :class:`Folder` walks each graph once in topological order and
   so a chain ``Shape → … → Reshape → Shape → …`` resolves in one sweep, not one sweep per link;
 - removes whatever became dead, cascading to the producers.
 
+Inside ``Loop``/``Scan`` bodies, ``Shape``/``Size`` of values that depend on the body's inputs are
+never folded: onnx infers a body from the loop-carried values' first-iteration shapes.
+
 Everything is linear in the number of nodes. Folded constants are main-graph initializers; inside
 subgraphs and functions they are ``Constant`` nodes.
 """
@@ -68,6 +71,12 @@ class FoldStats:
         return self.bytes_added - self.bytes_freed
 
 
+def _used(value: ir.Value) -> bool:
+    """Whether ``value`` has a consumer, in O(1) (``uses()`` copies every use: shared constants have thousands)."""
+    uses = getattr(value, "_uses", None)
+    return bool(uses) if uses is not None else bool(value.uses())
+
+
 def _subgraph_attrs(node: ir.Node) -> list[ir.Attr]:
     return [
         a for a in node.attributes.values()
@@ -116,6 +125,7 @@ class Folder:
         self.names = NameAllocator(model)
         self._consts: dict[ir.Value, Any] = {}
         self._oversized: set[ir.Value] = set()  # constants larger than size_limit: never read
+        self._variant: set[ir.Value] = set()  # loop-body values whose shape may vary per iteration
         self._changed = False
         self._structure_changed = False
 
@@ -169,6 +179,8 @@ class Folder:
                     continue
                 for attr in subgraphs:
                     for sub in ([attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()):
+                        if node.op_type in ("Loop", "Scan"):
+                            self._mark_loop_variant(sub)
                         self._sweep(sub)
                 if self.infer_nodes and node.domain in _STANDARD:
                     self._infer_control_flow(node)
@@ -179,8 +191,55 @@ class Folder:
                 continue
             if self.infer_nodes and any(not is_static_shape(o.shape) for o in node.outputs):
                 if all(v is None or is_static_shape(v.shape) for v in node.inputs):
-                    if infer_node(node, self.opsets, self._const_map(node)):
+                    if self._reshape_shape(node) or infer_node(node, self.opsets, self._const_map(node)):
                         self.stats.nodes_inferred += 1
+
+    def _mark_loop_variant(self, body: ir.Graph) -> None:
+        """Values of a Loop/Scan body whose shape may change from one iteration to the next.
+
+        onnx infers a body once, from the loop-carried values' *initial* shapes; a carried tensor
+        that grows makes those inferred shapes wrong after the first iteration, so ``Shape``/``Size``
+        of anything that depends on a body input is never folded.
+        """
+        variant = self._variant
+        variant.update(body.inputs)
+        for graph in walk_graphs(body):
+            for node in graph:
+                if any(v in variant for v in node.inputs if v is not None):
+                    variant.update(node.outputs)
+                elif _subgraph_attrs(node):
+                    for attr in _subgraph_attrs(node):
+                        for sub in ([attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()):
+                            if any(v in variant for g in walk_graphs(sub) for n in g for v in n.inputs if v is not None):
+                                variant.update(node.outputs)
+
+    def _reshape_shape(self, node: ir.Node) -> bool:
+        """Fast path for the commonest op of shape chains: Reshape to a constant target."""
+        if node.op_type != "Reshape" or node.domain not in _STANDARD or len(node.inputs) < 2:
+            return False
+        data, target = node.inputs[0], self.constant(node.inputs[1])
+        if data is None or target is None or not is_static_shape(data.shape):
+            return False
+        dims = [int(d) for d in data.shape]  # type: ignore[union-attr]
+        allowzero = node.attributes.get("allowzero")
+        out = [int(v) for v in target.reshape(-1)]
+        if not (allowzero is not None and allowzero.as_int()):
+            out = [dims[i] if v == 0 and i < len(dims) else v for i, v in enumerate(out)]
+        if out.count(-1) > 1 or any(v < -1 for v in out):
+            return False
+        total = math.prod(dims)
+        if -1 in out:
+            known = math.prod(v for v in out if v != -1)
+            if known == 0 or total % known:
+                return False
+            out[out.index(-1)] = total // known
+        elif math.prod(out) != total:
+            return False
+        result = node.outputs[0]
+        result.shape = ir.Shape(out)
+        if result.dtype is None and data.dtype is not None:
+            result.dtype = data.dtype
+        return True
 
     def _infer_control_flow(self, node: ir.Node) -> None:
         """Output shapes of an If/Loop from its bodies' outputs.
@@ -237,7 +296,7 @@ class Folder:
         if op in ("Shape", "Size") and node.inputs and node.inputs[0] is not None:
             source = node.inputs[0]
             shape = source.shape
-            if not is_static_shape(shape):
+            if not is_static_shape(shape) or source in self._variant:
                 arr = self.constant(source)
                 if arr is None:
                     return False
@@ -271,10 +330,12 @@ class Folder:
         if not any(v is not None for v in node.inputs):
             return False  # nothing to fold from
         estimate = self._estimate_bytes(node, inputs)
-        freed = self._freeable_bytes(node)
-        if estimate is not None and estimate - freed > self.size_limit:
-            self.stats.skipped_for_size[node.name or op] = estimate - freed
-            return False
+        freed = -1  # computed only when the size could matter
+        if estimate is not None and estimate > self.size_limit:
+            freed = self._freeable_bytes(node)
+            if estimate - freed > self.size_limit:
+                self.stats.skipped_for_size[node.name or op] = estimate - freed
+                return False
         results = evaluate_node(node, inputs, self._opset(node))
         if results is None:
             return False
@@ -288,7 +349,9 @@ class Folder:
                 logger.debug("%s: evaluated dtype %s differs from %s; not folded", node.name, arr.dtype, out.dtype)
                 return False
         added = sum(int(a.nbytes) for a in results)
-        if added - freed > self.size_limit:
+        if added > self.size_limit and freed < 0:
+            freed = self._freeable_bytes(node)
+        if added - max(freed, 0) > self.size_limit:
             self.stats.skipped_for_size[node.name or op] = added - freed
             return False
         if self._replace_with_constants(graph, node, results):
@@ -352,7 +415,7 @@ class Folder:
         return value
 
     def _replace_with_constants(self, graph: GraphLike, node: ir.Node, arrays: list[np.ndarray]) -> bool:
-        live = [(i, out) for i, out in enumerate(node.outputs) if out.uses() or out.is_graph_output()]
+        live = [(i, out) for i, out in enumerate(node.outputs) if _used(out) or out.is_graph_output()]
         new_values = []
         for i, out in live:
             name = node.name if len(live) == 1 else self.names.derive(node.name, f"out{i}")
@@ -376,15 +439,18 @@ class Folder:
             graph = current.graph
             if graph is None:
                 continue
-            if any(o.uses() or o.is_graph_output() for o in current.outputs):
+            if any(_used(o) or o.is_graph_output() for o in current.outputs):
                 continue
             inputs = [v for v in current.inputs if v is not None]
             if current.op_type == "Constant":
                 self.stats.bytes_freed += _tensor_nbytes(current.outputs[0])
-            graph.remove(current, safe=True)
+            for i in range(len(current.inputs)):
+                if current.inputs[i] is not None:
+                    current.replace_input_with(i, None)
+            graph.remove(current)
             self.stats.removed_nodes += 1
             for v in inputs:
-                if v.uses() or v.is_graph_output():
+                if _used(v) or v.is_graph_output():
                     continue
                 producer = v.producer()
                 if producer is not None:
@@ -468,6 +534,9 @@ class Folder:
                 self._rebind(graph, if_out, branch_out, moved, claimed, node.name or "If")
         self._detach_subgraphs(node)
         self._delete(node)
+        for moved_node in reversed(body):  # branch nodes computing only unused If outputs
+            if moved_node.graph is graph and not _subgraph_attrs(moved_node) and has_schema(moved_node):
+                self._delete(moved_node)
         self.stats.ifs_inlined += 1
         self._changed = True
         self._structure_changed = True
@@ -527,6 +596,7 @@ class Folder:
                 clone.name = self.names.derive(base, f"iter{i}/{body_node.name or body_node.op_type}")
                 for out in clone.outputs:
                     out.name = self.names.derive(base, f"iter{i}/{out.name or 'out'}")
+                    out.shape = None  # the body's shapes hold for its first iteration only: re-infer
                 new_nodes.append(clone)
             mapped = [value_map.get(v, v) for v in body.outputs]
             carried = list(mapped[1:1 + n_carried])

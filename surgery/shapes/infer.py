@@ -129,10 +129,25 @@ def merge_shape(current: ir.Shape | None, inferred: ir.Shape | None) -> ir.Shape
     return ir.Shape(dims)
 
 
+def _read_type(type_proto: onnx.TypeProto) -> tuple[ir.Shape | None, ir.TypeProtocol | None]:
+    if type_proto.HasField("tensor_type") and not type_proto.denotation:
+        tensor_type = type_proto.tensor_type  # the common case, without onnx-ir's generic decoding
+        dtype = ir.TensorType(ir.DataType(tensor_type.elem_type)) if tensor_type.elem_type else None
+        if not tensor_type.HasField("shape"):
+            return None, dtype
+        dims: list[int | ir.SymbolicDim] = []
+        for d in tensor_type.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(d.dim_value)
+            else:
+                dims.append(ir.SymbolicDim(d.dim_param or None))
+        return ir.Shape(dims), dtype
+    return ir.serde.deserialize_type_proto_for_shape(type_proto), ir.serde.deserialize_type_proto_for_type(type_proto)
+
+
 def _apply(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
     try:
-        inferred = ir.serde.deserialize_type_proto_for_shape(type_proto)
-        inferred_type = ir.serde.deserialize_type_proto_for_type(type_proto)
+        inferred, inferred_type = _read_type(type_proto)
     except Exception:  # map types and the like: nothing to learn
         return False
     changed = False

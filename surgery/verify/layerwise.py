@@ -3,13 +3,15 @@
 Both models (or chains of models, e.g. a head and its tail) run in ONNX Runtime with their
 intermediate tensors exposed as outputs. Tensors are matched by name, and through the ``renamed``
 maps passes record when they replace nodes (``{old name: new name}``). The comparison streams:
-tensors are fetched in chunks of bounded size in the reference's topological order, compared, and
-dropped, so only per-tensor statistics are kept (never every tensor of both models). Tensors found
-on one side only are listed, not silently skipped.
+tensors are taken in chunks of bounded size (from static shapes when the model has them, else from
+the sizes seen so far) in the reference's topological order; each chunk runs both models in
+sessions that expose only that chunk's tensors, is compared, and is dropped. Only per-tensor
+statistics are kept, and ONNX Runtime never holds more than one chunk of exposed tensors either
+(it keeps exposed tensors alive until the end of a run). Tensors found on one side only are listed,
+not silently skipped.
 
-Each chunk is one ``session.run`` per model asking for that chunk's tensors; ONNX Runtime computes
-the whole graph each time, so a model whose intermediates exceed the chunk budget runs several times
-(time traded for memory). Inside a run, ORT holds the exposed tensors it was asked for.
+The price of bounded memory is one session and one run per chunk and model: a model whose
+intermediates exceed the chunk budget is loaded and run several times.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bytes of tensors (both sides together) fetched per chunk.
-DEFAULT_BUDGET_BYTES = 256 << 20
+DEFAULT_BUDGET_BYTES = 512 << 20
 _FIRST_CHUNK = 16
 _MAX_CHUNK = 4096
 _NON_TENSOR = (ir.SequenceType, ir.OptionalType) if hasattr(ir, "OptionalType") else (ir.SequenceType,)
@@ -213,34 +215,32 @@ def _exposed(model: ir.Model, values: Sequence[ir.Value]) -> Iterator[None]:
             outputs.pop()
 
 
-class _Chain:
-    """ORT sessions over a chain of models, each exposing some of its tensors."""
-
-    def __init__(self, models: Sequence[ir.Model], expose: Mapping[int, Sequence[ir.Value]], feeds: Mapping[str, np.ndarray]) -> None:
-        self.models = list(models)
-        self.sessions: list[OrtSession] = []
+def _base_env(models: Sequence[ir.Model], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feeds plus the declared outputs of every part but the last (what later parts read)."""
+    env: dict[str, np.ndarray] = dict(feeds)
+    for model in models[:-1]:
+        session = OrtSession(model)
         try:
-            for p, model in enumerate(self.models):
-                with _exposed(model, expose.get(p, ())):
-                    self.sessions.append(OrtSession(model))
-            # the declared outputs of every part, fed forward: later parts read them
-            self.env: dict[str, np.ndarray] = dict(feeds)
-            for p, model in enumerate(self.models):
-                declared = [v.name for v in model.graph.outputs if v.name]
-                self.env.update(self.sessions[p].run(self.env, declared))
-        except BaseException:
-            self.close()
-            raise
+            env.update(session.run(env))
+        finally:
+            session.close()
+    return env
 
-    def fetch(self, part: int, names: Sequence[str]) -> dict[str, np.ndarray]:
-        if not names:
-            return {}
-        return self.sessions[part].run(self.env, list(names))
 
-    def close(self) -> None:
-        for s in self.sessions:
-            s.close()
-        self.sessions = []
+def _fetch(model: ir.Model, values: Sequence[ir.Value], env: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run ``model`` in a session exposing only ``values`` and return them.
+
+    A session per chunk keeps ONNX Runtime's own memory bounded too: it holds the exposed tensors
+    until the end of a run, so a session exposing every tensor would hold them all.
+    """
+    if not values:
+        return {}
+    with _exposed(model, values):
+        session = OrtSession(model)
+    try:
+        return session.run(env, [v.name for v in values])
+    finally:
+        session.close()
 
 
 def _as_chain(model: ir.Model | Sequence[ir.Model]) -> list[ir.Model]:
@@ -248,31 +248,20 @@ def _as_chain(model: ir.Model | Sequence[ir.Model]) -> list[ir.Model]:
 
 
 def run_exposing(model: ir.Model | Sequence[ir.Model], feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Run ``model`` (or a chain) once and return the named tensors (inputs, intermediates, outputs)."""
+    """Run ``model`` (or a chain) and return the named tensors (inputs, intermediates, outputs)."""
     chain = _as_chain(model)
     tensors = _computed(chain)
-    expose: dict[int, list[ir.Value]] = {}
-    for n in names:
-        t = tensors.get(n)
-        if t is not None:
-            expose.setdefault(t.part, []).append(t.value)
-    runner = _Chain(chain, expose, feeds)
-    try:
-        result: dict[str, np.ndarray] = {}
-        for n in names:
-            if n in runner.env:
-                result[n] = runner.env[n]
-        for p in range(len(chain)):
-            wanted = [v.name for v in expose.get(p, []) if v.name not in result]
-            result.update(runner.fetch(p, wanted))
-        missing = [n for n in names if n not in result]
-        if missing:
-            from surgery.errors import InputError
+    env = _base_env(chain, feeds)
+    result = {n: env[n] for n in names if n in env}
+    for p, part in enumerate(chain):
+        wanted = [tensors[n].value for n in names if n not in result and n in tensors and tensors[n].part == p]
+        result.update(_fetch(part, wanted, env))
+    missing = [n for n in names if n not in result]
+    if missing:
+        from surgery.errors import InputError
 
-            raise InputError(f"tensors not found in the model: {_few(missing)}")
-        return result
-    finally:
-        runner.close()
+        raise InputError(f"tensors not found in the model: {_few(missing)}")
+    return result
 
 
 # -- the comparison ------------------------------------------------------------------------------
@@ -409,57 +398,47 @@ def compare_layerwise(
     back = {c.name: r.name for r, c in pairs}
     report = LayerwiseReport(tolerance=tol, only_in_reference=only_ref, only_in_candidate=only_cand)
 
-    ref_expose: dict[int, list[ir.Value]] = {}
-    cand_expose: dict[int, list[ir.Value]] = {}
-    for r, c in pairs:
-        ref_expose.setdefault(r.part, []).append(r.value)
-        cand_expose.setdefault(c.part, []).append(c.value)
     statuses: dict[str, bool] = {}
-    ref_chain = _Chain(ref_models, ref_expose, feeds)
-    try:
-        cand_chain = _Chain(cand_models, cand_expose, feeds)
-        try:
-            start, observed = 0, None  # observed: mean bytes of a pair (both sides) fetched so far
-            while start < len(pairs):
-                chunk = _next_chunk(pairs, start, budget_bytes, observed)
-                ref_arrays: dict[str, np.ndarray] = {}
-                cand_arrays: dict[str, np.ndarray] = {}
-                for p in range(len(ref_models)):
-                    ref_arrays.update(ref_chain.fetch(p, [r.name for r, _ in chunk if r.part == p]))
-                for p in range(len(cand_models)):
-                    cand_arrays.update(cand_chain.fetch(p, [c.name for _, c in chunk if c.part == p]))
-                report.runs += 1
-                nbytes = sum(a.nbytes for a in ref_arrays.values()) + sum(a.nbytes for a in cand_arrays.values())
-                for r, c in chunk:
-                    a, e = cand_arrays.get(c.name), ref_arrays.get(r.name)
-                    diff = diff_arrays(r.name, a, e, tol)
-                    entry = TensorComparison(
-                        index=len(report.compared),
-                        name=r.name,
-                        candidate_name=c.name,
-                        op_type=r.op_type,
-                        node=r.node,
-                        diff=diff,
-                        shape=list(e.shape) if e is not None else None,
-                        dtype=str(e.dtype) if e is not None else None,
-                    )
-                    report.compared.append(entry)
-                    statuses[r.name] = diff.ok
-                    if not diff.ok and report.first is None:
-                        report.first = entry
-                    if on_result is not None:
-                        on_result(entry)
-                del ref_arrays, cand_arrays
-                start += len(chunk)
-                if report.first is not None and stop_at_first:
-                    report.stopped_early = start < len(pairs)
-                    break
-                mean = nbytes / max(len(chunk), 1)
-                observed = mean if observed is None else (observed + mean) / 2
-        finally:
-            cand_chain.close()
-    finally:
-        ref_chain.close()
+    ref_env = _base_env(ref_models, feeds)
+    cand_env = _base_env(cand_models, feeds)
+    start, observed = 0, None  # observed: mean bytes of a pair (both sides) fetched so far
+    while start < len(pairs):
+        chunk = _next_chunk(pairs, start, budget_bytes, observed)
+        ref_arrays: dict[str, np.ndarray] = {}
+        cand_arrays: dict[str, np.ndarray] = {}
+        for p, model in enumerate(ref_models):
+            ref_arrays.update(_fetch(model, [r.value for r, _ in chunk if r.part == p], ref_env))
+        for p, model in enumerate(cand_models):
+            cand_arrays.update(_fetch(model, [c.value for _, c in chunk if c.part == p], cand_env))
+        report.runs += 1
+        nbytes = sum(a.nbytes for a in ref_arrays.values()) + sum(a.nbytes for a in cand_arrays.values())
+        for r, c in chunk:
+            a, e = cand_arrays.pop(c.name, None), ref_arrays.pop(r.name, None)
+            diff = diff_arrays(r.name, a, e, tol)
+            entry = TensorComparison(
+                index=len(report.compared),
+                name=r.name,
+                candidate_name=c.name,
+                op_type=r.op_type,
+                node=r.node,
+                diff=diff,
+                shape=list(e.shape) if e is not None else None,
+                dtype=str(e.dtype) if e is not None else None,
+            )
+            del a, e
+            report.compared.append(entry)
+            statuses[r.name] = diff.ok
+            if not diff.ok and report.first is None:
+                report.first = entry
+            if on_result is not None:
+                on_result(entry)
+        del ref_arrays, cand_arrays
+        start += len(chunk)
+        if report.first is not None and stop_at_first:
+            report.stopped_early = start < len(pairs)
+            break
+        mean = nbytes / max(len(chunk), 1)
+        observed = mean if observed is None else (observed + mean) / 2
     if report.first is not None:
         report.suspects = _suspects(report.first, cand_tensors, ref_models, statuses, back, tol)
     return report

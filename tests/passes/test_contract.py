@@ -25,6 +25,7 @@ CONTRACT_OPTIONS: dict[str, dict] = {
     "pin-inputs": {"values": {"flag": 1.0}},
     "extract": {"inputs": ["x", "flag"], "outputs": ["y"]},
     "expose": {"tensors": ["relu_out"]},
+    "rewrite": {"rules": "surgery.rules.library:EXACT"},
 }
 
 

@@ -26,7 +26,7 @@ def test_unused_indices_are_dropped():
     assert DropMaxPoolIndices()(model).stats["rewritten"] == 1
     node = model.graph.node(0)
     assert node.name == "/pool/MaxPool" and len(node.outputs) == 1 and "storage_order" not in node.attributes
-    assert node.attributes["kernel_shape"].as_ints() == [2, 2]
+    assert list(node.attributes["kernel_shape"].as_ints()) == [2, 2]
     np.testing.assert_array_equal(ort_run(model, {"x": X})["y"], ort_run(proto, {"x": X})["y"])
     assert not DropMaxPoolIndices()(model).modified
 
@@ -41,8 +41,10 @@ def test_used_indices_stay():
 
 
 @pytest.mark.torch
-def test_torch_return_indices_through_the_gates():
+def test_torch_return_indices_after_the_indices_output_is_dropped():
+    """A user drops the indices output of a return_indices export; cleanup + this pass finish the job."""
     torch = pytest.importorskip("torch")
+    from surgery import registry
 
     class Net(torch.nn.Module):
         def __init__(self) -> None:
@@ -50,11 +52,18 @@ def test_torch_return_indices_through_the_gates():
             self.pool = torch.nn.MaxPool2d(2, return_indices=True)
 
         def forward(self, x):
-            return self.pool(x)[0] * 2
+            y, idx = self.pool(x)
+            return y * 2, idx
 
     f = io.BytesIO()
-    torch.onnx.export(Net(), (torch.from_numpy(X),), f, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
-    proto = onnx.load_from_string(f.getvalue())
-    model, report = surgery.apply(proto, [DropMaxPoolIndices()], inputs={"x": X})
-    assert report.steps[0].modified and report.steps[0].parity_status == "ok"
-    assert all(len(n.output) == 1 for n in model.graph.node if n.op_type == "MaxPool")
+    torch.onnx.export(Net(), (torch.from_numpy(X),), f, dynamo=False, opset_version=17, input_names=["x"],
+                      output_names=["y", "idx"])
+    model = ir.from_proto(onnx.load_from_string(f.getvalue()))
+    model.graph.outputs.pop()  # the user only wants y
+    reference = ort_run(model, {"x": X})["y"]
+    model, report = surgery.apply(model, [registry.get("cleanup")(), DropMaxPoolIndices()], inputs={"x": X})
+    step = report.steps[1]
+    assert step.modified and step.parity_status == "ok"
+    pools = [n for n in model.graph if n.op_type == "MaxPool"]
+    assert len(pools) == 1 and len(pools[0].outputs) == 1
+    np.testing.assert_array_equal(ort_run(model, {"x": X})["y"], reference)

@@ -392,3 +392,30 @@ def test_bad_options():
         MakeStatic(size_limit=-1)
     with pytest.raises(PipelineError):
         MakeStatic(max_rounds=0)
+
+
+def test_growing_loop_carried_shapes_are_not_folded():
+    """onnx infers a Loop body from the carried values' initial shapes: Shape of a growing tensor must stay."""
+    body = h.make_graph(
+        [h.make_node("Concat", ["acc_in", "one_f"], ["acc_out"], axis=0, name="b/grow"),
+         h.make_node("Shape", ["acc_out"], ["len"], name="b/shape"),
+         h.make_node("Identity", ["cond_in"], ["cond_out"], name="b/cond")],
+        "body",
+        # the exporter's trace-time annotation: the first iteration's shape
+        [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc_in", T.FLOAT, [1])],
+        [vi("cond_out", T.BOOL, []), vi("acc_out", T.FLOAT, [None]), vi("len", T.INT64, [1])],
+    )
+    proto = make_model(
+        [h.make_node("Loop", ["trip", "", "x"], ["acc", "lens"], body=body, name="loop")],
+        [vi("x", T.FLOAT, [1])], [vi("acc", T.FLOAT, [None]), vi("lens", T.INT64, [None, 1])],
+        {"trip": np.array(3, np.int64), "one_f": np.array([1.0], np.float32)},
+    )
+    model = ir.from_proto(proto)
+    MakeStatic()(model)
+    assert op_counts(model)["Shape"] == 1
+    _parity(proto, model, {"x": np.array([5.0], np.float32)})
+    unrolled = ir.from_proto(proto)
+    MakeStatic(unroll_loops=True)(unrolled)  # unrolled, every iteration's shape is known
+    assert op_counts(unrolled)["Loop"] == 0 and op_counts(unrolled)["Shape"] == 0
+    _assert_all_static(unrolled)
+    _parity(proto, unrolled, {"x": np.array([5.0], np.float32)})

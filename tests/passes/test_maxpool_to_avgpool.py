@@ -91,30 +91,34 @@ def test_only_the_named_nodes():
 
 
 @pytest.fixture(scope="module")
-def torch_maxpool_with_indices() -> onnx.ModelProto:
+def torch_maxpools() -> dict[str, onnx.ModelProto]:
+    """nn.MaxPool2d(return_indices=True) with the indices thrown away, and returned."""
     torch = pytest.importorskip("torch")
 
     class Net(torch.nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, return_indices: bool) -> None:
             super().__init__()
             self.conv = torch.nn.Conv2d(2, 4, 3, padding=1)
             self.pool = torch.nn.MaxPool2d(2, return_indices=True)
+            self.return_indices = return_indices
 
         def forward(self, x):
-            y, _ = self.pool(self.conv(x))
-            return y
+            y, idx = self.pool(self.conv(x))
+            return (y, idx) if self.return_indices else y
 
     torch.manual_seed(0)
-    f = io.BytesIO()
-    torch.onnx.export(Net().eval(), (torch.from_numpy(X[:, :, :6, :6].copy()),), f, dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"])
-    return onnx.load_from_string(f.getvalue())
+    out = {}
+    for key, flag in (("unused", False), ("returned", True)):
+        f = io.BytesIO()
+        torch.onnx.export(Net(flag).eval(), (torch.from_numpy(X[:, :, :6, :6].copy()),), f, dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y", "idx"] if flag else ["y"])
+        out[key] = onnx.load_from_string(f.getvalue())
+    return out
 
 
 @pytest.mark.torch
-def test_torch_maxpool_with_indices_deviation_is_reported(torch_maxpool_with_indices):
-    proto = torch_maxpool_with_indices
-    assert any(n.op_type == "MaxPool" and len(n.output) == 2 for n in proto.graph.node)
+def test_torch_maxpool_deviation_is_reported(torch_maxpools):
+    proto = torch_maxpools["unused"]
     x = X[:, :, :6, :6].copy()
     model, report = surgery.apply(proto, [MaxPoolToAvgPool()], inputs={"x": x})
     step = report.steps[0]
@@ -123,3 +127,13 @@ def test_torch_maxpool_with_indices_deviation_is_reported(torch_maxpool_with_ind
     # the reported deviation is the real one
     deviation = np.abs(ort_run(model, {"x": x})["y"] - ort_run(proto, {"x": x})["y"]).max()
     assert deviation > 1e-3
+
+
+@pytest.mark.torch
+def test_torch_returned_indices_are_refused(torch_maxpools):
+    proto = torch_maxpools["returned"]
+    # torch turns its per-channel indices into ONNX's flat ones with a second MaxPool and a Sub
+    consumers = [n for n in proto.graph.node if n.op_type == "Sub"]
+    assert consumers
+    with pytest.raises(PassError, match=f"consumed by Sub '{consumers[0].name}'"):
+        MaxPoolToAvgPool()(ir.from_proto(proto))

@@ -118,3 +118,22 @@ def test_light_proto_leaves_out_large_weights_and_restores_model():
 def test_to_ir_rejects_other_types():
     with pytest.raises(InputError):
         model_io.to_ir(42)  # type: ignore[arg-type]
+
+
+def test_small_external_tensors_do_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    # dynamo exports keep even tiny tensors in the .data file; gates must not look for it in the cwd
+    from surgery.instruments import checker
+    from surgery.verify.ort import run_model
+
+    proto = make_model([h.make_node("Add", ["x", "b"], ["y"], name="add")], [vi("x", T.FLOAT, [4])], [vi("y", T.FLOAT, [4])],
+                       {"b": np.arange(4, dtype=np.float32)})
+    folder = tmp_path / "models"
+    folder.mkdir()
+    _save_external(proto, folder / "m.onnx")
+    model = model_io.load(folder / "m.onnx")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    light = model_io.LightProto(model)
+    assert checker.check(light)
+    np.testing.assert_array_equal(run_model(model, {"x": np.zeros(4, np.float32)})["y"], np.arange(4, dtype=np.float32))

@@ -261,3 +261,24 @@ def test_dead_hostile_nodes_do_not_split():
     proto.graph.node.append(h.make_node("NonZero", ["/pool/Out"], ["dead_nz"], name="/dead/NonZero"))
     with pytest.raises(NothingToSplit):
         split(ir.from_proto(proto))
+
+
+def test_a_function_call_holding_nonzero_goes_to_the_tail_with_its_function():
+    select = h.make_function("custom", "Select", ["s"], ["n"],
+                             [h.make_node("NonZero", ["s"], ["nz"]), h.make_node("ReduceSum", ["nz"], ["n"], keepdims=0)],
+                             opset_imports=[h.make_opsetid("", 17)])
+    scale = h.make_function("custom", "Scale", ["a"], ["b"], [h.make_node("Add", ["a", "a"], ["b"])],
+                            opset_imports=[h.make_opsetid("", 17)])
+    nodes = [
+        h.make_node("Scale", ["x"], ["s"], name="scale", domain="custom"),
+        h.make_node("Select", ["s"], ["n"], name="select", domain="custom"),
+    ]
+    proto = make_model(nodes, [vi("x", T.FLOAT, [4])], [vi("n", T.INT64, [])], functions=[select, scale],
+                       extra_opsets={"custom": 1})
+    model = ir.from_proto(proto)
+    parts = split(model)
+    assert parts.hostile[0]["node"] == "select" and "function body contains NonZero" in parts.hostile[0]["reason"]
+    assert [k[1] for k in parts.head.functions] == ["Scale"] and [k[1] for k in parts.tail.functions] == ["Select"]
+    feeds = {"x": np.array([1.0, 0.0, 2.0, 0.0], np.float32)}
+    got = SplitRunner([parts.head, parts.tail], outputs=["n"]).run(feeds)
+    np.testing.assert_array_equal(got["n"], ort_run(model, feeds)["n"])

@@ -12,7 +12,7 @@ from surgery.doctor.finding import Severity
 
 K = TypeVar("K", bound=Hashable)
 
-__all__ = ["attr", "grouped", "severity", "present_inputs", "is_used"]
+__all__ = ["attr", "grouped", "severity", "present_inputs", "is_used", "cited"]
 
 
 def attr(node: ir.Node, name: str, default: Any = None) -> Any:
@@ -36,6 +36,14 @@ def grouped(pairs: Iterable[tuple[K, str]]) -> dict[K, list[str]]:
 
 def severity(rule: dict[str, Any], key: str = "severity") -> Severity:
     return Severity.parse(rule[key])
+
+
+def cited(facts: Any, op: str, domain: str = "ai.onnx") -> str:
+    """The shipped constraints of ``op``, quoted, to end a finding's ``why`` with the fact it rests on."""
+    fact = facts.lookup(domain, op)
+    if fact is None or not fact.constraints:
+        return ""
+    return f' Shipped data for {op}: "{fact.constraints}".'
 
 
 def present_inputs(node: ir.Node) -> int:

@@ -6,7 +6,7 @@ from surgery.doctor.checks._util import grouped, severity
 from surgery.doctor.context import Context
 from surgery.doctor.facts import normalize_domain
 from surgery.doctor.finding import Finding
-from surgery.doctor.fixes import FIX_BY_OP
+from surgery.doctor.fixes import FIX_BY_OP, FIX_NOTES
 
 NAME = "aicpu-only"
 
@@ -69,7 +69,9 @@ def check_aicpu(ctx: Context) -> list[Finding]:
                         f"AI Core {related}")
             else:
                 note = f"GE picks the AI Core {related} only when the extra inputs are constant; here they are not"
-        elif not fix:
+        elif fix:
+            note = FIX_NOTES.get(op, "")
+        else:
             note = "no pass replaces this op"
         why = f"{op} maps to {kernels}: no AI Core kernel {scope}. {rule['note']}"
         findings.append(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surgery.doctor.checks._util import grouped, severity
+from surgery.doctor.checks._util import cited, grouped, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 from surgery.doctor.fixes import FIX_BY_OP
@@ -21,7 +21,7 @@ def check_data_dependent(ctx: Context) -> list[Finding]:
             title=f"{op}: output shape depends on the data",
             nodes=labels,
             why=f"ATC accepts {op} in a single static-shape model, but not together with --dynamic_batch_size, "
-            "--dynamic_image_size or --dynamic_dims (constraints of " + op + ").",
+            "--dynamic_image_size or --dynamic_dims." + cited(ctx.facts, op),
             fix=list(FIX_BY_OP.get(op, ())),
             fix_note="split-postprocess moves it to a CPU tail model when gears are needed (a deployment decision)",
             source="atc_onnx_ops.csv constraints",

@@ -17,6 +17,7 @@ def check_domains(ctx: Context) -> list[Finding]:
     calls = [e.label for e in ctx.entries if ctx.calls_function(e.node)]
     if ctx.model.functions:
         names = sorted(f"{f.domain}::{f.name}" for f in ctx.model.functions.values())
+        domains = sorted({f.domain for f in ctx.model.functions.values()})
         findings.append(
             Finding(
                 check=NAME,
@@ -25,12 +26,13 @@ def check_domains(ctx: Context) -> list[Finding]:
                 nodes=calls or names,
                 why=(
                     "ATC parses graph nodes only: a call to a model-local function is an op of the function's "
-                    "domain, and ATC registers none. ATC stops on it (E16005 on extra domains, or no parser)."
+                    f"domain ({', '.join(domains)}), and ATC registers none. ATC stops on it ({rule['error']}; "
+                    "or no parser for the call)."
                 ),
                 fix=["inline-functions"],
                 fix_note="inline-functions replaces each call by the function body and drops unused domains",
                 source="ge-parser lookup key",
-                details={"functions": names},
+                details={"functions": names, "domains": domains},
             )
         )
     known = ctx.facts.domains()
@@ -51,7 +53,7 @@ def check_domains(ctx: Context) -> list[Finding]:
             fix: list[str] = []
             note = "nodes of this domain are custom ops ATC does not register: no pass replaces them"
         elif users:
-            fix, note = ["inline-functions"], "inline-functions replaces the calls and drops the import"
+            continue  # only function calls use it: the functions finding above covers it
         else:
             fix, note = ["inline-functions"], "inline-functions drops opset imports that no node uses"
         findings.append(

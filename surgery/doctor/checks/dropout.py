@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surgery.doctor.checks._util import is_used, severity
+from surgery.doctor.checks._util import cited, is_used, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
@@ -22,7 +22,7 @@ def check_dropout(ctx: Context) -> list[Finding]:
         mode = ctx.const(ctx.input(node, 2))
         if mode is not None and bool(mode.reshape(-1)[0]):
             training.append(entry.label)
-    why = "GE's DropOutPass replaces Dropout by its input and produces no mask (constraints of Dropout)."
+    why = "GE's DropOutPass replaces Dropout by its input and produces no mask." + cited(ctx.facts, "Dropout")
     findings = []
     if mask_used:
         findings.append(

@@ -8,6 +8,9 @@ from surgery.doctor.finding import Finding, Severity
 
 NAME = "dynamic-dims"
 
+# ONNX ops whose output shape depends on input values (ONNX semantics, not an ATC fact).
+_DATA_DEPENDENT = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress", "Loop", "Scan", "TopK"})
+
 
 def _fmt(dims: tuple[int | str | None, ...] | None) -> str:
     if dims is None:
@@ -48,14 +51,24 @@ def check_dynamic_dims(ctx: Context) -> list[Finding]:
             )
         )
         return findings
-    # Inputs are static: symbolic dims still written inside the model are stale annotations or
-    # data-dependent shapes.
+    # Inputs are static: symbolic dims still written inside the model are stale annotations, unless
+    # they lie downstream of an op whose output shape depends on the data (those stay dynamic).
+    tainted: set[int] = set()
     stale = []
-    for value in list(graph.outputs) + [o for e in ctx.entries if not e.in_function for o in e.node.outputs]:
-        if value is None or value.shape is None:
+    for entry in ctx.entries:
+        if entry.in_function:
             continue
-        if not all(isinstance(d, int) for d in value.shape):
-            stale.append(value.name or "?")
+        node = entry.node
+        data_dependent = node.op_type in _DATA_DEPENDENT and not (
+            node.op_type == "TopK" and ctx.is_shape_arithmetic(ctx.input(node, 1))
+        )
+        if data_dependent or any(v is not None and id(v) in tainted for v in node.inputs):
+            tainted.update(id(o) for o in node.outputs)
+            continue
+        stale += [o.name or "?" for o in node.outputs
+                  if o.shape is not None and not all(isinstance(d, int) for d in o.shape)]
+    stale += [v.name for v in graph.outputs if id(v) not in tainted and v.shape is not None
+              and not all(isinstance(d, int) for d in v.shape)]
     if stale:
         stale = list(dict.fromkeys(stale))
         findings.append(
@@ -65,8 +78,9 @@ def check_dynamic_dims(ctx: Context) -> list[Finding]:
                 title=f"{len(stale)} tensor(s) keep symbolic dims although every input is static",
                 nodes=stale,
                 why=(
-                    "The inputs are static, so these dims are stale annotations or come from data-dependent "
-                    "ops. ATC re-infers shapes, but stale annotations mislead other tools."
+                    "The inputs are static and these tensors do not follow a data-dependent op (NonZero, NMS, "
+                    "Unique, TopK with a data k …), so their symbolic dims are stale annotations. ATC re-infers "
+                    "shapes, but stale annotations mislead other tools."
                 ),
                 fix=["make-static"],
                 fix_note="make-static re-infers every tensor and rewrites value_info",

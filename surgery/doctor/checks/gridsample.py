@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surgery.doctor.checks._util import attr, grouped, severity
+from surgery.doctor.checks._util import attr, cited, grouped, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
@@ -35,7 +35,7 @@ def check_gridsample(ctx: Context) -> list[Finding]:
             fix, note = [], "decompose-gridsample handles 4-D GridSample only"
         findings.append(
             Finding(check=NAME, severity=severity(rule), title=title, nodes=labels,
-                    why=why + " (constraints of GridSample)", fix=fix, fix_note=note,
+                    why=why + cited(ctx.facts, "GridSample"), fix=fix, fix_note=note,
                     source="atc_onnx_ops.csv constraints (CANN GridSample page, ops-cv README)",
                     details={"kind": kind, "value": value})
         )

@@ -64,17 +64,21 @@ def check_int64(ctx: Context) -> list[Finding]:
         node = entry.node
         if id(node) in covered or ctx.folds(node):
             continue
-        if any(o is not None and ctx.dtype(o) == ir.DataType.INT64 for o in node.outputs):
+        int64_out = any(o is not None and ctx.dtype(o) == ir.DataType.INT64 for o in node.outputs)
+        int64_in = any(v is not None and ctx.dtype(v) == ir.DataType.INT64 and not ctx.is_shape_arithmetic(v)
+                       for v in node.inputs)
+        if int64_out and int64_in:  # int64 in, int64 out: int64 arithmetic on the device
             runtime.append(entry.label)
     if runtime:
         findings.append(
             Finding(
                 check=NAME,
                 severity=Severity.INFO,
-                title=f"{len(runtime)} node(s) compute int64 at run time",
+                title=f"{len(runtime)} node(s) compute on int64 at run time",
                 nodes=runtime,
                 why=(
-                    "These int64 tensors are not shape arithmetic, so they reach device kernels. AI Core int64 "
+                    "These nodes take and produce int64 tensors that are not shape arithmetic, so the work reaches "
+                    "device kernels. AI Core int64 "
                     "support varies by op and SoC and the shipped data has no per-kernel dtype list; ops without "
                     "an int64 AI Core kernel run on AICPU."
                 ),

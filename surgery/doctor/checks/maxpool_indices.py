@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surgery.doctor.checks._util import is_used, severity
+from surgery.doctor.checks._util import cited, is_used, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
@@ -26,7 +26,7 @@ def check_maxpool_indices(ctx: Context) -> list[Finding]:
                 consumers.append(f"graph output {indices.name}")
         else:
             unused.append(entry.label)
-    why = "ATC's MaxPool mapping rejects the Indices output (constraints of MaxPool in the shipped table)."
+    why = "ATC's MaxPool mapping rejects the Indices output." + cited(ctx.facts, "MaxPool")
     findings = []
     if unused:
         findings.append(

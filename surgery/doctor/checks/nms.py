@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surgery.doctor.checks._util import present_inputs, severity
+from surgery.doctor.checks._util import cited, present_inputs, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
@@ -30,7 +30,7 @@ def check_nms(ctx: Context) -> list[Finding]:
                 title=f"{len(short)} NonMaxSuppression(s) with fewer than {rule['min_inputs']} inputs",
                 nodes=short,
                 why="NonMaxSuppression with 3 or 4 inputs crashes ATC 9.0.1 (a segfault, no error message); "
-                "it must be given all five (constraints of NonMaxSuppression).",
+                "it must be given all five." + cited(ctx.facts, "NonMaxSuppression"),
                 fix=["complete-nms-inputs"],
                 fix_note="complete-nms-inputs adds the missing inputs with values that keep ONNX semantics",
                 source="atc_onnx_ops.csv constraints (field report, ATC 9.0.1)",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surgery.doctor.checks._util import attr, grouped, severity
+from surgery.doctor.checks._util import attr, cited, grouped, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
@@ -46,7 +46,7 @@ def check_pad(ctx: Context) -> list[Finding]:
         findings.append(
             Finding(
                 check=NAME, severity=severity(rule), title=title, nodes=labels,
-                why=why + " (constraints of Pad)", fix=[],
+                why=why + cited(ctx.facts, "Pad"), fix=[],
                 fix_note="no pass rewrites this Pad",
                 source="atc_onnx_ops.csv constraints (CANN Pad page)", details={"kind": kind, "value": value},
             )

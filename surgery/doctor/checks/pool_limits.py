@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from surgery.doctor.checks._util import attr, grouped, severity
+from surgery.doctor.checks._util import attr, cited, grouped, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
@@ -40,14 +40,15 @@ def check_pool_limits(ctx: Context) -> list[Finding]:
     findings = []
     for (kind, title, sev), labels in grouped(pairs).items():
         slow = kind == "limits"
+        op = "AveragePool" if kind == "avg_kernel" else "MaxPool"
         findings.append(
             Finding(
                 check=NAME,
                 severity=sev,
                 title=title,
                 nodes=labels,
-                why=("the MaxPool kernel falls back to AICPU beyond these limits" if slow
-                     else "the CANN ONNX op page does not support it") + " (constraints in the shipped table).",
+                why=("The MaxPool kernel falls back to AICPU beyond these limits" if slow
+                     else "The CANN ONNX op page does not support it") + "." + cited(ctx.facts, op),
                 fix=[],
                 fix_note="maxpool-to-avgpool can replace a MaxPool when average pooling is acceptable (changes results)"
                 if kind in ("limits", "dilations") else "no pass rewrites this pooling",

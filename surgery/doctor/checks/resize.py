@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from surgery.doctor.checks._util import attr, grouped, severity
+from surgery.doctor.checks._util import attr, cited, grouped, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
@@ -66,7 +66,7 @@ def check_resize(ctx: Context) -> list[Finding]:
                    "differ. Outputs can shift by half a pixel: compare outputs on device.")
             note = "no pass changes ATC's coordinate mapping"
         findings.append(
-            Finding(check=NAME, severity=sev, title=title, nodes=labels, why=why + " (constraints of Resize)",
+            Finding(check=NAME, severity=sev, title=title, nodes=labels, why=why + cited(ctx.facts, "Resize"),
                     fix=fix, fix_note=note, source="atc_onnx_ops.csv constraints (CANN Resize page)",
                     details={"kind": kind, "value": value})
         )

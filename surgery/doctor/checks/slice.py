@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from surgery.doctor.checks._util import attr, grouped, severity
+from surgery.doctor.checks._util import attr, cited, grouped, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
@@ -63,7 +63,7 @@ def check_slice(ctx: Context) -> list[Finding]:
         findings.append(
             Finding(
                 check=NAME, severity=severity(rule), title=title, nodes=labels,
-                why=why + " (constraints of Slice)", fix=[],
+                why=why + cited(ctx.facts, "Slice"), fix=[],
                 fix_note="no pass rewrites this Slice; move the last axis (Transpose) or slice on the CPU",
                 source="atc_onnx_ops.csv constraints (CANN Slice page)", details={"kind": kind},
             )

@@ -70,9 +70,7 @@ def test_expected_details(exports):
 @pytest.mark.parametrize("situation", SITUATIONS)
 def test_round_trip_leaves_nothing_that_will_fail(exports, situation, tmp_path, capsys, monkeypatch):
     path = exports[situation]
-    # Run from the model's folder: `surgery apply` currently resolves small external tensors (under
-    # LightProto's 1 KiB threshold) against the working directory in its input checker.
-    monkeypatch.chdir(path.parent)
+    monkeypatch.chdir(tmp_path)  # not the model's folder: external data must resolve from the model path
     toml = tmp_path / "p.toml"
     main(["doctor", str(path), "--emit-pipeline", str(toml)])
     capsys.readouterr()

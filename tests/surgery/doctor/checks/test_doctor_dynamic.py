@@ -36,3 +36,10 @@ def test_static_inputs_with_stale_annotations_are_info(run_check):
 def test_static_model_passes(run_check):
     model = make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, [1, 3])], [vi("y", T.FLOAT, [1, 3])])
     assert run_check(check_dynamic_dims, model) == []
+
+
+def test_dims_after_data_dependent_ops_are_not_stale(run_check):
+    model = make_model([h.make_node("NonZero", ["x"], ["nz"], name="nz"),
+                        h.make_node("Transpose", ["nz"], ["y"], name="t")],
+                       [vi("x", T.FLOAT, [4])], [vi("y", T.INT64, ["k", 1])])
+    assert run_check(check_dynamic_dims, model) == []

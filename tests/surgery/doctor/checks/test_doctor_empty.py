@@ -28,3 +28,10 @@ def test_resize_empty_roi_passes(run_check):
                        [vi("x", T.FLOAT, [1, 1, 2, 2])], [vi("y", T.FLOAT, [1, 1, 4, 4])],
                        {"roi": np.zeros(0, np.float32), "scales": np.array([1, 1, 2, 2], np.float32)})
     assert run_check(check_empty, model) == []
+
+
+def test_empty_parameter_lists_pass(run_check):
+    # ReduceSum with an empty axes list means "reduce all" (noop_with_empty_axes=0): a parameter, not data.
+    model = make_model([h.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0, name="sum")],
+                       [vi("x", T.FLOAT, [2, 3])], [vi("y", T.FLOAT, [])], {"axes": np.zeros(0, np.int64)})
+    assert run_check(check_empty, model) == []

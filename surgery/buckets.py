@@ -1,0 +1,191 @@
+"""Shape buckets: one dynamic model in, one static model per bucket out (ATC on 310 needs them).
+
+A bucket spec binds a dim (``batch``, or an input axis ``x[0]``) to several sizes:
+``"batch=1,4,8"`` or ``{batch = [1, 4, 8]}`` (several keys must list as many sizes; they are
+zipped). For each bucket the pipeline runs once, gated as usual, with the binding added to its
+``fix-shapes`` step (one is put first if it has none), and the result is written as
+``OUT.batch1.onnx``, ``OUT.batch4.onnx`` … with the ``atc`` line that compiles it. When the
+buckets cover dim 0 of every input, the single-model alternative (ATC's dynamic batch gears) is
+given as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from surgery import model_io
+from surgery.atc import AtcCommand, atc_command, dynamic_batch_command
+from surgery.errors import PipelineError, SurgeryError
+from surgery.pipeline import Pipeline, Step
+from surgery.report import Report
+from surgery.shapes.spec import parse_bucket_spec
+
+__all__ = ["BucketRun", "BucketsResult", "apply_buckets", "bucket_pipeline", "bucket_label"]
+
+logger = logging.getLogger(__name__)
+
+BucketSpec = Union[str, Mapping[str, Any]]
+
+
+@dataclasses.dataclass
+class BucketRun:
+    """One bucket's result."""
+
+    label: str
+    binding: dict[str, int]
+    model: ir.Model
+    report: Report
+    output: Path | None = None
+    atc: AtcCommand | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "binding": self.binding,
+            "output": str(self.output) if self.output else None,
+            "atc": self.atc.to_dict() if self.atc else None,
+            "report": self.report.to_dict(),
+        }
+
+
+@dataclasses.dataclass
+class BucketsResult:
+    """Every bucket's run, and the dynamic-batch alternative when it applies."""
+
+    runs: list[BucketRun]
+    dynamic_batch: AtcCommand | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(r.report.ok for r in self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "buckets": [r.to_dict() for r in self.runs],
+            "dynamic_batch_alternative": self.dynamic_batch.to_dict() if self.dynamic_batch else None,
+        }
+
+
+def bucket_label(binding: Mapping[str, int]) -> str:
+    """``{"batch": 4}`` → ``batch4``; ``{"x[0]": 4, "seq": 128}`` → ``x0_4_seq128`` (file-name safe)."""
+    parts = []
+    for key, size in binding.items():
+        stem = re.sub(r"[^A-Za-z0-9]+", "", key) or "dim"
+        parts.append(f"{stem}{'_' if stem[-1].isdigit() else ''}{size}")
+    return "_".join(parts)
+
+
+def bucket_pipeline(pipeline: Pipeline, binding: Mapping[str, int]) -> Pipeline:
+    """A copy of ``pipeline`` whose ``fix-shapes`` step also binds ``binding`` (added first if absent)."""
+    from surgery.passes.fix_shapes import FixShapes
+
+    steps = list(pipeline.steps)
+    for i, step in enumerate(steps):
+        if step.name == FixShapes.name:
+            dims = {**step.pass_.options.dims, **binding}
+            steps[i] = Step(step.pass_.with_options(dims=dims), step.verify)
+            break
+    else:
+        steps.insert(0, Step(FixShapes(dims=dict(binding))))
+    return dataclasses.replace(pipeline, steps=steps, buckets={})
+
+
+def _fresh(model: model_io.ModelLike) -> Any:
+    """A model each bucket may transform in place without touching the others."""
+    if isinstance(model, (str, os.PathLike)):
+        return model_io.load(model)
+    if isinstance(model, onnx.ModelProto):
+        return ir.from_proto(model)
+    if isinstance(model, ir.Model):
+        return model.clone()
+    return model_io.to_ir(model)
+
+
+def _covers_batch(model: ir.Model, spec: Mapping[str, tuple[int, ...]]) -> bool:
+    """Whether the buckets bind dim 0 of every input (and nothing else)."""
+    if len(spec) != 1:
+        return False
+    key = next(iter(spec))
+    inputs = [v for v in model.graph.inputs if v.name not in model.graph.initializers]
+    if not inputs:
+        return False
+    m = re.match(r"^(?P<name>.+)\[(?P<axis>-?\d+)\]$", key)
+    if m:
+        return len(inputs) == 1 and inputs[0].name == m.group("name") and int(m.group("axis")) == 0
+    for value in inputs:
+        if value.shape is None or len(value.shape) == 0:
+            return False
+        dim0 = value.shape[0]
+        if not (isinstance(dim0, ir.SymbolicDim) and dim0.value == key):
+            return False
+    return True
+
+
+def apply_buckets(
+    model: model_io.ModelLike,
+    pipeline: Any,
+    buckets: BucketSpec | None = None,
+    *,
+    inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+    verify: Any = None,
+    output: str | os.PathLike | None = None,
+    reproducer_dir: str | os.PathLike | None = None,
+    progress: Any = None,
+    soc_version: str | None = None,
+) -> BucketsResult:
+    """Run ``pipeline`` once per bucket (see the module docstring); each run is gated.
+
+    ``buckets`` defaults to the pipeline's ``[buckets]`` table. Raises what :func:`surgery.apply`
+    raises, the message prefixed with the bucket (``bucket batch4: ...``).
+    """
+    from surgery.api import apply, artifact_path, resolve_pipeline
+
+    pipe = resolve_pipeline(pipeline)
+    source = buckets if buckets is not None else pipe.buckets
+    if not source:
+        raise PipelineError("no buckets: give e.g. --buckets \"batch=1,4,8\" or a [buckets] table")
+    spec = parse_bucket_spec(source, where="buckets")
+    count = len(next(iter(spec.values())))
+    out = Path(output) if output is not None else None
+    runs: list[BucketRun] = []
+    probe: ir.Model | None = None
+    for i in range(count):
+        binding = {key: sizes[i] for key, sizes in spec.items()}
+        label = bucket_label(binding)
+        working = _fresh(model)
+        if probe is None:
+            probe = working.clone() if isinstance(working, ir.Model) else None
+        target = artifact_path(out, label) if out is not None else None
+        if progress is not None:
+            progress(f"bucket {label}")
+        try:
+            result, report = apply(
+                working, bucket_pipeline(pipe, binding), inputs=inputs, verify=verify, output=target,
+                reproducer_dir=(Path(reproducer_dir) / label) if reproducer_dir else None, progress=progress,
+                soc_version=soc_version,
+            )
+        except SurgeryError as exc:
+            if exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"bucket {label}: {exc.args[0]}", *exc.args[1:])
+            raise
+        atc = atc_command(result, target, soc_version=soc_version) if target is not None else None
+        report.extra["bucket"] = {"label": label, "binding": binding}
+        runs.append(BucketRun(label, binding, result, report, target, atc))
+    dynamic: AtcCommand | None = None
+    if probe is not None and _covers_batch(probe, spec):
+        sizes = next(iter(spec.values()))
+        src = str(model) if isinstance(model, (str, os.PathLike)) else "MODEL.onnx"
+        dynamic = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
+                                        output=out if out is not None else None)
+    return BucketsResult(runs, dynamic)

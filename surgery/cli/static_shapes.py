@@ -1,0 +1,64 @@
+"""``surgery apply`` options for static-shape targets: ``--buckets`` and ``--soc-version``.
+
+``apply.py`` adds these arguments, hands bucketed runs to :func:`run_buckets` and prints the
+``atc`` lines of what it wrote with :func:`print_atc`. The work is done by
+:func:`surgery.buckets.apply_buckets` and :mod:`surgery.atc`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from surgery.errors import GateError
+
+__all__ = ["add_arguments", "run_buckets", "print_atc"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--buckets", metavar="SPEC",
+                        help='one static model per size, e.g. "batch=1,4,8" (a dim name or an input axis '
+                             '"x[0]"); outputs are OUT.batch1.onnx …; overrides the [buckets] table')
+    parser.add_argument("--soc-version", metavar="SOC",
+                        help="Ascend SoC for the printed atc command lines (e.g. Ascend310P3)")
+
+
+def print_atc(report: Any, *, file: Any = None) -> None:
+    """Print the ``atc`` line of every model the run wrote."""
+    out = file or sys.stdout
+    for command in report.extra.get("atc", []):
+        print(f"atc: {command['command']}", file=out)
+
+
+def _progress(message: str) -> None:
+    if sys.stderr.isatty():
+        print(f"surgery: {message}", file=sys.stderr, flush=True)
+
+
+def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Path) -> int:
+    from surgery.buckets import apply_buckets
+
+    try:
+        result = apply_buckets(
+            args.model, pipeline, args.buckets, inputs=args.inputs, verify=args.verify, output=output,
+            reproducer_dir=repro, progress=_progress, soc_version=args.soc_version,
+        )
+    except GateError as exc:
+        if exc.report is not None and not args.quiet:
+            print(exc.report.table())
+        raise
+    for run in result.runs:
+        run.report.source = str(args.model)
+        if not args.quiet:
+            print(f"== bucket {run.label} ({', '.join(f'{k}={v}' for k, v in run.binding.items())}) -> {run.output}")
+            print(run.report.table())
+            print_atc(run.report)
+    if result.dynamic_batch is not None and not args.quiet:
+        print("== single-model alternative (ATC dynamic batch gears):")
+        print(f"atc: {result.dynamic_batch.line()}")
+    if args.report:
+        Path(args.report).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return 0

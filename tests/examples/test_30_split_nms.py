@@ -1,0 +1,56 @@
+"""examples/30_split_nms: the README's commands, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from surgery.testing import op_counts
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "30_split_nms"
+
+pytestmark = pytest.mark.torch
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
+
+
+def test_readme_commands(tmp_path):
+    proc = _run(str(EXAMPLE / "detector.py"), str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    legacy, dynamo = tmp_path / "detector_legacy.onnx", tmp_path / "detector_dynamo.onnx"
+
+    proc = _run("-m", "surgery", "split", str(legacy), "--head", str(tmp_path / "head.onnx"), "--tail", str(tmp_path / "tail.onnx"))
+    assert proc.returncode == 0, proc.stderr
+    assert "first hostile node: /NonMaxSuppression" in proc.stdout and "head then tail vs original: ok" in proc.stdout
+    manifest = json.loads((tmp_path / "head.split.json").read_text())
+    assert len(manifest["boundary"]) == 9
+    assert sum(b["dtype"] == "int64" for b in manifest["boundary"]) == 5
+    assert [(p["name"], p["produces"]) for p in manifest["parts"]] == [("head", ["pred"]), ("tail", ["detections"])]
+    assert op_counts(onnx.load(tmp_path / "head.onnx"))["NonMaxSuppression"] == 0
+
+    proc = _run(str(EXAMPLE / "deploy.py"), str(tmp_path / "head.split.json"), str(legacy))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 4 and all("same shapes: True, max abs difference 0" in line for line in lines)
+    assert len({line.split(": ")[1].split(" detections")[0] for line in lines}) > 1  # 6 and 10 detections
+
+    proc = _run("-m", "surgery", "apply", str(EXAMPLE / "passes.toml"), str(dynamo), "-o", str(tmp_path / "npu.onnx"))
+    assert proc.returncode == 0, proc.stderr
+    assert "boundary (auto): gather, gather_1" in proc.stdout
+    assert proc.stdout.count("ok (max abs 0)") >= 2
+    head = onnx.load(tmp_path / "npu.onnx")
+    assert all(d.HasField("dim_value") for v in head.graph.input for d in v.type.tensor_type.shape.dim)
+    assert op_counts(onnx.load(tmp_path / "npu.tail.onnx"))["NonMaxSuppression"] == 1
+
+    proc = _run("-m", "surgery", "compare", str(legacy), str(tmp_path / "detector_perturbed.onnx"), "--failures-only")
+    assert proc.returncode == 1, proc.stderr
+    assert ("first divergent tensor: '/backbone/backbone.2/Conv_output_0' (output of Conv '/backbone/backbone.2/Conv')"
+            in proc.stdout)
+    assert "its initializer input 'backbone.2.weight' differs from the reference's (max abs 0.05" in proc.stdout
