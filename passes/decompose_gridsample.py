@@ -10,7 +10,7 @@ transformers. The decomposition follows the ONNX (and torch) definition exactly:
    reflects them about the image edges (about pixel centres or edges, per ``align_corners``) and
    clips, ``zeros`` leaves them;
 3. ``bilinear``: gather the four neighbours with GatherElements on the image flattened to
-   ``[N, C, H*W]`` and blend them with the bilinear weights; a neighbour outside the image
+   ``[N, C, H*W]`` (int32 indices) and blend them with the bilinear weights; a neighbour outside the image
    contributes 0. ``nearest``: round half to even (as torch and ONNX Runtime) and gather one.
 
 Both the opset-16 (``bilinear``/``bicubic``) and opset-20 (``linear``/``cubic``) mode names are
@@ -150,7 +150,7 @@ class GridSampleRule(Rule):
             """Gather X at integer-valued float coords (clamped), as [N, C, Ho, Wo]."""
             xc, yc = k.clip(xs, w), k.clip(ys, h)
             idx = b.op("Add", b.op("Mul", yc, k.c(float(w), "width")), xc)
-            idx = b.op("Reshape", b.cast(idx, ir.DataType.INT64), index_shape)
+            idx = b.op("Reshape", b.cast(idx, ir.DataType.INT32), index_shape)  # int32: AI Core, and H*W < 2**24
             idx = b.op("Expand", idx, expand_shape)
             gathered = b.op("GatherElements", flat, idx, axis=2)
             return b.op("Reshape", gathered, out_shape)

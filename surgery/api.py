@@ -105,6 +105,14 @@ def apply(
                 target = artifact_path(out, key)
                 model_io.save(extra, target)
                 report.artifacts[key] = str(target)
+        if report.chained:
+            from surgery import partition
+
+            chained = {k: report.models[k] for k in report.chained}
+            files = {"head": out.name, **{k: artifact_path(out, k).name for k in chained}}
+            data = partition.manifest(result_model, chained, files=files, original_outputs=report.extra.get("original_outputs"))
+            manifest_path = partition.write_manifest(out.with_name(out.stem + ".split.json"), data)
+            report.artifacts["manifest"] = str(manifest_path)
         from surgery.atc import report_atc_commands
 
         report_atc_commands(report, result_model, out, soc_version=soc_version)

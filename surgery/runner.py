@@ -74,8 +74,10 @@ class _State:
     model: ir.Model
     snapshot: LightProto | None
     chained: dict[str, ir.Model]
+    original: LightProto | None = None
     carried: Tolerance | None = None  # loosest tolerance of approx passes since the reference
     pending_end: bool = False
+    renamed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Runner:
@@ -145,9 +147,11 @@ class Runner:
         started = time.perf_counter()
         cfg = self.pipeline.verify
         report.initial = model_stats(model)
-        light = LightProto(model)
+        report.extra["original_outputs"] = [v.name for v in model.graph.outputs]
+        self._gated = any(m != "off" for s in self.pipeline.steps for m in self._modes(s))
+        light = LightProto(model) if self._gated else None
         full_check = True
-        if any(self._modes(s)[0] != "off" for s in self.pipeline.steps):
+        if light is not None and any(self._modes(s)[0] != "off" for s in self.pipeline.steps):
             outcome = checker.check(light, full=True)
             if not outcome:
                 basic = checker.check(light, full=False)
@@ -160,7 +164,7 @@ class Runner:
         if self._needs_parity():
             self.progress("computing reference outputs of the original model")
             plan, oracle = self._oracle(model, light, report)
-        state = _State(model=model, snapshot=light if self.reproducer_dir else None, chained={})
+        state = _State(model=model, snapshot=light if self.reproducer_dir else None, chained={}, original=light)
         total = len(self.pipeline.steps)
         nodes_each_limit = cfg.parity_max_nodes
         for index, step in enumerate(self.pipeline.steps, 1):
@@ -177,6 +181,7 @@ class Runner:
             step_report.modified = bool(result.modified)
             step_report.stats = dict(result.stats)
             step_report.notes.extend(result.notes)
+            state.renamed.update(result.renamed)
             for key, part in result.chained.items():
                 state.chained[key] = part
             for key, value in result.artifacts.items():
@@ -186,6 +191,9 @@ class Runner:
                 step_report.checker = step_report.ort = step_report.parity_status = "unchanged"
                 continue
             step_report.after = model_stats(state.model)
+            if not self._gated:
+                step_report.checker = step_report.ort = step_report.parity_status = "off"
+                continue
             self._gate_step(step, step_report, result, state, plan, oracle, full_check, nodes_each_limit, report)
         if state.pending_end:
             self._gate_end(state, plan, oracle, full_check, report)
@@ -260,8 +268,9 @@ class Runner:
             step_report.checker = "at end" if checker_mode == "end" else "off"
         tol, user_set = self._tolerance(step, state)
         if parity_mode == "each" and oracle is not None and plan is not None:
-            evaluation = self._evaluate(step, state, light, plan, oracle, report, step_report)
-            diffs = compare_outputs(evaluation.outputs, oracle.outputs, oracle.output_names, tol)
+            feeds, expected, names = self._reference(state, plan, oracle)
+            evaluation = self._evaluate(step, state, light, plan, oracle, report, step_report, feeds=feeds)
+            diffs = compare_outputs(evaluation.outputs, expected, names, tol)
             step_report.parity = diffs
             if changes:
                 for d in diffs:
@@ -305,6 +314,7 @@ class Runner:
         step_report: StepReport | None,
         *,
         load_only: bool = False,
+        feeds: dict[str, np.ndarray] | None = None,
     ) -> Evaluation:
         allow_reference = oracle is not None and oracle.uses_reference
         try:
@@ -326,7 +336,8 @@ class Runner:
                 return Evaluation({}, "onnxruntime")
             assert plan is not None
             evaluation = evaluate(
-                state.model, plan.feeds, light=light, chained=list(state.chained.values()), allow_reference=allow_reference
+                state.model, feeds if feeds is not None else plan.feeds, light=light,
+                chained=list(state.chained.values()), allow_reference=allow_reference,
             )
         except OrtLoadError as exc:
             if step_report:
@@ -352,8 +363,9 @@ class Runner:
             for s in self.pipeline.steps:
                 if s.pass_.numerics is Numerics.APPROX and s.pass_.default_tolerance is not None:
                     tol = tol.loosest(s.verify.tolerance or s.pass_.default_tolerance)
-            evaluation = self._evaluate(None, state, light, plan, oracle, report, None)
-            diffs = compare_outputs(evaluation.outputs, oracle.outputs, oracle.output_names, tol)
+            feeds, expected, names = self._reference(state, plan, oracle)
+            evaluation = self._evaluate(None, state, light, plan, oracle, report, None, feeds=feeds)
+            diffs = compare_outputs(evaluation.outputs, expected, names, tol)
             report.extra.setdefault("final_parity", [d.to_dict() for d in diffs])
             bad = [d for d in diffs if not d.ok]
             report.final_checks.append(f"final parity: {'ok' if not bad else 'FAILED'} ({len(diffs)} outputs)")
@@ -363,6 +375,21 @@ class Runner:
             self._evaluate(None, state, light, plan, oracle, report, None, load_only=True)
             report.final_checks.append("final onnxruntime load: ok")
 
+    def _reference(self, state: _State, plan: FeedPlan, oracle: Oracle) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+        """Feeds, expected outputs and output names to compare the current model against.
+
+        Normally the parity feeds and the oracle's outputs. When a pass cut the model down to a
+        slice of the original (``extract``), its inputs are intermediate tensors of the original:
+        both the slice's feeds and its expected outputs are read from a run of the original.
+        """
+        inputs = {v.name for v in state.model.graph.inputs if v.name not in state.model.graph.initializers}
+        if inputs <= set(plan.feeds) or state.original is None:
+            return plan.feeds, oracle.outputs, oracle.output_names
+        from surgery.partition import slice_reference
+
+        feeds, expected = slice_reference(state.original.full_model(), state.model, plan.feeds)
+        return feeds, expected, [v.name for v in state.model.graph.outputs]
+
     # -- failures -------------------------------------------------------------------------
     def _fail_parity(self, step: Step | None, state: _State, plan: FeedPlan | None, report: Report, bad: list, evaluation: Evaluation) -> None:
         worst = bad[0]
@@ -370,7 +397,20 @@ class Runner:
         message = f"parity gate failed {where}: output {worst.describe()}"
         if len(bad) > 1:
             message += f"; {len(bad) - 1} more output(s) differ"
+        divergence = self._divergence(state, plan, worst.tolerance, step is not None)
+        if divergence:
+            message += f"; {divergence}"
         self._fail(step, state, plan, report, "parity", message)
+
+    def _divergence(self, state: _State, plan: FeedPlan | None, tol: Tolerance | None, after_step: bool) -> str | None:
+        """Name the first tensor that diverges: between the model before the failing pass and
+        after it (or the original and the final model for an end-of-run failure)."""
+        reference = state.snapshot if after_step else state.original
+        if reference is None or plan is None or tol is None:
+            return None
+        from surgery.verify.layerwise import divergence_message
+
+        return divergence_message(reference.full_model(), state.model, plan.feeds, tol, renamed=state.renamed or None)
 
     def _fail(self, step: Step | None, state: _State, plan: FeedPlan | None, report: Report, gate: str, message: str) -> None:
         name = step.name if step else None

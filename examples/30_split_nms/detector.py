@@ -176,7 +176,6 @@ def export(out_dir: str | Path, *, dynamo: bool, size: int = 32, batch: int = 1,
 
 def perturb(source: str | Path, target: str | Path, weight: str = "backbone.2.weight", delta: float = 0.05) -> Path:
     """Copy ``source`` with one element of a Conv weight changed (for ``surgery compare``)."""
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 

@@ -60,7 +60,9 @@ class Builder:
         The node is named ``<base>/<suffix or op_type>`` unless ``name`` gives the exact name
         (for a node that takes over the name of the one it replaces).
         """
-        attributes = ir.convenience.convert_attributes({k: _attr(v) for k, v in attrs.items() if v is not None})
+        attributes = (
+            ir.convenience.convert_attributes({k: _attr(v) for k, v in attrs.items() if v is not None}) if attrs else []
+        )
         # Trailing absent inputs are dropped; absent ones in the middle stay empty.
         ins = list(inputs)
         while ins and ins[-1] is None:
@@ -83,10 +85,14 @@ class Builder:
         if key in self._consts:  # one Constant per distinct value within a rewrite
             return self._consts[key]
         name = self.names.derive(self.base, suffix)
-        out = self.op("Constant", value=ir.tensor(array, name=name), name=name)
-        out.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+        tensor = ir.Tensor(np.asarray(array, order="C"), name=name)
+        node = ir.Node("", "Constant", [], [ir.AttrTensor("value", tensor)], name=name)
+        out = node.outputs[0]
+        out.name = self.names.derive(name, "out")
+        out.type = ir.TensorType(tensor.dtype)
         out.shape = ir.Shape(array.shape)
-        out.const_value = ir.tensor(array, name=out.name)
+        out.const_value = tensor
+        self.nodes.append(node)
         self._consts[key] = out
         return out
 

@@ -253,6 +253,11 @@ def run_exposing(model: ir.Model | Sequence[ir.Model], feeds: Mapping[str, np.nd
     tensors = _computed(chain)
     env = _base_env(chain, feeds)
     result = {n: env[n] for n in names if n in env}
+    for n in names:  # initializers and Constant outputs asked for by name
+        if n not in result and n not in tensors:
+            array = _constant_of(chain, n)
+            if array is not None:
+                result[n] = array
     for p, part in enumerate(chain):
         wanted = [tensors[n].value for n in names if n not in result and n in tensors and tensors[n].part == p]
         result.update(_fetch(part, wanted, env))

@@ -65,11 +65,12 @@ class OrtSession:
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         del data
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self._input_types = {i.name: _ORT_TYPES.get(i.type) for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         wanted = list(outputs) if outputs is not None else self.output_names
-        usable = {k: v for k, v in feeds.items() if k in self.input_names}
+        usable = {k: cast_feed(v, self._input_types.get(k)) for k, v in feeds.items() if k in self.input_names}
         results = self.session.run(wanted, usable)
         return dict(zip(wanted, results))
 
@@ -77,6 +78,29 @@ class OrtSession:
         self.session = None  # type: ignore[assignment]
         self._values = []
         gc.collect()
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.dtype(np.float32), "tensor(double)": np.dtype(np.float64),
+    "tensor(float16)": np.dtype(np.float16), "tensor(int64)": np.dtype(np.int64),
+    "tensor(int32)": np.dtype(np.int32), "tensor(int16)": np.dtype(np.int16), "tensor(int8)": np.dtype(np.int8),
+    "tensor(uint8)": np.dtype(np.uint8), "tensor(uint16)": np.dtype(np.uint16), "tensor(uint32)": np.dtype(np.uint32),
+    "tensor(uint64)": np.dtype(np.uint64), "tensor(bool)": np.dtype(np.bool_),
+}
+
+
+def cast_feed(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+    """Cast a parity feed to the dtype a model now declares (e.g. float64 → float32 after narrowing).
+
+    Only numeric-to-numeric casts of the same kind family are made; anything else is fed as is
+    and ORT reports the mismatch.
+    """
+    array = np.asarray(array)
+    if dtype is None or array.dtype == dtype:
+        return array
+    if array.dtype.kind in "fiub" and dtype.kind in "fiub":
+        return array.astype(dtype)
+    return array
 
 
 def run_model(

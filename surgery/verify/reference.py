@@ -36,7 +36,9 @@ def run_reference(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str,
         )
     proto = ir.to_proto(model)
     evaluator = ReferenceEvaluator(proto)
-    names = [i.name for i in proto.graph.input]
-    usable = {k: v for k, v in feeds.items() if k in names}
+    from surgery.verify.ort import cast_feed
+
+    types = {v.name: v.dtype.numpy() if v.dtype is not None else None for v in model.graph.inputs}
+    usable = {k: cast_feed(v, types.get(k)) for k, v in feeds.items() if k in types}
     outputs = evaluator.run(None, usable)
     return {o.name: np.asarray(v) for o, v in zip(proto.graph.output, outputs)}

@@ -82,6 +82,7 @@ def _parity(original, model, feeds) -> None:
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_yolo_dynamo_expression_dims(torch_models):
     proto = torch_models["yolo"]
     dims = [d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim]
@@ -98,6 +99,7 @@ def test_yolo_dynamo_expression_dims(torch_models):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_pitfall2_inference_alone_is_not_static(torch_models):
     """Fixing inputs + onnx data-propagating inference leaves dims unknown; make-static does not."""
     model = ir.from_proto(torch_models["yolo"])
@@ -110,6 +112,7 @@ def test_pitfall2_inference_alone_is_not_static(torch_models):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["legacy", "dynamo"])
 def test_transformer_shape_gather_concat_reshape(torch_models, kind):
     proto = torch_models[kind]

@@ -142,7 +142,7 @@ def test_extract_from_external_data_keeps_it_external(tmp_path):
     model = ir.from_proto(_conv_net())
     src = tmp_path / "src" / "net.onnx"
     src.parent.mkdir()
-    model_io.save(model, src, external_data=True, size_threshold_bytes=1024)
+    model_io.save(model, src, external_data=True, size_threshold_bytes=100)
     loaded = model_io.load(src)
     weight = loaded.graph.initializers["c2.w"].const_value
     assert isinstance(weight, ir.ExternalTensor)

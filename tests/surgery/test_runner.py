@@ -180,3 +180,19 @@ def test_chained_models_are_verified_together(mlp):
     out, report = surgery.apply(ir.from_proto(mlp), [SplitLast()])
     assert report.steps[0].parity_status == "ok"
     assert report.chained == ["tail"] and isinstance(report.models["tail"], ir.Model)
+
+
+def test_parity_failure_names_the_first_divergent_tensor(mlp, test_passes, tmp_path):
+    with pytest.raises(GateError) as info:
+        surgery.apply(mlp, [test_passes["test-perturb-weight"](weight="W1")], reproducer_dir=tmp_path / "r")
+    # W1 feeds fc1: its output h1 is the first tensor, in topological order, that breaks tolerance
+    assert "first divergent tensor" in str(info.value) and "'h1'" in str(info.value)
+
+
+def test_extract_in_a_pipeline_is_compared_with_the_slice_of_the_original(mlp, tmp_path):
+    from surgery.passes.extract import Extract
+
+    model, report = surgery.apply(mlp, [Extract(inputs=["a1"], outputs=["y"])], output=tmp_path / "part.onnx")
+    step = report.steps[0]
+    assert step.modified and step.parity_status == "ok" and step.parity[0].name == "y"
+    assert [i.name for i in model.graph.input] == ["a1"]

@@ -33,6 +33,7 @@ PIPELINE = [
     ("complete-nms-inputs", {}),
     ("narrow-float64", {}),
     ("convert-opset", {"target": 18}),
+    ("narrow-int64", {}),
 ]
 #: Steps whose parity may be "deviation reported" (they change results by design).
 CHANGES = {"maxpool-to-avgpool", "remove-dropout"}
@@ -187,15 +188,7 @@ FLOAT64_INPUTS = {"double-legacy17"}
 @pytest.mark.parametrize(
     "key",
     [
-        pytest.param(
-            k,
-            marks=pytest.mark.xfail(
-                strict=True, raises=GateError,
-                reason="the runner must cast parity feeds to each model's input dtype after narrow-float64 retypes inputs",
-            ),
-        )
-        if k in FLOAT64_INPUTS
-        else k
+        k
         for k in (
             "prepost-dynamo20", "double-legacy17", "dropout-train-attr11", "dropout-train-inputs17", "dropout-train-dynamo18",
             "maxpool-indices17", "gelu-legacy17", "gelu-legacy20", "gelu-dynamo20", "grid-sample17", "functions20",

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
+from surgery.errors import InputError
 from surgery.pass_base import Tolerance
 from surgery.partition import split
 from surgery.testing import make_model, vi
@@ -134,5 +135,7 @@ def test_chains_compare_a_split_model_with_the_original():
     feeds = {"x": rng.standard_normal((1, 8)).astype(np.float32)}
     report = compare_layerwise(model, [parts.head, parts.tail], feeds, Tolerance(0.0, 0.0))
     assert report.ok and [c.name for c in report.compared] == ["feat", "scores", "mask", "nz", "y"]
-    values = run_exposing([parts.head, parts.tail], feeds, ["x", "mask", "nz", "y"])
-    assert values["nz"].shape[0] == 2 and values["y"] == values["nz"].sum()
+    values = run_exposing([parts.head, parts.tail], feeds, ["x", "mask", "nz", "y", "thr"])
+    assert values["nz"].shape[0] == 2 and values["y"] == values["nz"].sum() and values["thr"] == np.float32(0.5)
+    with pytest.raises(InputError, match="tensors not found in the model: 'nope'"):
+        run_exposing(model, feeds, ["nope"])
