@@ -606,6 +606,12 @@ def _swish(step: Step) -> None:
 
 # ---- driving -------------------------------------------------------------------------------
 
+#: Where another pass removes an op convert-opset cannot express at an older opset.
+HINTS = {
+    "GridSample": " (run decompose-gridsample first)",
+    "Einsum": " (run einsum-to-matmul first)",
+}
+
 
 def downgrade_graph(
     model: ir.Model,
@@ -625,14 +631,15 @@ def downgrade_graph(
         if node.domain not in ("", "ai.onnx") or node.graph is None:
             continue
         step = Step(ctx, node, current, target, orphans)
-        where = f"{node.op_type} '{node.name}'"
+        where = f"{node.op_type} '{node.name}'" if node.name else f"{node.op_type} producing '{node.outputs[0].name}'"
         if schema.get_schema(node.op_type, current) is None:
             raise PassError(f"{where}: not an ai.onnx op at opset {current}", pass_name=pass_name)
         try:
             decompose = DECOMPOSITIONS.get(node.op_type)
             if step.tgt_since is None or (node.op_type == "GroupNormalization" and step.cur_since >= 21 > target):
                 if decompose is None:
-                    raise _Refuse(f"it does not exist at opset {target} and there is no decomposition for it")
+                    hint = HINTS.get(node.op_type, "")
+                    raise _Refuse(f"it does not exist at opset {target} and there is no decomposition for it{hint}")
                 decompose(step)
                 stats["decomposed"] = stats.get("decomposed", 0) + 1
                 continue

@@ -29,7 +29,7 @@ from surgery.errors import PassError
 from surgery.graph import NameAllocator
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
-from surgery.rules import graphs_with_opsets, schema
+from surgery.rules import schema
 from surgery.rules.engine import Rewrite, RuleContext, splice
 
 try:  # the cloner is what onnx-ir's own InlinePass and Graph.clone() use

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.torch
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
+    # run outside the checkout, as a user would: `python -m surgery` there would import the source tree
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False, cwd=tempfile.gettempdir())
 
 
 def test_readme_commands(tmp_path):

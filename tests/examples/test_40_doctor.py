@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "40_doctor"
 
 def _surgery(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "surgery", *args], capture_output=True, text=True, check=False,
-                          cwd=cwd)
+                          cwd=cwd or tempfile.gettempdir())  # outside the checkout, as a user would
 
 
 def test_committed_model_matches_its_script():
