@@ -31,6 +31,10 @@ def print_atc(report: Any, *, file: Any = None) -> None:
     out = file or sys.stdout
     for command in report.extra.get("atc", []):
         print(f"atc: {command['command']}", file=out)
+        dynamic = command.get("dynamic_inputs") or []
+        if dynamic and not command.get("dynamic_batch_size"):
+            print(f"atc: warning: input(s) {', '.join(dynamic)} still have dynamic dims (-1); ATC refuses them "
+                  "without gears: add fix-shapes and make-static (or --buckets)", file=out)
 
 
 def _progress(message: str) -> None:
