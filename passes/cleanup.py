@@ -33,31 +33,20 @@ parent-graph tensor gets a branch output's name). ``TopologicalSortPass`` is use
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, iter_graphs
+from surgery.graph import GraphLike, iter_graphs, subgraphs
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 
-__all__ = ["Cleanup", "forward_value", "subgraphs_of", "inner_graph"]
+__all__ = ["Cleanup", "forward_value", "inner_graph"]
 
 logger = logging.getLogger(__name__)
 
 _ONNX_DOMAINS = ("", "ai.onnx")
-
-
-def subgraphs_of(node: ir.Node) -> Iterator[ir.Graph]:
-    """The graphs held in ``node``'s attributes (``If`` branches, ``Loop``/``Scan`` bodies)."""
-    for attr in node.attributes.values():
-        if not isinstance(attr, ir.Attr):  # a reference attribute inside a function
-            continue
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.as_graph()
-        elif attr.type == ir.AttributeType.GRAPHS:
-            yield from attr.as_graphs()
 
 
 def inner_graph(graph: GraphLike) -> ir.Graph:
@@ -112,7 +101,7 @@ def _detach(node: ir.Node) -> int:
     count = 1
     for i in range(len(node.inputs)):
         node.replace_input_with(i, None)
-    for sub in subgraphs_of(node):
+    for sub in subgraphs(node):
         for inner in sub:
             count += _detach(inner)
     return count
@@ -142,7 +131,7 @@ class _Liveness:
     def _mark_node(self, node: ir.Node) -> None:
         self.nodes.add(node)
         self._stack.extend(v for v in node.inputs if v is not None)
-        for sub in subgraphs_of(node):
+        for sub in subgraphs(node):
             self._stack.extend(sub.outputs)
         function = self.model.functions.get(node.op_identifier())
         if function is not None and function.identifier() not in self.functions:
@@ -197,7 +186,7 @@ class Cleanup(SurgeryPass):
         if dead:
             graph.remove(dead)
         for node in graph:
-            for sub in subgraphs_of(node):
+            for sub in subgraphs(node):
                 removed += self._sweep(sub, live)
         return removed
 
@@ -248,7 +237,7 @@ class Cleanup(SurgeryPass):
         while stack:
             graph = stack.pop()
             for node in graph:
-                stack.extend(subgraphs_of(node))
+                stack.extend(subgraphs(node))
                 key = node.op_identifier()
                 function = model.functions.get(key)
                 if function is not None and key not in used:

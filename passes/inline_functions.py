@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import NameAllocator
+from surgery.graph import NameAllocator, subgraphs
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.rules import schema
@@ -47,21 +47,11 @@ def _fid(op_id: ir.OperatorIdentifier) -> str:
     return f"{domain}::{name}" + (f":{overload}" if overload else "")
 
 
-def _subgraphs(node: ir.Node):  # noqa: ANN202
-    for attr in node.attributes.values():
-        if attr.is_ref():
-            continue
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.as_graph()
-        elif attr.type == ir.AttributeType.GRAPHS:
-            yield from attr.as_graphs()
-
-
 def _domains_in(graph: ir.Graph | ir.Function) -> set[str]:
     found: set[str] = set()
     for node in graph:
         found.add("" if node.domain == "ai.onnx" else node.domain)
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             found |= _domains_in(sub)
     return found
 
@@ -218,7 +208,7 @@ class InlineFunctions(SurgeryPass):
             for new in self._inline_call(graph, node, opsets):
                 self._visit(graph, new, opsets)
             return
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             self._inline_in(sub, opsets)
 
     def _inline_call(self, graph: ir.Graph | ir.Function, call: ir.Node, opsets: Mapping[str, int]) -> list[ir.Node]:
@@ -262,7 +252,7 @@ def _function_graphs(function: ir.Function):  # noqa: ANN202
     def walk(g):  # noqa: ANN001, ANN202
         yield g, function.opset_imports
         for node in g:
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 yield from walk(sub)
 
     yield from walk(function)

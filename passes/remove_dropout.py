@@ -33,9 +33,9 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator, const_value
+from surgery.graph import GraphLike, NameAllocator, const_value, subgraphs
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
-from surgery.passes.cleanup import forward_value, subgraphs_of
+from surgery.passes.cleanup import forward_value
 from surgery.registry import register
 
 __all__ = ["RemoveDropout"]
@@ -48,7 +48,7 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 def _walk(graph: GraphLike, opset: int | None) -> Iterator[tuple[GraphLike, int | None]]:
     yield graph, opset
     for node in graph:
-        for sub in subgraphs_of(node):
+        for sub in subgraphs(node):
             yield from _walk(sub, opset)
 
 

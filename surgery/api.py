@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from surgery import model_io

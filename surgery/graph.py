@@ -16,6 +16,7 @@ __all__ = [
     "GraphLike",
     "iter_graphs",
     "iter_nodes",
+    "subgraphs",
     "const_value",
     "NameAllocator",
     "count_nodes",
@@ -26,8 +27,14 @@ __all__ = [
 GraphLike = Union[ir.Graph, ir.Function]
 
 
-def _subgraphs_of(node: ir.Node) -> Iterator[ir.Graph]:
+def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
+    """The graphs held in ``node``'s attributes (``If`` branches, ``Loop``/``Scan`` bodies).
+
+    Reference attributes (inside a function body) hold no graph and are skipped.
+    """
     for attr in node.attributes.values():
+        if attr.is_ref():
+            continue
         if attr.type == ir.AttributeType.GRAPH:
             yield attr.as_graph()
         elif attr.type == ir.AttributeType.GRAPHS:
@@ -37,7 +44,7 @@ def _subgraphs_of(node: ir.Node) -> Iterator[ir.Graph]:
 def _walk(graph: GraphLike) -> Iterator[GraphLike]:
     yield graph
     for node in graph:
-        for sub in _subgraphs_of(node):
+        for sub in subgraphs(node):
             yield from _walk(sub)
 
 

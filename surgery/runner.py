@@ -76,7 +76,8 @@ class _State:
     chained: dict[str, ir.Model]
     original: LightProto | None = None
     carried: Tolerance | None = None  # loosest tolerance of approx passes since the reference
-    pending_end: bool = False
+    end_checks: set[str] = dataclasses.field(default_factory=set)
+    """Gates deferred to the end of the run: "checker", "ort", "parity"."""
     renamed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -119,7 +120,7 @@ class Runner:
         plan = plan_inputs(model, self.pipeline.inputs, hints, seed=cfg.seed)
         try:
             oracle = Oracle(model, plan.feeds, light)
-        except (OrtLoadError, *ORT_ERRORS, SurgeryError, Exception) as first:
+        except Exception as first:  # ORT errors, OrtLoadError, reference-evaluator failures
             guessed = any("generated" in how and "=" in how for how in plan.provenance.values())
             if not guessed:
                 raise InputError(
@@ -195,7 +196,7 @@ class Runner:
                 step_report.checker = step_report.ort = step_report.parity_status = "off"
                 continue
             self._gate_step(step, step_report, result, state, plan, oracle, full_check, nodes_each_limit, report)
-        if state.pending_end:
+        if state.end_checks:
             self._gate_end(state, plan, oracle, full_check, report)
         report.models.update(state.chained)
         report.chained = list(state.chained)
@@ -251,8 +252,9 @@ class Runner:
             )
         if changes and parity_mode == "end":
             parity_mode = "each"  # the reference must follow a semantic change
-        if "end" in (checker_mode, ort_mode, parity_mode):
-            state.pending_end = True
+        for gate, mode in (("checker", checker_mode), ("ort", ort_mode), ("parity", parity_mode)):
+            if mode == "end":
+                state.end_checks.add(gate)
         light = LightProto(state.model)
         if checker_mode == "each":
             outcome = checker.check(light, full=full_check)
@@ -349,16 +351,13 @@ class Runner:
 
     def _gate_end(self, state: _State, plan: FeedPlan | None, oracle: Oracle | None, full_check: bool, report: Report) -> None:
         self.progress("final checks")
-        checker_mode, ort_mode, parity_mode = self._modes(None)
-        wants = {m for s in self.pipeline.steps for m in self._modes(s)} | {checker_mode, ort_mode, parity_mode}
         light = LightProto(state.model)
-        step_modes = [self._modes(s) for s in self.pipeline.steps]
-        if any(m[0] == "end" for m in step_modes):
+        if "checker" in state.end_checks:
             outcome = checker.check(light, full=full_check)
             report.final_checks.append(f"final checker: {'ok' if outcome else 'FAILED'}")
             if not outcome:
                 self._fail(None, state, plan, report, "checker", f"onnx.checker rejects the final model: {outcome.message}")
-        if any(m[2] == "end" for m in step_modes) and oracle is not None and plan is not None:
+        if "parity" in state.end_checks and oracle is not None and plan is not None:
             tol = self.pipeline.verify.tolerance.loosest(state.carried)
             for s in self.pipeline.steps:
                 if s.pass_.numerics is Numerics.APPROX and s.pass_.default_tolerance is not None:
@@ -371,7 +370,7 @@ class Runner:
             report.final_checks.append(f"final parity: {'ok' if not bad else 'FAILED'} ({len(diffs)} outputs)")
             if bad:
                 self._fail_parity(None, state, plan, report, bad, evaluation)
-        elif any(m[1] == "end" for m in step_modes) or "end" in wants:
+        elif "ort" in state.end_checks or "parity" in state.end_checks:
             self._evaluate(None, state, light, plan, oracle, report, None, load_only=True)
             report.final_checks.append("final onnxruntime load: ok")
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 import onnx_ir as ir
 
 from surgery.errors import InputError
-from surgery.graph import GraphLike
+from surgery.graph import GraphLike, subgraphs
 from surgery.options import did_you_mean
 
 __all__ = ["Dataflow", "captured_values"]
@@ -22,32 +22,24 @@ __all__ = ["Dataflow", "captured_values"]
 logger = logging.getLogger(__name__)
 
 
-def _subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
-    for attr in node.attributes.values():
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.as_graph()
-        elif attr.type == ir.AttributeType.GRAPHS:
-            yield from attr.as_graphs()
-
-
 def _walk_subgraph_nodes(node: ir.Node) -> Iterator[tuple[ir.Graph, ir.Node]]:
-    stack = list(_subgraphs(node))
+    stack = list(subgraphs(node))
     while stack:
         graph = stack.pop()
         for inner in graph:
             yield graph, inner
-            stack.extend(_subgraphs(inner))
+            stack.extend(subgraphs(inner))
 
 
 def captured_values(node: ir.Node) -> list[ir.Value]:
     """Values defined outside ``node``'s subgraphs that the subgraphs read (outer-scope captures)."""
     inner_graphs: set[int] = set()
-    stack = list(_subgraphs(node))
+    stack = list(subgraphs(node))
     while stack:
         graph = stack.pop()
         inner_graphs.add(id(graph))
         for inner in graph:
-            stack.extend(_subgraphs(inner))
+            stack.extend(subgraphs(inner))
     seen: dict[int, ir.Value] = {}
     for _, inner in _walk_subgraph_nodes(node):
         for value in inner.inputs:
@@ -98,7 +90,7 @@ class Dataflow:
             for value in node.inputs:
                 if value is not None:
                     inputs.setdefault(id(value), value)
-            if node.attributes and any(True for _ in _subgraphs(node)):
+            if node.attributes and any(True for _ in subgraphs(node)):
                 for value in captured_values(node):
                     inputs.setdefault(id(value), value)
             listed = list(inputs.values())

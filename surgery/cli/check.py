@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from surgery.inspect import inspect_model
+from surgery.model_info import inspect_model
 
 __all__ = ["register"]
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator
+from surgery.graph import GraphLike, NameAllocator, subgraphs
 from surgery.pass_base import SurgeryPass, SurgeryResult
 from surgery.rules import schema
 from surgery.rules.builder import Builder
@@ -209,23 +209,13 @@ class RuleStats:
         return out
 
 
-def _subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
-    for attr in node.attributes.values():
-        if attr.is_ref():
-            continue
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.as_graph()
-        elif attr.type == ir.AttributeType.GRAPHS:
-            yield from attr.as_graphs()
-
-
 def graphs_with_opsets(model: ir.Model) -> Iterator[tuple[GraphLike, Mapping[str, int]]]:
     """Every graph (main, nested bodies, functions) with the opset imports that govern it."""
 
     def walk(graph: GraphLike, imports: Mapping[str, int]) -> Iterator[tuple[GraphLike, Mapping[str, int]]]:
         yield graph, imports
         for node in graph:
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 yield from walk(sub, imports)
 
     yield from walk(model.graph, model.opset_imports)

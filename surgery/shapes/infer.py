@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from surgery.graph import GraphLike
+from surgery.graph import GraphLike, subgraphs
 from surgery.model_io import LightProto
 
 __all__ = [
@@ -59,14 +59,8 @@ def walk_graphs(graph: GraphLike) -> Iterator[GraphLike]:
     """The graph and its nested subgraphs, in node and attribute order (as they serialize)."""
     yield graph
     for node in graph:
-        for attr in node.attributes.values():
-            if attr.is_ref():
-                continue
-            if attr.type == ir.AttributeType.GRAPH:
-                yield from walk_graphs(attr.as_graph())
-            elif attr.type == ir.AttributeType.GRAPHS:
-                for sub in attr.as_graphs():
-                    yield from walk_graphs(sub)
+        for sub in subgraphs(node):
+            yield from walk_graphs(sub)
 
 
 def _walk_proto(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

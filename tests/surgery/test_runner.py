@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -196,3 +198,14 @@ def test_extract_in_a_pipeline_is_compared_with_the_slice_of_the_original(mlp, t
     step = report.steps[0]
     assert step.modified and step.parity_status == "ok" and step.parity[0].name == "y"
     assert [i.name for i in model.graph.input] == ["a1"]
+
+
+def test_parity_deferred_by_node_budget_still_runs_at_the_end(mlp, test_passes):
+    pipe = Pipeline([Step(test_passes["test-perturb-weight"]())])
+    pipe.verify = dataclasses.replace(pipe.verify, parity_max_nodes=1)
+    with pytest.raises(GateError, match="at the end of the pipeline"):
+        surgery.apply(mlp, pipe)
+    pipe = Pipeline([Step(test_passes["test-scale-output"]())])
+    pipe.verify = dataclasses.replace(pipe.verify, parity_max_nodes=1)
+    _, report = surgery.apply(mlp, pipe)
+    assert report.steps[0].parity_status == "at end" and "final parity: ok (1 outputs)" in report.final_checks

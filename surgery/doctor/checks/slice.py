@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from surgery.doctor.checks._util import attr, cited, grouped, severity
+from surgery.doctor.checks._util import cited, grouped, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
