@@ -11,7 +11,8 @@ Models (generated here, nothing downloaded):
 Each tool runs in a fresh subprocess that reports its wall time and peak RSS (``VmHWM``, else ``ru_maxrss``):
 ``surgery`` (``surgery.apply`` of fix-shapes + make-static with ``verify="off"``, saving),
 ``passes`` (the same two passes called directly between ``model_io.load`` and ``save``: the
-runner's own bookkeeping left out), ``onnxsim``
+runner's own bookkeeping left out), ``floor`` (import, ``model_io.load``, one whole-model onnx
+shape inference, ``save``: what an onnx-ir based pipeline pays before folding anything), ``onnxsim``
 (``onnxsim.simplify(overwrite_input_shapes=…)`` then save), and ``load+save`` (onnx.load/onnx.save)
 as the floor. Not part of CI::
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -158,6 +158,18 @@ def _work(tool: str, model: str, shapes: dict[str, list[int]], out: str) -> dict
         stats = MakeStatic()(loaded).stats
         model_io.save(loaded, out)
         extra = {k: stats[k] for k in ("rounds", "dynamic_tensors", "size_delta_bytes")}
+    elif tool == "floor":
+        # what any onnx-ir based pipeline pays before folding anything: import, load, one
+        # whole-model onnx shape inference, save
+        import surgery  # noqa: F401  (the import is part of the cost)
+        from surgery import model_io
+        from surgery.passes.fix_shapes import FixShapes
+        from surgery.shapes.infer import infer_model
+
+        loaded = model_io.load(model)
+        FixShapes(shapes=shapes)(loaded)
+        infer_model(loaded)
+        model_io.save(loaded, out)
     elif tool == "onnxsim":
         import onnxsim
 
@@ -205,7 +217,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decoder-mb", type=int, default=200, help="decoder weight size in MB (0: skip)")
     parser.add_argument("--chains", type=int, nargs="*", default=[30000, 100000], help="synthetic graph node counts")
-    parser.add_argument("--tools", nargs="*", default=["surgery", "passes", "onnxsim", "load+save"])
+    parser.add_argument("--tools", nargs="*", default=["surgery", "passes", "floor", "onnxsim", "load+save"])
     parser.add_argument("--timeout", type=float, default=900.0, help="per tool and model, seconds")
     parser.add_argument("--workdir", type=Path, help="where models are written (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -237,6 +249,9 @@ def main(argv: list[str]) -> int:
         if "peak_rss_mb" in a and "peak_rss_mb" in b:
             print(f"{label:<22} {'ratio':<10} {a['seconds'] / b['seconds']:>8.2f} {a['peak_rss_mb'] / b['peak_rss_mb']:>12.2f}"
                   "  surgery / onnxsim", flush=True)
+        f = results.get("floor", {})
+        if "seconds" in f and "seconds" in b:
+            print(f"{label:<22} {'floor':<10} {f['seconds'] / b['seconds']:>8.2f} {'':>12}  floor / onnxsim", flush=True)
     return 0
 
 

@@ -32,8 +32,10 @@ class AssertStatic(SurgeryPass):
 
     Offenders: a tensor of unknown rank or with a symbolic dim (graph inputs, intermediates and
     outputs of the main graph and of every subgraph), NonZero, NonMaxSuppression, Unique,
-    Compress, TopK with a non-constant k, and Loop without a constant trip count. The error lists
-    every offender with the node that produces it.
+    Compress, TopK with a non-constant k, and Loop without a constant trip count — in the main
+    graph, every subgraph and every model-local function — and any call of a model-local function
+    (its tensors are only shaped per call: run inline-functions first). The error lists every
+    offender with the node that produces it.
     """
 
     name = "assert-static"

@@ -13,7 +13,7 @@ from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
-from surgery.shapes.infer import clear_shapes, infer_model, walk_graphs
+from surgery.shapes.infer import clear_shapes, infer_model, is_static_shape, walk_graphs
 from surgery.shapes.static import find_offenders
 
 __all__ = ["MakeStatic"]
@@ -28,7 +28,7 @@ class MakeStaticOptions:
         help="largest net growth in bytes one fold may add to the model (constants it frees subtracted); "
         "constants larger than this are never read or duplicated",
     )
-    max_rounds: int = option(32, help="give up after this many infer+fold rounds")
+    max_rounds: int = option(32, help="give up after this many rounds of whole-model inference + folding")
     inline_if: bool = option(True, help="replace an If whose condition is constant by its taken branch")
     unroll_loops: bool = option(False, help="unroll Loops with a constant trip count and no data-dependent exit")
     max_unroll: int = option(64, help="largest trip count unrolled")
@@ -55,6 +55,15 @@ def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
     return snap
 
 
+def _all_static(model: ir.Model) -> bool:
+    for graph in walk_graphs(model.graph):
+        for node in graph:
+            for out in node.outputs:
+                if not is_static_shape(out.shape):
+                    return False
+    return True
+
+
 @register
 class MakeStatic(SurgeryPass):
     """Propagate fixed input shapes everywhere: fold shape math, inline constant Ifs, re-infer.
@@ -63,6 +72,8 @@ class MakeStatic(SurgeryPass):
     folding sweep — ``Shape``/``Size`` of static tensors, ops on constants, ``If`` with a constant
     condition (its taken branch is inlined), optionally ``Loop`` unrolling — until nothing changes.
     Every intermediate and output shape is rebuilt from scratch, never trusted from the exporter.
+    Model-local function bodies are folded too, but their tensors take shapes only per call:
+    run ``inline-functions`` first to make them static (the report says when functions remain).
     A folded tensor may not grow the model by more than ``size_limit`` bytes net; the report
     gives the total size change and what was left unfolded for size.
     """
@@ -98,9 +109,15 @@ class MakeStatic(SurgeryPass):
         clear_shapes(model)
         inference_failed = False
         while rounds < opts.max_rounds:
+            # a round: onnx's whole-model inference (one serialization), then cheap sweeps that
+            # fold and infer node by node in order until they stop changing anything
             rounds += 1
             inference_failed |= infer_model(model) < 0
-            if not folder.sweep():
+            swept = 0
+            while swept < opts.max_rounds and folder.sweep():
+                swept += 1
+            if not swept or _all_static(model):
+                # nothing folded, or nothing left that whole-model inference could still resolve
                 converged = True
                 break
             clear_shapes(model)
@@ -121,6 +138,13 @@ class MakeStatic(SurgeryPass):
         dynamic = [o for o in offenders if o.what == "tensor"]
         if dynamic:
             notes.append(f"{len(dynamic)} tensors are still dynamic, e.g. {dynamic[0]}")
+        called = {(n.domain, n.op_type, n.overload) for g in walk_graphs(model.graph) for n in g} & set(model.functions)
+        if called:
+            names = ", ".join(sorted(f"{d}::{n}" for d, n, _ in called))
+            notes.append(
+                f"model-local functions remain ({names}): their tensors are shaped per call; "
+                "run inline-functions before make-static to make them static"
+            )
         if stats.skipped_for_size:
             largest = max(stats.skipped_for_size.items(), key=lambda kv: kv[1])
             notes.append(

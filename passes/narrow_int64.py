@@ -1,11 +1,12 @@
 """narrow-int64: int64 tensors whose values provably fit int32 become int32.
 
 On Ascend, int64 index and shape arithmetic often lands on AICPU; int32 stays on AI Core. This
-pass narrows, in the main graph, groups of int64 tensors that must share one type (the values a
-node binds to the same type variable, e.g. both inputs and the output of an ``Add``) when:
+pass narrows groups of int64 tensors that must share one type (the values a node binds to the
+same type variable, e.g. both inputs and the output of an ``Add``) when:
 
-- every op in the group accepts int32 for that type variable (per its ONNX schema at the model's
-  opset), and none is an op the pass cannot see into (custom domains, nodes with subgraphs);
+- every op in the group accepts int32 for that type variable (per its ONNX schema at the opset
+  the graph imports), and none is an op the pass cannot see into (custom domains and function
+  calls, nodes with subgraphs, nodes with attribute references);
 - every value's range is *proven* to lie in int32: constants by their values, ``Shape``/``Size``
   of statically shaped tensors by the dims, and data movement (Gather, Slice, Concat, Reshape,
   Squeeze, Unsqueeze, Transpose, Expand, Where …) and interval arithmetic (Add, Sub, Mul, Div,
@@ -17,23 +18,34 @@ Where the schema fixes int64 (``Reshape``'s and ``Expand``'s shape, ``Tile``'s r
 ``ConstantOfShape``'s input; ``Shape``'s, ``Size``'s and ``ArgMax``'s outputs …) a ``Cast`` is
 inserted: back to int64 before a fixed-int64 input, and to int32 after a fixed-int64 output whose
 readers were narrowed. Inputs that accept both (``Slice``'s starts/ends, ``Gather``'s indices) take
-int32 directly. Graph inputs and outputs keep int64. Casts are never removed. Results never
-change: every narrowed value is proven to fit.
+int32 directly. Casts are never removed. Results never change: every narrowed value is proven to fit.
 
-Not covered: ``If``/``Loop``/``Scan`` bodies and model-local functions (their values stay int64;
-run inline-functions first).
+Every graph is rewritten, each at its own opset import: the main graph, ``If``/``Loop``/``Scan``
+bodies at any depth (parents first) and model-local functions (callers first). Values that cross
+a graph boundary keep their type: graph inputs and outputs, subgraph formal inputs and outputs
+(``Loop``'s iteration number, condition and carried values, ``Scan``'s states and slices, ``If``
+branch outputs), function formal inputs and outputs, the inputs and outputs of nodes holding
+subgraphs or calling functions, and values a nested graph reads from an enclosing one. Inside a
+graph, a boundary value whose range is proven is read like a fixed-int64 output: its readers in
+that graph go through a ``Cast`` to int32 placed at the top of the graph, when that group also
+narrows values the graph computes (a Cast feeding an index slot alone gains nothing). The main
+graph's inputs have no proven range, so they never narrow. Ranges reach a body from outside: values read from an enclosing graph keep the range computed there, a ``Loop``'s iteration
+number lies in ``[0, M)`` when the trip count ``M`` has a proven range, a ``Scan`` slice in its
+scan input's range, and a function's formal input in the union of its call sites' arguments (with
+their dtype and static shape when every call site agrees).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Union
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
-from surgery.graph import NameAllocator, const_value
+from surgery.graph import NameAllocator, const_value, subgraphs
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.rules import schema
@@ -47,6 +59,7 @@ I32 = ir.DataType.INT32
 LO, HI = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 Interval = tuple[int, int] | None
+GraphLike = Union[ir.Graph, ir.Function]
 
 #: ops whose listed inputs carry values through unchanged (the output's range is their union)
 _MOVE = {
@@ -94,11 +107,100 @@ class _UnionFind:
 
 
 class _Split:
-    """A virtual int32 copy of a fixed-int64 output (e.g. Shape's), made real if its group narrows."""
+    """A virtual int32 copy of an int64 value its graph cannot retype (a fixed-int64 output such as
+    ``Shape``'s, or a value crossing the graph's boundary), made real by a Cast if its group narrows."""
 
     def __init__(self, value: ir.Value) -> None:
         self.value = value
         self.uses: list[tuple[ir.Node, int]] = []
+
+
+class _Inferred:
+    """Types and shapes from onnx shape inference for the main graph and its nested subgraphs.
+
+    Run once, on first need, on a proto without the large weights; subgraph tables are matched to
+    the ``ir`` graphs by walking both in step (sibling branches may reuse value names). Function
+    bodies are not inferred by onnx (their types come from :func:`_infer_dtype` and call sites).
+    """
+
+    def __init__(self, model: ir.Model) -> None:
+        self.model = model
+        self._tables: dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]] | None = None
+
+    def get(self, graph: GraphLike, value: ir.Value) -> tuple[ir.TypeProtocol, ir.Shape | None] | None:
+        if not value.name or isinstance(graph, ir.Function):
+            return None
+        if self._tables is None:
+            self._tables = self._infer()
+        return self._tables.get(id(graph), {}).get(value.name)
+
+    def _infer(self) -> dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]]:
+        from surgery.model_io import LightProto
+
+        try:
+            proto = LightProto(self.model).for_checker()
+            inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+        except Exception as exc:  # best effort: unknown types leave values unproven, never fail
+            logger.info("shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return {}
+        tables: dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]] = {}
+        self._walk(self.model.graph, inferred.graph, tables)
+        return tables
+
+    def _walk(self, graph: ir.Graph, proto: onnx.GraphProto, tables: dict[int, Any]) -> None:
+        table: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] = {}
+        for info in list(proto.value_info) + list(proto.output):
+            if not info.type.WhichOneof("value"):
+                continue
+            try:
+                tp = ir.serde.deserialize_type_proto_for_type(info.type)
+                shape = ir.serde.deserialize_type_proto_for_shape(info.type)
+            except Exception:  # a type onnx-ir cannot read stays unknown
+                continue
+            if tp is not None:
+                table.setdefault(info.name, (tp, shape))
+        tables[id(graph)] = table
+        # nodes holding subgraphs, in order, on both sides (Casts added since carry none)
+        holders = [n for n in graph if any(True for _ in subgraphs(n))]
+        proto_holders = [
+            n for n in proto.node
+            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
+        ]
+        if len(holders) != len(proto_holders):
+            return
+        for node, pnode in zip(holders, proto_holders):
+            if node.op_type != pnode.op_type:
+                return
+            for attr in pnode.attribute:
+                mine = node.attributes.get(attr.name)
+                if mine is None or mine.is_ref():
+                    continue
+                if attr.type == onnx.AttributeProto.GRAPH and mine.type == ir.AttributeType.GRAPH:
+                    self._walk(mine.as_graph(), attr.g, tables)
+                elif attr.type == onnx.AttributeProto.GRAPHS and mine.type == ir.AttributeType.GRAPHS:
+                    for sub, psub in zip(mine.as_graphs(), attr.graphs):
+                        self._walk(sub, psub, tables)
+
+
+class _State:
+    """What the analysis knows of every value seen so far, across graphs (parents before children)."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.dtype: dict[ir.Value, ir.DataType | None] = {}
+        self.shapes: dict[ir.Value, ir.Shape | None] = {}
+        self.ranges: dict[ir.Value, Interval] = {}
+        self.inferred = _Inferred(model)
+        self.names = NameAllocator(model)
+
+    def learn(self, graph: GraphLike, v: ir.Value) -> None:
+        dtype = v.dtype or self.dtype.get(v)
+        shape = v.shape if v.shape is not None else self.shapes.get(v)
+        if dtype is None or shape is None:
+            found = self.inferred.get(graph, v)
+            if found is not None:
+                dtype = dtype or found[0].dtype
+                shape = shape if shape is not None else found[1]
+        self.dtype[v], self.shapes[v] = dtype, shape
 
 
 @register
@@ -109,21 +211,42 @@ class NarrowInt64(SurgeryPass):
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
-        from surgery.rules.engine import _Inferred
+        state = _State(model)
+        calls = _call_sites(model)
+        totals: dict[str, int] = {}
+        bodies = 0
+        for graph, opsets, owner in _graphs_in_order(model):
+            opset = schema.opset_of(opsets, "") or 1
+            if isinstance(graph, ir.Function):
+                _seed_function(graph, calls.get(graph.identifier(), []), state)
+            elif owner is not None:
+                _seed_body(graph, owner, opset, state)
+            stats = self._narrow(graph, opset, state)
+            if stats:
+                bodies += graph is not model.graph
+                for key, n in stats.items():
+                    totals[key] = totals.get(key, 0) + n
+        if not totals:
+            return SurgeryResult(model, False)
+        if bodies:
+            totals["bodies"] = bodies  # subgraphs and function bodies rewritten
+        return SurgeryResult(model, True, stats=totals)
 
-        graph = model.graph
-        opset = schema.opset_of(model.opset_imports, "") or 1
-        inferred = _Inferred(model)
-        dtype: dict[ir.Value, ir.DataType | None] = {}
-        shapes: dict[ir.Value, ir.Shape | None] = {}
-        for v in self._values(graph):
-            dtype[v], shapes[v] = v.dtype, v.shape
-            if v.dtype is None or v.shape is None:
-                found = inferred.get(v)
-                if found is not None:
-                    dtype[v] = dtype[v] or found[0].dtype
-                    shapes[v] = shapes[v] if shapes[v] is not None else found[1]
-        ranges = self._ranges(graph, dtype, shapes)
+    # ---- analysis ---------------------------------------------------------------------------
+    def _narrow(self, graph: GraphLike, opset: int, state: _State) -> dict[str, int]:
+        """Analyse and rewrite one graph (not its subgraphs); the stats of what changed."""
+        body = graph.graph if isinstance(graph, ir.Function) else graph
+        local = _values(graph)
+        local_set = set(local)
+        for v in local:
+            state.learn(graph, v)
+        dtype = state.dtype
+        for node in graph:
+            for i, out in enumerate(node.outputs):
+                if dtype.get(out) is None:
+                    dtype[out] = _infer_dtype(node, i, opset, dtype)
+        self._ranges(graph, state)
+
         uf = _UnionFind()
         pinned: set[Any] = set()
         fixed_uses: dict[ir.Value, list[tuple[ir.Node, int]]] = {}
@@ -133,13 +256,25 @@ class NarrowInt64(SurgeryPass):
         def is_i64(v: ir.Value | None) -> bool:
             return v is not None and dtype.get(v) == I64
 
-        for v in list(graph.inputs) + list(graph.outputs):
+        # the graph's boundary keeps its type; inside, its readers may take an int32 copy
+        boundary: set[ir.Value] = set()  # graph inputs and values read from an enclosing graph
+        for v in graph.inputs:
+            if is_i64(v):
+                pinned.add(v)
+                splits[v] = _Split(v)
+                boundary.add(v)
+        for v in graph.outputs:
             if is_i64(v):
                 pinned.add(v)
         for node in graph:
+            for v in node.inputs:  # values read from an enclosing graph
+                if v is not None and v not in local_set and v not in splits and is_i64(v):
+                    pinned.add(v)
+                    splits[v] = _Split(v)
+                    boundary.add(v)
             standard = node.domain in ("", "ai.onnx")
             opaque = not standard or any(
-                a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()
+                a.is_ref() or a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()
             )
             binding = schema.type_bindings(node, opset) if not opaque else None
             if binding is None:
@@ -188,15 +323,15 @@ class NarrowInt64(SurgeryPass):
                     pinned.update(keys)  # bound together with a value of unknown or other type
                 for other in keys[1:]:
                     uf.union(keys[0], other)
-        # values used by nodes inside subgraphs (outer-scope reads) stay as they are
-        for v in dtype:
-            if is_i64(v) and any(u.node.graph is not graph for u in v.uses()):
+        # values used by nodes inside nested subgraphs (outer-scope reads) stay as they are
+        for v in local:
+            if is_i64(v) and any(u.node.graph is not body for u in v.uses()):
                 pinned.add(v)
 
         components: dict[Any, list[Any]] = {}
-        for v in [v for v in dtype if is_i64(v)] + [s for s in splits.values() if s.uses]:
+        for v in [v for v in local if is_i64(v)] + [s for s in splits.values() if s.uses]:
             if isinstance(v, ir.Value) and v in splits:
-                continue  # the fixed output itself stays int64; its _Split stands for the readers
+                continue  # the fixed or boundary value itself stays int64; its _Split stands for the readers
             components.setdefault(uf.find(v), []).append(v)
         narrowed: list[Any] = []
         for members in components.values():
@@ -204,37 +339,25 @@ class NarrowInt64(SurgeryPass):
                 continue
             if not any(m in generic_use for m in members):
                 continue  # only fixed-int64 readers: nothing to gain
-            if not all(_fits(ranges.get(m.value if isinstance(m, _Split) else m)) for m in members):
+            if all(isinstance(m, _Split) and m.value in boundary for m in members):
+                continue  # a Cast of a boundary value straight into an index slot: no arithmetic moves
+            if not all(_fits(state.ranges.get(m.value if isinstance(m, _Split) else m)) for m in members):
                 continue
             narrowed.extend(members)
         if not narrowed:
-            return SurgeryResult(model, False)
-        stats = self._apply(model, narrowed, fixed_uses)
-        return SurgeryResult(model, True, stats=stats)
+            return {}
+        return self._apply(graph, narrowed, fixed_uses, state)
 
-    # ---- analysis ---------------------------------------------------------------------------
-    @staticmethod
-    def _values(graph: ir.Graph) -> list[ir.Value]:
-        seen: dict[ir.Value, None] = {}
+    def _ranges(self, graph: GraphLike, state: _State) -> None:
+        """Proven value ranges of ``graph``'s values, into ``state.ranges`` (enclosing graphs' are there)."""
+        ranges, dtype, shapes = state.ranges, state.dtype, state.shapes
+        if isinstance(graph, ir.Graph):
+            for v in graph.initializers.values():
+                if v.const_value is not None and not v.is_graph_input():
+                    ranges[v] = _array_range(v.const_value.numpy())
         for v in graph.inputs:
-            seen[v] = None
-        for v in graph.initializers.values():
-            seen[v] = None
-        for node in graph:
-            for v in node.outputs:
-                seen[v] = None
-        return list(seen)
-
-    def _ranges(
-        self, graph: ir.Graph, dtype: dict[ir.Value, ir.DataType | None], shapes: dict[ir.Value, ir.Shape | None]
-    ) -> dict[ir.Value, Interval]:
-        ranges: dict[ir.Value, Interval] = {}
-        for v in graph.initializers.values():
-            if v.const_value is not None and not v.is_graph_input():
-                ranges[v] = _array_range(v.const_value.numpy())
-        for v in graph.inputs:
-            if v not in ranges and v.dtype in _INT_RANGES:
-                ranges[v] = _INT_RANGES[v.dtype]
+            if v not in ranges and dtype.get(v) in _INT_RANGES:
+                ranges[v] = _INT_RANGES[dtype[v]]  # type: ignore[index]
 
         def r(v: ir.Value | None) -> Interval:
             if v is None:
@@ -247,6 +370,8 @@ class NarrowInt64(SurgeryPass):
 
         for node in graph:
             op = node.op_type if node.domain in ("", "ai.onnx") else ""
+            if any(a.is_ref() for a in node.attributes.values()):
+                op = ""  # an attribute bound at the call site: nothing known
             outs = node.outputs
             result: Interval = None
             ins = node.inputs
@@ -309,12 +434,13 @@ class NarrowInt64(SurgeryPass):
             for out in outs:
                 if result is not None:
                     ranges[out] = result
-        return ranges
 
     # ---- rewriting --------------------------------------------------------------------------
-    def _apply(self, model: ir.Model, members: list[Any], fixed_uses: dict[ir.Value, list[tuple[ir.Node, int]]]) -> dict[str, int]:
-        graph = model.graph
-        names = NameAllocator(model)
+    def _apply(
+        self, graph: GraphLike, members: list[Any], fixed_uses: dict[ir.Value, list[tuple[ir.Node, int]]], state: _State
+    ) -> dict[str, int]:
+        body = graph.graph if isinstance(graph, ir.Function) else graph
+        names = state.names
         stats = {"values": 0, "constants": 0, "casts_to_int64": 0, "casts_to_int32": 0}
         values = [m for m in members if isinstance(m, ir.Value)]
         for v in values:
@@ -337,6 +463,7 @@ class NarrowInt64(SurgeryPass):
                 array = attr.as_tensor().numpy() if attr is not None else np.zeros(1, np.float32)
                 producer.attributes["value"] = ir.AttrTensor("value", ir.tensor(array.astype(np.int32)))
             v.type = ir.TensorType(I32)
+            state.dtype[v] = I32
             stats["values"] += 1
             uses = fixed_uses.get(v)
             if uses:
@@ -344,10 +471,12 @@ class NarrowInt64(SurgeryPass):
                 cast = ir.Node("", "Cast", [v], [ir.AttrInt64("to", int(I64))], name=names.derive(base, "to_int64"))
                 out = cast.outputs[0]
                 out.name = names.derive(base, "int64")
-                out.type, out.shape = ir.TensorType(I64), (ir.Shape(v.shape) if v.shape is not None else None)
-                _insert_after(graph, v, cast)
+                shape = state.shapes.get(v)
+                out.type, out.shape = ir.TensorType(I64), (ir.Shape(shape) if shape is not None else None)
+                _insert_after(body, v, cast)
                 for node, index in uses:
                     node.replace_input_with(index, out)
+                state.dtype[out], state.shapes[out] = I64, out.shape
                 stats["casts_to_int64"] += 1
         for split in [m for m in members if isinstance(m, _Split)]:
             v = split.value
@@ -357,12 +486,171 @@ class NarrowInt64(SurgeryPass):
             cast = ir.Node("", "Cast", [v], [ir.AttrInt64("to", int(I32))], name=names.derive(base, "to_int32"))
             out = cast.outputs[0]
             out.name = names.derive(base, "int32")
-            out.type, out.shape = ir.TensorType(I32), (ir.Shape(v.shape) if v.shape is not None else None)
-            _insert_after(graph, v, cast)
+            shape = state.shapes.get(v)
+            out.type, out.shape = ir.TensorType(I32), (ir.Shape(shape) if shape is not None else None)
+            _insert_after(body, v, cast)
             for node, index in split.uses:
                 node.replace_input_with(index, out)
+            state.dtype[out], state.shapes[out] = I32, out.shape
             stats["casts_to_int32"] += 1
         return {k: n for k, n in stats.items() if n}
+
+
+# ---- graphs, call sites and what a body knows of its boundary ---------------------------------
+def _walk(graph: GraphLike, owner: ir.Node | None) -> Iterator[tuple[GraphLike, ir.Node | None]]:
+    yield graph, owner
+    for node in graph:
+        for sub in subgraphs(node):
+            yield from _walk(sub, node)
+
+
+def _graphs_in_order(model: ir.Model) -> Iterator[tuple[GraphLike, Mapping[str, int], ir.Node | None]]:
+    """Every graph with its opset imports and the node holding it: the main graph and its bodies
+    (parents first), then model-local functions with theirs, each function after its callers."""
+    for graph, owner in _walk(model.graph, None):
+        yield graph, model.opset_imports, owner
+    functions = model.functions
+    callees: dict[Any, list[Any]] = {}
+    for key, function in functions.items():
+        callees[key] = [
+            k for n in function.all_nodes() if (k := (n.domain, n.op_type, n.overload)) in functions and k != key
+        ]
+    # reverse post-order of a depth-first walk along calls: callers before callees (no recursion in ONNX)
+    done: set[Any] = set()
+    post: list[Any] = []
+    for root in functions:
+        if root in done:
+            continue
+        done.add(root)
+        stack = [(root, iter(callees[root]))]
+        while stack:
+            key, it = stack[-1]
+            nxt = next((k for k in it if k not in done), None)
+            if nxt is None:
+                post.append(key)
+                stack.pop()
+            else:
+                done.add(nxt)
+                stack.append((nxt, iter(callees[nxt])))
+    for key in reversed(post):
+        function = functions[key]
+        for graph, owner in _walk(function, None):
+            yield graph, function.opset_imports, owner
+
+
+def _call_sites(model: ir.Model) -> dict[Any, list[ir.Node]]:
+    """The nodes calling each model-local function, anywhere in the model."""
+    calls: dict[Any, list[ir.Node]] = {}
+    functions = model.functions
+    graphs: list[GraphLike] = [model.graph, *functions.values()]
+    for graph in graphs:
+        for node in graph.all_nodes():
+            key = (node.domain, node.op_type, node.overload)
+            if key in functions:
+                calls.setdefault(key, []).append(node)
+    return calls
+
+
+def _seed_function(function: ir.Function, calls: list[ir.Node], state: _State) -> None:
+    """A formal input's dtype, static shape and range: those of its arguments, when every call agrees."""
+    if not calls:
+        return
+    for k, formal in enumerate(function.inputs):
+        args = [c.inputs[k] if k < len(c.inputs) else None for c in calls]
+        if any(a is None for a in args):
+            continue  # omitted at some call: the formal is undefined there
+        dtypes = {state.dtype.get(a) or a.dtype for a in args}  # type: ignore[union-attr]
+        if formal.dtype is None and len(dtypes) == 1 and None not in dtypes:
+            state.dtype[formal] = dtypes.pop()
+        shapes = [state.shapes.get(a) if state.shapes.get(a) is not None else a.shape for a in args]  # type: ignore[union-attr]
+        if formal.shape is None and all(s is not None and all(isinstance(d, int) for d in s) for s in shapes):
+            if all(tuple(s) == tuple(shapes[0]) for s in shapes):  # type: ignore[arg-type]
+                state.shapes[formal] = shapes[0]
+        rng = _union(state.ranges.get(a) for a in args)  # type: ignore[misc]
+        if rng is not None:
+            state.ranges[formal] = rng
+
+
+def _seed_body(graph: ir.Graph, owner: ir.Node, opset: int, state: _State) -> None:
+    """What a Loop or Scan body knows of its formal inputs from the node holding it."""
+    inputs = list(graph.inputs)
+    if owner.op_type == "Loop" and owner.domain in ("", "ai.onnx") and len(inputs) >= 2:
+        if inputs[0].dtype is None:
+            state.dtype[inputs[0]] = I64
+        if inputs[1].dtype is None:
+            state.dtype[inputs[1]] = ir.DataType.BOOL
+        for formal, actual in zip(inputs[2:], owner.inputs[2:]):
+            if formal.dtype is None and actual is not None:
+                state.dtype[formal] = state.dtype.get(actual) or actual.dtype
+        trip = owner.inputs[0] if owner.inputs else None
+        bound = state.ranges.get(trip) if trip is not None else None
+        if bound is not None:
+            state.ranges[inputs[0]] = (0, max(bound[1] - 1, 0))  # the iteration number is below M
+    elif owner.op_type == "Scan" and owner.domain in ("", "ai.onnx") and opset >= 9:
+        scan_inputs = schema.attr_value(owner, "num_scan_inputs", opset, 0)
+        states = len(owner.inputs) - scan_inputs
+        for j, (formal, actual) in enumerate(zip(inputs, owner.inputs)):
+            if actual is None:
+                continue
+            if formal.dtype is None:
+                state.dtype[formal] = state.dtype.get(actual) or actual.dtype
+            if j >= states and state.ranges.get(actual) is not None:
+                state.ranges[formal] = state.ranges[actual]  # a slice holds the scan input's values
+
+
+def _values(graph: GraphLike) -> list[ir.Value]:
+    """The values ``graph`` defines: its inputs, initializers and node outputs."""
+    seen: dict[ir.Value, None] = {}
+    for v in graph.inputs:
+        seen[v] = None
+    if isinstance(graph, ir.Graph):
+        for v in graph.initializers.values():
+            seen[v] = None
+    for node in graph:
+        for v in node.outputs:
+            seen[v] = None
+    return list(seen)
+
+
+def _infer_dtype(node: ir.Node, index: int, opset: int, dtype: Mapping[ir.Value, ir.DataType | None]) -> ir.DataType | None:
+    """The element type of output ``index`` of ``node`` from its schema and its inputs' types, else None."""
+    if node.domain not in ("", "ai.onnx") or any(a.is_ref() for a in node.attributes.values()):
+        return None
+    op = node.op_type
+    if op == "Cast":
+        to = node.attributes.get("to")
+        return ir.DataType(to.as_int()) if to is not None else None
+    if op == "Constant":
+        attr = next(iter(node.attributes.values()), None)
+        if attr is None:
+            return None
+        if attr.type == ir.AttributeType.TENSOR:
+            return attr.as_tensor().dtype
+        return {"value_int": I64, "value_ints": I64, "value_float": ir.DataType.FLOAT,
+                "value_floats": ir.DataType.FLOAT}.get(attr.name)
+    if op == "ConstantOfShape":
+        attr = node.attributes.get("value")
+        return attr.as_tensor().dtype if attr is not None else ir.DataType.FLOAT
+    if op == "CastLike":
+        return dtype.get(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    op_schema = schema.get_schema(op, opset, node.domain)
+    if op_schema is None or any(
+        p.option == onnx.defs.OpSchema.FormalParameterOption.Variadic and not p.is_homogeneous
+        for p in list(op_schema.inputs) + list(op_schema.outputs)
+    ):
+        return None  # If/Loop/Scan: each output has its own type
+    binding = schema.type_bindings(node, opset)
+    if binding is None or index >= len(binding.outputs):
+        return None
+    type_str, allowed = binding.outputs[index]
+    if len(allowed) == 1:
+        return next(iter(allowed))
+    for i, (in_type, _) in enumerate(binding.inputs):
+        if in_type == type_str and i < len(node.inputs) and node.inputs[i] is not None:
+            found = dtype.get(node.inputs[i]) or node.inputs[i].dtype
+            if found is not None:
+                return found
+    return None
 
 
 def _sets_type(node: ir.Node) -> bool:

@@ -26,19 +26,28 @@ __all__ = [
 
 GraphLike = Union[ir.Graph, ir.Function]
 
+_GRAPH = ir.AttributeType.GRAPH
+_GRAPHS = ir.AttributeType.GRAPHS
+
 
 def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
     """The graphs held in ``node``'s attributes (``If`` branches, ``Loop``/``Scan`` bodies).
 
     Reference attributes (inside a function body) hold no graph and are skipped.
     """
-    for attr in node.attributes.values():
-        if attr.is_ref():
-            continue
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.as_graph()
-        elif attr.type == ir.AttributeType.GRAPHS:
-            yield from attr.as_graphs()
+    attrs = node.attributes
+    if not attrs:
+        return
+    # ``Attributes`` is a UserDict: iterate its dict directly (the Mapping views go through
+    # __getitem__ per key, which shows on graphs of 100k nodes)
+    for attr in getattr(attrs, "data", attrs).values():
+        kind = attr.type
+        if kind is _GRAPH:
+            if not attr.is_ref():
+                yield attr.as_graph()
+        elif kind is _GRAPHS:
+            if not attr.is_ref():
+                yield from attr.as_graphs()
 
 
 def _walk(graph: GraphLike) -> Iterator[GraphLike]:

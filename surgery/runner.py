@@ -25,11 +25,11 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import GateError, InputError, PassError, SurgeryError
-from surgery.graph import count_nodes, iter_graphs
+from surgery.graph import GraphLike, iter_graphs
 from surgery.instruments import checker
 from surgery.instruments.parity import ORT_ERRORS, Evaluation, Oracle, OrtLoadError, compare_outputs, evaluate
 from surgery.instruments.reproducer import write_reproducer
-from surgery.model_io import LightProto, initializer_bytes
+from surgery.model_io import LightProto
 from surgery.pass_base import FeedHints, Numerics, SurgeryResult, Tolerance
 from surgery.pipeline import Pipeline, Step
 from surgery.report import ModelStats, Report, StepReport
@@ -42,29 +42,39 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def dynamic_dims(model: ir.Model) -> int:
-    """Number of non-constant dims (symbolic or unknown) over all typed values of all graphs."""
+def _graph_dynamic_dims(graph: GraphLike) -> int:
     count = 0
-    for graph in iter_graphs(model, functions=False):
-        values: list[ir.Value] = list(graph.inputs) + list(graph.outputs)
-        for node in graph:
-            values.extend(node.outputs)
-        seen: set[int] = set()
+    seen: set[ir.Value] = set()
+    for values in ([*graph.inputs, *graph.outputs], *(node.outputs for node in graph)):
         for v in values:
-            if id(v) in seen or v.shape is None:
+            shape = v.shape
+            if shape is None or v in seen:
                 continue
-            seen.add(id(v))
-            count += sum(1 for d in v.shape if not isinstance(d, int))
+            seen.add(v)
+            for d in shape:
+                if not isinstance(d, int):
+                    count += 1
     return count
 
 
+def dynamic_dims(model: ir.Model) -> int:
+    """Number of non-constant dims (symbolic or unknown) over all typed values of all graphs."""
+    return sum(_graph_dynamic_dims(graph) for graph in iter_graphs(model, functions=False))
+
+
 def model_stats(model: ir.Model) -> ModelStats:
-    return ModelStats(
-        nodes=count_nodes(model),
-        initializers=sum(len(g.initializers) for g in model.graphs()),
-        initializer_bytes=initializer_bytes(model),
-        dynamic_dims=dynamic_dims(model),
-    )
+    """Node count, weights and dynamic dims of ``model``, in one walk over its graphs."""
+    nodes = initializers = nbytes = dynamic = 0
+    for graph in iter_graphs(model):
+        nodes += len(graph)
+        if isinstance(graph, ir.Function):
+            continue
+        dynamic += _graph_dynamic_dims(graph)
+        initializers += len(graph.initializers)
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                nbytes += value.const_value.nbytes
+    return ModelStats(nodes=nodes, initializers=initializers, initializer_bytes=nbytes, dynamic_dims=dynamic)
 
 
 @dataclasses.dataclass
@@ -174,7 +184,8 @@ class Runner:
                 index=index, name=step.name, numerics=step.pass_.numerics.value, options=step.pass_.options_dict()
             )
             report.steps.append(step_report)
-            step_report.before = report.steps[-2].after if len(report.steps) > 1 and report.steps[-2].after else model_stats(state.model)
+            previous = report.steps[-2].after if len(report.steps) > 1 else report.initial
+            step_report.before = previous or model_stats(state.model)
             t0 = time.perf_counter()
             result = self._run_pass(step, state.model)
             step_report.seconds = time.perf_counter() - t0

@@ -78,9 +78,12 @@ def _used(value: ir.Value) -> bool:
 
 
 def _subgraph_attrs(node: ir.Node) -> list[ir.Attr]:
+    attrs = node.attributes
+    if not attrs:
+        return []
     return [
-        a for a in node.attributes.values()
-        if not a.is_ref() and a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+        a for a in getattr(attrs, "data", attrs).values()
+        if (a.type is ir.AttributeType.GRAPH or a.type is ir.AttributeType.GRAPHS) and not a.is_ref()
     ]
 
 

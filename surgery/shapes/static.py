@@ -89,7 +89,10 @@ def find_offenders(model: ir.Model, *, allow_ops: frozenset[str] = frozenset()) 
     """Every tensor of every graph with a non-static shape, and every data-dependent op.
 
     Values downstream of an allowed op (``allow_ops``) are exempt: their dynamism is accepted.
-    Model-local functions are templates instantiated at their call sites and are not inspected.
+
+    Model-local functions are templates whose tensors take their shapes at each call site, so a
+    static compiler only sees them once inlined (ATC refuses them: E16005). A call to one is an
+    offender (run ``inline-functions`` first), and so is a data-dependent op inside a function body.
     """
     labels = _graph_labels(model)
     offenders: list[Offender] = []
@@ -107,6 +110,13 @@ def find_offenders(model: ir.Model, *, allow_ops: frozenset[str] = frozenset()) 
                 reason = _data_dependent(node)
                 if reason:
                     offenders.append(Offender(label, "op", node.name or node.op_type, reason, f"{node.op_type} node"))
+                elif (node.domain, node.op_type, node.overload) in model.functions:
+                    offenders.append(Offender(
+                        label, "op", node.name or node.op_type,
+                        f"calls model-local function '{_function_label(node.domain, node.op_type, node.overload)}', "
+                        "whose tensors are only shaped per call (run inline-functions first)",
+                        f"{node.op_type} node",
+                    ))
             values.extend(node.outputs)
         values.extend(graph.outputs)
         for value in values:
@@ -116,7 +126,18 @@ def find_offenders(model: ir.Model, *, allow_ops: frozenset[str] = frozenset()) 
             reason = _static_tensor(value)
             if reason:
                 offenders.append(Offender(label, "tensor", value.name or "<unnamed>", reason, _producer_text(value)))
+    for (domain, name, overload), function in model.functions.items():
+        label = f"function {_function_label(domain, name, overload)}"
+        for graph in walk_graphs(function):
+            for node in graph:
+                reason = None if node.op_type in allow_ops else _data_dependent(node)
+                if reason:
+                    offenders.append(Offender(label, "op", node.name or node.op_type, reason, f"{node.op_type} node"))
     return offenders
+
+
+def _function_label(domain: str, name: str, overload: str) -> str:
+    return f"{domain}::{name}" + (f":{overload}" if overload else "")
 
 
 def _data_dependent(node: ir.Node) -> str | None:

@@ -108,3 +108,49 @@ def test_as_a_pipeline_gate():
         surgery.apply(proto, [AssertStatic()])
     model, report = surgery.apply(proto, [FixShapes(shapes="x:2,3"), MakeStatic(), AssertStatic()])
     assert report.ok and report.step("assert-static").modified is False
+
+
+def _function_model():
+    """y = Block(x) where the local function Block reshapes by a Shape-derived target, then NonZero."""
+    body = [
+        h.make_node("Shape", ["a"], ["s"], name="fn/shape"),
+        h.make_node("ReduceProd", ["s"], ["n"], keepdims=1, name="fn/prod"),
+        h.make_node("Reshape", ["a", "n"], ["flat"], name="fn/reshape"),
+        h.make_node("Relu", ["flat"], ["b"], name="fn/relu"),
+    ]
+    block = h.make_function("local.fn", "Block", ["a"], ["b"], body, [h.make_opsetid("", 17)])
+    picky = h.make_function("local.fn", "Picky", ["a"], ["b"],
+                            [h.make_node("NonZero", ["a"], ["b"], name="fn/nonzero")], [h.make_opsetid("", 17)])
+    return make_model(
+        [h.make_node("Block", ["x"], ["y"], domain="local.fn", name="block0")],
+        [vi("x", T.FLOAT, [2, 3])], [vi("y", T.FLOAT, [None])],
+        functions=[block, picky], extra_opsets={"local.fn": 1},
+    )
+
+
+def test_model_local_function_calls_and_their_data_dependent_ops_are_offenders():
+    model = ir.from_proto(_function_model())
+    with pytest.raises(PassError) as info:
+        AssertStatic()(model)
+    text = str(info.value)
+    assert "op 'block0': calls model-local function 'local.fn::Block'" in text and "inline-functions" in text
+    assert "op 'fn/nonzero' [in function local.fn::Picky]: NonZero has a data-dependent output shape" in text
+    # allowed by name: the call is accepted
+    with pytest.raises(PassError) as info:
+        AssertStatic(allow_ops=["Block"])(model)
+    assert "block0" not in str(info.value) and "fn/nonzero" in str(info.value)
+
+
+def test_after_inline_functions_and_make_static_the_function_model_is_static():
+    from surgery.passes.inline_functions import InlineFunctions
+
+    proto = _function_model()
+    proto.functions.pop()  # drop the unused NonZero function
+    before = ir.from_proto(proto)
+    result = MakeStatic()(before)
+    assert any("model-local functions remain (local.fn::Block)" in n for n in result.notes)
+    out, report = surgery.apply(proto, [InlineFunctions(), MakeStatic(), AssertStatic()], verify="end")
+    model = ir.from_proto(out)
+    assert not model.functions
+    assert [tuple(v.shape) for v in model.graph.outputs] == [(6,)]
+    assert report.step("assert-static").stats == {"checked": "static"}

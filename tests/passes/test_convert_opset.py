@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -23,6 +25,10 @@ F3 = {"x": X3}
 
 def _x(shape):
     return [vi("x", T.FLOAT, shape)]
+
+
+def _attn(inputs, outputs=("y",), name="attn", **attrs):
+    return h.make_node("Attention", list(inputs), list(outputs), name=name, **attrs)
 
 
 CASES = {
@@ -132,8 +138,29 @@ def test_decomposed_and_adapted_nodes_keep_derived_names():
          "Softmax 'sm' .* axis=1 is not the last axis"),
         ([h.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2], name="pool")], _x([2, 6, 3, 5]),
          [vi("y", T.FLOAT, [2, 6, 1, 3])], {}, 19, 18, "AveragePool 'pool' .* dilations=\\[2, 2\\] exist only from opset 19"),
-        ([h.make_node("AffineGrid", ["t", "sz"], ["y"], name="ag")], [vi("t", T.FLOAT, [2, 2, 3])], [vi("y", T.FLOAT, [2, 3, 5, 2])],
-         {"sz": np.array([2, 1, 3, 5], np.int64)}, 20, 18, "AffineGrid 'ag' .* does not exist at opset 18 and there is no decomposition"),
+        # an op newer than the target with no decomposition goes through the generic path, which names it
+        ([h.make_node("TensorScatter", ["c", "u", "i"], ["y"], name="ts")],
+         [vi("c", T.FLOAT, [2, 2, 6, 4]), vi("u", T.FLOAT, [2, 2, 1, 4]), vi("i", T.INT64, [2])], [vi("y", T.FLOAT, [2, 2, 6, 4])],
+         {}, 24, 18, "TensorScatter 'ts' \\(opset 24\\) cannot be converted to opset 18: it does not exist at opset 18 and there is no decomposition"),
+        ([h.make_node("Clip", ["x", "lo"], ["y"], name="clip")], [vi("x", T.FLOAT, [2, 4]), vi("lo", T.FLOAT, [])],
+         [vi("y", T.FLOAT, [2, 4])], {}, 13, 10, "Clip 'clip' .* its min input 'lo' is computed at run time; opset 10 needs a constant"),
+        ([h.make_node("Clip", ["x", "", "hi"], ["y"], name="clip")], [vi("x", T.DOUBLE, [2, 4])], [vi("y", T.DOUBLE, [2, 4])],
+         {"hi": np.array(0.1, np.float64)}, 13, 10, "Clip 'clip' .* max=0.1 is not a float32"),
+        ([_attn(["q", "k", "v", "", "", "", "n"], name="att")],
+         [vi("q", T.FLOAT, [2, 4, 3, 8]), vi("k", T.FLOAT, [2, 4, 5, 8]), vi("v", T.FLOAT, [2, 4, 5, 8]), vi("n", T.INT64, [2])],
+         [vi("y", T.FLOAT, [2, 4, 3, 8])], {}, 24, 18, "Attention 'att' .* input 6 nonpad_kv_seqlen \\('n'\\) is not supported"),
+        ([_attn(["q", "k", "v"], ["y", "", "", "qk"], qk_matmul_output_mode=1, name="att")],
+         [vi("q", T.FLOAT, [2, 4, 3, 8]), vi("k", T.FLOAT, [2, 4, 5, 8]), vi("v", T.FLOAT, [2, 4, 5, 8])],
+         [vi("y", T.FLOAT, [2, 4, 3, 8]), vi("qk", T.FLOAT, [2, 4, 3, 5])], {}, 23, 18,
+         "Attention 'att' .* output qk_matmul_output with qk_matmul_output_mode=1"),
+        ([h.make_node("DeformConv", ["x", "w", "off"], ["y"], name="dcn")],
+         [vi("x", T.FLOAT, [1, 3, 4, 4]), vi("w", T.FLOAT, [2, 3, 3, 3]), vi("off", T.FLOAT, [1, 18, 2, 2])],
+         [vi("y", T.FLOAT, [1, 2, 2, 2])], {}, 19, 15, "DeformConv 'dcn' .* uses GridSample, which exists only from opset 16"),
+        ([h.make_node("DeformConv", ["x", "w", "off"], ["y"], name="dcn")],
+         [vi("x", T.FLOAT, [1, 3, "h", "w"]), vi("w", T.FLOAT, [2, 3, 3, 3]), vi("off", T.FLOAT, [1, 18, "oh", "ow"])],
+         [vi("y", T.FLOAT, [1, 2, "oh", "ow"])], {}, 19, 18, "DeformConv 'dcn' .* input X 'x' needs static channels, height and width"),
+        ([h.make_node("AffineGrid", ["t", "sz"], ["y"], name="ag")], [vi("t", T.FLOAT, ["n", "a", "b"]), vi("sz", T.INT64, ["r"])],
+         [vi("y", T.FLOAT, ["n", "h", "w", "k"])], {}, 20, 18, "AffineGrid 'ag' .* size 'sz' is computed at run time and the grid's rank is unknown"),
         ([h.make_node("ReduceMean", ["x", "ax"], ["y"], name="rm")], [vi("x", T.FLOAT, [2, 4]), vi("ax", T.INT64, [1])],
          [vi("y", T.FLOAT, ["d0", "d1"])], {}, 18, 17, "ReduceMean 'rm' .* axes input 'ax' is computed at run time"),
         ([h.make_node("Pad", ["x", "p"], ["y"], mode="wrap", name="pad")], _x([2, 4]), [vi("y", T.FLOAT, [2, 6])],
@@ -190,3 +217,294 @@ def test_functions_are_converted_at_their_own_opset():
 def test_target_out_of_range_is_a_pipeline_error():
     with pytest.raises(PipelineError, match="target must be between 7 and"):
         ConvertOpset(target=99)
+
+
+# ---- decompositions of ops newer than ATC's opset 18 -----------------------------------------
+
+Q = RNG.standard_normal((2, 4, 3, 8)).astype(np.float32)
+K5 = RNG.standard_normal((2, 4, 5, 8)).astype(np.float32)
+V5 = RNG.standard_normal((2, 4, 5, 6)).astype(np.float32)
+KV2 = RNG.standard_normal((2, 2, 5, 8)).astype(np.float32)  # 2 key/value heads for 4 query heads
+BOOL_MASK = RNG.uniform(size=(3, 5)) > 0.4
+BOOL_MASK[:, 0] = True
+BOOL_MASK[1] = False  # a row with nothing to attend: the op gives zeros there
+X_ROT = RNG.standard_normal((2, 3, 4, 8)).astype(np.float32)
+COS = RNG.standard_normal((7, 4)).astype(np.float32)
+SIN = RNG.standard_normal((7, 4)).astype(np.float32)
+POS = np.array([[0, 1, 2, 3], [3, 4, 5, 6]], np.int64)
+THETA2 = RNG.standard_normal((2, 2, 3)).astype(np.float32)
+THETA3 = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+
+
+
+# name: (nodes, inputs, outputs, initializers, opset, targets, feeds, ops the result must not hold)
+NEW_OPS = {
+    "affinegrid_2d": (
+        [h.make_node("AffineGrid", ["t", "sz"], ["y"], name="ag")],
+        [vi("t", T.FLOAT, [2, 2, 3])], [vi("y", T.FLOAT, [2, 4, 5, 2])], {"sz": np.array([2, 3, 4, 5], np.int64)},
+        20, [18, 13], {"t": THETA2}),
+    "affinegrid_2d_align_single_row": (  # a 1-long axis: ORT puts its point at +1 with align_corners=1
+        [h.make_node("AffineGrid", ["t", "sz"], ["y"], align_corners=1, name="ag")],
+        [vi("t", T.FLOAT, [2, 2, 3])], [vi("y", T.FLOAT, [2, 1, 5, 2])], {"sz": np.array([2, 3, 1, 5], np.int64)},
+        20, [18], {"t": THETA2}),
+    "affinegrid_3d_align": (
+        [h.make_node("AffineGrid", ["t", "sz"], ["y"], align_corners=1, name="ag")],
+        [vi("t", T.FLOAT, [2, 3, 4])], [vi("y", T.FLOAT, [2, 2, 3, 4, 3])], {"sz": np.array([2, 1, 2, 3, 4], np.int64)},
+        20, [18], {"t": THETA3}),
+    "affinegrid_runtime_size_2d": (
+        [h.make_node("AffineGrid", ["t", "sz"], ["y"], name="ag")],
+        [vi("t", T.FLOAT, [2, 2, 3]), vi("sz", T.INT64, [4])], [vi("y", T.FLOAT, [2, "h", "w", 2])], {},
+        20, [18, 13], {"t": THETA2, "sz": np.array([2, 3, 4, 1], np.int64)}),
+    "affinegrid_runtime_size_3d_align": (
+        [h.make_node("AffineGrid", ["t", "sz"], ["y"], align_corners=1, name="ag")],
+        [vi("t", T.FLOAT, [2, 3, 4]), vi("sz", T.INT64, [5])], [vi("y", T.FLOAT, [2, "d", "h", "w", 3])], {},
+        20, [18], {"t": THETA3, "sz": np.array([2, 1, 1, 3, 4], np.int64)}),
+    "clip_constant_bounds": (
+        [h.make_node("Clip", ["x", "lo", "hi"], ["a"], name="clip"), h.make_node("Clip", ["a", "", "hi2"], ["y"], name="clip_max")],
+        _x([2, 4, 6]), [vi("y", T.FLOAT, [2, 4, 6])],
+        {"lo": np.array(-0.5, np.float32), "hi": np.array(0.75, np.float32), "hi2": np.array(0.25, np.float32)}, 13, [12, 11, 10, 7], F3),
+    "rmsnorm": (
+        [h.make_node("RMSNormalization", ["x", "s"], ["a"], epsilon=1e-6, name="rms"),
+         h.make_node("RMSNormalization", ["a", "s2"], ["y"], axis=-2, name="rms2")],
+        _x([2, 4, 6]), [vi("y", T.FLOAT, [2, 4, 6])],
+        {"s": RNG.standard_normal(6).astype(np.float32), "s2": RNG.standard_normal((4, 6)).astype(np.float32)}, 23, [18, 13], F3),
+    "rotary_positions": (
+        [h.make_node("RotaryEmbedding", ["x", "c", "s", "p"], ["y"], name="rope")],
+        [vi("x", T.FLOAT, [2, 3, 4, 8]), vi("p", T.INT64, [2, 4])], [vi("y", T.FLOAT, [2, 3, 4, 8])], {"c": COS, "s": SIN},
+        23, [18, 13], {"x": X_ROT, "p": POS}),
+    "rotary_interleaved_partial": (
+        [h.make_node("RotaryEmbedding", ["x", "c", "s", "p"], ["y"], interleaved=1, rotary_embedding_dim=4, name="rope")],
+        [vi("x", T.FLOAT, [2, 3, 4, 8]), vi("p", T.INT64, [2, 4])], [vi("y", T.FLOAT, [2, 3, 4, 8])],
+        {"c": COS[:, :2], "s": SIN[:, :2]}, 23, [18], {"x": X_ROT, "p": POS}),
+    "rotary_3d_batched_caches": (  # (B, S, N*H) input, caches already (B, S, half), unknown half size
+        [h.make_node("RotaryEmbedding", ["x", "c", "s"], ["y"], num_heads=3, name="rope")],
+        [vi("x", T.FLOAT, [2, 4, 24]), vi("c", T.FLOAT, [2, 4, "half"]), vi("s", T.FLOAT, [2, 4, "half"])],
+        [vi("y", T.FLOAT, [2, 4, 24])], {}, 23, [18],
+        {"x": X_ROT.transpose(0, 2, 1, 3).reshape(2, 4, 24), "c": COS[POS], "s": SIN[POS]}),
+    "attention_plain": (
+        [_attn(["q", "k", "v"])], [vi("q", T.FLOAT, [2, 4, 3, 8]), vi("k", T.FLOAT, [2, 4, 5, 8]), vi("v", T.FLOAT, [2, 4, 5, 6])],
+        [vi("y", T.FLOAT, [2, 4, 3, 6])], {}, 23, [18, 13], {"q": Q, "k": K5, "v": V5}),
+    "attention_bool_mask": (
+        [_attn(["q", "k", "v", "m"])],
+        [vi("q", T.FLOAT, [2, 4, 3, 8]), vi("k", T.FLOAT, [2, 4, 5, 8]), vi("v", T.FLOAT, [2, 4, 5, 6]), vi("m", T.BOOL, [3, 5])],
+        [vi("y", T.FLOAT, [2, 4, 3, 6])], {}, 23, [18, 13], {"q": Q, "k": K5, "v": V5, "m": BOOL_MASK}),
+    "attention_float_mask_scale": (
+        [_attn(["q", "k", "v", "m"], scale=0.3)],
+        [vi("q", T.FLOAT, [2, 4, 3, 8]), vi("k", T.FLOAT, [2, 4, 5, 8]), vi("v", T.FLOAT, [2, 4, 5, 6]), vi("m", T.FLOAT, [2, 1, 3, 5])],
+        [vi("y", T.FLOAT, [2, 4, 3, 6])], {}, 23, [18], {"q": Q, "k": K5, "v": V5, "m": RNG.standard_normal((2, 1, 3, 5)).astype(np.float32)}),
+    "attention_causal_gqa": (
+        [_attn(["q", "k", "v"], is_causal=1)],
+        [vi("q", T.FLOAT, [2, 4, 3, 8]), vi("k", T.FLOAT, [2, 2, 5, 8]), vi("v", T.FLOAT, [2, 2, 5, 8])],
+        [vi("y", T.FLOAT, [2, 4, 3, 8])], {}, 23, [18, 13], {"q": Q, "k": KV2, "v": KV2[:, :, :, ::-1].copy()}),
+    "attention_dynamic_causal_gqa": (  # head counts, lengths and head size known only at run time
+        [_attn(["q", "k", "v"], is_causal=1)],
+        [vi("q", T.FLOAT, ["b", "hq", "l", "d"]), vi("k", T.FLOAT, ["b", "hk", "s", "d"]), vi("v", T.FLOAT, ["b", "hk", "s", "d"])],
+        [vi("y", T.FLOAT, ["b", "hq", "l", "d"])], {}, 23, [18], {"q": Q, "k": KV2, "v": KV2[:, :, :, ::-1].copy()}),
+    "attention_3d_past_causal": (  # (B, S, H*D) inputs, a KV cache, present outputs used
+        [_attn(["q", "k", "v", "", "pk", "pv"], ["y", "present_k", "present_v"], is_causal=1, q_num_heads=4, kv_num_heads=2)],
+        [vi("q", T.FLOAT, [2, 3, 32]), vi("k", T.FLOAT, [2, 3, 16]), vi("v", T.FLOAT, [2, 3, 12]),
+         vi("pk", T.FLOAT, [2, 2, 2, 8]), vi("pv", T.FLOAT, [2, 2, 2, 6])],
+        [vi("y", T.FLOAT, [2, 3, 24]), vi("present_k", T.FLOAT, [2, 2, 5, 8]), vi("present_v", T.FLOAT, [2, 2, 5, 6])], {}, 23, [18],
+        {"q": Q.transpose(0, 2, 1, 3).reshape(2, 3, 32), "k": KV2[:, :, :3].transpose(0, 2, 1, 3).reshape(2, 3, 16),
+         "v": V5[:, :2, :3].transpose(0, 2, 1, 3).reshape(2, 3, 12), "pk": KV2[:, :, 3:], "pv": V5[:, 2:, 3:]}),
+    "attention_softcap_probs": (
+        [_attn(["q", "k", "v", "m"], ["y", "", "", "probs"], softcap=2.0, qk_matmul_output_mode=3)],
+        [vi("q", T.FLOAT, [2, 4, 3, 8]), vi("k", T.FLOAT, [2, 4, 5, 8]), vi("v", T.FLOAT, [2, 4, 5, 6]), vi("m", T.BOOL, [3, 5])],
+        [vi("y", T.FLOAT, [2, 4, 3, 6]), vi("probs", T.FLOAT, [2, 4, 3, 5])], {}, 23, [18],
+        {"q": Q, "k": K5, "v": V5, "m": BOOL_MASK}),
+    "attention_qk_scores": (
+        [_attn(["q", "k", "v"], ["y", "", "", "qk"], scale=0.5)],
+        [vi("q", T.FLOAT, [2, 4, 3, 8]), vi("k", T.FLOAT, [2, 4, 5, 8]), vi("v", T.FLOAT, [2, 4, 5, 6])],
+        [vi("y", T.FLOAT, [2, 4, 3, 6]), vi("qk", T.FLOAT, [2, 4, 3, 5])], {}, 23, [18], {"q": Q, "k": K5, "v": V5}),
+    "deformconv_groups_mask_bias": (  # offsets up to a few pixels: taps fall across the border too
+        [h.make_node("DeformConv", ["x", "w", "off", "b", "m"], ["y"], kernel_shape=[2, 3], strides=[2, 1], dilations=[1, 2],
+                     pads=[0, 2, 1, 0], group=2, offset_group=2, name="dcn")],
+        [vi("x", T.FLOAT, [2, 4, 5, 6]), vi("off", T.FLOAT, [2, 24, 3, 4]), vi("m", T.FLOAT, [2, 12, 3, 4])],
+        [vi("y", T.FLOAT, [2, 6, 3, 4])],
+        {"w": RNG.standard_normal((6, 2, 2, 3)).astype(np.float32), "b": RNG.standard_normal(6).astype(np.float32)}, 19, [18, 16],
+        {"x": RNG.standard_normal((2, 4, 5, 6)).astype(np.float32), "off": 2 * RNG.standard_normal((2, 24, 3, 4)).astype(np.float32),
+         "m": RNG.uniform(size=(2, 12, 3, 4)).astype(np.float32)}),
+    "deformconv_plain_runtime_weight": (
+        [h.make_node("DeformConv", ["x", "w", "off"], ["y"], pads=[1, 1, 1, 1], name="dcn")],
+        [vi("x", T.FLOAT, [1, 3, 4, 4]), vi("w", T.FLOAT, [2, 3, 3, 3]), vi("off", T.FLOAT, [1, 18, 4, 4])],
+        [vi("y", T.FLOAT, [1, 2, 4, 4])], {}, 19, [18],
+        {"x": RNG.standard_normal((1, 3, 4, 4)).astype(np.float32), "w": RNG.standard_normal((2, 3, 3, 3)).astype(np.float32),
+         "off": RNG.standard_normal((1, 18, 4, 4)).astype(np.float32)}),
+}
+
+NEW_OP_TYPES = {"AffineGrid", "RMSNormalization", "RotaryEmbedding", "Attention", "DeformConv"}
+
+
+@pytest.mark.parametrize("case, target", [(case, t) for case, spec in NEW_OPS.items() for t in spec[5]])
+def test_new_ops_are_decomposed_with_parity(case, target):
+    nodes, inputs, outputs, inits, opset, _, feeds = NEW_OPS[case]
+    proto = make_model(nodes, inputs, outputs, inits, opset=opset)
+    expected = ort_run(proto, feeds)
+    model = ir.from_proto(proto)
+    result = ConvertOpset(target=target)(model)
+    assert result.modified and model.opset_imports[""] == target
+    counts = op_counts(model)
+    assert not NEW_OP_TYPES & set(counts), counts
+    originals = {n.name for n in nodes}
+    # every node the rewrite made is named after the node it replaced; kept nodes keep their name
+    assert all(n.name in originals or n.name.split("/")[0] in originals for n in model.graph), [n.name for n in model.graph]
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    got = ort_run(model, feeds)
+    for key in expected:
+        assert got[key].shape == expected[key].shape, key
+        # DeformConv sums C*K products in another order than ORT's kernel: a little more slack
+        atol = 1e-5 if case.startswith("deformconv") else 2e-6
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=atol, err_msg=key)
+    assert not ConvertOpset(target=target)(model).modified
+    assert model.ir_version == proto.ir_version
+
+
+# ---- torch exports: what torch 2.13 really emits above opset 18 ---------------------------------
+#
+# torch.onnx.export(dynamo=True, opset_version=23) turns F.scaled_dot_product_attention into one
+# Attention-23 node (4-D Q/K/V, the mask as given, is_causal, scale, GQA through K/V's head count) and
+# nn.RMSNorm into RMSNormalization-23. F.affine_grid becomes AffineGrid-20 only with the TorchScript
+# exporter (dynamo decomposes it into plain ops). The dynamo exporter always runs onnxscript's version
+# converter, whose InlinePass inlines every function, so model-local functions at opset 20 come from
+# the TorchScript exporter's export_modules_as_functions.
+
+
+@pytest.fixture(scope="module")
+def torch_attention_export():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.RMSNorm(8, eps=1e-6)
+
+        def forward(self, q, k, v, mask):
+            q = self.norm(q)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.4, enable_gqa=True)
+            return F.scaled_dot_product_attention(a, q, q, attn_mask=mask) + a
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        net.norm.weight.copy_(torch.linspace(0.5, 1.5, 8))
+    mask = np.ones((3, 3), bool)
+    mask[0, 1:] = False
+    feeds = {"q": Q, "k": KV2[:, :, :3].copy(), "v": KV2[:, :, 2:].copy(), "mask": mask}
+    args = tuple(torch.from_numpy(feeds[k]) for k in ("q", "k", "v", "mask"))
+    program = torch.onnx.export(net, args, dynamo=True, opset_version=23, input_names=list(feeds), output_names=["y"],
+                                verbose=False)
+    with torch.no_grad():
+        reference = net(*args).numpy()
+    return program.model_proto, feeds, reference
+
+
+@pytest.mark.torch
+def test_torch_dynamo_opset23_attention_and_rmsnorm(torch_attention_export):
+    from surgery import apply
+
+    proto, feeds, reference = torch_attention_export
+    assert op_counts(proto)["Attention"] == 2 and op_counts(proto)["RMSNormalization"] == 1
+    model, report = apply(ir.from_proto(proto), [ConvertOpset()], inputs=feeds)
+    assert dict(model.opset_imports) == {"": 18}
+    counts = op_counts(model)
+    assert "Attention" not in counts and "RMSNormalization" not in counts and counts["Softmax"] == 2
+    step = report.steps[-1]
+    assert step.modified and step.stats["decomposed"] == 3 and step.parity and all(d.ok for d in step.parity)
+    np.testing.assert_allclose(ort_run(model, feeds)["y"], reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def torch_functions_opset20():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    class Warp(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.theta = torch.nn.Linear(6, 6)
+
+        def forward(self, x):
+            theta = self.theta(x.mean(dim=(2, 3))[:, :6]).view(-1, 2, 3)
+            grid = F.affine_grid(theta, [2, 6, 3, 5], align_corners=False)
+            return F.grid_sample(x, grid, align_corners=False)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.warp, self.act = Warp(), torch.nn.GELU()
+
+        def forward(self, x):
+            return self.act(self.warp(x))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    f = io.BytesIO()
+    x = torch.from_numpy(X4)
+    torch.onnx.export(net, (x,), f, dynamo=False, opset_version=20, export_modules_as_functions=True,
+                      input_names=["x"], output_names=["y"])
+    with torch.no_grad():
+        reference = net(x).numpy()
+    return onnx.load_from_string(f.getvalue()), reference
+
+
+@pytest.mark.torch
+def test_torch_opset20_functions_come_out_at_18_in_one_domain(torch_functions_opset20):
+    from surgery import apply
+    from surgery.passes.inline_functions import InlineFunctions
+
+    proto, reference = torch_functions_opset20
+    assert proto.functions and len(proto.opset_import) > 1
+    assert {"AffineGrid", "GridSample", "Gelu"} <= set(op_counts(proto))
+    feeds = {proto.graph.input[0].name: X4}  # the whole Net is a function: torch names its output itself
+    model, report = apply(ir.from_proto(proto), [InlineFunctions(), ConvertOpset()], inputs=feeds)
+    assert dict(model.opset_imports) == {"": 18} and not model.functions
+    assert {n.domain for n in model.graph} == {""}
+    counts = op_counts(model)
+    assert not {"AffineGrid", "Gelu"} & set(counts) and counts["GridSample"] == 1
+    assert report.ok and report.steps[-1].parity and all(d.ok for s in report.steps for d in s.parity)
+    assert report.steps[-1].stats["decomposed"] == 2  # AffineGrid and Gelu, once inlined
+    got = ort_run(model, feeds)[proto.graph.output[0].name]
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_new_ops_inside_a_function_are_decomposed_at_its_opset():
+    # no shapes or types inside a function: the decompositions must do without them
+    fn = h.make_function(
+        "local", "Block", ["q", "k", "v", "s", "c", "sn"], ["y"],
+        [h.make_node("RMSNormalization", ["q", "s"], ["qn"], name="rms"),
+         h.make_node("RotaryEmbedding", ["qn", "c", "sn"], ["qr"], name="rope"),
+         _attn(["qr", "k", "v"], is_causal=1, name="attn")],
+        opset_imports=[h.make_opsetid("", 23)])
+    caches = [vi("c", T.FLOAT, [2, 3, 4]), vi("sn", T.FLOAT, [2, 3, 4])]
+    proto = make_model([h.make_node("Block", ["q", "k", "v", "s", "c", "sn"], ["y"], domain="local", name="block")],
+                       [vi("q", T.FLOAT, [2, 4, 3, 8]), vi("k", T.FLOAT, [2, 4, 5, 8]), vi("v", T.FLOAT, [2, 4, 5, 6]),
+                        vi("s", T.FLOAT, [8]), *caches],
+                       [vi("y", T.FLOAT, [2, 4, 3, 6])], functions=[fn], extra_opsets={"local": 1}, opset=23)
+    feeds = {"q": Q, "k": K5, "v": V5, "s": RNG.standard_normal(8).astype(np.float32), "c": COS[POS][:, :3], "sn": SIN[POS][:, :3]}
+    expected = ort_run(proto, feeds)["y"]
+    model = ir.from_proto(proto)
+    result = ConvertOpset(target=18)(model)
+    function = model.functions[("local", "Block", "")]
+    assert function.opset_imports[""] == 18 and result.stats["decomposed"] == 3
+    assert not NEW_OP_TYPES & {n.op_type for n in function}
+    assert all(n.name.split("/")[0] in {"rms", "rope", "attn"} for n in function)
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    np.testing.assert_allclose(ort_run(model, feeds)["y"], expected, rtol=1e-5, atol=2e-6)
+
+
+def test_float16_attention_softmax_precision_and_rmsnorm_stash():
+    # softmax_precision=FLOAT and stash_type=1 compute in float32: the decomposition casts up and back
+    feeds = {"q": Q.astype(np.float16), "k": K5.astype(np.float16), "v": V5.astype(np.float16)}
+    nodes = [_attn(["q", "k", "v"], ["a"], softmax_precision=T.FLOAT),
+             h.make_node("RMSNormalization", ["a", "s"], ["y"], name="rms")]
+    proto = make_model(nodes, [vi(n, T.FLOAT16, feeds[n].shape) for n in feeds], [vi("y", T.FLOAT16, [2, 4, 3, 6])],
+                       {"s": RNG.standard_normal(6).astype(np.float16)}, opset=23)
+    expected = ort_run(proto, feeds)["y"]
+    model = ir.from_proto(proto)
+    ConvertOpset()(model)
+    counts = op_counts(model)
+    assert counts["Cast"] == 4 and "Attention" not in counts and "RMSNormalization" not in counts
+    got = ort_run(model, feeds)["y"]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), rtol=1e-3, atol=4e-3)  # one fp16 ulp at 4..8
