@@ -5,8 +5,9 @@ Models (generated here, nothing downloaded):
 - ``decoder``: a GPT-like decoder in the legacy exporter's style (Shape → Gather → Unsqueeze →
   Concat → Reshape per layer, a tied embedding / lm_head ``Transpose``), dynamic batch and
   sequence, one file, about ``--decoder-mb`` MB of float32 weights;
-- ``chain-N``: N small shape-computing nodes (blocks of Shape → Gather → Div → Mul → Unsqueeze →
-  Concat → Reshape; the Div defeats onnx's data propagation, so the chain only resolves by folding).
+- ``slice N`` / ``reshape N``: N small shape-computing nodes (blocks of Shape → Gather → Div →
+  Mul → Unsqueeze → Slice, or → Concat → Reshape; the Div defeats onnx's data propagation, so the
+  chain only resolves by folding block after block).
 
 Each tool runs in a fresh subprocess that reports its wall time and peak RSS (``VmHWM``, else ``ru_maxrss``):
 ``surgery`` (``surgery.apply`` of fix-shapes + make-static with ``verify="off"``, saving),
@@ -108,12 +109,19 @@ def decoder(path: Path, target_mb: int, layers: int = 4, heads: int = 8) -> dict
     return {"input_ids": [1, 128]}
 
 
-def chain(path: Path, nodes_wanted: int) -> dict[str, list[int]]:
-    """Write the synthetic shape chain; return the shapes to fix."""
-    blocks = max(1, nodes_wanted // 7)
+def chain(path: Path, nodes_wanted: int, kind: str = "slice") -> dict[str, list[int]]:
+    """Write a synthetic shape chain; return the shapes to fix.
+
+    Each block reads the previous block's shape: Shape → Gather → Div → Mul → Unsqueeze, then
+    ``slice``: a Slice whose end is that value, or ``reshape``: Concat → Reshape. The Div defeats
+    onnx's data propagation, so each block's shape is known only once the previous one folds.
+    On ``slice`` onnxsim folds one block per fixed-point iteration and stops at its 50-iteration
+    cap (the superlinear figures in the issue); on ``reshape`` it fuses the Reshapes instead.
+    """
+    blocks = max(1, nodes_wanted // (6 if kind == "slice" else 7))
     nodes = []
     inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in
-             {"i1": 1, "two": 2, "ax": [0], "lead": [2]}.items()]
+             {"i1": 1, "two": 2, "ax": [0], "lead": [2], "zero": [0], "axis1": [1]}.items()]
     cur = "x"
     for b in range(blocks):
         nodes += [
@@ -122,13 +130,18 @@ def chain(path: Path, nodes_wanted: int) -> dict[str, list[int]]:
             h.make_node("Div", [f"d{b}", "two"], [f"h{b}"], name=f"div{b}"),
             h.make_node("Mul", [f"h{b}", "two"], [f"m{b}"], name=f"mul{b}"),
             h.make_node("Unsqueeze", [f"m{b}", "ax"], [f"u{b}"], name=f"unsq{b}"),
-            h.make_node("Concat", ["lead", f"u{b}"], [f"t{b}"], axis=0, name=f"cat{b}"),
-            h.make_node("Reshape", [cur, f"t{b}"], [f"r{b}"], name=f"reshape{b}"),
         ]
+        if kind == "slice":
+            nodes.append(h.make_node("Slice", [cur, "zero", f"u{b}", "axis1"], [f"r{b}"], name=f"slice{b}"))
+        else:
+            nodes += [
+                h.make_node("Concat", ["lead", f"u{b}"], [f"t{b}"], axis=0, name=f"cat{b}"),
+                h.make_node("Reshape", [cur, f"t{b}"], [f"r{b}"], name=f"reshape{b}"),
+            ]
         cur = f"r{b}"
     nodes.append(h.make_node("Relu", [cur], ["y"], name="relu"))
     graph = h.make_graph(nodes, "chain", [h.make_tensor_value_info("x", T.FLOAT, [2, "n"])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [2, None])], inits)
+                         [h.make_tensor_value_info("y", T.FLOAT, [2, "m"])], inits)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.save(model, path)
@@ -217,6 +230,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decoder-mb", type=int, default=200, help="decoder weight size in MB (0: skip)")
     parser.add_argument("--chains", type=int, nargs="*", default=[30000, 100000], help="synthetic graph node counts")
+    parser.add_argument("--chain-kinds", nargs="*", default=["slice", "reshape"], choices=["slice", "reshape"],
+                        help="synthetic graph families (see chain())")
     parser.add_argument("--tools", nargs="*", default=["surgery", "passes", "floor", "onnxsim", "load+save"])
     parser.add_argument("--timeout", type=float, default=900.0, help="per tool and model, seconds")
     parser.add_argument("--workdir", type=Path, help="where models are written (default: a temporary folder)")
@@ -230,10 +245,11 @@ def main(argv: list[str]) -> int:
         shapes = decoder(path, args.decoder_mb)
         cases.append((f"decoder {path.stat().st_size / 2**20:.0f} MB", path, shapes))
         print(f"# built {path} ({path.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t0:.1f} s", flush=True)
-    for count in args.chains:
-        path = work / f"chain{count}.onnx"
-        shapes = chain(path, count)
-        cases.append((f"chain {len(onnx.load(path).graph.node)} nodes", path, shapes))
+    for kind in args.chain_kinds:
+        for count in args.chains:
+            path = work / f"{kind}chain{count}.onnx"
+            shapes = chain(path, count, kind)
+            cases.append((f"{kind} {len(onnx.load(path).graph.node)} nodes", path, shapes))
     print(f"{'model':<22} {'tool':<10} {'time s':>8} {'peak RSS MB':>12}  notes", flush=True)
     for label, path, shapes in cases:
         results = {}

@@ -25,7 +25,10 @@ class PinInputsOptions:
     values: dict[str, Any] = option(
         default_factory=dict, help="input values: {sr = 16000, mask = [[1, 0]]} (cast to the input's dtype)"
     )
-    npz: str = option("", help="an .npz file whose arrays pin the inputs of the same names")
+    npz: str = option(
+        "", help="an .npz file whose arrays pin the inputs of the same names (in a passes.toml, relative to its folder)",
+        path=True,
+    )
 
     def __post_init__(self) -> None:
         for key, value in self.values.items():

@@ -112,7 +112,10 @@ class Rewrite(RulePass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         rules: str = option(help="the rules to apply, as 'module:ATTRIBUTE'")
-        path: str = option("", help="folder to import the module from (default: sys.path)")
+        path: str = option(
+            "", help="folder to import the module from (default: sys.path; in a passes.toml, relative to its folder)",
+            path=True,
+        )
         changes_semantics: bool = option(False, help="the rules change results on purpose: report, do not fail")
 
     def __init__(self, options: Any = None, /, **kwargs: Any) -> None:

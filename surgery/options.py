@@ -16,19 +16,31 @@ from typing import Any, Literal, Union
 
 from surgery.errors import PipelineError
 
-__all__ = ["option", "NoOptions", "parse_options", "describe_options", "OptionInfo", "did_you_mean"]
+__all__ = ["option", "NoOptions", "parse_options", "describe_options", "OptionInfo", "did_you_mean", "path_options"]
 
 _MISSING = dataclasses.MISSING
 
 
-def option(default: Any = _MISSING, *, help: str, default_factory: Any = _MISSING) -> Any:
-    """Declare an option field with its help text (a thin wrapper over ``dataclasses.field``)."""
-    kwargs: dict[str, Any] = {"metadata": {"help": help}}
+def option(default: Any = _MISSING, *, help: str, default_factory: Any = _MISSING, path: bool = False) -> Any:
+    """Declare an option field with its help text (a thin wrapper over ``dataclasses.field``).
+
+    ``path=True`` marks a file or folder: a relative value written in a ``passes.toml`` is taken
+    relative to that file's folder, as ``[inputs] data`` is (values given in Python or with
+    ``--set`` stay relative to the working directory).
+    """
+    kwargs: dict[str, Any] = {"metadata": {"help": help, "path": path}}
     if default_factory is not _MISSING:
         kwargs["default_factory"] = default_factory
     elif default is not _MISSING:
         kwargs["default"] = default
     return dataclasses.field(**kwargs)
+
+
+def path_options(options_cls: type) -> list[str]:
+    """Names of the fields declared with ``option(..., path=True)``."""
+    if not dataclasses.is_dataclass(options_cls):
+        return []
+    return [f.name for f in dataclasses.fields(options_cls) if f.metadata.get("path")]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from surgery import registry
 from surgery.errors import PipelineError
-from surgery.options import did_you_mean
+from surgery.options import did_you_mean, path_options
 from surgery.pass_base import SurgeryPass, Tolerance
 from surgery.verify.inputs import InputsConfig, InputSpec
 
@@ -245,6 +245,11 @@ def parse_pipeline(doc: Mapping[str, Any], *, base_dir: Path = Path("."), source
             raise PipelineError(f"[[pass]] #{i}: needs a name, e.g. name = \"cleanup\"")
         cls = registry.get(name)
         options = {k: v for k, v in raw.items() if k not in ("name", "verify")}
+        for key in path_options(getattr(cls, "Options", None)):
+            value = options.get(key)
+            if isinstance(value, str) and value:
+                given = Path(value).expanduser()
+                options[key] = str(given if given.is_absolute() else base_dir / given)
         step_verify = _parse_step_verify(raw.get("verify", {}), f"[[pass]] #{i} ({name}) verify")
         steps.append(Step(cls(**options), step_verify))
     return Pipeline(steps=steps, inputs=inputs, verify=verify, buckets=buckets, source=source)

@@ -107,3 +107,30 @@ def test_options_keywords_validated_from_python(test_passes):
     with pytest.raises(PipelineError, match="unknown option 'size'"):
         cls(size=3)
     assert cls(delta=1).options.delta == 1.0  # ints are accepted for floats
+
+
+def test_path_options_are_relative_to_the_toml_folder(tmp_path, monkeypatch):
+    """rewrite.path and pin-inputs.npz written in a passes.toml resolve next to it, not in the cwd."""
+    import numpy as np
+
+    folder = tmp_path / "project"
+    (folder / "rules").mkdir(parents=True)
+    (folder / "rules" / "my_rules.py").write_text("from surgery.rules.library import EXACT as RULES\n")
+    np.savez(folder / "pins.npz", sr=np.array(16000))
+    elsewhere = tmp_path / "elsewhere.npz"
+    np.savez(elsewhere, sr=np.array(8000))
+    (folder / "passes.toml").write_text(
+        'schema_version = 1\n'
+        '[[pass]]\nname = "rewrite"\nrules = "my_rules:RULES"\npath = "rules"\n'
+        '[[pass]]\nname = "pin-inputs"\nnpz = "pins.npz"\n'
+        f'[[pass]]\nname = "pin-inputs"\nnpz = "{elsewhere}"\n'
+    )
+    monkeypatch.chdir(tmp_path)  # somewhere else
+    pipeline = load_pipeline(folder / "passes.toml")
+    rewrite, pin, pin_abs = (s.pass_.options for s in pipeline.steps)
+    assert rewrite.path == str(folder / "rules")
+    assert pin.npz == str(folder / "pins.npz")
+    assert pin_abs.npz == str(elsewhere)
+    # --set values stay as given (relative to the working directory of the shell)
+    apply_sets(pipeline, ['2.npz="here.npz"'])
+    assert pipeline.steps[1].pass_.options.npz == "here.npz"
