@@ -7,7 +7,8 @@ What it removes, in every graph (main graph, ``If``/``Loop``/``Scan`` bodies, mo
   and a live node inside a subgraph makes the outer-scope values it reads live, so a value used
   only inside an ``If`` branch survives. A dead node's whole subgraph goes with it, and the
   outer-scope values that only it read become dead in the same run;
-- ``Identity`` nodes, keeping every graph-output name: ``y = Identity(x)`` is bypassed when ``y`` is
+- ``Identity`` nodes, and ``Cast``/``CastLike`` nodes to the type their input already has, keeping
+  every graph-output name: ``y = Identity(x)`` is bypassed when ``y`` is
   not a graph output; when ``y`` is one, ``x`` takes the name ``y`` if ``x`` is produced by a node of
   the same graph and is not itself an input, initializer or output of a graph; otherwise (``x`` a
   graph input, an initializer, another output or an outer-scope value) the Identity stays;
@@ -94,6 +95,25 @@ def forward_value(old: ir.Value, new: ir.Value) -> bool:
     old.name = None
     new.name = name
     return True
+
+
+def _is_identity(node: ir.Node) -> bool:
+    """``Identity``, or a ``Cast``/``CastLike`` to the type its input already has (a no-op; e.g.
+    what narrow-float64 leaves of ``Cast(to=double)`` → ``Cast(to=float)`` pairs)."""
+    if node.domain not in _ONNX_DOMAINS or len(node.outputs) != 1 or not node.inputs or node.inputs[0] is None:
+        return False
+    op = node.op_type
+    if op == "Identity":
+        return len(node.inputs) == 1
+    source = node.inputs[0].dtype
+    if source is None:
+        return False
+    if op == "Cast" and len(node.inputs) == 1:
+        to = node.attributes.get("to")
+        return to is not None and not to.is_ref() and to.as_int() == int(source)
+    if op == "CastLike" and len(node.inputs) == 2 and node.inputs[1] is not None:
+        return node.inputs[1].dtype == source
+    return False
 
 
 def _detach(node: ir.Node) -> int:
@@ -196,9 +216,7 @@ class Cleanup(SurgeryPass):
         count = 0
         for graph in iter_graphs(model):
             for node in list(graph):
-                if node.op_type != "Identity" or node.domain not in _ONNX_DOMAINS:
-                    continue
-                if len(node.inputs) != 1 or len(node.outputs) != 1 or node.inputs[0] is None:
+                if not _is_identity(node):
                     continue
                 x, y = node.inputs[0], node.outputs[0]
                 x_name, y_name = x.name, y.name

@@ -39,6 +39,12 @@ FIX_BY_OP: dict[str, tuple[str, ...]] = {
     "Gelu": ("decompose-gelu",),
     "Loop": ("make-static",),
     "GroupNormalization": ("convert-opset",),
+    # ops newer than opset 18 that convert-opset decomposes on the way down (dynamo writes them)
+    "Attention": ("convert-opset",),
+    "RMSNormalization": ("convert-opset",),
+    "RotaryEmbedding": ("convert-opset",),
+    "AffineGrid": ("convert-opset",),
+    "DeformConv": ("convert-opset",),
     "Einsum": ("einsum-to-matmul",),
     "GridSample": ("decompose-gridsample",),
     "NonZero": ("split-postprocess",),
@@ -51,6 +57,12 @@ FIX_NOTES: dict[str, str] = {
     "Loop": "make-static with unroll_loops = true unrolls a Loop whose trip count is constant (up to max_unroll "
     "iterations); a data-dependent Loop cannot run on ATC and belongs in a CPU part",
     "GroupNormalization": "convert-opset decomposes GroupNormalization below its opset",
+    "Attention": "convert-opset decomposes Attention (opset 23) into MatMul/Softmax arithmetic",
+    "RMSNormalization": "convert-opset decomposes RMSNormalization (opset 23) into primitive ops",
+    "RotaryEmbedding": "convert-opset decomposes RotaryEmbedding (opset 23) into Slice/Mul/Add",
+    "AffineGrid": "convert-opset decomposes AffineGrid (opset 20) into a base grid and MatMul",
+    "DeformConv": "convert-opset decomposes DeformConv (opset 19) through GridSample; run decompose-gridsample "
+    "after it",
     "Gelu": "decompose-gelu rewrites Gelu (exact or tanh) with primitive ops",
     "GridSample": "decompose-gridsample removes GridSample, but the GatherElements it uses is AICPU-only in the "
     "same 2022 data: measure both on the device",

@@ -177,9 +177,17 @@ def emit_pipeline(
         target = fixes_for if finding.severity in _ACTIVE else suggested
         for name in finding.fix:
             target.setdefault(name, []).append(finding)
+    # a Dropout in training mode makes the original model random: no gate can compare anything
+    # with it until remove-dropout has run, so that pass is required and goes first
+    training = [f for f in report.findings if f.details.get("training_mode")]
+    if training:
+        fixes_for.setdefault("remove-dropout", []).extend(training)
+        suggested.pop("remove-dropout", None)
     active = order_passes(fixes_for)
     if active and "cleanup" not in active:
         active = order_passes([*active, "cleanup"])
+    if training:
+        active = ["remove-dropout", *(n for n in active if n != "remove-dropout")]
     registered, registry_problem = _registered()
     problems = [registry_problem] if registry_problem else []
 
@@ -210,6 +218,9 @@ def emit_pipeline(
             continue
         body: list[str] = []
         header: list[str] = [f"# fixes: {reason}"]
+        if name == "remove-dropout" and training:
+            header.append("# first: a Dropout in training mode makes the original random, so nothing can be "
+                          "verified before it goes")
         if name in USER_DECISION_PASSES:
             commented.append(name)
             lines += header + [f"# DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); "

@@ -351,3 +351,29 @@ def test_through_surgery_apply():
     assert step.checker == "ok" and step.ort == "ok" and step.parity_status == "ok"
     assert step.parity and all(d.ok for d in step.parity)
     assert isinstance(out, onnx.ModelProto) and "outer_exp" not in node_names(out)
+
+
+def test_casts_to_the_type_they_already_have_go_and_real_casts_stay():
+    """Cast(float→float) and CastLike(float, float) are no-ops (narrow-float64 leaves such pairs);
+    a Cast that changes the type, and one whose input type is unknown, stay."""
+    proto = make_model(
+        [
+            helper.make_node("Cast", ["x"], ["c1"], to=TP.FLOAT, name="cast_same"),
+            helper.make_node("Relu", ["c1"], ["r"], name="relu"),
+            helper.make_node("CastLike", ["r", "x"], ["c2"], name="castlike_same"),
+            helper.make_node("Cast", ["c2"], ["half"], to=TP.FLOAT16, name="cast_half"),
+            helper.make_node("Cast", ["half"], ["y"], to=TP.FLOAT, name="cast_back"),
+            helper.make_node("Cast", ["r"], ["y2"], to=TP.FLOAT, name="cast_to_output"),
+        ],
+        [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3]), vi("y2", TP.FLOAT, [2, 3])],
+    )
+    untyped = ir.from_proto(proto)  # without value_info only x's type is known: one Cast goes
+    assert Cleanup()(untyped).stats["identities"] == 1
+    proto = onnx.shape_inference.infer_shapes(proto)  # value_info everywhere, as exporters write it
+    model, result = run_cleanup(proto)
+    assert result.stats["identities"] == 3
+    assert op_counts(model) == {"Relu": 1, "Cast": 2}
+    assert node_names(model) == {"relu", "cast_half", "cast_back"}
+    assert [o.name for o in model.graph.outputs] == ["y", "y2"]  # y2: the Relu output took its name
+    assert_same_outputs(proto, model, [{"x": X}])
+    assert_idempotent(model)

@@ -157,3 +157,56 @@ def test_loop_round_trip_with_the_real_passes(tmp_path):
     after = diagnose(tmp_path / "out.onnx")
     assert after.exit_code == 0, [f.title for f in after.findings]
     assert "Loop" not in {e.op_type for e in ir.load(tmp_path / "out.onnx").graph}
+
+
+def _dynamo_like_model():
+    """What torch 2.13's dynamo exporter writes at opset 23: RMSNormalization, Attention, a Dropout
+    left in training mode (constant true training_mode), all static."""
+    rng = np.random.default_rng(0)
+    q = numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "wq")
+    return make_model(
+        [h.make_node("RMSNormalization", ["x", "scale"], ["n"], axis=-1, name="/norm/RMSNormalization"),
+         h.make_node("MatMul", ["n", "wq"], ["qkv"], name="/attn/MatMul"),
+         h.make_node("Reshape", ["qkv", "heads"], ["q4"], name="/attn/Reshape"),
+         h.make_node("Attention", ["q4", "q4", "q4"], ["a4"], is_causal=1, name="/attn/Attention"),
+         h.make_node("Reshape", ["a4", "flat"], ["a"], name="/attn/Reshape_1"),
+         h.make_node("Dropout", ["a", "ratio", "train"], ["y"], name="/drop/Dropout")],
+        [vi("x", T.FLOAT, [1, 6, 16])], [vi("y", T.FLOAT, [1, 6, 16])],
+        {"scale": np.ones(16, np.float32), "wq": numpy_helper.to_array(q),
+         "heads": np.array([1, 6, 2, 8], np.int64), "flat": np.array([1, 6, 16], np.int64),
+         "ratio": np.array(0.5, np.float32), "train": np.array(True)},
+        opset=23, ir_version=10,
+    )
+
+
+def test_training_dropout_makes_remove_dropout_required_and_first_and_new_ops_point_at_convert_opset(tmp_path):
+    """A training-mode Dropout makes the original random: the emitted pipeline must remove it before
+    anything is compared. Attention/RMSNormalization (opset 23) are fixed by convert-opset."""
+    import onnx
+
+    from surgery import api
+
+    path = tmp_path / "dynamo.onnx"
+    onnx.save(_dynamo_like_model(), path)
+    before = diagnose(path)
+    by_op = {f.details.get("op"): f for f in before.findings if f.check == "unregistered-op"}
+    assert by_op["Attention"].fix == ["convert-opset"] and by_op["RMSNormalization"].fix == ["convert-opset"]
+    emitted = emit_pipeline(before, ir.load(path))
+    assert emitted.steps[0] == "remove-dropout" and "convert-opset" in emitted.steps
+    assert "# [[pass]]\n# name = \"remove-dropout\"" not in emitted.text
+    toml = tmp_path / "p.toml"
+    toml.write_text(emitted.text)
+    out = tmp_path / "out.onnx"
+    api.apply(path, toml, output=out)  # every gate passes (GateError otherwise)
+    after = diagnose(out)
+    assert after.exit_code == 0, [f.title for f in after.findings]
+    ops = {n.op_type for n in ir.load(out).graph}
+    assert not ops & {"Attention", "RMSNormalization", "Dropout"}
+
+
+def test_ops_fix_by_op_sends_to_convert_opset_are_ones_it_decomposes():
+    from surgery.doctor.fixes import FIX_BY_OP
+    from surgery.passes.convert_opset import DECOMPOSITIONS
+
+    sent = {op for op, passes in FIX_BY_OP.items() if "convert-opset" in passes}
+    assert sent and sent <= set(DECOMPOSITIONS), sent - set(DECOMPOSITIONS)
