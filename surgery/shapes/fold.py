@@ -15,6 +15,12 @@ A :class:`Folder` walks each graph once in topological order and
   so a chain ``Shape → … → Reshape → Shape → …`` resolves in one sweep, not one sweep per link;
 - removes whatever became dead, cascading to the producers.
 
+Folding is deferred: a folded node's results go into the constant cache and the node stays put
+until the end of its graph's sweep (or until a size decision needs the graph exact). Then the
+folded nodes are finalized last to first: a consumer goes before its producer, so a chain
+``Shape → Gather → … → Concat`` materializes only the constant that is still read by an unfolded
+node, a graph output or a subgraph, and the intermediate results never touch the graph.
+
 Inside ``Loop``/``Scan`` bodies, ``Shape``/``Size`` of values that depend on the body's inputs are
 never folded: onnx infers a body from the loop-carried values' first-iteration shapes.
 
@@ -129,6 +135,8 @@ class Folder:
         self._consts: dict[ir.Value, Any] = {}
         self._oversized: set[ir.Value] = set()  # constants larger than size_limit: never read
         self._variant: set[ir.Value] = set()  # loop-body values whose shape may vary per iteration
+        # folded nodes not yet replaced, one list per graph being swept (outermost first)
+        self._pending: list[tuple[GraphLike, list[tuple[ir.Node, list[np.ndarray]]]]] = []
         self._changed = False
         self._structure_changed = False
 
@@ -171,6 +179,15 @@ class Folder:
         return self._changed
 
     def _sweep(self, graph: GraphLike) -> None:
+        pending: list[tuple[ir.Node, list[np.ndarray]]] = []
+        self._pending.append((graph, pending))
+        try:
+            self._walk(graph)
+        finally:
+            self._pending.pop()
+            self._finalize(graph, pending)
+
+    def _walk(self, graph: GraphLike) -> None:
         for node in graph:
             if node.graph is not graph:  # removed while we walked
                 continue
@@ -314,10 +331,9 @@ class Folder:
                 start = start_attr.as_int() if start_attr is not None else 0
                 end = end_attr.as_int() if end_attr is not None else None
                 result = np.array(dims[start:end], dtype=np.int64)
-            if self._replace_with_constants(graph, node, [result]):
-                self.stats.shape_ops_folded += 1
-                return True
-            return False
+            self._defer(node, [result])
+            self.stats.shape_ops_folded += 1
+            return True
         inputs: list[np.ndarray | None] = []
         for v in node.inputs:
             if v is None:
@@ -357,10 +373,9 @@ class Folder:
         if added - max(freed, 0) > self.size_limit:
             self.stats.skipped_for_size[node.name or op] = added - freed
             return False
-        if self._replace_with_constants(graph, node, results):
-            self.stats.folded_nodes += 1
-            return True
-        return False
+        self._defer(node, results)
+        self.stats.folded_nodes += 1
+        return True
 
     def _estimate_bytes(self, node: ir.Node, inputs: list[np.ndarray | None]) -> int | None:
         total = 0
@@ -388,6 +403,8 @@ class Folder:
         return None
 
     def _freeable_bytes(self, node: ir.Node) -> int:
+        # what folding ``node`` frees depends on which folds already left the graph: settle them
+        self._flush()
         freed = 0
         seen: set[ir.Value] = set()
         for v in node.inputs:
@@ -417,7 +434,47 @@ class Folder:
         out.replace_all_uses_with(value, replace_graph_outputs=True)
         return value
 
-    def _replace_with_constants(self, graph: GraphLike, node: ir.Node, arrays: list[np.ndarray]) -> bool:
+    def _defer(self, node: ir.Node, arrays: list[np.ndarray]) -> None:
+        """Record a folded node: later nodes read its results as constants; the graph is untouched."""
+        for out, array in zip(node.outputs, arrays):
+            self._consts[out] = array
+            # what the materialized constant would say, for nodes inferred or folded meanwhile
+            out.shape = ir.Shape(array.shape)
+            if out.type is None:
+                out.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+        self._pending[-1][1].append((node, arrays))
+        self._changed = True
+
+    def _flush(self) -> None:
+        """Finalize every deferred fold now, innermost graph first."""
+        for graph, pending in reversed(self._pending):
+            self._finalize(graph, pending)
+
+    def _finalize(self, graph: GraphLike, pending: list[tuple[ir.Node, list[np.ndarray]]]) -> None:
+        """Replace the deferred folds of ``graph`` by constants where still read, and delete them.
+
+        Last to first: every consumer of a folded node was folded after it, so by a node's turn its
+        folded consumers are gone (with whatever they alone kept alive) and each output still used
+        is read by an unfolded node, a subgraph or the graph's outputs.
+        """
+        if not pending:
+            return
+        batch = pending[:]
+        pending.clear()
+        registered: list[list[ir.Value]] = []
+        for node, arrays in reversed(batch):
+            if node.graph is graph:  # else a cascade already removed it: nothing read it
+                registered.append(self._replace_with_constants(graph, node, arrays))
+            for out in node.outputs:
+                self._consts.pop(out, None)
+        # only now are the old output names free; registered in folding order
+        if graph is self.model.graph:
+            for values in reversed(registered):
+                for value in values:
+                    graph.register_initializer(value)
+
+    def _replace_with_constants(self, graph: GraphLike, node: ir.Node, arrays: list[np.ndarray]) -> list[ir.Value]:
+        """Turn the used outputs of ``node`` into constants and delete it; returns the new values."""
         live = [(i, out) for i, out in enumerate(node.outputs) if _used(out) or out.is_graph_output()]
         new_values = []
         for i, out in live:
@@ -426,12 +483,7 @@ class Folder:
             self.stats.bytes_added += int(arrays[i].nbytes)
             self._consts[new_values[-1]] = arrays[i]
         self._delete(node)
-        # only now are the old output names free
-        if graph is self.model.graph:
-            for value in new_values:
-                graph.register_initializer(value)
-        self._changed = True
-        return True
+        return new_values
 
     # ------------------------------------------------------------------ removal
     def _delete(self, node: ir.Node) -> None:

@@ -422,3 +422,61 @@ def test_growing_loop_carried_shapes_are_not_folded():
     assert op_counts(unrolled)["Loop"] == 0 and op_counts(unrolled)["Shape"] == 0
     _assert_all_static(unrolled)
     _parity(proto, unrolled, {"x": np.array([5.0], np.float32)})
+
+
+def test_folded_chains_materialize_only_their_surviving_constants():
+    """Intermediate results of a folded chain never become constants: only what an unfolded node reads does.
+
+    Main graph: each block's Shape → Gather → Div → Mul → Unsqueeze → Concat leaves one int64[2]
+    initializer (named after the Concat output) for its Reshape. In an If branch the survivor is a
+    single Constant node keeping the folded Concat's name.
+    """
+    from surgery.shapes.fold import Folder
+
+    blocks = 3
+    proto = _chain(blocks)
+    model = ir.from_proto(proto)
+    FixShapes(shapes="x:2,6")(model)
+    clear_shapes(model)
+    infer_model(model)
+    folder = Folder(model)
+    assert folder.sweep()
+    assert not folder.sweep()  # idempotent
+    assert sorted(model.graph.initializers) == [f"t{b}" for b in range(blocks)]
+    assert all(model.graph.initializers[f"t{b}"].const_value.numpy().tolist() == [2, 6] for b in range(blocks))
+    assert folder.stats.bytes_added == blocks * 16  # one int64[2] per block, nothing intermediate
+    assert folder.stats.bytes_freed == 4 * 8  # the four scalar/[1] int64 inputs of the chains
+    assert folder.stats.folded_nodes + folder.stats.shape_ops_folded == 6 * blocks
+    assert folder.stats.removed_nodes == 6 * blocks
+    assert op_counts(model) == collections.Counter({"Reshape": blocks, "Relu": 1})
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)}
+    _parity(proto, model, feeds)
+
+    then_branch = h.make_graph([
+        h.make_node("Shape", ["x"], ["ts"], name="t_shape"),
+        h.make_node("Gather", ["ts", "one"], ["td"], axis=0, name="t_gather"),
+        h.make_node("Mul", ["td", "two"], ["tm"], name="t_mul"),
+        h.make_node("Unsqueeze", ["tm", "ax"], ["tu"], name="t_unsq"),
+        h.make_node("Concat", ["one1", "tu"], ["tt"], axis=0, name="t_cat"),
+        h.make_node("Reshape", ["x", "tt"], ["t_out"], name="t_reshape"),
+    ], "then", [], [h.make_tensor_value_info("t_out", T.FLOAT, None)])
+    else_branch = h.make_graph([h.make_node("Reshape", ["x", "flat"], ["e_out"], name="e_reshape")], "else", [],
+                               [h.make_tensor_value_info("e_out", T.FLOAT, None)])
+    proto = make_model(
+        [h.make_node("If", ["c"], ["y"], name="if", then_branch=then_branch, else_branch=else_branch)],
+        [vi("x", T.FLOAT, [2, "n"]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [None, None])],
+        {"one": np.array(1, np.int64), "two": np.array(2, np.int64), "ax": np.array([0], np.int64),
+         "one1": np.array([1], np.int64), "flat": np.array([1, -1], np.int64)},
+    )
+    model = ir.from_proto(proto)
+    FixShapes(shapes="x:2,6")(model)
+    result = MakeStatic()(model)
+    assert result.stats["folded_nodes"] + result.stats["shape_ops_folded"] == 5
+    assert result.stats["nodes_removed"] == 5
+    body = model.graph.node(0).attributes["then_branch"].as_graph()
+    assert [(n.op_type, n.name) for n in body] == [("Constant", "t_cat"), ("Reshape", "t_reshape")]
+    assert body.node(0).attributes["value"].as_tensor().numpy().tolist() == [1, 12]
+    assert sorted(model.graph.initializers) == ["flat"]  # the chain's inputs went with it
+    assert not MakeStatic()(model).modified
+    for cond in (True, False):
+        _parity(proto, model, {"x": feeds["x"], "c": np.array(cond)})
