@@ -512,9 +512,9 @@ class ConvertOpset(SurgeryPass):
             stats["upgraded_from"] = current
             notes.append(f"upgraded from opset {current} with onnx's version_converter")
         names = NameAllocator(model)
-        from surgery.rules.engine import _Inferred
+        from surgery.rules.engine import InferredTypes
 
-        inferred = _Inferred(model)
+        inferred = InferredTypes(model)
         for graph, opsets in list(graphs_with_opsets(model)):
             version = schema.opset_of(opsets, "")
             if version is None or version <= target:

@@ -49,6 +49,7 @@ from surgery.graph import NameAllocator, const_value, subgraphs
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.rules import schema
+from surgery.rules.engine import InferredTypes
 
 __all__ = ["NarrowInt64"]
 
@@ -115,73 +116,6 @@ class _Split:
         self.uses: list[tuple[ir.Node, int]] = []
 
 
-class _Inferred:
-    """Types and shapes from onnx shape inference for the main graph and its nested subgraphs.
-
-    Run once, on first need, on a proto without the large weights; subgraph tables are matched to
-    the ``ir`` graphs by walking both in step (sibling branches may reuse value names). Function
-    bodies are not inferred by onnx (their types come from :func:`_infer_dtype` and call sites).
-    """
-
-    def __init__(self, model: ir.Model) -> None:
-        self.model = model
-        self._tables: dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]] | None = None
-
-    def get(self, graph: GraphLike, value: ir.Value) -> tuple[ir.TypeProtocol, ir.Shape | None] | None:
-        if not value.name or isinstance(graph, ir.Function):
-            return None
-        if self._tables is None:
-            self._tables = self._infer()
-        return self._tables.get(id(graph), {}).get(value.name)
-
-    def _infer(self) -> dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]]:
-        from surgery.model_io import LightProto
-
-        try:
-            proto = LightProto(self.model).for_checker()
-            inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
-        except Exception as exc:  # best effort: unknown types leave values unproven, never fail
-            logger.info("shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return {}
-        tables: dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]] = {}
-        self._walk(self.model.graph, inferred.graph, tables)
-        return tables
-
-    def _walk(self, graph: ir.Graph, proto: onnx.GraphProto, tables: dict[int, Any]) -> None:
-        table: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] = {}
-        for info in list(proto.value_info) + list(proto.output):
-            if not info.type.WhichOneof("value"):
-                continue
-            try:
-                tp = ir.serde.deserialize_type_proto_for_type(info.type)
-                shape = ir.serde.deserialize_type_proto_for_shape(info.type)
-            except Exception:  # a type onnx-ir cannot read stays unknown
-                continue
-            if tp is not None:
-                table.setdefault(info.name, (tp, shape))
-        tables[id(graph)] = table
-        # nodes holding subgraphs, in order, on both sides (Casts added since carry none)
-        holders = [n for n in graph if any(True for _ in subgraphs(n))]
-        proto_holders = [
-            n for n in proto.node
-            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
-        ]
-        if len(holders) != len(proto_holders):
-            return
-        for node, pnode in zip(holders, proto_holders):
-            if node.op_type != pnode.op_type:
-                return
-            for attr in pnode.attribute:
-                mine = node.attributes.get(attr.name)
-                if mine is None or mine.is_ref():
-                    continue
-                if attr.type == onnx.AttributeProto.GRAPH and mine.type == ir.AttributeType.GRAPH:
-                    self._walk(mine.as_graph(), attr.g, tables)
-                elif attr.type == onnx.AttributeProto.GRAPHS and mine.type == ir.AttributeType.GRAPHS:
-                    for sub, psub in zip(mine.as_graphs(), attr.graphs):
-                        self._walk(sub, psub, tables)
-
-
 class _State:
     """What the analysis knows of every value seen so far, across graphs (parents before children)."""
 
@@ -189,14 +123,14 @@ class _State:
         self.dtype: dict[ir.Value, ir.DataType | None] = {}
         self.shapes: dict[ir.Value, ir.Shape | None] = {}
         self.ranges: dict[ir.Value, Interval] = {}
-        self.inferred = _Inferred(model)
+        self.inferred = InferredTypes(model)
         self.names = NameAllocator(model)
 
     def learn(self, graph: GraphLike, v: ir.Value) -> None:
         dtype = v.dtype or self.dtype.get(v)
         shape = v.shape if v.shape is not None else self.shapes.get(v)
         if dtype is None or shape is None:
-            found = self.inferred.get(graph, v)
+            found = self.inferred.get(v, graph)
             if found is not None:
                 dtype = dtype or found[0].dtype
                 shape = shape if shape is not None else found[1]

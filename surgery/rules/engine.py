@@ -26,6 +26,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
+import onnx
 import onnx_ir as ir
 
 from surgery.errors import PassError
@@ -61,7 +62,7 @@ class RuleContext:
     opsets: Mapping[str, int]
     names: NameAllocator
     pass_name: str = ""
-    inferred: _Inferred | None = None
+    inferred: InferredTypes | None = None
 
     @property
     def opset(self) -> int:
@@ -71,51 +72,59 @@ class RuleContext:
         return Builder(self.names, node.name or node.op_type, self.opset, dtype_of=self.dtype)
 
     def dtype(self, value: ir.Value) -> ir.DataType | None:
-        """The element type of ``value``: declared, else from onnx shape inference (main graph)."""
+        """The element type of ``value``: declared, else from onnx shape inference (not in functions)."""
         if value.dtype is not None:
             return value.dtype
         found = self.inferred.get(value) if self.inferred is not None else None
         return found[0].dtype if found is not None else None
 
     def shape(self, value: ir.Value) -> ir.Shape | None:
-        """The shape of ``value``: declared, else from onnx shape inference (main graph)."""
+        """The shape of ``value``: declared, else from onnx shape inference (not in functions)."""
         if value.shape is not None:
             return value.shape
         found = self.inferred.get(value) if self.inferred is not None else None
         return found[1] if found is not None else None
 
 
-class _Inferred:
-    """Types and shapes from onnx shape inference, computed once, on first need, never stored.
+class InferredTypes:
+    """Types and shapes from onnx shape inference for the main graph and its nested subgraphs.
 
-    Inference runs on a proto without the large weights (:class:`~surgery.model_io.LightProto`),
-    so it works past 2 GB; a failure leaves types unknown (rules then see a near miss).
+    Run once, on first need, on a proto without the large weights
+    (:class:`~surgery.model_io.LightProto`, so it works past 2 GB); a failure leaves types unknown
+    (rules then see a near miss, analyses an unproven value). Subgraph tables are matched to
+    the ``ir`` graphs by walking both in step (sibling branches may reuse value names). Function
+    bodies are not inferred by onnx (their types come from their schemas and call sites).
     """
 
     def __init__(self, model: ir.Model) -> None:
         self.model = model
-        self._table: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] | None = None
+        self._tables: dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]] | None = None
 
-    def get(self, value: ir.Value) -> tuple[ir.TypeProtocol, ir.Shape | None] | None:
-        if not value.name or value.graph is not self.model.graph:
+    def get(self, value: ir.Value, graph: GraphLike | None = None) -> tuple[ir.TypeProtocol, ir.Shape | None] | None:
+        """The inferred (type, shape) of ``value`` in ``graph`` (default: the graph it belongs to)."""
+        graph = graph if graph is not None else value.graph
+        if not value.name or graph is None or isinstance(graph, ir.Function):
             return None
-        if self._table is None:
-            self._table = self._infer()
-        return self._table.get(value.name)
+        if self._tables is None:
+            self._tables = self._infer()
+        return self._tables.get(id(graph), {}).get(value.name)
 
-    def _infer(self) -> dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]:
-        import onnx
-
+    def _infer(self) -> dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]]:
         from surgery.model_io import LightProto
 
         try:
             proto = LightProto(self.model).for_checker()
             inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
-        except Exception as exc:  # best effort: unknown types make rules skip, never fail
+        except Exception as exc:  # best effort: unknown types leave values unproven, never fail
             logger.info("shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return {}
+        tables: dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]] = {}
+        self._walk(self.model.graph, inferred.graph, tables)
+        return tables
+
+    def _walk(self, graph: ir.Graph, proto: onnx.GraphProto, tables: dict[int, Any]) -> None:
         table: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] = {}
-        for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+        for info in list(proto.value_info) + list(proto.output):
             if not info.type.WhichOneof("value"):
                 continue
             try:
@@ -125,7 +134,29 @@ class _Inferred:
                 continue
             if tp is not None:
                 table.setdefault(info.name, (tp, shape))
-        return table
+        tables[id(graph)] = table
+        # nodes holding subgraphs, in order, on both sides (Casts added since carry none)
+        holders = [n for n in graph if any(True for _ in subgraphs(n))]
+        proto_holders = [
+            n for n in proto.node
+            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
+        ]
+        if len(holders) != len(proto_holders):
+            return
+        for node, pnode in zip(holders, proto_holders):
+            if node.op_type != pnode.op_type:
+                return
+            for attr in pnode.attribute:
+                mine = node.attributes.get(attr.name)
+                if mine is None or mine.is_ref():
+                    continue
+                if attr.type == onnx.AttributeProto.GRAPH and mine.type == ir.AttributeType.GRAPH:
+                    self._walk(mine.as_graph(), attr.g, tables)
+                elif attr.type == onnx.AttributeProto.GRAPHS and mine.type == ir.AttributeType.GRAPHS:
+                    for sub, psub in zip(mine.as_graphs(), attr.graphs):
+                        self._walk(sub, psub, tables)
+
+
 
 
 @dataclasses.dataclass
@@ -306,7 +337,7 @@ def apply_rules(
     rules = list(rules)
     stats = RuleStats()
     names = names or NameAllocator(model)
-    inferred = _Inferred(model)
+    inferred = InferredTypes(model)
     for graph, opsets in list(graphs_with_opsets(model)):
         ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
         for node in list(graph):
