@@ -14,7 +14,7 @@ from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
 from surgery.shapes.infer import clear_shapes, infer_model, is_static_shape, walk_graphs
-from surgery.shapes.static import find_offenders
+from surgery.shapes.static import find_offenders, function_label
 
 __all__ = ["MakeStatic"]
 
@@ -140,7 +140,7 @@ class MakeStatic(SurgeryPass):
             notes.append(f"{len(dynamic)} tensors are still dynamic, e.g. {dynamic[0]}")
         called = {(n.domain, n.op_type, n.overload) for g in walk_graphs(model.graph) for n in g} & set(model.functions)
         if called:
-            names = ", ".join(sorted(f"{d}::{n}" for d, n, _ in called))
+            names = ", ".join(sorted(function_label(*key) for key in called))
             notes.append(
                 f"model-local functions remain ({names}): their tensors are shaped per call; "
                 "run inline-functions before make-static to make them static"

@@ -20,6 +20,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from surgery.errors import InputError
+from surgery.graph import iter_graphs
 
 __all__ = [
     "ModelLike",
@@ -29,6 +30,7 @@ __all__ = [
     "save",
     "external_tensors",
     "initializer_bytes",
+    "graph_initializer_bytes",
     "light_proto",
     "LightProto",
 ]
@@ -117,14 +119,14 @@ def like_input(original: ModelLike, model: ir.Model) -> Any:
     return model
 
 
+def graph_initializer_bytes(graph: ir.Graph) -> int:
+    """Total size of one graph's initializers (not its subgraphs'), without reading external data."""
+    return sum(v.const_value.nbytes for v in graph.initializers.values() if v.const_value is not None)
+
+
 def initializer_bytes(model: ir.Model) -> int:
     """Total size of all initializers in all graphs, without reading external data."""
-    total = 0
-    for graph in model.graphs():
-        for value in graph.initializers.values():
-            if value.const_value is not None:
-                total += value.const_value.nbytes
-    return total
+    return sum(graph_initializer_bytes(graph) for graph in iter_graphs(model, functions=False))
 
 
 class LightProto:

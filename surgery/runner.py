@@ -29,7 +29,7 @@ from surgery.graph import GraphLike, iter_graphs
 from surgery.instruments import checker
 from surgery.instruments.parity import ORT_ERRORS, Evaluation, Oracle, OrtLoadError, compare_outputs, evaluate
 from surgery.instruments.reproducer import write_reproducer
-from surgery.model_io import LightProto
+from surgery.model_io import LightProto, graph_initializer_bytes
 from surgery.pass_base import FeedHints, Numerics, SurgeryResult, Tolerance
 from surgery.pipeline import Pipeline, Step
 from surgery.report import ModelStats, Report, StepReport
@@ -71,9 +71,7 @@ def model_stats(model: ir.Model) -> ModelStats:
             continue
         dynamic += _graph_dynamic_dims(graph)
         initializers += len(graph.initializers)
-        for value in graph.initializers.values():
-            if value.const_value is not None:
-                nbytes += value.const_value.nbytes
+        nbytes += graph_initializer_bytes(graph)
     return ModelStats(nodes=nodes, initializers=initializers, initializer_bytes=nbytes, dynamic_dims=dynamic)
 
 

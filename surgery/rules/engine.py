@@ -157,8 +157,6 @@ class InferredTypes:
                         self._walk(sub, psub, tables)
 
 
-
-
 @dataclasses.dataclass
 class Rewrite:
     """A successful match turned into a replacement, ready to splice."""

@@ -12,7 +12,7 @@ import onnx_ir as ir
 from surgery.graph import GraphLike, const_value
 from surgery.shapes.infer import is_known_dim, walk_graphs
 
-__all__ = ["Offender", "find_offenders", "DATA_DEPENDENT_OPS", "format_shape"]
+__all__ = ["Offender", "find_offenders", "DATA_DEPENDENT_OPS", "format_shape", "function_label"]
 
 #: Ops whose output shape depends on input values (always dynamic for a static compiler).
 DATA_DEPENDENT_OPS = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress"})
@@ -113,7 +113,7 @@ def find_offenders(model: ir.Model, *, allow_ops: frozenset[str] = frozenset()) 
                 elif (node.domain, node.op_type, node.overload) in model.functions:
                     offenders.append(Offender(
                         label, "op", node.name or node.op_type,
-                        f"calls model-local function '{_function_label(node.domain, node.op_type, node.overload)}', "
+                        f"calls model-local function '{function_label(node.domain, node.op_type, node.overload)}', "
                         "whose tensors are only shaped per call (run inline-functions first)",
                         f"{node.op_type} node",
                     ))
@@ -127,7 +127,7 @@ def find_offenders(model: ir.Model, *, allow_ops: frozenset[str] = frozenset()) 
             if reason:
                 offenders.append(Offender(label, "tensor", value.name or "<unnamed>", reason, _producer_text(value)))
     for (domain, name, overload), function in model.functions.items():
-        label = f"function {_function_label(domain, name, overload)}"
+        label = f"function {function_label(domain, name, overload)}"
         for graph in walk_graphs(function):
             for node in graph:
                 reason = None if node.op_type in allow_ops else _data_dependent(node)
@@ -136,7 +136,8 @@ def find_offenders(model: ir.Model, *, allow_ops: frozenset[str] = frozenset()) 
     return offenders
 
 
-def _function_label(domain: str, name: str, overload: str) -> str:
+def function_label(domain: str, name: str, overload: str) -> str:
+    """How reports name a model-local function: ``domain::name`` (``:overload`` when it has one)."""
     return f"{domain}::{name}" + (f":{overload}" if overload else "")
 
 
