@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,7 @@ class Net(torch.nn.Module):
 
 
 def export(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     net = Net().eval()
     net.head.drop.train()  # a Dropout left in training mode, as happens in the field

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,7 @@ def build() -> tuple[Block, torch.Tensor]:
 
 
 def export(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     block, x = build()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
     with warnings.catch_warnings():

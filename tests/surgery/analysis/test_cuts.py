@@ -172,18 +172,16 @@ def test_networkx_views():
     assert nx.has_path(t, "x", "dets") and not nx.has_path(t, "dets", "x")
 
 
-def test_slicing_is_linear_in_the_graph_size():
+def test_slicing_a_long_chain_keeps_every_node_between_the_cuts():
+    # Timing figures live in bench/bench_partition.py: a test must not assert wall time.
     def chain(n: int) -> ir.Model:
         nodes = [h.make_node("Relu" if i % 2 else "Neg", [f"t{i}"], [f"t{i + 1}"], name=f"n{i}") for i in range(n)]
         return _ir(make_model(nodes, [vi("t0", T.FLOAT, [4])], [vi(f"t{n}", T.FLOAT, [4])]))
 
-    timings = {}
     for n in (10_000, 40_000):
         model = chain(n)
-        start = time.perf_counter()
         flow = Dataflow(model.graph)
         part = slice_between(flow, [flow.values["t10"]], [flow.values[f"t{n - 10}"]])
-        timings[n] = time.perf_counter() - start
         assert len(part.nodes) == n - 20
-    # 4x the nodes: a quadratic algorithm takes 16x; allow noise on a shared machine
-    assert timings[40_000] < 8 * timings[10_000] + 0.5, timings
+        names = {node.name for node in part.nodes}
+        assert "n10" in names and f"n{n - 11}" in names and "n9" not in names and f"n{n - 10}" not in names
