@@ -39,7 +39,7 @@ from collections.abc import Iterable
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, iter_graphs, subgraphs
+from surgery.graph import GraphLike, forward_value, iter_graphs, subgraphs
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 
@@ -53,48 +53,6 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 def inner_graph(graph: GraphLike) -> ir.Graph:
     """The ``ir.Graph`` that nodes of ``graph`` point to (a Function wraps one)."""
     return graph.graph if isinstance(graph, ir.Function) else graph
-
-
-def _can_take_name(value: ir.Value, graph: ir.Graph) -> bool:
-    """Whether ``value`` may be renamed to a graph output name of ``graph`` without side effects."""
-    producer = value.producer()
-    return (
-        producer is not None
-        and producer.graph is graph
-        and not value.is_graph_output()
-        and not value.is_graph_input()
-        and not value.is_initializer()
-    )
-
-
-def _adopt_signature(value: ir.Value, declared: ir.Value) -> None:
-    """Give ``value`` the type and shape a graph output was declared with (they are the signature)."""
-    if declared.type is not None:
-        value.type = declared.type
-    if declared.shape is not None:
-        value.shape = declared.shape
-
-
-def forward_value(old: ir.Value, new: ir.Value) -> bool:
-    """Make every reader of ``old`` (nodes in any scope, graph outputs) read ``new`` instead.
-
-    When ``old`` is a graph output its name is the model's contract: ``new`` then takes that name,
-    which is only allowed when :func:`_can_take_name` holds. Returns False (and changes nothing)
-    when ``old`` is a graph output that ``new`` cannot stand in for; the caller must then keep a
-    node (e.g. an ``Identity``) that produces ``old``'s name.
-    """
-    if not old.is_graph_output():
-        old.replace_all_uses_with(new)
-        return True
-    graph = old.graph
-    if graph is None or not _can_take_name(new, graph):
-        return False
-    name = old.name
-    _adopt_signature(new, old)
-    old.replace_all_uses_with(new, replace_graph_outputs=True)
-    old.name = None
-    new.name = name
-    return True
 
 
 def _is_identity(node: ir.Node) -> bool:

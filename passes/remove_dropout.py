@@ -22,6 +22,15 @@ A training-mode Dropout (``training_mode`` a constant true, or ``is_test=0`` at 
 and is removed too: deployment never wants random dropout. The result sets ``changed_semantics``
 and a note names the node; so does a Dropout whose ``training_mode`` is not a constant (e.g. a graph
 input), removed as if it were false. With a constant ratio of 0 training mode is exact.
+
+Hand-written dropout — the custom layer users write when a compiler rejects ``Dropout``,
+``x * (torch.rand_like(x) > p).float() / (1 - p)`` — exports as ``RandomUniformLike → Greater →
+Cast → Mul → Div`` (or RandomUniform/RandomNormal(Like) with any comparison against a constant,
+``Bernoulli``, a ``Mul`` by ``1 / (1 - p)``, or no rescale at all; see
+:func:`surgery.idioms.match_dropout_idiom`). Its eval semantics is ``x``: the chain is removed, its
+output read from ``x`` (output names kept as above), counted in ``hand_written`` and named in a
+note, and the result reports ``changed_semantics`` (the model was random). A chain whose rescale
+is not ``1 / P(kept)`` is not dropout as torch defines it and is left alone, with a note.
 """
 
 from __future__ import annotations
@@ -33,9 +42,9 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator, const_value, subgraphs
+from surgery.graph import GraphLike, NameAllocator, const_value, forward_value, subgraphs
+from surgery.idioms import RANDOM_OPS, DropoutIdiom, match_dropout_idiom
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
-from surgery.passes.cleanup import forward_value
 from surgery.registry import register
 
 __all__ = ["RemoveDropout"]
@@ -109,7 +118,8 @@ class RemoveDropout(SurgeryPass):
 
     Inference-mode Dropout is removed exactly. Training-mode Dropout (constant or non-constant
     training_mode, or is_test=0 before opset 7) is removed too and reported as changed semantics.
-    Stats: removed, training_mode, masks_replaced, identities_kept.
+    Hand-written dropout (random op → compare → Cast → Mul → rescale) becomes its input too.
+    Stats: removed, training_mode, masks_replaced, identities_kept, hand_written.
     """
 
     name = "remove-dropout"
@@ -117,7 +127,7 @@ class RemoveDropout(SurgeryPass):
 
     def call(self, model: ir.Model) -> SurgeryResult:
         names: NameAllocator | None = None
-        stats = {"removed": 0, "training_mode": 0, "masks_replaced": 0, "identities_kept": 0}
+        stats = {"removed": 0, "training_mode": 0, "masks_replaced": 0, "identities_kept": 0, "hand_written": 0}
         notes: list[str] = []
         renamed: dict[str, str] = {}
         changed = False
@@ -151,11 +161,74 @@ class RemoveDropout(SurgeryPass):
             graph.remove(node, safe=True)
             _drop_unused_constants(leftovers)
             stats["removed"] += 1
-        if stats["removed"]:
-            logger.info("remove-dropout: removed %d Dropout node(s)", stats["removed"])
+        idioms: list[tuple[GraphLike, DropoutIdiom]] = []
+        for graph, _ in _graphs_with_opset(model):
+            for node in graph:
+                if node.op_type in RANDOM_OPS and node.domain in _ONNX_DOMAINS:
+                    idiom = match_dropout_idiom(node)
+                    if idiom is None:
+                        continue
+                    if not idiom.scale_matches:
+                        notes.append(
+                            f"left '{_label(idiom.random)}' → ... → '{idiom.output.name}' alone: it masks like a "
+                            f"hand-written dropout, but its rescale {idiom.scale:g} is not 1/P(kept) "
+                            f"(keep probability {idiom.keep:g})"
+                        )
+                        continue
+                    idioms.append((graph, idiom))
+        if idioms and names is None:
+            names = NameAllocator(model)
+        for graph, idiom in idioms:
+            assert names is not None
+            self._remove_idiom(graph, idiom, names, stats, renamed)
+            changed = True
+            stats["hand_written"] += 1
+            scale = "no rescale" if idiom.scale is None else f"rescale {idiom.scale:g}"
+            keep = "" if idiom.keep is None else f", keep probability {idiom.keep:g}"
+            notes.append(
+                f"removed hand-written training-mode dropout {' → '.join(n.op_type for n in idiom.nodes)} "
+                f"starting at '{_label(idiom.random)}' ({scale}{keep}); '{idiom.output.name or '?'}' is now "
+                f"'{idiom.data.name or '?'}' unchanged (inference semantics)"
+            )
+        if stats["removed"] or stats["hand_written"]:
+            logger.info("remove-dropout: removed %d Dropout node(s), %d hand-written dropout(s)",
+                        stats["removed"], stats["hand_written"])
         return SurgeryResult(
-            model, stats["removed"] > 0, stats=stats, changed_semantics=changed, notes=notes, renamed=renamed
+            model, bool(stats["removed"] or stats["hand_written"]), stats=stats, changed_semantics=changed,
+            notes=notes, renamed=renamed,
         )
+
+    def _remove_idiom(
+        self, graph: GraphLike, idiom: DropoutIdiom, names: NameAllocator, stats: dict[str, int],
+        renamed: dict[str, str],
+    ) -> None:
+        """Read ``idiom.data`` where ``idiom.output`` was read, then delete the chain."""
+        data, output = idiom.data, idiom.output
+        data_name, out_name = data.name, output.name
+        last = idiom.nodes[-1]
+        if forward_value(output, data):
+            if data.name != data_name and data_name:
+                renamed[data_name] = data.name
+            elif out_name and data.name:
+                renamed[out_name] = data.name
+        else:  # a graph output that data cannot stand in for: an Identity keeps the name
+            identity = ir.node(
+                "Identity", [data], outputs=[ir.val(names.derive(out_name or last.name or "dropout", "identity"),
+                                                    data.dtype, shape=data.shape)],
+                name=names.derive(last.name or "dropout", "identity"),
+            )
+            graph.insert_before(last, identity)
+            if not forward_value(output, identity.outputs[0]):  # cannot happen: produced in this graph
+                raise PassError(f"dropout idiom at '{_label(idiom.random)}': could not keep its output name",
+                                pass_name=self.name)
+            stats["identities_kept"] += 1
+        leftovers: list[ir.Value] = []
+        for node in reversed(idiom.nodes):
+            leftovers.extend(v for v in node.inputs if v is not None and v is not data)
+            for i in range(len(node.inputs)):
+                node.replace_input_with(i, None)
+            graph.remove(node, safe=True)
+        _drop_unused_constants([v for v in leftovers if v.producer() is None or v.producer() not in idiom.nodes])
 
     def _bypass_output(
         self, graph: GraphLike, node: ir.Node, names: NameAllocator, stats: dict[str, int],

@@ -164,7 +164,8 @@ def test_opset_6_is_test_and_training():
     proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3]), vi("z", TP.FLOAT, [2, 3])],
                        opset=6)
     model, result = run_pass(proto)
-    assert result.stats == {"removed": 2, "training_mode": 1, "masks_replaced": 1, "identities_kept": 0}
+    assert result.stats == {"removed": 2, "training_mode": 1, "masks_replaced": 1, "identities_kept": 0,
+                            "hand_written": 0}
     assert result.changed_semantics is True
     assert len(result.notes) == 1 and "train_mode" in result.notes[0] and "is_test=0" in result.notes[0]
     assert op_counts(model) == {"Relu": 1, "Neg": 2, "Less": 1, "Not": 1, "Cast": 1}
@@ -478,3 +479,176 @@ def test_training_mode_through_surgery_apply():
     assert step.modified and step.checker == "ok" and step.ort == "ok"
     assert step.parity_status == "deviation reported"
     assert any("/drop/Dropout" in note for note in step.notes)
+
+
+# -- hand-written dropout: x * (rand_like(x) > p).float() / (1 - p) -------------------------------
+
+
+def hand_written(*, random="RandomUniformLike", compare="Greater", p_first=False, rescale="div", p=0.3,
+                 scale=None, mask_cast=True, output_is_mul=False):
+    """x -> Relu -> [random → compare → Cast → Mul(r, ·) → rescale] -> Sigmoid -> y (shape [2, 3])."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu")]
+    inits = {} if random == "Bernoulli" else {"p": np.array(p, np.float32)}
+    if random == "Bernoulli":
+        inits["keep"] = np.full((2, 3), 1 - p, np.float32)
+        nodes.append(helper.make_node("Bernoulli", ["keep"], ["mask_f"], name="bern"))
+        mask = "mask_f"
+    else:
+        if random == "RandomUniform":
+            nodes.append(helper.make_node("RandomUniform", [], ["u"], name="rand", shape=[2, 3]))
+        else:
+            nodes.append(helper.make_node(random, ["r"], ["u"], name="rand"))
+        cmp_inputs = ["p", "u"] if p_first else ["u", "p"]
+        nodes.append(helper.make_node(compare, cmp_inputs, ["keepmask"], name="cmp"))
+        mask = "keepmask"
+        if mask_cast:
+            nodes.append(helper.make_node("Cast", ["keepmask"], ["mask_f"], name="cast", to=TP.FLOAT))
+            mask = "mask_f"
+    nodes.append(helper.make_node("Mul", ["r", mask], ["masked"], name="mul"))
+    out = "masked"
+    if rescale == "div":
+        inits["denom"] = np.array(1 - p if scale is None else 1 / scale, np.float32)
+        nodes.append(helper.make_node("Div", ["masked", "denom"], ["scaled"], name="div"))
+        out = "scaled"
+    elif rescale == "mul":
+        inits["factor"] = np.array(1 / (1 - p) if scale is None else scale, np.float32)
+        nodes.append(helper.make_node("Mul", ["factor", "masked"], ["scaled"], name="rescale"))
+        out = "scaled"
+    if output_is_mul:
+        proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi(out, TP.FLOAT, [2, 3])], inits, opset=17)
+    else:
+        nodes.append(helper.make_node("Sigmoid", [out], ["y"], name="sig"))
+        proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3])], inits, opset=17)
+    # RandomUniform reads no tensor: the mask's shape must be known to equal x's
+    return onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+
+
+def _expected(x):
+    return 1 / (1 + np.exp(-np.maximum(x, 0)))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"compare": "GreaterOrEqual"},
+        {"compare": "Less", "p_first": True},  # p < rand: kept above p
+        {"compare": "Less", "p": 0.7},  # rand < keep: kept below 0.7, keep probability 0.7 → rescale 1/0.7
+        {"rescale": "mul"},
+        {"rescale": "none"},
+        {"random": "RandomUniform"},
+        {"random": "RandomNormalLike", "p": 0.0, "scale": 2.0},  # N(0,1) > 0 keeps half
+        {"random": "Bernoulli"},
+    ],
+)
+def test_hand_written_dropout_becomes_its_input(kwargs):
+    if kwargs.get("compare") == "Less" and not kwargs.get("p_first"):
+        kwargs = {**kwargs, "scale": 1 / 0.7}
+    model, result = run_pass(hand_written(**kwargs))
+    counts = op_counts(model)
+    assert set(counts) == {"Relu", "Sigmoid"}, counts
+    assert result.stats["hand_written"] == 1 and result.changed_semantics
+    assert any("hand-written" in note and "inference semantics" in note for note in result.notes)
+    assert not model.graph.initializers  # threshold, rescale and keep probabilities went with the chain
+    out = ort_run(model, {"x": X})["y"]
+    np.testing.assert_allclose(out, _expected(X), rtol=1e-6)
+    assert_idempotent(model)
+
+
+def test_hand_written_dropout_before_the_fix_stays_random():
+    """The bug: the chain survived, so the 'deployed' model gave different outputs run to run."""
+    proto = hand_written()
+    model, _ = run_pass(proto)
+    runs = [ort_run(model, {"x": np.ones((2, 3), np.float32) * 5})["y"] for _ in range(2)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_allclose(runs[0], _expected(np.full((2, 3), 5.0, np.float32)), rtol=1e-6)
+
+
+def test_rescale_that_is_not_one_over_keep_is_left_alone():
+    proto = hand_written(scale=3.0)
+    model, result = run_pass(proto)
+    assert op_counts(model)["RandomUniformLike"] == 1
+    assert result.stats["hand_written"] == 0 and not result.modified
+    assert any("left" in note and "rescale 3" in note for note in result.notes)
+
+
+def test_random_op_read_elsewhere_is_not_dropout():
+    proto = hand_written()
+    proto.graph.node.append(helper.make_node("Identity", ["u"], ["noise"], name="noise_out"))
+    proto.graph.output.append(vi("noise", TP.FLOAT, [2, 3]))
+    model, result = run_pass(proto)
+    assert result.stats["hand_written"] == 0 and op_counts(model)["RandomUniformLike"] == 1
+
+
+def test_hand_written_dropout_into_a_graph_output_keeps_the_output_name():
+    model, result = run_pass(hand_written(output_is_mul=True))
+    assert [o.name for o in model.graph.outputs] == ["scaled"]
+    assert set(op_counts(model)) == {"Relu"}
+    np.testing.assert_allclose(ort_run(model, {"x": X})["scaled"], np.maximum(X, 0))
+    assert result.stats["identities_kept"] == 0
+
+
+def test_hand_written_dropout_inside_an_if_branch():
+    body = hand_written()
+    branch = helper.make_graph(
+        [n for n in body.graph.node if n.op_type != "Relu"] + [helper.make_node("Identity", ["y"], ["y_then"])],
+        "then", [], [vi("y_then", TP.FLOAT, [2, 3])], list(body.graph.initializer),
+    )
+    for node in branch.node:
+        node.input[:] = ["xr" if i == "r" else i for i in node.input]
+    other = helper.make_graph([helper.make_node("Neg", ["xr"], ["y_else"])], "else", [],
+                              [vi("y_else", TP.FLOAT, [2, 3])])
+    proto = make_model(
+        [helper.make_node("Relu", ["x"], ["xr"], name="relu"),
+         helper.make_node("If", ["c"], ["y"], name="if", then_branch=branch, else_branch=other)],
+        [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2, 3])],
+    )
+    model, result = run_pass(proto)
+    assert result.stats["hand_written"] == 1 and "RandomUniformLike" not in op_counts(model)
+    out = ort_run(model, {"x": X, "c": np.array(True)})["y"]
+    np.testing.assert_allclose(out, _expected(X), rtol=1e-6)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_torch_hand_written_dropout_layer_in_training_mode(dynamo, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+
+    class DropoutLayer(torch.nn.Module):
+        """The custom layer users write when the compiler rejects Dropout."""
+
+        def __init__(self, p: float) -> None:
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            if self.training:
+                return x * (torch.rand_like(x) > self.p).float() / (1 - self.p)
+            return x
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(6, 4)
+            self.drop = DropoutLayer(0.25)
+
+        def forward(self, x):
+            return torch.relu(self.drop(self.fc(x)))
+
+    net = Net().train()
+    x = torch.randn(3, 6)
+    path = tmp_path / "drop.onnx"
+    kwargs = {} if dynamo else {"training": torch.onnx.TrainingMode.TRAINING, "do_constant_folding": False}
+    torch.onnx.export(net, (x,), str(path), dynamo=dynamo, **kwargs)
+    assert "RandomUniformLike" in op_counts(onnx.load(str(path)))
+    net.eval()
+    with torch.no_grad():
+        expected = net(x).numpy()
+    model, report = surgery.apply(str(path), [RemoveDropout(), Cleanup()])
+    step = report.steps[0]
+    assert step.stats["hand_written"] == 1 and step.checker == "ok" and step.ort == "ok"
+    assert step.parity_status == "deviation reported"
+    assert set(op_counts(model)) == {"Gemm", "Relu"}
+    out = ort_run(model, {model.graph.inputs[0].name: x.numpy()})
+    np.testing.assert_allclose(next(iter(out.values())), expected, rtol=1e-5, atol=1e-6)

@@ -22,6 +22,7 @@ from surgery.doctor.checks.nms import check_nms
 from surgery.doctor.checks.opset import check_opset
 from surgery.doctor.checks.pad import check_pad
 from surgery.doctor.checks.pool_limits import check_pool_limits
+from surgery.doctor.checks.random_ops import check_random_ops
 from surgery.doctor.checks.resize import check_resize
 from surgery.doctor.checks.slice import check_slice
 from surgery.doctor.checks.unregistered import check_unregistered
@@ -42,6 +43,7 @@ CHECKS: tuple[Check, ...] = (
     check_maxpool_indices,
     check_pool_limits,
     check_dropout,
+    check_random_ops,
     check_resize,
     check_gather_negative,
     check_pad,
