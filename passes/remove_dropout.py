@@ -42,7 +42,13 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator, const_value, forward_value, subgraphs
+from surgery.graph import (
+    GraphLike,
+    NameAllocator,
+    const_value,
+    forward_value,
+    subgraphs,
+)
 from surgery.idioms import RANDOM_OPS, DropoutIdiom, match_dropout_idiom
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register

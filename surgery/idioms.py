@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from surgery.graph import const_value
 
-__all__ = ["RANDOM_OPS", "DropoutIdiom", "match_dropout_idiom", "FocusIdiom", "match_focus"]
+__all__ = ["RANDOM_OPS", "DropoutIdiom", "FocusIdiom", "match_dropout_idiom", "match_focus"]
 
 _ONNX = ("", "ai.onnx")
 
