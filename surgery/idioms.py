@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -219,94 +220,99 @@ def _slice_params(node: ir.Node, rank: int) -> dict[int, tuple[int, int, int]] |
     return out
 
 
-def _offset(param: tuple[int, int, int] | None, size: int) -> int | None:
+_TO_THE_END = 2**31 - 1
+"""An end this large runs to the end of any axis (torch writes INT64_MAX)."""
+
+
+def _offset(param: tuple[int, int, int] | None, size: int | None) -> int | None:
     """The start (0 or 1) of a step-2 slice that runs to the end of an axis of ``size``."""
     if param is None:
         return None
     start, end, step = param
-    if step != 2 or start not in (0, 1) or end < size:
+    if step != 2 or start not in (0, 1) or end < (_TO_THE_END if size is None else size):
         return None
     return start
 
 
-def _focus_branch(value: ir.Value, shape: tuple[int, ...]) -> tuple[ir.Value, list[ir.Node], tuple[int, int]] | None:
-    """``value`` as a (one- or two-Slice) stride-2 sampling of a 4-D tensor: (data, slices, (row, col))."""
-    node = value.producer()
-    if node is None or node.op_type != "Slice" or node.domain not in _ONNX:
-        return None
-    params = _slice_params(node, 4)
-    if params is None or any(a not in (2, 3) for a in params):
-        return None
-    slices = [node]
-    source = node.inputs[0]
-    if len(params) == 1:  # two chained Slices (the torch legacy exporter writes x[..., ::2][..., ::2] so)
-        inner = source.producer() if source is not None else None
-        inner_params = _slice_params(inner, 4) if inner is not None else None
-        if inner is None or inner_params is None or len(inner_params) != 1 or set(inner_params) == set(params):
+def _is_noop(param: tuple[int, int, int]) -> bool:
+    start, end, step = param
+    return start == 0 and step == 1 and end >= _TO_THE_END
+
+
+def _focus_branch(value: ir.Value) -> tuple[ir.Value, list[ir.Node], dict[int, tuple[int, int, int]]] | None:
+    """``value`` as a chain of Slices of one tensor that slice only H and W (axes 2, 3), each once:
+    (the tensor, the Slices outermost last, ``{axis: (start, end, step)}``). Full-range step-1
+    slices of other axes (older torch exports write them) are ignored."""
+    params: dict[int, tuple[int, int, int]] = {}
+    slices: list[ir.Node] = []
+    current = value
+    while len(slices) < 4 and set(params) != {2, 3}:
+        node = current.producer()
+        if node is None or node.op_type != "Slice" or node.domain not in _ONNX or node.inputs[0] is None:
+            break
+        found = _slice_params(node, 4)
+        if found is None:
             return None
-        if any(a not in (2, 3) for a in inner_params):
+        found = {axis: p for axis, p in found.items() if not _is_noop(p)}
+        if set(found) - {2, 3} or set(found) & set(params):
             return None
-        params = {**params, **inner_params}
-        slices.insert(0, inner)
-        source = inner.inputs[0]
-    if source is None or set(params) != {2, 3}:
+        params.update(found)
+        slices.insert(0, node)
+        current = node.inputs[0]
+    if set(params) != {2, 3}:
         return None
-    row, col = _offset(params.get(2), shape[2]), _offset(params.get(3), shape[3])
-    if row is None or col is None:
+    return current, slices, params
+
+
+ShapeOf = Callable[[ir.Value], "Sequence[int | str | ir.SymbolicDim | None] | None"]
+
+
+def _dims(value: ir.Value | None, shape_of: ShapeOf | None) -> tuple[int | None, ...] | None:
+    """``value``'s dims (None for a dynamic one), None when its rank is unknown."""
+    if value is None:
         return None
-    return source, slices, (row, col)
-
-
-def _static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
-    if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
+    shape = value.shape if value.shape is not None or shape_of is None else shape_of(value)
+    if shape is None:
         return None
-    return tuple(int(d) for d in value.shape)  # type: ignore[arg-type]
+    return tuple(d if isinstance(d, int) and d >= 0 else None for d in shape)
 
 
-def match_focus(concat: ir.Node) -> FocusIdiom | None:
+def match_focus(concat: ir.Node, shape_of: ShapeOf | None = None, *, require_static: bool = True) -> FocusIdiom | None:
     """The Focus idiom ending at ``concat``, or None.
 
-    Needs a static 4-D input shape with even H and W (only then is the space-to-depth rewrite
-    exact), each Concat input a stride-2 sampling of the same tensor, and the four offsets
-    ``(0,0), (0,1), (1,0), (1,1)`` each exactly once. Inner Slice outputs read by anything else
-    are not matched (the Slices must disappear with the rewrite).
+    Needs a 4-D input, each Concat input a stride-2 sampling of the same tensor running to the end
+    of H and W, and the four offsets ``(0,0), (0,1), (1,0), (1,1)`` each exactly once. Inner Slice
+    outputs read by anything else are not matched (the Slices must disappear with the rewrite).
+    With ``require_static`` (what the rewrite needs) the input shape must be static with even H
+    and W; without it (what the doctor asks before make-static) dynamic dims are allowed.
+    ``shape_of`` gives the shape of a value that carries none (e.g. from onnx inference).
     """
     if concat.domain not in _ONNX or concat.op_type != "Concat" or len(concat.inputs) != 4:
         return None
     axis_attr = concat.attributes.get("axis")
     if axis_attr is None or axis_attr.is_ref() or int(axis_attr.value) not in (1, -3):
         return None
-    data: ir.Value | None = None
-    shape: tuple[int, ...] | None = None
+    branches = []
+    for value in concat.inputs:
+        branch = _focus_branch(value) if value is not None else None
+        if branch is None or branch[0] is not (branches[0][0] if branches else branch[0]):
+            return None
+        branches.append(branch)
+    data = branches[0][0]
+    shape = _dims(data, shape_of)
+    if shape is None or len(shape) != 4:
+        return None
+    if require_static and (None in shape or shape[2] % 2 or shape[3] % 2):  # type: ignore[operator]
+        return None
     slices: list[ir.Node] = []
     order: list[tuple[int, int]] = []
-    for value in concat.inputs:
-        if value is None:
-            return None
-        producer = value.producer()
-        if producer is None or producer.op_type != "Slice":
-            return None
-        if shape is None:
-            source = producer.inputs[0]
-            shape = _static_shape(source)
-            if shape is None:  # two-level form: the shape of the inner Slice's input
-                inner = source.producer() if source is not None else None
-                shape = _static_shape(inner.inputs[0]) if inner is not None and inner.op_type == "Slice" else None
-            if shape is None or len(shape) != 4 or shape[2] % 2 or shape[3] % 2:
-                return None
-        branch = _focus_branch(value, shape)
-        if branch is None:
-            return None
-        source, nodes, offset = branch
-        if data is None:
-            data = source
-        elif source is not data:
+    for _, nodes, params in branches:
+        row, col = _offset(params[2], shape[2]), _offset(params[3], shape[3])
+        if row is None or col is None:
             return None
         slices.extend(nodes)
-        order.append(offset)
+        order.append((row, col))
     if data is None or sorted(order) != [(0, 0), (0, 1), (1, 0), (1, 1)]:
-        return None
-    if _static_shape(data) != shape:
         return None
     unique = list(dict.fromkeys(slices))
     members = set(unique) | {concat}
