@@ -22,6 +22,7 @@ PASS_ORDER: tuple[str, ...] = (
     "decompose-hardswish",
     "decompose-gridsample",
     "einsum-to-matmul",
+    "decompose-dft",
     "convert-opset",
     "narrow-float64",
     "fix-shapes",
@@ -47,6 +48,8 @@ FIX_BY_OP: dict[str, tuple[str, ...]] = {
     "AffineGrid": ("convert-opset",),
     "DeformConv": ("convert-opset",),
     "Einsum": ("einsum-to-matmul",),
+    "DFT": ("decompose-dft",),
+    "STFT": ("decompose-dft",),
     "GridSample": ("decompose-gridsample",),
     "NonZero": ("split-postprocess",),
     "Unique": ("split-postprocess",),
@@ -68,6 +71,8 @@ FIX_NOTES: dict[str, str] = {
     "GridSample": "decompose-gridsample removes GridSample, but the GatherElements it uses is AICPU-only in the "
     "same 2022 data: measure both on the device",
     "Einsum": "einsum-to-matmul rewrites two-operand Einsum as Transpose/Reshape/MatMul (AI Core ops)",
+    "DFT": "decompose-dft rewrites DFT as one MatMul by a constant twiddle matrix (needs a static signal length)",
+    "STFT": "decompose-dft rewrites STFT as one strided Conv whose kernel holds the windowed twiddle factors",
 }
 
 #: Passes whose use changes the deployment itself: written commented out, for the user to decide.
