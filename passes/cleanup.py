@@ -15,6 +15,15 @@ What it removes, in every graph (main graph, ``If``/``Loop``/``Scan`` bodies, mo
 - initializers nothing reads (graph inputs with a default value are part of the signature and stay);
 - model-local functions no node calls (directly or through other functions);
 
+and it reduces the node count to what onnxsim/onnxslim reach (see :mod:`surgery.simplifications`):
+
+- ``Constant`` nodes of the main graph become initializers (``fold_constants``);
+- exact local rewrites in every graph: Reshape of Reshape, Squeeze/Unsqueeze pairs, Transpose
+  pairs and identity Transposes, Mul/Div by 1 and Add/Sub of 0, Concat of one input, Reshape or
+  Expand to the input's own shape (``simplify``);
+- in the main graph, Conv+BatchNormalization, Conv+per-channel Add and 2-D MatMul+Add→Gemm fusions,
+  which reorder float math only (``fuse``; ATC performs the same fusions when it compiles);
+
 and finally sorts every graph topologically (stable: an already sorted graph keeps its order).
 
 onnx-ir keeps shape/type information on the values themselves: duplicate ``value_info`` entries and
@@ -33,15 +42,29 @@ parent-graph tensor gets a branch output's name). ``TopologicalSortPass`` is use
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, forward_value, iter_graphs, subgraphs
+from surgery.graph import (
+    GraphLike,
+    NameAllocator,
+    forward_value,
+    iter_graphs,
+    subgraphs,
+)
+from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
+from surgery.rules.engine import graphs_with_opsets
+from surgery.simplifications import (
+    SimplifyStats,
+    constants_to_initializers,
+    simplify_graph,
+)
 
 __all__ = ["Cleanup", "forward_value", "inner_graph"]
 
@@ -121,19 +144,37 @@ class _Liveness:
 class Cleanup(SurgeryPass):
     """Remove dead nodes, redundant Identity nodes, unused initializers and functions; sort topologically.
 
+    Also folds Constant nodes into initializers, applies exact simplifications (Reshape/Transpose/
+    Squeeze pairs, neutral Mul/Add, Concat of one) and Conv+BN, Conv+Add, MatMul+Add fusions.
     Works in every graph: the main graph, If/Loop/Scan bodies and model-local functions. Values read
     from an outer scope by a subgraph count as used. Graph input and output names never change.
-    Stats: dead_nodes, identities, initializers, functions, sorted_graphs.
+    Stats: constants_folded, simplified, fused, dead_nodes, identities, initializers, functions,
+    sorted_graphs.
     """
 
     name = "cleanup"
     numerics = Numerics.EXACT
 
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        fold_constants: bool = option(True, help="turn Constant nodes of the main graph into initializers")
+        simplify: bool = option(True, help="exact local rewrites: Reshape/Transpose/Squeeze pairs, x*1, x+0, Concat of one")
+        fuse: bool = option(True, help="fuse Conv+BatchNormalization, Conv+bias Add and 2-D MatMul+Add (Gemm)")
+
+    #: Sweeps of the local rewrites at most (each is linear; chains resolve in one or two).
+    MAX_SWEEPS = 8
+
     def call(self, model: ir.Model) -> SurgeryResult:
         renamed: dict[str, str] = {}
+        # Identities first: torch shares equal weights through Identity nodes, which hide constants
+        identities = self._remove_identities(model, renamed)
+        shrink = self._shrink(model)
         stats = {
+            "constants_folded": shrink.constants_folded,
+            "simplified": shrink.simplified,
+            "fused": shrink.fused,
             "dead_nodes": self._remove_dead(model),
-            "identities": self._remove_identities(model, renamed),
+            "identities": identities + self._remove_identities(model, renamed),
             "initializers": self._remove_unused_initializers(model),
         }
         stats["functions"] = self._remove_unused_functions(model)
@@ -142,6 +183,28 @@ class Cleanup(SurgeryPass):
         if modified:
             logger.info("cleanup: %s", ", ".join(f"{k}={v}" for k, v in stats.items() if v))
         return SurgeryResult(model, modified, stats=stats, renamed=renamed)
+
+    # -- fewer nodes ---------------------------------------------------------------------------
+
+    def _shrink(self, model: ir.Model) -> SimplifyStats:
+        total = SimplifyStats()
+        opts = self.options
+        if opts.fold_constants:
+            total.constants_folded = constants_to_initializers(model.graph)
+        if not (opts.simplify or opts.fuse):
+            return total
+        names = NameAllocator(model)
+        for _ in range(self.MAX_SWEEPS):
+            changed = 0
+            for graph, imports in list(graphs_with_opsets(model)):
+                opset = imports.get("", imports.get("ai.onnx", 0))
+                found = simplify_graph(graph, opset, names, local=opts.simplify, fuse=opts.fuse and graph is model.graph)
+                total.simplified += found.simplified
+                total.fused += found.fused
+                changed += found.simplified + found.fused
+            if not changed:
+                break
+        return total
 
     # -- dead nodes ----------------------------------------------------------------------------
 

@@ -10,10 +10,10 @@ import onnx_ir.passes.common as ir_common
 import pytest
 from onnx import TensorProto as TP
 from onnx import helper
+from surgery.passes.cleanup import Cleanup
 
 import surgery
 from surgery.errors import PassError
-from surgery.passes.cleanup import Cleanup
 from surgery.testing import make_model, node_names, op_counts, ort_run, vi
 
 RNG = np.random.default_rng(1)
@@ -377,3 +377,196 @@ def test_casts_to_the_type_they_already_have_go_and_real_casts_stay():
     assert [o.name for o in model.graph.outputs] == ["y", "y2"]  # y2: the Relu output took its name
     assert_same_outputs(proto, model, [{"x": X}])
     assert_idempotent(model)
+
+
+# -- fewer nodes: Constant folding, exact simplifications, fusions ---------------------------------
+
+
+def _const(name: str, array) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name=f"const_{name}", value=onnx.numpy_helper.from_array(np.asarray(array)))
+
+
+def _shaped(proto: onnx.ModelProto) -> onnx.ModelProto:
+    return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+
+
+def test_constant_nodes_become_initializers_of_the_same_name():
+    """Paddle exports carry hundreds of Constant nodes (1493 nodes vs onnxslim's 521 on a layout model)."""
+    nodes = [_const("w", np.full((2, 3), 2.0, np.float32)), _const("b", np.float32(1.0)),
+             _const("out_c", np.arange(3, dtype=np.int64)),
+             helper.make_node("Mul", ["x", "w"], ["m"], name="mul"),
+             helper.make_node("Sub", ["m", "b"], ["y"], name="sub")]
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3]), vi("out_c", TP.INT64, [3])])
+    model, result = run_cleanup(proto)
+    assert result.stats["constants_folded"] == 2
+    assert op_counts(model) == {"Mul": 1, "Sub": 1, "Constant": 1}  # a Constant that is a graph output stays
+    assert set(model.graph.initializers) == {"w", "b"}
+    assert_same_outputs(proto, model, [{"x": X}])
+    assert_idempotent(model)
+
+
+def test_constants_inside_subgraphs_and_functions_stay_nodes():
+    branch = helper.make_graph([_const("k", np.float32(3.0)), helper.make_node("Mul", ["x", "k"], ["t"])],
+                               "then", [], [vi("t", TP.FLOAT, [2, 3])])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [vi("e", TP.FLOAT, [2, 3])])
+    proto = make_model([helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)],
+                       [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2, 3])])
+    model, result = run_cleanup(proto)
+    assert result.stats["constants_folded"] == 0 and op_counts(model)["Constant"] == 1
+    assert_same_outputs(proto, model, [{"x": X, "c": np.array(True)}])
+
+
+@pytest.mark.parametrize(
+    "nodes,inits,shape_in,shape_out,left",
+    [
+        # Reshape(Reshape(x)) → one Reshape
+        ([helper.make_node("Reshape", ["x", "s1"], ["r"]), helper.make_node("Reshape", ["r", "s2"], ["y"])],
+         {"s1": np.array([6]), "s2": np.array([3, -1])}, [2, 3], [3, 2], {"Reshape": 1}),
+        # Squeeze(Unsqueeze(x, 1), 1) → x
+        ([helper.make_node("Unsqueeze", ["x", "a"], ["u"]), helper.make_node("Squeeze", ["u", "a"], ["s"]),
+          helper.make_node("Relu", ["s"], ["y"])], {"a": np.array([1])}, [2, 3], [2, 3], {"Relu": 1}),
+        # Transpose pair that cancels
+        ([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]), helper.make_node("Transpose", ["t"], ["u"], perm=[1, 0]),
+          helper.make_node("Relu", ["u"], ["y"])], {}, [2, 3], [2, 3], {"Relu": 1}),
+        # Transpose pair that composes
+        ([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 2, 0]),
+          helper.make_node("Transpose", ["t"], ["y"], perm=[0, 2, 1])], {}, [2, 3, 4], [3, 2, 4], {"Transpose": 1}),
+        # x * 1, 0 + x, x / 1, x - 0 → x
+        ([helper.make_node("Mul", ["x", "one"], ["a"]), helper.make_node("Add", ["zero", "a"], ["b"]),
+          helper.make_node("Div", ["b", "one"], ["c"]), helper.make_node("Sub", ["c", "zero"], ["d"]),
+          helper.make_node("Relu", ["d"], ["y"])],
+         {"one": np.float32(1.0), "zero": np.zeros((1, 3), np.float32)}, [2, 3], [2, 3], {"Relu": 1}),
+        # Concat of one input, Expand to x's own shape
+        ([helper.make_node("Concat", ["x"], ["c"], axis=0), helper.make_node("Expand", ["c", "s"], ["e"]),
+          helper.make_node("Relu", ["e"], ["y"])], {"s": np.array([2, 3])}, [2, 3], [2, 3], {"Relu": 1}),
+        # a Transpose that only moves a 1-sized dim, between Reshapes → one Reshape
+        ([helper.make_node("Reshape", ["x", "s1"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3]),
+          helper.make_node("Relu", ["t"], ["y"])], {"s1": np.array([2, 1, 3, 1])}, [2, 3], [2, 3, 1, 1],
+         {"Reshape": 1, "Relu": 1}),
+    ],
+    ids=["reshape-reshape", "unsqueeze-squeeze", "transpose-cancel", "transpose-compose", "neutral-elements",
+         "concat-of-one-expand", "transpose-as-reshape"],
+)
+def test_exact_simplifications(nodes, inits, shape_in, shape_out, left):
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, shape_in)], [vi("y", TP.FLOAT, shape_out)], inits))
+    model, result = run_cleanup(proto)
+    assert result.stats["simplified"] >= 1
+    assert op_counts(model) == left
+    x = RNG.standard_normal(shape_in).astype(np.float32)
+    assert_same_outputs(proto, model, [{"x": x}])
+    assert [o.name for o in model.graph.outputs] == ["y"]
+    assert_idempotent(model)
+
+
+def test_broadcasting_neutral_elements_and_shared_readers_stay():
+    nodes = [helper.make_node("Mul", ["x", "ones"], ["y"]),  # [3] * ones[2, 3] broadcasts: not x
+             helper.make_node("Transpose", ["x2"], ["t"], perm=[1, 0]),
+             helper.make_node("Transpose", ["t"], ["u"], perm=[1, 0]),
+             helper.make_node("Neg", ["t"], ["v"])]  # t has another reader: the pair stays
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [3]), vi("x2", TP.FLOAT, [2, 3])],
+                               [vi("y", TP.FLOAT, [2, 3]), vi("u", TP.FLOAT, [2, 3]), vi("v", TP.FLOAT, [3, 2])],
+                               {"ones": np.ones((2, 3), np.float32)}))
+    model, result = run_cleanup(proto)
+    assert op_counts(model) == {"Mul": 1, "Transpose": 2, "Neg": 1}
+    assert result.stats["simplified"] == 0
+
+
+def _conv_bn(*, transpose=False, bn=True, add=False, shared_weight=False):
+    rng = np.random.default_rng(3)
+    w_shape = (4, 6, 3, 3) if transpose else (6, 4, 3, 3)
+    conv = "ConvTranspose" if transpose else "Conv"
+    inits = {"w": rng.standard_normal(w_shape).astype(np.float32), "b": rng.standard_normal(6).astype(np.float32)}
+    nodes = [helper.make_node(conv, ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1])]
+    last = "c"
+    if bn:
+        inits.update(scale=rng.uniform(0.5, 2, 6).astype(np.float32), beta=rng.standard_normal(6).astype(np.float32),
+                     mean=rng.standard_normal(6).astype(np.float32), var=rng.uniform(0.5, 2, 6).astype(np.float32))
+        nodes.append(helper.make_node("BatchNormalization", [last, "scale", "beta", "mean", "var"], ["n"], name="bn",
+                                      epsilon=1e-3))
+        last = "n"
+    if add:
+        inits["bias2"] = rng.standard_normal((6, 1, 1)).astype(np.float32)
+        nodes.append(helper.make_node("Add", [last, "bias2"], ["a"], name="add"))
+        last = "a"
+    nodes.append(helper.make_node("Relu", [last], ["y"], name="relu"))
+    outputs = [vi("y", TP.FLOAT, [1, 6, 8, 8])]
+    if shared_weight:
+        inits["w2"] = inits["w"]
+        nodes.append(helper.make_node("Mul", ["w", "w"], ["w_sq"], name="reads_w"))
+        outputs.append(vi("w_sq", TP.FLOAT, list(w_shape)))
+    return _shaped(make_model(nodes, [vi("x", TP.FLOAT, [1, 4, 8, 8])], outputs, inits))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"transpose": True}, {"bn": False, "add": True}, {"add": True},
+                                    {"shared_weight": True}],
+                         ids=["conv-bn", "convtranspose-bn", "conv-add", "conv-bn-add", "shared-weight"])
+def test_conv_fusions(kwargs):
+    proto = _conv_bn(**kwargs)
+    x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    expected = ort_run(proto, {"x": x})
+    model, result = run_cleanup(proto)
+    counts = op_counts(model)
+    assert "BatchNormalization" not in counts and "Add" not in counts
+    assert counts["Conv" if not kwargs.get("transpose") else "ConvTranspose"] == 1
+    assert result.stats["fused"] == int(kwargs.get("bn", True)) + int(kwargs.get("add", False))
+    got = ort_run(model, {"x": x})
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-5)
+    if kwargs.get("shared_weight"):  # the weight another node reads is not modified
+        np.testing.assert_array_equal(model.graph.initializers["w"].const_value.numpy(), proto_init(proto, "w"))
+    assert node_names(model) >= {"conv", "relu"}
+    assert_idempotent(model)
+
+
+def proto_init(proto, name):
+    return next(onnx.numpy_helper.to_array(i) for i in proto.graph.initializer if i.name == name)
+
+
+def test_matmul_add_becomes_gemm_only_for_2d():
+    rng = np.random.default_rng(4)
+    inits = {"w": rng.standard_normal((3, 5)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="fc"), helper.make_node("Add", ["m", "b"], ["y"], name="bias"),
+             helper.make_node("MatMul", ["x3", "w"], ["m3"], name="fc3"), helper.make_node("Add", ["m3", "b"], ["y3"])]
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("x3", TP.FLOAT, [4, 2, 3])],
+                               [vi("y", TP.FLOAT, [2, 5]), vi("y3", TP.FLOAT, [4, 2, 5])], inits))
+    model, result = run_cleanup(proto)
+    assert op_counts(model) == {"Gemm": 1, "MatMul": 1, "Add": 1}
+    assert any(n.op_type == "Gemm" and n.name.startswith("fc/") for n in model.graph)
+    feeds = {"x": X, "x3": RNG.standard_normal((4, 2, 3)).astype(np.float32)}
+    before, after = ort_run(proto, feeds), ort_run(model, feeds)
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-6, atol=1e-6)
+
+
+def test_options_turn_each_part_off():
+    proto = _conv_bn(add=True)
+    model = ir.from_proto(proto)
+    result = Cleanup(fold_constants=False, simplify=False, fuse=False)(model)
+    assert op_counts(model)["BatchNormalization"] == 1 and not result.stats["fused"]
+
+
+@pytest.mark.torch
+def test_torch_legacy_cnn_export_reaches_one_node_per_layer(tmp_path):
+    """A torch legacy export without constant folding: Constant nodes, Conv+BN pairs, Linear bias Adds."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10),
+    ).eval()
+    with torch.no_grad():  # non-trivial statistics, so that a wrong fusion shows
+        for module in net:
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+    path = tmp_path / "cnn.onnx"
+    x = torch.randn(1, 3, 8, 8)
+    torch.onnx.export(net, (x,), str(path), dynamo=False, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.PRESERVE)
+    before = op_counts(onnx.load(str(path)))
+    assert before["BatchNormalization"] == 2
+    model, report = surgery.apply(str(path), [Cleanup()])
+    assert report.steps[0].parity_status == "ok"
+    counts = op_counts(model)
+    assert counts == {"Conv": 2, "Relu": 2, "Flatten": 1, "Gemm": 1}, counts
