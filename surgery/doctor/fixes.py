@@ -16,6 +16,7 @@ __all__ = ["PASS_ORDER", "FIX_BY_OP", "FIX_NOTES", "USER_DECISION_PASSES", "orde
 
 PASS_ORDER: tuple[str, ...] = (
     "inline-functions",
+    "pin-inputs",
     "remove-dropout",
     "drop-maxpool-indices",
     "decompose-gelu",

@@ -26,6 +26,7 @@ from surgery.doctor.checks.random_ops import check_random_ops
 from surgery.doctor.checks.resize import check_resize
 from surgery.doctor.checks.slice import check_slice
 from surgery.doctor.checks.unregistered import check_unregistered
+from surgery.doctor.checks.value_if import check_value_dependent_if
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
 
@@ -51,6 +52,7 @@ CHECKS: tuple[Check, ...] = (
     check_nms,
     check_gridsample,
     check_data_dependent,
+    check_value_dependent_if,
     check_empty,
     check_names,
 )
