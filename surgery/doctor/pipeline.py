@@ -72,10 +72,29 @@ def decide_shapes(
     dims: Mapping[str, int] | None = None,
     input_shapes: Mapping[str, list[int]] | None = None,
 ) -> tuple[dict[str, list[int]], list[str], list[str]]:
-    """Static shapes for every dynamic input: (shapes, comments on the decisions, inputs left undecided)."""
+    """Static shapes for every dynamic input: (shapes, comments on the decisions, inputs left undecided).
+
+    A dim tied to the batch (dim 0) of another input — by name or through the graph, e.g. a
+    recurrent state's ``[2, batch, 128]`` — gets that input's batch size, not a placeholder.
+    """
+    from surgery.doctor.batch_dims import batch_dims
+
     ctx = Context(model, load_facts())
     dims = dict(dims or {})
     input_shapes = dict(input_shapes or {})
+    tied = batch_dims(model)
+    by_name = {v.name: v for v in model.graph.inputs}
+
+    def batch_of(source: str) -> tuple[int, str]:
+        """The batch size the input ``source`` gets at dim 0, and why."""
+        if source in input_shapes and input_shapes[source]:
+            return int(input_shapes[source][0]), "given"
+        first = ctx.shape(by_name[source]) if source in by_name else None
+        label = first[0] if first else None
+        if isinstance(label, str) and label in dims:
+            return dims[label], "given"
+        return DEFAULT_BATCH, f"default {DEFAULT_BATCH}"
+
     chosen: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
     notes: list[str] = []
@@ -105,6 +124,9 @@ def decide_shapes(
                 size, why = dims[d], "given"
             elif isinstance(d, str) and d in chosen:
                 size, why = chosen[d], "same name as above"
+            elif (name, i) in tied and tied[(name, i)] != name:
+                size, given = batch_of(tied[(name, i)])
+                why = f"DECIDE: batch, the same dim as dim 0 of '{tied[(name, i)]}' ({given})"
             elif i == 0:
                 size, why = DEFAULT_BATCH, "DECIDE: batch, default 1 (one model per batch size on ATC)"
             elif len(current) == 4 and i in (2, 3):
