@@ -18,6 +18,7 @@ single real MatMul:
   ``frame_step``, and ``[B, 2m, 1, F]`` is transposed and reshaped to ``[B, F, m, 2]``. A constant
   window is folded into the kernel; a window given at run time multiplies it (one Mul). The
   defaults are ONNX's: ``onesided = 1``, a rectangular window, ``frame_length`` = the window's.
+  A ``[B, L]`` signal (what ``torch.stft`` exports; ONNX Runtime reads it as real) is taken too.
 
 Results match ONNX Runtime's FFT to float rounding (sums of ``n`` products instead of an FFT's
 ``log n`` stages), hence ``approx``. Needs: the signal's rank, the complex axis's size and (for DFT)
@@ -212,12 +213,18 @@ class StftRule(_SpectralRule):
         x = node.inputs[0]
         if x is None:
             return Miss("STFT without signal")
-        signal = self._signal(ctx, x)
-        if isinstance(signal, str):
-            return Miss(signal)
-        dims, np_dtype = signal
+        shape = ctx.shape(x)
+        if shape is not None and len(shape) == 2 and ctx.dtype(x) in _FLOATS:
+            # [batch, length]: a real signal without its complex axis (torch.stft exports it so,
+            # ONNX Runtime reads it as real)
+            dims, np_dtype = [*(_static_dims(shape) or []), 1], np.dtype(_FLOATS[ctx.dtype(x)])  # type: ignore[index]
+        else:
+            signal = self._signal(ctx, x)
+            if isinstance(signal, str):
+                return Miss(signal)
+            dims, np_dtype = signal
         if len(dims) != 3:
-            return Miss(f"the signal has rank {len(dims)} (STFT takes [batch, length, 1|2])")
+            return Miss(f"the signal has rank {len(dims)} (STFT takes [batch, length, 1|2] or [batch, length])")
         step = _const_int(node.inputs[1] if len(node.inputs) > 1 else None)
         if step is None or step < 1:
             return Miss("frame_step is not a positive constant")

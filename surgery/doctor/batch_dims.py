@@ -84,10 +84,6 @@ def _inferred(model: ir.Model, symbols: dict[tuple[str, int], str]) -> onnx.Mode
         return None
 
 
-def _dims(table: dict[str, list[str | int | None]], name: str) -> list[str | int | None] | None:
-    return table.get(name)
-
-
 def _tie_node(node: onnx.NodeProto, table: dict[str, list[str | int | None]], union: _Union) -> None:
     def dims(i: int) -> list[str | int | None] | None:
         return table.get(node.input[i]) if i < len(node.input) and node.input[i] else None

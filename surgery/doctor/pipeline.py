@@ -87,7 +87,7 @@ def decide_shapes(
 
     def batch_of(source: str) -> tuple[int, str]:
         """The batch size the input ``source`` gets at dim 0, and why."""
-        if source in input_shapes and input_shapes[source]:
+        if input_shapes.get(source):
             return int(input_shapes[source][0]), "given"
         first = ctx.shape(by_name[source]) if source in by_name else None
         label = first[0] if first else None

@@ -188,3 +188,11 @@ def test_through_surgery_apply_and_the_doctor(tmp_path):
     assert step.parity_status == "ok" and step.checker == "ok", step
     assert "STFT" not in op_counts(ir.load(tmp_path / "out.onnx"))
     assert diagnose(tmp_path / "out.onnx").exit_code == 0
+
+
+def test_stft_of_a_batch_length_signal_as_torch_exports_it():
+    """torch.stft writes a [batch, length] signal, which ONNX Runtime reads as real."""
+    inits = {"step": np.array(16, np.int64), "w": np.hanning(64).astype(np.float32)}
+    node = helper.make_node("STFT", ["x", "step", "w"], ["y"], name="stft", onesided=1)
+    proto = _model(node, [vi("x", TP.FLOAT, [1, 1024])], inits, 17)
+    check(proto, {"x": RNG.standard_normal((1, 1024)).astype(np.float32)}, rule="decompose-stft")
