@@ -9,7 +9,7 @@ from pathlib import Path
 from surgery import api, model_io
 from surgery.cli import static_shapes
 from surgery.errors import GateError, InputError
-from surgery.pipeline import apply_sets, load_pipeline
+from surgery.pipeline import apply_sets, is_pass_list, load_pipeline, pipeline_from_names, set_input_shapes
 
 __all__ = ["register", "run"]
 
@@ -18,12 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("apply", help="run a passes.toml pipeline on a model, gating every pass",
                        description="Run a passes.toml pipeline on a model. Every pass that changes the model is "
                                    "gated by onnx.checker, an ONNX Runtime load and parity with the original.")
-    p.add_argument("pipeline", type=Path, help="the passes.toml file")
+    p.add_argument("pipeline", type=Path,
+                   help="the passes.toml file, or a comma-separated list of pass names (make-static,cleanup)")
     p.add_argument("model", type=Path, help="the input .onnx model")
     p.add_argument("-o", "--output", type=Path, help="where to write the result (required unless --in-place)")
     p.add_argument("--report", type=Path, help="also write the report as JSON here")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="PASS.KEY=VALUE",
                    help="override a pass option (PASS is a pass name or its 1-based position); VALUE is TOML")
+    p.add_argument("--input-shape", metavar="SPEC",
+                   help="static input shapes ('x:1,3,224,224;y:1,10', onnxsim or Polygraphy syntax): sets the "
+                        "pipeline's fix-shapes step, or runs one first")
     p.add_argument("--disable", action="append", default=[], metavar="NAME", help="skip the pass NAME")
     p.add_argument("--verify", choices=("each", "end", "off"), help="override every gate's schedule")
     p.add_argument("--inputs", type=Path, metavar="DATA.npz", help="arrays to feed the parity runs")
@@ -40,9 +44,14 @@ def _progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args.pipeline)
-    apply_sets(pipeline, args.sets)
+    if is_pass_list(str(args.pipeline)):
+        pipeline = pipeline_from_names(str(args.pipeline), args.sets)
+    else:
+        pipeline = load_pipeline(args.pipeline)
+        apply_sets(pipeline, args.sets)
     pipeline.disable(args.disable)
+    if args.input_shape:
+        set_input_shapes(pipeline, args.input_shape)
     if args.output is None and not args.in_place:
         raise InputError("give -o OUT.onnx (or --in-place to overwrite the input)")
     output: Path = args.model if args.in_place and args.output is None else args.output
@@ -67,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     report.source = str(args.model)
     if not args.quiet:
         print(report.table())
-        static_shapes.print_atc(report)
+    static_shapes.print_atc(report)  # -q never hides the compiler command: it is what the run is for
     if args.report:
         report.write_json(args.report)
     return 0

@@ -26,15 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ascend SoC for the printed atc command lines (e.g. Ascend310P3)")
 
 
-def print_atc(report: Any, *, file: Any = None) -> None:
-    """Print the ``atc`` line of every model the run wrote."""
+def print_atc(report: Any, *, file: Any = None, warnings_to: Any = None) -> None:
+    """Print the ``atc`` line of every model the run wrote (stdout), and warnings about them (stderr)."""
     out = file or sys.stdout
+    warn = warnings_to or sys.stderr
     for command in report.extra.get("atc", []):
         print(f"atc: {command['command']}", file=out)
         dynamic = command.get("dynamic_inputs") or []
         if dynamic and not command.get("dynamic_batch_size"):
-            print(f"atc: warning: input(s) {', '.join(dynamic)} still have dynamic dims (-1); ATC refuses them "
-                  "without gears: add fix-shapes and make-static (or --buckets)", file=out)
+            print(f"surgery: warning: input(s) {', '.join(dynamic)} still have dynamic dims (-1); ATC refuses them "
+                  "without gears: add fix-shapes and make-static (or --buckets)", file=warn)
 
 
 def _progress(message: str) -> None:
@@ -59,7 +60,7 @@ def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Pa
         if not args.quiet:
             print(f"== bucket {run.label} ({', '.join(f'{k}={v}' for k, v in run.binding.items())}) -> {run.output}")
             print(run.report.table())
-            print_atc(run.report)
+        print_atc(run.report)
     if result.dynamic_batch is not None and not args.quiet:
         print("== single-model alternative (ATC dynamic batch gears):")
         print(f"atc: {result.dynamic_batch.line()}")
