@@ -6,10 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from surgery import api, model_io
 from surgery.cli import static_shapes
-from surgery.errors import GateError, InputError
-from surgery.pipeline import apply_sets, is_pass_list, load_pipeline, pipeline_from_names, set_input_shapes
 
 __all__ = ["register", "run"]
 
@@ -44,6 +41,10 @@ def _progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from surgery import api, model_io
+    from surgery.errors import GateError, InputError
+    from surgery.pipeline import apply_sets, is_pass_list, load_pipeline, pipeline_from_names, set_input_shapes
+
     if is_pass_list(str(args.pipeline)):
         pipeline = pipeline_from_names(str(args.pipeline), args.sets)
     else:
