@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from surgery.cli import static_shapes
+from surgery.cli import flags, static_shapes
 
 __all__ = ["register", "run"]
 
@@ -30,14 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inputs", type=Path, metavar="DATA.npz", help="arrays to feed the parity runs")
     p.add_argument("--in-place", action="store_true", help="overwrite the input model (and its external data)")
     p.add_argument("--repro", type=Path, metavar="DIR", help="where a failing gate writes its reproducer (default: OUT.repro)")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not print the report table")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="do not print the report table (the atc lines are always printed)")
+    flags.add_progress(p)
     static_shapes.add_arguments(p)
     p.set_defaults(func=run)
-
-
-def _progress(message: str) -> None:
-    if sys.stderr.isatty():
-        print(f"surgery: {message}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return static_shapes.run_buckets(args, pipeline, output, repro)
     try:
         _, report = api.apply(model, pipeline, inputs=args.inputs, verify=args.verify, output=output,
-                              reproducer_dir=repro, progress=_progress, soc_version=args.soc_version)
+                              reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version)
     except GateError as exc:
         if exc.report is not None:
             exc.report.source = str(args.model)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["deprecated_alias", "add_data", "add_pipeline_inputs"]
+__all__ = ["deprecated_alias", "add_data", "add_pipeline_inputs", "add_progress", "progress_printer"]
 
 
 class _Deprecated(argparse.Action):
@@ -46,3 +46,22 @@ def add_pipeline_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", type=Path, metavar="PASSES.toml",
                         help="plan inputs as apply does with this pipeline: its [inputs] and the values its "
                              "passes pin (e.g. the OUT.passes.toml that prepare wrote)")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--progress auto|always|never``: one line per step on stderr (auto: when stderr is a terminal)."""
+    parser.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                        help="one progress line per step on stderr: auto (when stderr is a terminal), always "
+                             "(also in CI logs and pipes), never")
+
+
+def progress_printer(args: argparse.Namespace) -> Any:
+    """The progress callback ``--progress`` (and ``-q``) ask for, or None for silence."""
+    mode = getattr(args, "progress", "auto")
+    if mode == "never" or (mode == "auto" and (getattr(args, "quiet", False) or not sys.stderr.isatty())):
+        return None
+
+    def say(message: str) -> None:
+        print(f"surgery: {message}", file=sys.stderr, flush=True)
+
+    return say

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from surgery.cli import flags
+
 __all__ = ["register", "run", "parse_pins"]
 
 
@@ -38,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verify", choices=("each", "end", "off"), help="when the gates run (default: after each pass)")
     p.add_argument("--report", metavar="FILE", help="write the run as JSON ('-' prints it instead of the summary)")
     p.add_argument("--target", default="ascend", help="the compiler (default and only one today: ascend)")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the atc command lines")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only the atc command lines")
+    flags.add_progress(p)
     p.set_defaults(func=run)
 
 
@@ -68,10 +71,6 @@ def parse_pins(items: list[str]) -> dict[str, Any]:
     return pins
 
 
-def _progress(message: str) -> None:
-    print(f"surgery: {message}", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     from surgery.errors import GateError, InputError
     from surgery.prepare import prepare
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         result = prepare(
             args.model, args.output, input_shapes=args.input_shape, pins=pins, soc=args.soc,
             buckets=args.buckets, data=args.data, verify=args.verify, target=args.target,
-            progress=None if args.quiet else _progress,
+            progress=_prepare_progress(args),
         )
     except GateError as exc:
         if exc.report is not None and not args.quiet:
@@ -104,6 +103,13 @@ def run(args: argparse.Namespace) -> int:
         names = "; ".join(f.title for f in worst[:3])
         print(f"surgery: error: the prepared model is not ready for ATC: {names}", file=sys.stderr)
     return result.exit_code
+
+
+def _prepare_progress(args: argparse.Namespace) -> Any:
+    """prepare prints its stages unless asked not to: it is the command people run by hand and in CI."""
+    if args.progress == "auto" and not getattr(args, "quiet", False):
+        args.progress = "always"
+    return flags.progress_printer(args)
 
 
 def _report_dict(result: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from surgery.cli import flags
 from surgery.errors import GateError
 
 __all__ = ["add_arguments", "run_buckets", "print_atc"]
@@ -38,18 +39,13 @@ def print_atc(report: Any, *, file: Any = None, warnings_to: Any = None) -> None
                   "without gears: add fix-shapes and make-static (or --buckets)", file=warn)
 
 
-def _progress(message: str) -> None:
-    if sys.stderr.isatty():
-        print(f"surgery: {message}", file=sys.stderr, flush=True)
-
-
 def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Path) -> int:
     from surgery.buckets import apply_buckets
 
     try:
         result = apply_buckets(
             args.model, pipeline, args.buckets, inputs=args.inputs, verify=args.verify, output=output,
-            reproducer_dir=repro, progress=_progress, soc_version=args.soc_version,
+            reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version,
         )
     except GateError as exc:
         if exc.report is not None and not args.quiet:
