@@ -31,7 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["TARGETS", "Decision", "PrepareResult", "prepare", "pending_decisions", "pipeline_path"]
+__all__ = ["TARGETS", "Decision", "PrepareResult", "prepare", "pending_decisions", "describe_decisions", "pipeline_path"]
 
 #: Compilers prepare knows: the doctor's facts and the command it prints are per target.
 TARGETS: tuple[str, ...] = ("ascend",)
@@ -196,6 +196,20 @@ def pending_decisions(
     return decisions
 
 
+def describe_decisions(decisions: Sequence[Decision]) -> str:
+    """One line for all missing decisions: shapes joined into one ``--input-shape``, one ``--pin`` each."""
+    shapes = [d for d in decisions if d.flag == "--input-shape"]
+    parts = []
+    if shapes:
+        why = "; ".join(f"input '{d.input}' {d.why}" for d in shapes)
+        spec = ";".join(d.guess for d in shapes)
+        parts.append(f"{why}: add --input-shape {_shell_word(spec)} (the sizes prepare would guess: check them)")
+    for d in decisions:
+        if d.flag != "--input-shape":
+            parts.append(d.describe())
+    return "; ".join(parts)
+
+
 def _pin_block(pins: Mapping[str, Any]) -> str:
     from surgery.instruments.reproducer import toml_dumps
 
@@ -278,12 +292,7 @@ def prepare(
     before.model = str(model_path)
     missing = pending_decisions(ir_model, before, input_shapes=shapes, pins=pins, bucket_keys=list(bucket_spec))
     if missing:
-        first = missing[0]
-        more = "; ".join(d.describe() for d in missing[1:])
-        raise InputError(
-            f"a decision is needed before anything is written: {first.describe()}"
-            + (f"; also {more}" if more else "")
-        )
+        raise InputError("a decision is needed before anything is written: " + describe_decisions(missing))
     # the pinned inputs are decided: drop them from what fix-shapes must cover
     emitted = emit_pipeline(before, ir_model, input_shapes={k: list(v) for k, v in shapes.items()}, pinned=list(pins))
     if emitted.problems:
