@@ -74,6 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SurgeryError as exc:
         print(f"surgery: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `surgery ... | head`: the reader left; not an error of ours
+        try:
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
     except KeyboardInterrupt:
         print("surgery: interrupted", file=sys.stderr)
         return 130

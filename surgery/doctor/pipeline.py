@@ -250,7 +250,7 @@ def emit_pipeline(
                 # fixing the inputs alone can leave an untaken If branch that no longer type-checks
                 # (it is folded away by make-static): the gates after make-static verify both
                 header.append("# verified together with make-static (the gates after it compare with the original)")
-                body += ["[pass.verify]", 'checker = "off"', 'ort = "off"', 'parity = "off"']
+                body += ["[pass.verify]", 'checker = "end"', 'ort = "end"', 'parity = "end"']
             else:
                 problems.append("fix-shapes has no 'shapes' option: set the shapes by hand")
                 header.append(f"# set the input shapes: {shapes}")

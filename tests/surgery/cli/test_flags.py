@@ -63,3 +63,12 @@ def test_deprecated_spelling_prints_one_note(tmp_path, capsys):
     main(["compare", str(MODEL), str(MODEL), "--inputs", str(tmp_path / "in.npz")])
     err = capsys.readouterr().err
     assert err.count("deprecated") == 1 and "use --data" in err
+
+
+def test_a_closed_pipe_is_not_an_internal_error(tmp_path):
+    proc = subprocess.run(
+        f"{sys.executable} -m surgery passes list | head -1", shell=True, capture_output=True, text=True, cwd=tmp_path,
+        check=False,
+    )
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout.count("\n") == 1
