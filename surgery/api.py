@@ -22,6 +22,7 @@ from surgery.pass_base import SurgeryPass
 from surgery.pipeline import Mode, Pipeline, Step, load_pipeline, parse_verify
 from surgery.report import Report
 from surgery.runner import Progress, Runner
+from surgery.verify import worker as ort_worker
 from surgery.verify.inputs import InputsConfig
 
 __all__ = ["apply", "PipelineLike", "resolve_pipeline", "artifact_path"]
@@ -94,7 +95,9 @@ def apply(
     report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
     repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
     runner = Runner(pipe, reproducer_dir=repro, progress=progress)
-    result_model, report = runner.run(ir_model, report)
+    gated = pipe.verify.ort != "off" or pipe.verify.parity != "off"
+    with ort_worker.scope(prestart=gated):  # one ONNX Runtime worker for the run's sessions, killed at its end
+        result_model, report = runner.run(ir_model, report)
     if output is not None:
         out = Path(output)
         for path in model_io.save(result_model, out):

@@ -413,6 +413,13 @@ class Worker:
         self._recv = Connection(from_child_r, writable=False)
         self.starts += 1
 
+    def start(self) -> None:
+        """Launch the process now (it is otherwise launched by the first request)."""
+        with self._lock:
+            if not self.alive:
+                self._reset()
+                self._start()
+
     @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -591,12 +598,16 @@ def shutdown() -> None:
 
 
 @contextlib.contextmanager
-def scope() -> Iterator[None]:
+def scope(*, prestart: bool = False) -> Iterator[None]:
     """One worker for the block (a run): reused by every session inside, killed at the end.
 
-    Nested scopes share the outer one's worker.
+    ``prestart`` launches the worker now, so its start-up (importing onnxruntime) overlaps the
+    run's first steps instead of delaying the first session. Nested scopes share the outer one's
+    worker.
     """
     owner = _worker is None
+    if prestart and isolated():
+        get_worker().start()
     try:
         yield
     finally:
