@@ -225,11 +225,12 @@ def _map_weight(spec: WeightSpec) -> Any:
 
 
 def build_session(
-    proto: bytes, weights: Sequence[tuple[str, Any]], *, optimize: bool = False, threads: int = 0
+    proto: bytes, weights: Sequence[tuple[str, Any]], *, optimize: bool = False, threads: int = 0,
+    folder: str | None = None,
 ) -> Any:
-    """An ORT CPU session of a light proto whose large initializers are given as ``OrtValue``s.
-
-    ``weights`` must stay alive as long as the session: ORT uses their memory in place.
+    """An ORT CPU session of a light proto whose large initializers are given as ``OrtValue``s
+    (``weights``, kept alive as long as the session) or as external data in ``folder``
+    (memory-mapped by ORT itself).
     """
     import onnxruntime as ort
 
@@ -240,6 +241,8 @@ def build_session(
     )
     if threads:
         options.intra_op_num_threads = threads
+    if folder is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
     if weights:
         options.add_external_initializers([n for n, _ in weights], [v for _, v in weights])
     return ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
@@ -290,9 +293,9 @@ def _child_main(fd_in: int, fd_out: int) -> None:
                 conn_out.send(("ok",))
                 return
             if kind == "open":
-                _, sid, proto, specs, optimize, threads = message
+                _, sid, proto, specs, folder, optimize, threads = message
                 values = [(spec[0], _map_weight(WeightSpec(*spec))) for spec in specs]
-                session = build_session(proto, values, optimize=optimize, threads=threads)
+                session = build_session(proto, values, optimize=optimize, threads=threads, folder=folder)
                 sessions[sid] = (session, values)
                 conn_out.send(("ok", session_signature(session)))
             elif kind == "run":
@@ -493,10 +496,13 @@ class Worker:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- sessions -------------------------------------------------------------------------
-    def open(self, proto: bytes, specs: Sequence[WeightSpec], *, optimize: bool, threads: int, label: str) -> tuple[int, tuple]:
+    def open(
+        self, proto: bytes, specs: Sequence[WeightSpec], *, folder: str | None, optimize: bool, threads: int, label: str
+    ) -> tuple[int, tuple]:
+        """Open a session of ``proto`` whose weights are in ``folder`` (ORT maps them) or ``specs``."""
         sid = next(self._ids)
         plain = [dataclasses.astuple(spec) for spec in specs]  # the worker does not import surgery
-        signature = self._request(("open", sid, proto, plain, optimize, threads), f"loading {label}")
+        signature = self._request(("open", sid, proto, plain, folder, optimize, threads), f"loading {label}")
         return sid, signature
 
     def run(self, sid: int, feeds: Mapping[str, Any], wanted: Sequence[str], label: str) -> dict[str, Any]:
