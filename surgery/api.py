@@ -91,12 +91,13 @@ def apply(
             pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=Path(inputs))
         else:
             pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=pipe.inputs.data, arrays=dict(inputs))
-    ir_model = model_io.to_ir(model)
-    report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
-    repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
-    runner = Runner(pipe, reproducer_dir=repro, progress=progress)
-    gated = pipe.verify.ort != "off" or pipe.verify.parity != "off"
-    with ort_worker.scope(prestart=gated):  # one ONNX Runtime worker for the run's sessions, killed at its end
+    # one ONNX Runtime worker for the run's sessions, started now so that its start-up overlaps
+    # loading the model, and killed at the end of the run
+    with ort_worker.scope(prestart=pipe.verify.ort != "off" or pipe.verify.parity != "off"):
+        ir_model = model_io.to_ir(model)
+        report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
+        repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
+        runner = Runner(pipe, reproducer_dir=repro, progress=progress)
         result_model, report = runner.run(ir_model, report)
     if output is not None:
         out = Path(output)

@@ -53,6 +53,7 @@ __all__ = [
     "isolation",
     "run_session",
     "scope",
+    "prestart",
     "shutdown",
     "to_ort_value",
 ]
@@ -290,7 +291,7 @@ def _child_main(fd_in: int, fd_out: int) -> None:
         kind = message[0]
         try:
             if kind == "exit":
-                conn_out.send(("ok",))
+                conn_out.send(("ok", _peak_rss_mb()))
                 return
             if kind == "open":
                 _, sid, proto, specs, folder, optimize, threads = message
@@ -307,6 +308,15 @@ def _child_main(fd_in: int, fd_out: int) -> None:
                 conn_out.send(("error", "builtins", "ValueError", f"unknown request {kind!r}"))
         except Exception as exc:  # handed to the parent, which raises the same class
             conn_out.send(("error", type(exc).__module__, type(exc).__name__, str(exc)))
+
+
+def _peak_rss_mb() -> float | None:
+    """The worker's own peak RSS (``VmHWM``; ``ru_maxrss`` carries the parent's over exec)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
 
 
 def _die_with_parent() -> None:
@@ -487,10 +497,12 @@ class Worker:
 
     def close(self) -> None:
         """Stop the worker and remove its spill files."""
+        global last_peak_rss_mb
         if self.alive:
             with contextlib.suppress(Exception), self._lock:
                 self._send.send(("exit",))
-                self._recv.recv()
+                reply = self._recv.recv()
+                last_peak_rss_mb = reply[1] if len(reply) > 1 else None
                 self._proc.wait(timeout=5)  # type: ignore[union-attr]
         self._reset()
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -562,6 +574,8 @@ def _pid_alive(pid: int) -> bool:
 # -------------------------------------------------------------------------------- lifetime
 
 _state_lock = threading.Lock()
+#: peak RSS (MiB) of the last worker that was closed cleanly, for the bench.
+last_peak_rss_mb: float | None = None
 _worker: Worker | None = None
 _isolated: bool | None = None
 
@@ -603,21 +617,33 @@ def shutdown() -> None:
         worker.close()
 
 
+_depth = 0
+
+
+def prestart() -> None:
+    """Launch the worker now (when isolation is on), so that its start-up (importing
+    onnxruntime) overlaps the caller's own work (loading the model, the checker) instead of
+    delaying the first session."""
+    if isolated():
+        get_worker().start()
+
+
 @contextlib.contextmanager
 def scope(*, prestart: bool = False) -> Iterator[None]:
-    """One worker for the block (a run): reused by every session inside, killed at the end.
+    """One worker for the block (a run): reused by every session inside, killed at the end of
+    the outermost scope (a worker started before the block, e.g. by :func:`prestart`, included).
 
-    ``prestart`` launches the worker now, so its start-up (importing onnxruntime) overlaps the
-    run's first steps instead of delaying the first session. Nested scopes share the outer one's
-    worker.
+    ``prestart`` launches the worker on entry (see :func:`prestart`).
     """
-    owner = _worker is None
-    if prestart and isolated():
-        get_worker().start()
+    global _depth
+    if prestart:
+        globals()["prestart"]()
+    _depth += 1
     try:
         yield
     finally:
-        if owner:
+        _depth -= 1
+        if _depth == 0:
             shutdown()
 
 
