@@ -150,8 +150,8 @@ def explain_ort_failure(
     generated = bool(provenance) and any(str(how).startswith("generated") for how in provenance.values())
     tried = _shapes(feeds)
     inputs_text = f" on {'generated ' if generated else 'the parity '}inputs {tried}" if tried else ""
-    if failure.cause == "crash":
-        message = f"the original model crashes onnxruntime{inputs_text}: {failure.detail}"
+    if failure.cause == "crash":  # the worker's message already names the inputs
+        message = f"the original model crashes onnxruntime{'' if ' on inputs ' in failure.detail else inputs_text}: {failure.detail}"
     elif failure.about_inputs:
         message = f"the original model does not run{inputs_text}: {failure.detail}"
     else:
