@@ -114,12 +114,14 @@ class OrtSession:
         self._sid: int | None = None
         self._local: Any = None
         self._values: list[Any] = []
+        self._generation = 0
         if worker.isolated():
             host = worker.get_worker()
             specs = [_weight_spec(n, light.tensors[n], host.spill) for n in names]
             data, folder, rest = _locate(proto, specs, fresh=proto is not light.proto)
             self._sid, signature = host.open(data, rest, folder=folder, optimize=optimize, threads=threads, label=self.label)
             self._worker = host
+            self._generation = host.starts
         else:
             data = proto.SerializeToString()
             # keep the OrtValues alive as long as the session: ORT uses their memory in place.
@@ -134,6 +136,8 @@ class OrtSession:
         wanted = list(outputs) if outputs is not None else self.output_names
         usable = {k: cast_feed(v, self._input_types.get(k)) for k, v in feeds.items() if k in self.input_names}
         if self._worker is not None and self._sid is not None:
+            if self._worker.starts != self._generation or not self._worker.alive:
+                raise OrtCrash(f"the session of {self.label} was lost: the onnxruntime worker crashed in another session")
             return self._worker.run(self._sid, usable, wanted, self.label)
         if self._local is None:
             raise RuntimeError("the onnxruntime session is closed")

@@ -231,3 +231,14 @@ def test_int4_initializer_is_packed_for_ort():
             session = OrtSession(model)
             np.testing.assert_array_equal(session.run({})["y"], w.astype(np.float32))
             session.close()
+
+
+def test_sessions_lost_with_a_crashed_worker_say_so():
+    crashing = OrtSession(ir.from_proto(_divide()))
+    other = OrtSession(ir.from_proto(_divide(np.array([2, 2], np.int32))))
+    with pytest.raises(OrtCrash, match="SIGFPE"):
+        crashing.run({"a": np.array([INT_MIN, 2], np.int32), "b": np.array([-1, -1], np.int32)})
+    with pytest.raises(OrtCrash, match="was lost"):
+        other.run({"a": np.array([4, 4], np.int32)})
+    other.close()
+    crashing.close()
