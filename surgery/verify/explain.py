@@ -147,7 +147,7 @@ def explain_ort_failure(
     generated; the ``[inputs]`` advice is given only when the failure is about them.
     """
     failure = classify_ort_failure(exc)
-    generated = bool(provenance) and any(str(how).startswith("generated") for how in provenance.values())
+    generated = any(str(how).startswith("generated") for how in (provenance or {}).values())
     tried = _shapes(feeds)
     inputs_text = f" on {'generated ' if generated else 'the parity '}inputs {tried}" if tried else ""
     if failure.cause == "crash":  # the worker's message already names the inputs

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 def _weight_spec(name: str, tensor: ir.TensorProtocol, spill: Any) -> WeightSpec:
     """Where the worker reads ``tensor``: its own external-data file, else a spill file."""
     dtype = int(tensor.dtype)
-    shape = tuple(int(d) for d in tensor.shape)
+    shape = tuple(int(d) for d in tensor.shape.numpy())
     if isinstance(tensor, ir.ExternalTensor) and tensor.location != LightProto.PLACEHOLDER:
         length = tensor.length if tensor.length is not None else tensor.nbytes
         return WeightSpec(name, str(Path(tensor.path).resolve()), int(tensor.offset or 0), int(length), dtype, shape)
@@ -85,9 +85,10 @@ def _locate(proto: onnx.ModelProto, specs: list[WeightSpec], fresh: bool) -> tup
         copy.CopyFrom(proto)
         proto = copy
     for tensor in proto.graph.initializer:
-        spec = located.get(tensor.name)
-        if spec is None:
+        found = located.get(tensor.name)
+        if found is None:
             continue
+        spec = found
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.EXTERNAL
         for key, value in (("location", Path(spec.path).name), ("offset", str(spec.offset)), ("length", str(spec.length))):
@@ -158,7 +159,7 @@ def _ort_value(tensor: ir.TensorProtocol) -> Any:
         array = np.frombuffer(tensor.tobytes(), np.uint8)
         import onnxruntime as ort
 
-        value = ort.OrtValue.ortvalue_from_shape_and_type([int(d) for d in tensor.shape], int(tensor.dtype))
+        value = ort.OrtValue.ortvalue_from_shape_and_type([int(d) for d in tensor.shape.numpy()], int(tensor.dtype))
         if array.size:
             import ctypes
 

@@ -34,7 +34,7 @@ def _inline_subgraph_external_data(model: ir.Model) -> Iterator[None]:
     swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
     try:
         for graph in iter_graphs(model, functions=False):
-            if graph is model.graph:
+            if graph is model.graph or not isinstance(graph, ir.Graph):
                 continue
             for value in graph.initializers.values():
                 tensor = value.const_value

@@ -26,6 +26,7 @@ import atexit
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -212,7 +213,7 @@ def _map_weight(spec: WeightSpec) -> Any:
         raise TypeError(f"initializer '{spec.name}': unsupported element type {spec.onnx_type}")
     if spec.length == 0:
         return to_ort_value(np.zeros(spec.shape, dtype), spec.onnx_type)
-    raw = np.memmap(spec.path, dtype=np.uint8, mode="r", offset=spec.offset, shape=(spec.length,))
+    raw: np.ndarray = np.memmap(spec.path, dtype=np.uint8, mode="r", offset=spec.offset, shape=(spec.length,))
     if spec.onnx_type in _FOUR_BIT:
         import onnxruntime as ort
 
@@ -372,13 +373,13 @@ class _Spill:
                 f.write(data)
         self.bytes_written += path.stat().st_size
         try:
-            ref = weakref.ref(tensor, lambda _r, k=key, p=path: self._forget(k, p))
+            ref = weakref.ref(tensor, functools.partial(self._forgotten, key, path))
         except TypeError:  # not weak-referenceable: keep the spill for this session only
             return path
         self._files[key] = (ref, path)
         return path
 
-    def _forget(self, key: int, path: Path) -> None:
+    def _forgotten(self, key: int, path: Path, _ref: object) -> None:
         self._files.pop(key, None)
         with contextlib.suppress(OSError):
             path.unlink()
