@@ -220,7 +220,7 @@ COPY_CHUNK = 64 << 20
 ALIGN_THRESHOLD = 1 << 20
 _ALIGNMENT = 4096
 _OLD_MODEL_PARSE_LIMIT = 256 << 20
-_DATA_NAME = re.compile(r"^(?P<model>.+)\.(?:[0-9a-f]{8}\.)?data$")
+_TOKEN_DATA = re.compile(r"\.[0-9a-f]{8}\.data$")
 
 
 def _token() -> str:
@@ -605,9 +605,12 @@ class Transaction:
         """Remove the data files only the replaced models used (named as this module names them)."""
         keep = {m.data_target for m in self._models if m.data_target is not None}
         for path in sorted(candidates):
-            match = _DATA_NAME.match(path.name)
-            replaced_models = {m.target.name for m in self._models if m.target.parent.resolve() == path.parent.resolve()}
-            if match is None or match.group("model") not in replaced_models:
+            ours = any(
+                path.name == f"{m.target.name}.data"
+                or (path.name.startswith(m.target.name) and _TOKEN_DATA.fullmatch(path.name[len(m.target.name):]))
+                for m in self._models if m.target.parent.resolve() == path.parent.resolve()
+            )
+            if not ours:
                 logger.info("left %s in place: not a data file this tool names", path)
                 continue
             if any(_same_file(path, k) for k in keep) or any(_same_file(path, p) for p in self.protect):

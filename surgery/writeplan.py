@@ -39,9 +39,10 @@ REPRODUCER_FILES = ("model.onnx", "model.onnx.data", "inputs.npz", "passes.toml"
 class _Entry:
     role: str
     path: Path
+    owner: str = ""
 
     def describe(self) -> str:
-        return f"{self.role} {self.path}"
+        return f"{self.role} {self.path}" + (f" of {self.owner}" if self.owner else "")
 
 
 def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:
@@ -100,11 +101,11 @@ class WritePlan:
         self.transaction = model_io.Transaction()
 
     # -- reads ---------------------------------------------------------------------------------
-    def read(self, path: str | os.PathLike | None, role: str) -> None:
+    def read(self, path: str | os.PathLike | None, role: str, owner: str = "") -> None:
         """Record a file the run reads (nothing happens for ``None``)."""
         if path is None:
             return
-        entry = _Entry(role, Path(path))
+        entry = _Entry(role, Path(path), owner)
         self.reads.append(entry)
         self.transaction.protect.append(entry.path)
         for write in self.writes:
@@ -123,7 +124,7 @@ class WritePlan:
             file = Path(tensor.base_dir) / tensor.location
             if file not in seen:
                 seen.add(file)
-                self.read(file, f"the external data of {role}")
+                self.read(file, "the external data file", f"{role} {path}" if path is not None else role)
                 if own:
                     self.model_data.append(file)
 
