@@ -528,6 +528,7 @@ class Transaction:
         placed: list[Path] = []
         replaced: list[tuple[Path, Path | None]] = []  # (target, backup of what it replaced)
         old_data: set[Path] = set()
+        renames: list[tuple[Path, Path]] = []
         try:
             for staged in self._models:
                 if staged.staged_data is not None:
@@ -546,10 +547,13 @@ class Transaction:
                         backup = None  # no hard links here: the old file cannot be put back
                 os.replace(staged_path, target)
                 replaced.append((target, backup))
-        except BaseException:
+        except BaseException as exc:
             self._rollback(placed, replaced)
             _unblock_signals(masked)
             self.abort()
+            if isinstance(exc, OSError):
+                failed = renames[len(replaced)][1] if len(replaced) < len(renames) else self._models[0].target
+                raise _write_error(failed, exc) from None
             raise
         self.committed = True
         self.written = []
