@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +247,83 @@ def test_rerun_onto_the_same_output_keeps_one_data_file(work, capsys):
         outs = sorted(n.name for n in work.iterdir() if n.name.startswith("out.onnx"))
         assert len(outs) == 2, outs  # out.onnx and exactly one data file
         ort_run(o, {"images": IMAGES})
+
+
+# -- signals during a save of a ~200 MB model (subprocess) -----------------------------------------
+
+ROWS = 800_000  # 800000 x 64 float32 = 205 MB of external weights
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("big")
+    table = onnx.TensorProto(name="table", data_type=T.FLOAT, dims=[ROWS, 64], data_location=T.EXTERNAL)
+    for key, value in (("location", "big.onnx.data"), ("offset", "0"), ("length", str(ROWS * 64 * 4))):
+        entry = table.external_data.add()
+        entry.key, entry.value = key, value
+    with open(folder / "big.onnx.data", "wb") as f:
+        block = np.arange(64 * 16384, dtype=np.float32).tobytes()
+        for _ in range(ROWS // 16384):
+            f.write(block)
+        f.write(block[: (ROWS % 16384) * 64 * 4])
+    graph = h.make_graph([h.make_node("Gather", ["table", "ids"], ["y"], name="gather"),
+                          h.make_node("Identity", ["y"], ["dead"], name="dead_identity")],
+                         "big", [vi("ids", T.INT64, [1, 4])], [vi("y", T.FLOAT, [1, 4, 64])], [table])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / "big.onnx")
+    (folder / "cleanup.toml").write_text('[verify]\nchecker = "off"\nort = "off"\nparity = "off"\n'
+                                         '[[pass]]\nname = "cleanup"\n')
+    return folder
+
+
+def _start_and_signal(big: Path, out: Path, signum: int) -> tuple[subprocess.Popen, bool]:
+    """Start `surgery apply`, send ``signum`` as soon as its staging folder exists; True if it was caught there."""
+    proc = subprocess.Popen([sys.executable, "-m", "surgery", "apply", str(big / "cleanup.toml"), str(big / "big.onnx"),
+                             "-o", str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        staged = [p for p in out.parent.iterdir() if p.name.startswith(".surgery-staging-")
+                  and any(f.name.endswith(".data") for f in p.iterdir())] if out.parent.exists() else []
+        if staged:
+            proc.send_signal(signum)
+            return proc, True
+        time.sleep(0.0005)
+    return proc, False
+
+
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_interrupt_during_save_writes_nothing_and_says_so(big, tmp_path, signum, code, name):
+    for _ in range(5):  # the save of 205 MB takes a fraction of a second: catch it while it is staged
+        out_dir = tmp_path / f"run{_}"
+        out_dir.mkdir()
+        proc, caught = _start_and_signal(big, out_dir / "out.onnx", signum)
+        _, err = proc.communicate(timeout=120)
+        if caught and proc.returncode == code:
+            break
+    else:
+        pytest.fail(f"never caught the save in flight (last exit {proc.returncode}: {err})")
+    assert err.strip().splitlines() == [f"surgery: interrupted by {name}: no output was written (inputs untouched)"]
+    assert list(out_dir.iterdir()) == []  # no model, no data, no staging folder
+
+
+def test_sigkill_during_save_leaves_a_staging_folder_the_next_run_removes(big, tmp_path):
+    for i in range(5):
+        out_dir = tmp_path / f"run{i}"
+        out_dir.mkdir()
+        proc, caught = _start_and_signal(big, out_dir / "out.onnx", signal.SIGKILL)
+        proc.communicate(timeout=120)
+        if caught and proc.returncode == -signal.SIGKILL:
+            break
+    else:
+        pytest.fail("never caught the save in flight")
+    left = [p.name for p in out_dir.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".surgery-staging-"), left  # nothing visible, only staging
+    code = subprocess.run([sys.executable, "-m", "surgery", "apply", str(big / "cleanup.toml"), str(big / "big.onnx"),
+                           "-o", str(out_dir / "out.onnx"), "-q"], capture_output=True, text=True, timeout=300)
+    assert code.returncode == 0, code.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == ["out.onnx", "out.onnx.data"]
+    assert (out_dir / "out.onnx.data").stat().st_size == ROWS * 64 * 4
+    ids = np.array([[0, 1, ROWS - 2, ROWS - 1]], np.int64)
+    np.testing.assert_array_equal(ort_run(str(out_dir / "out.onnx"), {"ids": ids})["y"],
+                                  ort_run(str(big / "big.onnx"), {"ids": ids})["y"])
