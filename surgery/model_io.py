@@ -526,7 +526,7 @@ class Transaction:
             return self.written
         masked = _block_signals()
         placed: list[Path] = []
-        replaced: list[tuple[Path, Path | None]] = []  # (target, backup of what it replaced)
+        replaced: list[tuple[Path, Path | None, bool]] = []  # (target, backup of what it replaced, existed)
         old_data: set[Path] = set()
         renames: list[tuple[Path, Path]] = []
         try:
@@ -537,7 +537,8 @@ class Transaction:
             models = {m.target for m in self._models}
             for i, (staged_path, target) in enumerate(renames):
                 backup = None
-                if target.exists() or target.is_symlink():
+                existed = target.exists() or target.is_symlink()
+                if existed:
                     if target in models:
                         old_data |= _referenced_data(target)
                     backup = staged_path.with_name(f"backup-{i}")
@@ -546,7 +547,7 @@ class Transaction:
                     except OSError:
                         backup = None  # no hard links here: the old file cannot be put back
                 os.replace(staged_path, target)
-                replaced.append((target, backup))
+                replaced.append((target, backup, existed))
         except BaseException as exc:
             self._rollback(placed, replaced)
             _unblock_signals(masked)
@@ -592,18 +593,25 @@ class Transaction:
                 return final
         raise InputError(f"{staged.target}: could not find a free name for its external data")
 
-    def _rollback(self, placed: list[Path], replaced: list[tuple[Path, Path | None]]) -> None:
-        for target, backup in reversed(replaced):
+    def _rollback(self, placed: list[Path], replaced: list[tuple[Path, Path | None, bool]]) -> None:
+        kept: set[Path] = set()
+        for target, backup, existed in reversed(replaced):
             try:
                 if backup is not None:
                     os.replace(backup, target)
-                else:
+                elif not existed:
                     os.unlink(target)
+                else:  # the old file is gone (no hard link could keep it): the new one, whole, stays
+                    kept.add(target)
+                    logger.warning("could not put the old %s back; the new one stays", target)
             except OSError as exc:
+                kept.add(target)
                 logger.warning("could not put %s back: %s", target, exc)
+        keep_data = {m.data_target for m in self._models if m.target in kept}
         for path in placed:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            if path not in keep_data:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def _remove_old_data(self, candidates: set[Path]) -> None:
         """Remove the data files only the replaced models used (named as this module names them)."""
