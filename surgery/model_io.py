@@ -212,8 +212,8 @@ def light_proto(model: ir.Model, threshold: int = LIGHT_THRESHOLD) -> LightProto
 # Saving: every file of a run is staged in one folder beside its target and committed together.
 # --------------------------------------------------------------------------------------------
 
-#: Prefix of a run's staging folder: ``.surgery-staging-<pid>-<token>`` beside the output.
-STAGING_PREFIX = ".surgery-staging-"
+from surgery.writeplan import STAGING_PREFIX  # noqa: E402  (one spelling: ``.surgery-staging-<pid>-<token>``)
+
 #: Bytes handed to one ``copy_file_range`` call, so that a signal is seen between calls.
 COPY_CHUNK = 64 << 20
 #: Tensors at or above this size start at a 4 KiB boundary in the data file (page-aligned mmap).

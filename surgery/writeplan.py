@@ -21,16 +21,19 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx_ir as ir
-
-from surgery import model_io
 from surgery.errors import InputError
 
-__all__ = ["REPRODUCER_FILES", "WritePlan", "check_output_file", "output_arg"]
+if TYPE_CHECKING:  # the CLI imports output_arg at start-up: onnx-ir is imported when a plan is made
+    import onnx_ir as ir
+
+__all__ = ["REPRODUCER_FILES", "STAGING_PREFIX", "WritePlan", "check_output_file", "output_arg"]
 
 logger = logging.getLogger(__name__)
 
+#: Prefix of a run's staging folder (see :class:`surgery.model_io.Transaction`).
+STAGING_PREFIX = ".surgery-staging-"
 #: What a reproducer folder holds (see :mod:`surgery.instruments.reproducer`).
 REPRODUCER_FILES = ("model.onnx", "model.onnx.data", "inputs.npz", "passes.toml", "README.txt")
 
@@ -91,13 +94,16 @@ def check_output_file(path: Path, role: str) -> None:
 class WritePlan:
     """What one run reads and writes; see the module docstring."""
 
-    def __init__(self, *, in_place: bool = False) -> None:
+    def __init__(self, *, in_place: bool = False, hint: str = "use --in-place to overwrite it") -> None:
         self.in_place = in_place
+        self.hint = hint
         self.reads: list[_Entry] = []
         self.writes: list[_Entry] = []
         self.folders: list[_Entry] = []
         self.model_path: Path | None = None
         self.model_data: list[Path] = []
+        from surgery import model_io
+
         self.transaction = model_io.Transaction()
 
     # -- reads ---------------------------------------------------------------------------------
@@ -119,6 +125,8 @@ class WritePlan:
         self.read(path, role)
         if model is None:
             return
+        from surgery import model_io
+
         seen: set[Path] = set()
         for _, tensor in model_io.external_tensors(model):
             file = Path(tensor.base_dir) / tensor.location
@@ -179,7 +187,7 @@ class WritePlan:
         if folder.exists() and not folder.is_dir():
             raise InputError(f"{role} {folder}: exists and is not a folder")
         if folder.is_dir():
-            names = {p.name for p in folder.iterdir() if not p.name.startswith(model_io.STAGING_PREFIX)}
+            names = {p.name for p in folder.iterdir() if not p.name.startswith(STAGING_PREFIX)}
             if names and (explicit or not names <= set(REPRODUCER_FILES)):
                 raise InputError(f"{role} {folder}: the reproducer folder must be new or empty; it holds "
                                  f"{', '.join(sorted(names)[:3])}{' …' if len(names) > 3 else ''}")
@@ -198,8 +206,7 @@ class WritePlan:
                 and write.role == "the output":
             return
         if read.role == "the input model" and write.role == "the output":
-            raise InputError(f"{write.path}: the output path is the input model {read.path}; "
-                             "use --in-place to overwrite it")
+            raise InputError(f"{write.path}: the output path is the input model {read.path}; {self.hint}")
         raise InputError(f"{write.describe()} would overwrite {read.describe()}")
 
     def _check_in_folder(self, folder: _Entry, other: _Entry) -> None:

@@ -6,9 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from surgery.model_info import inspect_model
-from surgery.model_io import load
-from surgery.writeplan import WritePlan, output_arg
+from surgery.writeplan import output_arg
 
 __all__ = ["register"]
 
@@ -21,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from surgery.model_info import inspect_model
+    from surgery.model_io import load
+    from surgery.writeplan import WritePlan
+
     plan = args.write_plan = WritePlan()
     if args.json:
         plan.read_model(load(args.model), args.model)
