@@ -679,8 +679,6 @@ def save(
     the model had external data or its initializers exceed 1 GiB.
     """
     path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"{path}: the output folder {path.parent} does not exist")
     protect = [Path(t.base_dir) / t.location for _, t in external_tensors(model)]
     with Transaction(protect=protect) as tx:
         tx.add_model(model, path, external_data=external_data, size_threshold_bytes=size_threshold_bytes)

@@ -28,7 +28,7 @@ from surgery.errors import InputError
 if TYPE_CHECKING:  # the CLI imports output_arg at start-up: onnx-ir is imported when a plan is made
     import onnx_ir as ir
 
-__all__ = ["REPRODUCER_FILES", "STAGING_PREFIX", "WritePlan", "check_output_file", "output_arg"]
+__all__ = ["REPRODUCER_FILES", "STAGING_PREFIX", "WritePlan", "check_output_file", "output_arg", "output_or_stdout"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,18 @@ def output_arg(text: str) -> Path:
     if text.endswith(("/", os.sep)) and not text.rstrip("/" + os.sep).endswith(".onnx"):
         raise argparse.ArgumentTypeError(f"'{text}' names a folder; give a file name inside it, e.g. {text}out.onnx")
     return Path(text)
+
+
+def output_or_stdout(text: str | None, flag: str) -> Path | None:
+    """A flag taking a file or '-' (stdout): the file is checked as :func:`output_arg` does, in one line."""
+    import argparse
+
+    if text is None or text == "-":
+        return None
+    try:
+        return output_arg(text)
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"{flag}: {exc}") from None
 
 
 def check_output_file(path: Path, role: str) -> None:

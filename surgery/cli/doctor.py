@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from surgery.errors import InputError, PipelineError
-from surgery.writeplan import WritePlan, output_arg
+from surgery.writeplan import WritePlan, output_arg, output_or_stdout
 
 __all__ = ["register"]
 
@@ -45,16 +45,6 @@ def _parse_dims(items: list[str]) -> dict[str, int]:
     return dims
 
 
-def _json_path(text: str | None) -> Path | None:
-    """``--json`` takes a file or '-' (stdout), so it is checked here rather than by argparse."""
-    if text is None or text == "-":
-        return None
-    try:
-        return output_arg(text)
-    except argparse.ArgumentTypeError as exc:
-        raise InputError(f"--json: {exc}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from surgery.doctor import diagnose, emit_pipeline, render_table
     from surgery.model_io import load
@@ -68,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     plan = args.write_plan = WritePlan()
     plan.read_model(model, args.model)
-    json_path = _json_path(args.json)
+    json_path = output_or_stdout(args.json, "--json")
     plan.write(json_path, "the JSON report (--json)")
     plan.write(args.emit_pipeline, "the emitted pipeline (--emit-pipeline)")
     if input_shapes:

@@ -75,11 +75,11 @@ def parse_pins(items: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from surgery.errors import GateError
     from surgery.prepare import prepare
-    from surgery.writeplan import WritePlan
+    from surgery.writeplan import WritePlan, output_or_stdout
 
     pins = parse_pins(args.pin)
     plan = args.write_plan = WritePlan(hint="prepare never overwrites its input")
-    report_path = _report_path(args.report)
+    report_path = output_or_stdout(args.report, "--report")
     plan.write(report_path, "the report (--report)")
     try:
         result = prepare(
@@ -108,19 +108,6 @@ def run(args: argparse.Namespace) -> int:
         names = "; ".join(f.title for f in worst[:3])
         print(f"surgery: error: the prepared model is not ready for ATC: {names}", file=sys.stderr)
     return result.exit_code
-
-
-def _report_path(text: str | None) -> Path | None:
-    """``--report`` takes a file or '-' (stdout), so it is checked here rather than by argparse."""
-    from surgery.errors import InputError
-    from surgery.writeplan import output_arg
-
-    if text is None or text == "-":
-        return None
-    try:
-        return output_arg(text)
-    except argparse.ArgumentTypeError as exc:
-        raise InputError(f"--report: {exc}") from None
 
 
 def _prepare_progress(args: argparse.Namespace) -> Any:
