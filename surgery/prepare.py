@@ -183,15 +183,15 @@ def pending_decisions(
             guess = format_atc_shapes({name: guessed.get(name, [])}) if name in guessed else f"{name}:<shape>"
             decisions.append(Decision(name, "--input-shape", guess, f"has dynamic dims ({', '.join(open_dims)})"))
     for finding in doctor_report.findings:
-        if "pin-inputs" not in finding.fix or finding.severity.value != "will-fail":
+        # an If on an input's value (a sample rate, a mode flag): the deployed value is the user's to say
+        if "pin-inputs" not in finding.fix:
             continue
-        names = finding.details.get("inputs") or []
-        values = finding.details.get("values") or {}
+        names = finding.details.get("pinnable") or finding.details.get("inputs") or []
+        compared = finding.details.get("compared_with") or []
         for name in names:
-            if name in pins:
+            if name in pins or any(d.input == name and d.flag == "--pin" for d in decisions):
                 continue
-            guess = values.get(name) if isinstance(values, Mapping) else None
-            text = f"{name}={guess}" if guess is not None else f"{name}=<value>"
+            text = f"{name}={compared[0]}" if compared else f"{name}=<value>"
             decisions.append(Decision(name, "--pin", text, f"selects a branch ({finding.title})"))
     return decisions
 

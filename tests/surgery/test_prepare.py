@@ -183,3 +183,12 @@ def test_prepare_runs_from_the_installed_command(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("atc: atc --model=")
+
+
+def test_branch_selecting_input_without_pin_stops_naming_the_value(tmp_path, capsys):
+    src = _branchy(tmp_path / "branchy.onnx")
+    out = tmp_path / "out.onnx"
+    assert main(["prepare", str(src), "-o", str(out), "--input-shape", "x:1,4", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "add --pin sr=16000" in err[0] and "/sr/If" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["branchy.onnx"]
