@@ -31,11 +31,11 @@ logger = logging.getLogger(__name__)
 PipelineLike = Union[str, os.PathLike, Pipeline, Sequence[Union[SurgeryPass, Step]]]
 
 
-def resolve_pipeline(pipeline: PipelineLike) -> Pipeline:
+def resolve_pipeline(pipeline: PipelineLike, *, allow_code: bool = False) -> Pipeline:
     if isinstance(pipeline, Pipeline):
         return pipeline
     if isinstance(pipeline, (str, os.PathLike)):
-        return load_pipeline(pipeline)
+        return load_pipeline(pipeline, allow_code=allow_code)
     if isinstance(pipeline, Sequence):
         return Pipeline.from_passes(pipeline)
     raise PipelineError(f"expected a passes.toml path, a Pipeline or a list of passes, got {type(pipeline).__name__}")
@@ -56,6 +56,7 @@ def apply(
     reproducer_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     soc_version: str | None = None,
+    allow_code: bool = False,
 ) -> tuple[Any, Report]:
     """Run ``pipeline`` on ``model`` with verification gates; return the model and a report.
 
@@ -72,13 +73,19 @@ def apply(
         reproducer_dir: where a failing gate writes its reproducer (default: a new temporary folder).
         progress: called with a short message before each step.
         soc_version: the Ascend SoC for the ``atc`` command lines put in ``report.extra["atc"]``.
+        allow_code: run the Python code a pipeline *file* names (``rewrite`` rule modules,
+            ``plugins``). A passes.toml is data and may come with a downloaded model, so without
+            this a step that would import code is refused (``PipelineError``) before anything
+            runs. Passes built in Python (``[Rewrite(rules=...)]``) are your own code and need no
+            opt-in.
 
     Raises:
         InputError, PipelineError, PassError: bad input (exit code 2 on the command line).
         GateError: a gate failed (exit code 1).
     """
     started = time.perf_counter()
-    pipe = resolve_pipeline(pipeline)
+    pipe = resolve_pipeline(pipeline, allow_code=allow_code)
+    pipe.check_code(allow_code)
     if isinstance(verify, str):
         if verify not in ("each", "end", "off"):
             raise PipelineError(f"verify: expected each, end or off, got {verify!r}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from surgery import api, model_io
+from surgery import api, model_io, registry
 from surgery.cli import static_shapes
 from surgery.errors import GateError, InputError
 from surgery.pipeline import apply_sets, load_pipeline
@@ -30,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--in-place", action="store_true", help="overwrite the input model (and its external data)")
     p.add_argument("--repro", type=Path, metavar="DIR", help="where a failing gate writes its reproducer (default: OUT.repro)")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the report table")
+    p.add_argument("--allow-code", action="store_true",
+                   help="run the Python code the pipeline file names (rewrite rule modules, plugins = [...]); "
+                        "without it such a pipeline is refused")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], type=Path, metavar="FILE.py",
+                   help="import FILE.py and register the passes it defines (repeatable; naming it is the opt-in)")
     static_shapes.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -40,9 +46,12 @@ def _progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args.pipeline)
+    for plugin in args.plugins:
+        registry.load_plugin(plugin)
+    pipeline = load_pipeline(args.pipeline, allow_code=args.allow_code)
     apply_sets(pipeline, args.sets)
     pipeline.disable(args.disable)
+    pipeline.check_code()
     if args.output is None and not args.in_place:
         raise InputError("give -o OUT.onnx (or --in-place to overwrite the input)")
     output: Path = args.model if args.in_place and args.output is None else args.output
@@ -62,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(exc.report.table())
             if args.report:
+                _note_warnings(exc.report)
                 exc.report.write_json(args.report)
         raise
     report.source = str(args.model)
@@ -69,5 +79,15 @@ def run(args: argparse.Namespace) -> int:
         print(report.table())
         static_shapes.print_atc(report)
     if args.report:
+        _note_warnings(report)
         report.write_json(args.report)
     return 0
+
+
+def _note_warnings(report: Any) -> None:
+    """Library warnings stay off stderr (see :mod:`surgery.cli`); the report keeps them."""
+    from surgery.cli import captured_warnings
+
+    caught = captured_warnings()
+    if caught:
+        report.extra["warnings"] = caught
