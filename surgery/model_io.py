@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Union
 
 import onnx
@@ -26,6 +26,9 @@ __all__ = [
     "ModelLike",
     "load",
     "to_ir",
+    "check_names",
+    "check_external_data",
+    "contain_external_data",
     "like_input",
     "save",
     "external_tensors",
@@ -45,11 +48,15 @@ LIGHT_THRESHOLD = 1024
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 
 
-def load(path: str | os.PathLike) -> ir.Model:
+def load(path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) -> ir.Model:
     """Load a model file (and check its external data is there) without reading the weights.
 
+    External data must lie inside the model's folder (or inside ``base_dir`` when given): see
+    :func:`check_external_data`.
+
     Raises:
-        InputError: a missing, unreadable, truncated or non-ONNX file, or missing external data.
+        InputError: a missing, unreadable, truncated or non-ONNX file, names that are not UTF-8,
+            or external data that is missing or outside its folder.
     """
     path = Path(path)
     if not path.exists():
@@ -68,7 +75,8 @@ def load(path: str | os.PathLike) -> ir.Model:
         raise InputError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {exc}") from None
     if model.ir_version is None or model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
         raise InputError(f"{path}: not an ONNX model (no ir_version or empty graph)")
-    check_external_data(model, path)
+    check_names(model, path)
+    check_external_data(model, path, base_dir=base_dir)
     return model
 
 
@@ -80,8 +88,73 @@ def external_tensors(model: ir.Model) -> Iterator[tuple[ir.Value, ir.ExternalTen
                 yield value, tensor
 
 
-def check_external_data(model: ir.Model, path: Path) -> None:
-    """Raise :class:`InputError` when an external data file is missing or too short."""
+def _external_in_attributes(model: ir.Model) -> Iterator[tuple[str, ir.ExternalTensor]]:
+    """Tensors held by node attributes (``Constant`` values) that point at external data."""
+    for graph in iter_graphs(model):
+        for node in graph:
+            for attr in node.attributes.values():
+                if attr.type is ir.AttributeType.TENSOR and not attr.is_ref():
+                    tensor = attr.as_tensor()
+                    if isinstance(tensor, ir.ExternalTensor):
+                        yield f"{node.name or node.op_type}.{attr.name}", tensor
+                elif attr.type is ir.AttributeType.TENSORS and not attr.is_ref():
+                    for i, tensor in enumerate(attr.as_tensors()):
+                        if isinstance(tensor, ir.ExternalTensor):
+                            yield f"{node.name or node.op_type}.{attr.name}[{i}]", tensor
+
+
+def _outside(location: str) -> bool:
+    """Whether a location escapes its folder on its face: absolute (POSIX or Windows) or with ``..``."""
+    if not location or "\x00" in location:
+        return True
+    posix, windows = PurePosixPath(location), PureWindowsPath(location)
+    return (
+        posix.is_absolute() or windows.is_absolute() or bool(windows.drive) or location.startswith(("\\", "/"))
+        or ".." in posix.parts or ".." in windows.parts
+    )
+
+
+def contain_external_data(model: ir.Model, where: object, *, base_dir: str | os.PathLike | None = None) -> None:
+    """Refuse external data that lies outside its folder, before touching the file system.
+
+    The folder is ``base_dir`` when given, else each tensor's own (the model file's folder;
+    the working directory for a tensor read from a ``ModelProto``, which carries none).
+    Absolute locations and ``..`` are refused on the text alone; a location that reaches outside
+    through a symbolic link is refused after resolving it. The message names the tensor and the
+    location written in the model, and says nothing about the file outside (whether it exists,
+    its size). Every tensor's ``base_dir`` is set to the folder, so onnx-ir's own checks apply.
+
+    Raises:
+        InputError: for the first tensor outside its folder.
+    """
+    tensors = [(v.name, t) for v, t in external_tensors(model)] + list(_external_in_attributes(model))
+    for name, tensor in tensors:
+        location = str(tensor.location)
+        if _outside(location):
+            raise InputError(
+                f"{where}: tensor '{name}' has its data at {location!r}, outside the model's folder: "
+                "external data must be a relative path inside it (absolute paths and '..' are refused)"
+            )
+        folder = Path(base_dir) if base_dir is not None else Path(tensor.base_dir or os.getcwd())
+        tensor.base_dir = str(folder)
+    real_folders: dict[str, str] = {}
+    for name, tensor in tensors:
+        folder = str(tensor.base_dir)
+        real = real_folders.setdefault(folder, os.path.realpath(folder))
+        target = os.path.realpath(os.path.join(folder, str(tensor.location)))
+        if os.path.commonpath([real, target]) != real:
+            raise InputError(
+                f"{where}: tensor '{name}' has its data at {str(tensor.location)!r}, which leads outside the model's "
+                "folder through a symbolic link: refused"
+            )
+
+
+def check_external_data(model: ir.Model, path: object, *, base_dir: str | os.PathLike | None = None) -> None:
+    """Raise :class:`InputError` when external data is outside its folder, missing or too short.
+
+    Containment (:func:`contain_external_data`) is checked first, so nothing is looked up outside.
+    """
+    contain_external_data(model, path, base_dir=base_dir)
     sizes: dict[str, int] = {}
     for value, tensor in external_tensors(model):
         file = Path(tensor.base_dir) / tensor.location
@@ -101,14 +174,55 @@ def check_external_data(model: ir.Model, path: Path) -> None:
             )
 
 
-def to_ir(model: ModelLike) -> ir.Model:
-    """Accept a path, a ``ModelProto`` or an ``ir.Model`` and return an ``ir.Model``."""
+def check_names(model: ir.Model, where: object) -> None:
+    """Refuse names that are not text: protobuf hands non-UTF-8 strings over as ``bytes``.
+
+    ONNX strings are UTF-8; a name that is not cannot be matched, printed or written to a
+    passes.toml faithfully, and breaks serialization later with an obscure error.
+
+    Raises:
+        InputError: naming the first such name (its bytes escaped) and where it is.
+    """
+    def bad(name: object, what: str) -> None:
+        if name is not None and not isinstance(name, str):
+            raise InputError(f"{where}: the {what} name {name!r} is not UTF-8 text; rename it in the model")
+
+    for graph in iter_graphs(model):
+        bad(graph.name, "graph")
+        values = list(graph.inputs) + list(graph.outputs)
+        if isinstance(graph, ir.Graph):
+            values += list(graph.initializers.values())
+        for value in values:
+            bad(value.name, "value")
+        for node in graph:
+            bad(node.name, "node")
+            bad(node.op_type, "op type")
+            bad(node.domain, "domain")
+            for value in node.outputs:
+                bad(value.name, "value")
+
+
+def to_ir(model: ModelLike, *, base_dir: str | os.PathLike | None = None) -> ir.Model:
+    """Accept a path, a ``ModelProto`` or an ``ir.Model`` and return an ``ir.Model``.
+
+    Whatever the kind, external data must lie inside the model's folder: the file's folder, the
+    tensors' own folder for an ``ir.Model``, the working directory for a ``ModelProto`` loaded
+    with ``load_external_data=False`` (it carries no folder) — or ``base_dir`` when given.
+    """
     if isinstance(model, ir.Model):
+        check_names(model, "the model")
+        check_external_data(model, "the model", base_dir=base_dir)
         return model
     if isinstance(model, onnx.ModelProto):
-        return ir.from_proto(model)
+        try:
+            converted = ir.from_proto(model)
+        except Exception as exc:  # onnx-ir raises plain exceptions for malformed content
+            raise InputError(f"the ModelProto is not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+        check_names(converted, "the ModelProto")
+        check_external_data(converted, "the ModelProto", base_dir=base_dir)
+        return converted
     if isinstance(model, (str, os.PathLike)):
-        return load(model)
+        return load(model, base_dir=base_dir)
     raise InputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
 
 

@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
-from surgery.errors import SurgeryError
+from surgery.errors import SurgeryError, one_line
 
 __all__ = ["main", "COMMANDS", "captured_warnings", "tolerance"]
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _capture_warnings():
             return int(args.func(args) or 0)
     except SurgeryError as exc:
-        print(f"surgery: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"surgery: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except SystemExit as exc:  # only user code (a plug-in or rule module) exits from inside a command
         print(f"surgery: error: code run by the pipeline called sys.exit({exc.code!r}), which is an error",
@@ -116,14 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug: one line, the traceback only with -vv
         logging.getLogger("surgery").debug("internal error", exc_info=True)
-        print(f"surgery: internal error: {type(exc).__name__}: {_one_line(str(exc))} (run with -vv for the traceback)",
+        print(f"surgery: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with -vv for the traceback)",
               file=sys.stderr)
         return 3
 
-
-def _one_line(text: str) -> str:
-    """An error message as one line: names from the model may hold newlines and control characters."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 if __name__ == "__main__":  # pragma: no cover
