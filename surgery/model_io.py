@@ -20,13 +20,15 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from surgery.errors import InputError
-from surgery.graph import iter_graphs
+from surgery.graph import find_cycle, iter_graphs
 
 __all__ = [
     "ModelLike",
     "load",
     "to_ir",
     "check_names",
+    "check_proto",
+    "check_acyclic",
     "check_external_data",
     "contain_external_data",
     "like_input",
@@ -66,7 +68,16 @@ def load(path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) 
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file, not an ONNX model")
     try:
-        model = ir.load(path)
+        proto = onnx.load(path, load_external_data=False)
+    except (DecodeError, RuntimeError) as exc:
+        raise InputError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the model: {exc}") from None
+    except Exception as exc:
+        raise InputError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    check_proto(proto, path)
+    try:
+        model = ir.from_proto(proto)
     except (DecodeError, RuntimeError) as exc:
         raise InputError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})") from None
     except (OSError, ValueError) as exc:
@@ -75,8 +86,10 @@ def load(path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) 
         raise InputError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {exc}") from None
     if model.ir_version is None or model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
         raise InputError(f"{path}: not an ONNX model (no ir_version or empty graph)")
+    del proto
     check_names(model, path)
-    check_external_data(model, path, base_dir=base_dir)
+    check_acyclic(model, path)
+    check_external_data(model, path, base_dir=base_dir if base_dir is not None else path.parent)
     return model
 
 
@@ -174,6 +187,121 @@ def check_external_data(model: ir.Model, path: object, *, base_dir: str | os.Pat
             )
 
 
+#: A sparse initializer is densified when its dense form is at most this many bytes, refused above.
+DENSIFY_LIMIT = 1 << 28
+
+
+def _proto_graphs(proto: onnx.ModelProto) -> Iterator[onnx.GraphProto]:
+    """The main graph and every nested subgraph of a proto (functions have no initializers)."""
+    stack = [proto.graph]
+    for function in proto.functions:
+        for node in function.node:
+            stack += [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+            stack += [g for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
+    while stack:
+        graph = stack.pop()
+        yield graph
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)
+
+
+def _has_sparse(proto: onnx.ModelProto) -> bool:
+    return any(len(g.sparse_initializer) for g in _proto_graphs(proto))
+
+
+def _densify(sparse: onnx.SparseTensorProto, where: object) -> onnx.TensorProto:
+    """The dense initializer of a sparse one (COO values + linear or [NNZ, rank] indices)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    name = sparse.values.name
+    dims = [int(d) for d in sparse.dims]
+    if sparse.values.data_location == onnx.TensorProto.EXTERNAL or sparse.indices.data_location == onnx.TensorProto.EXTERNAL:
+        raise InputError(f"{where}: sparse initializer '{name}' keeps its data in an external file, which is not supported")
+    try:
+        elem = onnx.helper.tensor_dtype_to_np_dtype(sparse.values.data_type)
+    except Exception:
+        raise InputError(f"{where}: sparse initializer '{name}' has an unsupported data type {sparse.values.data_type}") from None
+    size = 1
+    for d in dims:
+        if d < 0:
+            raise InputError(f"{where}: sparse initializer '{name}' has a negative dim in {dims}")
+        size *= d
+    if size * np.dtype(elem).itemsize > DENSIFY_LIMIT:
+        raise InputError(
+            f"{where}: sparse initializer '{name}' would take {size * np.dtype(elem).itemsize} bytes dense "
+            f"(shape {dims}); sparse initializers are densified up to {DENSIFY_LIMIT} bytes: densify it at export"
+        )
+    try:
+        values = numpy_helper.to_array(sparse.values).reshape(-1)
+        indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+    except Exception as exc:
+        raise InputError(f"{where}: sparse initializer '{name}' cannot be read: {exc}") from None
+    if indices.ndim == 2 and indices.shape[1] == len(dims) and len(dims) > 1:
+        if ((indices < 0) | (indices >= np.array(dims))).any():
+            raise InputError(f"{where}: sparse initializer '{name}' has indices outside its shape {dims}")
+        indices = np.ravel_multi_index(indices.T, dims)
+    indices = indices.reshape(-1)
+    if indices.size != values.size or (indices.size and (indices.min() < 0 or indices.max() >= size)):
+        raise InputError(f"{where}: sparse initializer '{name}' has indices that do not match its values or shape {dims}")
+    dense = np.zeros(size, dtype=elem)
+    dense[indices] = values
+    return numpy_helper.from_array(dense.reshape(dims), name=name)
+
+
+def check_proto(proto: onnx.ModelProto, where: object) -> None:
+    """Checks onnx-ir cannot make itself, run on the proto before it is converted.
+
+    - A tensor produced twice (two nodes, or a node and a graph input) is named as such: onnx-ir
+      otherwise fails with an unhelpful deserialization error.
+    - Sparse initializers (which onnx-ir drops, leaving their consumers reading nothing) are
+      densified in place when small, refused by name when not.
+
+    Raises:
+        InputError: naming the tensor.
+    """
+    for graph in _proto_graphs(proto):
+        producers: dict[str, str] = {i.name: "a graph input" for i in graph.input if i.name}
+        for init in graph.initializer:
+            producers.setdefault(init.name, "an initializer")
+        for node in graph.node:
+            for out in node.output:
+                if not out:
+                    continue
+                first = producers.get(out)
+                if first is not None:
+                    raise InputError(
+                        f"{where}: tensor '{out}' is produced twice (by {first} and by node "
+                        f"'{node.name or node.op_type}'); every tensor name must have one producer"
+                    )
+                producers[out] = f"node '{node.name or node.op_type}'"
+        if len(graph.sparse_initializer):
+            dense = [_densify(sp, where) for sp in graph.sparse_initializer]
+            del graph.sparse_initializer[:]
+            graph.initializer.extend(dense)
+            logger.info("%s: densified sparse initializer(s) %s", where, ", ".join(t.name for t in dense))
+
+
+def check_acyclic(model: ir.Model, where: object) -> None:
+    """Refuse a graph with a dependency cycle (linear time; every topological walk would loop).
+
+    Raises:
+        InputError: naming the nodes on one cycle.
+    """
+    for graph in iter_graphs(model):
+        cycle = find_cycle(graph)
+        if cycle:
+            shown = cycle if len(cycle) <= 8 else cycle[:4] + cycle[-3:]
+            names = " -> ".join(f"'{n.name or '?'}' ({n.op_type})" for n in shown)
+            if len(cycle) > 8:
+                names = names.replace(f"({cycle[3].op_type}) -> ", f"({cycle[3].op_type}) -> ... -> ", 1)
+            raise InputError(f"{where}: the graph has a cycle: {names}; an ONNX graph must be acyclic")
+
+
 def check_names(model: ir.Model, where: object) -> None:
     """Refuse names that are not text: protobuf hands non-UTF-8 strings over as ``bytes``.
 
@@ -211,14 +339,21 @@ def to_ir(model: ModelLike, *, base_dir: str | os.PathLike | None = None) -> ir.
     """
     if isinstance(model, ir.Model):
         check_names(model, "the model")
+        check_acyclic(model, "the model")
         check_external_data(model, "the model", base_dir=base_dir)
         return model
     if isinstance(model, onnx.ModelProto):
+        if _has_sparse(model):  # densify a copy of the graphs: the caller's proto is left untouched
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            model = copy
+        check_proto(model, "the ModelProto")
         try:
             converted = ir.from_proto(model)
         except Exception as exc:  # onnx-ir raises plain exceptions for malformed content
             raise InputError(f"the ModelProto is not a valid ONNX model: {type(exc).__name__}: {exc}") from None
         check_names(converted, "the ModelProto")
+        check_acyclic(converted, "the ModelProto")
         check_external_data(converted, "the ModelProto", base_dir=base_dir)
         return converted
     if isinstance(model, (str, os.PathLike)):

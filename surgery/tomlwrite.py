@@ -4,9 +4,10 @@ Every passes.toml the tool writes (``doctor --emit-pipeline``, the reproducer) g
 module. Names come from the model and the model may come from anywhere: a tensor named
 ``"x\\n[[pass]]\\nname = \\"rewrite\\""`` must stay one string, never become a table. So:
 
-- strings are TOML basic strings with ``\\``, ``"`` and every control character escaped
-  (``\\n``, ``\\u0000``…); a string that is not valid Unicode text (undecodable bytes, lone
-  surrogates) cannot be written and raises :class:`Unrepresentable`;
+- strings are TOML basic strings with ``\\``, ``"`` and every character that is not printable
+  escaped (``\\n``, ``\\u0000``, line separators, bidi overrides…), so a string is one visible
+  line; a string that is not valid Unicode text (undecodable bytes, lone surrogates) cannot be
+  written and raises :class:`Unrepresentable`;
 - keys of ``key = value`` lines and table headers are bare only when they are ``A-Za-z0-9_-``,
   otherwise quoted the same way; keys of inline tables are always quoted;
 - comments go through :func:`comment`, which makes any text one printable line (control
@@ -68,8 +69,8 @@ def string(text: str | bytes) -> str:
         escaped = _ESCAPES.get(c)
         if escaped is not None:
             out.append(escaped)
-        elif ord(c) < 0x20 or ord(c) == 0x7F:
-            out.append(f"\\u{ord(c):04X}")
+        elif not c.isprintable():  # controls, but also U+2028, U+0085, bidi overrides: never raw
+            out.append(f"\\u{ord(c):04X}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08X}")
         else:
             out.append(c)
     out.append('"')

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from surgery.cli import tolerance
 from surgery.errors import InputError
 
 __all__ = ["register", "run"]
@@ -33,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write every tensor's statistics here (streamed)")
     p.add_argument("--renamed", type=Path, action="append", default=[], metavar="MAP.json",
                    help="a JSON object {name in A: name in B} (repeatable, applied in order)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
-    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=tolerance, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--atol", type=tolerance, default=1e-5, help="absolute tolerance (default 1e-5)")
     p.add_argument("--budget-mb", type=float, default=512.0,
                    help="MiB of tensors (both models) per chunk; each chunk is one session and run per model (default 512)")
     p.add_argument("--failures-only", action="store_true", help="print only tensors that break tolerance")
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     a = model_io.load(args.a)
     b_chain = [model_io.load(args.b)] + [model_io.load(t) for t in args.tail]
     renamed = _renames(args.renamed)
+    _check_related(a, b_chain[0], renamed, args)
     # B's static input shapes decide generated shapes, so that a model with fixed shapes runs too
     hints = FeedHints()
     for v in b_chain[0].graph.inputs:
@@ -118,4 +120,21 @@ def run(args: argparse.Namespace) -> int:
         summary.pop("tensors")
         stream.close(summary)
     print(report.summary())
+    if not report.compared:
+        raise InputError(f"{args.a} and {args.b} share no tensor: nothing was compared (are they versions of one model? "
+                         "--renamed maps names that changed)")
     return 0 if report.ok else 1
+
+
+def _check_related(a: Any, b: Any, renamed: list[dict[str, str]], args: argparse.Namespace) -> None:
+    """B is fed A's inputs: an input of B that A does not have means the models are not comparable."""
+    fed = {v.name for v in a.graph.inputs}
+    for mapping in renamed:
+        fed |= {mapping.get(name, name) for name in fed}
+    missing = [v.name for v in b.graph.inputs if v.name not in fed and v.const_value is None]
+    if missing:
+        a_inputs = ", ".join(sorted(v.name for v in a.graph.inputs)) or "none"
+        raise InputError(
+            f"{args.b} takes input(s) {', '.join(missing)} that the reference {args.a} does not have (its inputs: "
+            f"{a_inputs}); compare feeds both models the same inputs (--renamed maps names that changed)"
+        )

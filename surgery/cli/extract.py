@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from surgery.cli import tolerance
 from surgery.errors import GateError, InputError
 
 __all__ = ["register", "run"]
@@ -34,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="type of a new input the model does not type, e.g. feat:float32[1,64,56,56] (repeatable)")
     p.add_argument("--data", type=Path, metavar="DATA.npz", help="arrays for the original's inputs in the check run")
     p.add_argument("--no-verify", action="store_true", help="skip the checker and the comparison run")
-    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of the comparison (default 0: exact)")
-    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance of the comparison (default 0: exact)")
+    p.add_argument("--rtol", type=tolerance, default=0.0, help="relative tolerance of the comparison (default 0: exact)")
+    p.add_argument("--atol", type=tolerance, default=0.0, help="absolute tolerance of the comparison (default 0: exact)")
     p.set_defaults(func=run)
 
 

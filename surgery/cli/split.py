@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from surgery.cli import tolerance
 from surgery.errors import InputError
 
 __all__ = ["register", "run"]
@@ -35,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", type=Path, help="where to write the manifest (default: HEAD stem + .split.json)")
     p.add_argument("--data", type=Path, metavar="DATA.npz", help="arrays for the model's inputs in the check run")
     p.add_argument("--verify", choices=("each", "off"), default="each", help="run the gates (default) or not")
-    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of the parity check (default 0: exact)")
-    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance of the parity check (default 0: exact)")
+    p.add_argument("--rtol", type=tolerance, default=0.0, help="relative tolerance of the parity check (default 0: exact)")
+    p.add_argument("--atol", type=tolerance, default=0.0, help="absolute tolerance of the parity check (default 0: exact)")
     p.set_defaults(func=run)
 
 
