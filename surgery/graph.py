@@ -235,4 +235,6 @@ def find_cycle(graph: GraphLike) -> list[ir.Node] | None:
         i = next(j for j in deps[i] if waiting[j] > 0)
     cycle = path[seen[i]:]
     cycle.reverse()  # producers first
+    first = cycle.index(min(cycle))  # start at the node that comes first in the graph: a stable message
+    cycle = cycle[first:] + cycle[:first]
     return [nodes[k] for k in cycle] + [nodes[cycle[0]]]

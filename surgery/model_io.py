@@ -295,10 +295,10 @@ def check_acyclic(model: ir.Model, where: object) -> None:
     for graph in iter_graphs(model):
         cycle = find_cycle(graph)
         if cycle:
-            shown = cycle if len(cycle) <= 8 else cycle[:4] + cycle[-3:]
-            names = " -> ".join(f"'{n.name or '?'}' ({n.op_type})" for n in shown)
-            if len(cycle) > 8:
-                names = names.replace(f"({cycle[3].op_type}) -> ", f"({cycle[3].op_type}) -> ... -> ", 1)
+            parts = [f"'{n.name or '?'}' ({n.op_type})" for n in cycle]
+            if len(parts) > 8:
+                parts = parts[:4] + ["..."] + parts[-3:]
+            names = " -> ".join(parts)
             raise InputError(f"{where}: the graph has a cycle: {names}; an ONNX graph must be acyclic")
 
 

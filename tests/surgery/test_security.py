@@ -288,12 +288,15 @@ def test_toml_documents_round_trip():
     assert tomllib.loads(tomlwrite.dumps({"v": float("inf")}, allow_nonfinite=True))["v"] == float("inf")
 
 
-def test_report_tables_print_names_on_one_line(tmp_path):
-    model = _relu_model(input_name=INJECTION, batch=2)
-    _, report = surgery.apply(model, [Cleanup()], verify="off")
-    report.inputs[INJECTION] = "given\nsecond line"
-    assert all(INJECTION not in line for line in report.table().splitlines())
-    assert len(report.table().splitlines()) == len(report.table().split("\n"))
+def test_report_tables_print_names_on_one_line():
+    tables = []
+    for name in ("x", INJECTION):
+        _, report = surgery.apply(_relu_model(input_name=name, batch=2), [Cleanup()], verify="off")
+        report.inputs[name] = "given"
+        tables.append(report.table())
+    plain, hostile = tables
+    assert len(hostile.split("\n")) == len(plain.split("\n"))
+    assert 'input x\\n[[pass]]\\nname = "rewrite"' in hostile
 
 
 # --- 5. External data stays inside the model's folder --------------------------------------------
