@@ -57,6 +57,7 @@ def apply(
     progress: Progress | None = None,
     soc_version: str | None = None,
     allow_code: bool = False,
+    base_dir: str | os.PathLike | None = None,
 ) -> tuple[Any, Report]:
     """Run ``pipeline`` on ``model`` with verification gates; return the model and a report.
 
@@ -78,6 +79,9 @@ def apply(
             this a step that would import code is refused (``PipelineError``) before anything
             runs. Passes built in Python (``[Rewrite(rules=...)]``) are your own code and need no
             opt-in.
+        base_dir: the folder external data must lie in (default: the model file's folder; for a
+            ``ModelProto`` loaded with ``load_external_data=False``, which carries no folder, the
+            working directory). Locations outside it are refused (``InputError``).
 
     Raises:
         InputError, PipelineError, PassError: bad input (exit code 2 on the command line).
@@ -97,7 +101,7 @@ def apply(
             pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=Path(inputs))
         else:
             pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=pipe.inputs.data, arrays=dict(inputs))
-    ir_model = model_io.to_ir(model)
+    ir_model = model_io.to_ir(model, base_dir=base_dir)
     report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
     repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
     runner = Runner(pipe, reproducer_dir=repro, progress=progress)

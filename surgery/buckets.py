@@ -143,15 +143,18 @@ def apply_buckets(
     reproducer_dir: str | os.PathLike | None = None,
     progress: Any = None,
     soc_version: str | None = None,
+    allow_code: bool = False,
 ) -> BucketsResult:
     """Run ``pipeline`` once per bucket (see the module docstring); each run is gated.
 
-    ``buckets`` defaults to the pipeline's ``[buckets]`` table. Raises what :func:`surgery.apply`
+    ``buckets`` defaults to the pipeline's ``[buckets]`` table; ``allow_code`` is as in
+    :func:`surgery.apply`. Raises what :func:`surgery.apply`
     raises, the message prefixed with the bucket (``bucket batch4: ...``).
     """
     from surgery.api import apply, artifact_path, resolve_pipeline
 
-    pipe = resolve_pipeline(pipeline)
+    pipe = resolve_pipeline(pipeline, allow_code=allow_code)
+    pipe.check_code(allow_code)
     source = buckets if buckets is not None else pipe.buckets
     if not source:
         raise PipelineError("no buckets: give e.g. --buckets \"batch=1,4,8\" or a [buckets] table")
@@ -173,7 +176,7 @@ def apply_buckets(
             result, report = apply(
                 working, bucket_pipeline(pipe, binding), inputs=inputs, verify=verify, output=target,
                 reproducer_dir=(Path(reproducer_dir) / label) if reproducer_dir else None, progress=progress,
-                soc_version=soc_version,
+                soc_version=soc_version, allow_code=allow_code,
             )
         except SurgeryError as exc:
             if exc.args and isinstance(exc.args[0], str):

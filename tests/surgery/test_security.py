@@ -372,6 +372,8 @@ def test_a_lazy_proto_resolves_against_the_working_directory_or_an_explicit_base
         surgery.model_io.to_ir(proto)
     model = surgery.model_io.to_ir(proto, base_dir=outside)
     assert model.graph.initializers["W"].const_value.numpy().tolist() == list(range(16))
+    _, report = surgery.apply(proto, [Cleanup()], verify="each", base_dir=outside)  # parity reads W from there
+    assert report.ok
     monkeypatch.chdir(outside)
     result, _ = surgery.apply(proto, [Cleanup()], verify="off", output=outside / "out.onnx")
     assert SECRET not in b"".join(p.read_bytes() for p in outside.iterdir() if p.is_file())
