@@ -39,10 +39,10 @@ from typing import Any
 
 import onnx_ir as ir
 
+from surgery import registry
 from surgery.errors import PipelineError
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryResult
-from surgery import registry
 from surgery.registry import register
 from surgery.rules import Rule, RulePass, apply_rules
 from surgery.rules.onnxscript_rules import adapt, is_onnxscript_rule
@@ -83,7 +83,7 @@ def _import(module: str, path: str | None) -> Any:
             return importlib.import_module(module)
         except ImportError as exc:
             raise PipelineError(f"rewrite: cannot import module '{module}': {exc}") from None
-        except BaseException as exc:  # noqa: BLE001 - a module that exits or raises is the user's error
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise PipelineError(f"rewrite: importing '{module}' failed: {type(exc).__name__}: {exc}") from None

@@ -246,7 +246,7 @@ def test_doctor_on_a_large_cyclic_graph_returns(work):
     """It used to loop forever, growing ~60 MB/s. The timeout only guards against that hang."""
     onnx.save(_cyclic(20_000), work / "model.onnx")
     done = subprocess.run([sys.executable, "-m", "surgery", "doctor", str(work / "model.onnx")],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "the graph has a cycle: 'n0' (Add) -> 'n1' (Relu) -> 'n2' (Relu) -> 'n3' (Relu) -> ... -> " in done.stderr
