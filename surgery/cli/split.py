@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from surgery.cli import tolerance
+from surgery.cli.flags import tolerance
 from surgery.errors import InputError
 
 __all__ = ["register", "run"]

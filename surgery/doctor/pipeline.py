@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,12 @@ def decide_shapes(
     model: ir.Model,
     dims: Mapping[str, int] | None = None,
     input_shapes: Mapping[str, list[int]] | None = None,
+    pinned: Collection[str] = (),
 ) -> tuple[dict[str, list[int]], list[str], list[str]]:
-    """Static shapes for every dynamic input: (shapes, comments on the decisions, inputs left undecided)."""
+    """Static shapes for every dynamic input: (shapes, comments on the decisions, inputs left undecided).
+
+    ``pinned`` inputs become constants before fix-shapes runs (``pin-inputs``): they get no shape.
+    """
     ctx = Context(model, load_facts())
     dims = dict(dims or {})
     input_shapes = dict(input_shapes or {})
@@ -72,7 +76,7 @@ def decide_shapes(
     notes: list[str] = []
     undecided: list[str] = []
     for value in model.graph.inputs:
-        if value.const_value is not None:
+        if value.const_value is not None or value.name in pinned:
             continue
         name = value.name
         current = ctx.shape(value)
@@ -159,8 +163,12 @@ def emit_pipeline(
     *,
     dims: Mapping[str, int] | None = None,
     input_shapes: Mapping[str, list[int]] | None = None,
+    pinned: Collection[str] = (),
 ) -> EmittedPipeline:
-    """Build the ``passes.toml`` text that fixes ``report``'s findings on ``model``."""
+    """Build the ``passes.toml`` text that fixes ``report``'s findings on ``model``.
+
+    ``pinned`` names inputs a ``pin-inputs`` step placed before this pipeline turns into constants.
+    """
     ctx = Context(model, load_facts())
     fixes_for: dict[str, list[Finding]] = {}
     suggested: dict[str, list[Finding]] = {}
@@ -219,7 +227,10 @@ def emit_pipeline(
             continue
         options = _option_names(cls)
         if name == "fix-shapes":
-            shapes, notes, undecided = decide_shapes(model, dims, input_shapes)
+            shapes, notes, undecided = decide_shapes(model, dims, input_shapes, pinned)
+            if not shapes and not undecided:
+                lines += ["# fix-shapes: not needed, every input is static or pinned", ""]
+                continue
             header += [comment(n) for n in notes]
             unwritable = _unwritable(shapes)
             for name_ in unwritable:
@@ -237,6 +248,11 @@ def emit_pipeline(
             else:
                 problems.append("fix-shapes has no 'shapes' option: set the shapes by hand")
                 header.append(comment(f"set the input shapes: {shapes}"))
+            if "make-static" in active:
+                # fixing the inputs alone can leave an untaken If branch that no longer type-checks
+                # (it is folded away by make-static): the gates after make-static verify both
+                header.append("# verified together with make-static (the gates after it compare with the original)")
+                body += ["[pass.verify]", 'checker = "end"', 'ort = "end"', 'parity = "end"']
         elif name == "make-static":
             if any(f.details.get("op") == "Loop" for f in findings) and "unroll_loops" in options:
                 header.append("# unroll_loops: ATC has no Loop parser; unrolling needs a constant trip count")
