@@ -140,7 +140,7 @@ def test_npy_given_as_inputs(work, capsys):
     assert _apply(work, None, "--inputs", str(work / "x.npy")) == 2
     line = _error(capsys)
     assert "x.npy" in line and ".npz" in line and "np.savez" in line
-    assert main(["compare", str(work / "model.onnx"), str(work / "model.onnx"), "--inputs", str(work / "x.npy")]) == 2
+    assert main(["compare", str(work / "model.onnx"), str(work / "model.onnx"), "--data", str(work / "x.npy")]) == 2
     assert "np.savez" in _error(capsys)
     (work / "junk.npz").write_text("not a zip")
     assert _apply(work, None, "--inputs", str(work / "junk.npz")) == 2
@@ -276,6 +276,9 @@ NOISY_PLUGIN = textwrap.dedent(
 
 
 def test_library_warnings_go_to_the_report_not_stderr(work, capsys):
+    static = make_model([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", T.FLOAT, [2, 3])],
+                        [vi("y", T.FLOAT, [2, 3])])
+    onnx.save(static, work / "model.onnx")  # static: the run has nothing of its own to warn about
     (work / "noisy.py").write_text(NOISY_PLUGIN)
     (work / "noisy.toml").write_text('[[pass]]\nname = "test-noisy"\n')
     try:
