@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from surgery.cli import flags
 from surgery.cli.flags import tolerance
-from surgery.errors import InputError
+from surgery.errors import InputError, one_line
 
 __all__ = ["register", "run"]
 
@@ -112,7 +112,7 @@ def _check_inputs(a: Any, b: Any, config: Any, hints: Any, args: argparse.Namesp
         )
     for name in a_inputs:
         if name not in b_inputs:
-            print(f"input {name}: pinned in {Path(args.b).name}; {Path(args.a).name} is fed the same value")
+            print(one_line(f"input {name}: pinned in {Path(args.b).name}; {Path(args.a).name} is fed the same value"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     hints.shapes = {k: s for k, s in hints.shapes.items() if k in a_dynamic}
     plan = plan_inputs(a, inputs_config, hints)
     for name, how in plan.provenance.items():
-        print(f"input {name}: {how}")
+        print(one_line(f"input {name}: {how}"))
     tol = Tolerance(args.rtol, args.atol)
     stream = _JsonStream(args.json) if args.json else None
 

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from surgery.cli.flags import tolerance
-from surgery.errors import GateError, InputError
+from surgery.errors import GateError, InputError, one_line
 
 __all__ = ["register", "run"]
 
@@ -58,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
     part, cut, notes = extract_part(model, args.inputs, args.outputs, input_types=types)
     print(f"part: {len(cut.nodes)} of {len(model.graph)} nodes, {len(cut.initializers)} initializers")
     for v in part.graph.inputs:
-        print(f"  input  {v.name}: {_type(v)}")
+        print(one_line(f"  input  {v.name}: {_type(v)}"))
     for v in part.graph.outputs:
-        print(f"  output {v.name}: {_type(v)}")
+        print(one_line(f"  output {v.name}: {_type(v)}"))
     for note in notes:
-        print(f"  note: {note}")
+        print(one_line(f"  note: {note}"))
     if not args.no_verify:
         outcome = checker.check(LightProto(part), full=True)
         if not outcome:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from surgery.cli.flags import tolerance
-from surgery.errors import InputError
+from surgery.errors import InputError, one_line
 
 __all__ = ["register", "run"]
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.model}: nothing to split off ({'; '.join(result.notes) or 'no hostile op'})")
     tail = report.models["tail"]
     for note in result.notes:
-        print(note)
+        print(one_line(note))
     print(f"head: {len(head.graph)} nodes, tail: {len(tail.graph)} nodes; checker {result.checker}, "
           f"onnxruntime {result.ort}, head then tail vs original: {result.parity_status}")
     written = model_io.save(head, head_path) + model_io.save(tail, tail_path)

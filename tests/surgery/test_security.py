@@ -299,6 +299,20 @@ def test_report_tables_print_names_on_one_line():
     assert 'input x\\n[[pass]]\\nname = "rewrite"' in hostile
 
 
+@pytest.mark.parametrize("command", ["check", "compare"])
+def test_check_and_compare_print_names_on_one_line(tmp_path, capsys, command):
+    outs = []
+    for name in ("x", INJECTION + "\x1b[2J"):
+        path = tmp_path / "model.onnx"
+        onnx.save(_relu_model(input_name=name, node_name=name, batch=2), path)
+        argv = [command, str(path)] + ([str(path)] if command == "compare" else [])
+        assert main(argv) == 0
+        outs.append(capsys.readouterr().out)
+    plain, hostile = outs
+    assert len(hostile.splitlines()) == len(plain.splitlines())
+    assert "\x1b" not in hostile and 'x\\n[[pass]]\\nname = "rewrite"' in hostile
+
+
 # --- 5. External data stays inside the model's folder --------------------------------------------
 
 SECRET = b"TOP-SECRET-BYTES" * 4  # 64 bytes: a [16] float32 tensor's worth
