@@ -15,7 +15,7 @@ from surgery.options import option
 from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.shapes.infer import is_known_dim, walk_graphs
-from surgery.shapes.spec import parse_shapes
+from surgery.shapes.spec import MAX_DIM, parse_shapes
 
 __all__ = ["FixShapes", "substitute_dims"]
 
@@ -53,8 +53,8 @@ class FixShapesOptions:
     def __post_init__(self) -> None:
         parse_shapes(self.shapes, where="fix-shapes.shapes")
         for key, value in self.dims.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise PipelineError(f"fix-shapes.dims: '{key}' must be a non-negative integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DIM:
+                raise PipelineError(f"fix-shapes.dims: '{key}' must be an integer from 0 to {MAX_DIM}, got {value!r}")
         if not self.shapes and not self.dims:
             raise PipelineError("fix-shapes: give 'shapes' or 'dims' (nothing to fix)")
 

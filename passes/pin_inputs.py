@@ -14,6 +14,7 @@ from surgery.errors import InputError, PassError, PipelineError
 from surgery.options import option
 from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
+from surgery.verify.inputs import read_npz
 
 __all__ = ["PinInputs"]
 
@@ -47,10 +48,9 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
     if not file.is_file():
         raise InputError(f"pin-inputs: no such .npz file: {path}")
     try:
-        with np.load(file, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except Exception as exc:
-        raise InputError(f"pin-inputs: cannot read {path} as .npz: {exc}") from None
+        return {k: np.asarray(v) for k, v in read_npz(file, what="pin-inputs values").items()}
+    except InputError as exc:
+        raise InputError(f"pin-inputs: {exc}") from None
 
 
 @register

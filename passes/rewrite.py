@@ -5,8 +5,8 @@ In ``passes.toml``::
     [[pass]]
     name = "rewrite"
     rules = "my_rules:RULES"      # module:attribute
-    path = "."                    # where to import the module from (relative to the TOML file's
-                                  # folder when the pipeline is a file; default: that folder)
+    path = "."                    # the folder holding my_rules.py (relative to the TOML file's
+                                  # folder; default: that folder)
 
 ``RULES`` may be a list (or a single one) of:
 
@@ -14,6 +14,14 @@ In ``passes.toml``::
 - onnxscript ``RewriteRule`` / ``RewriteRuleSet`` objects (``onnxscript.rewriter.pattern``),
   run by our engine so they too reach subgraphs and functions, name their nodes after the
   replaced ones and report near misses.
+
+A rules module is user code, so it is imported only when the pass runs (not when the pipeline is
+parsed, nor when the step is ``--disable``d), only from the file ``PATH/my/rules.py`` for
+``rules = "my.rules:RULES"`` (never from ``sys.path`` or the working directory), and, for a
+pipeline read from a file, only when the caller opted in (``surgery apply --allow-code``,
+``surgery.apply(..., allow_code=True)``). Modules shipped with onnx-surgery (``surgery.*``, e.g.
+``surgery.rules.library:EXACT``) are imported by name. Built in Python with no ``path``, the
+module is imported by name, as Python would.
 
 The rules run once over every graph. The pass is ``exact``: the parity gate checks the result.
 For rules that change results on purpose set ``changes_semantics = true``; the report then
@@ -24,14 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import importlib.util
 import logging
-import sys
+import re
 from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
 
+from surgery import registry
 from surgery.errors import PipelineError
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryResult
@@ -44,38 +52,52 @@ __all__ = ["Rewrite", "load_rules"]
 logger = logging.getLogger(__name__)
 
 
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_ATTR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _shipped(module: str) -> bool:
+    """Modules of onnx-surgery itself (``surgery.rules.library``): code the user installed, not data."""
+    return module == "surgery" or module.startswith("surgery.")
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"my.rules:RULES"`` → ``("my.rules", "RULES")``, refusing anything that is not two Python names."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not _MODULE_RE.match(module) or not _ATTR_RE.match(attr):
+        raise PipelineError(f"rewrite: rules must look like 'module:ATTRIBUTE' (Python names), got {spec!r}")
+    return module, attr
+
+
+def module_file(module: str, path: str | None) -> Path | None:
+    """The file ``module`` is imported from: ``PATH/a/b.py`` for ``a.b``; None when imported by name."""
+    if _shipped(module) or not path:
+        return None
+    return Path(path).absolute() / (module.replace(".", "/") + ".py")
+
+
 def _import(module: str, path: str | None) -> Any:
-    folder = Path(path or ".").resolve()
+    file = module_file(module, path)
+    if file is None:
+        try:
+            return importlib.import_module(module)
+        except ImportError as exc:
+            raise PipelineError(f"rewrite: cannot import module '{module}': {exc}") from None
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise PipelineError(f"rewrite: importing '{module}' failed: {type(exc).__name__}: {exc}") from None
+    folder = file.parents[module.count(".")]
     if not folder.is_dir():
         raise PipelineError(f"rewrite: path '{path}' is not a folder")
-    if folder is not None:
-        candidate = folder / (module.replace(".", "/") + ".py")
-        if candidate.is_file():
-            name = f"_surgery_rules_{abs(hash(str(candidate)))}"
-            spec = importlib.util.spec_from_file_location(name, candidate)
-            assert spec is not None and spec.loader is not None
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[name] = mod
-            try:
-                spec.loader.exec_module(mod)
-            except Exception as exc:
-                sys.modules.pop(name, None)
-                raise PipelineError(f"rewrite: importing {candidate} failed: {type(exc).__name__}: {exc}") from None
-            return mod
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        where = f" (looked in {folder} and on sys.path)" if folder else ""
-        raise PipelineError(f"rewrite: cannot import module '{module}'{where}: {exc}") from None
-    except Exception as exc:
-        raise PipelineError(f"rewrite: importing '{module}' failed: {type(exc).__name__}: {exc}") from None
+    if not file.is_file():
+        raise PipelineError(f"rewrite: cannot import module '{module}': no file {file}")
+    return registry.import_file(file, what="rewrite")
 
 
 def load_rules(spec: str, path: str | None = None) -> list[Any]:
     """Load ``module:attribute`` and return engine rules (ours and adapted onnxscript ones)."""
-    if ":" not in spec:
-        raise PipelineError(f"rewrite: rules must look like 'module:ATTRIBUTE', got '{spec}'")
-    module_name, attr = spec.split(":", 1)
+    module_name, attr = split_spec(spec)
     module = _import(module_name, path)
     try:
         found = getattr(module, attr)
@@ -112,21 +134,36 @@ class Rewrite(RulePass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         rules: str = option(help="the rules to apply, as 'module:ATTRIBUTE'")
-        path: str = option(
-            "", help="folder to import the module from (default: sys.path; in a passes.toml, relative to its folder)",
-            path=True,
+        path: str = dataclasses.field(
+            default="",
+            metadata={
+                "help": "folder holding the module's file (in a passes.toml: relative to its folder, which is the "
+                        "default; from Python, empty imports the module by name)",
+                "path": True,
+                "code_folder": True,
+            },
         )
         changes_semantics: bool = option(False, help="the rules change results on purpose: report, do not fail")
 
     def __init__(self, options: Any = None, /, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
-        self._rules = load_rules(self.options.rules, self.options.path or None)
+        split_spec(self.options.rules)  # a malformed spec is an error now; the module is imported when the pass runs
+        self._rules: list[Any] | None = None
+
+    def user_code(self) -> str | None:
+        module, _ = split_spec(self.options.rules)
+        if _shipped(module):
+            return None
+        file = module_file(module, self.options.path or None)
+        return str(file) if file is not None else module
 
     def rules(self) -> list[Any]:
+        if self._rules is None:
+            self._rules = load_rules(self.options.rules, self.options.path or None)
         return self._rules
 
     def call(self, model: ir.Model) -> SurgeryResult:
-        stats = apply_rules(model, self._rules, pass_name=self.name)
+        stats = apply_rules(model, self.rules(), pass_name=self.name)
         result = SurgeryResult(model, stats.total > 0, stats=stats.as_stats(), notes=self.notes(stats))
         result.changed_semantics = self.options.changes_semantics and stats.total > 0
         return result

@@ -34,11 +34,11 @@ logger = logging.getLogger(__name__)
 PipelineLike = Union[str, os.PathLike, Pipeline, Sequence[Union[SurgeryPass, Step]]]
 
 
-def resolve_pipeline(pipeline: PipelineLike) -> Pipeline:
+def resolve_pipeline(pipeline: PipelineLike, *, allow_code: bool = False) -> Pipeline:
     if isinstance(pipeline, Pipeline):
         return pipeline
     if isinstance(pipeline, (str, os.PathLike)):
-        return load_pipeline(pipeline)
+        return load_pipeline(pipeline, allow_code=allow_code)
     if isinstance(pipeline, Sequence):
         return Pipeline.from_passes(pipeline)
     raise PipelineError(f"expected a passes.toml path, a Pipeline or a list of passes, got {type(pipeline).__name__}")
@@ -61,6 +61,8 @@ def apply(
     soc_version: str | None = None,
     in_place: bool = False,
     write_plan: WritePlan | None = None,
+    allow_code: bool = False,
+    base_dir: str | os.PathLike | None = None,
 ) -> tuple[Any, Report]:
     """Run ``pipeline`` on ``model`` with verification gates; return the model and a report.
 
@@ -82,13 +84,22 @@ def apply(
         in_place: ``output`` may be the input model itself (it and its data are replaced together).
         write_plan: the caller's plan (the CLI's): the outputs are checked and staged in it, and
             committed by the caller with its other files. Without it the run commits on its own.
+        allow_code: run the Python code a pipeline *file* names (``rewrite`` rule modules,
+            ``plugins``). A passes.toml is data and may come with a downloaded model, so without
+            this a step that would import code is refused (``PipelineError``) before anything
+            runs. Passes built in Python (``[Rewrite(rules=...)]``) are your own code and need no
+            opt-in.
+        base_dir: the folder external data must lie in (default: the model file's folder; for a
+            ``ModelProto`` loaded with ``load_external_data=False``, which carries no folder, the
+            working directory). Locations outside it are refused (``InputError``).
 
     Raises:
         InputError, PipelineError, PassError: bad input (exit code 2 on the command line).
         GateError: a gate failed (exit code 1).
     """
     started = time.perf_counter()
-    pipe = resolve_pipeline(pipeline)
+    pipe = resolve_pipeline(pipeline, allow_code=allow_code)
+    pipe.check_code(allow_code)
     if isinstance(verify, str):
         if verify not in ("each", "end", "off"):
             raise PipelineError(f"verify: expected each, end or off, got {verify!r}")
@@ -103,7 +114,7 @@ def apply(
     # one ONNX Runtime worker for the run's sessions, started now so that its start-up overlaps
     # loading the model, and killed at the end of the run
     with ort_worker.scope(prestart=pipe.verify.ort != "off" or pipe.verify.parity != "off"):
-        ir_model = model_io.to_ir(model)
+        ir_model = model_io.to_ir(model, base_dir=base_dir)
         plan = write_plan
         if output is not None and plan is None:  # every read and write checked before the run
             plan = WritePlan(in_place=in_place)

@@ -144,10 +144,12 @@ def apply_buckets(
     progress: Any = None,
     soc_version: str | None = None,
     write_plan: Any = None,
+    allow_code: bool = False,
 ) -> BucketsResult:
     """Run ``pipeline`` once per bucket (see the module docstring); each run is gated.
 
-    ``buckets`` defaults to the pipeline's ``[buckets]`` table. Raises what :func:`surgery.apply`
+    ``buckets`` defaults to the pipeline's ``[buckets]`` table (``allow_code``: as in
+    :func:`surgery.apply`). Raises what :func:`surgery.apply`
     raises, the message prefixed with the bucket (``bucket batch4: ...``). Every bucket's output is
     checked by the write plan before the first bucket runs, and the files of all buckets are
     committed together after the last: a failing bucket leaves no file of the earlier ones.
@@ -156,7 +158,10 @@ def apply_buckets(
     """
     from surgery.api import artifact_path, resolve_pipeline
 
-    pipe = resolve_pipeline(pipeline)
+    pipe = resolve_pipeline(pipeline, allow_code=allow_code)
+    pipe.check_code(allow_code)
+    if allow_code and not pipe.allow_code:  # the opt-in travels with the per-bucket pipelines
+        pipe = dataclasses.replace(pipe, allow_code=True)
     source = buckets if buckets is not None else pipe.buckets
     if not source:
         raise PipelineError("no buckets: give e.g. --buckets \"batch=1,4,8\" or a [buckets] table")

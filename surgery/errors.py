@@ -22,7 +22,17 @@ __all__ = [
     "PipelineError",
     "PassError",
     "GateError",
+    "one_line",
 ]
+
+
+def one_line(text: object) -> str:
+    """``text`` as one printable line: control characters (a newline in a tensor name, a terminal
+    escape) and undecodable bytes shown as escapes. Messages and tables carry names from the model,
+    which may come from anywhere; what the tool prints must not be steered by them."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="backslashreplace")
+    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else repr(c)[1:-1] for c in str(text))
 
 
 class SurgeryError(Exception):

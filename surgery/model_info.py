@@ -10,6 +10,7 @@ from typing import Any
 import onnx_ir as ir
 
 from surgery import model_io
+from surgery.errors import one_line
 from surgery.graph import iter_graphs
 from surgery.instruments import checker
 from surgery.runner import dynamic_dims
@@ -57,7 +58,7 @@ class ModelInfo:
         lines.append(f"model-local functions: {self.functions}")
         lines.append(f"weights: {self.initializer_bytes} bytes")
         lines.append("ops: " + ", ".join(f"{op} {n}" for op, n in sorted(self.ops.items(), key=lambda kv: (-kv[1], kv[0]))))
-        return "\n".join(lines)
+        return "\n".join(one_line(line) for line in lines)  # names from the model: one printable line each
 
 
 def inspect_model(path: str | Path) -> ModelInfo:

@@ -17,7 +17,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Union
 
 import onnx
@@ -25,12 +25,17 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from surgery.errors import InputError
-from surgery.graph import iter_graphs
+from surgery.graph import find_cycle, iter_graphs
 
 __all__ = [
     "ModelLike",
     "load",
     "to_ir",
+    "check_names",
+    "check_proto",
+    "check_acyclic",
+    "check_external_data",
+    "contain_external_data",
     "like_input",
     "save",
     "external_tensors",
@@ -53,11 +58,15 @@ LIGHT_THRESHOLD = 1024
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 
 
-def load(path: str | os.PathLike) -> ir.Model:
+def load(path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) -> ir.Model:
     """Load a model file (and check its external data is there) without reading the weights.
 
+    External data must lie inside the model's folder (or inside ``base_dir`` when given): see
+    :func:`check_external_data`.
+
     Raises:
-        InputError: a missing, unreadable, truncated or non-ONNX file, or missing external data.
+        InputError: a missing, unreadable, truncated or non-ONNX file, names that are not UTF-8,
+            or external data that is missing or outside its folder.
     """
     path = Path(path)
     if not path.exists():
@@ -67,7 +76,16 @@ def load(path: str | os.PathLike) -> ir.Model:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file, not an ONNX model")
     try:
-        model = ir.load(path)
+        proto = onnx.load(path, load_external_data=False)
+    except (DecodeError, RuntimeError) as exc:
+        raise InputError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the model: {exc}") from None
+    except Exception as exc:
+        raise InputError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    check_proto(proto, path)
+    try:
+        model = ir.from_proto(proto)
     except (DecodeError, RuntimeError) as exc:
         raise InputError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})") from None
     except (OSError, ValueError) as exc:
@@ -76,7 +94,10 @@ def load(path: str | os.PathLike) -> ir.Model:
         raise InputError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {exc}") from None
     if model.ir_version is None or model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
         raise InputError(f"{path}: not an ONNX model (no ir_version or empty graph)")
-    check_external_data(model, path)
+    del proto
+    check_names(model, path)
+    check_acyclic(model, path)
+    check_external_data(model, path, base_dir=base_dir if base_dir is not None else path.parent)
     return model
 
 
@@ -88,8 +109,73 @@ def external_tensors(model: ir.Model) -> Iterator[tuple[ir.Value, ir.ExternalTen
                 yield value, tensor
 
 
-def check_external_data(model: ir.Model, path: Path) -> None:
-    """Raise :class:`InputError` when an external data file is missing or too short."""
+def _external_in_attributes(model: ir.Model) -> Iterator[tuple[str, ir.ExternalTensor]]:
+    """Tensors held by node attributes (``Constant`` values) that point at external data."""
+    for graph in iter_graphs(model):
+        for node in graph:
+            for attr in node.attributes.values():
+                if attr.type is ir.AttributeType.TENSOR and not attr.is_ref():
+                    tensor = attr.as_tensor()
+                    if isinstance(tensor, ir.ExternalTensor):
+                        yield f"{node.name or node.op_type}.{attr.name}", tensor
+                elif attr.type is ir.AttributeType.TENSORS and not attr.is_ref():
+                    for i, tensor in enumerate(attr.as_tensors()):
+                        if isinstance(tensor, ir.ExternalTensor):
+                            yield f"{node.name or node.op_type}.{attr.name}[{i}]", tensor
+
+
+def _outside(location: str) -> bool:
+    """Whether a location escapes its folder on its face: absolute (POSIX or Windows) or with ``..``."""
+    if not location or "\x00" in location:
+        return True
+    posix, windows = PurePosixPath(location), PureWindowsPath(location)
+    return (
+        posix.is_absolute() or windows.is_absolute() or bool(windows.drive) or location.startswith(("\\", "/"))
+        or ".." in posix.parts or ".." in windows.parts
+    )
+
+
+def contain_external_data(model: ir.Model, where: object, *, base_dir: str | os.PathLike | None = None) -> None:
+    """Refuse external data that lies outside its folder, before touching the file system.
+
+    The folder is ``base_dir`` when given, else each tensor's own (the model file's folder;
+    the working directory for a tensor read from a ``ModelProto``, which carries none).
+    Absolute locations and ``..`` are refused on the text alone; a location that reaches outside
+    through a symbolic link is refused after resolving it. The message names the tensor and the
+    location written in the model, and says nothing about the file outside (whether it exists,
+    its size). Every tensor's ``base_dir`` is set to the folder, so onnx-ir's own checks apply.
+
+    Raises:
+        InputError: for the first tensor outside its folder.
+    """
+    tensors = [(v.name, t) for v, t in external_tensors(model)] + list(_external_in_attributes(model))
+    for name, tensor in tensors:
+        location = str(tensor.location)
+        if _outside(location):
+            raise InputError(
+                f"{where}: tensor '{name}' has its data at {location!r}, outside the model's folder: "
+                "external data must be a relative path inside it (absolute paths and '..' are refused)"
+            )
+        folder = Path(base_dir) if base_dir is not None else Path(tensor.base_dir or os.getcwd())
+        tensor.base_dir = str(folder)
+    real_folders: dict[str, str] = {}
+    for name, tensor in tensors:
+        folder = str(tensor.base_dir)
+        real = real_folders.setdefault(folder, os.path.realpath(folder))
+        target = os.path.realpath(os.path.join(folder, str(tensor.location)))
+        if os.path.commonpath([real, target]) != real:
+            raise InputError(
+                f"{where}: tensor '{name}' has its data at {str(tensor.location)!r}, which leads outside the model's "
+                "folder through a symbolic link: refused"
+            )
+
+
+def check_external_data(model: ir.Model, path: object, *, base_dir: str | os.PathLike | None = None) -> None:
+    """Raise :class:`InputError` when external data is outside its folder, missing or too short.
+
+    Containment (:func:`contain_external_data`) is checked first, so nothing is looked up outside.
+    """
+    contain_external_data(model, path, base_dir=base_dir)
     sizes: dict[str, int] = {}
     for value, tensor in external_tensors(model):
         file = Path(tensor.base_dir) / tensor.location
@@ -109,14 +195,177 @@ def check_external_data(model: ir.Model, path: Path) -> None:
             )
 
 
-def to_ir(model: ModelLike) -> ir.Model:
-    """Accept a path, a ``ModelProto`` or an ``ir.Model`` and return an ``ir.Model``."""
+#: A sparse initializer is densified when its dense form is at most this many bytes, refused above.
+DENSIFY_LIMIT = 1 << 28
+
+
+def _proto_graphs(proto: onnx.ModelProto) -> Iterator[onnx.GraphProto]:
+    """The main graph and every nested subgraph of a proto (functions have no initializers)."""
+    stack = [proto.graph]
+    for function in proto.functions:
+        for node in function.node:
+            stack += [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+            stack += [g for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
+    while stack:
+        graph = stack.pop()
+        yield graph
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)
+
+
+def _has_sparse(proto: onnx.ModelProto) -> bool:
+    return any(len(g.sparse_initializer) for g in _proto_graphs(proto))
+
+
+def _densify(sparse: onnx.SparseTensorProto, where: object) -> onnx.TensorProto:
+    """The dense initializer of a sparse one (COO values + linear or [NNZ, rank] indices)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    name = sparse.values.name
+    dims = [int(d) for d in sparse.dims]
+    if sparse.values.data_location == onnx.TensorProto.EXTERNAL or sparse.indices.data_location == onnx.TensorProto.EXTERNAL:
+        raise InputError(f"{where}: sparse initializer '{name}' keeps its data in an external file, which is not supported")
+    try:
+        elem = onnx.helper.tensor_dtype_to_np_dtype(sparse.values.data_type)
+    except Exception:
+        raise InputError(f"{where}: sparse initializer '{name}' has an unsupported data type {sparse.values.data_type}") from None
+    size = 1
+    for d in dims:
+        if d < 0:
+            raise InputError(f"{where}: sparse initializer '{name}' has a negative dim in {dims}")
+        size *= d
+    if size * np.dtype(elem).itemsize > DENSIFY_LIMIT:
+        raise InputError(
+            f"{where}: sparse initializer '{name}' would take {size * np.dtype(elem).itemsize} bytes dense "
+            f"(shape {dims}); sparse initializers are densified up to {DENSIFY_LIMIT} bytes: densify it at export"
+        )
+    try:
+        values = numpy_helper.to_array(sparse.values).reshape(-1)
+        indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
+    except Exception as exc:
+        raise InputError(f"{where}: sparse initializer '{name}' cannot be read: {exc}") from None
+    if indices.ndim == 2 and indices.shape[1] == len(dims) and len(dims) > 1:
+        if ((indices < 0) | (indices >= np.array(dims))).any():
+            raise InputError(f"{where}: sparse initializer '{name}' has indices outside its shape {dims}")
+        indices = np.ravel_multi_index(indices.T, dims)
+    indices = indices.reshape(-1)
+    if indices.size != values.size or (indices.size and (indices.min() < 0 or indices.max() >= size)):
+        raise InputError(f"{where}: sparse initializer '{name}' has indices that do not match its values or shape {dims}")
+    dense = np.zeros(size, dtype=elem)
+    dense[indices] = values
+    return numpy_helper.from_array(dense.reshape(dims), name=name)
+
+
+def check_proto(proto: onnx.ModelProto, where: object) -> None:
+    """Checks onnx-ir cannot make itself, run on the proto before it is converted.
+
+    - A tensor produced twice (two nodes, or a node and a graph input) is named as such: onnx-ir
+      otherwise fails with an unhelpful deserialization error.
+    - Sparse initializers (which onnx-ir drops, leaving their consumers reading nothing) are
+      densified in place when small, refused by name when not.
+
+    Raises:
+        InputError: naming the tensor.
+    """
+    for graph in _proto_graphs(proto):
+        producers: dict[str, str] = {i.name: "a graph input" for i in graph.input if i.name}
+        for init in graph.initializer:
+            producers.setdefault(init.name, "an initializer")
+        for node in graph.node:
+            for out in node.output:
+                if not out:
+                    continue
+                first = producers.get(out)
+                if first is not None:
+                    raise InputError(
+                        f"{where}: tensor '{out}' is produced twice (by {first} and by node "
+                        f"'{node.name or node.op_type}'); every tensor name must have one producer"
+                    )
+                producers[out] = f"node '{node.name or node.op_type}'"
+        if len(graph.sparse_initializer):
+            dense = [_densify(sp, where) for sp in graph.sparse_initializer]
+            del graph.sparse_initializer[:]
+            graph.initializer.extend(dense)
+            logger.info("%s: densified sparse initializer(s) %s", where, ", ".join(t.name for t in dense))
+
+
+def check_acyclic(model: ir.Model, where: object) -> None:
+    """Refuse a graph with a dependency cycle (linear time; every topological walk would loop).
+
+    Raises:
+        InputError: naming the nodes on one cycle.
+    """
+    for graph in iter_graphs(model):
+        cycle = find_cycle(graph)
+        if cycle:
+            parts = [f"'{n.name or '?'}' ({n.op_type})" for n in cycle]
+            if len(parts) > 8:
+                parts = parts[:4] + ["..."] + parts[-3:]
+            names = " -> ".join(parts)
+            raise InputError(f"{where}: the graph has a cycle: {names}; an ONNX graph must be acyclic")
+
+
+def check_names(model: ir.Model, where: object) -> None:
+    """Refuse names that are not text: protobuf hands non-UTF-8 strings over as ``bytes``.
+
+    ONNX strings are UTF-8; a name that is not cannot be matched, printed or written to a
+    passes.toml faithfully, and breaks serialization later with an obscure error.
+
+    Raises:
+        InputError: naming the first such name (its bytes escaped) and where it is.
+    """
+    def bad(name: object, what: str) -> None:
+        if name is not None and not isinstance(name, str):
+            raise InputError(f"{where}: the {what} name {name!r} is not UTF-8 text; rename it in the model")
+
+    for graph in iter_graphs(model):
+        bad(graph.name, "graph")
+        values = list(graph.inputs) + list(graph.outputs)
+        if isinstance(graph, ir.Graph):
+            values += list(graph.initializers.values())
+        for value in values:
+            bad(value.name, "value")
+        for node in graph:
+            bad(node.name, "node")
+            bad(node.op_type, "op type")
+            bad(node.domain, "domain")
+            for value in node.outputs:
+                bad(value.name, "value")
+
+
+def to_ir(model: ModelLike, *, base_dir: str | os.PathLike | None = None) -> ir.Model:
+    """Accept a path, a ``ModelProto`` or an ``ir.Model`` and return an ``ir.Model``.
+
+    Whatever the kind, external data must lie inside the model's folder: the file's folder, the
+    tensors' own folder for an ``ir.Model``, the working directory for a ``ModelProto`` loaded
+    with ``load_external_data=False`` (it carries no folder) — or ``base_dir`` when given.
+    """
     if isinstance(model, ir.Model):
+        check_names(model, "the model")
+        check_acyclic(model, "the model")
+        check_external_data(model, "the model", base_dir=base_dir)
         return model
     if isinstance(model, onnx.ModelProto):
-        return ir.from_proto(model)
+        if _has_sparse(model):  # densify a copy of the graphs: the caller's proto is left untouched
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            model = copy
+        check_proto(model, "the ModelProto")
+        try:
+            converted = ir.from_proto(model)
+        except Exception as exc:  # onnx-ir raises plain exceptions for malformed content
+            raise InputError(f"the ModelProto is not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+        check_names(converted, "the ModelProto")
+        check_acyclic(converted, "the ModelProto")
+        check_external_data(converted, "the ModelProto", base_dir=base_dir)
+        return converted
     if isinstance(model, (str, os.PathLike)):
-        return load(model)
+        return load(model, base_dir=base_dir)
     raise InputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
 
 

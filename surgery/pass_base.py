@@ -153,6 +153,14 @@ class SurgeryPass(ir.passes.InPlacePass):
     def description(cls) -> str:
         return inspect.getdoc(cls) or ""
 
+    def user_code(self) -> str | None:
+        """The user's Python file (or module) this pass imports when it runs; None for none.
+
+        A pipeline read from a file is data: :func:`surgery.apply` refuses a step read from one
+        that names user code unless the caller opted in (``--allow-code``, ``allow_code=True``).
+        """
+        return None
+
     def feed_hints(self, model: ir.Model) -> FeedHints:
         """Shapes and values parity runs must use; read by the runner before any pass runs."""
         del model

@@ -8,6 +8,7 @@ expected, with a did-you-mean.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from surgery import registry
 from surgery.errors import PipelineError
 from surgery.options import did_you_mean, path_options
 from surgery.pass_base import SurgeryPass, Tolerance
+from surgery.shapes.spec import MAX_DIM
 from surgery.verify.inputs import InputsConfig, InputSpec
 
 if sys.version_info >= (3, 11):
@@ -29,7 +31,9 @@ __all__ = ["Mode", "VerifyConfig", "StepVerify", "Step", "Pipeline", "load_pipel
 SCHEMA_VERSION = 1
 Mode = Literal["each", "end", "off"]
 _MODES = ("each", "end", "off")
-_TOP_KEYS = ("schema_version", "inputs", "verify", "pass", "buckets")
+_TOP_KEYS = ("schema_version", "inputs", "verify", "pass", "buckets", "plugins")
+#: Deepest nesting of tables/arrays a passes.toml may have (the schema needs 4: [[pass]] → table → array → array).
+MAX_DEPTH = 8
 _VERIFY_KEYS = ("checker", "ort", "parity", "rtol", "atol", "seed", "parity_max_nodes")
 _STEP_VERIFY_KEYS = ("checker", "ort", "parity", "rtol", "atol")
 _INPUT_KEYS = ("shape", "dtype", "range", "value")
@@ -79,6 +83,8 @@ class Step:
 
     pass_: SurgeryPass
     verify: StepVerify = dataclasses.field(default_factory=StepVerify)
+    from_data: bool = False
+    """Read from a passes.toml document: user code it names runs only with an opt-in (``allow_code``)."""
 
     @property
     def name(self) -> str:
@@ -92,6 +98,8 @@ class Pipeline:
     verify: VerifyConfig = dataclasses.field(default_factory=VerifyConfig)
     buckets: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     source: Path | None = None
+    allow_code: bool = False
+    """The caller opted in to running the user code the pipeline names (``--allow-code``)."""
 
     @classmethod
     def from_passes(cls, passes: Sequence[SurgeryPass | Step]) -> Pipeline:
@@ -112,6 +120,25 @@ class Pipeline:
                 raise PipelineError(f"--disable {name}: no such pass in the pipeline{did_you_mean(name, known)}")
         self.steps = [s for s in self.steps if s.name not in set(names)]
 
+    def check_code(self, allow_code: bool = False) -> None:
+        """Refuse to run user code named by a pipeline file unless the caller opted in.
+
+        Checked before anything runs (and after ``--disable``, so a disabled step needs no opt-in).
+
+        Raises:
+            PipelineError: naming the first step and the file it would import.
+        """
+        if allow_code or self.allow_code:
+            return
+        for i, step in enumerate(self.steps, 1):
+            code = step.pass_.user_code() if step.from_data else None
+            if code:
+                where = f"{self.source}: " if self.source else ""
+                raise PipelineError(
+                    f"{where}[[pass]] #{i} ({step.name}) would import the Python module {code}; a pipeline file is "
+                    "data, so its code runs only when you ask: add --allow-code (Python: allow_code=True)"
+                )
+
 
 def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
     for key in table:
@@ -130,6 +157,8 @@ def _mode(value: Any, where: str) -> Mode:
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PipelineError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise PipelineError(f"{where}: must be a finite number, got {value!r}")
     if value < 0:
         raise PipelineError(f"{where}: must not be negative, got {value!r}")
     return float(value)
@@ -196,12 +225,15 @@ def _parse_inputs(table: Any, base_dir: Path) -> InputsConfig:
                 np.dtype(dtype)
             except TypeError:
                 raise PipelineError(f"{where} dtype: unknown dtype {dtype!r}") from None
+        if shape is not None and any(d > MAX_DIM for d in shape):
+            raise PipelineError(f"{where} shape: {shape!r} has a dim above {MAX_DIM}, more than any tensor can hold")
         rng = spec.get("range")
         if rng is not None and (
-            not isinstance(rng, list) or len(rng) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rng)
+            not isinstance(rng, list) or len(rng) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in rng)
             or rng[0] > rng[1]
         ):
-            raise PipelineError(f"{where} range: expected [low, high] with low <= high, got {rng!r}")
+            raise PipelineError(f"{where} range: expected [low, high] (finite numbers) with low <= high, got {rng!r}")
         specs[name] = InputSpec(
             shape=tuple(shape) if shape is not None else None,
             dtype=dtype,
@@ -224,9 +256,67 @@ def _parse_buckets(table: Any) -> dict[str, tuple[int, ...]]:
     return buckets
 
 
-def parse_pipeline(doc: Mapping[str, Any], *, base_dir: Path = Path("."), source: Path | None = None) -> Pipeline:
-    """Build a :class:`Pipeline` from a parsed ``passes.toml`` document."""
+def _depth(value: Any, limit: int, level: int = 0) -> bool:
+    """Whether ``value`` nests deeper than ``limit`` (stops as soon as it does)."""
+    if level > limit:
+        return True
+    if isinstance(value, Mapping):
+        return any(_depth(v, limit, level + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_depth(v, limit, level + 1) for v in value)
+    return False
+
+
+def _finite(value: Any, where: str) -> None:
+    """NaN and infinity mean nothing as an option, and a NaN tolerance makes every comparison fail."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PipelineError(f"{where}: must be a finite number, got {value!r}")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _finite(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite(v, f"{where}[{i}]")
+
+
+def _code_folders(options_cls: type) -> list[str]:
+    """Fields that name the folder user code is imported from: empty means the pipeline's folder."""
+    if not dataclasses.is_dataclass(options_cls):
+        return []
+    return [f.name for f in dataclasses.fields(options_cls) if f.metadata.get("code_folder")]
+
+
+def _load_plugins(value: Any, base_dir: Path, allow_code: bool) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PipelineError(f"plugins: expected a list of Python file names, got {value!r}")
+    files = [(Path(v) if Path(v).is_absolute() else base_dir / v) for v in value]
+    if not allow_code:
+        raise PipelineError(
+            f"plugins: the pipeline would import {', '.join(map(str, files))}; a pipeline file is data, so its "
+            "code runs only when you ask: add --allow-code (Python: allow_code=True)"
+        )
+    for file in files:
+        registry.load_plugin(file, what="plugins")
+
+
+def parse_pipeline(
+    doc: Mapping[str, Any],
+    *,
+    base_dir: Path = Path("."),
+    source: Path | None = None,
+    allow_code: bool = False,
+) -> Pipeline:
+    """Build a :class:`Pipeline` from a parsed ``passes.toml`` document.
+
+    Parsing runs no user code: a ``rewrite`` module is imported when its pass runs, and then only
+    with the opt-in :meth:`Pipeline.check_code` asks for. ``plugins`` must be imported to know
+    their pass names, so they are imported here, and only when ``allow_code`` is true.
+    """
+    if _depth(doc, MAX_DEPTH):
+        raise PipelineError(f"pipeline: tables and arrays nest deeper than {MAX_DEPTH} levels; no passes.toml needs that")
     _check_keys(doc, _TOP_KEYS, "pipeline")
+    if "plugins" in doc:
+        _load_plugins(doc["plugins"], base_dir, allow_code)
     version = doc.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise PipelineError(f"schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})")
@@ -245,18 +335,22 @@ def parse_pipeline(doc: Mapping[str, Any], *, base_dir: Path = Path("."), source
             raise PipelineError(f"[[pass]] #{i}: needs a name, e.g. name = \"cleanup\"")
         cls = registry.get(name)
         options = {k: v for k, v in raw.items() if k not in ("name", "verify")}
+        _finite(options, f"[[pass]] #{i} ({name})")
+        for key in _code_folders(getattr(cls, "Options", None)):
+            if options.get(key, "") == "":
+                options[key] = str(base_dir.absolute())
         for key in path_options(getattr(cls, "Options", None)):
             value = options.get(key)
             if isinstance(value, str) and value:
                 given = Path(value).expanduser()
                 options[key] = str(given if given.is_absolute() else base_dir / given)
         step_verify = _parse_step_verify(raw.get("verify", {}), f"[[pass]] #{i} ({name}) verify")
-        steps.append(Step(cls(**options), step_verify))
-    return Pipeline(steps=steps, inputs=inputs, verify=verify, buckets=buckets, source=source)
+        steps.append(Step(cls(**options), step_verify, from_data=True))
+    return Pipeline(steps=steps, inputs=inputs, verify=verify, buckets=buckets, source=source, allow_code=allow_code)
 
 
-def load_pipeline(path: str | Path) -> Pipeline:
-    """Read and validate a ``passes.toml`` file."""
+def load_pipeline(path: str | Path, *, allow_code: bool = False) -> Pipeline:
+    """Read and validate a ``passes.toml`` file (``allow_code``: see :func:`parse_pipeline`)."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: no such pipeline file")
@@ -266,8 +360,10 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raise PipelineError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise PipelineError(f"{path}: not a text file") from None
+    except RecursionError:
+        raise PipelineError(f"{path}: invalid TOML: nested too deeply") from None
     try:
-        return parse_pipeline(doc, base_dir=path.parent, source=path)
+        return parse_pipeline(doc, base_dir=path.parent, source=path, allow_code=allow_code)
     except PipelineError as exc:
         raise PipelineError(f"{path}: {exc}") from None
 
@@ -282,6 +378,11 @@ def parse_set(assignment: str) -> tuple[str, str, Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw  # a bare word is a string
+    except RecursionError:
+        raise PipelineError(f"--set {target}: the value nests too deeply") from None
+    if _depth(value, MAX_DEPTH):
+        raise PipelineError(f"--set {target}: the value nests deeper than {MAX_DEPTH} levels")
+    _finite(value, f"--set {target}")
     return step, key, value
 
 

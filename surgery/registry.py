@@ -3,20 +3,30 @@
 Built-in passes register themselves with :func:`register` when ``surgery.passes`` is imported.
 Third-party packages expose passes through the ``surgery.passes`` entry-point group; each entry
 point names a :class:`~surgery.pass_base.SurgeryPass` subclass (or a module that registers some).
+
+A plug-in file (``surgery apply --plugin FILE.py``, or ``plugins = [...]`` in a passes.toml with
+``--allow-code``) is loaded by :func:`load_plugin`. :func:`import_file` is the one place where
+onnx-surgery executes a user's Python file (plug-ins and ``rewrite`` rule modules): callers decide
+whether the user asked for it; this module makes an import that raises or exits a clean error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import logging
+import sys
+import types
+from pathlib import Path
 from typing import TypeVar
 
 from surgery.errors import PipelineError
 from surgery.options import did_you_mean
 from surgery.pass_base import SurgeryPass
 
-__all__ = ["register", "get", "names", "all_passes", "unregister"]
+__all__ = ["register", "get", "names", "all_passes", "unregister", "import_file", "load_plugin"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +94,72 @@ def names() -> list[str]:
 def all_passes() -> list[type[SurgeryPass]]:
     _load()
     return [_PASSES[n] for n in sorted(_PASSES)]
+
+
+def _module_name(path: Path) -> str:
+    """The ``sys.modules`` name a user file is imported under (one per file, never a real package)."""
+    return f"_surgery_user_{hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]}"
+
+
+def import_file(path: str | Path, *, what: str) -> types.ModuleType:
+    """Execute the Python file ``path`` as a fresh module and return it.
+
+    Only this file is imported: no folder is put on ``sys.path``, so a module of the same name in the
+    working directory or on the path is never picked up instead. An import that raises, or that
+    calls ``sys.exit`` (which would otherwise end the run with exit 0 and no output), becomes a
+    :class:`PipelineError` naming the file. ``what`` says who asked (``"rewrite"``, ``"--plugin"``).
+    """
+    path = Path(path)
+    if path.suffix != ".py" or not path.is_file():
+        raise PipelineError(f"{what}: {path}: no such Python file")
+    name = _module_name(path)
+    path = path.absolute()
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a loader
+        raise PipelineError(f"{what}: {path}: cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except KeyboardInterrupt:
+        sys.modules.pop(name, None)
+        raise
+    except SystemExit as exc:
+        sys.modules.pop(name, None)
+        raise PipelineError(f"{what}: importing {path} called sys.exit({exc.code!r}); a module must not exit") from None
+    except BaseException as exc:  # noqa: BLE001 - whatever user code raises is the user's error
+        sys.modules.pop(name, None)
+        raise PipelineError(f"{what}: importing {path} failed: {type(exc).__name__}: {exc}") from None
+    logger.info("%s: imported %s", what, path)
+    return module
+
+
+def load_plugin(path: str | Path, *, what: str = "--plugin") -> list[str]:
+    """Import a plug-in file and register the passes it defines; return their names.
+
+    A plug-in registers its passes with :func:`register` or simply defines named
+    :class:`SurgeryPass` subclasses (registered here). Naming the file is the caller's opt-in.
+
+    Raises:
+        PipelineError: the file is missing, its import fails or exits, a pass name is taken, or it
+            defines no pass.
+    """
+    _load()
+    # loading the same file again replaces the passes it registered the first time
+    for key in [k for k, cls in _PASSES.items() if cls.__module__ == _module_name(Path(path))]:
+        del _PASSES[key]
+    before = set(_PASSES)
+    module = import_file(path, what=what)
+    for obj in list(vars(module).values()):
+        if (
+            isinstance(obj, type) and issubclass(obj, SurgeryPass) and obj.__module__ == module.__name__
+            and obj.name and _PASSES.get(obj.name) is not obj
+        ):
+            try:
+                register(obj)
+            except ValueError as exc:
+                raise PipelineError(f"{what}: {path}: {exc}") from None
+    added = sorted(set(_PASSES) - before)
+    if not added:
+        raise PipelineError(f"{what}: {path} defines no pass (a named SurgeryPass subclass)")
+    return added

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from surgery.errors import one_line
 from surgery.verify.compare import ArrayDiff
 
 __all__ = ["ModelStats", "StepReport", "Report"]
@@ -184,7 +185,8 @@ class Report:
             lines.append(f"wrote {out}")
         for name, path in self.artifacts.items():
             lines.append(f"wrote {name}: {path}")
-        return "\n".join(lines)
+        # input names and notes come from the model: one printable line each
+        return "\n".join(one_line(line) for line in lines)
 
 
 def _delta(before: int | None, after: int | None) -> str:

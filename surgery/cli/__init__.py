@@ -15,12 +15,18 @@ import importlib
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from surgery.errors import SurgeryError
+from surgery.errors import SurgeryError, one_line
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "captured_warnings"]
+
+logger = logging.getLogger("surgery.cli")
+
+#: Library warnings (onnx-ir, onnxruntime, numpy) caught during this command, for the report.
+_CAPTURED: list[str] = []
 
 #: Subcommand modules; each has ``register(subparsers)``. Adding a command is one line here.
 COMMANDS: tuple[str, ...] = (
@@ -38,6 +44,34 @@ COMMANDS: tuple[str, ...] = (
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         self.exit(2, f"surgery: error: {message} (see '{self.prog} --help')\n")
+
+
+def captured_warnings() -> list[str]:
+    """The library warnings caught so far in this command (one line each), for the JSON report."""
+    return list(_CAPTURED)
+
+
+@contextlib.contextmanager
+def _capture_warnings() -> Iterator[None]:
+    """Send Python warnings to the log (shown with -v) and the report, never to stderr as extra lines."""
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        text = f"{category.__name__}: {str(message).splitlines()[0] if str(message) else ''} ({filename}:{lineno})"
+        _CAPTURED.append(text)
+        logger.info("library warning: %s", text)
+
+    _CAPTURED.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def _library_records(record: logging.LogRecord) -> bool:
+    """Keep other libraries' log warnings off stderr (unless -v): into the report's warnings instead."""
+    if record.name == "surgery" or record.name.startswith("surgery."):
+        return True
+    _CAPTURED.append(f"{record.name}: {record.getMessage().splitlines()[0] if record.getMessage() else ''}")
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,12 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.write_plan = None
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.verbose == 0:
+        for handler in logging.getLogger().handlers:
+            if _library_records not in handler.filters:
+                handler.addFilter(_library_records)
     try:
-        with _signal_handlers():
+        with _signal_handlers(), _capture_warnings():
             return int(args.func(args) or 0)
     except SurgeryError as exc:
-        print(f"surgery: error: {exc}", file=sys.stderr)
+        print(f"surgery: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except SystemExit as exc:  # only user code (a plug-in or rule module) exits from inside a command
+        print(f"surgery: error: code run by the pipeline called sys.exit({exc.code!r}), which is an error",
+              file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `surgery ... | head`: the reader left; not an error of ours
         try:
             import os
@@ -136,11 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except Exception as exc:  # a bug: one line, the traceback only with -vv
         logging.getLogger("surgery").debug("internal error", exc_info=True)
-        print(f"surgery: internal error: {type(exc).__name__}: {exc} (run with -vv for the traceback)", file=sys.stderr)
+        print(f"surgery: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with -vv for the traceback)",
+              file=sys.stderr)
         return 3
     finally:
         if args.write_plan is not None and not args.write_plan.committed:
             args.write_plan.abort()  # the staged files of a run that did not finish
+
 
 
 if __name__ == "__main__":  # pragma: no cover

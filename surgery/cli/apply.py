@@ -33,23 +33,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repro", type=Path, metavar="DIR", help="where a failing gate writes its reproducer (default: OUT.repro)")
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                    help="do not print the report table (the atc lines are always printed)")
+    p.add_argument("--allow-code", action="store_true",
+                   help="run the Python code the pipeline file names (rewrite rule modules, plugins = [...]); "
+                        "without it such a pipeline is refused")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], type=Path, metavar="FILE.py",
+                   help="import FILE.py and register the passes it defines (repeatable; naming it is the opt-in)")
     flags.add_progress(p)
     static_shapes.add_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgery import api, model_io
+    from surgery import api, model_io, registry
     from surgery.errors import GateError, InputError
     from surgery.pipeline import apply_sets, is_pass_list, load_pipeline, pipeline_from_names, set_input_shapes
     from surgery.writeplan import WritePlan
 
+    for plugin in args.plugins:  # naming a plug-in on the command line is the opt-in to run it
+        registry.load_plugin(plugin)
     if is_pass_list(str(args.pipeline)):
         pipeline = pipeline_from_names(str(args.pipeline), args.sets)
     else:
-        pipeline = load_pipeline(args.pipeline)
+        pipeline = load_pipeline(args.pipeline, allow_code=args.allow_code)
         apply_sets(pipeline, args.sets)
     pipeline.disable(args.disable)
+    pipeline.check_code()  # before anything runs; a disabled step needs no opt-in
     if args.input_shape:
         set_input_shapes(pipeline, args.input_shape)
     if args.output is None and not args.in_place:
@@ -79,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(exc.report.table())
             if args.report:
+                _note_warnings(exc.report)
                 write_report(args.report, exc.report)
         raise
     report.source = str(args.model)
     if args.report:
+        _note_warnings(report)
         report.write_json(plan.transaction.add_file(args.report))
     plan.commit()
     if not args.quiet:
@@ -98,3 +108,12 @@ def write_report(path: Path, report: Any) -> None:
     with model_io.Transaction() as tx:
         report.write_json(tx.add_file(path))
         tx.commit()
+
+
+def _note_warnings(report: Any) -> None:
+    """Library warnings stay off stderr (see :mod:`surgery.cli`); the report keeps them."""
+    from surgery.cli import captured_warnings
+
+    caught = captured_warnings()
+    if caught:
+        report.extra["warnings"] = caught

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from surgery.cli import flags
-from surgery.errors import InputError
+from surgery.cli.flags import tolerance
+from surgery.errors import InputError, one_line
 from surgery.writeplan import output_arg
 
 __all__ = ["register", "run"]
@@ -36,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=output_arg, metavar="OUT.json", help="write every tensor's statistics here (streamed)")
     p.add_argument("--renamed", type=Path, action="append", default=[], metavar="MAP.json",
                    help="a JSON object {name in A: name in B} (repeatable, applied in order)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
-    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=tolerance, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--atol", type=tolerance, default=1e-5, help="absolute tolerance (default 1e-5)")
     p.add_argument("--budget-mb", type=float, default=512.0,
                    help="MiB of tensors (both models) per chunk; each chunk is one session and run per model (default 512)")
     p.add_argument("--failures-only", action="store_true", help="print only tensors that break tolerance")
@@ -97,13 +98,9 @@ def _check_inputs(a: Any, b: Any, config: Any, hints: Any, args: argparse.Namesp
         )
     known = set(hints.values) | set(config.specs)
     if config.data is not None:
-        import numpy as np
+        from surgery.verify.inputs import read_npz
 
-        try:
-            with np.load(config.data, allow_pickle=False) as npz:
-                known |= set(npz.files)
-        except Exception as exc:
-            raise InputError(f"{config.data}: cannot read input arrays: {exc}") from None
+        known |= set(read_npz(config.data))
     pinned = [n for n in a_inputs if n not in b_inputs and n not in known]
     if pinned:
         beside = Path(args.b).with_name(Path(args.b).stem + ".passes.toml")
@@ -114,7 +111,7 @@ def _check_inputs(a: Any, b: Any, config: Any, hints: Any, args: argparse.Namesp
         )
     for name in a_inputs:
         if name not in b_inputs:
-            print(f"input {name}: pinned in {Path(args.b).name}; {Path(args.a).name} is fed the same value")
+            print(one_line(f"input {name}: pinned in {Path(args.b).name}; {Path(args.a).name} is fed the same value"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     hints.shapes = {k: s for k, s in hints.shapes.items() if k in a_dynamic}
     plan = plan_inputs(a, inputs_config, hints)
     for name, how in plan.provenance.items():
-        print(f"input {name}: {how}")
+        print(one_line(f"input {name}: {how}"))
     tol = Tolerance(args.rtol, args.atol)
     stream = _JsonStream(writes.transaction.add_file(args.json)) if args.json else None
 
@@ -181,4 +178,7 @@ def run(args: argparse.Namespace) -> int:
         stream.close(summary)
         writes.commit()
     print(report.summary())
+    if not report.compared:
+        raise InputError(f"{args.a} and {args.b} share no tensor: nothing was compared (are they versions of one model? "
+                         "--renamed maps names that changed)")
     return 0 if report.ok else 1

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from surgery.errors import GateError
+from surgery.cli.flags import tolerance
+from surgery.errors import GateError, one_line
 from surgery.writeplan import output_arg
 
 __all__ = ["register", "run"]
@@ -35,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="type of a new input the model does not type, e.g. feat:float32[1,64,56,56] (repeatable)")
     p.add_argument("--data", type=Path, metavar="DATA.npz", help="arrays for the original's inputs in the check run")
     p.add_argument("--no-verify", action="store_true", help="skip the checker and the comparison run")
-    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of the comparison (default 0: exact)")
-    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance of the comparison (default 0: exact)")
+    p.add_argument("--rtol", type=tolerance, default=0.0, help="relative tolerance of the comparison (default 0: exact)")
+    p.add_argument("--atol", type=tolerance, default=0.0, help="absolute tolerance of the comparison (default 0: exact)")
     p.set_defaults(func=run)
 
 
@@ -61,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
     part, cut, notes = extract_part(model, args.inputs, args.outputs, input_types=types)
     print(f"part: {len(cut.nodes)} of {len(model.graph)} nodes, {len(cut.initializers)} initializers")
     for v in part.graph.inputs:
-        print(f"  input  {v.name}: {_type(v)}")
+        print(one_line(f"  input  {v.name}: {_type(v)}"))
     for v in part.graph.outputs:
-        print(f"  output {v.name}: {_type(v)}")
+        print(one_line(f"  output {v.name}: {_type(v)}"))
     for note in notes:
-        print(f"  note: {note}")
+        print(one_line(f"  note: {note}"))
     if not args.no_verify:
         outcome = checker.check(LightProto(part), full=True)
         if not outcome:

@@ -9,11 +9,12 @@ argument groups are the model).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["deprecated_alias", "add_data", "add_pipeline_inputs", "add_progress", "progress_printer"]
+__all__ = ["deprecated_alias", "add_data", "add_pipeline_inputs", "add_progress", "progress_printer", "tolerance"]
 
 
 class _Deprecated(argparse.Action):
@@ -65,3 +66,14 @@ def progress_printer(args: argparse.Namespace) -> Any:
         print(f"surgery: {message}", file=sys.stderr, flush=True)
 
     return say
+
+
+def tolerance(text: str) -> float:
+    """argparse type of ``--rtol``/``--atol``: a finite, non-negative number (a NaN tolerance fails every check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite, non-negative number, got {text!r}")
+    return value

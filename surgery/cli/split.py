@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from surgery.errors import InputError
+from surgery.cli.flags import tolerance
+from surgery.errors import InputError, one_line
 from surgery.writeplan import WritePlan, output_arg
 
 __all__ = ["register", "run"]
@@ -37,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", type=output_arg, help="where to write the manifest (default: HEAD stem + .split.json)")
     p.add_argument("--data", type=Path, metavar="DATA.npz", help="arrays for the model's inputs in the check run")
     p.add_argument("--verify", choices=("each", "off"), default="each", help="run the gates (default) or not")
-    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of the parity check (default 0: exact)")
-    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance of the parity check (default 0: exact)")
+    p.add_argument("--rtol", type=tolerance, default=0.0, help="relative tolerance of the parity check (default 0: exact)")
+    p.add_argument("--atol", type=tolerance, default=0.0, help="absolute tolerance of the parity check (default 0: exact)")
     p.set_defaults(func=run)
 
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.model}: nothing to split off ({'; '.join(result.notes) or 'no hostile op'})")
     tail = report.models["tail"]
     for note in result.notes:
-        print(note)
+        print(one_line(note))
     print(f"head: {len(head.graph)} nodes, tail: {len(tail.graph)} nodes; checker {result.checker}, "
           f"onnxruntime {result.ort}, head then tail vs original: {result.parity_status}")
     writes.transaction.add_model(head, head_path)

@@ -7,12 +7,15 @@ uses a stated default with a ``# DECIDE`` comment: batch (dim 0) 1, image height
 other dim 128. ``dims`` (by dim name) and ``input_shapes`` (by input) override them.
 Only passes the registry knows are written as steps; a needed pass this build lacks is named in a
 comment, so the file always loads.
+
+Names come from the model, and the model may come from anywhere: every name is written through
+:mod:`surgery.tomlwrite` (escaped strings, comments that no text can end), and the file is checked
+to parse into exactly the steps intended, without importing anything (the doctor runs no user code).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from collections.abc import Collection, Mapping
@@ -25,6 +28,8 @@ from surgery.doctor.context import Context
 from surgery.doctor.facts import load_facts
 from surgery.doctor.finding import DoctorReport, Finding, Severity
 from surgery.doctor.fixes import PASS_ORDER, USER_DECISION_PASSES, order_passes
+from surgery.tomlwrite import Unrepresentable, comment, string, text_of
+from surgery.tomlwrite import value as toml_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,20 +56,6 @@ class EmittedPipeline:
     missing: list[str]
     commented: list[str]
     problems: list[str]
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
 def decide_shapes(
@@ -220,9 +211,8 @@ def emit_pipeline(
     problems = [registry_problem] if registry_problem else []
 
     lines = [
-        f"# passes.toml written by `surgery doctor` for {Path(report.model).name if report.model else 'the model'}",
-        f"# SoC: {report.soc or 'not given'}; findings: "
-        + ", ".join(f"{n} {s}" for s, n in report.counts().items()),
+        comment(f"passes.toml written by `surgery doctor` for {Path(report.model).name if report.model else 'the model'}"),
+        comment(f"SoC: {report.soc or 'not given'}; findings: " + ", ".join(f"{n} {s}" for s, n in report.counts().items())),
         "# Lines marked DECIDE hold defaults for decisions only you can make: check them.",
         "schema_version = 1",
         "",
@@ -230,6 +220,7 @@ def emit_pipeline(
     steps: list[str] = []
     missing: list[str] = []
     commented: list[str] = []
+    shapes_written: dict[str, list[int]] | None = None
 
     def because(findings: list[Finding]) -> str:
         titles = list(dict.fromkeys(f.title for f in findings))
@@ -242,17 +233,17 @@ def emit_pipeline(
         cls = registered.get(name)
         if cls is None:
             missing.append(name)
-            lines += [f"# NEEDED, not available in this build: {name}", f"#   fixes: {reason}", ""]
+            lines += [comment(f"NEEDED, not available in this build: {name}"), comment(f"  fixes: {reason}"), ""]
             continue
         body: list[str] = []
-        header: list[str] = [f"# fixes: {reason}"]
+        header: list[str] = [comment(f"fixes: {reason}")]
         if name == "remove-dropout" and training:
             header.append("# first: a Dropout in training mode makes the original random, so nothing can be "
                           "verified before it goes")
         if name in USER_DECISION_PASSES:
             commented.append(name)
-            lines += header + [f"# DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); "
-                               "uncomment to use it", "# [[pass]]", f'# name = "{name}"', ""]
+            lines += header + [comment(f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); "
+                                       "uncomment to use it"), "# [[pass]]", comment(f"name = {string(name)}"), ""]
             continue
         options = _option_names(cls)
         if name == "fix-shapes":
@@ -260,31 +251,39 @@ def emit_pipeline(
             if not shapes and not undecided:
                 lines += ["# fix-shapes: not needed, every input is static or pinned", ""]
                 continue
-            header += [f"# {n}" for n in notes]
+            header += [comment(n) for n in notes]
+            unwritable = _unwritable(shapes)
+            for name_ in unwritable:
+                shapes.pop(name_)
+            if unwritable:
+                header.append(comment(f"DECIDE: these input names cannot be written in TOML (not Unicode text), "
+                                      f"fix their shapes another way: {', '.join(map(repr, unwritable))}"))
+                problems.append(f"fix-shapes: input names TOML cannot hold: {', '.join(map(repr, unwritable))}")
             if undecided:
-                header.append(f"# DECIDE: inputs with unknown rank, give their full shape: {', '.join(undecided)}")
+                header.append(comment(f"DECIDE: inputs with unknown rank, give their full shape: {', '.join(undecided)}"))
                 problems.append(f"fix-shapes: inputs without a shape: {', '.join(undecided)}")
             if "shapes" in options:
-                body.append(f"shapes = {_toml_value(shapes)}")
+                body.append(f"shapes = {toml_value(shapes)}")
+                shapes_written = shapes
+            else:
+                problems.append("fix-shapes has no 'shapes' option: set the shapes by hand")
+                header.append(comment(f"set the input shapes: {shapes}"))
             if "make-static" in active:
                 # fixing the inputs alone can leave an untaken If branch that no longer type-checks
                 # (it is folded away by make-static): the gates after make-static verify both
                 header.append("# verified together with make-static (the gates after it compare with the original)")
                 body += ["[pass.verify]", 'checker = "end"', 'ort = "end"', 'parity = "end"']
-            else:
-                problems.append("fix-shapes has no 'shapes' option: set the shapes by hand")
-                header.append(f"# set the input shapes: {shapes}")
         elif name == "make-static":
             if any(f.details.get("op") == "Loop" for f in findings) and "unroll_loops" in options:
                 header.append("# unroll_loops: ATC has no Loop parser; unrolling needs a constant trip count")
-                body.append("unroll_loops = true")
+                body.append(f"unroll_loops = {toml_value(True)}")
         elif name == "convert-opset":
             target, why = _convert_target(ctx)
-            header.append(f"# target {target}: {why}")
+            header.append(comment(f"target {target}: {why}"))
             if "target" in options:
-                body.append(f"target = {target}")
+                body.append(f"target = {toml_value(target)}")
         steps.append(name)
-        lines += header + ["[[pass]]", f'name = "{name}"', *body, ""]
+        lines += header + ["[[pass]]", f"name = {string(name)}", *body, ""]
 
     leftovers = [n for n in order_passes(suggested) if n not in active]
     if leftovers:
@@ -292,21 +291,45 @@ def emit_pipeline(
         for name in leftovers:
             commented.append(name)
             avail = "" if name in registered else " (not available in this build)"
-            lines += [f"# fixes: {because(suggested[name])}{avail}", "# [[pass]]", f'# name = "{name}"', ""]
+            lines += [comment(f"fixes: {because(suggested[name])}{avail}"), "# [[pass]]", comment(f"name = {string(name)}"), ""]
     text = "\n".join(lines).rstrip() + "\n"
     if registered:
-        problems += _validate(text)
+        problems += _validate(text, steps, shapes_written)
     return EmittedPipeline(text=text, steps=steps, missing=missing, commented=commented, problems=problems)
 
 
-def _validate(text: str) -> list[str]:
+def _unwritable(shapes: Mapping[str, Any]) -> list[Any]:
+    """Input names a TOML string cannot hold exactly (undecodable bytes)."""
+    bad = []
+    for name in shapes:
+        try:
+            text_of(name)
+        except Unrepresentable:
+            bad.append(name)
+    return bad
+
+
+def _validate(text: str, steps: list[str], shapes: Mapping[str, list[int]] | None) -> list[str]:
+    """The written file must parse and mean what was intended: these steps, these shapes.
+
+    Parsing constructs the passes but imports nothing: ``rewrite`` imports its module only when it
+    runs, and ``plugins`` are refused without ``allow_code``.
+    """
     from surgery.errors import SurgeryError
     from surgery.pipeline import parse_pipeline
 
     try:
-        parse_pipeline(tomllib.loads(text))
+        doc = tomllib.loads(text)
+        pipeline = parse_pipeline(doc, allow_code=False)
     except (SurgeryError, tomllib.TOMLDecodeError) as exc:
         return [f"the written pipeline does not load: {exc}"]
+    written = [s.name for s in pipeline.steps]
+    if written != steps:  # pragma: no cover - a bug in the writer
+        return [f"the written pipeline holds {written}, not the intended {steps}"]
+    if shapes is not None:
+        got = next((p["shapes"] for p in doc.get("pass", []) if p.get("name") == "fix-shapes"), None)
+        if got != {text_of(k): list(v) for k, v in shapes.items()}:  # pragma: no cover - a bug in the writer
+            return ["the written pipeline's fix-shapes shapes differ from the intended ones"]
     return []
 
 

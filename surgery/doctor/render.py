@@ -6,6 +6,7 @@ import textwrap
 
 from surgery.doctor.facts import load_facts
 from surgery.doctor.finding import DoctorReport
+from surgery.errors import one_line
 
 __all__ = ["render_table"]
 
@@ -62,4 +63,5 @@ def render_table(report: DoctorReport) -> str:
     out.append("Summary: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f". {verdict}.")
     if any(f.fix for f in report.findings):
         out.append("Fix: surgery doctor MODEL --emit-pipeline passes.toml, then surgery apply passes.toml MODEL -o OUT")
-    return "\n".join(out) + "\n"
+    # every line may carry model text (node names, the model path): one printable line each
+    return "\n".join(one_line(line) for line in out) + "\n"

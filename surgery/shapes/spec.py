@@ -18,9 +18,13 @@ from typing import Any, Union
 
 from surgery.errors import PipelineError
 
-__all__ = ["ShapeSpec", "parse_shapes", "format_atc_shapes", "parse_bucket_spec"]
+__all__ = ["ShapeSpec", "MAX_DIM", "parse_shapes", "format_atc_shapes", "parse_bucket_spec"]
 
 ShapeSpec = dict[str, tuple[int, ...]]
+
+#: The largest static dim a user may ask for (2^31 - 1: ATC and most NPU runtimes index with int32);
+#: anything larger is a typo that would otherwise surface as an allocation failure much later.
+MAX_DIM = (1 << 31) - 1
 
 _DIMS_RE = re.compile(r"^\[?\s*(-?\d+(\s*,\s*-?\d+)*)?\s*,?\s*\]?$")
 
@@ -53,6 +57,8 @@ def _check_dims(name: str, dims: Sequence[Any], where: str) -> tuple[int, ...]:
             raise PipelineError(f"{where}: dim {d!r} of '{name}' is not an integer")
         if d < -1:
             raise PipelineError(f"{where}: dim {d} of '{name}' is negative (use -1 to keep a dim dynamic)")
+        if d > MAX_DIM:
+            raise PipelineError(f"{where}: dim {d} of '{name}' is above {MAX_DIM}, larger than any tensor can be")
         out.append(int(d))
     return tuple(out)
 
@@ -122,7 +128,7 @@ def parse_bucket_spec(spec: Union[str, Mapping[str, Any]], *, where: str = "buck
             values = [values]
         if not isinstance(values, (list, tuple)) or not values:
             raise PipelineError(f"{where}: '{key}' needs a non-empty list of sizes")
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_DIM for v in values):
             raise PipelineError(f"{where}: the sizes of '{key}' must be positive integers, got {list(values)}")
         if len(set(values)) != len(values):
             raise PipelineError(f"{where}: '{key}' lists a size twice: {list(values)}")

@@ -24,7 +24,7 @@ from surgery.pass_base import FeedHints
 from surgery.shapes.infer import is_known_dim
 from surgery.verify.needs import min_dim, nbytes, reaches_signal_op
 
-__all__ = ["INDEX_OPS", "FeedPlan", "InputSpec", "InputsConfig", "plan_inputs"]
+__all__ = ["INDEX_OPS", "FeedPlan", "InputSpec", "InputsConfig", "plan_inputs", "read_npz"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,33 @@ _SIGNAL_WORDS = ("audio", "wav", "waveform", "speech", "signal", "pcm", "samples
 _SMALL_INTS = ("int4", "uint4", "int2", "uint2")
 #: largest generated (or broadcast) input; beyond it the run stops with exit 2 before allocating.
 MAX_GENERATED_BYTES = 2 << 30
+
+
+def read_npz(path: str | Path, *, what: str = "input arrays") -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` file (never a pickle).
+
+    A ``.npy`` file holds one unnamed array: it is refused by its magic bytes, before reading it,
+    with the way to make an ``.npz``.
+
+    Raises:
+        InputError: not an ``.npz`` file, or unreadable.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    if magic == b"\x93NUMPY":
+        raise InputError(f"{path}: a .npy file holds one unnamed array; {what} must be an .npz of arrays named "
+                         "after the inputs: np.savez('inputs.npz', x=array)")
+    if not magic.startswith(b"PK"):
+        raise InputError(f"{path}: not an .npz file (expected a zip of arrays named after the inputs)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read {what}: {type(exc).__name__}: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,11 +261,7 @@ def plan_inputs(
         path = Path(config.data)
         if not path.is_file():
             raise InputError(f"inputs data file {path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                given.update({k: npz[k] for k in npz.files})
-        except Exception as exc:
-            raise InputError(f"{path}: cannot read input arrays: {exc}") from None
+        given.update(read_npz(path))
     if config.arrays:
         given.update({k: np.asarray(v) for k, v in config.arrays.items()})
     for key in list(given) + list(config.specs):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from surgery.errors import one_line
 from surgery.graph import const_value
 from surgery.pass_base import Tolerance
 from surgery.verify.compare import ArrayDiff, diff_arrays
@@ -91,7 +92,7 @@ class TensorComparison:
             stats = self.diff.problem
         else:
             stats = f"cos {self.diff.cosine:.6f}  max_abs {self.diff.max_abs:.3g}  max_rel {self.diff.max_rel:.3g}"
-        return f"{self.index:5d} {verdict} {stats}  {self.name}{renamed} [{self.op_type}]"
+        return one_line(f"{self.index:5d} {verdict} {stats}  {self.name}{renamed} [{self.op_type}]")
 
 
 @dataclasses.dataclass
@@ -123,7 +124,7 @@ class LayerwiseReport:
         if self.only_in_candidate:
             lines.append(f"{len(self.only_in_candidate)} tensors only in the candidate: {_few(self.only_in_candidate)}")
         lines.append(self.first_text() or "no tensor breaks tolerance")
-        return "\n".join(lines)
+        return "\n".join(one_line(line) for line in lines)
 
     def first_text(self) -> str | None:
         if self.first is None:

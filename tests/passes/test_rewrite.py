@@ -9,10 +9,10 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
+from surgery.passes.rewrite import Rewrite
 
 import surgery
 from surgery.errors import PipelineError
-from surgery.passes.rewrite import Rewrite
 from surgery.testing import make_model, op_counts, ort_run, vi
 
 RULES = textwrap.dedent(
@@ -75,7 +75,7 @@ X = np.linspace(-4, 4, 6, dtype=np.float32)
 def test_exact_rules_through_a_toml_pipeline(rules_dir):
     toml = rules_dir / "passes.toml"
     toml.write_text(f'[[pass]]\nname = "rewrite"\nrules = "my_rules:EXACT"\npath = "{rules_dir}"\n')
-    model, report = surgery.apply(_model(), str(toml), inputs={"x": X})
+    model, report = surgery.apply(_model(), str(toml), inputs={"x": X}, allow_code=True)
     step = report.steps[0]
     assert step.modified and step.parity_status == "ok" and step.stats["rewritten"] == 1
     assert op_counts(model) == {"Sigmoid": 1, "Mul": 1, "Identity": 1}
@@ -100,15 +100,33 @@ def test_onnxscript_rules(rules_dir):
     np.testing.assert_allclose(ort_run(model, {"x": X})["y"], X / (1 + np.exp(-X)), rtol=1e-5, atol=1e-6)
 
 
+def test_a_toml_pipeline_needs_the_opt_in_to_import_its_module(rules_dir):
+    (rules_dir / "my_rules.py").write_text("import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n" + RULES)
+    toml = rules_dir / "passes.toml"
+    toml.write_text('[[pass]]\nname = "rewrite"\nrules = "my_rules:EXACT"\n')
+    with pytest.raises(PipelineError, match=r"would import the Python module .*my_rules\.py.*allow_code=True"):
+        surgery.apply(_model(), str(toml), inputs={"x": X})
+    assert not (rules_dir / "ran").exists()
+    # without `path`, the module is the one beside the TOML file
+    _, report = surgery.apply(_model(), str(toml), inputs={"x": X}, allow_code=True)
+    assert (rules_dir / "ran").exists() and report.steps[0].stats["rewritten"] == 1
+
+
+def test_a_malformed_spec_is_refused_when_the_pass_is_built():
+    for spec in ("my_rules", "../x:RULES", "a/b:RULES", "my_rules:A.B", "os; rm:X"):
+        with pytest.raises(PipelineError, match="must look like 'module:ATTRIBUTE'"):
+            Rewrite(rules=spec, path=".")
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("my_rules", "must look like 'module:ATTRIBUTE'"),
-        ("no_such_module:RULES", "cannot import module 'no_such_module'"),
+        ("no_such_module:RULES", "cannot import module 'no_such_module': no file .*no_such_module.py"),
         ("my_rules:MISSING", "module 'my_rules' has no attribute 'MISSING'"),
         ("my_rules:NOT_RULES", "holds a int; expected surgery.rules.Rule"),
     ],
 )
-def test_bad_rule_specs_are_pipeline_errors(rules_dir, spec, message):
+def test_bad_rule_specs_are_pipeline_errors_when_the_pass_runs(rules_dir, spec, message):
+    rewrite = Rewrite(rules=spec, path=str(rules_dir))  # nothing is imported yet
     with pytest.raises(PipelineError, match=message):
-        Rewrite(rules=spec, path=str(rules_dir))
+        rewrite(ir.from_proto(_model()))

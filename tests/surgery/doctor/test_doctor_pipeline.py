@@ -15,6 +15,7 @@ from surgery.doctor.fixes import PASS_ORDER, order_passes
 from surgery.options import option
 from surgery.pass_base import SurgeryPass
 from surgery.testing import make_model, vi
+from surgery.tomlwrite import value as toml_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,8 +120,8 @@ def test_order_passes():
 
 
 def test_toml_values_are_quoted():
-    assert emit_mod._toml_value({"a b": [1, 2], "c": "d\"e"}) == '{ "a b" = [1, 2], "c" = "d\\"e" }'
-    assert tomllib.loads("v = " + emit_mod._toml_value({"in:0": [1, 3], "x/y": [2]}))["v"] == {"in:0": [1, 3], "x/y": [2]}
+    assert toml_value({"a b": [1, 2], "c": "d\"e"}) == '{ "a b" = [1, 2], "c" = "d\\"e" }'
+    assert tomllib.loads("v = " + toml_value({"in:0": [1, 3], "x/y": [2]}))["v"] == {"in:0": [1, 3], "x/y": [2]}
 
 
 def _loop_model():
