@@ -142,8 +142,9 @@ def make_sample(model_path: Path, entry: dict[str, Any], seed: int) -> dict[str,
 # ----------------------------------------------------------------------------------------------- one model
 
 def _surgery(args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "surgery", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **CHILD_ENV})
+    # run outside the checkout, as a user would (``-m surgery`` there would import the source tree)
+    return subprocess.run([sys.executable, "-m", "surgery", *args], capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, **CHILD_ENV}, cwd=str(Path.home()))
 
 
 def _last_line(text: str) -> str:
@@ -282,7 +283,8 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
         cell: dict[str, Any] = {}
         try:
             proc = subprocess.run([sys.executable, str(HERE / "peers.py"), tool, str(original), str(target), shapes],
-                                  capture_output=True, text=True, timeout=timeout, env={**os.environ, **CHILD_ENV})
+                                  capture_output=True, text=True, timeout=timeout, check=False,
+                                  env={**os.environ, **CHILD_ENV})
             made = proc.returncode == 0 and target.exists()
             error = _last_line(proc.stderr) if not made else ""
         except subprocess.TimeoutExpired:
@@ -314,7 +316,8 @@ def run_child(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", entry["name"], "--cache", str(cache),
             "--row-out", str(out)]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **CHILD_ENV})
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                              env={**os.environ, **CHILD_ENV})
         error = f"worker exit {proc.returncode}: {_last_line(proc.stderr)}" if proc.returncode else ""
     except subprocess.TimeoutExpired:
         error = f"timed out after {timeout:.0f} s"
@@ -397,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown here")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
+    parser.add_argument("--render", action="store_true",
+                        help="print the table from the rows the last run left in the cache (runs nothing)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--row-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -410,6 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for row in chosen:
             print(f"{row['name']:<28} {'ci' if row['ci'] else '  '} {row['source']}")
+        return 0
+    if args.render:
+        done = [args.cache / "runs" / f"{r['name']}.row.json" for r in chosen]
+        ordered = [json.loads(p.read_text()) for p in done if p.exists()]
+        for row in ordered:
+            row.setdefault("ready", False)
+        print(render(ordered))
         return 0
     results: dict[str, dict[str, Any]] = {}
 

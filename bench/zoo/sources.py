@@ -30,7 +30,7 @@ def fetch_wheel(entry: dict[str, Any], cache: Path, target: Path) -> Path:
     found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem)]
     if not found:
         proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                               "-d", str(wheels), spec], capture_output=True, text=True)
+                               "-d", str(wheels), spec], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
             raise SourceError(f"pip download {spec} failed: {(lines or ['exit ' + str(proc.returncode)])[-1][:200]}")
