@@ -354,14 +354,30 @@ def _peer_cell(cell: dict[str, Any] | None) -> str:
     return f"x {failed[0]}{nodes}"
 
 
+def best_peer_nodes(row: dict[str, Any]) -> int | None:
+    """Fewest nodes among onnxsim's and onnxslim's outputs that are correct (checker, ORT, parity)."""
+    counts = [cell["nodes"] for tool, cell in row.get("peers", {}).items()
+              if tool in ("onnxsim", "onnxslim") and cell.get("nodes") is not None
+              and all(cell[k][0] for k in ("checker", "ort", "parity"))]
+    return min(counts) if counts else None
+
+
+def _nodes_cell(row: dict[str, Any]) -> str:
+    best = best_peer_nodes(row)
+    if row.get("nodes") is None or best is None:
+        return "-"
+    return "ok" if row["nodes"] <= best else f"x {best}"
+
+
 def render(rows: list[dict[str, Any]]) -> str:
-    header = ["model", "source", "ready", *SURGERY_CHECKS, "nodes", "orig", "onnxsim", "onnxslim", "polygraphy"]
+    header = ["model", "source", "ready", *SURGERY_CHECKS, "nodes", "orig", "<=peers", "onnxsim", "onnxslim",
+              "polygraphy"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         peers = row.get("peers", {})
         cells = [row["name"], row["source"], "READY" if row["ready"] else "no"]
         cells += [_mark(row.get(key)) if "error" not in row else "-" for key in SURGERY_CHECKS]
-        cells += [str(row.get("nodes", "-")), str(row.get("orig_nodes", "-"))]
+        cells += [str(row.get("nodes", "-")), str(row.get("orig_nodes", "-")), _nodes_cell(row)]
         cells += [_peer_cell(peers.get(tool)) for tool in ("onnxsim", "onnxslim", "polygraphy")]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -379,6 +395,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
     parts = [f"surgery {sum(r['ready'] for r in rows)}/{total} ready"]
     for tool in ("onnxsim", "onnxslim", "polygraphy"):
         parts.append(f"{tool} {sum(bool(r.get('peers', {}).get(tool, {}).get('ready')) for r in rows)}/{total}")
+    compared = [r for r in rows if _nodes_cell(r) != "-"]
+    parts.append(f"surgery nodes <= best of onnxsim/onnxslim on {sum(_nodes_cell(r) == 'ok' for r in compared)}"
+                 f"/{len(compared)} compared")
     return "; ".join(parts)
 
 
