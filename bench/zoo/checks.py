@@ -179,9 +179,11 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
     return True, worst
 
 
-def check_parity(original: Path, candidate: Path, feeds: dict[str, np.ndarray], rtol: float, atol: float) -> tuple[bool, str]:
+def check_parity(original: Path | dict[str, np.ndarray], candidate: Path, feeds: dict[str, np.ndarray], rtol: float,
+                 atol: float) -> tuple[bool, str]:
+    """``original`` is the original model's path, or its outputs on ``feeds`` computed once."""
     try:
-        ref = run_ort(original, feeds)
+        ref = original if isinstance(original, dict) else run_ort(original, feeds)
         got = run_ort(candidate, feeds)
     except Exception as exc:  # noqa: BLE001
         return False, _line(exc)
@@ -225,8 +227,11 @@ def check_openvino(path: Path, feeds: dict[str, np.ndarray], rtol: float, atol: 
     return static, match
 
 
-def static_readiness(original: Path, candidate: Path, feeds: dict[str, np.ndarray], rtol: float, atol: float) -> dict[str, Any]:
-    """The checks every tool's output is judged by (onnx-surgery's and the peers')."""
+def static_readiness(original: Path | dict[str, np.ndarray], candidate: Path, feeds: dict[str, np.ndarray], rtol: float,
+                     atol: float) -> dict[str, Any]:
+    """The checks every tool's output is judged by (onnx-surgery's and the peers').
+
+    ``original`` is the original model's path or its outputs on ``feeds`` (computed once per row)."""
     result: dict[str, Any] = {}
     result["checker"] = check_checker(candidate)
     result["ort"] = check_ort(candidate)

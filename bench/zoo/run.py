@@ -231,6 +231,11 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
         return row
     pins = entry.get("pins", {})
     np.savez(work / "sample1.npz", **{k: v for k, v in first.items() if k not in pins})
+    try:
+        reference: Any = checks.run_ort(original, fresh)  # the original's outputs, once for every judge
+    except Exception as exc:  # noqa: BLE001
+        row["error"] = "original does not run in ONNX Runtime: " + checks._line(exc)
+        return row
 
     # 1. doctor emits the pipeline; the user's decisions are added
     emitted = work / "emitted.toml"
@@ -263,7 +268,7 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
     row["apply_seconds"] = round(time.perf_counter() - started, 1)
     row["apply"] = [code == 0 and out.exists(), "" if code == 0 else f"exit {code}: {_last_line(stderr)}"]
     if row["apply"][0]:
-        result = checks.static_readiness(original, out, fresh, rtol, atol)
+        result = checks.static_readiness(reference, out, fresh, rtol, atol)
         for key in ("checker", "ort", "static", "no_cf", "opset", "no_f64", "parity"):
             row[key] = _pair(result[key])
         row["nodes"] = result["nodes"]
@@ -291,7 +296,7 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
             made, error = False, f"timed out after {timeout:.0f} s"
         cell["run"] = [made, error]
         if made:
-            result = checks.static_readiness(original, target, fresh, rtol, atol)
+            result = checks.static_readiness(reference, target, fresh, rtol, atol)
             for key in PEER_CHECKS:
                 cell[key] = _pair(result[key])
             cell["nodes"] = result["nodes"]
