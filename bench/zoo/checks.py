@@ -212,12 +212,15 @@ def check_openvino(path: Path, feeds: dict[str, np.ndarray], rtol: float, atol: 
         core = ov.Core()
         compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"})
         request = compiled.create_infer_request()
-        names = [p.get_any_name() for p in compiled.inputs]
-        result = request.infer({n: feeds[n] for n in names})
+        # a port carries every name of its tensor (OpenVINO merges the names of folded tensors)
+        inputs = {}
+        for port in compiled.inputs:
+            name = next((n for n in port.get_names() if n in feeds), port.get_any_name())
+            inputs[port.get_any_name()] = feeds[name]
+        result = request.infer(inputs)
         ref = run_ort(path, feeds)
         got = {}
         for port, value in result.items():
-            # a port carries every name of its tensor; pick the one ONNX Runtime reports
             for name in port.get_names():
                 if name in ref:
                     got[name] = np.asarray(value)
