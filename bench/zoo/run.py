@@ -331,6 +331,7 @@ def run_child(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
     else:
         row = {"name": entry["name"], "kind": entry["kind"], "source": entry["source"],
                "error": error or "worker wrote no row"}
+        out.write_text(json.dumps(row, indent=1))  # a crashed row stays in the table (--render)
     row["seconds"] = round(time.perf_counter() - started, 1)
     row.setdefault("ready", False)
     return row
