@@ -12,6 +12,7 @@ from surgery.errors import PipelineError
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
+from surgery.shapes.dims import dim_name, is_known_dim
 from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
 from surgery.shapes.infer import clear_shapes, infer_model, is_static_shape, walk_graphs
 from surgery.shapes.static import find_offenders, function_label
@@ -51,7 +52,7 @@ def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
         for node in graph:
             for out in node.outputs:
                 snap.append((out, None if out.shape is None else tuple(
-                    d if isinstance(d, int) else ("?", d.value) for d in out.shape)))
+                    d if is_known_dim(d) else ("?", dim_name(d)) for d in out.shape)))
     return snap
 
 
@@ -106,6 +107,10 @@ class MakeStatic(SurgeryPass):
         )
         rounds = 0
         converged = False
+        # inference gets to recompute every shape from scratch, but a shape it cannot recompute
+        # is put back at the end: a graph output without one fails the checker
+        known = [(v, v.shape) for v, _ in before if v.shape is not None]
+        known += [(v, v.shape) for g in walk_graphs(model.graph) for v in g.outputs if v.shape is not None]
         clear_shapes(model)
         inference_failed = False
         while rounds < opts.max_rounds:
@@ -128,6 +133,13 @@ class MakeStatic(SurgeryPass):
             notes.append(f"did not reach a fixed point in {opts.max_rounds} rounds")
             clear_shapes(model)
             infer_model(model)
+        kept = 0
+        for value, shape in known:
+            if value.shape is None:
+                value.shape = shape
+                kept += 1
+        if kept:
+            notes.append(f"{kept} shapes that inference could not recompute were kept as annotated")
         after = _shape_snapshot(model)
         stats = folder.stats
         folded = stats.folded_nodes + stats.shape_ops_folded + stats.ifs_inlined + stats.loops_unrolled

@@ -33,6 +33,8 @@ from surgery.model_io import LightProto, graph_initializer_bytes
 from surgery.pass_base import FeedHints, Numerics, SurgeryResult, Tolerance
 from surgery.pipeline import Pipeline, Step
 from surgery.report import ModelStats, Report, StepReport
+from surgery.shapes.dims import count_dynamic_dims
+from surgery.shapes.infer import refresh_shapes
 from surgery.verify.inputs import FeedPlan, plan_inputs
 
 __all__ = ["Runner", "model_stats", "dynamic_dims"]
@@ -51,9 +53,7 @@ def _graph_dynamic_dims(graph: GraphLike) -> int:
             if shape is None or v in seen:
                 continue
             seen.add(v)
-            for d in shape:
-                if not isinstance(d, int):
-                    count += 1
+            count += count_dynamic_dims(shape)
     return count
 
 
@@ -200,6 +200,7 @@ class Runner:
                 step_report.after = step_report.before
                 step_report.checker = step_report.ort = step_report.parity_status = "unchanged"
                 continue
+            refresh_shapes(state.model)  # fresh shapes are a runner invariant (issue 13)
             step_report.after = model_stats(state.model)
             if not self._gated:
                 step_report.checker = step_report.ort = step_report.parity_status = "off"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from surgery.errors import InputError
+from surgery.shapes.dims import is_static_shape
 
 __all__ = ["register", "run"]
 
@@ -89,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
     # B's static input shapes decide generated shapes, so that a model with fixed shapes runs too
     hints = FeedHints()
     for v in b_chain[0].graph.inputs:
-        if v.shape is not None and all(isinstance(d, int) for d in v.shape) and v.name:
+        if is_static_shape(v.shape) and v.name:
             hints.shapes[v.name] = tuple(int(d) for d in v.shape)
-    a_dynamic = {v.name for v in a.graph.inputs if v.shape is None or not all(isinstance(d, int) for d in v.shape)}
+    a_dynamic = {v.name for v in a.graph.inputs if not is_static_shape(v.shape)}
     hints.shapes = {k: s for k, s in hints.shapes.items() if k in a_dynamic}
     plan = plan_inputs(a, InputsConfig(data=args.inputs), hints)
     for name, how in plan.provenance.items():

@@ -25,6 +25,7 @@ from surgery.doctor.context import Context
 from surgery.doctor.facts import load_facts
 from surgery.doctor.finding import DoctorReport, Finding, Severity
 from surgery.doctor.fixes import PASS_ORDER, USER_DECISION_PASSES, order_passes
+from surgery.shapes.dims import is_known_dim, is_static_shape
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,12 +93,12 @@ def decide_shapes(
         if current is None:
             undecided.append(name)
             continue
-        if all(isinstance(d, int) for d in current):
+        if is_static_shape(current):
             continue
         shape: list[int] = []
         reasons: list[str] = []
         for i, d in enumerate(current):
-            if isinstance(d, int):
+            if is_known_dim(d):
                 shape.append(d)
                 continue
             label = d if isinstance(d, str) else f"dim {i}"

@@ -41,6 +41,7 @@ import onnx_ir as ir
 from onnx_ir._cloner import Cloner
 
 from surgery.graph import GraphLike, NameAllocator, const_value
+from surgery.shapes.dims import is_known_dim
 from surgery.shapes.evaluate import evaluate_node
 from surgery.shapes.infer import has_schema, infer_node, is_static_shape, walk_graphs
 
@@ -283,7 +284,7 @@ class Folder:
             for out, a, b in zip(node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs):
                 if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
                     continue
-                dims = [x if isinstance(x, int) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape)]
+                dims = [x if is_known_dim(x) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape)]
                 put(out, ir.Shape(dims), a.dtype)
         elif node.op_type == "Loop":
             body = node.attributes["body"].as_graph()

@@ -19,8 +19,14 @@ import onnx_ir as ir
 
 from surgery.graph import GraphLike, subgraphs
 from surgery.model_io import LightProto
+from surgery.shapes.dims import is_known_dim, is_static_shape
 
 __all__ = [
+    "OBSERVED_KEY",
+    "InferredTables",
+    "inferred_tables",
+    "refresh_shapes",
+    "proven_shapes",
     "is_known_dim",
     "is_static_shape",
     "has_schema",
@@ -35,14 +41,9 @@ logger = logging.getLogger(__name__)
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
-
-def is_known_dim(dim: object) -> bool:
-    """A concrete size (exporters such as Paddle's write an unknown dim as ``-1``)."""
-    return isinstance(dim, int) and dim >= 0
-
-
-def is_static_shape(shape: ir.Shape | None) -> bool:
-    return shape is not None and all(is_known_dim(d) for d in shape)
+#: ``ir.Value.meta`` key of a shape observed in execution that contradicts onnx inference
+#: (:mod:`surgery.shapes.observed`): inference never overwrites it and clearing never forgets it.
+OBSERVED_KEY = "surgery.observed_shape"
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,17 +62,6 @@ def walk_graphs(graph: GraphLike) -> Iterator[GraphLike]:
     for node in graph:
         for sub in subgraphs(node):
             yield from walk_graphs(sub)
-
-
-def _walk_proto(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _walk_proto(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _walk_proto(sub)
 
 
 def _recomputable(node: ir.Node, functions: set[tuple[str, str, str]]) -> bool:
@@ -98,7 +88,7 @@ def clear_shapes(model: ir.Model) -> int:
             if not _recomputable(node, functions):
                 continue
             for out in node.outputs:
-                if out.shape is not None:
+                if out.shape is not None and not out.meta.get(OBSERVED_KEY):
                     out.shape = None
                     cleared += 1
     return cleared
@@ -173,6 +163,88 @@ def _apply(value: ir.Value, type_proto: onnx.TypeProto, cache: _TypeCache | None
     return changed
 
 
+#: onnx's inferred types per graph: ``id(ir graph)`` -> value name -> TypeProto.
+InferredTables = dict[int, dict[str, onnx.TypeProto]]
+
+
+def _graph_attrs(node: onnx.NodeProto) -> list[onnx.AttributeProto]:
+    return [a for a in node.attribute if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)]
+
+
+def _table_walk(graph: GraphLike, proto: onnx.GraphProto, tables: InferredTables, *, main: bool) -> None:
+    """Pair ``graph`` with its inferred proto and recurse into subgraphs by walking both in step.
+
+    Tables are keyed by graph, never by name alone: sibling ``If`` branches (and bodies of
+    different Loops) commonly reuse value names with different shapes.
+    """
+    table: dict[str, onnx.TypeProto] = {}
+    infos = list(proto.value_info) + list(proto.output) + ([] if main else list(proto.input))
+    for info in infos:
+        if info.name and info.type.WhichOneof("value"):
+            table.setdefault(info.name, info.type)
+    tables[id(graph)] = table
+    holders = [n for n in graph if any(True for _ in subgraphs(n))]
+    proto_holders = [n for n in proto.node if _graph_attrs(n)]
+    if len(holders) != len(proto_holders):  # should not happen: subgraphs then stay as they are
+        logger.debug("subgraph holders differ after inference (%d vs %d)", len(holders), len(proto_holders))
+        return
+    for node, pnode in zip(holders, proto_holders):
+        if node.op_type != pnode.op_type:
+            return
+        for attr in _graph_attrs(pnode):
+            mine = node.attributes.get(attr.name)
+            if mine is None or mine.is_ref():
+                continue
+            if attr.type == onnx.AttributeProto.GRAPH and mine.type == ir.AttributeType.GRAPH:
+                _table_walk(mine.as_graph(), attr.g, tables, main=False)
+            elif attr.type == onnx.AttributeProto.GRAPHS and mine.type == ir.AttributeType.GRAPHS:
+                for sub, psub in zip(mine.as_graphs(), attr.graphs):
+                    _table_walk(sub, psub, tables, main=False)
+
+
+def inferred_tables(model: ir.Model, *, data_prop: bool = True) -> InferredTables | None:
+    """onnx shape inference over the whole model, once, as per-graph tables (None if onnx refused it).
+
+    The one place the project runs onnx's whole-model inference on an ``ir.Model``: on a
+    :class:`~surgery.model_io.LightProto` whose large weights are typed graph inputs (so it works
+    past 2 GB and never reads external data), non-strict (a node onnx cannot infer leaves its
+    outputs as annotated, and inference continues from them). Model-local function bodies get
+    no table: onnx infers them only per call (see :func:`refresh_shapes`).
+    """
+    try:
+        proto = LightProto(model).for_checker()
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=data_prop)
+    except Exception as exc:  # onnx raises on malformed graphs even in non-strict mode
+        text = str(exc).strip().splitlines()
+        logger.warning("onnx shape inference failed: %s", text[0] if text else type(exc).__name__)
+        return None
+    tables: InferredTables = {}
+    _table_walk(model.graph, inferred.graph, tables, main=True)
+    return tables
+
+
+def _graph_values(graph: GraphLike, *, main: bool) -> list[ir.Value]:
+    values: list[ir.Value] = [out for node in graph for out in node.outputs]
+    values.extend(graph.outputs)
+    if not main:
+        values.extend(graph.inputs)
+    return values
+
+
+def _merge_tables(model: ir.Model, tables: InferredTables) -> int:
+    cache: _TypeCache = {}
+    changed = 0
+    for graph in walk_graphs(model.graph):
+        table = tables.get(id(graph))
+        if not table:
+            continue
+        for value in _graph_values(graph, main=graph is model.graph):
+            if value.name and value.name in table and not value.meta.get(OBSERVED_KEY) \
+                    and _apply(value, table[value.name], cache):
+                changed += 1
+    return changed
+
+
 def infer_model(model: ir.Model, *, data_prop: bool = True) -> int:
     """Run onnx shape inference over the whole model and merge the result into every graph.
 
@@ -180,41 +252,90 @@ def infer_model(model: ir.Model, *, data_prop: bool = True) -> int:
     a whole. Inference errors on single nodes are tolerated (non-strict mode): those values simply
     stay unknown.
     """
-    light = LightProto(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(
-            light.proto, check_type=False, strict_mode=False, data_prop=data_prop
-        )
-    except Exception as exc:  # onnx raises on malformed graphs even in non-strict mode
-        logger.warning("onnx shape inference failed: %s", exc)
+    tables = inferred_tables(model, data_prop=data_prop)
+    if tables is None:
         return -1
-    ir_graphs = list(walk_graphs(model.graph))
-    proto_graphs = list(_walk_proto(inferred.graph))
+    return _merge_tables(model, tables)
+
+
+def _negative_to_unknown(value: ir.Value) -> bool:
+    """Rewrite a literal ``-1`` dim (Paddle's unknown) as an anonymous dim; returns whether it did."""
+    shape = value.shape
+    if shape is None or all(not isinstance(d, int) or d >= 0 for d in shape):
+        return False
+    value.shape = ir.Shape([ir.SymbolicDim(None) if isinstance(d, int) and d < 0 else d for d in shape])
+    return True
+
+
+def _infer_nodes(graph: GraphLike, opsets: dict[str, int], *, only_missing: bool) -> int:
+    """Per-node inference in order (function bodies, or a graph onnx refused as a whole)."""
     changed = 0
-    if len(ir_graphs) != len(proto_graphs):  # should not happen; fall back to global names
-        logger.debug("graph count mismatch after inference (%d vs %d)", len(ir_graphs), len(proto_graphs))
-        table = {vi.name: vi.type for g in proto_graphs for vi in list(g.value_info) + list(g.output)}
-        pairs = [(g, table) for g in ir_graphs]
-    else:
-        pairs = []
-        for g, pg in zip(ir_graphs, proto_graphs):
-            table = {vi.name: vi.type for vi in pg.value_info}
-            for vi in pg.output:
-                table[vi.name] = vi.type
-            if g is not model.graph:
-                for vi in pg.input:
-                    table[vi.name] = vi.type
-            pairs.append((g, table))
-    cache: _TypeCache = {}
-    for graph, table in pairs:
-        values: list[ir.Value] = [out for node in graph for out in node.outputs]
-        values.extend(graph.outputs)
-        if graph is not model.graph:
-            values.extend(graph.inputs)
-        for value in values:
-            if value.name and value.name in table and _apply(value, table[value.name], cache):
+    for node in graph:
+        if node.op_type == "Constant" and node.domain in _STANDARD_DOMAINS:
+            attr = node.attributes.get("value")
+            out = node.outputs[0]
+            if attr is not None and not attr.is_ref() and (out.shape is None or out.type is None):
+                tensor = attr.as_tensor()
+                out.shape = ir.Shape(tensor.shape.numpy())
+                out.dtype = tensor.dtype
                 changed += 1
+            continue
+        if only_missing and all(o.type is not None and is_static_shape(o.shape) for o in node.outputs):
+            continue
+        if infer_node(node, opsets):
+            changed += 1
+        for sub in subgraphs(node):
+            changed += _infer_nodes(sub, opsets, only_missing=only_missing)
     return changed
+
+
+def refresh_shapes(model: ir.Model) -> int:
+    """Give every value of every graph and function the type and shape inference can give.
+
+    The runner calls this after every pass that changed the model, so that no pass has to
+    annotate the nodes it creates (a ``Constant`` left unannotated read as "unknown rank" to
+    ``assert-static`` and to ATC). Known information is never lost: an inferred known size beats a
+    symbol or a stale size, a known size is never replaced by a symbol, and a value inference says
+    nothing about keeps its annotation (a graph output whose shape was dropped makes the checker
+    fail with "Field 'shape' of 'type' is required but missing", naming no tensor). Shapes that
+    execution contradicted (:mod:`surgery.shapes.observed`) are kept as observed. Literal ``-1``
+    dims become anonymous dims first (onnx would keep a ``-1`` rather than infer the size).
+    Returns the number of values changed.
+    """
+    changed = 0
+    # first, so that onnx does not hold a "-1" against the size it infers (it keeps the annotation)
+    for graph in [*walk_graphs(model.graph), *(g for f in model.functions.values() for g in walk_graphs(f))]:
+        for value in [*graph.inputs, *_graph_values(graph, main=True)]:
+            changed += _negative_to_unknown(value)
+    tables = inferred_tables(model)
+    if tables is not None:
+        changed += _merge_tables(model, tables)
+    opsets = dict(model.opset_imports)
+    if tables is None:  # onnx refused the model as a whole: per node, in order, what can be had
+        changed += _infer_nodes(model.graph, opsets, only_missing=True)
+    for function in model.functions.values():
+        changed += _infer_nodes(function, {**opsets, **function.opset_imports}, only_missing=False)
+    return changed
+
+
+def proven_shapes(model: ir.Model) -> dict[ir.Value, ir.Shape | None]:
+    """The shape inference proves for every value of every graph, ignoring intermediate annotations.
+
+    Annotations an op's schema can recompute are forgotten (:func:`clear_shapes`), the model is
+    inferred from its inputs alone, the result is read, and every annotation is put back: the
+    model is unchanged. ``assert-static`` judges these shapes, never the annotations a pass or an
+    exporter wrote (which may be stale, or missing on nodes a pass created).
+    """
+    values = [v for g in walk_graphs(model.graph) for v in [*g.inputs, *_graph_values(g, main=True)]]
+    saved = [(v, v.type, v.shape) for v in values]
+    try:
+        clear_shapes(model)
+        refresh_shapes(model)
+        return {v: v.shape for v in values}
+    finally:
+        for value, tp, shape in saved:
+            value.type = tp
+            value.shape = shape
 
 
 @functools.lru_cache(maxsize=4096)

@@ -20,6 +20,7 @@ import onnx_ir as ir
 
 from surgery.errors import InputError
 from surgery.pass_base import FeedHints
+from surgery.shapes.dims import dim_name, is_known_dim
 
 __all__ = ["InputSpec", "InputsConfig", "FeedPlan", "plan_inputs", "INDEX_OPS"]
 
@@ -80,7 +81,7 @@ def _index_bound(value: ir.Value, depth: int = 0) -> int | None:
             axis = node.attributes.get_int("axis", 0) if node.op_type != "GatherND" else 0
             if data is not None and data.shape is not None and len(data.shape) > 0:
                 dim = data.shape[axis % len(data.shape)]
-                if isinstance(dim, int):
+                if is_known_dim(dim):
                     found = dim
         elif node.op_type in _VALUE_PRESERVING and idx == 0 and depth < 8:
             for out in node.outputs:
@@ -93,7 +94,7 @@ def _index_bound(value: ir.Value, depth: int = 0) -> int | None:
 
 
 def _guess_dim(value: ir.Value, axis: int, dim: Any, dims: Mapping[str, int], ones: bool) -> tuple[int, str]:
-    name = str(dim) if dim is not None and not isinstance(dim, int) else None
+    name = dim_name(dim)
     if name is not None and name in dims:
         return dims[name], f"{name}={dims[name]}"
     if ones:
@@ -190,10 +191,10 @@ def plan_inputs(
                 )
             dims = []
             for axis, dim in enumerate(value.shape):
-                if isinstance(dim, int):
+                if is_known_dim(dim):
                     dims.append(dim)
                     continue
-                size, text = _guess_dim(value, axis, dim.value if hasattr(dim, "value") else dim, hints.dims, ones)
+                size, text = _guess_dim(value, axis, dim, hints.dims, ones)
                 dims.append(size)
                 how.append(text)
             shape = tuple(dims)
