@@ -56,7 +56,7 @@ class AssertStatic(SurgeryPass):
             ops = len(offenders) - tensors
             lines = "\n".join(f"  - {o}" for o in offenders)
             raise PassError(
-                f"the model is not static: {tensors} dynamic tensor(s), {ops} data-dependent op(s)\n{lines}",
+                f"the model is not static: {tensors} dynamic tensor(s), {ops} data-dependent or control-flow op(s)\n{lines}",
                 pass_name=self.name,
             )
         return SurgeryResult(model, modified=False, stats={"checked": "static"})
