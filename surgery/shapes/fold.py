@@ -44,7 +44,7 @@ from onnx_ir._cloner import Cloner
 from surgery.graph import GraphLike, NameAllocator, const_value
 from surgery.shapes.dims import is_known_dim
 from surgery.shapes.evaluate import evaluate_node
-from surgery.shapes.infer import has_schema, infer_node, is_static_shape, walk_graphs
+from surgery.shapes.infer import has_schema, infer_control_flow, infer_node, is_static_shape, walk_graphs
 
 __all__ = ["Folder", "FoldStats", "DEFAULT_KEEP_OPS"]
 
@@ -267,43 +267,7 @@ class Folder:
         return True
 
     def _infer_control_flow(self, node: ir.Node) -> None:
-        """Output shapes of an If/Loop from its bodies' outputs.
-
-        onnx's whole-model inference cannot see outer-scope constants from inside a subgraph, so a
-        branch output that only per-node inference resolved would leave the If output unknown.
-        """
-        def put(out: ir.Value, shape: ir.Shape | None, dtype: ir.DataType | None) -> None:
-            if shape is None or is_static_shape(out.shape):
-                return
-            if is_static_shape(shape) or out.shape is None:
-                out.shape = shape
-                if out.type is None and dtype is not None:
-                    out.dtype = dtype
-                self.stats.nodes_inferred += 1
-
-        if node.op_type == "If":
-            then_attr, else_attr = node.attributes.get("then_branch"), node.attributes.get("else_branch")
-            if then_attr is None or else_attr is None:
-                return
-            for out, a, b in zip(node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs):
-                if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
-                    continue
-                dims = [x if is_known_dim(x) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape)]
-                put(out, ir.Shape(dims), a.dtype)
-        elif node.op_type == "Loop":
-            body = node.attributes["body"].as_graph()
-            carried_in = list(node.inputs[2:])
-            n_carried = len(carried_in)
-            body_outs = list(body.outputs)
-            for out, init, body_out in zip(node.outputs[:n_carried], carried_in, body_outs[1:1 + n_carried]):
-                if init is not None and is_static_shape(init.shape) and is_static_shape(body_out.shape) \
-                        and list(init.shape) == list(body_out.shape):
-                    put(out, ir.Shape(list(body_out.shape)), body_out.dtype)
-            trip = self.constant(node.inputs[0] if node.inputs else None)
-            if trip is not None and trip.size == 1:
-                for out, body_out in zip(node.outputs[n_carried:], body_outs[1 + n_carried:]):
-                    if is_static_shape(body_out.shape):
-                        put(out, ir.Shape([int(trip.reshape(-1)[0]), *body_out.shape]), body_out.dtype)
+        self.stats.nodes_inferred += infer_control_flow(node, self.constant)
 
     def _const_map(self, node: ir.Node) -> dict[ir.Value, np.ndarray]:
         out = {}

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from surgery.graph import GraphLike, subgraphs
+from surgery.graph import GraphLike, const_value, subgraphs
 from surgery.model_io import LightProto
-from surgery.shapes.dims import is_known_dim, is_static_shape
+from surgery.shapes.dims import is_known_dim, is_static_shape, shape_text
 
 __all__ = [
     "OBSERVED_KEY",
+    "CONTRADICTED_KEY",
+    "honour_observation",
     "InferredTables",
     "inferred_tables",
     "refresh_shapes",
@@ -33,6 +36,7 @@ __all__ = [
     "clear_shapes",
     "infer_model",
     "infer_node",
+    "infer_control_flow",
     "merge_shape",
     "walk_graphs",
 ]
@@ -41,9 +45,30 @@ logger = logging.getLogger(__name__)
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
-#: ``ir.Value.meta`` key of a shape observed in execution that contradicts onnx inference
-#: (:mod:`surgery.shapes.observed`): inference never overwrites it and clearing never forgets it.
+#: ``ir.Value.meta`` key of the shape ONNX Runtime computed for the value on the parity sample
+#: (:mod:`surgery.shapes.observed`): an inferred size that contradicts it is replaced by it.
 OBSERVED_KEY = "surgery.observed_shape"
+#: ``ir.Value.meta`` key set (to the shape onnx inferred, as text) once a value's inferred shape
+#: was contradicted by execution; clearing never forgets such a value's shape.
+CONTRADICTED_KEY = "surgery.contradicted_inference"
+
+
+def honour_observation(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | None:
+    """``shape`` with every known size (or the rank) that execution contradicted replaced by the
+    observed one; the contradiction is recorded on the value. Symbolic dims are left alone: the
+    sample's size is one of many."""
+    observed = value.meta.get(OBSERVED_KEY)
+    if observed is None or shape is None:
+        return shape
+    if len(shape) != len(observed):
+        fixed = ir.Shape(list(observed))
+    else:
+        wrong = [i for i, d in enumerate(shape) if is_known_dim(d) and int(d) != observed[i]]
+        if not wrong:
+            return shape
+        fixed = ir.Shape([observed[i] if i in wrong else d for i, d in enumerate(shape)])
+    value.meta.setdefault(CONTRADICTED_KEY, shape_text(shape))
+    return fixed
 
 
 @functools.lru_cache(maxsize=None)
@@ -88,7 +113,7 @@ def clear_shapes(model: ir.Model) -> int:
             if not _recomputable(node, functions):
                 continue
             for out in node.outputs:
-                if out.shape is not None and not out.meta.get(OBSERVED_KEY):
+                if out.shape is not None and CONTRADICTED_KEY not in out.meta:
                     out.shape = None
                     cleared += 1
     return cleared
@@ -157,6 +182,7 @@ def _apply(value: ir.Value, type_proto: onnx.TypeProto, cache: _TypeCache | None
         value.type = inferred_type
         changed = True
     merged = merge_shape(value.shape, inferred)
+    merged = honour_observation(value, merged)
     if merged != value.shape or (merged is not None and value.shape is not None and list(merged) != list(value.shape)):
         value.shape = merged
         changed = True
@@ -239,8 +265,7 @@ def _merge_tables(model: ir.Model, tables: InferredTables) -> int:
         if not table:
             continue
         for value in _graph_values(graph, main=graph is model.graph):
-            if value.name and value.name in table and not value.meta.get(OBSERVED_KEY) \
-                    and _apply(value, table[value.name], cache):
+            if value.name and value.name in table and _apply(value, table[value.name], cache):
                 changed += 1
     return changed
 
@@ -267,8 +292,70 @@ def _negative_to_unknown(value: ir.Value) -> bool:
     return True
 
 
+def _small_constants(node: ir.Node) -> dict[ir.Value, np.ndarray]:
+    """Small constant inputs of ``node`` (axes, shapes: what per-node inference reads data of)."""
+    found: dict[ir.Value, np.ndarray] = {}
+    for value in node.inputs:
+        if value is None:
+            continue
+        tensor = value.const_value
+        if tensor is not None and (tensor.shape is None or math.prod(tensor.shape.numpy()) > 64):
+            continue
+        array = const_value(value)
+        if array is not None:
+            found[value] = array
+    return found
+
+
+def infer_control_flow(node: ir.Node, constant: Callable[[ir.Value | None], np.ndarray | None] = const_value) -> int:
+    """Output shapes of an If/Loop from its bodies' outputs; returns how many outputs it set.
+
+    onnx's whole-model inference cannot see outer-scope constants from inside a subgraph, so a
+    branch output that only per-node inference resolved would leave the If output unknown.
+    """
+    changed = 0
+
+    def put(out: ir.Value, shape: ir.Shape | None, dtype: ir.DataType | None) -> None:
+        nonlocal changed
+        if shape is None or is_static_shape(out.shape):
+            return
+        if is_static_shape(shape) or out.shape is None:
+            out.shape = shape
+            if out.type is None and dtype is not None:
+                out.dtype = dtype
+            changed += 1
+
+    if node.op_type == "If":
+        then_attr, else_attr = node.attributes.get("then_branch"), node.attributes.get("else_branch")
+        if then_attr is None or else_attr is None:
+            return 0
+        for out, a, b in zip(node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs):
+            if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
+                continue
+            dims = [x if is_known_dim(x) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape)]
+            put(out, ir.Shape(dims), a.dtype)
+    elif node.op_type == "Loop":
+        body = node.attributes["body"].as_graph()
+        carried_in = list(node.inputs[2:])
+        n_carried = len(carried_in)
+        body_outs = list(body.outputs)
+        for out, init, body_out in zip(node.outputs[:n_carried], carried_in, body_outs[1:1 + n_carried]):
+            if init is not None and is_static_shape(init.shape) and is_static_shape(body_out.shape) \
+                    and list(init.shape) == list(body_out.shape):
+                put(out, ir.Shape(list(body_out.shape)), body_out.dtype)
+        trip = constant(node.inputs[0] if node.inputs else None)
+        if trip is not None and trip.size == 1:
+            for out, body_out in zip(node.outputs[n_carried:], body_outs[1 + n_carried:]):
+                if is_static_shape(body_out.shape):
+                    put(out, ir.Shape([int(trip.reshape(-1)[0]), *body_out.shape]), body_out.dtype)
+    return changed
+
+
 def _infer_nodes(graph: GraphLike, opsets: dict[str, int], *, only_missing: bool) -> int:
-    """Per-node inference in order (function bodies, or a graph onnx refused as a whole)."""
+    """Per-node inference in order, with small constant inputs read (``only_missing``: nodes with
+    an output of unknown type or rank only). onnx's whole-model inference does not read constants
+    from an outer scope (an ``Unsqueeze`` in an ``If`` branch whose axes are a main-graph
+    initializer stays of unknown rank), nor function bodies."""
     changed = 0
     for node in graph:
         if node.op_type == "Constant" and node.domain in _STANDARD_DOMAINS:
@@ -280,12 +367,15 @@ def _infer_nodes(graph: GraphLike, opsets: dict[str, int], *, only_missing: bool
                 out.dtype = tensor.dtype
                 changed += 1
             continue
-        if only_missing and all(o.type is not None and is_static_shape(o.shape) for o in node.outputs):
-            continue
-        if infer_node(node, opsets):
-            changed += 1
-        for sub in subgraphs(node):
+        held = list(subgraphs(node))
+        for sub in held:
             changed += _infer_nodes(sub, opsets, only_missing=only_missing)
+        if only_missing and all(o.type is not None and o.shape is not None for o in node.outputs):
+            continue
+        if held:
+            changed += infer_control_flow(node) if node.domain in _STANDARD_DOMAINS else 0
+        elif infer_node(node, opsets, _small_constants(node)):
+            changed += 1
     return changed
 
 
@@ -311,8 +401,7 @@ def refresh_shapes(model: ir.Model) -> int:
     if tables is not None:
         changed += _merge_tables(model, tables)
     opsets = dict(model.opset_imports)
-    if tables is None:  # onnx refused the model as a whole: per node, in order, what can be had
-        changed += _infer_nodes(model.graph, opsets, only_missing=True)
+    changed += _infer_nodes(model.graph, opsets, only_missing=True)  # what onnx left unknown
     for function in model.functions.values():
         changed += _infer_nodes(function, {**opsets, **function.opset_imports}, only_missing=False)
     return changed
