@@ -379,6 +379,10 @@ def _infer_nodes(graph: GraphLike, opsets: dict[str, int], *, only_missing: bool
     return changed
 
 
+def _count_contradicted(model: ir.Model) -> int:
+    return sum(CONTRADICTED_KEY in o.meta for node in model.graph for o in node.outputs)
+
+
 def refresh_shapes(model: ir.Model) -> int:
     """Give every value of every graph and function the type and shape inference can give.
 
@@ -397,9 +401,15 @@ def refresh_shapes(model: ir.Model) -> int:
     for graph in [*walk_graphs(model.graph), *(g for f in model.functions.values() for g in walk_graphs(f))]:
         for value in [*graph.inputs, *_graph_values(graph, main=True)]:
             changed += _negative_to_unknown(value)
-    tables = inferred_tables(model)
-    if tables is not None:
-        changed += _merge_tables(model, tables)
+    for _ in range(3):
+        contradicted = _count_contradicted(model)
+        tables = inferred_tables(model)
+        if tables is not None:
+            changed += _merge_tables(model, tables)
+        if tables is None or _count_contradicted(model) == contradicted:
+            break
+        # a size execution contradicted was just corrected: onnx propagated the wrong one
+        # downstream in this run, so infer once more from the corrected annotations
     opsets = dict(model.opset_imports)
     changed += _infer_nodes(model.graph, opsets, only_missing=True)  # what onnx left unknown
     for function in model.functions.values():
