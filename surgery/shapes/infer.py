@@ -58,7 +58,7 @@ def honour_observation(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | No
     observed one; the contradiction is recorded on the value. Symbolic dims are left alone: the
     sample's size is one of many."""
     observed = value.meta.get(OBSERVED_KEY)
-    if observed is None or shape is None:
+    if observed is None or shape is None or (value.type is not None and not isinstance(value.type, ir.TensorType)):
         return shape
     if len(shape) != len(observed):
         fixed = ir.Shape(list(observed))

@@ -32,7 +32,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.shapes.dims import is_known_dim, shape_text
-from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY, refresh_shapes
+from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY, proven_shapes, refresh_shapes
 
 __all__ = [
     "Contradiction",
@@ -130,9 +130,9 @@ def observe_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str
                 for _ in chunk:
                     outputs.pop()
             try:
-                names = [v.name for v in extra]
-                for name, array in zip(names, session.run(feeds, names).values()):
-                    observed[name] = tuple(int(d) for d in np.shape(array))
+                for name, array in session.run(feeds, [v.name for v in extra]).items():
+                    if isinstance(array, np.ndarray):  # sequences and maps have no shape to compare
+                        observed[name] = tuple(int(d) for d in array.shape)
             finally:
                 session.close()
     except Exception as exc:  # observation is a cross-check: ORT failing here is reported by the gates
@@ -189,6 +189,9 @@ def correct_observed_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray]) ->
     got wrong; returns report notes. The runner's call, once, before the first pass."""
     if not record_observations(model, observe_shapes(model, feeds)):
         return []
+    proven_shapes(model)  # finds contradictions (recorded on the values), annotations left as they are
+    if not contradictions(model):
+        return []  # inference agrees with execution: the model is not touched
     refresh_shapes(model)
     return contradiction_notes(model)
 
