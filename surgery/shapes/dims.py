@@ -20,9 +20,10 @@ annotations). In user shape specs (ATC ``--input_shape``, onnxsim, Polygraphy) `
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnx_ir as ir
+if TYPE_CHECKING:  # light at import: the CLI's fast commands use these helpers
+    import onnx_ir as ir
 
 __all__ = [
     "is_known_dim",
@@ -69,7 +70,7 @@ def dim_name(dim: Any) -> str | None:
     """The symbolic name of a dynamic dim, or None (known, anonymous, ``-1``, ``?``, onnx's ``unk__N``)."""
     if is_known_dim(dim) or dim is None or isinstance(dim, int):
         return None
-    value = dim.value if isinstance(dim, ir.SymbolicDim) else dim
+    value = getattr(dim, "value", dim)  # an ir.SymbolicDim, or a plain name
     if not isinstance(value, str) or value in _ANONYMOUS or value.startswith("unk__"):
         return None
     return value
