@@ -11,6 +11,7 @@ from surgery.errors import PassError
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
+from surgery.shapes.infer import proven_shapes
 from surgery.shapes.static import find_offenders
 
 __all__ = ["AssertStatic"]
@@ -30,9 +31,14 @@ class AssertStaticOptions:
 class AssertStatic(SurgeryPass):
     """Fail unless every tensor of every graph is static and no data-dependent op remains.
 
-    Offenders: a tensor of unknown rank or with a symbolic dim (graph inputs, intermediates and
+    Staticness is proven, not read: the shapes judged are those onnx inference derives from the
+    graph inputs on the model as given (intermediate annotations forgotten, the model left
+    unchanged), since annotations may be stale or missing on nodes a pass created.
+
+    Offenders: a tensor of unknown rank or with a dynamic dim (graph inputs, intermediates and
     outputs of the main graph and of every subgraph), NonZero, NonMaxSuppression, Unique,
-    Compress, TopK with a non-constant k, and Loop without a constant trip count — in the main
+    Compress, TopK with a non-constant k, and any Loop or Scan (unroll them with make-static's
+    ``unroll_loops``: a static compiler wants straight-line code) — in the main
     graph, every subgraph and every model-local function — and any call of a model-local function
     (its tensors are only shaped per call: run inline-functions first). The error lists every
     offender with the node that produces it.
@@ -44,13 +50,13 @@ class AssertStatic(SurgeryPass):
     is_gate = True
 
     def call(self, model: ir.Model) -> SurgeryResult:
-        offenders = find_offenders(model, allow_ops=frozenset(self.options.allow_ops))
+        offenders = find_offenders(model, allow_ops=frozenset(self.options.allow_ops), shapes=proven_shapes(model))
         if offenders:
             tensors = sum(1 for o in offenders if o.what == "tensor")
             ops = len(offenders) - tensors
             lines = "\n".join(f"  - {o}" for o in offenders)
             raise PassError(
-                f"the model is not static: {tensors} dynamic tensor(s), {ops} data-dependent op(s)\n{lines}",
+                f"the model is not static: {tensors} dynamic tensor(s), {ops} data-dependent or control-flow op(s)\n{lines}",
                 pass_name=self.name,
             )
         return SurgeryResult(model, modified=False, stats={"checked": "static"})

@@ -53,6 +53,7 @@ from surgery.passes.opset_steps import ADAPTERS, Step, _Refuse, adapter
 from surgery.registry import register
 from surgery.rules import graphs_with_opsets, schema
 from surgery.rules.engine import RuleContext, remove_dead_constants
+from surgery.shapes.dims import is_known_dim
 
 __all__ = ["ConvertOpset", "downgrade_graph", "ADAPTERS", "DECOMPOSITIONS"]
 
@@ -216,7 +217,7 @@ def _split(step: Step) -> None:
             dim = None
             if shape is not None and -len(shape) <= axis < len(shape):
                 dim = shape[axis]
-            if isinstance(dim, int):
+            if is_known_dim(dim):
                 chunk = -(-dim // n)
                 sizes = [chunk] * (n - 1) + [dim - chunk * (n - 1)]
                 if len(set(sizes)) > 1:  # uneven: opset 13 needs the sizes spelled out

@@ -28,6 +28,7 @@ import onnx_ir as ir
 from surgery.pass_base import Numerics
 from surgery.registry import register
 from surgery.rules import Builder, Match, Op, Rule, RuleContext, RulePass, Var
+from surgery.shapes.dims import is_static_shape
 
 __all__ = ["DecomposeGridSample"]
 
@@ -104,7 +105,7 @@ class GridSampleRule(Rule):
             raise self.refuse(ctx, f"GridSample '{node.name}' has padding_mode={padding!r}")
         for label in ("X", "grid"):
             shape = ctx.shape(m[label])
-            if shape is None or not all(isinstance(d, int) for d in shape):
+            if not is_static_shape(shape):
                 raise self.refuse(
                     ctx,
                     f"GridSample '{node.name}': input {label} ('{m[label].name}') has a dynamic or unknown shape "

@@ -24,6 +24,7 @@ import onnx_ir as ir
 from surgery.pass_base import Numerics
 from surgery.registry import register
 from surgery.rules import Builder, Match, Op, Rule, RuleContext, RulePass, Var
+from surgery.shapes.dims import is_known_dim
 
 __all__ = ["EinsumToMatMul", "plan_einsum"]
 
@@ -90,7 +91,7 @@ class EinsumRule(Rule):
             if len(shape) != len(term):
                 raise self.refuse(ctx, f"Einsum '{m.root.name}': '{term}' does not match the rank {len(shape)} of '{m[name].name}'")
             for c, d in zip(term, shape):
-                if isinstance(d, int):
+                if is_known_dim(d):
                     if dims.get(c) not in (None, d):
                         if 1 not in (dims.get(c), d):
                             raise self.refuse(ctx, f"Einsum '{m.root.name}': letter '{c}' has sizes {dims[c]} and {d}")

@@ -14,8 +14,9 @@ from surgery.errors import InputError, PassError, PipelineError
 from surgery.options import option
 from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
-from surgery.shapes.infer import is_known_dim, walk_graphs
 from surgery.shapes.spec import MAX_DIM, parse_shapes
+from surgery.shapes.dims import is_known_dim, is_static_shape
+from surgery.shapes.infer import walk_graphs
 
 __all__ = ["FixShapes", "substitute_dims"]
 
@@ -96,10 +97,10 @@ def substitute_dims(model: ir.Model, bindings: Mapping[str, int]) -> int:
         values = list(graph.inputs) + [o for n in graph for o in n.outputs] + list(graph.outputs)
         for value in values:
             shape = value.shape
-            if shape is None or all(isinstance(d, int) for d in shape):
+            if shape is None or is_static_shape(shape):
                 continue
-            dims = [d if isinstance(d, int) else _eval_dim(d, bindings) for d in shape]
-            if any(isinstance(a, int) != isinstance(b, int) for a, b in zip(dims, shape)):
+            dims = [_eval_dim(d, bindings) if isinstance(d, ir.SymbolicDim) else d for d in shape]
+            if any(is_known_dim(a) != is_known_dim(b) for a, b in zip(dims, shape)):
                 value.shape = ir.Shape(dims)
                 changed += 1
     return changed
@@ -189,7 +190,7 @@ class FixShapes(SurgeryPass):
             planned[name][axis] = size
         shapes: dict[str, ir.Shape] = {}
         for name, dims in planned.items():
-            resolved = [d if isinstance(d, int) else bindings.get(_dim_name(d) or "", d) for d in dims]
+            resolved = [d if is_known_dim(d) else bindings.get(_dim_name(d) or "", d) for d in dims]
             shapes[name] = ir.Shape(resolved)
         return _Plan(shapes, bindings)
 

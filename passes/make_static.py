@@ -12,6 +12,7 @@ from surgery.errors import PipelineError
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
+from surgery.shapes.dims import dim_name, is_known_dim
 from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
 from surgery.shapes.infer import clear_shapes, infer_model, is_static_shape, walk_graphs
 from surgery.shapes.static import find_offenders, function_label
@@ -30,8 +31,10 @@ class MakeStaticOptions:
     )
     max_rounds: int = option(32, help="give up after this many rounds of whole-model inference + folding")
     inline_if: bool = option(True, help="replace an If whose condition is constant by its taken branch")
-    unroll_loops: bool = option(False, help="unroll Loops with a constant trip count and no data-dependent exit")
-    max_unroll: int = option(64, help="largest trip count unrolled")
+    unroll_loops: bool = option(
+        False, help="unroll Loops with a constant trip count and no data-dependent exit, and Scans of static length"
+    )
+    max_unroll: int = option(64, help="largest trip count (Loop) or scan length (Scan) unrolled")
     keep_ops: list[str] = option(
         default_factory=lambda: sorted(DEFAULT_KEEP_OPS), help="ops never folded even with constant inputs"
     )
@@ -51,7 +54,7 @@ def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
         for node in graph:
             for out in node.outputs:
                 snap.append((out, None if out.shape is None else tuple(
-                    d if isinstance(d, int) else ("?", d.value) for d in out.shape)))
+                    d if is_known_dim(d) else ("?", dim_name(d)) for d in out.shape)))
     return snap
 
 
@@ -70,7 +73,8 @@ class MakeStatic(SurgeryPass):
 
     Alternates onnx shape inference (data propagation on, large weights left out) with a linear
     folding sweep — ``Shape``/``Size`` of static tensors, ops on constants, ``If`` with a constant
-    condition (its taken branch is inlined), optionally ``Loop`` unrolling — until nothing changes.
+    condition (its taken branch is inlined), optionally ``Loop`` and ``Scan`` unrolling — until
+    nothing changes.
     Every intermediate and output shape is rebuilt from scratch, never trusted from the exporter.
     Model-local function bodies are folded too, but their tensors take shapes only per call:
     run ``inline-functions`` first to make them static (the report says when functions remain).
@@ -106,6 +110,10 @@ class MakeStatic(SurgeryPass):
         )
         rounds = 0
         converged = False
+        # inference gets to recompute every shape from scratch, but a shape it cannot recompute
+        # is put back at the end: a graph output without one fails the checker
+        known = [(v, v.shape) for v, _ in before if v.shape is not None]
+        known += [(v, v.shape) for g in walk_graphs(model.graph) for v in g.outputs if v.shape is not None]
         clear_shapes(model)
         inference_failed = False
         while rounds < opts.max_rounds:
@@ -128,9 +136,16 @@ class MakeStatic(SurgeryPass):
             notes.append(f"did not reach a fixed point in {opts.max_rounds} rounds")
             clear_shapes(model)
             infer_model(model)
+        kept = 0
+        for value, shape in known:
+            if value.shape is None:
+                value.shape = shape
+                kept += 1
+        if kept:
+            notes.append(f"{kept} shapes that inference could not recompute were kept as annotated")
         after = _shape_snapshot(model)
         stats = folder.stats
-        folded = stats.folded_nodes + stats.shape_ops_folded + stats.ifs_inlined + stats.loops_unrolled
+        folded = stats.folded_nodes + stats.shape_ops_folded + stats.ifs_inlined + stats.loops_unrolled + stats.scans_unrolled
         shapes_changed = len(before) != len(after) or any(
             a[0] is not b[0] or a[1] != b[1] for a, b in zip(before, after)
         )
@@ -160,6 +175,7 @@ class MakeStatic(SurgeryPass):
                 "shape_ops_folded": stats.shape_ops_folded,
                 "ifs_inlined": stats.ifs_inlined,
                 "loops_unrolled": stats.loops_unrolled,
+                "scans_unrolled": stats.scans_unrolled,
                 "nodes_removed": stats.removed_nodes,
                 "nodes_inferred": stats.nodes_inferred,
                 "size_delta_bytes": stats.size_delta,

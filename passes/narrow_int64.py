@@ -50,6 +50,7 @@ from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.rules import schema
 from surgery.rules.engine import InferredTypes
+from surgery.shapes.dims import is_static_shape
 
 __all__ = ["NarrowInt64"]
 
@@ -317,7 +318,7 @@ class NarrowInt64(SurgeryPass):
                 result = _array_range(attr.as_tensor().numpy()) if attr is not None else (0, 0)
             elif op in ("Shape", "Size"):
                 shape = shapes.get(ins[0]) if ins and ins[0] is not None else None
-                if shape is not None and all(isinstance(d, int) for d in shape):
+                if is_static_shape(shape):
                     dims = [int(d) for d in shape]
                     result = (0, max(dims, default=0)) if op == "Shape" else (0, int(np.prod(dims, dtype=object)))
             elif op in _MOVE:
@@ -497,7 +498,7 @@ def _seed_function(function: ir.Function, calls: list[ir.Node], state: _State) -
         if formal.dtype is None and len(dtypes) == 1 and None not in dtypes:
             state.dtype[formal] = dtypes.pop()
         shapes = [state.shapes.get(a) if state.shapes.get(a) is not None else a.shape for a in args]  # type: ignore[union-attr]
-        if formal.shape is None and all(s is not None and all(isinstance(d, int) for d in s) for s in shapes):
+        if formal.shape is None and all(is_static_shape(s) for s in shapes):
             if all(tuple(s) == tuple(shapes[0]) for s in shapes):  # type: ignore[arg-type]
                 state.shapes[formal] = shapes[0]
         rng = _union(state.ranges.get(a) for a in args)  # type: ignore[misc]

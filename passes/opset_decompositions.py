@@ -40,6 +40,7 @@ import onnx_ir as ir
 from surgery.graph import const_value
 from surgery.passes.opset_steps import DECOMPOSITIONS, Step, _Refuse, decomposition
 from surgery.rules import Builder
+from surgery.shapes.dims import is_known_dim
 
 __all__ = ["DECOMPOSITIONS"]
 
@@ -181,7 +182,7 @@ def _static(shape: ir.Shape | None, index: int) -> int | None:
     if shape is None or not -len(shape) <= index < len(shape):
         return None
     dim = shape[index]
-    return dim if isinstance(dim, int) else None
+    return dim if is_known_dim(dim) else None
 
 
 def _need_opset(step: Step, version: int, what: str) -> None:

@@ -15,6 +15,7 @@ from surgery.options import option
 from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.verify.inputs import read_npz
+from surgery.shapes.dims import is_static_shape
 
 __all__ = ["PinInputs"]
 
@@ -104,7 +105,7 @@ class PinInputs(SurgeryPass):
         shape = value.shape
         if shape is not None:
             if len(shape) != array.ndim:
-                static = all(isinstance(d, int) for d in shape)
+                static = is_static_shape(shape)
                 if static and array.size == int(np.prod([int(d) for d in shape])):
                     array = array.reshape([int(d) for d in shape])
                 else:

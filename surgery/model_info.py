@@ -14,14 +14,13 @@ from surgery.errors import one_line
 from surgery.graph import iter_graphs
 from surgery.instruments import checker
 from surgery.runner import dynamic_dims
+from surgery.shapes.dims import shape_text
 
 __all__ = ["ModelInfo", "inspect_model"]
 
 
 def _shape(value: ir.Value) -> str:
-    if value.shape is None:
-        return "?"
-    return "[" + ", ".join(str(d) if isinstance(d, int) else (str(d.value) if d.value is not None else "?") for d in value.shape) + "]"
+    return "?" if value.shape is None else shape_text(value.shape)
 
 
 @dataclasses.dataclass

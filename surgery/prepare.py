@@ -139,11 +139,15 @@ def _comment_safe(text: str) -> str:
 
 
 def _is_static(dim: Any) -> bool:
-    return isinstance(dim, int) and dim >= 0
+    from surgery.shapes.dims import is_known_dim
+
+    return is_known_dim(dim)
 
 
 def _dim_label(dim: Any, axis: int) -> str:
-    return str(dim.value if hasattr(dim, "value") and dim.value is not None else dim) if not isinstance(dim, int) else f"dim {axis}"
+    from surgery.shapes.dims import dim_name
+
+    return dim_name(dim) or f"dim {axis}"
 
 
 def pending_decisions(

@@ -17,6 +17,7 @@ import onnx_ir as ir
 
 from surgery.analysis.dataflow import Dataflow
 from surgery.model_io import LIGHT_THRESHOLD
+from surgery.shapes.dims import plain_dims, shape_text
 
 __all__ = ["infer_types", "fill_types", "describe_value", "type_text", "upstream_proto"]
 
@@ -155,13 +156,12 @@ def type_text(value: ir.Value) -> str:
     dtype = _dtype_name(value) or "?"
     if value.shape is None:
         return f"{dtype}[?]"
-    dims = ",".join(str(d) if isinstance(d, int) else (str(d.value) if d.value is not None else "?") for d in value.shape)
-    return f"{dtype}[{dims}]"
+    return f"{dtype}{shape_text(value.shape, sep=',')}"
 
 
 def describe_value(value: ir.Value) -> dict:
     """A JSON-ready description: name, dtype (numpy name) and shape (ints, dim names or null)."""
     shape = None
     if value.shape is not None:
-        shape = [d if isinstance(d, int) else d.value for d in value.shape]
+        shape = list(plain_dims(value.shape) or ())
     return {"name": value.name, "dtype": _dtype_name(value), "shape": shape}

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 from surgery.cli import flags
 from surgery.cli.flags import tolerance
 from surgery.errors import InputError, one_line
+from surgery.errors import InputError
+from surgery.shapes.dims import is_static_shape
 from surgery.writeplan import output_arg
 
 __all__ = ["register", "run"]
@@ -147,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
     _check_inputs(a, b_chain[0], inputs_config, hints, args)
     # B's static input shapes decide generated shapes, so that a model with fixed shapes runs too
     for v in b_chain[0].graph.inputs:
-        if v.shape is not None and all(isinstance(d, int) for d in v.shape) and v.name:
+        if is_static_shape(v.shape) and v.name:
             hints.shapes[v.name] = tuple(int(d) for d in v.shape)
-    a_dynamic = {v.name for v in a.graph.inputs if v.shape is None or not all(isinstance(d, int) for d in v.shape)}
+    a_dynamic = {v.name for v in a.graph.inputs if not is_static_shape(v.shape)}
     hints.shapes = {k: s for k, s in hints.shapes.items() if k in a_dynamic}
     plan = plan_inputs(a, inputs_config, hints)
     for name, how in plan.provenance.items():

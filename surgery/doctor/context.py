@@ -15,6 +15,7 @@ import onnx_ir as ir
 
 from surgery.doctor.facts import AtcFacts, normalize_domain
 from surgery.graph import const_value
+from surgery.shapes.dims import count_dynamic_dims, is_static_shape, plain_dims
 
 __all__ = ["NodeEntry", "Context"]
 
@@ -180,28 +181,16 @@ class Context:
         if self._inferred is not None:
             return self._inferred
         self._inferred = {}
-        try:
-            from surgery.model_io import LightProto
+        from surgery.shapes.infer import inferred_tables
 
-            proto = LightProto(self.model).for_checker()
-            inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-        except Exception as exc:  # inference is a convenience: annotations still work without it
-            logger.info("shape inference failed, using the model's own annotations: %s", exc)
+        tables = inferred_tables(self.model)
+        if tables is None:  # inference is a convenience: annotations still work without it
+            logger.info("shape inference failed, using the model's own annotations")
             return self._inferred
-
-        def collect(graph: onnx.GraphProto) -> None:
-            for vi in list(graph.value_info) + list(graph.output) + list(graph.input):
-                if vi.name and vi.type.HasField("tensor_type"):
-                    self._inferred.setdefault(vi.name, vi.type)
-            for node in graph.node:
-                for attr in node.attribute:
-                    if attr.type == onnx.AttributeProto.GRAPH:
-                        collect(attr.g)
-                    elif attr.type == onnx.AttributeProto.GRAPHS:
-                        for g in attr.graphs:
-                            collect(g)
-
-        collect(inferred.graph)
+        for table in tables.values():  # the main graph first, then subgraphs in order
+            for name, type_proto in table.items():
+                if type_proto.HasField("tensor_type"):
+                    self._inferred.setdefault(name, type_proto)
         return self._inferred
 
     def dtype(self, value: ir.Value | None) -> ir.DataType | None:
@@ -230,20 +219,18 @@ class Context:
             return None
         if value.const_value is not None:
             return tuple(int(d) for d in value.const_value.shape)
-        dims: tuple[int | str | None, ...] | None = None
-        if value.shape is not None:
-            dims = tuple(d if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None)
-                         for d in value.shape)
-        if (dims is not None and all(isinstance(d, int) for d in dims)) or id(value) in self._function_values:
+        dims = plain_dims(value.shape)
+        if is_static_shape(dims) or id(value) in self._function_values:
             return dims
         tp = self._inferred_types().get(value.name or "")
         if tp is not None and tp.tensor_type.HasField("shape"):
-            inferred = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tp.tensor_type.shape.dim
+            inferred = plain_dims(
+                [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tp.tensor_type.shape.dim]
             )
+            assert inferred is not None
             if dims is None or len(inferred) == len(dims):
                 # Prefer whichever knows more dims.
-                if dims is None or sum(isinstance(d, int) for d in inferred) >= sum(isinstance(d, int) for d in dims):
+                if dims is None or len(inferred) - count_dynamic_dims(inferred) >= len(dims) - count_dynamic_dims(dims):
                     return inferred
         return dims
 

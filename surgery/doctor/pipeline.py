@@ -30,6 +30,7 @@ from surgery.doctor.finding import DoctorReport, Finding, Severity
 from surgery.doctor.fixes import PASS_ORDER, USER_DECISION_PASSES, order_passes
 from surgery.tomlwrite import Unrepresentable, comment, string, text_of
 from surgery.tomlwrite import value as toml_value
+from surgery.shapes.dims import is_known_dim, is_static_shape
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,12 +105,12 @@ def decide_shapes(
         if current is None:
             undecided.append(name)
             continue
-        if all(isinstance(d, int) for d in current):
+        if is_static_shape(current):
             continue
         shape: list[int] = []
         reasons: list[str] = []
         for i, d in enumerate(current):
-            if isinstance(d, int):
+            if is_known_dim(d):
                 shape.append(d)
                 continue
             label = d if isinstance(d, str) else f"dim {i}"

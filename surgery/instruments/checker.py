@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 import onnx
 
 from surgery.model_io import LightProto
+from surgery.shapes.observed import only_tolerated_errors
 
 __all__ = ["check", "CheckOutcome"]
 
@@ -31,14 +33,21 @@ def _first_line(exc: BaseException) -> str:
     return line[:400]
 
 
-def check(light: LightProto, *, full: bool = True) -> CheckOutcome:
+def check(light: LightProto, *, full: bool = True, tolerate: Collection[str] = ()) -> CheckOutcome:
     """Run the checker (with strict shape inference when ``full``) on ``light``.
 
     Large weights become typed graph inputs, so the check never builds a proto over 2 GB.
+    ``tolerate`` names nodes whose shape inference execution proved wrong
+    (:func:`surgery.shapes.observed.tolerated_nodes`): inference errors at those nodes only are
+    accepted (the rest of the model passed strict inference), anything else still fails.
     """
     try:
         onnx.checker.check_model(light.for_checker(), full_check=full)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+    except onnx.shape_inference.InferenceError as exc:
+        if full and only_tolerated_errors(str(exc), tolerate):
+            return check(light, full=False)
+        return CheckOutcome(False, _first_line(exc))
+    except onnx.checker.ValidationError as exc:
         return CheckOutcome(False, _first_line(exc))
     except Exception as exc:  # onnx raises plain RuntimeError/ValueError for some malformed models
         return CheckOutcome(False, f"{type(exc).__name__}: {_first_line(exc)}")

@@ -110,51 +110,25 @@ class InferredTypes:
         return self._tables.get(id(graph), {}).get(value.name)
 
     def _infer(self) -> dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]]:
-        from surgery.model_io import LightProto
+        from surgery.shapes.infer import inferred_tables
 
-        try:
-            proto = LightProto(self.model).for_checker()
-            inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
-        except Exception as exc:  # best effort: unknown types leave values unproven, never fail
-            logger.info("shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        tables = inferred_tables(self.model)
+        if tables is None:  # best effort: unknown types leave values unproven, never fail
             return {}
-        tables: dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]] = {}
-        self._walk(self.model.graph, inferred.graph, tables)
-        return tables
+        return {key: _read_table(table) for key, table in tables.items()}
 
-    def _walk(self, graph: ir.Graph, proto: onnx.GraphProto, tables: dict[int, Any]) -> None:
-        table: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] = {}
-        for info in list(proto.value_info) + list(proto.output):
-            if not info.type.WhichOneof("value"):
-                continue
-            try:
-                tp = ir.serde.deserialize_type_proto_for_type(info.type)
-                shape = ir.serde.deserialize_type_proto_for_shape(info.type)
-            except Exception:  # a type onnx-ir cannot read stays unknown
-                continue
-            if tp is not None:
-                table.setdefault(info.name, (tp, shape))
-        tables[id(graph)] = table
-        # nodes holding subgraphs, in order, on both sides (Casts added since carry none)
-        holders = [n for n in graph if any(True for _ in subgraphs(n))]
-        proto_holders = [
-            n for n in proto.node
-            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
-        ]
-        if len(holders) != len(proto_holders):
-            return
-        for node, pnode in zip(holders, proto_holders):
-            if node.op_type != pnode.op_type:
-                return
-            for attr in pnode.attribute:
-                mine = node.attributes.get(attr.name)
-                if mine is None or mine.is_ref():
-                    continue
-                if attr.type == onnx.AttributeProto.GRAPH and mine.type == ir.AttributeType.GRAPH:
-                    self._walk(mine.as_graph(), attr.g, tables)
-                elif attr.type == onnx.AttributeProto.GRAPHS and mine.type == ir.AttributeType.GRAPHS:
-                    for sub, psub in zip(mine.as_graphs(), attr.graphs):
-                        self._walk(sub, psub, tables)
+
+def _read_table(table: Mapping[str, onnx.TypeProto]) -> dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]:
+    out: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] = {}
+    for name, type_proto in table.items():
+        try:
+            tp = ir.serde.deserialize_type_proto_for_type(type_proto)
+            shape = ir.serde.deserialize_type_proto_for_shape(type_proto)
+        except Exception:  # a type onnx-ir cannot read stays unknown
+            continue
+        if tp is not None:
+            out[name] = (tp, shape)
+    return out
 
 
 @dataclasses.dataclass

@@ -24,6 +24,7 @@ import onnx_ir as ir
 
 from surgery.graph import const_value
 from surgery.rules import schema
+from surgery.shapes.dims import is_static_shape
 
 __all__ = ["Var", "Const", "Op", "Match", "Miss", "PatternLike", "ANY"]
 
@@ -79,7 +80,7 @@ class Var:
                 lo, hi = self.rank
                 if (lo is not None and rank < lo) or (hi is not None and rank > hi):
                     return f"{label} has rank {rank}, wanted {lo}..{hi}"
-            if self.static and not all(isinstance(d, int) for d in shape):
+            if self.static and not is_static_shape(shape):
                 return f"{label} has a dynamic shape {shape}"
         return None
 

@@ -10,7 +10,8 @@ A :class:`Folder` walks each graph once in topological order and
 - replaces an ``If`` whose condition is constant by the nodes of its taken branch (nested ``If``s
   are visited right after, outer-scope references stay as they are, each ``If`` output keeps its
   name);
-- optionally unrolls a ``Loop`` with a constant trip count and no data-dependent exit;
+- optionally unrolls a ``Loop`` with a constant trip count and no data-dependent exit, and a
+  ``Scan`` whose scan inputs have a static length;
 - infers the output shapes of a node it cannot fold when they are unknown and its inputs are static,
   so a chain ``Shape → … → Reshape → Shape → …`` resolves in one sweep, not one sweep per link;
 - removes whatever became dead, cascading to the producers.
@@ -41,8 +42,9 @@ import onnx_ir as ir
 from onnx_ir._cloner import Cloner
 
 from surgery.graph import GraphLike, NameAllocator, const_value
+from surgery.shapes.dims import is_known_dim
 from surgery.shapes.evaluate import evaluate_node
-from surgery.shapes.infer import has_schema, infer_node, is_static_shape, walk_graphs
+from surgery.shapes.infer import has_schema, infer_control_flow, infer_node, is_static_shape, walk_graphs
 
 __all__ = ["Folder", "FoldStats", "DEFAULT_KEEP_OPS"]
 
@@ -66,6 +68,7 @@ class FoldStats:
     shape_ops_folded: int = 0
     ifs_inlined: int = 0
     loops_unrolled: int = 0
+    scans_unrolled: int = 0
     nodes_inferred: int = 0
     removed_nodes: int = 0
     bytes_added: int = 0
@@ -197,6 +200,8 @@ class Folder:
                     continue
                 if node.op_type == "Loop" and node.domain in _STANDARD and self.unroll_loops and self._unroll_loop(graph, node):
                     continue
+                if node.op_type == "Scan" and node.domain in _STANDARD and self.unroll_loops and self._unroll_scan(graph, node):
+                    continue
                 for attr in subgraphs:
                     for sub in ([attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()):
                         if node.op_type in ("Loop", "Scan"):
@@ -262,43 +267,7 @@ class Folder:
         return True
 
     def _infer_control_flow(self, node: ir.Node) -> None:
-        """Output shapes of an If/Loop from its bodies' outputs.
-
-        onnx's whole-model inference cannot see outer-scope constants from inside a subgraph, so a
-        branch output that only per-node inference resolved would leave the If output unknown.
-        """
-        def put(out: ir.Value, shape: ir.Shape | None, dtype: ir.DataType | None) -> None:
-            if shape is None or is_static_shape(out.shape):
-                return
-            if is_static_shape(shape) or out.shape is None:
-                out.shape = shape
-                if out.type is None and dtype is not None:
-                    out.dtype = dtype
-                self.stats.nodes_inferred += 1
-
-        if node.op_type == "If":
-            then_attr, else_attr = node.attributes.get("then_branch"), node.attributes.get("else_branch")
-            if then_attr is None or else_attr is None:
-                return
-            for out, a, b in zip(node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs):
-                if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
-                    continue
-                dims = [x if isinstance(x, int) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape)]
-                put(out, ir.Shape(dims), a.dtype)
-        elif node.op_type == "Loop":
-            body = node.attributes["body"].as_graph()
-            carried_in = list(node.inputs[2:])
-            n_carried = len(carried_in)
-            body_outs = list(body.outputs)
-            for out, init, body_out in zip(node.outputs[:n_carried], carried_in, body_outs[1:1 + n_carried]):
-                if init is not None and is_static_shape(init.shape) and is_static_shape(body_out.shape) \
-                        and list(init.shape) == list(body_out.shape):
-                    put(out, ir.Shape(list(body_out.shape)), body_out.dtype)
-            trip = self.constant(node.inputs[0] if node.inputs else None)
-            if trip is not None and trip.size == 1:
-                for out, body_out in zip(node.outputs[n_carried:], body_outs[1 + n_carried:]):
-                    if is_static_shape(body_out.shape):
-                        put(out, ir.Shape([int(trip.reshape(-1)[0]), *body_out.shape]), body_out.dtype)
+        self.stats.nodes_inferred += infer_control_flow(node, self.constant)
 
     def _const_map(self, node: ir.Node) -> dict[ir.Value, np.ndarray]:
         out = {}
@@ -645,52 +614,134 @@ class Folder:
             value_map: dict[ir.Value, ir.Value | None] = {body.inputs[0]: iter_const.outputs[0], body_cond_in: true_const.outputs[0]}
             for formal, actual in zip(body.inputs[2:], carried):
                 value_map[formal] = actual
-            cloner = Cloner(attr_map={}, value_map=value_map, metadata_props={}, allow_outer_scope_values=True)
-            for body_node in body:
-                clone = cloner.clone_node(body_node)
-                clone.name = self.names.derive(base, f"iter{i}/{body_node.name or body_node.op_type}")
-                for out in clone.outputs:
-                    out.name = self.names.derive(base, f"iter{i}/{out.name or 'out'}")
-                    out.shape = None  # the body's shapes hold for its first iteration only: re-infer
-                new_nodes.append(clone)
-            mapped = [value_map.get(v, v) for v in body.outputs]
+            mapped = self._clone_body(body, value_map, base, i, new_nodes)
             carried = list(mapped[1:1 + n_carried])
             for k in range(n_scan):
                 scans[k].append(mapped[1 + n_carried + k])
         opset = self._opset(node)
-        scan_results = []
-        for k in range(n_scan):
-            parts = []
-            for i, v in enumerate(scans[k]):
-                axes_inputs: list[ir.Value] = [v]
-                attrs = []
-                if opset >= 13:
-                    axes = ir.Node("", "Constant", [], [ir.AttrTensor("value", ir.tensor(np.array([0], dtype=np.int64)))],
-                                   name=self.names.derive(base, f"scan{k}_axes{i}"), num_outputs=1)
-                    axes.outputs[0].name = self.names.derive(base, f"scan{k}_axes{i}")
-                    new_nodes.append(axes)
-                    axes_inputs.append(axes.outputs[0])
-                else:
-                    attrs.append(ir.AttrInt64s("axes", [0]))
-                unsq = ir.Node("", "Unsqueeze", axes_inputs, attrs, name=self.names.derive(base, f"scan{k}_unsqueeze{i}"), num_outputs=1)
-                unsq.outputs[0].name = self.names.derive(base, f"scan{k}_item{i}")
-                new_nodes.append(unsq)
-                parts.append(unsq.outputs[0])
-            concat = ir.Node("", "Concat", parts, [ir.AttrInt64("axis", 0)], name=self.names.derive(base, f"scan{k}_concat"), num_outputs=1)
-            concat.outputs[0].name = self.names.derive(base, f"scan{k}")
-            new_nodes.append(concat)
-            scan_results.append(concat.outputs[0])
+        scan_results = [self._stack(scans[k], 0, opset, base, f"scan{k}", new_nodes) for k in range(n_scan)]
+        self._replace_unrolled(graph, node, new_nodes, carried + scan_results, base)
+        self.stats.loops_unrolled += 1
+        return True
+
+    def _clone_body(
+        self, body: ir.Graph, value_map: dict[ir.Value, ir.Value | None], base: str, i: int, new_nodes: list[ir.Node]
+    ) -> list[ir.Value]:
+        """Clone ``body``'s nodes for iteration ``i`` (inputs bound by ``value_map``); its outputs' values."""
+        cloner = Cloner(attr_map={}, value_map=value_map, metadata_props={}, allow_outer_scope_values=True)
+        for body_node in body:
+            clone = cloner.clone_node(body_node)
+            clone.name = self.names.derive(base, f"iter{i}/{body_node.name or body_node.op_type}")
+            for out in clone.outputs:
+                out.name = self.names.derive(base, f"iter{i}/{out.name or 'out'}")
+                out.shape = None  # the body's shapes hold for its first iteration only: re-infer
+            new_nodes.append(clone)
+        return [value_map.get(v, v) for v in body.outputs]  # type: ignore[misc]
+
+    def _int64_constant(self, array: np.ndarray, base: str, tag: str, new_nodes: list[ir.Node]) -> ir.Value:
+        const = ir.Node("", "Constant", [], [ir.AttrTensor("value", ir.tensor(np.asarray(array, dtype=np.int64)))],
+                        name=self.names.derive(base, tag), num_outputs=1)
+        const.outputs[0].name = self.names.derive(base, tag)
+        const.outputs[0].dtype = ir.DataType.INT64
+        const.outputs[0].shape = ir.Shape(list(np.shape(array)))
+        new_nodes.append(const)
+        return const.outputs[0]
+
+    def _stack(self, items: list[ir.Value], axis: int, opset: int, base: str, tag: str, new_nodes: list[ir.Node]) -> ir.Value:
+        """``items`` stacked along a new ``axis`` (Unsqueeze each, Concat): a scan output."""
+        parts = []
+        for i, v in enumerate(items):
+            axes_inputs: list[ir.Value] = [v]
+            attrs = []
+            if opset >= 13:
+                axes_inputs.append(self._int64_constant(np.array([axis]), base, f"{tag}_axes{i}", new_nodes))
+            else:
+                attrs.append(ir.AttrInt64s("axes", [axis]))
+            unsq = ir.Node("", "Unsqueeze", axes_inputs, attrs, name=self.names.derive(base, f"{tag}_unsqueeze{i}"), num_outputs=1)
+            unsq.outputs[0].name = self.names.derive(base, f"{tag}_item{i}")
+            new_nodes.append(unsq)
+            parts.append(unsq.outputs[0])
+        concat = ir.Node("", "Concat", parts, [ir.AttrInt64("axis", axis)], name=self.names.derive(base, f"{tag}_concat"), num_outputs=1)
+        concat.outputs[0].name = self.names.derive(base, tag)
+        new_nodes.append(concat)
+        return concat.outputs[0]
+
+    def _replace_unrolled(self, graph: GraphLike, node: ir.Node, new_nodes: list[ir.Node], results: list[ir.Value], base: str) -> None:
         graph.insert_after(node, new_nodes)
         moved = {o for n in new_nodes for o in n.outputs}
         claimed: set[ir.Value] = set()
-        for old, new in zip(node.outputs, carried + scan_results):
+        for old, new in zip(node.outputs, results):
             if old.uses() or old.is_graph_output():
                 self._rebind(graph, old, new, moved, claimed, base)
         self._detach_subgraphs(node)
         self._delete(node)
-        self.stats.loops_unrolled += 1
         self._changed = True
         self._structure_changed = True
+
+    def _unroll_scan(self, graph: GraphLike, node: ir.Node) -> bool:
+        """Unroll a Scan (opset 9+) whose scan inputs have a static length along their scan axis.
+
+        Iteration ``t`` reads slice ``t`` (``length - 1 - t`` for a reverse direction) of every scan
+        input with a ``Gather`` by a constant index, runs a clone of the body, and the per-iteration
+        scan outputs are stacked along their output axis (in reverse order for a reverse direction).
+        """
+        if self._opset(node) < 9:
+            return False  # opset 8's Scan has a batch axis and sequence lengths
+        inputs = list(node.inputs)
+        m = node.attributes.get_int("num_scan_inputs", 0)
+        n = len(inputs) - m
+        if m < 1 or n < 0 or any(v is None for v in inputs):
+            return False
+        body = node.attributes["body"].as_graph()
+        k_out = len(body.outputs) - n
+        in_axes = list(node.attributes.get_ints("scan_input_axes", [0] * m))
+        in_dirs = list(node.attributes.get_ints("scan_input_directions", [0] * m))
+        out_axes = list(node.attributes.get_ints("scan_output_axes", [0] * k_out))
+        out_dirs = list(node.attributes.get_ints("scan_output_directions", [0] * k_out))
+        if len(in_axes) != m or len(in_dirs) != m or len(out_axes) != k_out or len(out_dirs) != k_out:
+            return False
+        lengths = set()
+        for j, value in enumerate(inputs[n:]):
+            shape = value.shape if value is not None else None
+            if shape is None or not -len(shape) <= in_axes[j] < len(shape):
+                return False
+            in_axes[j] %= len(shape)
+            lengths.add(shape[in_axes[j]])
+        if len(lengths) != 1:
+            return False
+        count = lengths.pop()
+        if not is_known_dim(count) or count > self.max_unroll or (count == 0 and k_out):
+            return False
+        out_ranks = []
+        for formal in body.outputs[n:]:
+            if formal.shape is None:
+                return False  # a negative output axis needs the element's rank
+            out_ranks.append(len(formal.shape))
+        self._hoist_initializers(graph, body, node)
+        base = node.name or "Scan"
+        carried = list(inputs[:n])
+        items: list[list[ir.Value]] = [[] for _ in range(k_out)]
+        new_nodes: list[ir.Node] = []
+        for t in range(count):
+            value_map: dict[ir.Value, ir.Value | None] = dict(zip(body.inputs[:n], carried))
+            for j, value in enumerate(inputs[n:]):
+                index = self._int64_constant(np.array(count - 1 - t if in_dirs[j] else t), base, f"iter{t}_index{j}", new_nodes)
+                gather = ir.Node("", "Gather", [value, index], [ir.AttrInt64("axis", in_axes[j])],
+                                 name=self.names.derive(base, f"iter{t}_slice{j}"), num_outputs=1)
+                gather.outputs[0].name = self.names.derive(base, f"iter{t}_slice{j}")
+                new_nodes.append(gather)
+                value_map[body.inputs[n + j]] = gather.outputs[0]
+            mapped = self._clone_body(body, value_map, base, t, new_nodes)
+            carried = mapped[:n]
+            for k in range(k_out):
+                items[k].append(mapped[n + k])
+        opset = self._opset(node)
+        results = list(carried)
+        for k in range(k_out):
+            ordered = items[k][::-1] if out_dirs[k] else items[k]
+            results.append(self._stack(ordered, out_axes[k] % (out_ranks[k] + 1), opset, base, f"scan{k}", new_nodes))
+        self._replace_unrolled(graph, node, new_nodes, results, base)
+        self.stats.scans_unrolled += 1
         return True
 
     # ------------------------------------------------------------------ names

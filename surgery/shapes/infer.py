@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from surgery.graph import GraphLike, subgraphs
+from surgery.graph import GraphLike, const_value, subgraphs
 from surgery.model_io import LightProto
+from surgery.shapes.dims import is_known_dim, is_static_shape, shape_text
 
 __all__ = [
+    "OBSERVED_KEY",
+    "CONTRADICTED_KEY",
+    "honour_observation",
+    "InferredTables",
+    "inferred_tables",
+    "refresh_shapes",
+    "proven_shapes",
     "is_known_dim",
     "is_static_shape",
     "has_schema",
     "clear_shapes",
     "infer_model",
     "infer_node",
+    "infer_control_flow",
     "merge_shape",
     "walk_graphs",
 ]
@@ -35,14 +45,30 @@ logger = logging.getLogger(__name__)
 
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
+#: ``ir.Value.meta`` key of the shape ONNX Runtime computed for the value on the parity sample
+#: (:mod:`surgery.shapes.observed`): an inferred size that contradicts it is replaced by it.
+OBSERVED_KEY = "surgery.observed_shape"
+#: ``ir.Value.meta`` key set (to the shape onnx inferred, as text) once a value's inferred shape
+#: was contradicted by execution; clearing never forgets such a value's shape.
+CONTRADICTED_KEY = "surgery.contradicted_inference"
 
-def is_known_dim(dim: object) -> bool:
-    """A concrete size (exporters such as Paddle's write an unknown dim as ``-1``)."""
-    return isinstance(dim, int) and dim >= 0
 
-
-def is_static_shape(shape: ir.Shape | None) -> bool:
-    return shape is not None and all(is_known_dim(d) for d in shape)
+def honour_observation(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | None:
+    """``shape`` with every known size (or the rank) that execution contradicted replaced by the
+    observed one; the contradiction is recorded on the value. Symbolic dims are left alone: the
+    sample's size is one of many."""
+    observed = value.meta.get(OBSERVED_KEY)
+    if observed is None or shape is None or (value.type is not None and not isinstance(value.type, ir.TensorType)):
+        return shape
+    if len(shape) != len(observed):
+        fixed = ir.Shape(list(observed))
+    else:
+        wrong = [i for i, d in enumerate(shape) if is_known_dim(d) and int(d) != observed[i]]
+        if not wrong:
+            return shape
+        fixed = ir.Shape([observed[i] if i in wrong else d for i, d in enumerate(shape)])
+    value.meta.setdefault(CONTRADICTED_KEY, shape_text(shape))
+    return fixed
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,17 +87,6 @@ def walk_graphs(graph: GraphLike) -> Iterator[GraphLike]:
     for node in graph:
         for sub in subgraphs(node):
             yield from walk_graphs(sub)
-
-
-def _walk_proto(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _walk_proto(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _walk_proto(sub)
 
 
 def _recomputable(node: ir.Node, functions: set[tuple[str, str, str]]) -> bool:
@@ -98,7 +113,7 @@ def clear_shapes(model: ir.Model) -> int:
             if not _recomputable(node, functions):
                 continue
             for out in node.outputs:
-                if out.shape is not None:
+                if out.shape is not None and CONTRADICTED_KEY not in out.meta:
                     out.shape = None
                     cleared += 1
     return cleared
@@ -167,9 +182,91 @@ def _apply(value: ir.Value, type_proto: onnx.TypeProto, cache: _TypeCache | None
         value.type = inferred_type
         changed = True
     merged = merge_shape(value.shape, inferred)
+    merged = honour_observation(value, merged)
     if merged != value.shape or (merged is not None and value.shape is not None and list(merged) != list(value.shape)):
         value.shape = merged
         changed = True
+    return changed
+
+
+#: onnx's inferred types per graph: ``id(ir graph)`` -> value name -> TypeProto.
+InferredTables = dict[int, dict[str, onnx.TypeProto]]
+
+
+def _graph_attrs(node: onnx.NodeProto) -> list[onnx.AttributeProto]:
+    return [a for a in node.attribute if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)]
+
+
+def _table_walk(graph: GraphLike, proto: onnx.GraphProto, tables: InferredTables, *, main: bool) -> None:
+    """Pair ``graph`` with its inferred proto and recurse into subgraphs by walking both in step.
+
+    Tables are keyed by graph, never by name alone: sibling ``If`` branches (and bodies of
+    different Loops) commonly reuse value names with different shapes.
+    """
+    table: dict[str, onnx.TypeProto] = {}
+    infos = list(proto.value_info) + list(proto.output) + ([] if main else list(proto.input))
+    for info in infos:
+        if info.name and info.type.WhichOneof("value"):
+            table.setdefault(info.name, info.type)
+    tables[id(graph)] = table
+    holders = [n for n in graph if any(True for _ in subgraphs(n))]
+    proto_holders = [n for n in proto.node if _graph_attrs(n)]
+    if len(holders) != len(proto_holders):  # should not happen: subgraphs then stay as they are
+        logger.debug("subgraph holders differ after inference (%d vs %d)", len(holders), len(proto_holders))
+        return
+    for node, pnode in zip(holders, proto_holders):
+        if node.op_type != pnode.op_type:
+            return
+        for attr in _graph_attrs(pnode):
+            mine = node.attributes.get(attr.name)
+            if mine is None or mine.is_ref():
+                continue
+            if attr.type == onnx.AttributeProto.GRAPH and mine.type == ir.AttributeType.GRAPH:
+                _table_walk(mine.as_graph(), attr.g, tables, main=False)
+            elif attr.type == onnx.AttributeProto.GRAPHS and mine.type == ir.AttributeType.GRAPHS:
+                for sub, psub in zip(mine.as_graphs(), attr.graphs):
+                    _table_walk(sub, psub, tables, main=False)
+
+
+def inferred_tables(model: ir.Model, *, data_prop: bool = True) -> InferredTables | None:
+    """onnx shape inference over the whole model, once, as per-graph tables (None if onnx refused it).
+
+    The one place the project runs onnx's whole-model inference on an ``ir.Model``: on a
+    :class:`~surgery.model_io.LightProto` whose large weights are typed graph inputs (so it works
+    past 2 GB and never reads external data), non-strict (a node onnx cannot infer leaves its
+    outputs as annotated, and inference continues from them). Model-local function bodies get
+    no table: onnx infers them only per call (see :func:`refresh_shapes`).
+    """
+    try:
+        proto = LightProto(model).for_checker()
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=data_prop)
+    except Exception as exc:  # onnx raises on malformed graphs even in non-strict mode
+        text = str(exc).strip().splitlines()
+        logger.warning("onnx shape inference failed: %s", text[0] if text else type(exc).__name__)
+        return None
+    tables: InferredTables = {}
+    _table_walk(model.graph, inferred.graph, tables, main=True)
+    return tables
+
+
+def _graph_values(graph: GraphLike, *, main: bool) -> list[ir.Value]:
+    values: list[ir.Value] = [out for node in graph for out in node.outputs]
+    values.extend(graph.outputs)
+    if not main:
+        values.extend(graph.inputs)
+    return values
+
+
+def _merge_tables(model: ir.Model, tables: InferredTables) -> int:
+    cache: _TypeCache = {}
+    changed = 0
+    for graph in walk_graphs(model.graph):
+        table = tables.get(id(graph))
+        if not table:
+            continue
+        for value in _graph_values(graph, main=graph is model.graph):
+            if value.name and value.name in table and _apply(value, table[value.name], cache):
+                changed += 1
     return changed
 
 
@@ -180,41 +277,164 @@ def infer_model(model: ir.Model, *, data_prop: bool = True) -> int:
     a whole. Inference errors on single nodes are tolerated (non-strict mode): those values simply
     stay unknown.
     """
-    light = LightProto(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(
-            light.proto, check_type=False, strict_mode=False, data_prop=data_prop
-        )
-    except Exception as exc:  # onnx raises on malformed graphs even in non-strict mode
-        logger.warning("onnx shape inference failed: %s", exc)
+    tables = inferred_tables(model, data_prop=data_prop)
+    if tables is None:
         return -1
-    ir_graphs = list(walk_graphs(model.graph))
-    proto_graphs = list(_walk_proto(inferred.graph))
+    return _merge_tables(model, tables)
+
+
+def _negative_to_unknown(value: ir.Value) -> bool:
+    """Rewrite a literal ``-1`` dim (Paddle's unknown) as an anonymous dim; returns whether it did."""
+    shape = value.shape
+    if shape is None or all(not isinstance(d, int) or d >= 0 for d in shape):
+        return False
+    value.shape = ir.Shape([ir.SymbolicDim(None) if isinstance(d, int) and d < 0 else d for d in shape])
+    return True
+
+
+def _small_constants(node: ir.Node) -> dict[ir.Value, np.ndarray]:
+    """Small constant inputs of ``node`` (axes, shapes: what per-node inference reads data of)."""
+    found: dict[ir.Value, np.ndarray] = {}
+    for value in node.inputs:
+        if value is None:
+            continue
+        tensor = value.const_value
+        if tensor is not None and (tensor.shape is None or math.prod(tensor.shape.numpy()) > 64):
+            continue
+        array = const_value(value)
+        if array is not None:
+            found[value] = array
+    return found
+
+
+def infer_control_flow(node: ir.Node, constant: Callable[[ir.Value | None], np.ndarray | None] = const_value) -> int:
+    """Output shapes of an If/Loop from its bodies' outputs; returns how many outputs it set.
+
+    onnx's whole-model inference cannot see outer-scope constants from inside a subgraph, so a
+    branch output that only per-node inference resolved would leave the If output unknown.
+    """
     changed = 0
-    if len(ir_graphs) != len(proto_graphs):  # should not happen; fall back to global names
-        logger.debug("graph count mismatch after inference (%d vs %d)", len(ir_graphs), len(proto_graphs))
-        table = {vi.name: vi.type for g in proto_graphs for vi in list(g.value_info) + list(g.output)}
-        pairs = [(g, table) for g in ir_graphs]
-    else:
-        pairs = []
-        for g, pg in zip(ir_graphs, proto_graphs):
-            table = {vi.name: vi.type for vi in pg.value_info}
-            for vi in pg.output:
-                table[vi.name] = vi.type
-            if g is not model.graph:
-                for vi in pg.input:
-                    table[vi.name] = vi.type
-            pairs.append((g, table))
-    cache: _TypeCache = {}
-    for graph, table in pairs:
-        values: list[ir.Value] = [out for node in graph for out in node.outputs]
-        values.extend(graph.outputs)
-        if graph is not model.graph:
-            values.extend(graph.inputs)
-        for value in values:
-            if value.name and value.name in table and _apply(value, table[value.name], cache):
-                changed += 1
+
+    def put(out: ir.Value, shape: ir.Shape | None, dtype: ir.DataType | None) -> None:
+        nonlocal changed
+        if shape is None or is_static_shape(out.shape):
+            return
+        if is_static_shape(shape) or out.shape is None:
+            out.shape = shape
+            if out.type is None and dtype is not None:
+                out.dtype = dtype
+            changed += 1
+
+    if node.op_type == "If":
+        then_attr, else_attr = node.attributes.get("then_branch"), node.attributes.get("else_branch")
+        if then_attr is None or else_attr is None:
+            return 0
+        for out, a, b in zip(node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs):
+            if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
+                continue
+            dims = [x if is_known_dim(x) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape)]
+            put(out, ir.Shape(dims), a.dtype)
+    elif node.op_type == "Loop":
+        body = node.attributes["body"].as_graph()
+        carried_in = list(node.inputs[2:])
+        n_carried = len(carried_in)
+        body_outs = list(body.outputs)
+        for out, init, body_out in zip(node.outputs[:n_carried], carried_in, body_outs[1:1 + n_carried]):
+            if init is not None and is_static_shape(init.shape) and is_static_shape(body_out.shape) \
+                    and list(init.shape) == list(body_out.shape):
+                put(out, ir.Shape(list(body_out.shape)), body_out.dtype)
+        trip = constant(node.inputs[0] if node.inputs else None)
+        if trip is not None and trip.size == 1:
+            for out, body_out in zip(node.outputs[n_carried:], body_outs[1 + n_carried:]):
+                if is_static_shape(body_out.shape):
+                    put(out, ir.Shape([int(trip.reshape(-1)[0]), *body_out.shape]), body_out.dtype)
     return changed
+
+
+def _infer_nodes(graph: GraphLike, opsets: dict[str, int], *, only_missing: bool) -> int:
+    """Per-node inference in order, with small constant inputs read (``only_missing``: nodes with
+    an output of unknown type or rank only). onnx's whole-model inference does not read constants
+    from an outer scope (an ``Unsqueeze`` in an ``If`` branch whose axes are a main-graph
+    initializer stays of unknown rank), nor function bodies."""
+    changed = 0
+    for node in graph:
+        if node.op_type == "Constant" and node.domain in _STANDARD_DOMAINS:
+            attr = node.attributes.get("value")
+            out = node.outputs[0]
+            if attr is not None and not attr.is_ref() and (out.shape is None or out.type is None):
+                tensor = attr.as_tensor()
+                out.shape = ir.Shape(tensor.shape.numpy())
+                out.dtype = tensor.dtype
+                changed += 1
+            continue
+        held = list(subgraphs(node))
+        for sub in held:
+            changed += _infer_nodes(sub, opsets, only_missing=only_missing)
+        if only_missing and all(o.type is not None and o.shape is not None for o in node.outputs):
+            continue
+        if held:
+            changed += infer_control_flow(node) if node.domain in _STANDARD_DOMAINS else 0
+        elif infer_node(node, opsets, _small_constants(node)):
+            changed += 1
+    return changed
+
+
+def _count_contradicted(model: ir.Model) -> int:
+    return sum(CONTRADICTED_KEY in o.meta for node in model.graph for o in node.outputs)
+
+
+def refresh_shapes(model: ir.Model) -> int:
+    """Give every value of every graph and function the type and shape inference can give.
+
+    The runner calls this after every pass that changed the model, so that no pass has to
+    annotate the nodes it creates (a ``Constant`` left unannotated read as "unknown rank" to
+    ``assert-static`` and to ATC). Known information is never lost: an inferred known size beats a
+    symbol or a stale size, a known size is never replaced by a symbol, and a value inference says
+    nothing about keeps its annotation (a graph output whose shape was dropped makes the checker
+    fail with "Field 'shape' of 'type' is required but missing", naming no tensor). Shapes that
+    execution contradicted (:mod:`surgery.shapes.observed`) are kept as observed. Literal ``-1``
+    dims become anonymous dims first (onnx would keep a ``-1`` rather than infer the size).
+    Returns the number of values changed.
+    """
+    changed = 0
+    # first, so that onnx does not hold a "-1" against the size it infers (it keeps the annotation)
+    for graph in [*walk_graphs(model.graph), *(g for f in model.functions.values() for g in walk_graphs(f))]:
+        for value in [*graph.inputs, *_graph_values(graph, main=True)]:
+            changed += _negative_to_unknown(value)
+    for _ in range(3):
+        contradicted = _count_contradicted(model)
+        tables = inferred_tables(model)
+        if tables is not None:
+            changed += _merge_tables(model, tables)
+        if tables is None or _count_contradicted(model) == contradicted:
+            break
+        # a size execution contradicted was just corrected: onnx propagated the wrong one
+        # downstream in this run, so infer once more from the corrected annotations
+    opsets = dict(model.opset_imports)
+    changed += _infer_nodes(model.graph, opsets, only_missing=True)  # what onnx left unknown
+    for function in model.functions.values():
+        changed += _infer_nodes(function, {**opsets, **function.opset_imports}, only_missing=False)
+    return changed
+
+
+def proven_shapes(model: ir.Model) -> dict[ir.Value, ir.Shape | None]:
+    """The shape inference proves for every value of every graph, ignoring intermediate annotations.
+
+    Annotations an op's schema can recompute are forgotten (:func:`clear_shapes`), the model is
+    inferred from its inputs alone, the result is read, and every annotation is put back: the
+    model is unchanged. ``assert-static`` judges these shapes, never the annotations a pass or an
+    exporter wrote (which may be stale, or missing on nodes a pass created).
+    """
+    values = [v for g in walk_graphs(model.graph) for v in [*g.inputs, *_graph_values(g, main=True)]]
+    saved = [(v, v.type, v.shape) for v in values]
+    try:
+        clear_shapes(model)
+        refresh_shapes(model)
+        return {v: v.shape for v in values}
+    finally:
+        for value, tp, shape in saved:
+            value.type = tp
+            value.shape = shape
 
 
 @functools.lru_cache(maxsize=4096)

@@ -6,11 +6,13 @@ Used by ``assert-static`` (which fails on any offender) and by ``make-static``'s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import onnx_ir as ir
 
 from surgery.graph import GraphLike, const_value
-from surgery.shapes.infer import is_known_dim, walk_graphs
+from surgery.shapes.dims import is_known_dim, shape_text
+from surgery.shapes.infer import walk_graphs
 
 __all__ = ["Offender", "find_offenders", "DATA_DEPENDENT_OPS", "format_shape", "function_label"]
 
@@ -34,9 +36,7 @@ class Offender:
 
 
 def format_shape(shape: ir.Shape | None) -> str:
-    if shape is None:
-        return "unknown rank"
-    return "[" + ", ".join(str(d) if is_known_dim(d) else ("?" if isinstance(d, int) else (d.value or "?")) for d in shape) + "]"
+    return shape_text(shape)
 
 
 def _producer_text(value: ir.Value) -> str:
@@ -72,11 +72,10 @@ def _graph_labels(model: ir.Model) -> dict[int, str]:
     return labels
 
 
-def _static_tensor(value: ir.Value) -> str | None:
+def _static_tensor(value: ir.Value, shape: ir.Shape | None) -> str | None:
     """None if static, else why not."""
     if value.type is not None and not isinstance(value.type, ir.TensorType):
         return f"non-tensor type {value.type}"
-    shape = value.shape
     if shape is None:
         return "unknown rank"
     bad = [i for i, d in enumerate(shape) if not is_known_dim(d)]
@@ -85,8 +84,16 @@ def _static_tensor(value: ir.Value) -> str | None:
     return None
 
 
-def find_offenders(model: ir.Model, *, allow_ops: frozenset[str] = frozenset()) -> list[Offender]:
-    """Every tensor of every graph with a non-static shape, and every data-dependent op.
+def find_offenders(
+    model: ir.Model,
+    *,
+    allow_ops: frozenset[str] = frozenset(),
+    shapes: Mapping[ir.Value, ir.Shape | None] | None = None,
+) -> list[Offender]:
+    """Every tensor of every graph with a non-static shape, every data-dependent op, every Loop/Scan.
+
+    ``shapes`` are the shapes to judge (``assert-static`` passes the ones inference proves,
+    :func:`~surgery.shapes.infer.proven_shapes`); by default the annotations.
 
     Values downstream of an allowed op (``allow_ops``) are exempt: their dynamism is accepted.
 
@@ -123,7 +130,7 @@ def find_offenders(model: ir.Model, *, allow_ops: frozenset[str] = frozenset()) 
             if value in seen or value in exempt:
                 continue
             seen.add(value)
-            reason = _static_tensor(value)
+            reason = _static_tensor(value, shapes[value] if shapes is not None and value in shapes else value.shape)
             if reason:
                 offenders.append(Offender(label, "tensor", value.name or "<unnamed>", reason, _producer_text(value)))
     for (domain, name, overload), function in model.functions.items():
@@ -155,4 +162,7 @@ def _data_dependent(node: ir.Node) -> str | None:
         trip = node.inputs[0] if node.inputs else None
         if trip is None or const_value(trip) is None:
             return "Loop without a constant trip count"
+        return "Loop left in the model (a static compiler needs straight-line code: make-static with unroll_loops = true)"
+    if op == "Scan":
+        return "Scan left in the model (a static compiler needs straight-line code: make-static with unroll_loops = true)"
     return None

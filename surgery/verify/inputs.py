@@ -21,7 +21,7 @@ import onnx_ir as ir
 
 from surgery.errors import InputError
 from surgery.pass_base import FeedHints
-from surgery.shapes.infer import is_known_dim
+from surgery.shapes.dims import dim_name, is_known_dim
 from surgery.verify.needs import min_dim, nbytes, reaches_signal_op
 
 __all__ = ["INDEX_OPS", "FeedPlan", "InputSpec", "InputsConfig", "plan_inputs", "read_npz"]
@@ -116,7 +116,7 @@ def _index_bound(value: ir.Value, depth: int = 0) -> int | None:
             axis = node.attributes.get_int("axis", 0) if node.op_type != "GatherND" else 0
             if data is not None and data.shape is not None and len(data.shape) > 0:
                 dim = data.shape[axis % len(data.shape)]
-                if isinstance(dim, int):
+                if is_known_dim(dim):
                     found = dim
         elif node.op_type in _VALUE_PRESERVING and idx == 0 and depth < 8:
             for out in node.outputs:
@@ -132,7 +132,7 @@ def _guess_dim(
     value: ir.Value, axis: int, dim: Any, dims: Mapping[str, int], ones: bool, need: int = 1, signal: bool = False
 ) -> tuple[int, str]:
     """A size for one symbolic dim: a binding, else a default by role, never below ``need``."""
-    name = str(dim) if dim is not None and not isinstance(dim, int) else None
+    name = dim_name(dim)
     if name is not None and name in dims:
         return dims[name], f"{name}={dims[name]}"
     label = name or "?"
@@ -332,9 +332,8 @@ def plan_inputs(
     return FeedPlan(feeds, provenance)
 
 
-def _dim_name(dim: Any) -> Any:
-    value = dim.value if hasattr(dim, "value") else dim
-    return None if isinstance(value, int) else value
+def _dim_name(dim: Any) -> str | None:
+    return dim_name(dim)  # None for -1, "?", anonymous and onnx's unk__N dims
 
 
 def _dim_key(input_name: str, axis: int, dim: Any) -> str:

@@ -28,6 +28,7 @@ import onnx_ir as ir
 from surgery.errors import one_line
 from surgery.graph import const_value
 from surgery.pass_base import Tolerance
+from surgery.shapes.dims import is_static_shape
 from surgery.verify.compare import ArrayDiff, diff_arrays
 from surgery.verify.ort import OrtSession
 
@@ -329,7 +330,7 @@ def _suspects(
 
 def _estimate(value: ir.Value) -> int | None:
     """Bytes of a tensor from its static shape and dtype, or None when unknown."""
-    if value.shape is None or value.dtype is None or not all(isinstance(d, int) for d in value.shape):
+    if value.dtype is None or not is_static_shape(value.shape):
         return None
     try:
         itemsize = value.dtype.itemsize

@@ -17,6 +17,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.graph import const_value
+from surgery.shapes.dims import is_known_dim
 
 __all__ = ["SIGNAL_OPS", "min_dim", "nbytes", "reaches_signal_op"]
 
@@ -125,7 +126,7 @@ def _conv_need(node: ir.Node, value: ir.Value, out: ir.Value, axis: int, depth: 
     if kernel is None and node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
         weight = node.inputs[3 if node.op_type == "QLinearConv" else 1]
         if weight is not None and weight.shape is not None and len(weight.shape) > 2:
-            kernel = [d if isinstance(d, int) else 1 for d in list(weight.shape)[2:]]
+            kernel = [d if is_known_dim(d) else 1 for d in list(weight.shape)[2:]]
     if kernel is None or spatial >= len(kernel):
         return 1
     n = len(kernel)

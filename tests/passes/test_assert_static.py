@@ -58,22 +58,45 @@ def test_lists_every_offender_with_its_producer():
 
 
 def test_dynamic_graph_input_and_unknown_rank():
-    model = ir.from_proto(make_model([h.make_node("Relu", ["x"], ["y"], name="r")],
-                                     [vi("x", T.FLOAT, ["batch", 3])], [vi("y", T.FLOAT, ["batch", 3])]))
-    model.graph.node(0).outputs[0].shape = None
+    model = ir.from_proto(make_model(
+        [h.make_node("Relu", ["x"], ["y"], name="r"), h.make_node("Reshape", ["x", "s"], ["z"], name="reshape"),
+         h.make_node("Flatten", ["z"], ["w"], name="flat")],
+        [vi("x", T.FLOAT, ["batch", 3]), vi("s", T.INT64, [None])],
+        [vi("y", T.FLOAT, ["batch", 3]), vi("w", T.FLOAT, [None, None])]))
+    model.graph.node(0).outputs[0].shape = None  # a missing annotation: inference still knows it
     with pytest.raises(PassError) as info:
         AssertStatic()(model)
     text = str(info.value)
     assert "tensor 'x': shape [batch, 3] has dynamic dim 0 (graph input)" in text
-    assert "tensor 'y': unknown rank (produced by Relu node 'r')" in text
+    assert "tensor 'y': shape [batch, 3] has dynamic dim 0 (produced by Relu node 'r')" in text
+    assert "tensor 'z': unknown rank (produced by Reshape node 'reshape')" in text
+    assert model.graph.node(0).outputs[0].shape is None  # judged, not changed
+
+
+def test_staticness_is_proven_by_inference_not_read_from_annotations():
+    """A stale static annotation does not make a dynamic tensor static, and a missing one (a
+    Constant a pass created) does not make a static tensor unknown."""
+    model = ir.from_proto(make_model(
+        [h.make_node("Constant", [], ["k"], name="k", value=h.make_tensor("k", T.FLOAT, [3], [1, 2, 3])),
+         h.make_node("Add", ["x", "k"], ["y"], name="add"),
+         h.make_node("Relu", ["d"], ["e"], name="relu")],
+        [vi("x", T.FLOAT, [2, 3]), vi("d", T.FLOAT, ["n"])], [vi("y", T.FLOAT, [2, 3]), vi("e", T.FLOAT, [4])]))
+    k = model.graph.node(0).outputs[0]
+    k.shape, k.type = None, None  # as a pass leaves a node it creates
+    with pytest.raises(PassError) as info:
+        AssertStatic()(model)
+    text = str(info.value)
+    assert "'k'" not in text and "'y'" not in text
+    assert "tensor 'e': shape [n] has dynamic dim 0 (produced by Relu node 'relu')" in text
+    assert [d for d in model.graph.outputs[1].shape] == [4]  # the model is left as given
 
 
 def test_subgraph_tensors_are_checked_and_labelled():
-    branch = h.make_graph([h.make_node("Neg", ["x"], ["neg"], name="b/neg")], "then", [], [vi("neg", T.FLOAT, ["n", 2])])
+    branch = h.make_graph([h.make_node("Neg", ["d"], ["neg"], name="b/neg")], "then", [], [vi("neg", T.FLOAT, ["n", 2])])
     other = h.make_graph([h.make_node("Abs", ["x"], ["abs"], name="e/abs")], "else", [], [vi("abs", T.FLOAT, [3, 2])])
     model = ir.from_proto(make_model(
         [h.make_node("If", ["c"], ["y"], name="branch", then_branch=branch, else_branch=other)],
-        [vi("x", T.FLOAT, [3, 2]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [3, 2])]))
+        [vi("x", T.FLOAT, [3, 2]), vi("d", T.FLOAT, ["n", 2]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [None, 2])]))
     with pytest.raises(PassError, match=r"tensor 'neg' \[in If 'branch'.then_branch\]: shape \[n, 2\]"):
         AssertStatic()(model)
 

@@ -17,6 +17,8 @@ from onnx import helper as h
 import surgery
 from surgery import registry
 from surgery.errors import PipelineError
+from surgery.shapes.dims import is_static_shape
+from surgery.shapes.infer import walk_graphs
 from surgery.testing import make_model, node_names, vi
 
 #: Options for passes that cannot run without some.
@@ -77,6 +79,21 @@ def contract_model() -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
 
+def _assert_fresh_shapes(name: str, model: ir.Model) -> None:
+    """Every value of every graph carries the type and static shape inference gives it (the
+    contract model is static throughout), and function-body constants are typed."""
+    for graph in walk_graphs(model.graph):
+        for value in [*graph.inputs, *(o for n in graph for o in n.outputs), *graph.outputs]:
+            if value.const_value is not None and value.is_initializer():
+                continue
+            assert value.type is not None, f"{name} left '{value.name}' untyped"
+            assert is_static_shape(value.shape), f"{name} left '{value.name}' with shape {value.shape}"
+    for function in model.functions.values():
+        for node in function:
+            if node.op_type == "Constant":
+                assert node.outputs[0].type is not None, f"{name} left constant '{node.outputs[0].name}' untyped"
+
+
 def _instantiate(name: str):
     cls = registry.get(name)
     try:
@@ -96,6 +113,7 @@ def test_pass_contract(name, tmp_path):
         assert step.checker == "ok", step
         assert step.ort.startswith("ok"), step
         assert step.parity_status in ("ok", "deviation reported"), step
+        _assert_fresh_shapes(name, model)
     assert model.ir_version == proto.ir_version
     # idempotence: a fresh instance on the result changes nothing
     remaining = {v.name for v in model.graph.inputs}

@@ -19,7 +19,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 import surgery
-from surgery.errors import PipelineError
+from surgery.errors import PassError, PipelineError
 from surgery.passes.assert_static import AssertStatic
 from surgery.passes.fix_shapes import FixShapes
 from surgery.passes.make_static import MakeStatic
@@ -480,3 +480,72 @@ def test_folded_chains_materialize_only_their_surviving_constants():
     assert not MakeStatic()(model).modified
     for cond in (True, False):
         _parity(proto, model, {"x": feeds["x"], "c": np.array(cond)})
+
+
+def _scan_model(length: int = 5, *, reverse: bool = False) -> onnx.ModelProto:
+    """A running sum over time (the recurrence audio front ends and CRNN heads write as a Scan):
+    state ``acc`` [2]; scan inputs ``a`` [T, 2] (axis 0) and ``b`` [2, T] (axis 1, optionally
+    reversed); scan outputs stacked on axis 0 and on axis -1 (optionally reversed)."""
+    body = h.make_graph(
+        [h.make_node("Add", ["acc_in", "a_t"], ["s"], name="b/add"),
+         h.make_node("Mul", ["s", "b_t"], ["acc_out"], name="b/mul"),
+         h.make_node("Neg", ["acc_out"], ["y_t"], name="b/neg"),
+         h.make_node("Identity", ["a_t"], ["z_t"], name="b/id")],
+        "body",
+        [vi("acc_in", T.FLOAT, [2]), vi("a_t", T.FLOAT, [2]), vi("b_t", T.FLOAT, [2])],
+        [vi("acc_out", T.FLOAT, [2]), vi("y_t", T.FLOAT, [2]), vi("z_t", T.FLOAT, [2])],
+    )
+    scan = h.make_node(
+        "Scan", ["acc0", "a", "b"], ["acc", "ys", "zs"], body=body, num_scan_inputs=2, name="scan",
+        scan_input_axes=[0, 1], scan_input_directions=[0, 1 if reverse else 0],
+        scan_output_axes=[0, -1], scan_output_directions=[0, 1 if reverse else 0],
+    )
+    return make_model(
+        [scan],
+        [vi("acc0", T.FLOAT, [2]), vi("a", T.FLOAT, [length, 2]), vi("b", T.FLOAT, [2, length])],
+        [vi("acc", T.FLOAT, [2]), vi("ys", T.FLOAT, [length, 2]), vi("zs", T.FLOAT, [2, length])],
+    )
+
+
+def _scan_feeds(length: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {"acc0": rng.standard_normal(2).astype(np.float32),
+            "a": rng.standard_normal((length, 2)).astype(np.float32),
+            "b": rng.uniform(0.5, 1.0, (2, length)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_unrolling_with_static_length(reverse):
+    proto = _scan_model(5, reverse=reverse)
+    kept = ir.from_proto(proto)
+    MakeStatic()(kept)
+    assert op_counts(kept)["Scan"] == 1  # off by default
+    model = ir.from_proto(proto)
+    result = MakeStatic(unroll_loops=True)(model)
+    assert result.stats["scans_unrolled"] == 1
+    counts = op_counts(model)
+    assert counts["Scan"] == 0 and counts["Add"] == 5 and counts["Gather"] == 10
+    assert [v.name for v in model.graph.outputs] == ["acc", "ys", "zs"]
+    assert [list(v.shape) for v in model.graph.outputs] == [[2], [5, 2], [2, 5]]
+    _assert_all_static(model)
+    _parity(proto, model, _scan_feeds(5))
+    small = ir.from_proto(proto)
+    MakeStatic(unroll_loops=True, max_unroll=4)(small)
+    assert op_counts(small)["Scan"] == 1
+
+
+def test_scan_of_98_steps_is_unrolled_verified_and_assert_static_refuses_a_kept_scan():
+    # before: the Scan stayed and assert-static accepted the model
+    proto = _scan_model(98)
+    with pytest.raises(PassError, match=r"op 'scan'.*Scan left in the model"):
+        surgery.apply(ir.from_proto(proto), [MakeStatic(), AssertStatic()], inputs=_scan_feeds(98))
+    model, report = surgery.apply(ir.from_proto(proto), [MakeStatic(unroll_loops=True, max_unroll=128), AssertStatic()],
+                                  inputs=_scan_feeds(98))
+    assert report.ok and report.steps[0].parity_status == "ok" and report.steps[0].stats["scans_unrolled"] == 1
+    assert op_counts(model)["Scan"] == 0 and op_counts(model)["Mul"] == 98
+    _parity(proto, model, _scan_feeds(98))
+
+
+def test_assert_static_refuses_a_loop_with_a_constant_trip_count():
+    with pytest.raises(PassError, match=r"op 'loop'.*Loop left in the model"):
+        AssertStatic()(ir.from_proto(_loop_model()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from surgery.doctor.checks._util import severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding, Severity
+from surgery.shapes.dims import is_static_shape, shape_text
 
 NAME = "dynamic-dims"
 
@@ -15,7 +16,7 @@ _DATA_DEPENDENT = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress
 def _fmt(dims: tuple[int | str | None, ...] | None) -> str:
     if dims is None:
         return "unknown rank"
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+    return shape_text(dims)
 
 
 def check_dynamic_dims(ctx: Context) -> list[Finding]:
@@ -27,7 +28,7 @@ def check_dynamic_dims(ctx: Context) -> list[Finding]:
         if value.const_value is not None:
             continue
         dims = ctx.shape(value)
-        if dims is None or not all(isinstance(d, int) for d in dims):
+        if not is_static_shape(dims):
             dynamic_inputs[value.name] = dims
     findings = []
     if dynamic_inputs:
@@ -66,9 +67,9 @@ def check_dynamic_dims(ctx: Context) -> list[Finding]:
             tainted.update(id(o) for o in node.outputs)
             continue
         stale += [o.name or "?" for o in node.outputs
-                  if o.shape is not None and not all(isinstance(d, int) for d in o.shape)]
+                  if o.shape is not None and not is_static_shape(o.shape)]
     stale += [v.name for v in graph.outputs if id(v) not in tainted and v.shape is not None
-              and not all(isinstance(d, int) for d in v.shape)]
+              and not is_static_shape(v.shape)]
     if stale:
         stale = list(dict.fromkeys(stale))
         findings.append(
