@@ -56,6 +56,7 @@ def apply(
     reproducer_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     soc_version: str | None = None,
+    gates: Sequence[Any] = (),
 ) -> tuple[Any, Report]:
     """Run ``pipeline`` on ``model`` with verification gates; return the model and a report.
 
@@ -72,6 +73,8 @@ def apply(
         reproducer_dir: where a failing gate writes its reproducer (default: a new temporary folder).
         progress: called with a short message before each step.
         soc_version: the Ascend SoC for the ``atc`` command lines put in ``report.extra["atc"]``.
+        gates: extra gates (:class:`surgery.gates.Gate`) run after the built-in ones, after every
+            pass (or as their ``schedule`` says).
 
     Raises:
         InputError, PipelineError, PassError: bad input (exit code 2 on the command line).
@@ -93,7 +96,7 @@ def apply(
     ir_model = model_io.to_ir(model)
     report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
     repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
-    runner = Runner(pipe, reproducer_dir=repro, progress=progress)
+    runner = Runner(pipe, reproducer_dir=repro, progress=progress, gates=gates)
     result_model, report = runner.run(ir_model, report)
     if output is not None:
         out = Path(output)
