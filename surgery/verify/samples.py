@@ -101,6 +101,8 @@ def _symbolic_output(model: ir.Model) -> bool:
 
 def _int_range(dtype: np.dtype, wide: float, nonneg: bool) -> tuple[int, int]:
     info = np.iinfo(dtype)
+    if wide <= 1:  # not a wide sample (e.g. the second size): the planned range
+        return 0, 10
     span = int(100 if wide <= 10 else 10_000)
     lo, hi = (0 if nonneg else -span), span
     return max(lo, int(info.min)), min(hi, int(info.max))
