@@ -107,6 +107,13 @@ class _Original:
         self.session = None
 
 
+def _try(original: _Original, sample: Sample) -> dict[str, np.ndarray] | BaseException:
+    try:
+        return original(sample.feeds)
+    except Exception as exc:  # ORT and reference-evaluator errors alike: the caller drops the sample
+        return exc
+
+
 def reference_outputs(run: RunState, samples: list[Sample]) -> list[dict[str, np.ndarray] | BaseException]:
     """The original's outputs on each sample (an exception where it fails), in one session."""
     original = _Original(run)
@@ -156,27 +163,35 @@ class ParityGate(BaseGate):
             hints.merge(step.pass_.feed_hints(run.model))
         randoms = random_outputs(run.model)
         plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed)
-        planned = Sample("planned", plan.feeds)
-        first = reference_outputs(run, [planned])[0]
-        if isinstance(first, BaseException):
-            guessed = any("generated" in how and "=" in how for how in plan.provenance.values())
-            if not guessed:
-                raise InputError(
-                    f"the original model does not run on the parity inputs: {_short(first)}; "
-                    "declare them in [inputs] (shape, range or value) or give data = \"inputs.npz\""
-                ) from None
-            plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed, ones=True)
+        try:
+            original = _Original(run)  # one session for every reference run of the original
+        except OrtLoadError as exc:
+            raise InputError(f"onnxruntime cannot load the original model: {exc}; fix it or run with --verify off") from None
+        try:
             planned = Sample("planned", plan.feeds)
-            first = reference_outputs(run, [planned])[0]
+            first = _try(original, planned)
             if isinstance(first, BaseException):
-                raise InputError(
-                    f"the original model does not run on generated inputs ({_short(first)}); "
-                    "declare its inputs in [inputs] (shape, range or value) or give data = \"inputs.npz\""
-                ) from None
-            run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
-        data = ParityData(plan, hints, [planned], [first], [v.name for v in run.model.graph.outputs], randoms)
-        if cfg.samples > 1:
-            self._extra_samples(run, data, cfg.samples - 1)
+                guessed = any("generated" in how and "=" in how for how in plan.provenance.values())
+                if not guessed:
+                    raise InputError(
+                        f"the original model does not run on the parity inputs: {_short(first)}; "
+                        "declare them in [inputs] (shape, range or value) or give data = \"inputs.npz\""
+                    ) from None
+                plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed, ones=True)
+                planned = Sample("planned", plan.feeds)
+                first = _try(original, planned)
+                if isinstance(first, BaseException):
+                    raise InputError(
+                        f"the original model does not run on generated inputs ({_short(first)}); "
+                        "declare its inputs in [inputs] (shape, range or value) or give data = \"inputs.npz\""
+                    ) from None
+                run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
+            data = ParityData(plan, hints, [planned], [first], [v.name for v in run.model.graph.outputs], randoms)
+            if cfg.samples > 1:
+                self._extra_samples(run, data, cfg.samples - 1, original)
+        finally:
+            original.close()
+            run.uses_reference = run.uses_reference or original.reference
         run.store[self.name] = data
         run.report.inputs = dict(plan.provenance)
         run.report.oracle = "reference evaluator" if run.uses_reference else "onnxruntime"
@@ -194,16 +209,15 @@ class ParityGate(BaseGate):
         if run.uses_reference:
             run.report.notes.append("onnxruntime has no kernel for the original model: references come from onnx's ReferenceEvaluator")
 
-    def _extra_samples(self, run: RunState, data: ParityData, wanted: int) -> None:
-        candidates = list(candidate_samples(run.model, run.pipeline.inputs, data.hints, data.plan, seed=run.pipeline.verify.seed))
-        if not candidates:
-            return
-        results = reference_outputs(run, candidates)
+    def _extra_samples(self, run: RunState, data: ParityData, wanted: int, original: _Original) -> None:
+        """Run the original on candidates until ``wanted`` wide samples ran finitely."""
+        candidates = candidate_samples(run.model, run.pipeline.inputs, data.hints, data.plan, seed=run.pipeline.verify.seed)
         wide = 0
-        for sample, outputs in zip(candidates, results):
+        for sample in candidates:
             second = sample.name == "second size"
             if not second and wide >= wanted:
-                continue
+                break
+            outputs = _try(original, sample)
             if isinstance(outputs, BaseException):
                 data.dropped.append(f"'{sample.name}' (the original fails: {_short(outputs)})")
                 continue
