@@ -246,11 +246,17 @@ class Report:
         lines.append(f"parity oracle: {self.oracle}")
         for name, how in self.inputs.items():
             lines.append(f"input {name}: {how}")
+        samples = self.extra.get("samples") or []
+        if len(samples) > 1:
+            lines.append("parity samples: " + ", ".join(str(s["name"]) for s in samples))
         for s in self.steps:
             for note in s.notes:
                 lines.append(f"{s.name}: {note}")
             for text in s.signature_changes.values():
                 lines.append(f"{s.name}: declared signature change: {text}")
+            for gate in s.gates.values():
+                for branch, taken in gate.branches.items():
+                    lines.append(f"{s.name}: {branch} executed by: {', '.join(taken) or 'no sample'}")
             timed = ", ".join(f"{k} {v:.2f}s" for k, v in s.timings.items())
             if timed:
                 lines.append(f"{s.name}: time {timed}")
