@@ -82,8 +82,18 @@ def _random_functions(model: ir.Model) -> set[tuple[str, str]]:
     return found
 
 
+def _any_random(model: ir.Model) -> bool:
+    for graph in iter_graphs(model):
+        for node in graph:
+            if node.op_type in RANDOM_OPS or node.op_type == "Dropout":
+                return True
+    return False
+
+
 def random_outputs(model: ir.Model) -> dict[str, str]:
     """Graph output name → the random node it depends on (empty for a deterministic model)."""
+    if not _any_random(model):  # the common case: one cheap scan
+        return {}
     functions = _random_functions(model)
     tainted: dict[ir.Value, str] = {}
     for node in model.graph:  # topological order
@@ -95,7 +105,7 @@ def random_outputs(model: ir.Model) -> dict[str, str]:
                 if v is not None and v in tainted:
                     source = tainted[v]
                     break
-            if source is None and node.attributes:
+            if source is None and tainted and any(True for _ in subgraphs(node)):
                 used = _names_used(node)
                 if used:
                     source = next((s for v, s in tainted.items() if v.name in used), None)
