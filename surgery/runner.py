@@ -123,6 +123,8 @@ class Runner:
         for instrument in self.instruments:
             instrument.start(run)
         deferred: list[Gate] = []
+        initial_fingerprint = fingerprint(model) if active else None
+        run.fingerprint_after = initial_fingerprint
         for index, step in enumerate(self.pipeline.steps, 1):
             run.index = index
             step_report = StepReport(
@@ -132,8 +134,7 @@ class Runner:
             previous = report.steps[-2].after if len(report.steps) > 1 else report.initial
             step_report.before = previous or model_stats(run.model)
             run.begin(step, None, step_report)
-            if active:
-                run.fingerprint_before = run.fingerprint_after if run.fingerprint_after is not None else fingerprint(run.model)
+            run.fingerprint_before = run.fingerprint_after
             for instrument in self.instruments:
                 instrument.before_pass(run)
             t0 = time.perf_counter()
@@ -178,6 +179,8 @@ class Runner:
         if deferred:
             self.progress("final checks")
             run.begin(None, None, None)
+            # the end-of-run checks judge the whole run: what changed since the original
+            run.fingerprint_before, run.fingerprint_after = initial_fingerprint, fingerprint(run.model)
             for gate in deferred:
                 outcome = self._check(gate, run)
                 report.final.append(outcome)
