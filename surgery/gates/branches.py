@@ -135,12 +135,60 @@ def check_coverage(state: RunState, data: ParityData) -> Coverage:
     return coverage
 
 
+def _condition_inputs(model: ir.Model, nodes: list[ir.Node]) -> list[str]:
+    """Graph inputs the conditions of ``nodes`` are computed from (walking producers back)."""
+    inputs = {v.name for v in model.graph.inputs}
+    found: list[str] = []
+    seen: set[int] = set()
+    stack = [v for node in nodes for v in node.inputs[:2] if v is not None]
+    while stack and len(seen) < 10_000:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        producer = value.producer()
+        if producer is None:
+            if value.name in inputs and value.name not in found:
+                found.append(value.name)
+            continue
+        stack.extend(v for v in producer.inputs if v is not None)
+    return found
+
+
+def _followed(data: ParityData, names: list[str]) -> list[Sample]:
+    """Samples that vary only the inputs a condition follows: bools flipped, numbers at range ends."""
+    planned = data.plan.feeds
+    out: list[Sample] = []
+    flipped = {n: np.logical_not(planned[n]) for n in names if n in planned and np.asarray(planned[n]).dtype.kind == "b"}
+    if flipped:
+        out.append(Sample("condition inputs flipped", {**planned, **flipped}, 1.0, {n: "flipped" for n in flipped}))
+    numeric = [n for n in names if n in planned and np.asarray(planned[n]).dtype.kind in "iuf"]
+    for scale in (1.0, 1e3, 1e6):
+        for sign in (1, -1):
+            feeds = dict(planned)
+            for n in numeric:
+                a = np.asarray(planned[n])
+                if a.dtype.kind == "f":
+                    feeds[n] = np.full(a.shape, sign * scale, dtype=a.dtype)
+                else:
+                    info = np.iinfo(a.dtype)
+                    feeds[n] = np.full(a.shape, int(np.clip(sign * scale, info.min, info.max)), dtype=a.dtype)
+            if numeric:
+                out.append(Sample(f"condition inputs at {sign * scale:g}", feeds, scale, {n: f"all {sign * scale:g}" for n in numeric}))
+    return out
+
+
 def _search(state: RunState, data: ParityData, names: list[str], missing: list[tuple[ir.Node, str]], coverage: Coverage) -> None:
-    """Try samples at the ends of the ranges; keep each that takes a missing branch."""
+    """Follow the conditions back to the graph inputs and vary those, then try samples at the
+    ends of the ranges; keep each sample that takes a missing branch."""
+    import itertools
+
     from surgery.gates.parity import _finite, reference_outputs
 
     cfg = state.pipeline.verify
-    for sample in extreme_samples(state.model_original(), state.pipeline.inputs, data.hints, data.plan, seed=cfg.seed):
+    followed = _followed(data, _condition_inputs(state.model, [n for n, _ in missing]))
+    extremes = extreme_samples(state.model_original(), state.pipeline.inputs, data.hints, data.plan, seed=cfg.seed)
+    for sample in itertools.chain(followed, extremes):
         if not missing:
             return
         values = _probe(state, names, sample.feeds)
