@@ -228,7 +228,7 @@ class Report:
                 if g == "parity" and o is not None:
                     worst = s.worst()
                     if worst is not None and worst.problem is None and o.diffs:
-                        cell = f"{cell} (max abs {worst.max_abs:.2g}, {len(o.samples)} samples)"
+                        cell = f"{cell} (max abs {worst.max_abs:.2g}) [{len(o.samples)} samples]"
                 cells.append(cell)
             gate_time = sum(v for k, v in s.timings.items() if k != "pass")
             rows.append((

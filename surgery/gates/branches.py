@@ -118,9 +118,14 @@ def check_coverage(state: RunState, data: ParityData) -> Coverage:
             if _taken(node, attr, values):
                 coverage.branches[_label(node, attr)].append(sample.name)
     missing = [(node, attr) for node, attr in changed if not coverage.branches[_label(node, attr)]]
+    for node, attr in list(missing):
+        if not _condition_inputs(state.model, [node]):  # a constant condition: no input can take it
+            coverage.notes.append(f"{_label(node, attr)} was changed; its condition depends on no graph input, so no input executes it")
+            missing.remove((node, attr))
+            del coverage.branches[_label(node, attr)]
     if missing and data.rebased_after is None:
         _search(state, data, names, missing, coverage)
-    missing = [(node, attr) for node, attr in changed if not coverage.branches[_label(node, attr)]]
+    missing = [(node, attr) for node, attr in changed if not coverage.branches.get(_label(node, attr), True)]
     if missing:
         label = _label(*missing[0])
         if state.pipeline.verify.allow_unexercised:
