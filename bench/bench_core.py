@@ -4,9 +4,14 @@ Generates (once, in --workdir) a decoder-style model with dynamic batch and sequ
 embedding Gather, N blocks of attention-shaped MatMul/Softmax with Shape→Gather→Concat→Reshape
 chains, LayerNormalization and an MLP, and about 2.5 GB of random float32 weights in external data,
 as torch's exporter writes them. Then runs each tool in a fresh child process and prints wall time
-and peak RSS, and the ratios against the targets (≤ 0.5x the load+save time, ≤ 0.2x its peak RSS).
+and peak RSS, and the ratios against the targets (≤ 0.3x the load+save time, ≤ 0.2x its peak RSS).
+The weights ``cleanup`` leaves unchanged are copied file to file by the kernel (``copy_file_range``),
+never read into Python; the last line says how the output's data file was written.
 
-    python bench/bench_core.py [--workdir /tmp/surgery-bench] [--gb 2.5]
+    python bench/bench_core.py [--workdir /tmp/surgery-bench] [--gb 2.5] [--repeat 2]
+
+Each tool runs ``--repeat`` times and its fastest run is kept (the machine is shared; the
+fastest run is the least disturbed one).
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/surgery-bench"))
     parser.add_argument("--gb", type=float, default=2.5)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per tool; the fastest is kept (default 2)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = build_decoder(args.workdir, args.gb)
@@ -139,20 +145,31 @@ def main() -> None:
     with open(args.workdir / "decoder.onnx.data", "rb") as f:
         while f.read(1 << 26):
             pass
-    results = {}
-    os.sync()
-    results["onnx.load + onnx.save"] = measure([py, "-c", LOAD_SAVE, str(model), str(args.workdir / "out_onnx.onnx")])
-    os.sync()  # flush the previous run's writes so each run pays for its own
-    results["onnx_ir load + save"] = measure([py, "-c", IR_LOAD_SAVE, str(model), str(args.workdir / "out_ir.onnx")])
-    os.sync()
-    results["surgery apply (cleanup, gates off)"] = measure(
-        [py, "-m", "surgery", "apply", str(pipeline), str(model), "-o", str(args.workdir / "out_surgery.onnx"), "-q"])
+    commands = {
+        "onnx.load + onnx.save": [py, "-c", LOAD_SAVE, str(model), str(args.workdir / "out_onnx.onnx")],
+        "onnx_ir load + save": [py, "-c", IR_LOAD_SAVE, str(model), str(args.workdir / "out_ir.onnx")],
+        "surgery apply (cleanup, gates off)": [py, "-m", "surgery", "apply", str(pipeline), str(model), "-o",
+                                               str(args.workdir / "out_surgery.onnx"), "-q"],
+    }
+    results: dict[str, tuple[float, float, int]] = {}
+    for _ in range(max(1, args.repeat)):
+        for label, argv in commands.items():
+            os.sync()  # flush the previous run's writes so each run pays for its own
+            result = measure(argv)
+            if label not in results or result[0] < results[label][0]:
+                results[label] = result
     print(f"{'':<44} {'wall':>10} {'peak RSS':>14}")
     for label, (sec, rss, code) in results.items():
         print(row(label, sec, rss, code))
     base_t, base_m, _ = results["onnx.load + onnx.save"]
     t, m, _ = results["surgery apply (cleanup, gates off)"]
-    print(f"surgery / load+save: time {t / base_t:.2f}x (target <= 0.5x), peak RSS {m / base_m:.2f}x (target <= 0.2x)")
+    print(f"surgery / load+save: time {t / base_t:.2f}x (target <= 0.3x), peak RSS {m / base_m:.2f}x (target <= 0.2x)")
+    out = args.workdir / "out_surgery.onnx"
+    saved = onnx.load(out, load_external_data=False)
+    locations = sorted({e.value for t in saved.graph.initializer for e in t.external_data if e.key == "location"})
+    data_size = sum((args.workdir / loc).stat().st_size for loc in locations)
+    print(f"surgery output: {out.name} + {', '.join(locations)} ({data_size / 1e9:.2f} GB, unchanged weights "
+          f"copied in the kernel)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ The CLI calls this; this calls the runner; the runner calls passes and instrumen
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -17,12 +18,14 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery import model_io
-from surgery.errors import InputError, PipelineError
+from surgery.errors import PipelineError
 from surgery.pass_base import SurgeryPass
 from surgery.pipeline import Mode, Pipeline, Step, load_pipeline, parse_verify
 from surgery.report import Report
 from surgery.runner import Progress, Runner
+from surgery.verify import worker as ort_worker
 from surgery.verify.inputs import InputsConfig
+from surgery.writeplan import WritePlan
 
 __all__ = ["apply", "PipelineLike", "resolve_pipeline", "artifact_path"]
 
@@ -56,6 +59,8 @@ def apply(
     reproducer_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     soc_version: str | None = None,
+    in_place: bool = False,
+    write_plan: WritePlan | None = None,
     gates: Sequence[Any] = (),
 ) -> tuple[Any, Report]:
     """Run ``pipeline`` on ``model`` with verification gates; return the model and a report.
@@ -69,10 +74,15 @@ def apply(
             generated values are used.
         verify: ``"each"``, ``"end"`` or ``"off"`` for every gate, or a ``[verify]``-style mapping.
         output: where to save the result (atomically, with external data when needed); chained
-            models and model artifacts are saved beside it as ``OUT.<name>.onnx``.
+            models and model artifacts are saved beside it as ``OUT.<name>.onnx``. Every file the
+            run reads and writes is checked first (:mod:`surgery.writeplan`): an output that would
+            overwrite an input is refused with :class:`InputError`.
         reproducer_dir: where a failing gate writes its reproducer (default: a new temporary folder).
         progress: called with a short message before each step.
         soc_version: the Ascend SoC for the ``atc`` command lines put in ``report.extra["atc"]``.
+        in_place: ``output`` may be the input model itself (it and its data are replaced together).
+        write_plan: the caller's plan (the CLI's): the outputs are checked and staged in it, and
+            committed by the caller with its other files. Without it the run commits on its own.
         gates: extra gates (:class:`surgery.gates.Gate`) run after the built-in ones, after every
             pass (or as their ``schedule`` says).
 
@@ -93,43 +103,56 @@ def apply(
             pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=Path(inputs))
         else:
             pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=pipe.inputs.data, arrays=dict(inputs))
-    ir_model = model_io.to_ir(model)
-    report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
-    repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
-    runner = Runner(pipe, reproducer_dir=repro, progress=progress, gates=gates)
-    result_model, report = runner.run(ir_model, report)
-    if output is not None:
-        out = Path(output)
-        for path in model_io.save(result_model, out):
-            report.outputs.append(str(path))
-        for key, extra in report.models.items():
-            if isinstance(extra, ir.Model):
-                target = artifact_path(out, key)
-                model_io.save(extra, target)
-                report.artifacts[key] = str(target)
-        if report.chained:
-            from surgery import partition
-
-            chained = {k: report.models[k] for k in report.chained}
-            files = {"head": out.name, **{k: artifact_path(out, k).name for k in chained}}
-            data = partition.manifest(result_model, chained, files=files, original_outputs=report.extra.get("original_outputs"))
-            manifest_path = partition.write_manifest(out.with_name(out.stem + ".split.json"), data)
-            report.artifacts["manifest"] = str(manifest_path)
-        from surgery.atc import report_atc_commands
-
-        report_atc_commands(report, result_model, out, soc_version=soc_version)
+    # one ONNX Runtime worker for the run's sessions, started now so that its start-up overlaps
+    # loading the model, and killed at the end of the run
+    with ort_worker.scope(prestart=pipe.verify.ort != "off" or pipe.verify.parity != "off"):
+        ir_model = model_io.to_ir(model)
+        plan = write_plan
+        if output is not None and plan is None:  # every read and write checked before the run
+            plan = WritePlan(in_place=in_place)
+            plan.set_model(ir_model, model if isinstance(model, (str, os.PathLike)) else None)
+            plan.read_pipeline(pipe)
+            plan.read(inputs if isinstance(inputs, (str, os.PathLike)) else None, "the input arrays")
+            plan.write_model(output)
+            if reproducer_dir is not None:
+                plan.reproducer(reproducer_dir, explicit=True)
+        report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
+        repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
+        runner = Runner(pipe, reproducer_dir=repro, progress=progress, gates=gates)
+        result_model, report = runner.run(ir_model, report)
+    if output is not None and plan is not None:
+        try:
+            _stage_outputs(plan, result_model, report, Path(output), soc_version)
+            if write_plan is None:
+                plan.commit()
+        except BaseException:
+            if write_plan is None:
+                plan.abort()
+            raise
     report.seconds = time.perf_counter() - started
     return model_io.like_input(model, result_model) if not isinstance(model, (str, os.PathLike)) else result_model, report
 
 
-def check_output_path(model: ir.Model, model_path: Path, output: Path, *, in_place: bool) -> None:
-    """Refuse to write over the input model or its external data (unless ``in_place``)."""
-    if in_place:
-        return
-    src, dst = model_path.resolve(), output.resolve()
-    if src == dst:
-        raise InputError(f"{output}: the output path is the input model; use --in-place to overwrite it")
-    data = dst.with_name(dst.name + ".data")
-    for _, tensor in model_io.external_tensors(model):
-        if (Path(tensor.base_dir) / tensor.location).resolve() == data:
-            raise InputError(f"{output}: writing it would overwrite the input's external data {data}")
+def _stage_outputs(plan: WritePlan, result_model: ir.Model, report: Report, out: Path, soc_version: str | None) -> None:
+    """Stage the model, its ``ir.Model`` artifacts and the split manifest in the run's transaction."""
+    tx = plan.transaction
+    report.outputs.extend(str(p) for p in tx.add_model(result_model, out))
+    for key, extra in report.models.items():
+        if isinstance(extra, ir.Model):
+            target = artifact_path(out, key)
+            plan.write(target, f"the {key} model")
+            tx.add_model(extra, target)
+            report.artifacts[key] = str(target)
+    if report.chained:
+        from surgery import partition
+
+        chained = {k: report.models[k] for k in report.chained}
+        files = {"head": out.name, **{k: artifact_path(out, k).name for k in chained}}
+        data = partition.manifest(result_model, chained, files=files, original_outputs=report.extra.get("original_outputs"))
+        manifest_path = out.with_name(out.stem + ".split.json")
+        plan.write(manifest_path, "the split manifest")
+        tx.add_text(manifest_path, json.dumps(data, indent=2) + "\n")
+        report.artifacts["manifest"] = str(manifest_path)
+    from surgery.atc import report_atc_commands
+
+    report_atc_commands(report, result_model, out, soc_version=soc_version)

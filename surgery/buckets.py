@@ -143,13 +143,18 @@ def apply_buckets(
     reproducer_dir: str | os.PathLike | None = None,
     progress: Any = None,
     soc_version: str | None = None,
+    write_plan: Any = None,
 ) -> BucketsResult:
     """Run ``pipeline`` once per bucket (see the module docstring); each run is gated.
 
     ``buckets`` defaults to the pipeline's ``[buckets]`` table. Raises what :func:`surgery.apply`
-    raises, the message prefixed with the bucket (``bucket batch4: ...``).
+    raises, the message prefixed with the bucket (``bucket batch4: ...``). Every bucket's output is
+    checked by the write plan before the first bucket runs, and the files of all buckets are
+    committed together after the last: a failing bucket leaves no file of the earlier ones.
+    ``write_plan`` is the caller's (the CLI's, which commits it with its report); without it the
+    buckets commit on their own.
     """
-    from surgery.api import apply, artifact_path, resolve_pipeline
+    from surgery.api import artifact_path, resolve_pipeline
 
     pipe = resolve_pipeline(pipeline)
     source = buckets if buckets is not None else pipe.buckets
@@ -158,6 +163,44 @@ def apply_buckets(
     spec = parse_bucket_spec(source, where="buckets")
     count = len(next(iter(spec.values())))
     out = Path(output) if output is not None else None
+    plan = write_plan
+    if out is not None and plan is None:
+        from surgery.writeplan import WritePlan
+
+        plan = WritePlan()
+        given = model_io.load(model) if isinstance(model, (str, os.PathLike)) else model
+        plan.set_model(given if isinstance(given, ir.Model) else None,
+                       model if isinstance(model, (str, os.PathLike)) else None)
+        plan.read_pipeline(pipe)
+        plan.read(inputs if isinstance(inputs, (str, os.PathLike)) else None, "the input arrays")
+        if reproducer_dir is not None:
+            plan.reproducer(reproducer_dir, explicit=True)
+    if out is not None and plan is not None:
+        for i in range(count):
+            label = bucket_label({key: sizes[i] for key, sizes in spec.items()})
+            plan.write_model(artifact_path(out, label), f"the bucket {label} output")
+    try:
+        runs, probe = _run_buckets(model, pipe, spec, count, out, plan, inputs, verify, reproducer_dir, progress, soc_version)
+        if plan is not None and write_plan is None:
+            plan.commit()
+    except BaseException:
+        if plan is not None and write_plan is None:
+            plan.abort()
+        raise
+    dynamic: AtcCommand | None = None
+    if probe is not None and _covers_batch(probe, spec):
+        sizes = next(iter(spec.values()))
+        src = str(model) if isinstance(model, (str, os.PathLike)) else "MODEL.onnx"
+        dynamic = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
+                                        output=out if out is not None else None)
+    return BucketsResult(runs, dynamic)
+
+
+def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]], count: int, out: Path | None,
+                 plan: Any, inputs: Any, verify: Any, reproducer_dir: Any, progress: Any,
+                 soc_version: str | None) -> tuple[list[BucketRun], ir.Model | None]:
+    from surgery.api import apply, artifact_path
+
     runs: list[BucketRun] = []
     probe: ir.Model | None = None
     for i in range(count):
@@ -173,7 +216,7 @@ def apply_buckets(
             result, report = apply(
                 working, bucket_pipeline(pipe, binding), inputs=inputs, verify=verify, output=target,
                 reproducer_dir=(Path(reproducer_dir) / label) if reproducer_dir else None, progress=progress,
-                soc_version=soc_version,
+                soc_version=soc_version, write_plan=plan,
             )
         except SurgeryError as exc:
             if exc.args and isinstance(exc.args[0], str):
@@ -182,10 +225,4 @@ def apply_buckets(
         atc = atc_command(result, target, soc_version=soc_version) if target is not None else None
         report.extra["bucket"] = {"label": label, "binding": binding}
         runs.append(BucketRun(label, binding, result, report, target, atc))
-    dynamic: AtcCommand | None = None
-    if probe is not None and _covers_batch(probe, spec):
-        sizes = next(iter(spec.values()))
-        src = str(model) if isinstance(model, (str, os.PathLike)) else "MODEL.onnx"
-        dynamic = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
-                                        output=out if out is not None else None)
-    return BucketsResult(runs, dynamic)
+    return runs, probe

@@ -1,4 +1,4 @@
-"""Model I/O: load a model from a path, a ``ModelProto`` or an ``ir.Model``; save atomically.
+"""Model I/O: load a model from a path, a ``ModelProto`` or an ``ir.Model``; save atomically (:class:`Transaction`).
 
 Everything stays lazy and external: weights in external data files are memory-mapped by onnx-ir
 and never pass through a protobuf message, so models over 2 GB load, check, run and save.
@@ -7,10 +7,15 @@ and never pass through a protobuf message, so models over 2 GB load, check, run 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import logging
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Union
@@ -33,6 +38,9 @@ __all__ = [
     "graph_initializer_bytes",
     "light_proto",
     "LightProto",
+    "Transaction",
+    "clean_stale_staging",
+    "STAGING_PREFIX",
 ]
 
 logger = logging.getLogger(__name__)
@@ -200,13 +208,456 @@ def light_proto(model: ir.Model, threshold: int = LIGHT_THRESHOLD) -> LightProto
     return LightProto(model, threshold)
 
 
-@contextlib.contextmanager
-def _staging_dir(target: Path) -> Iterator[Path]:
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+# --------------------------------------------------------------------------------------------
+# Saving: every file of a run is staged in one folder beside its target and committed together.
+# --------------------------------------------------------------------------------------------
+
+from surgery.writeplan import STAGING_PREFIX  # noqa: E402  (one spelling: ``.surgery-staging-<pid>-<token>``)
+
+#: Bytes handed to one ``copy_file_range`` call, so that a signal is seen between calls.
+COPY_CHUNK = 64 << 20
+#: Tensors at or above this size start at a 4 KiB boundary in the data file (page-aligned mmap).
+ALIGN_THRESHOLD = 1 << 20
+_ALIGNMENT = 4096
+_OLD_MODEL_PARSE_LIMIT = 256 << 20
+_TOKEN_DATA = re.compile(r"\.[0-9a-f]{8}\.data$")
+
+
+def _token() -> str:
+    return secrets.token_hex(4)
+
+
+def _start_time(pid: int) -> str:
+    """The process start time (clock ticks since boot) on Linux, '' elsewhere: tells a reused pid apart."""
     try:
-        yield staging
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19] if ")" in stat else ""
+
+
+def _owner_alive(folder: Path) -> bool:
+    """Whether the process that created the staging ``folder`` is still running."""
+    try:
+        pid = int(folder.name[len(STAGING_PREFIX):].split("-", 1)[0])
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, someone else's
+    try:
+        recorded = (folder / "owner").read_text().split()
+    except OSError:
+        recorded = []
+    started = _start_time(pid)
+    return not (len(recorded) == 2 and started and recorded[1] != started)
+
+
+def clean_stale_staging(folder: Path) -> list[Path]:
+    """Remove the staging folders in ``folder`` whose owner process is gone (a killed run's leftovers)."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False):
+            path = Path(entry.path)
+            if not _owner_alive(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+                logger.info("removed %s, left by a run that is gone", path)
+    return removed
+
+
+def _write_error(target: Path, exc: OSError) -> InputError:
+    reason = exc.strerror or str(exc)
+    return InputError(f"{target}: cannot write: {reason}")
+
+
+def _copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int) -> None:
+    """Copy ``length`` bytes between two files in the kernel (reflink where the filesystem has one)."""
+    done = 0
+    use_kernel = hasattr(os, "copy_file_range")
+    while done < length:
+        n = min(COPY_CHUNK, length - done)
+        copied = 0
+        if use_kernel:
+            try:
+                copied = os.copy_file_range(src, dst, n, src_offset + done, dst_offset + done)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                use_kernel = False
+        if not use_kernel:
+            chunk = os.pread(src, n, src_offset + done)
+            copied = os.pwrite(dst, chunk, dst_offset + done) if chunk else 0
+        if copied <= 0:
+            raise OSError(errno.EIO, f"short read: {length - done} bytes missing from the source data file")
+        done += copied
+
+
+@dataclasses.dataclass
+class _Layout:
+    """Where each externalized tensor goes in the new data file."""
+
+    value: ir.Value
+    tensor: ir.TensorProtocol
+    offset: int
+    length: int
+
+
+@dataclasses.dataclass
+class _StagedModel:
+    model: ir.Model
+    target: Path
+    staged: Path
+    layout: list[_Layout]
+    data_name: str | None
+    staged_data: Path | None
+
+    @property
+    def data_target(self) -> Path | None:
+        return self.target.parent / self.data_name if self.data_name else None
+
+
+def _plan_layout(model: ir.Model, threshold: int) -> list[_Layout]:
+    layout: list[_Layout] = []
+    offset = 0
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None or tensor.dtype == ir.DataType.STRING:
+                continue
+            if not isinstance(tensor, ir.ExternalTensor) and tensor.nbytes <= threshold:
+                continue
+            length = tensor.nbytes
+            if length >= ALIGN_THRESHOLD:
+                offset = -(-offset // _ALIGNMENT) * _ALIGNMENT
+            layout.append(_Layout(value, tensor, offset, length))
+            offset += length
+    return layout
+
+
+def _write_data(layout: list[_Layout], path: Path) -> None:
+    """Write the data file: bytes of unchanged external tensors are copied file to file in the kernel."""
+    sources: dict[str, int] = {}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        end = 0
+        for item in layout:
+            tensor = item.tensor
+            if isinstance(tensor, ir.ExternalTensor):
+                src_path = os.path.join(tensor.base_dir, tensor.location)
+                if src_path not in sources:
+                    sources[src_path] = os.open(src_path, os.O_RDONLY)
+                _copy_range(sources[src_path], fd, tensor.offset or 0, item.offset, item.length)
+            else:
+                data = tensor.tobytes()
+                written = 0
+                view = memoryview(data)
+                while written < len(view):
+                    written += os.pwrite(fd, view[written:], item.offset + written)
+            end = max(end, item.offset + item.length)
+        os.ftruncate(fd, end)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)
+        for src in sources.values():
+            os.close(src)
+
+
+def _write_graph(staged: _StagedModel) -> None:
+    """Serialize the model with its externalized tensors pointing at ``staged.data_name``."""
+    swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
+    try:
+        for item in staged.layout:
+            swapped.append((item.value, item.tensor))
+            item.value.const_value = ir.ExternalTensor(
+                location=staged.data_name or "", offset=item.offset, length=item.length, dtype=item.tensor.dtype,
+                shape=item.tensor.shape, name=item.value.name, base_dir=str(staged.target.parent),
+            )
+        if staged.staged.exists():
+            staged.staged.unlink()
+        ir.save(staged.model, staged.staged)
+    finally:
+        for value, tensor in swapped:
+            value.const_value = tensor
+
+
+def _referenced_data(model_file: Path) -> set[Path]:
+    """External data files an existing model file names (in its folder); empty when it cannot tell."""
+    try:
+        if not model_file.is_file() or model_file.stat().st_size > _OLD_MODEL_PARSE_LIMIT:
+            return set()
+        proto = onnx.load_model(str(model_file), load_external_data=False)
+    except Exception:  # not a model we can read: nothing of it is ours to remove
+        return set()
+    files: set[Path] = set()
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        for tensor in graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    files.add(model_file.parent / entry.value)
+        for node in graph.node:
+            for attr in node.attribute:
+                graphs.extend([attr.g] if attr.HasField("g") else [])
+                graphs.extend(attr.graphs)
+    return files
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class Transaction:
+    """The files of one run, staged in ``.surgery-staging-<pid>-<token>/`` and committed together.
+
+    Why: a run writes several files (a model and its weights, artifacts, bucket outputs, reports)
+    and a reader must never see some of them new and some old, nor a model reading weights that
+    are not its own. So each external data file is written under a name no existing model uses
+    (``OUT.onnx.data`` when that name is free, else ``OUT.onnx.<token>.data``) and linked into
+    place without replacing anything; then the other files are renamed over their targets, models
+    last; only when every rename succeeded are the data files of the replaced models removed. A
+    failure (or a signal) on the way puts back every replaced file and removes every new one.
+    A staging folder whose process is gone (SIGKILL) is removed by the next transaction that
+    stages into the same folder.
+
+    ``protect`` names files that must survive the commit (the run's inputs): they are never removed
+    as old data.
+    """
+
+    def __init__(self, protect: Iterator[Path] | list[Path] | None = None) -> None:
+        self._folders: dict[Path, Path] = {}
+        self._models: list[_StagedModel] = []
+        self._files: list[tuple[Path, Path]] = []
+        self.protect: list[Path] = list(protect or [])
+        self.committed = False
+        self.written: list[Path] = []
+
+    # -- staging ---------------------------------------------------------------------------------
+    def staging_folder(self, target: Path) -> Path:
+        """This run's staging folder beside ``target`` (created on first use)."""
+        parent = target.parent.resolve()
+        if parent not in self._folders:
+            if not parent.is_dir():
+                raise InputError(f"{target}: the output folder {target.parent} does not exist")
+            clean_stale_staging(parent)
+            folder = parent / f"{STAGING_PREFIX}{os.getpid()}-{_token()}"
+            try:
+                folder.mkdir()
+                (folder / "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+            except OSError as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise _write_error(target, exc) from None
+            self._folders[parent] = folder
+        return self._folders[parent]
+
+    def _staged_name(self, target: Path) -> Path:
+        return self.staging_folder(target) / f"{len(self._models) + len(self._files)}-{target.name}"
+
+    def add_model(
+        self,
+        model: ir.Model,
+        target: str | os.PathLike,
+        *,
+        external_data: bool | None = None,
+        size_threshold_bytes: int = 1024,
+    ) -> list[Path]:
+        """Stage ``model`` for ``target``; return the paths it will have (model, then its data)."""
+        target = Path(target)
+        if external_data is None:
+            external_data = _uses_external_data(model) or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        staged_path = self._staged_name(target)
+        layout = _plan_layout(model, size_threshold_bytes) if external_data else []
+        data_name = None
+        staged_data = None
+        if layout:
+            data_name = self._free_data_name(target)
+            staged_data = staged_path.with_name(staged_path.name + ".data")
+        staged = _StagedModel(model, target, staged_path, layout, data_name, staged_data)
+        try:
+            if staged_data is not None:
+                _write_data(layout, staged_data)
+            _write_graph(staged)
+        except OSError as exc:
+            raise _write_error(target, exc) from None
+        self._models.append(staged)
+        return [target] + ([staged.data_target] if staged.data_target else [])
+
+    def _free_data_name(self, target: Path) -> str:
+        taken = {m.data_target for m in self._models}
+        name = f"{target.name}.data"
+        if (target.parent / name).exists() or (target.parent / name) in taken or _same_file(target.parent / name, target):
+            name = f"{target.name}.{_token()}.data"
+        return name
+
+    def add_bytes(self, target: str | os.PathLike, data: bytes) -> Path:
+        """Stage a file with ``data`` as its content."""
+        target = Path(target)
+        path = self.add_file(target)
+        try:
+            path.write_bytes(data)
+        except OSError as exc:
+            raise _write_error(target, exc) from None
+        return target
+
+    def add_text(self, target: str | os.PathLike, text: str) -> Path:
+        return self.add_bytes(target, text.encode("utf-8"))
+
+    def add_file(self, target: str | os.PathLike) -> Path:
+        """Reserve a staged path for ``target`` that the caller writes (e.g. a streamed JSON)."""
+        target = Path(target)
+        staged = self._staged_name(target)
+        self._files.append((staged, target))
+        return staged
+
+    # -- commit ------------------------------------------------------------------------------------
+    def commit(self) -> list[Path]:
+        """Make every staged file visible; on any failure put everything back as it was."""
+        if self.committed:
+            return self.written
+        masked = _block_signals()
+        placed: list[Path] = []
+        replaced: list[tuple[Path, Path | None, bool]] = []  # (target, backup of what it replaced, existed)
+        old_data: set[Path] = set()
+        renames: list[tuple[Path, Path]] = []
+        try:
+            for staged in self._models:
+                if staged.staged_data is not None:
+                    placed.append(self._place_data(staged))
+            renames = list(self._files) + [(m.staged, m.target) for m in self._models]
+            models = {m.target for m in self._models}
+            for i, (staged_path, target) in enumerate(renames):
+                backup = None
+                existed = target.exists() or target.is_symlink()
+                if existed:
+                    if target in models:
+                        old_data |= _referenced_data(target)
+                    backup = staged_path.with_name(f"backup-{i}")
+                    try:
+                        os.link(target, backup, follow_symlinks=False)
+                    except OSError:
+                        backup = None  # no hard links here: the old file cannot be put back
+                os.replace(staged_path, target)
+                replaced.append((target, backup, existed))
+        except BaseException as exc:
+            self._rollback(placed, replaced)
+            _unblock_signals(masked)
+            self.abort()
+            if isinstance(exc, OSError):
+                failed = renames[len(replaced)][1] if len(replaced) < len(renames) else self._models[0].target
+                raise _write_error(failed, exc) from None
+            raise
+        self.committed = True
+        self.written = []
+        for m in self._models:
+            self.written.append(m.target)
+            if m.data_target is not None:
+                self.written.append(m.data_target)
+        self.written += [target for _, target in self._files]
+        _unblock_signals(masked)
+        self._remove_old_data(old_data)
+        self.abort()
+        logger.debug("committed %s", ", ".join(map(str, self.written)))
+        return self.written
+
+    def _place_data(self, staged: _StagedModel) -> Path:
+        """Link the staged data file under its fresh name; pick another when that name was just taken."""
+        assert staged.staged_data is not None
+        for _ in range(8):
+            final = staged.data_target
+            assert final is not None
+            try:
+                os.link(staged.staged_data, final)
+                return final
+            except FileExistsError:
+                staged.data_name = f"{staged.target.name}.{_token()}.data"
+                _write_graph(staged)  # the model must name the file it reads
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                # no hard links on this filesystem: a random name nobody uses, renamed into place
+                if final.exists():
+                    staged.data_name = f"{staged.target.name}.{_token()}.data"
+                    _write_graph(staged)
+                    continue
+                os.replace(staged.staged_data, final)
+                return final
+        raise InputError(f"{staged.target}: could not find a free name for its external data")
+
+    def _rollback(self, placed: list[Path], replaced: list[tuple[Path, Path | None, bool]]) -> None:
+        kept: set[Path] = set()
+        for target, backup, existed in reversed(replaced):
+            try:
+                if backup is not None:
+                    os.replace(backup, target)
+                elif not existed:
+                    os.unlink(target)
+                else:  # the old file is gone (no hard link could keep it): the new one, whole, stays
+                    kept.add(target)
+                    logger.warning("could not put the old %s back; the new one stays", target)
+            except OSError as exc:
+                kept.add(target)
+                logger.warning("could not put %s back: %s", target, exc)
+        keep_data = {m.data_target for m in self._models if m.target in kept}
+        for path in placed:
+            if path not in keep_data:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def _remove_old_data(self, candidates: set[Path]) -> None:
+        """Remove the data files only the replaced models used (named as this module names them)."""
+        keep = {m.data_target for m in self._models if m.data_target is not None}
+        for path in sorted(candidates):
+            ours = any(
+                path.name == f"{m.target.name}.data"
+                or (path.name.startswith(m.target.name) and _TOKEN_DATA.fullmatch(path.name[len(m.target.name):]))
+                for m in self._models if m.target.parent.resolve() == path.parent.resolve()
+            )
+            if not ours:
+                logger.info("left %s in place: not a data file this tool names", path)
+                continue
+            if any(_same_file(path, k) for k in keep) or any(_same_file(path, p) for p in self.protect):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                logger.debug("removed the replaced model's data %s", path)
+
+    def abort(self) -> None:
+        """Remove the staging folders (and so every staged file that was not committed)."""
+        for folder in self._folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        self._folders.clear()
+        if not self.committed:
+            self._models.clear()
+            self._files.clear()
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None or not self.committed:
+            self.abort()
+
+
+def _block_signals() -> set[int] | None:
+    """Hold SIGINT/SIGTERM during the renames so a commit is never cut in half (delivered after)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _unblock_signals(previous: set[int] | None) -> None:
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _uses_external_data(model: ir.Model) -> bool:
@@ -220,33 +671,15 @@ def save(
     external_data: bool | None = None,
     size_threshold_bytes: int = 1024,
 ) -> list[Path]:
-    """Write ``model`` to ``path`` atomically and return the files written.
+    """Write ``model`` to ``path`` atomically and return the files written (model, then its data).
 
-    The model and its external data (``<file>.data``) are written into a staging folder beside
-    the target and then renamed into place, the data file first, so a reader never sees a model
-    that points at data that is not there and a failure leaves no partial output.
-
-    ``external_data=None`` keeps weights external when the model had external data or its
-    initializers exceed 1 GiB.
+    See :class:`Transaction`: the weights go to a data file only the new model names, bytes of
+    unchanged external tensors are copied file to file by the kernel (never read into Python),
+    and the model is renamed into place last. ``external_data=None`` keeps weights external when
+    the model had external data or its initializers exceed 1 GiB.
     """
     path = Path(path)
-    if not path.parent.exists():
-        raise InputError(f"{path}: the output folder {path.parent} does not exist")
-    if external_data is None:
-        external_data = _uses_external_data(model) or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    data_name = f"{path.name}.data"
-    written: list[Path] = []
-    with _staging_dir(path) as staging:
-        staged_model = staging / path.name
-        if external_data:
-            ir.save(model, staged_model, external_data=data_name, size_threshold_bytes=size_threshold_bytes)
-        else:
-            ir.save(model, staged_model)
-        staged_data = staging / data_name
-        if staged_data.exists():
-            os.replace(staged_data, path.parent / data_name)
-            written.append(path.parent / data_name)
-        os.replace(staged_model, path)
-        written.insert(0, path)
-    logger.debug("saved %s", ", ".join(map(str, written)))
-    return written
+    protect = [Path(t.base_dir) / t.location for _, t in external_tensors(model)]
+    with Transaction(protect=protect) as tx:
+        tx.add_model(model, path, external_data=external_data, size_threshold_bytes=size_threshold_bytes)
+        return tx.commit()

@@ -246,6 +246,7 @@ def prepare(
     target: str = "ascend",
     progress: Callable[[str], None] | None = None,
     write_pipeline: bool = True,
+    write_plan: Any = None,
 ) -> PrepareResult:
     """From an exported model to a compiler-ready one: doctor → pipeline → gated apply → doctor.
 
@@ -259,6 +260,10 @@ def prepare(
         data: an ``.npz`` of parity inputs.
         verify: ``"each"`` (default), ``"end"`` or ``"off"``.
         target: the compiler (only ``"ascend"`` today).
+        write_plan: the caller's :class:`surgery.writeplan.WritePlan` (the CLI's, which adds its
+            report and commits); without it the run checks and commits its own files. Either way the
+            outputs and ``OUT.passes.toml`` are checked against every input before the run and
+            appear together.
 
     Raises:
         InputError: a decision is missing (the message names the flag and the guess), or bad input.
@@ -278,6 +283,17 @@ def prepare(
     bucket_spec = parse_bucket_spec(buckets, where="--buckets") if buckets else {}
     say(f"loading {model_path}")
     ir_model = model_io.load(model_path)
+    from surgery.writeplan import WritePlan
+
+    plan = write_plan if write_plan is not None else WritePlan()
+    plan.set_model(ir_model, model_path)
+    plan.read(data, "the input arrays (--data)")
+    if not bucket_spec:
+        plan.write_model(out)
+    if write_pipeline:
+        plan.write(pipeline_path(out), "the pipeline it ran")
+    repro = out.with_name(out.name + ".repro")
+    plan.reproducer(repro, explicit=False, role="the reproducer folder")
     names = [v.name for v in ir_model.graph.inputs]
     for given, flag in ((shapes, "--input-shape"), (pins, "--pin")):
         unknown = [n for n in given if n not in names]
@@ -315,7 +331,7 @@ def prepare(
         from surgery.buckets import apply_buckets
 
         result = apply_buckets(model_path, pipeline, None, inputs=data, verify=verify, output=out,
-                               reproducer_dir=out.with_name(out.name + ".repro"), progress=say, soc_version=soc)
+                               reproducer_dir=repro, progress=say, soc_version=soc, write_plan=plan)
         runs = list(result.runs)
         report = runs[0].report
         result_model = None
@@ -329,8 +345,7 @@ def prepare(
         after_report: Any = afters
     else:
         result_model, report = api.apply(ir_model, pipeline, inputs=data, verify=verify, output=out,
-                                         reproducer_dir=out.with_name(out.name + ".repro"), progress=say,
-                                         soc_version=soc)
+                                         reproducer_dir=repro, progress=say, soc_version=soc, write_plan=plan)
         report.source = str(model_path)
         outputs = [Path(p) for p in report.outputs]
         say(f"doctor: checking {out}")
@@ -339,19 +354,9 @@ def prepare(
     pipeline_file: Path | None = None
     if write_pipeline:
         pipeline_file = pipeline_path(out)
-        _write_text_atomic(pipeline_file, text)
+        plan.transaction.add_text(pipeline_file, text)
+    if write_plan is None:
+        plan.commit()
     return PrepareResult(model=result_model, report=report, before=before, after=after_report,
                          pipeline_text=text, pipeline_file=pipeline_file, outputs=outputs, runs=runs)
 
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,15 +1,22 @@
 """The ``surgery`` command line: one module a subcommand, each calling the Python API.
 
-Exit codes: 0 success, 1 a verification gate failed, 2 bad input or usage, 3 internal error.
+Exit codes: 0 success, 1 a verification gate failed, 2 bad input or usage, 3 internal error,
+130 / 143 interrupted by SIGINT / SIGTERM (the one line says whether the output was written).
+
+Every command that writes files records them in a :class:`surgery.writeplan.WritePlan` kept on
+``args.write_plan``; an interrupted run reports from it whether its files were committed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from surgery.errors import SurgeryError
 
@@ -52,6 +59,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised by the SIGINT/SIGTERM handler so that staged files are cleaned up on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signal_handlers() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` while a command runs (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _interrupted_line(exc: KeyboardInterrupt, args: argparse.Namespace) -> tuple[str, int]:
+    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+    plan = getattr(args, "write_plan", None)
+    if plan is not None and plan.committed:
+        written = ", ".join(str(p) for p in plan.transaction.written)
+        status = f"the output was written ({written})"
+    else:
+        status = "no output was written" + (" (inputs untouched)" if plan is not None else "")
+    return f"surgery: interrupted by {signal.Signals(signum).name}: {status}", 128 + int(signum)
+
+
 def _add_global_flags(subparser: argparse.ArgumentParser) -> None:
     taken = {s for action in subparser._actions for s in action.option_strings}
     if "-v" not in taken:
@@ -67,10 +113,12 @@ def _add_global_flags(subparser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.write_plan = None
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return int(args.func(args) or 0)
+        with _signal_handlers():
+            return int(args.func(args) or 0)
     except SurgeryError as exc:
         print(f"surgery: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -82,13 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return 141
-    except KeyboardInterrupt:
-        print("surgery: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        line, code = _interrupted_line(exc, args)
+        print(line, file=sys.stderr)
+        return code
     except Exception as exc:  # a bug: one line, the traceback only with -vv
         logging.getLogger("surgery").debug("internal error", exc_info=True)
         print(f"surgery: internal error: {type(exc).__name__}: {exc} (run with -vv for the traceback)", file=sys.stderr)
         return 3
+    finally:
+        if args.write_plan is not None and not args.write_plan.committed:
+            args.write_plan.abort()  # the staged files of a run that did not finish
 
 
 if __name__ == "__main__":  # pragma: no cover

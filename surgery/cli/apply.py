@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from surgery.cli import flags, static_shapes
+from surgery.writeplan import output_arg
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "write_report"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pipeline", type=Path,
                    help="the passes.toml file, or a comma-separated list of pass names (make-static,cleanup)")
     p.add_argument("model", type=Path, help="the input .onnx model")
-    p.add_argument("-o", "--output", type=Path, help="where to write the result (required unless --in-place)")
-    p.add_argument("--report", type=Path, help="also write the report as JSON here")
+    p.add_argument("-o", "--output", type=output_arg, help="where to write the result (required unless --in-place)")
+    p.add_argument("--report", type=output_arg, help="also write the report as JSON here")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="PASS.KEY=VALUE",
                    help="override a pass option (PASS is a pass name or its 1-based position); VALUE is TOML")
     p.add_argument("--input-shape", metavar="SPEC",
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from surgery import api, model_io
     from surgery.errors import GateError, InputError
     from surgery.pipeline import apply_sets, is_pass_list, load_pipeline, pipeline_from_names, set_input_shapes
+    from surgery.writeplan import WritePlan
 
     if is_pass_list(str(args.pipeline)):
         pipeline = pipeline_from_names(str(args.pipeline), args.sets)
@@ -53,27 +56,45 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give -o OUT.onnx (or --in-place to overwrite the input)")
     output: Path = args.model if args.in_place and args.output is None else args.output
     model = model_io.load(args.model)
-    api.check_output_path(model, args.model, output, in_place=args.in_place)
-    if not output.parent.exists():
-        raise InputError(f"{output}: the output folder {output.parent} does not exist")
+    plan = args.write_plan = WritePlan(in_place=args.in_place)
+    plan.set_model(model, args.model)
+    plan.read_pipeline(pipeline)
+    plan.read(args.inputs, "the input arrays (--inputs)")
+    bucketed = bool(args.buckets or pipeline.buckets)
+    if not bucketed:
+        plan.write_model(output)
+    plan.write(args.report, "the report (--report)")
     repro = args.repro or output.with_name(output.name + ".repro")
-    if args.buckets or pipeline.buckets:
-        return static_shapes.run_buckets(args, pipeline, output, repro)
+    plan.reproducer(repro, explicit=args.repro is not None)
+    if bucketed:
+        return static_shapes.run_buckets(args, pipeline, output, repro, plan)
     try:
         _, report = api.apply(model, pipeline, inputs=args.inputs, verify=args.verify, output=output,
-                              reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version)
+                              reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version,
+                              in_place=args.in_place, write_plan=plan)
     except GateError as exc:
+        plan.abort()  # a failed run writes no model, only the report of the failure
         if exc.report is not None:
             exc.report.source = str(args.model)
             if not args.quiet:
                 print(exc.report.table())
             if args.report:
-                exc.report.write_json(args.report)
+                write_report(args.report, exc.report)
         raise
     report.source = str(args.model)
+    if args.report:
+        report.write_json(plan.transaction.add_file(args.report))
+    plan.commit()
     if not args.quiet:
         print(report.table())
     static_shapes.print_atc(report)  # -q never hides the compiler command: it is what the run is for
-    if args.report:
-        report.write_json(args.report)
     return 0
+
+
+def write_report(path: Path, report: Any) -> None:
+    """Write one JSON report on its own (after a failure), atomically."""
+    from surgery import model_io
+
+    with model_io.Transaction() as tx:
+        report.write_json(tx.add_file(path))
+        tx.commit()

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from surgery.cli import flags
 from surgery.errors import InputError
+from surgery.writeplan import output_arg
 
 __all__ = ["register", "run"]
 
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run this model after B, fed B's outputs (B is a split head); repeatable")
     flags.add_data(p, old="--inputs")
     flags.add_pipeline_inputs(p)
-    p.add_argument("--json", type=Path, metavar="OUT.json", help="write every tensor's statistics here (streamed)")
+    p.add_argument("--json", type=output_arg, metavar="OUT.json", help="write every tensor's statistics here (streamed)")
     p.add_argument("--renamed", type=Path, action="append", default=[], metavar="MAP.json",
                    help="a JSON object {name in A: name in B} (repeatable, applied in order)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
@@ -45,11 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 class _JsonStream:
-    """Writes ``{"tensors": [...], "summary": {...}}`` one tensor at a time."""
+    """Writes ``{"tensors": [...], "summary": {...}}`` one tensor at a time (into the staging folder)."""
 
     def __init__(self, path: Path) -> None:
-        if not path.parent.exists():
-            raise InputError(f"{path}: the output folder {path.parent} does not exist")
         self.file: TextIO = path.open("w", encoding="utf-8")
         self.file.write('{"tensors": [\n')
         self.count = 0
@@ -124,8 +123,20 @@ def run(args: argparse.Namespace) -> int:
     from surgery.verify.inputs import InputsConfig, plan_inputs
     from surgery.verify.layerwise import compare_layerwise
 
+    from surgery.writeplan import WritePlan
+
     a = model_io.load(args.a)
     b_chain = [model_io.load(args.b)] + [model_io.load(t) for t in args.tail]
+    writes = args.write_plan = WritePlan()
+    writes.read_model(a, args.a, "model A")
+    writes.read_model(b_chain[0], args.b, "model B")
+    for tail, path in zip(b_chain[1:], args.tail):
+        writes.read_model(tail, path, "the tail model (--tail)")
+    writes.read(args.data, "the input arrays (--data)")
+    writes.read(args.pipeline, "the pipeline (--pipeline)")
+    for path in args.renamed:
+        writes.read(path, "the rename map (--renamed)")
+    writes.write(args.json, "the JSON statistics (--json)")
     renamed = _renames(args.renamed)
     inputs_config = InputsConfig(data=args.data)
     hints = FeedHints()
@@ -147,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     for name, how in plan.provenance.items():
         print(f"input {name}: {how}")
     tol = Tolerance(args.rtol, args.atol)
-    stream = _JsonStream(args.json) if args.json else None
+    stream = _JsonStream(writes.transaction.add_file(args.json)) if args.json else None
 
     def on_result(entry: Any) -> None:
         if not args.failures_only or not entry.ok:
@@ -161,11 +172,13 @@ def run(args: argparse.Namespace) -> int:
                                    on_result=on_result, stop_at_first=args.stop_at_first)
     except BaseException:
         if stream is not None:
-            stream.close({"error": "comparison aborted"})
+            stream.file.close()
+        writes.abort()  # a comparison that did not finish writes nothing
         raise
     if stream is not None:
         summary = report.to_dict()
         summary.pop("tensors")
         stream.close(summary)
+        writes.commit()
     print(report.summary())
     return 0 if report.ok else 1

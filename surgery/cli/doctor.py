@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from surgery.errors import InputError, PipelineError
+from surgery.writeplan import WritePlan, output_arg, output_or_stdout
 
 __all__ = ["register"]
 
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path)
     p.add_argument("--soc", metavar="SOC", help="target SoC for the AICPU check (e.g. Ascend310, Ascend310P3)")
     p.add_argument("--json", metavar="OUT.json", help="write the report as JSON ('-' prints it instead of the table)")
-    p.add_argument("--emit-pipeline", type=Path, metavar="PASSES.toml",
+    p.add_argument("--emit-pipeline", type=output_arg, metavar="PASSES.toml",
                    help="write a passes.toml that applies every available fix")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
                    help="static size for a named dynamic dim in the emitted pipeline (repeatable; default batch 1)")
@@ -54,14 +55,12 @@ def run(args: argparse.Namespace) -> int:
         from surgery.shapes.spec import parse_shapes
 
         input_shapes = {k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()}
-    for out in (args.emit_pipeline, Path(args.json) if args.json and args.json != "-" else None):
-        if out is None:
-            continue
-        if not out.parent.exists():
-            raise InputError(f"{out}: the output folder {out.parent} does not exist")
-        if out.resolve() == args.model.resolve():
-            raise InputError(f"{out}: would overwrite the model")
     model = load(args.model)
+    plan = args.write_plan = WritePlan()
+    plan.read_model(model, args.model)
+    json_path = output_or_stdout(args.json, "--json")
+    plan.write(json_path, "the JSON report (--json)")
+    plan.write(args.emit_pipeline, "the emitted pipeline (--emit-pipeline)")
     if input_shapes:
         names = {v.name for v in model.graph.inputs}
         unknown = sorted(set(input_shapes) - names)
@@ -73,11 +72,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(render_table(report), end="")
-        if args.json:
-            Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if json_path is not None:
+            plan.transaction.add_text(json_path, json.dumps(report.to_dict(), indent=2) + "\n")
     if args.emit_pipeline:
         emitted = emit_pipeline(report, model, dims=dims, input_shapes=input_shapes)
-        args.emit_pipeline.write_text(emitted.text, encoding="utf-8")
+        plan.transaction.add_text(args.emit_pipeline, emitted.text)
+    plan.commit()
+    if args.emit_pipeline:
         msg = f"wrote {args.emit_pipeline}: {len(emitted.steps)} pass(es)"
         if emitted.missing:
             msg += f"; not available in this build: {', '.join(emitted.missing)}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from surgery.errors import GateError, InputError
+from surgery.errors import GateError
+from surgery.writeplan import output_arg
 
 __all__ = ["register", "run"]
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="the source .onnx model")
     p.add_argument("--inputs", required=True, type=_names, metavar="A,B", help="tensors that become the part's inputs")
     p.add_argument("--outputs", required=True, type=_names, metavar="C,D", help="tensors that become its outputs")
-    p.add_argument("-o", "--output", required=True, type=Path, help="where to write the part")
+    p.add_argument("-o", "--output", required=True, type=output_arg, help="where to write the part")
     p.add_argument("--input-type", action="append", default=[], metavar="NAME:DTYPE[DIMS]",
                    help="type of a new input the model does not type, e.g. feat:float32[1,64,56,56] (repeatable)")
     p.add_argument("--data", type=Path, metavar="DATA.npz", help="arrays for the original's inputs in the check run")
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgery import api, model_io
+    from surgery import model_io
     from surgery.instruments import checker
     from surgery.model_io import LightProto
     from surgery.partition import extract_part, parse_type_spec, slice_reference
@@ -49,10 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from surgery.verify.inputs import InputsConfig, plan_inputs
     from surgery.verify.ort import run_model
 
+    from surgery.writeplan import WritePlan
+
     model = model_io.load(args.model)
-    api.check_output_path(model, args.model, args.output, in_place=False)
-    if not args.output.parent.exists():
-        raise InputError(f"{args.output}: the output folder {args.output.parent} does not exist")
+    writes = args.write_plan = WritePlan()
+    writes.set_model(model, args.model)
+    writes.read(args.data, "the input arrays (--data)")
+    writes.write_model(args.output)
     types = dict(parse_type_spec(t) for t in args.input_type)
     part, cut, notes = extract_part(model, args.inputs, args.outputs, input_types=types)
     print(f"part: {len(cut.nodes)} of {len(model.graph)} nodes, {len(cut.initializers)} initializers")
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         if bad:
             raise GateError(f"the part does not reproduce the original's tensor {bad[0].describe()}", gate="parity")
         print(f"verified: checker ok, onnxruntime ok, {len(diffs)} output(s) match the original (max abs {worst:.3g})")
-    for path in model_io.save(part, args.output):
+    writes.transaction.add_model(part, args.output)
+    for path in writes.commit():
         print(f"wrote {path}")
     return 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from surgery.cli import flags
+from surgery.writeplan import output_arg
 
 __all__ = ["register", "run", "parse_pins"]
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when something will (or a gate failed), 2 when a decision is missing or the input is bad.",
     )
     p.add_argument("model", type=Path, help="the exported .onnx model (never modified)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="where to write the compiler-ready model")
+    p.add_argument("-o", "--output", type=output_arg, required=True, help="where to write the compiler-ready model")
     p.add_argument("--input-shape", metavar="SPEC",
                    help="static shapes of dynamic inputs: 'x:1,3,224,224;y:1,10' (ATC), onnxsim or Polygraphy syntax")
     p.add_argument("--pin", action="append", default=[], metavar="NAME=VALUE",
@@ -72,19 +73,22 @@ def parse_pins(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgery.errors import GateError, InputError
+    from surgery.errors import GateError
     from surgery.prepare import prepare
+    from surgery.writeplan import WritePlan, output_or_stdout
 
-    if args.output.resolve() == args.model.resolve():
-        raise InputError(f"{args.output}: the output is the input model; prepare never overwrites its input")
     pins = parse_pins(args.pin)
+    plan = args.write_plan = WritePlan(hint="prepare never overwrites its input")
+    report_path = output_or_stdout(args.report, "--report")
+    plan.write(report_path, "the report (--report)")
     try:
         result = prepare(
             args.model, args.output, input_shapes=args.input_shape, pins=pins, soc=args.soc,
             buckets=args.buckets, data=args.data, verify=args.verify, target=args.target,
-            progress=_prepare_progress(args),
+            progress=_prepare_progress(args), write_plan=plan,
         )
     except GateError as exc:
+        plan.abort()
         if exc.report is not None and not args.quiet:
             print(exc.report.table(), file=sys.stderr)
         raise
@@ -94,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(result.report.table() if not result.runs else "\n".join(r.report.table() for r in result.runs))
             print(result.summary())
-        if args.report:
-            Path(args.report).write_text(json.dumps(_report_dict(result), indent=2) + "\n", encoding="utf-8")
+        if report_path is not None:
+            plan.transaction.add_text(report_path, json.dumps(_report_dict(result), indent=2) + "\n")
+    plan.commit()
     for line in result.atc_lines():
         print(f"atc: {line}")
     if not result.ready:

@@ -9,9 +9,11 @@ then written with a manifest JSON describing each part's inputs and outputs.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from surgery.errors import InputError
+from surgery.writeplan import WritePlan, output_arg
 
 __all__ = ["register", "run"]
 
@@ -28,11 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "data-dependent or NPU-hostile op or at --boundary, and check that head then tail reproduce MODEL.",
     )
     p.add_argument("model", type=Path, help="the source .onnx model")
-    p.add_argument("--head", required=True, type=Path, help="where to write the head")
-    p.add_argument("--tail", required=True, type=Path, help="where to write the tail")
+    p.add_argument("--head", required=True, type=output_arg, help="where to write the head")
+    p.add_argument("--tail", required=True, type=output_arg, help="where to write the tail")
     p.add_argument("--boundary", type=_names, default=[], metavar="T1,T2", help="cut at these tensors instead")
     p.add_argument("--hostile-ops", type=_names, default=[], metavar="OP1,OP2", help="more op types to keep off the NPU")
-    p.add_argument("--manifest", type=Path, help="where to write the manifest (default: HEAD stem + .split.json)")
+    p.add_argument("--manifest", type=output_arg, help="where to write the manifest (default: HEAD stem + .split.json)")
     p.add_argument("--data", type=Path, metavar="DATA.npz", help="arrays for the model's inputs in the check run")
     p.add_argument("--verify", choices=("each", "off"), default="each", help="run the gates (default) or not")
     p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of the parity check (default 0: exact)")
@@ -43,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from surgery import api, model_io
     from surgery.analysis.cuts import postprocess_boundary
-    from surgery.partition import manifest, write_manifest
+    from surgery.partition import manifest
     from surgery.passes.split_postprocess import SplitPostprocess
 
     head_path: Path = args.head
@@ -52,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if head_path.resolve() == tail_path.resolve():
         raise InputError("--head and --tail must be different files")
     model = model_io.load(args.model)
-    for out in (head_path, tail_path):
-        api.check_output_path(model, args.model, out, in_place=False)
-        if not out.parent.exists():
-            raise InputError(f"{out}: the output folder {out.parent} does not exist")
+    writes = args.write_plan = WritePlan()
+    writes.set_model(model, args.model)
+    writes.read(args.data, "the input arrays (--data)")
+    writes.write_model(head_path, "the head (--head)")
+    writes.write_model(tail_path, "the tail (--tail)")
+    writes.write(manifest_path, "the manifest (--manifest)")
+    repro = head_path.with_name(head_path.name + ".repro")
+    writes.reproducer(repro, explicit=False, role="the reproducer folder")
     original_outputs = [v.name for v in model.graph.outputs]
     hostile: list[dict[str, str]] = []
     if not args.boundary:
@@ -63,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
         hostile = [h.to_dict() for h in postprocess_boundary(model.graph, hostile_ops=args.hostile_ops, functions=model.functions).hostile]
     step = SplitPostprocess(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops))
     verify = {"checker": args.verify, "ort": args.verify, "parity": args.verify, "rtol": args.rtol, "atol": args.atol}
-    head, report = api.apply(model, [step], inputs=args.data, verify=verify,
-                             reproducer_dir=head_path.with_name(head_path.name + ".repro"))
+    head, report = api.apply(model, [step], inputs=args.data, verify=verify, reproducer_dir=repro)
     result = report.steps[0]
     if not result.modified:
         raise InputError(f"{args.model}: nothing to split off ({'; '.join(result.notes) or 'no hostile op'})")
@@ -73,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     print(f"head: {len(head.graph)} nodes, tail: {len(tail.graph)} nodes; checker {result.checker}, "
           f"onnxruntime {result.ort}, head then tail vs original: {result.parity_status}")
-    written = model_io.save(head, head_path) + model_io.save(tail, tail_path)
+    writes.transaction.add_model(head, head_path)
+    writes.transaction.add_model(tail, tail_path)
     data = manifest(head, {"tail": tail}, files={"head": head_path.name, "tail": tail_path.name},
                     original_outputs=original_outputs, hostile=hostile, source="user" if args.boundary else "auto")
-    written.append(write_manifest(manifest_path, data))
-    for path in written:
+    writes.transaction.add_text(manifest_path, json.dumps(data, indent=2) + "\n")
+    for path in writes.commit():
         print(f"wrote {path}")
     return 0

@@ -39,18 +39,23 @@ def print_atc(report: Any, *, file: Any = None, warnings_to: Any = None) -> None
                   "without gears: add fix-shapes and make-static (or --buckets)", file=warn)
 
 
-def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Path) -> int:
+def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Path, plan: Any) -> int:
+    """Run every bucket; their files (and ``--report``) are committed together by ``plan``."""
     from surgery.buckets import apply_buckets
 
     try:
         result = apply_buckets(
             args.model, pipeline, args.buckets, inputs=args.inputs, verify=args.verify, output=output,
-            reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version,
+            reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version, write_plan=plan,
         )
     except GateError as exc:
+        plan.abort()
         if exc.report is not None and not args.quiet:
             print(exc.report.table())
         raise
+    if args.report:
+        plan.transaction.add_text(args.report, json.dumps(result.to_dict(), indent=2) + "\n")
+    plan.commit()
     for run in result.runs:
         run.report.source = str(args.model)
         if not args.quiet:
@@ -60,6 +65,4 @@ def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Pa
     if result.dynamic_batch is not None and not args.quiet:
         print("== single-model alternative (ATC dynamic batch gears):")
         print(f"atc: {result.dynamic_batch.line()}")
-    if args.report:
-        Path(args.report).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return 0

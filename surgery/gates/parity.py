@@ -32,6 +32,7 @@ from surgery.instruments.parity import ORT_ERRORS, OrtLoadError
 from surgery.pass_base import FeedHints, Numerics, Tolerance
 from surgery.pipeline import Step
 from surgery.verify.compare import ArrayDiff, diff_arrays
+from surgery.verify.explain import explain_ort_failure, is_input_failure
 from surgery.verify.inputs import FeedPlan, plan_inputs
 from surgery.verify.samples import Sample, candidate_samples
 
@@ -172,19 +173,13 @@ class ParityGate(BaseGate):
             first = _try(original, planned)
             if isinstance(first, BaseException):
                 guessed = any("generated" in how and "=" in how for how in plan.provenance.values())
-                if not guessed:
-                    raise InputError(
-                        f"the original model does not run on the parity inputs: {_short(first)}; "
-                        "declare them in [inputs] (shape, range or value) or give data = \"inputs.npz\""
-                    ) from None
+                if not guessed or not is_input_failure(first):
+                    raise InputError(explain_ort_failure(first, plan.feeds, plan.provenance)) from None
                 plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed, ones=True)
                 planned = Sample("planned", plan.feeds)
                 first = _try(original, planned)
                 if isinstance(first, BaseException):
-                    raise InputError(
-                        f"the original model does not run on generated inputs ({_short(first)}); "
-                        "declare its inputs in [inputs] (shape, range or value) or give data = \"inputs.npz\""
-                    ) from None
+                    raise InputError(explain_ort_failure(first, plan.feeds, plan.provenance)) from None
                 run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
             data = ParityData(plan, hints, [planned], [first], [v.name for v in run.model.graph.outputs], randoms)
             if cfg.samples > 1:

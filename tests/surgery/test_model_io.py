@@ -96,7 +96,7 @@ def test_save_failure_leaves_no_partial_output(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(onnx, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="out.onnx: cannot write: disk full"):
         model_io.save(model, target)
     assert list(tmp_path.iterdir()) == []
 
