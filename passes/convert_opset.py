@@ -47,7 +47,7 @@ import onnx_ir as ir
 from surgery.errors import PassError
 from surgery.graph import GraphLike, NameAllocator
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.passes.opset_decompositions import DECOMPOSITIONS  # the table, filled by that module
 from surgery.passes.opset_steps import ADAPTERS, Step, _Refuse, adapter
 from surgery.registry import register
@@ -502,6 +502,7 @@ class ConvertOpset(SurgeryPass):
                 raise ValueError(f"target must be between 7 and {onnx.defs.onnx_opset_version()}, got {self.target}")
 
     def call(self, model: ir.Model) -> SurgeryResult:
+        interface_before = interface(model)
         target = self.options.target
         current = schema.opset_of(model.opset_imports, "")
         if current is None:
@@ -530,7 +531,7 @@ class ConvertOpset(SurgeryPass):
                 imports[key] = target
                 changed = True
         modified = changed or bool(stats)
-        return SurgeryResult(model, modified, stats=stats, notes=notes)
+        return declare_interface(SurgeryResult(model, modified, stats=stats, notes=notes), interface_before, model, 'convert-opset rewrites the graph')
 
     def _upgrade(self, model: ir.Model, current: int, target: int) -> None:
         from surgery.model_io import LightProto

@@ -20,7 +20,7 @@ from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.tensor_types import fill_types
 from surgery.errors import InputError, PipelineError
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
 
 __all__ = ["Expose", "select_tensors"]
@@ -84,6 +84,7 @@ class Expose(SurgeryPass):
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
+        interface_before = interface(model)
         flow = Dataflow(model.graph)
         values = select_tensors(flow, list(self.options.tensors), include_constants=self.options.include_constants)
         present = set(model.graph.outputs)
@@ -96,4 +97,4 @@ class Expose(SurgeryPass):
         notes = [f"exposed {len(new)} tensor(s): " + ", ".join(v.name for v in new[:10]) + (" …" if len(new) > 10 else "")]
         if untyped:
             notes.append("no type known for: " + ", ".join(v.name for v in untyped[:10]))
-        return SurgeryResult(model, True, stats={"exposed": len(new), "already_outputs": len(values) - len(new)}, notes=notes)
+        return declare_interface(SurgeryResult(model, True, stats={"exposed": len(new), "already_outputs": len(values) - len(new)}, notes=notes), interface_before, model, 'expose adds outputs')

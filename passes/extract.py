@@ -21,7 +21,7 @@ import onnx_ir as ir
 from surgery.errors import PipelineError
 from surgery.options import option
 from surgery.partition import extract_part, parse_type_spec
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
 
 __all__ = ["Extract"]
@@ -75,6 +75,7 @@ class Extract(SurgeryPass):
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
+        interface_before = interface(model)
         types = dict(parse_type_spec(t) for t in self.options.input_types)
         part, cut, notes = extract_part(model, self.options.inputs, self.options.outputs, input_types=types)
         unchanged = _same_interface(model, part, len(cut.nodes) == len(model.graph))
@@ -90,4 +91,4 @@ class Extract(SurgeryPass):
             "inputs": len(part.graph.inputs),
             "outputs": len(part.graph.outputs),
         }
-        return SurgeryResult(model, True, stats=stats, notes=notes)
+        return declare_interface(SurgeryResult(model, True, stats=stats, notes=notes), interface_before, model, 'extract cuts the graph')

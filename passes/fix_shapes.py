@@ -12,7 +12,7 @@ import onnx_ir as ir
 
 from surgery.errors import InputError, PassError, PipelineError
 from surgery.options import option
-from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
 from surgery.shapes.spec import MAX_DIM, parse_shapes
 from surgery.shapes.dims import is_known_dim, is_static_shape
@@ -202,6 +202,7 @@ class FixShapes(SurgeryPass):
         )
 
     def call(self, model: ir.Model) -> SurgeryResult:
+        interface_before = interface(model)
         plan = self._plan(model)
         inputs = _real_inputs(model)
         fixed = 0
@@ -213,12 +214,12 @@ class FixShapes(SurgeryPass):
         updated = substitute_dims(model, plan.bindings)
         still = [n for n, v in inputs.items() if v.shape is None or not all(is_known_dim(d) for d in v.shape)]
         notes = [f"inputs still dynamic: {', '.join(still)}"] if still else []
-        return SurgeryResult(
+        return declare_interface(SurgeryResult(
             model,
             modified=bool(fixed or updated),
             stats={"inputs_fixed": fixed, "dims_bound": dict(plan.bindings), "annotations_updated": updated},
             notes=notes,
-        )
+        ), interface_before, model, 'fix-shapes fixes input shapes')
 
 
 def _fmt(dims: list[int | ir.SymbolicDim]) -> str:

@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 from surgery.errors import PipelineError
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
 from surgery.shapes.dims import dim_name, is_known_dim
 from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
@@ -87,12 +87,13 @@ class MakeStatic(SurgeryPass):
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
+        interface_before = interface(model)
         # the sweep creates and drops ~3 objects per folded node; with the cyclic GC on, its full
         # collections make a 100k-node graph take superlinear time. Paused here, resumed after.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._call(model)
+            return declare_interface(self._call(model), interface_before, model, 'make-static resolves dims')
         finally:
             if gc_was_enabled:
                 gc.enable()

@@ -36,7 +36,7 @@ import onnx_ir as ir
 from surgery.errors import PassError
 from surgery.graph import GraphLike, NameAllocator
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance, declare_interface, interface
 from surgery.registry import register
 from surgery.rules import graphs_with_opsets
 
@@ -200,6 +200,7 @@ class NarrowFloat64(SurgeryPass):
         )
 
     def call(self, model: ir.Model) -> SurgeryResult:
+        interface_before = interface(model)
         n = _Narrower(model, self.name)
         main = model.graph
         boundary_inputs: list[ir.Value] = []
@@ -263,4 +264,4 @@ class NarrowFloat64(SurgeryPass):
         notes = []
         if n.stats["underflowed_elements"]:
             notes.append(f"{n.stats['underflowed_elements']} float64 constant elements are below float32's resolution")
-        return SurgeryResult(model, modified, stats=stats, notes=notes)
+        return declare_interface(SurgeryResult(model, modified, stats=stats, notes=notes), interface_before, model, 'narrow-float64 retypes float64 tensors')

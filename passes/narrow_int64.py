@@ -46,7 +46,7 @@ import onnx
 import onnx_ir as ir
 
 from surgery.graph import NameAllocator, const_value, subgraphs
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
 from surgery.rules import schema
 from surgery.rules.engine import InferredTypes
@@ -146,6 +146,7 @@ class NarrowInt64(SurgeryPass):
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
+        interface_before = interface(model)
         state = _State(model)
         calls = _call_sites(model)
         totals: dict[str, int] = {}
@@ -165,7 +166,7 @@ class NarrowInt64(SurgeryPass):
             return SurgeryResult(model, False)
         if bodies:
             totals["bodies"] = bodies  # subgraphs and function bodies rewritten
-        return SurgeryResult(model, True, stats=totals)
+        return declare_interface(SurgeryResult(model, True, stats=totals), interface_before, model, 'narrow-int64 retypes int64 tensors')
 
     # ---- analysis ---------------------------------------------------------------------------
     def _narrow(self, graph: GraphLike, opset: int, state: _State) -> dict[str, int]:

@@ -12,7 +12,7 @@ import onnx_ir as ir
 
 from surgery.errors import InputError, PassError, PipelineError
 from surgery.options import option
-from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
 from surgery.verify.inputs import read_npz
 from surgery.shapes.dims import is_static_shape
@@ -122,6 +122,7 @@ class PinInputs(SurgeryPass):
         return FeedHints(values=self._plan(model))
 
     def call(self, model: ir.Model) -> SurgeryResult:
+        interface_before = interface(model)
         graph = model.graph
         plan = self._plan(model)
         # a name already turned into an initializer by an earlier run must hold the same value
@@ -139,8 +140,8 @@ class PinInputs(SurgeryPass):
             value.shape = ir.Shape(array.shape)
             if name not in graph.initializers:
                 graph.register_initializer(value)
-        return SurgeryResult(
+        return declare_interface(SurgeryResult(
             model,
             modified=bool(plan),
             stats={"pinned": {n: (a.tolist() if a.size <= 8 else f"{list(a.shape)} {a.dtype}") for n, a in plan.items()}},
-        )
+        ), interface_before, model, 'pin-inputs turns inputs into constants')

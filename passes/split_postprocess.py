@@ -25,7 +25,7 @@ import onnx_ir as ir
 from surgery.analysis.cuts import NothingToSplit
 from surgery.options import option
 from surgery.partition import split
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
 
 __all__ = ["SplitPostprocess"]
@@ -63,6 +63,7 @@ class SplitPostprocess(SurgeryPass):
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
+        interface_before = interface(model)
         graph = model.graph
         if self.options.boundary:
             names = {v.name for v in graph.outputs}
@@ -93,4 +94,4 @@ class SplitPostprocess(SurgeryPass):
         if parts.tail_graph_inputs:
             notes.append("tail also reads graph inputs: " + ", ".join(parts.tail_graph_inputs))
         notes.extend(parts.notes)
-        return SurgeryResult(model, True, stats=stats, notes=notes, chained={self.options.tail_name: tail})
+        return declare_interface(SurgeryResult(model, True, stats=stats, notes=notes, chained={self.options.tail_name: tail}), interface_before, model, 'split-postprocess moves the tail to a chained model')

@@ -63,6 +63,7 @@ def apply(
     write_plan: WritePlan | None = None,
     allow_code: bool = False,
     base_dir: str | os.PathLike | None = None,
+    gates: Sequence[Any] = (),
 ) -> tuple[Any, Report]:
     """Run ``pipeline`` on ``model`` with verification gates; return the model and a report.
 
@@ -92,6 +93,8 @@ def apply(
         base_dir: the folder external data must lie in (default: the model file's folder; for a
             ``ModelProto`` loaded with ``load_external_data=False``, which carries no folder, the
             working directory). Locations outside it are refused (``InputError``).
+        gates: extra gates (:class:`surgery.gates.Gate`) run after the built-in ones, after every
+            pass (or as their ``schedule`` says).
 
     Raises:
         InputError, PipelineError, PassError: bad input (exit code 2 on the command line).
@@ -126,7 +129,7 @@ def apply(
                 plan.reproducer(reproducer_dir, explicit=True)
         report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
         repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
-        runner = Runner(pipe, reproducer_dir=repro, progress=progress)
+        runner = Runner(pipe, reproducer_dir=repro, progress=progress, gates=gates)
         result_model, report = runner.run(ir_model, report)
     if output is not None and plan is not None:
         try:

@@ -100,6 +100,10 @@ class SurgeryResult(ir.passes.PassResult):
             model): each is fed the original graph inputs and the outputs of the models before
             it. The runner verifies the chain against the original, keeps it through later
             passes and saves each as ``OUT.<key>.onnx``.
+        signature_changes: the changes the pass made on purpose to the graph's inputs and outputs,
+            as ``{key: description}``; keys ``"inputs"`` / ``"outputs"`` (the list: names, order,
+            count) or ``"input:NAME"`` / ``"output:NAME"`` (one port's type or shape). The
+            signature gate fails on any change not declared here; the report lists them.
     """
 
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -108,6 +112,14 @@ class SurgeryResult(ir.passes.PassResult):
     notes: list[str] = dataclasses.field(default_factory=list)
     renamed: dict[str, str] = dataclasses.field(default_factory=dict)
     chained: dict[str, ir.Model] = dataclasses.field(default_factory=dict)
+    signature_changes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def declare(self, key: str, description: str) -> SurgeryResult:
+        """Declare a signature change (see ``signature_changes``); returns self for chaining."""
+        if key not in ("inputs", "outputs") and not key.startswith(("input:", "output:")):
+            raise ValueError(f"signature change key {key!r}: expected inputs, outputs, input:NAME or output:NAME")
+        self.signature_changes[key] = description
+        return self
 
 
 class SurgeryPass(ir.passes.InPlacePass):
@@ -176,6 +188,27 @@ class SurgeryPass(ir.passes.InPlacePass):
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options_dict().items())
         return f"{type(self).__name__}({opts})"
+
+
+def interface(model: ir.Model) -> Any:
+    """The model's graph inputs/outputs as the signature gate sees them (take it before editing)."""
+    from surgery.gates.signature import signature
+
+    return signature(model)
+
+
+def declare_interface(result: SurgeryResult, before: Any, model: ir.Model, reason: str) -> SurgeryResult:
+    """Declare, on ``result``, every change of the graph inputs/outputs since ``before``, with ``reason``.
+
+    For passes whose purpose is to change the interface (fix shapes, pin inputs, retype, cut):
+    take ``before = interface(model)`` first, then ``return declare_interface(result, before, model, why)``.
+    """
+    from surgery.gates.signature import signature, signature_diff
+
+    for key, text in signature_diff(before, signature(model)):
+        previous = result.signature_changes.get(key)
+        result.declare(key, f"{previous}; {text}" if previous else f"{text} ({reason})")
+    return result
 
 
 def result(model: ir.Model, modified: bool, **kwargs: Any) -> SurgeryResult:

@@ -34,8 +34,12 @@ _MODES = ("each", "end", "off")
 _TOP_KEYS = ("schema_version", "inputs", "verify", "pass", "buckets", "plugins")
 #: Deepest nesting of tables/arrays a passes.toml may have (the schema needs 4: [[pass]] → table → array → array).
 MAX_DEPTH = 8
-_VERIFY_KEYS = ("checker", "ort", "parity", "rtol", "atol", "seed", "parity_max_nodes")
-_STEP_VERIFY_KEYS = ("checker", "ort", "parity", "rtol", "atol")
+_VERIFY_KEYS = (
+    "checker", "ort", "parity", "signature", "rtol", "atol", "seed", "parity_max_nodes",
+    "samples", "int_tolerance", "allow_unexercised",
+)
+_STEP_VERIFY_KEYS = ("checker", "ort", "parity", "signature", "rtol", "atol")
+_GATE_KEYS = ("checker", "ort", "parity", "signature")
 _INPUT_KEYS = ("shape", "dtype", "range", "value")
 
 
@@ -46,18 +50,25 @@ class VerifyConfig:
     checker: Mode = "each"
     ort: Mode = "each"
     parity: Mode = "each"
+    signature: Mode = "each"
     rtol: float = 1e-4
     atol: float = 1e-5
     seed: int = 0
     parity_max_nodes: int = 20000
     """Above this node count, per-pass parity becomes end-only (ORT session creation is superlinear)."""
+    samples: int = 3
+    """Parity samples: the planned one plus wider ones (and a second size where a dim is symbolic)."""
+    int_tolerance: int | None = None
+    """Absolute difference allowed on integer outputs (None: integers must be equal)."""
+    allow_unexercised: bool = False
+    """Accept a changed If branch / Loop body that no parity sample executed."""
 
     @property
     def tolerance(self) -> Tolerance:
         return Tolerance(self.rtol, self.atol)
 
     def with_mode(self, mode: Mode) -> VerifyConfig:
-        return dataclasses.replace(self, checker=mode, ort=mode, parity=mode)
+        return dataclasses.replace(self, checker=mode, ort=mode, parity=mode, signature=mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +78,7 @@ class StepVerify:
     checker: Mode | None = None
     ort: Mode | None = None
     parity: Mode | None = None
+    signature: Mode | None = None
     rtol: float | None = None
     atol: float | None = None
 
@@ -177,12 +189,18 @@ def parse_verify(table: Mapping[str, Any], base: VerifyConfig | None = None) -> 
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         where = f"[verify] {key}"
-        if key in ("checker", "ort", "parity"):
+        if key in _GATE_KEYS:
             kwargs[key] = _mode(value, where)
         elif key in ("rtol", "atol"):
             kwargs[key] = _number(value, where)
+        elif key == "allow_unexercised":
+            if not isinstance(value, bool):
+                raise PipelineError(f"{where}: expected true or false, got {value!r}")
+            kwargs[key] = value
         else:
             kwargs[key] = _int(value, where)
+            if key in ("samples", "int_tolerance") and value < (1 if key == "samples" else 0):
+                raise PipelineError(f"{where}: must be {'at least 1' if key == 'samples' else 'non-negative'}, got {value!r}")
     return dataclasses.replace(base or VerifyConfig(), **kwargs)
 
 
@@ -192,7 +210,7 @@ def _parse_step_verify(table: Any, where: str) -> StepVerify:
     _check_keys(table, _STEP_VERIFY_KEYS, where)
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
-        if key in ("checker", "ort", "parity"):
+        if key in _GATE_KEYS:
             kwargs[key] = _mode(value, f"{where} {key}")
         else:
             kwargs[key] = _number(value, f"{where} {key}")

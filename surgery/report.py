@@ -1,17 +1,28 @@
-"""The run report: per pass, what changed and what the gates found; printed as a table or JSON."""
+"""The run report: per pass, what changed and what each gate found; printed as a table or JSON.
+
+Each step keeps one :class:`~surgery.gates.base.Outcome` per gate (status, numbers, samples,
+branches, time); the ``checker`` / ``ort`` / ``parity_status`` strings are views of them. The JSON
+carries ``schema_version`` (2: per-gate data), the tool and dependency versions and a timestamp.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from surgery.errors import one_line
 from surgery.verify.compare import ArrayDiff
 
-__all__ = ["ModelStats", "StepReport", "Report"]
+if TYPE_CHECKING:  # pragma: no cover
+    from surgery.gates.base import Outcome
+
+__all__ = ["ModelStats", "StepReport", "Report", "jsonable", "REPORT_SCHEMA_VERSION"]
+
+REPORT_SCHEMA_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -37,12 +48,40 @@ class StepReport:
     before: ModelStats | None = None
     after: ModelStats | None = None
     seconds: float = 0.0
-    checker: str = "not run"
-    ort: str = "not run"
-    parity: list[ArrayDiff] = dataclasses.field(default_factory=list)
-    parity_status: str = "not run"
+    """The pass's own time."""
+    gates: dict[str, Outcome] = dataclasses.field(default_factory=dict)
+    """Gate name → its outcome after this pass, in the order the gates ran."""
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds by phase: ``pass`` and one entry per gate that ran."""
+    signature_changes: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Changes to the graph inputs/outputs the pass declared."""
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+
+    def _label(self, gate: str) -> str:
+        outcome = self.gates.get(gate)
+        return outcome.label if outcome is not None else "not run"
+
+    @property
+    def checker(self) -> str:
+        return self._label("checker")
+
+    @property
+    def ort(self) -> str:
+        return self._label("ort")
+
+    @property
+    def parity_status(self) -> str:
+        return self._label("parity")
+
+    @property
+    def signature(self) -> str:
+        return self._label("signature")
+
+    @property
+    def parity(self) -> list[ArrayDiff]:
+        outcome = self.gates.get("parity")
+        return outcome.diffs if outcome is not None else []
 
     def worst(self) -> ArrayDiff | None:
         finite = [d for d in self.parity]
@@ -60,13 +99,21 @@ class StepReport:
             "before": self.before.to_dict() if self.before else None,
             "after": self.after.to_dict() if self.after else None,
             "seconds": round(self.seconds, 4),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "checker": self.checker,
             "ort": self.ort,
             "parity_status": self.parity_status,
             "parity": [d.to_dict() for d in self.parity],
+            "gates": {name: o.to_dict() for name, o in self.gates.items()},
+            "signature_changes": dict(self.signature_changes),
             "stats": _jsonable(self.stats),
             "notes": self.notes,
         }
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every value JSON can hold (non-finite floats and arrays made plain)."""
+    return _jsonable(obj)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -102,7 +149,10 @@ class Report:
     inputs: dict[str, str] = dataclasses.field(default_factory=dict)
     initial: ModelStats | None = None
     steps: list[StepReport] = dataclasses.field(default_factory=list)
-    final_checks: list[str] = dataclasses.field(default_factory=list)
+    final: list[Outcome] = dataclasses.field(default_factory=list)
+    """Outcomes of the gates deferred to the end of the run."""
+    gate_setup: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Seconds each gate spent before the first pass (e.g. parity's reference runs)."""
     outputs: list[str] = dataclasses.field(default_factory=list)
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -116,6 +166,15 @@ class Report:
     error: str | None = None
 
     @property
+    def final_checks(self) -> list[str]:
+        """One line per end-of-run gate, e.g. ``final parity: ok (1 outputs)``."""
+        lines = []
+        for o in self.final:
+            extra = f" ({len(o.diffs)} outputs)" if o.diffs else ""
+            lines.append(f"final {o.gate}: {o.label}{extra}")
+        return lines
+
+    @property
     def modified(self) -> bool:
         return any(s.modified for s in self.steps)
 
@@ -127,6 +186,9 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "tool": _versions(),
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "source": self.source,
             "ok": self.ok,
             "error": self.error,
@@ -135,6 +197,8 @@ class Report:
             "initial": self.initial.to_dict() if self.initial else None,
             "steps": [s.to_dict() for s in self.steps],
             "final_checks": self.final_checks,
+            "final": [o.to_dict() for o in self.final],
+            "gate_setup": {k: round(v, 4) for k, v in self.gate_setup.items()},
             "outputs": self.outputs,
             "artifacts": self.artifacts,
             "notes": self.notes,
@@ -147,25 +211,34 @@ class Report:
 
     def table(self) -> str:
         """A fixed-width table, one row a pass, then inputs and notes."""
-        head = ("#", "pass", "changed", "nodes", "inits", "weights", "dyn dims", "time", "checker", "ort", "parity")
+        gate_names: list[str] = []
+        for s in self.steps:
+            gate_names.extend(g for g in s.gates if g not in gate_names)
+        head = ("#", "pass", "changed", "nodes", "inits", "weights", "dyn dims", "time", *gate_names)
         rows = [head]
         if self.initial:
             i = self.initial
             rows.append(("0", "(input)", "", str(i.nodes), str(i.initializers), _size(i.initializer_bytes),
-                         str(i.dynamic_dims), "", "", "", ""))
+                         str(i.dynamic_dims), "", *([""] * len(gate_names))))
         for s in self.steps:
             a = s.after or s.before
-            parity = s.parity_status
-            worst = s.worst()
-            if worst is not None and worst.problem is None and parity not in ("not run", "off"):
-                parity = f"{parity} (max abs {worst.max_abs:.2g})"
+            cells = []
+            for g in gate_names:
+                o = s.gates.get(g)
+                cell = o.label if o is not None else ""
+                if g == "parity" and o is not None:
+                    worst = s.worst()
+                    if worst is not None and worst.problem is None and o.diffs:
+                        cell = f"{cell} (max abs {worst.max_abs:.2g}) [{len(o.samples)} samples]"
+                cells.append(cell)
+            gate_time = sum(v for k, v in s.timings.items() if k != "pass")
             rows.append((
                 str(s.index), s.name, "yes" if s.modified else "no",
                 _delta(s.before.nodes if s.before else None, a.nodes if a else None),
                 _delta(s.before.initializers if s.before else None, a.initializers if a else None),
                 _size(a.initializer_bytes) if a else "",
                 str(a.dynamic_dims) if a else "",
-                f"{s.seconds:.2f}s", s.checker, s.ort, parity,
+                f"{s.seconds:.2f}s+{gate_time:.2f}s" if gate_time else f"{s.seconds:.2f}s", *cells,
             ))
         widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
@@ -174,9 +247,20 @@ class Report:
         lines.append(f"parity oracle: {self.oracle}")
         for name, how in self.inputs.items():
             lines.append(f"input {name}: {how}")
+        samples = self.extra.get("samples") or []
+        if len(samples) > 1:
+            lines.append("parity samples: " + ", ".join(str(s["name"]) for s in samples))
         for s in self.steps:
             for note in s.notes:
                 lines.append(f"{s.name}: {note}")
+            for text in s.signature_changes.values():
+                lines.append(f"{s.name}: declared signature change: {text}")
+            for gate in s.gates.values():
+                for branch, taken in gate.branches.items():
+                    lines.append(f"{s.name}: {branch} executed by: {', '.join(taken) or 'no sample'}")
+            timed = ", ".join(f"{k} {v:.2f}s" for k, v in s.timings.items())
+            if timed:
+                lines.append(f"{s.name}: time {timed}")
         for check in self.final_checks:
             lines.append(check)
         for note in self.notes:
@@ -187,6 +271,18 @@ class Report:
             lines.append(f"wrote {name}: {path}")
         # input names and notes come from the model: one printable line each
         return "\n".join(one_line(line) for line in lines)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("onnx-surgery", "onnx", "onnx-ir", "onnxruntime", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
 
 
 def _delta(before: int | None, after: int | None) -> str:

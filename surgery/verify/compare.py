@@ -26,13 +26,18 @@ class ArrayDiff:
     """Set when the arrays cannot be compared value by value (shape, dtype kind, missing)."""
     enforced: bool = True
     """False when the deviation is only reported (a ``changes`` pass without a user tolerance)."""
+    sample: str | None = None
+    """The parity sample the numbers come from (the worst one over all samples)."""
+    comparable: bool = True
+    """False for an output that depends on a random op of the original (never blamed on a node)."""
 
     def describe(self) -> str:
+        on = f" on sample '{self.sample}'" if self.sample else ""
         if self.problem:
-            return f"{self.name}: {self.problem}"
+            return f"{self.name}{on}: {self.problem}"
         tol = f" (rtol {self.tolerance.rtol:g}, atol {self.tolerance.atol:g})" if self.tolerance else ""
         return (
-            f"{self.name}: max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}, "
+            f"{self.name}{on}: max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}, "
             f"cosine {self.cosine:.6f}{tol}"
         )
 
@@ -47,6 +52,8 @@ class ArrayDiff:
             "rtol": self.tolerance.rtol if self.tolerance else None,
             "atol": self.tolerance.atol if self.tolerance else None,
             "problem": self.problem,
+            "sample": self.sample,
+            "comparable": self.comparable,
         }
 
 
@@ -54,8 +61,42 @@ def _finite(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
-def diff_arrays(name: str, actual: np.ndarray | None, expected: np.ndarray | None, tol: Tolerance) -> ArrayDiff:
-    """Compare two arrays; NaNs at the same places count as equal, as do equal infinities."""
+def _exact(name: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, int_tolerance: int | None) -> ArrayDiff:
+    """Integers and bools: equal in their own values (never through float64, which rounds above 2**53)."""
+    if (actual.dtype.kind == "b") != (expected.dtype.kind == "b") or actual.dtype.kind in "fc" or expected.dtype.kind in "fc":
+        return ArrayDiff(name, math.inf, math.inf, 0.0, False, tol,
+                         problem=f"element type {actual.dtype.name} where the original has {expected.dtype.name}")
+    if actual.size == 0:
+        return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
+    common = np.result_type(actual.dtype, expected.dtype)
+    if common.kind not in "iub":  # uint64 beside a signed type: compare as Python integers
+        a, e = actual.astype(object), expected.astype(object)
+    else:
+        a, e = actual.astype(common), expected.astype(common)
+    differ = a != e
+    count = int(np.count_nonzero(differ))
+    if count == 0:
+        return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
+    # exact differences of the mismatching elements, as Python integers (no overflow, no rounding)
+    worst_abs, worst_rel = 0, 0.0
+    for x, y in zip(a[differ].ravel()[:4096].tolist(), e[differ].ravel()[:4096].tolist()):
+        d = abs(int(x) - int(y))
+        worst_abs = max(worst_abs, d)
+        worst_rel = max(worst_rel, d / abs(int(y)) if int(y) else math.inf)
+    ok = int_tolerance is not None and worst_abs <= int_tolerance and count <= 4096
+    allowed = f"int_tolerance {int_tolerance}" if int_tolerance is not None else "exact"
+    return ArrayDiff(name, float(worst_abs), worst_rel, 0.0, ok, tol,
+                     problem=None if ok else f"{count} of {actual.size} integer values differ (max abs difference {worst_abs}; compared {allowed})")
+
+
+def diff_arrays(
+    name: str, actual: np.ndarray | None, expected: np.ndarray | None, tol: Tolerance, *, int_tolerance: int | None = None
+) -> ArrayDiff:
+    """Compare two arrays.
+
+    Floats: NaNs and infinities must be at the same places (same sign), the rest within ``tol``.
+    Integers and bools: exactly equal (``int_tolerance`` allows an absolute difference).
+    """
     if actual is None or expected is None:
         which = "modified model" if actual is None else "original model"
         return ArrayDiff(name, math.inf, math.inf, 0.0, False, tol, problem=f"missing from the {which}")
@@ -70,6 +111,8 @@ def diff_arrays(name: str, actual: np.ndarray | None, expected: np.ndarray | Non
         same = bool(np.array_equal(actual, expected))
         return ArrayDiff(name, 0.0 if same else math.inf, 0.0 if same else math.inf, 1.0 if same else 0.0, same, tol,
                          problem=None if same else "string values differ")
+    if actual.dtype.kind in "iub" or expected.dtype.kind in "iub":
+        return _exact(name, actual, expected, tol, int_tolerance)
     if actual.size == 0:
         return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
     a = actual.astype(np.float64)
@@ -78,7 +121,12 @@ def diff_arrays(name: str, actual: np.ndarray | None, expected: np.ndarray | Non
     if not np.array_equal(nan_a, nan_e):
         return ArrayDiff(name, math.inf, math.inf, 0.0, False, tol,
                          problem=f"NaN at {int((nan_a != nan_e).sum())} positions where the other has a number")
-    both_inf = np.isinf(a) & np.isinf(e) & (np.sign(a) == np.sign(e))
+    inf_a, inf_e = np.isinf(a), np.isinf(e)
+    both_inf = inf_a & inf_e & (np.sign(a) == np.sign(e))
+    if not np.array_equal(inf_a, both_inf) or not np.array_equal(inf_e, both_inf):
+        wrong = int(((inf_a | inf_e) & ~both_inf).sum())
+        return ArrayDiff(name, math.inf, math.inf, 0.0, False, tol,
+                         problem=f"Inf at {wrong} positions where the other has a number or the opposite sign")
     mask = ~(nan_a | both_inf)
     a_m, e_m = a[mask], e[mask]
     if a_m.size == 0:
@@ -89,7 +137,8 @@ def diff_arrays(name: str, actual: np.ndarray | None, expected: np.ndarray | Non
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(denom > 0, err / denom, np.where(err > 0, np.inf, 0.0))
     max_rel = float(rel.max())
-    norm = float(np.linalg.norm(a_m) * np.linalg.norm(e_m))
-    cosine = float(np.dot(a_m, e_m) / norm) if norm > 0 else (1.0 if max_abs == 0 else 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.linalg.norm(a_m) * np.linalg.norm(e_m))
+        cosine = float(np.dot(a_m, e_m) / norm) if norm > 0 and math.isfinite(norm) else (1.0 if max_abs == 0 else 0.0)
     ok = bool(np.all(err <= tol.atol + tol.rtol * denom))
     return ArrayDiff(name, max_abs, max_rel, cosine, ok, tol)

@@ -1,0 +1,28 @@
+"""Verification gates and instruments (see :mod:`surgery.gates.base` for the interface).
+
+Add a gate without touching the runner::
+
+    from surgery.gates import BaseGate, Outcome
+
+    class NoFloat64(BaseGate):
+        name = "no-float64"
+        def check(self, state):
+            bad = [v.name for v in state.model.graph.outputs if v.dtype == ir.DataType.DOUBLE]
+            return Outcome.failed(self.name, f"float64 outputs: {bad}") if bad else Outcome.passed(self.name)
+
+    surgery.apply(model, pipeline, gates=[NoFloat64()])
+"""
+
+from surgery.gates.base import BaseGate, BaseInstrument, Gate, Instrument, Outcome, Schedule, Status
+from surgery.gates.basic import CheckerGate, OrtLoadGate
+from surgery.gates.parity import ParityGate
+from surgery.gates.signature import SignatureGate
+from surgery.gates.state import RunState
+
+__all__ = [
+    "BaseGate", "BaseInstrument", "Gate", "Instrument", "Outcome", "Schedule", "Status", "RunState",
+    "CheckerGate", "SignatureGate", "OrtLoadGate", "ParityGate", "BUILTIN_GATES",
+]
+
+BUILTIN_GATES = (CheckerGate, SignatureGate, OrtLoadGate, ParityGate)
+"""In the order they run after each pass: the cheap structural checks first, then ORT, then parity."""

@@ -1,0 +1,111 @@
+"""Instruments: progress, per-pass timing and the reproducer, called around every pass."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surgery.gates.base import BaseInstrument, Outcome
+from surgery.gates.state import RunState
+from surgery.instruments.reproducer import write_reproducer
+
+__all__ = ["ProgressInstrument", "TimingInstrument", "ReproducerInstrument"]
+
+logger = logging.getLogger(__name__)
+
+
+class ProgressInstrument(BaseInstrument):
+    def __init__(self, progress: Callable[[str], None]) -> None:
+        self.progress = progress
+
+    def before_pass(self, run: RunState) -> None:
+        assert run.step is not None
+        self.progress(f"[{run.index}/{len(run.pipeline.steps)}] {run.step.name}")
+
+
+class TimingInstrument(BaseInstrument):
+    """The pass's own time (the gates time themselves: see ``StepReport.timings``)."""
+
+    def __init__(self) -> None:
+        self._t0 = 0.0
+
+    def before_pass(self, run: RunState) -> None:
+        self._t0 = time.perf_counter()
+
+    def after_pass(self, run: RunState) -> None:
+        if run.step_report is not None:
+            run.step_report.timings["pass"] = time.perf_counter() - self._t0
+
+
+def _toml_options(options: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        out[key] = value
+    return out
+
+
+class ReproducerInstrument(BaseInstrument):
+    """Keeps the model as it was before the current pass; on a failure writes a folder that replays it.
+
+    The folder carries the model before the failing pass (the original for an end-of-run failure),
+    the inputs of the sample that failed, the pass (or passes) with their options and
+    ``[pass.verify]`` overrides, and every ``[verify]`` setting that was in force, with the
+    tolerance the failing check used.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def start(self, run: RunState) -> None:
+        run.snapshot = run.original
+
+    def after_gates(self, run: RunState) -> None:
+        if run.step_report is not None and (run.step_report.modified or run.silent_edit):
+            run.snapshot = run.light()
+
+    def on_failure(self, run: RunState, outcome: Outcome, message: str) -> str | None:
+        snapshot = run.snapshot if run.step is not None else run.original
+        if snapshot is None:
+            return None
+        try:
+            steps = [run.step] if run.step is not None else list(run.pipeline.steps)
+            passes = []
+            for step in steps:
+                entry: dict[str, Any] = {"name": step.name, **_toml_options(step.pass_.options_dict())}
+                overrides = {k: v for k, v in vars(step.verify).items() if v is not None}
+                if overrides:
+                    entry["verify"] = overrides
+                passes.append(entry)
+            cfg = run.pipeline.verify
+            verify: dict[str, Any] = {
+                "checker": "each", "ort": "each", "parity": "each", "signature": "each",
+                "rtol": outcome.numbers.get("rtol", cfg.rtol), "atol": outcome.numbers.get("atol", cfg.atol),
+                "seed": cfg.seed, "samples": cfg.samples, "parity_max_nodes": cfg.parity_max_nodes,
+                "allow_unexercised": cfg.allow_unexercised,
+            }
+            if cfg.int_tolerance is not None:
+                verify["int_tolerance"] = cfg.int_tolerance
+            feeds = _failing_feeds(run, outcome)
+            write_reproducer(self.folder, snapshot, feeds, passes, verify, message)
+            return str(self.folder)
+        except Exception as exc:  # the reproducer must never hide the real failure
+            logger.warning("could not write the reproducer: %s", exc)
+            return None
+
+
+def _failing_feeds(run: RunState, outcome: Outcome) -> dict[str, np.ndarray]:
+    data = run.store.get("parity")
+    if data is None:
+        return {}
+    index = run.store.get("failing_sample", 0) if outcome.gate == "parity" else 0
+    index = index if index < len(data.samples) else 0
+    return dict(data.samples[index].feeds)

@@ -1,0 +1,176 @@
+"""The gate interface: a gate added from outside the runner, per-gate report data, the reproducer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+
+import surgery
+from surgery.errors import GateError
+from surgery.gates import BaseGate, Gate, Outcome, Schedule, Status
+from surgery.pass_base import SurgeryPass, SurgeryResult
+from surgery.pipeline import Pipeline, Step
+from surgery.report import REPORT_SCHEMA_VERSION
+from surgery.runner import Runner
+from surgery.testing import make_model, vi
+
+
+class MaxNodes(BaseGate):
+    """A third-party gate: the model may not grow beyond a node budget."""
+
+    name = "max-nodes"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: list[str | None] = []
+
+    def check(self, state):
+        self.seen.append(state.step.name if state.step else None)
+        n = len(state.model.graph)
+        if n > self.limit:
+            return Outcome.failed(self.name, f"{n} nodes > {self.limit}", numbers={"nodes": n})
+        return Outcome.passed(self.name, numbers={"nodes": n})
+
+
+class AddIdentity(SurgeryPass):
+    """Test-only: appends an Identity on the output (exact)."""
+
+    name = "test-add-identity"
+
+    def call(self, model):
+        y = model.graph.outputs[0]
+        node = ir.Node("", "Identity", [y], name=f"extra_identity{len(model.graph)}")
+        model.graph.append(node)
+        y.name = f"y_inner{len(model.graph)}"
+        node.outputs[0].name, node.outputs[0].type, node.outputs[0].shape = "y", y.type, y.shape
+        model.graph.outputs[0] = node.outputs[0]
+        return SurgeryResult(model, True)
+
+
+def test_a_gate_from_outside_the_runner(mlp):
+    gate = MaxNodes(limit=10)
+    assert isinstance(gate, Gate)
+    _, report = surgery.apply(mlp, [AddIdentity()], gates=[gate])
+    assert gate.seen == ["test-add-identity"]
+    outcome = report.steps[0].gates["max-nodes"]
+    assert outcome.status is Status.PASSED and outcome.numbers == {"nodes": 5}
+    assert "max-nodes" in report.table().splitlines()[0]
+    with pytest.raises(GateError) as info:
+        surgery.apply(mlp, [AddIdentity()], gates=[MaxNodes(limit=4)])
+    assert info.value.gate == "max-nodes" and "test-add-identity: 5 nodes > 4" in str(info.value)
+
+
+def test_a_gate_scheduled_at_the_end_runs_once_on_the_final_model(mlp):
+    gate = MaxNodes(limit=10)
+    gate.schedule = Schedule.END
+    runner = Runner(Pipeline([Step(AddIdentity()), Step(AddIdentity())]), gates=[gate])
+    _, report = runner.run(ir.from_proto(mlp))
+    assert gate.seen == [None]
+    assert [s.gates["max-nodes"].status for s in report.steps] == [Status.DEFERRED, Status.DEFERRED]
+    assert "final max-nodes: ok" in report.final_checks
+
+
+def test_an_object_that_is_not_a_gate_is_refused(mlp):
+    with pytest.raises(TypeError, match="is not a gate"):
+        surgery.apply(mlp, [AddIdentity()], gates=[object()])
+
+
+def test_report_has_per_gate_status_numbers_samples_and_time(mlp, tmp_path):
+    _, report = surgery.apply(mlp, [AddIdentity()])
+    step = report.steps[0]
+    assert list(step.gates) == ["checker", "signature", "ort", "parity"]
+    assert set(step.timings) == {"pass", "checker", "signature", "ort", "parity"}
+    parity = step.gates["parity"]
+    assert parity.samples[:3] == ["planned", "second size", "wide x10"] and len(parity.samples) == 4
+    assert parity.numbers["rtol"] == 1e-4 and set(parity.numbers["max_abs_per_sample"]) == set(parity.samples)
+    report.write_json(tmp_path / "r.json")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["schema_version"] == REPORT_SCHEMA_VERSION and doc["tool"]["onnxruntime"] and doc["timestamp"]
+    gates = doc["steps"][0]["gates"]
+    assert gates["parity"]["status"] == "passed" and gates["parity"]["samples"] == parity.samples
+    assert gates["parity"]["seconds"] >= 0 and gates["checker"]["status"] == "passed"
+    assert [s["name"] for s in doc["samples"]] == parity.samples
+    table = report.table()
+    assert "4 samples" in table and "time pass" in table
+
+
+def test_declared_signature_changes_are_listed(mlp):
+    from surgery.passes.fix_shapes import FixShapes
+
+    _, report = surgery.apply(mlp, [FixShapes(shapes="x:3,16")])
+    step = report.steps[0]
+    assert step.gates["signature"].status is Status.PASSED
+    assert any("input 'x': shape [?, 16] -> [3, 16]" in text for text in step.signature_changes.values())
+    assert "declared signature change: input 'x': shape [?, 16] -> [3, 16]" in report.table()
+
+
+def test_undeclared_shape_fix_fails_the_signature_gate(mlp):
+    class FixBatch(SurgeryPass):
+        name = "user-fix-batch"
+
+        def call(self, model):
+            model.graph.inputs[0].shape = ir.Shape([2, 16])
+            return SurgeryResult(model, True)
+
+    with pytest.raises(GateError) as info:
+        surgery.apply(mlp, [FixBatch()])
+    assert "input 'x': shape [?, 16] -> [2, 16], not declared" in str(info.value)
+
+
+def _relu_model() -> onnx.ModelProto:
+    return make_model([h.make_node("Relu", ["m"], ["y"], name="relu")], [vi("m", T.FLOAT, [2, 8])], [vi("y", T.FLOAT, [2, 8])])
+
+
+class CapAt50(SurgeryPass):
+    """Test-only: Relu -> Clip(0, 50) (equal on the planned inputs, not on the wide ones)."""
+
+    name = "test-cap-at-50"
+
+    def call(self, model):
+        relu = next(n for n in model.graph if n.op_type == "Relu")
+        lo = ir.Value(name="lo", const_value=ir.tensor(np.array(0, np.float32), name="lo"), shape=ir.Shape([]),
+                      type=ir.TensorType(ir.DataType.FLOAT))
+        hi = ir.Value(name="hi", const_value=ir.tensor(np.array(50, np.float32), name="hi"), shape=ir.Shape([]),
+                      type=ir.TensorType(ir.DataType.FLOAT))
+        model.graph.register_initializer(lo)
+        model.graph.register_initializer(hi)
+        relu.op_type = "Clip"
+        relu.replace_input_with(0, relu.inputs[0])
+        relu.resize_inputs(3)
+        relu.replace_input_with(1, lo)
+        relu.replace_input_with(2, hi)
+        return SurgeryResult(model, True)
+
+
+@pytest.fixture
+def cap_registered():
+    from surgery import registry
+
+    registry.register(CapAt50)
+    yield
+    registry.unregister(CapAt50.name)
+
+
+def test_reproducer_carries_the_failing_sample_and_overrides_and_replays(tmp_path, cap_registered):
+    from surgery.pipeline import StepVerify
+
+    repro = tmp_path / "repro"
+    pipe = Pipeline([Step(CapAt50(), StepVerify(atol=1e-3))])
+    pipe.verify = pipe.verify.__class__(seed=5, samples=3)
+    with pytest.raises(GateError) as info:
+        surgery.apply(_relu_model(), pipe, reproducer_dir=repro)
+    first = str(info.value)
+    assert "output y on sample 'wide x1000'" in first
+    toml = (repro / "passes.toml").read_text()
+    assert "seed = 5" in toml and "samples = 3" in toml and "atol = 0.001" in toml
+    with np.load(repro / "inputs.npz") as npz:
+        assert np.abs(npz["m"]).max() > 50  # the wide sample, not the planned one
+    with pytest.raises(GateError) as again:
+        surgery.apply(str(repro / "model.onnx"), str(repro / "passes.toml"), reproducer_dir=tmp_path / "r2")
+    assert again.value.pass_name == "test-cap-at-50" and "output y on sample 'planned'" in str(again.value)
