@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "surgery.cli.split",
     "surgery.cli.compare",
     "surgery.cli.doctor",
+    "surgery.cli.precision",
 )
 
 
