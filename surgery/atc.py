@@ -434,11 +434,13 @@ def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike,
         if isinstance(extra, ir.Model):
             targets.append((extra, path, False))
     original = list(report.extra.get("original_outputs") or [])
+    precision = _planned_precision(report, output)
     for part, path, is_head in targets:
         try:
             outs = [v.name for v in part.graph.outputs]
             out_nodes = outs if is_head and original and outs != original else None
-            command = atc_command(part, path, soc_version=soc_version, out_nodes=out_nodes)
+            command = atc_command(part, path, soc_version=soc_version, out_nodes=out_nodes,
+                                  precision=precision if part is model else ())
         except InputError as exc:
             entries.append({"command": None, "error": str(exc), "model": str(path)})
             continue
@@ -446,3 +448,19 @@ def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike,
         entries.append(command.to_dict())
     report.extra["atc"] = entries
     return commands
+
+
+def _planned_precision(report: Any, output: str | os.PathLike) -> tuple[str, ...]:
+    """Precision flags from a ``precision-plan`` step; its keep_dtype file is written beside ``output``."""
+    plan = report.models.get("precision-plan")
+    if not isinstance(plan, Mapping):
+        return ()
+    from surgery.precision import write_keep_dtype
+
+    keep = None
+    lines = list(plan.get("keep_dtype") or [])
+    if lines:
+        target = Path(output).with_name(Path(_om_stem(output)).name + ".keep_dtype.txt")
+        keep = write_keep_dtype(target, lines)
+        report.artifacts["keep_dtype"] = str(keep)
+    return precision_flags(str(plan.get("mode", "fp16")), keep, v2=plan.get("flag") == "precision_mode_v2")

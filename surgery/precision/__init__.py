@@ -70,6 +70,10 @@ class PrecisionReport:
         for s in em.overflows:
             out.append("overflow: " + _overflow_text(s))
         for s in em.flushes:
+            if s.input_flush:
+                out.append(f"flush to zero: tensor '{s.input_flush}' becomes all 0 in float16 when {s.op} '{s.node}' "
+                           f"reads it (|x| < {2.0 ** -24:.2g})")
+                continue
             out.append(f"flush to zero: tensor '{s.name}' ({s.op} '{s.node}'): {s.flushed} of {s.nonzero} nonzero "
                        f"values ({100 * s.flush_fraction:.1f}%) become 0 in float16")
         if em.first_break is not None:

@@ -110,6 +110,8 @@ class TensorStats:
     """Largest |x| above 65504 in the node's float32 result before rounding to float16 (0 when none)."""
     input_overflow: str = ""
     """A float32 input that overflowed when rounded to float16 for this node (a kept producer's output)."""
+    input_flush: str = ""
+    """An input (often a weight) whose nonzero values all became 0 when rounded to float16 for this node."""
     flushed: int = 0
     nonzero: int = 0
     nonfinite: int = 0
@@ -140,7 +142,7 @@ class TensorStats:
             "tensor": self.name, "node": self.node, "op": self.op, "fp16": self.in_fp16,
             "ref_absmax": _finite(self.ref_absmax), "max_abs_err": _finite(self.max_abs_err),
             "how_far": _finite(self.how_far(tol)), "overflow_absmax": _finite(self.overflow_absmax),
-            "input_overflow": self.input_overflow, "flushed": self.flushed, "nonzero": self.nonzero,
+            "input_overflow": self.input_overflow, "input_flush": self.input_flush, "flushed": self.flushed, "nonzero": self.nonzero,
             "nonfinite": self.nonfinite,
         }
 
@@ -280,6 +282,8 @@ class Emulator:
         self._uses = uses
         self._outputs = [v.name for v in graph.outputs]
         self._inits = {name: v for name, v in graph.initializers.items()}
+        self.peak_live = 0
+        """Most tensors held at once by a sweep (both runs): the streaming bound, for tests and -v logs."""
         self.labels = [node.name or f"<{node.op_type} -> {node.outputs[0].name}>" for node in self.nodes]
 
     # -- what the mode lowers ---------------------------------------------------------------
@@ -336,7 +340,8 @@ class Emulator:
         return Emulation(
             mode=self.mode, tolerance=tol, keep=keep, outputs=outputs,
             overflows=[s for s in ordered if s.overflows],
-            flushes=[s for s in ordered if s.flush_fraction >= 0.01 or (s.nonzero and s.flushed == s.nonzero)],
+            flushes=[s for s in ordered if s.input_flush or s.flush_fraction >= 0.01
+                     or (s.nonzero and s.flushed == s.nonzero)],
             first_break=next((s for s in ordered if s.breaks(tol)), None),
             ranked=ordered, fp16_nodes=sum(lowered), samples=len(self.samples),
         )
@@ -360,13 +365,15 @@ class Emulator:
             names = [n for n in dict.fromkeys([n for n in runner.inputs if n] + runner.extra)]
             ref_feeds = {n: self._value(n, ref) for n in names}
             emu_feeds = {n: self._value(n, emu) for n in names}
-            input_overflow = ""
+            input_overflow = input_flush = ""
             if lowered[i]:
                 for n, a in emu_feeds.items():
                     if _is_float32(a):
                         rounded = _round16(a)
                         if not input_overflow and np.isfinite(a).all() and not np.isfinite(rounded).all():
                             input_overflow = n
+                        if not input_flush and a.size and np.any(a) and not np.any(rounded):
+                            input_flush = n
                         emu_feeds[n] = rounded
             try:
                 ref_out = runner.run(ref_feeds)
@@ -380,9 +387,9 @@ class Emulator:
                 if lowered[i] and _is_float32(e):
                     pre = e
                     e = _round16(e)
-                    self._record(stats, out.name, i, node, True, r, pre, e, input_overflow)
+                    self._record(stats, out.name, i, node, True, r, pre, e, input_overflow, input_flush)
                 elif _is_float32(r):
-                    self._record(stats, out.name, i, node, lowered[i], r, e, e, input_overflow)
+                    self._record(stats, out.name, i, node, lowered[i], r, e, e, input_overflow, input_flush)
                 ref[out.name] = r
                 emu[out.name] = e
             for n in names:
@@ -394,11 +401,13 @@ class Emulator:
                 if out.name and not self._uses.get(out.name) and out.name not in keep_alive:
                     ref.pop(out.name, None)
                     emu.pop(out.name, None)
+            self.peak_live = max(self.peak_live, len(ref) + len(emu))
             if on_node is not None:
                 on_node(i)
 
     def _record(self, stats: dict[str, TensorStats], name: str, i: int, node: ir.Node, fp16: bool,
-                ref: np.ndarray, pre: np.ndarray, emu: np.ndarray, input_overflow: str) -> None:
+                ref: np.ndarray, pre: np.ndarray, emu: np.ndarray, input_overflow: str,
+                input_flush: str = "") -> None:
         s = stats.get(name)
         if s is None:
             s = stats[name] = TensorStats(name, self.labels[i], node.op_type, i, in_fp16=fp16)
@@ -424,3 +433,5 @@ class Emulator:
             s.flushed += int((nz & (emu == 0)).sum())
         if input_overflow and not s.input_overflow:
             s.input_overflow = input_overflow
+        if input_flush and not s.input_flush:
+            s.input_flush = input_flush
