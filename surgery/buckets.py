@@ -77,6 +77,20 @@ class BucketsResult:
         }
 
 
+def _gears_verified(runs: list[BucketRun]) -> bool:
+    """Every gear's model passed its gates, is static, and differs from the others in dim 0 only."""
+    from surgery.atc import input_shapes
+
+    tails = set()
+    for run in runs:
+        shapes, dynamic = input_shapes(run.model)
+        if dynamic or not run.report.ok or any(not dims for dims in shapes.values()):
+            logger.info("bucket %s is not a verified static gear: no dynamic-batch command", run.label)
+            return False
+        tails.add(tuple((name, dims[1:]) for name, dims in shapes.items()))
+    return len(tails) == 1
+
+
 def bucket_label(binding: Mapping[str, int]) -> str:
     """``{"batch": 4}`` → ``batch4``; ``{"x[0]": 4, "seq": 128}`` → ``x0_4_seq128`` (file-name safe)."""
     parts = []
@@ -183,7 +197,9 @@ def apply_buckets(
         report.extra["bucket"] = {"label": label, "binding": binding}
         runs.append(BucketRun(label, binding, result, report, target, atc))
     dynamic: AtcCommand | None = None
-    if probe is not None and _covers_batch(probe, spec):
+    # One failing gear fails a whole ATC build: the gear command is given only when every gear was
+    # built and gated as its own static model above, and each is still static (same non-batch dims).
+    if probe is not None and _covers_batch(probe, spec) and _gears_verified(runs):
         sizes = next(iter(spec.values()))
         src = str(model) if isinstance(model, (str, os.PathLike)) else "MODEL.onnx"
         dynamic = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
