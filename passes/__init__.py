@@ -29,3 +29,4 @@ from surgery.passes import inline_functions  # noqa: F401
 from surgery.passes import simplify  # noqa: F401
 from surgery.passes import narrow_int64  # noqa: F401
 from surgery.passes import precision_plan  # noqa: F401
+from surgery.passes import nearest_upsample_to_expand  # noqa: F401
