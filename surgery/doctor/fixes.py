@@ -27,6 +27,7 @@ PASS_ORDER: tuple[str, ...] = (
     "fix-shapes",
     "split-postprocess",
     "make-static",
+    "nearest-upsample-to-expand",
     "complete-nms-inputs",
     "normalize-gather-indices",
     "narrow-int64",
