@@ -76,6 +76,9 @@ class PrecisionReport:
                 continue
             out.append(f"flush to zero: tensor '{s.name}' ({s.op} '{s.node}'): {s.flushed} of {s.nonzero} nonzero "
                        f"values ({100 * s.flush_fraction:.1f}%) become 0 in float16")
+        if em.overflows and em.outputs_ok:
+            out.append(f"verdict: BREAKS: {len(em.overflows)} tensor(s) overflow float16 although the outputs "
+                       "stay within tolerance on these samples (the overflow is hidden, not harmless)")
         if em.first_break is not None:
             s = em.first_break
             err = "inf" if s.nonfinite else f"{s.max_abs_err:.3g}"
@@ -88,9 +91,11 @@ class PrecisionReport:
             worst = max((s.how_far(tol) for s in after.outputs.values()), default=0.0)
             out.append(f"plan check: re-emulated with the plan, outputs "
                        f"{'meet' if after.ok else 'still break'} tolerance (worst {_times(worst)} the tolerance)")
-            for label, why in fusion_risks(plan).items():
-                out.append(f"warning: ATC may fuse '{label}' ({plan.op_types[label]}: {why}); a renamed node in "
-                           "--keep_dtype has no effect: check the .om's dump or list its OpType::")
+            risks = fusion_risks(plan)
+            if risks:
+                listed = "; ".join(f"'{label}' ({plan.op_types[label]}: {why})" for label, why in risks.items())
+                out.append("warning: ATC's fusions can rename or absorb nodes, and a --keep_dtype name that no longer "
+                           f"exists has no effect; at risk here: {listed}")
         return out
 
 
