@@ -64,6 +64,9 @@ class PrecisionReport:
         for name, s in em.outputs.items():
             verdict = "BREAKS tolerance" if s.breaks(tol) else "ok"
             extra = f", {s.nonfinite} non-finite value(s)" if s.nonfinite else ""
+            if s.mismatched:
+                out.append(f"output {name}: {s.mismatched} element(s) differ from float32 (a non-float output): {verdict}")
+                continue
             err = "inf" if s.nonfinite else f"{s.max_abs_err:.3g}"
             out.append(f"output {name}: float16 max abs err {err} (allowed {s.allowed(tol):.3g}, "
                        f"{_times(s.how_far(tol))} the tolerance){extra}: {verdict}")

@@ -116,16 +116,18 @@ class TensorStats:
     nonzero: int = 0
     nonfinite: int = 0
     """Emulated non-finite values where the reference is finite."""
+    mismatched: int = 0
+    """For a non-float tensor (indices, masks, argmax): elements that differ from the reference."""
 
     def allowed(self, tol: Tolerance) -> float:
         return tol.atol + tol.rtol * self.ref_absmax
 
     def breaks(self, tol: Tolerance) -> bool:
-        return self.nonfinite > 0 or not (self.max_abs_err <= self.allowed(tol))
+        return self.nonfinite > 0 or self.mismatched > 0 or not (self.max_abs_err <= self.allowed(tol))
 
     def how_far(self, tol: Tolerance) -> float:
         """Error over what the tolerance allows (> 1 breaks it); inf when values went non-finite."""
-        if self.nonfinite:
+        if self.nonfinite or self.mismatched:
             return float("inf")
         return self.max_abs_err / self.allowed(tol)
 
@@ -143,7 +145,7 @@ class TensorStats:
             "ref_absmax": _finite(self.ref_absmax), "max_abs_err": _finite(self.max_abs_err),
             "how_far": _finite(self.how_far(tol)), "overflow_absmax": _finite(self.overflow_absmax),
             "input_overflow": self.input_overflow, "input_flush": self.input_flush, "flushed": self.flushed, "nonzero": self.nonzero,
-            "nonfinite": self.nonfinite,
+            "nonfinite": self.nonfinite, "mismatched": self.mismatched,
         }
 
 
@@ -227,6 +229,38 @@ def _free_names(graph: ir.Graph) -> set[str]:
     return used - defined
 
 
+def _topological(graph: ir.Graph) -> list[ir.Node]:
+    """The graph's nodes in an order where every producer comes first (Kahn; the file's order when valid)."""
+    nodes = list(graph)
+    produced = {id(o): i for i, n in enumerate(nodes) for o in n.outputs}
+    deps: list[set[int]] = []
+    for node in nodes:
+        reads = [v for v in node.inputs if v is not None]
+        for sub in _subgraphs(node):
+            names = _free_names(sub)
+            reads += [o for n in nodes for o in n.outputs if o.name in names]
+        deps.append({produced[id(v)] for v in reads if id(v) in produced})
+    if all(all(d < i for d in ds) for i, ds in enumerate(deps)):
+        return nodes
+    users: list[list[int]] = [[] for _ in nodes]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            users[d].append(i)
+    waiting = [len(ds) for ds in deps]
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    order: list[int] = []
+    while ready:
+        i = ready.pop(0)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if len(order) != len(nodes):
+        raise InputError("precision: the graph has a cycle")
+    return [nodes[i] for i in order]
+
+
 class _NodeRunner:
     """A single-node ORT session over one node (plus the outer-scope names its subgraphs read)."""
 
@@ -278,7 +312,7 @@ class Emulator:
         self.mode = mode
         self.tolerance = tolerance
         graph = model.graph
-        self.nodes: list[ir.Node] = list(graph)  # onnx_ir keeps graphs topologically sorted
+        self.nodes: list[ir.Node] = _topological(graph)
         self._runners: dict[int, _NodeRunner] = {}
         self._extra: dict[int, list[str]] = {}
         uses: dict[str, int] = {}
@@ -345,8 +379,8 @@ class Emulator:
         ordered = sorted(stats.values(), key=lambda s: s.index)
         outputs = {name: stats[name] for name in self._outputs if name in stats}
         for name in self._outputs:
-            if name not in outputs and name in self.samples[0]:  # an input passed straight through
-                outputs[name] = TensorStats(name, "", "input", -1)
+            if name not in outputs:  # a non-float output equal to the reference, or an input passed through
+                outputs[name] = TensorStats(name, "", "exact", -1)
         return Emulation(
             mode=self.mode, tolerance=tol, keep=keep, outputs=outputs,
             overflows=[s for s in ordered if s.overflows],
@@ -400,6 +434,11 @@ class Emulator:
                     self._record(stats, out.name, i, node, True, r, pre, e, input_overflow, input_flush)
                 elif _is_float32(r):
                     self._record(stats, out.name, i, node, lowered[i], r, e, e, input_overflow, input_flush)
+                elif r.shape != e.shape or not np.array_equal(r, e):
+                    s = stats.get(out.name)
+                    if s is None:
+                        s = stats[out.name] = TensorStats(out.name, self.labels[i], node.op_type, i, in_fp16=lowered[i])
+                    s.mismatched += int(r.size if r.shape != e.shape else np.count_nonzero(r != e))
                 ref[out.name] = r
                 emu[out.name] = e
             for n in names:

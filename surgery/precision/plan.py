@@ -1,12 +1,12 @@
 """A float32 keep-list for ATC: the smallest set of nodes found greedily, as a ``--keep_dtype`` file.
 
-Greedy from the first offender: emulate the mode; while an output breaks tolerance, keep in float32
-the first node (topological order) that overflows float16 — in its own result or in the rounding of
-an input a kept producer hands it — or, when nothing overflows, the first node whose float16 result
-pushes the error past tolerance; then re-emulate. Each step adds one node, so the plan is minimal in
-the sense that matters for deployment: every node in it was, at its turn, the earliest cause of the
-failure. A plan that runs out of candidates (every float16 node tried) is reported as not meeting
-tolerance rather than returned as a fix.
+Greedy from the first offender: emulate the mode; while it breaks tolerance, keep in float32 the
+first node (topological order) that overflows float16 — in its own result or in the rounding of an
+input a kept producer hands it — else the first float16 node whose result breaks tolerance, else the
+nearest float16 node upstream of a breaking float32 one; then re-emulate. Every node added was, at
+its turn, the earliest cause of the failure. A final sweep then drops, one at a time, any node whose
+removal still meets tolerance (one re-check each). A plan that runs out of candidates is reported as
+not meeting tolerance rather than returned as a fix.
 
 ATC reads ``--keep_dtype`` by node name, and its graph fusions rename or absorb nodes (Conv+BN+ReLU,
 MatMul+Add, LayerNorm and Softmax sub-graphs become single kernels); a listed name that no longer
@@ -85,6 +85,12 @@ def make_plan(emulator: Emulator, *, first: Emulation | None = None, max_steps: 
             break
         keep.append(offender)
         run = emulator.run(keep)
+    if run.ok and len(keep) > 1:  # prune: drop any node the others make unnecessary (one re-check each)
+        for label in list(keep):
+            trial = [k for k in keep if k != label]
+            trial_run = emulator.run(trial)
+            if trial_run.ok:
+                keep, run = trial, trial_run
     types = {label: node.op_type for label, node in zip(emulator.labels, emulator.nodes)}
     return PrecisionPlan(mode=emulator.mode, keep=keep, op_types={k: types[k] for k in keep}, before=before, after=run)
 
@@ -94,9 +100,39 @@ def _first_offender(emulator: Emulator, run: Emulation, kept: set[str], lowered:
         if s.node in lowered and s.node not in kept:
             return s.node
     tol = run.tolerance
-    for s in run.ranked:
-        if s.node in lowered and s.node not in kept and s.breaks(tol):
+    breaking = [s for s in run.ranked if s.breaks(tol)]
+    for s in breaking:
+        if s.node in lowered and s.node not in kept:
             return s.node
+    # every breaking tensor comes from a float32 node: its error was handed to it by float16 inputs,
+    # so keep the nearest float16 node upstream (e.g. the float16 logits an ArgMax reads)
+    for s in breaking:
+        upstream = _nearest_lowered_producer(emulator, s.index, kept, lowered)
+        if upstream is not None:
+            return upstream
+    return None
+
+
+def _nearest_lowered_producer(emulator: Emulator, index: int, kept: set[str], lowered: set[str]) -> str | None:
+    if index < 0:
+        return None
+    position = {id(node): i for i, node in enumerate(emulator.nodes)}
+    frontier = [index]
+    seen = {index}
+    while frontier:
+        nxt: list[int] = []
+        for i in frontier:
+            for v in emulator.nodes[i].inputs:
+                producer = v.producer() if v is not None else None
+                j = position.get(id(producer)) if producer is not None else None
+                if j is None or j in seen:
+                    continue
+                seen.add(j)
+                label = emulator.labels[j]
+                if label in lowered and label not in kept:
+                    return label
+                nxt.append(j)
+        frontier = sorted(nxt, reverse=True)
     return None
 
 

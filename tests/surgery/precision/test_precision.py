@@ -163,3 +163,26 @@ def test_if_with_outer_scope_values():
         [vi("x", T.FLOAT, [1, 64]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [])]))
     report = check_precision(model, [{**loud(), "c": np.array(True)}])
     assert not report.ok and report.plan.keep[0] == "total" and report.plan.meets_tolerance
+
+
+def test_non_float_output_that_flips_breaks():
+    """ArgMax over logits that float16 cannot tell apart: the index output changes."""
+    model = ir.from_proto(make_model(
+        [h.make_node("Mul", ["x", "w"], ["logits"], name="scale"),
+         h.make_node("ArgMax", ["logits"], ["cls"], name="pick", axis=1, keepdims=0)],
+        [vi("x", T.FLOAT, [1, 2])], [vi("cls", T.INT64, [1])], {"w": np.ones((1, 2), np.float32)}))
+    close = {"x": np.array([[1000.0, 1000.2]], np.float32)}  # 1000.2 rounds to 1000 in float16
+    report = check_precision(model, [close])
+    assert report.emulation.outputs["cls"].mismatched == 1 and not report.ok
+    assert report.plan.meets_tolerance and report.plan.keep == ["pick", "scale"]
+    clear = {"x": np.array([[1000.0, 1010.0]], np.float32)}
+    assert check_precision(model, [clear]).ok
+
+
+def test_unsorted_graph_is_swept_in_dependency_order():
+    proto = energy_model()
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(reversed(nodes))
+    report = check_precision(ir.from_proto(proto), [loud()])
+    assert report.plan.keep == ["energy_sum"]
