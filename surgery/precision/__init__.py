@@ -18,7 +18,14 @@ import onnx_ir as ir
 
 from surgery.pass_base import FeedHints, Tolerance
 from surgery.precision.emulate import DEFAULT_TOLERANCE, FP16_MAX, Emulation, Emulator, Mode, TensorStats
-from surgery.precision.plan import PrecisionPlan, fusion_risks, keep_dtype_lines, make_plan, write_keep_dtype
+from surgery.precision.plan import (
+    PrecisionPlan,
+    fusion_risks,
+    is_listable,
+    keep_dtype_lines,
+    make_plan,
+    write_keep_dtype,
+)
 
 __all__ = [
     "Mode",
@@ -94,6 +101,14 @@ class PrecisionReport:
             worst = max((s.how_far(tol) for s in after.outputs.values()), default=0.0)
             out.append(f"plan check: re-emulated with the plan, outputs "
                        f"{'meet' if after.ok else 'still break'} tolerance (worst {_times(worst)} the tolerance)")
+            unnamed = [label for label in plan.keep if not is_listable(label)]
+            if unnamed:
+                out.append(f"warning: {len(unnamed)} node(s) to keep have no name --keep_dtype can list "
+                           f"({', '.join(unnamed)}): name the model's nodes, or the plan is incomplete on the device")
+            norms = [label for label in plan.keep if plan.op_types[label] == "LayerNormalization"]
+            if norms:
+                out.append(f"warning: ATC's LayerNormalization takes float16 only: --keep_dtype cannot hold "
+                           f"{', '.join(norms)} in float32; decompose it (convert-opset target = 16) and re-plan")
             risks = fusion_risks(plan)
             if risks:
                 listed = "; ".join(f"'{label}' ({plan.op_types[label]}: {why})" for label, why in risks.items())
@@ -144,11 +159,32 @@ def check_precision(
         return PrecisionReport(first, None, [], len(emulator.nodes))
     made = make_plan(emulator, first=first)
     facts = load_facts()
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
     cann = {}
     for op in set(made.op_types.values()):
         fact = facts.lookup("ai.onnx", op)
-        if fact is not None and fact.cann_op and all(c not in fact.cann_op for c in "[]|;") \
-                and fact.cann_op != "PartitionedCall":
-            cann[op] = fact.cann_op
+        ascend = _ascend_type(fact.cann_op, opset) if fact is not None else None
+        if ascend:
+            cann[op] = ascend
     lines = keep_dtype_lines(made, emulator, cann_types=cann)
     return PrecisionReport(first, made, lines, len(emulator.nodes))
+
+
+def _ascend_type(cann_op: str, opset: int) -> str | None:
+    """The Ascend IR type an ONNX op maps to at ``opset`` (``A[8-12];B[13-18]`` forms resolved), or None
+    when it has none to name (a ``PartitionedCall`` subgraph, or two registrations ``A|B``)."""
+    from surgery.doctor.facts import parse_opsets
+
+    chosen = None
+    for part in filter(None, (p.strip() for p in cann_op.split(";"))):
+        if "[" in part:
+            name, _, versions = part.partition("[")
+            allowed = parse_opsets(versions.rstrip("]"))
+            if allowed is not None and opset not in allowed:
+                continue
+            part = name
+        chosen = part
+        break
+    if not chosen or "|" in chosen or chosen == "PartitionedCall":
+        return None
+    return chosen

@@ -25,7 +25,7 @@ from pathlib import Path
 from surgery.errors import InputError
 from surgery.precision.emulate import Emulation, Emulator, Mode, TensorStats
 
-__all__ = ["PrecisionPlan", "make_plan", "keep_dtype_lines", "fusion_risks", "write_keep_dtype", "FUSED_OPS"]
+__all__ = ["PrecisionPlan", "make_plan", "keep_dtype_lines", "is_listable", "fusion_risks", "write_keep_dtype", "FUSED_OPS"]
 
 #: ONNX op types ATC commonly fuses into a bigger kernel (the listed node's name may not survive).
 FUSED_OPS: dict[str, str] = {
@@ -149,13 +149,15 @@ def keep_dtype_lines(plan: PrecisionPlan, emulator: Emulator, *, cann_types: dic
     for op in sorted(whole):
         lines.append(f"OpType::{cann_types[op]}")  # type: ignore[index]
     for label in plan.keep:
-        if plan.op_types[label] in whole:
+        if plan.op_types[label] in whole or not is_listable(label):
             continue
-        if not label or label.startswith("<"):
-            raise InputError(f"precision: a node to keep in float32 has no name ({label}); ATC's --keep_dtype "
-                             "needs node names: name the model's nodes first")
         lines.append(label)
     return lines
+
+
+def is_listable(label: str) -> bool:
+    """Whether ATC's ``--keep_dtype`` can name the node (it has a name, on one line)."""
+    return bool(label) and not label.startswith("<") and "\n" not in label and "\r" not in label
 
 
 def fusion_risks(plan: PrecisionPlan) -> dict[str, str]:

@@ -186,3 +186,30 @@ def test_unsorted_graph_is_swept_in_dependency_order():
     proto.graph.node.extend(reversed(nodes))
     report = check_precision(ir.from_proto(proto), [loud()])
     assert report.plan.keep == ["energy_sum"]
+
+
+def test_unnamed_node_and_layernorm_warnings():
+    model = ir.from_proto(make_model(
+        [h.make_node("LayerNormalization", ["x", "g", "b"], ["n"], name="ln", axis=-1),
+         h.make_node("ReduceSumSquare", ["n"], ["e"], keepdims=1)],  # unnamed
+        [vi("x", T.FLOAT, [1, 512])], [vi("e", T.FLOAT, [1, 1])],
+        {"g": np.full(512, 20.0, np.float32), "b": np.zeros(512, np.float32)}))
+    x = np.random.default_rng(0).normal(0, 1, (1, 512)).astype(np.float32)
+    x[0, 0] = 70000.0  # beyond float16: the cast into the LayerNorm overflows
+    report = check_precision(model, [{"x": x}])
+    assert report.plan.meets_tolerance and "ln" in report.plan.keep and len(report.plan.keep) == 2
+    assert report.keep_dtype == ["ln"]  # the unnamed ReduceSumSquare cannot be listed
+    text = "\n".join(report.lines())
+    assert "have no name --keep_dtype can list" in text and "LayerNormalization takes float16 only" in text
+
+
+def test_whole_op_type_line_when_every_node_of_it_is_kept():
+    model = ir.from_proto(make_model(
+        [h.make_node("Pow", ["a", "two"], ["pa"], name="sq_a"), h.make_node("Pow", ["b", "two"], ["pb"], name="sq_b"),
+         h.make_node("Relu", ["a"], ["ra"], name="act")],
+        [vi("a", T.FLOAT, [4]), vi("b", T.FLOAT, [4])], [vi("pa", T.FLOAT, [4]), vi("pb", T.FLOAT, [4]),
+                                                          vi("ra", T.FLOAT, [4])],
+        {"two": np.array(2.0, np.float32)}))
+    big = {"a": np.full(4, 300.0, np.float32), "b": np.full(4, 400.0, np.float32)}
+    report = check_precision(model, [big])
+    assert sorted(report.plan.keep) == ["sq_a", "sq_b"] and report.keep_dtype == ["OpType::Pow"]
