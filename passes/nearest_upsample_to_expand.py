@@ -18,7 +18,6 @@ Opset-10 Resize, ``axes`` (opset 18) and a non-``stretch`` aspect policy are lef
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import onnx_ir as ir

@@ -18,7 +18,7 @@ from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance
 from surgery.registry import register
 
-__all__ = ["PrecisionPlan", "ARTIFACT"]
+__all__ = ["ARTIFACT", "PrecisionPlan"]
 
 #: The artifact key ``apply`` reads (see :func:`surgery.atc.report_atc_commands`).
 ARTIFACT = "precision-plan"

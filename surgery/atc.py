@@ -37,20 +37,20 @@ from surgery.errors import InputError
 from surgery.shapes.infer import is_known_dim
 
 __all__ = [
+    "MAX_PROFILES",
+    "MIN_PROFILES",
+    "SOC_PLACEHOLDER",
     "AtcCommand",
     "atc_command",
     "dynamic_batch_command",
     "dynamic_dims_command",
-    "range_command",
-    "precision_flags",
-    "report_atc_commands",
-    "input_shapes",
     "input_format",
     "input_roles",
+    "input_shapes",
+    "precision_flags",
+    "range_command",
+    "report_atc_commands",
     "supports_ranges",
-    "SOC_PLACEHOLDER",
-    "MIN_PROFILES",
-    "MAX_PROFILES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,14 +155,15 @@ def input_shapes(model: ir.Model) -> tuple[dict[str, tuple[int, ...]], list[str]
     shapes: dict[str, tuple[int, ...]] = {}
     dynamic: list[str] = []
     for value in _real_inputs(model):
+        name = value.name or ""
         if value.shape is None:
-            shapes[value.name] = ()
-            dynamic.append(value.name)
+            shapes[name] = ()
+            dynamic.append(name)
             continue
-        dims = tuple(int(d) if is_known_dim(d) else -1 for d in value.shape)
+        dims = tuple(int(d) if is_known_dim(d) else -1 for d in value.shape)  # type: ignore[arg-type]
         if -1 in dims:
-            dynamic.append(value.name)
-        shapes[value.name] = dims
+            dynamic.append(name)
+        shapes[name] = dims
     return shapes, dynamic
 
 
@@ -192,7 +193,7 @@ def input_roles(model: ir.Model) -> dict[str, str]:
                             if id(out) not in seen:
                                 seen.add(id(out))
                                 queue.append((out, hops + 1))
-        roles[value.name] = role
+        roles[value.name or ""] = role
     return roles
 
 
@@ -437,7 +438,7 @@ def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike,
     precision = _planned_precision(report, output)
     for part, path, is_head in targets:
         try:
-            outs = [v.name for v in part.graph.outputs]
+            outs = [v.name or "" for v in part.graph.outputs]
             out_nodes = outs if is_head and original and outs != original else None
             command = atc_command(part, path, soc_version=soc_version, out_nodes=out_nodes,
                                   precision=precision if part is model else ())

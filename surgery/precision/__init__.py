@@ -17,7 +17,14 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.pass_base import FeedHints, Tolerance
-from surgery.precision.emulate import DEFAULT_TOLERANCE, FP16_MAX, Emulation, Emulator, Mode, TensorStats
+from surgery.precision.emulate import (
+    DEFAULT_TOLERANCE,
+    FP16_MAX,
+    Emulation,
+    Emulator,
+    Mode,
+    TensorStats,
+)
 from surgery.precision.plan import (
     PrecisionPlan,
     fusion_risks,
@@ -28,16 +35,16 @@ from surgery.precision.plan import (
 )
 
 __all__ = [
-    "Mode",
-    "Emulator",
+    "DEFAULT_TOLERANCE",
+    "FP16_MAX",
     "Emulation",
+    "Emulator",
+    "Mode",
     "PrecisionPlan",
     "PrecisionReport",
     "check_precision",
     "make_samples",
     "write_keep_dtype",
-    "DEFAULT_TOLERANCE",
-    "FP16_MAX",
 ]
 
 
@@ -66,8 +73,9 @@ class PrecisionReport:
     def lines(self) -> list[str]:
         """The human-readable diagnosis, one finding a line."""
         em, tol = self.emulation, self.emulation.tolerance
-        out = [f"precision: mode {em.mode.value} (--precision_mode={em.mode.v1}), {em.samples} sample(s), "
-               f"{em.fp16_nodes} of {self.node_count} nodes in float16, tolerance rtol={tol.rtol:g} atol={tol.atol:g}"]
+        head = (f"precision: mode {em.mode.value} (--precision_mode={em.mode.v1}), {em.samples} sample(s), "
+                f"{em.fp16_nodes} of {self.node_count} nodes in float16, tolerance rtol={tol.rtol:g} atol={tol.atol:g}")
+        out = [head]
         for name, s in em.outputs.items():
             verdict = "BREAKS tolerance" if s.breaks(tol) else "ok"
             extra = f", {s.nonfinite} non-finite value(s)" if s.nonfinite else ""

@@ -35,14 +35,14 @@ from surgery.errors import InputError
 from surgery.pass_base import Tolerance
 
 __all__ = [
-    "Mode",
+    "CUBE_OPS",
+    "DEFAULT_TOLERANCE",
     "FP16_MAX",
     "FP16_TINY",
-    "DEFAULT_TOLERANCE",
-    "TensorStats",
     "Emulation",
     "Emulator",
-    "CUBE_OPS",
+    "Mode",
+    "TensorStats",
 ]
 
 logger = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ class Emulator:
             for name in {v.name for v in node.inputs if v is not None and v.name} | free:
                 uses[name] = uses.get(name, 0) + 1
         self._uses = uses
-        self._outputs = [v.name for v in graph.outputs]
+        self._outputs = [v.name or "" for v in graph.outputs]
         self._inits = {name: v for name, v in graph.initializers.items()}
         self.peak_live = 0
         """Most tensors held at once by a sweep (both runs): the streaming bound, for tests and -v logs."""
@@ -341,9 +341,7 @@ class Emulator:
         for label, node in zip(self.labels, self.nodes):
             if label in kept:
                 low = False
-            elif self.mode is Mode.FP16:
-                low = True
-            elif node.op_type in CUBE_OPS:
+            elif self.mode is Mode.FP16 or node.op_type in CUBE_OPS:
                 low = True
             elif node.op_type in _MIXED_FP32_OPS:
                 low = False
@@ -395,13 +393,14 @@ class Emulator:
         ref: dict[str, np.ndarray] = {}
         emu: dict[str, np.ndarray] = {}
         for v in self.model.graph.inputs:
-            if v.name in sample:
-                array = np.asarray(sample[v.name])
+            vname = v.name or ""
+            if vname in sample:
+                array = np.asarray(sample[vname])
                 if v.dtype is not None and array.dtype.kind == "f" and v.dtype.numpy() != array.dtype:
                     array = array.astype(v.dtype.numpy())
-                ref[v.name] = emu[v.name] = array
-            elif v.name not in self._inits:
-                raise InputError(f"precision: no sample value for input '{v.name}'")
+                ref[vname] = emu[vname] = array
+            elif vname not in self._inits:
+                raise InputError(f"precision: no sample value for input '{vname}'")
         remaining = dict(self._uses)
         keep_alive = set(self._outputs)
         for i, node in enumerate(self.nodes):
@@ -422,25 +421,26 @@ class Emulator:
             try:
                 ref_out = runner.run(ref_feeds)
                 emu_out = runner.run(emu_feeds)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own types; one line names the node
                 raise InputError(f"precision: node '{self.labels[i]}' ({node.op_type}) cannot run in ONNX "
                                  f"Runtime: {str(exc).splitlines()[0]}") from None
             for out, r, e in zip(node.outputs, ref_out, emu_out):
+                oname = out.name or ""
                 if r is None or e is None:
                     continue
                 if lowered[i] and _is_float32(e):
                     pre = e
                     e = _round16(e)
-                    self._record(stats, out.name, i, node, True, r, pre, e, input_overflow, input_flush)
+                    self._record(stats, oname, i, node, True, r, pre, e, input_overflow, input_flush)
                 elif _is_float32(r):
-                    self._record(stats, out.name, i, node, lowered[i], r, e, e, input_overflow, input_flush)
+                    self._record(stats, oname, i, node, lowered[i], r, e, e, input_overflow, input_flush)
                 elif r.shape != e.shape or not np.array_equal(r, e):
-                    s = stats.get(out.name)
+                    s = stats.get(oname)
                     if s is None:
-                        s = stats[out.name] = TensorStats(out.name, self.labels[i], node.op_type, i, in_fp16=lowered[i])
+                        s = stats[oname] = TensorStats(oname, self.labels[i], node.op_type, i, in_fp16=lowered[i])
                     s.mismatched += int(r.size if r.shape != e.shape else np.count_nonzero(r != e))
-                ref[out.name] = r
-                emu[out.name] = e
+                ref[oname] = r
+                emu[oname] = e
             for n in names:
                 remaining[n] -= 1
                 if remaining[n] == 0 and n not in keep_alive:

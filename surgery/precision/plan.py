@@ -23,9 +23,9 @@ from collections import Counter
 from pathlib import Path
 
 from surgery.errors import InputError
-from surgery.precision.emulate import Emulation, Emulator, Mode, TensorStats
+from surgery.precision.emulate import Emulation, Emulator, Mode
 
-__all__ = ["PrecisionPlan", "make_plan", "keep_dtype_lines", "is_listable", "fusion_risks", "write_keep_dtype", "FUSED_OPS"]
+__all__ = ["FUSED_OPS", "PrecisionPlan", "fusion_risks", "is_listable", "keep_dtype_lines", "make_plan", "write_keep_dtype"]
 
 #: ONNX op types ATC commonly fuses into a bigger kernel (the listed node's name may not survive).
 FUSED_OPS: dict[str, str] = {

@@ -53,7 +53,7 @@ def validate(line: str) -> dict[str, str]:
     assert argv[0] == "atc"
     opts: dict[str, str] = {}
     for arg in argv[1:]:
-        m = re.match(r"^--([a-z_0-9]+)=(.*)$", arg, re.S)
+        m = re.match(r"^--([a-z_0-9]+)=(.*)$", arg, re.DOTALL)
         assert m, f"not --key=value: {arg!r}"
         key, value = m.groups()
         assert key in _KNOWN, key

@@ -7,9 +7,8 @@ import re
 import onnx_ir as ir
 
 from surgery.doctor.checks._util import cited, present_inputs, severity
-from surgery.doctor.finding import Severity
 from surgery.doctor.context import Context
-from surgery.doctor.finding import Finding
+from surgery.doctor.finding import Finding, Severity
 
 NAME = "nms"
 
