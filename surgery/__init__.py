@@ -5,20 +5,32 @@ The public API::
     import surgery
     model, report = surgery.apply("model.onnx", "passes.toml")
     model, report = surgery.apply(model_proto, [RemoveDropout(), Cleanup()])
+    result = surgery.prepare("model.onnx", "out.onnx", input_shapes="x:1,3,224,224")
+
+Only the error classes are imported eagerly: ``surgery --help`` and ``surgery passes list`` must
+not pay for onnx, onnx-ir and onnxruntime. Everything else is imported on first use; type checkers
+and IDEs see the real objects through the ``TYPE_CHECKING`` imports below.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from surgery.errors import GateError, InputError, PassError, PipelineError, SurgeryError
-from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, Tolerance
-from surgery.registry import register
+
+if TYPE_CHECKING:
+    from surgery.api import apply
+    from surgery.model_io import load, save
+    from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, Tolerance
+    from surgery.prepare import prepare
+    from surgery.registry import register
 
 __version__ = "0.1.0"
 
 __all__ = [
     "apply",
+    "prepare",
     "load",
     "save",
     "register",
@@ -34,15 +46,29 @@ __all__ = [
     "GateError",
 ]
 
+#: attribute → the module that defines it (imported on first use)
+_LAZY = {
+    "apply": "surgery.api",
+    "prepare": "surgery.prepare",
+    "load": "surgery.model_io",
+    "save": "surgery.model_io",
+    "register": "surgery.registry",
+    "SurgeryPass": "surgery.pass_base",
+    "SurgeryResult": "surgery.pass_base",
+    "Numerics": "surgery.pass_base",
+    "Tolerance": "surgery.pass_base",
+    "FeedHints": "surgery.pass_base",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # Heavy modules (onnxruntime) are imported on first use, so `surgery passes list` stays fast.
-    if name == "apply":
-        from surgery.api import apply
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'surgery' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return apply
-    if name in ("load", "save"):
-        from surgery import model_io
 
-        return getattr(model_io, name)
-    raise AttributeError(f"module 'surgery' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -317,3 +317,61 @@ def _plain(options: Mapping[str, Any]) -> dict[str, Any]:
         return v
 
     return {k: conv(v) for k, v in options.items()}
+
+
+def is_pass_list(text: str) -> bool:
+    """True when a PIPELINE argument is a comma-separated list of pass names, not a passes.toml path.
+
+    ``make-static,cleanup`` is a list; anything with a path separator or a ``.toml`` suffix, or that
+    names an existing file, is a file.
+    """
+    if not text or text.endswith(".toml") or "/" in text or "\\" in text or Path(text).exists():
+        return False
+    return all(part.strip() and all(c.isalnum() or c == "-" for c in part.strip()) for part in text.split(","))
+
+
+def pipeline_from_names(text: str, assignments: Sequence[str] = ()) -> Pipeline:
+    """Build a pipeline from ``"make-static,cleanup"``; ``--set`` assignments become the passes' options.
+
+    The options are given when each pass is built (a pass such as ``fix-shapes`` refuses to be built
+    without them), so every assignment must name a pass of the list (by name or 1-based position).
+    """
+    names = [part.strip() for part in text.split(",")]
+    tables: list[dict[str, Any]] = [{"name": name} for name in names]
+    for assignment in assignments:
+        step_ref, key, value = parse_set(assignment)
+        if step_ref.isdigit():
+            index = int(step_ref) - 1
+            if not 0 <= index < len(tables):
+                raise PipelineError(f"--set {assignment}: the pipeline has {len(tables)} passes")
+            targets = [tables[index]]
+        else:
+            targets = [t for t in tables if t["name"] == step_ref]
+            if not targets:
+                raise PipelineError(f"--set {assignment}: no pass '{step_ref}' in the pipeline{did_you_mean(step_ref, names)}")
+        for table in targets:
+            if key in ("name", "verify"):
+                raise PipelineError(f"--set {assignment}: '{key}' is not a pass option")
+            table[key] = value
+    return parse_pipeline({"schema_version": SCHEMA_VERSION, "pass": tables}, base_dir=Path.cwd())
+
+
+def set_input_shapes(pipeline: Pipeline, spec: str) -> None:
+    """``--input-shape SPEC``: set the shapes of the pipeline's ``fix-shapes`` step, or insert one first.
+
+    Shapes given here win over the same inputs' shapes in the file; other inputs keep theirs.
+    """
+    from surgery.shapes.spec import parse_shapes
+
+    shapes = {k: list(v) for k, v in parse_shapes(spec, where="--input-shape").items()}
+    cls = registry.get("fix-shapes")
+    for step in pipeline.steps:
+        if step.name == "fix-shapes":
+            options = _plain(step.pass_.options_dict())
+            current = options.get("shapes") or {}
+            if isinstance(current, str):
+                current = {k: list(v) for k, v in parse_shapes(current, where="fix-shapes.shapes").items()}
+            options["shapes"] = {**dict(current), **shapes}
+            step.pass_ = cls(**options)
+            return
+    pipeline.steps.insert(0, Step(cls(shapes=shapes)))

@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "surgery.cli.split",
     "surgery.cli.compare",
     "surgery.cli.doctor",
+    "surgery.cli.prepare",
     "surgery.cli.precision",
 )
 
@@ -39,11 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="surgery", description="Verified, pass-by-pass rewriting of ONNX models for NPU compilers.")
     parser.add_argument("--version", action="version", version=f"onnx-surgery {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=False,
+                        help="print less (the atc command lines are always printed)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in COMMANDS:
         importlib.import_module(module).register(sub)
+    # -v and -q work before or after the subcommand: each subcommand accepts them too, with no
+    # default of its own, so a flag given before the subcommand is not reset by the subparser
+    for subparser in {id(p): p for p in sub.choices.values()}.values():
+        _add_global_flags(subparser)
     return parser
+
+
+def _add_global_flags(subparser: argparse.ArgumentParser) -> None:
+    taken = {s for action in subparser._actions for s in action.option_strings}
+    if "-v" not in taken:
+        subparser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    if "-q" not in taken:
+        subparser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for action in subparser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in {id(p): p for p in action.choices.values()}.values():
+                _add_global_flags(nested)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SurgeryError as exc:
         print(f"surgery: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `surgery ... | head`: the reader left; not an error of ours
+        try:
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
     except KeyboardInterrupt:
         print("surgery: interrupted", file=sys.stderr)
         return 130

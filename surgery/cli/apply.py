@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from surgery import api, model_io
-from surgery.cli import static_shapes
-from surgery.errors import GateError, InputError
-from surgery.pipeline import apply_sets, load_pipeline
+from surgery.cli import flags, static_shapes
 
 __all__ = ["register", "run"]
 
@@ -18,31 +14,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("apply", help="run a passes.toml pipeline on a model, gating every pass",
                        description="Run a passes.toml pipeline on a model. Every pass that changes the model is "
                                    "gated by onnx.checker, an ONNX Runtime load and parity with the original.")
-    p.add_argument("pipeline", type=Path, help="the passes.toml file")
+    p.add_argument("pipeline", type=Path,
+                   help="the passes.toml file, or a comma-separated list of pass names (make-static,cleanup)")
     p.add_argument("model", type=Path, help="the input .onnx model")
     p.add_argument("-o", "--output", type=Path, help="where to write the result (required unless --in-place)")
     p.add_argument("--report", type=Path, help="also write the report as JSON here")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="PASS.KEY=VALUE",
                    help="override a pass option (PASS is a pass name or its 1-based position); VALUE is TOML")
+    p.add_argument("--input-shape", metavar="SPEC",
+                   help="static input shapes ('x:1,3,224,224;y:1,10', onnxsim or Polygraphy syntax): sets the "
+                        "pipeline's fix-shapes step, or runs one first")
     p.add_argument("--disable", action="append", default=[], metavar="NAME", help="skip the pass NAME")
     p.add_argument("--verify", choices=("each", "end", "off"), help="override every gate's schedule")
     p.add_argument("--inputs", type=Path, metavar="DATA.npz", help="arrays to feed the parity runs")
     p.add_argument("--in-place", action="store_true", help="overwrite the input model (and its external data)")
     p.add_argument("--repro", type=Path, metavar="DIR", help="where a failing gate writes its reproducer (default: OUT.repro)")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not print the report table")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="do not print the report table (the atc lines are always printed)")
+    flags.add_progress(p)
     static_shapes.add_arguments(p)
     p.set_defaults(func=run)
 
 
-def _progress(message: str) -> None:
-    if sys.stderr.isatty():
-        print(f"surgery: {message}", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args.pipeline)
-    apply_sets(pipeline, args.sets)
+    from surgery import api, model_io
+    from surgery.errors import GateError, InputError
+    from surgery.pipeline import apply_sets, is_pass_list, load_pipeline, pipeline_from_names, set_input_shapes
+
+    if is_pass_list(str(args.pipeline)):
+        pipeline = pipeline_from_names(str(args.pipeline), args.sets)
+    else:
+        pipeline = load_pipeline(args.pipeline)
+        apply_sets(pipeline, args.sets)
     pipeline.disable(args.disable)
+    if args.input_shape:
+        set_input_shapes(pipeline, args.input_shape)
     if args.output is None and not args.in_place:
         raise InputError("give -o OUT.onnx (or --in-place to overwrite the input)")
     output: Path = args.model if args.in_place and args.output is None else args.output
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return static_shapes.run_buckets(args, pipeline, output, repro)
     try:
         _, report = api.apply(model, pipeline, inputs=args.inputs, verify=args.verify, output=output,
-                              reproducer_dir=repro, progress=_progress, soc_version=args.soc_version)
+                              reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version)
     except GateError as exc:
         if exc.report is not None:
             exc.report.source = str(args.model)
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     report.source = str(args.model)
     if not args.quiet:
         print(report.table())
-        static_shapes.print_atc(report)
+    static_shapes.print_atc(report)  # -q never hides the compiler command: it is what the run is for
     if args.report:
         report.write_json(args.report)
     return 0

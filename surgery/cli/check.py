@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from surgery.model_info import inspect_model
-
 __all__ = ["register"]
 
 
@@ -19,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from surgery.model_info import inspect_model
+
     info = inspect_model(args.model)
     print(info.text())
     if args.json:

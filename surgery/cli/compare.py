@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from surgery.cli import flags
 from surgery.errors import InputError
 
 __all__ = ["register", "run"]
@@ -29,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("b", type=Path, help="the model to check")
     p.add_argument("--tail", type=Path, action="append", default=[], metavar="TAIL.onnx",
                    help="run this model after B, fed B's outputs (B is a split head); repeatable")
-    p.add_argument("--inputs", type=Path, metavar="DATA.npz", help="input arrays (default: generated from A's inputs)")
+    flags.add_data(p, old="--inputs")
+    flags.add_pipeline_inputs(p)
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write every tensor's statistics here (streamed)")
     p.add_argument("--renamed", type=Path, action="append", default=[], metavar="MAP.json",
                    help="a JSON object {name in A: name in B} (repeatable, applied in order)")
@@ -77,6 +79,45 @@ def _renames(paths: list[Path]) -> list[dict[str, str]]:
     return maps
 
 
+def _real_inputs(model: Any) -> list[str]:
+    return [v.name for v in model.graph.inputs if v.name not in model.graph.initializers]
+
+
+def _check_inputs(a: Any, b: Any, config: Any, hints: Any, args: argparse.Namespace) -> None:
+    """Refuse to compare models that take different inputs unless the values that differ are known.
+
+    A pass that pins an input (``pin-inputs``) leaves B without it: A must be fed the pinned value,
+    or the comparison blames a node for a difference in what the two models were given.
+    """
+    a_inputs, b_inputs = _real_inputs(a), set(_real_inputs(b))
+    extra = [n for n in _real_inputs(b) if n not in set(a_inputs)]
+    if extra:
+        raise InputError(
+            f"{args.b} takes input(s) {', '.join(extra)} that {args.a} does not have: "
+            "these are not two versions of one model (or B is a split tail: give it with --tail)"
+        )
+    known = set(hints.values) | set(config.specs)
+    if config.data is not None:
+        import numpy as np
+
+        try:
+            with np.load(config.data, allow_pickle=False) as npz:
+                known |= set(npz.files)
+        except Exception as exc:
+            raise InputError(f"{config.data}: cannot read input arrays: {exc}") from None
+    pinned = [n for n in a_inputs if n not in b_inputs and n not in known]
+    if pinned:
+        beside = Path(args.b).with_name(Path(args.b).stem + ".passes.toml")
+        hint = f"give --pipeline {beside}" if beside.is_file() else "give --pipeline PASSES.toml (its pin-inputs values)"
+        raise InputError(
+            f"input(s) {', '.join(pinned)} of {args.a} are not inputs of {args.b} (pinned or removed by a pass): "
+            f"the comparison needs the values B was built with; {hint} or --data with those values"
+        )
+    for name in a_inputs:
+        if name not in b_inputs:
+            print(f"input {name}: pinned in {Path(args.b).name}; {Path(args.a).name} is fed the same value")
+
+
 def run(args: argparse.Namespace) -> int:
     from surgery import model_io
     from surgery.pass_base import FeedHints, Tolerance
@@ -86,14 +127,23 @@ def run(args: argparse.Namespace) -> int:
     a = model_io.load(args.a)
     b_chain = [model_io.load(args.b)] + [model_io.load(t) for t in args.tail]
     renamed = _renames(args.renamed)
-    # B's static input shapes decide generated shapes, so that a model with fixed shapes runs too
+    inputs_config = InputsConfig(data=args.data)
     hints = FeedHints()
+    if args.pipeline is not None:
+        from surgery.pipeline import load_pipeline
+
+        pipeline = load_pipeline(args.pipeline)
+        inputs_config = InputsConfig(specs=pipeline.inputs.specs, data=args.data or pipeline.inputs.data)
+        for step in pipeline.steps:
+            hints.merge(step.pass_.feed_hints(a))
+    _check_inputs(a, b_chain[0], inputs_config, hints, args)
+    # B's static input shapes decide generated shapes, so that a model with fixed shapes runs too
     for v in b_chain[0].graph.inputs:
         if v.shape is not None and all(isinstance(d, int) for d in v.shape) and v.name:
             hints.shapes[v.name] = tuple(int(d) for d in v.shape)
     a_dynamic = {v.name for v in a.graph.inputs if v.shape is None or not all(isinstance(d, int) for d in v.shape)}
     hints.shapes = {k: s for k, s in hints.shapes.items() if k in a_dynamic}
-    plan = plan_inputs(a, InputsConfig(data=args.inputs), hints)
+    plan = plan_inputs(a, inputs_config, hints)
     for name, how in plan.provenance.items():
         print(f"input {name}: {how}")
     tol = Tolerance(args.rtol, args.atol)

@@ -1,11 +1,15 @@
-"""``surgery passes list`` and ``surgery passes show NAME``: what the pass declarations say."""
+"""``surgery passes list`` and ``surgery passes show NAME``: what the pass declarations say.
+
+Both read the shipped catalogue (:mod:`surgery.catalog`) when it matches the installed passes, so
+they answer without importing onnx, onnx-ir or the pass library; third-party passes (entry points)
+and a catalogue that does not match fall back to the registry.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-from surgery import registry
-from surgery.options import describe_options
+import sys
+from typing import Any
 
 __all__ = ["register"]
 
@@ -20,37 +24,60 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=_show)
 
 
+def _third_party() -> bool:
+    import importlib.metadata
+
+    return bool(importlib.metadata.entry_points(group="surgery.passes"))
+
+
+def _entries() -> list[dict[str, Any]]:
+    """Every pass as a catalogue entry: from the shipped index when it is current, else from the registry."""
+    from surgery import catalog
+
+    index = catalog.load_index()
+    if index is None or _third_party():
+        return _from_registry()
+    entries = list(index["passes"])
+    # passes registered in this process (from Python, or by a test) are not in the shipped index
+    loaded = sys.modules.get("surgery.registry")
+    if loaded is not None:
+        known = {p["name"] for p in entries}
+        entries += _from_registry([cls for name, cls in loaded._PASSES.items() if name not in known])
+    return entries
+
+
+def _from_registry(classes: list[Any] | None = None) -> list[dict[str, Any]]:
+    from surgery import registry
+    from surgery.catalog import _jsonable
+    from surgery.options import describe_options
+
+    out = []
+    for cls in registry.all_passes() if classes is None else classes:
+        tol = cls.default_tolerance
+        out.append({
+            "name": cls.name, "module": cls.__module__, "numerics": cls.numerics.value, "gate": bool(cls.is_gate),
+            "summary": cls.summary(), "description": cls.description(),
+            "default_tolerance": {"rtol": tol.rtol, "atol": tol.atol} if tol is not None else None,
+            "options": [{"name": o.name, "type": o.type, "default": _jsonable(o.default), "required": o.required,
+                         "help": o.help} for o in describe_options(cls.Options)],
+        })
+    return out
+
+
 def _list(args: argparse.Namespace) -> int:
-    passes = registry.all_passes()
-    width = max((len(p.name) for p in passes), default=4)
-    for cls in passes:
-        kind = cls.numerics.value + (" gate" if cls.is_gate else "")
-        print(f"{cls.name.ljust(width)}  {kind.ljust(12)}  {cls.summary()}")
+    from surgery.catalog import render_list
+
+    print(render_list(_entries()))
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    cls = registry.get(args.name)
-    print(f"{cls.name}: {cls.summary()}")
-    print()
-    print(f"numerics: {cls.numerics.value}")
-    if cls.default_tolerance is not None:
-        print(f"default tolerance: rtol {cls.default_tolerance.rtol:g}, atol {cls.default_tolerance.atol:g}")
-    if cls.is_gate:
-        print("gate: fails the run when its condition does not hold")
-    body = cls.description().split("\n", 1)
-    if len(body) > 1 and body[1].strip():
-        print()
-        print(body[1].strip())
-    options = describe_options(cls.Options)
-    print()
-    if not options:
-        print("options: none")
-        return 0
-    print("options:")
-    for o in options:
-        default = "required" if o.required else f"default {o.default!r}"
-        print(f"  {o.name} ({o.type}; {default})")
-        if o.help:
-            print(f"      {o.help}")
+    from surgery.catalog import render_show
+
+    entries = {p["name"]: p for p in _entries()}
+    if args.name not in entries:
+        from surgery import registry
+
+        registry.get(args.name)  # raises the unknown-pass error with its did-you-mean
+    print(render_show(entries[args.name]))
     return 0

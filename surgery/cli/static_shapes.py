@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from surgery.cli import flags
 from surgery.errors import GateError
 
 __all__ = ["add_arguments", "run_buckets", "print_atc"]
@@ -26,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ascend SoC for the printed atc command lines (e.g. Ascend310P3)")
 
 
-def print_atc(report: Any, *, file: Any = None) -> None:
-    """Print the ``atc`` line of every model the run wrote."""
+def print_atc(report: Any, *, file: Any = None, warnings_to: Any = None) -> None:
+    """Print the ``atc`` line of every model the run wrote (stdout), and warnings about them (stderr)."""
     out = file or sys.stdout
+    warn = warnings_to or sys.stderr
     for command in report.extra.get("atc", []):
         if not command.get("command"):
             print(f"atc: error: {command.get('model')}: {command.get('error')}", file=out)
@@ -38,13 +40,8 @@ def print_atc(report: Any, *, file: Any = None) -> None:
             print(f"atc: note: {note}", file=out)
         dynamic = command.get("dynamic_inputs") or []
         if dynamic and not command.get("dynamic_batch_size"):
-            print(f"atc: warning: input(s) {', '.join(dynamic)} still have dynamic dims (-1); ATC refuses them "
-                  "without gears: add fix-shapes and make-static (or --buckets)", file=out)
-
-
-def _progress(message: str) -> None:
-    if sys.stderr.isatty():
-        print(f"surgery: {message}", file=sys.stderr, flush=True)
+            print(f"surgery: warning: input(s) {', '.join(dynamic)} still have dynamic dims (-1); ATC refuses them "
+                  "without gears: add fix-shapes and make-static (or --buckets)", file=warn)
 
 
 def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Path) -> int:
@@ -53,7 +50,7 @@ def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Pa
     try:
         result = apply_buckets(
             args.model, pipeline, args.buckets, inputs=args.inputs, verify=args.verify, output=output,
-            reproducer_dir=repro, progress=_progress, soc_version=args.soc_version,
+            reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version,
         )
     except GateError as exc:
         if exc.report is not None and not args.quiet:
@@ -64,7 +61,7 @@ def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Pa
         if not args.quiet:
             print(f"== bucket {run.label} ({', '.join(f'{k}={v}' for k, v in run.binding.items())}) -> {run.output}")
             print(run.report.table())
-            print_atc(run.report)
+        print_atc(run.report)
     if result.dynamic_batch is not None and not args.quiet:
         print("== single-model alternative (ATC dynamic batch gears):")
         print(f"atc: {result.dynamic_batch.line()}")

@@ -105,7 +105,7 @@ def test_compare_command_names_the_perturbed_conv(tmp_path, capsys):
     b.graph.initializer[1].CopyFrom(onnx.numpy_helper.from_array(w, "c2.w"))
     onnx.save(b, tmp_path / "b.onnx")
     np.savez(tmp_path / "in.npz", **_feeds(3))
-    rc = main(["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--inputs", str(tmp_path / "in.npz"),
+    rc = main(["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--data", str(tmp_path / "in.npz"),
                "--json", str(tmp_path / "cmp.json")])
     assert rc == 1
     text = capsys.readouterr().out

@@ -1,0 +1,173 @@
+"""The pass catalogue: what every built-in pass declares, as data, without importing the passes.
+
+``surgery passes list`` and ``surgery passes show`` must answer in a blink, and importing the pass
+library pulls in onnx, onnx-ir and numpy (about a second on a busy machine). The declarations do
+not change between releases, so :func:`build` reads them once from the registry and
+``scripts/build_pass_index.py`` writes them to ``surgery/data/passes.json`` and the reference page
+``docs/passes.md``; a test fails when either is out of date.
+
+The shipped index is used only while it provably describes the installed pass modules: it records
+the names and sizes of the files in ``surgery/passes/``, and :func:`load_index` returns None when
+they differ (an edited install, a development checkout with a new pass). Third-party passes
+(entry points) are never in the index: the CLI imports them when there are any.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["INDEX_PATH", "build", "load_index", "fingerprint", "render_markdown", "render_show", "render_list"]
+
+INDEX_PATH = Path(__file__).with_name("data") / "passes.json"
+_SCHEMA = 1
+
+
+def _passes_dir() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("surgery.passes")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def fingerprint() -> list[list[Any]]:
+    """Names and sizes of the pass modules as installed (cheap: one directory scan)."""
+    folder = _passes_dir()
+    if folder is None:
+        return []
+    return sorted([e.name, e.stat().st_size] for e in os.scandir(folder) if e.name.endswith(".py"))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return repr(value)
+
+
+def build() -> dict[str, Any]:
+    """Read every built-in pass's declaration from the registry (imports the pass library)."""
+    from surgery import registry
+    from surgery.options import describe_options
+
+    import surgery.passes  # noqa: F401  (registers the built-ins)
+
+    passes = []
+    for cls in registry.all_passes():
+        if not cls.__module__.startswith("surgery.passes."):
+            continue  # third-party: not shipped in the index
+        tol = cls.default_tolerance
+        passes.append({
+            "name": cls.name,
+            "module": cls.__module__,
+            "numerics": cls.numerics.value,
+            "gate": bool(cls.is_gate),
+            "summary": cls.summary(),
+            "description": cls.description(),
+            "default_tolerance": {"rtol": tol.rtol, "atol": tol.atol} if tol is not None else None,
+            "options": [
+                {"name": o.name, "type": o.type, "default": _jsonable(o.default), "required": o.required, "help": o.help}
+                for o in describe_options(cls.Options)
+            ],
+        })
+    return {"schema": _SCHEMA, "fingerprint": fingerprint(), "passes": passes}
+
+
+def load_index() -> dict[str, Any] | None:
+    """The shipped index, or None when it does not match the installed pass modules."""
+    try:
+        data = json.loads(INDEX_PATH.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if data.get("schema") != _SCHEMA or data.get("fingerprint") != fingerprint():
+        return None
+    return data
+
+
+def render_list(entries: list[dict[str, Any]]) -> str:
+    width = max((len(p["name"]) for p in entries), default=4)
+    lines = []
+    for p in sorted(entries, key=lambda p: p["name"]):
+        kind = p["numerics"] + (" gate" if p["gate"] else "")
+        lines.append(f"{p['name'].ljust(width)}  {kind.ljust(12)}  {p['summary']}")
+    return "\n".join(lines)
+
+
+def render_show(p: dict[str, Any]) -> str:
+    lines = [f"{p['name']}: {p['summary']}", "", f"numerics: {p['numerics']}"]
+    tol = p.get("default_tolerance")
+    if tol is not None:
+        lines.append(f"default tolerance: rtol {tol['rtol']:g}, atol {tol['atol']:g}")
+    if p["gate"]:
+        lines.append("gate: fails the run when its condition does not hold")
+    body = p["description"].split("\n", 1)
+    if len(body) > 1 and body[1].strip():
+        lines += ["", body[1].strip()]
+    lines.append("")
+    if not p["options"]:
+        lines.append("options: none")
+        return "\n".join(lines)
+    lines.append("options:")
+    for o in p["options"]:
+        default = "required" if o["required"] else f"default {_show_default(o['default'])}"
+        lines.append(f"  {o['name']} ({o['type']}; {default})")
+        if o["help"]:
+            lines.append(f"      {o['help']}")
+    return "\n".join(lines)
+
+
+def _show_default(value: Any) -> str:
+    return repr(value) if not isinstance(value, str) or not value.startswith("<") else value
+
+
+def render_markdown(index: dict[str, Any]) -> str:
+    """``docs/passes.md``: every pass's summary, description, numerics and options."""
+    out = [
+        "# Pass reference",
+        "",
+        "Generated from the pass declarations by `python scripts/build_pass_index.py`; a test fails when",
+        "this page is out of date. `surgery passes show NAME` prints the same for one pass.",
+        "",
+        "| pass | numerics | summary |",
+        "|---|---|---|",
+    ]
+    entries = sorted(index["passes"], key=lambda p: p["name"])
+    for p in entries:
+        kind = p["numerics"] + (" (gate)" if p["gate"] else "")
+        out.append(f"| [`{p['name']}`](#{p['name']}) | {kind} | {_md_cell(p['summary'])} |")
+    for p in entries:
+        out += ["", f"## {p['name']}", "", p["summary"], ""]
+        body = p["description"].split("\n", 1)
+        if len(body) > 1 and body[1].strip():
+            out += [body[1].strip(), ""]
+        out.append(f"- numerics: `{p['numerics']}`" + (" — a gate: fails the run when its condition does not hold" if p["gate"] else ""))
+        tol = p.get("default_tolerance")
+        if tol is not None:
+            out.append(f"- default tolerance: rtol {tol['rtol']:g}, atol {tol['atol']:g}")
+        if not p["options"]:
+            out.append("- options: none")
+        else:
+            out += ["", "| option | type | default | what it does |", "|---|---|---|---|"]
+            for o in p["options"]:
+                default = "required" if o["required"] else f"`{_show_default(o['default'])}`"
+                out.append(f"| `{o['name']}` | `{_md_cell(o['type'])}` | {_md_cell(default)} | {_md_cell(o['help'])} |")
+        example = [f'name = "{p["name"]}"'] + [
+            f"{o['name']} = {_toml_example(o['default'])}" for o in p["options"] if not o["required"] and o["default"] not in (None, "", [], {})
+        ][:2]
+        out += ["", "```toml", "[[pass]]", *example, "```"]
+    return "\n".join(out) + "\n"
+
+
+def _toml_example(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else ("true" if value else "false")
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

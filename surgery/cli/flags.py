@@ -1,0 +1,67 @@
+"""Flag groups shared by the subcommands, so one concept has one spelling everywhere.
+
+``--soc`` names the target SoC, ``--report FILE`` writes JSON (``-`` prints it), ``--data NPZ`` gives
+parity inputs, ``--inputs``/``--outputs`` name tensors, ``--verify each|end|off`` schedules the gates.
+Old spellings stay as hidden aliases that print a one-line deprecation note (Polygraphy's shared
+argument groups are the model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["deprecated_alias", "add_data", "add_pipeline_inputs", "add_progress", "progress_printer"]
+
+
+class _Deprecated(argparse.Action):
+    """Stores like the new flag, after one line on stderr saying which flag to use."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"surgery: note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs: Any) -> None:
+    """Accept ``old`` as a hidden synonym of ``new`` (same ``dest``), with a deprecation note."""
+    parser.add_argument(old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS, **kwargs)
+
+
+def add_data(parser: argparse.ArgumentParser, *, old: str | None = None) -> None:
+    """``--data NPZ``: arrays for the parity / comparison runs."""
+    parser.add_argument("--data", type=Path, metavar="NPZ", help="input arrays (.npz) to feed the runs")
+    if old:
+        deprecated_alias(parser, old, "--data", "data", type=Path)
+
+
+def add_pipeline_inputs(parser: argparse.ArgumentParser) -> None:
+    """``--pipeline PASSES.toml``: plan inputs as ``surgery apply`` would with that pipeline."""
+    parser.add_argument("--pipeline", type=Path, metavar="PASSES.toml",
+                        help="plan inputs as apply does with this pipeline: its [inputs] and the values its "
+                             "passes pin (e.g. the OUT.passes.toml that prepare wrote)")
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--progress auto|always|never``: one line per step on stderr (auto: when stderr is a terminal)."""
+    parser.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                        help="one progress line per step on stderr: auto (when stderr is a terminal), always "
+                             "(also in CI logs and pipes), never")
+
+
+def progress_printer(args: argparse.Namespace) -> Any:
+    """The progress callback ``--progress`` (and ``-q``) ask for, or None for silence."""
+    mode = getattr(args, "progress", "auto")
+    if mode == "never" or (mode == "auto" and (getattr(args, "quiet", False) or not sys.stderr.isatty())):
+        return None
+
+    def say(message: str) -> None:
+        print(f"surgery: {message}", file=sys.stderr, flush=True)
+
+    return say

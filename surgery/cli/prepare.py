@@ -1,0 +1,125 @@
+"""``surgery prepare MODEL -o OUT``: the one command from an exported model to a compiler-ready one.
+
+doctor → the pipeline it would emit, completed with ``--input-shape`` and ``--pin`` → apply with every
+gate → doctor on the result → a summary and the atc command of each output. Exit 0 when the final
+doctor finds nothing that will fail, 1 when it does (or a gate failed), 2 when a decision is missing
+(the message names the flag to add and the value it would guess) or the input is bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from surgery.cli import flags
+
+__all__ = ["register", "run", "parse_pins"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="one command from an export to a compiler-ready model: doctor, fix, verify, doctor again",
+        description="Diagnose MODEL for the target compiler, build the pipeline that fixes what can be fixed "
+        "(with the shapes and pins you give), run it with every gate, diagnose the result and print the atc "
+        "command. Writes OUT and OUT.passes.toml (the pipeline that ran). Exit 0 when nothing will fail, 1 "
+        "when something will (or a gate failed), 2 when a decision is missing or the input is bad.",
+    )
+    p.add_argument("model", type=Path, help="the exported .onnx model (never modified)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="where to write the compiler-ready model")
+    p.add_argument("--input-shape", metavar="SPEC",
+                   help="static shapes of dynamic inputs: 'x:1,3,224,224;y:1,10' (ATC), onnxsim or Polygraphy syntax")
+    p.add_argument("--pin", action="append", default=[], metavar="NAME=VALUE",
+                   help="make an input a constant (repeatable): sr=16000, mask=[[1,0]] (VALUE is TOML)")
+    p.add_argument("--soc", metavar="SOC", help="target Ascend SoC (e.g. Ascend310P3): AICPU check and atc line")
+    p.add_argument("--buckets", metavar="SPEC", help='one static model per size, e.g. "batch=1,4,8"')
+    p.add_argument("--data", type=Path, metavar="NPZ", help="arrays to feed the parity runs")
+    p.add_argument("--verify", choices=("each", "end", "off"), help="when the gates run (default: after each pass)")
+    p.add_argument("--report", metavar="FILE", help="write the run as JSON ('-' prints it instead of the summary)")
+    p.add_argument("--target", default="ascend", help="the compiler (default and only one today: ascend)")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only the atc command lines")
+    flags.add_progress(p)
+    p.set_defaults(func=run)
+
+
+def parse_pins(items: list[str]) -> dict[str, Any]:
+    """``["sr=16000", "mask=[[1,0]]"]`` → ``{"sr": 16000, "mask": [[1, 0]]}`` (values read as TOML)."""
+    from surgery.errors import PipelineError
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    pins: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not raw.strip():
+            raise PipelineError(f"--pin {item}: expected NAME=VALUE (e.g. sr=16000 or mask=[[1,0]])")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise PipelineError(f"--pin {item}: the value must be a number or a list of numbers") from None
+        if isinstance(value, (str, dict)) or isinstance(value, bool):
+            raise PipelineError(f"--pin {item}: the value must be a number or a list of numbers")
+        if name in pins:
+            raise PipelineError(f"--pin {name}: given twice")
+        pins[name] = value
+    return pins
+
+
+def run(args: argparse.Namespace) -> int:
+    from surgery.errors import GateError, InputError
+    from surgery.prepare import prepare
+
+    if args.output.resolve() == args.model.resolve():
+        raise InputError(f"{args.output}: the output is the input model; prepare never overwrites its input")
+    pins = parse_pins(args.pin)
+    try:
+        result = prepare(
+            args.model, args.output, input_shapes=args.input_shape, pins=pins, soc=args.soc,
+            buckets=args.buckets, data=args.data, verify=args.verify, target=args.target,
+            progress=_prepare_progress(args),
+        )
+    except GateError as exc:
+        if exc.report is not None and not args.quiet:
+            print(exc.report.table(), file=sys.stderr)
+        raise
+    if args.report == "-":
+        print(json.dumps(_report_dict(result), indent=2))
+    else:
+        if not args.quiet:
+            print(result.report.table() if not result.runs else "\n".join(r.report.table() for r in result.runs))
+            print(result.summary())
+        if args.report:
+            Path(args.report).write_text(json.dumps(_report_dict(result), indent=2) + "\n", encoding="utf-8")
+    for line in result.atc_lines():
+        print(f"atc: {line}")
+    if not result.ready:
+        worst = [f for f in result.remaining() if f.severity.value == "will-fail"]
+        names = "; ".join(f.title for f in worst[:3])
+        print(f"surgery: error: the prepared model is not ready for ATC: {names}", file=sys.stderr)
+    return result.exit_code
+
+
+def _prepare_progress(args: argparse.Namespace) -> Any:
+    """prepare prints its stages unless asked not to: it is the command people run by hand and in CI."""
+    if args.progress == "auto" and not getattr(args, "quiet", False):
+        args.progress = "always"
+    return flags.progress_printer(args)
+
+
+def _report_dict(result: Any) -> dict[str, Any]:
+    reports = [run.report for run in result.runs] if result.runs else [result.report]
+    return {
+        "ready": result.ready,
+        "pipeline": str(result.pipeline_file) if result.pipeline_file else None,
+        "outputs": [str(p) for p in result.outputs],
+        "doctor_before": result.before.to_dict(),
+        "doctor_after": [a.to_dict() for a in result._afters()],
+        "runs": [r.to_dict() for r in reports],
+        "atc": result.atc_lines(),
+    }

@@ -1,0 +1,357 @@
+"""``prepare``: one call from an exported model to a compiler-ready one.
+
+What a user would otherwise do by hand, in four commands and an edit: ``surgery doctor`` on the
+export, ``--emit-pipeline``, fill in the decisions only the user can make (static sizes of dynamic
+dims, values of inputs that select a branch), ``surgery apply`` with every gate, and ``surgery
+doctor`` again on the result. :func:`prepare` does exactly that, with the decisions given as
+arguments. It never guesses a decision: where one is needed and missing it raises
+:class:`~surgery.errors.InputError` before anything is written, naming the flag to add and the value
+it would have guessed, because a guessed batch size or sample rate silently becomes the deployed one.
+
+The pipeline it ran is written beside the output (``OUT.passes.toml``) so the run can be repeated
+with ``surgery apply`` and edited. The target compiler is data (:data:`TARGETS`): Ascend's ATC today.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from surgery.errors import InputError, PipelineError
+from surgery.report import Report
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["TARGETS", "Decision", "PrepareResult", "prepare", "pending_decisions", "describe_decisions", "pipeline_path"]
+
+#: Compilers prepare knows: the doctor's facts and the command it prints are per target.
+TARGETS: tuple[str, ...] = ("ascend",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """A decision the user must make before the model can be made static: which flag, which guess."""
+
+    input: str
+    flag: str
+    guess: str
+    why: str
+
+    def describe(self) -> str:
+        return f"input '{self.input}' {self.why}: add {self.flag} {_shell_word(self.guess)}"
+
+
+@dataclasses.dataclass
+class PrepareResult:
+    """What :func:`prepare` did: the result model, the apply report, and the doctor before and after."""
+
+    model: ir.Model | None
+    report: Report
+    before: Any
+    after: Any
+    pipeline_text: str
+    pipeline_file: Path | None
+    outputs: list[Path]
+    runs: list[Any] = dataclasses.field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        """True when the final doctor finds nothing that will fail."""
+        return not any(after.will_fail for after in self._afters())
+
+    def _afters(self) -> list[Any]:
+        return self.after if isinstance(self.after, list) else [self.after]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ready else 1
+
+    def remaining(self) -> list[Any]:
+        """Findings the final doctor still reports (every severity), worst first, without repeats."""
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for after in self._afters():
+            for finding in after.findings:
+                key = (finding.check, finding.title)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(finding)
+        return out
+
+    def summary(self) -> str:
+        """A short text: what changed, what is left, and the compiler command of each output."""
+        lines: list[str] = []
+        reports = [run.report for run in self.runs] if self.runs else [self.report]
+        for report in reports:
+            changed = [s.name for s in report.steps if s.modified]
+            initial, final = report.initial, (report.steps[-1].after if report.steps else report.initial)
+            label = report.extra.get("bucket", {}).get("label")
+            head = f"[{label}] " if label else ""
+            if initial is not None and final is not None:
+                lines.append(
+                    f"{head}nodes {initial.nodes} -> {final.nodes}, dynamic dims {initial.dynamic_dims} -> "
+                    f"{final.dynamic_dims}; passes that changed the model: {', '.join(changed) or 'none'}"
+                )
+        before = self.before
+        lines.append(
+            "doctor before: " + ", ".join(f"{n} {s}" for s, n in before.counts().items() if n)
+            if any(before.counts().values()) else "doctor before: no findings"
+        )
+        left = self.remaining()
+        if not left:
+            lines.append("doctor after: no findings")
+        for finding in left:
+            lines.append(f"doctor after: {finding.severity.value}: {finding.title}")
+        if self.pipeline_file is not None:
+            lines.append(f"wrote {self.pipeline_file} (the pipeline that ran: repeat or edit it with surgery apply)")
+        lines.append("ready for ATC" if self.ready else "NOT ready: the final doctor finds what will fail (above)")
+        return "\n".join(lines)
+
+    def atc_lines(self) -> list[str]:
+        reports = [run.report for run in self.runs] if self.runs else [self.report]
+        return [c["command"] for report in reports for c in report.extra.get("atc", [])]
+
+
+def pipeline_path(output: str | os.PathLike) -> Path:
+    """``out.onnx`` → ``out.passes.toml``: where prepare writes the pipeline it ran."""
+    out = Path(output)
+    return out.with_name(f"{out.stem}.passes.toml")
+
+
+def _shell_word(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _comment_safe(text: str) -> str:
+    """Text from file names or the model, safe inside a TOML comment (no line breaks or control chars)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _is_static(dim: Any) -> bool:
+    return isinstance(dim, int) and dim >= 0
+
+
+def _dim_label(dim: Any, axis: int) -> str:
+    return str(dim.value if hasattr(dim, "value") and dim.value is not None else dim) if not isinstance(dim, int) else f"dim {axis}"
+
+
+def pending_decisions(
+    model: ir.Model,
+    doctor_report: Any,
+    *,
+    input_shapes: Mapping[str, Sequence[int]],
+    pins: Mapping[str, Any],
+    bucket_keys: Sequence[str] = (),
+) -> list[Decision]:
+    """The decisions still missing: dynamic dims without a shape, branch-selecting inputs without a pin.
+
+    ``bucket_keys`` are dim names (``batch``) or input axes (``x[0]``) that ``--buckets`` decides.
+    """
+    from surgery.doctor.pipeline import decide_shapes
+    from surgery.shapes.spec import format_atc_shapes
+
+    decisions: list[Decision] = []
+    guessed, _notes, undecided = decide_shapes(model, None, {k: list(v) for k, v in input_shapes.items()}, list(pins))
+    keys = set(bucket_keys)
+    for value in model.graph.inputs:
+        name = value.name or ""
+        if value.const_value is not None or name in pins or name in input_shapes:
+            continue
+        if name in undecided or value.shape is None:
+            decisions.append(Decision(name, "--input-shape", f"{name}:<full shape>", "has no shape in the model"))
+            continue
+        open_dims = []
+        for axis, dim in enumerate(value.shape):
+            if _is_static(dim):
+                continue
+            label = _dim_label(dim, axis)
+            if label in keys or f"{name}[{axis}]" in keys:
+                continue
+            open_dims.append(label)
+        if open_dims:
+            guess = format_atc_shapes({name: guessed.get(name, [])}) if name in guessed else f"{name}:<shape>"
+            decisions.append(Decision(name, "--input-shape", guess, f"has dynamic dims ({', '.join(open_dims)})"))
+    for finding in doctor_report.findings:
+        if "pin-inputs" not in finding.fix or finding.severity.value != "will-fail":
+            continue
+        names = finding.details.get("inputs") or []
+        values = finding.details.get("values") or {}
+        for name in names:
+            if name in pins:
+                continue
+            guess = values.get(name) if isinstance(values, Mapping) else None
+            text = f"{name}={guess}" if guess is not None else f"{name}=<value>"
+            decisions.append(Decision(name, "--pin", text, f"selects a branch ({finding.title})"))
+    return decisions
+
+
+def describe_decisions(decisions: Sequence[Decision]) -> str:
+    """One line for all missing decisions: shapes joined into one ``--input-shape``, one ``--pin`` each."""
+    shapes = [d for d in decisions if d.flag == "--input-shape"]
+    parts = []
+    if shapes:
+        why = "; ".join(f"input '{d.input}' {d.why}" for d in shapes)
+        spec = ";".join(d.guess for d in shapes)
+        parts.append(f"{why}: add --input-shape {_shell_word(spec)} (the sizes prepare would guess: check them)")
+    for d in decisions:
+        if d.flag != "--input-shape":
+            parts.append(d.describe())
+    return "; ".join(parts)
+
+
+def _pin_block(pins: Mapping[str, Any]) -> str:
+    from surgery.instruments.reproducer import toml_dumps
+
+    body = toml_dumps({"pass": [{"name": "pin-inputs", "values": dict(pins)}]}).strip()
+    return "# pins given on the command line (--pin): these inputs become constants\n" + body + "\n"
+
+
+def _compose_text(emitted_text: str, pins: Mapping[str, Any], data: Path | None, header: str) -> str:
+    """The emitted pipeline with the user's pins first and the parity data named, as one TOML text."""
+    lines = emitted_text.splitlines()
+    at = next((i for i, line in enumerate(lines) if line.strip() == "[[pass]]" or line.startswith("# fixes:")), len(lines))
+    head, tail = lines[:at], lines[at:]
+    parts = [header, *head]
+    if data is not None:
+        from surgery.instruments.reproducer import toml_dumps
+
+        parts += [toml_dumps({"inputs": {"data": str(data)}}).strip(), ""]
+    if pins:
+        parts += [_pin_block(pins)]
+    parts += tail
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def prepare(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | str | None = None,
+    pins: Mapping[str, Any] | None = None,
+    soc: str | None = None,
+    buckets: str | Mapping[str, Any] | None = None,
+    data: str | os.PathLike | None = None,
+    verify: str | None = None,
+    target: str = "ascend",
+    progress: Callable[[str], None] | None = None,
+    write_pipeline: bool = True,
+) -> PrepareResult:
+    """From an exported model to a compiler-ready one: doctor → pipeline → gated apply → doctor.
+
+    Args:
+        model: the exported ``.onnx`` file (never modified).
+        output: where the result goes (``OUT.batchN.onnx`` per bucket with ``buckets``).
+        input_shapes: static shapes for dynamic inputs (``"x:1,3,224,224;y:1,10"`` or a mapping).
+        pins: values for inputs that must become constants (e.g. ``{"sr": 16000}``).
+        soc: the Ascend SoC (``Ascend310P3``): the doctor's AICPU check and the atc command use it.
+        buckets: one static model per size (``"batch=1,4,8"``) instead of one shape.
+        data: an ``.npz`` of parity inputs.
+        verify: ``"each"`` (default), ``"end"`` or ``"off"``.
+        target: the compiler (only ``"ascend"`` today).
+
+    Raises:
+        InputError: a decision is missing (the message names the flag and the guess), or bad input.
+        GateError: a gate failed (exit 1).
+    """
+    from surgery import api, model_io
+    from surgery.doctor import diagnose, emit_pipeline
+    from surgery.pipeline import parse_pipeline
+    from surgery.shapes.spec import parse_bucket_spec, parse_shapes
+
+    say = progress or (lambda message: None)
+    if target not in TARGETS:
+        raise InputError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+    model_path, out = Path(model), Path(output)
+    shapes = dict(parse_shapes(input_shapes, where="--input-shape")) if input_shapes else {}
+    pins = dict(pins or {})
+    bucket_spec = parse_bucket_spec(buckets, where="--buckets") if buckets else {}
+    say(f"loading {model_path}")
+    ir_model = model_io.load(model_path)
+    names = [v.name for v in ir_model.graph.inputs]
+    for given, flag in ((shapes, "--input-shape"), (pins, "--pin")):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            from surgery.options import did_you_mean
+
+            raise InputError(
+                f"{flag}: no input named '{unknown[0]}'{did_you_mean(unknown[0], names)}; the inputs are {', '.join(names)}"
+            )
+    say("doctor: checking the export")
+    before = diagnose(ir_model, soc=soc)
+    before.model = str(model_path)
+    missing = pending_decisions(ir_model, before, input_shapes=shapes, pins=pins, bucket_keys=list(bucket_spec))
+    if missing:
+        raise InputError("a decision is needed before anything is written: " + describe_decisions(missing))
+    # the pinned inputs are decided: drop them from what fix-shapes must cover
+    emitted = emit_pipeline(before, ir_model, input_shapes={k: list(v) for k, v in shapes.items()}, pinned=list(pins))
+    if emitted.problems:
+        raise PipelineError(f"the pipeline for this model cannot be completed: {emitted.problems[0]}")
+    header = (f"# written by `surgery prepare` for {_comment_safe(model_path.name)}"
+              + (f" (SoC {_comment_safe(soc)})" if soc else "")
+              + f"; repeat with: surgery apply {_comment_safe(pipeline_path(out).name)} MODEL -o OUT")
+    text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header)
+    try:
+        pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent)
+    except tomllib.TOMLDecodeError as exc:  # our own text: a bug, but say it in one line
+        raise PipelineError(f"the composed pipeline is not valid TOML: {exc}") from None
+    if bucket_spec:
+        pipeline.buckets = dict(bucket_spec)
+    steps = ", ".join(s.name for s in pipeline.steps) or "none"
+    say(f"apply: {len(pipeline.steps)} pass(es): {steps}")
+    outputs: list[Path] = []
+    runs: list[Any] = []
+    if bucket_spec:
+        from surgery.buckets import apply_buckets
+
+        result = apply_buckets(model_path, pipeline, None, inputs=data, verify=verify, output=out,
+                               reproducer_dir=out.with_name(out.name + ".repro"), progress=say, soc_version=soc)
+        runs = list(result.runs)
+        report = runs[0].report
+        result_model = None
+        afters = []
+        for run in runs:
+            outputs += [Path(p) for p in run.report.outputs]
+            say(f"doctor: checking {run.output}")
+            after = diagnose(run.model, soc=soc)
+            after.model = str(run.output)
+            afters.append(after)
+        after_report: Any = afters
+    else:
+        result_model, report = api.apply(ir_model, pipeline, inputs=data, verify=verify, output=out,
+                                         reproducer_dir=out.with_name(out.name + ".repro"), progress=say,
+                                         soc_version=soc)
+        report.source = str(model_path)
+        outputs = [Path(p) for p in report.outputs]
+        say(f"doctor: checking {out}")
+        after_report = diagnose(result_model, soc=soc)
+        after_report.model = str(out)
+    pipeline_file: Path | None = None
+    if write_pipeline:
+        pipeline_file = pipeline_path(out)
+        _write_text_atomic(pipeline_file, text)
+    return PrepareResult(model=result_model, report=report, before=before, after=after_report,
+                         pipeline_text=text, pipeline_file=pipeline_file, outputs=outputs, runs=runs)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
