@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from surgery.cli import flags
 
 __all__ = ["register", "run"]
 
@@ -27,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "plan the nodes to keep in float32 and print the atc line.",
     )
     p.add_argument("model", type=Path)
-    p.add_argument("--data", type=Path, metavar="DATA.npz", help="input arrays (default: generated samples)")
+    flags.add_data(p)
     p.add_argument("--samples", type=int, default=2, help="generated samples when no --data (default 2)")
     p.add_argument("--soc", metavar="SOC", help="Ascend SoC for the atc line (e.g. Ascend310P3)")
     p.add_argument("--mode", default="fp16", choices=["fp16", "mixed_float16", "origin"],
@@ -35,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision-flag", choices=["precision_mode", "precision_mode_v2"], default="precision_mode",
                    help="which ATC flag the atc line uses (they cannot be combined; default precision_mode)")
     p.add_argument("--keep-dtype", type=Path, metavar="FILE", help="write the --keep_dtype file of the plan here")
-    p.add_argument("--report", type=Path, metavar="FILE.json", help="write the full diagnosis as JSON")
+    p.add_argument("--report", metavar="FILE", help="write the full diagnosis as JSON ('-' prints it instead)")
     p.add_argument("--rtol", type=float, default=1e-2, help="relative tolerance, of each tensor's range (default 1e-2)")
     p.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance (default 1e-3)")
     p.set_defaults(func=run)
@@ -48,30 +51,36 @@ def run(args: argparse.Namespace) -> int:
     from surgery.pass_base import Tolerance
     from surgery.precision import check_precision, make_samples, write_keep_dtype
 
-    for path in (args.keep_dtype, args.report):
+    report_path = Path(args.report) if args.report and args.report != "-" else None
+    for path in (args.keep_dtype, report_path):
         if path is not None and not path.resolve().parent.is_dir():
             raise InputError(f"{path}: the output folder {path.parent} does not exist")
+    out = sys.stderr if args.report == "-" else sys.stdout
     if args.samples < 1:
         raise InputError("--samples must be at least 1")
     model = model_io.load(args.model)
     samples = make_samples(model, data=str(args.data) if args.data else None, samples=args.samples)
     report = check_precision(model, samples, mode=args.mode, tolerance=Tolerance(args.rtol, args.atol))
     for line in report.lines():
-        print(line)
+        print(line, file=out)
     keep_file: str | None = None
     if report.keep_dtype:
         if args.keep_dtype is not None:
             write_keep_dtype(args.keep_dtype, report.keep_dtype)
             keep_file = str(args.keep_dtype)
-            print(f"keep_dtype: {len(report.keep_dtype)} line(s) written to {args.keep_dtype}")
+            print(f"keep_dtype: {len(report.keep_dtype)} line(s) written to {args.keep_dtype}", file=out)
         else:
             keep_file = KEEP_DTYPE_PLACEHOLDER
-            print("keep_dtype: " + " | ".join(report.keep_dtype) + " (not written: give --keep-dtype FILE)")
+            print("keep_dtype: " + " | ".join(report.keep_dtype) + " (not written: give --keep-dtype FILE)", file=out)
     v2 = args.precision_flag == "precision_mode_v2"
     command = atc_command(model, args.model, soc_version=args.soc,
                           precision=precision_flags(args.mode, keep_file, v2=v2))
-    print(f"atc: {command.line()}")
-    if args.report is not None:
+    print(f"atc: {command.line()}", file=out)
+    if args.report:
         data = {**report.to_dict(), "model": str(args.model), "atc": command.to_dict()}
-        args.report.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        text = json.dumps(data, indent=1) + "\n"
+        if report_path is None:
+            sys.stdout.write(text)
+        else:
+            report_path.write_text(text, encoding="utf-8")
     return 0 if report.ok else 1

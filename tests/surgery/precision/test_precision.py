@@ -213,3 +213,12 @@ def test_whole_op_type_line_when_every_node_of_it_is_kept():
     big = {"a": np.full(4, 300.0, np.float32), "b": np.full(4, 400.0, np.float32)}
     report = check_precision(model, [big])
     assert sorted(report.plan.keep) == ["sq_a", "sq_b"] and report.keep_dtype == ["OpType::Pow"]
+
+
+def test_report_dash_prints_json_only(tmp_path, capsys):
+    onnx.save(energy_model(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "loud.npz", **loud())
+    code = main(["precision", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "loud.npz"), "--report", "-"])
+    captured = capsys.readouterr()
+    assert code == 1 and json.loads(captured.out)["plan"]["keep"] == ["energy_sum"]
+    assert "plan: keep 1 node(s)" in captured.err
