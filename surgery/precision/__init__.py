@@ -143,10 +143,16 @@ def make_samples(model: ir.Model, *, data: str | None = None, samples: int = 2,
 
     from surgery.verify.inputs import InputsConfig, plan_inputs
 
-    if data is not None or arrays:
-        config = InputsConfig(data=Path(data) if data is not None else None, arrays=dict(arrays or {}))
-        return [plan_inputs(model, config, FeedHints()).feeds]
-    return [plan_inputs(model, InputsConfig(), FeedHints(), seed=seed).feeds for seed in range(max(samples, 1))]
+    from surgery.errors import InputError
+
+    try:
+        if data is not None or arrays:
+            config = InputsConfig(data=Path(data) if data is not None else None, arrays=dict(arrays or {}))
+            return [plan_inputs(model, config, FeedHints()).feeds]
+        return [plan_inputs(model, InputsConfig(), FeedHints(), seed=seed).feeds for seed in range(max(samples, 1))]
+    except ValueError as exc:  # e.g. a literal -1 dim the generator cannot size
+        raise InputError(f"precision: cannot generate inputs for the model ({exc}): give real ones with --data "
+                         "(they also show float16 problems that random inputs hide)") from None
 
 
 def check_precision(

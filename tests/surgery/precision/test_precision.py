@@ -222,3 +222,13 @@ def test_report_dash_prints_json_only(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 1 and json.loads(captured.out)["plan"]["keep"] == ["energy_sum"]
     assert "plan: keep 1 node(s)" in captured.err
+
+
+def test_input_the_generator_cannot_size_is_one_line(tmp_path, capsys):
+    model = make_model([h.make_node("Relu", ["x"], ["y"], name="act")], [vi("x", T.FLOAT, [1, 3])],
+                       [vi("y", T.FLOAT, [1, 3])])
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = -1  # Paddle writes literal -1 dims
+    onnx.save(model, tmp_path / "m.onnx")
+    code = main(["precision", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--data" in err
