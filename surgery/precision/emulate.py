@@ -15,6 +15,11 @@ cannot say which node overflowed first. Node-by-node also streams: a value is fr
 consumer, so only the live frontier of both runs is in memory, and per tensor only statistics are
 kept. The cost is one session per node (created once) and two runs per node per sample.
 
+Modes: ``fp16`` lowers every node; ``origin`` none; ``mixed_float16`` lowers the Cube ops, keeps a
+precision-sensitive set (exp/log/pow/sqrt, reductions, norms, softmax, division) in float32 and lets the
+other ops follow their inputs. That set approximates ATC's own mixed-precision lists, which differ by
+release (``--modify_mixlist`` changes them): read a mixed_float16 result as indicative.
+
 Nodes with subgraphs (If/Loop/Scan) run whole in float32 with their outer-scope values passed in;
 their float outputs are rounded when the mode lowers the node. Model-local functions run as one node.
 """
