@@ -202,6 +202,9 @@ def apply_buckets(
     if probe is not None and _covers_batch(probe, spec) and _gears_verified(runs):
         sizes = next(iter(spec.values()))
         src = str(model) if isinstance(model, (str, os.PathLike)) else "MODEL.onnx"
-        dynamic = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
-                                        output=out if out is not None else None)
+        try:
+            dynamic = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
+                                            output=out if out is not None else None)
+        except SurgeryError as exc:  # e.g. one bucket: ATC gears need 2 to 100 profiles
+            logger.info("no dynamic-batch alternative: %s", exc)
     return BucketsResult(runs, dynamic)

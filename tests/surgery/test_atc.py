@@ -325,3 +325,10 @@ def test_precision_command_prints_valid_lines(tmp_path, capsys):
             (line,) = _printed(capsys.readouterr().out)
             opts = validate(line)
             assert (flag in opts) and ("keep_dtype" in opts) == (mode == "fp16")
+
+
+def test_one_bucket_gives_no_gear_command():
+    from surgery.buckets import apply_buckets
+
+    result = apply_buckets(_batch_model(), [], "batch=4")
+    assert len(result.runs) == 1 and result.dynamic_batch is None
