@@ -16,7 +16,7 @@ for ONNX, and ``--soc_version``. What this module gets right, and why (facts in
 - ``--out_nodes`` names the outputs (``node:index``) when a split head's outputs are not the original's.
 - Precision flags: ``--precision_mode`` or ``--precision_mode_v2`` (never both) and ``--keep_dtype``.
 - Tensor names are untrusted: the line is shell-quoted, and names ATC's own syntax cannot carry
-  (``;``, ``,``, ``:``, line breaks) are refused with one line instead of a wrong command.
+  (``;``, ``,``, line breaks) are refused with one line instead of a wrong command.
 """
 
 from __future__ import annotations
@@ -72,8 +72,10 @@ _LAYOUT_KEEPING = frozenset({
     "Cast", "Identity", "Sub", "Add", "Mul", "Div", "Clip", "Relu", "Sigmoid", "Neg", "Abs", "Pad",
     "QuantizeLinear", "DequantizeLinear", "Sqrt", "Pow",
 })
-#: Characters ATC's ``--input_shape``/``--out_nodes`` syntax uses as separators, and line breaks.
-_UNSAFE_NAME = re.compile(r"[;,:\n\r\x00]")
+#: Characters ATC's ``--input_shape``/``--out_nodes`` syntax uses between entries and dims, and line breaks.
+#: (A ``:`` inside a name, as TensorFlow-derived models write ``input:0``, is left alone: the dims follow the
+#: last one.)
+_UNSAFE_NAME = re.compile(r"[;,\n\r\x00]")
 _NO_RANGES = re.compile(r"^Ascend310(B\d*)?$")
 
 
@@ -146,7 +148,7 @@ def _real_inputs(model: ir.Model) -> list[ir.Value]:
 def _check_name(name: str, what: str) -> str:
     if _UNSAFE_NAME.search(name):
         raise InputError(f"atc: {what} name {name!r} contains a character ATC's command syntax uses "
-                         "(';', ',', ':' or a line break): rename it before compiling")
+                         "(';', ',' or a line break): rename it before compiling")
     return name
 
 

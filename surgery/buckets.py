@@ -193,7 +193,11 @@ def apply_buckets(
             if exc.args and isinstance(exc.args[0], str):
                 exc.args = (f"bucket {label}: {exc.args[0]}", *exc.args[1:])
             raise
-        atc = atc_command(result, target, soc_version=soc_version) if target is not None else None
+        try:
+            atc = atc_command(result, target, soc_version=soc_version) if target is not None else None
+        except SurgeryError as exc:  # a name ATC's syntax cannot carry: the model is written, the line is not
+            logger.warning("bucket %s: no atc command: %s", label, exc)
+            atc = None
         report.extra["bucket"] = {"label": label, "binding": binding}
         runs.append(BucketRun(label, binding, result, report, target, atc))
     dynamic: AtcCommand | None = None

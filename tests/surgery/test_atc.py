@@ -38,7 +38,7 @@ EXAMPLE = ROOT / "examples" / "10_static_shapes"
 
 # -- a validator from the documented syntax ------------------------------------------------------
 _DIM = r"(?:-1|\d+|\d+~(?:\d+|-1))"
-_NAME = r"[^;,:\n\r]+"
+_NAME = r"[^;,\n\r]+"
 _SHAPE_ENTRY = re.compile(rf"^{_NAME}:(?:{_DIM}(?:,{_DIM})*)?$")
 _KNOWN = {"model", "framework", "output", "input_format", "input_shape", "dynamic_batch_size", "dynamic_dims",
           "out_nodes", "precision_mode", "precision_mode_v2", "keep_dtype", "soc_version", "insert_op_conf"}
@@ -218,10 +218,16 @@ def test_precision_flags():
     assert validate(cmd.line())["keep_dtype"] == "keep me.txt"
 
 
-@pytest.mark.parametrize("name", ["in\nput", "a;b", "a,b", "x:0"])
+@pytest.mark.parametrize("name", ["in\nput", "a;b", "a,b", "x\r"])
 def test_names_atc_syntax_cannot_carry_are_refused(name):
     with pytest.raises(InputError, match="rename it"):
         atc_command(_model([vi(name, T.FLOAT, [1, 4])]), "m.onnx")
+
+
+def test_tensorflow_style_name_keeps_its_colon():
+    cmd = atc_command(_model([vi("input_1:0", T.FLOAT, [1, 4])]), "m.onnx")
+    assert cmd.input_shape == "input_1:0:1,4"
+    validate(cmd.line())
 
 
 def test_hostile_names_are_shell_quoted(tmp_path):
