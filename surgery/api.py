@@ -22,6 +22,7 @@ from surgery.pass_base import SurgeryPass
 from surgery.pipeline import Mode, Pipeline, Step, load_pipeline, parse_verify
 from surgery.report import Report
 from surgery.runner import Progress, Runner
+from surgery.verify import worker as ort_worker
 from surgery.verify.inputs import InputsConfig
 
 __all__ = ["apply", "PipelineLike", "resolve_pipeline", "artifact_path"]
@@ -90,11 +91,14 @@ def apply(
             pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=Path(inputs))
         else:
             pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=pipe.inputs.data, arrays=dict(inputs))
-    ir_model = model_io.to_ir(model)
-    report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
-    repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
-    runner = Runner(pipe, reproducer_dir=repro, progress=progress)
-    result_model, report = runner.run(ir_model, report)
+    # one ONNX Runtime worker for the run's sessions, started now so that its start-up overlaps
+    # loading the model, and killed at the end of the run
+    with ort_worker.scope(prestart=pipe.verify.ort != "off" or pipe.verify.parity != "off"):
+        ir_model = model_io.to_ir(model)
+        report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
+        repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
+        runner = Runner(pipe, reproducer_dir=repro, progress=progress)
+        result_model, report = runner.run(ir_model, report)
     if output is not None:
         out = Path(output)
         for path in model_io.save(result_model, out):

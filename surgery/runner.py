@@ -33,6 +33,7 @@ from surgery.model_io import LightProto, graph_initializer_bytes
 from surgery.pass_base import FeedHints, Numerics, SurgeryResult, Tolerance
 from surgery.pipeline import Pipeline, Step
 from surgery.report import ModelStats, Report, StepReport
+from surgery.verify.explain import explain_ort_failure, is_input_failure
 from surgery.verify.inputs import FeedPlan, plan_inputs
 
 __all__ = ["Runner", "model_stats", "dynamic_dims"]
@@ -128,21 +129,15 @@ class Runner:
         plan = plan_inputs(model, self.pipeline.inputs, hints, seed=cfg.seed)
         try:
             oracle = Oracle(model, plan.feeds, light)
-        except Exception as first:  # ORT errors, OrtLoadError, reference-evaluator failures
+        except Exception as first:  # ORT errors and crashes, OrtLoadError, reference-evaluator failures
             guessed = any("generated" in how and "=" in how for how in plan.provenance.values())
-            if not guessed:
-                raise InputError(
-                    f"the original model does not run on the parity inputs: {_short(first)}; "
-                    "declare them in [inputs] (shape, range or value) or give data = \"inputs.npz\""
-                ) from None
+            if not guessed or not is_input_failure(first):
+                raise InputError(explain_ort_failure(first, plan.feeds, plan.provenance)) from None
             plan = plan_inputs(model, self.pipeline.inputs, hints, seed=cfg.seed, ones=True)
             try:
                 oracle = Oracle(model, plan.feeds, light)
             except Exception as second:
-                raise InputError(
-                    f"the original model does not run on generated inputs ({_short(second)}); "
-                    "declare its inputs in [inputs] (shape, range or value) or give data = \"inputs.npz\""
-                ) from None
+                raise InputError(explain_ort_failure(second, plan.feeds, plan.provenance)) from None
             report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
         report.inputs = dict(plan.provenance)
         report.oracle = oracle.engine
@@ -452,7 +447,3 @@ def _toml_options(step: Step) -> dict[str, Any]:
         out[key] = value
     return out
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]

@@ -15,13 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import InputError
 from surgery.pass_base import FeedHints
+from surgery.shapes.infer import is_known_dim
+from surgery.verify.needs import min_dim, nbytes, reaches_signal_op
 
-__all__ = ["InputSpec", "InputsConfig", "FeedPlan", "plan_inputs", "INDEX_OPS"]
+__all__ = ["INDEX_OPS", "FeedPlan", "InputSpec", "InputsConfig", "plan_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,12 @@ _DEFAULT_INT_RANGE = (0, 10)
 _DEFAULT_DIM = 8
 _DEFAULT_SPATIAL_DIM = 64
 _DEFAULT_BATCH = 2
+#: audio-like 1-D/2-D float inputs: one second at 16 kHz, not 8 samples (front ends need ≥ 400).
+_DEFAULT_SIGNAL_LENGTH = 16000
+_SIGNAL_WORDS = ("audio", "wav", "waveform", "speech", "signal", "pcm", "samples", "input_values", "sound")
+_SMALL_INTS = ("int4", "uint4", "int2", "uint2")
+#: largest generated (or broadcast) input; beyond it the run stops with exit 2 before allocating.
+MAX_GENERATED_BYTES = 2 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,27 +101,114 @@ def _index_bound(value: ir.Value, depth: int = 0) -> int | None:
     return bound
 
 
-def _guess_dim(value: ir.Value, axis: int, dim: Any, dims: Mapping[str, int], ones: bool) -> tuple[int, str]:
+def _guess_dim(
+    value: ir.Value, axis: int, dim: Any, dims: Mapping[str, int], ones: bool, need: int = 1, signal: bool = False
+) -> tuple[int, str]:
+    """A size for one symbolic dim: a binding, else a default by role, never below ``need``."""
     name = str(dim) if dim is not None and not isinstance(dim, int) else None
     if name is not None and name in dims:
         return dims[name], f"{name}={dims[name]}"
-    if ones:
-        return 1, f"{name or '?'}=1"
+    label = name or "?"
     rank = len(value.shape) if value.shape is not None else 0
     lname = (name or "").lower()
-    if axis == 0 and (not name or "batch" in lname or lname in ("n", "b", "bs")):
-        return _DEFAULT_BATCH, f"{name or '?'}={_DEFAULT_BATCH}"
-    if rank == 4 and axis >= 2:
-        return _DEFAULT_SPATIAL_DIM, f"{name or '?'}={_DEFAULT_SPATIAL_DIM}"
-    return _DEFAULT_DIM, f"{name or '?'}={_DEFAULT_DIM}"
+    if ones:
+        size, why = 1, ""
+    elif axis == 0 and rank > 1 and (not name or "batch" in lname or lname in ("n", "b", "bs")):
+        size, why = _DEFAULT_BATCH, ""
+    elif signal:
+        size, why = _DEFAULT_SIGNAL_LENGTH, " (audio-like signal)"
+    elif axis == 0 and (not name or "batch" in lname or lname in ("n", "b", "bs")):
+        size, why = _DEFAULT_BATCH, ""
+    elif rank == 4 and axis >= 2:
+        size, why = _DEFAULT_SPATIAL_DIM, ""
+    else:
+        size, why = _DEFAULT_DIM, ""
+    if need > size:
+        size, why = need, f" (the model needs at least {need})"
+    return size, f"{label}={size}{why}"
+
+
+def _signal_axis(value: ir.Value) -> int | None:
+    """The time axis of an audio-like float input (1-D/2-D, or [batch, time, 1|2] into STFT/DFT), else None."""
+    if value.shape is None or value.dtype is None or not value.dtype.is_floating_point():
+        return None
+    shape = list(value.shape)
+    rank = len(shape)
+    if rank in (1, 2):
+        axis = rank - 1
+    elif rank == 3 and shape[2] in (1, 2):
+        axis = 1
+    else:
+        return None
+    if is_known_dim(shape[axis]):
+        return None
+    text = f"{value.name} {shape[axis]}".lower()
+    if any(word in text for word in _SIGNAL_WORDS) or reaches_signal_op(value):
+        return axis
+    return None
+
+
+def _check_size(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse to allocate an input the machine cannot hold, before allocating it."""
+    if any(int(d) < 0 for d in shape):
+        raise InputError(f"input '{name}': negative dimension in shape {list(shape)}")
+    size = nbytes(tuple(int(d) for d in shape), dtype)
+    if size > MAX_GENERATED_BYTES:
+        raise InputError(
+            f"input '{name}': shape {list(shape)} {dtype.name} needs {size} bytes ({size / 2**30:.1f} GiB), more than "
+            f"the {MAX_GENERATED_BYTES // 2**30} GiB an input may take; declare a smaller shape in [inputs] "
+            f"or give data = \"inputs.npz\""
+        )
+
+
+def _random_array(
+    rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, spec: InputSpec, value: ir.Value, how: list[str]
+) -> np.ndarray:
+    if dtype.kind == "b":
+        how.append("random bool")
+        return rng.random(shape) < 0.5
+    integer = dtype.kind in "iu" or dtype.name in _SMALL_INTS
+    if integer:
+        lo, hi = spec.range if spec.range is not None else _DEFAULT_INT_RANGE
+        bound = _index_bound(value) if spec.range is None else None
+        if bound is not None:
+            lo, hi = 0, bound
+        if dtype.name in _SMALL_INTS:  # int4/uint4 (ml_dtypes): clip to what the type holds
+            info = ml_dtypes.iinfo(dtype)
+            lo, hi = max(int(lo), int(info.min)), min(int(hi), int(info.max) + 1)
+        how.append(f"indices in [0, {bound})" if bound is not None else f"uniform ints in [{int(lo)}, {int(hi)})")
+        ints = rng.integers(int(lo), max(int(hi), int(lo) + 1), size=shape)
+        return ints.astype(dtype) if dtype.kind in "iu" else ints.astype(np.int8).astype(dtype)
+    if dtype.kind in "fc":
+        lo, hi = spec.range if spec.range is not None else _DEFAULT_FLOAT_RANGE
+        how.append(f"uniform in [{lo:g}, {hi:g})")
+        return rng.uniform(lo, hi, size=shape).astype(dtype)
+    if dtype.kind in "OSU":
+        how.append("random strings")
+        return np.array(rng.choice(["a", "b", "c"], size=shape), dtype=object)
+    # ml_dtypes floats (bfloat16, float8, float4): generate in float32 and convert.
+    lo, hi = spec.range if spec.range is not None else _DEFAULT_FLOAT_RANGE
+    how.append(f"uniform in [{lo:g}, {hi:g})")
+    return rng.uniform(lo, hi, size=shape).astype(np.float32).astype(dtype)
 
 
 def _spec_array(name: str, spec: InputSpec, value: ir.Value) -> np.ndarray:
-    dtype = np.dtype(spec.dtype) if spec.dtype else _np_dtype(value)
-    array = np.asarray(spec.value, dtype=dtype)
+    dtype = _dtype(spec.dtype) if spec.dtype else _np_dtype(value)
+    array = np.asarray(spec.value, dtype=np.float64 if dtype.kind == "V" else dtype).astype(dtype)
     if spec.shape is not None:
+        _check_size(name, tuple(spec.shape), dtype)
         array = np.broadcast_to(array, spec.shape).copy()
     return array
+
+
+def _dtype(name: str) -> np.dtype:
+    """A numpy dtype from a name, ``ml_dtypes`` names included (bfloat16, float8_e4m3fn, int4 …)."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        if hasattr(ml_dtypes, name):
+            return np.dtype(getattr(ml_dtypes, name))
+        raise InputError(f"unknown dtype '{name}'") from None
 
 
 def plan_inputs(
@@ -157,6 +253,8 @@ def plan_inputs(
     feeds: dict[str, np.ndarray] = {}
     provenance: dict[str, str] = {}
     initialized = set(graph.initializers)
+    needs = _dim_needs(graph, given, hints, config)
+    chosen: dict[str, tuple[int, str]] = {}  # one size per symbolic dim name, across inputs
     for value in graph.inputs:
         name = value.name
         assert name is not None
@@ -188,40 +286,55 @@ def plan_inputs(
                     f"input '{name}' has no shape in the model; declare it in [inputs] "
                     f"(e.g. {name} = {{ shape = [1, 3, 224, 224] }})"
                 )
+            signal = _signal_axis(value)
             dims = []
             for axis, dim in enumerate(value.shape):
-                if isinstance(dim, int):
-                    dims.append(dim)
+                if is_known_dim(dim):
+                    dims.append(int(dim))
                     continue
-                size, text = _guess_dim(value, axis, dim.value if hasattr(dim, "value") else dim, hints.dims, ones)
+                key = _dim_key(name, axis, dim)
+                if key in chosen and key not in hints.dims:
+                    size, text = chosen[key]
+                else:
+                    size, text = _guess_dim(value, axis, _dim_name(dim), hints.dims, ones, needs.get(key, 1), axis == signal)
+                    chosen[key] = (size, text)
                 dims.append(size)
                 how.append(text)
             shape = tuple(dims)
-        dtype = np.dtype(spec.dtype) if spec.dtype else _np_dtype(value)
-        if dtype.kind == "b":
-            array = rng.random(shape) < 0.5
-            how.append("random bool")
-        elif dtype.kind in "iu":
-            lo, hi = spec.range if spec.range is not None else _DEFAULT_INT_RANGE
-            bound = _index_bound(value) if spec.range is None else None
-            if bound is not None:
-                lo, hi = 0, bound
-                how.append(f"indices in [0, {bound})")
-            else:
-                how.append(f"uniform ints in [{int(lo)}, {int(hi)})")
-            array = rng.integers(int(lo), max(int(hi), int(lo) + 1), size=shape).astype(dtype)
-        elif dtype.kind in "fc":
-            lo, hi = spec.range if spec.range is not None else _DEFAULT_FLOAT_RANGE
-            array = rng.uniform(lo, hi, size=shape).astype(dtype)
-            how.append(f"uniform in [{lo:g}, {hi:g})")
-        elif dtype.kind in "OSU":
-            array = np.array(rng.choice(["a", "b", "c"], size=shape), dtype=object)
-            how.append("random strings")
-        else:
-            # ml_dtypes (bfloat16, float8): generate in float32 and convert.
-            lo, hi = spec.range if spec.range is not None else _DEFAULT_FLOAT_RANGE
-            array = rng.uniform(lo, hi, size=shape).astype(np.float32).astype(dtype)
-            how.append(f"uniform in [{lo:g}, {hi:g})")
+        dtype = _dtype(spec.dtype) if spec.dtype else _np_dtype(value)
+        _check_size(name, shape, dtype)
+        array = _random_array(rng, shape, dtype, spec, value, how)
         feeds[name] = np.asarray(array)
         provenance[name] = f"generated {list(shape)} {dtype.name}: " + ", ".join(how)
     return FeedPlan(feeds, provenance)
+
+
+def _dim_name(dim: Any) -> Any:
+    value = dim.value if hasattr(dim, "value") else dim
+    return None if isinstance(value, int) else value
+
+
+def _dim_key(input_name: str, axis: int, dim: Any) -> str:
+    """Symbolic dims with a name are one size across inputs; unnamed ones are per input and axis."""
+    name = _dim_name(dim)
+    return str(name) if name else f"{input_name}#{axis}"
+
+
+def _dim_needs(graph: ir.Graph, given: Mapping[str, np.ndarray], hints: FeedHints, config: InputsConfig) -> dict[str, int]:
+    """The least size each symbolic dim (by :func:`_dim_key`) must have for every input using it."""
+    needs: dict[str, int] = {}
+    for value in graph.inputs:
+        name = value.name or ""
+        if name in given or name in hints.values or name in hints.shapes or value.shape is None:
+            continue
+        spec = config.specs.get(name)
+        if spec is not None and (spec.value is not None or spec.shape is not None):
+            continue
+        for axis, dim in enumerate(value.shape):
+            if is_known_dim(dim):
+                continue
+            need = min_dim(value, axis)
+            if need > 1:
+                key = _dim_key(name, axis, dim)
+                needs[key] = max(needs.get(key, 1), need)
+    return needs

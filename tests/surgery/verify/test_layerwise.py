@@ -10,10 +10,16 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 from surgery.errors import InputError
-from surgery.pass_base import Tolerance
 from surgery.partition import split
+from surgery.pass_base import Tolerance
 from surgery.testing import make_model, vi
-from surgery.verify.layerwise import compare_layerwise, divergence_message, first_divergence, resolve_renames, run_exposing
+from surgery.verify.layerwise import (
+    compare_layerwise,
+    divergence_message,
+    first_divergence,
+    resolve_renames,
+    run_exposing,
+)
 
 TOL = Tolerance(1e-4, 1e-5)
 
