@@ -224,11 +224,18 @@ def test_report_dash_prints_json_only(tmp_path, capsys):
     assert "plan: keep 1 node(s)" in captured.err
 
 
-def test_input_the_generator_cannot_size_is_one_line(tmp_path, capsys):
+def test_literal_minus_one_dim_is_emulated_and_generator_failures_are_one_line(tmp_path, capsys, monkeypatch):
     model = make_model([h.make_node("Relu", ["x"], ["y"], name="act")], [vi("x", T.FLOAT, [1, 3])],
                        [vi("y", T.FLOAT, [1, 3])])
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = -1  # Paddle writes literal -1 dims
     onnx.save(model, tmp_path / "m.onnx")
+    assert main(["precision", str(tmp_path / "m.onnx")]) == 0
+    capsys.readouterr()
+
+    def refuse(*args, **kwargs):
+        raise ValueError("negative dimensions are not allowed")
+
+    monkeypatch.setattr("surgery.verify.inputs.plan_inputs", refuse)
     code = main(["precision", str(tmp_path / "m.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--data" in err
