@@ -30,3 +30,5 @@ from surgery.passes import simplify  # noqa: F401
 from surgery.passes import narrow_int64  # noqa: F401
 from surgery.passes import rewrite_focus  # noqa: F401
 from surgery.passes import decompose_dft  # noqa: F401
+from surgery.passes import precision_plan  # noqa: F401
+from surgery.passes import nearest_upsample_to_expand  # noqa: F401

@@ -77,6 +77,20 @@ class BucketsResult:
         }
 
 
+def _gears_verified(runs: list[BucketRun]) -> bool:
+    """Every gear's model passed its gates, is static, and differs from the others in dim 0 only."""
+    from surgery.atc import input_shapes
+
+    tails = set()
+    for run in runs:
+        shapes, dynamic = input_shapes(run.model)
+        if dynamic or not run.report.ok or any(not dims for dims in shapes.values()):
+            logger.info("bucket %s is not a verified static gear: no dynamic-batch command", run.label)
+            return False
+        tails.add(tuple((name, dims[1:]) for name, dims in shapes.items()))
+    return len(tails) == 1
+
+
 def bucket_label(binding: Mapping[str, int]) -> str:
     """``{"batch": 4}`` → ``batch4``; ``{"x[0]": 4, "seq": 128}`` → ``x0_4_seq128`` (file-name safe)."""
     parts = []
@@ -193,11 +207,16 @@ def apply_buckets(
             plan.abort()
         raise
     dynamic: AtcCommand | None = None
-    if probe is not None and _covers_batch(probe, spec):
+    # One failing gear fails a whole ATC build: the gear command is given only when every gear was
+    # built and gated as its own static model above, and each is still static (same non-batch dims).
+    if probe is not None and _covers_batch(probe, spec) and _gears_verified(runs):
         sizes = next(iter(spec.values()))
         src = str(model) if isinstance(model, (str, os.PathLike)) else "MODEL.onnx"
-        dynamic = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
-                                        output=out if out is not None else None)
+        try:
+            dynamic = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
+                                            output=out if out is not None else None)
+        except SurgeryError as exc:  # e.g. one bucket: ATC gears need 2 to 100 profiles
+            logger.info("no dynamic-batch alternative: %s", exc)
     return BucketsResult(runs, dynamic)
 
 
@@ -227,7 +246,11 @@ def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]]
             if exc.args and isinstance(exc.args[0], str):
                 exc.args = (f"bucket {label}: {exc.args[0]}", *exc.args[1:])
             raise
-        atc = atc_command(result, target, soc_version=soc_version) if target is not None else None
+        try:
+            atc = atc_command(result, target, soc_version=soc_version) if target is not None else None
+        except SurgeryError as exc:  # a name ATC's syntax cannot carry: the model is written, the line is not
+            logger.warning("bucket %s: no atc command: %s", label, exc)
+            atc = None
         report.extra["bucket"] = {"label": label, "binding": binding}
         runs.append(BucketRun(label, binding, result, report, target, atc))
     return runs, probe

@@ -38,6 +38,7 @@ COMMANDS: tuple[str, ...] = (
     "surgery.cli.compare",
     "surgery.cli.doctor",
     "surgery.cli.prepare",
+    "surgery.cli.precision",
 )
 
 

@@ -32,7 +32,12 @@ def print_atc(report: Any, *, file: Any = None, warnings_to: Any = None) -> None
     out = file or sys.stdout
     warn = warnings_to or sys.stderr
     for command in report.extra.get("atc", []):
+        if not command.get("command"):
+            print(f"atc: error: {command.get('model')}: {command.get('error')}", file=out)
+            continue
         print(f"atc: {command['command']}", file=out)
+        for note in command.get("notes") or []:
+            print(f"atc: note: {note}", file=out)
         dynamic = command.get("dynamic_inputs") or []
         if dynamic and not command.get("dynamic_batch_size"):
             print(f"surgery: warning: input(s) {', '.join(dynamic)} still have dynamic dims (-1); ATC refuses them "

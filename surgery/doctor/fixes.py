@@ -30,6 +30,7 @@ PASS_ORDER: tuple[str, ...] = (
     "split-postprocess",
     "make-static",
     "rewrite-focus",
+    "nearest-upsample-to-expand",
     "complete-nms-inputs",
     "normalize-gather-indices",
     "narrow-int64",

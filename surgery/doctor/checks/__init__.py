@@ -16,6 +16,7 @@ from surgery.doctor.checks.gather import check_gather_negative
 from surgery.doctor.checks.graph_io import check_graph_io
 from surgery.doctor.checks.gridsample import check_gridsample
 from surgery.doctor.checks.int64 import check_int64
+from surgery.doctor.checks.layernorm import check_layernorm
 from surgery.doctor.checks.maxpool_indices import check_maxpool_indices
 from surgery.doctor.checks.names import check_names
 from surgery.doctor.checks.nms import check_nms
@@ -51,6 +52,7 @@ CHECKS: tuple[Check, ...] = (
     check_slice,
     check_nms,
     check_gridsample,
+    check_layernorm,
     check_data_dependent,
     check_value_dependent_if,
     check_empty,

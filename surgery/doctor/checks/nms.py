@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import re
+
+import onnx_ir as ir
+
 from surgery.doctor.checks._util import cited, present_inputs, severity
 from surgery.doctor.context import Context
-from surgery.doctor.finding import Finding
+from surgery.doctor.finding import Finding, Severity
 
 NAME = "nms"
+
+#: Atlas 200/300/500 (Ascend310) and the training products (Ascend910*) need float16 boxes/scores
+#: (canncommercial 900 aolapi atlasoxol_09_0106).
+_FP16_SOCS = re.compile(r"^(Ascend310|Ascend910.*)$")
 
 
 def check_nms(ctx: Context) -> list[Finding]:
     """NMS with fewer than all five inputs; every NMS's padded output (precision risk)."""
     rule = ctx.facts.rule("nms")
-    short, all_nms, big = [], [], []
+    short, all_nms, big, fp32 = [], [], [], []
     for entry in ctx.nodes("NonMaxSuppression"):
         node = entry.node
         all_nms.append(entry.label)
+        if any(ctx.dtype(ctx.input(node, i)) == ir.DataType.FLOAT for i in (0, 1)):
+            fp32.append(entry.label)
         if present_inputs(node) < rule["min_inputs"] or len(node.inputs) < rule["min_inputs"]:
             short.append(entry.label)
         limit = ctx.const(ctx.input(node, 2))
@@ -52,6 +62,23 @@ def check_nms(ctx: Context) -> list[Finding]:
                 fix_note="split-postprocess moves NMS and what follows to a CPU tail model (a deployment decision)",
                 source="atc_onnx_ops.csv constraints (CANN NMS page)",
                 details={"max_output_boxes_over_limit": big},
+            )
+        )
+    if fp32 and ctx.soc and _FP16_SOCS.match(ctx.soc):
+        findings.append(
+            Finding(
+                check=NAME,
+                severity=Severity.PRECISION_RISK,
+                title=f"{len(fp32)} NonMaxSuppression(s) with float32 boxes/scores on {ctx.soc}",
+                nodes=fp32,
+                why=f"On {ctx.soc} NMS takes float16 boxes and scores only: ATC rounds them (coordinates above "
+                "2048 lose whole pixels, near-equal scores tie and IoU thresholds shift), and the precision mode "
+                "must allow it (must_keep_origin_dtype/origin cannot compile it).",
+                fix=["split-postprocess"],
+                fix_note="split-postprocess moves NMS to a CPU tail, where it runs in float32 (the default fix); "
+                "where NMS must stay on the NPU, check its boxes with 'surgery precision'",
+                source="CANN NonMaxSuppression page (canncommercial 900 atlasoxol_09_0106)",
+                details={"soc": ctx.soc},
             )
         )
     return findings

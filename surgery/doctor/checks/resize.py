@@ -14,6 +14,7 @@ def check_resize(ctx: Context) -> list[Finding]:
     rule = ctx.facts.rule("resize")
     opset = ctx.opset("") or 0
     pairs = []
+    rewritable: set[str] = set()
     for entry in ctx.nodes("Resize"):
         node = entry.node
         mode = attr(node, "mode", "nearest")
@@ -32,6 +33,10 @@ def check_resize(ctx: Context) -> list[Finding]:
             pairs.append((("rank5", f"{mode}/{coord}"), entry.label))
         if mode == "nearest" and nearest_mode != rule["nearest_mode_effective"]:
             pairs.append((("nearest_mode", nearest_mode), entry.label))
+            if _is_integer_repeat(ctx, node, opset, coord, nearest_mode):
+                rewritable.add(entry.label)
+        if opset == 13:
+            pairs.append((("opset13", "13"), entry.label))
         if mode == "linear" and coord in rule["half_pixel_modes_2022"]:
             pairs.append((("half_pixel", coord), entry.label))
     findings = []
@@ -57,9 +62,21 @@ def check_resize(ctx: Context) -> list[Finding]:
             note = "no pass rewrites 5-D resizing"
         elif kind == "nearest_mode":
             sev, title = severity(rule, "risk_severity"), f"Resize nearest with nearest_mode '{value}'"
-            why = (f"CANN 8.1+ docs say nearest rounding behaves as {rule['nearest_mode_effective']}; the 2022 "
-                   "plugin ignored nearest_mode. Pixels on rounding ties may differ from ONNX: compare outputs.")
-            note = "no pass changes ATC's rounding; compare outputs on device"
+            why = (f"From CANN 8.3.RC1 mode=nearest is implemented as {rule['nearest_mode_effective']} only (other "
+                   "nearest_mode values are not supported); the 2022 plugin ignored nearest_mode. PyTorch writes "
+                   "asymmetric + floor: pixels can land one place off on the device.")
+            if all(label in rewritable for label in labels):
+                fix = ["nearest-upsample-to-expand"]
+                note = ("an integer-scale nearest upsample is a plain repeat: nearest-upsample-to-expand rewrites it "
+                        "as Unsqueeze/Expand/Reshape (bit-exact), so ATC's rounding never enters")
+            else:
+                note = ("nearest-upsample-to-expand rewrites integer-scale upsamples only; the others keep ATC's "
+                        "rounding: compare outputs on device")
+        elif kind == "opset13":
+            sev, title = severity(rule, "mode_severity"), "Resize at opset 13"
+            why = ("CANN's Resize page lists opsets 10, 11, 12 and 14-18 (13 is not listed; 8.0.RC3 lists stop at 17), "
+                   "although the parser tables register 13: ATC may refuse the model.")
+            fix, note = ["convert-opset"], "convert-opset (default target 18) moves the model off opset 13"
         else:
             sev, title = severity(rule, "risk_severity"), f"Resize linear with coordinate mode '{value}'"
             why = ("The 2022 ATC plugin treated half_pixel as asymmetric; newer releases are not documented to "
@@ -71,3 +88,23 @@ def check_resize(ctx: Context) -> list[Finding]:
                     details={"kind": kind, "value": value})
         )
     return findings
+
+
+def _is_integer_repeat(ctx: Context, node, opset: int, coord: str, nearest_mode: str) -> bool:
+    """Whether the exact Expand rewrite applies (the pass's own condition, read without importing it)."""
+    if opset < 11 or (coord, nearest_mode) not in _REPEAT_PAIRS:
+        return False
+    x = ctx.input(node, 0)
+    shape = ctx.shape(x) if x is not None else None
+    scales = ctx.const(ctx.input(node, 2))
+    if scales is None or not scales.size or shape is None or len(shape) != scales.size:
+        return False
+    factors = [float(f) for f in scales.reshape(-1)]
+    if any(f < 1 or f != int(f) for f in factors) or all(f == 1 for f in factors):
+        return False
+    first = next(i for i, f in enumerate(factors) if f > 1)
+    return all(isinstance(d, int) and d >= 0 for d in list(shape)[first:])
+
+
+_REPEAT_PAIRS = {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
+                 ("pytorch_half_pixel", "round_prefer_floor")}

@@ -37,3 +37,18 @@ def test_five_inputs_only_carry_the_padding_risk(run_check):
 def test_no_nms_passes(run_check):
     model = make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])])
     assert run_check(check_nms, model) == []
+
+
+def test_float32_boxes_on_socs_that_need_float16(run_check):
+    for soc in ("Ascend310", "Ascend910B"):
+        found = [f for f in run_check(check_nms, _nms(5), soc=soc) if "float32 boxes" in f.title]
+        assert len(found) == 1 and found[0].fix == ["split-postprocess"] and found[0].details == {"soc": soc}
+    for soc in (None, "Ascend310P3"):
+        assert not [f for f in run_check(check_nms, _nms(5), soc=soc) if "float32 boxes" in f.title]
+
+
+def test_over_700_boxes_per_class(run_check):
+    padded = next(f for f in run_check(check_nms, _nms(5, limit=701)) if "padded" in f.title)
+    assert padded.details["max_output_boxes_over_limit"] == ["nms"] and "700" in padded.why
+    padded = next(f for f in run_check(check_nms, _nms(5, limit=700)) if "padded" in f.title)
+    assert padded.details["max_output_boxes_over_limit"] == []
