@@ -116,7 +116,7 @@ class Runner:
         active = [g for g in self.gates if any(g.when(run, s) is not Schedule.OFF for s in self.pipeline.steps)]
         if active:
             run.original = LightProto(model)
-        for gate in active:
+        for gate in sorted(active, key=lambda g: getattr(g, "start_order", 0)):  # stable: else as listed
             t0 = time.perf_counter()
             gate.start(run)
             report.gate_setup[gate.name] = time.perf_counter() - t0

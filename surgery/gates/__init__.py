@@ -25,4 +25,9 @@ __all__ = [
 ]
 
 BUILTIN_GATES = (CheckerGate, SignatureGate, OrtLoadGate, ParityGate)
-"""In the order they run after each pass: the cheap structural checks first, then ORT, then parity."""
+"""In the order they run after each pass: the cheap structural checks first, then ORT, then parity.
+
+They start in ``start_order`` (then this order): the signature gate starts last, so its baseline is
+the original as execution corrected it (where onnx's shape inference is wrong, the parity gate's
+start fixes the original's annotations from what ONNX Runtime computes).
+"""

@@ -86,7 +86,9 @@ class _Original:
             self.session = OrtSession(run.original)
         except ORT_ERRORS as exc:
             if not is_missing_kernel(exc):
-                raise OrtLoadError(_short(exc)) from None
+                error = OrtLoadError(_short(exc))
+                error.detail = str(exc)  # ORT's whole message, for explain_ort_failure
+                raise error from None
             self.reference = True
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -167,8 +169,9 @@ class ParityGate(BaseGate):
         plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed)
         try:
             original = _Original(run)  # one session for every reference run of the original
-        except OrtLoadError as exc:
-            raise InputError(f"onnxruntime cannot load the original model: {exc}; fix it or run with --verify off") from None
+        except (OrtLoadError, *ORT_ERRORS) as exc:
+            # what ONNX Runtime said (opset, op, domain, IR version, file), not a guess about inputs
+            raise InputError(explain_ort_failure(exc, plan.feeds, plan.provenance)) from None
         try:
             planned = Sample("planned", plan.feeds)
             first = _try(original, planned)

@@ -23,6 +23,7 @@ import onnx_ir as ir
 from surgery.gates.base import BaseGate, Outcome, Schedule
 from surgery.gates.state import RunState
 from surgery.pipeline import Step
+from surgery.shapes.dims import is_known_dim
 
 __all__ = ["Signature", "signature", "signature_diff", "SignatureGate"]
 
@@ -37,7 +38,7 @@ class Signature:
 
 def _port(value: ir.Value) -> Port:
     dtype = value.dtype.name.lower() if value.dtype is not None else "?"
-    dims = None if value.shape is None else tuple(d if isinstance(d, int) else "?" for d in value.shape)
+    dims = None if value.shape is None else tuple(d if is_known_dim(d) else "?" for d in value.shape)
     return (value.name or "", dtype, dims)
 
 
@@ -103,10 +104,25 @@ def _covered(key: str, declared: Mapping[str, str]) -> bool:
     return False
 
 
+def _refines(key: str, old: Signature, new: Signature) -> bool:
+    """True when ``key`` is an output whose only change is dynamic dims becoming static."""
+    if not key.startswith("output:"):
+        return False
+    name = key.split(":", 1)[1]
+    before = {p[0]: p for p in old.outputs}.get(name)
+    after = {p[0]: p for p in new.outputs}.get(name)
+    if before is None or after is None or before[1] != after[1] or before[2] is None or after[2] is None:
+        return False
+    if len(before[2]) != len(after[2]):
+        return False
+    return all(a == b or a == "?" for a, b in zip(before[2], after[2]))
+
+
 class SignatureGate(BaseGate):
     """Graph inputs/outputs: names, order, element types, ranks, static dims (see the module docstring)."""
 
     name = "signature"
+    start_order = 1  # after the parity gate has corrected the original's shapes from execution
 
     def when(self, run: RunState, step: Step | None) -> Schedule:
         sv = step.verify.signature if step is not None else None
@@ -123,7 +139,15 @@ class SignatureGate(BaseGate):
             for step in state.report.steps:
                 declared.update(step.signature_changes)
         diffs = signature_diff(expected, now)
-        undeclared = [(k, text) for k, text in diffs if not _covered(k, declared)]
+        # once a pass declared its inputs' shapes fixed, output dims that were dynamic may become
+        # static: a refinement that follows from the declared change, not a new one
+        inputs_fixed = state.store.get("signature:inputs-fixed", False) or any(
+            k == "inputs" or k.startswith("input:") for k in declared
+        )
+        if inputs_fixed and not state.at_end:
+            state.store["signature:inputs-fixed"] = True
+        undeclared = [(k, text) for k, text in diffs
+                      if not _covered(k, declared) and not (inputs_fixed and _refines(k, expected, now))]
         numbers = {"declared": declared, "changes": [text for _, text in diffs]}
         if undeclared:
             key, text = undeclared[0]

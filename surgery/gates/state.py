@@ -117,7 +117,9 @@ class RunState:
             if is_missing_kernel(exc):
                 self._engine = "reference evaluator"
                 raise MissingKernel(first) from None
-            raise OrtLoadError(first) from None
+            error = OrtLoadError(first)
+            error.detail = str(exc)  # ORT's whole message, for explain_ort_failure
+            raise error from None
         self._engine = "onnxruntime"
         return self._engine
 

@@ -66,7 +66,7 @@ class OrtFailure:
 
 def classify_ort_failure(exc: BaseException | str) -> OrtFailure:
     """Sort ORT's (or the reference evaluator's) message into a cause."""
-    raw = str(exc)
+    raw = getattr(exc, "detail", None) or str(exc)  # a one-line wrapper keeps ORT's full text in .detail
     text = clean_ort_message(raw)
     running = raw.lstrip().startswith("running failed") or "Non-zero status code returned while running" in raw
     low = text.lower()
