@@ -280,7 +280,8 @@ def big(tmp_path_factory) -> Path:
 def _start_and_signal(big: Path, out: Path, signum: int) -> tuple[subprocess.Popen, bool]:
     """Start `surgery apply`, send ``signum`` as soon as its staging folder exists; True if it was caught there."""
     proc = subprocess.Popen([sys.executable, "-m", "surgery", "apply", str(big / "cleanup.toml"), str(big / "big.onnx"),
-                             "-o", str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "-o", str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=big)  # not the checkout: its surgery/ folder would shadow the installed package
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         staged = [p for p in out.parent.iterdir() if p.name.startswith(".surgery-staging-")
@@ -320,7 +321,7 @@ def test_sigkill_during_save_leaves_a_staging_folder_the_next_run_removes(big, t
     left = [p.name for p in out_dir.iterdir()]
     assert len(left) == 1 and left[0].startswith(".surgery-staging-"), left  # nothing visible, only staging
     code = subprocess.run([sys.executable, "-m", "surgery", "apply", str(big / "cleanup.toml"), str(big / "big.onnx"),
-                           "-o", str(out_dir / "out.onnx"), "-q"], capture_output=True, text=True, timeout=300)
+                           "-o", str(out_dir / "out.onnx"), "-q"], capture_output=True, text=True, timeout=300, cwd=big)
     assert code.returncode == 0, code.stderr
     assert sorted(p.name for p in out_dir.iterdir()) == ["out.onnx", "out.onnx.data"]
     assert (out_dir / "out.onnx.data").stat().st_size == ROWS * 64 * 4
