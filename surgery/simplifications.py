@@ -211,6 +211,9 @@ def _shape_constant(graph: GraphLike, names: NameAllocator, before: ir.Node, dim
     return const.outputs[0]
 
 
+_MERGE_RESHAPE_THEN_TRANSPOSE = False
+
+
 def _transpose_as_reshape(node: ir.Node, perm: list[int], x: ir.Value, names: NameAllocator) -> bool:
     """A Transpose that only moves 1-sized dims, next to a Reshape, merges into that Reshape."""
     shape, out_shape = _static(x.shape), _static(node.outputs[0].shape)
@@ -226,7 +229,10 @@ def _transpose_as_reshape(node: ir.Node, perm: list[int], x: ir.Value, names: Na
             _drop(node)
             return True
     producer = x.producer()
-    if _std(producer, "Reshape") and _only_reader(x) is node and producer.graph is graph:  # T(Reshape(y)) = Reshape(y)
+    # T(Reshape(y)) = Reshape(y) is switched off: on real exports (Swin, SegFormer, MobileViT from
+    # transformers) it produced Reshapes whose annotation contradicts inference, which the checker gate
+    # refused after cleanup (bench/zoo rows); re-enable with a test once the cause is found.
+    if _MERGE_RESHAPE_THEN_TRANSPOSE and _std(producer, "Reshape") and _only_reader(x) is node and producer.graph is graph:
         if not forward_value(node.outputs[0], x):
             return False
         producer.replace_input_with(1, _shape_constant(graph, names, producer, out_shape))
