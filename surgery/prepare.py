@@ -133,11 +133,6 @@ def _shell_word(text: str) -> str:
     return shlex.quote(text)
 
 
-def _comment_safe(text: str) -> str:
-    """Text from file names or the model, safe inside a TOML comment (no line breaks or control chars)."""
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
 def _is_static(dim: Any) -> bool:
     from surgery.shapes.dims import is_known_dim
 
@@ -215,9 +210,9 @@ def describe_decisions(decisions: Sequence[Decision]) -> str:
 
 
 def _pin_block(pins: Mapping[str, Any]) -> str:
-    from surgery.instruments.reproducer import toml_dumps
+    from surgery import tomlwrite
 
-    body = toml_dumps({"pass": [{"name": "pin-inputs", "values": dict(pins)}]}).strip()
+    body = tomlwrite.dumps({"pass": [{"name": "pin-inputs", "values": dict(pins)}]}).strip()
     return "# pins given on the command line (--pin): these inputs become constants\n" + body + "\n"
 
 
@@ -228,9 +223,9 @@ def _compose_text(emitted_text: str, pins: Mapping[str, Any], data: Path | None,
     head, tail = lines[:at], lines[at:]
     parts = [header, *head]
     if data is not None:
-        from surgery.instruments.reproducer import toml_dumps
+        from surgery import tomlwrite
 
-        parts += [toml_dumps({"inputs": {"data": str(data)}}).strip(), ""]
+        parts += [tomlwrite.dumps({"inputs": {"data": str(data)}}).strip(), ""]
     if pins:
         parts += [_pin_block(pins)]
     parts += tail
@@ -317,9 +312,10 @@ def prepare(
     emitted = emit_pipeline(before, ir_model, input_shapes={k: list(v) for k, v in shapes.items()}, pinned=list(pins))
     if emitted.problems:
         raise PipelineError(f"the pipeline for this model cannot be completed: {emitted.problems[0]}")
-    header = (f"# written by `surgery prepare` for {_comment_safe(model_path.name)}"
-              + (f" (SoC {_comment_safe(soc)})" if soc else "")
-              + f"; repeat with: surgery apply {_comment_safe(pipeline_path(out).name)} MODEL -o OUT")
+    from surgery import tomlwrite
+
+    header = tomlwrite.comment(f"written by `surgery prepare` for {model_path.name}" + (f" (SoC {soc})" if soc else "")
+                               + f"; repeat with: surgery apply {pipeline_path(out).name} MODEL -o OUT")
     text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header)
     try:
         pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent)
