@@ -133,12 +133,6 @@ def _shell_word(text: str) -> str:
     return shlex.quote(text)
 
 
-def _is_static(dim: Any) -> bool:
-    from surgery.shapes.dims import is_known_dim
-
-    return is_known_dim(dim)
-
-
 def _dim_label(dim: Any, axis: int) -> str:
     from surgery.shapes.dims import dim_name
 
@@ -158,6 +152,7 @@ def pending_decisions(
     ``bucket_keys`` are dim names (``batch``) or input axes (``x[0]``) that ``--buckets`` decides.
     """
     from surgery.doctor.pipeline import decide_shapes
+    from surgery.shapes.dims import is_known_dim
     from surgery.shapes.spec import format_atc_shapes
 
     decisions: list[Decision] = []
@@ -172,7 +167,7 @@ def pending_decisions(
             continue
         open_dims = []
         for axis, dim in enumerate(value.shape):
-            if _is_static(dim):
+            if is_known_dim(dim):
                 continue
             label = _dim_label(dim, axis)
             if label in keys or f"{name}[{axis}]" in keys:
