@@ -164,6 +164,14 @@ def _stage_outputs(plan: WritePlan, result_model: ir.Model, report: Report, out:
         plan.write(manifest_path, "the split manifest")
         tx.add_text(manifest_path, json.dumps(data, indent=2) + "\n")
         report.artifacts["manifest"] = str(manifest_path)
-    from surgery.atc import report_atc_commands
+    from surgery.atc import keep_dtype_path, planned_keep_dtype, report_atc_commands
 
+    keep = planned_keep_dtype(report)
+    if keep:  # a precision-plan step's float32 keep-list, for the atc line's --keep_dtype
+        from surgery.precision import keep_dtype_text
+
+        target = keep_dtype_path(out)
+        plan.write(target, "the keep_dtype file")
+        tx.add_text(target, keep_dtype_text(keep))
+        report.artifacts["keep_dtype"] = str(target)
     report_atc_commands(report, result_model, out, soc_version=soc_version)

@@ -44,6 +44,8 @@ __all__ = [
     "atc_command",
     "dynamic_batch_command",
     "dynamic_dims_command",
+    "keep_dtype_path",
+    "planned_keep_dtype",
     "input_format",
     "input_roles",
     "input_shapes",
@@ -453,17 +455,22 @@ def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike,
     return commands
 
 
+def keep_dtype_path(output: str | os.PathLike) -> Path:
+    """``out.onnx`` → ``out.keep_dtype.txt``: where a run's ``--keep_dtype`` file goes."""
+    return Path(output).with_name(Path(_om_stem(output)).name + ".keep_dtype.txt")
+
+
+def planned_keep_dtype(report: Any) -> list[str]:
+    """The keep_dtype lines of a run's ``precision-plan`` step (empty without one or when none are needed)."""
+    plan = report.models.get("precision-plan")
+    return list(plan.get("keep_dtype") or []) if isinstance(plan, Mapping) else []
+
+
 def _planned_precision(report: Any, output: str | os.PathLike) -> tuple[str, ...]:
-    """Precision flags from a ``precision-plan`` step; its keep_dtype file is written beside ``output``."""
+    """Precision flags from a ``precision-plan`` step; its keep_dtype file (staged by the run beside
+    ``output`` in its write plan) is ``report.artifacts["keep_dtype"]``."""
     plan = report.models.get("precision-plan")
     if not isinstance(plan, Mapping):
         return ()
-    from surgery.precision import write_keep_dtype
-
-    keep = None
-    lines = list(plan.get("keep_dtype") or [])
-    if lines:
-        target = Path(output).with_name(Path(_om_stem(output)).name + ".keep_dtype.txt")
-        keep = write_keep_dtype(target, lines)
-        report.artifacts["keep_dtype"] = str(keep)
+    keep = report.artifacts.get("keep_dtype") if planned_keep_dtype(report) else None
     return precision_flags(str(plan.get("mode", "fp16")), keep, v2=plan.get("flag") == "precision_mode_v2")

@@ -49,16 +49,21 @@ def run(args: argparse.Namespace) -> int:
     from surgery.atc import atc_command, precision_flags
     from surgery.errors import InputError
     from surgery.pass_base import Tolerance
-    from surgery.precision import check_precision, make_samples, write_keep_dtype
+    from surgery.precision import check_precision, keep_dtype_text, make_samples
+
+    from surgery.writeplan import WritePlan
 
     report_path = Path(args.report) if args.report and args.report != "-" else None
-    for path in (args.keep_dtype, report_path):
-        if path is not None and not path.resolve().parent.is_dir():
-            raise InputError(f"{path}: the output folder {path.parent} does not exist")
     out = sys.stderr if args.report == "-" else sys.stdout
     if args.samples < 1:
         raise InputError("--samples must be at least 1")
     model = model_io.load(args.model)
+    # every file written is checked against every file read before the (long) emulation runs
+    plan = args.write_plan = WritePlan()
+    plan.read_model(model, args.model)
+    plan.read(args.data, "the input arrays (--data)")
+    plan.write(args.keep_dtype, "the keep_dtype file (--keep-dtype)")
+    plan.write(report_path, "the JSON report (--report)")
     samples = make_samples(model, data=str(args.data) if args.data else None, samples=args.samples)
     report = check_precision(model, samples, mode=args.mode, tolerance=Tolerance(args.rtol, args.atol))
     for line in report.lines():
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     keep_file: str | None = None
     if report.keep_dtype:
         if args.keep_dtype is not None:
-            write_keep_dtype(args.keep_dtype, report.keep_dtype)
+            plan.transaction.add_text(args.keep_dtype, keep_dtype_text(report.keep_dtype))
             keep_file = str(args.keep_dtype)
             print(f"keep_dtype: {len(report.keep_dtype)} line(s) written to {args.keep_dtype}", file=out)
         else:
@@ -76,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
     command = atc_command(model, args.model, soc_version=args.soc,
                           precision=precision_flags(args.mode, keep_file, v2=v2))
     print(f"atc: {command.line()}", file=out)
+    text = ""
     if args.report:
         data = {**report.to_dict(), "model": str(args.model), "atc": command.to_dict()}
         text = json.dumps(data, indent=1) + "\n"
-        if report_path is None:
-            sys.stdout.write(text)
-        else:
-            report_path.write_text(text, encoding="utf-8")
+        if report_path is not None:
+            plan.transaction.add_text(report_path, text)
+    plan.commit()
+    if args.report and report_path is None:
+        sys.stdout.write(text)
     return 0 if report.ok else 1

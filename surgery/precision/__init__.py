@@ -30,6 +30,7 @@ from surgery.precision.plan import (
     fusion_risks,
     is_listable,
     keep_dtype_lines,
+    keep_dtype_text,
     make_plan,
     write_keep_dtype,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "PrecisionPlan",
     "PrecisionReport",
     "check_precision",
+    "keep_dtype_text",
     "make_samples",
     "write_keep_dtype",
 ]

@@ -25,7 +25,8 @@ from pathlib import Path
 from surgery.errors import InputError
 from surgery.precision.emulate import Emulation, Emulator, Mode
 
-__all__ = ["FUSED_OPS", "PrecisionPlan", "fusion_risks", "is_listable", "keep_dtype_lines", "make_plan", "write_keep_dtype"]
+__all__ = ["FUSED_OPS", "PrecisionPlan", "fusion_risks", "is_listable", "keep_dtype_lines", "keep_dtype_text", "make_plan",
+           "write_keep_dtype"]
 
 #: ONNX op types ATC commonly fuses into a bigger kernel (the listed node's name may not survive).
 FUSED_OPS: dict[str, str] = {
@@ -165,15 +166,22 @@ def fusion_risks(plan: PrecisionPlan) -> dict[str, str]:
     return {label: FUSED_OPS[op] for label, op in plan.op_types.items() if op in FUSED_OPS}
 
 
-def write_keep_dtype(path: str | os.PathLike, lines: list[str]) -> Path:
-    """Write the keep_dtype file atomically (a temporary file renamed over the target)."""
-    target = Path(path)
-    if not target.parent.exists():
-        raise InputError(f"{target}: the output folder {target.parent} does not exist")
+def keep_dtype_text(lines: list[str]) -> str:
+    """The ``--keep_dtype`` file's text: one entry a line; a name holding a line break is refused."""
     for line in lines:
         if "\n" in line or "\r" in line:
             raise InputError(f"precision: node name {line!r} contains a line break; --keep_dtype cannot list it")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def write_keep_dtype(path: str | os.PathLike, lines: list[str]) -> Path:
+    """Write the keep_dtype file atomically (a temporary file renamed over the target), for Python
+    callers that manage their own files; the commands stage it in their write plan instead."""
+    target = Path(path)
+    if not target.parent.exists():
+        raise InputError(f"{target}: the output folder {target.parent} does not exist")
+    text = keep_dtype_text(lines)
     tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
     return target

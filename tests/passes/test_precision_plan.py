@@ -60,3 +60,20 @@ def test_safe_model_no_file(tmp_path):
     _, report = surgery.apply(tmp_path / "m.onnx", [PrecisionPlan()], output=out)  # generated inputs: small
     assert not (tmp_path / "out.keep_dtype.txt").exists()
     assert report.extra["atc"][0]["precision"] == ["--precision_mode=force_fp16"]
+
+
+def test_keep_dtype_file_goes_through_the_write_plan(tmp_path, capsys):
+    """OUT.keep_dtype.txt is a file the run writes: it may not replace an input (here the parity data,
+    named like it), and it appears only with the output, never on a failed run."""
+    onnx.save(_model(), tmp_path / "m.onnx")
+    data = tmp_path / "out.keep_dtype.txt"  # the user's arrays, under the name the keep-list would take
+    np.savez(data.with_suffix(".npz"), x=np.random.default_rng(0).uniform(50, 100, (1, 64)).astype(np.float32))
+    data.with_suffix(".npz").rename(data)
+    before = data.read_bytes()
+    toml = tmp_path / "passes.toml"
+    toml.write_text(f'[[pass]]\nname = "precision-plan"\ndata = "{data.name}"\n')
+    code = main(["apply", str(toml), str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "keep_dtype" in err and len(err.strip().splitlines()) == 1
+    assert data.read_bytes() == before and not (tmp_path / "out.onnx").exists()

@@ -239,3 +239,17 @@ def test_literal_minus_one_dim_is_emulated_and_generator_failures_are_one_line(t
     code = main(["precision", str(tmp_path / "m.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--data" in err
+
+
+@pytest.mark.parametrize("flag", ["--keep-dtype", "--report"])
+def test_cli_never_writes_onto_its_inputs(tmp_path, capsys, flag):
+    """``--keep-dtype`` / ``--report`` naming the model or the data: exit 2, one line, inputs untouched."""
+    model = tmp_path / "m.onnx"
+    onnx.save(energy_model(), model)
+    np.savez(tmp_path / "loud.npz", **loud())
+    for target in (model, tmp_path / "loud.npz"):
+        before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+        code = main(["precision", str(model), "--data", str(tmp_path / "loud.npz"), flag, str(target)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and str(target) in err, err
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
