@@ -322,7 +322,8 @@ def dynamic_dims_command(
 ) -> AtcCommand:
     """``--dynamic_dims`` gears: ``profiles`` lists, per gear, each input's full static shape.
 
-    Dims that differ between profiles become ``-1`` in ``--input_shape``; each profile then lists the
+    Dims that differ between profiles become ``-1`` in ``--input_shape`` (a dim every profile gives the
+    same size is written as that size, also where the model leaves it dynamic); each profile then lists the
     value of every ``-1`` across all inputs in input order. Refused: fewer than 2 or more than 100
     profiles, a profile that misses an input or changes a rank, a dim the model fixes to another
     value, and AIPP (``aipp_config``), which ATC does not allow with ``--dynamic_dims``.
@@ -349,7 +350,8 @@ def dynamic_dims_command(
             raise InputError(f"atc: --dynamic_dims profile {i + 1} names unknown input(s) {', '.join(sorted(extra))}")
     geared: dict[str, tuple[int, ...]] = {}
     for name, dims in shapes.items():
-        geared[name] = tuple(-1 if len({int(p[name][a]) for p in profiles}) > 1 or d == -1 else d
+        # a dim every gear gives the same size is fixed to it (even where the model leaves it dynamic)
+        geared[name] = tuple(-1 if len({int(p[name][a]) for p in profiles}) > 1 else int(profiles[0][name][a])
                              for a, d in enumerate(dims))
     order = [(name, a) for name, dims in geared.items() for a, d in enumerate(dims) if d == -1]
     if not order:

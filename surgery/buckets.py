@@ -4,9 +4,10 @@ A bucket spec binds a dim (``batch``, or an input axis ``x[0]``) to several size
 ``"batch=1,4,8"`` or ``{batch = [1, 4, 8]}`` (several keys must list as many sizes; they are
 zipped). For each bucket the pipeline runs once, gated as usual, with the binding added to its
 ``fix-shapes`` step (one is put first if it has none), and the result is written as
-``OUT.batch1.onnx``, ``OUT.batch4.onnx`` … with the ``atc`` line that compiles it. When the
-buckets cover dim 0 of every input, the single-model alternative (ATC's dynamic batch gears) is
-given as well.
+``OUT.batch1.onnx``, ``OUT.batch4.onnx`` … with the ``atc`` line that compiles it. When every
+bucket was built and verified as its own static model, the single-model alternative is given as
+well: ATC's dynamic batch gears (``--dynamic_batch_size``) when the buckets cover dim 0 of every
+input, its ``--dynamic_dims`` gears otherwise (a sequence length, an image size).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import onnx
 import onnx_ir as ir
 
 from surgery import model_io
-from surgery.atc import AtcCommand, atc_command, dynamic_batch_command
+from surgery.atc import AtcCommand, atc_command, dynamic_batch_command, dynamic_dims_command
 from surgery.errors import PipelineError, SurgeryError
 from surgery.pipeline import Pipeline, Step
 from surgery.report import Report
@@ -60,10 +61,16 @@ class BucketRun:
 
 @dataclasses.dataclass
 class BucketsResult:
-    """Every bucket's run, and the dynamic-batch alternative when it applies."""
+    """Every bucket's run, and the single-model gear alternative when it applies."""
 
     runs: list[BucketRun]
-    dynamic_batch: AtcCommand | None = None
+    gears: AtcCommand | None = None
+    """ATC's single-model alternative: ``--dynamic_batch_size`` or ``--dynamic_dims`` gears."""
+
+    @property
+    def dynamic_batch(self) -> AtcCommand | None:
+        """The gear command when it is ATC's dynamic batch (``--dynamic_batch_size``)."""
+        return self.gears if self.gears is not None and self.gears.dynamic_batch_size else None
 
     @property
     def ok(self) -> bool:
@@ -74,20 +81,22 @@ class BucketsResult:
             "ok": self.ok,
             "buckets": [r.to_dict() for r in self.runs],
             "dynamic_batch_alternative": self.dynamic_batch.to_dict() if self.dynamic_batch else None,
+            "gears_alternative": self.gears.to_dict() if self.gears else None,
         }
 
 
-def _gears_verified(runs: list[BucketRun]) -> bool:
-    """Every gear's model passed its gates, is static, and differs from the others in dim 0 only."""
+def _gears_verified(runs: list[BucketRun], *, batch: bool) -> bool:
+    """Every gear's model passed its gates and is static, with the same inputs and ranks; for
+    batch gears they differ from each other in dim 0 only."""
     from surgery.atc import input_shapes
 
     tails = set()
     for run in runs:
         shapes, dynamic = input_shapes(run.model)
-        if dynamic or not run.report.ok or any(not dims for dims in shapes.values()):
-            logger.info("bucket %s is not a verified static gear: no dynamic-batch command", run.label)
+        if dynamic or not run.report.ok or (batch and any(not dims for dims in shapes.values())):
+            logger.info("bucket %s is not a verified static gear: no gear command", run.label)
             return False
-        tails.add(tuple((name, dims[1:]) for name, dims in shapes.items()))
+        tails.add(tuple((name, dims[1:] if batch else len(dims)) for name, dims in shapes.items()))
     return len(tails) == 1
 
 
@@ -206,18 +215,26 @@ def apply_buckets(
         if plan is not None and write_plan is None:
             plan.abort()
         raise
-    dynamic: AtcCommand | None = None
+    gears: AtcCommand | None = None
     # One failing gear fails a whole ATC build: the gear command is given only when every gear was
-    # built and gated as its own static model above, and each is still static (same non-batch dims).
-    if probe is not None and _covers_batch(probe, spec) and _gears_verified(runs):
-        sizes = next(iter(spec.values()))
+    # built and gated as its own static model above, and each is still static.
+    batch = probe is not None and _covers_batch(probe, spec)
+    if probe is not None and _gears_verified(runs, batch=batch):
+        from surgery.atc import input_shapes
+
         src = str(model) if isinstance(model, (str, os.PathLike)) else "MODEL.onnx"
         try:
-            dynamic = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
-                                            output=out if out is not None else None)
+            if batch:
+                sizes = next(iter(spec.values()))
+                gears = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
+                                              output=out if out is not None else None)
+            else:
+                profiles = [input_shapes(run.model)[0] for run in runs]
+                gears = dynamic_dims_command(probe, src, profiles, soc_version=soc_version,
+                                             output=out if out is not None else None)
         except SurgeryError as exc:  # e.g. one bucket: ATC gears need 2 to 100 profiles
-            logger.info("no dynamic-batch alternative: %s", exc)
-    return BucketsResult(runs, dynamic)
+            logger.info("no gear alternative: %s", exc)
+    return BucketsResult(runs, gears)
 
 
 def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]], count: int, out: Path | None,

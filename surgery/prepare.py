@@ -62,11 +62,23 @@ class PrepareResult:
     pipeline_file: Path | None
     outputs: list[Path]
     runs: list[Any] = dataclasses.field(default_factory=list)
+    gear_command: Any = None
+    """With ``buckets``: ATC's single-model alternative (``--dynamic_batch_size`` or
+    ``--dynamic_dims`` gears), given only when every gear was built and verified as its own model."""
 
     @property
     def ready(self) -> bool:
-        """True when the final doctor finds nothing that will fail."""
-        return not any(after.will_fail for after in self._afters())
+        """True when the final doctor finds nothing that will fail and, when a precision mode was
+        emulated, the mode (or its keep-list) meets tolerance."""
+        if any(after.will_fail for after in self._afters()):
+            return False
+        return all(p.get("ok") or p.get("plan_ok") for p in self.precision())
+
+    def precision(self) -> list[dict[str, Any]]:
+        """The ``precision-plan`` verdict of each output (empty when no precision mode was asked for)."""
+        reports = [run.report for run in self.runs] if self.runs else [self.report]
+        found = [r.models.get("precision-plan") for r in reports]
+        return [dict(p) for p in found if isinstance(p, Mapping)]
 
     def _afters(self) -> list[Any]:
         return self.after if isinstance(self.after, list) else [self.after]
@@ -111,14 +123,48 @@ class PrepareResult:
             lines.append("doctor after: no findings")
         for finding in left:
             lines.append(f"doctor after: {finding.severity.value}: {finding.title}")
+        lines.extend(self._precision_lines())
         if self.pipeline_file is not None:
             lines.append(f"wrote {self.pipeline_file} (the pipeline that ran: repeat or edit it with surgery apply)")
-        lines.append("ready for ATC" if self.ready else "NOT ready: the final doctor finds what will fail (above)")
+        if self.ready:
+            lines.append("ready for ATC")
+        elif any(after.will_fail for after in self._afters()):
+            lines.append("NOT ready: the final doctor finds what will fail (above)")
+        else:
+            lines.append("NOT ready: float16 breaks tolerance and no keep-list fixes it (above)")
         return "\n".join(lines)
+
+    def _precision_lines(self) -> list[str]:
+        planned = self.precision()
+        if not planned:
+            return ["precision: not emulated (ATC computes in float16 by default: add --precision fp16 to "
+                    "check it and plan a --keep_dtype list)"]
+        lines = []
+        reports = [run.report for run in self.runs] if self.runs else [self.report]
+        for report, verdict in zip(reports, planned, strict=False):
+            label = report.extra.get("bucket", {}).get("label")
+            head = f"[{label}] " if label else ""
+            step = next((st for st in report.steps if st.name == "precision-plan"), None)
+            stats = step.stats if step is not None else {}
+            keep = list(verdict.get("keep_dtype") or [])
+            if verdict.get("ok"):
+                lines.append(f"{head}precision ({verdict.get('mode')}): meets tolerance, nothing to keep in float32")
+            elif verdict.get("plan_ok"):
+                lines.append(f"{head}precision ({verdict.get('mode')}): breaks tolerance "
+                             f"({stats.get('overflows', 0)} overflow(s)); keeping {stats.get('keep_fp32', len(keep))} "
+                             f"node(s) in float32 meets it: {report.artifacts.get('keep_dtype', 'keep_dtype')}")
+            else:
+                lines.append(f"{head}precision ({verdict.get('mode')}): breaks tolerance "
+                             f"({stats.get('overflows', 0)} overflow(s)) and the keep-list does not fix it: "
+                             "see the precision-plan notes (surgery precision OUT --report - for the details)")
+        return lines
 
     def atc_lines(self) -> list[str]:
         reports = [run.report for run in self.runs] if self.runs else [self.report]
-        return [c["command"] for report in reports for c in report.extra.get("atc", [])]
+        lines = [c["command"] for report in reports for c in report.extra.get("atc", []) if c.get("command")]
+        if self.gear_command is not None:
+            lines.append(self.gear_command.line())
+        return lines
 
 
 def pipeline_path(output: str | os.PathLike) -> Path:
@@ -227,6 +273,45 @@ def _compose_text(emitted_text: str, pins: Mapping[str, Any], data: Path | None,
     return "\n".join(parts).rstrip() + "\n"
 
 
+#: The ATC precision modes prepare can emulate (``origin`` computes as the model says: nothing to plan).
+PRECISION_MODES: tuple[str, ...] = ("fp16", "mixed_float16")
+
+
+def _with_precision(text: str, mode: str, flag: str, data: str | os.PathLike | None) -> str:
+    """The composed pipeline with a last ``precision-plan`` step (on the parity data, when given)."""
+    from surgery import tomlwrite
+
+    if mode not in PRECISION_MODES:
+        raise InputError(f"--precision: expected one of {', '.join(PRECISION_MODES)}, got {mode!r}")
+    if flag not in ("precision_mode", "precision_mode_v2"):
+        raise InputError(f"--precision-flag: expected precision_mode or precision_mode_v2, got {flag!r}")
+    step: dict[str, Any] = {"name": "precision-plan", "mode": mode, "flag": flag}
+    if data is not None:
+        step["data"] = str(Path(data).resolve())
+    block = tomlwrite.dumps({"pass": [step]}).strip()
+    return (text.rstrip() + "\n\n# what ATC computes in its float16 mode (--precision): the float32 keep-list\n"
+            + block + "\n")
+
+
+def _check_bucketed_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]], buckets: Mapping[str, Any]) -> None:
+    """An ``--input-shape`` size on a dim that ``--buckets`` binds is a contradiction: name it and the fix (-1)."""
+    from surgery.shapes.dims import dim_name
+
+    if not buckets or not shapes:
+        return
+    for value in model.graph.inputs:
+        given = shapes.get(value.name or "")
+        if given is None or value.shape is None or len(given) != len(value.shape):
+            continue
+        for axis, (size, dim) in enumerate(zip(given, value.shape, strict=True)):
+            label = dim_name(dim)
+            key = label if label in buckets else f"{value.name}[{axis}]"
+            if size != -1 and key in buckets:
+                fixed = ",".join("-1" if a == axis else str(d) for a, d in enumerate(given))
+                raise InputError(f"--input-shape fixes input '{value.name}' dim {axis} to {size}, but --buckets binds it "
+                                 f"({key}): write -1 there, e.g. --input-shape {_shell_word(f'{value.name}:{fixed}')}")
+
+
 def prepare(
     model: str | os.PathLike,
     output: str | os.PathLike,
@@ -241,6 +326,8 @@ def prepare(
     progress: Callable[[str], None] | None = None,
     write_pipeline: bool = True,
     write_plan: Any = None,
+    precision: str | None = None,
+    precision_flag: str = "precision_mode",
 ) -> PrepareResult:
     """From an exported model to a compiler-ready one: doctor → pipeline → gated apply → doctor.
 
@@ -254,6 +341,11 @@ def prepare(
         data: an ``.npz`` of parity inputs.
         verify: ``"each"`` (default), ``"end"`` or ``"off"``.
         target: the compiler (only ``"ascend"`` today).
+        precision: an ATC precision mode to emulate last (``"fp16"``, ``"mixed_float16"``): a
+            ``precision-plan`` step runs on the prepared model, its float32 keep-list is written as
+            ``OUT.keep_dtype.txt`` and the atc line carries the precision flags; the model is ready
+            only when the mode, or the mode with its keep-list, meets tolerance.
+        precision_flag: ``"precision_mode"`` or ``"precision_mode_v2"`` for the atc line.
         write_plan: the caller's :class:`surgery.writeplan.WritePlan` (the CLI's, which adds its
             report and commits); without it the run checks and commits its own files. Either way the
             outputs and ``OUT.passes.toml`` are checked against every input before the run and
@@ -297,6 +389,7 @@ def prepare(
             raise InputError(
                 f"{flag}: no input named '{unknown[0]}'{did_you_mean(unknown[0], names)}; the inputs are {', '.join(names)}"
             )
+    _check_bucketed_shapes(ir_model, shapes, bucket_spec)
     say("doctor: checking the export")
     before = diagnose(ir_model, soc=soc)
     before.model = str(model_path)
@@ -312,6 +405,8 @@ def prepare(
     header = tomlwrite.comment(f"written by `surgery prepare` for {model_path.name}" + (f" (SoC {soc})" if soc else "")
                                + f"; repeat with: surgery apply {pipeline_path(out).name} MODEL -o OUT")
     text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header)
+    if precision is not None:
+        text = _with_precision(text, precision, precision_flag, data)
     try:
         pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent)
     except tomllib.TOMLDecodeError as exc:  # our own text: a bug, but say it in one line
@@ -322,12 +417,14 @@ def prepare(
     say(f"apply: {len(pipeline.steps)} pass(es): {steps}")
     outputs: list[Path] = []
     runs: list[Any] = []
+    gear_command: Any = None
     if bucket_spec:
         from surgery.buckets import apply_buckets
 
         result = apply_buckets(model_path, pipeline, None, inputs=data, verify=verify, output=out,
                                reproducer_dir=repro, progress=say, soc_version=soc, write_plan=plan)
         runs = list(result.runs)
+        gear_command = result.gears
         report = runs[0].report
         result_model = None
         afters = []
@@ -353,5 +450,6 @@ def prepare(
     if write_plan is None:
         plan.commit()
     return PrepareResult(model=result_model, report=report, before=before, after=after_report,
-                         pipeline_text=text, pipeline_file=pipeline_file, outputs=outputs, runs=runs)
+                         pipeline_text=text, pipeline_file=pipeline_file, outputs=outputs, runs=runs,
+                         gear_command=gear_command)
 

@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, metavar="NPZ", help="arrays to feed the parity runs")
     p.add_argument("--verify", choices=("each", "end", "off"), help="when the gates run (default: after each pass)")
     p.add_argument("--report", metavar="FILE", help="write the run as JSON ('-' prints it instead of the summary)")
+    p.add_argument("--precision", choices=("fp16", "mixed_float16"), metavar="MODE",
+                   help="emulate ATC's float16 mode (fp16 or mixed_float16) on the result, plan the nodes to keep in "
+                        "float32 (OUT.keep_dtype.txt) and put the precision flags on the atc line")
+    p.add_argument("--precision-flag", choices=("precision_mode", "precision_mode_v2"), default="precision_mode",
+                   help="which ATC flag the atc line uses for --precision (default precision_mode)")
     p.add_argument("--target", default="ascend", help="the compiler (default and only one today: ascend)")
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only the atc command lines")
     flags.add_progress(p)
@@ -85,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         result = prepare(
             args.model, args.output, input_shapes=args.input_shape, pins=pins, soc=args.soc,
             buckets=args.buckets, data=args.data, verify=args.verify, target=args.target,
-            progress=_prepare_progress(args), write_plan=plan,
+            progress=_prepare_progress(args), write_plan=plan, precision=args.precision,
+            precision_flag=args.precision_flag,
         )
     except GateError as exc:
         plan.abort()
@@ -127,4 +133,5 @@ def _report_dict(result: Any) -> dict[str, Any]:
         "doctor_after": [a.to_dict() for a in result._afters()],
         "runs": [r.to_dict() for r in reports],
         "atc": result.atc_lines(),
+        "precision": result.precision(),
     }

@@ -67,7 +67,8 @@ def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Pa
             print(f"== bucket {run.label} ({', '.join(f'{k}={v}' for k, v in run.binding.items())}) -> {run.output}")
             print(run.report.table())
         print_atc(run.report)
-    if result.dynamic_batch is not None and not args.quiet:
-        print("== single-model alternative (ATC dynamic batch gears):")
-        print(f"atc: {result.dynamic_batch.line()}")
+    if result.gears is not None and not args.quiet:
+        kind = "dynamic batch" if result.gears.dynamic_batch_size else "dynamic dims"
+        print(f"== single-model alternative (ATC {kind} gears):")
+        print(f"atc: {result.gears.line()}")
     return 0

@@ -338,3 +338,46 @@ def test_one_bucket_gives_no_gear_command():
 
     result = apply_buckets(_batch_model(), [], "batch=4")
     assert len(result.runs) == 1 and result.dynamic_batch is None
+
+
+def _seq_model():
+    """A text encoder's inputs: ids and a mask, both [batch, seq]."""
+    return make_model(
+        [h.make_node("Cast", ["ids"], ["f"], name="to_float", to=T.FLOAT),
+         h.make_node("Mul", ["f", "mask"], ["y"], name="masked")],
+        [vi("ids", T.INT64, ["batch", "seq"]), vi("mask", T.FLOAT, ["batch", "seq"])],
+        [vi("y", T.FLOAT, ["batch", "seq"])])
+
+
+def test_buckets_over_a_non_batch_dim_give_dynamic_dims_gears(tmp_path, capsys):
+    """Buckets of a sequence length (batch fixed by fix-shapes) are ATC --dynamic_dims gears: each -1
+    in order, one profile per verified bucket."""
+    onnx.save(_seq_model(), tmp_path / "m.onnx")
+    (tmp_path / "p.toml").write_text('[[pass]]\nname = "fix-shapes"\ndims = { batch = 1 }\n\n'
+                                     '[[pass]]\nname = "make-static"\n')
+    code = main(["apply", str(tmp_path / "p.toml"), str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"),
+                 "--soc-version", "Ascend310P3", "--buckets", "seq=16,32,64"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = _printed(out)
+    assert len(lines) == 4
+    opts = validate(lines[-1])
+    assert opts["input_shape"] == "ids:1,-1;mask:1,-1" and opts["dynamic_dims"] == "16,16;32,32;64,64"
+    assert "dynamic dims gears" in out and out.index("dynamic dims gears") > out.index("== bucket seq64")
+
+
+def test_prepare_prints_the_gear_command_after_every_gear(tmp_path, capsys):
+    onnx.save(_seq_model(), tmp_path / "m.onnx")
+    # a size given for the bucketed dim contradicts the buckets: one line naming the fix, nothing written
+    code = main(["prepare", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--input-shape",
+                 "ids:1,16;mask:1,16", "--buckets", "seq=16,32", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--input-shape ids:1,-1" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    code = main(["prepare", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--input-shape",
+                 "ids:1,-1;mask:1,-1", "--buckets", "seq=16,32", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = _printed(out)
+    assert len(lines) == 3 and validate(lines[-1])["dynamic_dims"] == "16,16;32,32"
+    assert lines[0].startswith("atc --model=") and "ids:1,16" in lines[0]
