@@ -1,7 +1,7 @@
 """The real-model zoo: every model through the user's path, judged by independent checks.
 
     python bench/zoo/run.py [--subset ci|all] [--only NAME ...] [--jobs N] [--json OUT.json]
-                            [--markdown OUT.md] [--cache DIR]
+                            [--markdown OUT.md] [--cache DIR] [--path apply|prepare]
 
 For each model of ``models.toml`` (transformers exports, ONNX files shipped in PyPI wheels,
 torch detectors with NMS) the zoo does what a deployment engineer does:
@@ -17,6 +17,9 @@ torch detectors with NMS) the zoo does what a deployment engineer does:
    OpenVINO's ``convert_model`` must see no dynamic dim and compute what ONNX Runtime computes;
 4. the same static-readiness checks on what onnxsim, onnxslim and Polygraphy make of the
    original with the same input shapes.
+
+With ``--path prepare``, steps 1 and 2 are the one command ``surgery prepare MODEL -o out.onnx
+--input-shape SHAPES --pin NAME=VALUE --data sample1.npz`` instead; the checks are the same.
 
 Each model runs in its own child process with the table's timeout, so a crash or a hang is a
 failed row, never a lost table. The original models are made or fetched once into the cache
@@ -48,6 +51,8 @@ DEFAULT_CACHE = Path(os.environ.get("ONNX_SURGERY_ZOO_CACHE", Path.home() / ".ca
 SURGERY_CHECKS = ("apply", "checker", "ort", "static", "no_cf", "opset", "no_f64", "parity", "doctor",
                   "ov_static", "ov_match")
 PEER_CHECKS = ("checker", "ort", "static", "no_cf", "opset", "no_f64", "parity")
+#: ``--path prepare`` (set for the child processes): ``surgery prepare`` instead of doctor + apply.
+PATH_ENV = "ONNX_SURGERY_ZOO_PATH"
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -237,34 +242,55 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
         row["error"] = "original does not run in ONNX Runtime: " + checks._line(exc)
         return row
 
-    # 1. doctor emits the pipeline; the user's decisions are added
-    emitted = work / "emitted.toml"
-    argv = ["doctor", str(original), "--emit-pipeline", str(emitted)]
-    if entry.get("input_shape"):
-        argv += ["--input-shape", entry["input_shape"]]
-    for name, size in entry.get("dims", {}).items():
-        argv += ["--dim", f"{name}={size}"]
-    proc = _surgery(argv, timeout)
-    if proc.returncode not in (0, 1) or not emitted.exists():
-        row["error"] = f"doctor --emit-pipeline exit {proc.returncode}: {_last_line(proc.stderr)}"
-        return row
-    pipeline = work / "pipeline.toml"
-    pipeline.write_text(user_pipeline(emitted.read_text(), entry))
-    row["pipeline"] = [line.split("=", 1)[1].strip().strip('"') for line in pipeline.read_text().splitlines()
-                       if line.startswith("name = ")]
-
-    # 2. apply
     out = work / "out.onnx"
-    argv = ["apply", str(pipeline), str(original), "-o", str(out), "--report", str(work / "report.json"), "-q",
-            "--inputs", str(work / "sample1.npz")]
-    for override in entry.get("set", []):
-        argv += ["--set", override]
-    started = time.perf_counter()
-    try:
+    if os.environ.get(PATH_ENV) == "prepare":
+        # the one-command path: ``surgery prepare`` with the same decisions does steps 1 and 2
+        argv = ["prepare", str(original), "-o", str(out), "--report", str(work / "report.json"), "-q",
+                "--data", str(work / "sample1.npz")]
+        if entry.get("input_shape"):
+            argv += ["--input-shape", entry["input_shape"]]
+        for name, value in pins.items():
+            argv += ["--pin", f"{name}={_toml_value(value)}"]
+        started = time.perf_counter()
+        try:
+            proc = _surgery(argv, timeout)
+            # exit 1: written, but the final doctor finds what will fail (the doctor column says what)
+            code = 0 if proc.returncode == 1 and out.exists() else proc.returncode
+            stderr = proc.stderr
+        except subprocess.TimeoutExpired:
+            code, stderr = -1, f"prepare timed out after {timeout:.0f} s"
+        written = out.with_name("out.passes.toml")
+        if written.exists():
+            row["pipeline"] = [line.split("=", 1)[1].strip().strip('"') for line in written.read_text().splitlines()
+                               if line.startswith("name = ")]
+    else:
+        # 1. doctor emits the pipeline; the user's decisions are added
+        emitted = work / "emitted.toml"
+        argv = ["doctor", str(original), "--emit-pipeline", str(emitted)]
+        if entry.get("input_shape"):
+            argv += ["--input-shape", entry["input_shape"]]
+        for name, size in entry.get("dims", {}).items():
+            argv += ["--dim", f"{name}={size}"]
         proc = _surgery(argv, timeout)
-        code, stderr = proc.returncode, proc.stderr
-    except subprocess.TimeoutExpired:
-        code, stderr = -1, f"apply timed out after {timeout:.0f} s"
+        if proc.returncode not in (0, 1) or not emitted.exists():
+            row["error"] = f"doctor --emit-pipeline exit {proc.returncode}: {_last_line(proc.stderr)}"
+            return row
+        pipeline = work / "pipeline.toml"
+        pipeline.write_text(user_pipeline(emitted.read_text(), entry))
+        row["pipeline"] = [line.split("=", 1)[1].strip().strip('"') for line in pipeline.read_text().splitlines()
+                           if line.startswith("name = ")]
+
+        # 2. apply
+        argv = ["apply", str(pipeline), str(original), "-o", str(out), "--report", str(work / "report.json"), "-q",
+                "--inputs", str(work / "sample1.npz")]
+        for override in entry.get("set", []):
+            argv += ["--set", override]
+        started = time.perf_counter()
+        try:
+            proc = _surgery(argv, timeout)
+            code, stderr = proc.returncode, proc.stderr
+        except subprocess.TimeoutExpired:
+            code, stderr = -1, f"apply timed out after {timeout:.0f} s"
     row["apply_seconds"] = round(time.perf_counter() - started, 1)
     row["apply"] = [code == 0 and out.exists(), "" if code == 0 else f"exit {code}: {_last_line(stderr)}"]
     if row["apply"][0]:
@@ -427,10 +453,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     parser.add_argument("--render", action="store_true",
                         help="print the table from the rows the last run left in the cache (runs nothing)")
+    parser.add_argument("--path", choices=("apply", "prepare"), default="apply",
+                        help="the user's path: doctor --emit-pipeline + apply (default), or the one command prepare")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--row-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rows = load_table()
+    if not args.worker:
+        os.environ[PATH_ENV] = args.path
     if args.worker:
         entry = next(r for r in rows if r["name"] == args.worker)
         row = run_model(entry, args.cache)
