@@ -59,6 +59,7 @@ def apply(
     reproducer_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
     soc_version: str | None = None,
+    cann: int | None = None,
     in_place: bool = False,
     write_plan: WritePlan | None = None,
     allow_code: bool = False,
@@ -82,6 +83,9 @@ def apply(
         reproducer_dir: where a failing gate writes its reproducer (default: a new temporary folder).
         progress: called with a short message before each step.
         soc_version: the Ascend SoC for the ``atc`` command lines put in ``report.extra["atc"]``.
+        cann: the CANN release (7 or 8) a model left with dynamic dims is compiled with: its atc line
+            then writes each ``-1`` with that release's meaning (``>= 1`` on 7, ``>= 0`` on 8) as a
+            dynamic-shape command, refused on Ascend310/310B, which take static shapes or gears only.
         in_place: ``output`` may be the input model itself (it and its data are replaced together).
         write_plan: the caller's plan (the CLI's): the outputs are checked and staged in it, and
             committed by the caller with its other files. Without it the run commits on its own.
@@ -133,7 +137,7 @@ def apply(
         result_model, report = runner.run(ir_model, report)
     if output is not None and plan is not None:
         try:
-            _stage_outputs(plan, result_model, report, Path(output), soc_version)
+            _stage_outputs(plan, result_model, report, Path(output), soc_version, cann)
             if write_plan is None:
                 plan.commit()
         except BaseException:
@@ -144,7 +148,8 @@ def apply(
     return model_io.like_input(model, result_model) if not isinstance(model, (str, os.PathLike)) else result_model, report
 
 
-def _stage_outputs(plan: WritePlan, result_model: ir.Model, report: Report, out: Path, soc_version: str | None) -> None:
+def _stage_outputs(plan: WritePlan, result_model: ir.Model, report: Report, out: Path, soc_version: str | None,
+                   cann: int | None = None) -> None:
     """Stage the model, its ``ir.Model`` artifacts and the split manifest in the run's transaction."""
     tx = plan.transaction
     report.outputs.extend(str(p) for p in tx.add_model(result_model, out))
@@ -174,4 +179,4 @@ def _stage_outputs(plan: WritePlan, result_model: ir.Model, report: Report, out:
         plan.write(target, "the keep_dtype file")
         tx.add_text(target, keep_dtype_text(keep))
         report.artifacts["keep_dtype"] = str(target)
-    report_atc_commands(report, result_model, out, soc_version=soc_version)
+    report_atc_commands(report, result_model, out, soc_version=soc_version, cann=cann)

@@ -426,12 +426,15 @@ def range_command(
     )
 
 
-def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike, *, soc_version: str | None = None) -> list[AtcCommand]:
+def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike, *, soc_version: str | None = None,
+                        cann: int | None = None) -> list[AtcCommand]:
     """Put the ``atc`` line of every model a run wrote into ``report.extra["atc"]``.
 
     The main model is written at ``output``; ``ir.Model`` artifacts at ``report.artifacts[key]``.
     A split head whose outputs are not the original model's gets ``--out_nodes``. A name ATC's
     syntax cannot carry becomes a warning entry instead of a command (the model is already written).
+    A model left with dynamic dims gets, with ``cann``, the dynamic-shape command of that release
+    (:func:`range_command`); on Ascend310/310B, which take only static shapes or gears, an error entry.
     """
     commands: list[AtcCommand] = []
     entries: list[dict[str, object]] = []
@@ -448,6 +451,10 @@ def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike,
             out_nodes = outs if is_head and original and outs != original else None
             command = atc_command(part, path, soc_version=soc_version, out_nodes=out_nodes,
                                   precision=precision if part is model else ())
+            if command.dynamic_inputs and (cann is not None or not supports_ranges(soc_version)):
+                ranged = range_command(part, path, cann=cann or 8, soc_version=soc_version)
+                command = dataclasses.replace(command, input_shape=ranged.input_shape,
+                                              notes=(*command.notes, *ranged.notes))
         except InputError as exc:
             entries.append({"command": None, "error": str(exc), "model": str(path)})
             continue

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _, report = api.apply(model, pipeline, inputs=args.inputs, verify=args.verify, output=output,
                               reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version,
-                              in_place=args.in_place, write_plan=plan)
+                              cann=args.cann, in_place=args.in_place, write_plan=plan)
     except GateError as exc:
         plan.abort()  # a failed run writes no model, only the report of the failure
         if exc.report is not None:

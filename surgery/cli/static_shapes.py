@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              '"x[0]"); outputs are OUT.batch1.onnx …; overrides the [buckets] table')
     parser.add_argument("--soc-version", metavar="SOC",
                         help="Ascend SoC for the printed atc command lines (e.g. Ascend310P3)")
+    parser.add_argument("--cann", type=int, choices=(7, 8), metavar="7|8",
+                        help="the CANN release ATC comes from: an output left with dynamic dims gets that "
+                             "release's dynamic-shape atc line (-1 is >= 1 on 7, >= 0 on 8; refused on 310/310B)")
 
 
 def print_atc(report: Any, *, file: Any = None, warnings_to: Any = None) -> None:
@@ -39,7 +42,11 @@ def print_atc(report: Any, *, file: Any = None, warnings_to: Any = None) -> None
         for note in command.get("notes") or []:
             print(f"atc: note: {note}", file=out)
         dynamic = command.get("dynamic_inputs") or []
-        if dynamic and not command.get("dynamic_batch_size"):
+        if dynamic and command.get("notes"):
+            print(f"surgery: warning: input(s) {', '.join(dynamic)} keep dynamic dims: ATC compiles a dynamic-shape "
+                  "model (slower than static; 310/310B refuse it): fix-shapes and make-static give a static one",
+                  file=warn)
+        elif dynamic and not command.get("dynamic_batch_size"):
             print(f"surgery: warning: input(s) {', '.join(dynamic)} still have dynamic dims (-1); ATC refuses them "
                   "without gears: add fix-shapes and make-static (or --buckets)", file=warn)
 

@@ -381,3 +381,26 @@ def test_prepare_prints_the_gear_command_after_every_gear(tmp_path, capsys):
     lines = _printed(out)
     assert len(lines) == 3 and validate(lines[-1])["dynamic_dims"] == "16,16;32,32"
     assert lines[0].startswith("atc --model=") and "ids:1,16" in lines[0]
+
+
+def test_cann_release_decides_the_dynamic_line_and_310_refuses_it(tmp_path, capsys):
+    """A model left dynamic: --cann 7|8 writes ATC's dynamic-shape line with that release's -1 meaning;
+    Ascend310/310B take only static shapes or gears, so there the line is refused, not printed."""
+    model = make_model([h.make_node("Relu", ["x"], ["y"], name="act")], [vi("x", T.FLOAT, ["batch", 8])],
+                       [vi("y", T.FLOAT, ["batch", 8])])
+    onnx.save(model, tmp_path / "m.onnx")
+    for cann, meaning in ((7, ">= 1"), (8, ">= 0")):
+        code = main(["apply", "cleanup", str(tmp_path / "m.onnx"), "-o", str(tmp_path / f"o{cann}.onnx"),
+                     "--soc-version", "Ascend310P3", "--cann", str(cann)])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        (line,) = _printed(captured.out)
+        assert validate(line)["input_shape"] == "x:-1,8"
+        assert f"atc: note: -1 means any value {meaning}" in captured.out
+        assert "compiles a dynamic-shape model" in captured.err
+    code = main(["apply", "cleanup", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o310.onnx"),
+                 "--soc-version", "Ascend310B1"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert not [ln for ln in captured.out.splitlines() if ln.startswith("atc: atc ")]
+    assert "atc: error:" in captured.out and "Ascend310B1 takes only static shapes or gears" in captured.out
