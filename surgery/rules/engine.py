@@ -15,7 +15,9 @@ model-local function. For each node whose op type a rule targets it matches the 
 rule's :meth:`Rule.check`, builds the replacement, splices it in (the replacement's outputs take
 over the replaced outputs' names, types and graph-output slots) and removes the matched nodes.
 A rule that got as far as its root op but was rejected is a *near miss*; its reason is logged at
-debug level and counted. :class:`RulePass` makes a registered pass out of a list of rules.
+debug level and counted. The engine is transactional: every match is found, checked and built
+before the first one is spliced in, so a rule that refuses leaves the model as it was.
+:class:`RulePass` makes a registered pass out of a list of rules.
 """
 
 from __future__ import annotations
@@ -303,34 +305,113 @@ def apply_rules(
 ) -> RuleStats:
     """Apply ``rules`` once over every node of every graph; return counts and near misses.
 
-    Rules are tried in order; the first one that rewrites a node wins. Nodes a rewrite creates
-    are not revisited in the same sweep (so a rule whose output it could match again cannot loop).
+    Transactional: every match is found, checked and built first, on the graph as it is, and only
+    then spliced in; a rule that refuses (``PassError`` from its ``check`` or ``build``, or a
+    dropped output that is still used) leaves the model exactly as it was. Rules are tried in
+    order; the first one that rewrites a node wins. A match that takes in a node an earlier match
+    already claimed is retried once those are spliced (a model snapshot, which shares the weights,
+    is kept for that round, so a refusal there is undone too). Nodes a rewrite creates are not
+    visited as roots (so a rule whose output it could match again cannot loop).
     """
     rules = list(rules)
     stats = RuleStats()
     names = names or NameAllocator(model)
     inferred = InferredTypes(model)
-    for graph, opsets in list(graphs_with_opsets(model)):
-        ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
-        for node in list(graph):
-            if node.graph is None:  # removed by an earlier rewrite in this sweep
-                continue
-            for rule in rules:
-                if not rule.targets(node):
-                    continue
-                result = rule.rewrite(ctx, node)
-                if isinstance(result, Miss):
-                    if not result.reason:  # not even the root op fitted
-                        continue
-                    stats.near_misses[rule.name] += 1
-                    stats.miss_reasons.setdefault(rule.name, []).append(f"{node.name}: {result.reason}")
-                    logger.debug("%s: near miss at %s '%s': %s", rule.name, node.op_type, node.name, result.reason)
-                    continue
-                splice(ctx, result)
-                stats.applied[rule.name] += 1
-                logger.debug("%s: rewrote %s '%s' into %d nodes", rule.name, node.op_type, node.name, len(result.new_nodes))
+    roots: set[int] | None = None  # None: every node; later rounds: only the deferred ones
+    snapshot: ir.Model | None = None
+    try:
+        while True:
+            planned, deferred = _collect(model, rules, stats, names, inferred, pass_name, roots)
+            if deferred and snapshot is None:
+                snapshot = model.clone()  # structure only: tensors are shared
+            for ctx, rule_name, rw in planned:
+                splice(ctx, rw)
+                stats.applied[rule_name] += 1
+                logger.debug("%s: rewrote %s '%s' into %d nodes", rule_name, rw.root.op_type, rw.root.name,
+                             len(rw.new_nodes))
+            if not deferred or not planned:
                 break
+            roots = deferred
+    except BaseException:
+        if snapshot is not None:
+            _restore(model, snapshot)
+        raise
     return stats
+
+
+def _collect(
+    model: ir.Model,
+    rules: Sequence[RuleLike],
+    stats: RuleStats,
+    names: NameAllocator,
+    inferred: InferredTypes,
+    pass_name: str,
+    roots: set[int] | None,
+) -> tuple[list[tuple[RuleContext, str, Rewrite]], set[int]]:
+    """Phase one: every rewrite over the graph as it is, checked, nothing spliced; and the roots
+    whose match overlaps an earlier one (retried after the splice). On any error the built
+    replacements are discarded, so the model is as it was."""
+    planned: list[tuple[RuleContext, str, Rewrite]] = []
+    claimed: set[int] = set()
+    deferred: set[int] = set()
+    try:
+        for graph, opsets in list(graphs_with_opsets(model)):
+            ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
+            for node in list(graph):
+                if (roots is not None and id(node) not in roots) or id(node) in claimed or node.graph is None:
+                    continue
+                for rule in rules:
+                    if not rule.targets(node):
+                        continue
+                    result = rule.rewrite(ctx, node)
+                    if isinstance(result, Miss):
+                        if not result.reason:  # not even the root op fitted
+                            continue
+                        stats.near_misses[rule.name] += 1
+                        stats.miss_reasons.setdefault(rule.name, []).append(f"{node.name}: {result.reason}")
+                        logger.debug("%s: near miss at %s '%s': %s", rule.name, node.op_type, node.name, result.reason)
+                        continue
+                    if any(id(n) in claimed for n in result.old_nodes):
+                        _discard(result)  # sequentially this match would be made on the rewritten graph
+                        deferred.add(id(node))
+                        break
+                    _check_dropped_outputs(ctx, result)
+                    planned.append((ctx, rule.name, result))
+                    claimed.update(id(n) for n in result.old_nodes)
+                    break
+    except BaseException:
+        for _, _, rw in planned:
+            _discard(rw)
+        raise
+    return planned, deferred
+
+
+def _check_dropped_outputs(ctx: RuleContext, rw: Rewrite) -> None:
+    """A rule may drop (``None``) only root outputs nothing else reads; checked before any splice."""
+    inside = {id(n) for n in rw.old_nodes}
+    for old, new in zip(rw.old_outputs, rw.new_outputs, strict=False):
+        if new is not None:
+            continue
+        if old.is_graph_output() or any(id(user) not in inside for user, _ in old.uses()):
+            _discard(rw)
+            raise PassError(f"output '{old.name}' of '{rw.root.name}' is still used but the rule dropped it",
+                            pass_name=ctx.pass_name)
+
+
+def _discard(rw: Rewrite) -> None:
+    """Unhook a built, never spliced replacement from the values it reads (onnx-ir records every
+    node that takes a value as its input as one of the value's uses, attached or not)."""
+    for node in rw.new_nodes:
+        for index in range(len(node.inputs)):
+            if node.inputs[index] is not None:
+                node.replace_input_with(index, None)
+
+
+def _restore(model: ir.Model, snapshot: ir.Model) -> None:
+    """Put the snapshot's graph and functions back into ``model`` (the caller's object)."""
+    model.graph = snapshot.graph
+    model.functions.clear()
+    model.functions.update(snapshot.functions)
 
 
 class RulePass(SurgeryPass):

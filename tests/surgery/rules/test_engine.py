@@ -226,3 +226,87 @@ def test_onnxscript_rules_run_under_our_engine_in_subgraphs():
     assert body.outputs[0].name == "t_out"
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     assert not model.graph.metadata_props  # no onnxscript bookkeeping leaks into the model
+
+
+# -- transactional: a refusal leaves the model exactly as it was ----------------------------------
+
+def _two_maxpools() -> onnx.ModelProto:
+    """Two MaxPools; only the second's Indices output is read (by a Cast to an output)."""
+    return make_model(
+        [h.make_node("MaxPool", ["x"], ["p1"], name="/pool1/MaxPool", kernel_shape=[2, 2]),
+         h.make_node("MaxPool", ["p1"], ["p2", "idx"], name="/pool2/MaxPool", kernel_shape=[2, 2]),
+         h.make_node("Cast", ["idx"], ["idx_f"], name="/pool2/Cast", to=T.FLOAT)],
+        [vi("x", T.FLOAT, [1, 1, 8, 8])], [vi("p2", T.FLOAT, [1, 1, 6, 6]), vi("idx_f", T.FLOAT, [1, 1, 6, 6])],
+    )
+
+
+def _structure(model: ir.Model) -> tuple:
+    """Everything a refusal must not change: nodes (op, name, inputs, outputs), every value's uses."""
+    nodes = tuple((n.op_type, n.name, tuple(v.name if v is not None else None for v in n.inputs),
+                   tuple(v.name for v in n.outputs)) for n in model.graph)
+    values = [v for n in model.graph for v in (*n.inputs, *n.outputs) if v is not None] + list(model.graph.inputs)
+    uses = tuple(sorted((v.name or "", len(v.uses())) for v in {id(v): v for v in values}.values()))
+    return nodes, uses, tuple(model.graph.initializers)
+
+
+def test_a_refusal_after_a_match_leaves_the_model_as_it_was_through_the_api():
+    """issue 12: maxpool-to-avgpool used to splice the first MaxPool, then refuse the second, and
+    hand a Python user's ir.Model back with one AveragePool and one MaxPool."""
+    import surgery
+    from surgery.passes.maxpool_to_avgpool import MaxPoolToAvgPool
+
+    model = ir.from_proto(_two_maxpools())
+    before = _structure(model)
+    with pytest.raises(PassError, match="/pool2/MaxPool"):
+        surgery.apply(model, [MaxPoolToAvgPool()])
+    assert _structure(model) == before
+    assert op_counts(model) == {"MaxPool": 2, "Cast": 1}
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+
+
+class DoubleRelu(Rule):
+    """Relu(Relu(x)) → Relu(x): overlapping matches along a chain of Relus."""
+
+    name = "double-relu"
+    pattern = Op("Relu", Op("Relu", Var("x")))
+
+    def build(self, b: Builder, m: Match):
+        return [b.op("Relu", m["x"])]
+
+
+def _relu_chain(n: int) -> onnx.ModelProto:
+    nodes = [h.make_node("Relu", ["x" if i == 0 else f"r{i - 1}"], [f"r{i}" if i < n - 1 else "y"], name=f"/relu{i}")
+             for i in range(n)]
+    return make_model(nodes, [vi("x", T.FLOAT, [2, 3])], [vi("y", T.FLOAT, [2, 3])])
+
+
+def test_overlapping_matches_are_retried_on_the_rewritten_graph():
+    """Relu0 -> Relu1 -> Relu2: the matches rooted at relu1 and relu2 share relu1. The first is
+    spliced; the second is retried on the rewritten graph (Relu2(Relu(x))) and spliced too."""
+    model = ir.from_proto(_relu_chain(3))
+    stats = apply_rules(model, [DoubleRelu()])
+    assert stats.applied["double-relu"] == 2
+    assert op_counts(model) == {"Relu": 1}
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)}
+    np.testing.assert_array_equal(ort_run(ir.to_proto(model), feeds)["y"], np.maximum(feeds["x"], 0))
+
+
+class RefuseInTheRetry(DoubleRelu):
+    """Refuses the retried match at relu2 (its inner Relu is then the one the first rewrite made)."""
+
+    name = "refuse-late"
+
+    def check(self, ctx, m):
+        if m.root.name == "/relu2" and m.nodes[1].name != "/relu1":
+            raise self.refuse(ctx, "relu2 cannot be rewritten")
+        return None
+
+
+def test_a_refusal_in_the_retry_round_is_undone_too():
+    model = ir.from_proto(_relu_chain(3))
+    before = _structure(model)
+    with pytest.raises(PassError, match="relu2 cannot be rewritten"):
+        apply_rules(model, [RefuseInTheRetry()], pass_name="refuse-late")
+    assert _structure(model) == before and op_counts(model) == {"Relu": 3}
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
