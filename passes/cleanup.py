@@ -55,11 +55,11 @@ from surgery.graph import (
     forward_value,
     iter_graphs,
     subgraphs,
+    walk,
 )
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
-from surgery.rules.engine import graphs_with_opsets
 from surgery.simplifications import (
     SimplifyStats,
     constants_to_initializers,
@@ -196,7 +196,7 @@ class Cleanup(SurgeryPass):
         names = NameAllocator(model)
         for _ in range(self.MAX_SWEEPS):
             changed = 0
-            for graph, imports in list(graphs_with_opsets(model)):
+            for graph, imports in [(sc.graph, sc.opsets) for sc in walk(model)]:
                 opset = imports.get("", imports.get("ai.onnx", 0))
                 found = simplify_graph(graph, opset, names, local=opts.simplify, fuse=opts.fuse and graph is model.graph)
                 total.simplified += found.simplified

@@ -45,13 +45,13 @@ import onnx
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator
+from surgery.graph import GraphLike, NameAllocator, iter_graphs, walk
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.passes.opset_decompositions import DECOMPOSITIONS  # the table, filled by that module
 from surgery.passes.opset_steps import ADAPTERS, Step, _Refuse, adapter
 from surgery.registry import register
-from surgery.rules import graphs_with_opsets, schema
+from surgery.rules import schema
 from surgery.rules.engine import RuleContext, remove_dead_constants
 from surgery.shapes.dims import is_known_dim
 
@@ -517,7 +517,7 @@ class ConvertOpset(SurgeryPass):
         from surgery.rules.engine import InferredTypes
 
         inferred = InferredTypes(model)
-        for graph, opsets in list(graphs_with_opsets(model)):
+        for graph, opsets in [(sc.graph, sc.opsets) for sc in walk(model)]:
             version = schema.opset_of(opsets, "")
             if version is None or version <= target:
                 continue
@@ -551,7 +551,7 @@ class ConvertOpset(SurgeryPass):
         # the converter drops model-local functions: keep ours (they carry their own opset imports)
         model.graph = new.graph  # type: ignore[misc]  (the model's opset imports live on its graph)
         names = NameAllocator(model)
-        for graph, _ in graphs_with_opsets(model):
+        for graph in iter_graphs(model):
             for node in graph:
                 if node.name:
                     continue

@@ -16,7 +16,7 @@ from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, d
 from surgery.registry import register
 from surgery.shapes.spec import MAX_DIM, parse_shapes
 from surgery.shapes.dims import is_known_dim, is_static_shape
-from surgery.shapes.infer import walk_graphs
+from surgery.graph import iter_graphs
 
 __all__ = ["FixShapes", "substitute_dims"]
 
@@ -93,7 +93,7 @@ def substitute_dims(model: ir.Model, bindings: Mapping[str, int]) -> int:
     if not bindings:
         return 0
     changed = 0
-    for graph in walk_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         values = list(graph.inputs) + [o for n in graph for o in n.outputs] + list(graph.outputs)
         for value in values:
             shape = value.shape

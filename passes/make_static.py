@@ -14,8 +14,9 @@ from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_inte
 from surgery.registry import register
 from surgery.shapes.dims import dim_name, is_known_dim
 from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
-from surgery.shapes.infer import clear_shapes, infer_model, is_static_shape, walk_graphs
+from surgery.shapes.infer import clear_shapes, infer_model, is_static_shape
 from surgery.shapes.static import find_offenders, function_label
+from surgery.graph import iter_graphs
 
 __all__ = ["MakeStatic"]
 
@@ -50,7 +51,7 @@ class MakeStaticOptions:
 
 def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
     snap = []
-    for graph in walk_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         for node in graph:
             for out in node.outputs:
                 snap.append((out, None if out.shape is None else tuple(
@@ -59,7 +60,7 @@ def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
 
 
 def _all_static(model: ir.Model) -> bool:
-    for graph in walk_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         for node in graph:
             for out in node.outputs:
                 if not is_static_shape(out.shape):
@@ -114,7 +115,7 @@ class MakeStatic(SurgeryPass):
         # inference gets to recompute every shape from scratch, but a shape it cannot recompute
         # is put back at the end: a graph output without one fails the checker
         known = [(v, v.shape) for v, _ in before if v.shape is not None]
-        known += [(v, v.shape) for g in walk_graphs(model.graph) for v in g.outputs if v.shape is not None]
+        known += [(v, v.shape) for g in iter_graphs(model.graph) for v in g.outputs if v.shape is not None]
         clear_shapes(model)
         inference_failed = False
         while rounds < opts.max_rounds:
@@ -154,7 +155,7 @@ class MakeStatic(SurgeryPass):
         dynamic = [o for o in offenders if o.what == "tensor"]
         if dynamic:
             notes.append(f"{len(dynamic)} tensors are still dynamic, e.g. {dynamic[0]}")
-        called = {(n.domain, n.op_type, n.overload) for g in walk_graphs(model.graph) for n in g} & set(model.functions)
+        called = {(n.domain, n.op_type, n.overload) for g in iter_graphs(model.graph) for n in g} & set(model.functions)
         if called:
             names = ", ".join(sorted(function_label(*key) for key in called))
             notes.append(

@@ -34,11 +34,10 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator
+from surgery.graph import GraphLike, NameAllocator, walk
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance, declare_interface, interface
 from surgery.registry import register
-from surgery.rules import graphs_with_opsets
 
 __all__ = ["NarrowFloat64", "narrow_type"]
 
@@ -216,7 +215,7 @@ class NarrowFloat64(SurgeryPass):
                 for v in main.outputs
                 if narrow_type(v.type) is not None and _is_cast(v.producer(), F64)
             }
-        for graph, opsets in list(graphs_with_opsets(model)):
+        for graph, opsets in [(sc.graph, sc.opsets) for sc in walk(model)]:
             for value in list(graph.inputs):
                 if graph is main and self.options.keep_io:
                     continue

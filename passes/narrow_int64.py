@@ -45,7 +45,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from surgery.graph import NameAllocator, const_value, subgraphs
+from surgery.graph import NameAllocator, const_value, walk
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
 from surgery.rules import schema
@@ -433,18 +433,11 @@ class NarrowInt64(SurgeryPass):
 
 
 # ---- graphs, call sites and what a body knows of its boundary ---------------------------------
-def _walk(graph: GraphLike, owner: ir.Node | None) -> Iterator[tuple[GraphLike, ir.Node | None]]:
-    yield graph, owner
-    for node in graph:
-        for sub in subgraphs(node):
-            yield from _walk(sub, node)
-
-
 def _graphs_in_order(model: ir.Model) -> Iterator[tuple[GraphLike, Mapping[str, int], ir.Node | None]]:
     """Every graph with its opset imports and the node holding it: the main graph and its bodies
     (parents first), then model-local functions with theirs, each function after its callers."""
-    for graph, owner in _walk(model.graph, None):
-        yield graph, model.opset_imports, owner
+    for scope in walk(model.graph):
+        yield scope.graph, model.opset_imports, scope.owner
     functions = model.functions
     callees: dict[Any, list[Any]] = {}
     for key, function in functions.items():
@@ -470,8 +463,8 @@ def _graphs_in_order(model: ir.Model) -> Iterator[tuple[GraphLike, Mapping[str, 
                 stack.append((nxt, iter(callees[nxt])))
     for key in reversed(post):
         function = functions[key]
-        for graph, owner in _walk(function, None):
-            yield graph, function.opset_imports, owner
+        for scope in walk(function):
+            yield scope.graph, function.opset_imports, scope.owner
 
 
 def _call_sites(model: ir.Model) -> dict[Any, list[ir.Node]]:

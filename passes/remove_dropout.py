@@ -43,11 +43,13 @@ import onnx_ir as ir
 
 from surgery.errors import PassError
 from surgery.graph import (
+    ONNX_DOMAINS,
     GraphLike,
     NameAllocator,
     const_value,
     forward_value,
-    subgraphs,
+    opset_of,
+    walk,
 )
 from surgery.idioms import RANDOM_OPS, DropoutIdiom, match_dropout_idiom
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
@@ -57,29 +59,13 @@ __all__ = ["RemoveDropout"]
 
 logger = logging.getLogger(__name__)
 
-_ONNX_DOMAINS = ("", "ai.onnx")
-
-
-def _walk(graph: GraphLike, opset: int | None) -> Iterator[tuple[GraphLike, int | None]]:
-    yield graph, opset
-    for node in graph:
-        for sub in subgraphs(node):
-            yield from _walk(sub, opset)
-
-
-def _onnx_opset(imports: dict[str, int]) -> int | None:
-    for domain in _ONNX_DOMAINS:
-        if domain in imports:
-            return imports[domain]
-    return None
 
 
 def _graphs_with_opset(model: ir.Model) -> Iterator[tuple[GraphLike, int | None]]:
     """Every graph with the default-domain opset its nodes run at."""
-    model_opset = _onnx_opset(model.opset_imports)
-    yield from _walk(model.graph, model_opset)
-    for function in list(model.functions.values()):
-        yield from _walk(function, _onnx_opset(function.opset_imports) or model_opset)
+    model_opset = opset_of(model.opset_imports)
+    for scope in walk(model):
+        yield scope.graph, (opset_of(scope.opsets) or model_opset) if scope.function is not None else model_opset
 
 
 def _attr(node: ir.Node, name: str, default: float | int) -> float | int:
@@ -141,7 +127,7 @@ class RemoveDropout(SurgeryPass):
         found: list[tuple[GraphLike, ir.Node, int, ir.DataType | None]] = []
         for graph, opset in _graphs_with_opset(model):
             for node in graph:
-                if node.op_type == "Dropout" and node.domain in _ONNX_DOMAINS:
+                if node.op_type == "Dropout" and node.domain in ONNX_DOMAINS:
                     version = node.version or opset
                     found.append((graph, node, version, self._check(node, version)))
         if found:
@@ -170,7 +156,7 @@ class RemoveDropout(SurgeryPass):
         idioms: list[tuple[GraphLike, DropoutIdiom]] = []
         for graph, _ in _graphs_with_opset(model):
             for node in graph:
-                if node.op_type in RANDOM_OPS and node.domain in _ONNX_DOMAINS:
+                if node.op_type in RANDOM_OPS and node.domain in ONNX_DOMAINS:
                     idiom = match_dropout_idiom(node)
                     if idiom is None:
                         continue
@@ -356,7 +342,7 @@ def _element_type(value: ir.Value) -> ir.DataType | None:
             return current.dtype
         seen.add(current)
         producer = current.producer()
-        if producer is None or producer.domain not in _ONNX_DOMAINS or producer.op_type not in _SAME_TYPE_OPS:
+        if producer is None or producer.domain not in ONNX_DOMAINS or producer.op_type not in _SAME_TYPE_OPS:
             return None
         current = producer.inputs[0] if producer.inputs else None
     return None
@@ -371,7 +357,7 @@ def _drop_unused_constants(values: list[ir.Value]) -> None:
         if producer is not None:
             if (
                 producer.op_type == "Constant"
-                and producer.domain in _ONNX_DOMAINS
+                and producer.domain in ONNX_DOMAINS
                 and producer.graph is not None
                 and not any(out.uses() or out.is_graph_output() for out in producer.outputs)
             ):

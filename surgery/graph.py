@@ -1,12 +1,18 @@
 """Graph helpers shared by passes: walking every graph, constants, names.
 
-Every pass must reach into ``If``/``Loop``/``Scan`` bodies and model-local functions;
-:func:`iter_graphs` yields all of them once, parents before children.
+Every pass must reach into ``If``/``Loop``/``Scan`` bodies and model-local functions. There is one
+walker: :func:`walk` yields a :class:`Scope` for the main graph (or a given graph or function) and
+every nested body, parents before children in node and attribute order (the order they
+serialize in), then each model-local function and its bodies; each scope knows the node that holds
+it, the opset imports that govern it and how deep it is. :func:`iter_graphs` is the same walk
+yielding only the graphs. :func:`is_onnx_domain` and :func:`opset_of` are the one spelling of
+"the default ONNX domain" and "the opset a graph imports".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping
 from typing import Union
 
 import numpy as np
@@ -14,6 +20,13 @@ import onnx_ir as ir
 
 __all__ = [
     "GraphLike",
+    "ONNX_DOMAINS",
+    "Scope",
+    "is_onnx_domain",
+    "opset_of",
+    "walk",
+    "nested_nodes",
+    "named_subgraphs",
     "iter_graphs",
     "iter_nodes",
     "subgraphs",
@@ -52,19 +65,99 @@ def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
                 yield from attr.as_graphs()
 
 
-def _walk(graph: GraphLike) -> Iterator[GraphLike]:
-    yield graph
+#: The default ONNX operator domain, under both of its spellings (``ai.onnx.ml`` is another domain).
+ONNX_DOMAINS: tuple[str, str] = ("", "ai.onnx")
+
+
+def is_onnx_domain(domain: str | None) -> bool:
+    """Whether ``domain`` is the default ONNX operator set (``""`` or ``"ai.onnx"``)."""
+    return domain in ONNX_DOMAINS or domain is None
+
+
+def opset_of(imports: Mapping[str, int], domain: str = "") -> int | None:
+    """The version ``imports`` gives ``domain`` (the default domain under either spelling), or None."""
+    if is_onnx_domain(domain):
+        for name in ONNX_DOMAINS:
+            if name in imports:
+                return imports[name]
+        return None
+    return imports.get(domain)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scope:
+    """One graph of a model as :func:`walk` meets it."""
+
+    graph: GraphLike
+    owner: ir.Node | None
+    """The ``If``/``Loop``/``Scan`` node whose attribute holds the graph (None for a main graph or a function)."""
+    opsets: Mapping[str, int]
+    """The opset imports that govern the graph: the model's, or those of the function it is in."""
+    function: ir.Function | None
+    """The model-local function the graph belongs to (None in the main graph)."""
+    depth: int
+    """0 for the main graph and function bodies, 1 for their direct subgraphs, and so on."""
+    attribute: str = ""
+    """The owner's attribute that holds the graph (``then_branch``, ``body``); "" at depth 0."""
+
+
+def named_subgraphs(node: ir.Node) -> Iterator[tuple[str, ir.Graph]]:
+    """``(attribute, graph)`` for each graph in ``node``'s attributes, as :func:`subgraphs` (a list
+    attribute's graphs as ``name[i]``)."""
+    attrs = node.attributes
+    if not attrs:
+        return
+    for name, attr in getattr(attrs, "data", attrs).items():
+        kind = attr.type
+        if kind is _GRAPH:
+            if not attr.is_ref():
+                yield name, attr.as_graph()
+        elif kind is _GRAPHS:
+            if not attr.is_ref():
+                for i, sub in enumerate(attr.as_graphs()):
+                    yield f"{name}[{i}]", sub
+
+
+def _scopes(graph: GraphLike, owner: ir.Node | None, opsets: Mapping[str, int], function: ir.Function | None,
+            depth: int, attribute: str = "") -> Iterator[Scope]:
+    yield Scope(graph, owner, opsets, function, depth, attribute)
     for node in graph:
-        for sub in subgraphs(node):
-            yield from _walk(sub)
+        for name, sub in named_subgraphs(node):
+            yield from _scopes(sub, node, opsets, function, depth + 1, name)
 
 
-def iter_graphs(model: ir.Model, *, functions: bool = True) -> Iterator[GraphLike]:
-    """Yield the main graph, every nested subgraph and (optionally) every model-local function."""
-    yield from _walk(model.graph)
-    if functions:
-        for function in list(model.functions.values()):
-            yield from _walk(function)
+def nested_nodes(node: ir.Node) -> Iterator[tuple[ir.Graph, ir.Node]]:
+    """``(graph, inner)`` for every node inside ``node``'s subgraphs, at any depth."""
+    for sub in subgraphs(node):
+        for scope in _scopes(sub, node, {}, None, 1):
+            for inner in scope.graph:
+                yield scope.graph, inner  # type: ignore[misc]  # subgraphs are ir.Graph
+
+
+def walk(root: ir.Model | GraphLike, *, functions: bool = True) -> Iterator[Scope]:
+    """Every graph under ``root``, parents first, in node and attribute order.
+
+    ``root`` is a model (its main graph, then, with ``functions``, each model-local function) or a
+    single graph or function (it and its nested bodies). Opsets: a model's graphs take the model's
+    imports, a function's take the function's.
+    """
+    if isinstance(root, ir.Model):
+        yield from _scopes(root.graph, None, root.opset_imports, None, 0)
+        if functions:
+            for function in list(root.functions.values()):
+                yield from _scopes(function, None, function.opset_imports, function, 0)
+        return
+    if isinstance(root, ir.Function):
+        yield from _scopes(root, None, root.opset_imports, root, 0)
+        return
+    yield from _scopes(root, None, root.opset_imports if isinstance(root, ir.Graph) else {}, None, 0)
+
+
+def iter_graphs(root: ir.Model | GraphLike, *, functions: bool = True) -> Iterator[GraphLike]:
+    """Yield the main graph, every nested subgraph and (optionally) every model-local function
+    (or, for a graph or function, it and its nested subgraphs): :func:`walk`'s graphs."""
+    for scope in walk(root, functions=functions):
+        yield scope.graph
 
 
 def iter_nodes(model: ir.Model, *, functions: bool = True) -> Iterator[tuple[GraphLike, ir.Node]]:

@@ -88,11 +88,11 @@ def _used_functions(model: ir.Model, nodes: Iterable[ir.Node]) -> list[ir.Functi
         return []
     wanted: set[tuple[str, str, str]] = set()
     stack: list[ir.Node] = list(nodes)
-    from surgery.analysis.dataflow import _walk_subgraph_nodes
+    from surgery.graph import nested_nodes
 
     while stack:
         node = stack.pop()
-        for _, inner in _walk_subgraph_nodes(node):
+        for _, inner in nested_nodes(node):
             stack.append(inner)
         key = node.op_identifier()
         if key in functions and key not in wanted:

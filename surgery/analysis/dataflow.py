@@ -9,12 +9,12 @@ and answers ancestor and descendant queries in time linear in what they visit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import onnx_ir as ir
 
 from surgery.errors import InputError
-from surgery.graph import GraphLike, subgraphs
+from surgery.graph import GraphLike, iter_graphs, nested_nodes, subgraphs
 from surgery.options import did_you_mean
 
 __all__ = ["Dataflow", "captured_values"]
@@ -22,26 +22,11 @@ __all__ = ["Dataflow", "captured_values"]
 logger = logging.getLogger(__name__)
 
 
-def _walk_subgraph_nodes(node: ir.Node) -> Iterator[tuple[ir.Graph, ir.Node]]:
-    stack = list(subgraphs(node))
-    while stack:
-        graph = stack.pop()
-        for inner in graph:
-            yield graph, inner
-            stack.extend(subgraphs(inner))
-
-
 def captured_values(node: ir.Node) -> list[ir.Value]:
     """Values defined outside ``node``'s subgraphs that the subgraphs read (outer-scope captures)."""
-    inner_graphs: set[int] = set()
-    stack = list(subgraphs(node))
-    while stack:
-        graph = stack.pop()
-        inner_graphs.add(id(graph))
-        for inner in graph:
-            stack.extend(subgraphs(inner))
+    inner_graphs = {id(g) for sub in subgraphs(node) for g in iter_graphs(sub)}
     seen: dict[int, ir.Value] = {}
-    for _, inner in _walk_subgraph_nodes(node):
+    for _, inner in nested_nodes(node):
         for value in inner.inputs:
             if value is None or id(value) in seen:
                 continue
@@ -119,7 +104,7 @@ class Dataflow:
         if self._subgraph_names is None:
             names: set[str] = set()
             for node in self.nodes:
-                for graph, inner in _walk_subgraph_nodes(node):
+                for graph, inner in nested_nodes(node):
                     names.update(v.name for v in inner.outputs if v.name)
                     names.update(v.name for v in graph.inputs if v.name)
             self._subgraph_names = names

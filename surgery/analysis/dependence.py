@@ -23,7 +23,8 @@ from collections.abc import Collection, Iterable, Mapping
 
 import onnx_ir as ir
 
-from surgery.analysis.dataflow import Dataflow, _walk_subgraph_nodes
+from surgery.analysis.dataflow import Dataflow
+from surgery.graph import nested_nodes
 
 __all__ = [
     "DATA_DEPENDENT_SHAPE_OPS",
@@ -159,7 +160,7 @@ class _Contents:
             found = self._function(key)
             if found is not None:
                 return found
-        for _, inner in _walk_subgraph_nodes(node):
+        for _, inner in nested_nodes(node):
             if inner.domain in ("", "ai.onnx") and inner.op_type in self.ops:
                 return inner
             if inner.op_identifier() in self.functions:

@@ -14,7 +14,7 @@ import onnx
 import onnx_ir as ir
 
 from surgery.doctor.facts import AtcFacts, normalize_domain
-from surgery.graph import const_value
+from surgery.graph import const_value, walk
 from surgery.shapes.dims import count_dynamic_dims, is_static_shape, plain_dims
 
 __all__ = ["NodeEntry", "Context"]
@@ -54,15 +54,6 @@ class NodeEntry:
         return f"{self.where}{base}"
 
 
-def _subgraph_attrs(node: ir.Node) -> Iterator[tuple[str, ir.Graph]]:
-    for attr in node.attributes.values():
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.name, attr.as_graph()
-        elif attr.type == ir.AttributeType.GRAPHS:
-            for i, g in enumerate(attr.as_graphs()):
-                yield f"{attr.name}[{i}]", g
-
-
 class Context:
     """A model under examination, with the facts and the SoC it is examined for."""
 
@@ -87,23 +78,19 @@ class Context:
 
     # -- nodes -----------------------------------------------------------------------------
     def _walk(self) -> Iterator[NodeEntry]:
-        stack: list[tuple[GraphLike, str, bool]] = [(self.model.graph, "", False)]
-        for function in self.model.functions.values():
-            stack.append((function, f"function {function.domain}::{function.name}/", True))
-        # Depth-first but in document order: process a graph, then the subgraphs it holds.
-        order: list[tuple[GraphLike, str, bool]] = []
-        while stack:
-            graph, where, in_fn = stack.pop(0)
-            order.append((graph, where, in_fn))
-            subs = []
-            for node in graph:
-                label = node.name or node.op_type
-                for attr_name, sub in _subgraph_attrs(node):
-                    subs.append((sub, f"{where}{label}.{attr_name}/", in_fn))
-            stack[0:0] = subs
-        for graph, where, in_fn in order:
-            for node in graph:
-                yield NodeEntry(node, graph, where, in_fn)
+        # the one walker, in document order: a graph, then the subgraphs it holds; functions last
+        where: dict[int, str] = {}
+        for scope in walk(self.model):
+            if scope.owner is not None:
+                label = scope.owner.name or scope.owner.op_type
+                prefix = f"{where[id(scope.owner.graph)]}{label}.{scope.attribute}/"
+            elif scope.function is not None:
+                prefix = f"function {scope.function.domain}::{scope.function.name}/"
+            else:
+                prefix = ""
+            where[id(scope.graph)] = prefix
+            for node in scope.graph:
+                yield NodeEntry(node, scope.graph, prefix, scope.function is not None)
 
     def nodes(self, *op_types: str, domain: str = "ai.onnx") -> list[NodeEntry]:
         """Entries of the given op types in ``domain`` (all nodes when no op type is given)."""

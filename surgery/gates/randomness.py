@@ -45,17 +45,10 @@ def _contains_random(graph: ir.Graph | ir.Function, random_functions: set[tuple[
 def _names_used(node: ir.Node) -> set[str]:
     names: set[str] = set()
     for sub in subgraphs(node):
-        for inner in iter_graphs_of(sub):
+        for inner in iter_graphs(sub):
             for n in inner:
                 names.update(v.name for v in n.inputs if v is not None and v.name)
     return names
-
-
-def iter_graphs_of(graph: ir.Graph):  # noqa: ANN201 - a small local walker
-    yield graph
-    for node in graph:
-        for sub in subgraphs(node):
-            yield from iter_graphs_of(sub)
 
 
 def random_nodes(model: ir.Model) -> list[str]:

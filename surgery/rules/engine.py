@@ -25,14 +25,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import onnx
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator, subgraphs
+from surgery.graph import GraphLike, NameAllocator, walk
 from surgery.pass_base import SurgeryPass, SurgeryResult
 from surgery.rules import schema
 from surgery.rules.builder import Builder
@@ -46,7 +46,6 @@ __all__ = [
     "Rewrite",
     "RuleStats",
     "apply_rules",
-    "graphs_with_opsets",
     "RulePass",
     "splice",
     "remove_dead_constants",
@@ -214,20 +213,6 @@ class RuleStats:
         return out
 
 
-def graphs_with_opsets(model: ir.Model) -> Iterator[tuple[GraphLike, Mapping[str, int]]]:
-    """Every graph (main, nested bodies, functions) with the opset imports that govern it."""
-
-    def walk(graph: GraphLike, imports: Mapping[str, int]) -> Iterator[tuple[GraphLike, Mapping[str, int]]]:
-        yield graph, imports
-        for node in graph:
-            for sub in subgraphs(node):
-                yield from walk(sub, imports)
-
-    yield from walk(model.graph, model.opset_imports)
-    for function in list(model.functions.values()):
-        yield from walk(function, function.opset_imports)
-
-
 def splice(ctx: RuleContext, rw: Rewrite) -> None:
     """Put ``rw.new_nodes`` in place of ``rw.old_nodes`` and reroute the root's outputs."""
     graph = ctx.graph
@@ -355,8 +340,9 @@ def _collect(
     claimed: set[int] = set()
     deferred: set[int] = set()
     try:
-        for graph, opsets in list(graphs_with_opsets(model)):
-            ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
+        for scope in list(walk(model)):
+            graph = scope.graph
+            ctx = RuleContext(model, graph, scope.opsets, names, pass_name, inferred)
             for node in list(graph):
                 if (roots is not None and id(node) not in roots) or id(node) in claimed or node.graph is None:
                     continue

@@ -41,10 +41,10 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir._cloner import Cloner
 
-from surgery.graph import GraphLike, NameAllocator, const_value
+from surgery.graph import GraphLike, NameAllocator, const_value, iter_graphs
 from surgery.shapes.dims import is_known_dim
 from surgery.shapes.evaluate import evaluate_node
-from surgery.shapes.infer import has_schema, infer_control_flow, infer_node, is_static_shape, walk_graphs
+from surgery.shapes.infer import has_schema, infer_control_flow, infer_node, is_static_shape
 
 __all__ = ["Folder", "FoldStats", "DEFAULT_KEEP_OPS"]
 
@@ -228,14 +228,14 @@ class Folder:
         """
         variant = self._variant
         variant.update(body.inputs)
-        for graph in walk_graphs(body):
+        for graph in iter_graphs(body):
             for node in graph:
                 if any(v in variant for v in node.inputs if v is not None):
                     variant.update(node.outputs)
                 elif _subgraph_attrs(node):
                     for attr in _subgraph_attrs(node):
                         for sub in ([attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()):
-                            if any(v in variant for g in walk_graphs(sub) for n in g for v in n.inputs if v is not None):
+                            if any(v in variant for g in iter_graphs(sub) for n in g for v in n.inputs if v is not None):
                                 variant.update(node.outputs)
 
     def _reshape_shape(self, node: ir.Node) -> bool:
@@ -490,7 +490,7 @@ class Folder:
         """Drop the uses that nodes of a discarded subgraph hold on outer values."""
         for attr in _subgraph_attrs(node):
             for sub in ([attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()):
-                for g in walk_graphs(sub):
+                for g in iter_graphs(sub):
                     for n in g:
                         for i in range(len(n.inputs)):
                             if n.inputs[i] is not None:
@@ -753,7 +753,7 @@ class Folder:
         for v in list(main.inputs) + list(main.initializers.values()):
             if v.name:
                 value_names[v.name] += 1
-        for graph in walk_graphs(main):
+        for graph in iter_graphs(main):
             values = list(graph.inputs) if graph is not main else []
             for node in graph:
                 if node.name:

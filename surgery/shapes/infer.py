@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from surgery.graph import GraphLike, const_value, subgraphs
+from surgery.graph import GraphLike, const_value, iter_graphs, subgraphs
 from surgery.model_io import LightProto
 from surgery.shapes.dims import is_known_dim, is_static_shape, shape_text
 
@@ -38,7 +38,6 @@ __all__ = [
     "infer_node",
     "infer_control_flow",
     "merge_shape",
-    "walk_graphs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,14 +80,6 @@ def has_schema(node: ir.Node) -> bool:
     return node.domain in _STANDARD_DOMAINS and _has_schema(node.op_type, node.domain)
 
 
-def walk_graphs(graph: GraphLike) -> Iterator[GraphLike]:
-    """The graph and its nested subgraphs, in node and attribute order (as they serialize)."""
-    yield graph
-    for node in graph:
-        for sub in subgraphs(node):
-            yield from walk_graphs(sub)
-
-
 def _recomputable(node: ir.Node, functions: set[tuple[str, str, str]]) -> bool:
     return has_schema(node) or (node.domain, node.op_type, node.overload) in functions
 
@@ -101,7 +92,7 @@ def clear_shapes(model: ir.Model) -> int:
     """
     functions = set(model.functions)
     cleared = 0
-    for graph in walk_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         for node in graph:
             if node.op_type == "Constant" and node.domain in _STANDARD_DOMAINS:
                 attr = node.attributes.get("value")
@@ -260,7 +251,7 @@ def _graph_values(graph: GraphLike, *, main: bool) -> list[ir.Value]:
 def _merge_tables(model: ir.Model, tables: InferredTables) -> int:
     cache: _TypeCache = {}
     changed = 0
-    for graph in walk_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         table = tables.get(id(graph))
         if not table:
             continue
@@ -398,7 +389,7 @@ def refresh_shapes(model: ir.Model) -> int:
     """
     changed = 0
     # first, so that onnx does not hold a "-1" against the size it infers (it keeps the annotation)
-    for graph in [*walk_graphs(model.graph), *(g for f in model.functions.values() for g in walk_graphs(f))]:
+    for graph in [*iter_graphs(model.graph), *(g for f in model.functions.values() for g in iter_graphs(f))]:
         for value in [*graph.inputs, *_graph_values(graph, main=True)]:
             changed += _negative_to_unknown(value)
     for _ in range(3):
@@ -425,7 +416,7 @@ def proven_shapes(model: ir.Model) -> dict[ir.Value, ir.Shape | None]:
     model is unchanged. ``assert-static`` judges these shapes, never the annotations a pass or an
     exporter wrote (which may be stale, or missing on nodes a pass created).
     """
-    values = [v for g in walk_graphs(model.graph) for v in [*g.inputs, *_graph_values(g, main=True)]]
+    values = [v for g in iter_graphs(model.graph) for v in [*g.inputs, *_graph_values(g, main=True)]]
     saved = [(v, v.type, v.shape) for v in values]
     try:
         clear_shapes(model)

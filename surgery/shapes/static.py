@@ -10,9 +10,8 @@ from collections.abc import Mapping
 
 import onnx_ir as ir
 
-from surgery.graph import GraphLike, const_value
+from surgery.graph import GraphLike, const_value, iter_graphs
 from surgery.shapes.dims import is_known_dim, shape_text
-from surgery.shapes.infer import walk_graphs
 
 __all__ = ["Offender", "find_offenders", "DATA_DEPENDENT_OPS", "format_shape", "function_label"]
 
@@ -105,7 +104,7 @@ def find_offenders(
     offenders: list[Offender] = []
     exempt: set[ir.Value] = set()
     seen: set[ir.Value] = set()
-    for graph in walk_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         label = labels.get(id(graph), "subgraph")
         values: list[ir.Value] = list(graph.inputs)
         for node in graph:
@@ -135,7 +134,7 @@ def find_offenders(
                 offenders.append(Offender(label, "tensor", value.name or "<unnamed>", reason, _producer_text(value)))
     for (domain, name, overload), function in model.functions.items():
         label = f"function {function_label(domain, name, overload)}"
-        for graph in walk_graphs(function):
+        for graph in iter_graphs(function):
             for node in graph:
                 reason = None if node.op_type in allow_ops else _data_dependent(node)
                 if reason:

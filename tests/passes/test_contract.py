@@ -18,8 +18,8 @@ import surgery
 from surgery import registry
 from surgery.errors import PipelineError
 from surgery.shapes.dims import is_static_shape
-from surgery.shapes.infer import walk_graphs
 from surgery.testing import make_model, node_names, vi
+from surgery.graph import iter_graphs
 
 #: Options for passes that cannot run without some.
 CONTRACT_OPTIONS: dict[str, dict] = {
@@ -82,7 +82,7 @@ def contract_model() -> onnx.ModelProto:
 def _assert_fresh_shapes(name: str, model: ir.Model) -> None:
     """Every value of every graph carries the type and static shape inference gives it (the
     contract model is static throughout), and function-body constants are typed."""
-    for graph in walk_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         for value in [*graph.inputs, *(o for n in graph for o in n.outputs), *graph.outputs]:
             if value.const_value is not None and value.is_initializer():
                 continue

@@ -3,13 +3,14 @@ nodes and adds a Data node per input), and input names its command-line syntax c
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 
 import onnx_ir as ir
 
 from surgery.doctor.checks._util import severity
-from surgery.doctor.context import Context, _subgraph_attrs
+from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding, Severity
+from surgery.graph import walk
 
 NAME = "names"
 
@@ -33,24 +34,13 @@ def _atc_names(graphs: list[ir.Graph], unnamed_fmt: str, init_fmt: str) -> list[
     return result
 
 
-def _graphs_breadth_first(model: ir.Model) -> list[ir.Graph]:
-    order: list[ir.Graph] = []
-    queue: deque[ir.Graph] = deque([model.graph])
-    while queue:
-        graph = queue.popleft()
-        order.append(graph)
-        for node in graph:
-            for _, sub in _subgraph_attrs(node):
-                queue.append(sub)
-    return order
-
-
 def check_names(ctx: Context) -> list[Finding]:
     """Repeated op names per graph (E13009), and graph input names with ATC separators."""
     rule = ctx.facts.rule("names")
     parser = ctx.facts.ge_parser
     findings = []
-    graphs = _graphs_breadth_first(ctx.model)
+    # ATC parses graphs breadth first (its unnamed-node counter runs in that order)
+    graphs = [sc.graph for sc in sorted(walk(ctx.model, functions=False), key=lambda sc: sc.depth)]
     repeated: list[str] = []
     for graph, names in _atc_names(graphs, parser["unnamed_node_name"], parser["initializer_node_name"]):
         where = "" if graph is ctx.model.graph else f"{graph.name or 'subgraph'}/"

@@ -20,8 +20,9 @@ from surgery.passes.assert_static import AssertStatic
 from surgery.passes.decompose_hardswish import DecomposeHardSwish
 from surgery.passes.make_static import MakeStatic
 from surgery.shapes.dims import is_static_shape
-from surgery.shapes.infer import inferred_tables, proven_shapes, refresh_shapes, walk_graphs
+from surgery.shapes.infer import inferred_tables, proven_shapes, refresh_shapes
 from surgery.testing import make_model, vi
+from surgery.graph import iter_graphs
 
 
 def _hardswish_model() -> onnx.ModelProto:
@@ -58,7 +59,7 @@ def test_refresh_fills_every_graph_keyed_per_graph_and_function_constants():
         [vi("x", T.FLOAT, [2, 3]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [])],
         functions=[fn], extra_opsets={"local": 1})
     model = ir.from_proto(proto)
-    for graph in walk_graphs(model.graph):
+    for graph in iter_graphs(model.graph):
         for node in graph:
             for out in node.outputs:
                 out.shape, out.type = None, None
