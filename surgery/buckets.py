@@ -69,12 +69,18 @@ class BucketsResult:
     def ok(self) -> bool:
         return all(r.report.ok for r in self.runs)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "buckets": [r.to_dict() for r in self.runs],
-            "dynamic_batch_alternative": self.dynamic_batch.to_dict() if self.dynamic_batch else None,
-        }
+    def to_dict(self, *, source: str | None = None) -> dict[str, Any]:
+        """The same top-level keys as a single run's report (:func:`surgery.report.envelope`), ``kind`` buckets."""
+        from surgery.report import envelope
+
+        errors = [r.report.error for r in self.runs if r.report.error]
+        head = envelope(
+            "buckets", source=source if source is not None else (self.runs[0].report.source if self.runs else ""),
+            ok=self.ok, error=errors[0] if errors else None,
+            outputs=[o for r in self.runs for o in r.report.outputs], seconds=sum(r.report.seconds for r in self.runs),
+            steps=[], buckets=[r.to_dict() for r in self.runs],
+        )
+        return {**head, "dynamic_batch_alternative": self.dynamic_batch.to_dict() if self.dynamic_batch else None}
 
 
 def _gears_verified(runs: list[BucketRun]) -> bool:

@@ -211,19 +211,49 @@ def _pin_block(pins: Mapping[str, Any]) -> str:
     return "# pins given on the command line (--pin): these inputs become constants\n" + body + "\n"
 
 
-def _compose_text(emitted_text: str, pins: Mapping[str, Any], data: Path | None, header: str) -> str:
+def _extra_block(names: Sequence[str], sets: Sequence[str]) -> str:
+    """``[[pass]]`` tables for ``--pass`` names, with their ``--set NAME.KEY=VALUE`` options."""
+    from surgery import registry, tomlwrite
+    from surgery.options import did_you_mean
+    from surgery.pipeline import parse_set
+
+    tables: list[dict[str, Any]] = []
+    for name in names:
+        registry.get(name)  # the unknown-pass error, with its did-you-mean
+        tables.append({"name": name})
+    for assignment in sets:
+        step, key, value = parse_set(assignment)
+        targets = [t for t in tables if t["name"] == step]
+        if not targets:
+            raise PipelineError(f"--set {assignment}: no --pass named '{step}'{did_you_mean(step, list(names))}")
+        if key in ("name", "verify"):
+            raise PipelineError(f"--set {assignment}: '{key}' is not a pass option")
+        for table in targets:
+            table[key] = value
+    if not tables:
+        return ""
+    return "# passes given on the command line (--pass)\n" + tomlwrite.dumps({"pass": tables}).strip() + "\n"
+
+
+def _compose_text(emitted_text: str, pins: Mapping[str, Any], data: Path | None, header: str, *,
+                  plugins: Sequence[Path] = (), extra: str = "") -> str:
     """The emitted pipeline with the user's pins first and the parity data named, as one TOML text."""
+    from surgery import tomlwrite
+
     lines = emitted_text.splitlines()
     at = next((i for i, line in enumerate(lines) if line.strip() == "[[pass]]" or line.startswith("# fixes:")), len(lines))
     head, tail = lines[:at], lines[at:]
     parts = [header, *head]
+    if plugins:  # a top-level key: before any table
+        parts += ["# plug-ins given with --plugin: replaying this file runs their code only with --allow-code",
+                  tomlwrite.dumps({"plugins": [str(p) for p in plugins]}).strip(), ""]
     if data is not None:
-        from surgery import tomlwrite
-
         parts += [tomlwrite.dumps({"inputs": {"data": str(data)}}).strip(), ""]
     if pins:
         parts += [_pin_block(pins)]
     parts += tail
+    if extra:
+        parts += ["", extra]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -241,6 +271,11 @@ def prepare(
     progress: Callable[[str], None] | None = None,
     write_pipeline: bool = True,
     write_plan: Any = None,
+    extra_passes: Sequence[str] = (),
+    sets: Sequence[str] = (),
+    plugins: Sequence[str | os.PathLike] = (),
+    on_loaded: Callable[[ir.Model], None] | None = None,
+    allow_code: bool = False,
 ) -> PrepareResult:
     """From an exported model to a compiler-ready one: doctor → pipeline → gated apply → doctor.
 
@@ -254,6 +289,13 @@ def prepare(
         data: an ``.npz`` of parity inputs.
         verify: ``"each"`` (default), ``"end"`` or ``"off"``.
         target: the compiler (only ``"ascend"`` today).
+        extra_passes: registered pass names to run after the doctor's fixes (``--pass``).
+        sets: ``NAME.KEY=VALUE`` options of those passes (``--set``).
+        plugins: plug-in files already imported by the caller (``--plugin``, the opt-in to run their
+            code): named in ``OUT.passes.toml`` so that a replay loads them (with ``--allow-code``).
+        on_loaded: called with the input model once loaded, before any pass changes it (the HTML
+            report's graph diff takes its summary there).
+        allow_code: let the ``extra_passes`` import the code their options name (``--allow-code``).
         write_plan: the caller's :class:`surgery.writeplan.WritePlan` (the CLI's, which adds its
             report and commits); without it the run checks and commits its own files. Either way the
             outputs and ``OUT.passes.toml`` are checked against every input before the run and
@@ -277,6 +319,8 @@ def prepare(
     bucket_spec = parse_bucket_spec(buckets, where="--buckets") if buckets else {}
     say(f"loading {model_path}")
     ir_model = model_io.load(model_path)
+    if on_loaded is not None:
+        on_loaded(ir_model)
     from surgery.writeplan import WritePlan
 
     plan = write_plan if write_plan is not None else WritePlan()
@@ -311,9 +355,12 @@ def prepare(
 
     header = tomlwrite.comment(f"written by `surgery prepare` for {model_path.name}" + (f" (SoC {soc})" if soc else "")
                                + f"; repeat with: surgery apply {pipeline_path(out).name} MODEL -o OUT")
-    text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header)
+    plugin_paths = [Path(p).resolve() for p in plugins]
+    text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header, plugins=plugin_paths,
+                         extra=_extra_block(list(extra_passes), list(sets)))
     try:
-        pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent)
+        # the plug-ins were named by the caller (the opt-in); nothing else in this text is code
+        pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent, allow_code=bool(plugin_paths) or allow_code)
     except tomllib.TOMLDecodeError as exc:  # our own text: a bug, but say it in one line
         raise PipelineError(f"the composed pipeline is not valid TOML: {exc}") from None
     if bucket_spec:

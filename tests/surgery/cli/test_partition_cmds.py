@@ -106,7 +106,7 @@ def test_compare_command_names_the_perturbed_conv(tmp_path, capsys):
     onnx.save(b, tmp_path / "b.onnx")
     np.savez(tmp_path / "in.npz", **_feeds(3))
     rc = main(["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--data", str(tmp_path / "in.npz"),
-               "--json", str(tmp_path / "cmp.json")])
+               "--report", str(tmp_path / "cmp.json")])
     assert rc == 1
     text = capsys.readouterr().out
     assert "ok   cos 1.000000  max_abs 0  max_rel 0  /c1/Conv_output_0 [Conv]" in text
