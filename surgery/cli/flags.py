@@ -44,9 +44,16 @@ def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: 
 
 def add_report(parser: argparse.ArgumentParser, *, what: str = "the report", old: str | None = None) -> None:
     """``--report FILE``: JSON (``-`` prints it to stdout, the text then goes to stderr)."""
-    parser.add_argument("--report", metavar="FILE", help=f"write {what} as JSON ('-' prints it on stdout)")
+    parser.add_argument("--report", metavar="FILE", type=_report_arg, help=f"write {what} as JSON ('-' prints it on stdout)")
     if old:
-        deprecated_alias(parser, old, "--report", "report")
+        deprecated_alias(parser, old, "--report", "report", type=_report_arg)
+
+
+def _report_arg(text: str) -> str:
+    """argparse type of ``--report``: '-' or a usable file name (checked as ``-o`` is), kept as text."""
+    from surgery.writeplan import output_arg
+
+    return text if text == "-" else str(output_arg(text))
 
 
 def add_soc(parser: argparse.ArgumentParser, *, what: str = "the atc command lines", old: str | None = None) -> None:

@@ -61,7 +61,7 @@ def test_data_gives_the_pinned_value(tmp_path, capsys):
     assert main(["compare", str(src), str(out), "--data", str(tmp_path / "in.npz")]) == 0
     # the old spelling still works, with one note
     capsys.readouterr()
-    assert main(["compare", str(src), str(out), "--data", str(tmp_path / "in.npz")]) == 0
+    assert main(["compare", str(src), str(out), "--inputs", str(tmp_path / "in.npz")]) == 0
     assert "--inputs is deprecated; use --data" in capsys.readouterr().err
 
 
