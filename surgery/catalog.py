@@ -19,10 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INDEX_PATH", "build", "load_index", "fingerprint", "render_markdown", "render_show", "render_list"]
+__all__ = ["INDEX_PATH", "build", "entry", "load_index", "fingerprint", "render_markdown", "render_show", "render_list",
+           "example_toml"]
 
 INDEX_PATH = Path(__file__).with_name("data") / "passes.json"
-_SCHEMA = 1
+_SCHEMA = 2  # 2: every entry has an "example"
 
 
 def _passes_dir() -> Path | None:
@@ -59,25 +60,42 @@ def build() -> dict[str, Any]:
 
     import surgery.passes  # noqa: F401  (registers the built-ins)
 
-    passes = []
-    for cls in registry.all_passes():
-        if not cls.__module__.startswith("surgery.passes."):
-            continue  # third-party: not shipped in the index
-        tol = cls.default_tolerance
-        passes.append({
-            "name": cls.name,
-            "module": cls.__module__,
-            "numerics": cls.numerics.value,
-            "gate": bool(cls.is_gate),
-            "summary": cls.summary(),
-            "description": cls.description(),
-            "default_tolerance": {"rtol": tol.rtol, "atol": tol.atol} if tol is not None else None,
-            "options": [
-                {"name": o.name, "type": o.type, "default": _jsonable(o.default), "required": o.required, "help": o.help}
-                for o in describe_options(cls.Options)
-            ],
-        })
+    passes = [entry(cls) for cls in registry.all_passes() if cls.__module__.startswith("surgery.passes.")]
+    # third-party passes are not shipped in the index
     return {"schema": _SCHEMA, "fingerprint": fingerprint(), "passes": passes}
+
+
+def entry(cls: Any) -> dict[str, Any]:
+    """One pass's declaration as catalogue data (what ``passes show`` and ``docs/passes.md`` print)."""
+    from surgery.options import describe_options
+
+    tol = cls.default_tolerance
+    options = [
+        {"name": o.name, "type": o.type, "default": _jsonable(o.default), "required": o.required, "help": o.help}
+        for o in describe_options(cls.Options)
+    ]
+    return {
+        "name": cls.name,
+        "module": cls.__module__,
+        "numerics": cls.numerics.value,
+        "gate": bool(cls.is_gate),
+        "summary": cls.summary(),
+        "description": cls.description(),
+        "default_tolerance": {"rtol": tol.rtol, "atol": tol.atol} if tol is not None else None,
+        "options": options,
+        "example": example_toml(cls.name, options, getattr(cls, "example", "")),
+    }
+
+
+def example_toml(name: str, options: list[dict[str, Any]], example: str = "") -> str:
+    """A ``[[pass]]`` table for the pass: its declared ``example`` keys, else up to two defaults."""
+    lines = ["[[pass]]", f"name = {json.dumps(name)}"]
+    if example.strip():
+        lines += [line.rstrip() for line in example.strip().splitlines()]
+    else:
+        lines += [f"{o['name']} = {_toml_example(o['default'])}" for o in options
+                  if not o["required"] and o["default"] not in (None, "", [], {})][:2]
+    return "\n".join(lines)
 
 
 def load_index() -> dict[str, Any] | None:
@@ -113,14 +131,30 @@ def render_show(p: dict[str, Any]) -> str:
     lines.append("")
     if not p["options"]:
         lines.append("options: none")
-        return "\n".join(lines)
-    lines.append("options:")
-    for o in p["options"]:
-        default = "required" if o["required"] else f"default {_show_default(o['default'])}"
-        lines.append(f"  {o['name']} ({o['type']}; {default})")
-        if o["help"]:
-            lines.append(f"      {o['help']}")
+    else:
+        lines.append("options:")
+        for o in p["options"]:
+            default = "required" if o["required"] else f"default {_show_default(o['default'])}"
+            lines.append(f"  {o['name']} ({o['type']}; {default})")
+            if o["help"]:
+                lines.append(f"      {o['help']}")
+    example = p.get("example") or example_toml(p["name"], p["options"])
+    lines += ["", "example (passes.toml):", *(f"  {line}" for line in example.splitlines()),
+              "", f"or from the shell: surgery apply {p['name']} MODEL.onnx -o OUT.onnx"
+              + "".join(f" --set {k}" for k in _example_sets(p["name"], example))]
     return "\n".join(lines)
+
+
+def _example_sets(name: str, example: str) -> list[str]:
+    """The example's keys as ``--set NAME.key=value`` arguments (shell-quoted), ``name`` excluded."""
+    import shlex
+
+    out = []
+    for line in example.splitlines()[2:]:
+        key, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            out.append(shlex.quote(f"{name}.{key.strip()}={value.strip()}"))
+    return out
 
 
 def _show_default(value: Any) -> str:
@@ -158,10 +192,8 @@ def render_markdown(index: dict[str, Any]) -> str:
             for o in p["options"]:
                 default = "required" if o["required"] else f"`{_show_default(o['default'])}`"
                 out.append(f"| `{o['name']}` | `{_md_cell(o['type'])}` | {_md_cell(default)} | {_md_cell(o['help'])} |")
-        example = [f'name = "{p["name"]}"'] + [
-            f"{o['name']} = {_toml_example(o['default'])}" for o in p["options"] if not o["required"] and o["default"] not in (None, "", [], {})
-        ][:2]
-        out += ["", "```toml", "[[pass]]", *example, "```"]
+        example = p.get("example") or example_toml(p["name"], p["options"])
+        out += ["", "```toml", *example.splitlines(), "```"]
     return "\n".join(out) + "\n"
 
 

@@ -48,20 +48,9 @@ def _entries() -> list[dict[str, Any]]:
 
 def _from_registry(classes: list[Any] | None = None) -> list[dict[str, Any]]:
     from surgery import registry
-    from surgery.catalog import _jsonable
-    from surgery.options import describe_options
+    from surgery.catalog import entry
 
-    out = []
-    for cls in registry.all_passes() if classes is None else classes:
-        tol = cls.default_tolerance
-        out.append({
-            "name": cls.name, "module": cls.__module__, "numerics": cls.numerics.value, "gate": bool(cls.is_gate),
-            "summary": cls.summary(), "description": cls.description(),
-            "default_tolerance": {"rtol": tol.rtol, "atol": tol.atol} if tol is not None else None,
-            "options": [{"name": o.name, "type": o.type, "default": _jsonable(o.default), "required": o.required,
-                         "help": o.help} for o in describe_options(cls.Options)],
-        })
-    return out
+    return [entry(cls) for cls in (registry.all_passes() if classes is None else classes)]
 
 
 def _list(args: argparse.Namespace) -> int:
