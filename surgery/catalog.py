@@ -139,22 +139,9 @@ def render_show(p: dict[str, Any]) -> str:
             if o["help"]:
                 lines.append(f"      {o['help']}")
     example = p.get("example") or example_toml(p["name"], p["options"])
-    lines += ["", "example (passes.toml):", *(f"  {line}" for line in example.splitlines()),
-              "", f"or from the shell: surgery apply {p['name']} MODEL.onnx -o OUT.onnx"
-              + "".join(f" --set {k}" for k in _example_sets(p["name"], example))]
+    lines += ["", "example (passes.toml; or name the pass on the command line and give these keys with "
+              f"--set {p['name']}.KEY=VALUE):", *(f"  {line}" for line in example.splitlines())]
     return "\n".join(lines)
-
-
-def _example_sets(name: str, example: str) -> list[str]:
-    """The example's keys as ``--set NAME.key=value`` arguments (shell-quoted), ``name`` excluded."""
-    import shlex
-
-    out = []
-    for line in example.splitlines()[2:]:
-        key, sep, value = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            out.append(shlex.quote(f"{name}.{key.strip()}={value.strip()}"))
-    return out
 
 
 def _show_default(value: Any) -> str:

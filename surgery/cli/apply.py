@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         pipeline = load_pipeline(args.pipeline, allow_code=args.allow_code)
         apply_sets(pipeline, args.sets)
     pipeline.disable(args.disable)
+    # --allow-code is the opt-in for a pass list too (`apply rewrite --set rewrite.rules=...`), not only a file
+    pipeline.allow_code = pipeline.allow_code or args.allow_code
     pipeline.check_code()  # before anything runs; a disabled step needs no opt-in
     if args.input_shape:
         set_input_shapes(pipeline, args.input_shape)
