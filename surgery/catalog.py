@@ -94,7 +94,7 @@ def example_toml(name: str, options: list[dict[str, Any]], example: str = "") ->
         lines += [line.rstrip() for line in example.strip().splitlines()]
     else:
         lines += [f"{o['name']} = {_toml_example(o['default'])}" for o in options
-                  if not o["required"] and o["default"] not in (None, "", [], {})][:2]
+                  if not o["required"] and o["default"] not in (None, "", [], {}) and _finite(o["default"])][:2]
     return "\n".join(lines)
 
 
@@ -184,8 +184,17 @@ def render_markdown(index: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _finite(value: Any) -> bool:
+    """A pipeline file holds no inf/nan (they are refused), so an example never shows one."""
+    import math
+
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def _toml_example(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, bool) else ("true" if value else "false")
+    from surgery import tomlwrite
+
+    return tomlwrite.value(value)
 
 
 def _md_cell(text: str) -> str:
