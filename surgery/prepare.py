@@ -257,6 +257,23 @@ def _compose_text(emitted_text: str, pins: Mapping[str, Any], data: Path | None,
     return "\n".join(parts).rstrip() + "\n"
 
 
+def _late_findings(after: Any, pipeline: Any) -> list[Any]:
+    """Will-fail findings of the result whose fix is a registered pass the pipeline did not run."""
+    from surgery import registry
+    from surgery.doctor.pipeline import USER_DECISION_PASSES
+
+    ran = {step.name for step in pipeline.steps}
+    known = set(registry.names())
+    late = []
+    for finding in after.findings:
+        if finding.severity.value != "will-fail":
+            continue
+        fixes = [name for name in finding.fix if name not in ran]
+        if fixes and all(name in known and name not in USER_DECISION_PASSES for name in fixes):
+            late.append(finding)
+    return late
+
+
 def prepare(
     model: str | os.PathLike,
     output: str | os.PathLike,
@@ -347,24 +364,32 @@ def prepare(
     missing = pending_decisions(ir_model, before, input_shapes=shapes, pins=pins, bucket_keys=list(bucket_spec))
     if missing:
         raise InputError("a decision is needed before anything is written: " + describe_decisions(missing))
-    # the pinned inputs are decided: drop them from what fix-shapes must cover
-    emitted = emit_pipeline(before, ir_model, input_shapes={k: list(v) for k, v in shapes.items()}, pinned=list(pins))
-    if emitted.problems:
-        raise PipelineError(f"the pipeline for this model cannot be completed: {emitted.problems[0]}")
     from surgery import tomlwrite
 
     header = tomlwrite.comment(f"written by `surgery prepare` for {model_path.name}" + (f" (SoC {soc})" if soc else "")
                                + f"; repeat with: surgery apply {pipeline_path(out).name} MODEL -o OUT")
     plugin_paths = [Path(p).resolve() for p in plugins]
-    text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header, plugins=plugin_paths,
-                         extra=_extra_block(list(extra_passes), list(sets)))
-    try:
-        # the plug-ins were named by the caller (the opt-in); nothing else in this text is code
-        pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent, allow_code=bool(plugin_paths) or allow_code)
-    except tomllib.TOMLDecodeError as exc:  # our own text: a bug, but say it in one line
-        raise PipelineError(f"the composed pipeline is not valid TOML: {exc}") from None
-    if bucket_spec:
-        pipeline.buckets = dict(bucket_spec)
+    extra_text = _extra_block(list(extra_passes), list(sets))
+
+    def compose(findings_report: Any, source: ir.Model) -> tuple[str, Any]:
+        # the pinned inputs are decided: drop them from what fix-shapes must cover
+        emitted = emit_pipeline(findings_report, source, input_shapes={k: list(v) for k, v in shapes.items()},
+                                pinned=list(pins))
+        if emitted.problems:
+            raise PipelineError(f"the pipeline for this model cannot be completed: {emitted.problems[0]}")
+        text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header, plugins=plugin_paths,
+                             extra=extra_text)
+        try:
+            # the plug-ins were named by the caller (the opt-in); nothing else in this text is code
+            pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent,
+                                      allow_code=bool(plugin_paths) or allow_code)
+        except tomllib.TOMLDecodeError as exc:  # our own text: a bug, but say it in one line
+            raise PipelineError(f"the composed pipeline is not valid TOML: {exc}") from None
+        if bucket_spec:
+            pipeline.buckets = dict(bucket_spec)
+        return text, pipeline
+
+    text, pipeline = compose(before, ir_model)
     steps = ", ".join(s.name for s in pipeline.steps) or "none"
     say(f"apply: {len(pipeline.steps)} pass(es): {steps}")
     outputs: list[Path] = []
@@ -386,12 +411,28 @@ def prepare(
             afters.append(after)
         after_report: Any = afters
     else:
-        result_model, report = api.apply(ir_model, pipeline, inputs=data, verify=verify, output=out,
-                                         reproducer_dir=repro, progress=say, soc_version=soc, write_plan=plan)
-        report.source = str(model_path)
-        outputs = [Path(p) for p in report.outputs]
+        from surgery.api import _stage_outputs
+
+        result_model, report = api.apply(ir_model, pipeline, inputs=data, verify=verify, reproducer_dir=repro,
+                                         progress=say)
         say(f"doctor: checking {out}")
         after_report = diagnose(result_model, soc=soc)
+        # a finding the export hid (e.g. a Focus block the doctor sees only once shapes are static):
+        # its fix joins the pipeline and the whole run starts again from the export, gated as before
+        found_late = _late_findings(after_report, pipeline)
+        if found_late:
+            say("doctor: the result needs " + ", ".join(sorted({n for f in found_late for n in f.fix}))
+                + "; running again from the export with it")
+            fresh = model_io.load(model_path)
+            text, pipeline = compose(dataclasses.replace(before, findings=[*before.findings, *found_late]), fresh)
+            say(f"apply: {len(pipeline.steps)} pass(es): {', '.join(s.name for s in pipeline.steps)}")
+            result_model, report = api.apply(fresh, pipeline, inputs=data, verify=verify, reproducer_dir=repro,
+                                             progress=say)
+            say(f"doctor: checking {out}")
+            after_report = diagnose(result_model, soc=soc)
+        _stage_outputs(plan, result_model, report, out, soc)
+        report.source = str(model_path)
+        outputs = [Path(p) for p in report.outputs]
         after_report.model = str(out)
     pipeline_file: Path | None = None
     if write_pipeline:
