@@ -25,9 +25,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _third_party() -> bool:
-    import importlib.metadata
+    """Whether an installed distribution declares ``surgery.passes`` entry points.
 
-    return bool(importlib.metadata.entry_points(group="surgery.passes"))
+    A scan of the ``*.dist-info``/``*.egg-info`` folders on ``sys.path`` for the group header: the
+    same files :mod:`importlib.metadata` reads, without its import and parsing (about 0.15 s, most of
+    ``passes list``'s start-up).
+    """
+    import os
+
+    for entry in sys.path:
+        try:
+            found = os.scandir(entry or ".")
+        except OSError:
+            continue
+        with found:
+            for item in found:
+                if not item.name.endswith((".dist-info", ".egg-info")):
+                    continue
+                try:
+                    with open(os.path.join(item.path, "entry_points.txt"), encoding="utf-8") as fh:
+                        if "[surgery.passes]" in fh.read().replace(" ", ""):
+                            return True
+                except OSError:
+                    continue
+    return False
 
 
 def _entries() -> list[dict[str, Any]]:

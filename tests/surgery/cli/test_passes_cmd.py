@@ -65,3 +65,36 @@ def test_show_rewrite_documents_the_rules_format(capsys):
     for needle in ("RULES module format", "Rule` subclass", "pattern", "build(self, b, m)", "RewriteRule",
                    "RewriteRuleSet", "--allow-code", 'rules = "my_rules:RULES"'):
         assert needle in out, needle
+
+
+def test_list_finds_an_entry_point_package_without_importlib_metadata(tmp_path, monkeypatch, capsys):
+    import sys
+    import textwrap
+
+    (tmp_path / "my_listed_plugin.py").write_text(textwrap.dedent('''
+        """A third-party pass package."""
+        from surgery.pass_base import SurgeryPass, SurgeryResult
+
+        class Listed(SurgeryPass):
+            """Do nothing, listed from an entry point."""
+            name = "test-listed-plugin"
+
+            def call(self, model):
+                return SurgeryResult(model, False)
+    '''))
+    dist = tmp_path / "my_listed_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-listed-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[surgery.passes]\nlisted = my_listed_plugin:Listed\n")
+    from surgery.cli import passes as passes_cmd
+
+    assert passes_cmd._third_party() is False
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_loaded", False)
+    try:
+        assert passes_cmd._third_party() is True
+        assert main(["passes", "list"]) == 0
+        assert "test-listed-plugin" in capsys.readouterr().out
+    finally:
+        registry.unregister("test-listed-plugin")
+        sys.modules.pop("my_listed_plugin", None)
