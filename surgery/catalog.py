@@ -19,8 +19,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INDEX_PATH", "build", "entry", "load_index", "fingerprint", "render_markdown", "render_show", "render_list",
-           "example_toml"]
+__all__ = [
+    "INDEX_PATH",
+    "build",
+    "entry",
+    "example_toml",
+    "fingerprint",
+    "load_index",
+    "render_list",
+    "render_markdown",
+    "render_show",
+]
 
 INDEX_PATH = Path(__file__).with_name("data") / "passes.json"
 _SCHEMA = 2  # 2: every entry has an "example"
@@ -55,10 +64,8 @@ def _jsonable(value: Any) -> Any:
 
 def build() -> dict[str, Any]:
     """Read every built-in pass's declaration from the registry (imports the pass library)."""
-    from surgery import registry
-    from surgery.options import describe_options
-
     import surgery.passes  # noqa: F401  (registers the built-ins)
+    from surgery import registry
 
     passes = [entry(cls) for cls in registry.all_passes() if cls.__module__.startswith("surgery.passes.")]
     # third-party passes are not shipped in the index

@@ -17,7 +17,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["GraphSummary", "GraphDiff", "render"]
+__all__ = ["GraphDiff", "GraphSummary", "render"]
 
 _MAX_NAMES = 50  # node names listed per diff category (the counts are always complete)
 

@@ -11,7 +11,7 @@ from typing import Any
 from surgery.cli import flags, static_shapes
 from surgery.writeplan import output_arg, output_or_stdout
 
-__all__ = ["register", "run", "write_report", "write_html", "graph_summary"]
+__all__ = ["graph_summary", "register", "run", "write_html", "write_report"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from surgery import api, model_io, registry
     from surgery.errors import GateError, InputError
-    from surgery.pipeline import apply_sets, is_pass_list, load_pipeline, pipeline_from_names, set_input_shapes
+    from surgery.pipeline import (
+        apply_sets,
+        is_pass_list,
+        load_pipeline,
+        pipeline_from_names,
+        set_input_shapes,
+    )
     from surgery.writeplan import WritePlan
 
     for plugin in args.plugins:  # naming a plug-in on the command line is the opt-in to run it

@@ -17,7 +17,7 @@ from typing import Any
 from surgery.cli import flags
 from surgery.writeplan import output_arg
 
-__all__ = ["register", "run", "parse_pins"]
+__all__ = ["parse_pins", "register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,11 +84,10 @@ def parse_pins(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from surgery import registry
     from surgery.errors import GateError
     from surgery.prepare import prepare
     from surgery.writeplan import WritePlan, output_or_stdout
-
-    from surgery import registry
 
     pins = parse_pins(args.pin)
     for path in args.plugins:  # naming a plug-in on the command line is the opt-in to run it

@@ -9,7 +9,7 @@ import numpy as np
 
 from surgery.pass_base import Tolerance
 
-__all__ = ["ArrayDiff", "diff_arrays", "HISTOGRAM_EDGES", "histogram_labels"]
+__all__ = ["HISTOGRAM_EDGES", "ArrayDiff", "diff_arrays", "histogram_labels"]
 
 #: Decade edges of the absolute-error histogram: bins are exactly 0, (0, 1e-10), [1e-10, 1e-9) … [1, 10), ≥ 10.
 HISTOGRAM_EDGES: tuple[float, ...] = tuple(10.0 ** k for k in range(-10, 2))

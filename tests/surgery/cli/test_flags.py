@@ -76,7 +76,7 @@ def test_a_closed_pipe_is_not_an_internal_error(tmp_path):
 
 # --- one vocabulary in every subcommand (issue 15, item 3) -------------------------------------------
 
-import argparse  # noqa: E402
+import argparse
 
 OLD = ("--json", "--soc-version", "--no-verify")
 
