@@ -1,14 +1,13 @@
 """The JSON reports follow surgery/data/report.schema.json: single, bucket, failed and prepare runs.
 
-jsonschema is not a dependency: a small validator for the subset the schema uses (type, required,
-properties, items, enum, additionalProperties, $ref) checks every report; when jsonschema is
-installed it checks them too.
+jsonschema is not a dependency: :func:`surgery.testing.schema_errors`, a small validator for the subset
+the schema uses (type, required, properties, items, enum, additionalProperties, $ref), checks every
+report; when jsonschema is installed it checks them too.
 """
 
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,62 +18,16 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 from surgery.cli import main
-from surgery.testing import make_model, vi
+from surgery.testing import make_model, report_schema, schema_errors, vi
 
-_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
-
-
-def _type_ok(value: Any, name: str) -> bool:
-    if name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if name == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, _TYPES[name])
-
-
-def _resolve(root: dict, ref: str) -> dict:
-    assert ref.startswith("#"), ref
-    node: Any = root
-    for part in [p for p in ref[1:].split("/") if p]:
-        node = node[part]
-    return node
-
-
-def errors(value: Any, schema: dict, root: dict | None = None, where: str = "$") -> list[str]:
-    """Every way ``value`` breaks ``schema`` (the subset of JSON Schema the report schema uses)."""
-    root = root if root is not None else schema
-    if "$ref" in schema:
-        return errors(value, _resolve(root, schema["$ref"]), root, where)
-    out: list[str] = []
-    if "type" in schema:
-        names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_type_ok(value, n) for n in names):
-            return [f"{where}: {type(value).__name__} is not {'/'.join(names)}"]
-    if "enum" in schema and value not in schema["enum"]:
-        out.append(f"{where}: {value!r} not one of {schema['enum']}")
-    if isinstance(value, dict):
-        for key in schema.get("required", []):
-            if key not in value:
-                out.append(f"{where}: missing {key!r}")
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for key, item in value.items():
-            if key in props:
-                out += errors(item, props[key], root, f"{where}.{key}")
-            elif extra is False:
-                out.append(f"{where}: unexpected key {key!r}")
-            elif isinstance(extra, dict):
-                out += errors(item, extra, root, f"{where}.{key}")
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            out += errors(item, schema["items"], root, f"{where}[{i}]")
-    return out
+def errors(value: Any, schema: dict) -> list[str]:
+    return schema_errors(value, schema)
 
 
 @pytest.fixture(scope="module")
 def schema() -> dict:
     # shipped in the package (package-data), read the way an installed copy is
-    return json.loads(resources.files("surgery").joinpath("data/report.schema.json").read_text(encoding="utf-8"))
+    return report_schema()
 
 
 def _validate(doc: dict, schema: dict) -> None:
