@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--buckets", metavar="SPEC", help='one static model per size, e.g. "batch=1,4,8"')
     flags.add_data(p, old="--inputs")
     flags.add_verify(p, old_off="--no-verify")
-    flags.add_report(p, what="the run (instead of the summary)")
+    flags.add_report(p, what="the run (with -, instead of the summary)")
     flags.add_html(p)
     p.add_argument("--plugin", dest="plugins", action="append", default=[], type=Path, metavar="FILE.py",
                    help="import FILE.py and register the passes it defines (repeatable; naming it is the opt-in); "
