@@ -80,6 +80,7 @@ class Expose(SurgeryPass):
     """
 
     name = "expose"
+    example = 'tensors = ["/backbone/*/Conv_output_0"]'
     Options = ExposeOptions
     numerics = Numerics.EXACT
 

@@ -71,6 +71,7 @@ class Extract(SurgeryPass):
     """
 
     name = "extract"
+    example = 'inputs = ["/backbone/Relu_output_0"]\noutputs = ["scores"]'
     Options = ExtractOptions
     numerics = Numerics.EXACT
 

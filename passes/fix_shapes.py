@@ -116,6 +116,7 @@ class FixShapes(SurgeryPass):
     """
 
     name = "fix-shapes"
+    example = 'shapes = "images:1,3,640,640"'
     Options = FixShapesOptions
     numerics = Numerics.EXACT
 

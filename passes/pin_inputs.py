@@ -63,6 +63,7 @@ class PinInputs(SurgeryPass):
     """
 
     name = "pin-inputs"
+    example = "values = { sr = 16000 }"
     Options = PinInputsOptions
     numerics = Numerics.EXACT
 

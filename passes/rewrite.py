@@ -126,9 +126,42 @@ def load_rules(spec: str, path: str | None = None) -> list[Any]:
 
 @register
 class Rewrite(RulePass):
-    """Apply rewrite rules from a user module (rules = "my_rules:RULES"), ours or onnxscript's."""
+    """Apply rewrite rules from a user module (rules = "my_rules:RULES"), ours or onnxscript's.
+
+    The RULES module format. ``rules = "my_rules:RULES"`` names a module (``my_rules.py`` in
+    ``path``, by default the passes.toml's folder; dots are sub-folders) and an attribute of it.
+    The attribute is one rule or a list/tuple of rules, each of them one of:
+
+    - a :class:`surgery.rules.Rule` subclass (instantiated with no arguments) or instance: set
+      ``name``, ``pattern`` (a tree of ``Op(op_type, *inputs, attrs={...})``, ``Var("x")`` and
+      ``Const("c", where=...)``, rooted at the node to replace) and ``build(self, b, m)``, which
+      returns one value per output of the root node, made with ``b.op("LeakyRelu", m["x"],
+      alpha=0.01)`` (new nodes are named after the replaced one); an optional ``check(self, ctx, m)``
+      returns a reason to skip a match;
+    - an onnxscript ``RewriteRule`` or ``RewriteRuleSet`` (``onnxscript.rewriter.pattern``).
+
+    Example (``my_rules.py``)::
+
+        from surgery.rules import Op, Rule, Var
+
+        class ReluToLeaky(Rule):
+            name = "relu-to-leaky"
+            pattern = Op("Relu", Var("x"))
+
+            def build(self, b, m):
+                return [b.op("LeakyRelu", m["x"], alpha=0.01)]
+
+        RULES = [ReluToLeaky]
+
+    Anything else in RULES is refused with a one-line error, as is an empty list. The module is
+    user code: a pipeline file that names it runs only with ``--allow-code``. Modules shipped with
+    onnx-surgery (``surgery.rules.library:EXACT``) need no ``path``. The rules run once over every
+    graph (If/Loop/Scan bodies and functions too); the parity gate checks the result, or, with
+    ``changes_semantics = true``, reports the deviation instead of failing.
+    """
 
     name = "rewrite"
+    example = 'rules = "my_rules:RULES"\npath = "."\nchanges_semantics = true'
     numerics = Numerics.EXACT
 
     @dataclasses.dataclass(frozen=True)

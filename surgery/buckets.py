@@ -76,13 +76,19 @@ class BucketsResult:
     def ok(self) -> bool:
         return all(r.report.ok for r in self.runs)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "buckets": [r.to_dict() for r in self.runs],
-            "dynamic_batch_alternative": self.dynamic_batch.to_dict() if self.dynamic_batch else None,
-            "gears_alternative": self.gears.to_dict() if self.gears else None,
-        }
+    def to_dict(self, *, source: str | None = None) -> dict[str, Any]:
+        """The same top-level keys as a single run's report (:func:`surgery.report.envelope`), ``kind`` buckets."""
+        from surgery.report import envelope
+
+        errors = [r.report.error for r in self.runs if r.report.error]
+        head = envelope(
+            "buckets", source=source if source is not None else (self.runs[0].report.source if self.runs else ""),
+            ok=self.ok, error=errors[0] if errors else None,
+            outputs=[o for r in self.runs for o in r.report.outputs], seconds=sum(r.report.seconds for r in self.runs),
+            steps=[], buckets=[r.to_dict() for r in self.runs],
+        )
+        return {**head, "dynamic_batch_alternative": self.dynamic_batch.to_dict() if self.dynamic_batch else None,
+                "gears_alternative": self.gears.to_dict() if self.gears else None}
 
 
 def _gears_verified(runs: list[BucketRun], *, batch: bool) -> bool:
@@ -109,19 +115,45 @@ def bucket_label(binding: Mapping[str, int]) -> str:
     return "_".join(parts)
 
 
-def bucket_pipeline(pipeline: Pipeline, binding: Mapping[str, int]) -> Pipeline:
-    """A copy of ``pipeline`` whose ``fix-shapes`` step also binds ``binding`` (added first if absent)."""
+def bucket_pipeline(pipeline: Pipeline, binding: Mapping[str, int], model: ir.Model | None = None) -> Pipeline:
+    """A copy of ``pipeline`` whose ``fix-shapes`` step also binds ``binding`` (added first if absent).
+
+    The buckets win over the step's ``shapes``: with ``model``, an axis the binding covers (by dim
+    name or as ``x[0]``) is left to the binding (-1) instead of conflicting with a size written for
+    it (the batch 1 a doctor-emitted or ``prepare``-composed pipeline fixes).
+    """
     from surgery.passes.fix_shapes import FixShapes
 
     steps = list(pipeline.steps)
     for i, step in enumerate(steps):
         if step.name == FixShapes.name:
             dims = {**step.pass_.options.dims, **binding}
-            steps[i] = Step(step.pass_.with_options(dims=dims), step.verify)
+            changes: dict[str, Any] = {"dims": dims}
+            if model is not None and step.pass_.options.shapes:
+                changes["shapes"] = _leave_bucketed(step.pass_.options.shapes, binding, model)
+            steps[i] = Step(step.pass_.with_options(**changes), step.verify)
             break
     else:
         steps.insert(0, Step(FixShapes(dims=dict(binding))))
     return dataclasses.replace(pipeline, steps=steps, buckets={})
+
+
+def _leave_bucketed(shapes: Any, binding: Mapping[str, int], model: ir.Model) -> Any:
+    """``shapes`` with -1 ("keep") at every input axis the bucket ``binding`` sets."""
+    from surgery.shapes.spec import parse_shapes
+
+    parsed = {k: list(v) for k, v in parse_shapes(shapes, where="fix-shapes.shapes").items()}
+    changed = False
+    for value in model.graph.inputs:
+        dims = parsed.get(value.name)
+        if not dims or value.shape is None or len(value.shape) != len(dims):
+            continue
+        for axis, dim in enumerate(value.shape):
+            named = isinstance(dim, ir.SymbolicDim) and dim.value in binding
+            if (named or f"{value.name}[{axis}]" in binding) and dims[axis] != -1:
+                dims[axis] = -1
+                changed = True
+    return parsed if changed else shapes
 
 
 def _fresh(model: model_io.ModelLike) -> Any:
@@ -255,7 +287,7 @@ def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]]
             progress(f"bucket {label}")
         try:
             result, report = apply(
-                working, bucket_pipeline(pipe, binding), inputs=inputs, verify=verify, output=target,
+                working, bucket_pipeline(pipe, binding, working if isinstance(working, ir.Model) else None), inputs=inputs, verify=verify, output=target,
                 reproducer_dir=(Path(reproducer_dir) / label) if reproducer_dir else None, progress=progress,
                 soc_version=soc_version, write_plan=plan,
             )

@@ -19,10 +19,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INDEX_PATH", "build", "load_index", "fingerprint", "render_markdown", "render_show", "render_list"]
+__all__ = [
+    "INDEX_PATH",
+    "build",
+    "entry",
+    "example_toml",
+    "fingerprint",
+    "load_index",
+    "render_list",
+    "render_markdown",
+    "render_show",
+]
 
 INDEX_PATH = Path(__file__).with_name("data") / "passes.json"
-_SCHEMA = 1
+_SCHEMA = 2  # 2: every entry has an "example"
 
 
 def _passes_dir() -> Path | None:
@@ -54,30 +64,45 @@ def _jsonable(value: Any) -> Any:
 
 def build() -> dict[str, Any]:
     """Read every built-in pass's declaration from the registry (imports the pass library)."""
+    import surgery.passes  # noqa: F401  (registers the built-ins)
     from surgery import registry
+
+    passes = [entry(cls) for cls in registry.all_passes() if cls.__module__.startswith("surgery.passes.")]
+    # third-party passes are not shipped in the index
+    return {"schema": _SCHEMA, "fingerprint": fingerprint(), "passes": passes}
+
+
+def entry(cls: Any) -> dict[str, Any]:
+    """One pass's declaration as catalogue data (what ``passes show`` and ``docs/passes.md`` print)."""
     from surgery.options import describe_options
 
-    import surgery.passes  # noqa: F401  (registers the built-ins)
+    tol = cls.default_tolerance
+    options = [
+        {"name": o.name, "type": o.type, "default": _jsonable(o.default), "required": o.required, "help": o.help}
+        for o in describe_options(cls.Options)
+    ]
+    return {
+        "name": cls.name,
+        "module": cls.__module__,
+        "numerics": cls.numerics.value,
+        "gate": bool(cls.is_gate),
+        "summary": cls.summary(),
+        "description": cls.description(),
+        "default_tolerance": {"rtol": tol.rtol, "atol": tol.atol} if tol is not None else None,
+        "options": options,
+        "example": example_toml(cls.name, options, getattr(cls, "example", "")),
+    }
 
-    passes = []
-    for cls in registry.all_passes():
-        if not cls.__module__.startswith("surgery.passes."):
-            continue  # third-party: not shipped in the index
-        tol = cls.default_tolerance
-        passes.append({
-            "name": cls.name,
-            "module": cls.__module__,
-            "numerics": cls.numerics.value,
-            "gate": bool(cls.is_gate),
-            "summary": cls.summary(),
-            "description": cls.description(),
-            "default_tolerance": {"rtol": tol.rtol, "atol": tol.atol} if tol is not None else None,
-            "options": [
-                {"name": o.name, "type": o.type, "default": _jsonable(o.default), "required": o.required, "help": o.help}
-                for o in describe_options(cls.Options)
-            ],
-        })
-    return {"schema": _SCHEMA, "fingerprint": fingerprint(), "passes": passes}
+
+def example_toml(name: str, options: list[dict[str, Any]], example: str = "") -> str:
+    """A ``[[pass]]`` table for the pass: its declared ``example`` keys, else up to two defaults."""
+    lines = ["[[pass]]", f"name = {json.dumps(name)}"]
+    if example.strip():
+        lines += [line.rstrip() for line in example.strip().splitlines()]
+    else:
+        lines += [f"{o['name']} = {_toml_example(o['default'])}" for o in options
+                  if not o["required"] and o["default"] not in (None, "", [], {}) and _finite(o["default"])][:2]
+    return "\n".join(lines)
 
 
 def load_index() -> dict[str, Any] | None:
@@ -113,13 +138,16 @@ def render_show(p: dict[str, Any]) -> str:
     lines.append("")
     if not p["options"]:
         lines.append("options: none")
-        return "\n".join(lines)
-    lines.append("options:")
-    for o in p["options"]:
-        default = "required" if o["required"] else f"default {_show_default(o['default'])}"
-        lines.append(f"  {o['name']} ({o['type']}; {default})")
-        if o["help"]:
-            lines.append(f"      {o['help']}")
+    else:
+        lines.append("options:")
+        for o in p["options"]:
+            default = "required" if o["required"] else f"default {_show_default(o['default'])}"
+            lines.append(f"  {o['name']} ({o['type']}; {default})")
+            if o["help"]:
+                lines.append(f"      {o['help']}")
+    example = p.get("example") or example_toml(p["name"], p["options"])
+    lines += ["", "example (passes.toml; or name the pass on the command line and give these keys with "
+              f"--set {p['name']}.KEY=VALUE):", *(f"  {line}" for line in example.splitlines())]
     return "\n".join(lines)
 
 
@@ -158,15 +186,22 @@ def render_markdown(index: dict[str, Any]) -> str:
             for o in p["options"]:
                 default = "required" if o["required"] else f"`{_show_default(o['default'])}`"
                 out.append(f"| `{o['name']}` | `{_md_cell(o['type'])}` | {_md_cell(default)} | {_md_cell(o['help'])} |")
-        example = [f'name = "{p["name"]}"'] + [
-            f"{o['name']} = {_toml_example(o['default'])}" for o in p["options"] if not o["required"] and o["default"] not in (None, "", [], {})
-        ][:2]
-        out += ["", "```toml", "[[pass]]", *example, "```"]
+        example = p.get("example") or example_toml(p["name"], p["options"])
+        out += ["", "```toml", *example.splitlines(), "```"]
     return "\n".join(out) + "\n"
 
 
+def _finite(value: Any) -> bool:
+    """A pipeline file holds no inf/nan (they are refused), so an example never shows one."""
+    import math
+
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def _toml_example(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, bool) else ("true" if value else "false")
+    from surgery import tomlwrite
+
+    return tomlwrite.value(value)
 
 
 def _md_cell(text: str) -> str:

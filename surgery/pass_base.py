@@ -19,6 +19,7 @@ import dataclasses
 import enum
 import inspect
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -131,6 +132,9 @@ class SurgeryPass(ir.passes.InPlacePass):
     default_tolerance: ClassVar[Tolerance | None] = None
     is_gate: ClassVar[bool] = False
     """A gate pass only inspects the model and raises when a condition does not hold."""
+    example: ClassVar[str] = ""
+    """The keys of a typical ``[[pass]]`` table after ``name`` (TOML lines), shown by ``passes show``;
+    empty: the catalogue builds one from the defaults (a pass with required options must set it)."""
 
     def __init__(self, options: Any = None, /, **kwargs: Any) -> None:
         super().__init__()
@@ -163,7 +167,15 @@ class SurgeryPass(ir.passes.InPlacePass):
 
     @classmethod
     def description(cls) -> str:
-        return inspect.getdoc(cls) or ""
+        """The class docstring; when it is one line, its module's docstring body says the why."""
+        doc = inspect.getdoc(cls) or ""
+        if len(doc.strip().splitlines()) > 1:
+            return doc
+        module = sys.modules.get(cls.__module__)
+        body = (inspect.getdoc(module) or "").strip().split("\n", 1) if module is not None else []
+        if len(body) > 1 and body[1].strip():
+            return f"{doc.strip()}\n\n{inspect.cleandoc(body[1])}"
+        return doc
 
     def user_code(self) -> str | None:
         """The user's Python file (or module) this pass imports when it runs; None for none.

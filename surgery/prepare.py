@@ -257,19 +257,49 @@ def _pin_block(pins: Mapping[str, Any]) -> str:
     return "# pins given on the command line (--pin): these inputs become constants\n" + body + "\n"
 
 
-def _compose_text(emitted_text: str, pins: Mapping[str, Any], data: Path | None, header: str) -> str:
+def _extra_block(names: Sequence[str], sets: Sequence[str]) -> str:
+    """``[[pass]]`` tables for ``--pass`` names, with their ``--set NAME.KEY=VALUE`` options."""
+    from surgery import registry, tomlwrite
+    from surgery.options import did_you_mean
+    from surgery.pipeline import parse_set
+
+    tables: list[dict[str, Any]] = []
+    for name in names:
+        registry.get(name)  # the unknown-pass error, with its did-you-mean
+        tables.append({"name": name})
+    for assignment in sets:
+        step, key, value = parse_set(assignment)
+        targets = [t for t in tables if t["name"] == step]
+        if not targets:
+            raise PipelineError(f"--set {assignment}: no --pass named '{step}'{did_you_mean(step, list(names))}")
+        if key in ("name", "verify"):
+            raise PipelineError(f"--set {assignment}: '{key}' is not a pass option")
+        for table in targets:
+            table[key] = value
+    if not tables:
+        return ""
+    return "# passes given on the command line (--pass)\n" + tomlwrite.dumps({"pass": tables}).strip() + "\n"
+
+
+def _compose_text(emitted_text: str, pins: Mapping[str, Any], data: Path | None, header: str, *,
+                  plugins: Sequence[Path] = (), extra: str = "") -> str:
     """The emitted pipeline with the user's pins first and the parity data named, as one TOML text."""
+    from surgery import tomlwrite
+
     lines = emitted_text.splitlines()
     at = next((i for i, line in enumerate(lines) if line.strip() == "[[pass]]" or line.startswith("# fixes:")), len(lines))
     head, tail = lines[:at], lines[at:]
     parts = [header, *head]
+    if plugins:  # a top-level key: before any table
+        parts += ["# plug-ins given with --plugin: replaying this file runs their code only with --allow-code",
+                  tomlwrite.dumps({"plugins": [str(p) for p in plugins]}).strip(), ""]
     if data is not None:
-        from surgery import tomlwrite
-
         parts += [tomlwrite.dumps({"inputs": {"data": str(data)}}).strip(), ""]
     if pins:
         parts += [_pin_block(pins)]
     parts += tail
+    if extra:
+        parts += ["", extra]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -310,6 +340,21 @@ def _check_bucketed_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]],
                 fixed = ",".join("-1" if a == axis else str(d) for a, d in enumerate(given))
                 raise InputError(f"--input-shape fixes input '{value.name}' dim {axis} to {size}, but --buckets binds it "
                                  f"({key}): write -1 there, e.g. --input-shape {_shell_word(f'{value.name}:{fixed}')}")
+def _late_findings(after: Any, pipeline: Any) -> list[Any]:
+    """Will-fail findings of the result whose fix is a registered pass the pipeline did not run."""
+    from surgery import registry
+    from surgery.doctor.pipeline import USER_DECISION_PASSES
+
+    ran = {step.name for step in pipeline.steps}
+    known = set(registry.names())
+    late = []
+    for finding in after.findings:
+        if finding.severity.value != "will-fail":
+            continue
+        fixes = [name for name in finding.fix if name not in ran]
+        if fixes and all(name in known and name not in USER_DECISION_PASSES for name in fixes):
+            late.append(finding)
+    return late
 
 
 def prepare(
@@ -328,6 +373,11 @@ def prepare(
     write_plan: Any = None,
     precision: str | None = None,
     precision_flag: str = "precision_mode",
+    extra_passes: Sequence[str] = (),
+    sets: Sequence[str] = (),
+    plugins: Sequence[str | os.PathLike] = (),
+    on_loaded: Callable[[ir.Model], None] | None = None,
+    allow_code: bool = False,
 ) -> PrepareResult:
     """From an exported model to a compiler-ready one: doctor → pipeline → gated apply → doctor.
 
@@ -346,6 +396,13 @@ def prepare(
             ``OUT.keep_dtype.txt`` and the atc line carries the precision flags; the model is ready
             only when the mode, or the mode with its keep-list, meets tolerance.
         precision_flag: ``"precision_mode"`` or ``"precision_mode_v2"`` for the atc line.
+        extra_passes: registered pass names to run after the doctor's fixes (``--pass``).
+        sets: ``NAME.KEY=VALUE`` options of those passes (``--set``).
+        plugins: plug-in files already imported by the caller (``--plugin``, the opt-in to run their
+            code): named in ``OUT.passes.toml`` so that a replay loads them (with ``--allow-code``).
+        on_loaded: called with the input model once loaded, before any pass changes it (the HTML
+            report's graph diff takes its summary there).
+        allow_code: let the ``extra_passes`` import the code their options name (``--allow-code``).
         write_plan: the caller's :class:`surgery.writeplan.WritePlan` (the CLI's, which adds its
             report and commits); without it the run checks and commits its own files. Either way the
             outputs and ``OUT.passes.toml`` are checked against every input before the run and
@@ -369,6 +426,8 @@ def prepare(
     bucket_spec = parse_bucket_spec(buckets, where="--buckets") if buckets else {}
     say(f"loading {model_path}")
     ir_model = model_io.load(model_path)
+    if on_loaded is not None:
+        on_loaded(ir_model)
     from surgery.writeplan import WritePlan
 
     plan = write_plan if write_plan is not None else WritePlan()
@@ -396,23 +455,34 @@ def prepare(
     missing = pending_decisions(ir_model, before, input_shapes=shapes, pins=pins, bucket_keys=list(bucket_spec))
     if missing:
         raise InputError("a decision is needed before anything is written: " + describe_decisions(missing))
-    # the pinned inputs are decided: drop them from what fix-shapes must cover
-    emitted = emit_pipeline(before, ir_model, input_shapes={k: list(v) for k, v in shapes.items()}, pinned=list(pins))
-    if emitted.problems:
-        raise PipelineError(f"the pipeline for this model cannot be completed: {emitted.problems[0]}")
     from surgery import tomlwrite
 
     header = tomlwrite.comment(f"written by `surgery prepare` for {model_path.name}" + (f" (SoC {soc})" if soc else "")
                                + f"; repeat with: surgery apply {pipeline_path(out).name} MODEL -o OUT")
-    text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header)
-    if precision is not None:
-        text = _with_precision(text, precision, precision_flag, data)
-    try:
-        pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent)
-    except tomllib.TOMLDecodeError as exc:  # our own text: a bug, but say it in one line
-        raise PipelineError(f"the composed pipeline is not valid TOML: {exc}") from None
-    if bucket_spec:
-        pipeline.buckets = dict(bucket_spec)
+    plugin_paths = [Path(p).resolve() for p in plugins]
+    extra_text = _extra_block(list(extra_passes), list(sets))
+
+    def compose(findings_report: Any, source: ir.Model) -> tuple[str, Any]:
+        # the pinned inputs are decided: drop them from what fix-shapes must cover
+        emitted = emit_pipeline(findings_report, source, input_shapes={k: list(v) for k, v in shapes.items()},
+                                pinned=list(pins))
+        if emitted.problems:
+            raise PipelineError(f"the pipeline for this model cannot be completed: {emitted.problems[0]}")
+        text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header, plugins=plugin_paths,
+                             extra=extra_text)
+        if precision is not None:  # last: the plan is made on the model ATC will compile
+            text = _with_precision(text, precision, precision_flag, data)
+        try:
+            # the plug-ins were named by the caller (the opt-in); nothing else in this text is code
+            pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent,
+                                      allow_code=bool(plugin_paths) or allow_code)
+        except tomllib.TOMLDecodeError as exc:  # our own text: a bug, but say it in one line
+            raise PipelineError(f"the composed pipeline is not valid TOML: {exc}") from None
+        if bucket_spec:
+            pipeline.buckets = dict(bucket_spec)
+        return text, pipeline
+
+    text, pipeline = compose(before, ir_model)
     steps = ", ".join(s.name for s in pipeline.steps) or "none"
     say(f"apply: {len(pipeline.steps)} pass(es): {steps}")
     outputs: list[Path] = []
@@ -436,12 +506,28 @@ def prepare(
             afters.append(after)
         after_report: Any = afters
     else:
-        result_model, report = api.apply(ir_model, pipeline, inputs=data, verify=verify, output=out,
-                                         reproducer_dir=repro, progress=say, soc_version=soc, write_plan=plan)
-        report.source = str(model_path)
-        outputs = [Path(p) for p in report.outputs]
+        from surgery.api import _stage_outputs
+
+        result_model, report = api.apply(ir_model, pipeline, inputs=data, verify=verify, reproducer_dir=repro,
+                                         progress=say)
         say(f"doctor: checking {out}")
         after_report = diagnose(result_model, soc=soc)
+        # a finding the export hid (e.g. a Focus block the doctor sees only once shapes are static):
+        # its fix joins the pipeline and the whole run starts again from the export, gated as before
+        found_late = _late_findings(after_report, pipeline)
+        if found_late:
+            say("doctor: the result needs " + ", ".join(sorted({n for f in found_late for n in f.fix}))
+                + "; running again from the export with it")
+            fresh = model_io.load(model_path)
+            text, pipeline = compose(dataclasses.replace(before, findings=[*before.findings, *found_late]), fresh)
+            say(f"apply: {len(pipeline.steps)} pass(es): {', '.join(s.name for s in pipeline.steps)}")
+            result_model, report = api.apply(fresh, pipeline, inputs=data, verify=verify, reproducer_dir=repro,
+                                             progress=say)
+            say(f"doctor: checking {out}")
+            after_report = diagnose(result_model, soc=soc)
+        _stage_outputs(plan, result_model, report, out, soc)
+        report.source = str(model_path)
+        outputs = [Path(p) for p in report.outputs]
         after_report.model = str(out)
     pipeline_file: Path | None = None
     if write_pipeline:

@@ -20,9 +20,34 @@ from surgery.verify.compare import ArrayDiff
 if TYPE_CHECKING:  # pragma: no cover
     from surgery.gates.base import Outcome
 
-__all__ = ["ModelStats", "StepReport", "Report", "jsonable", "REPORT_SCHEMA_VERSION"]
+__all__ = ["ModelStats", "StepReport", "Report", "jsonable", "envelope", "REPORT_SCHEMA_VERSION"]
 
-REPORT_SCHEMA_VERSION = 2
+REPORT_SCHEMA_VERSION = 3
+"""3: every report (single run, bucket run, prepare) has the same top-level keys (:func:`envelope`),
+described by ``surgery/data/report.schema.json``."""
+
+
+def envelope(kind: str, *, source: str, ok: bool, error: str | None, outputs: list[str], seconds: float,
+             steps: list[dict[str, Any]], buckets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The top-level keys every JSON report starts with, whatever made it.
+
+    ``kind`` is ``single`` (one apply run: ``steps`` are its passes, ``buckets`` is empty),
+    ``buckets`` (one run per size: ``steps`` is empty, each of ``buckets`` holds its own report) or
+    ``prepare`` (doctor, apply, doctor: either of the two shapes inside).
+    """
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "kind": kind,
+        "tool": _versions(),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "ok": ok,
+        "error": error,
+        "outputs": outputs,
+        "seconds": round(seconds, 4),
+        "steps": steps,
+        "buckets": buckets,
+    }
 
 
 @dataclasses.dataclass
@@ -185,25 +210,19 @@ class Report:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
+        head = envelope("single", source=self.source, ok=self.ok, error=self.error, outputs=list(self.outputs),
+                        seconds=self.seconds, steps=[s.to_dict() for s in self.steps], buckets=[])
         return {
-            "schema_version": REPORT_SCHEMA_VERSION,
-            "tool": _versions(),
-            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": self.source,
-            "ok": self.ok,
-            "error": self.error,
+            **head,
             "oracle": self.oracle,
             "inputs": self.inputs,
             "initial": self.initial.to_dict() if self.initial else None,
-            "steps": [s.to_dict() for s in self.steps],
             "final_checks": self.final_checks,
             "final": [o.to_dict() for o in self.final],
             "gate_setup": {k: round(v, 4) for k, v in self.gate_setup.items()},
-            "outputs": self.outputs,
             "artifacts": self.artifacts,
             "notes": self.notes,
-            "seconds": round(self.seconds, 4),
-            **_jsonable(self.extra),
+            **{k: v for k, v in _jsonable(self.extra).items() if k not in head},
         }
 
     def write_json(self, path: str | Path) -> None:

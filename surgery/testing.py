@@ -82,3 +82,60 @@ def assert_close(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], rtol:
                  names: Iterable[str] | None = None) -> None:
     for key in names if names is not None else b:
         np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"object": dict, "array": list, "string": str, "boolean": bool,
+                                                   "null": type(None)}
+
+
+def _json_type_ok(value: object, name: str) -> bool:
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, _JSON_TYPES[name])
+
+
+def report_schema() -> dict:
+    """The JSON Schema of the run report, as shipped in the package (``surgery/data/report.schema.json``)."""
+    import json
+    from importlib import resources
+
+    return json.loads(resources.files("surgery").joinpath("data/report.schema.json").read_text(encoding="utf-8"))
+
+
+def schema_errors(value: object, schema: dict | None = None, *, root: dict | None = None, where: str = "$") -> list[str]:
+    """Every way ``value`` breaks ``schema`` (default: the report schema), one line each.
+
+    Covers the subset of JSON Schema the report schema uses: ``type`` (one or a list), ``required``,
+    ``properties``, ``items``, ``enum``, ``additionalProperties`` (false or a schema) and local
+    ``$ref`` (``#`` and ``#/$defs/NAME``); jsonschema is not a dependency.
+    """
+    schema = report_schema() if schema is None else schema
+    root = schema if root is None else root
+    if "$ref" in schema:
+        node: object = root
+        for part in [p for p in schema["$ref"].lstrip("#").split("/") if p]:
+            node = node[part]  # type: ignore[index]
+        return schema_errors(value, node, root=root, where=where)  # type: ignore[arg-type]
+    if "type" in schema:
+        names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(_json_type_ok(value, n) for n in names):
+            return [f"{where}: {type(value).__name__} is not {'/'.join(names)}"]
+    out: list[str] = []
+    if "enum" in schema and value not in schema["enum"]:
+        out.append(f"{where}: {value!r} not one of {schema['enum']}")
+    if isinstance(value, dict):
+        out += [f"{where}: missing {key!r}" for key in schema.get("required", []) if key not in value]
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in props:
+                out += schema_errors(item, props[key], root=root, where=f"{where}.{key}")
+            elif extra is False:
+                out.append(f"{where}: unexpected key {key!r}")
+            elif isinstance(extra, dict):
+                out += schema_errors(item, extra, root=root, where=f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            out += schema_errors(item, schema["items"], root=root, where=f"{where}[{i}]")
+    return out

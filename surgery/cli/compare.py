@@ -2,7 +2,7 @@
 
 Both models run in ONNX Runtime with their intermediate tensors exposed, matched by name (and
 through ``--renamed`` maps recorded by passes). The comparison streams in chunks: per-tensor lines
-are printed as they come and ``--json`` is written incrementally; only statistics are kept. Exit
+are printed as they come and ``--report`` is written incrementally; only statistics are kept. Exit
 code 0 when every shared tensor is within tolerance, 1 otherwise.
 """
 
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from surgery.cli import flags
 from surgery.cli.flags import tolerance
 from surgery.errors import InputError, one_line
-from surgery.errors import InputError
 from surgery.shapes.dims import is_static_shape
-from surgery.writeplan import output_arg
 
 __all__ = ["register", "run"]
 
@@ -36,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run this model after B, fed B's outputs (B is a split head); repeatable")
     flags.add_data(p, old="--inputs")
     flags.add_pipeline_inputs(p)
-    p.add_argument("--json", type=output_arg, metavar="OUT.json", help="write every tensor's statistics here (streamed)")
+    flags.add_report(p, what="every tensor's statistics (streamed)", old="--json")
     p.add_argument("--renamed", type=Path, action="append", default=[], metavar="MAP.json",
                    help="a JSON object {name in A: name in B} (repeatable, applied in order)")
     p.add_argument("--rtol", type=tolerance, default=1e-4, help="relative tolerance (default 1e-4)")
@@ -51,8 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 class _JsonStream:
     """Writes ``{"tensors": [...], "summary": {...}}`` one tensor at a time (into the staging folder)."""
 
-    def __init__(self, path: Path) -> None:
-        self.file: TextIO = path.open("w", encoding="utf-8")
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
         self.file.write('{"tensors": [\n')
         self.count = 0
 
@@ -64,7 +63,8 @@ class _JsonStream:
 
     def close(self, summary: dict[str, Any]) -> None:
         self.file.write('\n],\n"summary": ' + json.dumps(summary, indent=1) + "}\n")
-        self.file.close()
+        if self.file is not sys.stdout:
+            self.file.close()
 
 
 def _renames(paths: list[Path]) -> list[dict[str, str]]:
@@ -85,7 +85,7 @@ def _real_inputs(model: Any) -> list[str]:
     return [v.name for v in model.graph.inputs if v.name not in model.graph.initializers]
 
 
-def _check_inputs(a: Any, b: Any, config: Any, hints: Any, args: argparse.Namespace) -> None:
+def _check_inputs(a: Any, b: Any, config: Any, hints: Any, args: argparse.Namespace, out: TextIO) -> None:
     """Refuse to compare models that take different inputs unless the values that differ are known.
 
     A pass that pins an input (``pin-inputs``) leaves B without it: A must be fed the pinned value,
@@ -113,7 +113,7 @@ def _check_inputs(a: Any, b: Any, config: Any, hints: Any, args: argparse.Namesp
         )
     for name in a_inputs:
         if name not in b_inputs:
-            print(one_line(f"input {name}: pinned in {Path(args.b).name}; {Path(args.a).name} is fed the same value"))
+            print(one_line(f"input {name}: pinned in {Path(args.b).name}; {Path(args.a).name} is fed the same value"), file=out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,8 +122,10 @@ def run(args: argparse.Namespace) -> int:
     from surgery.verify.inputs import InputsConfig, plan_inputs
     from surgery.verify.layerwise import compare_layerwise
 
-    from surgery.writeplan import WritePlan
+    from surgery.writeplan import WritePlan, output_or_stdout
 
+    report_path = output_or_stdout(args.report, "--report")
+    out = sys.stderr if args.report == "-" else sys.stdout  # stdout carries the JSON with --report -
     a = model_io.load(args.a)
     b_chain = [model_io.load(args.b)] + [model_io.load(t) for t in args.tail]
     writes = args.write_plan = WritePlan()
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     writes.read(args.pipeline, "the pipeline (--pipeline)")
     for path in args.renamed:
         writes.read(path, "the rename map (--renamed)")
-    writes.write(args.json, "the JSON statistics (--json)")
+    writes.write(report_path, "the JSON statistics (--report)")
     renamed = _renames(args.renamed)
     inputs_config = InputsConfig(data=args.data)
     hints = FeedHints()
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         inputs_config = InputsConfig(specs=pipeline.inputs.specs, data=args.data or pipeline.inputs.data)
         for step in pipeline.steps:
             hints.merge(step.pass_.feed_hints(a))
-    _check_inputs(a, b_chain[0], inputs_config, hints, args)
+    _check_inputs(a, b_chain[0], inputs_config, hints, args, out)
     # B's static input shapes decide generated shapes, so that a model with fixed shapes runs too
     for v in b_chain[0].graph.inputs:
         if is_static_shape(v.shape) and v.name:
@@ -155,13 +157,17 @@ def run(args: argparse.Namespace) -> int:
     hints.shapes = {k: s for k, s in hints.shapes.items() if k in a_dynamic}
     plan = plan_inputs(a, inputs_config, hints)
     for name, how in plan.provenance.items():
-        print(one_line(f"input {name}: {how}"))
+        print(one_line(f"input {name}: {how}"), file=out)
     tol = Tolerance(args.rtol, args.atol)
-    stream = _JsonStream(writes.transaction.add_file(args.json)) if args.json else None
+    stream = None
+    if report_path is not None:
+        stream = _JsonStream(writes.transaction.add_file(report_path).open("w", encoding="utf-8"))
+    elif args.report == "-":
+        stream = _JsonStream(sys.stdout)
 
     def on_result(entry: Any) -> None:
         if not args.failures_only or not entry.ok:
-            print(entry.line())
+            print(entry.line(), file=out)
         if stream is not None:
             stream.add(entry.to_dict())
 
@@ -170,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                                    renamed=renamed or None, budget_bytes=int(args.budget_mb * (1 << 20)),
                                    on_result=on_result, stop_at_first=args.stop_at_first)
     except BaseException:
-        if stream is not None:
+        if stream is not None and stream.file is not sys.stdout:
             stream.file.close()
         writes.abort()  # a comparison that did not finish writes nothing
         raise
@@ -179,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         summary.pop("tensors")
         stream.close(summary)
         writes.commit()
-    print(report.summary())
+    print(report.summary(), file=out)
     if not report.compared:
         raise InputError(f"{args.a} and {args.b} share no tensor: nothing was compared (are they versions of one model? "
                          "--renamed maps names that changed)")

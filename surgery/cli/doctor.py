@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from surgery.cli import flags
 from surgery.errors import InputError, PipelineError
 from surgery.writeplan import WritePlan, output_arg, output_or_stdout
 
@@ -24,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "AICPU-only kernels, per-op limits). Exit 0 when nothing will fail, 1 when something will, 2 for bad input.",
     )
     p.add_argument("model", type=Path)
-    p.add_argument("--soc", metavar="SOC", help="target SoC for the AICPU check (e.g. Ascend310, Ascend310P3)")
-    p.add_argument("--json", metavar="OUT.json", help="write the report as JSON ('-' prints it instead of the table)")
+    flags.add_soc(p, what="the AICPU check", old="--soc-version")
+    flags.add_report(p, what="the diagnosis (instead of the table)", old="--json")
     p.add_argument("--emit-pipeline", type=output_arg, metavar="PASSES.toml",
                    help="write a passes.toml that applies every available fix")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     plan = args.write_plan = WritePlan()
     plan.read_model(model, args.model)
-    json_path = output_or_stdout(args.json, "--json")
-    plan.write(json_path, "the JSON report (--json)")
+    json_path = output_or_stdout(args.report, "--report")
+    plan.write(json_path, "the JSON report (--report)")
     plan.write(args.emit_pipeline, "the emitted pipeline (--emit-pipeline)")
     if input_shapes:
         names = {v.name for v in model.graph.inputs}
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--input-shape: no input named {', '.join(unknown)}; the inputs are {', '.join(sorted(names))}")
     report = diagnose(model, soc=args.soc)
     report.model = str(args.model)
-    if args.json == "-":
+    if args.report == "-":
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(render_table(report), end="")

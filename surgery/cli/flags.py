@@ -14,7 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["deprecated_alias", "add_data", "add_pipeline_inputs", "add_progress", "progress_printer", "tolerance"]
+__all__ = ["deprecated_alias", "add_data", "add_report", "add_soc", "add_verify", "add_pipeline_inputs", "add_progress",
+           "add_html", "progress_printer", "tolerance", "VERIFY_CHOICES"]
+
+#: The one vocabulary of ``--verify``: gates after each pass, once at the end, or not at all.
+VERIFY_CHOICES: tuple[str, ...] = ("each", "end", "off")
 
 
 class _Deprecated(argparse.Action):
@@ -27,12 +31,54 @@ class _Deprecated(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         print(f"surgery: note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 
 def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs: Any) -> None:
-    """Accept ``old`` as a hidden synonym of ``new`` (same ``dest``), with a deprecation note."""
+    """Accept ``old`` as a hidden synonym of ``new`` (same ``dest``), with a deprecation note.
+
+    A switch (``--no-verify``) is ``nargs=0`` with the ``const`` it stands for (``"off"``).
+    """
     parser.add_argument(old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS, **kwargs)
+
+
+def add_report(parser: argparse.ArgumentParser, *, what: str = "the report", old: str | None = None) -> None:
+    """``--report FILE``: JSON (``-`` prints it to stdout, the text then goes to stderr)."""
+    parser.add_argument("--report", metavar="FILE", type=_report_arg, help=f"write {what} as JSON ('-' prints it on stdout)")
+    if old:
+        deprecated_alias(parser, old, "--report", "report", type=_report_arg)
+
+
+def _report_arg(text: str) -> str:
+    """argparse type of ``--report``: '-' or a usable file name (checked as ``-o`` is), kept as text."""
+    from surgery.writeplan import output_arg
+
+    return text if text == "-" else str(output_arg(text))
+
+
+def add_soc(parser: argparse.ArgumentParser, *, what: str = "the atc command lines", old: str | None = None) -> None:
+    """``--soc SOC``: the target Ascend SoC."""
+    parser.add_argument("--soc", metavar="SOC", help=f"target Ascend SoC (e.g. Ascend310P3) for {what}")
+    if old:
+        deprecated_alias(parser, old, "--soc", "soc")
+
+
+def add_verify(parser: argparse.ArgumentParser, *, default: str | None = None, old_off: str | None = None) -> None:
+    """``--verify each|end|off``: when the gates run; ``old_off`` is a deprecated switch meaning ``off``."""
+    parser.add_argument("--verify", choices=VERIFY_CHOICES, default=default,
+                        help="when the gates run: after each pass, once at the end, or not at all"
+                             + (f" (default {default})" if default else ""))
+    if old_off:
+        deprecated_alias(parser, old_off, "--verify off", "verify", nargs=0, const="off")
+
+
+def add_html(parser: argparse.ArgumentParser) -> None:
+    """``--html FILE``: a self-contained page of the run (tables, error histograms, graph diff)."""
+    from surgery.writeplan import output_arg
+
+    parser.add_argument("--html", metavar="FILE", type=output_arg,
+                        help="also write the run as one self-contained HTML page (no network): passes, gate times, "
+                             "error histograms, dynamic dims, graph diff")
 
 
 def add_data(parser: argparse.ArgumentParser, *, old: str | None = None) -> None:

@@ -25,9 +25,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _third_party() -> bool:
-    import importlib.metadata
+    """Whether an installed distribution declares ``surgery.passes`` entry points.
 
-    return bool(importlib.metadata.entry_points(group="surgery.passes"))
+    A scan of the ``*.dist-info``/``*.egg-info`` folders on ``sys.path`` for the group header: the
+    same files :mod:`importlib.metadata` reads, without its import and parsing (about 0.15 s, most of
+    ``passes list``'s start-up).
+    """
+    import os
+
+    for entry in sys.path:
+        try:
+            found = os.scandir(entry or ".")
+        except OSError:
+            continue
+        with found:
+            for item in found:
+                if not item.name.endswith((".dist-info", ".egg-info")):
+                    continue
+                try:
+                    with open(os.path.join(item.path, "entry_points.txt"), encoding="utf-8") as fh:
+                        if "[surgery.passes]" in fh.read().replace(" ", ""):
+                            return True
+                except OSError:
+                    continue
+    return False
 
 
 def _entries() -> list[dict[str, Any]]:
@@ -48,20 +69,9 @@ def _entries() -> list[dict[str, Any]]:
 
 def _from_registry(classes: list[Any] | None = None) -> list[dict[str, Any]]:
     from surgery import registry
-    from surgery.catalog import _jsonable
-    from surgery.options import describe_options
+    from surgery.catalog import entry
 
-    out = []
-    for cls in registry.all_passes() if classes is None else classes:
-        tol = cls.default_tolerance
-        out.append({
-            "name": cls.name, "module": cls.__module__, "numerics": cls.numerics.value, "gate": bool(cls.is_gate),
-            "summary": cls.summary(), "description": cls.description(),
-            "default_tolerance": {"rtol": tol.rtol, "atol": tol.atol} if tol is not None else None,
-            "options": [{"name": o.name, "type": o.type, "default": _jsonable(o.default), "required": o.required,
-                         "help": o.help} for o in describe_options(cls.Options)],
-        })
-    return out
+    return [entry(cls) for cls in (registry.all_passes() if classes is None else classes)]
 
 
 def _list(args: argparse.Namespace) -> int:

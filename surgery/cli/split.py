@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from surgery.cli import flags
 from surgery.cli.flags import tolerance
 from surgery.errors import InputError, one_line
 from surgery.writeplan import WritePlan, output_arg
@@ -36,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--boundary", type=_names, default=[], metavar="T1,T2", help="cut at these tensors instead")
     p.add_argument("--hostile-ops", type=_names, default=[], metavar="OP1,OP2", help="more op types to keep off the NPU")
     p.add_argument("--manifest", type=output_arg, help="where to write the manifest (default: HEAD stem + .split.json)")
-    p.add_argument("--data", type=Path, metavar="DATA.npz", help="arrays for the model's inputs in the check run")
-    p.add_argument("--verify", choices=("each", "off"), default="each", help="run the gates (default) or not")
+    flags.add_data(p)
+    flags.add_verify(p, default="each", old_off="--no-verify")
+    flags.add_report(p, what="the run's report (the gates of the split)")
     p.add_argument("--rtol", type=tolerance, default=0.0, help="relative tolerance of the parity check (default 0: exact)")
     p.add_argument("--atol", type=tolerance, default=0.0, help="absolute tolerance of the parity check (default 0: exact)")
     p.set_defaults(func=run)
@@ -61,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     writes.write_model(head_path, "the head (--head)")
     writes.write_model(tail_path, "the tail (--tail)")
     writes.write(manifest_path, "the manifest (--manifest)")
+    from surgery.writeplan import output_or_stdout
+
+    report_path = output_or_stdout(args.report, "--report")
+    writes.write(report_path, "the report (--report)")
+    out = sys.stderr if args.report == "-" else sys.stdout
     repro = head_path.with_name(head_path.name + ".repro")
     writes.reproducer(repro, explicit=False, role="the reproducer folder")
     original_outputs = [v.name for v in model.graph.outputs]
@@ -76,14 +84,20 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.model}: nothing to split off ({'; '.join(result.notes) or 'no hostile op'})")
     tail = report.models["tail"]
     for note in result.notes:
-        print(one_line(note))
+        print(one_line(note), file=out)
     print(f"head: {len(head.graph)} nodes, tail: {len(tail.graph)} nodes; checker {result.checker}, "
-          f"onnxruntime {result.ort}, head then tail vs original: {result.parity_status}")
+          f"onnxruntime {result.ort}, head then tail vs original: {result.parity_status}", file=out)
     writes.transaction.add_model(head, head_path)
     writes.transaction.add_model(tail, tail_path)
     data = manifest(head, {"tail": tail}, files={"head": head_path.name, "tail": tail_path.name},
                     original_outputs=original_outputs, hostile=hostile, source="user" if args.boundary else "auto")
     writes.transaction.add_text(manifest_path, json.dumps(data, indent=2) + "\n")
+    report.source = str(args.model)
+    report.outputs = [str(head_path), str(tail_path)]
+    if report_path is not None:
+        writes.transaction.add_text(report_path, json.dumps(report.to_dict(), indent=2) + "\n")
     for path in writes.commit():
-        print(f"wrote {path}")
+        print(f"wrote {path}", file=out)
+    if args.report == "-":
+        print(json.dumps(report.to_dict(), indent=2))
     return 0

@@ -1,4 +1,4 @@
-"""``surgery apply`` options for static-shape targets: ``--buckets`` and ``--soc-version``.
+"""``surgery apply`` options for static-shape targets: ``--buckets`` and ``--soc`` (old: ``--soc-version``).
 
 ``apply.py`` adds these arguments, hands bucketed runs to :func:`run_buckets` and prints the
 ``atc`` lines of what it wrote with :func:`print_atc`. The work is done by
@@ -23,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--buckets", metavar="SPEC",
                         help='one static model per size, e.g. "batch=1,4,8" (a dim name or an input axis '
                              '"x[0]"); outputs are OUT.batch1.onnx …; overrides the [buckets] table')
-    parser.add_argument("--soc-version", metavar="SOC",
-                        help="Ascend SoC for the printed atc command lines (e.g. Ascend310P3)")
+    flags.add_soc(parser, old="--soc-version")
     parser.add_argument("--cann", type=int, choices=(7, 8), metavar="7|8",
                         help="the CANN release ATC comes from: an output left with dynamic dims gets that "
                              "release's dynamic-shape atc line (-1 is >= 1 on 7, >= 0 on 8; refused on 310/310B)")
@@ -51,30 +50,43 @@ def print_atc(report: Any, *, file: Any = None, warnings_to: Any = None) -> None
                   "without gears: add fix-shapes and make-static (or --buckets)", file=warn)
 
 
-def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Path, plan: Any) -> int:
-    """Run every bucket; their files (and ``--report``) are committed together by ``plan``."""
+def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Path, plan: Any, *,
+                before: Any = None) -> int:
+    """Run every bucket; their files (and ``--report``, ``--html``) are committed together by ``plan``.
+
+    ``before`` is the input model's :class:`surgery.html_report.GraphSummary` (for ``--html``).
+    """
     from surgery.buckets import apply_buckets
 
     try:
         result = apply_buckets(
-            args.model, pipeline, args.buckets, inputs=args.inputs, verify=args.verify, output=output,
-            reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version, write_plan=plan,
+            args.model, pipeline, args.buckets, inputs=args.data, verify=args.verify, output=output,
+            reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc, write_plan=plan,
         )
     except GateError as exc:
         plan.abort()
         if exc.report is not None and not args.quiet:
-            print(exc.report.table())
+            print(exc.report.table(), file=sys.stderr if args.report == "-" else sys.stdout)
         raise
-    if args.report:
-        plan.transaction.add_text(args.report, json.dumps(result.to_dict(), indent=2) + "\n")
-    plan.commit()
     for run in result.runs:
         run.report.source = str(args.model)
-        if not args.quiet:
+    if args.report and args.report != "-":
+        plan.transaction.add_text(Path(args.report), json.dumps(result.to_dict(source=str(args.model)), indent=2) + "\n")
+    if getattr(args, "html", None):
+        from surgery.html_report import GraphSummary, render
+
+        plan.transaction.add_text(args.html, render(
+            [run.report for run in result.runs], before=before, afters=[GraphSummary.of(run.model) for run in result.runs],
+            labels=[run.label for run in result.runs], title=f"surgery apply {args.model.name} (buckets)"))
+    plan.commit()
+    if args.report == "-":
+        print(json.dumps(result.to_dict(source=str(args.model)), indent=2))
+    for run in result.runs:
+        if not args.quiet and args.report != "-":
             print(f"== bucket {run.label} ({', '.join(f'{k}={v}' for k, v in run.binding.items())}) -> {run.output}")
             print(run.report.table())
-        print_atc(run.report)
-    if result.gears is not None and not args.quiet:
+        print_atc(run.report, file=sys.stderr if args.report == "-" else None)
+    if result.gears is not None and not args.quiet and args.report != "-":
         kind = "dynamic batch" if result.gears.dynamic_batch_size else "dynamic dims"
         print(f"== single-model alternative (ATC {kind} gears):")
         print(f"atc: {result.gears.line()}")

@@ -9,7 +9,24 @@ import numpy as np
 
 from surgery.pass_base import Tolerance
 
-__all__ = ["ArrayDiff", "diff_arrays"]
+__all__ = ["HISTOGRAM_EDGES", "ArrayDiff", "diff_arrays", "histogram_labels"]
+
+#: Decade edges of the absolute-error histogram: bins are exactly 0, (0, 1e-10), [1e-10, 1e-9) … [1, 10), ≥ 10.
+HISTOGRAM_EDGES: tuple[float, ...] = tuple(10.0 ** k for k in range(-10, 2))
+
+
+def histogram_labels() -> list[str]:
+    """One label per bin of :attr:`ArrayDiff.histogram`."""
+    edges = HISTOGRAM_EDGES
+    return ["0", f"<{edges[0]:g}", *(f"{lo:g}..{hi:g}" for lo, hi in zip(edges, edges[1:])), f">={edges[-1]:g}"]
+
+
+def _histogram(err: np.ndarray) -> list[int]:
+    """Counts of ``err`` (finite, ≥ 0) in the bins of :func:`histogram_labels`."""
+    nonzero = err[err > 0]
+    counts = np.bincount(np.searchsorted(np.asarray(HISTOGRAM_EDGES), nonzero, side="right"),
+                         minlength=len(HISTOGRAM_EDGES) + 1)
+    return [int(err.size - nonzero.size), *(int(c) for c in counts)]
 
 
 @dataclasses.dataclass
@@ -30,6 +47,8 @@ class ArrayDiff:
     """The parity sample the numbers come from (the worst one over all samples)."""
     comparable: bool = True
     """False for an output that depends on a random op of the original (never blamed on a node)."""
+    histogram: list[int] | None = None
+    """Float outputs: element counts per absolute-error decade (bins of :func:`histogram_labels`)."""
 
     def describe(self) -> str:
         on = f" on sample '{self.sample}'" if self.sample else ""
@@ -54,6 +73,7 @@ class ArrayDiff:
             "problem": self.problem,
             "sample": self.sample,
             "comparable": self.comparable,
+            "histogram": list(self.histogram) if self.histogram is not None else None,
         }
 
 
@@ -141,4 +161,4 @@ def diff_arrays(
         norm = float(np.linalg.norm(a_m) * np.linalg.norm(e_m))
         cosine = float(np.dot(a_m, e_m) / norm) if norm > 0 and math.isfinite(norm) else (1.0 if max_abs == 0 else 0.0)
     ok = bool(np.all(err <= tol.atol + tol.rtol * denom))
-    return ArrayDiff(name, max_abs, max_rel, cosine, ok, tol)
+    return ArrayDiff(name, max_abs, max_rel, cosine, ok, tol, histogram=_histogram(err))

@@ -37,7 +37,7 @@ def test_readme_commands(tmp_path):
     assert applied.returncode == 0, applied.stderr
     assert "fix-shapes" in applied.stdout and "parity" in applied.stdout
 
-    second = _surgery("doctor", str(out), "--json", "-")
+    second = _surgery("doctor", str(out), "--report", "-")
     assert second.returncode == 0, second.stderr
     report = json.loads(second.stdout)
     assert [(f["check"], f["severity"]) for f in report["findings"]] == [("resize", "precision-risk"),

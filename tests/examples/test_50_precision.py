@@ -46,7 +46,7 @@ def test_readme_commands(tmp_path):
     assert origin.returncode == 0 and "overflow" not in origin.stdout
 
     (tmp_path / "passes.toml").write_text((EXAMPLE / "passes.toml").read_text())
-    applied = _run("-m", "surgery", "apply", "passes.toml", "block.onnx", "-o", "ready.onnx", "--soc-version",
+    applied = _run("-m", "surgery", "apply", "passes.toml", "block.onnx", "-o", "ready.onnx", "--soc",
                    "Ascend310P3", cwd=tmp_path)
     assert applied.returncode == 0, applied.stderr
     assert (tmp_path / "ready.keep_dtype.txt").read_text() == (tmp_path / "keep_dtype.txt").read_text()

@@ -45,7 +45,7 @@ def test_apply_writes_keep_dtype_and_atc_flags(tmp_path, capsys):
     toml.write_text(f'[[pass]]\nname = "cleanup"\n\n[[pass]]\nname = "precision-plan"\ndata = "{_loud(tmp_path).name}"\n'
                     'flag = "precision_mode_v2"\n')
     out = tmp_path / "out.onnx"
-    code = main(["apply", str(toml), str(tmp_path / "m.onnx"), "-o", str(out), "--soc-version", "Ascend310P3"])
+    code = main(["apply", str(toml), str(tmp_path / "m.onnx"), "-o", str(out), "--soc", "Ascend310P3"])
     printed = capsys.readouterr().out
     assert code == 0
     keep = tmp_path / "out.keep_dtype.txt"

@@ -243,7 +243,7 @@ def test_apply_prints_atc_and_reports_it(tmp_path, capsys):
     onnx.save(B.vad(), tmp_path / "vad.onnx")
     out = tmp_path / "vad_static.onnx"
     code = main(["apply", str(EXAMPLE / "passes.toml"), str(tmp_path / "vad.onnx"), "-o", str(out),
-                 "--soc-version", "Ascend310B1", "--report", str(tmp_path / "r.json")])
+                 "--soc", "Ascend310B1", "--report", str(tmp_path / "r.json")])
     printed = capsys.readouterr().out
     assert code == 0
     line = _printed(printed)[0]
@@ -298,7 +298,7 @@ def test_buckets_print_valid_gear_lines_after_every_gear(tmp_path, capsys):
     onnx.save(_batch_model(), tmp_path / "m.onnx")
     (tmp_path / "p.toml").write_text('[[pass]]\nname = "make-static"\n[[pass]]\nname = "assert-static"\n')
     code = main(["apply", str(tmp_path / "p.toml"), str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"),
-                 "--soc-version", "Ascend310", "--buckets", "batch=1,2,4"])
+                 "--soc", "Ascend310", "--buckets", "batch=1,2,4"])
     out = capsys.readouterr().out
     assert code == 0, out
     lines = _printed(out)

@@ -87,7 +87,7 @@ def _bad_inputs(work: Path) -> list[tuple[list[str], str]]:
         (["apply", str(work / "missing.toml"), m, "-o", o], "no such pipeline file"),
         (["apply", str(work / "unknown.toml"), m, "-o", o], "did you mean 'remove-dropout'"),
         (["apply", str(work / "option.toml"), m, "-o", o], "unknown option 'foo'"),
-        (["apply", p, m, "-o", o, "--inputs", str(work / "wrong.npz")], "did you mean 'images'"),
+        (["apply", p, m, "-o", o, "--data", str(work / "wrong.npz")], "did you mean 'images'"),
         (["apply", p, m, "-o", m], "the output path is the input model"),
         (["apply", p, m], "give -o"),
         (["apply", p, m, "-o", str(work / "no" / "dir" / "out.onnx")], "does not exist"),

@@ -137,13 +137,13 @@ def test_non_finite_tolerances_on_other_commands(work, capsys, argv):
 
 def test_npy_given_as_inputs(work, capsys):
     np.save(work / "x.npy", np.ones((2, 3), np.float32))
-    assert _apply(work, None, "--inputs", str(work / "x.npy")) == 2
+    assert _apply(work, None, "--data", str(work / "x.npy")) == 2
     line = _error(capsys)
     assert "x.npy" in line and ".npz" in line and "np.savez" in line
     assert main(["compare", str(work / "model.onnx"), str(work / "model.onnx"), "--data", str(work / "x.npy")]) == 2
     assert "np.savez" in _error(capsys)
     (work / "junk.npz").write_text("not a zip")
-    assert _apply(work, None, "--inputs", str(work / "junk.npz")) == 2
+    assert _apply(work, None, "--data", str(work / "junk.npz")) == 2
     assert "not an .npz file" in _error(capsys)
 
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_check_example_model(tmp_path, capsys):
     model = ROOT / "examples" / "01_basics" / "model.onnx"
-    assert main(["check", str(model), "--json", str(tmp_path / "c.json")]) == 0
+    assert main(["check", str(model), "--report", str(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
     assert "checker (full): ok" in out and "onnxruntime load: ok" in out
     assert "images: FLOAT [batch, 3, 32, 32]" in out

@@ -83,7 +83,7 @@ def test_output_onto_the_model_and_the_pipeline(work, capsys):
     p, m = str(work / "passes.toml"), str(work / "model.onnx")
     _refused(["apply", p, m, "-o", m], work, capsys, "the output path is the input model", "--in-place")
     _refused(["apply", p, m, "-o", p], work, capsys, "passes.toml", "the pipeline")
-    _refused(["apply", p, m, "-o", str(work / "out.onnx"), "--inputs", str(work / "inputs.npz"),
+    _refused(["apply", p, m, "-o", str(work / "out.onnx"), "--data", str(work / "inputs.npz"),
               "--report", str(work / "inputs.npz")], work, capsys, "--report", "inputs.npz")
 
 
@@ -109,7 +109,7 @@ def test_symlink_and_hard_link_variants(work, capsys):
         _refused(["apply", p, m, "-o", str(work / target)], work, capsys, target, "weights.bin")
     _refused(["apply", p, m, "-o", str(work / "out.onnx"), "--report", str(work / "hard.toml")], work, capsys,
              "hard.toml", "passes.toml")
-    _refused(["check", m, "--json", str(work / "hard.bin")], work, capsys, "hard.bin", "weights.bin")
+    _refused(["check", m, "--report", str(work / "hard.bin")], work, capsys, "hard.bin", "weights.bin")
 
 
 def test_repro_folder_must_be_new_or_empty(work, capsys, test_passes):
@@ -143,14 +143,14 @@ def test_bucket_output_named_like_an_input(work, capsys):
 
 def test_json_and_emitted_files_onto_inputs(work, capsys):
     m, data = str(work / "model.onnx"), str(work / "weights.bin")
-    _refused(["check", m, "--json", m], work, capsys, "--json", "the input model")
-    _refused(["doctor", m, "--json", data], work, capsys, "--json", "weights.bin")
+    _refused(["check", m, "--report", m], work, capsys, "--report", "the input model")
+    _refused(["doctor", m, "--report", data], work, capsys, "--report", "weights.bin")
     _refused(["doctor", m, "--emit-pipeline", m], work, capsys, "--emit-pipeline", "model.onnx")
-    _refused(["doctor", m, "--json", str(work / "x.json"), "--emit-pipeline", str(work / "x.json")], work, capsys,
+    _refused(["doctor", m, "--report", str(work / "x.json"), "--emit-pipeline", str(work / "x.json")], work, capsys,
              "are the same file")
     shutil.copy(work / "model.onnx", work / "b.onnx")
-    _refused(["compare", m, str(work / "b.onnx"), "--json", str(work / "b.onnx")], work, capsys, "--json", "model B")
-    _refused(["compare", m, str(work / "b.onnx"), "--json", data], work, capsys, "weights.bin")
+    _refused(["compare", m, str(work / "b.onnx"), "--report", str(work / "b.onnx")], work, capsys, "--report", "model B")
+    _refused(["compare", m, str(work / "b.onnx"), "--report", data], work, capsys, "weights.bin")
 
 
 def test_split_and_extract_outputs_onto_inputs(tmp_path, capsys):
@@ -204,7 +204,7 @@ def test_read_only_folder_is_exit_2(work, tmp_path, capsys):
     try:
         _refused(["apply", str(work / "passes.toml"), str(work / "model.onnx"), "-o", str(ro / "out.onnx")], work,
                  capsys, f"the output folder {ro} is not writable")
-        _refused(["check", str(work / "model.onnx"), "--json", str(ro / "c.json")], work, capsys, "not writable")
+        _refused(["check", str(work / "model.onnx"), "--report", str(ro / "c.json")], work, capsys, "not writable")
         assert list(ro.iterdir()) == []
     finally:
         subprocess.run(["chattr", "-i", str(ro)], capture_output=True)

@@ -64,10 +64,16 @@ def test_extract_command(tmp_path, capsys):
 def test_split_command_writes_head_tail_and_manifest(tmp_path, capsys):
     onnx.save(_net(), tmp_path / "net.onnx")
     head, tail = tmp_path / "head.onnx", tmp_path / "tail.onnx"
-    rc = main(["split", str(tmp_path / "net.onnx"), "--head", str(head), "--tail", str(tail)])
+    rc = main(["split", str(tmp_path / "net.onnx"), "--head", str(head), "--tail", str(tail),
+               "--report", str(tmp_path / "split.json")])
     assert rc == 0, capsys.readouterr().err
     text = capsys.readouterr().out
     assert "boundary (auto): /post/mask" in text and "head then tail vs original: ok" in text
+    from surgery.testing import schema_errors
+
+    report = json.loads((tmp_path / "split.json").read_text())
+    assert schema_errors(report) == [] and report["kind"] == "single"
+    assert report["outputs"] == [str(head), str(tail)] and report["steps"][0]["name"] == "split-postprocess"
     manifest = json.loads((tmp_path / "head.split.json").read_text())
     assert manifest["outputs"] == ["scores", "hits"] and manifest["source"] == "auto"
     assert manifest["hostile"][0]["node"] == "/post/NonZero"
@@ -106,7 +112,7 @@ def test_compare_command_names_the_perturbed_conv(tmp_path, capsys):
     onnx.save(b, tmp_path / "b.onnx")
     np.savez(tmp_path / "in.npz", **_feeds(3))
     rc = main(["compare", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), "--data", str(tmp_path / "in.npz"),
-               "--json", str(tmp_path / "cmp.json")])
+               "--report", str(tmp_path / "cmp.json")])
     assert rc == 1
     text = capsys.readouterr().out
     assert "ok   cos 1.000000  max_abs 0  max_rel 0  /c1/Conv_output_0 [Conv]" in text

@@ -27,3 +27,74 @@ def test_show_prints_numerics_and_options(capsys, test_passes):
 def test_show_unknown_pass(capsys):
     assert main(["passes", "show", "cleanpu"]) == 2
     assert "did you mean 'cleanup'" in capsys.readouterr().err
+
+
+def test_show_gives_every_pass_a_description_options_and_an_example(capsys):
+    import surgery.passes  # noqa: F401  (the built-ins)
+
+    for cls in registry.all_passes():
+        if not cls.__module__.startswith("surgery.passes."):
+            continue
+        assert main(["passes", "show", cls.name]) == 0
+        out = capsys.readouterr().out
+        head, _, rest = out.partition("\n\n")
+        assert head == f"{cls.name}: {cls.summary()}"
+        description = rest.split("\noptions", 1)[0].split("\n\n", 1)[-1].strip()
+        assert len(description) > 40, (cls.name, description)  # the why, not only the summary line
+        assert "options: none" in out or "options:\n" in out
+        example = out.split("example (passes.toml", 1)[1].split("\n", 1)[1]
+        assert example.splitlines()[:2] == ["  [[pass]]", f'  name = "{cls.name}"'], cls.name
+        # the example is a pipeline that parses: required options are given, every key is an option
+        from pathlib import Path
+
+        from surgery.pipeline import parse_pipeline
+
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib
+
+        doc = tomllib.loads("\n".join(line[2:] for line in example.splitlines()))
+        pipeline = parse_pipeline({"schema_version": 1, **doc}, base_dir=Path.cwd())
+        assert [s.name for s in pipeline.steps] == [cls.name]
+
+
+def test_show_rewrite_documents_the_rules_format(capsys):
+    assert main(["passes", "show", "rewrite"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("RULES module format", "Rule` subclass", "pattern", "build(self, b, m)", "RewriteRule",
+                   "RewriteRuleSet", "--allow-code", 'rules = "my_rules:RULES"'):
+        assert needle in out, needle
+
+
+def test_list_finds_an_entry_point_package_without_importlib_metadata(tmp_path, monkeypatch, capsys):
+    import sys
+    import textwrap
+
+    (tmp_path / "my_listed_plugin.py").write_text(textwrap.dedent('''
+        """A third-party pass package."""
+        from surgery.pass_base import SurgeryPass, SurgeryResult
+
+        class Listed(SurgeryPass):
+            """Do nothing, listed from an entry point."""
+            name = "test-listed-plugin"
+
+            def call(self, model):
+                return SurgeryResult(model, False)
+    '''))
+    dist = tmp_path / "my_listed_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-listed-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[surgery.passes]\nlisted = my_listed_plugin:Listed\n")
+    from surgery.cli import passes as passes_cmd
+
+    assert passes_cmd._third_party() is False
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_loaded", False)
+    try:
+        assert passes_cmd._third_party() is True
+        assert main(["passes", "list"]) == 0
+        assert "test-listed-plugin" in capsys.readouterr().out
+    finally:
+        registry.unregister("test-listed-plugin")
+        sys.modules.pop("my_listed_plugin", None)

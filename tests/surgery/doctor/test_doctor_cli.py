@@ -39,11 +39,11 @@ def test_clean_model_exits_0(tmp_path, capsys):
 
 def test_json_to_stdout_and_to_a_file(tmp_path, capsys):
     path = _failing(tmp_path)
-    assert main(["doctor", str(path), "--json", "-", "--soc", "Ascend310"]) == 1
+    assert main(["doctor", str(path), "--report", "-", "--soc", "Ascend310"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["soc_family"] == "Ascend310" and data["summary"]["will-fail"] == 2
     out = tmp_path / "r.json"
-    assert main(["doctor", str(path), "--json", str(out)]) == 1
+    assert main(["doctor", str(path), "--report", str(out)]) == 1
     assert "SEVERITY" in capsys.readouterr().out
     assert json.loads(out.read_text())["model"] == str(path)
 

@@ -44,7 +44,7 @@ def exports(tmp_path_factory):
 @pytest.mark.parametrize("situation", SITUATIONS)
 def test_doctor_lists_the_expected_findings(exports, situation, capsys):
     path = exports[situation]
-    assert main(["doctor", str(path), "--json", "-"]) == (1 if "will-fail" in FIELD.EXPECTED[situation].values() else 0)
+    assert main(["doctor", str(path), "--report", "-"]) == (1 if "will-fail" in FIELD.EXPECTED[situation].values() else 0)
     data = json.loads(capsys.readouterr().out)
     found = {(f["check"], f["severity"]) for f in data["findings"]}
     for check, severity in FIELD.EXPECTED[situation].items():

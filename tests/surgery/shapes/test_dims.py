@@ -73,7 +73,7 @@ def test_check_doctor_and_apply_on_a_minus_one_model(tmp_path, capsys):
     onnx.save(paddle_like(), path)
     original = path.read_bytes()
 
-    assert main(["check", str(path), "--json", str(tmp_path / "c.json")]) == 0
+    assert main(["check", str(path), "--report", str(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
     assert "x: FLOAT [?, 3, 8, 8]" in out and "dynamic dims: 2" in out
     assert json.loads((tmp_path / "c.json").read_text())["dynamic_dims"] == 2
