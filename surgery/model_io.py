@@ -24,12 +24,14 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from surgery import protoload
 from surgery.errors import InputError
 from surgery.graph import find_cycle, iter_graphs
 
 __all__ = [
     "ModelLike",
     "load",
+    "from_file_proto",
     "to_ir",
     "check_names",
     "check_proto",
@@ -69,20 +71,13 @@ def load(path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) 
             or external data that is missing or outside its folder.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file, not an ONNX model")
-    try:
-        proto = onnx.load(path, load_external_data=False)
-    except (DecodeError, RuntimeError) as exc:
-        raise InputError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the model: {exc}") from None
-    except Exception as exc:
-        raise InputError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    proto = protoload.read(path)  # file checks, parse and the cycle check, before any conversion
+    return from_file_proto(proto, path, base_dir=base_dir)
+
+
+def from_file_proto(proto: onnx.ModelProto, path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) -> ir.Model:
+    """The second half of :func:`load`: ``proto`` as read from ``path`` by :func:`surgery.protoload.read`."""
+    path = Path(path)
     check_proto(proto, path)
     try:
         model = ir.from_proto(proto)
@@ -95,8 +90,7 @@ def load(path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) 
     if model.ir_version is None or model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
         raise InputError(f"{path}: not an ONNX model (no ir_version or empty graph)")
     del proto
-    check_names(model, path)
-    check_acyclic(model, path)
+    check_names(model, path)  # (acyclic: checked on the proto by protoload.read)
     check_external_data(model, path, base_dir=base_dir if base_dir is not None else path.parent)
     return model
 

@@ -46,16 +46,22 @@ def _parse_dims(items: list[str]) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgery.doctor import diagnose, emit_pipeline, render_table
-    from surgery.model_io import load
+    from surgery import protoload
 
     dims = _parse_dims(args.dim)
+    # a model doctor must refuse (unreadable, cyclic) is refused before onnx-ir and the checks are imported
+    protoload.quick_cycle_check(args.model)
+    proto = protoload.read(args.model)
+    from surgery.doctor import diagnose, emit_pipeline, render_table
+    from surgery.model_io import from_file_proto
+
     input_shapes = None
     if args.input_shape:
         from surgery.shapes.spec import parse_shapes
 
         input_shapes = {k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()}
-    model = load(args.model)
+    model = from_file_proto(proto, args.model)
+    del proto
     plan = args.write_plan = WritePlan()
     plan.read_model(model, args.model)
     json_path = output_or_stdout(args.json, "--json")
