@@ -386,7 +386,10 @@ class LightProto:
     The large tensors are replaced by external-data placeholders (``location = "__surgery_mem__"``);
     :attr:`tensors` keeps the ``ir`` tensor objects (memory-mapped or in memory, never copied) so
     ONNX Runtime can be given them as external initializers, and a snapshot can be turned back
-    into a full model. Subgraph initializers stay inline (they are small in practice).
+    into a full model. Subgraph initializers stay inline (they are small in practice); one kept
+    in an external-data file is read into the proto, because a proto carries no folder its
+    relative location could be resolved against (ORT and the checker would look in the working
+    directory). :data:`SUBGRAPH_INLINE_LIMIT` bytes of them at most: more is an ``InputError``.
     """
 
     PLACEHOLDER = "__surgery_mem__"
@@ -415,6 +418,7 @@ class LightProto:
                     name=name,
                     base_dir="",
                 )
+            swapped.extend(_inline_subgraph_external(model))
             self.proto: onnx.ModelProto = ir.to_proto(model)
         finally:
             for value, tensor in swapped:
@@ -445,6 +449,42 @@ class LightProto:
         for name, tensor in self.tensors.items():
             model.graph.initializers[name].const_value = tensor
         return model
+
+
+#: Bytes of subgraph initializers in external data that :class:`LightProto` reads into its proto.
+SUBGRAPH_INLINE_LIMIT = 1 << 30
+
+
+def _inline_subgraph_external(model: ir.Model) -> list[tuple[ir.Value, ir.TensorProtocol]]:
+    """Swap each external-data initializer of a subgraph (If/Loop/Scan body) for its bytes in memory.
+
+    Returns the swaps for the caller to undo. The bytes are read from the memory-mapped file once,
+    for the proto; the model keeps its ``ExternalTensor``.
+    """
+    swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
+    total = 0
+    try:
+        for graph in model.graphs():
+            if graph is model.graph:
+                continue
+            for value in graph.initializers.values():
+                tensor = value.const_value
+                if not isinstance(tensor, ir.ExternalTensor):
+                    continue
+                total += tensor.nbytes
+                if total > SUBGRAPH_INLINE_LIMIT:
+                    raise InputError(
+                        f"the model: subgraph initializers in external data exceed {SUBGRAPH_INLINE_LIMIT} bytes "
+                        f"(at '{value.name}' in graph '{graph.name}'); move large weights to the main graph"
+                    )
+                inline = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
+                swapped.append((value, tensor))
+                value.const_value = inline
+    except BaseException:
+        for value, tensor in swapped:
+            value.const_value = tensor
+        raise
+    return swapped
 
 
 def light_proto(model: ir.Model, threshold: int = LIGHT_THRESHOLD) -> LightProto:
