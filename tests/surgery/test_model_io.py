@@ -220,3 +220,44 @@ def test_subgraph_external_data_outside_the_folder_is_refused(tmp_path):
     onnx.save(proto, folder / "escape.onnx")
     with pytest.raises(InputError, match=r"\.\./w\.bin"):
         model_io.load(folder / "escape.onnx")
+
+
+def test_the_data_file_is_reserved_before_the_copy_and_a_full_disk_fails_first(tmp_path, monkeypatch):
+    """The new data file gets its blocks in one fallocate (faster kernel copies on ext4, and a full
+    disk is found before gigabytes are copied): nothing is copied then, nothing is left behind."""
+    import errno
+
+    src = tmp_path / "src"
+    src.mkdir()
+    w = np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32)
+    proto = make_model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [vi("x", T.FLOAT, [1, 256])],
+                       [vi("y", T.FLOAT, [1, 256])], {"W": w})
+    onnx.save(proto, src / "m.onnx", save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    model = model_io.load(src / "m.onnx")
+    calls: list[int] = []
+    real = model_io._reserve
+
+    def reserve(fd, size):
+        calls.append(size)
+        return real(fd, size)
+
+    monkeypatch.setattr(model_io, "_reserve", reserve)
+    model_io.save(model, tmp_path / "a.onnx")
+    assert calls == [w.nbytes]
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(
+        onnx.load(tmp_path / "a.onnx").graph.initializer[0]), w)
+
+    copied: list[int] = []
+    real_copy = model_io._copy_range
+    monkeypatch.setattr(model_io, "_reserve", lambda fd, size: errno.ENOSPC)
+    monkeypatch.setattr(model_io, "_copy_range", lambda *args: copied.append(1))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="b.onnx: cannot write: No space left on device"):
+        model_io.save(model, tmp_path / "out" / "b.onnx")
+    assert copied == [] and list((tmp_path / "out").iterdir()) == []
+    # a file system without fallocate just skips the reservation
+    monkeypatch.setattr(model_io, "_reserve", lambda fd, size: errno.EOPNOTSUPP)
+    monkeypatch.setattr(model_io, "_copy_range", real_copy)
+    model_io.save(model, tmp_path / "out" / "c.onnx")
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(
+        onnx.load(tmp_path / "out" / "c.onnx").graph.initializer[0]), w)
