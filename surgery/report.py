@@ -156,6 +156,8 @@ class Report:
     outputs: list[str] = dataclasses.field(default_factory=list)
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Library warnings caught during the run (onnx-ir, onnxruntime, numpy; see :mod:`surgery.libwarnings`)."""
     models: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Models produced besides the main one (chained parts, artifacts); saved by the API, not in JSON."""
     chained: list[str] = dataclasses.field(default_factory=list)
@@ -202,6 +204,7 @@ class Report:
             "outputs": self.outputs,
             "artifacts": self.artifacts,
             "notes": self.notes,
+            "warnings": self.warnings,
             "seconds": round(self.seconds, 4),
             **_jsonable(self.extra),
         }

@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--input-shape: no input named {', '.join(unknown)}; the inputs are {', '.join(sorted(names))}")
     report = diagnose(model, soc=args.soc)
     report.model = str(args.model)
+    from surgery.cli import captured_warnings  # what loading the model raised (diagnose keeps its own)
+
+    report.warnings[:0] = [w for w in captured_warnings() if w not in report.warnings]
     if args.json == "-":
         print(json.dumps(report.to_dict(), indent=2))
     else:
