@@ -307,6 +307,21 @@ def test_the_quick_cycle_scan_leaves_what_it_cannot_read_to_the_full_check(work)
     with pytest.raises(InputError, match="not a valid ONNX model"):
         protoload.read(work / "torn.onnx")
 
+
+@pytest.mark.parametrize("elem", [T.FLOAT8E4M3FN, T.FLOAT8E5M2, T.BFLOAT16, T.INT4, T.UINT4],
+                         ids=["float8e4m3fn", "float8e5m2", "bfloat16", "int4", "uint4"])
+def test_low_precision_inputs_on_the_command_line(work, capsys, elem):
+    """Issue 11: float8/int4 inputs were exit 3 (internal error). Generated, fed to ORT, gated: exit 0."""
+    model = make_model([h.make_node("Cast", ["x"], ["f"], to=T.FLOAT, name="cast"),
+                        h.make_node("Identity", ["f"], ["y"], name="dropme")],
+                       [vi("x", elem, [2, 3])], [vi("y", T.FLOAT, [2, 3])], opset=21, ir_version=10)
+    onnx.save(model, work / "model.onnx")
+    assert main(["apply", str(work / "passes.toml"), str(work / "model.onnx"), "-o", str(work / "out.onnx"), "-q",
+                 "--report", str(work / "r.json")]) == 0, capsys.readouterr().err
+    report = json.loads((work / "r.json").read_text())
+    assert report["oracle"] == "onnxruntime" and report["steps"][0]["gates"]["parity"]["status"] == "passed", report
+    assert onnx.load(work / "out.onnx").graph.input[0].type.tensor_type.elem_type == elem
+
 # --- stray output --------------------------------------------------------------------------------
 
 NOISY_PLUGIN = textwrap.dedent(
