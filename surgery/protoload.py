@@ -18,8 +18,9 @@ from surgery.errors import InputError
 
 __all__ = ["read", "find_proto_cycle", "check_proto_acyclic", "cycle_message", "quick_cycle_check"]
 
-#: Files above this size hold their weights inline: :func:`quick_cycle_check` leaves them to onnx.
-QUICK_SCAN_LIMIT = 64 << 20
+#: Files above this size are left to onnx by :func:`quick_cycle_check`: weights held inline, or so many
+#: nodes that scanning them in Python would cost about as much as the import it saves.
+QUICK_SCAN_LIMIT = 4 << 20
 
 
 def read(path: str | os.PathLike) -> Any:
@@ -229,29 +230,55 @@ def _text(buf: bytes, a: int, b: int) -> str:
     return buf[a:b].decode("utf-8", errors="backslashreplace")
 
 
+def _scan_node(buf: bytes, i: int, end: int) -> _Scanned:
+    """One NodeProto in ``buf[i:end]``; the common case (1-byte keys and lengths) read inline."""
+    node = _Scanned()
+    while i < end:
+        key = buf[i]
+        if key >= 0x80:
+            key, i = _varint(buf, i)
+        else:
+            i += 1
+        wire = key & 7
+        if wire != 2:  # no scalar field of NodeProto matters here: skip it
+            if wire == 0:
+                i = _varint(buf, i)[1]
+            elif wire in (1, 5):
+                i += 8 if wire == 1 else 4
+            else:
+                raise _GiveUp
+            continue
+        length = buf[i] if i < end else 0x80
+        if length < 0x80:
+            i += 1
+        else:
+            length, i = _varint(buf, i)
+        j = i + length
+        if j > end:
+            raise _GiveUp
+        field = key >> 3
+        if field == 1:
+            node.input.append(buf[i:j].decode("utf-8", errors="backslashreplace"))
+        elif field == 2:
+            node.output.append(buf[i:j].decode("utf-8", errors="backslashreplace"))
+        elif field == 3:
+            node.name = buf[i:j].decode("utf-8", errors="backslashreplace")
+        elif field == 4:
+            node.op_type = buf[i:j].decode("utf-8", errors="backslashreplace")
+        elif field == 5 and any(f in (6, 11) for f, _w, _a, _b in _fields(buf, i, j)):
+            raise _GiveUp  # a subgraph reads outer names: leave it to the full check
+        i = j
+    return node
+
+
 def _scan_main_graph(buf: bytes) -> list[_Scanned]:
     nodes: list[_Scanned] = []
     for field, wire, a, b in _fields(buf, 0, len(buf)):
         if field != 7 or wire != 2:
             continue
         for gfield, gwire, ga, gb in _fields(buf, a, b):
-            if gfield != 1 or gwire != 2:
-                continue
-            node = _Scanned()
-            for nfield, nwire, na, nb in _fields(buf, ga, gb):
-                if nwire != 2:
-                    continue
-                if nfield == 1:
-                    node.input.append(_text(buf, na, nb))
-                elif nfield == 2:
-                    node.output.append(_text(buf, na, nb))
-                elif nfield == 3:
-                    node.name = _text(buf, na, nb)
-                elif nfield == 4:
-                    node.op_type = _text(buf, na, nb)
-                elif nfield == 5 and any(f in (6, 11) for f, _w, _a, _b in _fields(buf, na, nb)):
-                    raise _GiveUp  # a subgraph reads outer names: leave it to the full check
-            nodes.append(node)
+            if gfield == 1 and gwire == 2:
+                nodes.append(_scan_node(buf, ga, gb))
     return nodes
 
 

@@ -306,6 +306,20 @@ def test_the_quick_cycle_scan_leaves_what_it_cannot_read_to_the_full_check(work)
     protoload.quick_cycle_check(work / "torn.onnx")
     with pytest.raises(InputError, match="not a valid ONNX model"):
         protoload.read(work / "torn.onnx")
+    # what the scan reads is what onnx parses: names, op types, inputs (empty ones too), outputs,
+    # past attributes of every wire type, doc strings and domains
+    nodes = [h.make_node("Constant", [], ["c"], name="const", value=numpy_helper.from_array(np.ones(3, np.float32))),
+             h.make_node("LeakyRelu", ["x"], ["l"], name="leaky", alpha=0.25, doc_string="a doc string"),
+             h.make_node("Concat", ["l", "c"], ["cat"], name="concat\u00e9", axis=0),
+             h.make_node("Resize", ["cat", "", "scales"], ["r"], name="", mode="nearest"),
+             h.make_node("Custom", ["r"], ["y", "extra"], name="custom", domain="com.acme", ints=[1, -2, 300])]
+    varied = _unchecked(nodes, [vi("x", T.FLOAT, [3])], [vi("y", T.FLOAT, [6])],
+                        [numpy_helper.from_array(np.array([2.0], np.float32), "scales")])
+    onnx.save(varied, work / "varied.onnx")
+    scanned = protoload._scan_main_graph((work / "varied.onnx").read_bytes())
+    parsed = onnx.load(work / "varied.onnx").graph.node
+    assert [(n.name, n.op_type, list(n.input), list(n.output)) for n in scanned] == \
+        [(n.name, n.op_type, list(n.input), list(n.output)) for n in parsed]
 
 
 @pytest.mark.parametrize("elem", [T.FLOAT8E4M3FN, T.FLOAT8E5M2, T.BFLOAT16, T.INT4, T.UINT4],
