@@ -10,8 +10,11 @@ never read into Python; the last line says how the output's data file was writte
 
     python bench/bench_core.py [--workdir /tmp/surgery-bench] [--gb 2.5] [--repeat 2]
 
-Each tool runs ``--repeat`` times and its fastest run is kept (the machine is shared; the
-fastest run is the least disturbed one).
+Each tool runs ``--repeat`` times, each time into a new output, and its fastest successful run
+is kept (the machine is shared; the fastest run is the least disturbed one). Beside the wall time
+the CPU time (user + system) is printed: on a loaded machine the wall time of the CPU-bound part
+(importing onnx, ml_dtypes, onnx-ir and sympy: about 2 s of CPU here, paid by every tool) stretches
+with the load, and the wall ratio with it; the CPU ratio says how much work each tool did.
 """
 
 from __future__ import annotations
