@@ -7,6 +7,10 @@ Concat→Reshape shape arithmetic, Slices, int64 Gathers, a Resize every few hun
 prints, per size, `surgery doctor` (fresh process, all checks) beside `onnx.load` + `onnx.checker`
 on the same file as a linear-time floor. Doctor's own checks are linear; the shape-inference pass it
 runs to complete missing dtypes/shapes is onnx's (linear too).
+
+The last row is the issue-11 cycle case: doctor on a 20 000-node graph with a dependency cycle
+must exit 2 in under a second (it used to hang; then it took 4.5 s, most of it importing onnx and
+onnx-ir and converting the graph before the cycle check). ``--cycle-nodes 0`` skips it.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,30000,100000")
     parser.add_argument("--keep", type=Path, help="keep the generated models in this folder")
+    parser.add_argument("--cycle-nodes", type=int, default=20000, help="size of the cyclic graph (0: skip that row)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_doctor_"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,25 @@ def main() -> int:
         print(row(f"{size} nodes: onnx.load + checker", *measure(floor)))
         seconds, rss, code = measure(doctor)
         print(row(f"{size} nodes: surgery doctor", seconds, rss, 0 if code in (0, 1) else code))
+    if args.cycle_nodes:
+        path = folder / f"cycle_{args.cycle_nodes}.onnx"
+        onnx.save(build_cycle(args.cycle_nodes), path)
+        seconds, rss, code = measure([sys.executable, "-m", "surgery", "doctor", str(path)])
+        print(row(f"{args.cycle_nodes} nodes, cyclic: surgery doctor", seconds, rss, 0 if code == 2 else code))
+        print(f"cyclic graph: exit {code} (expected 2) in {seconds:.2f} s (target < 1 s)")
     return 0
+
+
+def build_cycle(n_nodes: int) -> onnx.ModelProto:
+    """x -> n0 (Add) -> n1 ... -> n{k-1} (Relu) -> back into n0: the issue's cycle case."""
+    nodes = [h.make_node("Add", ["x", f"t{n_nodes - 1}"], ["t0"], name="n0")]
+    nodes += [h.make_node("Relu", [f"t{i - 1}"], [f"t{i}"], name=f"n{i}") for i in range(1, n_nodes)]
+    nodes.append(h.make_node("Identity", ["t0"], ["y"], name="out"))
+    graph = h.make_graph(nodes, "cycle", [h.make_tensor_value_info("x", T.FLOAT, [3])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [3])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
 
 
 if __name__ == "__main__":

@@ -5,19 +5,20 @@ The CLI calls this; this calls the runner; the runner calls passes and instrumen
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import onnx_ir as ir
 
-from surgery import model_io
+from surgery import libwarnings, model_io
 from surgery.errors import PipelineError
 from surgery.pass_base import SurgeryPass
 from surgery.pipeline import Mode, Pipeline, Step, load_pipeline, parse_verify
@@ -49,6 +50,28 @@ def artifact_path(output: Path, key: str) -> Path:
     return output.with_name(f"{output.stem}.{key}{output.suffix or '.onnx'}")
 
 
+def _capturing_warnings(function: Callable[..., tuple[Any, Report]]) -> Callable[..., tuple[Any, Report]]:
+    """Library warnings raised during ``function`` go to the log and ``report.warnings`` (also the
+    report of a ``GateError``), never to stderr: see :mod:`surgery.libwarnings`."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> tuple[Any, Report]:
+        caught: list[str] = []
+        try:
+            with libwarnings.capture(caught):
+                model, report = function(*args, **kwargs)
+        except BaseException as exc:
+            failed = getattr(exc, "report", None)
+            if isinstance(failed, Report):
+                failed.warnings.extend(caught)
+            raise
+        report.warnings.extend(caught)
+        return model, report
+
+    return wrapper
+
+
+@_capturing_warnings
 def apply(
     model: model_io.ModelLike,
     pipeline: PipelineLike,

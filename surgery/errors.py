@@ -22,6 +22,7 @@ __all__ = [
     "PipelineError",
     "PassError",
     "GateError",
+    "OriginalCrash",
     "one_line",
 ]
 
@@ -45,6 +46,25 @@ class InputError(SurgeryError):
     """A model file, tensor name or path given by the user cannot be used."""
 
     exit_code = 2
+
+
+class OriginalCrash(InputError):
+    """The ORIGINAL model crashes ONNX Runtime (a signal in the worker): bad input, exit 2.
+
+    Carries the inputs it crashed on, so that the run can write a reproducer folder (the original
+    model, those inputs and the pipeline); ``reproducer`` is that folder once written.
+    """
+
+    def __init__(self, message: str, *, feeds: Any = None) -> None:
+        super().__init__(message)
+        self.feeds = dict(feeds or {})
+        self.reproducer: str | None = None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.reproducer:
+            text += f" (reproducer: {self.reproducer})"
+        return text
 
 
 class PipelineError(SurgeryError):

@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -24,12 +25,14 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from surgery import protoload
 from surgery.errors import InputError
 from surgery.graph import find_cycle, iter_graphs
 
 __all__ = [
     "ModelLike",
     "load",
+    "from_file_proto",
     "to_ir",
     "check_names",
     "check_proto",
@@ -69,20 +72,13 @@ def load(path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) 
             or external data that is missing or outside its folder.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file, not an ONNX model")
-    try:
-        proto = onnx.load(path, load_external_data=False)
-    except (DecodeError, RuntimeError) as exc:
-        raise InputError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the model: {exc}") from None
-    except Exception as exc:
-        raise InputError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+    proto = protoload.read(path)  # file checks, parse and the cycle check, before any conversion
+    return from_file_proto(proto, path, base_dir=base_dir)
+
+
+def from_file_proto(proto: onnx.ModelProto, path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) -> ir.Model:
+    """The second half of :func:`load`: ``proto`` as read from ``path`` by :func:`surgery.protoload.read`."""
+    path = Path(path)
     check_proto(proto, path)
     try:
         model = ir.from_proto(proto)
@@ -95,8 +91,7 @@ def load(path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) 
     if model.ir_version is None or model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
         raise InputError(f"{path}: not an ONNX model (no ir_version or empty graph)")
     del proto
-    check_names(model, path)
-    check_acyclic(model, path)
+    check_names(model, path)  # (acyclic: checked on the proto by protoload.read)
     check_external_data(model, path, base_dir=base_dir if base_dir is not None else path.parent)
     return model
 
@@ -392,7 +387,10 @@ class LightProto:
     The large tensors are replaced by external-data placeholders (``location = "__surgery_mem__"``);
     :attr:`tensors` keeps the ``ir`` tensor objects (memory-mapped or in memory, never copied) so
     ONNX Runtime can be given them as external initializers, and a snapshot can be turned back
-    into a full model. Subgraph initializers stay inline (they are small in practice).
+    into a full model. Subgraph initializers stay inline (they are small in practice); one kept
+    in an external-data file is read into the proto, because a proto carries no folder its
+    relative location could be resolved against (ORT and the checker would look in the working
+    directory). :data:`SUBGRAPH_INLINE_LIMIT` bytes of them at most: more is an ``InputError``.
     """
 
     PLACEHOLDER = "__surgery_mem__"
@@ -421,6 +419,7 @@ class LightProto:
                     name=name,
                     base_dir="",
                 )
+            swapped.extend(_inline_subgraph_external(model))
             self.proto: onnx.ModelProto = ir.to_proto(model)
         finally:
             for value, tensor in swapped:
@@ -451,6 +450,42 @@ class LightProto:
         for name, tensor in self.tensors.items():
             model.graph.initializers[name].const_value = tensor
         return model
+
+
+#: Bytes of subgraph initializers in external data that :class:`LightProto` reads into its proto.
+SUBGRAPH_INLINE_LIMIT = 1 << 30
+
+
+def _inline_subgraph_external(model: ir.Model) -> list[tuple[ir.Value, ir.TensorProtocol]]:
+    """Swap each external-data initializer of a subgraph (If/Loop/Scan body) for its bytes in memory.
+
+    Returns the swaps for the caller to undo. The bytes are read from the memory-mapped file once,
+    for the proto; the model keeps its ``ExternalTensor``.
+    """
+    swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
+    total = 0
+    try:
+        for graph in model.graphs():
+            if graph is model.graph:
+                continue
+            for value in graph.initializers.values():
+                tensor = value.const_value
+                if not isinstance(tensor, ir.ExternalTensor):
+                    continue
+                total += tensor.nbytes
+                if total > SUBGRAPH_INLINE_LIMIT:
+                    raise InputError(
+                        f"the model: subgraph initializers in external data exceed {SUBGRAPH_INLINE_LIMIT} bytes "
+                        f"(at '{value.name}' in graph '{graph.name}'); move large weights to the main graph"
+                    )
+                inline = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
+                swapped.append((value, tensor))
+                value.const_value = inline
+    except BaseException:
+        for value, tensor in swapped:
+            value.const_value = tensor
+        raise
+    return swapped
 
 
 def light_proto(model: ir.Model, threshold: int = LIGHT_THRESHOLD) -> LightProto:
@@ -591,11 +626,47 @@ def _plan_layout(model: ir.Model, threshold: int) -> list[_Layout]:
     return layout
 
 
+def _reserve(fd: int, size: int) -> int:
+    """``fallocate(fd, 0, 0, size)`` through libc (Linux): 0, or the errno it failed with.
+
+    Not ``os.posix_fallocate``: where the file system cannot reserve blocks, glibc emulates that by
+    writing every block, which would double the writes. Without libc's ``fallocate``: EOPNOTSUPP.
+    """
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return errno.EOPNOTSUPP
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return 0 if function(fd, 0, 0, size) == 0 else ctypes.get_errno()
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes for a new data file before copying into it.
+
+    A full disk fails here, before gigabytes are copied; and ext4/xfs then copy into extents
+    allocated at once instead of allocating block by block as the copy goes (``bench/bench_core.py``:
+    the kernel copy of the decoder's 2.5 GB took about half the time). File systems without it
+    (EOPNOTSUPP and the like) skip the reservation.
+
+    Raises:
+        OSError: ENOSPC, EDQUOT or EFBIG: the data file cannot have that size.
+    """
+    if size <= 0 or not sys.platform.startswith("linux"):
+        return
+    code = _reserve(fd, size)
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        raise OSError(code, os.strerror(code))
+
+
 def _write_data(layout: list[_Layout], path: Path) -> None:
     """Write the data file: bytes of unchanged external tensors are copied file to file in the kernel."""
     sources: dict[str, int] = {}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
+        _preallocate(fd, max((item.offset + item.length for item in layout), default=0))
         end = 0
         for item in layout:
             tensor = item.tensor

@@ -181,6 +181,8 @@ class Report:
     outputs: list[str] = dataclasses.field(default_factory=list)
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Library warnings caught during the run (onnx-ir, onnxruntime, numpy; see :mod:`surgery.libwarnings`)."""
     models: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Models produced besides the main one (chained parts, artifacts); saved by the API, not in JSON."""
     chained: list[str] = dataclasses.field(default_factory=list)
@@ -222,7 +224,8 @@ class Report:
             "gate_setup": {k: round(v, 4) for k, v in self.gate_setup.items()},
             "artifacts": self.artifacts,
             "notes": self.notes,
-            **{k: v for k, v in _jsonable(self.extra).items() if k not in head},
+            "warnings": self.warnings,
+            **{k: v for k, v in _jsonable(self.extra).items() if k not in head and k != "warnings"},
         }
 
     def write_json(self, path: str | Path) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from surgery.errors import GateError, PassError, SurgeryError
+from surgery.errors import GateError, OriginalCrash, PassError, SurgeryError
 from surgery.gates import BUILTIN_GATES, Gate, Instrument, Outcome, Schedule, Status
 from surgery.gates.fingerprint import fingerprint
 from surgery.gates.instruments import ProgressInstrument, ReproducerInstrument, TimingInstrument
@@ -118,7 +118,11 @@ class Runner:
             run.original = LightProto(model)
         for gate in sorted(active, key=lambda g: getattr(g, "start_order", 0)):  # stable: else as listed
             t0 = time.perf_counter()
-            gate.start(run)
+            try:
+                gate.start(run)
+            except OriginalCrash as exc:  # exit 2, with a reproducer of the original and the inputs it crashed on
+                self._original_crashed(run, exc)
+                raise
             report.gate_setup[gate.name] = time.perf_counter() - t0
         for instrument in self.instruments:
             instrument.start(run)
@@ -229,6 +233,16 @@ class Runner:
         return result
 
     # -- failures -------------------------------------------------------------------------
+    def _original_crashed(self, run: RunState, exc: OriginalCrash) -> None:
+        run.close()
+        message = str(exc)
+        for instrument in self.instruments:
+            write = getattr(instrument, "on_original_failure", None)
+            if write is not None:
+                exc.reproducer = write(run, exc.feeds, message) or exc.reproducer
+        run.report.ok = False
+        run.report.error = str(exc)
+
     def _fail(self, run: RunState, outcome: Outcome) -> None:
         run.close()
         name = run.step.name if run.step is not None else None

@@ -160,6 +160,4 @@ def _note_warnings(report: Any) -> None:
     """Library warnings stay off stderr (see :mod:`surgery.cli`); the report keeps them."""
     from surgery.cli import captured_warnings
 
-    caught = captured_warnings()
-    if caught:
-        report.extra["warnings"] = caught
+    report.warnings.extend(w for w in captured_warnings() if w not in report.warnings)

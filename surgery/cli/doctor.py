@@ -47,16 +47,22 @@ def _parse_dims(items: list[str]) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgery.doctor import diagnose, emit_pipeline, render_table
-    from surgery.model_io import load
+    from surgery import protoload
 
     dims = _parse_dims(args.dim)
+    # a model doctor must refuse (unreadable, cyclic) is refused before onnx-ir and the checks are imported
+    protoload.quick_cycle_check(args.model)
+    proto = protoload.read(args.model)
+    from surgery.doctor import diagnose, emit_pipeline, render_table
+    from surgery.model_io import from_file_proto
+
     input_shapes = None
     if args.input_shape:
         from surgery.shapes.spec import parse_shapes
 
         input_shapes = {k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()}
-    model = load(args.model)
+    model = from_file_proto(proto, args.model)
+    del proto
     plan = args.write_plan = WritePlan()
     plan.read_model(model, args.model)
     json_path = output_or_stdout(args.report, "--report")
@@ -69,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--input-shape: no input named {', '.join(unknown)}; the inputs are {', '.join(sorted(names))}")
     report = diagnose(model, soc=args.soc)
     report.model = str(args.model)
+    from surgery.cli import captured_warnings  # what loading the model raised (diagnose keeps its own)
+
+    report.warnings[:0] = [w for w in captured_warnings() if w not in report.warnings]
     if args.report == "-":
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from surgery import libwarnings
 from surgery.doctor.checks import CHECKS, Check
 from surgery.doctor.context import Context
 from surgery.doctor.facts import load_facts
@@ -28,15 +29,18 @@ def diagnose(model: ModelLike, *, soc: str | None = None, checks: Sequence[Check
         InputError: an unreadable model, or a ``soc`` that is not an Ascend SoC name.
     """
     label = os.fspath(model) if isinstance(model, (str, os.PathLike)) else ""
-    ir_model = to_ir(model)
-    facts = load_facts()
-    ctx = Context(ir_model, facts, soc)
-    findings = []
-    for check in checks:
-        found = check(ctx)
-        logger.debug("%s: %d finding(s)", check.__name__, len(found))
-        findings.extend(found)
+    caught: list[str] = []
+    with libwarnings.capture(caught):  # library warnings go to the log and the report, not stderr
+        ir_model = to_ir(model)
+        facts = load_facts()
+        ctx = Context(ir_model, facts, soc)
+        findings = []
+        for check in checks:
+            found = check(ctx)
+            logger.debug("%s: %d finding(s)", check.__name__, len(found))
+            findings.extend(found)
     return DoctorReport(
+        warnings=caught,
         findings=findings,
         model=label or ir_model.graph.name or "",
         soc=soc,

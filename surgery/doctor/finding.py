@@ -87,6 +87,8 @@ class DoctorReport:
     opsets: dict[str, int] = dataclasses.field(default_factory=dict)
     node_count: int = 0
     data_sources: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Library warnings caught while diagnosing (see :mod:`surgery.libwarnings`)."""
 
     def __post_init__(self) -> None:
         self.findings.sort(key=lambda f: (f.severity.rank, f.check, f.title))
@@ -120,4 +122,5 @@ class DoctorReport:
             "will_fail": self.will_fail,
             "findings": [f.to_dict() for f in self.findings],
             "data_sources": self.data_sources,
+            "warnings": self.warnings,
         }

@@ -74,10 +74,18 @@ class ReproducerInstrument(BaseInstrument):
 
     def on_failure(self, run: RunState, outcome: Outcome, message: str) -> str | None:
         snapshot = run.snapshot if run.step is not None else run.original
+        steps = [run.step] if run.step is not None else list(run.pipeline.steps)
+        return self._write(run, snapshot, steps, _failing_feeds(run, outcome), outcome.numbers, message)
+
+    def on_original_failure(self, run: RunState, feeds: dict[str, np.ndarray], message: str) -> str | None:
+        """The original itself fails (ORT crashed on it): the original, the inputs it crashed on, every pass."""
+        return self._write(run, run.original, list(run.pipeline.steps), feeds, {}, message)
+
+    def _write(self, run: RunState, snapshot: Any, steps: list[Any], feeds: dict[str, np.ndarray],
+               numbers: dict[str, Any], message: str) -> str | None:
         if snapshot is None:
             return None
         try:
-            steps = [run.step] if run.step is not None else list(run.pipeline.steps)
             passes = []
             for step in steps:
                 entry: dict[str, Any] = {"name": step.name, **_toml_options(step.pass_.options_dict())}
@@ -88,13 +96,12 @@ class ReproducerInstrument(BaseInstrument):
             cfg = run.pipeline.verify
             verify: dict[str, Any] = {
                 "checker": "each", "ort": "each", "parity": "each", "signature": "each",
-                "rtol": outcome.numbers.get("rtol", cfg.rtol), "atol": outcome.numbers.get("atol", cfg.atol),
+                "rtol": numbers.get("rtol", cfg.rtol), "atol": numbers.get("atol", cfg.atol),
                 "seed": cfg.seed, "samples": cfg.samples, "parity_max_nodes": cfg.parity_max_nodes,
                 "allow_unexercised": cfg.allow_unexercised,
             }
             if cfg.int_tolerance is not None:
                 verify["int_tolerance"] = cfg.int_tolerance
-            feeds = _failing_feeds(run, outcome)
             write_reproducer(self.folder, snapshot, feeds, passes, verify, message)
             return str(self.folder)
         except Exception as exc:  # the reproducer must never hide the real failure

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from surgery.errors import InputError
+from surgery.errors import InputError, OriginalCrash
 from surgery.gates.base import BaseGate, Outcome, Schedule
 from surgery.gates.randomness import random_outputs
 from surgery.gates.state import MissingKernel, RunState
@@ -36,6 +36,7 @@ from surgery.verify.explain import explain_ort_failure, is_input_failure
 from surgery.shapes.observed import correct_observed_shapes
 from surgery.verify.inputs import FeedPlan, plan_inputs
 from surgery.verify.samples import Sample, candidate_samples
+from surgery.verify.worker import OrtCrash
 
 __all__ = ["ParityGate", "ParityData", "reference_outputs"]
 
@@ -111,6 +112,14 @@ class _Original:
         self.session = None
 
 
+def _original_error(exc: BaseException, plan: Any) -> InputError:
+    """The exit-2 error for an original that does not run; a crash keeps its inputs for the reproducer."""
+    message = explain_ort_failure(exc, plan.feeds, plan.provenance)
+    if isinstance(exc, OrtCrash) or isinstance(exc.__cause__, OrtCrash):
+        return OriginalCrash(message, feeds=plan.feeds)
+    return InputError(message)
+
+
 def _try(original: _Original, sample: Sample) -> dict[str, np.ndarray] | BaseException:
     try:
         return original(sample.feeds)
@@ -171,19 +180,19 @@ class ParityGate(BaseGate):
             original = _Original(run)  # one session for every reference run of the original
         except (OrtLoadError, *ORT_ERRORS) as exc:
             # what ONNX Runtime said (opset, op, domain, IR version, file), not a guess about inputs
-            raise InputError(explain_ort_failure(exc, plan.feeds, plan.provenance)) from None
+            raise _original_error(exc, plan) from None
         try:
             planned = Sample("planned", plan.feeds)
             first = _try(original, planned)
             if isinstance(first, BaseException):
                 guessed = any("generated" in how and "=" in how for how in plan.provenance.values())
                 if not guessed or not is_input_failure(first):
-                    raise InputError(explain_ort_failure(first, plan.feeds, plan.provenance)) from None
+                    raise _original_error(first, plan) from None
                 plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed, ones=True)
                 planned = Sample("planned", plan.feeds)
                 first = _try(original, planned)
                 if isinstance(first, BaseException):
-                    raise InputError(explain_ort_failure(first, plan.feeds, plan.provenance)) from None
+                    raise _original_error(first, plan) from None
                 run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
             data = ParityData(plan, hints, [planned], [first], [v.name for v in run.model.graph.outputs], randoms)
             if cfg.samples > 1:

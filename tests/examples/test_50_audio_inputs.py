@@ -33,3 +33,7 @@ def test_readme_commands(tmp_path):
     assert "the original model crashes onnxruntime" in lines[0] and "SIGFPE" in lines[0]
     assert "model 'overflow'" in lines[0] and "a[2] int32, b[2] int32" in lines[0]
     assert not (tmp_path / "overflow.out.onnx").exists()
+    # and a reproducer, named in the line: the original and the inputs it crashed on
+    assert "(reproducer: overflow.out.onnx.repro)" in lines[0]
+    assert {p.name for p in (tmp_path / "overflow.out.onnx.repro").iterdir()} == {
+        "model.onnx", "inputs.npz", "passes.toml", "README.txt"}

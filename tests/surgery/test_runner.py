@@ -209,3 +209,87 @@ def test_parity_deferred_by_node_budget_still_runs_at_the_end(mlp, test_passes):
     pipe.verify = dataclasses.replace(pipe.verify, parity_max_nodes=1)
     _, report = surgery.apply(mlp, pipe)
     assert report.steps[0].parity_status == "at end" and "final parity: ok (1 outputs)" in report.final_checks
+
+
+# --- library warnings (issue 11, item 6) ---------------------------------------------------------
+
+
+def _model_onnx_ir_warns_about() -> "onnx.ModelProto":
+    """Relu with an extra unnamed initializer: onnx-ir's deserializer logs "Initializer tensor must
+    have a name ... Skipping this initializer" (a real library warning, through logging)."""
+    import onnx as _onnx
+    from onnx import TensorProto as _T
+    from onnx import helper as _h
+
+    proto = make_model([_h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", _T.FLOAT, [2, 3])],
+                       [vi("y", _T.FLOAT, [2, 3])])
+    proto.graph.initializer.append(_onnx.numpy_helper.from_array(np.zeros(2, np.float32), ""))
+    return proto
+
+
+class _Overflows(SurgeryPass):
+    """Test-only: computes a float32 overflow (numpy's RuntimeWarning), changes nothing."""
+
+    name = "test-overflows"
+
+    def call(self, model):
+        np.float32(3e38) * np.float32(10)
+        return SurgeryResult(model, False)
+
+
+def test_api_captures_library_warnings_into_the_report_not_stderr(capfd, caplog):
+    import logging
+
+    import surgery
+    from surgery.doctor import diagnose
+
+    with caplog.at_level(logging.INFO, logger="surgery.libwarnings"):
+        _, report = surgery.apply(_model_onnx_ir_warns_about(), [_Overflows()])
+    err = capfd.readouterr().err
+    assert err == "", err  # neither Python's last-resort log handler nor warnings printed a line
+    assert any(w.startswith("onnx_ir") and "Initializer tensor must have a name" in w for w in report.warnings), report.warnings
+    assert any(w.startswith("RuntimeWarning: overflow") for w in report.warnings), report.warnings
+    assert report.to_dict()["warnings"] == report.warnings
+    # ... and to the log (INFO, for a caller that wants to see them)
+    assert sum("library warning:" in r.getMessage() for r in caplog.records) == len(report.warnings)
+    # the library loggers are left as they were
+    import logging as _logging
+
+    assert _logging.getLogger("onnx_ir").propagate and not _logging.getLogger("onnx_ir").handlers
+    doctor = diagnose(_model_onnx_ir_warns_about())
+    assert capfd.readouterr().err == ""
+    assert any("Initializer tensor must have a name" in w for w in doctor.warnings)
+    assert doctor.to_dict()["warnings"] == doctor.warnings
+
+
+def test_api_prints_no_library_warning_in_a_plain_python_process(tmp_path):
+    """No logging configured (Python's last-resort handler prints library WARNING records to stderr)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    onnx.save(_model_onnx_ir_warns_about(), tmp_path / "m.onnx")
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import surgery
+        from surgery.doctor import diagnose
+        from surgery.pass_base import SurgeryPass, SurgeryResult
+
+        class Overflows(SurgeryPass):
+            name = "test-overflows"
+            def call(self, model):
+                np.float32(3e38) * np.float32(10)
+                return SurgeryResult(model, False)
+
+        _, report = surgery.apply(sys.argv[1], [Overflows()])
+        print(len(report.warnings), len(diagnose(sys.argv[1]).warnings))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.onnx")], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    applied, diagnosed = map(int, done.stdout.split())
+    assert applied >= 2 and diagnosed >= 1

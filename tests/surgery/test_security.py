@@ -232,6 +232,31 @@ def test_doctor_writes_hostile_names_as_data(tmp_path, capsys, name):
         assert "\x1b" not in line and "\r" not in line
 
 
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES[:6])
+def test_the_reproducer_writes_hostile_names_as_data(tmp_path, name, test_passes):
+    """A gate failure on a weight with a hostile name: the reproducer's passes.toml parses to the one
+    failing pass with the exact name as its option, its inputs and model keep the name, and replaying
+    it fails the same way (no injected pass, no code run)."""
+    import tomllib
+
+    w = np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32)
+    model = make_model([h.make_node("MatMul", ["x", name], ["y"], name=name + "/mm")], [vi("x", T.FLOAT, [2, 3])],
+                       [vi("y", T.FLOAT, [2, 3])], {name: w})
+    from surgery.errors import GateError
+
+    with pytest.raises(GateError) as info:
+        surgery.apply(model, [test_passes["test-perturb-weight"](weight=name, delta=1.0)], reproducer_dir=tmp_path / "r")
+    assert info.value.gate == "parity"
+    doc = tomllib.loads((tmp_path / "r" / "passes.toml").read_text(encoding="utf-8"))
+    assert [(p["name"], p["weight"]) for p in doc["pass"]] == [("test-perturb-weight", name)]
+    assert set(doc) == {"schema_version", "inputs", "verify", "pass"}
+    assert onnx.load(tmp_path / "r" / "model.onnx").graph.initializer[0].name == name
+    with pytest.raises(GateError, match="parity"):
+        surgery.apply(str(tmp_path / "r" / "model.onnx"), str(tmp_path / "r" / "passes.toml"),
+                      reproducer_dir=tmp_path / "r2")
+    assert not (tmp_path / "EVIL_RAN").exists()
+
 def test_doctor_validates_its_pipeline_without_importing_anything(tmp_path, capsys, monkeypatch):
     """Even a pipeline that names a rewrite module (here written by hand) is checked without importing it."""
     from surgery.doctor import pipeline as emit_mod

@@ -253,6 +253,89 @@ def test_doctor_on_a_large_cyclic_graph_returns(work):
     assert "-> 'n19999' (Relu) -> 'n0' (Add); an ONNX graph must be acyclic" in done.stderr
 
 
+
+def test_doctor_refuses_a_cyclic_graph_before_importing_onnx(work):
+    """doctor on the issue's 20 000-node cycle took 4.5 s, mostly importing onnx and onnx-ir and
+    converting the graph before looking for the cycle. Now the cycle is found on the file's
+    protobuf first (bench/bench_doctor.py prints the wall time; this asserts what was not done)."""
+    onnx.save(_cyclic(20_000), work / "model.onnx")
+    script = textwrap.dedent(
+        """
+        import sys
+        from surgery.cli import main
+        code = main(["doctor", sys.argv[1]])
+        print(code, sorted(m for m in ("onnx", "onnx_ir", "numpy", "onnxruntime") if m in sys.modules))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(work / "model.onnx")], capture_output=True, text=True,
+                          timeout=300, check=False, cwd=work)
+    assert done.stdout.split("\n")[0] == "2 []", done.stdout
+    assert done.stderr.count("\n") == 1 and "the graph has a cycle: 'n0' (Add) -> 'n1' (Relu)" in done.stderr
+    assert "-> 'n19999' (Relu) -> 'n0' (Add); an ONNX graph must be acyclic" in done.stderr
+
+
+def test_the_quick_cycle_scan_leaves_what_it_cannot_read_to_the_full_check(work):
+    from surgery import protoload
+    from surgery.errors import InputError
+
+    # a cycle inside an If branch: the scan gives up on subgraphs, the full read finds it
+    branch = h.make_graph([h.make_node("Relu", ["b"], ["a"], name="inner1"), h.make_node("Neg", ["a"], ["b"], name="inner2")],
+                          "then", [], [vi("b", T.FLOAT, [3])])
+    other = h.make_graph([h.make_node("Identity", ["x"], ["c"], name="else_id")], "else", [], [vi("c", T.FLOAT, [3])])
+    model = _unchecked([h.make_node("If", ["cond"], ["y"], name="if", then_branch=branch, else_branch=other)],
+                       [vi("cond", T.BOOL, []), vi("x", T.FLOAT, [3])], [vi("y", T.FLOAT, [3])])
+    onnx.save(model, work / "branch.onnx")
+    protoload.quick_cycle_check(work / "branch.onnx")  # no verdict
+    with pytest.raises(InputError, match=r"cycle: 'inner1' \(Relu\) -> 'inner2' \(Neg\) -> 'inner1' \(Relu\)"):
+        protoload.read(work / "branch.onnx")
+    # an outer value read inside a branch is a dependency: n0 -> if (reads t1 in its branch) -> n1 -> n0
+    inner = h.make_graph([h.make_node("Identity", ["t1"], ["r"], name="reads_outer")], "then", [], [vi("r", T.FLOAT, [3])])
+    looped = _unchecked([h.make_node("Add", ["x", "y2"], ["t0"], name="n0"),
+                         h.make_node("If", ["cond"], ["y2"], name="if", then_branch=inner, else_branch=inner),
+                         h.make_node("Relu", ["t0"], ["t1"], name="n1"), h.make_node("Identity", ["t0"], ["y"], name="out")],
+                        [vi("cond", T.BOOL, []), vi("x", T.FLOAT, [3])], [vi("y", T.FLOAT, [3])])
+    onnx.save(looped, work / "looped.onnx")
+    with pytest.raises(InputError, match=r"cycle: 'n0' \(Add\) -> 'n1' \(Relu\) -> 'if' \(If\) -> 'n0' \(Add\)"):
+        protoload.read(work / "looped.onnx")
+    # an acyclic model passes both, and a truncated file is left to read()'s own message
+    onnx.save(make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, [3])],
+                         [vi("y", T.FLOAT, [3])]), work / "ok.onnx")
+    protoload.quick_cycle_check(work / "ok.onnx")
+    assert len(protoload.read(work / "ok.onnx").graph.node) == 1
+    (work / "torn.onnx").write_bytes((work / "ok.onnx").read_bytes()[:-7])
+    protoload.quick_cycle_check(work / "torn.onnx")
+    with pytest.raises(InputError, match="not a valid ONNX model"):
+        protoload.read(work / "torn.onnx")
+    # what the scan reads is what onnx parses: names, op types, inputs (empty ones too), outputs,
+    # past attributes of every wire type, doc strings and domains
+    nodes = [h.make_node("Constant", [], ["c"], name="const", value=numpy_helper.from_array(np.ones(3, np.float32))),
+             h.make_node("LeakyRelu", ["x"], ["l"], name="leaky", alpha=0.25, doc_string="a doc string"),
+             h.make_node("Concat", ["l", "c"], ["cat"], name="concat\u00e9", axis=0),
+             h.make_node("Resize", ["cat", "", "scales"], ["r"], name="", mode="nearest"),
+             h.make_node("Custom", ["r"], ["y", "extra"], name="custom", domain="com.acme", ints=[1, -2, 300])]
+    varied = _unchecked(nodes, [vi("x", T.FLOAT, [3])], [vi("y", T.FLOAT, [6])],
+                        [numpy_helper.from_array(np.array([2.0], np.float32), "scales")])
+    onnx.save(varied, work / "varied.onnx")
+    scanned = protoload._scan_main_graph((work / "varied.onnx").read_bytes())
+    parsed = onnx.load(work / "varied.onnx").graph.node
+    assert [(n.name, n.op_type, list(n.input), list(n.output)) for n in scanned] == \
+        [(n.name, n.op_type, list(n.input), list(n.output)) for n in parsed]
+
+
+@pytest.mark.parametrize("elem", [T.FLOAT8E4M3FN, T.FLOAT8E5M2, T.BFLOAT16, T.INT4, T.UINT4],
+                         ids=["float8e4m3fn", "float8e5m2", "bfloat16", "int4", "uint4"])
+def test_low_precision_inputs_on_the_command_line(work, capsys, elem):
+    """Issue 11: float8/int4 inputs were exit 3 (internal error). Generated, fed to ORT, gated: exit 0."""
+    model = make_model([h.make_node("Cast", ["x"], ["f"], to=T.FLOAT, name="cast"),
+                        h.make_node("Identity", ["f"], ["y"], name="dropme")],
+                       [vi("x", elem, [2, 3])], [vi("y", T.FLOAT, [2, 3])], opset=21, ir_version=10)
+    onnx.save(model, work / "model.onnx")
+    assert main(["apply", str(work / "passes.toml"), str(work / "model.onnx"), "-o", str(work / "out.onnx"), "-q",
+                 "--report", str(work / "r.json")]) == 0, capsys.readouterr().err
+    report = json.loads((work / "r.json").read_text())
+    assert report["oracle"] == "onnxruntime" and report["steps"][0]["gates"]["parity"]["status"] == "passed", report
+    assert onnx.load(work / "out.onnx").graph.input[0].type.tensor_type.elem_type == elem
+
 # --- stray output --------------------------------------------------------------------------------
 
 NOISY_PLUGIN = textwrap.dedent(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import ml_dtypes
@@ -161,6 +162,75 @@ def test_cli_reports_a_crash_of_the_original_in_one_line_with_exit_2(tmp_path, c
     assert code == 2 and len(err) == 1, err
     assert "SIGFPE" in err[0] and "a[2] int32" in err[0]
     assert not (tmp_path / "out.onnx").exists()
+    # the reproducer: the original, the inputs it crashed on and the pipeline, named in the line
+    repro = tmp_path / "out.onnx.repro"
+    assert f"(reproducer: {repro})" in err[0]
+    _assert_replays_the_crash(repro, {"a": [INT_MIN, 1], "b": [-1, 1]}, "cleanup")
+
+
+def _assert_replays_the_crash(repro: Path, feeds: dict, pass_name: str) -> None:
+    """The reproducer folder holds what replays the crash: the model, the crashing inputs, the pass."""
+    import tomllib
+
+    saved = np.load(repro / "inputs.npz")
+    assert {k: saved[k].tolist() for k in saved.files} == feeds
+    assert [p["name"] for p in tomllib.loads((repro / "passes.toml").read_text())["pass"]] == [pass_name]
+    assert [n.op_type for n in onnx.load(repro / "model.onnx").graph.node] == ["Div"]
+    assert "SIGFPE" in (repro / "README.txt").read_text()
+    # replaying it crashes the same way, in the worker: exit 2 again, nothing written
+    code = main(["apply", str(repro / "passes.toml"), str(repro / "model.onnx"), "-o", str(repro.parent / "replay.onnx"),
+                 "--repro", str(repro.parent / "replay.repro"), "-q"])
+    assert code == 2 and not (repro.parent / "replay.onnx").exists()
+
+
+def test_api_writes_a_reproducer_when_the_original_crashes(tmp_path):
+    feeds = {"a": np.array([INT_MIN, 4], np.int32), "b": np.array([-1, 2], np.int32)}
+    with pytest.raises(InputError) as info:
+        surgery.apply(_divide(), [_DivideByMinusOne()], inputs=feeds, reproducer_dir=tmp_path / "repro")
+    assert info.value.exit_code == 2 and info.value.reproducer == str(tmp_path / "repro")
+    assert f"(reproducer: {tmp_path / 'repro'})" in str(info.value)
+    _assert_replays_the_crash(tmp_path / "repro", {"a": [INT_MIN, 4], "b": [-1, 2]}, "test-divide-by-minus-one")
+
+
+def test_cli_reports_a_crash_of_the_new_model_with_exit_1_and_a_reproducer(tmp_path, capsys):
+    """The original runs; the pass's output crashes ORT (SIGFPE): exit 1, one line, the reproducer replays the pass."""
+    original = _divide(np.array([2, 2], np.int32))
+    onnx.save(original, tmp_path / "m.onnx")
+    np.savez(tmp_path / "in.npz", a=np.array([INT_MIN, 4], np.int32))
+    (tmp_path / "p.toml").write_text('[inputs]\ndata = "in.npz"\n[[pass]]\nname = "cleanup"\n')
+    # the pass comes from a plug-in file (user code: run with --allow-code)
+    (tmp_path / "divide.py").write_text(textwrap.dedent('''
+        import numpy as np
+        import onnx_ir as ir
+        from surgery import Numerics, SurgeryPass, SurgeryResult, register
+
+        @register
+        class DivideByMinusOne(SurgeryPass):
+            """Test plug-in: the divisor becomes [-1, -1] (INT_MIN / -1 then crashes ORT)."""
+            name = "test-plugin-divide-by-minus-one"
+            numerics = Numerics.EXACT
+
+            def call(self, model):
+                model.graph.initializers["b"].const_value = ir.tensor(np.array([-1, -1], np.int32), name="b")
+                return SurgeryResult(model, True)
+    '''))
+    (tmp_path / "p.toml").write_text('[inputs]\ndata = "in.npz"\n[[pass]]\nname = "test-plugin-divide-by-minus-one"\n')
+    try:
+        code = main(["apply", str(tmp_path / "p.toml"), str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.onnx"),
+                     "--plugin", str(tmp_path / "divide.py"), "--allow-code", "-q"])
+    finally:
+        from surgery import registry
+
+        registry.unregister("test-plugin-divide-by-minus-one")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert "SIGFPE" in err[0] and "a[2] int32" in err[0] and "test-plugin-divide-by-minus-one" in err[0]
+    assert not (tmp_path / "out.onnx").exists()
+    repro = tmp_path / "out.onnx.repro"
+    assert f"(reproducer: {repro})" in err[0]
+    assert (repro / "model.onnx").is_file() and (repro / "inputs.npz").is_file()
+    # the reproducer's model is the one BEFORE the pass: it runs (the divisor is still [2, 2])
+    assert onnx.numpy_helper.to_array(onnx.load(repro / "model.onnx").graph.initializer[0]).tolist() == [2, 2]
 
 
 def test_one_worker_per_run_killed_at_the_end(mlp, test_passes):
