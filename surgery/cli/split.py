@@ -1,9 +1,12 @@
 """``surgery split MODEL --head HEAD.onnx --tail TAIL.onnx``: split post-processing off, verified.
 
-The boundary is found automatically (every tensor crossing into the region that starts at the first
-data-dependent or NPU-hostile op) or given with ``--boundary``. The head and the tail are gated like
-any pass (checker, ONNX Runtime, and head-then-tail parity with the original, exact by default),
-then written with a manifest JSON describing each part's inputs and outputs.
+The boundary is found automatically (the cut with the fewest bytes crossing into the region that
+starts at the first data-dependent or NPU-hostile op, printed with each tensor's size) or given
+with ``--boundary``. When the model's inputs are static, ``make-static`` runs first: it folds the
+shape arithmetic, so the boundary is sized by static shapes and the head comes out static for the
+compiler. The head and the tail are gated like any pass (checker, ONNX Runtime, and head-then-tail
+parity with the original, exact by default), then written with a manifest JSON describing each
+part's inputs and outputs.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgery import api, model_io
+    from surgery import api, model_io, registry
+    from surgery.shapes.dims import is_static_shape
     from surgery.analysis.cuts import postprocess_boundary
     from surgery.partition import manifest
     from surgery.passes.split_postprocess import SplitPostprocess
@@ -69,9 +73,14 @@ def run(args: argparse.Namespace) -> int:
         # fails early, with the reason, when there is nothing to split off
         hostile = [h.to_dict() for h in postprocess_boundary(model.graph, hostile_ops=args.hostile_ops, functions=model.functions).hostile]
     step = SplitPostprocess(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops))
+    steps: list = [step]
+    if all(is_static_shape(v.shape) for v in model.graph.inputs if not v.is_initializer()):
+        # static inputs: fold the shape arithmetic first, so the boundary is sized by static shapes
+        # and the head is static for the compiler (the gates verify it like the split)
+        steps.insert(0, registry.get("make-static")())
     verify = {"checker": args.verify, "ort": args.verify, "parity": args.verify, "rtol": args.rtol, "atol": args.atol}
-    head, report = api.apply(model, [step], inputs=args.data, verify=verify, reproducer_dir=repro)
-    result = report.steps[0]
+    head, report = api.apply(model, steps, inputs=args.data, verify=verify, reproducer_dir=repro)
+    result = report.steps[-1]
     if not result.modified:
         raise InputError(f"{args.model}: nothing to split off ({'; '.join(result.notes) or 'no hostile op'})")
     tail = report.models["tail"]

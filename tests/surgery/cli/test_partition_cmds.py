@@ -73,7 +73,8 @@ def test_split_command_writes_head_tail_and_manifest(tmp_path, capsys):
     assert manifest["hostile"][0]["node"] == "/post/NonZero"
     assert [(p["name"], p["file"], p["produces"]) for p in manifest["parts"]] == [
         ("head", "head.onnx", ["scores"]), ("tail", "tail.onnx", ["hits"])]
-    assert manifest["boundary"] == [{"name": "/post/mask", "dtype": "bool", "shape": [1, 2, 6, 6]}]
+    assert manifest["boundary"] == [{"name": "/post/mask", "dtype": "bool", "shape": [1, 2, 6, 6], "bytes": 72}]
+    assert manifest["boundary_bytes"] == 72 and "/post/mask (72 B); 1 tensor(s), 72 B" in text
     import onnxruntime as ort
 
     options = ort.SessionOptions()  # the kernels of the reference run, for a bit-exact comparison
