@@ -4,8 +4,8 @@ This is knowledge about our own passes (not about ATC), so it lives here rather 
 table. ``PASS_ORDER`` is the order ``--emit-pipeline`` writes passes in: functions inlined first
 (so later passes see plain ``ai.onnx`` nodes), op rewrites before the opset down-conversion (the
 rewrites remove ops that have no down-adapter, e.g. opset-20 Gelu and GridSample), dtype narrowing,
-then shapes made static, then rewrites that need constants folded by ``make-static`` (Gather
-indices), int64 narrowing once shape arithmetic is folded, cleanup, and the static gate last.
+then shapes made static, the split of data-dependent post-processing (sized by the folded
+shapes), then rewrites that need constants folded by ``make-static`` (Gather indices), int64 narrowing once shape arithmetic is folded, cleanup, and the static gate last.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ PASS_ORDER: tuple[str, ...] = (
     "convert-opset",
     "narrow-float64",
     "fix-shapes",
-    "split-postprocess",
     "make-static",
+    "split-postprocess",
     "rewrite-focus",
     "nearest-upsample-to-expand",
     "complete-nms-inputs",
