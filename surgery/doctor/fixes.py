@@ -30,6 +30,7 @@ PASS_ORDER: tuple[str, ...] = (
     "make-static",
     "split-postprocess",
     "rewrite-focus",
+    "slice-step-to-gather",
     "nearest-upsample-to-expand",
     "complete-nms-inputs",
     "normalize-gather-indices",
