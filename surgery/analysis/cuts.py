@@ -15,8 +15,8 @@ Both are reachability questions answered in time linear in the graph:
   an edge whose capacity is its size in bytes (from its static shape), the producer and consumer
   edges infinite, with infinite edges back from each consumer to the tensor's in vertex and from
   there to its producer (so the head stays closed under producers and the tail under consumers). The
-  data-dependent tail is tied to the sink, the graph inputs and every weight-carrying compute op
-  (Conv, MatMul, Gemm, recurrent ops …: the NPU's work) to the source. Of the minimum cuts it takes
+  data-dependent tail is tied to the sink; the graph inputs, the nodes reading them and every
+  weight-carrying compute op (Conv, MatMul, Gemm, recurrent ops …: the NPU's work) to the source. Of the minimum cuts it takes
   the one nearest the tail (the most nodes stay on the NPU).
 """
 
@@ -245,7 +245,9 @@ def min_bytes_tail(
     for node in variable:
         if node in tail:
             network.add_edge(node, sink, capacity=inf)
-        elif node.op_type in HEAD_OPS:
+        elif node.op_type in HEAD_OPS or any(v.is_graph_input() and not v.is_initializer() for v in node.inputs if v):
+            # the NPU's work stays on the NPU, and so do the nodes reading the graph inputs: a cut
+            # through the inputs would move the whole model to the CPU
             network.add_edge(source, node, capacity=inf)
         for value in flow.inputs_of(node):
             producer = flow.producer(value)
