@@ -43,6 +43,7 @@ PASS_ORDER: tuple[str, ...] = (
 FIX_BY_OP: dict[str, tuple[str, ...]] = {
     "Gelu": ("decompose-gelu",),
     "Loop": ("make-static",),
+    "Scan": ("make-static",),
     "GroupNormalization": ("convert-opset",),
     # ops newer than opset 18 that convert-opset decomposes on the way down (dynamo writes them)
     "Attention": ("convert-opset",),
@@ -63,6 +64,8 @@ FIX_BY_OP: dict[str, tuple[str, ...]] = {
 FIX_NOTES: dict[str, str] = {
     "Loop": "make-static with unroll_loops = true unrolls a Loop whose trip count is constant (up to max_unroll "
     "iterations); a data-dependent Loop cannot run on ATC and belongs in a CPU part",
+    "Scan": "make-static with unroll_loops = true unrolls a Scan whose scan length is static once the input "
+    "shapes are fixed (up to max_unroll steps; the emitted pipeline allows 256, e.g. 98 frames of 1 s of 16 kHz audio)",
     "GroupNormalization": "convert-opset decomposes GroupNormalization below its opset",
     "Attention": "convert-opset decomposes Attention (opset 23) into MatMul/Softmax arithmetic",
     "RMSNormalization": "convert-opset decomposes RMSNormalization (opset 23) into primitive ops",

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_BATCH = 1
 DEFAULT_SPATIAL = 640
 DEFAULT_OTHER = 128
+#: ``make-static.max_unroll`` written for a model with a Scan (make-static's own default is 64).
+SCAN_MAX_UNROLL = 256
 
 _ACTIVE = (Severity.WILL_FAIL, Severity.SLOW)
 
@@ -292,9 +294,16 @@ def emit_pipeline(
                 header.append("# verified together with make-static (the gates after it compare with the original)")
                 body += ["[pass.verify]", 'checker = "end"', 'ort = "end"', 'parity = "end"']
         elif name == "make-static":
-            if any(f.details.get("op") == "Loop" for f in findings) and "unroll_loops" in options:
-                header.append("# unroll_loops: ATC has no Loop parser; unrolling needs a constant trip count")
+            loops = {f.details.get("op") for f in findings} & {"Loop", "Scan"}
+            if loops and "unroll_loops" in options:
+                header.append(f"# unroll_loops: ATC has no {'/'.join(sorted(loops))} parser; unrolling needs a constant "
+                              "trip count (Loop) or a static scan length (Scan)")
                 body.append(f"unroll_loops = {toml_value(True)}")
+                if "Scan" in loops and "max_unroll" in options:
+                    # a Scan runs over frames or time steps: 98 for 1 s of 16 kHz audio at a 10 ms hop
+                    header.append(f"# max_unroll {SCAN_MAX_UNROLL}: a Scan usually runs over frames (98 for 1 s of "
+                                  "16 kHz audio at a 10 ms hop); raise it for longer inputs")
+                    body.append(f"max_unroll = {toml_value(SCAN_MAX_UNROLL)}")
         elif name == "convert-opset":
             target, why = _convert_target(ctx)
             header.append(comment(f"target {target}: {why}"))

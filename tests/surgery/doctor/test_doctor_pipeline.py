@@ -244,3 +244,38 @@ def test_nms_with_a_static_input_still_gets_the_split_and_assert_static():
     emitted = emit_pipeline(diagnose(model), model)
     assert emitted.steps[-3:] == ["split-postprocess", "cleanup", "assert-static"]
     assert "make-static" in emitted.steps and "split-postprocess" not in emitted.commented
+
+
+def _running_sum_scan(length):
+    """A running sum over ``length`` frames written as a Scan (onnx-asr's wespeaker front end has
+    one over 98 frames for 1 s of 16 kHz audio)."""
+    body = h.make_graph([h.make_node("Add", ["acc_in", "a_t"], ["acc_out"], name="b/add"),
+                         h.make_node("Identity", ["acc_out"], ["y_t"], name="b/id")], "body",
+                        [vi("acc_in", T.FLOAT, [2]), vi("a_t", T.FLOAT, [2])],
+                        [vi("acc_out", T.FLOAT, [2]), vi("y_t", T.FLOAT, [2])])
+    scan = h.make_node("Scan", ["acc0", "a"], ["acc", "ys"], body=body, num_scan_inputs=1, name="scan")
+    return make_model([scan], [vi("acc0", T.FLOAT, [2]), vi("a", T.FLOAT, [length, 2])],
+                      [vi("acc", T.FLOAT, [2]), vi("ys", T.FLOAT, [length, 2])])
+
+
+def test_a_scan_of_98_frames_gets_unrolled_by_the_emitted_pipeline(tmp_path):
+    """Before: the doctor offered no fix for Scan (make-static kept it: unroll_loops off, and 98 >
+    max_unroll 64), so assert-static failed with "Scan left in the model"."""
+    from surgery import api
+
+    path = tmp_path / "scan.onnx"
+    onnx_model = _running_sum_scan(98)
+    import onnx
+
+    onnx.save(onnx_model, path)
+    before = diagnose(path)
+    (scan,) = [f for f in before.findings if f.check == "unregistered-op"]
+    assert scan.details["op"] == "Scan" and scan.fix == ["make-static"]
+    emitted = emit_pipeline(before, ir.load(path))
+    assert "unroll_loops = true" in emitted.text and f"max_unroll = {emit_mod.SCAN_MAX_UNROLL}" in emitted.text
+    toml = tmp_path / "p.toml"
+    toml.write_text(emitted.text)
+    feeds = {"acc0": np.ones(2, np.float32), "a": np.arange(196, dtype=np.float32).reshape(98, 2)}
+    model, report = api.apply(path, toml, inputs=feeds, output=tmp_path / "out.onnx")
+    assert report.ok and "Scan" not in {n.op_type for n in model.graph}
+    assert diagnose(tmp_path / "out.onnx").exit_code == 0
