@@ -185,6 +185,9 @@ HEAD_OPS = frozenset({
     "QLinearMatMul", "Gemm", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention",
 })
 
+#: How far (producer steps) above the data-dependent region the minimum cut looks.
+MAX_CUT_DEPTH = 256
+
 #: Capacity of a tensor whose size is unknown: cut only when nothing of known size separates.
 _UNKNOWN_BYTES = 1 << 40
 
@@ -226,8 +229,9 @@ def min_bytes_tail(
     ``tail`` is closed under consumers (everything downstream of a data-dependent node); the
     result adds the producers upstream of it that it pays to run on the CPU. Graph inputs and
  :data:`HEAD_OPS` nodes (with their producers) stay in the head. ``sizes`` gives tensor
-    sizes in bytes where the annotations do not (default :func:`tensor_bytes`). The flow network
-    has two vertices per tensor and one per node.
+    sizes in bytes where the annotations do not (default :func:`tensor_bytes`). Only the nodes at
+    most :data:`MAX_CUT_DEPTH` producer steps above ``tail`` may move (the rest stays in the head);
+    the flow network has one vertex per such node and two per tensor they exchange.
     """
     sizes = sizes or {}
     shared = input_dim_names(flow.graph)
@@ -241,11 +245,22 @@ def min_bytes_tail(
         network.add_edge(u, v, capacity=inf)
         network.add_edge(v, u, capacity=inf)
 
-    variable = [n for n in flow.nodes if n not in const]
-    for node in variable:
-        if node in tail:
-            network.add_edge(node, sink, capacity=inf)
-        elif node.op_type in HEAD_OPS or any(v.is_graph_input() and not v.is_initializer() for v in node.inputs if v):
+    # the nodes the cut may move: at most MAX_CUT_DEPTH producer steps above the tail (post-
+    # processing is short; everything further up stays in the head, and the network stays small)
+    region: set[ir.Node] = set()
+    frontier = {p for n in tail for v in flow.inputs_of(n) if (p := flow.producer(v)) is not None
+                and p not in tail and p not in const}
+    for _ in range(MAX_CUT_DEPTH):
+        frontier -= region
+        if not frontier:
+            break
+        region |= frontier
+        frontier = {p for n in frontier for v in flow.inputs_of(n) if (p := flow.producer(v)) is not None
+                    and p not in const and p not in region}
+    for node in [*flow.in_order(region), *flow.in_order(tail)]:
+        consumer: Any = sink if node in tail else node
+        if node in region and (node.op_type in HEAD_OPS
+                               or any(v.is_graph_input() and not v.is_initializer() for v in node.inputs if v)):
             # the NPU's work stays on the NPU, and so do the nodes reading the graph inputs: a cut
             # through the inputs would move the whole model to the CPU
             network.add_edge(source, node, capacity=inf)
@@ -254,18 +269,19 @@ def min_bytes_tail(
             if producer is None:
                 if not value.is_graph_input():
                     continue  # an initializer or a captured outer value: free on both sides
-            elif producer in const:
+            elif producer in const or producer in tail:
                 continue
             tin, tout = ("in", id(value)), ("out", id(value))
             if tin not in network:
                 size = sizes[value] if value in sizes else tensor_bytes(value, shared=shared)
                 network.add_edge(tin, tout, capacity=_UNKNOWN_BYTES if size is None else size)
                 network.add_edge(tout, tin, capacity=inf)
-                both(source if producer is None else producer, tin)
+                both(producer if producer in region else source, tin)
             # the consumer reads the tensor from the tail side (tout) or, in the head, where it is made
             # (tin: a head consumer keeps the producer in the head; its sibling consumers stay free)
-            network.add_edge(tout, node, capacity=inf)
-            network.add_edge(node, tin, capacity=inf)
+            network.add_edge(tout, consumer, capacity=inf)
+            if consumer is not sink:
+                network.add_edge(consumer, tin, capacity=inf)
     if sink not in network or source not in network:
         return set(tail)
     _, flows = nx.maximum_flow(network, source, sink, flow_func=nx.algorithms.flow.preflow_push)
@@ -281,7 +297,7 @@ def min_bytes_tail(
             if u not in reach:
                 reach.add(u)
                 stack.append(u)
-    return {n for n in variable if n in reach} | set(tail)
+    return {n for n in region if n in reach} | set(tail)
 
 
 def _order_values(flow: Dataflow, values: Iterable[ir.Value]) -> list[ir.Value]:

@@ -218,3 +218,16 @@ def test_slicing_a_long_chain_keeps_every_node_between_the_cuts():
         assert len(part.nodes) == n - 20
         names = {node.name for node in part.nodes}
         assert "n10" in names and f"n{n - 11}" in names and "n9" not in names and f"n{n - 10}" not in names
+
+
+def test_min_cut_looks_at_most_max_cut_depth_producer_steps_up(monkeypatch):
+    import surgery.analysis.cuts as cuts
+
+    model = _ir(_nonzero_postprocess())
+    # one step: Gather, Greater, Squeeze may move, but moving any of them alone crosses as many bytes or more
+    monkeypatch.setattr(cuts, "MAX_CUT_DEPTH", 1)
+    assert postprocess_boundary(model.graph, model=model).names == ["ncols", "mask", "flat1"]
+    monkeypatch.setattr(cuts, "MAX_CUT_DEPTH", 2)  # Shape and Flatten too: 'scores' alone separates
+    assert postprocess_boundary(model.graph, model=model).names == ["scores"]
+    monkeypatch.setattr(cuts, "MAX_CUT_DEPTH", 0)  # nothing may move: the tensors crossing into NonZero's region
+    assert postprocess_boundary(model.graph, model=model).names == ["ncols", "mask", "flat1"]
