@@ -32,3 +32,4 @@ from surgery.passes import rewrite_focus  # noqa: F401
 from surgery.passes import decompose_dft  # noqa: F401
 from surgery.passes import precision_plan  # noqa: F401
 from surgery.passes import nearest_upsample_to_expand  # noqa: F401
+from surgery.passes import slice_step_to_gather  # noqa: F401

@@ -5,9 +5,13 @@ chained model (``SurgeryResult.chained["tail"]``, saved as ``OUT.tail.onnx``). W
 ``boundary``, the tail is everything downstream of the first data-dependent or NPU-hostile node —
 NonMaxSuppression, NonZero, Unique, Compress, TopK whose k is computed from input values (not from
 shapes), Loop, Scan, sequence ops, an If on a data-dependent condition, a node whose subgraph holds
-one of them, and ``hostile_ops`` — found by reachability, not by op type alone: the boundary is
-every tensor produced outside the tail and read inside it (a legacy torch YOLO+NMS export has nine,
-shape scalars included). Constant-only computations are duplicated instead of crossing.
+one of them, and ``hostile_ops`` — found by reachability, not by op type alone. The boundary is the
+cut with the fewest bytes crossing to the tail (a minimum cut on the tensor graph, sizes from the
+static shapes): the tensors crossing into the data-dependent region itself (a legacy torch YOLO+NMS
+export has nine, shape scalars included) are the upper bound, and the tail may start earlier where
+fewer bytes cross; ops doing the NPU's work (Conv, MatMul, Gemm …) stay in the head. Run it after
+``make-static``, whose folded shapes size the tensors. Constant-only computations are duplicated
+instead of crossing.
 
 Contract: boundary tensors keep their names on both sides; original graph inputs the tail reads
 stay tail inputs under their names; the head's and the tail's outputs together are the original
@@ -42,6 +46,9 @@ class SplitPostprocessOptions:
         default_factory=list, help="more op types to keep off the NPU (added to the built-in list)"
     )
     tail_name: str = option("tail", help="key of the tail among the chained models (saved as OUT.<tail_name>.onnx)")
+    minimize: bool = option(
+        True, help="move the automatic boundary upstream to the cut with the fewest bytes (false: cut right before the hostile op)"
+    )
 
 
 @register
@@ -53,7 +60,9 @@ class SplitPostprocess(SurgeryPass):
     ``boundary`` the tail is everything downstream of the first data-dependent or NPU-hostile node
     (NonMaxSuppression, NonZero, Unique, Compress, TopK whose k comes from input values, Loop, Scan,
     sequence ops, If on a data-dependent condition, a node whose subgraph or function holds one),
-    found by reachability; the boundary is every tensor crossing into it, shape scalars included.
+    found by reachability; the boundary is the cut with the fewest bytes crossing into the tail
+    (networkx minimum cut on the tensor graph, sizes from static shapes; Conv/MatMul/Gemm … stay in
+    the head; ``minimize = false``: every tensor crossing into the data-dependent region).
     Boundary tensors keep their names on both sides, graph inputs the tail reads stay tail inputs,
     and the two parts' outputs together are the original outputs.
     """
@@ -73,7 +82,8 @@ class SplitPostprocess(SurgeryPass):
                 # the boundary tensors are already outputs nothing reads: this is a head already
                 return SurgeryResult(model, False, notes=["the boundary tensors are already outputs of the model"])
         try:
-            parts = split(model, self.options.boundary or None, hostile_ops=self.options.hostile_ops)
+            parts = split(model, self.options.boundary or None, hostile_ops=self.options.hostile_ops,
+                          minimize=self.options.minimize)
         except NothingToSplit as exc:
             return SurgeryResult(model, False, notes=[str(exc)])
         head, tail = parts.head, parts.tail
@@ -87,7 +97,12 @@ class SplitPostprocess(SurgeryPass):
             "tail_nodes": len(tail.graph),
             "nodes_before": before,
         }
-        notes = [f"boundary ({parts.source}): " + ", ".join(parts.boundary)]
+        if parts.total_bytes is not None:
+            stats["boundary_bytes"] = parts.total_bytes
+        notes = [f"boundary ({parts.source}): " + parts.describe_boundary()]
+        if parts.source == "auto" and parts.naive_boundary != parts.boundary:
+            notes.append(f"the tensors crossing into the data-dependent region itself were {len(parts.naive_boundary)}: "
+                         + ", ".join(parts.naive_boundary))
         if parts.hostile:
             first = parts.hostile[0]
             notes.append(f"first hostile node: {first['node']} ({first['reason']})")

@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from surgery.analysis.cuts import Boundary, Slice, boundary_from_names, postprocess_boundary, slice_between
+from surgery.analysis.cuts import (
+    Boundary,
+    Slice,
+    boundary_from_names,
+    input_dim_names,
+    postprocess_boundary,
+    slice_between,
+    tensor_bytes,
+)
 from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.dependence import analyse
 from surgery.analysis.tensor_types import describe_value, infer_types
@@ -265,6 +273,26 @@ class Split:
     source: str
     """``"auto"`` or ``"user"``."""
     notes: list[str] = dataclasses.field(default_factory=list)
+    boundary_bytes: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    """Bytes of each boundary tensor, by name (None: its shape is not known)."""
+    naive_boundary: list[str] = dataclasses.field(default_factory=list)
+    """Automatic mode: the tensors crossing into the data-dependent region itself, before the
+    minimum cut moved the boundary upstream to fewer bytes."""
+
+    @property
+    def total_bytes(self) -> int | None:
+        """Bytes crossing from the head to the tail per run (None when a size is unknown)."""
+        sizes = [self.boundary_bytes.get(n) for n in self.boundary]
+        return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+
+    def describe_boundary(self) -> str:
+        """``name (N B), …; total N B`` for reports."""
+        def size(n: int | None) -> str:
+            return "? B" if n is None else f"{n} B"
+
+        total = self.total_bytes
+        return (", ".join(f"{n} ({size(self.boundary_bytes.get(n))})" for n in self.boundary)
+                + f"; {len(self.boundary)} tensor(s), {size(total) if total is not None else 'size unknown'}")
 
     def manifest(self, files: Mapping[str, str] | None = None) -> dict[str, Any]:
         return manifest(self.head, {"tail": self.tail}, files=files, original_outputs=self.outputs,
@@ -276,13 +304,17 @@ def split(
     boundary: Sequence[str] | None = None,
     *,
     hostile_ops: Sequence[str] = (),
+    minimize: bool = True,
 ) -> Split:
     """Split ``model`` into a head and a tail at ``boundary`` or before its post-processing.
 
-    Without ``boundary`` the tail is everything downstream of the first data-dependent or
+    Without ``boundary`` the tail holds everything downstream of the first data-dependent or
     NPU-hostile node (NonMaxSuppression, NonZero, Unique, TopK with a data-dependent k, Loop …, plus
-    ``hostile_ops``), and the boundary is every tensor crossing into it. ``model`` is not changed;
-    both parts share its weights.
+    ``hostile_ops``), and the boundary is the cut with the fewest bytes crossing into it: a
+    minimum cut on the tensor graph sized by static shapes (:func:`~surgery.analysis.cuts.min_bytes_tail`;
+    ops doing the NPU's work — Conv, MatMul, Gemm … — stay in the head). ``minimize=False`` keeps
+    the tensors crossing into the data-dependent region itself. ``model`` is not changed; both
+    parts share its weights.
 
     Raises:
         InputError: no hostile node (automatic mode), unknown boundary names, a boundary that does
@@ -293,9 +325,11 @@ def split(
         cut: Boundary = boundary_from_names(graph, _dedupe(boundary))
         source = "user"
     else:
-        cut = postprocess_boundary(graph, hostile_ops=hostile_ops, functions=model.functions)
+        cut = postprocess_boundary(graph, hostile_ops=hostile_ops, functions=model.functions, minimize=minimize,
+                                   model=model)
         source = "auto"
     flow = cut.dependence.flow if cut.dependence is not None else Dataflow(graph)
+    shared = input_dim_names(graph)
     outputs = [v for v in graph.outputs]
     out_names = [v.name or "" for v in outputs]
     tail_outputs = [v for v in outputs if flow.producer(v) in cut.tail_nodes]
@@ -339,6 +373,9 @@ def split(
         hostile=[h.to_dict() for h in cut.hostile],
         source=source,
         notes=[f"head: {n}" for n in head_notes] + [f"tail: {n}" for n in tail_notes],
+        boundary_bytes={v.name or "": cut.sizes.get(v) if v in cut.sizes else tensor_bytes(v, shared=shared)
+                        for v in cut.tensors},
+        naive_boundary=[v.name or "" for v in cut.naive],
     )
 
 
@@ -398,13 +435,22 @@ def manifest(
             }
         )
     head_out_desc = {o["name"]: o for o in entries[0]["outputs"]}
+    shared = input_dim_names(head.graph)
+    head_values = {v.name: v for v in head.graph.outputs}
+    crossing = []
+    for n in boundary:
+        entry = dict(head_out_desc.get(n, {"name": n, "dtype": None, "shape": None}))
+        entry["bytes"] = tensor_bytes(head_values[n], shared=shared) if n in head_values else None
+        crossing.append(entry)
+    sizes = [e["bytes"] for e in crossing]
     return {
         "format": MANIFEST_FORMAT,
         "source": source,
         "ir_version": head.ir_version,
         "opset_imports": dict(head.graph.opset_imports),
         "outputs": list(original_outputs),
-        "boundary": [head_out_desc.get(n, {"name": n, "dtype": None, "shape": None}) for n in boundary],
+        "boundary": crossing,
+        "boundary_bytes": None if any(b is None for b in sizes) else sum(sizes),
         "hostile": [dict(h) for h in hostile],
         "parts": entries,
     }

@@ -190,6 +190,21 @@ def check_parity(original: Path | dict[str, np.ndarray], candidate: Path, feeds:
     return compare(ref, got, rtol, atol)
 
 
+def check_split_parity(original: Path | dict[str, np.ndarray], head: Path, tail: Path, feeds: dict[str, np.ndarray],
+                       rtol: float, atol: float) -> tuple[bool, str]:
+    """A model split into a head (for the compiler) and a CPU tail: run the head, then the tail on
+    the head's outputs and the graph inputs it reads, and compare the original's outputs (each
+    from whichever part computes it) with the original's."""
+    try:
+        ref = original if isinstance(original, dict) else run_ort(original, feeds)
+        values: dict[str, np.ndarray] = dict(feeds)
+        values.update(run_ort(head, feeds))
+        values.update(run_ort(tail, values))
+    except Exception as exc:  # noqa: BLE001
+        return False, "head then tail: " + _line(exc)
+    return compare(ref, {name: values[name] for name in ref if name in values}, rtol, atol)
+
+
 def check_openvino(path: Path, feeds: dict[str, np.ndarray], rtol: float, atol: float) -> tuple[tuple[bool, str], tuple[bool, str]]:
     """OpenVINO's ONNX frontend as a second shape inference: every op output static, and its CPU
     result equal to ONNX Runtime's on the same sample."""
@@ -231,10 +246,12 @@ def check_openvino(path: Path, feeds: dict[str, np.ndarray], rtol: float, atol: 
 
 
 def static_readiness(original: Path | dict[str, np.ndarray], candidate: Path, feeds: dict[str, np.ndarray], rtol: float,
-                     atol: float) -> dict[str, Any]:
+                     atol: float, tail: Path | None = None) -> dict[str, Any]:
     """The checks every tool's output is judged by (onnx-surgery's and the peers').
 
-    ``original`` is the original model's path or its outputs on ``feeds`` (computed once per row)."""
+    ``original`` is the original model's path or its outputs on ``feeds`` (computed once per row).
+    With ``tail`` the candidate is the head of a split (what the compiler gets): it is judged
+    alone, and parity is head then tail against the original."""
     result: dict[str, Any] = {}
     result["checker"] = check_checker(candidate)
     result["ort"] = check_ort(candidate)
@@ -250,7 +267,12 @@ def static_readiness(original: Path | dict[str, np.ndarray], candidate: Path, fe
     result["no_cf"] = check_no_control_flow(model)
     result["opset"] = check_opset(model)
     result["no_f64"] = check_no_float64(model)
-    result["parity"] = check_parity(original, candidate, feeds, rtol, atol) if result["ort"][0] else (False, "no ORT session")
+    if not result["ort"][0]:
+        result["parity"] = (False, "no ORT session")
+    elif tail is not None:
+        result["parity"] = check_split_parity(original, candidate, tail, feeds, rtol, atol)
+    else:
+        result["parity"] = check_parity(original, candidate, feeds, rtol, atol)
     result["nodes"] = node_count(model)
     return result
 

@@ -14,7 +14,10 @@ torch detectors with NMS) the zoo does what a deployment engineer does:
    ONNX Runtime load, static after ``onnx.shape_inference.infer_shapes(data_prop=True)``, no
    If/Loop/Scan, opset <= 18, no float64, parity with the original on a second, fresh sample,
    the node count; then ``surgery doctor out.onnx`` must find nothing that will fail, and
-   OpenVINO's ``convert_model`` must see no dynamic dim and compute what ONNX Runtime computes;
+   OpenVINO's ``convert_model`` must see no dynamic dim and compute what ONNX Runtime computes.
+   When the pipeline split data-dependent post-processing off (``split-postprocess``: NMS), the
+   head ``out.onnx`` is what the compiler gets and is judged by all of these, while parity runs
+   the head and then the CPU tail ``out.tail.onnx`` against the original;
 4. the same static-readiness checks on what onnxsim, onnxslim and Polygraphy make of the
    original with the same input shapes.
 
@@ -200,6 +203,24 @@ def _doctor_clean(path: Path, timeout: float) -> tuple[bool, str]:
     return True, ""
 
 
+def split_summary(head: Path, tail: Path) -> dict[str, Any]:
+    """The boundary of a split (from its manifest when there is one) and the tail's size."""
+    import onnx
+
+    sys.path.insert(0, str(HERE))
+    import checks
+
+    tail_model = onnx.load(str(tail), load_external_data=False)
+    summary: dict[str, Any] = {"tail_nodes": checks.node_count(tail_model),
+                               "tail_ops": sorted({n.op_type for n in tail_model.graph.node})}
+    manifest = head.with_name(head.stem + ".split.json")
+    if manifest.exists():
+        data = json.loads(manifest.read_text())
+        summary["boundary"] = [b["name"] for b in data.get("boundary", [])]
+        summary["boundary_bytes"] = data.get("boundary_bytes")
+    return summary
+
+
 def _pair(value: Any) -> list:
     ok, detail = value
     return [bool(ok), str(detail)]
@@ -293,8 +314,13 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
             code, stderr = -1, f"apply timed out after {timeout:.0f} s"
     row["apply_seconds"] = round(time.perf_counter() - started, 1)
     row["apply"] = [code == 0 and out.exists(), "" if code == 0 else f"exit {code}: {_last_line(stderr)}"]
+    tail = out.with_name("out.tail.onnx")
+    if row["apply"][0] and tail.exists():
+        # split-postprocess ran: the head is what the compiler gets; it is judged alone, and the
+        # composition (head then the CPU tail) must reproduce the original
+        row["split"] = split_summary(out, tail)
     if row["apply"][0]:
-        result = checks.static_readiness(reference, out, fresh, rtol, atol)
+        result = checks.static_readiness(reference, out, fresh, rtol, atol, tail=tail if "split" in row else None)
         for key in ("checker", "ort", "static", "no_cf", "opset", "no_f64", "parity"):
             row[key] = _pair(result[key])
         row["nodes"] = result["nodes"]
@@ -413,6 +439,16 @@ def render(rows: list[dict[str, Any]]) -> str:
         cells += [_peer_cell(peers.get(tool)) for tool in ("onnxsim", "onnxslim", "polygraphy")]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    splits = [row for row in rows if row.get("split")]
+    if splits:
+        lines.append("Split into a head (judged above: what the compiler gets) and a CPU tail (parity: head then tail):")
+        for row in splits:
+            info = row["split"]
+            size = info.get("boundary_bytes")
+            lines.append(f"- {row['name']}: boundary {len(info.get('boundary', []))} tensor(s)"
+                         f"{'' if size is None else f', {size} bytes'}; tail {info['tail_nodes']} nodes "
+                         f"({', '.join(info['tail_ops'][:6])}{' …' if len(info['tail_ops']) > 6 else ''})")
+        lines.append("")
     failures = [(row["name"], first_failure(row)) for row in rows if not row["ready"]]
     if failures:
         lines.append("Failures (first failing check of each row):")

@@ -10,21 +10,43 @@ Both are reachability questions answered in time linear in the graph:
   read inside it (pitfall: a legacy torch export of a YOLO head with NMS has nine, shape scalars
   included, not just the two NMS inputs). Constant-only computations (values that depend on no
   graph input) never cross: each side recomputes them.
+- :func:`min_bytes_tail` then moves the cut upstream where fewer bytes cross: a minimum s-t cut
+  (networkx max-flow) on the tensor graph, each tensor split into an in and an out vertex joined by
+  an edge whose capacity is its size in bytes (from its static shape), the producer and consumer
+  edges infinite, with infinite edges back from each consumer to the tensor's in vertex and from
+  there to its producer (so the head stays closed under producers and the tail under consumers). The
+  data-dependent tail is tied to the sink; the graph inputs, the nodes reading them and every
+  weight-carrying compute op (Conv, MatMul, Gemm, recurrent ops …: the NPU's work) to the source. Of the minimum cuts it takes
+  the one nearest the tail (the most nodes stay on the NPU).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
+from typing import Any
+
+import numpy as np
 import onnx_ir as ir
 
 from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.dependence import Dependence, FunctionMap, Hostile, analyse
 from surgery.errors import InputError
 
-__all__ = ["NothingToSplit", "Slice", "slice_between", "Boundary", "postprocess_boundary", "boundary_from_names", "constant_nodes"]
+__all__ = [
+    "NothingToSplit",
+    "Slice",
+    "slice_between",
+    "Boundary",
+    "postprocess_boundary",
+    "boundary_from_names",
+    "constant_nodes",
+    "tensor_bytes",
+    "min_bytes_tail",
+    "HEAD_OPS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +162,142 @@ class Boundary:
     hostile: list[Hostile]
     """The hostile nodes found (empty for a user-given boundary)."""
     dependence: Dependence | None = None
+    naive: list[ir.Value] = dataclasses.field(default_factory=list)
+    """For an automatic boundary: the tensors crossing into the data-dependent region itself
+    (before the minimum cut moved the boundary upstream)."""
+    sizes: dict[ir.Value, int | None] = dataclasses.field(default_factory=dict)
+    """Bytes of each boundary tensor (None: unknown), from annotations or shape inference."""
 
     @property
     def names(self) -> list[str]:
         return [v.name or "" for v in self.tensors]
+
+    @property
+    def bytes(self) -> int | None:
+        """Bytes crossing from the head to the tail (None when a boundary tensor's size is unknown)."""
+        sizes = [self.sizes.get(v) for v in self.tensors]
+        return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+
+
+#: Op types that do the NPU's work: an automatic boundary never moves them into the CPU tail.
+HEAD_OPS = frozenset({
+    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv", "MatMul", "MatMulInteger",
+    "QLinearMatMul", "Gemm", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention",
+})
+
+#: How far (producer steps) above the data-dependent region the minimum cut looks.
+MAX_CUT_DEPTH = 256
+
+#: Capacity of a tensor whose size is unknown: cut only when nothing of known size separates.
+_UNKNOWN_BYTES = 1 << 40
+
+
+def tensor_bytes(
+    value: ir.Value,
+    shape: ir.Shape | None = None,
+    dtype: ir.DataType | None = None,
+    *,
+    shared: Collection[str] = (),
+) -> int | None:
+    """The size of ``value`` in bytes from its static shape, or None when its rank or a dim is
+    unknown. A symbolic dim named in ``shared`` (a graph input's dim, like the batch) counts once,
+    as a factor every tensor carrying it shares. ``shape`` and ``dtype`` replace the value's own
+    (e.g. from shape inference)."""
+    shape = value.shape if shape is None else shape
+    dtype = value.dtype if dtype is None else dtype
+    if shape is None:
+        return None
+    count = 1
+    for dim in shape:
+        if isinstance(dim, int):
+            if dim < 0:
+                return None
+            count *= dim
+        elif isinstance(dim, ir.SymbolicDim) and dim.value is not None and dim.value in shared:
+            continue
+        else:
+            return None
+    itemsize = dtype.itemsize if dtype is not None else 4
+    return int(np.ceil(count * itemsize))
+
+
+def min_bytes_tail(
+    flow: Dataflow, tail: set[ir.Node], const: set[ir.Node], sizes: Mapping[ir.Value, int | None] | None = None
+) -> set[ir.Node]:
+    """The tail (a superset of ``tail``) whose boundary carries the fewest bytes.
+
+    ``tail`` is closed under consumers (everything downstream of a data-dependent node); the
+    result adds the producers upstream of it that it pays to run on the CPU. Graph inputs and
+ :data:`HEAD_OPS` nodes (with their producers) stay in the head. ``sizes`` gives tensor
+    sizes in bytes where the annotations do not (default :func:`tensor_bytes`). Only the nodes at
+    most :data:`MAX_CUT_DEPTH` producer steps above ``tail`` may move (the rest stays in the head);
+    the flow network has one vertex per such node and two per tensor they exchange.
+    """
+    sizes = sizes or {}
+    shared = input_dim_names(flow.graph)
+    import networkx as nx
+
+    inf = float("inf")
+    network = nx.DiGraph()
+    source, sink = ("source",), ("sink",)
+
+    def both(u: Any, v: Any) -> None:
+        network.add_edge(u, v, capacity=inf)
+        network.add_edge(v, u, capacity=inf)
+
+    # the nodes the cut may move: at most MAX_CUT_DEPTH producer steps above the tail (post-
+    # processing is short; everything further up stays in the head, and the network stays small)
+    region: set[ir.Node] = set()
+    frontier = {p for n in tail for v in flow.inputs_of(n) if (p := flow.producer(v)) is not None
+                and p not in tail and p not in const}
+    for _ in range(MAX_CUT_DEPTH):
+        frontier -= region
+        if not frontier:
+            break
+        region |= frontier
+        frontier = {p for n in frontier for v in flow.inputs_of(n) if (p := flow.producer(v)) is not None
+                    and p not in const and p not in region}
+    for node in [*flow.in_order(region), *flow.in_order(tail)]:
+        consumer: Any = sink if node in tail else node
+        if node in region and (node.op_type in HEAD_OPS
+                               or any(v.is_graph_input() and not v.is_initializer() for v in node.inputs if v)):
+            # the NPU's work stays on the NPU, and so do the nodes reading the graph inputs: a cut
+            # through the inputs would move the whole model to the CPU
+            network.add_edge(source, node, capacity=inf)
+        for value in flow.inputs_of(node):
+            producer = flow.producer(value)
+            if producer is None:
+                if not value.is_graph_input():
+                    continue  # an initializer or a captured outer value: free on both sides
+            elif producer in const or producer in tail:
+                continue
+            tin, tout = ("in", id(value)), ("out", id(value))
+            if tin not in network:
+                size = sizes[value] if value in sizes else tensor_bytes(value, shared=shared)
+                network.add_edge(tin, tout, capacity=_UNKNOWN_BYTES if size is None else size)
+                network.add_edge(tout, tin, capacity=inf)
+                both(producer if producer in region else source, tin)
+            # the consumer reads the tensor from the tail side (tout) or, in the head, where it is made
+            # (tin: a head consumer keeps the producer in the head; its sibling consumers stay free)
+            network.add_edge(tout, consumer, capacity=inf)
+            if consumer is not sink:
+                network.add_edge(consumer, tin, capacity=inf)
+    if sink not in network or source not in network:
+        return set(tail)
+    _, flows = nx.maximum_flow(network, source, sink, flow_func=nx.algorithms.flow.preflow_push)
+    # the vertices that can still reach the sink in the residual network: the tail nearest the sink
+    reach = {sink}
+    stack = [sink]
+    while stack:
+        v = stack.pop()
+        # u reaches v in the residual network: spare capacity on u → v, or flow on v → u to undo
+        spare = [u for u in network.predecessors(v) if network[u][v]["capacity"] - flows[u][v] > 0]
+        undo = [u for u in network.successors(v) if flows[v][u] > 0]
+        for u in spare + undo:
+            if u not in reach:
+                reach.add(u)
+                stack.append(u)
+    return {n for n in region if n in reach} | set(tail)
 
 
 def _order_values(flow: Dataflow, values: Iterable[ir.Value]) -> list[ir.Value]:
@@ -173,9 +327,17 @@ def _crossing(flow: Dataflow, tail: set[ir.Node], const: set[ir.Node]) -> tuple[
 
 
 def postprocess_boundary(
-    graph: ir.Graph, *, hostile_ops: Collection[str] = (), functions: FunctionMap | None = None
+    graph: ir.Graph,
+    *,
+    hostile_ops: Collection[str] = (),
+    functions: FunctionMap | None = None,
+    minimize: bool = True,
+    model: ir.Model | None = None,
 ) -> Boundary:
-    """The boundary in front of the first data-dependent or NPU-hostile node (by reachability).
+    """The boundary in front of the first data-dependent or NPU-hostile node (by reachability),
+    moved upstream to the cut with the fewest bytes (:func:`min_bytes_tail`) unless ``minimize``
+    is false. With ``model`` (the model of ``graph``), shape inference sizes the tensors the
+    annotations leave unknown.
 
     Raises:
         InputError: when the graph has no hostile node (nothing to split off).
@@ -192,8 +354,38 @@ def postprocess_boundary(
             "give the boundary tensors"
         )
     tail = (flow.descendants(h.node for h in seeds) & live) - const
+    naive, _ = _crossing(flow, tail, const)
+    sizes = _inferred_sizes(model, flow, tail, const) if model is not None else {}
+    if minimize:
+        tail = min_bytes_tail(flow, tail, const, sizes)
     tensors, tail_inputs = _crossing(flow, tail, const)
-    return Boundary(tensors, tail, tail_inputs, seeds, dep)
+    shared = input_dim_names(graph)
+    return Boundary(tensors, tail, tail_inputs, seeds, dep, naive,
+                    {v: sizes[v] if v in sizes else tensor_bytes(v, shared=shared) for v in tensors})
+
+
+def _inferred_sizes(model: ir.Model, flow: Dataflow, tail: set[ir.Node], const: set[ir.Node]) -> dict[ir.Value, int | None]:
+    """Sizes of the head's tensors the annotations leave unknown, from onnx shape inference."""
+    from surgery.analysis.tensor_types import infer_types
+
+    shared = input_dim_names(flow.graph)
+    head = [n for n in flow.nodes if n not in tail and n not in const]
+    unknown = [v for n in head for v in n.outputs if tensor_bytes(v, shared=shared) is None and v.name]
+    if not unknown:
+        return {}
+    inferred = infer_types(model, unknown, flow)
+    sizes: dict[ir.Value, int | None] = {}
+    for value in unknown:
+        if value.name in inferred:
+            tp, shape = inferred[value.name]
+            sizes[value] = tensor_bytes(value, shape, getattr(tp, "dtype", None), shared=shared)
+    return sizes
+
+
+def input_dim_names(graph: ir.Graph) -> set[str]:
+    """Names of the symbolic dims of the graph inputs (the batch …)."""
+    return {d.value for v in graph.inputs if v.shape is not None for d in v.shape
+            if isinstance(d, ir.SymbolicDim) and d.value is not None}
 
 
 def boundary_from_names(graph: ir.Graph, names: Sequence[str]) -> Boundary:

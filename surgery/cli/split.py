@@ -1,9 +1,13 @@
 """``surgery split MODEL --head HEAD.onnx --tail TAIL.onnx``: split post-processing off, verified.
 
-The boundary is found automatically (every tensor crossing into the region that starts at the first
-data-dependent or NPU-hostile op) or given with ``--boundary``. The head and the tail are gated like
-any pass (checker, ONNX Runtime, and head-then-tail parity with the original, exact by default),
-then written with a manifest JSON describing each part's inputs and outputs.
+The boundary is found automatically (the cut with the fewest bytes crossing into the region that
+starts at the first data-dependent or NPU-hostile op, printed with each tensor's size;
+``--no-min-cut``: every tensor crossing into that region) or given with ``--boundary``. When the
+model's inputs are static, or made static with ``--input-shape`` (``fix-shapes``), ``make-static``
+runs first: it folds the shape arithmetic, so the boundary is sized by static shapes and the head
+comes out static for the compiler. On dynamic inputs, sizes that stay unknown are avoided. The head and the tail are gated like any pass (checker, ONNX Runtime, and head-then-tail
+parity with the original, exact by default), then written with a manifest JSON describing each
+part's inputs and outputs.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tail", required=True, type=output_arg, help="where to write the tail")
     p.add_argument("--boundary", type=_names, default=[], metavar="T1,T2", help="cut at these tensors instead")
     p.add_argument("--hostile-ops", type=_names, default=[], metavar="OP1,OP2", help="more op types to keep off the NPU")
+    p.add_argument("--input-shape", metavar="SPEC",
+                   help="static input shapes ('images:1,3,640,640'): fix-shapes and make-static run first, so the "
+                   "head is static and the boundary is sized by static shapes")
+    p.add_argument("--no-min-cut", action="store_true",
+                   help="cut right before the first hostile op (every tensor crossing into it) instead of at the "
+                   "fewest bytes")
     p.add_argument("--manifest", type=output_arg, help="where to write the manifest (default: HEAD stem + .split.json)")
     flags.add_data(p)
     flags.add_verify(p, default="each", old_off="--no-verify")
@@ -47,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgery import api, model_io
+    from surgery import api, model_io, registry
+    from surgery.shapes.dims import is_static_shape
+    from surgery.shapes.spec import parse_shapes
     from surgery.analysis.cuts import postprocess_boundary
     from surgery.partition import manifest
     from surgery.passes.split_postprocess import SplitPostprocess
@@ -76,10 +88,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.boundary:
         # fails early, with the reason, when there is nothing to split off
         hostile = [h.to_dict() for h in postprocess_boundary(model.graph, hostile_ops=args.hostile_ops, functions=model.functions).hostile]
-    step = SplitPostprocess(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops))
+    step = SplitPostprocess(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops),
+                            minimize=not args.no_min_cut)
+    steps: list = [step]
+    if args.input_shape or all(is_static_shape(v.shape) for v in model.graph.inputs if not v.is_initializer()):
+        # static inputs: fold the shape arithmetic first, so the boundary is sized by static shapes
+        # and the head is static for the compiler (the gates verify it like the split)
+        steps.insert(0, registry.get("make-static")())
+    if args.input_shape:
+        shapes = {k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()}
+        steps.insert(0, registry.get("fix-shapes")(shapes=shapes))
     verify = {"checker": args.verify, "ort": args.verify, "parity": args.verify, "rtol": args.rtol, "atol": args.atol}
-    head, report = api.apply(model, [step], inputs=args.data, verify=verify, reproducer_dir=repro)
-    result = report.steps[0]
+    head, report = api.apply(model, steps, inputs=args.data, verify=verify, reproducer_dir=repro)
+    result = report.steps[-1]
     if not result.modified:
         raise InputError(f"{args.model}: nothing to split off ({'; '.join(result.notes) or 'no hostile op'})")
     tail = report.models["tail"]

@@ -4,8 +4,8 @@ This is knowledge about our own passes (not about ATC), so it lives here rather 
 table. ``PASS_ORDER`` is the order ``--emit-pipeline`` writes passes in: functions inlined first
 (so later passes see plain ``ai.onnx`` nodes), op rewrites before the opset down-conversion (the
 rewrites remove ops that have no down-adapter, e.g. opset-20 Gelu and GridSample), dtype narrowing,
-then shapes made static, then rewrites that need constants folded by ``make-static`` (Gather
-indices), int64 narrowing once shape arithmetic is folded, cleanup, and the static gate last.
+then shapes made static, the split of data-dependent post-processing (sized by the folded
+shapes), then rewrites that need constants folded by ``make-static`` (Gather indices), int64 narrowing once shape arithmetic is folded, cleanup, and the static gate last.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ PASS_ORDER: tuple[str, ...] = (
     "convert-opset",
     "narrow-float64",
     "fix-shapes",
-    "split-postprocess",
     "make-static",
+    "split-postprocess",
     "rewrite-focus",
+    "slice-step-to-gather",
     "nearest-upsample-to-expand",
     "complete-nms-inputs",
     "normalize-gather-indices",
@@ -42,6 +43,7 @@ PASS_ORDER: tuple[str, ...] = (
 FIX_BY_OP: dict[str, tuple[str, ...]] = {
     "Gelu": ("decompose-gelu",),
     "Loop": ("make-static",),
+    "Scan": ("make-static",),
     "GroupNormalization": ("convert-opset",),
     # ops newer than opset 18 that convert-opset decomposes on the way down (dynamo writes them)
     "Attention": ("convert-opset",),
@@ -62,6 +64,8 @@ FIX_BY_OP: dict[str, tuple[str, ...]] = {
 FIX_NOTES: dict[str, str] = {
     "Loop": "make-static with unroll_loops = true unrolls a Loop whose trip count is constant (up to max_unroll "
     "iterations); a data-dependent Loop cannot run on ATC and belongs in a CPU part",
+    "Scan": "make-static with unroll_loops = true unrolls a Scan whose scan length is static once the input "
+    "shapes are fixed (up to max_unroll steps; the emitted pipeline allows 256, e.g. 98 frames of 1 s of 16 kHz audio)",
     "GroupNormalization": "convert-opset decomposes GroupNormalization below its opset",
     "Attention": "convert-opset decomposes Attention (opset 23) into MatMul/Softmax arithmetic",
     "RMSNormalization": "convert-opset decomposes RMSNormalization (opset 23) into primitive ops",

@@ -1,7 +1,9 @@
 """``--emit-pipeline``: a ``passes.toml`` that applies the fix of every finding that has one.
 
 Findings that will fail or are slow get their passes; fixes of precision risks and information
-findings, and passes that change the deployment (``split-postprocess``), are written commented out.
+findings, and passes that change the deployment (``split-postprocess``), are written commented out
+— except the split of an NMS that computes a graph output: that output's shape depends on the
+data, so the split (head for the compiler, CPU tail) is written as a step, after ``make-static``.
 Where a fix needs a decision only the user can make — the static size of a dynamic dim — the file
 uses a stated default with a ``# DECIDE`` comment: batch (dim 0) 1, image height/width 640, any
 other dim 128. ``dims`` (by dim name) and ``input_shapes`` (by input) override them.
@@ -44,6 +46,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_BATCH = 1
 DEFAULT_SPATIAL = 640
 DEFAULT_OTHER = 128
+#: ``make-static.max_unroll`` written for a model with a Scan (make-static's own default is 64).
+SCAN_MAX_UNROLL = 256
 
 _ACTIVE = (Severity.WILL_FAIL, Severity.SLOW)
 
@@ -203,6 +207,14 @@ def emit_pipeline(
     if training:
         fixes_for.setdefault("remove-dropout", []).extend(training)
         suggested.pop("remove-dropout", None)
+    # NMS computing a graph output: that output's shape depends on the data, which no static
+    # compiler holds (assert-static refuses it), so the split is part of the fix, not a choice
+    needs_split = [f for f in report.findings if "split-postprocess" in f.fix and f.details.get("data_dependent_outputs")]
+    if needs_split:
+        fixes_for.setdefault("split-postprocess", []).extend(needs_split)
+        suggested.pop("split-postprocess", None)
+        for name in ("make-static", "assert-static"):
+            fixes_for.setdefault(name, [])
     active = order_passes(fixes_for)
     if active and "cleanup" not in active:
         active = order_passes([*active, "cleanup"])
@@ -241,7 +253,14 @@ def emit_pipeline(
         if name == "remove-dropout" and training:
             header.append("# first: a Dropout in training mode makes the original random, so nothing can be "
                           "verified before it goes")
-        if name in USER_DECISION_PASSES:
+        if name == "split-postprocess" and needs_split:
+            outputs = sorted({o for f in needs_split for o in f.details["data_dependent_outputs"]})
+            header += [comment(f"the output(s) {', '.join(outputs)} have a shape that depends on the data (NMS): "
+                               "a static-shape compiler cannot hold them"),
+                       "# the model becomes the head (for ATC); NMS and what follows run on the CPU from OUT.tail.onnx",
+                       "# (the gates verify head then tail against the original). Remove this step to keep NMS on",
+                       "# the NPU: its output is then padded to a fixed size, and assert-static refuses the model."]
+        elif name in USER_DECISION_PASSES:
             commented.append(name)
             lines += header + [comment(f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); "
                                        "uncomment to use it"), "# [[pass]]", comment(f"name = {string(name)}"), ""]
@@ -275,9 +294,16 @@ def emit_pipeline(
                 header.append("# verified together with make-static (the gates after it compare with the original)")
                 body += ["[pass.verify]", 'checker = "end"', 'ort = "end"', 'parity = "end"']
         elif name == "make-static":
-            if any(f.details.get("op") == "Loop" for f in findings) and "unroll_loops" in options:
-                header.append("# unroll_loops: ATC has no Loop parser; unrolling needs a constant trip count")
+            loops = {f.details.get("op") for f in findings} & {"Loop", "Scan"}
+            if loops and "unroll_loops" in options:
+                header.append(f"# unroll_loops: ATC has no {'/'.join(sorted(loops))} parser; unrolling needs a constant "
+                              "trip count (Loop) or a static scan length (Scan)")
                 body.append(f"unroll_loops = {toml_value(True)}")
+                if "Scan" in loops and "max_unroll" in options:
+                    # a Scan runs over frames or time steps: 98 for 1 s of 16 kHz audio at a 10 ms hop
+                    header.append(f"# max_unroll {SCAN_MAX_UNROLL}: a Scan usually runs over frames (98 for 1 s of "
+                                  "16 kHz audio at a 10 ms hop); raise it for longer inputs")
+                    body.append(f"max_unroll = {toml_value(SCAN_MAX_UNROLL)}")
         elif name == "convert-opset":
             target, why = _convert_target(ctx)
             header.append(comment(f"target {target}: {why}"))

@@ -41,6 +41,7 @@ __all__ = [
     "contradictions",
     "contradiction_notes",
     "correct_observed_shapes",
+    "correct_declared_outputs",
     "refresh_and_report",
     "tolerated_nodes",
     "only_tolerated_errors",
@@ -189,11 +190,37 @@ def correct_observed_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray]) ->
     got wrong; returns report notes. The runner's call, once, before the first pass."""
     if not record_observations(model, observe_shapes(model, feeds)):
         return []
+    declared = correct_declared_outputs(model)
     proven_shapes(model)  # finds contradictions (recorded on the values), annotations left as they are
-    if not contradictions(model):
+    if not contradictions(model) and not declared:
         return []  # inference agrees with execution: the model is not touched
     refresh_shapes(model)
-    return contradiction_notes(model)
+    return declared + contradiction_notes(model)
+
+
+def correct_declared_outputs(model: ir.Model) -> list[str]:
+    """Graph outputs whose *declared* shape execution contradicts (another rank, or a static dim of
+    another size — an exporter's stale annotation, which ORT only warns about): the contradicted
+    dims become unknown (all of them, at the observed rank, when the rank is wrong), for inference
+    to fill in. Without this, the first pass that re-infers the output fails the signature gate
+    on a change it did not make. Returns report notes."""
+    notes = []
+    for value in model.graph.outputs:
+        observed = value.meta.get(OBSERVED_KEY)
+        shape = value.shape
+        if observed is None or shape is None:
+            continue
+        dims = list(shape)
+        if len(dims) != len(observed):
+            fixed: list[int | ir.SymbolicDim] = [ir.SymbolicDim(None) for _ in observed]
+        elif any(is_known_dim(d) and int(d) != o for d, o in zip(dims, observed)):
+            fixed = [ir.SymbolicDim(None) if is_known_dim(d) and int(d) != o else d for d, o in zip(dims, observed)]
+        else:
+            continue
+        value.shape = ir.Shape(fixed)
+        notes.append(f"output '{value.name}': the model declares {shape_text(tuple(dims))} but ONNX Runtime computes "
+                     f"{shape_text(tuple(observed))}: the declared shape is wrong and is re-inferred")
+    return notes
 
 
 def refresh_and_report(model: ir.Model) -> list[str]:

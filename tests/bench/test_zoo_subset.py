@@ -89,6 +89,28 @@ def test_parity_catches_a_changed_model(tmp_path):
     assert not ok and "'y'" in detail
 
 
+def test_a_split_model_is_judged_by_its_head_with_parity_through_the_tail(tmp_path):
+    """original: y = Relu(x) + x, z = Relu(x); the head computes z and r = Relu(x), the tail y."""
+    x = h.make_tensor_value_info("x", T.FLOAT, [2, 3])
+    y, z = h.make_tensor_value_info("y", T.FLOAT, [2, 3]), h.make_tensor_value_info("z", T.FLOAT, [2, 3])
+    r = h.make_tensor_value_info("r", T.FLOAT, [2, 3])
+    original = _save(_model([h.make_node("Relu", ["x"], ["z"]), h.make_node("Add", ["z", "x"], ["y"])], [x], [z, y]),
+                     tmp_path, "original.onnx")
+    head = _save(_model([h.make_node("Relu", ["x"], ["z"]), h.make_node("Identity", ["z"], ["r"])], [x], [z, r]),
+                 tmp_path, "out.onnx")
+    tail = _save(_model([h.make_node("Add", ["r", "x"], ["y"])], [r, x], [y]), tmp_path, "out.tail.onnx")
+    wrong = _save(_model([h.make_node("Sub", ["r", "x"], ["y"])], [r, x], [y]), tmp_path, "wrong.tail.onnx")
+    feeds = {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)}
+    ref = checks.run_ort(original, feeds)
+    assert checks.check_parity(ref, head, feeds, 0.0, 0.0)[0] is False  # the head alone lacks 'y'
+    result = checks.static_readiness(ref, head, feeds, 0.0, 0.0, tail=tail)
+    assert result["parity"] == (True, "") and result["static"] == (True, "") and result["nodes"] == 2
+    ok, detail = checks.check_split_parity(ref, head, wrong, feeds, 0.0, 0.0)
+    assert not ok and "'y'" in detail
+    summary = zoo_run.split_summary(head, tail)
+    assert summary == {"tail_nodes": 1, "tail_ops": ["Add"]}  # no manifest written beside this head
+
+
 def test_user_pipeline_puts_pins_first_and_samples_follow_the_table(tmp_path):
     emitted = 'schema_version = 1\n\n[[pass]]\nname = "fix-shapes"\n'
     text = zoo_run.user_pipeline(emitted, {"pins": {"sr": 16000}})

@@ -28,14 +28,26 @@ def test_readme_commands(tmp_path):
     assert proc.returncode == 0, proc.stderr
     legacy, dynamo = tmp_path / "detector_legacy.onnx", tmp_path / "detector_dynamo.onnx"
 
-    proc = _run("-m", "surgery", "split", str(legacy), "--head", str(tmp_path / "head.onnx"), "--tail", str(tmp_path / "tail.onnx"))
+    proc = _run("-m", "surgery", "split", str(legacy), "--head", str(tmp_path / "head.onnx"), "--tail", str(tmp_path / "tail.onnx"),
+                "--input-shape", "images:1,3,32,32")
     assert proc.returncode == 0, proc.stderr
     assert "first hostile node: /NonMaxSuppression" in proc.stdout and "head then tail vs original: ok" in proc.stdout
+    assert ("boundary (auto): /GatherElements_output_0 (512 B), /GatherElements_1_output_0 (384 B); 2 tensor(s), 896 B"
+            in proc.stdout)
     manifest = json.loads((tmp_path / "head.split.json").read_text())
-    assert len(manifest["boundary"]) == 9
-    assert sum(b["dtype"] == "int64" for b in manifest["boundary"]) == 5
+    assert [b["name"] for b in manifest["boundary"]] == ["/GatherElements_output_0", "/GatherElements_1_output_0"]
+    assert manifest["boundary_bytes"] == 896
     assert [(p["name"], p["produces"]) for p in manifest["parts"]] == [("head", ["pred"]), ("tail", ["detections"])]
-    assert op_counts(onnx.load(tmp_path / "head.onnx"))["NonMaxSuppression"] == 0
+    head = onnx.load(tmp_path / "head.onnx")
+    assert op_counts(head)["NonMaxSuppression"] == 0
+    assert all(d.HasField("dim_value") for v in head.graph.output for d in v.type.tensor_type.shape.dim)
+
+    proc = _run("-m", "surgery", "split", str(legacy), "--head", str(tmp_path / "naive.onnx"),
+                "--tail", str(tmp_path / "naive.tail.onnx"), "--no-min-cut")
+    assert proc.returncode == 0, proc.stderr
+    naive = json.loads((tmp_path / "naive.split.json").read_text())
+    assert len(naive["boundary"]) == 9
+    assert sum(b["dtype"] == "int64" for b in naive["boundary"]) == 5
 
     proc = _run(str(EXAMPLE / "deploy.py"), str(tmp_path / "head.split.json"), str(legacy))
     assert proc.returncode == 0, proc.stderr
@@ -45,7 +57,7 @@ def test_readme_commands(tmp_path):
 
     proc = _run("-m", "surgery", "apply", str(EXAMPLE / "passes.toml"), str(dynamo), "-o", str(tmp_path / "npu.onnx"))
     assert proc.returncode == 0, proc.stderr
-    assert "boundary (auto): gather, gather_1" in proc.stdout
+    assert "boundary (auto): gather (512 B), gather_1 (384 B); 2 tensor(s), 896 B" in proc.stdout
     assert proc.stdout.count("ok (max abs 0)") >= 2
     head = onnx.load(tmp_path / "npu.onnx")
     assert all(d.HasField("dim_value") for v in head.graph.input for d in v.type.tensor_type.shape.dim)

@@ -90,7 +90,9 @@ def test_user_boundary_and_extra_hostile_ops(tmp_path):
     _, report = surgery.apply(ir.from_proto(_model()), [SplitPostprocess(hostile_ops=["Erf"])], inputs=_feeds(),
                               reproducer_dir=tmp_path / "r")
     assert report.steps[0].parity_status == "ok"
-    assert {n.op_type for n in report.models["tail"].graph} == {"Erf", "NonZero", "ReduceMax", "Identity"}
+    # Erf reads scores, which crosses anyway: Greater follows it into the tail, mask no longer crosses
+    assert {n.op_type for n in report.models["tail"].graph} == {"Erf", "Greater", "NonZero", "ReduceMax", "Identity"}
+    assert report.steps[0].stats["boundary"] == 1 and report.steps[0].stats["boundary_bytes"] == 24
     head, report = surgery.apply(ir.from_proto(_model()), [SplitPostprocess(boundary=["nz"], tail_name="cpu")],
                                  inputs=_feeds(), reproducer_dir=tmp_path / "r2")
     step = report.steps[0]

@@ -195,7 +195,9 @@ def _feeds(seed: int) -> dict[str, np.ndarray]:
 
 def test_split_contract_and_exact_reproduction(tmp_path):
     model = ir.from_proto(_detector_like())
-    parts = split(model)
+    # the minimum cut: 'scores' (24 bytes) instead of the 3 tensors crossing into NonZero's region
+    assert split(model).boundary == ["scores"] and split(model).total_bytes == 24
+    parts = split(model, minimize=False)  # the contract with shape scalars crossing
     assert parts.source == "auto" and parts.hostile[0]["node"] == "/post/NonZero"
     assert parts.boundary == ["ncols", "mask", "flat1"]
     head, tail = parts.head, parts.tail
@@ -228,7 +230,7 @@ def test_split_contract_and_exact_reproduction(tmp_path):
     loaded = json.loads((tmp_path / "m.json").read_text())
     assert loaded["outputs"] == ["scores", "dets", "lin2"]
     assert [b["name"] for b in loaded["boundary"]] == ["ncols", "mask", "flat1"]
-    assert loaded["boundary"][1] == {"name": "mask", "dtype": "bool", "shape": [1, 6]}
+    assert loaded["boundary"][1] == {"name": "mask", "dtype": "bool", "shape": [1, 6], "bytes": 6}
     assert [(p["name"], p["produces"]) for p in loaded["parts"]] == [("head", ["scores"]), ("tail", ["dets", "lin2"])]
     assert loaded["parts"][1]["inputs"][-1] == {"name": "bias", "dtype": "float32", "shape": []}
     got = SplitRunner.from_manifest(tmp_path / "m.json").run(_feeds(7))

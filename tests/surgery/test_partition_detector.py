@@ -55,7 +55,7 @@ def _hostile_free(model: ir.Model) -> bool:
 
 def test_legacy_export_has_nine_boundary_tensors_with_shape_scalars(exports):
     model = model_io.load(exports["legacy"])
-    parts = split(model)
+    parts = split(model, minimize=False)  # the tensors crossing into NMS's region itself
     assert parts.hostile[0]["op_type"] == "NonMaxSuppression"
     assert len(parts.boundary) == 9, parts.boundary
     assert parts.boundary[:2] == ["/GatherElements_output_0", "/GatherElements_1_output_0"]  # the NMS inputs
@@ -123,3 +123,41 @@ def test_split_then_static_head_reproduces_the_original_exactly(exports, exporte
             np.testing.assert_array_equal(got[key], ref[key])
         counts.add(got["detections"].shape[0])
     assert len(counts) > 1  # the tail really is dynamic: different inputs keep different numbers of boxes
+
+
+def test_split_command_on_a_static_legacy_export_cuts_fewest_bytes_and_writes_a_static_head(exports, tmp_path):
+    """Issue 13 item 9: with a static input the head folds static (make-static runs first), and the
+    boundary is the two NMS inputs ([1, 32, 4] + [1, 3, 32] float32 = 896 bytes), not the 4
+    tensors (1792 bytes) crossing into NMS's region, nor the 9 of the dynamic export."""
+    import json
+
+    import onnx
+
+    from surgery.cli import main
+    from surgery.passes.fix_shapes import FixShapes
+
+    static = tmp_path / "static.onnx"
+    surgery.apply(model_io.load(exports["legacy"]), [FixShapes(shapes={"images": [1, 3, 32, 32]})],
+                  inputs={"images": _images(0)}, output=static)
+    naive = split(model_io.load(static), minimize=False)
+    head, tail = tmp_path / "head.onnx", tmp_path / "tail.onnx"
+    assert main(["split", str(static), "--head", str(head), "--tail", str(tail)]) == 0
+    manifest = json.loads((tmp_path / "head.split.json").read_text())
+    assert [(b["name"], b["shape"], b["bytes"]) for b in manifest["boundary"]] == [
+        ("/GatherElements_output_0", [1, 32, 4], 512), ("/GatherElements_1_output_0", [1, 3, 32], 384)]
+    assert manifest["boundary_bytes"] == 896 and len(naive.boundary) > 2
+    # static by onnx's own inference on the written head: every tensor, inputs and outputs included
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(head), strict_mode=True, data_prop=True)
+    graph = inferred.graph
+    values = {v.name: v for v in list(graph.input) + list(graph.output) + list(graph.value_info)}
+    produced = [o for n in graph.node for o in n.output if o]
+    dynamic = [n for n in produced if n not in values or not all(
+        d.HasField("dim_value") for d in values[n].type.tensor_type.shape.dim)]
+    assert dynamic == [] and "NonMaxSuppression" not in {n.op_type for n in graph.node}
+    original = model_io.load(exports["legacy"])
+    runner = SplitRunner([head, tail], outputs=["pred", "detections"])
+    for seed in range(3):
+        feeds = {"images": _images(seed)}
+        ref, got = ort_run(original, feeds), runner.run(feeds)
+        for key in ref:
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-5)

@@ -198,3 +198,29 @@ def test_branch_selecting_input_without_pin_stops_naming_the_value(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "add --pin sr=16000" in err[0] and "/sr/If" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["branchy.onnx"]
+
+
+def test_prepare_splits_nms_off_and_the_head_is_ready(tmp_path, capsys):
+    """Issue 13 item 9: NMS computing an output kept the emitted pipeline from a static model; now
+    prepare splits it off (after make-static), the head is ready and head then tail is the original."""
+    inits = [nh.from_array(np.array([5], np.int64), "max_out"), nh.from_array(np.array([0.5], np.float32), "iou"),
+             nh.from_array(np.array([0.1], np.float32), "thr"), nh.from_array(np.array([0, 2, 1], np.int64), "perm")]
+    nodes = [h.make_node("Sigmoid", ["x"], ["boxes"], name="boxes"),
+             h.make_node("ReduceMax", ["x"], ["best"], name="best", axes=[2], keepdims=1),
+             h.make_node("Transpose", ["best"], ["scores"], name="scores", perm=[0, 2, 1]),
+             h.make_node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "thr"], ["sel"], name="nms")]
+    graph = h.make_graph(nodes, "det", [h.make_tensor_value_info("x", T.FLOAT, ["batch", 8, 4])],
+                         [h.make_tensor_value_info("sel", T.INT64, [None, 3])], inits)
+    src = _save(graph, tmp_path / "det.onnx")
+    out = tmp_path / "out.onnx"
+    code = main(["prepare", str(src), "-o", str(out), "--input-shape", "x:1,8,4"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "ready for ATC" in captured.out and "split-postprocess" in captured.out
+    head, tail = onnx.load(out), onnx.load(tmp_path / "out.tail.onnx")
+    assert "NonMaxSuppression" not in {n.op_type for n in head.graph.node}
+    assert all(d.HasField("dim_value") for v in head.graph.output for d in v.type.tensor_type.shape.dim)
+    x = np.random.default_rng(3).uniform(0, 1, (1, 8, 4)).astype(np.float32)
+    mid = ort_run(head, {"x": x})
+    got = ort_run(tail, {k: v for k, v in {**mid, "x": x}.items() if k in {i.name for i in tail.graph.input}})
+    np.testing.assert_array_equal(got["sel"], ort_run(onnx.load(src), {"x": x})["sel"])

@@ -32,6 +32,7 @@ def check_nms(ctx: Context) -> list[Finding]:
         if limit is not None and limit.size and int(limit.reshape(-1)[0]) > rule["max_output_boxes_per_class"]:
             big.append(entry.label)
     findings = []
+    reaching = _outputs_after(ctx, [e.node for e in ctx.nodes("NonMaxSuppression") if e.graph is ctx.model.graph])
     if short:
         findings.append(
             Finding(
@@ -61,7 +62,9 @@ def check_nms(ctx: Context) -> list[Finding]:
                 fix=["split-postprocess"],
                 fix_note="split-postprocess moves NMS and what follows to a CPU tail model (a deployment decision)",
                 source="atc_onnx_ops.csv constraints (CANN NMS page)",
-                details={"max_output_boxes_over_limit": big},
+                # graph outputs whose shape depends on NMS's data: no static compiler can hold them, so
+                # the emitted pipeline splits NMS and what follows off to a CPU tail
+                details={"max_output_boxes_over_limit": big, "data_dependent_outputs": reaching},
             )
         )
     if fp32 and ctx.soc and _FP16_SOCS.match(ctx.soc):
@@ -82,3 +85,14 @@ def check_nms(ctx: Context) -> list[Finding]:
             )
         )
     return findings
+
+
+def _outputs_after(ctx: Context, nodes: list[ir.Node]) -> list[str]:
+    """Names of the main graph's outputs computed downstream of ``nodes``."""
+    if not nodes:
+        return []
+    from surgery.analysis.dataflow import Dataflow
+
+    flow = Dataflow(ctx.model.graph)
+    after = flow.descendants(nodes)
+    return [v.name or "" for v in ctx.model.graph.outputs if flow.producer(v) in after]

@@ -91,8 +91,9 @@ def check_slice(ctx: Context) -> list[Finding]:
         findings.append(
             Finding(
                 check=NAME, severity=severity(rule), title=title, nodes=labels,
-                why=why + cited(ctx.facts, "Slice"), fix=[],
-                fix_note="no pass rewrites this Slice; move the last axis (Transpose) or slice on the CPU",
+                why=why + cited(ctx.facts, "Slice"), fix=["slice-step-to-gather"],
+                fix_note="slice-step-to-gather rewrites it as a Gather with constant, non-negative positions "
+                "(bit-exact; needs constant starts/ends/steps and a static last dim, so it runs after make-static)",
                 source="atc_onnx_ops.csv constraints (CANN Slice page)", details={"kind": kind},
             )
         )

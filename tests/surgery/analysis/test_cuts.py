@@ -124,16 +124,49 @@ def _nonzero_postprocess() -> onnx.ModelProto:
 
 def test_postprocess_boundary_by_reachability():
     model = _ir(_nonzero_postprocess())
-    cut = postprocess_boundary(model.graph)
+    cut = postprocess_boundary(model.graph, minimize=False)
     assert [x.node.name for x in cut.hostile] == ["/post/NonZero"]
     # the shape scalar, the mask and the squeezed scores cross (not just NonZero's input);
     # the threshold constant does not: it is recomputed where needed
-    assert cut.names == ["ncols", "mask", "flat1"]
+    assert cut.names == ["ncols", "mask", "flat1"] == [v.name for v in cut.naive]
     assert [v.name for v in cut.tail_inputs] == ["bias"]
     tail_names = {n.name for n in cut.tail_nodes}
     assert "/post/NonZero" in tail_names and "/post/Pick" in tail_names
     assert "/post/Gather" not in tail_names and "/post/thr" not in tail_names
     assert "/post/thr" in {n.name for n in constant_nodes(Dataflow(model.graph))}
+
+
+def test_min_cut_moves_the_boundary_to_the_fewest_bytes():
+    """The data-dependent region starts at NonZero, and the tensors crossing into it are the
+    shape scalar, the mask and the squeezed scores (8 + 6 + 24 bytes, sized by shape inference);
+    one tensor upstream, 'scores' [1, 6] float32 (24 bytes), separates the same region."""
+    model = _ir(_nonzero_postprocess())
+    naive = postprocess_boundary(model.graph, minimize=False, model=model)
+    assert naive.names == ["ncols", "mask", "flat1"] and naive.bytes == 8 + 6 + 24
+    cut = postprocess_boundary(model.graph, model=model)
+    assert cut.names == ["scores"] and cut.bytes == 24 and cut.sizes[cut.tensors[0]] == 24
+    assert [v.name for v in cut.naive] == ["ncols", "mask", "flat1"]
+    tail_names = {n.name for n in cut.tail_nodes}
+    assert {"/post/Shape", "/post/Gather", "/post/Greater", "/post/Flatten", "/post/NonZero"} <= tail_names
+    assert "/head/Sigmoid" not in tail_names and "/head/MatMul" not in tail_names
+
+
+def _wide_matmul_then_nonzero() -> onnx.ModelProto:
+    """x [1, 2] → MatMul (to [1, 100]) → Relu → NonZero: cutting at x would cost 8 bytes, but the
+    MatMul is the NPU's work; the cheapest cut after it is Relu's input or output (400 bytes)."""
+    w = np.arange(200, dtype=np.float32).reshape(2, 100) - 100
+    nodes = [h.make_node("MatMul", ["x", "W"], ["feat"], name="mm"),
+             h.make_node("Relu", ["feat"], ["act"], name="relu"),
+             h.make_node("NonZero", ["act"], ["nz"], name="nz")]
+    return make_model(nodes, [vi("x", T.FLOAT, [1, 2])], [vi("nz", T.INT64, [2, None])], {"W": w})
+
+
+def test_min_cut_keeps_compute_ops_in_the_head_and_prefers_the_cut_nearest_the_tail():
+    model = _ir(_wide_matmul_then_nonzero())
+    cut = postprocess_boundary(model.graph, model=model)
+    # 'feat' and 'act' both weigh 400 bytes: of equal cuts the one nearest the tail is taken
+    assert cut.names == ["act"] and cut.bytes == 400
+    assert {n.name for n in cut.tail_nodes} == {"nz"}
 
 
 def test_user_boundary_must_separate():
@@ -185,3 +218,16 @@ def test_slicing_a_long_chain_keeps_every_node_between_the_cuts():
         assert len(part.nodes) == n - 20
         names = {node.name for node in part.nodes}
         assert "n10" in names and f"n{n - 11}" in names and "n9" not in names and f"n{n - 10}" not in names
+
+
+def test_min_cut_looks_at_most_max_cut_depth_producer_steps_up(monkeypatch):
+    import surgery.analysis.cuts as cuts
+
+    model = _ir(_nonzero_postprocess())
+    # one step: Gather, Greater, Squeeze may move, but moving any of them alone crosses as many bytes or more
+    monkeypatch.setattr(cuts, "MAX_CUT_DEPTH", 1)
+    assert postprocess_boundary(model.graph, model=model).names == ["ncols", "mask", "flat1"]
+    monkeypatch.setattr(cuts, "MAX_CUT_DEPTH", 2)  # Shape and Flatten too: 'scores' alone separates
+    assert postprocess_boundary(model.graph, model=model).names == ["scores"]
+    monkeypatch.setattr(cuts, "MAX_CUT_DEPTH", 0)  # nothing may move: the tensors crossing into NonZero's region
+    assert postprocess_boundary(model.graph, model=model).names == ["ncols", "mask", "flat1"]

@@ -73,13 +73,14 @@ def test_split_command_writes_head_tail_and_manifest(tmp_path, capsys):
 
     report = json.loads((tmp_path / "split.json").read_text())
     assert schema_errors(report) == [] and report["kind"] == "single"
-    assert report["outputs"] == [str(head), str(tail)] and report["steps"][0]["name"] == "split-postprocess"
+    assert report["outputs"] == [str(head), str(tail)] and [st["name"] for st in report["steps"]][-1] == "split-postprocess"
     manifest = json.loads((tmp_path / "head.split.json").read_text())
     assert manifest["outputs"] == ["scores", "hits"] and manifest["source"] == "auto"
     assert manifest["hostile"][0]["node"] == "/post/NonZero"
     assert [(p["name"], p["file"], p["produces"]) for p in manifest["parts"]] == [
         ("head", "head.onnx", ["scores"]), ("tail", "tail.onnx", ["hits"])]
-    assert manifest["boundary"] == [{"name": "/post/mask", "dtype": "bool", "shape": [1, 2, 6, 6]}]
+    assert manifest["boundary"] == [{"name": "/post/mask", "dtype": "bool", "shape": [1, 2, 6, 6], "bytes": 72}]
+    assert manifest["boundary_bytes"] == 72 and "/post/mask (72 B); 1 tensor(s), 72 B" in text
     import onnxruntime as ort
 
     options = ort.SessionOptions()  # the kernels of the reference run, for a bit-exact comparison

@@ -211,3 +211,71 @@ def test_ops_fix_by_op_sends_to_convert_opset_are_ones_it_decomposes():
 
     sent = {op for op, passes in FIX_BY_OP.items() if "convert-opset" in passes}
     assert sent and sent <= set(DECOMPOSITIONS), sent - set(DECOMPOSITIONS)
+
+
+def _nms_model(batch="batch"):
+    """boxes/scores from the input, NMS computing a graph output (its shape depends on the data)."""
+    nodes = [h.make_node("Sigmoid", ["x"], ["boxes"], name="boxes"),
+             h.make_node("Transpose", ["x"], ["xt"], name="scores_t", perm=[0, 2, 1]),
+             h.make_node("Slice", ["xt", "s0", "s1", "ax"], ["scores"], name="scores"),
+             h.make_node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "thr"], ["sel"], name="nms")]
+    inits = {"max_out": np.array([5], np.int64), "iou": np.array([0.5], np.float32), "thr": np.array([0.1], np.float32),
+             "s0": np.array([0], np.int64), "s1": np.array([2], np.int64), "ax": np.array([1], np.int64)}
+    return ir.from_proto(make_model(nodes, [vi("x", T.FLOAT, [batch, 8, 4])], [vi("sel", T.INT64, [None, 3])], inits))
+
+
+def test_nms_computing_an_output_gets_the_split_as_a_step_after_make_static():
+    """Issue 13 item 9: the emitted pipeline kept NMS (split-postprocess commented out), so
+    assert-static failed on the data-dependent output; now the split runs, after make-static."""
+    model = _nms_model()
+    report = diagnose(model)
+    padded = next(f for f in report.findings if "padded" in f.title)
+    assert padded.details["data_dependent_outputs"] == ["sel"]
+    emitted = emit_pipeline(report, model)
+    assert emitted.problems == [] and "split-postprocess" not in emitted.commented
+    steps = emitted.steps
+    assert steps.index("fix-shapes") < steps.index("make-static") < steps.index("split-postprocess")
+    assert steps.index("split-postprocess") < steps.index("assert-static") == len(steps) - 1
+    assert "shape that depends on the data (NMS)" in emitted.text
+
+
+def test_nms_with_a_static_input_still_gets_the_split_and_assert_static():
+    model = _nms_model(batch=1)
+    emitted = emit_pipeline(diagnose(model), model)
+    assert emitted.steps[-3:] == ["split-postprocess", "cleanup", "assert-static"]
+    assert "make-static" in emitted.steps and "split-postprocess" not in emitted.commented
+
+
+def _running_sum_scan(length):
+    """A running sum over ``length`` frames written as a Scan (onnx-asr's wespeaker front end has
+    one over 98 frames for 1 s of 16 kHz audio)."""
+    body = h.make_graph([h.make_node("Add", ["acc_in", "a_t"], ["acc_out"], name="b/add"),
+                         h.make_node("Identity", ["acc_out"], ["y_t"], name="b/id")], "body",
+                        [vi("acc_in", T.FLOAT, [2]), vi("a_t", T.FLOAT, [2])],
+                        [vi("acc_out", T.FLOAT, [2]), vi("y_t", T.FLOAT, [2])])
+    scan = h.make_node("Scan", ["acc0", "a"], ["acc", "ys"], body=body, num_scan_inputs=1, name="scan")
+    return make_model([scan], [vi("acc0", T.FLOAT, [2]), vi("a", T.FLOAT, [length, 2])],
+                      [vi("acc", T.FLOAT, [2]), vi("ys", T.FLOAT, [length, 2])])
+
+
+def test_a_scan_of_98_frames_gets_unrolled_by_the_emitted_pipeline(tmp_path):
+    """Before: the doctor offered no fix for Scan (make-static kept it: unroll_loops off, and 98 >
+    max_unroll 64), so assert-static failed with "Scan left in the model"."""
+    from surgery import api
+
+    path = tmp_path / "scan.onnx"
+    onnx_model = _running_sum_scan(98)
+    import onnx
+
+    onnx.save(onnx_model, path)
+    before = diagnose(path)
+    (scan,) = [f for f in before.findings if f.check == "unregistered-op"]
+    assert scan.details["op"] == "Scan" and scan.fix == ["make-static"]
+    emitted = emit_pipeline(before, ir.load(path))
+    assert "unroll_loops = true" in emitted.text and f"max_unroll = {emit_mod.SCAN_MAX_UNROLL}" in emitted.text
+    toml = tmp_path / "p.toml"
+    toml.write_text(emitted.text)
+    feeds = {"acc0": np.ones(2, np.float32), "a": np.arange(196, dtype=np.float32).reshape(98, 2)}
+    model, report = api.apply(path, toml, inputs=feeds, output=tmp_path / "out.onnx")
+    assert report.ok and "Scan" not in {n.op_type for n in model.graph}
+    assert diagnose(tmp_path / "out.onnx").exit_code == 0

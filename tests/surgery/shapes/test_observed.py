@@ -136,3 +136,35 @@ def test_make_static_itself_never_writes_a_contradicted_shape():
     assert list(model.graph.node("stft").outputs[0].shape) == [1, FRAMES, BINS, 2]
     assert list(model.graph.outputs[0].shape) == [1, FRAMES, BINS]
     AssertStatic()(model)
+
+
+def _wrongly_declared_output() -> onnx.ModelProto:
+    """ddddocr's common.onnx in small: a Reshape whose graph output is declared [1, seqlen] (rank 2),
+    while the model computes a rank-3 tensor (ORT warns "Expected shape from model of {1,-1} does
+    not match actual shape"). onnx's inference agrees with execution; the annotation is what is wrong."""
+    nodes = [h.make_node("Shape", ["x"], ["shp"], name="shape"),
+             h.make_node("Gather", ["shp", "i3"], ["w0"], name="width", axis=0),
+             h.make_node("Unsqueeze", ["w0"], ["w"], name="unsqueeze", axes=[0]),  # opset 12: the length is lost
+             h.make_node("Concat", ["w", "one", "eight"], ["target"], name="target", axis=0),
+             h.make_node("Reshape", ["x", "target"], ["y"], name="reshape")]
+    return make_model(nodes, [vi("x", T.FLOAT, [1, 1, 8, "width"])], [vi("y", T.FLOAT, [1, "seqlen"])],
+                      {"i3": np.array(3, np.int64), "one": np.array([1], np.int64), "eight": np.array([8], np.int64)},
+                      opset=12, ir_version=7)
+
+
+def test_a_declared_output_shape_execution_contradicts_is_replaced_not_held_against_passes():
+    """Before: fix-shapes failed with "signature gate: output 'y': rank 2 -> 3, not declared by the pass"."""
+    model = ir.from_proto(_wrongly_declared_output())
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 1, 8, 16)).astype(np.float32)}
+    out, report = surgery.apply(model, [FixShapes(shapes={"x": [1, 1, 8, 16]}), MakeStatic()], inputs=feeds)
+    assert list(out.graph.outputs[0].shape) == [16, 1, 8]
+    assert any("output 'y'" in n and "declares [1, seqlen]" in n and "[16, 1, 8]" in n for n in report.notes), report.notes
+
+
+def test_correct_observed_shapes_fixes_the_declared_rank():
+    model = ir.from_proto(_wrongly_declared_output())
+    feeds = {"x": np.zeros((1, 1, 8, 5), np.float32)}
+    notes = correct_observed_shapes(model, feeds)
+    shape = model.graph.outputs[0].shape
+    assert shape is not None and len(shape) == 3  # the rank execution gives; sizes left to inference
+    assert any("declares [1, seqlen]" in n and "computes [5, 1, 8]" in n for n in notes)
