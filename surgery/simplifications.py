@@ -211,14 +211,33 @@ def _shape_constant(graph: GraphLike, names: NameAllocator, before: ir.Node, dim
     return const.outputs[0]
 
 
-_MERGE_RESHAPE_THEN_TRANSPOSE = False
+def _becomes(value: ir.Value, old: ir.Value) -> bool:
+    """Readers of ``old`` read ``value``, which now holds ``old``'s tensor (another shape than it
+    had): ``value`` takes ``old``'s name and metadata (:func:`forward_value` gives it the signature
+    when ``old`` is a graph output). The metadata matters: the runner records on each value the
+    shape ONNX Runtime computed for it on the original (:mod:`surgery.shapes.observed`) and later
+    "corrects" inference back to it, so a value that kept its own observation would be annotated
+    with the shape of the tensor it no longer holds and the checker gate would refuse the model
+    (what made Swin, SegFormer and MobileViT exports fail after the Reshape-then-Transpose merge)."""
+    name, meta = old.name, dict(old.meta)
+    if not forward_value(old, value):
+        return False
+    if name and value.name != name:
+        old.name = None
+        value.name = name
+    value.meta.clear()
+    value.meta.update(meta)
+    return True
 
 
 def _transpose_as_reshape(node: ir.Node, perm: list[int], x: ir.Value, names: NameAllocator) -> bool:
     """A Transpose that only moves 1-sized dims, next to a Reshape, merges into that Reshape."""
-    shape, out_shape = _static(x.shape), _static(node.outputs[0].shape)
-    if shape is None or out_shape is None or len(shape) != len(perm) or not _moves_only_ones(perm, shape):
+    shape = _static(x.shape)
+    if shape is None or len(shape) != len(perm) or sorted(perm) != list(range(len(perm))):
         return False
+    if not _moves_only_ones(perm, shape) or 0 in shape:  # a 0 in a Reshape target copies a dim
+        return False
+    out_shape = tuple(shape[p] for p in perm)
     graph = node.graph
     assert graph is not None
     reader = _only_reader(node.outputs[0])
@@ -229,11 +248,10 @@ def _transpose_as_reshape(node: ir.Node, perm: list[int], x: ir.Value, names: Na
             _drop(node)
             return True
     producer = x.producer()
-    # T(Reshape(y)) = Reshape(y) is switched off: on real exports (Swin, SegFormer, MobileViT from
-    # transformers) it produced Reshapes whose annotation contradicts inference, which the checker gate
-    # refused after cleanup (bench/zoo rows); re-enable with a test once the cause is found.
-    if _MERGE_RESHAPE_THEN_TRANSPOSE and _std(producer, "Reshape") and _only_reader(x) is node and producer.graph is graph:
-        if not forward_value(node.outputs[0], x):
+    # T(Reshape(y)) = Reshape(y, T's output shape): the Reshape's output becomes T's output (name,
+    # shape and the shape ONNX Runtime observed for it, see _becomes).
+    if _std(producer, "Reshape") and _only_reader(x) is node and producer.graph is graph and len(producer.inputs) > 1:
+        if not _becomes(x, node.outputs[0]):
             return False
         producer.replace_input_with(1, _shape_constant(graph, names, producer, out_shape))
         x.shape = ir.Shape(list(out_shape))

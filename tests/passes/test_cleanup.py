@@ -571,3 +571,36 @@ def test_torch_legacy_cnn_export_reaches_one_node_per_layer(tmp_path):
     assert report.steps[0].parity_status == "ok"
     counts = op_counts(model)
     assert counts == {"Conv": 2, "Relu": 2, "Flatten": 1, "Gemm": 1}, counts
+
+
+def _reshape_then_transpose_model() -> onnx.ModelProto:
+    """Swin's attention head split: Reshape [4, 16, 16] → [4, 16, 1, 16], then a Transpose that only
+    moves the 1-sized head dim, read by a MatMul (not a Reshape)."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["r"], name="split_heads"),
+             helper.make_node("Transpose", ["r"], ["t"], name="heads_first", perm=[0, 2, 1, 3]),
+             helper.make_node("MatMul", ["t", "w"], ["y"], name="scores")]
+    inits = {"s": np.array([4, 16, -1, 16]), "w": rng.standard_normal((16, 8)).astype(np.float32)}
+    return _shaped(make_model(nodes, [vi("x", TP.FLOAT, [4, 16, 16])], [vi("y", TP.FLOAT, [4, 1, 16, 8])], inits))
+
+
+def test_reshape_then_transpose_merges_through_the_gates():
+    """T(Reshape(x)) = Reshape(x) when T only moves 1-sized dims. The merged Reshape's output holds
+    the Transpose's tensor: it must not keep the shape ONNX Runtime observed for the Reshape's old
+    output ([4, 16, 1, 16]), else the runner "corrects" inference back to it and the checker gate
+    refuses the model (what Swin, SegFormer and MobileViT exports hit in bench/zoo)."""
+    proto = _reshape_then_transpose_model()
+    x = RNG.standard_normal((4, 16, 16)).astype(np.float32)
+    out, report = surgery.apply(proto, [Cleanup()], inputs={"x": x})
+    (step,) = report.steps
+    assert step.checker == "ok" and step.ort == "ok" and step.parity_status == "ok"
+    assert op_counts(out) == {"Reshape": 1, "MatMul": 1}
+    reshape = next(n for n in out.graph.node if n.op_type == "Reshape")
+    assert reshape.name == "split_heads" and list(reshape.output) == ["t"]  # it now makes the Transpose's tensor
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in out.graph.value_info}
+    assert shapes["t"] == [4, 1, 16, 16]
+    onnx.checker.check_model(out, full_check=True)
+    np.testing.assert_array_equal(ort_run(out, {"x": x})["y"], ort_run(proto, {"x": x})["y"])
+    model, _ = run_cleanup(proto)
+    assert op_counts(model) == {"Reshape": 1, "MatMul": 1}
+    assert_idempotent(model)
