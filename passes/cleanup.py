@@ -20,7 +20,7 @@ and it reduces the node count to what onnxsim/onnxslim reach (see :mod:`surgery.
 - ``Constant`` nodes of the main graph become initializers (``fold_constants``);
 - exact local rewrites in every graph: Reshape of Reshape, Squeeze/Unsqueeze pairs, Transpose
   pairs and identity Transposes, Mul/Div by 1 and Add/Sub of 0, Concat of one input, Reshape or
-  Expand to the input's own shape (``simplify``);
+  Expand to the input's own shape, Pad by 0, whole Slices, Slices of a Slice (``simplify``);
 - in the main graph, Conv+BatchNormalization, Conv+per-channel Add and 2-D MatMul+Add→Gemm fusions,
   which reorder float math only (``fuse``; ATC performs the same fusions when it compiles);
 
@@ -145,7 +145,7 @@ class Cleanup(SurgeryPass):
     """Remove dead nodes, redundant Identity nodes, unused initializers and functions; sort topologically.
 
     Also folds Constant nodes into initializers, applies exact simplifications (Reshape/Transpose/
-    Squeeze pairs, neutral Mul/Add, Concat of one) and Conv+BN, Conv+Add, MatMul+Add fusions.
+    Squeeze pairs, neutral Mul/Add, Concat of one, Pad by 0, Slice chains) and Conv+BN, Conv+Add, MatMul+Add fusions.
     Works in every graph: the main graph, If/Loop/Scan bodies and model-local functions. Values read
     from an outer scope by a subgraph count as used. Graph input and output names never change.
     Stats: constants_folded, simplified, fused, dead_nodes, identities, initializers, functions,

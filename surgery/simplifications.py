@@ -15,6 +15,8 @@ dead-node sweep.
   - ``Transpose(Transpose(x, p), q)`` → one Transpose (or ``x`` when the perms cancel); an identity
     ``Transpose`` → ``x``; a Transpose that only moves 1-sized dims, read by or reading a Reshape,
     merges into that Reshape;
+  - ``Pad`` by 0 and a ``Slice`` that keeps its input whole → ``x``; Slices of a Slice along other
+    axes → one Slice each of the source (when every reader of the inner Slice merges);
   - ``x * 1``, ``1 * x``, ``x / 1``, ``x + 0``, ``0 + x``, ``x - 0`` → ``x`` when the output has ``x``'s
     shape and type (no broadcast grows it);
   - ``Concat`` of one input, ``Expand``/``Reshape`` to ``x``'s own static shape → ``x``;
@@ -314,6 +316,105 @@ def _noop_reshape(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     return _replace(node, x)
 
 
+def _noop_pad(node: ir.Node, opset: int, names: NameAllocator) -> bool:
+    """``Pad`` with every pad 0 → ``x`` (any mode; Swin pads its windows by 0 at such sizes)."""
+    x = node.inputs[0] if node.inputs else None
+    if x is None or not _same_signature(x, node.outputs[0]):
+        return False
+    if opset >= 11:
+        pads = const_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    else:
+        listed = _int_attr_list(node, "pads")
+        pads = None if listed is None else np.asarray(listed)
+    if pads is None or pads.size == 0 or np.any(pads != 0):
+        return False
+    return _replace(node, x)
+
+
+def _slice_params(node: ir.Node, rank: int | None) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    """Constant (starts, ends, axes, steps) of an opset >= 10 Slice, axes made non-negative
+    (None when something is not constant, or an axis is negative and the rank unknown)."""
+    if len(node.inputs) < 3 or node.inputs[0] is None:
+        return None
+    parts = []
+    for index in range(1, 5):
+        value = node.inputs[index] if index < len(node.inputs) else None
+        if value is None:
+            parts.append(None)
+            continue
+        array = const_value(value)
+        if array is None or array.dtype.kind not in "iu":
+            return None
+        parts.append([int(v) for v in array.reshape(-1)])
+    starts, ends, axes, steps = parts
+    if starts is None or ends is None or len(starts) != len(ends):
+        return None
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    if len(axes) != len(starts) or len(steps) != len(starts):
+        return None
+    if any(a < 0 for a in axes):
+        if rank is None:
+            return None
+        axes = [a + rank if a < 0 else a for a in axes]
+    if len(set(axes)) != len(axes):
+        return None
+    return starts, ends, axes, steps
+
+
+def _int64_constant(graph: GraphLike, names: NameAllocator, before: ir.Node, suffix: str, values: list[int]) -> ir.Value:
+    name = names.derive(before.name or before.op_type, suffix)
+    tensor = ir.Tensor(np.asarray(values, dtype=np.int64), name=name)
+    value = ir.Value(name=name, type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape([len(values)]), const_value=tensor)
+    assert isinstance(graph, ir.Graph)
+    graph.initializers.add(value)
+    return value
+
+
+def _slice(node: ir.Node, opset: int, names: NameAllocator) -> bool:
+    """A Slice that keeps its input whole (steps 1, same static shape) → ``x``; a Slice of a Slice
+    on other axes → one Slice of the source (exact: slicing along one axis leaves the others alone),
+    when every reader of the inner Slice merges so (Swin's patch merging: x[:, 0::2, 1::2])."""
+    x = node.inputs[0] if node.inputs else None
+    if x is None or opset < 10:
+        return False
+    shape = _static(x.shape)
+    params = _slice_params(node, None if shape is None else len(shape))
+    if params is None:
+        return False
+    if all(step == 1 for step in params[3]) and _same_signature(x, node.outputs[0]):
+        return _replace(node, x)
+    inner = x.producer()
+    graph = node.graph
+    if not _std(inner, "Slice") or not isinstance(graph, ir.Graph) or inner.graph is not graph or x.is_graph_output():
+        return False
+    source = inner.inputs[0]
+    if source is None:
+        return False
+    source_shape = _static(source.shape)
+    rank = None if source_shape is None else len(source_shape)
+    inner_params = _slice_params(inner, rank)
+    if inner_params is None:
+        return False
+    readers = [use.node for use in x.uses()]
+    merged: list[tuple[ir.Node, tuple[list[int], list[int], list[int], list[int]]]] = []
+    for reader in readers:
+        if not _std(reader, "Slice") or reader.graph is not graph or reader.inputs[0] is not x:
+            return False
+        reader_params = _slice_params(reader, rank)
+        if reader_params is None or set(reader_params[2]) & set(inner_params[2]):
+            return False
+        merged.append((reader, reader_params))
+    for reader, (starts, ends, axes, steps) in merged:
+        combined = (inner_params[0] + starts, inner_params[1] + ends, inner_params[2] + axes, inner_params[3] + steps)
+        reader.resize_inputs(5)
+        reader.replace_input_with(0, source)
+        for index, (suffix, values) in enumerate(zip(("starts", "ends", "axes", "steps"), combined), start=1):
+            reader.replace_input_with(index, _int64_constant(graph, names, reader, suffix, values))
+    _drop(inner)
+    return True
+
+
 _LOCAL: dict[str, Callable[[ir.Node, int, NameAllocator], bool]] = {
     "Squeeze": _squeeze_pair,
     "Unsqueeze": _squeeze_pair,
@@ -323,6 +424,8 @@ _LOCAL: dict[str, Callable[[ir.Node, int, NameAllocator], bool]] = {
     "Add": _neutral,
     "Sub": _neutral,
     "Concat": _concat_of_one,
+    "Pad": _noop_pad,
+    "Slice": _slice,
 }
 
 

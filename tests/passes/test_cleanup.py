@@ -604,3 +604,51 @@ def test_reshape_then_transpose_merges_through_the_gates():
     model, _ = run_cleanup(proto)
     assert op_counts(model) == {"Reshape": 1, "MatMul": 1}
     assert_idempotent(model)
+
+
+def test_zero_pads_and_whole_slices_go_and_real_ones_stay():
+    """Swin pads each window by 0 and slices it back whole at small sizes: Pad(0) and Slice(all) are x."""
+    nodes = [helper.make_node("Pad", ["x", "zeros"], ["p"], name="pad0", mode="constant"),
+             helper.make_node("Slice", ["p", "s0", "big", "ax1"], ["s"], name="whole"),
+             helper.make_node("Relu", ["s"], ["y"], name="relu"),
+             helper.make_node("Pad", ["x", "ones"], ["q"], name="pad1", mode="constant"),  # real pad stays
+             helper.make_node("Slice", ["x", "s1", "big", "ax1"], ["z"], name="part")]  # real slice stays
+    inits = {"zeros": np.zeros(6, np.int64), "ones": np.array([0, 1, 0, 0, 1, 0]), "s0": np.array([0]),
+             "s1": np.array([1]), "big": np.array([np.iinfo(np.int64).max]), "ax1": np.array([1])}
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 3, 4])],
+                               [vi("y", TP.FLOAT, [2, 3, 4]), vi("q", TP.FLOAT, [2, 5, 4]), vi("z", TP.FLOAT, [2, 2, 4])],
+                               inits))
+    model, result = run_cleanup(proto)
+    assert op_counts(model) == {"Relu": 1, "Pad": 1, "Slice": 1}
+    assert node_names(model) == {"relu", "pad1", "part"}
+    assert_same_outputs(proto, model, [{"x": RNG.standard_normal((2, 3, 4)).astype(np.float32)}])
+    assert_idempotent(model)
+
+
+def test_slices_of_a_slice_on_other_axes_become_one_slice_each():
+    """Swin's patch merging, x[:, 0::2, 0::2] and x[:, 0::2, 1::2]: 3 Slices → 2; a Slice of a Slice
+    on the same axis, or one whose inner Slice has another reader, stays."""
+    big = np.iinfo(np.int64).max
+    nodes = [helper.make_node("Slice", ["x", "z", "big", "ax1", "two"], ["rows"], name="rows"),
+             helper.make_node("Slice", ["rows", "z", "big", "ax2", "two"], ["a"], name="even_cols"),
+             helper.make_node("Slice", ["rows", "one", "big", "axm1", "two"], ["b"], name="odd_cols"),
+             helper.make_node("Concat", ["a", "b"], ["y"], name="cat", axis=-1),
+             # same axis twice: stays two Slices
+             helper.make_node("Slice", ["x", "one", "big", "ax1"], ["c"], name="same1"),
+             helper.make_node("Slice", ["c", "one", "big", "ax1"], ["d"], name="same2"),
+             # inner Slice read by a Relu too: stays
+             helper.make_node("Slice", ["x", "z", "big", "ax2", "two"], ["e"], name="shared"),
+             helper.make_node("Slice", ["e", "one", "big", "ax1"], ["f"], name="of_shared"),
+             helper.make_node("Relu", ["e"], ["g"], name="relu")]
+    inits = {"z": np.array([0]), "one": np.array([1]), "big": np.array([big]),
+             "ax1": np.array([1]), "ax2": np.array([2]), "axm1": np.array([-2]), "two": np.array([2])}
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [1, 6, 6, 3])],
+                               [vi("y", TP.FLOAT, [1, 3, 3, 6]), vi("d", TP.FLOAT, [1, 4, 6, 3]),
+                                vi("f", TP.FLOAT, [1, 5, 3, 3]), vi("g", TP.FLOAT, [1, 6, 3, 3])], inits))
+    model, result = run_cleanup(proto)
+    assert op_counts(model) == {"Slice": 6, "Concat": 1, "Relu": 1}
+    assert {"even_cols", "odd_cols", "same1", "same2", "shared", "of_shared"} <= node_names(model)
+    assert "rows" not in node_names(model)
+    assert_same_outputs(proto, model, [{"x": RNG.standard_normal((1, 6, 6, 3)).astype(np.float32)}])
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    assert_idempotent(model)
