@@ -591,12 +591,94 @@ def _fusion(node: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
     return False
 
 
+# -- common subexpressions ------------------------------------------------------------------
+
+#: Ops whose equal-looking nodes give different values (never merged).
+_RANDOM = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli", "Dropout"})
+#: Constants up to this many elements are compared by value (larger ones by identity).
+_CSE_MAX_ELEMENTS = 4096
+
+
+def _attr_key(attr: ir.Attr) -> object:
+    if attr.is_ref():
+        return ("ref", attr.ref_attr_name)
+    kind = attr.type
+    if kind in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS, ir.AttributeType.SPARSE_TENSOR,
+                ir.AttributeType.SPARSE_TENSORS, ir.AttributeType.TYPE_PROTO, ir.AttributeType.TYPE_PROTOS):
+        return None
+    if kind == ir.AttributeType.TENSOR:
+        array = attr.as_tensor().numpy()
+        return ("tensor", str(array.dtype), array.shape, array.tobytes())
+    if kind == ir.AttributeType.TENSORS:
+        return None
+    value = attr.value
+    return (int(kind), tuple(value) if isinstance(value, (list, tuple)) else value)
+
+
+def _input_key(value: ir.Value | None) -> object:
+    if value is None:
+        return None
+    if value.const_value is not None and not value.is_graph_input() and value.producer() is None:
+        tensor = value.const_value
+        if tensor.size <= _CSE_MAX_ELEMENTS:
+            array = tensor.numpy()
+            return ("const", str(array.dtype), array.shape, array.tobytes())
+    return ("value", id(value))
+
+
+def _node_key(node: ir.Node) -> object:
+    """What makes two nodes compute the same values: op, attributes and inputs (small constants by
+    value); None for nodes never merged (random ops, subgraphs, other domains)."""
+    if node.domain not in _ONNX or node.op_type in _RANDOM:
+        return None
+    attrs = []
+    for name in sorted(node.attributes):
+        key = _attr_key(node.attributes[name])
+        if key is None:
+            return None
+        attrs.append((name, key))
+    return (node.op_type, node.overload, len(node.outputs), tuple(attrs), tuple(_input_key(v) for v in node.inputs))
+
+
+def merge_common_subexpressions(graph: GraphLike) -> int:
+    """Nodes that compute the same values as an earlier node (same op, attributes and inputs) go;
+    their readers read the earlier node's outputs (exact: ONNX ops other than the random ones are
+    deterministic). BERT exports build the attention mask once per layer; torch writes equal
+    constants under new names. A node with a graph output keeps its outputs. Returns the count."""
+    seen: dict[object, ir.Node] = {}
+    merged = 0
+    for node in list(graph):
+        if node.graph is None:
+            continue
+        key = _node_key(node)
+        if key is None:
+            continue
+        first = seen.get(key)
+        if first is None:
+            seen[key] = node
+            continue
+        if any(o.is_graph_output() for o in node.outputs) or any(
+            a.dtype != b.dtype for a, b in zip(first.outputs, node.outputs)
+        ):
+            continue
+        for mine, theirs in zip(node.outputs, first.outputs):
+            if theirs.shape is None and mine.shape is not None:
+                theirs.shape = mine.shape
+            mine.replace_all_uses_with(theirs)
+        _drop(node)
+        merged += 1
+    return merged
+
+
 def simplify_graph(
     graph: GraphLike, opset: int, names: NameAllocator, *, local: bool = True, fuse: bool = False
 ) -> SimplifyStats:
     """One sweep of the local rewrites (``local``) and the fusions (``fuse``; give it for the main
     graph only, where new initializers go) over ``graph``."""
     stats = SimplifyStats()
+    if local:
+        stats.simplified += merge_common_subexpressions(graph)
     for node in list(graph):
         if node.graph is not graph or node.domain not in _ONNX:
             continue

@@ -652,3 +652,34 @@ def test_slices_of_a_slice_on_other_axes_become_one_slice_each():
     assert_same_outputs(proto, model, [{"x": RNG.standard_normal((1, 6, 6, 3)).astype(np.float32)}])
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     assert_idempotent(model)
+
+
+def test_equal_nodes_merge_and_random_ones_stay():
+    """BERT's legacy export builds the attention mask once per layer, Where(mask, 0, -inf) with equal
+    constants under new names: the second Where (and what only it fed) goes. Random ops, nodes that
+    differ in an attribute, and a node whose output is a graph output stay."""
+    nodes = [helper.make_node("Cast", ["m"], ["mask"], name="cast", to=TP.BOOL),
+             helper.make_node("Where", ["mask", "zero_a", "ninf_a"], ["w0"], name="layer0_where"),
+             helper.make_node("Where", ["mask", "zero_b", "ninf_b"], ["w1"], name="layer1_where"),
+             helper.make_node("Add", ["x", "w0"], ["a0"], name="layer0_add"),
+             helper.make_node("Add", ["a0", "w1"], ["a1"], name="layer1_add"),
+             helper.make_node("Softmax", ["a1"], ["y"], name="softmax", axis=-1),
+             helper.make_node("Softmax", ["a1"], ["y2"], name="softmax_other_axis", axis=0),
+             helper.make_node("Softmax", ["a1"], ["y3"], name="softmax_output", axis=-1),
+             helper.make_node("RandomUniformLike", ["x"], ["r0"], name="rand0", seed=1.0),
+             helper.make_node("RandomUniformLike", ["x"], ["r1"], name="rand1", seed=1.0),
+             helper.make_node("Sub", ["r0", "r1"], ["r"], name="rand_diff")]
+    inits = {"zero_a": np.float32(0.0), "zero_b": np.float32(0.0), "ninf_a": np.float32(-np.inf),
+             "ninf_b": np.float32(-np.inf)}
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [1, 4, 4]), vi("m", TP.FLOAT, [1, 1, 4])],
+                               [vi("y", TP.FLOAT, [1, 4, 4]), vi("y2", TP.FLOAT, [1, 4, 4]), vi("y3", TP.FLOAT, [1, 4, 4]),
+                                vi("r", TP.FLOAT, [1, 4, 4])], inits))
+    model, result = run_cleanup(proto)
+    assert op_counts(model) == {"Cast": 1, "Where": 1, "Add": 2, "Softmax": 3, "RandomUniformLike": 2, "Sub": 1}
+    assert "layer1_where" not in node_names(model) and "layer0_where" in node_names(model)
+    assert [o.name for o in model.graph.outputs] == ["y", "y2", "y3", "r"]
+    feeds = {"x": RNG.standard_normal((1, 4, 4)).astype(np.float32), "m": np.array([[[1, 0, 1, 1]]], np.float32)}
+    before, after = ort_run(proto, feeds), ort_run(model, feeds)
+    for key in ("y", "y2", "y3"):
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    assert_idempotent(model)
