@@ -43,14 +43,13 @@ def node_count(model: onnx.ModelProto) -> int:
     return sum(len(g.node) for g in _all_graphs(model)) + sum(len(f.node) for f in model.functions)
 
 
-def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+def op_histogram(model: onnx.ModelProto, *, standard_only: bool = False) -> dict[str, int]:
     ops: dict[str, int] = {}
-    for g in _all_graphs(model):
-        for n in g.node:
-            ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    for f in model.functions:
-        for n in f.node:
-            ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    nodes = [n for g in _all_graphs(model) for n in g.node] + [n for f in model.functions for n in f.node]
+    for n in nodes:
+        if standard_only and n.domain not in ("", "ai.onnx"):
+            continue
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
     return ops
 
 
@@ -122,6 +121,20 @@ def check_opset(model: onnx.ModelProto) -> tuple[bool, str]:
         if entry.domain in ("", "ai.onnx") and entry.version > MAX_OPSET:
             return False, f"ai.onnx opset {entry.version} > {MAX_OPSET}"
     return True, ""
+
+
+def newer_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """Standard ops of ``model`` that no opset <= MAX_OPSET has (e.g. Gelu, opset 20; Attention,
+    opset 23), with their counts: a peer that keeps them has fewer nodes than a model the target
+    (ATC: opsets 8-18) can take, where each must be written with older ops."""
+    found: dict[str, int] = {}
+    for op, count in op_histogram(model, standard_only=True).items():
+        try:
+            onnx.defs.get_schema(op, MAX_OPSET, "")
+        except onnx.defs.SchemaError:
+            if onnx.defs.has(op):
+                found[op] = count
+    return found
 
 
 def check_no_float64(model: onnx.ModelProto) -> tuple[bool, str]:
@@ -252,6 +265,7 @@ def static_readiness(original: Path | dict[str, np.ndarray], candidate: Path, fe
     result["no_f64"] = check_no_float64(model)
     result["parity"] = check_parity(original, candidate, feeds, rtol, atol) if result["ort"][0] else (False, "no ORT session")
     result["nodes"] = node_count(model)
+    result["newer_ops"] = newer_ops(model)
     return result
 
 

@@ -74,6 +74,14 @@ def load_table(path: Path = TABLE) -> list[dict[str, Any]]:
             rows.append({**defaults, **entry, "kind": "detector", "exporter": exporter,
                          "name": f"{entry['name']}-{exporter}", "source": f"torch detector + NMS ({exporter})",
                          "ci": exporter in entry.get("ci", [])})
+    for row in rows:  # nodes_note: one text, or one per exporter ({ dynamo = "..." })
+        note = row.get("nodes_note")
+        if isinstance(note, dict):
+            note = note.get(row.get("exporter", ""))
+        if note:
+            row["nodes_note"] = str(note)
+        else:
+            row.pop("nodes_note", None)
     names = [r["name"] for r in rows]
     duplicate = {n for n in names if names.count(n) > 1}
     if duplicate:
@@ -207,6 +215,8 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
     import sources
 
     row: dict[str, Any] = {"name": entry["name"], "kind": entry["kind"], "source": entry["source"]}
+    if entry.get("nodes_note"):
+        row["nodes_note"] = entry["nodes_note"]
     timeout = float(entry.get("step_timeout", 600))
     rtol, atol = float(entry.get("rtol", 1e-3)), float(entry.get("atol", 1e-4))
     work = cache / "runs" / entry["name"]
@@ -300,6 +310,7 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
             for key in PEER_CHECKS:
                 cell[key] = _pair(result[key])
             cell["nodes"] = result["nodes"]
+            cell["newer_ops"] = result["newer_ops"]
         else:
             for key in PEER_CHECKS:
                 cell[key] = [False, "no output"]
@@ -368,11 +379,34 @@ def best_peer_nodes(row: dict[str, Any]) -> int | None:
     return min(counts) if counts else None
 
 
-def _nodes_cell(row: dict[str, Any]) -> str:
+def nodes_verdict(row: dict[str, Any]) -> tuple[str, str]:
+    """("ok" | "explained" | "above" | "-", why) for surgery's node count against the best peer.
+
+    Above the best peer is explained when every correct peer output with fewer nodes keeps ops no
+    opset <= 18 has (the target's limit: each must then be written with older ops, e.g. opset-20
+    Gelu as Div, Erf, Add, Mul, Mul), or when the table gives the row a ``nodes_note``."""
     best = best_peer_nodes(row)
     if row.get("nodes") is None or best is None:
-        return "-"
-    return "ok" if row["nodes"] <= best else f"x {best}"
+        return "-", ""
+    if row["nodes"] <= best:
+        return "ok", ""
+    below = {tool: cell for tool, cell in row.get("peers", {}).items()
+             if tool in ("onnxsim", "onnxslim") and cell.get("nodes") is not None and cell["nodes"] < row["nodes"]
+             and all(cell[k][0] for k in ("checker", "ort", "parity"))}
+    newer = {tool: cell.get("newer_ops") or {} for tool, cell in below.items()}
+    if below and all(newer.values()):
+        why = "; ".join(f"{tool} {below[tool]['nodes']} keeps " + ", ".join(f"{n} {op}" for op, n in sorted(ops.items()))
+                        for tool, ops in sorted(newer.items())) + " (no opset <= 18 form)"
+        return "explained", why
+    if row.get("nodes_note"):
+        return "explained", str(row["nodes_note"])
+    return "above", ""
+
+
+def _nodes_cell(row: dict[str, Any]) -> str:
+    verdict, _ = nodes_verdict(row)
+    best = best_peer_nodes(row)
+    return {"-": "-", "ok": "ok", "explained": f"x {best} *", "above": f"x {best}"}[verdict]
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -387,6 +421,11 @@ def render(rows: list[dict[str, Any]]) -> str:
         cells += [_peer_cell(peers.get(tool)) for tool in ("onnxsim", "onnxslim", "polygraphy")]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    notes = [(row["name"], nodes_verdict(row)[1]) for row in rows if nodes_verdict(row)[0] == "explained"]
+    if notes:
+        lines.append("Node counts above the best peer, and why (* in <=peers):")
+        lines += [f"- {name}: {why}" for name, why in notes]
+        lines.append("")
     failures = [(row["name"], first_failure(row)) for row in rows if not row["ready"]]
     if failures:
         lines.append("Failures (first failing check of each row):")
@@ -401,9 +440,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
     parts = [f"surgery {sum(r['ready'] for r in rows)}/{total} ready"]
     for tool in ("onnxsim", "onnxslim", "polygraphy"):
         parts.append(f"{tool} {sum(bool(r.get('peers', {}).get(tool, {}).get('ready')) for r in rows)}/{total}")
-    compared = [r for r in rows if _nodes_cell(r) != "-"]
-    parts.append(f"surgery nodes <= best of onnxsim/onnxslim on {sum(_nodes_cell(r) == 'ok' for r in compared)}"
-                 f"/{len(compared)} compared")
+    verdicts = [nodes_verdict(r)[0] for r in rows]
+    compared = [v for v in verdicts if v != "-"]
+    parts.append(f"surgery nodes <= best of onnxsim/onnxslim on {compared.count('ok')}/{len(compared)} compared"
+                 f" ({compared.count('explained')} above it explained, {compared.count('above')} not)")
     return "; ".join(parts)
 
 
@@ -444,8 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         done = [args.cache / "runs" / f"{r['name']}.row.json" for r in chosen]
         ordered = [json.loads(p.read_text()) for p in done if p.exists()]
+        notes = {r["name"]: r.get("nodes_note") for r in chosen}
         for row in ordered:
             row.setdefault("ready", False)
+            row.pop("nodes_note", None)
+            if notes.get(row["name"]):  # the table's current note, not the one of the run
+                row["nodes_note"] = notes[row["name"]]
         print(render(ordered))
         return 0
     results: dict[str, dict[str, Any]] = {}
