@@ -124,9 +124,13 @@ def test_node_counts_above_the_best_peer_are_explained_or_flagged():
     mixed = {**base, "nodes": 76, "peers": {"onnxsim": _peer(70), "onnxslim": _peer(68, {"Gelu": 2})}}
     noted = {**mixed, "name": "n", "nodes_note": "peer fuses into an op ATC refuses"}
     wrong = {**base, "nodes": 76, "peers": {"onnxsim": _peer(50, ok=False), "onnxslim": _peer(80)}}
-    assert [zoo_run.nodes_verdict(r)[0] for r in (at_peer, newer, mixed, noted, wrong)] == [
-        "ok", "explained", "above", "explained", "ok"]
-    assert "onnxslim 68 keeps 2 Gelu" in zoo_run.nodes_verdict(newer)[1]
+    # 2 Gelu cost 8 nodes at opset 18: 68 + 8 = 76 explains 76, not 77
+    more = {**newer, "nodes": 77}
+    attention = {**more, "peers": {"onnxsim": _peer(60, {"Attention": 6}), "onnxslim": _peer(90)}}
+    assert [zoo_run.nodes_verdict(r)[0] for r in (at_peer, newer, mixed, noted, wrong, more, attention)] == [
+        "ok", "explained", "above", "explained", "ok", "above", "explained"]
+    assert "onnxslim 68 keeps 2 Gelu (opset > 18; at opset 18 76)" in zoo_run.nodes_verdict(newer)[1]
+    assert "6 Attention (no opset <= 18 form)" in zoo_run.nodes_verdict(attention)[1]
     table = zoo_run.render([at_peer, newer, mixed, noted])
     assert "| x 68 * |" in table and "| x 68 |" in table
     assert "- n: peer fuses into an op ATC refuses" in table
