@@ -27,7 +27,9 @@ dead-node sweep.
   - ``Conv``/``ConvTranspose`` (group 1) ``→ BatchNormalization`` (inference form) → one node with
     scaled weights and bias;
   - ``Conv``/``ConvTranspose ⟶ Add(per-channel constant)`` → the constant folded into the bias;
-  - ``MatMul(2-D, constant 2-D) → Add(constant row)`` → ``Gemm``.
+  - ``MatMul(2-D, constant 2-D) → Add(constant row)`` → ``Gemm``;
+  - ``MatMul(x * s, W)`` (``s`` a constant scalar, ``W`` a constant only it reads) →
+    ``MatMul(x, W * s)`` (the 0.5 ending an Erf-form Gelu, before the next Linear).
 
 Fused weights are new initializers (a weight shared with another node is never modified).
 """
@@ -573,6 +575,39 @@ def _fuse_matmul_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> boo
     return False
 
 
+def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
+    """``MatMul(x * s, W)`` (or ``x / s``), ``s`` a constant scalar, ``W`` a constant matrix only this
+    MatMul reads → ``MatMul(x, W * s)``: the 0.5 that ends every Erf-form Gelu goes into the next
+    Linear's weight (one node per feed-forward block)."""
+    if len(matmul.inputs) != 2 or any(v is None for v in matmul.inputs):
+        return False
+    a, w = matmul.inputs
+    scale_node = a.producer()
+    weight = const_value(w)
+    if not _std(scale_node, "Mul", "Div") or _only_reader(a) is not matmul or scale_node.graph is not graph:
+        return False
+    if weight is None or weight.ndim != 2 or weight.dtype.kind != "f" or len(list(w.uses())) != 1 or w.is_graph_output():
+        return False
+    if len(scale_node.inputs) != 2 or any(v is None for v in scale_node.inputs):
+        return False
+    pairs = [tuple(scale_node.inputs)] if scale_node.op_type == "Div" else [tuple(scale_node.inputs),
+                                                                         tuple(scale_node.inputs)[::-1]]
+    for x, factor in pairs:
+        scale = const_value(factor)
+        if scale is None or scale.size != 1 or scale.dtype != weight.dtype or not _same_signature(x, a):
+            continue
+        value = float(scale.reshape(-1)[0])
+        if not np.isfinite(value) or value == 0.0:
+            continue
+        factor64 = 1.0 / value if scale_node.op_type == "Div" else value
+        fused = (weight.astype(np.float64) * factor64).astype(weight.dtype)
+        matmul.replace_input_with(0, x)
+        matmul.replace_input_with(1, _new_initializer(graph, names, matmul.name or "MatMul", "scaled_weight", fused))
+        _drop(scale_node)
+        return True
+    return False
+
+
 def _local(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     op = node.op_type
     if op == "Reshape":
@@ -588,6 +623,8 @@ def _fusion(node: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
         return _fuse_conv_bn(node, graph, names)
     if node.op_type == "Add":
         return _fuse_conv_add(node, graph, names) or _fuse_matmul_add(node, graph, names)
+    if node.op_type == "MatMul":
+        return _fuse_scale_matmul(node, graph, names)
     return False
 
 

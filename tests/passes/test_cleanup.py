@@ -683,3 +683,39 @@ def test_equal_nodes_merge_and_random_ones_stay():
     for key in ("y", "y2", "y3"):
         np.testing.assert_array_equal(after[key], before[key], err_msg=key)
     assert_idempotent(model)
+
+
+def test_scalar_scale_before_a_matmul_goes_into_its_weight():
+    """The Erf-form Gelu ends with Mul(., 0.5), read by the next Linear's MatMul: W * 0.5 instead.
+    A weight another node reads, a non-scalar factor and a Div by a constant scalar are checked."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"], name="gelu_div"),
+             helper.make_node("Erf", ["d"], ["e"], name="gelu_erf"),
+             helper.make_node("Add", ["e", "one"], ["p"], name="gelu_add"),
+             helper.make_node("Mul", ["x", "p"], ["m"], name="gelu_mul"),
+             helper.make_node("Mul", ["m", "half"], ["g"], name="gelu_half"),
+             helper.make_node("MatMul", ["g", "w"], ["y"], name="fc2"),
+             helper.make_node("Div", ["x", "four"], ["q"], name="div_scale"),  # Div by a scalar: folded too
+             helper.make_node("MatMul", ["q", "w2"], ["y2"], name="fc3"),
+             helper.make_node("Mul", ["x", "half"], ["h"], name="shared_scale"),  # w3 read twice: stays
+             helper.make_node("MatMul", ["h", "w3"], ["y3"], name="fc4"),
+             helper.make_node("MatMul", ["x", "w3"], ["y4"], name="fc5"),
+             helper.make_node("Mul", ["x", "row"], ["r"], name="row_scale"),  # not a scalar: stays
+             helper.make_node("MatMul", ["r", "w4"], ["y5"], name="fc6")]
+    inits = {"sqrt2": np.float32(np.sqrt(2)), "one": np.float32(1), "half": np.float32(0.5), "four": np.float32(4),
+             "row": rng.standard_normal((1, 8)).astype(np.float32)}
+    inits.update({k: rng.standard_normal((8, 3)).astype(np.float32) for k in ("w", "w2", "w3", "w4")})
+    outputs = [vi(n, TP.FLOAT, [2, 5, 3]) for n in ("y", "y2", "y3", "y4", "y5")]
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 5, 8])], outputs, inits))
+    model, result = run_cleanup(proto)
+    assert result.stats["fused"] == 2
+    names = node_names(model)
+    assert "gelu_half" not in names and "div_scale" not in names
+    assert {"shared_scale", "row_scale", "fc2", "fc3"} <= names
+    assert op_counts(model) == {"Div": 1, "Erf": 1, "Add": 1, "Mul": 3, "MatMul": 5}
+    x = RNG.standard_normal((2, 5, 8)).astype(np.float32)
+    before, after = ort_run(proto, {"x": x}), ort_run(model, {"x": x})
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    np.testing.assert_array_equal(model.graph.initializers["w3"].const_value.numpy(), proto_init(proto, "w3"))
+    assert_idempotent(model)
