@@ -1,7 +1,7 @@
 """The real-model zoo: every model through the user's path, judged by independent checks.
 
     python bench/zoo/run.py [--subset ci|all] [--only NAME ...] [--jobs N] [--json OUT.json]
-                            [--markdown OUT.md] [--cache DIR]
+                            [--markdown OUT.md] [--cache DIR] [--keep-peers] [--render]
 
 For each model of ``models.toml`` (transformers exports, ONNX files shipped in PyPI wheels,
 torch detectors with NMS) the zoo does what a deployment engineer does:
@@ -208,8 +208,9 @@ def _pair(value: Any) -> list:
     return [bool(ok), str(detail)]
 
 
-def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
-    """All the steps for one model (runs inside the child process)."""
+def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """All the steps for one model (runs inside the child process). ``previous_peers``: the peer
+    cells of the last run's row, kept instead of running the peers again (``--keep-peers``)."""
     sys.path.insert(0, str(HERE))
     import checks
     import sources
@@ -221,8 +222,9 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
     rtol, atol = float(entry.get("rtol", 1e-3)), float(entry.get("atol", 1e-4))
     work = cache / "runs" / entry["name"]
     work.mkdir(parents=True, exist_ok=True)
+    kept = {f"{tool}.onnx" for tool in (previous_peers or {})}
     for stale in work.glob("*"):
-        if stale.is_file():
+        if stale.is_file() and stale.name not in kept:
             stale.unlink()
     try:
         original = sources.make(entry, cache)
@@ -293,6 +295,13 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
     # 4. the peers, same shapes
     shapes = entry.get("input_shape", "")
     row["peers"] = {}
+    if previous_peers:  # the peers do not depend on onnx-surgery: their last cells stand
+        for tool, cell in previous_peers.items():
+            target = work / f"{tool}.onnx"
+            if cell.get("nodes") is not None and "newer_ops" not in cell and target.exists():
+                cell["newer_ops"] = checks.newer_ops(onnx.load(str(target), load_external_data=False))
+        row["peers"] = previous_peers
+        return row
     for tool in ("onnxsim", "onnxslim", "polygraphy"):
         target = work / f"{tool}.onnx"
         cell: dict[str, Any] = {}
@@ -322,15 +331,23 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- driver
 
-def run_child(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
+def run_child(entry: dict[str, Any], cache: Path, keep_peers: bool = False) -> dict[str, Any]:
     """Run one model in a child process with the table's timeout; a crash is a failed row."""
     out = cache / "runs" / f"{entry['name']}.row.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    peers_file = cache / "runs" / f"{entry['name']}.peers.json"
+    peers_file.unlink(missing_ok=True)
+    if keep_peers and out.exists():
+        last = json.loads(out.read_text()).get("peers") or {}
+        if set(last) == {"onnxsim", "onnxslim", "polygraphy"}:
+            peers_file.write_text(json.dumps(last))
     out.unlink(missing_ok=True)
     timeout = float(entry.get("timeout", 1200))
     started = time.perf_counter()
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", entry["name"], "--cache", str(cache),
             "--row-out", str(out)]
+    if peers_file.exists():
+        argv += ["--peers-in", str(peers_file)]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                               env={**os.environ, **CHILD_ENV})
@@ -485,13 +502,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     parser.add_argument("--render", action="store_true",
                         help="print the table from the rows the last run left in the cache (runs nothing)")
+    parser.add_argument("--keep-peers", action="store_true",
+                        help="keep the peers' cells (and outputs) of each row's last run instead of running them again")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--peers-in", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--row-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rows = load_table()
     if args.worker:
         entry = next(r for r in rows if r["name"] == args.worker)
-        row = run_model(entry, args.cache)
+        previous = json.loads(args.peers_in.read_text()) if args.peers_in else None
+        row = run_model(entry, args.cache, previous)
         args.row_out.write_text(json.dumps(row, indent=1))
         return 0
     chosen = select(rows, args.subset, args.only)
@@ -513,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
 
     def one(entry: dict[str, Any]) -> None:
-        row = run_child(entry, args.cache)
+        row = run_child(entry, args.cache, args.keep_peers)
         results[entry["name"]] = row
         status = "READY" if row["ready"] else "no: " + first_failure(row)
         print(f"[{len(results)}/{len(chosen)}] {entry['name']} ({row['seconds']} s) {status}", file=sys.stderr,
