@@ -29,7 +29,9 @@ dead-node sweep.
   - ``Conv``/``ConvTranspose ⟶ Add(per-channel constant)`` → the constant folded into the bias;
   - ``MatMul(2-D, constant 2-D) → Add(constant row)`` → ``Gemm``;
   - ``MatMul(x * s, W)`` (``s`` a constant scalar, ``W`` a constant only it reads) →
-    ``MatMul(x, W * s)`` (the 0.5 ending an Erf-form Gelu, before the next Linear).
+    ``MatMul(x, W * s)`` (the 0.5 ending an Erf-form Gelu, before the next Linear);
+  - three or more ``MatMul(x, W_i)`` (+ bias ``Add``) of one ``x`` (attention's Q, K, V) → one
+    MatMul (+ Add) of the concatenated weights and a ``Split``.
 
 Fused weights are new initializers (a weight shared with another node is never modified).
 """
@@ -608,6 +610,84 @@ def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -
     return False
 
 
+def _sibling_bias(matmul: ir.Node, columns: int, dtype: np.dtype) -> tuple[ir.Node, np.ndarray] | None:
+    """The ``Add`` of a constant bias row [columns] that alone reads ``matmul``'s output."""
+    add = _only_reader(matmul.outputs[0])
+    if not _std(add, "Add") or len(add.inputs) != 2 or add.outputs[0].is_graph_output():
+        return None
+    other = add.inputs[1] if add.inputs[0] is matmul.outputs[0] else add.inputs[0]
+    bias = const_value(other)
+    if bias is None or bias.shape != (columns,) or bias.dtype != dtype:
+        return None
+    if not _same_signature(add.outputs[0], matmul.outputs[0]):
+        return None
+    return add, bias
+
+
+def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, opset: int) -> bool:
+    """Three or more ``MatMul(x, W_i)`` of one ``x`` (constant weights only they read; the Q, K, V
+    projections of attention) → one ``MatMul(x, [W_1 .. W_n])`` and a ``Split`` of its last axis
+    (with their bias ``Add`` rows too when each has one): n nodes become 2 (or 2n become 3).
+    Each output element is the same dot product as before."""
+    if opset < 11 or len(node.inputs) != 2 or node.inputs[0] is None:
+        return False
+    x = node.inputs[0]
+    group: list[tuple[ir.Node, np.ndarray]] = []
+    for use in x.uses():
+        matmul = use.node
+        if any(matmul is g for g, _ in group) or not _std(matmul, "MatMul") or matmul.graph is not graph:
+            continue
+        if len(matmul.inputs) != 2 or matmul.inputs[0] is not x or matmul.inputs[1] is None:
+            continue
+        w = matmul.inputs[1]
+        weight = const_value(w)
+        if weight is None or weight.ndim != 2 or weight.dtype.kind != "f" or len(list(w.uses())) != 1:
+            continue
+        if w.is_graph_output() or matmul.outputs[0].is_graph_output():
+            continue
+        group.append((matmul, weight))
+    first = next((w for m, w in group if m is node), None)
+    if first is None:
+        return False
+    group = [(m, w) for m, w in group if w.shape[0] == first.shape[0] and w.dtype == first.dtype]
+    if len(group) < 3:
+        return False
+    biases = [_sibling_bias(m, w.shape[1], w.dtype) for m, w in group]
+    with_bias = all(b is not None for b in biases)
+    base = node.name or "MatMul"
+    out = node.outputs[0]
+    sizes = [w.shape[1] for _, w in group]
+    shape = ir.Shape([*list(out.shape)[:-1], sum(sizes)]) if out.shape is not None and len(out.shape) else None
+    weights = _new_initializer(graph, names, base, "merged_weight", np.concatenate([w for _, w in group], axis=1))
+    merged = ir.node("MatMul", [x, weights], name=names.derive(base, "merged"),
+                     outputs=[ir.val(names.derive(base, "merged_out"), out.dtype, shape=shape)])
+    graph.insert_before(node, merged)
+    last = merged.outputs[0]
+    if with_bias:
+        bias = _new_initializer(graph, names, base, "merged_bias", np.concatenate([b[1] for b in biases]))  # type: ignore[index]
+        add = ir.node("Add", [last, bias], name=names.derive(base, "merged_bias_add"),
+                      outputs=[ir.val(names.derive(base, "merged_bias_out"), out.dtype, shape=shape)])
+        graph.insert_before(node, add)
+        last = add.outputs[0]
+    finals = [b[0].outputs[0] for b in biases] if with_bias else [m.outputs[0] for m, _ in group]  # type: ignore[index]
+    outputs = [ir.val(names.derive(base, f"split_{i}"), v.dtype, shape=None if v.shape is None else ir.Shape(list(v.shape)))
+               for i, v in enumerate(finals)]
+    if opset >= 13:
+        split_sizes = _new_initializer(graph, names, base, "split_sizes", np.asarray(sizes, dtype=np.int64))
+        split = ir.node("Split", [last, split_sizes], {"axis": -1}, name=names.derive(base, "split"), outputs=outputs)
+    else:
+        split = ir.node("Split", [last], {"axis": -1, "split": ir.AttrInt64s("split", sizes)},
+                        name=names.derive(base, "split"), outputs=outputs)
+    graph.insert_before(node, split)
+    for new, old in zip(outputs, finals):
+        _becomes(new, old)
+    for (matmul, _), found in zip(group, biases):
+        if with_bias and found is not None:
+            _drop(found[0])
+        _drop(matmul)
+    return True
+
+
 def _local(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     op = node.op_type
     if op == "Reshape":
@@ -618,13 +698,13 @@ def _local(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     return rewrite is not None and rewrite(node, opset, names)
 
 
-def _fusion(node: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
+def _fusion(node: ir.Node, graph: ir.Graph, names: NameAllocator, opset: int) -> bool:
     if node.op_type == "BatchNormalization":
         return _fuse_conv_bn(node, graph, names)
     if node.op_type == "Add":
         return _fuse_conv_add(node, graph, names) or _fuse_matmul_add(node, graph, names)
     if node.op_type == "MatMul":
-        return _fuse_scale_matmul(node, graph, names)
+        return _fuse_scale_matmul(node, graph, names) or _fuse_sibling_matmuls(node, graph, names, opset)
     return False
 
 
@@ -721,6 +801,6 @@ def simplify_graph(
             continue
         if local and _local(node, opset, names):
             stats.simplified += 1
-        elif fuse and isinstance(graph, ir.Graph) and _fusion(node, graph, names):
+        elif fuse and isinstance(graph, ir.Graph) and _fusion(node, graph, names, opset):
             stats.fused += 1
     return stats

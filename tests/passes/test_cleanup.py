@@ -719,3 +719,35 @@ def test_scalar_scale_before_a_matmul_goes_into_its_weight():
         np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-6, err_msg=key)
     np.testing.assert_array_equal(model.graph.initializers["w3"].const_value.numpy(), proto_init(proto, "w3"))
     assert_idempotent(model)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["with-bias", "no-bias"])
+def test_q_k_v_projections_of_one_input_become_one_matmul_and_a_split(bias):
+    """Attention's Q, K, V: three MatMuls (and bias Adds) of one input → one MatMul (+ Add) and a Split;
+    a fourth MatMul of the same input whose weight is shared with another node stays."""
+    rng = np.random.default_rng(7)
+    nodes, inits, outputs = [], {}, []
+    for i, n in enumerate((8, 8, 4)):
+        inits[f"w{i}"] = rng.standard_normal((6, n)).astype(np.float32)
+        nodes.append(helper.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"], name=f"proj{i}"))
+        last = f"m{i}"
+        if bias:
+            inits[f"b{i}"] = rng.standard_normal(n).astype(np.float32)
+            nodes.append(helper.make_node("Add", [f"b{i}", last] if i == 1 else [last, f"b{i}"], [f"a{i}"], name=f"bias{i}"))
+            last = f"a{i}"
+        nodes.append(helper.make_node("Relu", [last], [f"y{i}"], name=f"relu{i}"))
+        outputs.append(vi(f"y{i}", TP.FLOAT, [2, 5, n]))
+    inits["ws"] = rng.standard_normal((6, 6)).astype(np.float32)
+    nodes += [helper.make_node("MatMul", ["x", "ws"], ["ys"], name="shared_w"),
+              helper.make_node("Mul", ["ws", "ws"], ["wsq"], name="reads_ws")]
+    outputs += [vi("ys", TP.FLOAT, [2, 5, 6]), vi("wsq", TP.FLOAT, [6, 6])]
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 5, 6])], outputs, inits, opset=17))
+    model, result = run_cleanup(proto)
+    expected = {"MatMul": 2, "Split": 1, "Relu": 3, "Mul": 1, **({"Add": 1} if bias else {})}
+    assert op_counts(model) == expected
+    assert "shared_w" in node_names(model) and not {"proj0", "proj1", "proj2"} & node_names(model)
+    x = RNG.standard_normal((2, 5, 6)).astype(np.float32)
+    before, after = ort_run(proto, {"x": x}), ort_run(model, {"x": x})
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-6, atol=1e-6, err_msg=key)
+    assert_idempotent(model)
