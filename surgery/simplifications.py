@@ -30,6 +30,7 @@ dead-node sweep.
   - ``MatMul(2-D, constant 2-D) → Add(constant row)`` → ``Gemm``;
   - ``MatMul(x * s, W)`` (``s`` a constant scalar, ``W`` a constant only it reads) →
     ``MatMul(x, W * s)`` (the 0.5 ending an Erf-form Gelu, before the next Linear);
+  - ``MatMul(q * a, k * b)`` (constant scalars) → ``MatMul(q * (a*b), k)`` (dynamo's attention);
   - three or more ``MatMul(x, W_i)`` (+ bias ``Add``) of one ``x`` (attention's Q, K, V) → one
     MatMul (+ Add) of the concatenated weights and a ``Split``.
 
@@ -115,7 +116,7 @@ def constants_to_initializers(graph: ir.Graph) -> int:
         if array is None:
             continue
         attr = next(iter(node.attributes.values()))
-        tensor = attr.as_tensor() if attr.name == "value" else ir.Tensor(np.ascontiguousarray(array))
+        tensor = attr.as_tensor() if attr.name == "value" else ir.Tensor(np.array(array, order="C"))
         name = out.name
         value = ir.Value(name=None, type=ir.TensorType(tensor.dtype), shape=ir.Shape(tensor.shape.dims),
                          const_value=tensor)
@@ -438,7 +439,7 @@ _LOCAL: dict[str, Callable[[ir.Node, int, NameAllocator], bool]] = {
 
 def _new_initializer(graph: ir.Graph, names: NameAllocator, base: str, suffix: str, array: np.ndarray) -> ir.Value:
     name = names.derive(base, suffix)
-    tensor = ir.Tensor(np.ascontiguousarray(array), name=name)
+    tensor = ir.Tensor(np.array(array, order="C"), name=name)  # (ascontiguousarray makes a 0-d array 1-d)
     value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape), const_value=tensor)
     graph.initializers.add(value)
     return value
@@ -610,6 +611,38 @@ def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -
     return False
 
 
+def _scalar_scale(value: ir.Value, matmul: ir.Node) -> tuple[ir.Node, ir.Value, int, np.ndarray] | None:
+    """(Mul node, its other operand, the index of its constant, the constant) when ``value`` is
+    ``x * s`` (``s`` a constant scalar) read only by ``matmul``."""
+    mul = value.producer()
+    if not _std(mul, "Mul") or _only_reader(value) is not matmul or mul.graph is not matmul.graph:
+        return None
+    if len(mul.inputs) != 2 or any(v is None for v in mul.inputs):
+        return None
+    for index in (1, 0):
+        scale = const_value(mul.inputs[index])
+        x = mul.inputs[1 - index]
+        if scale is not None and scale.size == 1 and scale.dtype.kind == "f" and _same_signature(x, value):
+            return mul, x, index, scale
+    return None
+
+
+def _fuse_matmul_scales(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
+    """``MatMul(q * a, k * b)`` (``a``, ``b`` constant scalars) → ``MatMul(q * (a*b), k)``: the
+    dynamo exporter's attention scales both Q and K by d**-0.25 (one Mul per layer less)."""
+    if len(matmul.inputs) != 2 or any(v is None for v in matmul.inputs) or matmul.inputs[0] is matmul.inputs[1]:
+        return False
+    left, right = (_scalar_scale(v, matmul) for v in matmul.inputs)
+    if left is None or right is None or left[3].dtype != right[3].dtype:
+        return False
+    mul, _, index, scale = left
+    product = (scale.astype(np.float64) * float(right[3].reshape(-1)[0])).astype(scale.dtype)
+    mul.replace_input_with(index, _new_initializer(graph, names, mul.name or "Mul", "scale", product))
+    matmul.replace_input_with(1, right[1])
+    _drop(right[0])
+    return True
+
+
 def _sibling_bias(matmul: ir.Node, columns: int, dtype: np.dtype) -> tuple[ir.Node, np.ndarray] | None:
     """The ``Add`` of a constant bias row [columns] that alone reads ``matmul``'s output."""
     add = _only_reader(matmul.outputs[0])
@@ -704,7 +737,8 @@ def _fusion(node: ir.Node, graph: ir.Graph, names: NameAllocator, opset: int) ->
     if node.op_type == "Add":
         return _fuse_conv_add(node, graph, names) or _fuse_matmul_add(node, graph, names)
     if node.op_type == "MatMul":
-        return _fuse_scale_matmul(node, graph, names) or _fuse_sibling_matmuls(node, graph, names, opset)
+        return (_fuse_scale_matmul(node, graph, names) or _fuse_matmul_scales(node, graph, names)
+                or _fuse_sibling_matmuls(node, graph, names, opset))
     return False
 
 

@@ -401,6 +401,7 @@ def test_constant_nodes_become_initializers_of_the_same_name():
     assert result.stats["constants_folded"] == 2
     assert op_counts(model) == {"Mul": 1, "Sub": 1, "Constant": 1}  # a Constant that is a graph output stays
     assert set(model.graph.initializers) == {"w", "b"}
+    assert model.graph.initializers["b"].const_value.shape.dims == ()  # a scalar stays a scalar
     assert_same_outputs(proto, model, [{"x": X}])
     assert_idempotent(model)
 
@@ -751,3 +752,39 @@ def test_q_k_v_projections_of_one_input_become_one_matmul_and_a_split(bias):
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-6, atol=1e-6, err_msg=key)
     assert_idempotent(model)
+
+
+def test_both_scales_of_an_attention_matmul_become_one():
+    """The dynamo exporter scales Q and K^T by d**-0.25 each before their MatMul: one Mul by the
+    product is enough. A scale whose Mul has another reader stays."""
+    nodes = [helper.make_node("Mul", ["q", "s"], ["qs"], name="scale_q"),
+             helper.make_node("Mul", ["s", "k"], ["ks"], name="scale_k"),
+             helper.make_node("MatMul", ["qs", "ks"], ["y"], name="scores"),
+             helper.make_node("Mul", ["q", "s2"], ["q2"], name="scale_q2"),
+             helper.make_node("Mul", ["k", "s3"], ["k2"], name="scale_k2"),
+             helper.make_node("MatMul", ["q2", "k2"], ["y2"], name="scores2"),
+             helper.make_node("Neg", ["k2"], ["n"], name="other_reader")]
+    proto = _shaped(make_model(nodes, [vi("q", TP.FLOAT, [1, 2, 5, 4]), vi("k", TP.FLOAT, [1, 2, 4, 5])],
+                               [vi("y", TP.FLOAT, [1, 2, 5, 5]), vi("y2", TP.FLOAT, [1, 2, 5, 5]),
+                                vi("n", TP.FLOAT, [1, 2, 4, 5])],
+                               {"s": np.float32(0.5), "s2": np.float32(0.125), "s3": np.float32(0.3)}))
+    model, result = run_cleanup(proto)
+    assert "scale_k" not in node_names(model) and {"scale_q", "scale_q2", "scale_k2", "scores"} <= node_names(model)
+    assert op_counts(model) == {"Mul": 3, "MatMul": 2, "Neg": 1}
+    feeds = {"q": RNG.standard_normal((1, 2, 5, 4)).astype(np.float32), "k": RNG.standard_normal((1, 2, 4, 5)).astype(np.float32)}
+    before, after = ort_run(proto, feeds), ort_run(model, feeds)
+    for key in before:  # 0.5 * 0.5 is exact: so is the result
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    assert_idempotent(model)
+
+
+def test_value_float_constant_becomes_a_scalar_initializer():
+    """Constant(value_float=2) is a 0-d tensor: its initializer must stay 0-d (not [1])."""
+    nodes = [helper.make_node("Constant", [], ["c"], name="two", value_float=2.0),
+             helper.make_node("Mul", ["x", "c"], ["y"], name="mul")]
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [])], [vi("y", TP.FLOAT, [])]))
+    model, result = run_cleanup(proto)
+    assert result.stats["constants_folded"] == 1
+    assert model.graph.initializers["c"].const_value.shape.dims == ()
+    assert model.graph.initializers["c"].shape.dims == ()
+    assert_same_outputs(proto, model, [{"x": np.array(1.5, np.float32)}])
