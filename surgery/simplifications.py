@@ -30,6 +30,7 @@ dead-node sweep.
   - ``MatMul(2-D, constant 2-D) → Add(constant row)`` → ``Gemm``;
   - ``MatMul(x * s, W)`` (``s`` a constant scalar, ``W`` a constant only it reads) →
     ``MatMul(x, W * s)`` (the 0.5 ending an Erf-form Gelu, before the next Linear);
+  - ``MatMul(x, W) * g`` (``g`` constant over the last axis) → ``MatMul(x, W * g)`` (layer scale);
   - ``MatMul(q * a, k * b)`` (constant scalars) → ``MatMul(q * (a*b), k)`` (dynamo's attention);
   - three or more ``MatMul(x, W_i)`` (+ bias ``Add``) of one ``x`` (attention's Q, K, V) → one
     MatMul (+ Add) of the concatenated weights and a ``Split``.
@@ -611,6 +612,37 @@ def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -
     return False
 
 
+def _fuse_matmul_column_scale(mul: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
+    """``MatMul(x, W) * g`` (``g`` a constant over the last axis: [N], or a scalar; ``W`` a constant
+    only this MatMul reads) → ``MatMul(x, W * g)``: ConvNeXt's layer scale after each block's Linear."""
+    if len(mul.inputs) != 2 or any(v is None for v in mul.inputs):
+        return False
+    for y, other in (mul.inputs, mul.inputs[::-1]):
+        matmul = y.producer()
+        if not _std(matmul, "MatMul") or _only_reader(y) is not mul or matmul.graph is not graph:
+            continue
+        if len(matmul.inputs) != 2 or matmul.inputs[1] is None:
+            continue
+        w = matmul.inputs[1]
+        weight, scale = const_value(w), const_value(other)
+        if weight is None or weight.ndim != 2 or weight.dtype.kind != "f" or len(list(w.uses())) != 1 or w.is_graph_output():
+            continue
+        if scale is None or scale.dtype != weight.dtype or not _same_signature(mul.outputs[0], y):
+            continue
+        if scale.size != 1 and (scale.shape[-1] != weight.shape[1] or any(d != 1 for d in scale.shape[:-1])):
+            continue
+        if scale.size == 1 and scale.ndim > 0 and any(d != 1 for d in scale.shape):
+            continue
+        if not forward_value(mul.outputs[0], y):
+            continue
+        factor = scale.astype(np.float64).reshape(1, -1) if scale.size != 1 else float(scale.reshape(-1)[0])
+        fused = (weight.astype(np.float64) * factor).astype(weight.dtype)
+        matmul.replace_input_with(1, _new_initializer(graph, names, matmul.name or "MatMul", "scaled_weight", fused))
+        _drop(mul)
+        return True
+    return False
+
+
 def _scalar_scale(value: ir.Value, matmul: ir.Node) -> tuple[ir.Node, ir.Value, int, np.ndarray] | None:
     """(Mul node, its other operand, the index of its constant, the constant) when ``value`` is
     ``x * s`` (``s`` a constant scalar) read only by ``matmul``."""
@@ -736,6 +768,8 @@ def _fusion(node: ir.Node, graph: ir.Graph, names: NameAllocator, opset: int) ->
         return _fuse_conv_bn(node, graph, names)
     if node.op_type == "Add":
         return _fuse_conv_add(node, graph, names) or _fuse_matmul_add(node, graph, names)
+    if node.op_type == "Mul":
+        return _fuse_matmul_column_scale(node, graph, names)
     if node.op_type == "MatMul":
         return (_fuse_scale_matmul(node, graph, names) or _fuse_matmul_scales(node, graph, names)
                 or _fuse_sibling_matmuls(node, graph, names, opset))

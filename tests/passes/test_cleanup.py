@@ -788,3 +788,26 @@ def test_value_float_constant_becomes_a_scalar_initializer():
     assert model.graph.initializers["c"].const_value.shape.dims == ()
     assert model.graph.initializers["c"].shape.dims == ()
     assert_same_outputs(proto, model, [{"x": np.array(1.5, np.float32)}])
+
+
+def test_layer_scale_after_a_matmul_goes_into_its_weight():
+    """ConvNeXt's layer scale: MatMul(x, W) * gamma[N] → MatMul(x, W * gamma). A scale along
+    another axis (it would not be a column scale) stays."""
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="pwconv2"),
+             helper.make_node("Mul", ["gamma", "m"], ["y"], name="layer_scale"),
+             helper.make_node("MatMul", ["x", "w2"], ["m2"], name="other"),
+             helper.make_node("Mul", ["m2", "rows"], ["y2"], name="row_scale")]
+    inits = {"w": rng.standard_normal((6, 4)).astype(np.float32), "w2": rng.standard_normal((6, 4)).astype(np.float32),
+             "gamma": rng.uniform(0.5, 2, 4).astype(np.float32), "rows": rng.uniform(0.5, 2, (5, 1)).astype(np.float32)}
+    proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 5, 6])],
+                               [vi("y", TP.FLOAT, [2, 5, 4]), vi("y2", TP.FLOAT, [2, 5, 4])], inits))
+    model, result = run_cleanup(proto)
+    assert op_counts(model) == {"MatMul": 2, "Mul": 1}
+    assert "layer_scale" not in node_names(model) and "row_scale" in node_names(model)
+    assert [o.name for o in model.graph.outputs] == ["y", "y2"]
+    x = RNG.standard_normal((2, 5, 6)).astype(np.float32)
+    before, after = ort_run(proto, {"x": x}), ort_run(model, {"x": x})
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert_idempotent(model)
