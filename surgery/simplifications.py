@@ -15,6 +15,7 @@ dead-node sweep.
   - ``Transpose(Transpose(x, p), q)`` → one Transpose (or ``x`` when the perms cancel); an identity
     ``Transpose`` → ``x``; a Transpose that only moves 1-sized dims, read by or reading a Reshape,
     merges into that Reshape;
+  - ``Reshape(f(Reshape(x)))`` back to ``x``'s shape, ``f`` element-wise ops with scalar constants → ``f(x)``;
   - ``Pad`` by 0 and a ``Slice`` that keeps its input whole → ``x``; Slices of a Slice along other
     axes → one Slice each of the source (when every reader of the inner Slice merges);
   - ``x * 1``, ``1 * x``, ``x / 1``, ``x + 0``, ``0 + x``, ``x - 0`` → ``x`` when the output has ``x``'s
@@ -48,6 +49,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.graph import GraphLike, NameAllocator, const_value, forward_value
+from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY
 
 __all__ = ["SimplifyStats", "constants_to_initializers", "simplify_graph"]
 
@@ -421,6 +423,78 @@ def _slice(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     return True
 
 
+#: Ops that map each element on its own (other inputs constant scalars): a Reshape around them commutes.
+_ELEMENTWISE = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Tanh", "Erf", "Sigmoid", "Relu", "Exp", "Log", "Sqrt", "Neg", "Abs",
+    "Reciprocal", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Softplus", "Elu", "Selu", "Cast", "Sin", "Cos",
+    "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "Max", "Min",
+})
+
+
+def _reshape_sandwich(node: ir.Node, opset: int, names: NameAllocator) -> bool:
+    """``Reshape(f(Reshape(x, s1)), s2)`` → ``f(x)`` when ``s2`` gives ``x``'s own shape back and ``f``
+    is a region of element-wise ops whose other inputs are constant scalars (GPT-2's tanh Gelu
+    between its Linear's Reshapes). Every value of the region must be read inside it or by such a
+    final Reshape; the region's values take ``x``'s shape (what ONNX Runtime observed for their old
+    shape is forgotten)."""
+    x = node.inputs[0] if node.inputs else None
+    y = node.outputs[0]
+    graph = node.graph
+    source, middle = (_static(x.shape) if x is not None else None), _static(y.shape)
+    if x is None or source is None or middle is None or source == middle or y.is_graph_output() or graph is None:
+        return False
+    region: list[ir.Node] = []
+    exits: list[ir.Node] = []
+    values = {y}
+    stack = [y]
+    while stack:
+        value = stack.pop()
+        for use in value.uses():
+            reader = use.node
+            if reader in region or reader in exits:
+                continue
+            if reader.graph is not graph or reader.domain not in _ONNX:
+                return False
+            if reader.op_type == "Reshape" and use.idx == 0 and value is not y:
+                target = const_value(reader.inputs[1]) if len(reader.inputs) > 1 else None
+                if target is None or _static(reader.outputs[0].shape) != source or len(list(value.uses())) != 1:
+                    return False
+                exits.append(reader)
+                continue
+            if reader.op_type not in _ELEMENTWISE or len(reader.outputs) != 1:
+                return False
+            out = reader.outputs[0]
+            if _static(out.shape) != middle or out.is_graph_output():
+                return False
+            for other in reader.inputs:  # a non-constant input must be a region value (checked at the end)
+                array = None if other is None or other in values else const_value(other)
+                if array is not None and (array.size != 1 or array.ndim > len(source)):
+                    return False
+            region.append(reader)
+            values.add(out)
+            stack.append(out)
+        if len(region) > 64:
+            return False
+    if not region or not exits:
+        return False
+    for reader in region:  # every region input is y, a region value or a scalar (checked above, in any order)
+        if any(v is not None and v not in values and const_value(v) is None for v in reader.inputs):
+            return False
+    y.replace_all_uses_with(x)
+    for reader in region:
+        out = reader.outputs[0]
+        out.shape = ir.Shape(list(source))
+        for key in (OBSERVED_KEY, CONTRADICTED_KEY):
+            out.meta.pop(key, None)
+    for final in exits:
+        inner = final.inputs[0]
+        assert inner is not None
+        _becomes(inner, final.outputs[0])
+        _drop(final)
+    _drop(node)
+    return True
+
+
 _LOCAL: dict[str, Callable[[ir.Node, int, NameAllocator], bool]] = {
     "Squeeze": _squeeze_pair,
     "Unsqueeze": _squeeze_pair,
@@ -756,7 +830,8 @@ def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, 
 def _local(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     op = node.op_type
     if op == "Reshape":
-        return _reshape_of_reshape(node, opset, names) or _noop_reshape(node, opset, names)
+        return (_reshape_of_reshape(node, opset, names) or _noop_reshape(node, opset, names)
+                or _reshape_sandwich(node, opset, names))
     if op == "Expand":
         return _noop_reshape(node, opset, names)
     rewrite = _LOCAL.get(op)

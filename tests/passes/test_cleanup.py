@@ -811,3 +811,43 @@ def test_layer_scale_after_a_matmul_goes_into_its_weight():
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert_idempotent(model)
+
+
+def _tanh_gelu_between_reshapes(escape: bool = False) -> onnx.ModelProto:
+    """GPT-2: Gemm [16, 8] → Reshape [1, 16, 8] → tanh Gelu → Reshape [16, 8] → Gemm."""
+    rng = np.random.default_rng(9)
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc"),
+             helper.make_node("Reshape", ["h", "s3"], ["v"], name="view_in"),
+             helper.make_node("Mul", ["v", "half"], ["a"], name="half_x"),
+             helper.make_node("Pow", ["v", "three"], ["c"], name="cube"),
+             helper.make_node("Mul", ["c", "coef"], ["d"], name="coef_mul"),
+             helper.make_node("Add", ["v", "d"], ["e"], name="inner_add"),
+             helper.make_node("Tanh", ["e"], ["t"], name="tanh"),
+             helper.make_node("Add", ["t", "one"], ["f"], name="one_add"),
+             helper.make_node("Mul", ["a", "f"], ["g"], name="gelu_out"),
+             helper.make_node("Reshape", ["g", "s2"], ["r"], name="view_out"),
+             helper.make_node("Gemm", ["r", "w2"], ["y"], name="proj")]
+    inits = {"w1": rng.standard_normal((8, 8)).astype(np.float32), "w2": rng.standard_normal((8, 4)).astype(np.float32),
+             "s3": np.array([1, 16, 8]), "s2": np.array([-1, 8]), "half": np.float32(0.5), "three": np.float32(3),
+             "coef": np.float32(0.044715), "one": np.float32(1)}
+    outputs = [vi("y", TP.FLOAT, [16, 4])]
+    if escape:  # a region value read outside the region: it keeps its [1, 16, 8] shape, so nothing changes
+        nodes.append(helper.make_node("Neg", ["t"], ["n"], name="escape"))
+        outputs.append(vi("n", TP.FLOAT, [1, 16, 8]))
+    return _shaped(make_model(nodes, [vi("x", TP.FLOAT, [16, 8])], outputs, inits))
+
+
+@pytest.mark.parametrize("escape", [False, True], ids=["sandwich", "value-escapes"])
+def test_reshapes_around_element_wise_ops_go(escape):
+    proto = _tanh_gelu_between_reshapes(escape)
+    x = RNG.standard_normal((16, 8)).astype(np.float32)
+    out, report = surgery.apply(proto, [Cleanup()], inputs={"x": x})  # through the gates (observed shapes)
+    if not escape:
+        assert report.steps[0].checker == "ok" and report.steps[0].parity_status == "ok"
+    counts = op_counts(out)
+    assert counts.get("Reshape", 0) == (2 if escape else 0)
+    before, after = ort_run(proto, {"x": x}), ort_run(out, {"x": x})
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    model, _ = run_cleanup(proto)
+    assert_idempotent(model)
