@@ -123,17 +123,30 @@ def check_opset(model: onnx.ModelProto) -> tuple[bool, str]:
     return True, ""
 
 
+#: Domains of ONNX Runtime's contrib ops (fused by the ORT optimizer some peers run): no ONNX
+#: compiler (ATC's parser registers ai.onnx ops only) takes them.
+ORT_DOMAINS = ("com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc")
+
+
 def newer_ops(model: onnx.ModelProto) -> dict[str, int]:
-    """Standard ops of ``model`` that no opset <= MAX_OPSET has (e.g. Gelu, opset 20; Attention,
-    opset 23), with their counts: a peer that keeps them has fewer nodes than a model the target
-    (ATC: opsets 8-18) can take, where each must be written with older ops."""
+    """Ops of ``model`` a target limited to ai.onnx opsets <= MAX_OPSET cannot take, with their
+    counts: standard ops no such opset has (e.g. Gelu, opset 20; Attention, opset 23) and ONNX
+    Runtime contrib ops (``com.microsoft.Attention``). A peer that keeps them has fewer nodes than
+    a model the target (ATC: opsets 8-18) can take, where each must be written with older ops."""
     found: dict[str, int] = {}
-    for op, count in op_histogram(model, standard_only=True).items():
-        try:
-            onnx.defs.get_schema(op, MAX_OPSET, "")
-        except onnx.defs.SchemaError:
-            if onnx.defs.has(op):
-                found[op] = count
+    nodes = [n for g in _all_graphs(model) for n in g.node] + [n for f in model.functions for n in f.node]
+    for n in nodes:
+        if n.domain in ORT_DOMAINS:
+            key = f"{n.domain}.{n.op_type}"
+        elif n.domain in ("", "ai.onnx") and onnx.defs.has(n.op_type):
+            try:
+                onnx.defs.get_schema(n.op_type, MAX_OPSET, "")
+                continue
+            except onnx.defs.SchemaError:
+                key = n.op_type
+        else:
+            continue
+        found[key] = found.get(key, 0) + 1
     return found
 
 

@@ -298,7 +298,7 @@ def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any]
     if previous_peers:  # the peers do not depend on onnx-surgery: their last cells stand
         for tool, cell in previous_peers.items():
             target = work / f"{tool}.onnx"
-            if cell.get("nodes") is not None and "newer_ops" not in cell and target.exists():
+            if cell.get("nodes") is not None and target.exists():  # with today's checks.newer_ops
                 cell["newer_ops"] = checks.newer_ops(onnx.load(str(target), load_external_data=False))
         row["peers"] = previous_peers
         return row
@@ -429,7 +429,9 @@ def nodes_verdict(row: dict[str, Any]) -> tuple[str, str]:
                 break
             reasons.append(f"{tool} {cell['nodes']} keeps {kept} (opset > 18; at opset 18 {adjusted})")
         else:
-            reasons.append(f"{tool} {cell['nodes']} keeps {kept} (no opset <= 18 form)")
+            reasons.append(f"{tool} {cell['nodes']} keeps {kept} (no opset <= 18 form; com.microsoft: ONNX Runtime"
+                           " contrib ops, not ONNX)" if any(op.startswith("com.microsoft") for op in newer)
+                           else f"{tool} {cell['nodes']} keeps {kept} (no opset <= 18 form)")
     else:
         if reasons:
             return "explained", "; ".join(reasons)

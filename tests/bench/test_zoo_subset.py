@@ -115,6 +115,10 @@ def test_node_counts_above_the_best_peer_are_explained_or_flagged():
     gelu = _model([h.make_node("Gelu", ["x"], ["y"]), h.make_node("Relu", ["y"], ["z"])],
                   [h.make_tensor_value_info("x", T.FLOAT, [2])], [h.make_tensor_value_info("z", T.FLOAT, [2])], opset=20)
     assert checks.newer_ops(gelu) == {"Gelu": 1}  # Relu exists at opset 18, Gelu only from 20
+    contrib = _model([h.make_node("Attention", ["x"], ["y"], domain="com.microsoft"), h.make_node("Relu", ["y"], ["z"])],
+                     [h.make_tensor_value_info("x", T.FLOAT, [2])], [h.make_tensor_value_info("z", T.FLOAT, [2])])
+    contrib.opset_import.append(h.make_opsetid("com.microsoft", 1))
+    assert checks.newer_ops(contrib) == {"com.microsoft.Attention": 1}
     assert checks.newer_ops(_model([h.make_node("Relu", ["x"], ["y"])], [h.make_tensor_value_info("x", T.FLOAT, [2])],
                                    [h.make_tensor_value_info("y", T.FLOAT, [2])])) == {}
     base = {"name": "m", "source": "s", "ready": True, **{k: [True, ""] for k in zoo_run.SURGERY_CHECKS}, "orig_nodes": 99}
