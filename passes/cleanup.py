@@ -20,8 +20,9 @@ and it reduces the node count to what onnxsim/onnxslim reach (see :mod:`surgery.
 - ``Constant`` nodes of the main graph become initializers (``fold_constants``);
 - exact local rewrites in every graph: Reshape of Reshape, Squeeze/Unsqueeze pairs, Transpose
   pairs and identity Transposes, Mul/Div by 1 and Add/Sub of 0, Concat of one input, Reshape or
-  Expand to the input's own shape (``simplify``);
-- in the main graph, Conv+BatchNormalization, Conv+per-channel Add and 2-D MatMul+Add→Gemm fusions,
+  Expand to the input's own shape, Pad by 0, whole Slices, Slices of a Slice (``simplify``);
+- in the main graph, Conv+BatchNormalization, Conv+per-channel Add, 2-D MatMul+Add→Gemm and
+  scalar-Mul→MatMul (the scale goes into the constant weight) fusions,
   which reorder float math only (``fuse``; ATC performs the same fusions when it compiles);
 
 and finally sorts every graph topologically (stable: an already sorted graph keeps its order).
@@ -145,7 +146,8 @@ class Cleanup(SurgeryPass):
     """Remove dead nodes, redundant Identity nodes, unused initializers and functions; sort topologically.
 
     Also folds Constant nodes into initializers, applies exact simplifications (Reshape/Transpose/
-    Squeeze pairs, neutral Mul/Add, Concat of one) and Conv+BN, Conv+Add, MatMul+Add fusions.
+    Squeeze pairs, neutral Mul/Add, Concat of one, Pad by 0, Slice chains) and Conv+BN, Conv+Add,
+    MatMul+Add, scalar Mul+MatMul fusions.
     Works in every graph: the main graph, If/Loop/Scan bodies and model-local functions. Values read
     from an outer scope by a subgraph count as used. Graph input and output names never change.
     Stats: constants_folded, simplified, fused, dead_nodes, identities, initializers, functions,
@@ -159,7 +161,7 @@ class Cleanup(SurgeryPass):
     class Options:
         fold_constants: bool = option(True, help="turn Constant nodes of the main graph into initializers")
         simplify: bool = option(True, help="exact local rewrites: Reshape/Transpose/Squeeze pairs, x*1, x+0, Concat of one")
-        fuse: bool = option(True, help="fuse Conv+BatchNormalization, Conv+bias Add and 2-D MatMul+Add (Gemm)")
+        fuse: bool = option(True, help="fuse Conv+BatchNormalization, Conv+bias Add, 2-D MatMul+Add (Gemm), a scalar Mul into the next MatMul weight")
 
     #: Sweeps of the local rewrites at most (each is linear; chains resolve in one or two).
     MAX_SWEEPS = 8

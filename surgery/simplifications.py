@@ -15,6 +15,9 @@ dead-node sweep.
   - ``Transpose(Transpose(x, p), q)`` → one Transpose (or ``x`` when the perms cancel); an identity
     ``Transpose`` → ``x``; a Transpose that only moves 1-sized dims, read by or reading a Reshape,
     merges into that Reshape;
+  - ``Reshape(f(Reshape(x)))`` back to ``x``'s shape, ``f`` element-wise ops with scalar constants → ``f(x)``;
+  - ``Pad`` by 0 and a ``Slice`` that keeps its input whole → ``x``; Slices of a Slice along other
+    axes → one Slice each of the source (when every reader of the inner Slice merges);
   - ``x * 1``, ``1 * x``, ``x / 1``, ``x + 0``, ``0 + x``, ``x - 0`` → ``x`` when the output has ``x``'s
     shape and type (no broadcast grows it);
   - ``Concat`` of one input, ``Expand``/``Reshape`` to ``x``'s own static shape → ``x``;
@@ -25,7 +28,13 @@ dead-node sweep.
   - ``Conv``/``ConvTranspose`` (group 1) ``→ BatchNormalization`` (inference form) → one node with
     scaled weights and bias;
   - ``Conv``/``ConvTranspose ⟶ Add(per-channel constant)`` → the constant folded into the bias;
-  - ``MatMul(2-D, constant 2-D) → Add(constant row)`` → ``Gemm``.
+  - ``MatMul(2-D, constant 2-D) → Add(constant row)`` → ``Gemm``;
+  - ``MatMul(x * s, W)`` (``s`` a constant scalar, ``W`` a constant only it reads) →
+    ``MatMul(x, W * s)`` (the 0.5 ending an Erf-form Gelu, before the next Linear);
+  - ``MatMul(x, W) * g`` (``g`` constant over the last axis) → ``MatMul(x, W * g)`` (layer scale);
+  - ``MatMul(q * a, k * b)`` (constant scalars) → ``MatMul(q * (a*b), k)`` (dynamo's attention);
+  - three or more ``MatMul(x, W_i)`` (+ bias ``Add``) of one ``x`` (attention's Q, K, V) → one
+    MatMul (+ Add) of the concatenated weights and a ``Split``.
 
 Fused weights are new initializers (a weight shared with another node is never modified).
 """
@@ -40,6 +49,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.graph import GraphLike, NameAllocator, const_value, forward_value
+from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY
 
 __all__ = ["SimplifyStats", "constants_to_initializers", "simplify_graph"]
 
@@ -109,7 +119,7 @@ def constants_to_initializers(graph: ir.Graph) -> int:
         if array is None:
             continue
         attr = next(iter(node.attributes.values()))
-        tensor = attr.as_tensor() if attr.name == "value" else ir.Tensor(np.ascontiguousarray(array))
+        tensor = attr.as_tensor() if attr.name == "value" else ir.Tensor(np.array(array, order="C"))
         name = out.name
         value = ir.Value(name=None, type=ir.TensorType(tensor.dtype), shape=ir.Shape(tensor.shape.dims),
                          const_value=tensor)
@@ -211,14 +221,33 @@ def _shape_constant(graph: GraphLike, names: NameAllocator, before: ir.Node, dim
     return const.outputs[0]
 
 
-_MERGE_RESHAPE_THEN_TRANSPOSE = False
+def _becomes(value: ir.Value, old: ir.Value) -> bool:
+    """Readers of ``old`` read ``value``, which now holds ``old``'s tensor (another shape than it
+    had): ``value`` takes ``old``'s name and metadata (:func:`forward_value` gives it the signature
+    when ``old`` is a graph output). The metadata matters: the runner records on each value the
+    shape ONNX Runtime computed for it on the original (:mod:`surgery.shapes.observed`) and later
+    "corrects" inference back to it, so a value that kept its own observation would be annotated
+    with the shape of the tensor it no longer holds and the checker gate would refuse the model
+    (what made Swin, SegFormer and MobileViT exports fail after the Reshape-then-Transpose merge)."""
+    name, meta = old.name, dict(old.meta)
+    if not forward_value(old, value):
+        return False
+    if name and value.name != name:
+        old.name = None
+        value.name = name
+    value.meta.clear()
+    value.meta.update(meta)
+    return True
 
 
 def _transpose_as_reshape(node: ir.Node, perm: list[int], x: ir.Value, names: NameAllocator) -> bool:
     """A Transpose that only moves 1-sized dims, next to a Reshape, merges into that Reshape."""
-    shape, out_shape = _static(x.shape), _static(node.outputs[0].shape)
-    if shape is None or out_shape is None or len(shape) != len(perm) or not _moves_only_ones(perm, shape):
+    shape = _static(x.shape)
+    if shape is None or len(shape) != len(perm) or sorted(perm) != list(range(len(perm))):
         return False
+    if not _moves_only_ones(perm, shape) or 0 in shape:  # a 0 in a Reshape target copies a dim
+        return False
+    out_shape = tuple(shape[p] for p in perm)
     graph = node.graph
     assert graph is not None
     reader = _only_reader(node.outputs[0])
@@ -229,11 +258,10 @@ def _transpose_as_reshape(node: ir.Node, perm: list[int], x: ir.Value, names: Na
             _drop(node)
             return True
     producer = x.producer()
-    # T(Reshape(y)) = Reshape(y) is switched off: on real exports (Swin, SegFormer, MobileViT from
-    # transformers) it produced Reshapes whose annotation contradicts inference, which the checker gate
-    # refused after cleanup (bench/zoo rows); re-enable with a test once the cause is found.
-    if _MERGE_RESHAPE_THEN_TRANSPOSE and _std(producer, "Reshape") and _only_reader(x) is node and producer.graph is graph:
-        if not forward_value(node.outputs[0], x):
+    # T(Reshape(y)) = Reshape(y, T's output shape): the Reshape's output becomes T's output (name,
+    # shape and the shape ONNX Runtime observed for it, see _becomes).
+    if _std(producer, "Reshape") and _only_reader(x) is node and producer.graph is graph and len(producer.inputs) > 1:
+        if not _becomes(x, node.outputs[0]):
             return False
         producer.replace_input_with(1, _shape_constant(graph, names, producer, out_shape))
         x.shape = ir.Shape(list(out_shape))
@@ -296,6 +324,177 @@ def _noop_reshape(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     return _replace(node, x)
 
 
+def _noop_pad(node: ir.Node, opset: int, names: NameAllocator) -> bool:
+    """``Pad`` with every pad 0 → ``x`` (any mode; Swin pads its windows by 0 at such sizes)."""
+    x = node.inputs[0] if node.inputs else None
+    if x is None or not _same_signature(x, node.outputs[0]):
+        return False
+    if opset >= 11:
+        pads = const_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    else:
+        listed = _int_attr_list(node, "pads")
+        pads = None if listed is None else np.asarray(listed)
+    if pads is None or pads.size == 0 or np.any(pads != 0):
+        return False
+    return _replace(node, x)
+
+
+def _slice_params(node: ir.Node, rank: int | None) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    """Constant (starts, ends, axes, steps) of an opset >= 10 Slice, axes made non-negative
+    (None when something is not constant, or an axis is negative and the rank unknown)."""
+    if len(node.inputs) < 3 or node.inputs[0] is None:
+        return None
+    parts = []
+    for index in range(1, 5):
+        value = node.inputs[index] if index < len(node.inputs) else None
+        if value is None:
+            parts.append(None)
+            continue
+        array = const_value(value)
+        if array is None or array.dtype.kind not in "iu":
+            return None
+        parts.append([int(v) for v in array.reshape(-1)])
+    starts, ends, axes, steps = parts
+    if starts is None or ends is None or len(starts) != len(ends):
+        return None
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    if len(axes) != len(starts) or len(steps) != len(starts):
+        return None
+    if any(a < 0 for a in axes):
+        if rank is None:
+            return None
+        axes = [a + rank if a < 0 else a for a in axes]
+    if len(set(axes)) != len(axes):
+        return None
+    return starts, ends, axes, steps
+
+
+def _int64_constant(graph: GraphLike, names: NameAllocator, before: ir.Node, suffix: str, values: list[int]) -> ir.Value:
+    name = names.derive(before.name or before.op_type, suffix)
+    tensor = ir.Tensor(np.asarray(values, dtype=np.int64), name=name)
+    value = ir.Value(name=name, type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape([len(values)]), const_value=tensor)
+    assert isinstance(graph, ir.Graph)
+    graph.initializers.add(value)
+    return value
+
+
+def _slice(node: ir.Node, opset: int, names: NameAllocator) -> bool:
+    """A Slice that keeps its input whole (steps 1, same static shape) → ``x``; a Slice of a Slice
+    on other axes → one Slice of the source (exact: slicing along one axis leaves the others alone),
+    when every reader of the inner Slice merges so (Swin's patch merging: x[:, 0::2, 1::2])."""
+    x = node.inputs[0] if node.inputs else None
+    if x is None or opset < 10:
+        return False
+    shape = _static(x.shape)
+    params = _slice_params(node, None if shape is None else len(shape))
+    if params is None:
+        return False
+    if all(step == 1 for step in params[3]) and _same_signature(x, node.outputs[0]):
+        return _replace(node, x)
+    inner = x.producer()
+    graph = node.graph
+    if not _std(inner, "Slice") or not isinstance(graph, ir.Graph) or inner.graph is not graph or x.is_graph_output():
+        return False
+    source = inner.inputs[0]
+    if source is None:
+        return False
+    source_shape = _static(source.shape)
+    rank = None if source_shape is None else len(source_shape)
+    inner_params = _slice_params(inner, rank)
+    if inner_params is None:
+        return False
+    readers = [use.node for use in x.uses()]
+    merged: list[tuple[ir.Node, tuple[list[int], list[int], list[int], list[int]]]] = []
+    for reader in readers:
+        if not _std(reader, "Slice") or reader.graph is not graph or reader.inputs[0] is not x:
+            return False
+        reader_params = _slice_params(reader, rank)
+        if reader_params is None or set(reader_params[2]) & set(inner_params[2]):
+            return False
+        merged.append((reader, reader_params))
+    for reader, (starts, ends, axes, steps) in merged:
+        combined = (inner_params[0] + starts, inner_params[1] + ends, inner_params[2] + axes, inner_params[3] + steps)
+        reader.resize_inputs(5)
+        reader.replace_input_with(0, source)
+        for index, (suffix, values) in enumerate(zip(("starts", "ends", "axes", "steps"), combined), start=1):
+            reader.replace_input_with(index, _int64_constant(graph, names, reader, suffix, values))
+    _drop(inner)
+    return True
+
+
+#: Ops that map each element on its own (other inputs constant scalars): a Reshape around them commutes.
+_ELEMENTWISE = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Tanh", "Erf", "Sigmoid", "Relu", "Exp", "Log", "Sqrt", "Neg", "Abs",
+    "Reciprocal", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Softplus", "Elu", "Selu", "Cast", "Sin", "Cos",
+    "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "Max", "Min",
+})
+
+
+def _reshape_sandwich(node: ir.Node, opset: int, names: NameAllocator) -> bool:
+    """``Reshape(f(Reshape(x, s1)), s2)`` → ``f(x)`` when ``s2`` gives ``x``'s own shape back and ``f``
+    is a region of element-wise ops whose other inputs are constant scalars (GPT-2's tanh Gelu
+    between its Linear's Reshapes). Every value of the region must be read inside it or by such a
+    final Reshape; the region's values take ``x``'s shape (what ONNX Runtime observed for their old
+    shape is forgotten)."""
+    x = node.inputs[0] if node.inputs else None
+    y = node.outputs[0]
+    graph = node.graph
+    source, middle = (_static(x.shape) if x is not None else None), _static(y.shape)
+    if x is None or source is None or middle is None or source == middle or y.is_graph_output() or graph is None:
+        return False
+    region: list[ir.Node] = []
+    exits: list[ir.Node] = []
+    values = {y}
+    stack = [y]
+    while stack:
+        value = stack.pop()
+        for use in value.uses():
+            reader = use.node
+            if reader in region or reader in exits:
+                continue
+            if reader.graph is not graph or reader.domain not in _ONNX:
+                return False
+            if reader.op_type == "Reshape" and use.idx == 0 and value is not y:
+                target = const_value(reader.inputs[1]) if len(reader.inputs) > 1 else None
+                if target is None or _static(reader.outputs[0].shape) != source or len(list(value.uses())) != 1:
+                    return False
+                exits.append(reader)
+                continue
+            if reader.op_type not in _ELEMENTWISE or len(reader.outputs) != 1:
+                return False
+            out = reader.outputs[0]
+            if _static(out.shape) != middle or out.is_graph_output():
+                return False
+            for other in reader.inputs:  # a non-constant input must be a region value (checked at the end)
+                array = None if other is None or other in values else const_value(other)
+                if array is not None and (array.size != 1 or array.ndim > len(source)):
+                    return False
+            region.append(reader)
+            values.add(out)
+            stack.append(out)
+        if len(region) > 64:
+            return False
+    if not region or not exits:
+        return False
+    for reader in region:  # every region input is y, a region value or a scalar (checked above, in any order)
+        if any(v is not None and v not in values and const_value(v) is None for v in reader.inputs):
+            return False
+    y.replace_all_uses_with(x)
+    for reader in region:
+        out = reader.outputs[0]
+        out.shape = ir.Shape(list(source))
+        for key in (OBSERVED_KEY, CONTRADICTED_KEY):
+            out.meta.pop(key, None)
+    for final in exits:
+        inner = final.inputs[0]
+        assert inner is not None
+        _becomes(inner, final.outputs[0])
+        _drop(final)
+    _drop(node)
+    return True
+
+
 _LOCAL: dict[str, Callable[[ir.Node, int, NameAllocator], bool]] = {
     "Squeeze": _squeeze_pair,
     "Unsqueeze": _squeeze_pair,
@@ -305,6 +504,8 @@ _LOCAL: dict[str, Callable[[ir.Node, int, NameAllocator], bool]] = {
     "Add": _neutral,
     "Sub": _neutral,
     "Concat": _concat_of_one,
+    "Pad": _noop_pad,
+    "Slice": _slice,
 }
 
 
@@ -313,7 +514,7 @@ _LOCAL: dict[str, Callable[[ir.Node, int, NameAllocator], bool]] = {
 
 def _new_initializer(graph: ir.Graph, names: NameAllocator, base: str, suffix: str, array: np.ndarray) -> ir.Value:
     name = names.derive(base, suffix)
-    tensor = ir.Tensor(np.ascontiguousarray(array), name=name)
+    tensor = ir.Tensor(np.array(array, order="C"), name=name)  # (ascontiguousarray makes a 0-d array 1-d)
     value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape), const_value=tensor)
     graph.initializers.add(value)
     return value
@@ -452,22 +653,282 @@ def _fuse_matmul_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> boo
     return False
 
 
+def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
+    """``MatMul(x * s, W)`` (or ``x / s``), ``s`` a constant scalar, ``W`` a constant matrix only this
+    MatMul reads → ``MatMul(x, W * s)``: the 0.5 that ends every Erf-form Gelu goes into the next
+    Linear's weight (one node per feed-forward block)."""
+    if len(matmul.inputs) != 2 or any(v is None for v in matmul.inputs):
+        return False
+    a, w = matmul.inputs
+    scale_node = a.producer()
+    weight = const_value(w)
+    if not _std(scale_node, "Mul", "Div") or _only_reader(a) is not matmul or scale_node.graph is not graph:
+        return False
+    if weight is None or weight.ndim != 2 or weight.dtype.kind != "f" or len(list(w.uses())) != 1 or w.is_graph_output():
+        return False
+    if len(scale_node.inputs) != 2 or any(v is None for v in scale_node.inputs):
+        return False
+    pairs = [tuple(scale_node.inputs)] if scale_node.op_type == "Div" else [tuple(scale_node.inputs),
+                                                                         tuple(scale_node.inputs)[::-1]]
+    for x, factor in pairs:
+        scale = const_value(factor)
+        if scale is None or scale.size != 1 or scale.dtype != weight.dtype or not _same_signature(x, a):
+            continue
+        value = float(scale.reshape(-1)[0])
+        if not np.isfinite(value) or value == 0.0:
+            continue
+        factor64 = 1.0 / value if scale_node.op_type == "Div" else value
+        fused = (weight.astype(np.float64) * factor64).astype(weight.dtype)
+        matmul.replace_input_with(0, x)
+        matmul.replace_input_with(1, _new_initializer(graph, names, matmul.name or "MatMul", "scaled_weight", fused))
+        _drop(scale_node)
+        return True
+    return False
+
+
+def _fuse_matmul_column_scale(mul: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
+    """``MatMul(x, W) * g`` (``g`` a constant over the last axis: [N], or a scalar; ``W`` a constant
+    only this MatMul reads) → ``MatMul(x, W * g)``: ConvNeXt's layer scale after each block's Linear."""
+    if len(mul.inputs) != 2 or any(v is None for v in mul.inputs):
+        return False
+    for y, other in (mul.inputs, mul.inputs[::-1]):
+        matmul = y.producer()
+        if not _std(matmul, "MatMul") or _only_reader(y) is not mul or matmul.graph is not graph:
+            continue
+        if len(matmul.inputs) != 2 or matmul.inputs[1] is None:
+            continue
+        w = matmul.inputs[1]
+        weight, scale = const_value(w), const_value(other)
+        if weight is None or weight.ndim != 2 or weight.dtype.kind != "f" or len(list(w.uses())) != 1 or w.is_graph_output():
+            continue
+        if scale is None or scale.dtype != weight.dtype or not _same_signature(mul.outputs[0], y):
+            continue
+        if scale.size != 1 and (scale.shape[-1] != weight.shape[1] or any(d != 1 for d in scale.shape[:-1])):
+            continue
+        if scale.size == 1 and scale.ndim > 0 and any(d != 1 for d in scale.shape):
+            continue
+        if not forward_value(mul.outputs[0], y):
+            continue
+        factor = scale.astype(np.float64).reshape(1, -1) if scale.size != 1 else float(scale.reshape(-1)[0])
+        fused = (weight.astype(np.float64) * factor).astype(weight.dtype)
+        matmul.replace_input_with(1, _new_initializer(graph, names, matmul.name or "MatMul", "scaled_weight", fused))
+        _drop(mul)
+        return True
+    return False
+
+
+def _scalar_scale(value: ir.Value, matmul: ir.Node) -> tuple[ir.Node, ir.Value, int, np.ndarray] | None:
+    """(Mul node, its other operand, the index of its constant, the constant) when ``value`` is
+    ``x * s`` (``s`` a constant scalar) read only by ``matmul``."""
+    mul = value.producer()
+    if not _std(mul, "Mul") or _only_reader(value) is not matmul or mul.graph is not matmul.graph:
+        return None
+    if len(mul.inputs) != 2 or any(v is None for v in mul.inputs):
+        return None
+    for index in (1, 0):
+        scale = const_value(mul.inputs[index])
+        x = mul.inputs[1 - index]
+        if scale is not None and scale.size == 1 and scale.dtype.kind == "f" and _same_signature(x, value):
+            return mul, x, index, scale
+    return None
+
+
+def _fuse_matmul_scales(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
+    """``MatMul(q * a, k * b)`` (``a``, ``b`` constant scalars) → ``MatMul(q * (a*b), k)``: the
+    dynamo exporter's attention scales both Q and K by d**-0.25 (one Mul per layer less)."""
+    if len(matmul.inputs) != 2 or any(v is None for v in matmul.inputs) or matmul.inputs[0] is matmul.inputs[1]:
+        return False
+    left, right = (_scalar_scale(v, matmul) for v in matmul.inputs)
+    if left is None or right is None or left[3].dtype != right[3].dtype:
+        return False
+    mul, _, index, scale = left
+    product = (scale.astype(np.float64) * float(right[3].reshape(-1)[0])).astype(scale.dtype)
+    mul.replace_input_with(index, _new_initializer(graph, names, mul.name or "Mul", "scale", product))
+    matmul.replace_input_with(1, right[1])
+    _drop(right[0])
+    return True
+
+
+def _sibling_bias(matmul: ir.Node, columns: int, dtype: np.dtype) -> tuple[ir.Node, np.ndarray] | None:
+    """The ``Add`` of a constant bias row [columns] that alone reads ``matmul``'s output."""
+    add = _only_reader(matmul.outputs[0])
+    if not _std(add, "Add") or len(add.inputs) != 2 or add.outputs[0].is_graph_output():
+        return None
+    other = add.inputs[1] if add.inputs[0] is matmul.outputs[0] else add.inputs[0]
+    bias = const_value(other)
+    if bias is None or bias.shape != (columns,) or bias.dtype != dtype:
+        return None
+    if not _same_signature(add.outputs[0], matmul.outputs[0]):
+        return None
+    return add, bias
+
+
+def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, opset: int) -> bool:
+    """Three or more ``MatMul(x, W_i)`` of one ``x`` (constant weights only they read; the Q, K, V
+    projections of attention) → one ``MatMul(x, [W_1 .. W_n])`` and a ``Split`` of its last axis
+    (with their bias ``Add`` rows too when each has one): n nodes become 2 (or 2n become 3).
+    Each output element is the same dot product as before."""
+    if opset < 11 or len(node.inputs) != 2 or node.inputs[0] is None:
+        return False
+    x = node.inputs[0]
+    group: list[tuple[ir.Node, np.ndarray]] = []
+    for use in x.uses():
+        matmul = use.node
+        if any(matmul is g for g, _ in group) or not _std(matmul, "MatMul") or matmul.graph is not graph:
+            continue
+        if len(matmul.inputs) != 2 or matmul.inputs[0] is not x or matmul.inputs[1] is None:
+            continue
+        w = matmul.inputs[1]
+        weight = const_value(w)
+        if weight is None or weight.ndim != 2 or weight.dtype.kind != "f" or len(list(w.uses())) != 1:
+            continue
+        if w.is_graph_output() or matmul.outputs[0].is_graph_output():
+            continue
+        group.append((matmul, weight))
+    first = next((w for m, w in group if m is node), None)
+    if first is None:
+        return False
+    group = [(m, w) for m, w in group if w.shape[0] == first.shape[0] and w.dtype == first.dtype]
+    if len(group) < 3:
+        return False
+    biases = [_sibling_bias(m, w.shape[1], w.dtype) for m, w in group]
+    with_bias = all(b is not None for b in biases)
+    base = node.name or "MatMul"
+    out = node.outputs[0]
+    sizes = [w.shape[1] for _, w in group]
+    shape = ir.Shape([*list(out.shape)[:-1], sum(sizes)]) if out.shape is not None and len(out.shape) else None
+    weights = _new_initializer(graph, names, base, "merged_weight", np.concatenate([w for _, w in group], axis=1))
+    merged = ir.node("MatMul", [x, weights], name=names.derive(base, "merged"),
+                     outputs=[ir.val(names.derive(base, "merged_out"), out.dtype, shape=shape)])
+    graph.insert_before(node, merged)
+    last = merged.outputs[0]
+    if with_bias:
+        bias = _new_initializer(graph, names, base, "merged_bias", np.concatenate([b[1] for b in biases]))  # type: ignore[index]
+        add = ir.node("Add", [last, bias], name=names.derive(base, "merged_bias_add"),
+                      outputs=[ir.val(names.derive(base, "merged_bias_out"), out.dtype, shape=shape)])
+        graph.insert_before(node, add)
+        last = add.outputs[0]
+    finals = [b[0].outputs[0] for b in biases] if with_bias else [m.outputs[0] for m, _ in group]  # type: ignore[index]
+    outputs = [ir.val(names.derive(base, f"split_{i}"), v.dtype, shape=None if v.shape is None else ir.Shape(list(v.shape)))
+               for i, v in enumerate(finals)]
+    if opset >= 13:
+        split_sizes = _new_initializer(graph, names, base, "split_sizes", np.asarray(sizes, dtype=np.int64))
+        split = ir.node("Split", [last, split_sizes], {"axis": -1}, name=names.derive(base, "split"), outputs=outputs)
+    else:
+        split = ir.node("Split", [last], {"axis": -1, "split": ir.AttrInt64s("split", sizes)},
+                        name=names.derive(base, "split"), outputs=outputs)
+    graph.insert_before(node, split)
+    for new, old in zip(outputs, finals):
+        _becomes(new, old)
+    for (matmul, _), found in zip(group, biases):
+        if with_bias and found is not None:
+            _drop(found[0])
+        _drop(matmul)
+    return True
+
+
 def _local(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     op = node.op_type
     if op == "Reshape":
-        return _reshape_of_reshape(node, opset, names) or _noop_reshape(node, opset, names)
+        return (_reshape_of_reshape(node, opset, names) or _noop_reshape(node, opset, names)
+                or _reshape_sandwich(node, opset, names))
     if op == "Expand":
         return _noop_reshape(node, opset, names)
     rewrite = _LOCAL.get(op)
     return rewrite is not None and rewrite(node, opset, names)
 
 
-def _fusion(node: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
+def _fusion(node: ir.Node, graph: ir.Graph, names: NameAllocator, opset: int) -> bool:
     if node.op_type == "BatchNormalization":
         return _fuse_conv_bn(node, graph, names)
     if node.op_type == "Add":
         return _fuse_conv_add(node, graph, names) or _fuse_matmul_add(node, graph, names)
+    if node.op_type == "Mul":
+        return _fuse_matmul_column_scale(node, graph, names)
+    if node.op_type == "MatMul":
+        return (_fuse_scale_matmul(node, graph, names) or _fuse_matmul_scales(node, graph, names)
+                or _fuse_sibling_matmuls(node, graph, names, opset))
     return False
+
+
+# -- common subexpressions ------------------------------------------------------------------
+
+#: Ops whose equal-looking nodes give different values (never merged).
+_RANDOM = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli", "Dropout"})
+#: Constants up to this many elements are compared by value (larger ones by identity).
+_CSE_MAX_ELEMENTS = 4096
+
+
+def _attr_key(attr: ir.Attr) -> object:
+    if attr.is_ref():
+        return ("ref", attr.ref_attr_name)
+    kind = attr.type
+    if kind in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS, ir.AttributeType.SPARSE_TENSOR,
+                ir.AttributeType.SPARSE_TENSORS, ir.AttributeType.TYPE_PROTO, ir.AttributeType.TYPE_PROTOS):
+        return None
+    if kind == ir.AttributeType.TENSOR:
+        array = attr.as_tensor().numpy()
+        return ("tensor", str(array.dtype), array.shape, array.tobytes())
+    if kind == ir.AttributeType.TENSORS:
+        return None
+    value = attr.value
+    return (int(kind), tuple(value) if isinstance(value, (list, tuple)) else value)
+
+
+def _input_key(value: ir.Value | None) -> object:
+    if value is None:
+        return None
+    if value.const_value is not None and not value.is_graph_input() and value.producer() is None:
+        tensor = value.const_value
+        if tensor.size <= _CSE_MAX_ELEMENTS:
+            array = tensor.numpy()
+            return ("const", str(array.dtype), array.shape, array.tobytes())
+    return ("value", id(value))
+
+
+def _node_key(node: ir.Node) -> object:
+    """What makes two nodes compute the same values: op, attributes and inputs (small constants by
+    value); None for nodes never merged (random ops, subgraphs, other domains)."""
+    if node.domain not in _ONNX or node.op_type in _RANDOM:
+        return None
+    attrs = []
+    for name in sorted(node.attributes):
+        key = _attr_key(node.attributes[name])
+        if key is None:
+            return None
+        attrs.append((name, key))
+    return (node.op_type, node.overload, len(node.outputs), tuple(attrs), tuple(_input_key(v) for v in node.inputs))
+
+
+def merge_common_subexpressions(graph: GraphLike) -> int:
+    """Nodes that compute the same values as an earlier node (same op, attributes and inputs) go;
+    their readers read the earlier node's outputs (exact: ONNX ops other than the random ones are
+    deterministic). BERT exports build the attention mask once per layer; torch writes equal
+    constants under new names. A node with a graph output keeps its outputs. Returns the count."""
+    seen: dict[object, ir.Node] = {}
+    merged = 0
+    for node in list(graph):
+        if node.graph is None:
+            continue
+        key = _node_key(node)
+        if key is None:
+            continue
+        first = seen.get(key)
+        if first is None:
+            seen[key] = node
+            continue
+        if any(o.is_graph_output() for o in node.outputs) or any(
+            a.dtype != b.dtype for a, b in zip(first.outputs, node.outputs)
+        ):
+            continue
+        for mine, theirs in zip(node.outputs, first.outputs):
+            if theirs.shape is None and mine.shape is not None:
+                theirs.shape = mine.shape
+            mine.replace_all_uses_with(theirs)
+        _drop(node)
+        merged += 1
+    return merged
 
 
 def simplify_graph(
@@ -476,11 +937,13 @@ def simplify_graph(
     """One sweep of the local rewrites (``local``) and the fusions (``fuse``; give it for the main
     graph only, where new initializers go) over ``graph``."""
     stats = SimplifyStats()
+    if local:
+        stats.simplified += merge_common_subexpressions(graph)
     for node in list(graph):
         if node.graph is not graph or node.domain not in _ONNX:
             continue
         if local and _local(node, opset, names):
             stats.simplified += 1
-        elif fuse and isinstance(graph, ir.Graph) and _fusion(node, graph, names):
+        elif fuse and isinstance(graph, ir.Graph) and _fusion(node, graph, names, opset):
             stats.fused += 1
     return stats

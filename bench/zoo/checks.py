@@ -43,14 +43,13 @@ def node_count(model: onnx.ModelProto) -> int:
     return sum(len(g.node) for g in _all_graphs(model)) + sum(len(f.node) for f in model.functions)
 
 
-def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+def op_histogram(model: onnx.ModelProto, *, standard_only: bool = False) -> dict[str, int]:
     ops: dict[str, int] = {}
-    for g in _all_graphs(model):
-        for n in g.node:
-            ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    for f in model.functions:
-        for n in f.node:
-            ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    nodes = [n for g in _all_graphs(model) for n in g.node] + [n for f in model.functions for n in f.node]
+    for n in nodes:
+        if standard_only and n.domain not in ("", "ai.onnx"):
+            continue
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
     return ops
 
 
@@ -122,6 +121,33 @@ def check_opset(model: onnx.ModelProto) -> tuple[bool, str]:
         if entry.domain in ("", "ai.onnx") and entry.version > MAX_OPSET:
             return False, f"ai.onnx opset {entry.version} > {MAX_OPSET}"
     return True, ""
+
+
+#: Domains of ONNX Runtime's contrib ops (fused by the ORT optimizer some peers run): no ONNX
+#: compiler (ATC's parser registers ai.onnx ops only) takes them.
+ORT_DOMAINS = ("com.microsoft", "com.microsoft.nchwc", "com.ms.internal.nhwc")
+
+
+def newer_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """Ops of ``model`` a target limited to ai.onnx opsets <= MAX_OPSET cannot take, with their
+    counts: standard ops no such opset has (e.g. Gelu, opset 20; Attention, opset 23) and ONNX
+    Runtime contrib ops (``com.microsoft.Attention``). A peer that keeps them has fewer nodes than
+    a model the target (ATC: opsets 8-18) can take, where each must be written with older ops."""
+    found: dict[str, int] = {}
+    nodes = [n for g in _all_graphs(model) for n in g.node] + [n for f in model.functions for n in f.node]
+    for n in nodes:
+        if n.domain in ORT_DOMAINS:
+            key = f"{n.domain}.{n.op_type}"
+        elif n.domain in ("", "ai.onnx") and onnx.defs.has(n.op_type):
+            try:
+                onnx.defs.get_schema(n.op_type, MAX_OPSET, "")
+                continue
+            except onnx.defs.SchemaError:
+                key = n.op_type
+        else:
+            continue
+        found[key] = found.get(key, 0) + 1
+    return found
 
 
 def check_no_float64(model: onnx.ModelProto) -> tuple[bool, str]:
@@ -274,6 +300,7 @@ def static_readiness(original: Path | dict[str, np.ndarray], candidate: Path, fe
     else:
         result["parity"] = check_parity(original, candidate, feeds, rtol, atol)
     result["nodes"] = node_count(model)
+    result["newer_ops"] = newer_ops(model)
     return result
 
 

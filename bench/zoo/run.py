@@ -1,7 +1,7 @@
 """The real-model zoo: every model through the user's path, judged by independent checks.
 
     python bench/zoo/run.py [--subset ci|all] [--only NAME ...] [--jobs N] [--json OUT.json]
-                            [--markdown OUT.md] [--cache DIR] [--path apply|prepare]
+                            [--markdown OUT.md] [--cache DIR] [--path apply|prepare] [--keep-peers] [--render]
 
 For each model of ``models.toml`` (transformers exports, ONNX files shipped in PyPI wheels,
 torch detectors with NMS) the zoo does what a deployment engineer does:
@@ -82,6 +82,14 @@ def load_table(path: Path = TABLE) -> list[dict[str, Any]]:
             rows.append({**defaults, **entry, "kind": "detector", "exporter": exporter,
                          "name": f"{entry['name']}-{exporter}", "source": f"torch detector + NMS ({exporter})",
                          "ci": exporter in entry.get("ci", [])})
+    for row in rows:  # nodes_note: one text, or one per exporter ({ dynamo = "..." })
+        note = row.get("nodes_note")
+        if isinstance(note, dict):
+            note = note.get(row.get("exporter", ""))
+        if note:
+            row["nodes_note"] = str(note)
+        else:
+            row.pop("nodes_note", None)
     names = [r["name"] for r in rows]
     duplicate = {n for n in names if names.count(n) > 1}
     if duplicate:
@@ -189,7 +197,7 @@ def user_pipeline(emitted: str, entry: dict[str, Any]) -> str:
 
 
 def _doctor_clean(path: Path, timeout: float) -> tuple[bool, str]:
-    proc = _surgery(["doctor", str(path), "--json", "-"], timeout)
+    proc = _surgery(["doctor", str(path), "--report", "-"], timeout)
     if proc.returncode not in (0, 1):
         return False, f"doctor exit {proc.returncode}: {_last_line(proc.stderr)}"
     try:
@@ -226,19 +234,23 @@ def _pair(value: Any) -> list:
     return [bool(ok), str(detail)]
 
 
-def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
-    """All the steps for one model (runs inside the child process)."""
+def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """All the steps for one model (runs inside the child process). ``previous_peers``: the peer
+    cells of the last run's row, kept instead of running the peers again (``--keep-peers``)."""
     sys.path.insert(0, str(HERE))
     import checks
     import sources
 
     row: dict[str, Any] = {"name": entry["name"], "kind": entry["kind"], "source": entry["source"]}
+    if entry.get("nodes_note"):
+        row["nodes_note"] = entry["nodes_note"]
     timeout = float(entry.get("step_timeout", 600))
     rtol, atol = float(entry.get("rtol", 1e-3)), float(entry.get("atol", 1e-4))
     work = cache / "runs" / entry["name"]
     work.mkdir(parents=True, exist_ok=True)
+    kept = {f"{tool}.onnx" for tool in (previous_peers or {})}
     for stale in work.glob("*"):
-        if stale.is_file():
+        if stale.is_file() and stale.name not in kept:
             stale.unlink()
     try:
         original = sources.make(entry, cache)
@@ -303,7 +315,7 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
 
         # 2. apply
         argv = ["apply", str(pipeline), str(original), "-o", str(out), "--report", str(work / "report.json"), "-q",
-                "--inputs", str(work / "sample1.npz")]
+                "--data", str(work / "sample1.npz")]
         for override in entry.get("set", []):
             argv += ["--set", override]
         started = time.perf_counter()
@@ -335,6 +347,13 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
     # 4. the peers, same shapes
     shapes = entry.get("input_shape", "")
     row["peers"] = {}
+    if previous_peers:  # the peers do not depend on onnx-surgery: their last cells stand
+        for tool, cell in previous_peers.items():
+            target = work / f"{tool}.onnx"
+            if cell.get("nodes") is not None and target.exists():  # with today's checks.newer_ops
+                cell["newer_ops"] = checks.newer_ops(onnx.load(str(target), load_external_data=False))
+        row["peers"] = previous_peers
+        return row
     for tool in ("onnxsim", "onnxslim", "polygraphy"):
         target = work / f"{tool}.onnx"
         cell: dict[str, Any] = {}
@@ -352,6 +371,7 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
             for key in PEER_CHECKS:
                 cell[key] = _pair(result[key])
             cell["nodes"] = result["nodes"]
+            cell["newer_ops"] = result["newer_ops"]
         else:
             for key in PEER_CHECKS:
                 cell[key] = [False, "no output"]
@@ -363,15 +383,23 @@ def run_model(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- driver
 
-def run_child(entry: dict[str, Any], cache: Path) -> dict[str, Any]:
+def run_child(entry: dict[str, Any], cache: Path, keep_peers: bool = False) -> dict[str, Any]:
     """Run one model in a child process with the table's timeout; a crash is a failed row."""
     out = cache / "runs" / f"{entry['name']}.row.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    peers_file = cache / "runs" / f"{entry['name']}.peers.json"
+    peers_file.unlink(missing_ok=True)
+    if keep_peers and out.exists():
+        last = json.loads(out.read_text()).get("peers") or {}
+        if set(last) == {"onnxsim", "onnxslim", "polygraphy"}:
+            peers_file.write_text(json.dumps(last))
     out.unlink(missing_ok=True)
     timeout = float(entry.get("timeout", 1200))
     started = time.perf_counter()
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", entry["name"], "--cache", str(cache),
             "--row-out", str(out)]
+    if peers_file.exists():
+        argv += ["--peers-in", str(peers_file)]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                               env={**os.environ, **CHILD_ENV})
@@ -420,11 +448,54 @@ def best_peer_nodes(row: dict[str, Any]) -> int | None:
     return min(counts) if counts else None
 
 
-def _nodes_cell(row: dict[str, Any]) -> str:
+#: Nodes onnx-surgery writes at opset <= 18 for one op that only newer opsets have (Gelu: Div,
+#: Erf, Add, Mul, Mul); a peer output keeping N of them is compared at its count + N * (size - 1).
+OPSET18_SIZE = {"Gelu": 5}
+
+
+def nodes_verdict(row: dict[str, Any]) -> tuple[str, str]:
+    """("ok" | "explained" | "above" | "-", why) for surgery's node count against the best peer.
+
+    Above the best peer is explained when every correct peer output with fewer nodes keeps ops no
+    opset <= 18 has (the target's limit), so that they must be written with older ops: with the
+    ops of :data:`OPSET18_SIZE` the peer's count plus what they cost must reach surgery's; other
+    such ops (e.g. opset-23 Attention) make the peer's output one the target cannot take at all.
+    Otherwise the table's ``nodes_note`` for the row explains it, or nothing does."""
     best = best_peer_nodes(row)
     if row.get("nodes") is None or best is None:
-        return "-"
-    return "ok" if row["nodes"] <= best else f"x {best}"
+        return "-", ""
+    if row["nodes"] <= best:
+        return "ok", ""
+    below = {tool: cell for tool, cell in row.get("peers", {}).items()
+             if tool in ("onnxsim", "onnxslim") and cell.get("nodes") is not None and cell["nodes"] < row["nodes"]
+             and all(cell[k][0] for k in ("checker", "ort", "parity"))}
+    reasons = []
+    for tool, cell in sorted(below.items()):
+        newer = cell.get("newer_ops") or {}
+        if not newer:
+            break
+        kept = ", ".join(f"{n} {op}" for op, n in sorted(newer.items()))
+        if all(op in OPSET18_SIZE for op in newer):
+            adjusted = cell["nodes"] + sum(n * (OPSET18_SIZE[op] - 1) for op, n in newer.items())
+            if adjusted < row["nodes"]:
+                break
+            reasons.append(f"{tool} {cell['nodes']} keeps {kept} (opset > 18; at opset 18 {adjusted})")
+        else:
+            reasons.append(f"{tool} {cell['nodes']} keeps {kept} (no opset <= 18 form; com.microsoft: ONNX Runtime"
+                           " contrib ops, not ONNX)" if any(op.startswith("com.microsoft") for op in newer)
+                           else f"{tool} {cell['nodes']} keeps {kept} (no opset <= 18 form)")
+    else:
+        if reasons:
+            return "explained", "; ".join(reasons)
+    if row.get("nodes_note"):
+        return "explained", str(row["nodes_note"])
+    return "above", ""
+
+
+def _nodes_cell(row: dict[str, Any]) -> str:
+    verdict, _ = nodes_verdict(row)
+    best = best_peer_nodes(row)
+    return {"-": "-", "ok": "ok", "explained": f"x {best} *", "above": f"x {best}"}[verdict]
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -449,6 +520,11 @@ def render(rows: list[dict[str, Any]]) -> str:
                          f"{'' if size is None else f', {size} bytes'}; tail {info['tail_nodes']} nodes "
                          f"({', '.join(info['tail_ops'][:6])}{' …' if len(info['tail_ops']) > 6 else ''})")
         lines.append("")
+    notes = [(row["name"], nodes_verdict(row)[1]) for row in rows if nodes_verdict(row)[0] == "explained"]
+    if notes:
+        lines.append("Node counts above the best peer, and why (* in <=peers):")
+        lines += [f"- {name}: {why}" for name, why in notes]
+        lines.append("")
     failures = [(row["name"], first_failure(row)) for row in rows if not row["ready"]]
     if failures:
         lines.append("Failures (first failing check of each row):")
@@ -463,9 +539,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
     parts = [f"surgery {sum(r['ready'] for r in rows)}/{total} ready"]
     for tool in ("onnxsim", "onnxslim", "polygraphy"):
         parts.append(f"{tool} {sum(bool(r.get('peers', {}).get(tool, {}).get('ready')) for r in rows)}/{total}")
-    compared = [r for r in rows if _nodes_cell(r) != "-"]
-    parts.append(f"surgery nodes <= best of onnxsim/onnxslim on {sum(_nodes_cell(r) == 'ok' for r in compared)}"
-                 f"/{len(compared)} compared")
+    verdicts = [nodes_verdict(r)[0] for r in rows]
+    compared = [v for v in verdicts if v != "-"]
+    parts.append(f"surgery nodes <= best of onnxsim/onnxslim on {compared.count('ok')}/{len(compared)} compared"
+                 f" ({compared.count('explained')} above it explained, {compared.count('above')} not)")
     return "; ".join(parts)
 
 
@@ -491,7 +568,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the table from the rows the last run left in the cache (runs nothing)")
     parser.add_argument("--path", choices=("apply", "prepare"), default="apply",
                         help="the user's path: doctor --emit-pipeline + apply (default), or the one command prepare")
+    parser.add_argument("--keep-peers", action="store_true",
+                        help="keep the peers' cells (and outputs) of each row's last run instead of running them again")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--peers-in", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--row-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rows = load_table()
@@ -499,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[PATH_ENV] = args.path
     if args.worker:
         entry = next(r for r in rows if r["name"] == args.worker)
-        row = run_model(entry, args.cache)
+        previous = json.loads(args.peers_in.read_text()) if args.peers_in else None
+        row = run_model(entry, args.cache, previous)
         args.row_out.write_text(json.dumps(row, indent=1))
         return 0
     chosen = select(rows, args.subset, args.only)
@@ -510,14 +591,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         done = [args.cache / "runs" / f"{r['name']}.row.json" for r in chosen]
         ordered = [json.loads(p.read_text()) for p in done if p.exists()]
+        notes = {r["name"]: r.get("nodes_note") for r in chosen}
         for row in ordered:
             row.setdefault("ready", False)
+            row.pop("nodes_note", None)
+            if notes.get(row["name"]):  # the table's current note, not the one of the run
+                row["nodes_note"] = notes[row["name"]]
         print(render(ordered))
         return 0
     results: dict[str, dict[str, Any]] = {}
 
     def one(entry: dict[str, Any]) -> None:
-        row = run_child(entry, args.cache)
+        row = run_child(entry, args.cache, args.keep_peers)
         results[entry["name"]] = row
         status = "READY" if row["ready"] else "no: " + first_failure(row)
         print(f"[{len(results)}/{len(chosen)}] {entry['name']} ({row['seconds']} s) {status}", file=sys.stderr,

@@ -68,6 +68,24 @@ def _gather(node, inputs, opset):
     return [np.take(data, np.where(idx < 0, idx + dim, idx), axis=axis)]
 
 
+def _gather_elements(node, inputs, opset):
+    """GatherElements by the spec: ``out[i][j] = data[idx[i][j]][j]`` (axis 0), so ``data`` is read
+    at the index tensor's own positions on the other axes (onnx 1.23's reference raises "cannot
+    reshape" when the index tensor is smaller than ``data`` there: BERT's token_type_ids buffer)."""
+    data, idx = inputs[0], np.asarray(inputs[1])
+    axis = _int_attr(node, "axis", 0)
+    if data.ndim != idx.ndim or data.ndim == 0:
+        raise ValueError("GatherElements: data and indices of different ranks")
+    axis = axis + data.ndim if axis < 0 else axis
+    dim = data.shape[axis]
+    if np.any((idx < -dim) | (idx >= dim)):
+        raise IndexError("GatherElements index out of range")
+    if any(i != axis and idx.shape[i] > data.shape[i] for i in range(data.ndim)):
+        raise IndexError("GatherElements indices larger than data on another axis")
+    window = data[tuple(slice(None) if i == axis else slice(0, idx.shape[i]) for i in range(data.ndim))]
+    return [np.take_along_axis(window, np.where(idx < 0, idx + dim, idx), axis=axis)]
+
+
 def _concat(node, inputs, opset):
     axis = _int_attr(node, "axis", 0)
     arrays = [a for a in inputs if a is not None]
@@ -217,6 +235,7 @@ def _identity(node, inputs, opset):
 _FAST: dict[str, Callable[[ir.Node, list[Any], int], list[np.ndarray]]] = {
     "Identity": _identity,
     "Gather": _gather,
+    "GatherElements": _gather_elements,
     "Concat": _concat,
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,

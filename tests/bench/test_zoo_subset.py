@@ -128,6 +128,51 @@ def test_user_pipeline_puts_pins_first_and_samples_follow_the_table(tmp_path):
         zoo_run.make_sample(path, {}, 1)
 
 
+def _peer(nodes, newer=None, ok=True):
+    cell = {key: [ok, ""] for key in ("run", *zoo_run.PEER_CHECKS)}
+    return {**cell, "ready": ok, "nodes": nodes, "newer_ops": newer or {}}
+
+
+def test_node_counts_above_the_best_peer_are_explained_or_flagged():
+    gelu = _model([h.make_node("Gelu", ["x"], ["y"]), h.make_node("Relu", ["y"], ["z"])],
+                  [h.make_tensor_value_info("x", T.FLOAT, [2])], [h.make_tensor_value_info("z", T.FLOAT, [2])], opset=20)
+    assert checks.newer_ops(gelu) == {"Gelu": 1}  # Relu exists at opset 18, Gelu only from 20
+    contrib = _model([h.make_node("Attention", ["x"], ["y"], domain="com.microsoft"), h.make_node("Relu", ["y"], ["z"])],
+                     [h.make_tensor_value_info("x", T.FLOAT, [2])], [h.make_tensor_value_info("z", T.FLOAT, [2])])
+    contrib.opset_import.append(h.make_opsetid("com.microsoft", 1))
+    assert checks.newer_ops(contrib) == {"com.microsoft.Attention": 1}
+    assert checks.newer_ops(_model([h.make_node("Relu", ["x"], ["y"])], [h.make_tensor_value_info("x", T.FLOAT, [2])],
+                                   [h.make_tensor_value_info("y", T.FLOAT, [2])])) == {}
+    base = {"name": "m", "source": "s", "ready": True, **{k: [True, ""] for k in zoo_run.SURGERY_CHECKS}, "orig_nodes": 99}
+    at_peer = {**base, "nodes": 60, "peers": {"onnxsim": _peer(70), "onnxslim": _peer(60)}}
+    newer = {**base, "nodes": 76, "peers": {"onnxsim": _peer(78, {"Gelu": 2}), "onnxslim": _peer(68, {"Gelu": 2})}}
+    # a peer below us without newer ops: not explained by the opset, only by the table's note
+    mixed = {**base, "nodes": 76, "peers": {"onnxsim": _peer(70), "onnxslim": _peer(68, {"Gelu": 2})}}
+    noted = {**mixed, "name": "n", "nodes_note": "peer fuses into an op ATC refuses"}
+    wrong = {**base, "nodes": 76, "peers": {"onnxsim": _peer(50, ok=False), "onnxslim": _peer(80)}}
+    # 2 Gelu cost 8 nodes at opset 18: 68 + 8 = 76 explains 76, not 77
+    more = {**newer, "nodes": 77}
+    attention = {**more, "peers": {"onnxsim": _peer(60, {"Attention": 6}), "onnxslim": _peer(90)}}
+    assert [zoo_run.nodes_verdict(r)[0] for r in (at_peer, newer, mixed, noted, wrong, more, attention)] == [
+        "ok", "explained", "above", "explained", "ok", "above", "explained"]
+    assert "onnxslim 68 keeps 2 Gelu (opset > 18; at opset 18 76)" in zoo_run.nodes_verdict(newer)[1]
+    assert "6 Attention (no opset <= 18 form)" in zoo_run.nodes_verdict(attention)[1]
+    table = zoo_run.render([at_peer, newer, mixed, noted])
+    assert "| x 68 * |" in table and "| x 68 |" in table
+    assert "- n: peer fuses into an op ATC refuses" in table
+    assert table.rstrip().endswith("on 1/4 compared (2 above it explained, 1 not)")
+
+
+def test_nodes_note_is_per_exporter_in_the_table(tmp_path):
+    table = tmp_path / "models.toml"
+    table.write_text('[[hf]]\narch = "a"\ninput_shape = "x:1"\nnodes_note = { dynamo = "why" }\n'
+                     '[[wheel]]\nname = "w"\npackage = "p"\nversion = "1"\npublisher = "q"\ninput_shape = "x:1"\n'
+                     'nodes_note = "all"\n')
+    rows = {r["name"]: r for r in zoo_run.load_table(table)}
+    assert "nodes_note" not in rows["a-legacy"] and rows["a-dynamo"]["nodes_note"] == "why"
+    assert rows["w"]["nodes_note"] == "all"
+
+
 def test_table_has_the_promised_zoo():
     rows = zoo_run.load_table()
     hf = {r["arch"] for r in rows if r["kind"] == "hf"}

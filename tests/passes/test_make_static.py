@@ -549,3 +549,23 @@ def test_scan_of_98_steps_is_unrolled_verified_and_assert_static_refuses_a_kept_
 def test_assert_static_refuses_a_loop_with_a_constant_trip_count():
     with pytest.raises(PassError, match=r"op 'loop'.*Loop left in the model"):
         AssertStatic()(ir.from_proto(_loop_model()))
+
+
+def test_gather_elements_of_constants_folds_when_indices_are_smaller_than_data():
+    """BERT's legacy export: token_type_ids = GatherElements(expanded buffer [1, 64], arange [1, 16]).
+    onnx's reference evaluator raises on indices smaller than data off the axis, so the Gather of the
+    token-type embedding behind it never folded either (2 nodes more than onnxslim)."""
+    buffer = np.zeros((1, 64), np.int64)
+    buffer[0, 3] = 1
+    idx = np.arange(16, dtype=np.int64).reshape(1, 16)
+    table = np.arange(8, dtype=np.float32).reshape(2, 4)
+    nodes = [h.make_node("GatherElements", ["buffer", "idx"], ["types"], name="token_types", axis=1),
+             h.make_node("Gather", ["table", "types"], ["emb"], name="type_embedding"),
+             h.make_node("Add", ["x", "emb"], ["y"], name="add")]
+    proto = make_model(nodes, [vi("x", T.FLOAT, [1, 16, 4])], [vi("y", T.FLOAT, [1, 16, 4])],
+                       {"buffer": buffer, "idx": idx, "table": table})
+    model = ir.from_proto(proto)
+    MakeStatic()(model)
+    assert op_counts(model) == {"Add": 1}
+    x = np.random.default_rng(0).standard_normal((1, 16, 4)).astype(np.float32)
+    np.testing.assert_array_equal(ort_run(model, {"x": x})["y"], ort_run(proto, {"x": x})["y"])
