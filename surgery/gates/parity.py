@@ -56,6 +56,10 @@ class ParityData:
     random: dict[str, str]
     dropped: list[str] = dataclasses.field(default_factory=list)
     rebased_after: str | None = None
+    original_labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Path → label of every ``If`` branch / ``Loop`` body of the original (nested ones too)."""
+    original_taken: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Path → the samples that executed it on the ORIGINAL (observed while computing references)."""
 
 
 def _short(exc: BaseException) -> str:
@@ -74,14 +78,33 @@ def _finite(outputs: Mapping[str, np.ndarray], skip: Mapping[str, str]) -> bool:
 
 
 class _Original:
-    """One session of the original model, run on sample after sample, then freed."""
+    """One session of the original model, run on sample after sample, then freed.
+
+    Where the original has ``If``/``Loop`` nodes, the session carries a marker output per branch
+    (:mod:`surgery.gates.coverage`): after each run ``taken`` says which branches executed.
+    """
 
     def __init__(self, run: RunState) -> None:
+        from surgery.gates.branches import MarkerSession
+        from surgery.gates.coverage import branch_targets
         from surgery.verify.ort import OrtSession, is_missing_kernel
 
         self.run_state = run
-        self.session = None
+        self.session: Any = None
+        self.marked: MarkerSession | None = None
+        self.taken: dict[str, bool] | None = None
         self.reference = False
+        # the light proto tells cheaply whether there is any control flow to mark
+        assert run.original is not None
+        flow = any(n.op_type in ("If", "Loop") and n.domain in ("", "ai.onnx") for n in run.original.proto.graph.node)
+        targets = branch_targets(run.model_original()) if flow else []
+        if targets:
+            try:
+                self.marked = MarkerSession(run.original, targets)
+                self.labels = {t.path: t.label for t in targets}
+                return
+            except Exception as exc:  # the plain session below says what is wrong, if anything
+                logger.info("branch markers not added to the original: %s", exc)
         try:
             self.session = OrtSession(run.original)
         except ORT_ERRORS as exc:
@@ -95,6 +118,10 @@ class _Original:
         from surgery.verify.ort import is_missing_kernel
         from surgery.verify.reference import run_reference
 
+        self.taken = None
+        if self.marked is not None:
+            outputs, self.taken = self.marked.run(feeds)
+            return outputs
         if self.session is not None:
             try:
                 return self.session.run(feeds)
@@ -108,7 +135,16 @@ class _Original:
     def close(self) -> None:
         if self.session is not None:
             self.session.close()
-        self.session = None
+        if self.marked is not None:
+            self.marked.close()
+        self.session = self.marked = None
+
+
+def _record(original: _Original, data: ParityData | None, sample: Sample) -> None:
+    from surgery.gates.branches import record
+
+    if data is not None and original.taken is not None:
+        record(data.original_taken, original.taken, sample.name)
 
 
 def _try(original: _Original, sample: Sample) -> dict[str, np.ndarray] | BaseException:
@@ -118,14 +154,17 @@ def _try(original: _Original, sample: Sample) -> dict[str, np.ndarray] | BaseExc
         return exc
 
 
-def reference_outputs(run: RunState, samples: list[Sample]) -> list[dict[str, np.ndarray] | BaseException]:
-    """The original's outputs on each sample (an exception where it fails), in one session."""
+def reference_outputs(run: RunState, samples: list[Sample], data: ParityData | None = None
+                      ) -> list[dict[str, np.ndarray] | BaseException]:
+    """The original's outputs on each sample (an exception where it fails), in one session;
+    with ``data``, the branches each sample executed on the original are recorded there."""
     original = _Original(run)
     out: list[dict[str, np.ndarray] | BaseException] = []
     try:
         for sample in samples:
             try:
                 out.append(original(sample.feeds))
+                _record(original, data, sample)
             except Exception as exc:  # ORT and reference-evaluator errors alike: the sample is dropped
                 out.append(exc)
     finally:
@@ -186,6 +225,8 @@ class ParityGate(BaseGate):
                     raise InputError(explain_ort_failure(first, plan.feeds, plan.provenance)) from None
                 run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
             data = ParityData(plan, hints, [planned], [first], [v.name for v in run.model.graph.outputs], randoms)
+            data.original_labels = dict(getattr(original, "labels", {}))
+            _record(original, data, planned)
             if cfg.samples > 1:
                 self._extra_samples(run, data, cfg.samples - 1, original)
         finally:
@@ -199,6 +240,10 @@ class ParityGate(BaseGate):
         run.report.extra["samples"] = [
             {"name": s.name, "scale": s.scale, "inputs": dict(s.provenance) or dict(plan.provenance)} for s in data.samples
         ]
+        if data.original_labels:
+            run.report.extra["branches_original"] = {
+                label: list(data.original_taken.get(path, [])) for path, label in data.original_labels.items()
+            }
         if data.dropped:
             run.report.notes.append("parity samples dropped (the original fails or gives NaN/Inf on them): " + "; ".join(data.dropped))
         if randoms:
@@ -227,6 +272,7 @@ class ParityGate(BaseGate):
                 continue
             data.samples.append(sample)
             data.references.append(outputs)
+            _record(original, data, sample)
             wide += 0 if second else 1
 
     # -- the check ----------------------------------------------------------------------
@@ -305,6 +351,8 @@ class ParityGate(BaseGate):
             "max_abs_per_sample": per_sample,
         }
         notes = list(coverage.notes)
+        if coverage.covered is not None:
+            numbers["branches_covered"] = coverage.covered
         random = [d.name for d in diffs if not d.comparable]
         if random:
             notes.append(f"output(s) {', '.join(random)}: {RANDOM}")
