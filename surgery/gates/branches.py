@@ -73,15 +73,20 @@ class MarkerSession:
         from surgery.verify.ort import OrtSession
 
         marked, self.markers = instrument(light, targets, expose)
+        self.outputs = [o.name for o in light.proto.graph.output]
         self.session = OrtSession(marked)
         self.exposed = [v.name for v in expose]
         self.runs = 0
 
-    def run(self, feeds: Mapping[str, np.ndarray], *, outputs: Sequence[str] | None = None
+    def run(self, feeds: Mapping[str, np.ndarray], *, outputs: Sequence[str] | None = None, exposed: bool = True
             ) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
-        """The model's outputs (or ``outputs`` plus the exposed values) and path → executed."""
+        """The model's outputs (or only ``outputs``), the exposed values (unless ``exposed`` is
+        False) and path → executed."""
         self.runs += 1
-        wanted = None if outputs is None else [*outputs, *self.exposed, *self.markers]
+        wanted = None
+        if outputs is not None or not exposed:
+            names = list(outputs) if outputs is not None else self.outputs
+            wanted = [*names, *(self.exposed if exposed else ()), *self.markers]
         out = self.session.run(feeds, wanted)
         taken = {self.markers[k].path: bool(np.asarray(out.pop(k)).reshape(-1)[0]) for k in list(out) if k in self.markers}
         return out, taken

@@ -153,8 +153,12 @@ def instrument(
     names = {o.name for o in proto.graph.output}
     for v in expose:
         if v.name and v.name not in names:
-            elem = v.dtype.value if v.dtype is not None else TensorProto.UNDEFINED
-            proto.graph.output.append(oh.make_tensor_value_info(v.name, elem, None))
+            if v.dtype is None:  # untyped: ORT infers it (a type of UNDEFINED it refuses)
+                info = onnx.ValueInfoProto()
+                info.name = v.name
+                proto.graph.output.append(info)
+            else:
+                proto.graph.output.append(oh.make_tensor_value_info(v.name, v.dtype.value, None))
             names.add(v.name)
     out = LightProto.__new__(LightProto)
     out.tensors, out.values, out.proto = light.tensors, light.values, proto

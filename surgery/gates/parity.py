@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import onnx_ir as ir
 
 from surgery.errors import InputError
 from surgery.gates.base import BaseGate, Outcome, Schedule
@@ -33,7 +34,7 @@ from surgery.pass_base import FeedHints, Numerics, Tolerance
 from surgery.pipeline import Step
 from surgery.verify.compare import ArrayDiff, diff_arrays
 from surgery.verify.explain import explain_ort_failure, is_input_failure
-from surgery.shapes.observed import correct_observed_shapes
+from surgery.shapes.observed import correct_observed_shapes, observation_chunks, observe_shapes
 from surgery.verify.inputs import FeedPlan, plan_inputs
 from surgery.verify.samples import Sample, candidate_samples
 
@@ -81,10 +82,13 @@ class _Original:
     """One session of the original model, run on sample after sample, then freed.
 
     Where the original has ``If``/``Loop`` nodes, the session carries a marker output per branch
-    (:mod:`surgery.gates.coverage`): after each run ``taken`` says which branches executed.
+    (:mod:`surgery.gates.coverage`): after each run ``taken`` says which branches executed. With
+    ``observe``, the session also exposes those main-graph tensors: a run with ``shapes=True``
+    records their shapes in ``shapes`` (the observation of issue 13 rides on the planned run
+    instead of sessions of its own). Should that session fail, a plain one takes over.
     """
 
-    def __init__(self, run: RunState) -> None:
+    def __init__(self, run: RunState, observe: Sequence[ir.Value] = ()) -> None:
         from surgery.gates.branches import MarkerSession
         from surgery.gates.coverage import branch_targets
         from surgery.verify.ort import OrtSession, is_missing_kernel
@@ -94,17 +98,26 @@ class _Original:
         self.marked: MarkerSession | None = None
         self.taken: dict[str, bool] | None = None
         self.reference = False
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.observing = False
         # the light proto tells cheaply whether there is any control flow to mark
         assert run.original is not None
         flow = any(n.op_type in ("If", "Loop") and n.domain in ("", "ai.onnx") for n in run.original.proto.graph.node)
         targets = branch_targets(run.model_original()) if flow else []
-        if targets:
+        self.labels = {t.path: t.label for t in targets}
+        if targets or observe:
             try:
-                self.marked = MarkerSession(run.original, targets)
-                self.labels = {t.path: t.label for t in targets}
+                self.marked = MarkerSession(run.original, targets, observe)
+                self.observing = bool(observe)
                 return
             except Exception as exc:  # the plain session below says what is wrong, if anything
                 logger.info("branch markers not added to the original: %s", exc)
+        self._plain()
+
+    def _plain(self) -> None:
+        from surgery.verify.ort import OrtSession, is_missing_kernel
+
+        run = self.run_state
         try:
             self.session = OrtSession(run.original)
         except ORT_ERRORS as exc:
@@ -114,13 +127,28 @@ class _Original:
                 raise error from None
             self.reference = True
 
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, feeds: Mapping[str, np.ndarray], *, shapes: bool = False) -> dict[str, np.ndarray]:
         from surgery.verify.ort import is_missing_kernel
         from surgery.verify.reference import run_reference
 
         self.taken = None
         if self.marked is not None:
-            outputs, self.taken = self.marked.run(feeds)
+            try:
+                outputs, self.taken = self.marked.run(feeds, exposed=shapes and self.observing)
+            except Exception as exc:  # instrumentation must never change the verdict: plain session
+                logger.info("marked session of the original failed (%s); running it plain", _short(exc))
+                self.marked.close()
+                self.marked, self.observing = None, False
+                self._plain()
+                return self(feeds)
+            if shapes and self.observing:  # the exposed tensors and the graph outputs, as observe_shapes
+                for name in self.marked.exposed:
+                    array = outputs.pop(name, None)
+                    if isinstance(array, np.ndarray):
+                        self.shapes[name] = tuple(int(d) for d in array.shape)
+                for name, array in outputs.items():
+                    if isinstance(array, np.ndarray):
+                        self.shapes[name] = tuple(int(d) for d in array.shape)
             return outputs
         if self.session is not None:
             try:
@@ -147,9 +175,9 @@ def _record(original: _Original, data: ParityData | None, sample: Sample) -> Non
         record(data.original_taken, original.taken, sample.name)
 
 
-def _try(original: _Original, sample: Sample) -> dict[str, np.ndarray] | BaseException:
+def _try(original: _Original, sample: Sample, *, shapes: bool = False) -> dict[str, np.ndarray] | BaseException:
     try:
-        return original(sample.feeds)
+        return original(sample.feeds, shapes=shapes)
     except Exception as exc:  # ORT and reference-evaluator errors alike: the caller drops the sample
         return exc
 
@@ -206,21 +234,24 @@ class ParityGate(BaseGate):
             hints.merge(step.pass_.feed_hints(run.model))
         randoms = random_outputs(run.model)
         plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed)
+        chunks = observation_chunks(run.model, plan.feeds)
         try:
-            original = _Original(run)  # one session for every reference run of the original
+            # one session for every reference run of the original; it observes the first chunk of shapes
+            original = _Original(run, chunks[0] if chunks else ())
         except (OrtLoadError, *ORT_ERRORS) as exc:
             # what ONNX Runtime said (opset, op, domain, IR version, file), not a guess about inputs
             raise InputError(explain_ort_failure(exc, plan.feeds, plan.provenance)) from None
         try:
             planned = Sample("planned", plan.feeds)
-            first = _try(original, planned)
+            first = _try(original, planned, shapes=True)
             if isinstance(first, BaseException):
                 guessed = any("generated" in how and "=" in how for how in plan.provenance.values())
                 if not guessed or not is_input_failure(first):
                     raise InputError(explain_ort_failure(first, plan.feeds, plan.provenance)) from None
                 plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed, ones=True)
                 planned = Sample("planned", plan.feeds)
-                first = _try(original, planned)
+                original.shapes.clear()
+                first = _try(original, planned, shapes=True)
                 if isinstance(first, BaseException):
                     raise InputError(explain_ort_failure(first, plan.feeds, plan.provenance)) from None
                 run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
@@ -234,7 +265,11 @@ class ParityGate(BaseGate):
             run.uses_reference = run.uses_reference or original.reference
         run.store[self.name] = data
         # execution beats wrong inference (issue 13): observed shapes of the original correct onnx's
-        run.report.notes.extend(correct_observed_shapes(run.model, plan.feeds))
+        observed = None
+        if original.shapes:  # the first chunk came with the planned run: observe the rest
+            observed = dict(original.shapes)
+            observed.update(observe_shapes(run.model, plan.feeds, chunks[1:]) if len(chunks) > 1 else {})
+        run.report.notes.extend(correct_observed_shapes(run.model, plan.feeds, observed))
         run.report.inputs = dict(plan.provenance)
         run.report.oracle = "reference evaluator" if run.uses_reference else "onnxruntime"
         run.report.extra["samples"] = [
