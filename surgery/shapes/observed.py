@@ -97,6 +97,36 @@ def _nbytes(value: ir.Value, sizes: Mapping[str, int] | None = None) -> int:
     return int(np.prod([int(d) for d in shape], dtype=np.int64)) * int(itemsize)
 
 
+_SMALL = 4096
+_GENERATORS = frozenset({"ConstantOfShape", "Expand", "Range", "Tile", "Resize", "Upsample", "Pad", "OneHot",
+                         "RandomNormal", "RandomUniform", "EyeLike", "Loop", "Scan", "If"})
+
+
+def _estimates(model: ir.Model, feeds: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> dict[ir.Value, int]:
+    """Estimated bytes of every main-graph value: from its shape where known (symbolic dims at the
+    feeds' sizes); else small for a shape computation (``Shape``/``Size``, or an op other than the
+    ones that make tensors from shapes whose inputs are all small); else ``_UNKNOWN_BYTES``."""
+    out: dict[ir.Value, int] = {}
+    for value in model.graph.inputs:
+        array = feeds.get(value.name)
+        out[value] = int(array.nbytes) if isinstance(array, np.ndarray) else _nbytes(value, sizes)
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        out[value] = int(tensor.nbytes) if tensor is not None else _UNKNOWN_BYTES
+    for node in model.graph:
+        small = node.op_type not in _GENERATORS and all(
+            out.get(v, _UNKNOWN_BYTES) <= _SMALL for v in node.inputs if v is not None)
+        for o in node.outputs:
+            known = _nbytes(o, sizes)
+            if known != _UNKNOWN_BYTES or o.shape is not None:
+                out[o] = known
+            elif node.op_type in ("Shape", "Size") or small:
+                out[o] = _SMALL
+            else:
+                out[o] = _UNKNOWN_BYTES
+    return out
+
+
 def observation_chunks(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list[list[ir.Value]]:
     """The main-graph tensors to observe, in chunks of bounded size (sizes from the feeds'
     shapes where a dim is symbolic); ``[]`` when the model is too large to observe."""
@@ -116,11 +146,13 @@ def observation_chunks(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list
     wanted = [o for node in model.graph if node.op_type != "Constant" for o in node.outputs
               if o.name and o not in present and (o.type is None or isinstance(o.type, ir.TensorType))]
     wanted = list(dict.fromkeys(wanted))
+    estimate = _estimates(model, feeds, sizes)
     chunks: list[list[ir.Value]] = [[]]
     size = 0
     for value in wanted:
-        nbytes = _nbytes(value, sizes)
-        if chunks[-1] and size + nbytes > _CHUNK_BYTES:
+        nbytes = estimate.get(value, _UNKNOWN_BYTES)
+        # the first chunk rides on the reference run of the original (no session of its own): twice the budget
+        if chunks[-1] and size + nbytes > _CHUNK_BYTES * (2 if len(chunks) == 1 else 1):
             chunks.append([])
             size = 0
         chunks[-1].append(value)
