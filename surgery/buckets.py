@@ -159,6 +159,7 @@ def apply_buckets(
     soc_version: str | None = None,
     write_plan: Any = None,
     allow_code: bool = False,
+    gates: Any = (),
 ) -> BucketsResult:
     """Run ``pipeline`` once per bucket (see the module docstring); each run is gated.
 
@@ -240,7 +241,7 @@ def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]]
             result, report = apply(
                 working, bucket_pipeline(pipe, binding), inputs=inputs, verify=verify, output=target,
                 reproducer_dir=(Path(reproducer_dir) / label) if reproducer_dir else None, progress=progress,
-                soc_version=soc_version, write_plan=plan,
+                soc_version=soc_version, write_plan=plan, gates=gates,
             )
         except SurgeryError as exc:
             if exc.args and isinstance(exc.args[0], str):

@@ -52,6 +52,7 @@ def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Pa
         result = apply_buckets(
             args.model, pipeline, args.buckets, inputs=args.inputs, verify=args.verify, output=output,
             reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc_version, write_plan=plan,
+            gates=getattr(args, "gates", ()),
         )
     except GateError as exc:
         plan.abort()
