@@ -118,7 +118,16 @@ def test_changed_nested_branch_a_sample_takes_passes_and_reports_coverage(tmp_pa
     import json
 
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["steps"][0]["gates"]["parity"]["branches"]["else-branch of If 'inner' in then-branch of If 'outer'"]["new"]
+    gates = doc["steps"][0]["gates"]
+    # per gate: status, numbers, samples used, branches covered, time
+    for name in ("checker", "signature", "ort", "parity"):
+        assert {"status", "numbers", "samples", "branches", "seconds"} <= set(gates[name]), gates[name]
+        assert gates[name]["status"] == "passed" and gates[name]["seconds"] >= 0
+    p = gates["parity"]
+    assert p["samples"] == ["planned", "wide x10", "wide x1000"] and p["numbers"]["branches_covered"] == "2/2"
+    assert set(p["numbers"]["max_abs_per_sample"]) == set(p["samples"]) and p["seconds"] > 0
+    assert p["branches"]["else-branch of If 'inner' in then-branch of If 'outer'"]["new"] == p["samples"]
+    assert doc["branches_original"]["then-branch of If 'inner' in then-branch of If 'outer'"] == []
 
 
 # -- the search solves the condition ------------------------------------------------------------------
