@@ -200,7 +200,8 @@ def apply_buckets(
             label = bucket_label({key: sizes[i] for key, sizes in spec.items()})
             plan.write_model(artifact_path(out, label), f"the bucket {label} output")
     try:
-        runs, probe = _run_buckets(model, pipe, spec, count, out, plan, inputs, verify, reproducer_dir, progress, soc_version)
+        runs, probe = _run_buckets(model, pipe, spec, count, out, plan, inputs, verify, reproducer_dir, progress, soc_version,
+                                   gates)
         if plan is not None and write_plan is None:
             plan.commit()
     except BaseException:
@@ -223,7 +224,7 @@ def apply_buckets(
 
 def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]], count: int, out: Path | None,
                  plan: Any, inputs: Any, verify: Any, reproducer_dir: Any, progress: Any,
-                 soc_version: str | None) -> tuple[list[BucketRun], ir.Model | None]:
+                 soc_version: str | None, gates: Any = ()) -> tuple[list[BucketRun], ir.Model | None]:
     from surgery.api import apply, artifact_path
 
     runs: list[BucketRun] = []
