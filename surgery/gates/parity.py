@@ -91,7 +91,6 @@ class _Original:
     def __init__(self, run: RunState, observe: Sequence[ir.Value] = ()) -> None:
         from surgery.gates.branches import MarkerSession
         from surgery.gates.coverage import branch_targets
-        from surgery.verify.ort import OrtSession, is_missing_kernel
 
         self.run_state = run
         self.session: Any = None
