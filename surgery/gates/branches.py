@@ -140,6 +140,7 @@ def check_coverage(state: RunState, data: ParityData) -> Coverage:
         probe = MarkerSession(state.light(), targets, _operands(state.model, required))
     except Exception as exc:  # a model that cannot load is the ort gate's business
         logger.info("could not instrument the branches: %s", exc)
+        coverage.notes.append(f"branch coverage not observed (the marked model does not load: {_first_line(exc)})")
         return coverage
     taken_new: dict[str, list[str]] = {}
     found: list[tuple[Sample, list[Target]]] = []
@@ -149,6 +150,7 @@ def check_coverage(state: RunState, data: ParityData) -> Coverage:
                 _, taken = probe.run(sample.feeds, outputs=[])
             except Exception as exc:  # the parity run reports a model that cannot run
                 logger.info("could not run the branch probe: %s", exc)
+                coverage.notes.append(f"branch coverage not observed (the marked model does not run: {_first_line(exc)})")
                 return coverage
             record(taken_new, taken, sample.name)
         missing = [t for t in required if not taken_new.get(t.path)]
@@ -179,6 +181,11 @@ def check_coverage(state: RunState, data: ParityData) -> Coverage:
             "or set [verify] allow_unexercised = true"
         )
     return coverage
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def _adopt(state: RunState, data: ParityData, found: list[tuple[Sample, list[Target]]],
