@@ -200,6 +200,7 @@ def apply_buckets(
     soc_version: str | None = None,
     write_plan: Any = None,
     allow_code: bool = False,
+    gates: Any = (),
 ) -> BucketsResult:
     """Run ``pipeline`` once per bucket (see the module docstring); each run is gated.
 
@@ -240,7 +241,8 @@ def apply_buckets(
             label = bucket_label({key: sizes[i] for key, sizes in spec.items()})
             plan.write_model(artifact_path(out, label), f"the bucket {label} output")
     try:
-        runs, probe = _run_buckets(model, pipe, spec, count, out, plan, inputs, verify, reproducer_dir, progress, soc_version)
+        runs, probe = _run_buckets(model, pipe, spec, count, out, plan, inputs, verify, reproducer_dir, progress, soc_version,
+                                   gates)
         if plan is not None and write_plan is None:
             plan.commit()
     except BaseException:
@@ -271,7 +273,7 @@ def apply_buckets(
 
 def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]], count: int, out: Path | None,
                  plan: Any, inputs: Any, verify: Any, reproducer_dir: Any, progress: Any,
-                 soc_version: str | None) -> tuple[list[BucketRun], ir.Model | None]:
+                 soc_version: str | None, gates: Any = ()) -> tuple[list[BucketRun], ir.Model | None]:
     from surgery.api import apply, artifact_path
 
     runs: list[BucketRun] = []
@@ -289,7 +291,7 @@ def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]]
             result, report = apply(
                 working, bucket_pipeline(pipe, binding, working if isinstance(working, ir.Model) else None), inputs=inputs, verify=verify, output=target,
                 reproducer_dir=(Path(reproducer_dir) / label) if reproducer_dir else None, progress=progress,
-                soc_version=soc_version, write_plan=plan,
+                soc_version=soc_version, write_plan=plan, gates=gates,
             )
         except SurgeryError as exc:
             if exc.args and isinstance(exc.args[0], str):

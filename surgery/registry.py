@@ -8,6 +8,10 @@ A plug-in file (``surgery apply --plugin FILE.py``, or ``plugins = [...]`` in a 
 ``--allow-code``) is loaded by :func:`load_plugin`. :func:`import_file` is the one place where
 onnx-surgery executes a user's Python file (plug-ins and ``rewrite`` rule modules): callers decide
 whether the user asked for it; this module makes an import that raises or exits a clean error.
+
+A plug-in file may also bring gates (:mod:`surgery.gates`): it lists them in ``SURGERY_GATES``
+(gate objects or classes) or calls :func:`register_gate` while it is imported; :func:`plugin_gates`
+returns them for ``surgery.apply(..., gates=...)``, which the CLI passes on.
 """
 
 from __future__ import annotations
@@ -26,12 +30,18 @@ from surgery.errors import PipelineError
 from surgery.options import did_you_mean
 from surgery.pass_base import SurgeryPass
 
-__all__ = ["register", "get", "names", "all_passes", "unregister", "import_file", "load_plugin"]
+__all__ = [
+    "register", "get", "names", "all_passes", "unregister", "import_file", "load_plugin",
+    "register_gate", "plugin_gates", "clear_plugin_gates",
+]
 
 logger = logging.getLogger(__name__)
 
 _PASSES: dict[str, type[SurgeryPass]] = {}
 _loaded = False
+_GATES: dict[str, list[object]] = {}
+"""Gates of plug-in files, by the module that registered them (in load order)."""
+_IMPORTING: list[str] = []
 
 P = TypeVar("P", bound=type[SurgeryPass])
 
@@ -134,22 +144,64 @@ def import_file(path: str | Path, *, what: str) -> types.ModuleType:
     return module
 
 
+def register_gate(gate: object) -> object:
+    """Add a gate (an object, or a class instantiated without arguments) for the runs that follow.
+
+    Called by a plug-in file while it is imported (or listed in its ``SURGERY_GATES``); usable as a
+    class decorator. A gate needs ``name``, ``schedule``, ``when()``, ``start()`` and ``check()``
+    and a name no built-in gate has.
+    """
+    from surgery.gates import BUILTIN_GATES, Gate
+
+    obj = gate() if isinstance(gate, type) else gate
+    if not isinstance(obj, Gate):
+        raise PipelineError(f"{gate!r} is not a gate: it needs name, schedule, when(), start() and check()")
+    taken = {cls.name for cls in BUILTIN_GATES} | {g.name for gs in _GATES.values() for g in gs}  # type: ignore[attr-defined]
+    if not obj.name or obj.name in taken:
+        raise PipelineError(f"gate name {obj.name!r} is {'empty' if not obj.name else 'taken'}")
+    _GATES.setdefault(_IMPORTING[-1] if _IMPORTING else "", []).append(obj)
+    return gate
+
+
+def plugin_gates() -> list[object]:
+    """The gates plug-in files registered, in load order."""
+    return [g for gates in _GATES.values() for g in gates]
+
+
+def clear_plugin_gates() -> None:
+    """Forget every plug-in gate (tests; a long-lived process between runs)."""
+    _GATES.clear()
+
+
 def load_plugin(path: str | Path, *, what: str = "--plugin") -> list[str]:
-    """Import a plug-in file and register the passes it defines; return their names.
+    """Import a plug-in file and register the passes and gates it defines; return the pass names.
 
     A plug-in registers its passes with :func:`register` or simply defines named
-    :class:`SurgeryPass` subclasses (registered here). Naming the file is the caller's opt-in.
+    :class:`SurgeryPass` subclasses (registered here); its gates with :func:`register_gate` or a
+    ``SURGERY_GATES`` list. Naming the file is the caller's opt-in.
 
     Raises:
-        PipelineError: the file is missing, its import fails or exits, a pass name is taken, or it
-            defines no pass.
+        PipelineError: the file is missing, its import fails or exits, a pass or gate name is
+            taken, an entry of ``SURGERY_GATES`` is not a gate, or it defines neither pass nor gate.
     """
     _load()
-    # loading the same file again replaces the passes it registered the first time
-    for key in [k for k, cls in _PASSES.items() if cls.__module__ == _module_name(Path(path))]:
+    name = _module_name(Path(path))
+    # loading the same file again replaces the passes and gates it registered the first time
+    for key in [k for k, cls in _PASSES.items() if cls.__module__ == name]:
         del _PASSES[key]
+    _GATES.pop(name, None)
     before = set(_PASSES)
-    module = import_file(path, what=what)
+    _IMPORTING.append(name)
+    try:
+        module = import_file(path, what=what)
+        for gate in getattr(module, "SURGERY_GATES", ()) or ():
+            if not any(g is gate or type(g) is gate for g in _GATES.get(name, [])):
+                register_gate(gate)
+    except PipelineError as exc:
+        _GATES.pop(name, None)
+        raise PipelineError(str(exc) if str(exc).startswith(what) else f"{what}: {path}: {exc}") from None
+    finally:
+        _IMPORTING.pop()
     for obj in list(vars(module).values()):
         if (
             isinstance(obj, type) and issubclass(obj, SurgeryPass) and obj.__module__ == module.__name__
@@ -160,6 +212,6 @@ def load_plugin(path: str | Path, *, what: str = "--plugin") -> list[str]:
             except ValueError as exc:
                 raise PipelineError(f"{what}: {path}: {exc}") from None
     added = sorted(set(_PASSES) - before)
-    if not added:
-        raise PipelineError(f"{what}: {path} defines no pass (a named SurgeryPass subclass)")
+    if not added and not _GATES.get(name):
+        raise PipelineError(f"{what}: {path} defines no pass (a named SurgeryPass subclass) and no gate (SURGERY_GATES)")
     return added

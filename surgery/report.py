@@ -252,6 +252,8 @@ class Report:
                     worst = s.worst()
                     if worst is not None and worst.problem is None and o.diffs:
                         cell = f"{cell} (max abs {worst.max_abs:.2g}) [{len(o.samples)} samples]"
+                    if o.numbers.get("branches_covered"):
+                        cell = f"{cell} [changed branches run {o.numbers['branches_covered']}]"
                 cells.append(cell)
             gate_time = sum(v for k, v in s.timings.items() if k != "pass")
             rows.append((
@@ -279,10 +281,15 @@ class Report:
                 lines.append(f"{s.name}: declared signature change: {text}")
             for gate in s.gates.values():
                 for branch, taken in gate.branches.items():
-                    lines.append(f"{s.name}: {branch} executed by: {', '.join(taken) or 'no sample'}")
+                    if not taken.get("changed"):
+                        continue  # unchanged branches: listed once, from the original, below
+                    lines.append(f"{s.name}: changed {branch} executed by: {', '.join(taken['new']) or 'no sample'}"
+                                 f" (original: {', '.join(taken['original']) or 'no sample'})")
             timed = ", ".join(f"{k} {v:.2f}s" for k, v in s.timings.items())
             if timed:
                 lines.append(f"{s.name}: time {timed}")
+        for branch, taken in (self.extra.get("branches_original") or {}).items():
+            lines.append(f"original: {branch} executed by: {', '.join(taken) or 'no sample'}")
         for check in self.final_checks:
             lines.append(check)
         for note in self.notes:

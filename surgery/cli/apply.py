@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the Python code the pipeline file names (rewrite rule modules, plugins = [...]); "
                         "without it such a pipeline is refused")
     p.add_argument("--plugin", dest="plugins", action="append", default=[], type=Path, metavar="FILE.py",
-                   help="import FILE.py and register the passes it defines (repeatable; naming it is the opt-in)")
+                   help="import FILE.py and register the passes and gates (SURGERY_GATES) it defines "
+                        "(repeatable; naming it is the opt-in)")
     flags.add_progress(p)
     static_shapes.add_arguments(p)
     p.set_defaults(func=run)
@@ -58,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from surgery.writeplan import WritePlan
 
+    registry.clear_plugin_gates()
     for plugin in args.plugins:  # naming a plug-in on the command line is the opt-in to run it
         registry.load_plugin(plugin)
+    args.gates = registry.plugin_gates()  # gates the plug-ins brought (SURGERY_GATES / register_gate)
     if is_pass_list(str(args.pipeline)):
         pipeline = pipeline_from_names(str(args.pipeline), args.sets)
     else:
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result_model, report = api.apply(model, pipeline, inputs=args.data, verify=args.verify, output=output,
                                          reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc,
-                                         cann=args.cann, in_place=args.in_place, write_plan=plan)
+                                         cann=args.cann, in_place=args.in_place, write_plan=plan, gates=args.gates)
     except GateError as exc:
         plan.abort()  # a failed run writes no model, only the report of the failure
         if exc.report is not None:

@@ -62,6 +62,7 @@ def run_buckets(args: argparse.Namespace, pipeline: Any, output: Path, repro: Pa
         result = apply_buckets(
             args.model, pipeline, args.buckets, inputs=args.data, verify=args.verify, output=output,
             reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc, write_plan=plan,
+            gates=getattr(args, "gates", ()),
         )
     except GateError as exc:
         plan.abort()

@@ -5,9 +5,14 @@ saved. The runner fingerprints the model before and after each pass: per graph (
 ``If``/``Loop``/``Scan`` body by path, each model-local function) a digest of the structure (ops,
 names, wiring, attributes, graph inputs/outputs and their types) and of small constants by value
 (an edit to an intermediate value's type annotation alone is not seen: it changes no result).
-Large weights enter only by identity (the tensor object, its dtype and shape): they are never
-serialized or read, so a fingerprint costs one walk over the nodes. Per-graph digests also tell the
-parity gate WHICH subgraph a pass changed (branch coverage).
+Large weights are never serialized: they enter by identity (the tensor object, its dtype and
+shape) and, for in-memory arrays, by a sampled checksum of their bytes (the length and
+1024 blocks of 64 bytes spread evenly over the buffer: :mod:`surgery.checksum`, read in place), so a
+pass that edits a large weight's numpy array in place and reports ``modified=False`` is seen too;
+an edit that touches none of the sampled blocks (a few scattered elements of a large tensor) is
+not. A fingerprint costs one walk over the nodes plus 64 KiB read per
+large weight. Memory-mapped (external) weights are read-only: identity suffices. Per-graph
+digests also tell the parity gate WHICH subgraph a pass changed (branch coverage).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from typing import Any
 
 import onnx_ir as ir
 
+from surgery.checksum import sampled_digest
+
 __all__ = ["fingerprint", "changed_graphs", "SMALL_CONSTANT"]
 
 SMALL_CONSTANT = 4096
-"""Constants up to this many bytes are fingerprinted by value; larger ones by identity."""
+"""Constants up to this many bytes are fingerprinted by value; larger ones by identity and a sample."""
 
 _GRAPH = ir.AttributeType.GRAPH
 _GRAPHS = ir.AttributeType.GRAPHS
@@ -36,7 +43,15 @@ def _tensor_key(tensor: Any) -> Any:
             return (str(tensor.dtype), tuple(tensor.shape), hashlib.blake2b(tensor.tobytes(), digest_size=8).digest())
         except Exception:  # e.g. string tensors: fall back to identity
             pass
-    return (str(getattr(tensor, "dtype", None)), id(tensor))
+    return (str(getattr(tensor, "dtype", None)), id(tensor), _sampled(tensor))
+
+
+def _sampled(tensor: Any) -> Any:
+    """A sampled checksum of an in-memory tensor's bytes, read in place (None if the bytes are not
+    an in-memory numpy buffer: external data, lazy or foreign tensors)."""
+    if isinstance(tensor, ir.ExternalTensor) or not isinstance(tensor, ir.Tensor):
+        return None
+    return sampled_digest(tensor.raw)
 
 
 def _port_key(value: ir.Value) -> Any:

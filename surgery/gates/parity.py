@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import onnx_ir as ir
 
 from surgery.errors import InputError, OriginalCrash
 from surgery.gates.base import BaseGate, Outcome, Schedule
@@ -33,7 +34,7 @@ from surgery.pass_base import FeedHints, Numerics, Tolerance
 from surgery.pipeline import Step
 from surgery.verify.compare import ArrayDiff, diff_arrays
 from surgery.verify.explain import explain_ort_failure, is_input_failure
-from surgery.shapes.observed import correct_observed_shapes
+from surgery.shapes.observed import correct_observed_shapes, observation_chunks, observe_shapes
 from surgery.verify.inputs import FeedPlan, plan_inputs
 from surgery.verify.samples import Sample, candidate_samples
 from surgery.verify.worker import OrtCrash
@@ -57,6 +58,10 @@ class ParityData:
     random: dict[str, str]
     dropped: list[str] = dataclasses.field(default_factory=list)
     rebased_after: str | None = None
+    original_labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Path → label of every ``If`` branch / ``Loop`` body of the original (nested ones too)."""
+    original_taken: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Path → the samples that executed it on the ORIGINAL (observed while computing references)."""
 
 
 def _short(exc: BaseException) -> str:
@@ -75,14 +80,44 @@ def _finite(outputs: Mapping[str, np.ndarray], skip: Mapping[str, str]) -> bool:
 
 
 class _Original:
-    """One session of the original model, run on sample after sample, then freed."""
+    """One session of the original model, run on sample after sample, then freed.
 
-    def __init__(self, run: RunState) -> None:
-        from surgery.verify.ort import OrtSession, is_missing_kernel
+    Where the original has ``If``/``Loop`` nodes, the session carries a marker output per branch
+    (:mod:`surgery.gates.coverage`): after each run ``taken`` says which branches executed. With
+    ``observe``, the session also exposes those main-graph tensors: a run with ``shapes=True``
+    records their shapes in ``shapes`` (the observation of issue 13 rides on the planned run
+    instead of sessions of its own). Should that session fail, a plain one takes over.
+    """
+
+    def __init__(self, run: RunState, observe: Sequence[ir.Value] = ()) -> None:
+        from surgery.gates.branches import MarkerSession
+        from surgery.gates.coverage import branch_targets
 
         self.run_state = run
-        self.session = None
+        self.session: Any = None
+        self.marked: MarkerSession | None = None
+        self.taken: dict[str, bool] | None = None
         self.reference = False
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.observing = False
+        # the light proto tells cheaply whether there is any control flow to mark
+        assert run.original is not None
+        flow = any(n.op_type in ("If", "Loop") and n.domain in ("", "ai.onnx") for n in run.original.proto.graph.node)
+        targets = branch_targets(run.model_original()) if flow else []
+        self.labels = {t.path: t.label for t in targets}
+        if targets or observe:
+            try:
+                self.marked = MarkerSession(run.original, targets, observe)
+                self.observing = bool(observe)
+                return
+            except Exception as exc:  # the plain session below says what is wrong, if anything
+                logger.info("branch markers not added to the original: %s", exc)
+        self._plain()
+
+    def _plain(self) -> None:
+        from surgery.verify.ort import OrtSession, is_missing_kernel
+
+        run = self.run_state
         try:
             self.session = OrtSession(run.original)
         except ORT_ERRORS as exc:
@@ -92,10 +127,29 @@ class _Original:
                 raise error from None
             self.reference = True
 
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, feeds: Mapping[str, np.ndarray], *, shapes: bool = False) -> dict[str, np.ndarray]:
         from surgery.verify.ort import is_missing_kernel
         from surgery.verify.reference import run_reference
 
+        self.taken = None
+        if self.marked is not None:
+            try:
+                outputs, self.taken = self.marked.run(feeds, exposed=shapes and self.observing)
+            except Exception as exc:  # instrumentation must never change the verdict: plain session
+                logger.info("marked session of the original failed (%s); running it plain", _short(exc))
+                self.marked.close()
+                self.marked, self.observing = None, False
+                self._plain()
+                return self(feeds)
+            if shapes and self.observing:  # the exposed tensors and the graph outputs, as observe_shapes
+                for name in self.marked.exposed:
+                    array = outputs.pop(name, None)
+                    if isinstance(array, np.ndarray):
+                        self.shapes[name] = tuple(int(d) for d in array.shape)
+                for name, array in outputs.items():
+                    if isinstance(array, np.ndarray):
+                        self.shapes[name] = tuple(int(d) for d in array.shape)
+            return outputs
         if self.session is not None:
             try:
                 return self.session.run(feeds)
@@ -109,7 +163,9 @@ class _Original:
     def close(self) -> None:
         if self.session is not None:
             self.session.close()
-        self.session = None
+        if self.marked is not None:
+            self.marked.close()
+        self.session = self.marked = None
 
 
 def _original_error(exc: BaseException, plan: Any) -> InputError:
@@ -120,21 +176,31 @@ def _original_error(exc: BaseException, plan: Any) -> InputError:
     return InputError(message)
 
 
-def _try(original: _Original, sample: Sample) -> dict[str, np.ndarray] | BaseException:
+def _record(original: _Original, data: ParityData | None, sample: Sample) -> None:
+    from surgery.gates.branches import record
+
+    if data is not None and original.taken is not None:
+        record(data.original_taken, original.taken, sample.name)
+
+
+def _try(original: _Original, sample: Sample, *, shapes: bool = False) -> dict[str, np.ndarray] | BaseException:
     try:
-        return original(sample.feeds)
+        return original(sample.feeds, shapes=shapes)
     except Exception as exc:  # ORT and reference-evaluator errors alike: the caller drops the sample
         return exc
 
 
-def reference_outputs(run: RunState, samples: list[Sample]) -> list[dict[str, np.ndarray] | BaseException]:
-    """The original's outputs on each sample (an exception where it fails), in one session."""
+def reference_outputs(run: RunState, samples: list[Sample], data: ParityData | None = None
+                      ) -> list[dict[str, np.ndarray] | BaseException]:
+    """The original's outputs on each sample (an exception where it fails), in one session;
+    with ``data``, the branches each sample executed on the original are recorded there."""
     original = _Original(run)
     out: list[dict[str, np.ndarray] | BaseException] = []
     try:
         for sample in samples:
             try:
                 out.append(original(sample.feeds))
+                _record(original, data, sample)
             except Exception as exc:  # ORT and reference-evaluator errors alike: the sample is dropped
                 out.append(exc)
     finally:
@@ -176,25 +242,30 @@ class ParityGate(BaseGate):
             hints.merge(step.pass_.feed_hints(run.model))
         randoms = random_outputs(run.model)
         plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed)
+        chunks = observation_chunks(run.model, plan.feeds)
         try:
-            original = _Original(run)  # one session for every reference run of the original
+            # one session for every reference run of the original; it observes the first chunk of shapes
+            original = _Original(run, chunks[0] if chunks else ())
         except (OrtLoadError, *ORT_ERRORS) as exc:
             # what ONNX Runtime said (opset, op, domain, IR version, file), not a guess about inputs
             raise _original_error(exc, plan) from None
         try:
             planned = Sample("planned", plan.feeds)
-            first = _try(original, planned)
+            first = _try(original, planned, shapes=True)
             if isinstance(first, BaseException):
                 guessed = any("generated" in how and "=" in how for how in plan.provenance.values())
                 if not guessed or not is_input_failure(first):
                     raise _original_error(first, plan) from None
                 plan = plan_inputs(run.model, run.pipeline.inputs, hints, seed=cfg.seed, ones=True)
                 planned = Sample("planned", plan.feeds)
-                first = _try(original, planned)
+                original.shapes.clear()
+                first = _try(original, planned, shapes=True)
                 if isinstance(first, BaseException):
                     raise _original_error(first, plan) from None
                 run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
             data = ParityData(plan, hints, [planned], [first], [v.name for v in run.model.graph.outputs], randoms)
+            data.original_labels = dict(getattr(original, "labels", {}))
+            _record(original, data, planned)
             if cfg.samples > 1:
                 self._extra_samples(run, data, cfg.samples - 1, original)
         finally:
@@ -202,12 +273,20 @@ class ParityGate(BaseGate):
             run.uses_reference = run.uses_reference or original.reference
         run.store[self.name] = data
         # execution beats wrong inference (issue 13): observed shapes of the original correct onnx's
-        run.report.notes.extend(correct_observed_shapes(run.model, plan.feeds))
+        observed = None
+        if original.shapes:  # the first chunk came with the planned run: observe the rest
+            observed = dict(original.shapes)
+            observed.update(observe_shapes(run.model, plan.feeds, chunks[1:]) if len(chunks) > 1 else {})
+        run.report.notes.extend(correct_observed_shapes(run.model, plan.feeds, observed))
         run.report.inputs = dict(plan.provenance)
         run.report.oracle = "reference evaluator" if run.uses_reference else "onnxruntime"
         run.report.extra["samples"] = [
             {"name": s.name, "scale": s.scale, "inputs": dict(s.provenance) or dict(plan.provenance)} for s in data.samples
         ]
+        if data.original_labels:
+            run.report.extra["branches_original"] = {
+                label: list(data.original_taken.get(path, [])) for path, label in data.original_labels.items()
+            }
         if data.dropped:
             run.report.notes.append("parity samples dropped (the original fails or gives NaN/Inf on them): " + "; ".join(data.dropped))
         if randoms:
@@ -236,6 +315,7 @@ class ParityGate(BaseGate):
                 continue
             data.samples.append(sample)
             data.references.append(outputs)
+            _record(original, data, sample)
             wide += 0 if second else 1
 
     # -- the check ----------------------------------------------------------------------
@@ -314,6 +394,8 @@ class ParityGate(BaseGate):
             "max_abs_per_sample": per_sample,
         }
         notes = list(coverage.notes)
+        if coverage.covered is not None:
+            numbers["branches_covered"] = coverage.covered
         random = [d.name for d in diffs if not d.comparable]
         if random:
             notes.append(f"output(s) {', '.join(random)}: {RANDOM}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -82,8 +82,13 @@ class Contradiction:
         )
 
 
-def _nbytes(value: ir.Value) -> int:
+def _nbytes(value: ir.Value, sizes: Mapping[str, int] | None = None) -> int:
+    """Bytes of ``value`` with its symbolic dims at ``sizes`` (the sizes the feeds give them)."""
     shape = value.shape
+    if shape is not None and sizes:
+        dims = [int(d) if is_known_dim(d) else sizes.get(str(getattr(d, "value", None))) for d in shape]
+        if None not in dims:
+            shape = ir.Shape(dims)
     if shape is None or not all(is_known_dim(d) for d in shape) or value.dtype is None:
         return _UNKNOWN_BYTES
     try:
@@ -93,36 +98,87 @@ def _nbytes(value: ir.Value) -> int:
     return int(np.prod([int(d) for d in shape], dtype=np.int64)) * int(itemsize)
 
 
-def observe_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """Shapes ONNX Runtime computes for every main-graph node output of ``model`` on ``feeds``.
+_SMALL = 4096
+_GENERATORS = frozenset({"ConstantOfShape", "Expand", "Range", "Tile", "Resize", "Upsample", "Pad", "OneHot",
+                         "RandomNormal", "RandomUniform", "EyeLike", "Loop", "Scan", "If"})
 
-    Tensors are fetched in chunks of bounded size, a session per chunk (ORT keeps exposed
-    tensors until the end of a run); only their shapes are kept. Returns ``{}`` when the model is
-    too large to observe or ORT cannot run it (the checks then rely on inference alone).
-    """
-    from surgery.verify.ort import OrtSession
 
+def _estimates(model: ir.Model, feeds: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> dict[ir.Value, int]:
+    """Estimated bytes of every main-graph value: from its shape where known (symbolic dims at the
+    feeds' sizes); else small for a shape computation (``Shape``/``Size``, or an op other than the
+    ones that make tensors from shapes whose inputs are all small); else ``_UNKNOWN_BYTES``."""
+    out: dict[ir.Value, int] = {}
+    for value in model.graph.inputs:
+        array = feeds.get(value.name)
+        out[value] = int(array.nbytes) if isinstance(array, np.ndarray) else _nbytes(value, sizes)
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        out[value] = int(tensor.nbytes) if tensor is not None else _UNKNOWN_BYTES
+    for node in model.graph:
+        small = node.op_type not in _GENERATORS and all(
+            out.get(v, _UNKNOWN_BYTES) <= _SMALL for v in node.inputs if v is not None)
+        for o in node.outputs:
+            known = _nbytes(o, sizes)
+            if known != _UNKNOWN_BYTES or o.shape is not None:
+                out[o] = known
+            elif node.op_type in ("Shape", "Size") or small:
+                out[o] = _SMALL
+            else:
+                out[o] = _UNKNOWN_BYTES
+    return out
+
+
+def observation_chunks(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list[list[ir.Value]]:
+    """The main-graph tensors to observe, in chunks of bounded size (sizes from the feeds'
+    shapes where a dim is symbolic); ``[]`` when the model is too large to observe."""
     if len(model.graph) > MAX_OBSERVED_NODES:
         logger.info("not observing shapes: %d nodes > %d", len(model.graph), MAX_OBSERVED_NODES)
-        return {}
+        return []
+    sizes: dict[str, int] = {}
+    for value in model.graph.inputs:
+        array = feeds.get(value.name)
+        if value.shape is None or not isinstance(array, np.ndarray) or array.ndim != len(value.shape):
+            continue
+        for dim, size in zip(value.shape, array.shape):
+            symbol = getattr(dim, "value", None)
+            if not is_known_dim(dim) and isinstance(symbol, str):
+                sizes.setdefault(symbol, int(size))
     present = set(model.graph.outputs)
     wanted = [o for node in model.graph if node.op_type != "Constant" for o in node.outputs
               if o.name and o not in present and (o.type is None or isinstance(o.type, ir.TensorType))]
     wanted = list(dict.fromkeys(wanted))
+    estimate = _estimates(model, feeds, sizes)
     chunks: list[list[ir.Value]] = [[]]
     size = 0
     for value in wanted:
-        nbytes = _nbytes(value)
-        if chunks[-1] and size + nbytes > _CHUNK_BYTES:
+        nbytes = estimate.get(value, _UNKNOWN_BYTES)
+        # the first chunk rides on the reference run of the original (no session of its own): twice the budget
+        if chunks[-1] and size + nbytes > _CHUNK_BYTES * (2 if len(chunks) == 1 else 1):
             chunks.append([])
             size = 0
         chunks[-1].append(value)
         size += nbytes
+    return chunks if chunks[0] else []
+
+
+def observe_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray],
+                   chunks: Sequence[Sequence[ir.Value]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Shapes ONNX Runtime computes for every main-graph node output of ``model`` on ``feeds``.
+
+    Tensors are fetched in chunks of bounded size (:func:`observation_chunks`, or ``chunks``), a
+    session per chunk (ORT keeps exposed tensors until the end of a run); only their shapes are
+    kept. Returns ``{}`` when the model is too large to observe or ORT cannot run it (the checks
+    then rely on inference alone).
+    """
+    from surgery.verify.ort import OrtSession
+
+    if chunks is None:
+        chunks = observation_chunks(model, feeds)
     observed: dict[str, tuple[int, ...]] = {}
     outputs = model.graph.outputs
     try:
         for i, chunk in enumerate(chunks):
-            extra = chunk + ([] if i else list(outputs))
+            extra = list(chunk) + ([] if i else list(outputs))
             for value in chunk:
                 outputs.append(value)
             try:
@@ -185,10 +241,12 @@ def contradiction_notes(model: ir.Model) -> list[str]:
     return notes
 
 
-def correct_observed_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list[str]:
-    """Observe ``model`` (the original) on ``feeds``, record the shapes, correct what inference
-    got wrong; returns report notes. The runner's call, once, before the first pass."""
-    if not record_observations(model, observe_shapes(model, feeds)):
+def correct_observed_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray],
+                            observed: Mapping[str, tuple[int, ...]] | None = None) -> list[str]:
+    """Observe ``model`` (the original) on ``feeds`` (or take the shapes ``observed`` there),
+    record the shapes, correct what inference got wrong; returns report notes. The runner's
+    call, once, before the first pass."""
+    if not record_observations(model, observe_shapes(model, feeds) if observed is None else observed):
         return []
     declared = correct_declared_outputs(model)
     proven_shapes(model)  # finds contradictions (recorded on the values), annotations left as they are

@@ -32,7 +32,7 @@ import onnx_ir as ir
 from surgery.pass_base import FeedHints
 from surgery.verify.inputs import FeedPlan, InputsConfig, _index_bound
 
-__all__ = ["Sample", "candidate_samples", "extreme_samples", "DEFAULT_SAMPLES"]
+__all__ = ["Sample", "candidate_samples", "extreme_samples", "fixed_inputs", "DEFAULT_SAMPLES"]
 
 DEFAULT_SAMPLES = 3
 """The planned sample plus two wide ones (``[verify] samples``)."""
@@ -59,7 +59,7 @@ class _Recipe:
     resize: bool = False
 
 
-def _fixed_inputs(model: ir.Model, config: InputsConfig, hints: FeedHints) -> set[str]:
+def fixed_inputs(model: ir.Model, config: InputsConfig, hints: FeedHints) -> set[str]:
     """Inputs whose values are not generated (given, pinned, declared values)."""
     fixed = set(hints.values)
     if config.arrays:
@@ -190,7 +190,7 @@ def candidate_samples(
     The "second size" candidate, when the model has one, comes first and is yielded with
     ``name == "second size"`` so the caller can count it apart from the wide samples.
     """
-    fixed = _fixed_inputs(model, config, hints)
+    fixed = fixed_inputs(model, config, hints)
     generated = [n for n in planned.feeds if n not in fixed]
     if not generated:
         return
@@ -216,7 +216,7 @@ def extreme_samples(
     model: ir.Model, config: InputsConfig, hints: FeedHints, planned: FeedPlan, *, seed: int = 0
 ) -> Iterator[Sample]:
     """Samples at the ends of the ranges, for taking a branch no sample took yet."""
-    fixed = _fixed_inputs(model, config, hints)
+    fixed = fixed_inputs(model, config, hints)
     for scale in (1.0, 10.0, 1000.0, 1e5):
         for fill in ("high", "low"):
             recipe = _Recipe(f"{fill} x{scale:g}", scale, fill=fill)

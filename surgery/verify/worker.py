@@ -357,13 +357,18 @@ class _Spill:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._files: dict[int, tuple[weakref.ref, Path]] = {}
+        self._digests: dict[int, bytes | None] = {}
         self._count = itertools.count()
         self.bytes_written = 0
 
     def path_of(self, tensor: Any, data: bytes | memoryview | np.ndarray) -> Path:
+        from surgery.checksum import sampled_digest
+
         key = id(tensor)
         entry = self._files.get(key)
-        if entry is not None and entry[0]() is tensor and entry[1].exists():
+        # a pass may have edited the array in place: the same object with other bytes
+        digest = sampled_digest(data)
+        if entry is not None and entry[0]() is tensor and entry[1].exists() and self._digests.get(key) == digest:
             return entry[1]
         path = self.folder / f"w{next(self._count)}.bin"
         with open(path, "wb") as f:
@@ -377,10 +382,12 @@ class _Spill:
         except TypeError:  # not weak-referenceable: keep the spill for this session only
             return path
         self._files[key] = (ref, path)
+        self._digests[key] = digest
         return path
 
     def _forgotten(self, key: int, path: Path, _ref: object) -> None:
         self._files.pop(key, None)
+        self._digests.pop(key, None)
         with contextlib.suppress(OSError):
             path.unlink()
 

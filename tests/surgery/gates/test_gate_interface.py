@@ -174,3 +174,98 @@ def test_reproducer_carries_the_failing_sample_and_overrides_and_replays(tmp_pat
     with pytest.raises(GateError) as again:
         surgery.apply(str(repro / "model.onnx"), str(repro / "passes.toml"), reproducer_dir=tmp_path / "r2")
     assert again.value.pass_name == "test-cap-at-50" and "output y on sample 'planned'" in str(again.value)
+
+
+# -- a gate from the command line: a plug-in file brings it --------------------------------------------
+GATE_PLUGIN = '''
+import onnx_ir as ir
+from surgery.gates import BaseGate, Outcome
+from surgery.registry import register_gate
+
+
+class NoMul(BaseGate):
+    """The user's gate: no Mul may appear (their compiler has none)."""
+    name = "no-mul"
+
+    def check(self, state):
+        muls = [n.name for n in state.model.graph if n.op_type == "Mul"]
+        if muls:
+            return Outcome.failed(self.name, f"Mul nodes appeared: {', '.join(muls)}", tensor=muls[0])
+        return Outcome.passed(self.name, numbers={"mul": 0})
+
+
+@register_gate
+class CountNodes(BaseGate):
+    name = "count-nodes"
+
+    def check(self, state):
+        return Outcome.passed(self.name, numbers={"nodes": len(state.model.graph)})
+
+
+SURGERY_GATES = [NoMul()]
+'''
+
+ADD_MUL_PASS = '''
+import numpy as np
+import onnx_ir as ir
+from surgery.pass_base import SurgeryPass, SurgeryResult
+
+
+class TimesOne(SurgeryPass):
+    """y -> y * 1 (exact: parity passes; only the user's gate objects)."""
+    name = "user-times-one"
+
+    def call(self, model):
+        g = model.graph
+        y = g.outputs[0]
+        one = ir.Value(name="one", const_value=ir.tensor(np.array(1, np.float32), name="one"),
+                       shape=ir.Shape([]), type=ir.TensorType(ir.DataType.FLOAT))
+        g.register_initializer(one)
+        mul = ir.Node("", "Mul", [y, one], name="times_one")
+        g.append(mul)
+        y.name = "y_before"
+        mul.outputs[0].name, mul.outputs[0].type, mul.outputs[0].shape = "y", y.type, y.shape
+        g.outputs[0] = mul.outputs[0]
+        return SurgeryResult(model, True)
+'''
+
+
+def test_a_plugin_file_brings_gates_to_a_cli_run(mlp, tmp_path, capsys, monkeypatch):
+    from surgery import registry
+    from surgery.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    onnx.save(mlp, tmp_path / "model.onnx")
+    (tmp_path / "gates_plugin.py").write_text(GATE_PLUGIN)
+    (tmp_path / "times_one.py").write_text(ADD_MUL_PASS)
+    try:
+        args = ["apply", "user-times-one", str(tmp_path / "model.onnx"), "-o", str(tmp_path / "out.onnx"),
+                "--plugin", str(tmp_path / "times_one.py"), "-q"]
+        assert main(args) == 0, capsys.readouterr().err  # without the gate plug-in the Mul is accepted
+        (tmp_path / "out.onnx").unlink()
+        code = main([*args, "--plugin", str(tmp_path / "gates_plugin.py"), "--report", str(tmp_path / "r.json")])
+        err = capsys.readouterr().err
+        assert code == 1 and not (tmp_path / "out.onnx").exists(), err
+        assert "Mul nodes appeared: times_one" in err and "user-times-one" in err, err
+        doc = json.loads((tmp_path / "r.json").read_text())
+        gates = doc["steps"][0]["gates"]
+        assert gates["no-mul"]["status"] == "failed" and gates["no-mul"]["tensor"] == "times_one"
+        assert gates["count-nodes"]["numbers"] == {"nodes": 5}  # registered with the decorator, ran before
+        assert list(gates)[:4] == ["checker", "signature", "ort", "parity"]
+    finally:
+        registry.clear_plugin_gates()
+        registry.unregister("user-times-one")
+
+
+def test_a_plugin_gate_must_be_a_gate_with_a_free_name(tmp_path, capsys):
+    from surgery.cli import main
+
+    (tmp_path / "bad.py").write_text("SURGERY_GATES = [object()]\n")
+    (tmp_path / "clash.py").write_text(
+        "from surgery.gates import BaseGate, Outcome\n"
+        "class P(BaseGate):\n    name = 'parity'\n    def check(self, state):\n        return Outcome.passed(self.name)\n"
+        "SURGERY_GATES = [P]\n")
+    for name, expected in (("bad.py", "is not a gate"), ("clash.py", "gate name 'parity' is taken")):
+        code = main(["apply", "cleanup", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--plugin", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and "--plugin" in err and len(err.strip().splitlines()) == 1, err
