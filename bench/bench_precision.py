@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure, row  # noqa: E402
+from _measure import measure, row
 
 
 def export(path: Path, layers: int, width: int) -> int:

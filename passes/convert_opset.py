@@ -55,7 +55,7 @@ from surgery.rules import graphs_with_opsets, schema
 from surgery.rules.engine import RuleContext, remove_dead_constants
 from surgery.shapes.dims import is_known_dim
 
-__all__ = ["ConvertOpset", "downgrade_graph", "ADAPTERS", "DECOMPOSITIONS"]
+__all__ = ["ADAPTERS", "DECOMPOSITIONS", "ConvertOpset", "downgrade_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +64,7 @@ ATC_MAX_OPSET = 18
 
 REDUCE_AXES_INPUT = {
     "ReduceSum": 13,
-    **{
-        op: 18
-        for op in (
-            "ReduceMean",
-            "ReduceMax",
-            "ReduceMin",
-            "ReduceProd",
-            "ReduceL1",
-            "ReduceL2",
-            "ReduceLogSum",
-            "ReduceLogSumExp",
-            "ReduceSumSquare",
-        )
-    },
+    **dict.fromkeys(("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"), 18),
 }
 
 

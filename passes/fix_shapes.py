@@ -6,17 +6,23 @@ import dataclasses
 import logging
 import re
 from collections.abc import Mapping
-from typing import Union
 
 import onnx_ir as ir
 
 from surgery.errors import InputError, PassError, PipelineError
 from surgery.options import option
-from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    FeedHints,
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    interface,
+)
 from surgery.registry import register
-from surgery.shapes.spec import MAX_DIM, parse_shapes
 from surgery.shapes.dims import is_known_dim, is_static_shape
 from surgery.shapes.infer import walk_graphs
+from surgery.shapes.spec import MAX_DIM, parse_shapes
 
 __all__ = ["FixShapes", "substitute_dims"]
 
@@ -41,7 +47,7 @@ def _real_inputs(model: ir.Model) -> dict[str, ir.Value]:
 
 @dataclasses.dataclass(frozen=True)
 class FixShapesOptions:
-    shapes: Union[str, dict[str, list[int]]] = option(
+    shapes: str | dict[str, list[int]] = option(
         "",
         help="input shapes: ATC 'x:1,3,224,224;s:' (scalar 's:'), onnxsim 'x:1,3,224,224', "
         "Polygraphy 'x:[1,3,224,224]', or a table {x = [1, 3, 224, 224]}; -1 keeps a dim",

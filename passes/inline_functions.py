@@ -37,7 +37,7 @@ try:  # the cloner is what onnx-ir's own InlinePass and Graph.clone() use
 except ImportError:  # pragma: no cover - onnx-ir moved it
     Cloner = None  # type: ignore[assignment,misc]
 
-__all__ = ["InlineFunctions", "used_domains", "drop_unused_opsets"]
+__all__ = ["InlineFunctions", "drop_unused_opsets", "used_domains"]
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +248,8 @@ class InlineFunctions(SurgeryPass):
         return nodes
 
 
-def _function_graphs(function: ir.Function):  # noqa: ANN202
-    def walk(g):  # noqa: ANN001, ANN202
+def _function_graphs(function: ir.Function):
+    def walk(g):
         yield g, function.opset_imports
         for node in g:
             for sub in subgraphs(node):

@@ -597,7 +597,7 @@ def _sets_type(node: ir.Node) -> bool:
 
 
 def _fits(interval: Interval) -> bool:
-    return interval is not None and LO <= interval[0] and interval[1] <= HI
+    return interval is not None and interval[0] >= LO and interval[1] <= HI
 
 
 def _array_range(array: np.ndarray | None) -> Interval:

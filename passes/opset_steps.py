@@ -25,7 +25,7 @@ from surgery.graph import const_value
 from surgery.rules import Builder, schema
 from surgery.rules.engine import Rewrite, RuleContext, splice
 
-__all__ = ["Step", "Adapter", "ADAPTERS", "DECOMPOSITIONS", "adapter", "decomposition"]
+__all__ = ["ADAPTERS", "DECOMPOSITIONS", "Adapter", "Step", "adapter", "decomposition"]
 
 
 class _Refuse(Exception):

@@ -12,10 +12,17 @@ import onnx_ir as ir
 
 from surgery.errors import InputError, PassError, PipelineError
 from surgery.options import option
-from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    FeedHints,
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    interface,
+)
 from surgery.registry import register
-from surgery.verify.inputs import read_npz
 from surgery.shapes.dims import is_static_shape
+from surgery.verify.inputs import read_npz
 
 __all__ = ["PinInputs"]
 

@@ -339,11 +339,7 @@ class RemoveDropout(SurgeryPass):
 #: Ops whose output has the element type of their first input (enough to find a Dropout's type
 #: when shape inference has not run: Dropout before opset 12 only takes float tensors).
 _SAME_TYPE_OPS = frozenset(
-    "Abs Add AveragePool BatchNormalization Ceil Clip Concat Conv ConvTranspose Div Dropout Elu Exp "
-    "Expand Flatten Floor Gather Gemm GlobalAveragePool GlobalMaxPool HardSigmoid Identity "
-    "InstanceNormalization LeakyRelu Log LogSoftmax LRN MatMul Max MaxPool Mean Min Mul Neg Pad Pow "
-    "PRelu Reciprocal Relu Reshape Resize Selu Sigmoid Slice Softmax Softplus Softsign Sqrt Squeeze "
-    "Sub Sum Tanh Tile Transpose Unsqueeze Upsample".split()
+    ["Abs", "Add", "AveragePool", "BatchNormalization", "Ceil", "Clip", "Concat", "Conv", "ConvTranspose", "Div", "Dropout", "Elu", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "Identity", "InstanceNormalization", "LeakyRelu", "Log", "LogSoftmax", "LRN", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mul", "Neg", "Pad", "Pow", "PRelu", "Reciprocal", "Relu", "Reshape", "Resize", "Selu", "Sigmoid", "Slice", "Softmax", "Softplus", "Softsign", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze", "Upsample"]
 )
 
 

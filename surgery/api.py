@@ -27,11 +27,11 @@ from surgery.verify import worker as ort_worker
 from surgery.verify.inputs import InputsConfig
 from surgery.writeplan import WritePlan
 
-__all__ = ["apply", "PipelineLike", "resolve_pipeline", "artifact_path"]
+__all__ = ["PipelineLike", "apply", "artifact_path", "resolve_pipeline"]
 
 logger = logging.getLogger(__name__)
 
-PipelineLike = Union[str, os.PathLike, Pipeline, Sequence[Union[SurgeryPass, Step]]]
+PipelineLike = Union[str, os.PathLike, Pipeline, Sequence[SurgeryPass | Step]]
 
 
 def resolve_pipeline(pipeline: PipelineLike, *, allow_code: bool = False) -> Pipeline:

@@ -30,7 +30,7 @@ from surgery.pipeline import Pipeline, Step
 from surgery.report import Report
 from surgery.shapes.spec import parse_bucket_spec
 
-__all__ = ["BucketRun", "BucketsResult", "apply_buckets", "bucket_pipeline", "bucket_label"]
+__all__ = ["BucketRun", "BucketsResult", "apply_buckets", "bucket_label", "bucket_pipeline"]
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INDEX_PATH", "build", "load_index", "fingerprint", "render_markdown", "render_show", "render_list"]
+__all__ = ["INDEX_PATH", "build", "fingerprint", "load_index", "render_list", "render_markdown", "render_show"]
 
 INDEX_PATH = Path(__file__).with_name("data") / "passes.json"
 _SCHEMA = 1
@@ -54,10 +54,9 @@ def _jsonable(value: Any) -> Any:
 
 def build() -> dict[str, Any]:
     """Read every built-in pass's declaration from the registry (imports the pass library)."""
+    import surgery.passes  # noqa: F401  (registers the built-ins)
     from surgery import registry
     from surgery.options import describe_options
-
-    import surgery.passes  # noqa: F401  (registers the built-ins)
 
     passes = []
     for cls in registry.all_passes():

@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "SurgeryError",
-    "InputError",
-    "PipelineError",
-    "PassError",
     "GateError",
+    "InputError",
+    "PassError",
+    "PipelineError",
+    "SurgeryError",
     "one_line",
 ]
 

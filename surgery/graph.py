@@ -14,16 +14,16 @@ import onnx_ir as ir
 
 __all__ = [
     "GraphLike",
+    "NameAllocator",
+    "const_value",
+    "count_nodes",
+    "find_cycle",
+    "forward_value",
+    "is_graph_output",
     "iter_graphs",
     "iter_nodes",
     "subgraphs",
-    "const_value",
-    "NameAllocator",
-    "count_nodes",
-    "is_graph_output",
     "transplant",
-    "forward_value",
-    "find_cycle",
 ]
 
 GraphLike = Union[ir.Graph, ir.Function]

@@ -28,24 +28,24 @@ from surgery.errors import InputError
 from surgery.graph import find_cycle, iter_graphs
 
 __all__ = [
+    "STAGING_PREFIX",
+    "LightProto",
     "ModelLike",
-    "load",
-    "to_ir",
-    "check_names",
-    "check_proto",
+    "Transaction",
     "check_acyclic",
     "check_external_data",
-    "contain_external_data",
-    "like_input",
-    "save",
-    "external_tensors",
-    "initializer_bytes",
-    "graph_initializer_bytes",
-    "light_proto",
-    "LightProto",
-    "Transaction",
+    "check_names",
+    "check_proto",
     "clean_stale_staging",
-    "STAGING_PREFIX",
+    "contain_external_data",
+    "external_tensors",
+    "graph_initializer_bytes",
+    "initializer_bytes",
+    "light_proto",
+    "like_input",
+    "load",
+    "save",
+    "to_ir",
 ]
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 
 from surgery.errors import PipelineError
 
-__all__ = ["option", "NoOptions", "parse_options", "describe_options", "OptionInfo", "did_you_mean", "path_options"]
+__all__ = ["NoOptions", "OptionInfo", "describe_options", "did_you_mean", "option", "parse_options", "path_options"]
 
 _MISSING = dataclasses.MISSING
 

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from surgery.analysis.cuts import Boundary, Slice, boundary_from_names, postprocess_boundary, slice_between
+from surgery.analysis.cuts import (
+    Boundary,
+    Slice,
+    boundary_from_names,
+    postprocess_boundary,
+    slice_between,
+)
 from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.dependence import analyse
 from surgery.analysis.tensor_types import describe_value, infer_types
@@ -34,16 +40,16 @@ from surgery.errors import InputError
 from surgery.options import did_you_mean
 
 __all__ = [
+    "MANIFEST_FORMAT",
+    "Split",
     "TypeSpec",
-    "parse_type_spec",
     "extract",
     "extract_part",
-    "Split",
-    "split",
     "manifest",
-    "write_manifest",
-    "MANIFEST_FORMAT",
+    "parse_type_spec",
     "slice_reference",
+    "split",
+    "write_manifest",
 ]
 
 logger = logging.getLogger(__name__)

@@ -29,11 +29,11 @@ from surgery.errors import PipelineError
 from surgery.options import NoOptions, parse_options
 
 __all__ = [
-    "Numerics",
-    "Tolerance",
     "FeedHints",
-    "SurgeryResult",
+    "Numerics",
     "SurgeryPass",
+    "SurgeryResult",
+    "Tolerance",
 ]
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")

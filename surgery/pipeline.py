@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Mode", "VerifyConfig", "StepVerify", "Step", "Pipeline", "load_pipeline", "parse_pipeline", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "Mode", "Pipeline", "Step", "StepVerify", "VerifyConfig", "load_pipeline", "parse_pipeline"]
 
 SCHEMA_VERSION = 1
 Mode = Literal["each", "end", "off"]

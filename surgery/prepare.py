@@ -31,7 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["TARGETS", "Decision", "PrepareResult", "prepare", "pending_decisions", "describe_decisions", "pipeline_path"]
+__all__ = ["TARGETS", "Decision", "PrepareResult", "describe_decisions", "pending_decisions", "pipeline_path", "prepare"]
 
 #: Compilers prepare knows: the doctor's facts and the command it prints are per target.
 TARGETS: tuple[str, ...] = ("ascend",)

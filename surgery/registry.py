@@ -26,7 +26,7 @@ from surgery.errors import PipelineError
 from surgery.options import did_you_mean
 from surgery.pass_base import SurgeryPass
 
-__all__ = ["register", "get", "names", "all_passes", "unregister", "import_file", "load_plugin"]
+__all__ = ["all_passes", "get", "import_file", "load_plugin", "names", "register", "unregister"]
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from surgery.verify.compare import ArrayDiff
 if TYPE_CHECKING:  # pragma: no cover
     from surgery.gates.base import Outcome
 
-__all__ = ["ModelStats", "StepReport", "Report", "jsonable", "REPORT_SCHEMA_VERSION"]
+__all__ = ["REPORT_SCHEMA_VERSION", "ModelStats", "Report", "StepReport", "jsonable"]
 
 REPORT_SCHEMA_VERSION = 2
 

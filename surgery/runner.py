@@ -40,7 +40,7 @@ from surgery.report import ModelStats, Report, StepReport
 from surgery.shapes.dims import count_dynamic_dims
 from surgery.shapes.observed import refresh_and_report
 
-__all__ = ["Runner", "model_stats", "dynamic_dims"]
+__all__ = ["Runner", "dynamic_dims", "model_stats"]
 
 logger = logging.getLogger(__name__)
 

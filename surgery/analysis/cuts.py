@@ -24,7 +24,7 @@ from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.dependence import Dependence, FunctionMap, Hostile, analyse
 from surgery.errors import InputError
 
-__all__ = ["NothingToSplit", "Slice", "slice_between", "Boundary", "postprocess_boundary", "boundary_from_names", "constant_nodes"]
+__all__ = ["Boundary", "NothingToSplit", "Slice", "boundary_from_names", "constant_nodes", "postprocess_boundary", "slice_between"]
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from surgery.analysis.dataflow import Dataflow
 from surgery.model_io import LIGHT_THRESHOLD
 from surgery.shapes.dims import plain_dims, shape_text
 
-__all__ = ["infer_types", "fill_types", "describe_value", "type_text", "upstream_proto"]
+__all__ = ["describe_value", "fill_types", "infer_types", "type_text", "upstream_proto"]
 
 logger = logging.getLogger(__name__)
 

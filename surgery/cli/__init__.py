@@ -21,7 +21,7 @@ from typing import Any
 
 from surgery.errors import SurgeryError, one_line
 
-__all__ = ["main", "COMMANDS", "captured_warnings"]
+__all__ = ["COMMANDS", "captured_warnings", "main"]
 
 logger = logging.getLogger("surgery.cli")
 

@@ -46,7 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from surgery import api, model_io, registry
     from surgery.errors import GateError, InputError
-    from surgery.pipeline import apply_sets, is_pass_list, load_pipeline, pipeline_from_names, set_input_shapes
+    from surgery.pipeline import (
+        apply_sets,
+        is_pass_list,
+        load_pipeline,
+        pipeline_from_names,
+        set_input_shapes,
+    )
     from surgery.writeplan import WritePlan
 
     for plugin in args.plugins:  # naming a plug-in on the command line is the opt-in to run it

@@ -16,7 +16,6 @@ from typing import Any, TextIO
 from surgery.cli import flags
 from surgery.cli.flags import tolerance
 from surgery.errors import InputError, one_line
-from surgery.errors import InputError
 from surgery.shapes.dims import is_static_shape
 from surgery.writeplan import output_arg
 
@@ -121,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
     from surgery.pass_base import FeedHints, Tolerance
     from surgery.verify.inputs import InputsConfig, plan_inputs
     from surgery.verify.layerwise import compare_layerwise
-
     from surgery.writeplan import WritePlan
 
     a = model_io.load(args.a)

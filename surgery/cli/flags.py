@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["deprecated_alias", "add_data", "add_pipeline_inputs", "add_progress", "progress_printer", "tolerance"]
+__all__ = ["add_data", "add_pipeline_inputs", "add_progress", "deprecated_alias", "progress_printer", "tolerance"]
 
 
 class _Deprecated(argparse.Action):

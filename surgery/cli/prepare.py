@@ -17,7 +17,7 @@ from typing import Any
 from surgery.cli import flags
 from surgery.writeplan import output_arg
 
-__all__ = ["register", "run", "parse_pins"]
+__all__ = ["parse_pins", "register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

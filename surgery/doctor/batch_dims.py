@@ -28,8 +28,7 @@ logger = logging.getLogger(__name__)
 
 _PREFIX = "__surgery_dim"
 _BROADCAST = frozenset(
-    "Add Sub Mul Div Pow Max Min Sum Mean Where Equal Greater Less GreaterOrEqual LessOrEqual And Or Xor "
-    "BitShift Mod PRelu".split()
+    ["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "BitShift", "Mod", "PRelu"]
 )
 _RNN = frozenset({"RNN", "GRU", "LSTM"})
 

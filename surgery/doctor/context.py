@@ -17,7 +17,7 @@ from surgery.doctor.facts import AtcFacts, normalize_domain
 from surgery.graph import const_value
 from surgery.shapes.dims import count_dynamic_dims, is_static_shape, plain_dims
 
-__all__ = ["NodeEntry", "Context"]
+__all__ = ["Context", "NodeEntry"]
 
 logger = logging.getLogger(__name__)
 

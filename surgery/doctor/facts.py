@@ -16,7 +16,7 @@ from typing import Any
 
 from surgery.errors import InputError
 
-__all__ = ["OpFact", "AicpuEntry", "AtcFacts", "load_facts", "parse_opsets", "normalize_domain"]
+__all__ = ["AicpuEntry", "AtcFacts", "OpFact", "load_facts", "normalize_domain", "parse_opsets"]
 
 DATA_FILE = "atc_facts.json"
 

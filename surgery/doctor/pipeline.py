@@ -28,16 +28,16 @@ from surgery.doctor.context import Context
 from surgery.doctor.facts import load_facts
 from surgery.doctor.finding import DoctorReport, Finding, Severity
 from surgery.doctor.fixes import PASS_ORDER, USER_DECISION_PASSES, order_passes
+from surgery.shapes.dims import is_known_dim, is_static_shape
 from surgery.tomlwrite import Unrepresentable, comment, string, text_of
 from surgery.tomlwrite import value as toml_value
-from surgery.shapes.dims import is_known_dim, is_static_shape
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_SPATIAL", "DEFAULT_OTHER", "EmittedPipeline", "emit_pipeline", "decide_shapes"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_OTHER", "DEFAULT_SPATIAL", "EmittedPipeline", "decide_shapes", "emit_pipeline"]
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from surgery.gates.state import RunState
     from surgery.pipeline import Step
 
-__all__ = ["Status", "Schedule", "Outcome", "Gate", "BaseGate", "Instrument", "BaseInstrument"]
+__all__ = ["BaseGate", "BaseInstrument", "Gate", "Instrument", "Outcome", "Schedule", "Status"]
 
 
 class Status(str, enum.Enum):

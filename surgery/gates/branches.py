@@ -166,7 +166,7 @@ def _followed(data: ParityData, names: list[str]) -> list[Sample]:
     out: list[Sample] = []
     flipped = {n: np.logical_not(planned[n]) for n in names if n in planned and np.asarray(planned[n]).dtype.kind == "b"}
     if flipped:
-        out.append(Sample("condition inputs flipped", {**planned, **flipped}, 1.0, {n: "flipped" for n in flipped}))
+        out.append(Sample("condition inputs flipped", {**planned, **flipped}, 1.0, dict.fromkeys(flipped, "flipped")))
     numeric = [n for n in names if n in planned and np.asarray(planned[n]).dtype.kind in "iuf"]
     for scale in (1.0, 1e3, 1e6):
         for sign in (1, -1):
@@ -179,7 +179,7 @@ def _followed(data: ParityData, names: list[str]) -> list[Sample]:
                     info = np.iinfo(a.dtype)
                     feeds[n] = np.full(a.shape, int(np.clip(sign * scale, info.min, info.max)), dtype=a.dtype)
             if numeric:
-                out.append(Sample(f"condition inputs at {sign * scale:g}", feeds, scale, {n: f"all {sign * scale:g}" for n in numeric}))
+                out.append(Sample(f"condition inputs at {sign * scale:g}", feeds, scale, dict.fromkeys(numeric, f"all {sign * scale:g}")))
     return out
 
 

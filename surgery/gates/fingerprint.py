@@ -17,7 +17,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-__all__ = ["fingerprint", "changed_graphs", "SMALL_CONSTANT"]
+__all__ = ["SMALL_CONSTANT", "changed_graphs", "fingerprint"]
 
 SMALL_CONSTANT = 4096
 """Constants up to this many bytes are fingerprinted by value; larger ones by identity."""

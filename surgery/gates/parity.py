@@ -31,13 +31,13 @@ from surgery.gates.state import MissingKernel, RunState
 from surgery.instruments.parity import ORT_ERRORS, OrtLoadError
 from surgery.pass_base import FeedHints, Numerics, Tolerance
 from surgery.pipeline import Step
+from surgery.shapes.observed import correct_observed_shapes
 from surgery.verify.compare import ArrayDiff, diff_arrays
 from surgery.verify.explain import explain_ort_failure, is_input_failure
-from surgery.shapes.observed import correct_observed_shapes
 from surgery.verify.inputs import FeedPlan, plan_inputs
 from surgery.verify.samples import Sample, candidate_samples
 
-__all__ = ["ParityGate", "ParityData", "reference_outputs"]
+__all__ = ["ParityData", "ParityGate", "reference_outputs"]
 
 logger = logging.getLogger(__name__)
 

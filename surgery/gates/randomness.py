@@ -51,7 +51,7 @@ def _names_used(node: ir.Node) -> set[str]:
     return names
 
 
-def iter_graphs_of(graph: ir.Graph):  # noqa: ANN201 - a small local walker
+def iter_graphs_of(graph: ir.Graph):
     yield graph
     for node in graph:
         for sub in subgraphs(node):

@@ -25,7 +25,7 @@ from surgery.gates.state import RunState
 from surgery.pipeline import Step
 from surgery.shapes.dims import is_known_dim
 
-__all__ = ["Signature", "signature", "signature_diff", "SignatureGate"]
+__all__ = ["Signature", "SignatureGate", "signature", "signature_diff"]
 
 Port = tuple[str, str, Any]  # name, element type, dims (None: unknown rank; "?" for a symbolic dim)
 

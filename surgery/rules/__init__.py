@@ -11,7 +11,15 @@
 from __future__ import annotations
 
 from surgery.rules.builder import Builder
-from surgery.rules.engine import Rewrite, Rule, RuleContext, RulePass, RuleStats, apply_rules, graphs_with_opsets
+from surgery.rules.engine import (
+    Rewrite,
+    Rule,
+    RuleContext,
+    RulePass,
+    RuleStats,
+    apply_rules,
+    graphs_with_opsets,
+)
 from surgery.rules.pattern import ANY, Const, Match, Miss, Op, Var
 
 __all__ = [

@@ -38,16 +38,16 @@ from surgery.rules.pattern import Match, Miss, Op
 from surgery.rules.pattern import match as match_pattern
 
 __all__ = [
-    "Rule",
-    "RuleLike",
-    "RuleContext",
     "Rewrite",
+    "Rule",
+    "RuleContext",
+    "RuleLike",
+    "RulePass",
     "RuleStats",
     "apply_rules",
     "graphs_with_opsets",
-    "RulePass",
-    "splice",
     "remove_dead_constants",
+    "splice",
 ]
 
 logger = logging.getLogger(__name__)

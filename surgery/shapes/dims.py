@@ -26,15 +26,15 @@ if TYPE_CHECKING:  # light at import: the CLI's fast commands use these helpers
     import onnx_ir as ir
 
 __all__ = [
-    "is_known_dim",
-    "is_dynamic_dim",
-    "is_static_shape",
-    "dynamic_axes",
     "count_dynamic_dims",
     "dim_name",
     "dim_text",
-    "shape_text",
+    "dynamic_axes",
+    "is_dynamic_dim",
+    "is_known_dim",
+    "is_static_shape",
     "plain_dims",
+    "shape_text",
 ]
 
 _ANONYMOUS = ("", "?")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["evaluate_node", "attribute_values"]
+__all__ = ["attribute_values", "evaluate_node"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ _FAST: dict[str, Callable[[ir.Node, list[Any], int], list[np.ndarray]]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_op(domain: str, op_type: str, version: int) -> Any:
     try:
         from onnx.reference.ops import load_op

@@ -44,9 +44,15 @@ from onnx_ir._cloner import Cloner
 from surgery.graph import GraphLike, NameAllocator, const_value
 from surgery.shapes.dims import is_known_dim
 from surgery.shapes.evaluate import evaluate_node
-from surgery.shapes.infer import has_schema, infer_control_flow, infer_node, is_static_shape, walk_graphs
+from surgery.shapes.infer import (
+    has_schema,
+    infer_control_flow,
+    infer_node,
+    is_static_shape,
+    walk_graphs,
+)
 
-__all__ = ["Folder", "FoldStats", "DEFAULT_KEEP_OPS"]
+__all__ = ["DEFAULT_KEEP_OPS", "FoldStats", "Folder"]
 
 logger = logging.getLogger(__name__)
 

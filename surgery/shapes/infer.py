@@ -23,21 +23,21 @@ from surgery.model_io import LightProto
 from surgery.shapes.dims import is_known_dim, is_static_shape, shape_text
 
 __all__ = [
-    "OBSERVED_KEY",
     "CONTRADICTED_KEY",
-    "honour_observation",
+    "OBSERVED_KEY",
     "InferredTables",
-    "inferred_tables",
-    "refresh_shapes",
-    "proven_shapes",
-    "is_known_dim",
-    "is_static_shape",
-    "has_schema",
     "clear_shapes",
+    "has_schema",
+    "honour_observation",
+    "infer_control_flow",
     "infer_model",
     "infer_node",
-    "infer_control_flow",
+    "inferred_tables",
+    "is_known_dim",
+    "is_static_shape",
     "merge_shape",
+    "proven_shapes",
+    "refresh_shapes",
     "walk_graphs",
 ]
 
@@ -71,7 +71,7 @@ def honour_observation(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | No
     return fixed
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _has_schema(op_type: str, domain: str) -> bool:
     return onnx.defs.has(op_type, "" if domain == "ai.onnx" else domain)
 

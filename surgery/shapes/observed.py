@@ -35,16 +35,16 @@ from surgery.shapes.dims import is_known_dim, shape_text
 from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY, proven_shapes, refresh_shapes
 
 __all__ = [
+    "MAX_OBSERVED_NODES",
     "Contradiction",
-    "observe_shapes",
-    "record_observations",
-    "contradictions",
     "contradiction_notes",
+    "contradictions",
     "correct_observed_shapes",
+    "observe_shapes",
+    "only_tolerated_errors",
+    "record_observations",
     "refresh_and_report",
     "tolerated_nodes",
-    "only_tolerated_errors",
-    "MAX_OBSERVED_NODES",
 ]
 
 logger = logging.getLogger(__name__)

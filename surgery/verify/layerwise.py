@@ -33,14 +33,14 @@ from surgery.verify.compare import ArrayDiff, diff_arrays
 from surgery.verify.ort import OrtSession
 
 __all__ = [
-    "TensorComparison",
-    "LayerwiseReport",
-    "compare_layerwise",
-    "first_divergence",
-    "divergence_message",
-    "run_exposing",
-    "resolve_renames",
     "DEFAULT_BUDGET_BYTES",
+    "LayerwiseReport",
+    "TensorComparison",
+    "compare_layerwise",
+    "divergence_message",
+    "first_divergence",
+    "resolve_renames",
+    "run_exposing",
 ]
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ import onnx_ir as ir
 from surgery.pass_base import FeedHints
 from surgery.verify.inputs import FeedPlan, InputsConfig, _index_bound
 
-__all__ = ["Sample", "candidate_samples", "extreme_samples", "DEFAULT_SAMPLES"]
+__all__ = ["DEFAULT_SAMPLES", "Sample", "candidate_samples", "extreme_samples"]
 
 DEFAULT_SAMPLES = 3
 """The planned sample plus two wide ones (``[verify] samples``)."""
@@ -103,7 +103,7 @@ def _int_range(dtype: np.dtype, wide: float, nonneg: bool) -> tuple[int, int]:
     info = np.iinfo(dtype)
     if wide <= 1:  # not a wide sample (e.g. the second size): the planned range
         return 0, 10
-    span = int(100 if wide <= 10 else 10_000)
+    span = 100 if wide <= 10 else 10_000
     lo, hi = (0 if nonneg else -span), span
     return max(lo, int(info.min)), min(hi, int(info.max))
 

@@ -52,9 +52,9 @@ __all__ = [
     "get_worker",
     "isolated",
     "isolation",
+    "prestart",
     "run_session",
     "scope",
-    "prestart",
     "shutdown",
     "to_ort_value",
 ]

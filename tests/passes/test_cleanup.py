@@ -10,10 +10,10 @@ import onnx_ir.passes.common as ir_common
 import pytest
 from onnx import TensorProto as TP
 from onnx import helper
-from surgery.passes.cleanup import Cleanup
 
 import surgery
 from surgery.errors import PassError
+from surgery.passes.cleanup import Cleanup
 from surgery.testing import make_model, node_names, op_counts, ort_run, vi
 
 RNG = np.random.default_rng(1)

@@ -8,8 +8,8 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
-from surgery.passes.nearest_upsample_to_expand import NearestUpsampleToExpand
 
+from surgery.passes.nearest_upsample_to_expand import NearestUpsampleToExpand
 from surgery.testing import make_model, op_counts, ort_run, vi
 
 

@@ -9,10 +9,10 @@ import onnx
 import onnx_ir as ir
 from onnx import TensorProto as T
 from onnx import helper as h
-from surgery.passes.precision_plan import PrecisionPlan
 
 import surgery
 from surgery.cli import main
+from surgery.passes.precision_plan import PrecisionPlan
 from surgery.testing import make_model, vi
 
 

@@ -15,7 +15,7 @@ import surgery
 from surgery.errors import GateError, InputError
 from surgery.pass_base import SurgeryPass, SurgeryResult
 from surgery.pipeline import Pipeline, Step, StepVerify
-from surgery.testing import make_model, ort_run, vi
+from surgery.testing import make_model, vi
 
 
 def test_good_pipeline_reports_each_pass(mlp, test_passes):

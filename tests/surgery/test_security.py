@@ -19,12 +19,12 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
-from surgery.passes.cleanup import Cleanup
 
 import surgery
 from surgery import tomlwrite
 from surgery.cli import main
 from surgery.errors import InputError, PipelineError
+from surgery.passes.cleanup import Cleanup
 from surgery.pipeline import load_pipeline
 from surgery.testing import make_model, vi
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -11,7 +9,13 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from surgery.analysis.cuts import NothingToSplit, boundary_from_names, constant_nodes, postprocess_boundary, slice_between
+from surgery.analysis.cuts import (
+    NothingToSplit,
+    boundary_from_names,
+    constant_nodes,
+    postprocess_boundary,
+    slice_between,
+)
 from surgery.analysis.dataflow import Dataflow, captured_values
 from surgery.analysis.dependence import analyse
 from surgery.analysis.views import node_graph, tensor_graph

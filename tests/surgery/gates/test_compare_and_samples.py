@@ -9,10 +9,10 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 from surgery.pass_base import FeedHints, Tolerance
+from surgery.testing import make_model, vi
 from surgery.verify.compare import diff_arrays
 from surgery.verify.inputs import InputsConfig, InputSpec, plan_inputs
 from surgery.verify.samples import candidate_samples
-from surgery.testing import make_model, vi
 
 TOL = Tolerance(1e-4, 1e-5)
 

@@ -4,13 +4,13 @@ import numpy as np
 import onnx_ir as ir
 from onnx import TensorProto as T
 from onnx import helper as h
-from surgery.passes.make_static import MakeStatic
-from surgery.passes.pin_inputs import PinInputs
 
 import surgery
 from surgery.doctor import diagnose, emit_pipeline
 from surgery.doctor.checks.value_if import check_value_dependent_if
 from surgery.doctor.finding import Severity
+from surgery.passes.make_static import MakeStatic
+from surgery.passes.pin_inputs import PinInputs
 from surgery.testing import make_model, op_counts, ort_run, vi
 
 
