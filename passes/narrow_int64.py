@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import onnx
@@ -61,7 +61,7 @@ I32 = ir.DataType.INT32
 LO, HI = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 Interval = tuple[int, int] | None
-GraphLike = Union[ir.Graph, ir.Function]
+GraphLike = ir.Graph | ir.Function
 
 #: ops whose listed inputs carry values through unchanged (the output's range is their union)
 _MOVE = {

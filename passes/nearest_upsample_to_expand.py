@@ -103,7 +103,7 @@ class NearestRepeatRule(Rule):
         new_axes = [axis + k + 1 for k, axis in enumerate(scaled)]
         up = b.unsqueeze(x, new_axes)
         target: list[int] = []
-        for i, f in enumerate(factors):
+        for _i, f in enumerate(factors):
             target.append(1)
             if f > 1:
                 target.append(f)

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -31,7 +31,7 @@ __all__ = ["PipelineLike", "apply", "artifact_path", "resolve_pipeline"]
 
 logger = logging.getLogger(__name__)
 
-PipelineLike = Union[str, os.PathLike, Pipeline, Sequence[SurgeryPass | Step]]
+PipelineLike = str | os.PathLike | Pipeline | Sequence[SurgeryPass | Step]
 
 
 def resolve_pipeline(pipeline: PipelineLike, *, allow_code: bool = False) -> Pipeline:

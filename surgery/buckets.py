@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import onnx
@@ -34,7 +34,7 @@ __all__ = ["BucketRun", "BucketsResult", "apply_buckets", "bucket_label", "bucke
 
 logger = logging.getLogger(__name__)
 
-BucketSpec = Union[str, Mapping[str, Any]]
+BucketSpec = str | Mapping[str, Any]
 
 
 @dataclasses.dataclass

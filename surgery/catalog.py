@@ -157,9 +157,7 @@ def render_markdown(index: dict[str, Any]) -> str:
             for o in p["options"]:
                 default = "required" if o["required"] else f"`{_show_default(o['default'])}`"
                 out.append(f"| `{o['name']}` | `{_md_cell(o['type'])}` | {_md_cell(default)} | {_md_cell(o['help'])} |")
-        example = [f'name = "{p["name"]}"'] + [
-            f"{o['name']} = {_toml_example(o['default'])}" for o in p["options"] if not o["required"] and o["default"] not in (None, "", [], {})
-        ][:2]
+        example = [f'name = "{p["name"]}"', *[f"{o['name']} = {_toml_example(o['default'])}" for o in p["options"] if not o["required"] and o["default"] not in (None, "", [], {})][:2]]
         out += ["", "```toml", "[[pass]]", *example, "```"]
     return "\n".join(out) + "\n"
 

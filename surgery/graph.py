@@ -7,7 +7,6 @@ Every pass must reach into ``If``/``Loop``/``Scan`` bodies and model-local funct
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Union
 
 import numpy as np
 import onnx_ir as ir
@@ -26,7 +25,7 @@ __all__ = [
     "transplant",
 ]
 
-GraphLike = Union[ir.Graph, ir.Function]
+GraphLike = ir.Graph | ir.Function
 
 _GRAPH = ir.AttributeType.GRAPH
 _GRAPHS = ir.AttributeType.GRAPHS
@@ -47,9 +46,8 @@ def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
         if kind is _GRAPH:
             if not attr.is_ref():
                 yield attr.as_graph()
-        elif kind is _GRAPHS:
-            if not attr.is_ref():
-                yield from attr.as_graphs()
+        elif kind is _GRAPHS and not attr.is_ref():
+            yield from attr.as_graphs()
 
 
 def _walk(graph: GraphLike) -> Iterator[GraphLike]:

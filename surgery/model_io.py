@@ -18,7 +18,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Union
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -50,7 +50,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ModelLike = Union[str, os.PathLike, onnx.ModelProto, ir.Model]
+ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
 
 #: Initializers at or above this size are left out of in-memory protos (checker, ORT, snapshots).
 LIGHT_THRESHOLD = 1024
@@ -305,7 +305,7 @@ def check_acyclic(model: ir.Model, where: object) -> None:
         if cycle:
             parts = [f"'{n.name or '?'}' ({n.op_type})" for n in cycle]
             if len(parts) > 8:
-                parts = parts[:4] + ["..."] + parts[-3:]
+                parts = [*parts[:4], "...", *parts[-3:]]
             names = " -> ".join(parts)
             raise InputError(f"{where}: the graph has a cycle: {names}; an ONNX graph must be acyclic")
 

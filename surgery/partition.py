@@ -302,7 +302,7 @@ def split(
         cut = postprocess_boundary(graph, hostile_ops=hostile_ops, functions=model.functions)
         source = "auto"
     flow = cut.dependence.flow if cut.dependence is not None else Dataflow(graph)
-    outputs = [v for v in graph.outputs]
+    outputs = list(graph.outputs)
     out_names = [v.name or "" for v in outputs]
     tail_outputs = [v for v in outputs if flow.producer(v) in cut.tail_nodes]
     if not tail_outputs:
@@ -315,7 +315,7 @@ def split(
     for v in cut.tensors:
         if v not in head_outputs:
             head_outputs.append(v)
-    head_inputs = [v for v in graph.inputs]
+    head_inputs = list(graph.inputs)
     head_model, head_slice, head_notes = extract_part(
         model, [v.name for v in head_inputs], [v.name for v in head_outputs], name=f"{graph.name or 'model'}_head", flow=flow
     )
@@ -372,7 +372,7 @@ def manifest(
     ``original_outputs`` defaults to the union of the parts' outputs that are not read by a later
     part.
     """
-    parts = [("head", head)] + list(chained.items())
+    parts = [("head", head), *chained.items()]
     files = dict(files or {})
     entries = []
     produced: list[str] = []

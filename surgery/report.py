@@ -84,7 +84,7 @@ class StepReport:
         return outcome.diffs if outcome is not None else []
 
     def worst(self) -> ArrayDiff | None:
-        finite = [d for d in self.parity]
+        finite = list(self.parity)
         if not finite:
             return None
         return max(finite, key=lambda d: (not d.ok, d.max_abs if math.isfinite(d.max_abs) else 1e300))

@@ -153,7 +153,7 @@ def export(arch_name: str, exporter: str, path: Path) -> Path:
     with torch.no_grad():
         if exporter == "legacy":
             axes: dict[str, dict[int, str]] = {n: dict(a) for n, a in arch.dynamic.items()}
-            for i, out in enumerate(arch.outputs):
+            for _i, out in enumerate(arch.outputs):
                 axes[out] = {0: "batch"}
             torch.onnx.export(model, args, str(path), dynamo=False, opset_version=17, input_names=names,
                               output_names=list(arch.outputs), dynamic_axes=axes)

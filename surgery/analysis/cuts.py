@@ -52,7 +52,7 @@ def _path(flow: Dataflow, parent: dict[ir.Value, ir.Value], start: ir.Value) -> 
         chain.append(parent[chain[-1]])
     names = [v.name or "?" for v in chain]
     if len(names) > 6:
-        names = names[:3] + ["…"] + names[-2:]
+        names = [*names[:3], "…", *names[-2:]]
     return " → ".join(names)
 
 

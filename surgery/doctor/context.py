@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator
-from typing import Union
 
 import numpy as np
 import onnx
@@ -21,7 +20,7 @@ __all__ = ["Context", "NodeEntry"]
 
 logger = logging.getLogger(__name__)
 
-GraphLike = Union[ir.Graph, ir.Function]
+GraphLike = ir.Graph | ir.Function
 
 # Ops whose output is fixed once the input shapes are (they read shapes, not values).
 _SHAPE_READERS = frozenset({"Shape", "Size"})

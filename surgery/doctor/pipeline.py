@@ -243,8 +243,7 @@ def emit_pipeline(
                           "verified before it goes")
         if name in USER_DECISION_PASSES:
             commented.append(name)
-            lines += header + [comment(f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); "
-                                       "uncomment to use it"), "# [[pass]]", comment(f"name = {string(name)}"), ""]
+            lines += [*header, comment(f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); uncomment to use it"), "# [[pass]]", comment(f"name = {string(name)}"), ""]
             continue
         options = _option_names(cls)
         if name == "fix-shapes":
@@ -284,7 +283,7 @@ def emit_pipeline(
             if "target" in options:
                 body.append(f"target = {toml_value(target)}")
         steps.append(name)
-        lines += header + ["[[pass]]", f"name = {string(name)}", *body, ""]
+        lines += [*header, "[[pass]]", f"name = {string(name)}", *body, ""]
 
     leftovers = [n for n in order_passes(suggested) if n not in active]
     if leftovers:

@@ -330,7 +330,7 @@ class Emulator:
                 uses[name] = uses.get(name, 0) + 1
         self._uses = uses
         self._outputs = [v.name or "" for v in graph.outputs]
-        self._inits = {name: v for name, v in graph.initializers.items()}
+        self._inits = dict(graph.initializers.items())
         self.peak_live = 0
         """Most tensors held at once by a sweep (both runs): the streaming bound, for tests and -v logs."""
         self.labels = [node.name or f"<{node.op_type} -> {node.outputs[0].name}>" for node in self.nodes]
@@ -410,7 +410,7 @@ class Emulator:
         keep_alive = set(self._outputs)
         for i, node in enumerate(self.nodes):
             runner = self._runner(i)
-            names = [n for n in dict.fromkeys([n for n in runner.inputs if n] + runner.extra)]
+            names = list(dict.fromkeys([n for n in runner.inputs if n] + runner.extra))
             ref_feeds = {n: self._value(n, ref) for n in names}
             emu_feeds = {n: self._value(n, emu) for n in names}
             input_overflow = input_flush = ""

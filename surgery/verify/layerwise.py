@@ -336,7 +336,7 @@ def _estimate(value: ir.Value) -> int | None:
         itemsize = value.dtype.itemsize
     except Exception:
         return None
-    return int(math.prod(value.shape)) * int(math.ceil(itemsize))
+    return int(math.prod(value.shape)) * math.ceil(itemsize)
 
 
 def _next_chunk(

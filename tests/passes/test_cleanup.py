@@ -530,7 +530,7 @@ def test_matmul_add_becomes_gemm_only_for_2d():
              helper.make_node("MatMul", ["x3", "w"], ["m3"], name="fc3"), helper.make_node("Add", ["m3", "b"], ["y3"])]
     proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("x3", TP.FLOAT, [4, 2, 3])],
                                [vi("y", TP.FLOAT, [2, 5]), vi("y3", TP.FLOAT, [4, 2, 5])], inits))
-    model, result = run_cleanup(proto)
+    model, _result = run_cleanup(proto)
     assert op_counts(model) == {"Gemm": 1, "MatMul": 1, "Add": 1}
     assert any(n.op_type == "Gemm" and n.name.startswith("fc/") for n in model.graph)
     feeds = {"x": X, "x3": RNG.standard_normal((4, 2, 3)).astype(np.float32)}

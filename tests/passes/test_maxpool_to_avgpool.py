@@ -27,10 +27,10 @@ def _pool(op: str, out_hw: int, **attrs) -> onnx.ModelProto:
 @pytest.mark.parametrize(
     "attrs, out_hw",
     [
-        (dict(kernel_shape=[2, 2], strides=[2, 2]), 3),
-        (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), 4),
-        (dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), 4),
-        (dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), 7),
+        ({"kernel_shape": [2, 2], "strides": [2, 2]}, 3),
+        ({"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 4),
+        ({"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}, 4),
+        ({"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER"}, 7),
     ],
 )
 @pytest.mark.parametrize("include_pad", [False, True])
@@ -48,7 +48,7 @@ def test_equals_an_averagepool_over_the_same_windows(attrs, out_hw, include_pad)
 
 def test_default_ignores_padding_like_maxpool_does():
     # a border window of a padded pool: with count_include_pad=0 a constant image stays constant
-    attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
     model = ir.from_proto(_pool("MaxPool", 4, **attrs))
     MaxPoolToAvgPool()(model)
     out = ort_run(model, {"x": np.full((1, 2, 7, 7), 3.0, np.float32)})["y"]

@@ -179,7 +179,7 @@ def test_chained_models_are_verified_together(mlp):
             model.graph.initializers.pop("W2")
             return SurgeryResult(model, True, chained={"tail": tail})
 
-    out, report = surgery.apply(ir.from_proto(mlp), [SplitLast()])
+    _out, report = surgery.apply(ir.from_proto(mlp), [SplitLast()])
     assert report.steps[0].parity_status == "ok"
     assert report.chained == ["tail"] and isinstance(report.models["tail"], ir.Model)
 

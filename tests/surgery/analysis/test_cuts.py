@@ -80,7 +80,7 @@ def _topk_model(k_from_data: bool) -> ir.Model:
             h.make_node("Concat", ["four", "n"], ["cand"], name="concat", axis=0),
             h.make_node("ReduceMin", ["cand"], ["k"], name="kmin", keepdims=1),
         ]
-    nodes = k_nodes + [h.make_node("TopK", ["x", "k"], ["vals", "idx"], name="topk", axis=1)]
+    nodes = [*k_nodes, h.make_node("TopK", ["x", "k"], ["vals", "idx"], name="topk", axis=1)]
     return _ir(make_model(nodes, [vi("x", T.FLOAT, [1, "n"])], [vi("vals", T.FLOAT, [1, "k"]), vi("idx", T.INT64, [1, "k"])],
                           {"one": np.array([1], np.int64), "idx1": np.array([1], np.int64), "four": np.array([4], np.int64)}))
 
