@@ -300,6 +300,6 @@ class Cleanup(SurgeryPass):
         changed = 0
         for graph, nodes in before.values():
             after = list(graph)
-            if len(after) != len(nodes) or any(a is not b for a, b in zip(after, nodes)):
+            if len(after) != len(nodes) or any(a is not b for a, b in zip(after, nodes, strict=True)):
                 changed += 1
         return changed

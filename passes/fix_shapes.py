@@ -106,7 +106,7 @@ def substitute_dims(model: ir.Model, bindings: Mapping[str, int]) -> int:
             if shape is None or is_static_shape(shape):
                 continue
             dims = [_eval_dim(d, bindings) if isinstance(d, ir.SymbolicDim) else d for d in shape]
-            if any(is_known_dim(a) != is_known_dim(b) for a, b in zip(dims, shape)):
+            if any(is_known_dim(a) != is_known_dim(b) for a, b in zip(dims, shape, strict=True)):
                 value.shape = ir.Shape(dims)
                 changed += 1
     return changed
@@ -174,7 +174,7 @@ class FixShapes(SurgeryPass):
                         f"input '{name}' has rank {len(current)} (shape {_fmt(current)}), the spec gives rank "
                         f"{len(wanted)} ({list(wanted)})", pass_name=self.name)
                 new: list[int | ir.SymbolicDim] = []
-                for axis, (cur, want) in enumerate(zip(current, wanted)):
+                for axis, (cur, want) in enumerate(zip(current, wanted, strict=True)):
                     if want == -1:
                         new.append(cur)
                     elif is_known_dim(cur) and cur != want:

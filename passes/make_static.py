@@ -148,7 +148,7 @@ class MakeStatic(SurgeryPass):
         stats = folder.stats
         folded = stats.folded_nodes + stats.shape_ops_folded + stats.ifs_inlined + stats.loops_unrolled + stats.scans_unrolled
         shapes_changed = len(before) != len(after) or any(
-            a[0] is not b[0] or a[1] != b[1] for a, b in zip(before, after)
+            a[0] is not b[0] or a[1] != b[1] for a, b in zip(before, after, strict=True)
         )
         offenders = find_offenders(model)
         dynamic = [o for o in offenders if o.what == "tensor"]

@@ -515,7 +515,7 @@ def _seed_body(graph: ir.Graph, owner: ir.Node, opset: int, state: _State) -> No
             state.dtype[inputs[0]] = I64
         if inputs[1].dtype is None:
             state.dtype[inputs[1]] = ir.DataType.BOOL
-        for formal, actual in zip(inputs[2:], owner.inputs[2:]):
+        for formal, actual in zip(inputs[2:], owner.inputs[2:], strict=True):
             if formal.dtype is None and actual is not None:
                 state.dtype[formal] = state.dtype.get(actual) or actual.dtype
         trip = owner.inputs[0] if owner.inputs else None
@@ -525,7 +525,7 @@ def _seed_body(graph: ir.Graph, owner: ir.Node, opset: int, state: _State) -> No
     elif owner.op_type == "Scan" and owner.domain in ("", "ai.onnx") and opset >= 9:
         scan_inputs = schema.attr_value(owner, "num_scan_inputs", opset, 0)
         states = len(owner.inputs) - scan_inputs
-        for j, (formal, actual) in enumerate(zip(inputs, owner.inputs)):
+        for j, (formal, actual) in enumerate(zip(inputs, owner.inputs, strict=True)):
             if actual is None:
                 continue
             if formal.dtype is None:

@@ -65,7 +65,7 @@ def repeat_factors(node: ir.Node, shape: ir.Shape | None, opset: int) -> tuple[l
     elif sizes is not None and sizes.size:
         if not all(isinstance(d, int) for d in shape):
             return None, "sizes with a dynamic input shape"
-        factors = [int(o) / int(i) if int(i) else 0.0 for o, i in zip(sizes.reshape(-1), shape)]
+        factors = [int(o) / int(i) if int(i) else 0.0 for o, i in zip(sizes.reshape(-1), shape, strict=False)]
     else:
         return None, "scales/sizes not constant"
     if len(factors) != rank:
@@ -109,7 +109,7 @@ class NearestRepeatRule(Rule):
                 target.append(f)
         wide = b.op("Expand", up, b.ints(target, "repeats"))
         first = scaled[0]
-        final = [0] * first + [int(d) * f for d, f in zip(list(shape)[first:], factors[first:])]
+        final = [0] * first + [int(d) * f for d, f in zip(list(shape)[first:], factors[first:], strict=True)]
         return [b.op("Reshape", wide, b.ints(final, "shape"))]
 
 

@@ -119,7 +119,7 @@ class PinInputs(SurgeryPass):
                     raise PassError(
                         f"input '{value.name}' has rank {len(shape)}; the value has shape {list(array.shape)}",
                         pass_name=self.name)
-            for axis, (want, got) in enumerate(zip(shape, array.shape)):
+            for axis, (want, got) in enumerate(zip(shape, array.shape, strict=True)):
                 if isinstance(want, int) and want != got:
                     raise PassError(
                         f"input '{value.name}' dim {axis} is {want}; the value has {got} there", pass_name=self.name)

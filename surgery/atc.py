@@ -338,7 +338,7 @@ def dynamic_dims_command(
             if len(given) != len(dims):
                 raise InputError(f"atc: --dynamic_dims profile {i + 1}: input '{name}' has rank {len(dims)}, "
                                  f"the profile gives {len(given)} dims")
-            for axis, (d, g) in enumerate(zip(dims, given)):
+            for axis, (d, g) in enumerate(zip(dims, given, strict=True)):
                 if g < 1 or (d != -1 and d != g):
                     raise InputError(f"atc: --dynamic_dims profile {i + 1}: input '{name}' dim {axis} is {g}, "
                                      f"the model has {d if d != -1 else 'a dynamic dim'}")

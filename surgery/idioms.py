@@ -103,7 +103,7 @@ def _same_shape(a: ir.Value, b: ir.Value) -> bool:
     """Whether both shapes are known and equal dim by dim (ints, or the same symbolic name)."""
     if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
         return False
-    for x, y in zip(a.shape, b.shape):
+    for x, y in zip(a.shape, b.shape, strict=True):
         if isinstance(x, int) or isinstance(y, int):
             if x != y:
                 return False
@@ -215,7 +215,7 @@ def _slice_params(node: ir.Node, rank: int) -> dict[int, tuple[int, int, int]] |
     if not len(starts) == len(ends) == len(axes_l) == len(steps_l):
         return None
     out: dict[int, tuple[int, int, int]] = {}
-    for s, e, a, st in zip(starts, ends, axes_l, steps_l):
+    for s, e, a, st in zip(starts, ends, axes_l, steps_l, strict=True):
         out[int(a) % rank] = (int(s), int(e), int(st))
     return out
 

@@ -122,7 +122,7 @@ def _apply_types(
     Returns notes on what stays unknown; raises for an untyped input when ``required``.
     """
     notes: list[str] = []
-    missing = [o for o, c in zip(originals, clones) if (c.type is None or c.shape is None) and c.name not in explicit]
+    missing = [o for o, c in zip(originals, clones, strict=True) if (c.type is None or c.shape is None) and c.name not in explicit]
     inferred = infer_types(source, missing, flow) if missing else {}
     for clone in clones:
         name = clone.name or ""

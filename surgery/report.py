@@ -241,7 +241,7 @@ class Report:
                 f"{s.seconds:.2f}s+{gate_time:.2f}s" if gate_time else f"{s.seconds:.2f}s", *cells,
             ))
         widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
         lines.append(f"parity oracle: {self.oracle}")

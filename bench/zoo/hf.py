@@ -121,7 +121,7 @@ def build(arch: Arch):  # -> torch.nn.Module
             self.inner = model
 
         def forward(self, *args):
-            out = self.inner(**dict(zip(arch.inputs, args)), return_dict=True)
+            out = self.inner(**dict(zip(arch.inputs, args, strict=True)), return_dict=True)
             return tuple(out[name] for name in arch.outputs)
 
     return Wrapped().eval()

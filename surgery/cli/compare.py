@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     writes = args.write_plan = WritePlan()
     writes.read_model(a, args.a, "model A")
     writes.read_model(b_chain[0], args.b, "model B")
-    for tail, path in zip(b_chain[1:], args.tail):
+    for tail, path in zip(b_chain[1:], args.tail, strict=True):
         writes.read_model(tail, path, "the tail model (--tail)")
     writes.read(args.data, "the input arrays (--data)")
     writes.read(args.pipeline, "the pipeline (--pipeline)")

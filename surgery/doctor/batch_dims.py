@@ -96,7 +96,7 @@ def _tie_node(node: onnx.NodeProto, table: dict[str, list[str | int | None]], un
         shapes = [d for i in range(len(node.input)) if (d := dims(i)) is not None]
         for left in range(len(shapes)):
             for right in range(left + 1, len(shapes)):
-                for a, b in zip(reversed(shapes[left]), reversed(shapes[right])):
+                for a, b in zip(reversed(shapes[left]), reversed(shapes[right]), strict=False):
                     tie(a, b)
     elif op == "Concat":
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
@@ -104,14 +104,14 @@ def _tie_node(node: onnx.NodeProto, table: dict[str, list[str | int | None]], un
         for shape in shapes[1:]:
             if len(shape) == len(shapes[0]):
                 rank = len(shape)
-                for k, (a, b) in enumerate(zip(shapes[0], shape)):
+                for k, (a, b) in enumerate(zip(shapes[0], shape, strict=True)):
                     if k != axis % rank:
                         tie(a, b)
     elif op == "MatMul":
         a, b = dims(0), dims(1)
         if a and b and len(a) >= 2 and len(b) >= 2:
             tie(a[-1], b[-2])
-            for x, y in zip(reversed(a[:-2]), reversed(b[:-2])):
+            for x, y in zip(reversed(a[:-2]), reversed(b[:-2]), strict=False):
                 tie(x, y)
     elif op in _RNN:
         layout = next((a.i for a in node.attribute if a.name == "layout"), 0)

@@ -115,7 +115,7 @@ def _refines(key: str, old: Signature, new: Signature) -> bool:
         return False
     if len(before[2]) != len(after[2]):
         return False
-    return all(a == b or a == "?" for a, b in zip(before[2], after[2]))
+    return all(a == b or a == "?" for a, b in zip(before[2], after[2], strict=True))
 
 
 class SignatureGate(BaseGate):

@@ -301,7 +301,7 @@ class _NodeRunner:
             self._session = self._build(feeds)
         wanted = [n for n in self.outputs if n]
         given = {n: feeds[n] for n in dict.fromkeys([n for n in self.inputs if n] + self.extra)}
-        got = dict(zip(wanted, self._session.run(wanted, given)))
+        got = dict(zip(wanted, self._session.run(wanted, given), strict=True))
         return [got.get(n) if n else None for n in self.outputs]
 
 
@@ -343,7 +343,7 @@ class Emulator:
             return [False] * len(self.nodes)
         lowered: list[bool] = []
         fp16_values: set[str] = set()
-        for label, node in zip(self.labels, self.nodes):
+        for label, node in zip(self.labels, self.nodes, strict=True):
             if label in kept:
                 low = False
             elif self.mode is Mode.FP16 or node.op_type in CUBE_OPS:
@@ -429,7 +429,7 @@ class Emulator:
             except Exception as exc:  # noqa: BLE001 - ORT raises its own types; one line names the node
                 raise InputError(f"precision: node '{self.labels[i]}' ({node.op_type}) cannot run in ONNX "
                                  f"Runtime: {str(exc).splitlines()[0]}") from None
-            for out, r, e in zip(node.outputs, ref_out, emu_out):
+            for out, r, e in zip(node.outputs, ref_out, emu_out, strict=False):
                 oname = out.name or ""
                 if r is None or e is None:
                     continue

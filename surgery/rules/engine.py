@@ -231,7 +231,7 @@ def splice(ctx: RuleContext, rw: Rewrite) -> None:
     graph = ctx.graph
     fresh = {out for node in rw.new_nodes for out in node.outputs}
     extra: list[ir.Node] = []
-    for old, new in zip(rw.old_outputs, rw.new_outputs):
+    for old, new in zip(rw.old_outputs, rw.new_outputs, strict=True):
         if new is None:
             if old.uses() or old.is_graph_output():
                 raise PassError(

@@ -333,7 +333,7 @@ class Folder:
         results = evaluate_node(node, inputs, self._opset(node))
         if results is None:
             return False
-        for out, arr in zip(node.outputs, results):
+        for out, arr in zip(node.outputs, results, strict=False):
             if arr.dtype.kind not in "biuf":
                 return False
             if is_static_shape(out.shape) and tuple(int(d) for d in out.shape) != arr.shape:  # type: ignore[union-attr]
@@ -411,7 +411,7 @@ class Folder:
 
     def _defer(self, node: ir.Node, arrays: list[np.ndarray]) -> None:
         """Record a folded node: later nodes read its results as constants; the graph is untouched."""
-        for out, array in zip(node.outputs, arrays):
+        for out, array in zip(node.outputs, arrays, strict=False):
             self._consts[out] = array
             # what the materialized constant would say, for nodes inferred or folded meanwhile
             out.shape = ir.Shape(array.shape)
@@ -559,7 +559,7 @@ class Folder:
         graph.insert_after(node, body)
         moved = {o for n in body for o in n.outputs}
         claimed: set[ir.Value] = set()
-        for if_out, branch_out in zip(node.outputs, outs):
+        for if_out, branch_out in zip(node.outputs, outs, strict=True):
             if if_out.uses() or if_out.is_graph_output():
                 self._rebind(graph, if_out, branch_out, moved, claimed, node.name or "If")
         self._detach_subgraphs(node)
@@ -618,7 +618,7 @@ class Folder:
             true_const.outputs[0].shape = ir.Shape([])
             new_nodes += [iter_const, true_const]
             value_map: dict[ir.Value, ir.Value | None] = {body.inputs[0]: iter_const.outputs[0], body_cond_in: true_const.outputs[0]}
-            for formal, actual in zip(body.inputs[2:], carried):
+            for formal, actual in zip(body.inputs[2:], carried, strict=True):
                 value_map[formal] = actual
             mapped = self._clone_body(body, value_map, base, i, new_nodes)
             carried = list(mapped[1:1 + n_carried])
@@ -676,7 +676,7 @@ class Folder:
         graph.insert_after(node, new_nodes)
         moved = {o for n in new_nodes for o in n.outputs}
         claimed: set[ir.Value] = set()
-        for old, new in zip(node.outputs, results):
+        for old, new in zip(node.outputs, results, strict=False):
             if old.uses() or old.is_graph_output():
                 self._rebind(graph, old, new, moved, claimed, base)
         self._detach_subgraphs(node)
@@ -729,7 +729,7 @@ class Folder:
         items: list[list[ir.Value]] = [[] for _ in range(k_out)]
         new_nodes: list[ir.Node] = []
         for t in range(count):
-            value_map: dict[ir.Value, ir.Value | None] = dict(zip(body.inputs[:n], carried))
+            value_map: dict[ir.Value, ir.Value | None] = dict(zip(body.inputs[:n], carried, strict=True))
             for j, value in enumerate(inputs[n:]):
                 index = self._int64_constant(np.array(count - 1 - t if in_dirs[j] else t), base, f"iter{t}_index{j}", new_nodes)
                 gather = ir.Node("", "Gather", [value, index], [ir.AttrInt64("axis", in_axes[j])],

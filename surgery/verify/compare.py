@@ -79,7 +79,7 @@ def _exact(name: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, 
         return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
     # exact differences of the mismatching elements, as Python integers (no overflow, no rounding)
     worst_abs, worst_rel = 0, 0.0
-    for x, y in zip(a[differ].ravel()[:4096].tolist(), e[differ].ravel()[:4096].tolist()):
+    for x, y in zip(a[differ].ravel()[:4096].tolist(), e[differ].ravel()[:4096].tolist(), strict=True):
         d = abs(int(x) - int(y))
         worst_abs = max(worst_abs, d)
         worst_rel = max(worst_rel, d / abs(int(y)) if int(y) else math.inf)

@@ -261,10 +261,10 @@ def run_session(session: Any, feeds: Mapping[str, Any], wanted: Sequence[str]) -
     if plain:
         types = {o.name: o.type for o in session.get_outputs()}
         if all(types.get(n) not in _EXOTIC_OUTPUTS for n in wanted):
-            return dict(zip(wanted, session.run(list(wanted), dict(feeds))))
+            return dict(zip(wanted, session.run(list(wanted), dict(feeds)), strict=True))
     values = {k: v if not isinstance(v, np.ndarray) else to_ort_value(v) for k, v in feeds.items()}
     results = session.run_with_ort_values(list(wanted), values)
-    return {name: from_ort_value(value) for name, value in zip(wanted, results)}
+    return {name: from_ort_value(value) for name, value in zip(wanted, results, strict=True)}
 
 
 _EXOTIC_OUTPUTS = {

@@ -334,7 +334,7 @@ def test_dropout_inside_if_branches():
     assert [n.op_type for n in else_branch] == ["Identity"]
     assert else_branch.outputs[0].name == "e_out"
     assert {"then_relu", "then_cast", "then_add", "if"} <= node_names(model)
-    for f, b in zip(feeds, before):
+    for f, b in zip(feeds, before, strict=True):
         np.testing.assert_array_equal(ort_run(model, f)["y"], b["y"])
     assert_idempotent(model)
 
