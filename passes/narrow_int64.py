@@ -499,9 +499,9 @@ def _seed_function(function: ir.Function, calls: list[ir.Node], state: _State) -
         if formal.dtype is None and len(dtypes) == 1 and None not in dtypes:
             state.dtype[formal] = dtypes.pop()
         shapes = [state.shapes.get(a) if state.shapes.get(a) is not None else a.shape for a in args]  # type: ignore[union-attr]
-        if formal.shape is None and all(is_static_shape(s) for s in shapes):
-            if all(tuple(s) == tuple(shapes[0]) for s in shapes):  # type: ignore[arg-type]
-                state.shapes[formal] = shapes[0]
+        same = all(is_static_shape(s) for s in shapes) and all(tuple(s) == tuple(shapes[0]) for s in shapes)  # type: ignore[arg-type]
+        if formal.shape is None and same:
+            state.shapes[formal] = shapes[0]
         rng = _union(state.ranges.get(a) for a in args)  # type: ignore[misc]
         if rng is not None:
             state.ranges[formal] = rng

@@ -227,10 +227,10 @@ class Context:
                 [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tp.tensor_type.shape.dim]
             )
             assert inferred is not None
-            if dims is None or len(inferred) == len(dims):
-                # Prefer whichever knows more dims.
-                if dims is None or len(inferred) - count_dynamic_dims(inferred) >= len(dims) - count_dynamic_dims(dims):
-                    return inferred
+            # Prefer whichever knows more dims.
+            if dims is None or (len(inferred) == len(dims)
+                                and len(inferred) - count_dynamic_dims(inferred) >= len(dims) - count_dynamic_dims(dims)):
+                return inferred
         return dims
 
     def rank(self, value: ir.Value | None) -> int | None:

@@ -220,10 +220,10 @@ class Folder:
                 continue
             if self._fold(graph, node):
                 continue
-            if self.infer_nodes and any(not is_static_shape(o.shape) for o in node.outputs):
-                if all(v is None or is_static_shape(v.shape) for v in node.inputs):
-                    if self._reshape_shape(node) or infer_node(node, self.opsets, self._const_map(node)):
-                        self.stats.nodes_inferred += 1
+            if (self.infer_nodes and any(not is_static_shape(o.shape) for o in node.outputs)
+                    and all(v is None or is_static_shape(v.shape) for v in node.inputs)
+                    and (self._reshape_shape(node) or infer_node(node, self.opsets, self._const_map(node)))):
+                self.stats.nodes_inferred += 1
 
     def _mark_loop_variant(self, body: ir.Graph) -> None:
         """Values of a Loop/Scan body whose shape may change from one iteration to the next.

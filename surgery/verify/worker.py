@@ -127,9 +127,8 @@ def to_ort_value(array: np.ndarray, onnx_type: int | None = None) -> Any:
 
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    if array.dtype.kind in "biuf" or array.dtype.kind == "c":
-        if array.dtype.type.__module__ == "numpy" and onnx_type is None:
-            return ort.OrtValue.ortvalue_from_numpy(array)
+    if array.dtype.kind in "biufc" and array.dtype.type.__module__ == "numpy" and onnx_type is None:
+        return ort.OrtValue.ortvalue_from_numpy(array)
     if onnx_type is None:
         onnx_type = _onnx_type_of(array.dtype)
     if onnx_type in _FOUR_BIT:
@@ -412,7 +411,7 @@ class Worker:
             f"sys.argv = ['surgery-ort-worker', '{to_child_r}', '{from_child_w}']; "
             f"runpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')"
         )
-        self._stderr = open(self.folder / "stderr.log", "ab")
+        self._stderr = open(self.folder / "stderr.log", "ab")  # noqa: SIM115 - open for the worker's lifetime; close() closes it
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         try:
             self._proc = subprocess.Popen(

@@ -317,7 +317,7 @@ def test_cycle_is_refused():
         }
         """
     )
-    with pytest.raises(PassError, match="cycle|sort"):
+    with pytest.raises(PassError, match=r"cycle|sort"):
         Cleanup()(model)
 
 

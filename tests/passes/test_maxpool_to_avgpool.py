@@ -69,7 +69,7 @@ def test_consumed_indices_are_refused_naming_the_consumer():
 def test_dilations_below_opset_19_are_refused():
     proto = make_model([h.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], dilations=[2, 2])],
                        [vi("x", T.FLOAT, [1, 2, 7, 7])], [vi("y", T.FLOAT, [1, 2, 5, 5])], opset=18)
-    with pytest.raises(PassError, match="dilations .* only from opset 19"):
+    with pytest.raises(PassError, match=r"dilations .* only from opset 19"):
         MaxPoolToAvgPool()(ir.from_proto(proto))
 
 

@@ -99,5 +99,5 @@ def test_bad_options():
         PinInputs()
     with pytest.raises(PipelineError, match="must be a number"):
         PinInputs(values={"sr": "fast"})
-    with pytest.raises(InputError, match="no such .npz"):
+    with pytest.raises(InputError, match=r"no such \.npz"):
         PinInputs(npz="/nonexistent/pins.npz")(ir.from_proto(rate_model()))

@@ -437,7 +437,7 @@ def test_torch_training_export(torch_exports):
 
 @pytest.mark.torch
 def test_torch_training_export_opset_11(torch_exports):
-    exports, x, expected = torch_exports
+    exports, x, _expected = torch_exports
     proto = exports["train11"]
     assert op_counts(proto)["Dropout"] == 2
     before = ort_run(proto, {"x": x})["y"]

@@ -46,7 +46,7 @@ def test_truncated_file(tmp_path):
     onnx.save(_big_model(), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="not a valid ONNX model|truncated|not an ONNX model"):
+    with pytest.raises(InputError, match=r"not a valid ONNX model|truncated|not an ONNX model"):
         model_io.load(path)
 
 
@@ -96,7 +96,7 @@ def test_save_failure_leaves_no_partial_output(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(onnx, "save", boom)
-    with pytest.raises(InputError, match="out.onnx: cannot write: disk full"):
+    with pytest.raises(InputError, match=r"out\.onnx: cannot write: disk full"):
         model_io.save(model, target)
     assert list(tmp_path.iterdir()) == []
 

@@ -148,7 +148,7 @@ def test_declared_inputs_and_index_ranges():
     assert "indices in [0, 5)" in report.inputs["ids"]
     _, report = surgery.apply(proto, [Claim()], inputs={"ids": np.array([[4, 0]], dtype=np.int64)})
     assert report.inputs["ids"] == "given"
-    with pytest.raises(InputError, match="input 'idz' is not an input of the model .did you mean 'ids'"):
+    with pytest.raises(InputError, match=r"input 'idz' is not an input of the model \(did you mean 'ids'"):
         surgery.apply(proto, [Claim()], inputs={"idz": np.zeros((1, 1), np.int64)})
 
 
