@@ -27,6 +27,7 @@ from surgery.passes import (
     narrow_int64,  # noqa: F401
     nearest_upsample_to_expand,  # noqa: F401
     normalize_gather_indices,  # noqa: F401
+    opset_decompositions,  # noqa: F401  (not a pass: fills convert-opset's DECOMPOSITIONS table)
     pin_inputs,  # noqa: F401
     precision_plan,  # noqa: F401
     remove_dropout,  # noqa: F401

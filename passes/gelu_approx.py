@@ -27,6 +27,7 @@ from surgery.pass_base import Numerics
 from surgery.registry import register
 from surgery.rules import Miss, Rule, RuleContext, RulePass
 from surgery.rules.engine import Rewrite
+from surgery.rules.formulas import gelu_exact, gelu_tanh
 
 __all__ = ["GeluApprox", "match_decomposed_gelu"]
 
@@ -152,8 +153,6 @@ class GeluApproxRule(Rule):
         return node.domain in ("", "ai.onnx") and node.op_type in ("Gelu", "Mul")
 
     def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
-        from surgery.passes.decompose_gelu import gelu_exact, gelu_tanh
-
         b = ctx.builder(node)
         if node.op_type == "Gelu":
             mode = node.attributes.get("approximate")

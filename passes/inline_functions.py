@@ -188,7 +188,7 @@ class InlineFunctions(SurgeryPass):
                 pass_name=self.name,
             )
         if differing:
-            from surgery.passes.convert_opset import downgrade_graph
+            from surgery.rules.opset_steps import downgrade_graph
 
             names = NameAllocator(model)
             stats: dict[str, int] = {}

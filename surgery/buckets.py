@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from surgery import model_io
+from surgery import model_io, registry
 from surgery.atc import AtcCommand, atc_command, dynamic_batch_command
 from surgery.errors import PipelineError, SurgeryError
 from surgery.pipeline import Pipeline, Step
@@ -102,16 +102,15 @@ def bucket_label(binding: Mapping[str, int]) -> str:
 
 def bucket_pipeline(pipeline: Pipeline, binding: Mapping[str, int]) -> Pipeline:
     """A copy of ``pipeline`` whose ``fix-shapes`` step also binds ``binding`` (added first if absent)."""
-    from surgery.passes.fix_shapes import FixShapes
-
+    fix_shapes = registry.get("fix-shapes")  # a built-in pass, looked up: the core imports none
     steps = list(pipeline.steps)
     for i, step in enumerate(steps):
-        if step.name == FixShapes.name:
+        if step.name == fix_shapes.name:
             dims = {**step.pass_.options.dims, **binding}
             steps[i] = Step(step.pass_.with_options(dims=dims), step.verify)
             break
     else:
-        steps.insert(0, Step(FixShapes(dims=dict(binding))))
+        steps.insert(0, Step(fix_shapes(dims=dict(binding))))
     return dataclasses.replace(pipeline, steps=steps, buckets={})
 
 

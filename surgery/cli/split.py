@@ -44,10 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgery import api, model_io
+    from surgery import api, model_io, registry
     from surgery.analysis.cuts import postprocess_boundary
     from surgery.partition import manifest
-    from surgery.passes.split_postprocess import SplitPostprocess
 
     head_path: Path = args.head
     tail_path: Path = args.tail
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.boundary:
         # fails early, with the reason, when there is nothing to split off
         hostile = [h.to_dict() for h in postprocess_boundary(model.graph, hostile_ops=args.hostile_ops, functions=model.functions).hostile]
-    step = SplitPostprocess(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops))
+    step = registry.get("split-postprocess")(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops))
     verify = {"checker": args.verify, "ort": args.verify, "parity": args.verify, "rtol": args.rtol, "atol": args.atol}
     head, report = api.apply(model, [step], inputs=args.data, verify=verify, reproducer_dir=repro)
     result = report.steps[0]
