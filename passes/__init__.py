@@ -5,7 +5,7 @@ Importing this package registers every built-in pass; a new pass is one line bel
 
 from __future__ import annotations
 
-from surgery.passes import (
+from . import (  # relative: this folder is installed as surgery.passes
     assert_static,  # noqa: F401
     cleanup,  # noqa: F401
     complete_nms_inputs,  # noqa: F401

@@ -12,9 +12,10 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from surgery import model_io
@@ -27,11 +28,15 @@ from surgery.verify import worker as ort_worker
 from surgery.verify.inputs import InputsConfig
 from surgery.writeplan import WritePlan
 
-__all__ = ["PipelineLike", "apply", "artifact_path", "resolve_pipeline"]
+__all__ = ["ModelT", "PipelineLike", "apply", "artifact_path", "resolve_pipeline"]
 
 logger = logging.getLogger(__name__)
 
 PipelineLike = str | os.PathLike | Pipeline | Sequence[SurgeryPass | Step]
+
+#: "same kind in, same kind out": :func:`apply` returns a ``ModelProto`` for a ``ModelProto``
+#: and an ``ir.Model`` for an ``ir.Model``
+ModelT = TypeVar("ModelT", onnx.ModelProto, ir.Model)
 
 
 def resolve_pipeline(pipeline: PipelineLike, *, allow_code: bool = False) -> Pipeline:
@@ -49,6 +54,44 @@ def artifact_path(output: Path, key: str) -> Path:
     return output.with_name(f"{output.stem}.{key}{output.suffix or '.onnx'}")
 
 
+@overload
+def apply(
+    model: ModelT,
+    pipeline: PipelineLike,
+    *,
+    inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+    verify: Mode | Mapping[str, Any] | None = None,
+    output: str | os.PathLike | None = None,
+    reproducer_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    soc_version: str | None = None,
+    in_place: bool = False,
+    write_plan: WritePlan | None = None,
+    allow_code: bool = False,
+    base_dir: str | os.PathLike | None = None,
+    gates: Sequence[Any] = (),
+) -> tuple[ModelT, Report]: ...
+
+
+@overload
+def apply(
+    model: str | os.PathLike,
+    pipeline: PipelineLike,
+    *,
+    inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+    verify: Mode | Mapping[str, Any] | None = None,
+    output: str | os.PathLike | None = None,
+    reproducer_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    soc_version: str | None = None,
+    in_place: bool = False,
+    write_plan: WritePlan | None = None,
+    allow_code: bool = False,
+    base_dir: str | os.PathLike | None = None,
+    gates: Sequence[Any] = (),
+) -> tuple[ir.Model, Report]: ...
+
+
 def apply(
     model: model_io.ModelLike,
     pipeline: PipelineLike,
@@ -64,8 +107,11 @@ def apply(
     allow_code: bool = False,
     base_dir: str | os.PathLike | None = None,
     gates: Sequence[Any] = (),
-) -> tuple[Any, Report]:
+) -> tuple[onnx.ModelProto | ir.Model, Report]:
     """Run ``pipeline`` on ``model`` with verification gates; return the model and a report.
+
+    Same kind in, same kind out (typed with ``ModelT``): a ``ModelProto`` gives a ``ModelProto``,
+    an ``ir.Model`` an ``ir.Model``; a path gives an ``ir.Model``.
 
     Args:
         model: a path, an ``onnx.ModelProto`` (left untouched; a new proto is returned) or an

@@ -369,7 +369,7 @@ def to_ir(model: ModelLike, *, base_dir: str | os.PathLike | None = None) -> ir.
     raise InputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
 
 
-def like_input(original: ModelLike, model: ir.Model) -> Any:
+def like_input(original: ModelLike, model: ir.Model) -> onnx.ModelProto | ir.Model:
     """Return ``model`` in the same kind as ``original`` was given (proto in, proto out)."""
     if isinstance(original, onnx.ModelProto):
         return ir.to_proto(model)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import TypeGuard
 
 import numpy as np
 import onnx_ir as ir
@@ -55,12 +56,12 @@ class SimplifyStats:
     fused: int = 0
 
 
-def _std(node: ir.Node | None, *ops: str) -> bool:
+def _std(node: ir.Node | None, *ops: str) -> TypeGuard[ir.Node]:
     return node is not None and node.domain in _ONNX and node.op_type in ops
 
 
-def _only_reader(value: ir.Value) -> ir.Node | None:
-    if value.is_graph_output():
+def _only_reader(value: ir.Value | None) -> ir.Node | None:
+    if value is None or value.is_graph_output():
         return None
     uses = list(value.uses())
     return uses[0].node if len(uses) == 1 else None
@@ -111,7 +112,7 @@ def constants_to_initializers(graph: ir.Graph) -> int:
         attr = next(iter(node.attributes.values()))
         tensor = attr.as_tensor() if attr.name == "value" else ir.Tensor(np.ascontiguousarray(array))
         name = out.name
-        value = ir.Value(name=None, type=ir.TensorType(tensor.dtype), shape=ir.Shape(tensor.shape.dims),
+        value = ir.Value(name=None, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape),
                          const_value=tensor)
         out.replace_all_uses_with(value)
         graph.remove(node, safe=True)
@@ -145,7 +146,9 @@ def _replace(node: ir.Node, by: ir.Value) -> bool:
     return True
 
 
-def _same_signature(a: ir.Value, b: ir.Value) -> bool:
+def _same_signature(a: ir.Value | None, b: ir.Value | None) -> bool:
+    if a is None or b is None:
+        return False
     shape_a, shape_b = _static(a.shape), _static(b.shape)
     return shape_a is not None and shape_a == shape_b and a.dtype is not None and a.dtype == b.dtype
 
@@ -269,9 +272,11 @@ def _transpose(node: ir.Node, opset: int, names: NameAllocator) -> bool:
 
 
 def _neutral(node: ir.Node, opset: int, names: NameAllocator) -> bool:
-    if len(node.inputs) != 2 or node.inputs[0] is None or node.inputs[1] is None:
+    if len(node.inputs) != 2:
         return False
     a, b = node.inputs
+    if a is None or b is None:
+        return False
     neutral = 1.0 if node.op_type in ("Mul", "Div") else 0.0
     candidates = [(a, b)] if node.op_type in ("Div", "Sub") else [(a, b), (b, a)]
     out = node.outputs[0]
@@ -370,6 +375,8 @@ def _fuse_conv_bn(bn: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
     if (a := attrs.get("spatial")) is not None and not int(a.value):
         return False
     y = bn.inputs[0]
+    if y is None:
+        return False
     conv = y.producer()
     if not _std(conv, *_CONVS) or _only_reader(y) is not bn or conv.graph is not graph:
         return False
@@ -379,7 +386,7 @@ def _fuse_conv_bn(bn: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
         return False
     weight, bias = parts
     axis = _out_axis(conv) or 0
-    scale, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)  # type: ignore[arg-type]
+    scale, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
     if not all(p.size == weight.shape[axis] for p in (scale, beta, mean, var)):
         return False
     eps = float(attrs["epsilon"].value) if "epsilon" in attrs else 1e-5
@@ -399,6 +406,8 @@ def _fuse_conv_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
     if len(add.inputs) != 2 or any(v is None for v in add.inputs):
         return False
     for y, other in (add.inputs, add.inputs[::-1]):
+        if y is None or other is None:
+            continue
         conv = y.producer()
         if not _std(conv, *_CONVS) or _only_reader(y) is not add or conv.graph is not graph:
             continue
@@ -426,6 +435,8 @@ def _fuse_matmul_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> boo
     if len(add.inputs) != 2 or any(v is None for v in add.inputs):
         return False
     for y, other in (add.inputs, add.inputs[::-1]):
+        if y is None or other is None:
+            continue
         matmul = y.producer()
         if not _std(matmul, "MatMul") or _only_reader(y) is not add or matmul.graph is not graph:
             continue
