@@ -129,8 +129,8 @@ class NameAllocator:
             if isinstance(graph, ir.Graph):
                 self._taken.update(graph.initializers)
 
-    def derive(self, base: str, suffix: str) -> str:
-        """A fresh name ``base/suffix`` (``base/suffix_1`` … if taken)."""
+    def derive(self, base: str | None, suffix: str) -> str:
+        """A fresh name ``base/suffix`` (``base/suffix_1`` … if taken; ``suffix`` alone for no base)."""
         stem = f"{base}/{suffix}" if base else suffix
         name, i = stem, 0
         while name in self._taken:

@@ -78,8 +78,10 @@ class RuleContext:
         found = self.inferred.get(value) if self.inferred is not None else None
         return found[0].dtype if found is not None else None
 
-    def shape(self, value: ir.Value) -> ir.Shape | None:
+    def shape(self, value: ir.Value | None) -> ir.Shape | None:
         """The shape of ``value``: declared, else from onnx shape inference (not in functions)."""
+        if value is None:
+            return None  # an absent optional input
         if value.shape is not None:
             return value.shape
         found = self.inferred.get(value) if self.inferred is not None else None
@@ -145,7 +147,8 @@ class Rewrite:
 class RuleLike(Protocol):
     """What the engine needs of a rule (our :class:`Rule` or an adapted onnxscript rule)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: a class attribute (Rule.name) satisfies it
 
     def targets(self, node: ir.Node) -> bool: ...
 
@@ -175,9 +178,8 @@ class Rule:
 
     def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
         m = match_pattern(self.pattern, node, ctx.opsets, ctx.dtype, ctx.shape)
-        if not m:
+        if not isinstance(m, Match):
             return m
-        assert isinstance(m, Match)
         reason = self.check(ctx, m)
         if reason is not None:
             return Miss(reason)
@@ -336,7 +338,7 @@ def apply_rules(
 class RulePass(SurgeryPass):
     """Base class of passes that apply a list of rules (subclasses set ``name`` and ``rules``)."""
 
-    def rules(self) -> Sequence[RuleLike]:  # type: ignore[override]
+    def rules(self) -> Sequence[RuleLike]:
         raise NotImplementedError
 
     def call(self, model: ir.Model) -> SurgeryResult:
