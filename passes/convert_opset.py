@@ -223,10 +223,10 @@ def _split(step: Step) -> None:
             else:
                 logger.info("Split '%s': num_outputs=%d on a dynamic axis; opset 13 splits evenly", node.name, n)
     if step.cur_since >= 13 > step.target:
-        split = step.const_input(1, "split")
+        split_sizes = step.const_input(1, "split")
         step.drop_inputs_from(1)
-        if split is not None:
-            step.set_attr("split", [int(s) for s in split.reshape(-1)])
+        if split_sizes is not None:
+            step.set_attr("split", [int(s) for s in split_sizes.reshape(-1)])
     generic_check(step)
 
 
@@ -484,7 +484,7 @@ class ConvertOpset(SurgeryPass):
             if name in light.tensors:
                 value.const_value = light.tensors[name]
         # the converter drops model-local functions: keep ours (they carry their own opset imports)
-        model.graph = new.graph  # type: ignore[misc]  (the model's opset imports live on its graph)
+        model.graph = new.graph  # the model's opset imports live on its graph
         names = NameAllocator(model)
         for graph, _ in graphs_with_opsets(model):
             for node in graph:

@@ -91,7 +91,7 @@ def _eval_dim(dim: ir.SymbolicDim, bindings: Mapping[str, int]) -> int | ir.Symb
         except Exception:  # not a parseable expression: leave it
             _EXPR_CACHE[key] = dim
     result = _EXPR_CACHE[key]
-    return result if isinstance(result, int) else dim  # type: ignore[return-value]
+    return result if isinstance(result, int) else dim
 
 
 def substitute_dims(model: ir.Model, bindings: Mapping[str, int]) -> int:
@@ -151,7 +151,7 @@ class FixShapes(SurgeryPass):
                     raise PassError(f"input '{value.name}' has unknown rank; give its full shape in 'shapes'", pass_name=self.name)
                 if not -rank <= axis < rank:
                     raise InputError(f"fix-shapes: input '{value.name}' has rank {rank}; axis {axis} does not exist")
-                axis_bindings[(value.name, axis % rank)] = size
+                axis_bindings[(value.name or "", axis % rank)] = size
             elif m:
                 raise InputError(f"fix-shapes: the model has no input '{m.group('name')}'; its inputs are: {known}")
             elif key in dim_names:
@@ -203,7 +203,7 @@ class FixShapes(SurgeryPass):
     def feed_hints(self, model: ir.Model) -> FeedHints:
         plan = self._plan(model)
         return FeedHints(
-            shapes={n: tuple(int(d) for d in s) for n, s in plan.shapes.items() if all(is_known_dim(d) for d in s)},
+            shapes={n: tuple(s) for n, s in plan.shapes.items() if is_static_shape(s)},
             dims=dict(plan.bindings),
         )
 

@@ -49,7 +49,7 @@ class MakeStaticOptions:
 
 
 def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
-    snap = []
+    snap: list[tuple[ir.Value, object]] = []
     for graph in walk_graphs(model.graph):
         for node in graph:
             for out in node.outputs:

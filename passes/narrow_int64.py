@@ -174,6 +174,7 @@ class NarrowInt64(SurgeryPass):
         body = graph.graph if isinstance(graph, ir.Function) else graph
         local = _values(graph)
         local_set = set(local)
+        v: ir.Value | _Split | None  # the loops below visit values, optional inputs and splits
         for v in local:
             state.learn(graph, v)
         dtype = state.dtype
@@ -385,7 +386,7 @@ class NarrowInt64(SurgeryPass):
                 v.const_value = ir.Tensor(v.const_value.numpy().astype(np.int32), name=v.name)
                 stats["constants"] += 1
             elif producer is not None and producer.op_type == "Constant":
-                key, attr = next(iter(producer.attributes.items()))
+                key = next(iter(producer.attributes))
                 array = const_value(v)
                 assert array is not None
                 producer.attributes.pop(key)
@@ -395,8 +396,8 @@ class NarrowInt64(SurgeryPass):
             elif producer is not None and producer.op_type == "Cast":
                 producer.attributes["to"] = ir.AttrInt64("to", int(I32))
             elif producer is not None and producer.op_type == "ConstantOfShape":
-                attr = producer.attributes.get("value")
-                array = attr.as_tensor().numpy() if attr is not None else np.zeros(1, np.float32)
+                fill = producer.attributes.get("value")
+                array = fill.as_tensor().numpy() if fill is not None else np.zeros(1, np.float32)
                 producer.attributes["value"] = ir.AttrTensor("value", ir.tensor(array.astype(np.int32)))
             v.type = ir.TensorType(I32)
             state.dtype[v] = I32
@@ -492,17 +493,18 @@ def _seed_function(function: ir.Function, calls: list[ir.Node], state: _State) -
     if not calls:
         return
     for k, formal in enumerate(function.inputs):
-        args = [c.inputs[k] if k < len(c.inputs) else None for c in calls]
-        if any(a is None for a in args):
+        given = [c.inputs[k] if k < len(c.inputs) else None for c in calls]
+        args = [a for a in given if a is not None]
+        if len(args) < len(given):
             continue  # omitted at some call: the formal is undefined there
-        dtypes = {state.dtype.get(a) or a.dtype for a in args}  # type: ignore[union-attr]
+        dtypes = {state.dtype.get(a) or a.dtype for a in args}
         if formal.dtype is None and len(dtypes) == 1 and None not in dtypes:
             state.dtype[formal] = dtypes.pop()
-        shapes = [state.shapes.get(a) if state.shapes.get(a) is not None else a.shape for a in args]  # type: ignore[union-attr]
-        same = all(is_static_shape(s) for s in shapes) and all(tuple(s) == tuple(shapes[0]) for s in shapes)  # type: ignore[arg-type]
+        shapes = [state.shapes.get(a) if state.shapes.get(a) is not None else a.shape for a in args]
+        same = all(is_static_shape(s) for s in shapes) and all(tuple(s or ()) == tuple(shapes[0] or ()) for s in shapes)
         if formal.shape is None and same:
             state.shapes[formal] = shapes[0]
-        rng = _union(state.ranges.get(a) for a in args)  # type: ignore[misc]
+        rng = _union(state.ranges.get(a) for a in args)
         if rng is not None:
             state.ranges[formal] = rng
 
@@ -582,8 +584,9 @@ def _infer_dtype(node: ir.Node, index: int, opset: int, dtype: Mapping[ir.Value,
     if len(allowed) == 1:
         return next(iter(allowed))
     for i, (in_type, _) in enumerate(binding.inputs):
-        if in_type == type_str and i < len(node.inputs) and node.inputs[i] is not None:
-            found = dtype.get(node.inputs[i]) or node.inputs[i].dtype
+        given = node.inputs[i] if i < len(node.inputs) else None
+        if in_type == type_str and given is not None:
+            found = dtype.get(given) or given.dtype
             if found is not None:
                 return found
     return None

@@ -26,6 +26,7 @@ from surgery.graph import const_value
 from surgery.pass_base import Numerics
 from surgery.registry import register
 from surgery.rules import Builder, Match, Op, Rule, RuleContext, RulePass, Var
+from surgery.shapes.dims import is_static_shape
 
 __all__ = ["NearestUpsampleToExpand", "repeat_factors"]
 
@@ -63,7 +64,7 @@ def repeat_factors(node: ir.Node, shape: ir.Shape | None, opset: int) -> tuple[l
     if scales is not None and scales.size:
         factors = [float(s) for s in scales.reshape(-1)]
     elif sizes is not None and sizes.size:
-        if not all(isinstance(d, int) for d in shape):
+        if not is_static_shape(shape):
             return None, "sizes with a dynamic input shape"
         factors = [int(o) / int(i) if int(i) else 0.0 for o, i in zip(sizes.reshape(-1), shape, strict=False)]
     else:
@@ -97,13 +98,13 @@ class NearestRepeatRule(Rule):
         x = m["x"]
         shape = self._shape
         factors, _ = repeat_factors(m.root, shape, b.opset)
-        assert factors is not None and shape is not None
+        assert factors is not None and is_static_shape(shape)  # check() matched only these
         scaled = [i for i, f in enumerate(factors) if f > 1]
         # the new axes sit right after each scaled axis, in the unsqueezed tensor's numbering
         new_axes = [axis + k + 1 for k, axis in enumerate(scaled)]
         up = b.unsqueeze(x, new_axes)
         target: list[int] = []
-        for _i, f in enumerate(factors):
+        for f in factors:
             target.append(1)
             if f > 1:
                 target.append(f)

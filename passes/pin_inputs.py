@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,8 @@ class PinInputs(SurgeryPass):
         shape = value.shape
         if shape is not None:
             if len(shape) != array.ndim:
-                static = is_static_shape(shape)
-                if static and array.size == int(np.prod([int(d) for d in shape])):
-                    array = array.reshape([int(d) for d in shape])
+                if is_static_shape(shape) and array.size == math.prod(shape):
+                    array = array.reshape(list(shape))
                 else:
                     raise PassError(
                         f"input '{value.name}' has rank {len(shape)}; the value has shape {list(array.shape)}",

@@ -6,7 +6,7 @@ Every pass must reach into ``If``/``Loop``/``Scan`` bodies and model-local funct
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import onnx_ir as ir
@@ -23,6 +23,7 @@ __all__ = [
     "iter_nodes",
     "subgraphs",
     "transplant",
+    "value_names",
 ]
 
 GraphLike = ir.Graph | ir.Function
@@ -279,3 +280,11 @@ def find_cycle(graph: GraphLike) -> list[ir.Node] | None:
     first = cycle.index(min(cycle))  # start at the node that comes first in the graph: a stable message
     cycle = cycle[first:] + cycle[:first]
     return [nodes[k] for k in cycle] + [nodes[cycle[0]]]
+
+
+def value_names(values: Iterable[ir.Value | None]) -> list[str]:
+    """The names of ``values``, skipping absent (``None``) and unnamed ones.
+
+    Graph inputs and outputs always carry a name in a valid model; the filter makes that explicit.
+    """
+    return [v.name for v in values if v is not None and v.name]

@@ -264,7 +264,7 @@ def _focus_branch(value: ir.Value) -> tuple[ir.Value, list[ir.Node], dict[int, t
     return current, slices, params
 
 
-ShapeOf = Callable[[ir.Value], "Sequence[int | str | ir.SymbolicDim | None] | None"]
+ShapeOf = Callable[[ir.Value], "ir.Shape | Sequence[int | str | ir.SymbolicDim | None] | None"]
 
 
 def _dims(value: ir.Value | None, shape_of: ShapeOf | None) -> tuple[int | None, ...] | None:

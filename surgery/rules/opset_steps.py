@@ -77,6 +77,7 @@ class Step:
         if index >= len(self.node.inputs) or self.node.inputs[index] is None:
             return None
         value = self.node.inputs[index]
+        assert value is not None  # checked above
         array = const_value(value)
         if array is None:
             raise Refuse(f"its {what} input '{value.name}' is computed at run time; opset {self.target} needs a constant attribute")
