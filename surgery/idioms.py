@@ -292,7 +292,7 @@ def match_focus(concat: ir.Node, shape_of: ShapeOf | None = None, *, require_sta
     axis_attr = concat.attributes.get("axis")
     if axis_attr is None or axis_attr.is_ref() or int(axis_attr.value) not in (1, -3):
         return None
-    branches = []
+    branches: list[tuple[ir.Value, list[ir.Node], dict[int, tuple[int, int, int]]]] = []
     for value in concat.inputs:
         branch = _focus_branch(value) if value is not None else None
         if branch is None or branch[0] is not (branches[0][0] if branches else branch[0]):

@@ -160,9 +160,9 @@ def contain_external_data(model: ir.Model, where: object, *, base_dir: str | os.
         tensor.base_dir = str(folder)
     real_folders: dict[str, str] = {}
     for name, tensor in tensors:
-        folder = str(tensor.base_dir)
-        real = real_folders.setdefault(folder, os.path.realpath(folder))
-        target = os.path.realpath(os.path.join(folder, str(tensor.location)))
+        tensor_folder = str(tensor.base_dir)
+        real = real_folders.setdefault(tensor_folder, os.path.realpath(tensor_folder))
+        target = os.path.realpath(os.path.join(tensor_folder, str(tensor.location)))
         if os.path.commonpath([real, target]) != real:
             raise InputError(
                 f"{where}: tensor '{name}' has its data at {str(tensor.location)!r}, which leads outside the model's "
@@ -383,7 +383,7 @@ def graph_initializer_bytes(graph: ir.Graph) -> int:
 
 def initializer_bytes(model: ir.Model) -> int:
     """Total size of all initializers in all graphs, without reading external data."""
-    return sum(graph_initializer_bytes(graph) for graph in iter_graphs(model, functions=False))
+    return sum(graph_initializer_bytes(graph) for graph in iter_graphs(model, functions=False) if isinstance(graph, ir.Graph))
 
 
 class LightProto:
@@ -417,7 +417,7 @@ class LightProto:
                     offset=0,
                     length=tensor.nbytes,
                     dtype=tensor.dtype,
-                    shape=tensor.shape,
+                    shape=ir.Shape(tensor.shape.numpy()),
                     name=name,
                     base_dir="",
                 )
@@ -507,7 +507,7 @@ def _owner_alive(folder: Path) -> bool:
 
 def clean_stale_staging(folder: Path) -> list[Path]:
     """Remove the staging folders in ``folder`` whose owner process is gone (a killed run's leftovers)."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -626,7 +626,7 @@ def _write_graph(staged: _StagedModel) -> None:
             swapped.append((item.value, item.tensor))
             item.value.const_value = ir.ExternalTensor(
                 location=staged.data_name or "", offset=item.offset, length=item.length, dtype=item.tensor.dtype,
-                shape=item.tensor.shape, name=item.value.name, base_dir=str(staged.target.parent),
+                shape=ir.Shape(item.tensor.shape.numpy()), name=item.value.name or "", base_dir=str(staged.target.parent),
             )
         if staged.staged.exists():
             staged.staged.unlink()

@@ -37,6 +37,7 @@ from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.dependence import analyse
 from surgery.analysis.tensor_types import describe_value, infer_types
 from surgery.errors import InputError
+from surgery.graph import value_names
 from surgery.options import did_you_mean
 
 __all__ = [
@@ -317,7 +318,7 @@ def split(
             head_outputs.append(v)
     head_inputs = list(graph.inputs)
     head_model, head_slice, head_notes = extract_part(
-        model, [v.name for v in head_inputs], [v.name for v in head_outputs], name=f"{graph.name or 'model'}_head", flow=flow
+        model, value_names(head_inputs), value_names(head_outputs), name=f"{graph.name or 'model'}_head", flow=flow
     )
     # the head keeps only the graph inputs it reads (an unused input would confuse ATC)
     unused = {v.name for v in head_slice.unused_inputs}
@@ -327,7 +328,7 @@ def split(
         head_notes = [n for n in head_notes if "is not needed" not in n]
     tail_in = list(cut.tensors) + [v for v in cut.tail_inputs if v not in cut.tensors]
     tail_model, _tail_slice, tail_notes = extract_part(
-        model, [v.name for v in tail_in], [v.name for v in tail_outputs], name=f"{graph.name or 'model'}_tail", flow=flow
+        model, value_names(tail_in), value_names(tail_outputs), name=f"{graph.name or 'model'}_tail", flow=flow
     )
     if source == "user":
         dep = analyse(head_model.graph, functions=head_model.functions)
@@ -388,7 +389,7 @@ def manifest(
     originals = set(original_outputs)
     if boundary is None:
         head_out = {v.name for v in head.graph.outputs}
-        boundary = [n for n in dict.fromkeys(v.name for _, p in parts[1:] for v in p.graph.inputs) if n in head_out]
+        boundary = [n for n in dict.fromkeys(value_names(v for _, p in parts[1:] for v in p.graph.inputs)) if n in head_out]
     for name, part in parts:
         outs = [describe_value(v) for v in part.graph.outputs]
         makes = [o["name"] for o in outs if o["name"] in originals and o["name"] not in produced]

@@ -217,4 +217,4 @@ def result(model: ir.Model, modified: bool, **kwargs: Any) -> SurgeryResult:
 
 
 def as_mapping(obj: Any) -> Mapping[str, Any]:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else dict(obj)

@@ -108,10 +108,10 @@ def _tie_node(node: onnx.NodeProto, table: dict[str, list[str | int | None]], un
                     if k != axis % rank:
                         tie(a, b)
     elif op == "MatMul":
-        a, b = dims(0), dims(1)
-        if a and b and len(a) >= 2 and len(b) >= 2:
-            tie(a[-1], b[-2])
-            for x, y in zip(reversed(a[:-2]), reversed(b[:-2]), strict=False):
+        left, right = dims(0), dims(1)
+        if left and right and len(left) >= 2 and len(right) >= 2:
+            tie(left[-1], right[-2])
+            for x, y in zip(reversed(left[:-2]), reversed(right[:-2]), strict=False):
                 tie(x, y)
     elif op in _RNN:
         layout = next((a.i for a in node.attribute if a.name == "layout"), 0)

@@ -217,7 +217,7 @@ class Context:
         if value is None:
             return None
         if value.const_value is not None:
-            return tuple(int(d) for d in value.const_value.shape)
+            return tuple(value.const_value.shape.numpy())
         dims = plain_dims(value.shape)
         if is_static_shape(dims) or id(value) in self._function_values:
             return dims

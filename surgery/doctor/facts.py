@@ -141,5 +141,5 @@ class AtcFacts:
 @functools.lru_cache(maxsize=1)
 def load_facts() -> AtcFacts:
     """The shipped table (read once per process)."""
-    text = resources.files("surgery").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
+    text = resources.files("surgery").joinpath("data").joinpath(DATA_FILE).read_text(encoding="utf-8")
     return AtcFacts(json.loads(text))

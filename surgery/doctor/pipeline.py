@@ -278,10 +278,10 @@ def emit_pipeline(
                 header.append("# unroll_loops: ATC has no Loop parser; unrolling needs a constant trip count")
                 body.append(f"unroll_loops = {toml_value(True)}")
         elif name == "convert-opset":
-            target, why = _convert_target(ctx)
-            header.append(comment(f"target {target}: {why}"))
+            opset_target, why = _convert_target(ctx)
+            header.append(comment(f"target {opset_target}: {why}"))
             if "target" in options:
-                body.append(f"target = {toml_value(target)}")
+                body.append(f"target = {toml_value(opset_target)}")
         steps.append(name)
         lines += [*header, "[[pass]]", f"name = {string(name)}", *body, ""]
 

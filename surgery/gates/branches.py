@@ -54,7 +54,7 @@ def _changed(state: RunState) -> list[tuple[ir.Node, str]]:
         m = _TOP.match(path)
         if m:
             wanted.setdefault(m.group("node"), set()).add(m.group("attr"))
-    out = []
+    out: list[Any] = []
     for index, node in enumerate(state.model.graph):
         key = node.name or str(index)
         if node.op_type in ("If", "Loop") and key in wanted:
@@ -66,7 +66,7 @@ def _taken(node: ir.Node, attr: str, values: Mapping[str, np.ndarray]) -> bool |
     """Whether the sample whose exposed tensors are ``values`` executed ``attr`` of ``node``."""
     def read(i: int) -> np.ndarray | None:
         v = node.inputs[i] if len(node.inputs) > i else None
-        return None if v is None or v.name not in values else np.asarray(values[v.name])
+        return None if v is None or not v.name or v.name not in values else np.asarray(values[v.name])
 
     if node.op_type == "If":
         cond = read(0)
@@ -153,7 +153,7 @@ def _condition_inputs(model: ir.Model, nodes: list[ir.Node]) -> list[str]:
         seen.add(id(value))
         producer = value.producer()
         if producer is None:
-            if value.name in inputs and value.name not in found:
+            if value.name and value.name in inputs and value.name not in found:
                 found.append(value.name)
             continue
         stack.extend(v for v in producer.inputs if v is not None)

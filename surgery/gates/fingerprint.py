@@ -67,7 +67,7 @@ def _graph(graph: ir.Graph | ir.Function, path: str, out: dict[str, str]) -> str
         attrs = node.attributes
         attr_key: Any = ()
         if attrs:
-            parts = []
+            parts: list[tuple[Any, ...]] = []
             for key, attr in getattr(attrs, "data", attrs).items():
                 kind = attr.type
                 if attr.is_ref():

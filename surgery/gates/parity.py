@@ -28,6 +28,7 @@ from surgery.errors import InputError
 from surgery.gates.base import BaseGate, Outcome, Schedule
 from surgery.gates.randomness import random_outputs
 from surgery.gates.state import MissingKernel, RunState
+from surgery.graph import value_names
 from surgery.instruments.parity import ORT_ERRORS, OrtLoadError
 from surgery.pass_base import FeedHints, Numerics, Tolerance
 from surgery.pipeline import Step
@@ -185,7 +186,7 @@ class ParityGate(BaseGate):
                 if isinstance(first, BaseException):
                     raise InputError(explain_ort_failure(first, plan.feeds, plan.provenance)) from None
                 run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
-            data = ParityData(plan, hints, [planned], [first], [v.name for v in run.model.graph.outputs], randoms)
+            data = ParityData(plan, hints, [planned], [first], value_names(run.model.graph.outputs), randoms)
             if cfg.samples > 1:
                 self._extra_samples(run, data, cfg.samples - 1, original)
         finally:
@@ -258,7 +259,7 @@ class ParityGate(BaseGate):
         from surgery.partition import slice_reference
 
         feeds, expected = slice_reference(state.model_original(), state.model, sample.feeds)
-        return feeds, expected, [v.name for v in state.model.graph.outputs]
+        return feeds, expected, value_names(state.model.graph.outputs)
 
     def check(self, state: RunState) -> Outcome:
         data: ParityData = state.store[self.name]

@@ -251,7 +251,7 @@ class Folder:
         data, target = node.inputs[0], self.constant(node.inputs[1])
         if data is None or target is None or not is_static_shape(data.shape):
             return False
-        dims = [int(d) for d in data.shape]  # type: ignore[union-attr]
+        dims = [int(d) for d in data.shape]
         allowzero = node.attributes.get("allowzero")
         out = [int(v) for v in target.reshape(-1)]
         if not (allowzero is not None and allowzero.as_int()):
@@ -279,7 +279,7 @@ class Folder:
         out = {}
         for v in node.inputs:
             arr = self.constant(v)
-            if arr is not None:
+            if v is not None and arr is not None:
                 out[v] = arr
         return out
 
@@ -336,7 +336,7 @@ class Folder:
         for out, arr in zip(node.outputs, results, strict=False):
             if arr.dtype.kind not in "biuf":
                 return False
-            if is_static_shape(out.shape) and tuple(int(d) for d in out.shape) != arr.shape:  # type: ignore[union-attr]
+            if is_static_shape(out.shape) and tuple(out.shape) != arr.shape:
                 logger.debug("%s: evaluated shape %s differs from %s; not folded", node.name, arr.shape, out.shape)
                 return False
             if out.dtype is not None and out.dtype != ir.DataType.from_numpy(arr.dtype):
@@ -353,26 +353,30 @@ class Folder:
         return True
 
     def _estimate_bytes(self, node: ir.Node, inputs: list[np.ndarray | None]) -> int | None:
-        total = 0
+        total = 0.0  # an element of a 4-bit type takes half a byte
         for out in node.outputs:
             if is_static_shape(out.shape) and out.dtype is not None:
-                total += math.prod(int(d) for d in out.shape) * out.dtype.itemsize
+                total += math.prod(out.shape) * out.dtype.itemsize
             else:
                 break
         else:
-            return total
+            return math.ceil(total)
         op = node.op_type
+        first = inputs[0] if inputs else None
+        second = inputs[1] if len(inputs) > 1 else None
+        if first is None:
+            return None
         try:
             if op == "ConstantOfShape":
-                return math.prod(int(v) for v in inputs[0].reshape(-1)) * 8
-            if op == "Expand":
-                target = np.broadcast_shapes(inputs[0].shape, tuple(int(v) for v in inputs[1].reshape(-1)))
-                return math.prod(target) * inputs[0].itemsize
-            if op == "Tile":
-                return inputs[0].nbytes * math.prod(int(v) for v in inputs[1].reshape(-1))
+                return math.prod([int(v) for v in first.reshape(-1)]) * 8
+            if op == "Expand" and second is not None:
+                target = np.broadcast_shapes(first.shape, tuple(int(v) for v in second.reshape(-1)))
+                return math.prod(target) * first.itemsize
+            if op == "Tile" and second is not None:
+                return first.nbytes * math.prod([int(v) for v in second.reshape(-1)])
             if op == "Range":
                 start, limit, delta = (float(np.asarray(a).reshape(())) for a in inputs[:3])
-                return max(0, math.ceil((limit - start) / delta)) * inputs[0].itemsize if delta else None
+                return max(0, math.ceil((limit - start) / delta)) * first.itemsize if delta else None
         except Exception:
             return None
         return None
@@ -453,7 +457,7 @@ class Folder:
         live = [(i, out) for i, out in enumerate(node.outputs) if _used(out) or out.is_graph_output()]
         new_values = []
         for i, out in live:
-            name = node.name if len(live) == 1 else self.names.derive(node.name, f"out{i}")
+            name = node.name or "" if len(live) == 1 else self.names.derive(node.name, f"out{i}")
             new_values.append(self._new_constant(graph, out, arrays[i], name))
             self.stats.bytes_added += int(arrays[i].nbytes)
             self._consts[new_values[-1]] = arrays[i]
@@ -486,7 +490,7 @@ class Folder:
                 if producer is not None:
                     if not _subgraph_attrs(producer) and has_schema(producer) and producer.op_type not in _NON_DETERMINISTIC:
                         stack.append(producer)
-                elif v.graph is not None and not v.is_graph_input() and v.name in v.graph.initializers \
+                elif v.graph is not None and not v.is_graph_input() and v.name and v.name in v.graph.initializers \
                         and v.graph.initializers[v.name] is v:
                     self.stats.bytes_freed += _tensor_nbytes(v)
                     v.graph.initializers.pop(v.name)
@@ -529,6 +533,8 @@ class Folder:
         nodes = []
         for name, value in list(body.initializers.items()):
             tensor = value.const_value
+            if tensor is None:
+                continue  # an initializer without data is a graph input: nothing to hoist
             const = ir.Node("", "Constant", [], [ir.AttrTensor("value", tensor)],
                             name=self.names.derive(anchor.name, name), num_outputs=1)
             body.initializers.pop(name)
@@ -586,7 +592,9 @@ class Folder:
             if cond is None or not bool(cond.reshape(-1)[0]):
                 return False
         body = node.attributes["body"].as_graph()
-        carried_in = inputs[2:]
+        carried_in = [v for v in inputs[2:] if v is not None]
+        if len(carried_in) < len(inputs) - 2:
+            return False  # a loop-carried initial value is required
         n_carried = len(carried_in)
         body_cond_out = body.outputs[0]
         body_cond_in = body.inputs[1]
@@ -698,6 +706,7 @@ class Folder:
         n = len(inputs) - m
         if m < 1 or n < 0 or any(v is None for v in inputs):
             return False
+        present = [v for v in inputs if v is not None]  # all of them (checked above)
         body = node.attributes["body"].as_graph()
         k_out = len(body.outputs) - n
         in_axes = list(node.attributes.get_ints("scan_input_axes", [0] * m))
@@ -715,8 +724,8 @@ class Folder:
             lengths.add(shape[in_axes[j]])
         if len(lengths) != 1:
             return False
-        count = lengths.pop()
-        if not is_known_dim(count) or count > self.max_unroll or (count == 0 and k_out):
+        length = lengths.pop()
+        if not is_known_dim(length) or length > self.max_unroll or (length == 0 and k_out):
             return False
         out_ranks = []
         for formal in body.outputs[n:]:
@@ -725,13 +734,13 @@ class Folder:
             out_ranks.append(len(formal.shape))
         self._hoist_initializers(graph, body, node)
         base = node.name or "Scan"
-        carried = list(inputs[:n])
+        carried = present[:n]
         items: list[list[ir.Value]] = [[] for _ in range(k_out)]
         new_nodes: list[ir.Node] = []
-        for t in range(count):
+        for t in range(length):
             value_map: dict[ir.Value, ir.Value | None] = dict(zip(body.inputs[:n], carried, strict=True))
             for j, value in enumerate(inputs[n:]):
-                index = self._int64_constant(np.array(count - 1 - t if in_dirs[j] else t), base, f"iter{t}_index{j}", new_nodes)
+                index = self._int64_constant(np.array(length - 1 - t if in_dirs[j] else t), base, f"iter{t}_index{j}", new_nodes)
                 gather = ir.Node("", "Gather", [value, index], [ir.AttrInt64("axis", in_axes[j])],
                                  name=self.names.derive(base, f"iter{t}_slice{j}"), num_outputs=1)
                 gather.outputs[0].name = self.names.derive(base, f"iter{t}_slice{j}")

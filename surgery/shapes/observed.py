@@ -31,6 +31,7 @@ from collections.abc import Collection, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from surgery.graph import value_names
 from surgery.shapes.dims import is_known_dim, shape_text
 from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY, proven_shapes, refresh_shapes
 
@@ -89,7 +90,7 @@ def _nbytes(value: ir.Value) -> int:
         itemsize = value.dtype.itemsize
     except Exception:  # exotic element types: a guess is enough to size a chunk
         itemsize = 8
-    return int(np.prod([int(d) for d in shape], dtype=np.int64)) * int(itemsize)
+    return int(np.prod([int(d) for d in shape if is_known_dim(d)], dtype=np.int64)) * int(itemsize)
 
 
 def observe_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
@@ -130,7 +131,7 @@ def observe_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str
                 for _ in chunk:
                     outputs.pop()
             try:
-                for name, array in session.run(feeds, [v.name for v in extra]).items():
+                for name, array in session.run(feeds, value_names(extra)).items():
                     if isinstance(array, np.ndarray):  # sequences and maps have no shape to compare
                         observed[name] = tuple(int(d) for d in array.shape)
             finally:

@@ -26,7 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import one_line
-from surgery.graph import const_value
+from surgery.graph import const_value, value_names
 from surgery.pass_base import Tolerance
 from surgery.shapes.dims import is_static_shape
 from surgery.verify.compare import ArrayDiff, diff_arrays
@@ -240,7 +240,7 @@ def _fetch(model: ir.Model, values: Sequence[ir.Value], env: Mapping[str, np.nda
     with _exposed(model, values):
         session = OrtSession(model)
     try:
-        return session.run(env, [v.name for v in values])
+        return session.run(env, value_names(values))
     finally:
         session.close()
 

@@ -131,7 +131,7 @@ class OrtSession:
             signature = worker.session_signature(self._local)
         del data
         self.input_names, types, self.output_names = signature
-        self._input_types = {k: _ORT_TYPES.get(v) for k, v in types.items()}
+        self._input_types: dict[str, np.dtype | None] = {k: _ORT_TYPES.get(v) for k, v in types.items()}
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         wanted = list(outputs) if outputs is not None else self.output_names

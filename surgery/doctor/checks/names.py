@@ -10,6 +10,7 @@ import onnx_ir as ir
 from surgery.doctor.checks._util import severity
 from surgery.doctor.context import Context, _subgraph_attrs
 from surgery.doctor.finding import Finding, Severity
+from surgery.graph import value_names
 
 NAME = "names"
 
@@ -21,7 +22,7 @@ def _atc_names(graphs: list[ir.Graph], unnamed_fmt: str, init_fmt: str) -> list[
     for graph in graphs:
         names: list[str] = []
         initializers = set(graph.initializers)
-        names += [v.name for v in graph.inputs if v.name not in initializers]
+        names += [n for n in value_names(graph.inputs) if n not in initializers]
         names += [init_fmt.format(name=n, index=i) for i, n in enumerate(sorted(initializers))]
         for node in graph:
             if node.name:
