@@ -44,7 +44,7 @@ def resolve_pipeline(pipeline: PipelineLike, *, allow_code: bool = False) -> Pip
         return pipeline
     if isinstance(pipeline, (str, os.PathLike)):
         return load_pipeline(pipeline, allow_code=allow_code)
-    if isinstance(pipeline, Sequence):
+    if isinstance(pipeline, Sequence) and not isinstance(pipeline, str):
         return Pipeline.from_passes(pipeline)
     raise PipelineError(f"expected a passes.toml path, a Pipeline or a list of passes, got {type(pipeline).__name__}")
 

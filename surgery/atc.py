@@ -162,7 +162,7 @@ def input_shapes(model: ir.Model) -> tuple[dict[str, tuple[int, ...]], list[str]
             shapes[name] = ()
             dynamic.append(name)
             continue
-        dims = tuple(int(d) if is_known_dim(d) else -1 for d in value.shape)  # type: ignore[arg-type]
+        dims = tuple(int(d) if is_known_dim(d) else -1 for d in value.shape)
         if -1 in dims:
             dynamic.append(name)
         shapes[name] = dims

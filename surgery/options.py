@@ -36,7 +36,7 @@ def option(default: Any = _MISSING, *, help: str, default_factory: Any = _MISSIN
     return dataclasses.field(**kwargs)
 
 
-def path_options(options_cls: type) -> list[str]:
+def path_options(options_cls: type | None) -> list[str]:
     """Names of the fields declared with ``option(..., path=True)``."""
     if not dataclasses.is_dataclass(options_cls):
         return []

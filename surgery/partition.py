@@ -375,7 +375,7 @@ def manifest(
     """
     parts = [("head", head), *chained.items()]
     files = dict(files or {})
-    entries = []
+    entries: list[dict[str, Any]] = []
     produced: list[str] = []
     read_later: set[str] = set()
     for _, part in parts[1:]:

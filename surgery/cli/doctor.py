@@ -47,6 +47,7 @@ def _parse_dims(items: list[str]) -> dict[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     from surgery.doctor import diagnose, emit_pipeline, render_table
+    from surgery.graph import value_names
     from surgery.model_io import load
 
     dims = _parse_dims(args.dim)
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     plan.write(json_path, "the JSON report (--json)")
     plan.write(args.emit_pipeline, "the emitted pipeline (--emit-pipeline)")
     if input_shapes:
-        names = {v.name for v in model.graph.inputs}
+        names = set(value_names(model.graph.inputs))
         unknown = sorted(set(input_shapes) - names)
         if unknown:
             raise InputError(f"--input-shape: no input named {', '.join(unknown)}; the inputs are {', '.join(sorted(names))}")

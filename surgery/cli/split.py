@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from surgery import api, model_io, registry
     from surgery.analysis.cuts import postprocess_boundary
+    from surgery.graph import value_names
     from surgery.partition import manifest
 
     head_path: Path = args.head
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     writes.write(manifest_path, "the manifest (--manifest)")
     repro = head_path.with_name(head_path.name + ".repro")
     writes.reproducer(repro, explicit=False, role="the reproducer folder")
-    original_outputs = [v.name for v in model.graph.outputs]
+    original_outputs = value_names(model.graph.outputs)
     hostile: list[dict[str, str]] = []
     if not args.boundary:
         # fails early, with the reason, when there is nothing to split off

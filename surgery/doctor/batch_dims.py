@@ -108,16 +108,16 @@ def _tie_node(node: onnx.NodeProto, table: dict[str, list[str | int | None]], un
                     if k != axis % rank:
                         tie(a, b)
     elif op == "MatMul":
-        left, right = dims(0), dims(1)
-        if left and right and len(left) >= 2 and len(right) >= 2:
-            tie(left[-1], right[-2])
-            for x, y in zip(reversed(left[:-2]), reversed(right[:-2]), strict=False):
+        lhs, rhs = dims(0), dims(1)
+        if lhs and rhs and len(lhs) >= 2 and len(rhs) >= 2:
+            tie(lhs[-1], rhs[-2])
+            for x, y in zip(reversed(lhs[:-2]), reversed(rhs[:-2]), strict=False):
                 tie(x, y)
     elif op in _RNN:
         layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
-        x = dims(0)
-        if x and len(x) == 3:
-            batch = x[0] if layout else x[1]
+        seq = dims(0)
+        if seq and len(seq) == 3:
+            batch = seq[0] if layout else seq[1]
             for index in (5, 6):  # initial_h, initial_c
                 state = dims(index)
                 if state and len(state) == 3:

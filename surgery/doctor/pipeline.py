@@ -28,6 +28,7 @@ from surgery.doctor.context import Context
 from surgery.doctor.facts import load_facts
 from surgery.doctor.finding import DoctorReport, Finding, Severity
 from surgery.doctor.fixes import PASS_ORDER, USER_DECISION_PASSES, order_passes
+from surgery.pass_base import SurgeryPass
 from surgery.shapes.dims import is_known_dim, is_static_shape
 from surgery.tomlwrite import Unrepresentable, comment, string, text_of
 from surgery.tomlwrite import value as toml_value
@@ -97,6 +98,8 @@ def decide_shapes(
         if value.const_value is not None or value.name in pinned:
             continue
         name = value.name
+        if not name:
+            continue  # a graph input always has a name in a valid model
         current = ctx.shape(value)
         if name in input_shapes:
             shapes[name] = list(input_shapes[name])
@@ -145,7 +148,7 @@ def _convert_target(ctx: Context) -> tuple[int, str]:
     """The highest opset (at most the newest ATC parses) at which ATC registers every ai.onnx op of the model."""
     max_opset = _max_standard_opset(ctx)
     common: set[int] | None = None
-    blockers = []
+    blockers: list[str] = []
     for entry in ctx.entries:
         node = entry.node
         if ctx.calls_function(node):
@@ -174,7 +177,7 @@ def _registered() -> tuple[dict[str, type], str | None]:
         return {}, f"could not load the pass registry: {exc}"
 
 
-def _option_names(cls: type) -> set[str]:
+def _option_names(cls: type[SurgeryPass]) -> set[str]:
     return {f.name for f in dataclasses.fields(cls.Options)}
 
 

@@ -111,7 +111,9 @@ _LABELS = {Status.PASSED: "ok", Status.FAILED: "FAILED", Status.SKIPPED: "off", 
 class Gate(Protocol):
     """A verification gate (see the module docstring)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: a class attribute (BaseGate.name) satisfies it
+
     schedule: Schedule
 
     def when(self, run: RunState, step: Step | None) -> Schedule:

@@ -84,6 +84,7 @@ class _Original:
         self.session = None
         self.reference = False
         try:
+            assert run.original is not None, "the runner keeps the original before any gate runs"
             self.session = OrtSession(run.original)
         except ORT_ERRORS as exc:
             if not is_missing_kernel(exc):
@@ -149,9 +150,10 @@ class ParityGate(BaseGate):
         if step is None or run.step is not step:
             return mode
         changes = step.pass_.numerics is Numerics.CHANGES or bool(run.result and run.result.changed_semantics)
-        after = run.step_report.after if run.step_report else None
-        if mode is Schedule.EACH and after is not None and after.nodes > cfg.parity_max_nodes and not changes:
-            run.step_report.notes.append(
+        report = run.step_report
+        after = report.after if report else None
+        if report is not None and mode is Schedule.EACH and after is not None and after.nodes > cfg.parity_max_nodes and not changes:
+            report.notes.append(
                 f"parity deferred to the end: {after.nodes} nodes > parity_max_nodes {cfg.parity_max_nodes}"
             )
             return Schedule.END

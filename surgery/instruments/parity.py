@@ -37,6 +37,9 @@ ORT_ERRORS = (Fail, InvalidArgument, InvalidGraph, NotImplemented, RuntimeExcept
 class OrtLoadError(Exception):
     """ONNX Runtime refused to load a model."""
 
+    #: ORT's whole message (the exception's text is its first line), for explain_ort_failure
+    detail: str = ""
+
 
 class Evaluation:
     """Outputs of one model chain on the parity feeds, and which engine produced them."""
