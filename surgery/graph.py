@@ -130,6 +130,12 @@ class NameAllocator:
             if isinstance(graph, ir.Graph):
                 self._taken.update(graph.initializers)
 
+    def fork(self) -> NameAllocator:
+        """An allocator that starts from the same taken names and hands out names independently."""
+        other = object.__new__(NameAllocator)
+        other._taken = set(self._taken)
+        return other
+
     def derive(self, base: str | None, suffix: str) -> str:
         """A fresh name ``base/suffix`` (``base/suffix_1`` … if taken; ``suffix`` alone for no base)."""
         stem = f"{base}/{suffix}" if base else suffix

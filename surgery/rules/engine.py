@@ -16,6 +16,12 @@ rule's :meth:`Rule.check`, builds the replacement, splices it in (the replacemen
 over the replaced outputs' names, types and graph-output slots) and removes the matched nodes.
 A rule that got as far as its root op but was rejected is a *near miss*; its reason is logged at
 debug level and counted. :class:`RulePass` makes a registered pass out of a list of rules.
+
+Refusals are transactional: every match and every check runs on the unchanged model first, and
+only when no rule refused (raised :class:`~surgery.errors.PassError`) are the replacements
+spliced in, so a refusal leaves the model exactly as it was (``errors.py`` promises it, and a
+Python caller passing an ``ir.Model`` keeps that very object). A rule's ``rewrite`` therefore must
+not change the graph: it returns a :class:`Rewrite` and the engine applies it.
 """
 
 from __future__ import annotations
@@ -296,6 +302,36 @@ def remove_dead_constants(graph: GraphLike, values: Iterable[ir.Value]) -> int:
     return removed
 
 
+def _check_every_match(
+    model: ir.Model,
+    graphs: Sequence[tuple[GraphLike, Mapping[str, int]]],
+    rules: Sequence[RuleLike],
+    names: NameAllocator,
+    pass_name: str,
+    inferred: InferredTypes,
+) -> None:
+    """Match and check every rule on the unchanged model; a refusal raises before anything changes.
+
+    The sweep mirrors :func:`apply_rules` (first rewriting rule wins, a node an earlier match
+    consumes is not visited again) but splices nothing; ``names`` is a fork, so the names the real
+    sweep hands out are the ones it would have without this check.
+    """
+    for graph, opsets in graphs:
+        ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
+        consumed: set[int] = set()
+        for node in list(graph):
+            if id(node) in consumed:
+                continue
+            for rule in rules:
+                if not rule.targets(node):
+                    continue
+                result = rule.rewrite(ctx, node)  # raises PassError to refuse
+                if isinstance(result, Miss):
+                    continue
+                consumed.update(id(n) for n in result.old_nodes)
+                break
+
+
 def apply_rules(
     model: ir.Model,
     rules: Iterable[RuleLike],
@@ -307,12 +343,16 @@ def apply_rules(
 
     Rules are tried in order; the first one that rewrites a node wins. Nodes a rewrite creates
     are not revisited in the same sweep (so a rule whose output it could match again cannot loop).
+    Every match is checked before the first splice: a rule that refuses (``PassError``) leaves the
+    model unchanged.
     """
     rules = list(rules)
     stats = RuleStats()
     names = names or NameAllocator(model)
     inferred = InferredTypes(model)
-    for graph, opsets in list(graphs_with_opsets(model)):
+    graphs = list(graphs_with_opsets(model))
+    _check_every_match(model, graphs, rules, names.fork(), pass_name, inferred)
+    for graph, opsets in graphs:
         ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
         for node in list(graph):
             if node.graph is None:  # removed by an earlier rewrite in this sweep

@@ -66,6 +66,23 @@ def test_consumed_indices_are_refused_naming_the_consumer():
         MaxPoolToAvgPool()(ir.from_proto(proto))
 
 
+def test_a_refusal_leaves_the_model_exactly_as_it_was():
+    """Two MaxPools, only the second's indices consumed: the PassError comes before any rewrite."""
+    proto = make_model(
+        [
+            h.make_node("MaxPool", ["x"], ["a"], name="/pool1/MaxPool", kernel_shape=[1, 1]),
+            h.make_node("MaxPool", ["a"], ["y", "idx"], name="/pool2/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+            h.make_node("MaxUnpool", ["y", "idx"], ["z"], name="/unpool/MaxUnpool", kernel_shape=[2, 2], strides=[2, 2]),
+        ],
+        [vi("x", T.FLOAT, [1, 2, 6, 6])], [vi("z", T.FLOAT, [1, 2, 6, 6])], opset=17)
+    model = ir.from_proto(proto)
+    before = ir.to_proto(model).SerializeToString(deterministic=True)
+    with pytest.raises(PassError, match=r"MaxPool '/pool2/MaxPool'.*consumed by MaxUnpool"):
+        surgery.apply(model, [MaxPoolToAvgPool()], verify="off")
+    assert op_counts(model) == {"MaxPool": 2, "MaxUnpool": 1}  # the first MaxPool was not replaced
+    assert ir.to_proto(model).SerializeToString(deterministic=True) == before
+
+
 def test_dilations_below_opset_19_are_refused():
     proto = make_model([h.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], dilations=[2, 2])],
                        [vi("x", T.FLOAT, [1, 2, 7, 7])], [vi("y", T.FLOAT, [1, 2, 5, 5])], opset=18)
