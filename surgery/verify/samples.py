@@ -143,10 +143,10 @@ def _draw(
             if declared is not None and declared[0] >= 0:
                 flo = declared[0]
         if recipe.fill:
-            v = hi if recipe.fill == "high" else lo
-            return np.full(shape, v, dtype=np.float64).astype(dtype), f"all {v:g}"
-        array = rng.uniform(lo, hi, size=shape).astype(np.float32 if dtype.type.__module__ != "numpy" else dtype)
-        return array.astype(dtype), f"uniform in [{lo:g}, {hi:g})"
+            fv = fhi if recipe.fill == "high" else flo
+            return np.full(shape, fv, dtype=np.float64).astype(dtype), f"all {fv:g}"
+        array = rng.uniform(flo, fhi, size=shape).astype(np.float32 if dtype.type.__module__ != "numpy" else dtype)
+        return array.astype(dtype), f"uniform in [{flo:g}, {fhi:g})"
     return planned, "as planned"
 
 
