@@ -457,7 +457,7 @@ class Folder:
         live = [(i, out) for i, out in enumerate(node.outputs) if _used(out) or out.is_graph_output()]
         new_values = []
         for i, out in live:
-            name = node.name or "" if len(live) == 1 else self.names.derive(node.name, f"out{i}")
+            name = (node.name or "") if len(live) == 1 else self.names.derive(node.name, f"out{i}")
             new_values.append(self._new_constant(graph, out, arrays[i], name))
             self.stats.bytes_added += int(arrays[i].nbytes)
             self._consts[new_values[-1]] = arrays[i]
