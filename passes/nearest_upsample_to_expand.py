@@ -98,7 +98,7 @@ class NearestRepeatRule(Rule):
         x = m["x"]
         shape = self._shape
         factors, _ = repeat_factors(m.root, shape, b.opset)
-        assert factors is not None and is_static_shape(shape)  # check() matched only these
+        assert factors is not None and shape is not None
         scaled = [i for i, f in enumerate(factors) if f > 1]
         # the new axes sit right after each scaled axis, in the unsqueezed tensor's numbering
         new_axes = [axis + k + 1 for k, axis in enumerate(scaled)]
@@ -110,7 +110,9 @@ class NearestRepeatRule(Rule):
                 target.append(f)
         wide = b.op("Expand", up, b.ints(target, "repeats"))
         first = scaled[0]
-        final = [0] * first + [int(d) * f for d, f in zip(list(shape)[first:], factors[first:], strict=True)]
+        scaled_dims = list(shape)[first:]
+        assert is_static_shape(scaled_dims)  # repeat_factors needs the dims from the first scaled axis on
+        final = [0] * first + [d * f for d, f in zip(scaled_dims, factors[first:], strict=True)]
         return [b.op("Reshape", wide, b.ints(final, "shape"))]
 
 

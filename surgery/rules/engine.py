@@ -314,7 +314,9 @@ def _check_every_match(
 
     The sweep mirrors :func:`apply_rules` (first rewriting rule wins, a node an earlier match
     consumes is not visited again) but splices nothing; ``names`` is a fork, so the names the real
-    sweep hands out are the ones it would have without this check.
+    sweep hands out are the ones it would have without this check. The replacements built here
+    are discarded, and their inputs detached so that no value of the model keeps a use by them
+    (matching reads use counts).
     """
     for graph, opsets in graphs:
         ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
@@ -328,6 +330,8 @@ def _check_every_match(
                 result = rule.rewrite(ctx, node)  # raises PassError to refuse
                 if isinstance(result, Miss):
                     continue
+                for new in result.new_nodes:  # discarded: drop the uses it put on the model's values
+                    new.resize_inputs(0)
                 consumed.update(id(n) for n in result.old_nodes)
                 break
 
