@@ -27,7 +27,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure, row  # noqa: E402
+from _measure import measure, row
 
 
 def build(n_nodes: int) -> onnx.ModelProto:

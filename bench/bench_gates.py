@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_static import _peak_rss_mb, chain, decoder  # noqa: E402
+from bench_static import _peak_rss_mb, chain, decoder
 
 
 def _work(tool: str, model: str, shapes: dict[str, list[int]], out: str) -> dict[str, object]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_static import decoder  # noqa: E402
+from bench_static import decoder
 
 
 def _hwm_mb() -> float:

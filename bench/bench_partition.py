@@ -27,7 +27,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure, row  # noqa: E402
+from _measure import measure, row
 
 
 def chain_model(n: int) -> onnx.ModelProto:

@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure, row  # noqa: E402
+from _measure import measure, row
 
 
 def export(path: Path, layers: int, width: int) -> int:
@@ -42,7 +42,7 @@ def main() -> None:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench-precision-"))
     folder.mkdir(parents=True, exist_ok=True)
     floor = ("import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1]); "
-             "s.run(None, {'x': np.random.rand(1, 64, %d).astype(np.float32)})" % args.width)
+             f"s.run(None, {{'x': np.random.rand(1, 64, {args.width}).astype(np.float32)}})")
     for layers in (int(x) for x in args.layers.split(",")):
         path = folder / f"encoder{layers}.onnx"
         nodes = export(path, layers, args.width)

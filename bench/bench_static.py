@@ -174,7 +174,7 @@ def _work(tool: str, model: str, shapes: dict[str, list[int]], out: str) -> dict
     elif tool == "floor":
         # what any onnx-ir based pipeline pays before folding anything: import, load, one
         # whole-model onnx shape inference, save
-        import surgery  # noqa: F401  (the import is part of the cost)
+        import surgery
         from surgery import model_io
         from surgery.passes.fix_shapes import FixShapes
         from surgery.shapes.infer import infer_model

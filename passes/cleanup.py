@@ -242,10 +242,12 @@ class Cleanup(SurgeryPass):
                 if not _is_identity(node):
                     continue
                 x, y = node.inputs[0], node.outputs[0]
+                if x is None:
+                    continue
                 x_name, y_name = x.name, y.name
                 if not forward_value(y, x):
                     continue
-                if x.name != x_name and x_name:
+                if x.name and x.name != x_name and x_name:
                     renamed[x_name] = x.name  # x took the graph output's name
                 elif y_name and x.name:
                     renamed[y_name] = x.name
@@ -302,6 +304,6 @@ class Cleanup(SurgeryPass):
         changed = 0
         for graph, nodes in before.values():
             after = list(graph)
-            if len(after) != len(nodes) or any(a is not b for a, b in zip(after, nodes)):
+            if len(after) != len(nodes) or any(a is not b for a, b in zip(after, nodes, strict=True)):
                 changed += 1
         return changed

@@ -24,8 +24,8 @@ upgrades well but cannot go down ("No Adapter From Version $14 for Mul"). This p
     GroupNormalization, Mish, HardSwish, Swish, AffineGrid, RMSNormalization, RotaryEmbedding,
     Attention, DeformConv): see ``opset_decompositions``, which lists what each handles.
 
-``opset_steps`` holds ``Step`` (one node's conversion) and the ``ADAPTERS``/``DECOMPOSITIONS``
-tables both modules register into.
+:mod:`surgery.rules.opset_steps` holds ``Step`` (one node's conversion), the
+``ADAPTERS``/``DECOMPOSITIONS`` tables both modules register into and the driver ``downgrade_graph``.
 
 An op with no adapter is an error naming the op and node. Outputs are unchanged (``exact``).
 
@@ -45,17 +45,23 @@ import onnx
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator, iter_graphs, walk
+from surgery.graph import NameAllocator, iter_graphs, walk
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
-from surgery.passes.opset_decompositions import DECOMPOSITIONS  # the table, filled by that module
-from surgery.passes.opset_steps import ADAPTERS, Step, _Refuse, adapter
 from surgery.registry import register
 from surgery.rules import schema
-from surgery.rules.engine import RuleContext, remove_dead_constants
+from surgery.rules.opset_steps import (
+    ADAPTERS,
+    DECOMPOSITIONS,
+    Refuse,
+    Step,
+    adapter,
+    downgrade_graph,
+    generic_adapter,
+)
 from surgery.shapes.dims import is_known_dim
 
-__all__ = ["ConvertOpset", "downgrade_graph", "ADAPTERS", "DECOMPOSITIONS"]
+__all__ = ["ADAPTERS", "DECOMPOSITIONS", "ConvertOpset", "downgrade_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +70,7 @@ ATC_MAX_OPSET = 18
 
 REDUCE_AXES_INPUT = {
     "ReduceSum": 13,
-    **{
-        op: 18
-        for op in (
-            "ReduceMean",
-            "ReduceMax",
-            "ReduceMin",
-            "ReduceProd",
-            "ReduceL1",
-            "ReduceL2",
-            "ReduceLogSum",
-            "ReduceLogSumExp",
-            "ReduceSumSquare",
-        )
-    },
+    **dict.fromkeys(("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"), 18),
 }
 
 
@@ -111,6 +104,7 @@ def _history(op_type: str, domain: str = "") -> list[int]:
     return versions  # newest first
 
 
+@generic_adapter
 def generic_check(step: Step) -> None:
     """Check ``step.node`` against the target's schema; drop new attributes left at their default.
 
@@ -123,16 +117,16 @@ def generic_check(step: Step) -> None:
     assert older is not None
     for since in _history(node.op_type):
         if low < since <= step.cur_since and (node.op_type, since) in SEMANTIC_CHANGES and node.op_type not in ADAPTERS:
-            raise _Refuse(f"{node.op_type} changed meaning at opset {since} and has no adapter")
+            raise Refuse(f"{node.op_type} changed meaning at opset {since} and has no adapter")
     # inputs the older op does not have
     max_in = len(older.inputs) if older.inputs and not _variadic(older.inputs[-1]) else 1 << 30
     for i, value in enumerate(node.inputs):
         if value is not None and i >= max_in:
-            raise _Refuse(f"input {i} ('{value.name}') has no equivalent before opset {_first_with(node.op_type, i)}")
+            raise Refuse(f"input {i} ('{value.name}') has no equivalent before opset {_first_with(node.op_type, i)}")
     max_out = len(older.outputs) if older.outputs and not _variadic(older.outputs[-1]) else 1 << 30
     for i, value in enumerate(node.outputs):
         if i >= max_out and (value.uses() or value.is_graph_output()):
-            raise _Refuse(f"output {i} ('{value.name}') does not exist at opset {step.target}")
+            raise Refuse(f"output {i} ('{value.name}') does not exist at opset {step.target}")
     # attributes the older op does not have: fine when they hold the newer default
     for key in list(node.attributes):
         if key in older.attributes:
@@ -142,7 +136,7 @@ def generic_check(step: Step) -> None:
         if default is not None and _same(got, default):
             step.drop_attr(key)
             continue
-        raise _Refuse(f"attribute {key}={got!r} does not exist at opset {step.target}")
+        raise Refuse(f"attribute {key}={got!r} does not exist at opset {step.target}")
     # element types the older op does not accept
     binding = schema.type_bindings(node, step.target)
     if binding is not None:
@@ -153,7 +147,7 @@ def generic_check(step: Step) -> None:
                 dtype = step.ctx.dtype(value)
                 allowed = slots[i][1]
                 if dtype is not None and allowed and dtype not in allowed:
-                    raise _Refuse(f"{kind} {i} ('{value.name}') is {dtype.name}, which opset {step.target} does not accept")
+                    raise Refuse(f"{kind} {i} ('{value.name}') is {dtype.name}, which opset {step.target} does not accept")
 
 
 def _variadic(param: Any) -> bool:
@@ -186,7 +180,7 @@ def _reduce(step: Step) -> None:
         axes = step.const_input(1, "axes")
         noop = step.attr("noop_with_empty_axes", 0)
         if (axes is None or axes.size == 0) and noop:
-            raise _Refuse("noop_with_empty_axes=1 with no axes (an identity) has no older form")
+            raise Refuse("noop_with_empty_axes=1 with no axes (an identity) has no older form")
         step.drop_inputs_from(1)
         step.drop_attr("noop_with_empty_axes")
         if axes is not None and axes.size:
@@ -229,10 +223,10 @@ def _split(step: Step) -> None:
             else:
                 logger.info("Split '%s': num_outputs=%d on a dynamic axis; opset 13 splits evenly", node.name, n)
     if step.cur_since >= 13 > step.target:
-        split = step.const_input(1, "split")
+        split_sizes = step.const_input(1, "split")
         step.drop_inputs_from(1)
-        if split is not None:
-            step.set_attr("split", [int(s) for s in split.reshape(-1)])
+        if split_sizes is not None:
+            step.set_attr("split", [int(s) for s in split_sizes.reshape(-1)])
     generic_check(step)
 
 
@@ -240,14 +234,14 @@ def _split(step: Step) -> None:
 def _pad(step: Step) -> None:
     node = step.node
     if step.cur_since >= 19 > step.target and step.attr("mode", "constant") == "wrap":
-        raise _Refuse("mode='wrap' exists only from opset 19")
+        raise Refuse("mode='wrap' exists only from opset 19")
     if step.cur_since >= 18 > step.target and len(node.inputs) > 3 and node.inputs[3] is not None:
         axes = step.const_input(3, "axes")
         pads = step.const_input(1, "pads")
         assert axes is not None and pads is not None
         shape = step.ctx.shape(node.inputs[0])
         if shape is None:
-            raise _Refuse("Pad with axes on an input of unknown rank")
+            raise Refuse("Pad with axes on an input of unknown rank")
         rank = len(shape)
         full = np.zeros(2 * rank, dtype=np.int64)
         k = len(axes)
@@ -293,7 +287,7 @@ def _dropout(step: Step) -> None:
         ratio = step.const_input(1, "ratio")
         training = step.const_input(2, "training_mode")
         if training is not None and bool(training.reshape(-1)[0]):
-            raise _Refuse("training_mode=True has no form before opset 12")
+            raise Refuse("training_mode=True has no form before opset 12")
         step.drop_inputs_from(1)
         step.drop_attr("seed")
         if ratio is not None:
@@ -311,7 +305,7 @@ def _clip(step: Step) -> None:
                 continue
             number = float(value.reshape(-1)[0])
             if float(np.float32(number)) != number:
-                raise _Refuse(f"{name}={number!r} is not a float32, and opset {step.target} holds {name} in a float attribute")
+                raise Refuse(f"{name}={number!r} is not a float32, and opset {step.target} holds {name} in a float attribute")
             bounds[name] = number
         step.drop_inputs_from(1)
         for name, number in bounds.items():
@@ -322,7 +316,7 @@ def _clip(step: Step) -> None:
 def _resize(step: Step) -> None:
     node = step.node
     if step.cur_since >= 19 > step.target and step.attr("coordinate_transformation_mode") == "half_pixel_symmetric":
-        raise _Refuse("coordinate_transformation_mode='half_pixel_symmetric' exists only from opset 19")
+        raise Refuse("coordinate_transformation_mode='half_pixel_symmetric' exists only from opset 19")
     if step.cur_since >= 13 > step.target:
         # roi and scales became optional at 13; opset 11 wants them present (empty is allowed)
         b = step.builder()
@@ -340,9 +334,9 @@ def _resize(step: Step) -> None:
 def _scatter(step: Step) -> None:
     reduction = step.attr("reduction", "none")
     if reduction in ("max", "min") and step.target < 18:
-        raise _Refuse(f"reduction='{reduction}' exists only from opset 18")
+        raise Refuse(f"reduction='{reduction}' exists only from opset 18")
     if reduction != "none" and step.target < 16:
-        raise _Refuse(f"reduction='{reduction}' exists only from opset 16")
+        raise Refuse(f"reduction='{reduction}' exists only from opset 16")
     if step.target < 16:
         step.drop_attr("reduction")
     generic_check(step)
@@ -353,7 +347,7 @@ def _roialign(step: Step) -> None:
     if step.cur_since >= 16 > step.target:
         mode = step.attr("coordinate_transformation_mode", "half_pixel")
         if mode != "output_half_pixel":
-            raise _Refuse(
+            raise Refuse(
                 f"coordinate_transformation_mode='{mode}'; before opset 16 RoiAlign always behaves as 'output_half_pixel'"
             )
         step.drop_attr("coordinate_transformation_mode")
@@ -367,7 +361,7 @@ def _softmax(step: Step) -> None:
         shape = step.ctx.shape(step.node.inputs[0])
         last = axis == -1 or (shape is not None and axis == len(shape) - 1)
         if not last:
-            raise _Refuse(f"axis={axis} is not the last axis; before opset 13 the op flattens from the axis on")
+            raise Refuse(f"axis={axis} is not the last axis; before opset 13 the op flattens from the axis on")
         step.set_attr("axis", -1 if shape is None else len(shape) - 1)
     generic_check(step)
 
@@ -375,15 +369,15 @@ def _softmax(step: Step) -> None:
 @adapter("GridSample")
 def _gridsample(step: Step) -> None:
     if step.target < 16:
-        raise _Refuse("GridSample exists only from opset 16; run decompose-gridsample first")
+        raise Refuse("GridSample exists only from opset 16; run decompose-gridsample first")
     if step.cur_since >= 20 > step.target:
         mode = step.attr("mode", "linear")
         renamed = {"linear": "bilinear", "cubic": "bicubic", "nearest": "nearest"}.get(mode)
         if renamed is None:
-            raise _Refuse(f"mode={mode!r}")
+            raise Refuse(f"mode={mode!r}")
         shape = step.ctx.shape(step.node.inputs[0])
         if shape is not None and len(shape) != 4:
-            raise _Refuse(f"a {len(shape)}-D GridSample exists only from opset 20")
+            raise Refuse(f"a {len(shape)}-D GridSample exists only from opset 20")
         step.set_attr("mode", renamed)
     generic_check(step)
 
@@ -393,7 +387,7 @@ def _reshape(step: Step) -> None:
     if step.cur_since >= 14 > step.target and step.attr("allowzero", 0):
         shape = step.const_input(1, "shape")
         if shape is None or (shape == 0).any():
-            raise _Refuse("allowzero=1 with a shape that may hold 0 has no form before opset 14")
+            raise Refuse("allowzero=1 with a shape that may hold 0 has no form before opset 14")
         step.drop_attr("allowzero")
     generic_check(step)
 
@@ -410,7 +404,7 @@ def _avgpool(step: Step) -> None:
     if step.target < 19:
         dilations = step.attr("dilations")
         if dilations and any(int(d) != 1 for d in dilations):
-            raise _Refuse(f"dilations={list(dilations)} exist only from opset 19")
+            raise Refuse(f"dilations={list(dilations)} exist only from opset 19")
         step.drop_attr("dilations")
     generic_check(step)
 
@@ -427,65 +421,6 @@ def _dft(step: Step) -> None:
 # ---- driving -------------------------------------------------------------------------------
 
 #: Where another pass removes an op convert-opset cannot express at an older opset.
-HINTS = {
-    "GridSample": " (run decompose-gridsample first)",
-    "Einsum": " (run einsum-to-matmul first)",
-}
-
-
-def downgrade_graph(
-    model: ir.Model,
-    graph: GraphLike,
-    opsets: Any,
-    current: int,
-    target: int,
-    names: NameAllocator,
-    pass_name: str,
-    stats: dict[str, int],
-    inferred: Any = None,
-) -> None:
-    """Convert every ``ai.onnx`` node of ``graph`` (not its subgraphs) from ``current`` to ``target``."""
-    ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
-    orphans: list[ir.Value] = []
-    for node in list(graph):
-        if node.domain not in ("", "ai.onnx") or node.graph is None:
-            continue
-        step = Step(ctx, node, current, target, orphans)
-        where = f"{node.op_type} '{node.name}'" if node.name else f"{node.op_type} producing '{node.outputs[0].name}'"
-        if schema.get_schema(node.op_type, current) is None:
-            raise PassError(f"{where}: not an ai.onnx op at opset {current}", pass_name=pass_name)
-        try:
-            decompose = DECOMPOSITIONS.get(node.op_type)
-            if step.tgt_since is None or (node.op_type == "GroupNormalization" and step.cur_since >= 21 > target):
-                if decompose is None:
-                    hint = HINTS.get(node.op_type, "")
-                    raise _Refuse(f"it does not exist at opset {target} and there is no decomposition for it{hint}")
-                decompose(step)
-                stats["decomposed"] = stats.get("decomposed", 0) + 1
-                continue
-            if step.tgt_since == step.cur_since:
-                continue
-            fix = ADAPTERS.get(node.op_type, generic_check)
-            before = _fingerprint(node)
-            fix(step)
-            if node.graph is None or _fingerprint(node) != before:
-                stats["adapted"] = stats.get("adapted", 0) + 1
-        except _Refuse as exc:
-            raise PassError(
-                f"{where} (opset {current}) cannot be converted to opset {target}: {exc}", pass_name=pass_name
-            ) from None
-    _remove_orphans(graph, orphans)
-
-
-def _fingerprint(node: ir.Node) -> tuple:
-    return (tuple(id(v) for v in node.inputs), tuple(sorted((k, repr(a.value)) for k, a in node.attributes.items())))
-
-
-def _remove_orphans(graph: GraphLike, orphans: list[ir.Value]) -> None:
-    """Drop Constant nodes and initializers that only fed inputs an adapter turned into attributes."""
-    remove_dead_constants(graph, orphans)
-
-
 @register
 class ConvertOpset(SurgeryPass):
     """Convert the model to another ai.onnx opset (default 18, ATC's newest), downgrades included."""
@@ -549,7 +484,7 @@ class ConvertOpset(SurgeryPass):
             if name in light.tensors:
                 value.const_value = light.tensors[name]
         # the converter drops model-local functions: keep ours (they carry their own opset imports)
-        model.graph = new.graph  # type: ignore[misc]  (the model's opset imports live on its graph)
+        model.graph = new.graph  # the model's opset imports live on its graph
         names = NameAllocator(model)
         for graph in iter_graphs(model):
             for node in graph:

@@ -45,7 +45,8 @@ from surgery.rules.engine import RuleLike
 __all__ = ["DecomposeDft", "dft_matrix", "stft_kernel"]
 
 _ONNX = ("", "ai.onnx")
-_FLOATS = {ir.DataType.FLOAT: np.float32, ir.DataType.DOUBLE: np.float64, ir.DataType.FLOAT16: np.float16}
+_FLOATS: dict[ir.DataType | None, type[np.floating]] = {
+    ir.DataType.FLOAT: np.float32, ir.DataType.DOUBLE: np.float64, ir.DataType.FLOAT16: np.float16}
 
 
 def dft_matrix(length: int, n: int, bins: int, complex_input: bool, inverse: bool) -> np.ndarray:
@@ -217,7 +218,7 @@ class StftRule(_SpectralRule):
         if shape is not None and len(shape) == 2 and ctx.dtype(x) in _FLOATS:
             # [batch, length]: a real signal without its complex axis (torch.stft exports it so,
             # ONNX Runtime reads it as real)
-            dims, np_dtype = [*(_static_dims(shape) or []), 1], np.dtype(_FLOATS[ctx.dtype(x)])  # type: ignore[index]
+            dims, np_dtype = [*(_static_dims(shape) or []), 1], np.dtype(_FLOATS[ctx.dtype(x)])
         else:
             signal = self._signal(ctx, x)
             if isinstance(signal, str):

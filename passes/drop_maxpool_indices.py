@@ -25,7 +25,7 @@ class DropIndicesRule(Rule):
     name = "drop-maxpool-indices"
     pattern = Op("MaxPool", Var("x"), unused_outputs=(1,))
 
-    def check(self, ctx, m: Match) -> str | None:  # noqa: ANN001
+    def check(self, ctx, m: Match) -> str | None:
         if len(m.root.outputs) < 2:
             return "has no Indices output"
         return None

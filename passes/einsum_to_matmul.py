@@ -90,7 +90,7 @@ class EinsumRule(Rule):
                 continue
             if len(shape) != len(term):
                 raise self.refuse(ctx, f"Einsum '{m.root.name}': '{term}' does not match the rank {len(shape)} of '{m[name].name}'")
-            for c, d in zip(term, shape):
+            for c, d in zip(term, shape, strict=True):
                 if is_known_dim(d):
                     if dims.get(c) not in (None, d):
                         if 1 not in (dims.get(c), d):

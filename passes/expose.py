@@ -19,6 +19,7 @@ import onnx_ir as ir
 from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.tensor_types import fill_types
 from surgery.errors import InputError, PipelineError
+from surgery.graph import value_names
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
@@ -95,7 +96,7 @@ class Expose(SurgeryPass):
         untyped = fill_types(model, new, flow=flow)
         for v in new:
             model.graph.outputs.append(v)
-        notes = [f"exposed {len(new)} tensor(s): " + ", ".join(v.name for v in new[:10]) + (" …" if len(new) > 10 else "")]
+        notes = [f"exposed {len(new)} tensor(s): " + ", ".join(value_names(new[:10])) + (" …" if len(new) > 10 else "")]
         if untyped:
-            notes.append("no type known for: " + ", ".join(v.name for v in untyped[:10]))
+            notes.append("no type known for: " + ", ".join(value_names(untyped[:10])))
         return declare_interface(SurgeryResult(model, True, stats={"exposed": len(new), "already_outputs": len(values) - len(new)}, notes=notes), interface_before, model, 'expose adds outputs')

@@ -6,17 +6,23 @@ import dataclasses
 import logging
 import re
 from collections.abc import Mapping
-from typing import Union
 
 import onnx_ir as ir
 
 from surgery.errors import InputError, PassError, PipelineError
-from surgery.options import option
-from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
-from surgery.registry import register
-from surgery.shapes.spec import MAX_DIM, parse_shapes
-from surgery.shapes.dims import is_known_dim, is_static_shape
 from surgery.graph import iter_graphs
+from surgery.options import option
+from surgery.pass_base import (
+    FeedHints,
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    interface,
+)
+from surgery.registry import register
+from surgery.shapes.dims import is_known_dim, is_static_shape
+from surgery.shapes.spec import MAX_DIM, parse_shapes
 
 __all__ = ["FixShapes", "substitute_dims"]
 
@@ -41,7 +47,7 @@ def _real_inputs(model: ir.Model) -> dict[str, ir.Value]:
 
 @dataclasses.dataclass(frozen=True)
 class FixShapesOptions:
-    shapes: Union[str, dict[str, list[int]]] = option(
+    shapes: str | dict[str, list[int]] = option(
         "",
         help="input shapes: ATC 'x:1,3,224,224;s:' (scalar 's:'), onnxsim 'x:1,3,224,224', "
         "Polygraphy 'x:[1,3,224,224]', or a table {x = [1, 3, 224, 224]}; -1 keeps a dim",
@@ -85,7 +91,7 @@ def _eval_dim(dim: ir.SymbolicDim, bindings: Mapping[str, int]) -> int | ir.Symb
         except Exception:  # not a parseable expression: leave it
             _EXPR_CACHE[key] = dim
     result = _EXPR_CACHE[key]
-    return result if isinstance(result, int) else dim  # type: ignore[return-value]
+    return result if isinstance(result, int) else dim
 
 
 def substitute_dims(model: ir.Model, bindings: Mapping[str, int]) -> int:
@@ -100,7 +106,7 @@ def substitute_dims(model: ir.Model, bindings: Mapping[str, int]) -> int:
             if shape is None or is_static_shape(shape):
                 continue
             dims = [_eval_dim(d, bindings) if isinstance(d, ir.SymbolicDim) else d for d in shape]
-            if any(is_known_dim(a) != is_known_dim(b) for a, b in zip(dims, shape)):
+            if any(is_known_dim(a) != is_known_dim(b) for a, b in zip(dims, shape, strict=True)):
                 value.shape = ir.Shape(dims)
                 changed += 1
     return changed
@@ -146,7 +152,7 @@ class FixShapes(SurgeryPass):
                     raise PassError(f"input '{value.name}' has unknown rank; give its full shape in 'shapes'", pass_name=self.name)
                 if not -rank <= axis < rank:
                     raise InputError(f"fix-shapes: input '{value.name}' has rank {rank}; axis {axis} does not exist")
-                axis_bindings[(value.name, axis % rank)] = size
+                axis_bindings[(value.name or "", axis % rank)] = size
             elif m:
                 raise InputError(f"fix-shapes: the model has no input '{m.group('name')}'; its inputs are: {known}")
             elif key in dim_names:
@@ -169,7 +175,7 @@ class FixShapes(SurgeryPass):
                         f"input '{name}' has rank {len(current)} (shape {_fmt(current)}), the spec gives rank "
                         f"{len(wanted)} ({list(wanted)})", pass_name=self.name)
                 new: list[int | ir.SymbolicDim] = []
-                for axis, (cur, want) in enumerate(zip(current, wanted)):
+                for axis, (cur, want) in enumerate(zip(current, wanted, strict=True)):
                     if want == -1:
                         new.append(cur)
                     elif is_known_dim(cur) and cur != want:
@@ -198,7 +204,7 @@ class FixShapes(SurgeryPass):
     def feed_hints(self, model: ir.Model) -> FeedHints:
         plan = self._plan(model)
         return FeedHints(
-            shapes={n: tuple(int(d) for d in s) for n, s in plan.shapes.items() if all(is_known_dim(d) for d in s)},
+            shapes={n: tuple(s) for n, s in plan.shapes.items() if is_static_shape(s)},
             dims=dict(plan.bindings),
         )
 

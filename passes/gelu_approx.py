@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import onnx_ir as ir
 
@@ -27,6 +27,7 @@ from surgery.pass_base import Numerics
 from surgery.registry import register
 from surgery.rules import Miss, Rule, RuleContext, RulePass
 from surgery.rules.engine import Rewrite
+from surgery.rules.formulas import gelu_exact, gelu_tanh
 
 __all__ = ["GeluApprox", "match_decomposed_gelu"]
 
@@ -152,15 +153,13 @@ class GeluApproxRule(Rule):
         return node.domain in ("", "ai.onnx") and node.op_type in ("Gelu", "Mul")
 
     def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
-        from surgery.passes.decompose_gelu import gelu_exact, gelu_tanh
-
         b = ctx.builder(node)
         if node.op_type == "Gelu":
-            mode = node.attributes.get("approximate")
-            current = mode.as_string() if mode is not None else "none"
+            approximate = node.attributes.get("approximate")
+            current = approximate.as_string() if approximate is not None else "none"
             if current == self.to:
                 return Miss("")
-            attrs = {} if self.to == "none" else {"approximate": "tanh"}
+            attrs: dict[str, Any] = {} if self.to == "none" else {"approximate": "tanh"}
             out = b.op("Gelu", node.inputs[0], name=node.name, **attrs)
             return Rewrite(node, [node], list(node.outputs), b.nodes, [out])
         found = match_decomposed_gelu(node)

@@ -37,7 +37,7 @@ try:  # the cloner is what onnx-ir's own InlinePass and Graph.clone() use
 except ImportError:  # pragma: no cover - onnx-ir moved it
     Cloner = None  # type: ignore[assignment,misc]
 
-__all__ = ["InlineFunctions", "used_domains", "drop_unused_opsets"]
+__all__ = ["InlineFunctions", "drop_unused_opsets", "used_domains"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class InlineFunctions(SurgeryPass):
                 pass_name=self.name,
             )
         if differing:
-            from surgery.passes.convert_opset import downgrade_graph
+            from surgery.rules.opset_steps import downgrade_graph
 
             names = NameAllocator(model)
             stats: dict[str, int] = {}
@@ -248,8 +248,8 @@ class InlineFunctions(SurgeryPass):
         return nodes
 
 
-def _function_graphs(function: ir.Function):  # noqa: ANN202
-    def walk(g):  # noqa: ANN001, ANN202
+def _function_graphs(function: ir.Function):
+    def walk(g):
         yield g, function.opset_imports
         for node in g:
             for sub in subgraphs(node):

@@ -9,6 +9,7 @@ import logging
 import onnx_ir as ir
 
 from surgery.errors import PipelineError
+from surgery.graph import iter_graphs
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
@@ -16,7 +17,6 @@ from surgery.shapes.dims import dim_name, is_known_dim
 from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
 from surgery.shapes.infer import clear_shapes, infer_model, is_static_shape
 from surgery.shapes.static import find_offenders, function_label
-from surgery.graph import iter_graphs
 
 __all__ = ["MakeStatic"]
 
@@ -50,7 +50,7 @@ class MakeStaticOptions:
 
 
 def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
-    snap = []
+    snap: list[tuple[ir.Value, object]] = []
     for graph in iter_graphs(model.graph):
         for node in graph:
             for out in node.outputs:
@@ -149,7 +149,7 @@ class MakeStatic(SurgeryPass):
         stats = folder.stats
         folded = stats.folded_nodes + stats.shape_ops_folded + stats.ifs_inlined + stats.loops_unrolled + stats.scans_unrolled
         shapes_changed = len(before) != len(after) or any(
-            a[0] is not b[0] or a[1] != b[1] for a, b in zip(before, after)
+            a[0] is not b[0] or a[1] != b[1] for a, b in zip(before, after, strict=True)
         )
         offenders = find_offenders(model)
         dynamic = [o for o in offenders if o.what == "tensor"]

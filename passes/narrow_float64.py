@@ -36,7 +36,14 @@ import onnx_ir as ir
 from surgery.errors import PassError
 from surgery.graph import GraphLike, NameAllocator, walk
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    Tolerance,
+    declare_interface,
+    interface,
+)
 from surgery.registry import register
 
 __all__ = ["NarrowFloat64", "narrow_type"]

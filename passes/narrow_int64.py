@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import onnx
@@ -61,7 +61,7 @@ I32 = ir.DataType.INT32
 LO, HI = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 Interval = tuple[int, int] | None
-GraphLike = Union[ir.Graph, ir.Function]
+GraphLike = ir.Graph | ir.Function
 
 #: ops whose listed inputs carry values through unchanged (the output's range is their union)
 _MOVE = {
@@ -174,6 +174,7 @@ class NarrowInt64(SurgeryPass):
         body = graph.graph if isinstance(graph, ir.Function) else graph
         local = _values(graph)
         local_set = set(local)
+        v: ir.Value | _Split | None  # the loops below visit values, optional inputs and splits
         for v in local:
             state.learn(graph, v)
         dtype = state.dtype
@@ -385,7 +386,7 @@ class NarrowInt64(SurgeryPass):
                 v.const_value = ir.Tensor(v.const_value.numpy().astype(np.int32), name=v.name)
                 stats["constants"] += 1
             elif producer is not None and producer.op_type == "Constant":
-                key, attr = next(iter(producer.attributes.items()))
+                key = next(iter(producer.attributes))
                 array = const_value(v)
                 assert array is not None
                 producer.attributes.pop(key)
@@ -395,8 +396,8 @@ class NarrowInt64(SurgeryPass):
             elif producer is not None and producer.op_type == "Cast":
                 producer.attributes["to"] = ir.AttrInt64("to", int(I32))
             elif producer is not None and producer.op_type == "ConstantOfShape":
-                attr = producer.attributes.get("value")
-                array = attr.as_tensor().numpy() if attr is not None else np.zeros(1, np.float32)
+                fill = producer.attributes.get("value")
+                array = fill.as_tensor().numpy() if fill is not None else np.zeros(1, np.float32)
                 producer.attributes["value"] = ir.AttrTensor("value", ir.tensor(array.astype(np.int32)))
             v.type = ir.TensorType(I32)
             state.dtype[v] = I32
@@ -485,17 +486,18 @@ def _seed_function(function: ir.Function, calls: list[ir.Node], state: _State) -
     if not calls:
         return
     for k, formal in enumerate(function.inputs):
-        args = [c.inputs[k] if k < len(c.inputs) else None for c in calls]
-        if any(a is None for a in args):
+        given = [c.inputs[k] if k < len(c.inputs) else None for c in calls]
+        args = [a for a in given if a is not None]
+        if len(args) < len(given):
             continue  # omitted at some call: the formal is undefined there
-        dtypes = {state.dtype.get(a) or a.dtype for a in args}  # type: ignore[union-attr]
+        dtypes = {state.dtype.get(a) or a.dtype for a in args}
         if formal.dtype is None and len(dtypes) == 1 and None not in dtypes:
             state.dtype[formal] = dtypes.pop()
-        shapes = [state.shapes.get(a) if state.shapes.get(a) is not None else a.shape for a in args]  # type: ignore[union-attr]
-        if formal.shape is None and all(is_static_shape(s) for s in shapes):
-            if all(tuple(s) == tuple(shapes[0]) for s in shapes):  # type: ignore[arg-type]
-                state.shapes[formal] = shapes[0]
-        rng = _union(state.ranges.get(a) for a in args)  # type: ignore[misc]
+        shapes = [state.shapes.get(a) if state.shapes.get(a) is not None else a.shape for a in args]
+        same = all(is_static_shape(s) for s in shapes) and all(tuple(s or ()) == tuple(shapes[0] or ()) for s in shapes)
+        if formal.shape is None and same:
+            state.shapes[formal] = shapes[0]
+        rng = _union(state.ranges.get(a) for a in args)
         if rng is not None:
             state.ranges[formal] = rng
 
@@ -508,7 +510,7 @@ def _seed_body(graph: ir.Graph, owner: ir.Node, opset: int, state: _State) -> No
             state.dtype[inputs[0]] = I64
         if inputs[1].dtype is None:
             state.dtype[inputs[1]] = ir.DataType.BOOL
-        for formal, actual in zip(inputs[2:], owner.inputs[2:]):
+        for formal, actual in zip(inputs[2:], owner.inputs[2:], strict=True):
             if formal.dtype is None and actual is not None:
                 state.dtype[formal] = state.dtype.get(actual) or actual.dtype
         trip = owner.inputs[0] if owner.inputs else None
@@ -518,7 +520,7 @@ def _seed_body(graph: ir.Graph, owner: ir.Node, opset: int, state: _State) -> No
     elif owner.op_type == "Scan" and owner.domain in ("", "ai.onnx") and opset >= 9:
         scan_inputs = schema.attr_value(owner, "num_scan_inputs", opset, 0)
         states = len(owner.inputs) - scan_inputs
-        for j, (formal, actual) in enumerate(zip(inputs, owner.inputs)):
+        for j, (formal, actual) in enumerate(zip(inputs, owner.inputs, strict=True)):
             if actual is None:
                 continue
             if formal.dtype is None:
@@ -575,8 +577,9 @@ def _infer_dtype(node: ir.Node, index: int, opset: int, dtype: Mapping[ir.Value,
     if len(allowed) == 1:
         return next(iter(allowed))
     for i, (in_type, _) in enumerate(binding.inputs):
-        if in_type == type_str and i < len(node.inputs) and node.inputs[i] is not None:
-            found = dtype.get(node.inputs[i]) or node.inputs[i].dtype
+        given = node.inputs[i] if i < len(node.inputs) else None
+        if in_type == type_str and given is not None:
+            found = dtype.get(given) or given.dtype
             if found is not None:
                 return found
     return None
@@ -590,7 +593,7 @@ def _sets_type(node: ir.Node) -> bool:
 
 
 def _fits(interval: Interval) -> bool:
-    return interval is not None and LO <= interval[0] and interval[1] <= HI
+    return interval is not None and interval[0] >= LO and interval[1] <= HI
 
 
 def _array_range(array: np.ndarray | None) -> Interval:

@@ -26,6 +26,7 @@ from surgery.graph import const_value
 from surgery.pass_base import Numerics
 from surgery.registry import register
 from surgery.rules import Builder, Match, Op, Rule, RuleContext, RulePass, Var
+from surgery.shapes.dims import is_static_shape
 
 __all__ = ["NearestUpsampleToExpand", "repeat_factors"]
 
@@ -63,9 +64,9 @@ def repeat_factors(node: ir.Node, shape: ir.Shape | None, opset: int) -> tuple[l
     if scales is not None and scales.size:
         factors = [float(s) for s in scales.reshape(-1)]
     elif sizes is not None and sizes.size:
-        if not all(isinstance(d, int) for d in shape):
+        if not is_static_shape(shape):
             return None, "sizes with a dynamic input shape"
-        factors = [int(o) / int(i) if int(i) else 0.0 for o, i in zip(sizes.reshape(-1), shape)]
+        factors = [int(o) / int(i) if int(i) else 0.0 for o, i in zip(sizes.reshape(-1), shape, strict=False)]
     else:
         return None, "scales/sizes not constant"
     if len(factors) != rank:
@@ -103,13 +104,15 @@ class NearestRepeatRule(Rule):
         new_axes = [axis + k + 1 for k, axis in enumerate(scaled)]
         up = b.unsqueeze(x, new_axes)
         target: list[int] = []
-        for i, f in enumerate(factors):
+        for f in factors:
             target.append(1)
             if f > 1:
                 target.append(f)
         wide = b.op("Expand", up, b.ints(target, "repeats"))
         first = scaled[0]
-        final = [0] * first + [int(d) * f for d, f in zip(list(shape)[first:], factors[first:])]
+        scaled_dims = list(shape)[first:]
+        assert is_static_shape(scaled_dims)  # repeat_factors needs the dims from the first scaled axis on
+        final = [0] * first + [d * f for d, f in zip(scaled_dims, factors[first:], strict=True)]
         return [b.op("Reshape", wide, b.ints(final, "shape"))]
 
 

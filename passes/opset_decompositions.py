@@ -38,8 +38,9 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.graph import const_value
-from surgery.passes.opset_steps import DECOMPOSITIONS, Step, _Refuse, decomposition
 from surgery.rules import Builder
+from surgery.rules.formulas import gelu_exact, gelu_tanh
+from surgery.rules.opset_steps import DECOMPOSITIONS, Refuse, Step, decomposition
 from surgery.shapes.dims import is_known_dim
 
 __all__ = ["DECOMPOSITIONS"]
@@ -51,8 +52,6 @@ logger = logging.getLogger(__name__)
 
 @decomposition("Gelu")
 def _gelu(step: Step) -> None:
-    from surgery.passes.decompose_gelu import gelu_exact, gelu_tanh
-
     b = step.builder()
     mode = step.attr("approximate", "none")
     x = step.node.inputs[0]
@@ -101,7 +100,7 @@ def _layernorm(step: Step) -> None:
     elif rank is not None:
         axes = list(range(axis, rank))
     else:
-        raise _Refuse(f"axis={axis} on an input of unknown rank")
+        raise Refuse(f"axis={axis} on an input of unknown rank")
     b = step.builder()
     xs, back, compute = _stash(step, b, x)
     y, mean, inv = _normalize(b, xs, axes, float(step.attr("epsilon", 1e-5)), compute)
@@ -121,7 +120,7 @@ def _groupnorm(step: Step) -> None:
     groups = int(step.attr("num_groups"))
     rank = _rank(step, x)
     if rank is None:
-        raise _Refuse("GroupNormalization on an input of unknown rank")
+        raise Refuse("GroupNormalization on an input of unknown rank")
     b = step.builder()
     xs, back, compute = _stash(step, b, x)
     grouped = b.op("Reshape", xs, b.ints([0, groups, -1], "grouped_shape"))
@@ -187,7 +186,7 @@ def _static(shape: ir.Shape | None, index: int) -> int | None:
 
 def _need_opset(step: Step, version: int, what: str) -> None:
     if step.target < version:
-        raise _Refuse(f"{what} needs opset {version} or newer (target is {step.target})")
+        raise Refuse(f"{what} needs opset {version} or newer (target is {step.target})")
 
 
 def _affine_axis(size: int, align_corners: int) -> np.ndarray:
@@ -215,7 +214,7 @@ def _affine_grid(step: Step) -> None:
     if sizes is not None:
         dims = [int(d) for d in sizes.reshape(-1)[2:]]
         if len(dims) not in (2, 3):
-            raise _Refuse(f"size {sizes.reshape(-1).tolist()} is neither 4-D nor 5-D")
+            raise Refuse(f"size {sizes.reshape(-1).tolist()} is neither 4-D nor 5-D")
         mesh = np.meshgrid(*[_affine_axis(d, align) for d in dims], indexing="ij")  # (H, W) / (D, H, W)
         # the last axis of the grid is (x, y[, z]): x runs along the last spatial dimension
         base = np.stack([*reversed(mesh), np.ones_like(mesh[0])], axis=-1).reshape(-1, len(dims) + 1)
@@ -226,7 +225,7 @@ def _affine_grid(step: Step) -> None:
         theta_shape = step.ctx.shape(theta)
         k = ndim - 2 if ndim is not None else _static(theta_shape, 1)
         if k not in (2, 3):
-            raise _Refuse(f"size '{size.name}' is computed at run time and the grid's rank is unknown")
+            raise Refuse(f"size '{size.name}' is computed at run time and the grid's rank is unknown")
         _need_opset(step, 11, "a base grid of run-time size (Range)")
         spatial = b.slice(size, [2], [_INT64_MAX], [0])  # [H, W] or [D, H, W]
         one = b.scalar(1.0, theta, "one", dtype=dtype)
@@ -269,7 +268,7 @@ def _rmsnorm(step: Step) -> None:
     elif rank is not None:
         axes = list(range(axis, rank))
     else:
-        raise _Refuse(f"axis={axis} on an input of unknown rank")
+        raise Refuse(f"axis={axis} on an input of unknown rank")
     b = step.builder()
     xs, back, compute = _stash(step, b, x)
     mean_square = b.reduce("ReduceMean", b.op("Mul", xs, xs), axes)
@@ -295,9 +294,9 @@ def _rotary(step: Step) -> None:
     if rank is None and num_heads <= 0:
         rank = 4  # a 3-D input needs num_heads (the checker enforces it): this one is 4-D
     if rank not in (3, 4):
-        raise _Refuse(f"input '{x.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; it must be 3-D or 4-D")
+        raise Refuse(f"input '{x.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; it must be 3-D or 4-D")
     if rank == 3 and num_heads <= 0:
-        raise _Refuse("a 3-D input needs the num_heads attribute")
+        raise Refuse("a 3-D input needs the num_heads attribute")
     b = step.builder()
     cos_cache = cos
     if positions is not None:  # (max_pos, half) caches indexed by (B, S) positions
@@ -350,24 +349,24 @@ def _attention(step: Step) -> None:
     q, k, v, mask, past_k, past_v, nonpad = ins[:7]
     assert q is not None and k is not None and v is not None
     if nonpad is not None:
-        raise _Refuse(f"input 6 nonpad_kv_seqlen ('{nonpad.name}') is not supported")
+        raise Refuse(f"input 6 nonpad_kv_seqlen ('{nonpad.name}') is not supported")
     for key in ("left_window_size", "right_window_size"):
         if int(step.attr(key, -1)) != -1:
-            raise _Refuse(f"attribute {key}={step.attr(key)} (a sliding window) is not supported")
+            raise Refuse(f"attribute {key}={step.attr(key)} (a sliding window) is not supported")
     if (past_k is None) != (past_v is None):
-        raise _Refuse("past_key and past_value must be given together")
+        raise Refuse("past_key and past_value must be given together")
     softcap = float(step.attr("softcap", 0.0))
     mode = int(step.attr("qk_matmul_output_mode", 0))
     outs = list(node.outputs) + [None] * (4 - len(node.outputs))
     if _used(outs[3]) and not (mode == 3 or (mode == 0 and softcap == 0.0)):
-        raise _Refuse(f"output qk_matmul_output with qk_matmul_output_mode={mode} and softcap={softcap} is not supported")
+        raise Refuse(f"output qk_matmul_output with qk_matmul_output_mode={mode} and softcap={softcap} is not supported")
     _need_opset(step, 11, "the decomposition")
     shape_of = step.ctx.shape
     rank = _rank(step, q)
     if rank is None:  # inside a function, say: 3-D inputs are the ones that carry the head counts
         rank = 3 if int(step.attr("q_num_heads", 0)) > 0 and int(step.attr("kv_num_heads", 0)) > 0 else 4
     if rank not in (3, 4):
-        raise _Refuse(f"Q '{q.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; it must be 3-D or 4-D")
+        raise Refuse(f"Q '{q.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; it must be 3-D or 4-D")
     dtype = step.ctx.dtype(q)
     b = step.builder()
     q_heads: int | None
@@ -375,7 +374,7 @@ def _attention(step: Step) -> None:
     if rank == 3:
         q_heads, kv_heads = int(step.attr("q_num_heads", 0)), int(step.attr("kv_num_heads", 0))
         if q_heads <= 0 or kv_heads <= 0:
-            raise _Refuse("3-D Q/K/V need the q_num_heads and kv_num_heads attributes")
+            raise Refuse("3-D Q/K/V need the q_num_heads and kv_num_heads attributes")
         head = _static(shape_of(q), 2)
         head = head // q_heads if head is not None else None
         perm = [0, 2, 1, 3]
@@ -405,7 +404,7 @@ def _attention(step: Step) -> None:
     # grouped-query attention: repeat each KV head q_heads/kv_heads times ([h0, h0, h1, h1, ...])
     if q_heads is not None and kv_heads is not None:
         if q_heads % kv_heads:
-            raise _Refuse(f"{q_heads} query heads are not a multiple of {kv_heads} key/value heads")
+            raise Refuse(f"{q_heads} query heads are not a multiple of {kv_heads} key/value heads")
         repeat: int | ir.Value | None = q_heads // kv_heads if q_heads != kv_heads else None
     else:
         repeat = b.op("Div", b.shape(q4, 1, 2), b.shape(k4, 1, 2))
@@ -458,7 +457,7 @@ def _attention(step: Step) -> None:
     if mask is not None:
         mask_type = step.ctx.dtype(mask)
         if mask_type is None:
-            raise _Refuse(f"the element type of attn_mask '{mask.name}' is unknown")
+            raise Refuse(f"the element type of attn_mask '{mask.name}' is unknown")
         bias = b.op("Where", mask, zero(), neg_inf()) if mask_type == ir.DataType.BOOL else mask
     if int(step.attr("is_causal", 0)):
         # query i (of L) attends key j (of past+S) iff j <= i + past
@@ -508,17 +507,17 @@ def _deform_conv(step: Step) -> None:
     x, w, offset, bias, mask = ins[:5]
     assert x is not None and w is not None and offset is not None
     if step.target < 16:
-        raise _Refuse("its decomposition uses GridSample, which exists only from opset 16")
+        raise Refuse("its decomposition uses GridSample, which exists only from opset 16")
     x_shape, w_shape = step.ctx.shape(x), step.ctx.shape(w)
     if x_shape is None or len(x_shape) != 4:
-        raise _Refuse(f"input X '{x.name}' is not known to be 4-D (only 2-D DeformConv is decomposed)")
+        raise Refuse(f"input X '{x.name}' is not known to be 4-D (only 2-D DeformConv is decomposed)")
     channels, height, width = (_static(x_shape, i) for i in (1, 2, 3))
     if channels is None or height is None or width is None:
-        raise _Refuse(f"input X '{x.name}' needs static channels, height and width, got {list(x_shape)}")
+        raise Refuse(f"input X '{x.name}' needs static channels, height and width, got {list(x_shape)}")
     kernel = step.attr("kernel_shape") or (tuple(w_shape[2:]) if w_shape is not None else None)
     out_channels = _static(w_shape, 0)
     if kernel is None or not all(isinstance(k, int) for k in kernel) or out_channels is None:
-        raise _Refuse(f"the weight '{w.name}' needs a static shape")
+        raise Refuse(f"the weight '{w.name}' needs a static shape")
     kh, kw = (int(k) for k in kernel)
     sh, sw = (int(s) for s in (step.attr("strides") or (1, 1)))
     dh, dw = (int(d) for d in (step.attr("dilations") or (1, 1)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,17 @@ import onnx_ir as ir
 
 from surgery.errors import InputError, PassError, PipelineError
 from surgery.options import option
-from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    FeedHints,
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    interface,
+)
 from surgery.registry import register
-from surgery.verify.inputs import read_npz
 from surgery.shapes.dims import is_static_shape
+from surgery.verify.inputs import read_npz
 
 __all__ = ["PinInputs"]
 
@@ -106,14 +114,13 @@ class PinInputs(SurgeryPass):
         shape = value.shape
         if shape is not None:
             if len(shape) != array.ndim:
-                static = is_static_shape(shape)
-                if static and array.size == int(np.prod([int(d) for d in shape])):
-                    array = array.reshape([int(d) for d in shape])
+                if is_static_shape(shape) and array.size == math.prod(shape):
+                    array = array.reshape(list(shape))
                 else:
                     raise PassError(
                         f"input '{value.name}' has rank {len(shape)}; the value has shape {list(array.shape)}",
                         pass_name=self.name)
-            for axis, (want, got) in enumerate(zip(shape, array.shape)):
+            for axis, (want, got) in enumerate(zip(shape, array.shape, strict=True)):
                 if isinstance(want, int) and want != got:
                     raise PassError(
                         f"input '{value.name}' dim {axis} is {want}; the value has {got} there", pass_name=self.name)

@@ -97,10 +97,10 @@ def _training_reason(node: ir.Node, version: int) -> str | None:
     if not bool(np.asarray(flag).reshape(-1)[0]):
         return None
     ratio_value = node.inputs[1] if len(node.inputs) > 1 else None
-    ratio = 0.5 if ratio_value is None else const_value(ratio_value)
-    if ratio is not None and float(np.asarray(ratio).reshape(-1)[0]) == 0.0:
+    rate: float | np.ndarray | None = 0.5 if ratio_value is None else const_value(ratio_value)
+    if rate is not None and float(np.asarray(rate).reshape(-1)[0]) == 0.0:
         return None
-    shown = "non-constant" if ratio is None else f"{float(np.asarray(ratio).reshape(-1)[0]):g}"
+    shown = "non-constant" if rate is None else f"{float(np.asarray(rate).reshape(-1)[0]):g}"
     return f"training_mode is a constant true (ratio {shown})"
 
 
@@ -129,6 +129,8 @@ class RemoveDropout(SurgeryPass):
             for node in graph:
                 if node.op_type == "Dropout" and node.domain in ONNX_DOMAINS:
                     version = node.version or opset
+                    if version is None:
+                        raise PassError(f"Dropout '{node.name}': the model imports no ai.onnx opset", pass_name=self.name)
                     found.append((graph, node, version, self._check(node, version)))
         if found:
             names = NameAllocator(model)
@@ -199,7 +201,7 @@ class RemoveDropout(SurgeryPass):
         data_name, out_name = data.name, output.name
         last = idiom.nodes[-1]
         if forward_value(output, data):
-            if data.name != data_name and data_name:
+            if data.name and data.name != data_name and data_name:
                 renamed[data_name] = data.name
             elif out_name and data.name:
                 renamed[out_name] = data.name
@@ -230,7 +232,7 @@ class RemoveDropout(SurgeryPass):
         assert data is not None  # checked by _check
         data_name, out_name = data.name, output.name
         if forward_value(output, data):
-            if data.name != data_name and data_name:
+            if data.name and data.name != data_name and data_name:
                 renamed[data_name] = data.name  # data took the graph output's name
             elif out_name and data.name:
                 renamed[out_name] = data.name
@@ -325,11 +327,7 @@ class RemoveDropout(SurgeryPass):
 #: Ops whose output has the element type of their first input (enough to find a Dropout's type
 #: when shape inference has not run: Dropout before opset 12 only takes float tensors).
 _SAME_TYPE_OPS = frozenset(
-    "Abs Add AveragePool BatchNormalization Ceil Clip Concat Conv ConvTranspose Div Dropout Elu Exp "
-    "Expand Flatten Floor Gather Gemm GlobalAveragePool GlobalMaxPool HardSigmoid Identity "
-    "InstanceNormalization LeakyRelu Log LogSoftmax LRN MatMul Max MaxPool Mean Min Mul Neg Pad Pow "
-    "PRelu Reciprocal Relu Reshape Resize Selu Sigmoid Slice Softmax Softplus Softsign Sqrt Squeeze "
-    "Sub Sum Tanh Tile Transpose Unsqueeze Upsample".split()
+    ["Abs", "Add", "AveragePool", "BatchNormalization", "Ceil", "Clip", "Concat", "Conv", "ConvTranspose", "Div", "Dropout", "Elu", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "Identity", "InstanceNormalization", "LeakyRelu", "Log", "LogSoftmax", "LRN", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mul", "Neg", "Pad", "Pow", "PRelu", "Reciprocal", "Relu", "Reshape", "Resize", "Selu", "Sigmoid", "Slice", "Softmax", "Softplus", "Softsign", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze", "Upsample"]
 )
 
 

@@ -56,7 +56,7 @@ def gather_plan(
         return "starts, ends, axes and steps differ in length"
     gathered: dict[int, list[int]] = {}
     kept: list[tuple[int, int, int, int]] = []
-    for axis, start, end, step in zip(axes, starts, ends, steps):
+    for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
         if not -rank <= axis < rank:
             return f"axis {axis} out of range"
         axis %= rank

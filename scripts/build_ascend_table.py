@@ -247,7 +247,7 @@ def sources_from_readme(text: str) -> list[dict[str, str]]:
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
         if len(cells) != 4:
             raise SystemExit(f"unexpected row in the README's Sources table: {line!r}")
-        rows.append(dict(zip(("source", "repo_commit", "paths", "licence"), cells)))
+        rows.append(dict(zip(("source", "repo_commit", "paths", "licence"), cells, strict=True)))
     if not rows:
         raise SystemExit("the README has no Sources table")
     return rows

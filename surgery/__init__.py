@@ -29,21 +29,21 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "apply",
-    "prepare",
-    "load",
-    "save",
-    "register",
+    "FeedHints",
+    "GateError",
+    "InputError",
+    "Numerics",
+    "PassError",
+    "PipelineError",
+    "SurgeryError",
     "SurgeryPass",
     "SurgeryResult",
-    "Numerics",
     "Tolerance",
-    "FeedHints",
-    "SurgeryError",
-    "InputError",
-    "PipelineError",
-    "PassError",
-    "GateError",
+    "apply",
+    "load",
+    "prepare",
+    "register",
+    "save",
 ]
 
 #: attribute → the module that defines it (imported on first use)

@@ -13,9 +13,10 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, overload
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from surgery import libwarnings, model_io
@@ -28,11 +29,15 @@ from surgery.verify import worker as ort_worker
 from surgery.verify.inputs import InputsConfig
 from surgery.writeplan import WritePlan
 
-__all__ = ["apply", "PipelineLike", "resolve_pipeline", "artifact_path"]
+__all__ = ["ModelT", "PipelineLike", "apply", "artifact_path", "resolve_pipeline"]
 
 logger = logging.getLogger(__name__)
 
-PipelineLike = Union[str, os.PathLike, Pipeline, Sequence[Union[SurgeryPass, Step]]]
+PipelineLike = str | os.PathLike | Pipeline | Sequence[SurgeryPass | Step]
+
+#: "same kind in, same kind out": :func:`apply` returns a ``ModelProto`` for a ``ModelProto``
+#: and an ``ir.Model`` for an ``ir.Model``
+ModelT = TypeVar("ModelT", onnx.ModelProto, ir.Model)
 
 
 def resolve_pipeline(pipeline: PipelineLike, *, allow_code: bool = False) -> Pipeline:
@@ -40,7 +45,7 @@ def resolve_pipeline(pipeline: PipelineLike, *, allow_code: bool = False) -> Pip
         return pipeline
     if isinstance(pipeline, (str, os.PathLike)):
         return load_pipeline(pipeline, allow_code=allow_code)
-    if isinstance(pipeline, Sequence):
+    if isinstance(pipeline, Sequence) and not isinstance(pipeline, str):
         return Pipeline.from_passes(pipeline)
     raise PipelineError(f"expected a passes.toml path, a Pipeline or a list of passes, got {type(pipeline).__name__}")
 
@@ -71,6 +76,46 @@ def _capturing_warnings(function: Callable[..., tuple[Any, Report]]) -> Callable
     return wrapper
 
 
+@overload
+def apply(
+    model: ModelT,
+    pipeline: PipelineLike,
+    *,
+    inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+    verify: Mode | Mapping[str, Any] | None = None,
+    output: str | os.PathLike | None = None,
+    reproducer_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    soc_version: str | None = None,
+    cann: int | None = None,
+    in_place: bool = False,
+    write_plan: WritePlan | None = None,
+    allow_code: bool = False,
+    base_dir: str | os.PathLike | None = None,
+    gates: Sequence[Any] = (),
+) -> tuple[ModelT, Report]: ...
+
+
+@overload
+def apply(
+    model: str | os.PathLike,
+    pipeline: PipelineLike,
+    *,
+    inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+    verify: Mode | Mapping[str, Any] | None = None,
+    output: str | os.PathLike | None = None,
+    reproducer_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    soc_version: str | None = None,
+    cann: int | None = None,
+    in_place: bool = False,
+    write_plan: WritePlan | None = None,
+    allow_code: bool = False,
+    base_dir: str | os.PathLike | None = None,
+    gates: Sequence[Any] = (),
+) -> tuple[ir.Model, Report]: ...
+
+
 @_capturing_warnings
 def apply(
     model: model_io.ModelLike,
@@ -88,8 +133,11 @@ def apply(
     allow_code: bool = False,
     base_dir: str | os.PathLike | None = None,
     gates: Sequence[Any] = (),
-) -> tuple[Any, Report]:
+) -> tuple[onnx.ModelProto | ir.Model, Report]:
     """Run ``pipeline`` on ``model`` with verification gates; return the model and a report.
+
+    Same kind in, same kind out (typed with ``ModelT``): a ``ModelProto`` gives a ``ModelProto``,
+    an ``ir.Model`` an ``ir.Model``; a path gives an ``ir.Model``.
 
     Args:
         model: a path, an ``onnx.ModelProto`` (left untouched; a new proto is returned) or an

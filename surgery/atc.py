@@ -44,11 +44,11 @@ __all__ = [
     "atc_command",
     "dynamic_batch_command",
     "dynamic_dims_command",
-    "keep_dtype_path",
-    "planned_keep_dtype",
     "input_format",
     "input_roles",
     "input_shapes",
+    "keep_dtype_path",
+    "planned_keep_dtype",
     "precision_flags",
     "range_command",
     "report_atc_commands",
@@ -164,7 +164,7 @@ def input_shapes(model: ir.Model) -> tuple[dict[str, tuple[int, ...]], list[str]
             shapes[name] = ()
             dynamic.append(name)
             continue
-        dims = tuple(int(d) if is_known_dim(d) else -1 for d in value.shape)  # type: ignore[arg-type]
+        dims = tuple(int(d) if is_known_dim(d) else -1 for d in value.shape)
         if -1 in dims:
             dynamic.append(name)
         shapes[name] = dims
@@ -341,7 +341,7 @@ def dynamic_dims_command(
             if len(given) != len(dims):
                 raise InputError(f"atc: --dynamic_dims profile {i + 1}: input '{name}' has rank {len(dims)}, "
                                  f"the profile gives {len(given)} dims")
-            for axis, (d, g) in enumerate(zip(dims, given)):
+            for axis, (d, g) in enumerate(zip(dims, given, strict=True)):
                 if g < 1 or (d != -1 and d != g):
                     raise InputError(f"atc: --dynamic_dims profile {i + 1}: input '{name}' dim {axis} is {g}, "
                                      f"the model has {d if d != -1 else 'a dynamic dim'}")

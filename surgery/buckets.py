@@ -18,24 +18,24 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from surgery import model_io
+from surgery import model_io, registry
 from surgery.atc import AtcCommand, atc_command, dynamic_batch_command, dynamic_dims_command
 from surgery.errors import PipelineError, SurgeryError
 from surgery.pipeline import Pipeline, Step
 from surgery.report import Report
 from surgery.shapes.spec import parse_bucket_spec
 
-__all__ = ["BucketRun", "BucketsResult", "apply_buckets", "bucket_pipeline", "bucket_label"]
+__all__ = ["BucketRun", "BucketsResult", "apply_buckets", "bucket_label", "bucket_pipeline"]
 
 logger = logging.getLogger(__name__)
 
-BucketSpec = Union[str, Mapping[str, Any]]
+BucketSpec = str | Mapping[str, Any]
 
 
 @dataclasses.dataclass
@@ -122,11 +122,10 @@ def bucket_pipeline(pipeline: Pipeline, binding: Mapping[str, int], model: ir.Mo
     name or as ``x[0]``) is left to the binding (-1) instead of conflicting with a size written for
     it (the batch 1 a doctor-emitted or ``prepare``-composed pipeline fixes).
     """
-    from surgery.passes.fix_shapes import FixShapes
-
+    fix_shapes = registry.get("fix-shapes")  # a built-in pass, looked up: the core imports none
     steps = list(pipeline.steps)
     for i, step in enumerate(steps):
-        if step.name == FixShapes.name:
+        if step.name == fix_shapes.name:
             dims = {**step.pass_.options.dims, **binding}
             changes: dict[str, Any] = {"dims": dims}
             if model is not None and step.pass_.options.shapes:
@@ -134,7 +133,7 @@ def bucket_pipeline(pipeline: Pipeline, binding: Mapping[str, int], model: ir.Mo
             steps[i] = Step(step.pass_.with_options(**changes), step.verify)
             break
     else:
-        steps.insert(0, Step(FixShapes(dims=dict(binding))))
+        steps.insert(0, Step(fix_shapes(dims=dict(binding))))
     return dataclasses.replace(pipeline, steps=steps, buckets={})
 
 
@@ -145,7 +144,7 @@ def _leave_bucketed(shapes: Any, binding: Mapping[str, int], model: ir.Model) ->
     parsed = {k: list(v) for k, v in parse_shapes(shapes, where="fix-shapes.shapes").items()}
     changed = False
     for value in model.graph.inputs:
-        dims = parsed.get(value.name)
+        dims = parsed.get(value.name or "")
         if not dims or value.shape is None or len(value.shape) != len(dims):
             continue
         for axis, dim in enumerate(value.shape):

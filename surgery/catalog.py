@@ -64,8 +64,7 @@ def _jsonable(value: Any) -> Any:
 
 def build() -> dict[str, Any]:
     """Read every built-in pass's declaration from the registry (imports the pass library)."""
-    import surgery.passes  # noqa: F401  (registers the built-ins)
-    from surgery import registry
+    from surgery import registry  # all_passes() imports surgery.passes, registering the built-ins
 
     passes = [entry(cls) for cls in registry.all_passes() if cls.__module__.startswith("surgery.passes.")]
     # third-party passes are not shipped in the index

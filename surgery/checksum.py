@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["sampled_digest", "SAMPLED_BLOCKS", "BLOCK"]
+__all__ = ["BLOCK", "SAMPLED_BLOCKS", "sampled_digest"]
 
 SAMPLED_BLOCKS = 1024
 BLOCK = 64

@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "SurgeryError",
-    "InputError",
-    "PipelineError",
-    "PassError",
     "GateError",
+    "InputError",
     "OriginalCrash",
+    "PassError",
+    "PipelineError",
+    "SurgeryError",
     "one_line",
 ]
 

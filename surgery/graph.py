@@ -12,34 +12,34 @@ yielding only the graphs. :func:`is_onnx_domain` and :func:`opset_of` are the on
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
-from typing import Union
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx_ir as ir
 
 __all__ = [
-    "GraphLike",
     "ONNX_DOMAINS",
+    "GraphLike",
+    "NameAllocator",
     "Scope",
+    "const_value",
+    "count_nodes",
+    "find_cycle",
+    "forward_value",
+    "is_graph_output",
     "is_onnx_domain",
-    "opset_of",
-    "walk",
-    "nested_nodes",
-    "named_subgraphs",
     "iter_graphs",
     "iter_nodes",
+    "named_subgraphs",
+    "nested_nodes",
+    "opset_of",
     "subgraphs",
-    "const_value",
-    "NameAllocator",
-    "count_nodes",
-    "is_graph_output",
     "transplant",
-    "forward_value",
-    "find_cycle",
+    "value_names",
+    "walk",
 ]
 
-GraphLike = Union[ir.Graph, ir.Function]
+GraphLike = ir.Graph | ir.Function
 
 _GRAPH = ir.AttributeType.GRAPH
 _GRAPHS = ir.AttributeType.GRAPHS
@@ -60,9 +60,8 @@ def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
         if kind is _GRAPH:
             if not attr.is_ref():
                 yield attr.as_graph()
-        elif kind is _GRAPHS:
-            if not attr.is_ref():
-                yield from attr.as_graphs()
+        elif kind is _GRAPHS and not attr.is_ref():
+            yield from attr.as_graphs()
 
 
 #: The default ONNX operator domain, under both of its spellings (``ai.onnx.ml`` is another domain).
@@ -109,13 +108,11 @@ def named_subgraphs(node: ir.Node) -> Iterator[tuple[str, ir.Graph]]:
         return
     for name, attr in getattr(attrs, "data", attrs).items():
         kind = attr.type
-        if kind is _GRAPH:
-            if not attr.is_ref():
-                yield name, attr.as_graph()
-        elif kind is _GRAPHS:
-            if not attr.is_ref():
-                for i, sub in enumerate(attr.as_graphs()):
-                    yield f"{name}[{i}]", sub
+        if kind is _GRAPH and not attr.is_ref():
+            yield name, attr.as_graph()
+        elif kind is _GRAPHS and not attr.is_ref():
+            for i, sub in enumerate(attr.as_graphs()):
+                yield f"{name}[{i}]", sub
 
 
 def _scopes(graph: GraphLike, owner: ir.Node | None, opsets: Mapping[str, int], function: ir.Function | None,
@@ -224,8 +221,8 @@ class NameAllocator:
             if isinstance(graph, ir.Graph):
                 self._taken.update(graph.initializers)
 
-    def derive(self, base: str, suffix: str) -> str:
-        """A fresh name ``base/suffix`` (``base/suffix_1`` … if taken)."""
+    def derive(self, base: str | None, suffix: str) -> str:
+        """A fresh name ``base/suffix`` (``base/suffix_1`` … if taken; ``suffix`` alone for no base)."""
         stem = f"{base}/{suffix}" if base else suffix
         name, i = stem, 0
         while name in self._taken:
@@ -374,3 +371,11 @@ def find_cycle(graph: GraphLike) -> list[ir.Node] | None:
     first = cycle.index(min(cycle))  # start at the node that comes first in the graph: a stable message
     cycle = cycle[first:] + cycle[:first]
     return [nodes[k] for k in cycle] + [nodes[cycle[0]]]
+
+
+def value_names(values: Iterable[ir.Value | None]) -> list[str]:
+    """The names of ``values``, skipping absent (``None``) and unnamed ones.
+
+    Graph inputs and outputs always carry a name in a valid model; the filter makes that explicit.
+    """
+    return [v.name for v in values if v is not None and v.name]

@@ -58,7 +58,7 @@ class GraphSummary:
                 key = node.name or f"{node.op_type}->{','.join(outs)}"
                 while key in nodes:  # a repeated name (another subgraph): keep both
                     key += "'"
-                ins = [v.name if v is not None else "" for v in node.inputs]
+                ins = [(v.name or "") if v is not None else "" for v in node.inputs]
                 attrs = ";".join(f"{k}={_attr_text(a)}" for k, a in sorted(node.attributes.items()))
                 nodes[key] = (node.op_type, f"{node.domain}|{','.join(ins)}|{','.join(outs)}|{attrs}")
         return cls(nodes)
@@ -205,7 +205,7 @@ def _histogram_svg(diff: Any) -> str:
     width, height = 22 * len(counts) + 20, 110
     parts = [f"<svg class='histogram' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height + 60}' "
              f"role='img' aria-label='absolute error histogram of {_esc(diff.name)}'>"]
-    for i, (count, label) in enumerate(zip(counts, labels)):
+    for i, (count, label) in enumerate(zip(counts, labels, strict=True)):
         h = int(height * count / top) if count else 0
         x = 10 + 22 * i
         fill = "#3c8d40" if i == 0 else "#d08a2e" if i < len(counts) - 1 else "#b00020"
@@ -221,7 +221,7 @@ def _histograms(report: Any) -> str:
     where, diffs = _last_parity(report)
     if not diffs:
         return "<p class='muted'>no parity check ran: no error histogram</p>"
-    out = [f"<p>absolute error |result − original| of each output, {_esc(where)} (counts of elements per decade)</p>"]
+    out = [f"<p>absolute error |result - original| of each output, {_esc(where)} (counts of elements per decade)</p>"]
     for d in diffs:
         verdict = "ok" if d.ok else "breaks tolerance"
         numbers = (f"max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}, cosine {d.cosine:.6f}" if d.problem is None

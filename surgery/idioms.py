@@ -103,7 +103,7 @@ def _same_shape(a: ir.Value, b: ir.Value) -> bool:
     """Whether both shapes are known and equal dim by dim (ints, or the same symbolic name)."""
     if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
         return False
-    for x, y in zip(a.shape, b.shape):
+    for x, y in zip(a.shape, b.shape, strict=True):
         if isinstance(x, int) or isinstance(y, int):
             if x != y:
                 return False
@@ -215,7 +215,7 @@ def _slice_params(node: ir.Node, rank: int) -> dict[int, tuple[int, int, int]] |
     if not len(starts) == len(ends) == len(axes_l) == len(steps_l):
         return None
     out: dict[int, tuple[int, int, int]] = {}
-    for s, e, a, st in zip(starts, ends, axes_l, steps_l):
+    for s, e, a, st in zip(starts, ends, axes_l, steps_l, strict=True):
         out[int(a) % rank] = (int(s), int(e), int(st))
     return out
 
@@ -264,7 +264,7 @@ def _focus_branch(value: ir.Value) -> tuple[ir.Value, list[ir.Node], dict[int, t
     return current, slices, params
 
 
-ShapeOf = Callable[[ir.Value], "Sequence[int | str | ir.SymbolicDim | None] | None"]
+ShapeOf = Callable[[ir.Value], "ir.Shape | Sequence[int | str | ir.SymbolicDim | None] | None"]
 
 
 def _dims(value: ir.Value | None, shape_of: ShapeOf | None) -> tuple[int | None, ...] | None:
@@ -292,7 +292,7 @@ def match_focus(concat: ir.Node, shape_of: ShapeOf | None = None, *, require_sta
     axis_attr = concat.attributes.get("axis")
     if axis_attr is None or axis_attr.is_ref() or int(axis_attr.value) not in (1, -3):
         return None
-    branches = []
+    branches: list[tuple[ir.Value, list[ir.Node], dict[int, tuple[int, int, int]]]] = []
     for value in concat.inputs:
         branch = _focus_branch(value) if value is not None else None
         if branch is None or branch[0] is not (branches[0][0] if branches else branch[0]):

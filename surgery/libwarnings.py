@@ -57,7 +57,7 @@ def capture(into: list[str] | None = None) -> Iterator[list[str]]:
     """Collect library warnings into ``into`` (a new list when None) while the block runs."""
     caught: list[str] = [] if into is None else into
 
-    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    def show(message, category, filename, lineno, file=None, line=None):
         text = f"{category.__name__}: {_first_line(message)} ({filename}:{lineno})"
         caught.append(text)
         logger.info("library warning: %s", text)

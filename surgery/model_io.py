@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Union
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -30,30 +30,30 @@ from surgery.errors import InputError
 from surgery.graph import find_cycle, iter_graphs
 
 __all__ = [
+    "STAGING_PREFIX",
+    "LightProto",
     "ModelLike",
-    "load",
-    "from_file_proto",
-    "to_ir",
-    "check_names",
-    "check_proto",
+    "Transaction",
     "check_acyclic",
     "check_external_data",
-    "contain_external_data",
-    "like_input",
-    "save",
-    "external_tensors",
-    "initializer_bytes",
-    "graph_initializer_bytes",
-    "light_proto",
-    "LightProto",
-    "Transaction",
+    "check_names",
+    "check_proto",
     "clean_stale_staging",
-    "STAGING_PREFIX",
+    "contain_external_data",
+    "external_tensors",
+    "from_file_proto",
+    "graph_initializer_bytes",
+    "initializer_bytes",
+    "light_proto",
+    "like_input",
+    "load",
+    "save",
+    "to_ir",
 ]
 
 logger = logging.getLogger(__name__)
 
-ModelLike = Union[str, os.PathLike, onnx.ModelProto, ir.Model]
+ModelLike = str | os.PathLike | onnx.ModelProto | ir.Model
 
 #: Initializers at or above this size are left out of in-memory protos (checker, ORT, snapshots).
 LIGHT_THRESHOLD = 1024
@@ -155,9 +155,9 @@ def contain_external_data(model: ir.Model, where: object, *, base_dir: str | os.
         tensor.base_dir = str(folder)
     real_folders: dict[str, str] = {}
     for name, tensor in tensors:
-        folder = str(tensor.base_dir)
-        real = real_folders.setdefault(folder, os.path.realpath(folder))
-        target = os.path.realpath(os.path.join(folder, str(tensor.location)))
+        tensor_folder = str(tensor.base_dir)
+        real = real_folders.setdefault(tensor_folder, os.path.realpath(tensor_folder))
+        target = os.path.realpath(os.path.join(tensor_folder, str(tensor.location)))
         if os.path.commonpath([real, target]) != real:
             raise InputError(
                 f"{where}: tensor '{name}' has its data at {str(tensor.location)!r}, which leads outside the model's "
@@ -300,7 +300,7 @@ def check_acyclic(model: ir.Model, where: object) -> None:
         if cycle:
             parts = [f"'{n.name or '?'}' ({n.op_type})" for n in cycle]
             if len(parts) > 8:
-                parts = parts[:4] + ["..."] + parts[-3:]
+                parts = [*parts[:4], "...", *parts[-3:]]
             names = " -> ".join(parts)
             raise InputError(f"{where}: the graph has a cycle: {names}; an ONNX graph must be acyclic")
 
@@ -364,7 +364,7 @@ def to_ir(model: ModelLike, *, base_dir: str | os.PathLike | None = None) -> ir.
     raise InputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
 
 
-def like_input(original: ModelLike, model: ir.Model) -> Any:
+def like_input(original: ModelLike, model: ir.Model) -> onnx.ModelProto | ir.Model:
     """Return ``model`` in the same kind as ``original`` was given (proto in, proto out)."""
     if isinstance(original, onnx.ModelProto):
         return ir.to_proto(model)
@@ -378,7 +378,7 @@ def graph_initializer_bytes(graph: ir.Graph) -> int:
 
 def initializer_bytes(model: ir.Model) -> int:
     """Total size of all initializers in all graphs, without reading external data."""
-    return sum(graph_initializer_bytes(graph) for graph in iter_graphs(model, functions=False))
+    return sum(graph_initializer_bytes(graph) for graph in iter_graphs(model, functions=False) if isinstance(graph, ir.Graph))
 
 
 class LightProto:
@@ -415,7 +415,7 @@ class LightProto:
                     offset=0,
                     length=tensor.nbytes,
                     dtype=tensor.dtype,
-                    shape=tensor.shape,
+                    shape=ir.Shape(tensor.shape.numpy()),
                     name=name,
                     base_dir="",
                 )
@@ -542,7 +542,7 @@ def _owner_alive(folder: Path) -> bool:
 
 def clean_stale_staging(folder: Path) -> list[Path]:
     """Remove the staging folders in ``folder`` whose owner process is gone (a killed run's leftovers)."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -697,7 +697,7 @@ def _write_graph(staged: _StagedModel) -> None:
             swapped.append((item.value, item.tensor))
             item.value.const_value = ir.ExternalTensor(
                 location=staged.data_name or "", offset=item.offset, length=item.length, dtype=item.tensor.dtype,
-                shape=item.tensor.shape, name=item.value.name, base_dir=str(staged.target.parent),
+                shape=ir.Shape(item.tensor.shape.numpy()), name=item.value.name or "", base_dir=str(staged.target.parent),
             )
         if staged.staged.exists():
             staged.staged.unlink()

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 
 from surgery.errors import PipelineError
 
-__all__ = ["option", "NoOptions", "parse_options", "describe_options", "OptionInfo", "did_you_mean", "path_options"]
+__all__ = ["NoOptions", "OptionInfo", "describe_options", "did_you_mean", "option", "parse_options", "path_options"]
 
 _MISSING = dataclasses.MISSING
 
@@ -36,7 +36,7 @@ def option(default: Any = _MISSING, *, help: str, default_factory: Any = _MISSIN
     return dataclasses.field(**kwargs)
 
 
-def path_options(options_cls: type) -> list[str]:
+def path_options(options_cls: type | None) -> list[str]:
     """Names of the fields declared with ``option(..., path=True)``."""
     if not dataclasses.is_dataclass(options_cls):
         return []

@@ -39,19 +39,20 @@ from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.dependence import analyse
 from surgery.analysis.tensor_types import describe_value, infer_types
 from surgery.errors import InputError
+from surgery.graph import value_names
 from surgery.options import did_you_mean
 
 __all__ = [
+    "MANIFEST_FORMAT",
+    "Split",
     "TypeSpec",
-    "parse_type_spec",
     "extract",
     "extract_part",
-    "Split",
-    "split",
     "manifest",
-    "write_manifest",
-    "MANIFEST_FORMAT",
+    "parse_type_spec",
     "slice_reference",
+    "split",
+    "write_manifest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def _apply_types(
     Returns notes on what stays unknown; raises for an untyped input when ``required``.
     """
     notes: list[str] = []
-    missing = [o for o, c in zip(originals, clones) if (c.type is None or c.shape is None) and c.name not in explicit]
+    missing = [o for o, c in zip(originals, clones, strict=True) if (c.type is None or c.shape is None) and c.name not in explicit]
     inferred = infer_types(source, missing, flow) if missing else {}
     for clone in clones:
         name = clone.name or ""
@@ -330,7 +331,7 @@ def split(
         source = "auto"
     flow = cut.dependence.flow if cut.dependence is not None else Dataflow(graph)
     shared = input_dim_names(graph)
-    outputs = [v for v in graph.outputs]
+    outputs = list(graph.outputs)
     out_names = [v.name or "" for v in outputs]
     tail_outputs = [v for v in outputs if flow.producer(v) in cut.tail_nodes]
     if not tail_outputs:
@@ -343,9 +344,9 @@ def split(
     for v in cut.tensors:
         if v not in head_outputs:
             head_outputs.append(v)
-    head_inputs = [v for v in graph.inputs]
+    head_inputs = list(graph.inputs)
     head_model, head_slice, head_notes = extract_part(
-        model, [v.name for v in head_inputs], [v.name for v in head_outputs], name=f"{graph.name or 'model'}_head", flow=flow
+        model, value_names(head_inputs), value_names(head_outputs), name=f"{graph.name or 'model'}_head", flow=flow
     )
     # the head keeps only the graph inputs it reads (an unused input would confuse ATC)
     unused = {v.name for v in head_slice.unused_inputs}
@@ -355,7 +356,7 @@ def split(
         head_notes = [n for n in head_notes if "is not needed" not in n]
     tail_in = list(cut.tensors) + [v for v in cut.tail_inputs if v not in cut.tensors]
     tail_model, _tail_slice, tail_notes = extract_part(
-        model, [v.name for v in tail_in], [v.name for v in tail_outputs], name=f"{graph.name or 'model'}_tail", flow=flow
+        model, value_names(tail_in), value_names(tail_outputs), name=f"{graph.name or 'model'}_tail", flow=flow
     )
     if source == "user":
         dep = analyse(head_model.graph, functions=head_model.functions)
@@ -403,9 +404,9 @@ def manifest(
     ``original_outputs`` defaults to the union of the parts' outputs that are not read by a later
     part.
     """
-    parts = [("head", head)] + list(chained.items())
+    parts = [("head", head), *chained.items()]
     files = dict(files or {})
-    entries = []
+    entries: list[dict[str, Any]] = []
     produced: list[str] = []
     read_later: set[str] = set()
     for _, part in parts[1:]:
@@ -419,7 +420,7 @@ def manifest(
     originals = set(original_outputs)
     if boundary is None:
         head_out = {v.name for v in head.graph.outputs}
-        boundary = [n for n in dict.fromkeys(v.name for _, p in parts[1:] for v in p.graph.inputs) if n in head_out]
+        boundary = [n for n in dict.fromkeys(value_names(v for _, p in parts[1:] for v in p.graph.inputs)) if n in head_out]
     for name, part in parts:
         outs = [describe_value(v) for v in part.graph.outputs]
         makes = [o["name"] for o in outs if o["name"] in originals and o["name"] not in produced]

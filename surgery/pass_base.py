@@ -30,11 +30,11 @@ from surgery.errors import PipelineError
 from surgery.options import NoOptions, parse_options
 
 __all__ = [
-    "Numerics",
-    "Tolerance",
     "FeedHints",
-    "SurgeryResult",
+    "Numerics",
     "SurgeryPass",
+    "SurgeryResult",
+    "Tolerance",
 ]
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -229,4 +229,4 @@ def result(model: ir.Model, modified: bool, **kwargs: Any) -> SurgeryResult:
 
 
 def as_mapping(obj: Any) -> Mapping[str, Any]:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else dict(obj)

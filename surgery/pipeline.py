@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Mode", "VerifyConfig", "StepVerify", "Step", "Pipeline", "load_pipeline", "parse_pipeline", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "Mode", "Pipeline", "Step", "StepVerify", "VerifyConfig", "load_pipeline", "parse_pipeline"]
 
 SCHEMA_VERSION = 1
 Mode = Literal["each", "end", "off"]
@@ -297,7 +298,7 @@ def _finite(value: Any, where: str) -> None:
             _finite(v, f"{where}[{i}]")
 
 
-def _code_folders(options_cls: type) -> list[str]:
+def _code_folders(options_cls: type | None) -> list[str]:
     """Fields that name the folder user code is imported from: empty means the pipeline's folder."""
     if not dataclasses.is_dataclass(options_cls):
         return []
@@ -354,10 +355,11 @@ def parse_pipeline(
         cls = registry.get(name)
         options = {k: v for k, v in raw.items() if k not in ("name", "verify")}
         _finite(options, f"[[pass]] #{i} ({name})")
-        for key in _code_folders(getattr(cls, "Options", None)):
+        options_cls = getattr(cls, "Options", None)
+        for key in _code_folders(options_cls):
             if options.get(key, "") == "":
                 options[key] = str(base_dir.absolute())
-        for key in path_options(getattr(cls, "Options", None)):
+        for key in path_options(options_cls):
             value = options.get(key)
             if isinstance(value, str) and value:
                 given = Path(value).expanduser()
@@ -367,7 +369,7 @@ def parse_pipeline(
     return Pipeline(steps=steps, inputs=inputs, verify=verify, buckets=buckets, source=source, allow_code=allow_code)
 
 
-def load_pipeline(path: str | Path, *, allow_code: bool = False) -> Pipeline:
+def load_pipeline(path: str | os.PathLike, *, allow_code: bool = False) -> Pipeline:
     """Read and validate a ``passes.toml`` file (``allow_code``: see :func:`parse_pipeline`)."""
     path = Path(path)
     if not path.is_file():

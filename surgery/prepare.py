@@ -19,19 +19,23 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
 from surgery.errors import InputError, PipelineError
+from surgery.graph import value_names
 from surgery.report import Report
+
+if TYPE_CHECKING:
+    from surgery.pipeline import Mode
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["TARGETS", "Decision", "PrepareResult", "prepare", "pending_decisions", "describe_decisions", "pipeline_path"]
+__all__ = ["TARGETS", "Decision", "PrepareResult", "describe_decisions", "pending_decisions", "pipeline_path", "prepare"]
 
 #: Compilers prepare knows: the doctor's facts and the command it prints are per target.
 TARGETS: tuple[str, ...] = ("ascend",)
@@ -366,7 +370,7 @@ def prepare(
     soc: str | None = None,
     buckets: str | Mapping[str, Any] | None = None,
     data: str | os.PathLike | None = None,
-    verify: str | None = None,
+    verify: Mode | None = None,
     target: str = "ascend",
     progress: Callable[[str], None] | None = None,
     write_pipeline: bool = True,
@@ -439,7 +443,7 @@ def prepare(
         plan.write(pipeline_path(out), "the pipeline it ran")
     repro = out.with_name(out.name + ".repro")
     plan.reproducer(repro, explicit=False, role="the reproducer folder")
-    names = [v.name for v in ir_model.graph.inputs]
+    names = value_names(ir_model.graph.inputs)
     for given, flag in ((shapes, "--input-shape"), (pins, "--pin")):
         unknown = [n for n in given if n not in names]
         if unknown:

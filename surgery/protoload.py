@@ -16,7 +16,7 @@ from typing import Any
 
 from surgery.errors import InputError
 
-__all__ = ["read", "find_proto_cycle", "check_proto_acyclic", "cycle_message", "quick_cycle_check"]
+__all__ = ["check_proto_acyclic", "cycle_message", "find_proto_cycle", "quick_cycle_check", "read"]
 
 #: Files above this size are left to onnx by :func:`quick_cycle_check`: weights held inline, or so many
 #: nodes that scanning them in Python would cost about as much as the import it saves.
@@ -55,7 +55,7 @@ def cycle_message(where: object, cycle: list[tuple[str, str]]) -> str:
     """The one line naming the nodes of a cycle (the first repeated at the end)."""
     parts = [f"'{name or '?'}' ({op})" for name, op in cycle]
     if len(parts) > 8:
-        parts = parts[:4] + ["..."] + parts[-3:]
+        parts = [*parts[:4], "...", *parts[-3:]]
     return f"{where}: the graph has a cycle: {' -> '.join(parts)}; an ONNX graph must be acyclic"
 
 
@@ -174,7 +174,7 @@ def find_proto_cycle(nodes: Any) -> list[tuple[str, str]] | None:
 
 
 class _Scanned:
-    __slots__ = ("input", "output", "name", "op_type", "attribute")
+    __slots__ = ("attribute", "input", "name", "op_type", "output")
 
     def __init__(self) -> None:
         self.input: list[str] = []

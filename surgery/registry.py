@@ -31,8 +31,16 @@ from surgery.options import did_you_mean
 from surgery.pass_base import SurgeryPass
 
 __all__ = [
-    "register", "get", "names", "all_passes", "unregister", "import_file", "load_plugin",
-    "register_gate", "plugin_gates", "clear_plugin_gates",
+    "all_passes",
+    "clear_plugin_gates",
+    "get",
+    "import_file",
+    "load_plugin",
+    "names",
+    "plugin_gates",
+    "register",
+    "register_gate",
+    "unregister",
 ]
 
 logger = logging.getLogger(__name__)

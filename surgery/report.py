@@ -20,7 +20,7 @@ from surgery.verify.compare import ArrayDiff
 if TYPE_CHECKING:  # pragma: no cover
     from surgery.gates.base import Outcome
 
-__all__ = ["ModelStats", "StepReport", "Report", "jsonable", "envelope", "REPORT_SCHEMA_VERSION"]
+__all__ = ["REPORT_SCHEMA_VERSION", "ModelStats", "Report", "StepReport", "envelope", "jsonable"]
 
 REPORT_SCHEMA_VERSION = 3
 """3: every report (single run, bucket run, prepare) has the same top-level keys (:func:`envelope`),
@@ -109,7 +109,7 @@ class StepReport:
         return outcome.diffs if outcome is not None else []
 
     def worst(self) -> ArrayDiff | None:
-        finite = [d for d in self.parity]
+        finite = list(self.parity)
         if not finite:
             return None
         return max(finite, key=lambda d: (not d.ok, d.max_abs if math.isfinite(d.max_abs) else 1e300))
@@ -265,7 +265,7 @@ class Report:
                 f"{s.seconds:.2f}s+{gate_time:.2f}s" if gate_time else f"{s.seconds:.2f}s", *cells,
             ))
         widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
         lines.append(f"parity oracle: {self.oracle}")

@@ -40,7 +40,7 @@ from surgery.report import ModelStats, Report, StepReport
 from surgery.shapes.dims import count_dynamic_dims
 from surgery.shapes.observed import refresh_and_report
 
-__all__ = ["Runner", "model_stats", "dynamic_dims"]
+__all__ = ["Runner", "dynamic_dims", "model_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ class Runner:
         for gate in gates:
             if not isinstance(gate, Gate):
                 raise TypeError(f"{gate!r} is not a gate: it needs name, schedule, when(), start() and check()")
-        self.gates: list[Gate] = [cls() for cls in BUILTIN_GATES] + list(gates)
+        self.gates: list[Gate] = [cls() for cls in BUILTIN_GATES]
+        self.gates += gates
         self.instruments: list[Instrument] = [ProgressInstrument(self.progress), TimingInstrument()]
         if reproducer_dir is not None:
             self.instruments.append(ReproducerInstrument(reproducer_dir))

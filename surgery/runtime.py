@@ -50,7 +50,7 @@ class _OrtPart:
         if missing:
             raise KeyError(f"{self.label} needs inputs that are not available: {', '.join(missing)}")
         results = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
-        return dict(zip(self.output_names, results))
+        return dict(zip(self.output_names, results, strict=True))
 
 
 class _IrPart:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import TypeGuard
 
 import numpy as np
 import onnx_ir as ir
@@ -65,12 +66,12 @@ class SimplifyStats:
     fused: int = 0
 
 
-def _std(node: ir.Node | None, *ops: str) -> bool:
+def _std(node: ir.Node | None, *ops: str) -> TypeGuard[ir.Node]:
     return node is not None and node.domain in _ONNX and node.op_type in ops
 
 
-def _only_reader(value: ir.Value) -> ir.Node | None:
-    if value.is_graph_output():
+def _only_reader(value: ir.Value | None) -> ir.Node | None:
+    if value is None or value.is_graph_output():
         return None
     uses = list(value.uses())
     return uses[0].node if len(uses) == 1 else None
@@ -121,7 +122,7 @@ def constants_to_initializers(graph: ir.Graph) -> int:
         attr = next(iter(node.attributes.values()))
         tensor = attr.as_tensor() if attr.name == "value" else ir.Tensor(np.array(array, order="C"))
         name = out.name
-        value = ir.Value(name=None, type=ir.TensorType(tensor.dtype), shape=ir.Shape(tensor.shape.dims),
+        value = ir.Value(name=None, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape),
                          const_value=tensor)
         out.replace_all_uses_with(value)
         graph.remove(node, safe=True)
@@ -155,7 +156,9 @@ def _replace(node: ir.Node, by: ir.Value) -> bool:
     return True
 
 
-def _same_signature(a: ir.Value, b: ir.Value) -> bool:
+def _same_signature(a: ir.Value | None, b: ir.Value | None) -> bool:
+    if a is None or b is None:
+        return False
     shape_a, shape_b = _static(a.shape), _static(b.shape)
     return shape_a is not None and shape_a == shape_b and a.dtype is not None and a.dtype == b.dtype
 
@@ -297,9 +300,11 @@ def _transpose(node: ir.Node, opset: int, names: NameAllocator) -> bool:
 
 
 def _neutral(node: ir.Node, opset: int, names: NameAllocator) -> bool:
-    if len(node.inputs) != 2 or node.inputs[0] is None or node.inputs[1] is None:
+    if len(node.inputs) != 2:
         return False
     a, b = node.inputs
+    if a is None or b is None:
+        return False
     neutral = 1.0 if node.op_type in ("Mul", "Div") else 0.0
     candidates = [(a, b)] if node.op_type in ("Div", "Sub") else [(a, b), (b, a)]
     out = node.outputs[0]
@@ -344,7 +349,7 @@ def _slice_params(node: ir.Node, rank: int | None) -> tuple[list[int], list[int]
     (None when something is not constant, or an axis is negative and the rank unknown)."""
     if len(node.inputs) < 3 or node.inputs[0] is None:
         return None
-    parts = []
+    parts: list[list[int] | None] = []
     for index in range(1, 5):
         value = node.inputs[index] if index < len(node.inputs) else None
         if value is None:
@@ -417,7 +422,7 @@ def _slice(node: ir.Node, opset: int, names: NameAllocator) -> bool:
         combined = (inner_params[0] + starts, inner_params[1] + ends, inner_params[2] + axes, inner_params[3] + steps)
         reader.resize_inputs(5)
         reader.replace_input_with(0, source)
-        for index, (suffix, values) in enumerate(zip(("starts", "ends", "axes", "steps"), combined), start=1):
+        for index, (suffix, values) in enumerate(zip(("starts", "ends", "axes", "steps"), combined, strict=True), start=1):
             reader.replace_input_with(index, _int64_constant(graph, names, reader, suffix, values))
     _drop(inner)
     return True
@@ -571,6 +576,8 @@ def _fuse_conv_bn(bn: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
     if (a := attrs.get("spatial")) is not None and not int(a.value):
         return False
     y = bn.inputs[0]
+    if y is None:
+        return False
     conv = y.producer()
     if not _std(conv, *_CONVS) or _only_reader(y) is not bn or conv.graph is not graph:
         return False
@@ -580,7 +587,7 @@ def _fuse_conv_bn(bn: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
         return False
     weight, bias = parts
     axis = _out_axis(conv) or 0
-    scale, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)  # type: ignore[arg-type]
+    scale, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
     if not all(p.size == weight.shape[axis] for p in (scale, beta, mean, var)):
         return False
     eps = float(attrs["epsilon"].value) if "epsilon" in attrs else 1e-5
@@ -600,6 +607,8 @@ def _fuse_conv_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
     if len(add.inputs) != 2 or any(v is None for v in add.inputs):
         return False
     for y, other in (add.inputs, add.inputs[::-1]):
+        if y is None or other is None:
+            continue
         conv = y.producer()
         if not _std(conv, *_CONVS) or _only_reader(y) is not add or conv.graph is not graph:
             continue
@@ -627,6 +636,8 @@ def _fuse_matmul_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> boo
     if len(add.inputs) != 2 or any(v is None for v in add.inputs):
         return False
     for y, other in (add.inputs, add.inputs[::-1]):
+        if y is None or other is None:
+            continue
         matmul = y.producer()
         if not _std(matmul, "MatMul") or _only_reader(y) is not add or matmul.graph is not graph:
             continue
@@ -657,9 +668,11 @@ def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -
     """``MatMul(x * s, W)`` (or ``x / s``), ``s`` a constant scalar, ``W`` a constant matrix only this
     MatMul reads → ``MatMul(x, W * s)``: the 0.5 that ends every Erf-form Gelu goes into the next
     Linear's weight (one node per feed-forward block)."""
-    if len(matmul.inputs) != 2 or any(v is None for v in matmul.inputs):
+    if len(matmul.inputs) != 2:
         return False
-    a, w = matmul.inputs
+    a, w = matmul.inputs[0], matmul.inputs[1]
+    if a is None or w is None:
+        return False
     scale_node = a.producer()
     weight = const_value(w)
     if not _std(scale_node, "Mul", "Div") or _only_reader(a) is not matmul or scale_node.graph is not graph:
@@ -689,9 +702,11 @@ def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -
 def _fuse_matmul_column_scale(mul: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
     """``MatMul(x, W) * g`` (``g`` a constant over the last axis: [N], or a scalar; ``W`` a constant
     only this MatMul reads) → ``MatMul(x, W * g)``: ConvNeXt's layer scale after each block's Linear."""
-    if len(mul.inputs) != 2 or any(v is None for v in mul.inputs):
+    if len(mul.inputs) != 2:
         return False
-    for y, other in (mul.inputs, mul.inputs[::-1]):
+    for y, other in ((mul.inputs[0], mul.inputs[1]), (mul.inputs[1], mul.inputs[0])):
+        if y is None or other is None:
+            return False
         matmul = y.producer()
         if not _std(matmul, "MatMul") or _only_reader(y) is not mul or matmul.graph is not graph:
             continue
@@ -728,7 +743,7 @@ def _scalar_scale(value: ir.Value, matmul: ir.Node) -> tuple[ir.Node, ir.Value, 
     for index in (1, 0):
         scale = const_value(mul.inputs[index])
         x = mul.inputs[1 - index]
-        if scale is not None and scale.size == 1 and scale.dtype.kind == "f" and _same_signature(x, value):
+        if x is not None and scale is not None and scale.size == 1 and scale.dtype.kind == "f" and _same_signature(x, value):
             return mul, x, index, scale
     return None
 
@@ -736,9 +751,10 @@ def _scalar_scale(value: ir.Value, matmul: ir.Node) -> tuple[ir.Node, ir.Value, 
 def _fuse_matmul_scales(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
     """``MatMul(q * a, k * b)`` (``a``, ``b`` constant scalars) → ``MatMul(q * (a*b), k)``: the
     dynamo exporter's attention scales both Q and K by d**-0.25 (one Mul per layer less)."""
-    if len(matmul.inputs) != 2 or any(v is None for v in matmul.inputs) or matmul.inputs[0] is matmul.inputs[1]:
+    q, k = (matmul.inputs[0], matmul.inputs[1]) if len(matmul.inputs) == 2 else (None, None)
+    if q is None or k is None or q is k:
         return False
-    left, right = (_scalar_scale(v, matmul) for v in matmul.inputs)
+    left, right = _scalar_scale(q, matmul), _scalar_scale(k, matmul)
     if left is None or right is None or left[3].dtype != right[3].dtype:
         return False
     mul, _, index, scale = left
@@ -761,6 +777,11 @@ def _sibling_bias(matmul: ir.Node, columns: int, dtype: np.dtype) -> tuple[ir.No
     if not _same_signature(add.outputs[0], matmul.outputs[0]):
         return None
     return add, bias
+
+
+#: The largest weight :func:`_fuse_sibling_matmuls` builds by concatenation (a new tensor in memory:
+#: above this, the projections stay separate rather than copy weights that are memory-mapped).
+MAX_MERGED_WEIGHT_BYTES = 256 * 1024 * 1024
 
 
 def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, opset: int) -> bool:
@@ -789,8 +810,8 @@ def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, 
     if first is None:
         return False
     group = [(m, w) for m, w in group if w.shape[0] == first.shape[0] and w.dtype == first.dtype]
-    if len(group) < 3:
-        return False
+    if len(group) < 3 or sum(w.nbytes for _, w in group) > MAX_MERGED_WEIGHT_BYTES:
+        return False  # too few, or a merged copy too large to build in memory (weights stay memory-mapped)
     biases = [_sibling_bias(m, w.shape[1], w.dtype) for m, w in group]
     with_bias = all(b is not None for b in biases)
     base = node.name or "MatMul"
@@ -818,9 +839,9 @@ def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, 
         split = ir.node("Split", [last], {"axis": -1, "split": ir.AttrInt64s("split", sizes)},
                         name=names.derive(base, "split"), outputs=outputs)
     graph.insert_before(node, split)
-    for new, old in zip(outputs, finals):
+    for new, old in zip(outputs, finals, strict=True):
         _becomes(new, old)
-    for (matmul, _), found in zip(group, biases):
+    for (matmul, _), found in zip(group, biases, strict=True):
         if with_bias and found is not None:
             _drop(found[0])
         _drop(matmul)
@@ -919,10 +940,10 @@ def merge_common_subexpressions(graph: GraphLike) -> int:
             seen[key] = node
             continue
         if any(o.is_graph_output() for o in node.outputs) or any(
-            a.dtype != b.dtype for a, b in zip(first.outputs, node.outputs)
+            a.dtype != b.dtype for a, b in zip(first.outputs, node.outputs, strict=True)
         ):
             continue
-        for mine, theirs in zip(node.outputs, first.outputs):
+        for mine, theirs in zip(node.outputs, first.outputs, strict=True):
             if theirs.shape is None and mine.shape is not None:
                 theirs.shape = mine.shape
             mine.replace_all_uses_with(theirs)

@@ -183,7 +183,7 @@ def run_ort(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if missing:
         raise KeyError(f"no sample for input {missing[0]!r}")
     outputs = session.run(None, {n: feeds[n] for n in names})
-    return {o.name: v for o, v in zip(session.get_outputs(), outputs)}
+    return {o.name: v for o, v in zip(session.get_outputs(), outputs, strict=True)}
 
 
 def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], rtol: float, atol: float) -> tuple[bool, str]:

@@ -121,7 +121,7 @@ def build(arch: Arch):  # -> torch.nn.Module
             self.inner = model
 
         def forward(self, *args):
-            out = self.inner(**dict(zip(arch.inputs, args)), return_dict=True)
+            out = self.inner(**dict(zip(arch.inputs, args, strict=True)), return_dict=True)
             return tuple(out[name] for name in arch.outputs)
 
     return Wrapped().eval()
@@ -153,7 +153,7 @@ def export(arch_name: str, exporter: str, path: Path) -> Path:
     with torch.no_grad():
         if exporter == "legacy":
             axes: dict[str, dict[int, str]] = {n: dict(a) for n, a in arch.dynamic.items()}
-            for i, out in enumerate(arch.outputs):
+            for _i, out in enumerate(arch.outputs):
                 axes[out] = {0: "batch"}
             torch.onnx.export(model, args, str(path), dynamo=False, opset_version=17, input_names=names,
                               output_names=list(arch.outputs), dynamic_axes=axes)

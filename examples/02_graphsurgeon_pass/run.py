@@ -18,9 +18,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the user's pass module lives next to this script
 
-import surgery  # noqa: E402
 from hardswish_pass import hardswish_to_hardsigmoid  # noqa: E402  (the pass class)
 from make_model import build  # noqa: E402
+
+import surgery  # noqa: E402
 from surgery.passes.cleanup import Cleanup  # noqa: E402
 
 

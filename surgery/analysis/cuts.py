@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
-
 from typing import Any
 
 import numpy as np
@@ -34,18 +33,19 @@ import onnx_ir as ir
 from surgery.analysis.dataflow import Dataflow
 from surgery.analysis.dependence import Dependence, FunctionMap, Hostile, analyse
 from surgery.errors import InputError
+from surgery.graph import GraphLike
 
 __all__ = [
+    "HEAD_OPS",
+    "Boundary",
     "NothingToSplit",
     "Slice",
-    "slice_between",
-    "Boundary",
-    "postprocess_boundary",
     "boundary_from_names",
     "constant_nodes",
-    "tensor_bytes",
     "min_bytes_tail",
-    "HEAD_OPS",
+    "postprocess_boundary",
+    "slice_between",
+    "tensor_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _path(flow: Dataflow, parent: dict[ir.Value, ir.Value], start: ir.Value) -> 
         chain.append(parent[chain[-1]])
     names = [v.name or "?" for v in chain]
     if len(names) > 6:
-        names = names[:3] + ["…"] + names[-2:]
+        names = [*names[:3], "…", *names[-2:]]
     return " → ".join(names)
 
 
@@ -382,7 +382,7 @@ def _inferred_sizes(model: ir.Model, flow: Dataflow, tail: set[ir.Node], const: 
     return sizes
 
 
-def input_dim_names(graph: ir.Graph) -> set[str]:
+def input_dim_names(graph: GraphLike) -> set[str]:
     """Names of the symbolic dims of the graph inputs (the batch …)."""
     return {d.value for v in graph.inputs if v.shape is not None for d in v.shape
             if isinstance(d, ir.SymbolicDim) and d.value is not None}

@@ -58,9 +58,8 @@ class Dataflow:
                 values.setdefault(name, value)
         for node in self.nodes:
             for out in node.outputs:
-                name = out.name
-                if name and name not in values:
-                    values[name] = out
+                if out.name and out.name not in values:
+                    values[out.name] = out
         for value in graph.outputs:
             if value.name:
                 values.setdefault(value.name, value)

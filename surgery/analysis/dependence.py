@@ -30,9 +30,9 @@ __all__ = [
     "DATA_DEPENDENT_SHAPE_OPS",
     "NPU_HOSTILE_OPS",
     "SHAPE_INPUTS",
-    "Hostile",
     "Dependence",
     "FunctionMap",
+    "Hostile",
     "analyse",
 ]
 

@@ -19,7 +19,7 @@ from surgery.analysis.dataflow import Dataflow
 from surgery.model_io import LIGHT_THRESHOLD
 from surgery.shapes.dims import plain_dims, shape_text
 
-__all__ = ["infer_types", "fill_types", "describe_value", "type_text", "upstream_proto"]
+__all__ = ["describe_value", "fill_types", "infer_types", "type_text", "upstream_proto"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +54,14 @@ def upstream_proto(model: ir.Model, values: Sequence[ir.Value], flow: Dataflow |
     inputs = [v for v in graph.inputs if v.name not in read] + large
     view = ir.GraphView(inputs, list(values), nodes=nodes, initializers=small,
                         opset_imports=dict(graph.opset_imports), name=graph.name or "upstream")
-    gproto = ir.to_proto(view)
+    # onnx-ir's stubs: its GraphView does not satisfy its own GraphViewProtocol (Optional doc_string,
+    # read-only meta), though serialize_graph is written for it
+    gproto = ir.serde.serialize_graph(view)  # type: ignore[arg-type]
     by_name = {v.name: v for v in large}
     for info in gproto.input:
-        v = by_name.get(info.name)
-        if v is not None and not info.type.HasField("tensor_type") and v.const_value is not None:
-            tensor = v.const_value
+        found = by_name.get(info.name)
+        if found is not None and not info.type.HasField("tensor_type") and found.const_value is not None:
+            tensor = found.const_value
             info.CopyFrom(onnx.helper.make_tensor_value_info(info.name, int(tensor.dtype), list(tensor.shape.numpy())))
     proto = onnx.ModelProto(ir_version=model.ir_version, graph=gproto)
     for domain, version in graph.opset_imports.items():

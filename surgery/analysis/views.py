@@ -14,7 +14,7 @@ import onnx_ir as ir
 from surgery.analysis.dataflow import Dataflow
 from surgery.graph import GraphLike
 
-__all__ = ["node_graph", "tensor_graph", "node_key"]
+__all__ = ["node_graph", "node_key", "tensor_graph"]
 
 
 def node_key(node: ir.Node, index: int) -> str:

@@ -17,11 +17,11 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from surgery.errors import SurgeryError, one_line
 
-__all__ = ["main", "COMMANDS", "captured_warnings"]
+__all__ = ["COMMANDS", "captured_warnings", "main"]
 
 logger = logging.getLogger("surgery.cli")
 
@@ -43,7 +43,7 @@ COMMANDS: tuple[str, ...] = (
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         self.exit(2, f"surgery: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -55,7 +55,7 @@ def captured_warnings() -> list[str]:
 @contextlib.contextmanager
 def _capture_warnings() -> Iterator[None]:
     """Send Python warnings to the log (shown with -v) and the report, never to stderr as extra lines."""
-    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    def show(message, category, filename, lineno, file=None, line=None):
         text = f"{category.__name__}: {str(message).splitlines()[0] if str(message) else ''} ({filename}:{lineno})"
         _CAPTURED.append(text)
         logger.info("library warning: %s", text)

@@ -121,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
     from surgery.pass_base import FeedHints, Tolerance
     from surgery.verify.inputs import InputsConfig, plan_inputs
     from surgery.verify.layerwise import compare_layerwise
-
     from surgery.writeplan import WritePlan, output_or_stdout
 
     report_path = output_or_stdout(args.report, "--report")
@@ -131,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     writes = args.write_plan = WritePlan()
     writes.read_model(a, args.a, "model A")
     writes.read_model(b_chain[0], args.b, "model B")
-    for tail, path in zip(b_chain[1:], args.tail):
+    for tail, path in zip(b_chain[1:], args.tail, strict=True):
         writes.read_model(tail, path, "the tail model (--tail)")
     writes.read(args.data, "the input arrays (--data)")
     writes.read(args.pipeline, "the pipeline (--pipeline)")

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     protoload.quick_cycle_check(args.model)
     proto = protoload.read(args.model)
     from surgery.doctor import diagnose, emit_pipeline, render_table
+    from surgery.graph import value_names
     from surgery.model_io import from_file_proto
 
     input_shapes = None
@@ -69,13 +70,15 @@ def run(args: argparse.Namespace) -> int:
     plan.write(json_path, "the JSON report (--report)")
     plan.write(args.emit_pipeline, "the emitted pipeline (--emit-pipeline)")
     if input_shapes:
-        names = {v.name for v in model.graph.inputs}
+        names = set(value_names(model.graph.inputs))
         unknown = sorted(set(input_shapes) - names)
         if unknown:
             raise InputError(f"--input-shape: no input named {', '.join(unknown)}; the inputs are {', '.join(sorted(names))}")
     report = diagnose(model, soc=args.soc)
     report.model = str(args.model)
-    from surgery.cli import captured_warnings  # what loading the model raised (diagnose keeps its own)
+    from surgery.cli import (
+        captured_warnings,  # what loading the model raised (diagnose keeps its own)
+    )
 
     report.warnings[:0] = [w for w in captured_warnings() if w not in report.warnings]
     if args.report == "-":

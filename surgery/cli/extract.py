@@ -54,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from surgery.verify.compare import diff_arrays
     from surgery.verify.inputs import InputsConfig, plan_inputs
     from surgery.verify.ort import run_model
-
     from surgery.writeplan import WritePlan, output_or_stdout
 
     model = model_io.load(args.model)

@@ -14,8 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["deprecated_alias", "add_data", "add_report", "add_soc", "add_verify", "add_pipeline_inputs", "add_progress",
-           "add_html", "progress_printer", "tolerance", "VERIFY_CHOICES"]
+__all__ = [
+    "VERIFY_CHOICES",
+    "add_data",
+    "add_html",
+    "add_pipeline_inputs",
+    "add_progress",
+    "add_report",
+    "add_soc",
+    "add_verify",
+    "deprecated_alias",
+    "progress_printer",
+    "tolerance",
+]
 
 #: The one vocabulary of ``--verify``: gates after each pass, once at the end, or not at all.
 VERIFY_CHOICES: tuple[str, ...] = ("each", "end", "off")

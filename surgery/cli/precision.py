@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     from surgery.errors import InputError
     from surgery.pass_base import Tolerance
     from surgery.precision import check_precision, keep_dtype_text, make_samples
-
     from surgery.writeplan import WritePlan
 
     report_path = Path(args.report) if args.report and args.report != "-" else None

@@ -80,7 +80,7 @@ def parse_pins(items: list[str]) -> dict[str, Any]:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             raise PipelineError(f"--pin {item}: the value must be a number or a list of numbers") from None
-        if isinstance(value, (str, dict)) or isinstance(value, bool):
+        if isinstance(value, (str, dict, bool)):
             raise PipelineError(f"--pin {item}: the value must be a number or a list of numbers")
         if name in pins:
             raise PipelineError(f"--pin {name}: given twice")

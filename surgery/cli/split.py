@@ -58,11 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from surgery import api, model_io, registry
+    from surgery.analysis.cuts import postprocess_boundary
+    from surgery.graph import value_names
+    from surgery.partition import manifest
     from surgery.shapes.dims import is_static_shape
     from surgery.shapes.spec import parse_shapes
-    from surgery.analysis.cuts import postprocess_boundary
-    from surgery.partition import manifest
-    from surgery.passes.split_postprocess import SplitPostprocess
 
     head_path: Path = args.head
     tail_path: Path = args.tail
@@ -83,13 +83,13 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.report == "-" else sys.stdout
     repro = head_path.with_name(head_path.name + ".repro")
     writes.reproducer(repro, explicit=False, role="the reproducer folder")
-    original_outputs = [v.name for v in model.graph.outputs]
+    original_outputs = value_names(model.graph.outputs)
     hostile: list[dict[str, str]] = []
     if not args.boundary:
         # fails early, with the reason, when there is nothing to split off
         hostile = [h.to_dict() for h in postprocess_boundary(model.graph, hostile_ops=args.hostile_ops, functions=model.functions).hostile]
-    step = SplitPostprocess(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops),
-                            minimize=not args.no_min_cut)
+    step = registry.get("split-postprocess")(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops),
+                                              minimize=not args.no_min_cut)
     steps: list = [step]
     if args.input_shape or all(is_static_shape(v.shape) for v in model.graph.inputs if not v.is_initializer()):
         # static inputs: fold the shape arithmetic first, so the boundary is sized by static shapes

@@ -16,7 +16,7 @@ from typing import Any
 from surgery.cli import flags
 from surgery.errors import GateError
 
-__all__ = ["add_arguments", "run_buckets", "print_atc"]
+__all__ = ["add_arguments", "print_atc", "run_buckets"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,13 +20,13 @@ from surgery.doctor.render import render_table
 
 __all__ = [
     "CHECKS",
-    "diagnose",
-    "emit_pipeline",
-    "render_table",
-    "load_facts",
     "AtcFacts",
     "DoctorReport",
     "EmittedPipeline",
     "Finding",
     "Severity",
+    "diagnose",
+    "emit_pipeline",
+    "load_facts",
+    "render_table",
 ]

@@ -28,8 +28,7 @@ logger = logging.getLogger(__name__)
 
 _PREFIX = "__surgery_dim"
 _BROADCAST = frozenset(
-    "Add Sub Mul Div Pow Max Min Sum Mean Where Equal Greater Less GreaterOrEqual LessOrEqual And Or Xor "
-    "BitShift Mod PRelu".split()
+    ["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "BitShift", "Mod", "PRelu"]
 )
 _RNN = frozenset({"RNN", "GRU", "LSTM"})
 
@@ -97,7 +96,7 @@ def _tie_node(node: onnx.NodeProto, table: dict[str, list[str | int | None]], un
         shapes = [d for i in range(len(node.input)) if (d := dims(i)) is not None]
         for left in range(len(shapes)):
             for right in range(left + 1, len(shapes)):
-                for a, b in zip(reversed(shapes[left]), reversed(shapes[right])):
+                for a, b in zip(reversed(shapes[left]), reversed(shapes[right]), strict=False):
                     tie(a, b)
     elif op == "Concat":
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
@@ -105,20 +104,20 @@ def _tie_node(node: onnx.NodeProto, table: dict[str, list[str | int | None]], un
         for shape in shapes[1:]:
             if len(shape) == len(shapes[0]):
                 rank = len(shape)
-                for k, (a, b) in enumerate(zip(shapes[0], shape)):
+                for k, (a, b) in enumerate(zip(shapes[0], shape, strict=True)):
                     if k != axis % rank:
                         tie(a, b)
     elif op == "MatMul":
-        a, b = dims(0), dims(1)
-        if a and b and len(a) >= 2 and len(b) >= 2:
-            tie(a[-1], b[-2])
-            for x, y in zip(reversed(a[:-2]), reversed(b[:-2])):
+        lhs, rhs = dims(0), dims(1)
+        if lhs and rhs and len(lhs) >= 2 and len(rhs) >= 2:
+            tie(lhs[-1], rhs[-2])
+            for x, y in zip(reversed(lhs[:-2]), reversed(rhs[:-2]), strict=False):
                 tie(x, y)
     elif op in _RNN:
         layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
-        x = dims(0)
-        if x and len(x) == 3:
-            batch = x[0] if layout else x[1]
+        seq = dims(0)
+        if seq and len(seq) == 3:
+            batch = seq[0] if layout else seq[1]
             for index in (5, 6):  # initial_h, initial_c
                 state = dims(index)
                 if state and len(state) == 3:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator
-from typing import Union
 
 import numpy as np
 import onnx
@@ -17,11 +16,11 @@ from surgery.doctor.facts import AtcFacts, normalize_domain
 from surgery.graph import const_value, walk
 from surgery.shapes.dims import count_dynamic_dims, is_static_shape, plain_dims
 
-__all__ = ["NodeEntry", "Context"]
+__all__ = ["Context", "NodeEntry"]
 
 logger = logging.getLogger(__name__)
 
-GraphLike = Union[ir.Graph, ir.Function]
+GraphLike = ir.Graph | ir.Function
 
 # Ops whose output is fixed once the input shapes are (they read shapes, not values).
 _SHAPE_READERS = frozenset({"Shape", "Size"})
@@ -205,7 +204,7 @@ class Context:
         if value is None:
             return None
         if value.const_value is not None:
-            return tuple(int(d) for d in value.const_value.shape)
+            return tuple(value.const_value.shape.numpy())
         dims = plain_dims(value.shape)
         if is_static_shape(dims) or id(value) in self._function_values:
             return dims
@@ -215,10 +214,10 @@ class Context:
                 [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tp.tensor_type.shape.dim]
             )
             assert inferred is not None
-            if dims is None or len(inferred) == len(dims):
-                # Prefer whichever knows more dims.
-                if dims is None or len(inferred) - count_dynamic_dims(inferred) >= len(dims) - count_dynamic_dims(dims):
-                    return inferred
+            # Prefer whichever knows more dims.
+            if dims is None or (len(inferred) == len(dims)
+                                and len(inferred) - count_dynamic_dims(inferred) >= len(dims) - count_dynamic_dims(dims)):
+                return inferred
         return dims
 
     def rank(self, value: ir.Value | None) -> int | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from surgery.errors import InputError
 
-__all__ = ["OpFact", "AicpuEntry", "AtcFacts", "load_facts", "parse_opsets", "normalize_domain"]
+__all__ = ["AicpuEntry", "AtcFacts", "OpFact", "load_facts", "normalize_domain", "parse_opsets"]
 
 DATA_FILE = "atc_facts.json"
 
@@ -141,5 +141,5 @@ class AtcFacts:
 @functools.lru_cache(maxsize=1)
 def load_facts() -> AtcFacts:
     """The shipped table (read once per process)."""
-    text = resources.files("surgery").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
+    text = resources.files("surgery").joinpath("data").joinpath(DATA_FILE).read_text(encoding="utf-8")
     return AtcFacts(json.loads(text))

@@ -6,7 +6,7 @@ import dataclasses
 import enum
 from typing import Any
 
-__all__ = ["Severity", "Finding", "DoctorReport"]
+__all__ = ["DoctorReport", "Finding", "Severity"]
 
 
 class Severity(str, enum.Enum):

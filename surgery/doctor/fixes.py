@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["PASS_ORDER", "FIX_BY_OP", "FIX_NOTES", "USER_DECISION_PASSES", "order_passes"]
+__all__ = ["FIX_BY_OP", "FIX_NOTES", "PASS_ORDER", "USER_DECISION_PASSES", "order_passes"]
 
 PASS_ORDER: tuple[str, ...] = (
     "inline-functions",

@@ -30,16 +30,17 @@ from surgery.doctor.context import Context
 from surgery.doctor.facts import load_facts
 from surgery.doctor.finding import DoctorReport, Finding, Severity
 from surgery.doctor.fixes import PASS_ORDER, USER_DECISION_PASSES, order_passes
+from surgery.pass_base import SurgeryPass
+from surgery.shapes.dims import is_known_dim, is_static_shape
 from surgery.tomlwrite import Unrepresentable, comment, string, text_of
 from surgery.tomlwrite import value as toml_value
-from surgery.shapes.dims import is_known_dim, is_static_shape
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_SPATIAL", "DEFAULT_OTHER", "EmittedPipeline", "emit_pipeline", "decide_shapes"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_OTHER", "DEFAULT_SPATIAL", "EmittedPipeline", "decide_shapes", "emit_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ def decide_shapes(
         if value.const_value is not None or value.name in pinned:
             continue
         name = value.name
+        if not name:
+            continue  # a graph input always has a name in a valid model
         current = ctx.shape(value)
         if name in input_shapes:
             shapes[name] = list(input_shapes[name])
@@ -149,7 +152,7 @@ def _convert_target(ctx: Context) -> tuple[int, str]:
     """The highest opset (at most the newest ATC parses) at which ATC registers every ai.onnx op of the model."""
     max_opset = _max_standard_opset(ctx)
     common: set[int] | None = None
-    blockers = []
+    blockers: list[str] = []
     for entry in ctx.entries:
         node = entry.node
         if ctx.calls_function(node):
@@ -178,7 +181,7 @@ def _registered() -> tuple[dict[str, type], str | None]:
         return {}, f"could not load the pass registry: {exc}"
 
 
-def _option_names(cls: type) -> set[str]:
+def _option_names(cls: type[SurgeryPass]) -> set[str]:
     return {f.name for f in dataclasses.fields(cls.Options)}
 
 
@@ -262,8 +265,7 @@ def emit_pipeline(
                        "# the NPU: its output is then padded to a fixed size, and assert-static refuses the model."]
         elif name in USER_DECISION_PASSES:
             commented.append(name)
-            lines += header + [comment(f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); "
-                                       "uncomment to use it"), "# [[pass]]", comment(f"name = {string(name)}"), ""]
+            lines += [*header, comment(f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); uncomment to use it"), "# [[pass]]", comment(f"name = {string(name)}"), ""]
             continue
         options = _option_names(cls)
         if name == "fix-shapes":
@@ -294,7 +296,7 @@ def emit_pipeline(
                 header.append("# verified together with make-static (the gates after it compare with the original)")
                 body += ["[pass.verify]", 'checker = "end"', 'ort = "end"', 'parity = "end"']
         elif name == "make-static":
-            loops = {f.details.get("op") for f in findings} & {"Loop", "Scan"}
+            loops = {str(f.details.get("op")) for f in findings} & {"Loop", "Scan"}
             if loops and "unroll_loops" in options:
                 header.append(f"# unroll_loops: ATC has no {'/'.join(sorted(loops))} parser; unrolling needs a constant "
                               "trip count (Loop) or a static scan length (Scan)")
@@ -305,12 +307,12 @@ def emit_pipeline(
                                   "16 kHz audio at a 10 ms hop); raise it for longer inputs")
                     body.append(f"max_unroll = {toml_value(SCAN_MAX_UNROLL)}")
         elif name == "convert-opset":
-            target, why = _convert_target(ctx)
-            header.append(comment(f"target {target}: {why}"))
+            opset_target, why = _convert_target(ctx)
+            header.append(comment(f"target {opset_target}: {why}"))
             if "target" in options:
-                body.append(f"target = {toml_value(target)}")
+                body.append(f"target = {toml_value(opset_target)}")
         steps.append(name)
-        lines += header + ["[[pass]]", f"name = {string(name)}", *body, ""]
+        lines += [*header, "[[pass]]", f"name = {string(name)}", *body, ""]
 
     leftovers = [n for n in order_passes(suggested) if n not in active]
     if leftovers:

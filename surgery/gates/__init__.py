@@ -20,8 +20,19 @@ from surgery.gates.signature import SignatureGate
 from surgery.gates.state import RunState
 
 __all__ = [
-    "BaseGate", "BaseInstrument", "Gate", "Instrument", "Outcome", "Schedule", "Status", "RunState",
-    "CheckerGate", "SignatureGate", "OrtLoadGate", "ParityGate", "BUILTIN_GATES",
+    "BUILTIN_GATES",
+    "BaseGate",
+    "BaseInstrument",
+    "CheckerGate",
+    "Gate",
+    "Instrument",
+    "OrtLoadGate",
+    "Outcome",
+    "ParityGate",
+    "RunState",
+    "Schedule",
+    "SignatureGate",
+    "Status",
 ]
 
 BUILTIN_GATES = (CheckerGate, SignatureGate, OrtLoadGate, ParityGate)

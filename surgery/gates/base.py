@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from surgery.gates.state import RunState
     from surgery.pipeline import Step
 
-__all__ = ["Status", "Schedule", "Outcome", "Gate", "BaseGate", "Instrument", "BaseInstrument"]
+__all__ = ["BaseGate", "BaseInstrument", "Gate", "Instrument", "Outcome", "Schedule", "Status"]
 
 
 class Status(str, enum.Enum):
@@ -111,7 +111,9 @@ _LABELS = {Status.PASSED: "ok", Status.FAILED: "FAILED", Status.SKIPPED: "off", 
 class Gate(Protocol):
     """A verification gate (see the module docstring)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: a class attribute (BaseGate.name) satisfies it
+
     schedule: Schedule
 
     def when(self, run: RunState, step: Step | None) -> Schedule:

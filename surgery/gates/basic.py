@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from surgery.errors import InputError
-from surgery.shapes.observed import tolerated_nodes
 from surgery.gates.base import BaseGate, Outcome, Schedule
 from surgery.gates.state import MissingKernel, RunState
 from surgery.instruments import checker
 from surgery.instruments.parity import OrtLoadError
 from surgery.model_io import LightProto
 from surgery.pipeline import Step
+from surgery.shapes.observed import tolerated_nodes
 
 __all__ = ["CheckerGate", "OrtLoadGate"]
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from surgery.gates.parity import ParityData
     from surgery.gates.state import RunState
 
-__all__ = ["Coverage", "check_coverage", "MarkerSession", "MAX_PROBES"]
+__all__ = ["MAX_PROBES", "Coverage", "MarkerSession", "check_coverage"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _adopt(state: RunState, data: ParityData, found: list[tuple[Sample, list[Tar
 
     references = reference_outputs(state, [s for s, _ in found], data)
     done: set[str] = set()
-    for (sample, takes), reference in zip(found, references):
+    for (sample, takes), reference in zip(found, references, strict=True):
         fresh = [t for t in takes if t.path not in done]
         if not fresh:
             continue
@@ -282,7 +282,7 @@ def _difference(lhs: ir.Value, rhs: ir.Value | None, values: Mapping[str, np.nda
     def read(v: ir.Value | None) -> np.ndarray | None:
         if v is None:
             return np.zeros((), np.float64)
-        array = values.get(v.name)
+        array = values.get(v.name or "")
         return np.asarray(array) if array is not None else _const_array(v)
 
     a, b = read(lhs), read(rhs)
@@ -333,11 +333,11 @@ def _solve(state: RunState, data: ParityData, probe: MarkerSession, target: Targ
     model = state.model
     fixed = fixed_inputs(model, state.pipeline.inputs, data.hints)
     nodes = _level_nodes(model, target)
-    chain_paths = []
-    t = target
-    while t is not None:
-        chain_paths.insert(0, t.path)
-        t = t.parent
+    chain_paths: list[str] = []
+    link: Target | None = target
+    while link is not None:
+        chain_paths.insert(0, link.path)
+        link = link.parent
     how: list[str] = []
     feeds = dict(base)
 
@@ -415,7 +415,7 @@ def _condition_inputs(model: ir.Model, nodes: Sequence[Any]) -> list[str]:
         seen.add(id(value))
         producer = value.producer()
         if producer is None:
-            if value.name in inputs and value.name not in found:
+            if value.name and value.name in inputs and value.name not in found:
                 found.append(value.name)
             continue
         stack.extend(v for v in producer.inputs if v is not None)
@@ -428,7 +428,7 @@ def _followed(data: ParityData, names: list[str]) -> list[Sample]:
     out: list[Sample] = []
     flipped = {n: np.logical_not(planned[n]) for n in names if n in planned and np.asarray(planned[n]).dtype.kind == "b"}
     if flipped:
-        out.append(Sample("condition inputs flipped", {**planned, **flipped}, 1.0, {n: "flipped" for n in flipped}))
+        out.append(Sample("condition inputs flipped", {**planned, **flipped}, 1.0, dict.fromkeys(flipped, "flipped")))
     numeric = [n for n in names if n in planned and np.asarray(planned[n]).dtype.kind in "iuf"]
     for scale in (1.0, 1e3, 1e6):
         for sign in (1, -1):
@@ -441,7 +441,7 @@ def _followed(data: ParityData, names: list[str]) -> list[Sample]:
                     info = np.iinfo(a.dtype)
                     feeds[n] = np.full(a.shape, int(np.clip(sign * scale, info.min, info.max)), dtype=a.dtype)
             if numeric:
-                out.append(Sample(f"condition inputs at {sign * scale:g}", feeds, scale, {n: f"all {sign * scale:g}" for n in numeric}))
+                out.append(Sample(f"condition inputs at {sign * scale:g}", feeds, scale, dict.fromkeys(numeric, f"all {sign * scale:g}")))
     return out
 
 

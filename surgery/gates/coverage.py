@@ -25,7 +25,7 @@ from onnx import helper as oh
 
 from surgery.model_io import LightProto
 
-__all__ = ["Target", "branch_targets", "instrument", "MARKER"]
+__all__ = ["MARKER", "Target", "branch_targets", "instrument"]
 
 MARKER = "__surgery_cov"
 _KINDS = {"If": ("then_branch", "else_branch"), "Loop": ("body",)}

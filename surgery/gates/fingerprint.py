@@ -24,7 +24,7 @@ import onnx_ir as ir
 
 from surgery.checksum import sampled_digest
 
-__all__ = ["fingerprint", "changed_graphs", "SMALL_CONSTANT"]
+__all__ = ["SMALL_CONSTANT", "changed_graphs", "fingerprint"]
 
 SMALL_CONSTANT = 4096
 """Constants up to this many bytes are fingerprinted by value; larger ones by identity and a sample."""
@@ -82,7 +82,7 @@ def _graph(graph: ir.Graph | ir.Function, path: str, out: dict[str, str]) -> str
         attrs = node.attributes
         attr_key: Any = ()
         if attrs:
-            parts = []
+            parts: list[tuple[Any, ...]] = []
             for key, attr in getattr(attrs, "data", attrs).items():
                 kind = attr.type
                 if attr.is_ref():

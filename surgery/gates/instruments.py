@@ -14,7 +14,7 @@ from surgery.gates.base import BaseInstrument, Outcome
 from surgery.gates.state import RunState
 from surgery.instruments.reproducer import write_reproducer
 
-__all__ = ["ProgressInstrument", "TimingInstrument", "ReproducerInstrument"]
+__all__ = ["ProgressInstrument", "ReproducerInstrument", "TimingInstrument"]
 
 logger = logging.getLogger(__name__)
 

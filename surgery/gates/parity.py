@@ -29,17 +29,18 @@ from surgery.errors import InputError, OriginalCrash
 from surgery.gates.base import BaseGate, Outcome, Schedule
 from surgery.gates.randomness import random_outputs
 from surgery.gates.state import MissingKernel, RunState
+from surgery.graph import value_names
 from surgery.instruments.parity import ORT_ERRORS, OrtLoadError
 from surgery.pass_base import FeedHints, Numerics, Tolerance
 from surgery.pipeline import Step
+from surgery.shapes.observed import correct_observed_shapes, observation_chunks, observe_shapes
 from surgery.verify.compare import ArrayDiff, diff_arrays
 from surgery.verify.explain import explain_ort_failure, is_input_failure
-from surgery.shapes.observed import correct_observed_shapes, observation_chunks, observe_shapes
 from surgery.verify.inputs import FeedPlan, plan_inputs
 from surgery.verify.samples import Sample, candidate_samples
 from surgery.verify.worker import OrtCrash
 
-__all__ = ["ParityGate", "ParityData", "reference_outputs"]
+__all__ = ["ParityData", "ParityGate", "reference_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class _Original:
 
         run = self.run_state
         try:
+            assert run.original is not None, "the runner keeps the original before any gate runs"
             self.session = OrtSession(run.original)
         except ORT_ERRORS as exc:
             if not is_missing_kernel(exc):
@@ -142,7 +144,8 @@ class _Original:
                 self._plain()
                 return self(feeds)
             if shapes and self.observing:  # the exposed tensors and the graph outputs, as observe_shapes
-                for name in self.marked.exposed:
+                for exposed in self.marked.exposed:
+                    name = exposed or ""
                     array = outputs.pop(name, None)
                     if isinstance(array, np.ndarray):
                         self.shapes[name] = tuple(int(d) for d in array.shape)
@@ -223,9 +226,10 @@ class ParityGate(BaseGate):
         if step is None or run.step is not step:
             return mode
         changes = step.pass_.numerics is Numerics.CHANGES or bool(run.result and run.result.changed_semantics)
-        after = run.step_report.after if run.step_report else None
-        if mode is Schedule.EACH and after is not None and after.nodes > cfg.parity_max_nodes and not changes:
-            run.step_report.notes.append(
+        report = run.step_report
+        after = report.after if report else None
+        if report is not None and mode is Schedule.EACH and after is not None and after.nodes > cfg.parity_max_nodes and not changes:
+            report.notes.append(
                 f"parity deferred to the end: {after.nodes} nodes > parity_max_nodes {cfg.parity_max_nodes}"
             )
             return Schedule.END
@@ -263,7 +267,7 @@ class ParityGate(BaseGate):
                 if isinstance(first, BaseException):
                     raise _original_error(first, plan) from None
                 run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
-            data = ParityData(plan, hints, [planned], [first], [v.name for v in run.model.graph.outputs], randoms)
+            data = ParityData(plan, hints, [planned], [first], value_names(run.model.graph.outputs), randoms)
             data.original_labels = dict(getattr(original, "labels", {}))
             _record(original, data, planned)
             if cfg.samples > 1:
@@ -273,10 +277,15 @@ class ParityGate(BaseGate):
             run.uses_reference = run.uses_reference or original.reference
         run.store[self.name] = data
         # execution beats wrong inference (issue 13): observed shapes of the original correct onnx's
-        observed = None
-        if original.shapes:  # the first chunk came with the planned run: observe the rest
-            observed = dict(original.shapes)
-            observed.update(observe_shapes(run.model, plan.feeds, chunks[1:]) if len(chunks) > 1 else {})
+        # the first chunk came with the planned run: observe the rest; the graph outputs' shapes are
+        # the planned run's own (also when there is nothing else to observe, or too much)
+        observed = dict(original.shapes)
+        if len(chunks) > 1:
+            observed.update(observe_shapes(run.model, plan.feeds, chunks[1:]))
+        if isinstance(first, Mapping):
+            for name, array in first.items():
+                if isinstance(array, np.ndarray):
+                    observed.setdefault(name, tuple(int(d) for d in array.shape))
         run.report.notes.extend(correct_observed_shapes(run.model, plan.feeds, observed))
         run.report.inputs = dict(plan.provenance)
         run.report.oracle = "reference evaluator" if run.uses_reference else "onnxruntime"
@@ -347,7 +356,7 @@ class ParityGate(BaseGate):
         from surgery.partition import slice_reference
 
         feeds, expected = slice_reference(state.model_original(), state.model, sample.feeds)
-        return feeds, expected, [v.name for v in state.model.graph.outputs]
+        return feeds, expected, value_names(state.model.graph.outputs)
 
     def check(self, state: RunState) -> Outcome:
         data: ParityData = state.store[self.name]
@@ -388,7 +397,7 @@ class ParityGate(BaseGate):
                     worst[name] = d
         diffs = [worst[n] for n in worst]
         samples = [s.name for s in data.samples]
-        numbers = {
+        numbers: dict[str, Any] = {
             "max_abs": max((d.max_abs for d in diffs if d.comparable), default=0.0),
             "rtol": tol.rtol, "atol": tol.atol, "int_tolerance": cfg.int_tolerance,
             "max_abs_per_sample": per_sample,

@@ -22,7 +22,7 @@ from surgery.pass_base import SurgeryResult, Tolerance
 from surgery.pipeline import Pipeline, Step
 from surgery.report import Report, StepReport
 
-__all__ = ["RunState", "MissingKernel"]
+__all__ = ["MissingKernel", "RunState"]
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import onnx
 from surgery.model_io import LightProto
 from surgery.shapes.observed import only_tolerated_errors
 
-__all__ = ["check", "CheckOutcome"]
+__all__ = ["CheckOutcome", "check"]
 
 logger = logging.getLogger(__name__)
 

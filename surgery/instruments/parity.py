@@ -13,7 +13,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, NotImplemented, RuntimeException
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    NotImplemented,
+    RuntimeException,
+)
 
 from surgery.model_io import LightProto
 from surgery.pass_base import Tolerance
@@ -21,7 +27,7 @@ from surgery.verify.compare import ArrayDiff, diff_arrays
 from surgery.verify.ort import OrtSession, is_missing_kernel
 from surgery.verify.reference import run_reference
 
-__all__ = ["Oracle", "Evaluation", "evaluate", "compare_outputs", "OrtLoadError", "ORT_ERRORS"]
+__all__ = ["ORT_ERRORS", "Evaluation", "Oracle", "OrtLoadError", "compare_outputs", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +36,9 @@ ORT_ERRORS = (Fail, InvalidArgument, InvalidGraph, NotImplemented, RuntimeExcept
 
 class OrtLoadError(Exception):
     """ONNX Runtime refused to load a model."""
+
+    #: ORT's whole message (the exception's text is its first line), for explain_ort_failure
+    detail: str = ""
 
 
 class Evaluation:

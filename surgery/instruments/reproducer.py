@@ -32,7 +32,8 @@ def write_reproducer(
     """Write the reproducer folder and return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     save(snapshot.full_model(), folder / "model.onnx")
-    np.savez(folder / "inputs.npz", **{k: np.asarray(v) for k, v in feeds.items()})
+    arrays: dict[str, Any] = {k: np.asarray(v) for k, v in feeds.items()}
+    np.savez(folder / "inputs.npz", **arrays)
     doc: dict[str, Any] = {"schema_version": 1, "inputs": {"data": "inputs.npz"}, "verify": dict(verify), "pass": passes}
     (folder / "passes.toml").write_text(tomlwrite.dumps(doc, allow_nonfinite=True), encoding="utf-8")
     (folder / "README.txt").write_text(

@@ -53,7 +53,7 @@ from surgery.graph import transplant
 from surgery.options import NoOptions
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance
 
-__all__ = ["gs_pass", "GraphSurgeonPass", "to_graphsurgeon", "from_graphsurgeon", "fingerprint"]
+__all__ = ["GraphSurgeonPass", "fingerprint", "from_graphsurgeon", "gs_pass", "to_graphsurgeon"]
 
 logger = logging.getLogger(__name__)
 

@@ -143,9 +143,8 @@ def make_samples(model: ir.Model, *, data: str | None = None, samples: int = 2,
     """Input samples: the arrays of ``data`` (one sample), else ``samples`` generated ones (seeds 0..n-1)."""
     from pathlib import Path
 
-    from surgery.verify.inputs import InputsConfig, plan_inputs
-
     from surgery.errors import InputError
+    from surgery.verify.inputs import InputsConfig, plan_inputs
 
     try:
         if data is not None or arrays:

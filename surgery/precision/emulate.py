@@ -301,7 +301,7 @@ class _NodeRunner:
             self._session = self._build(feeds)
         wanted = [n for n in self.outputs if n]
         given = {n: feeds[n] for n in dict.fromkeys([n for n in self.inputs if n] + self.extra)}
-        got = dict(zip(wanted, self._session.run(wanted, given)))
+        got = dict(zip(wanted, self._session.run(wanted, given), strict=True))
         return [got.get(n) if n else None for n in self.outputs]
 
 
@@ -330,7 +330,7 @@ class Emulator:
                 uses[name] = uses.get(name, 0) + 1
         self._uses = uses
         self._outputs = [v.name or "" for v in graph.outputs]
-        self._inits = {name: v for name, v in graph.initializers.items()}
+        self._inits = dict(graph.initializers.items())
         self.peak_live = 0
         """Most tensors held at once by a sweep (both runs): the streaming bound, for tests and -v logs."""
         self.labels = [node.name or f"<{node.op_type} -> {node.outputs[0].name}>" for node in self.nodes]
@@ -343,7 +343,7 @@ class Emulator:
             return [False] * len(self.nodes)
         lowered: list[bool] = []
         fp16_values: set[str] = set()
-        for label, node in zip(self.labels, self.nodes):
+        for label, node in zip(self.labels, self.nodes, strict=True):
             if label in kept:
                 low = False
             elif self.mode is Mode.FP16 or node.op_type in CUBE_OPS:
@@ -410,7 +410,7 @@ class Emulator:
         keep_alive = set(self._outputs)
         for i, node in enumerate(self.nodes):
             runner = self._runner(i)
-            names = [n for n in dict.fromkeys([n for n in runner.inputs if n] + runner.extra)]
+            names = list(dict.fromkeys([n for n in runner.inputs if n] + runner.extra))
             ref_feeds = {n: self._value(n, ref) for n in names}
             emu_feeds = {n: self._value(n, emu) for n in names}
             input_overflow = input_flush = ""
@@ -429,7 +429,7 @@ class Emulator:
             except Exception as exc:  # noqa: BLE001 - ORT raises its own types; one line names the node
                 raise InputError(f"precision: node '{self.labels[i]}' ({node.op_type}) cannot run in ONNX "
                                  f"Runtime: {str(exc).splitlines()[0]}") from None
-            for out, r, e in zip(node.outputs, ref_out, emu_out):
+            for out, r, e in zip(node.outputs, ref_out, emu_out, strict=False):
                 oname = out.name or ""
                 if r is None or e is None:
                     continue

@@ -80,7 +80,7 @@ def make_plan(emulator: Emulator, *, first: Emulation | None = None, max_steps: 
     steps = max_steps if max_steps is not None else len(emulator.nodes)
     while not run.ok and len(keep) < steps:
         lowered = emulator.fp16_set(keep)
-        labels = {label for label, low in zip(emulator.labels, lowered) if low}
+        labels = {label for label, low in zip(emulator.labels, lowered, strict=True) if low}
         offender = _first_offender(emulator, run, set(keep), labels)
         if offender is None:
             break
@@ -92,7 +92,7 @@ def make_plan(emulator: Emulator, *, first: Emulation | None = None, max_steps: 
             trial_run = emulator.run(trial)
             if trial_run.ok:
                 keep, run = trial, trial_run
-    types = {label: node.op_type for label, node in zip(emulator.labels, emulator.nodes)}
+    types = {label: node.op_type for label, node in zip(emulator.labels, emulator.nodes, strict=True)}
     return PrecisionPlan(mode=emulator.mode, keep=keep, op_types={k: types[k] for k in keep}, before=before, after=run)
 
 

@@ -40,15 +40,15 @@ from surgery.rules.pattern import Match, Miss, Op
 from surgery.rules.pattern import match as match_pattern
 
 __all__ = [
-    "Rule",
-    "RuleLike",
-    "RuleContext",
     "Rewrite",
+    "Rule",
+    "RuleContext",
+    "RuleLike",
+    "RulePass",
     "RuleStats",
     "apply_rules",
-    "RulePass",
-    "splice",
     "remove_dead_constants",
+    "splice",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,8 +79,10 @@ class RuleContext:
         found = self.inferred.get(value) if self.inferred is not None else None
         return found[0].dtype if found is not None else None
 
-    def shape(self, value: ir.Value) -> ir.Shape | None:
+    def shape(self, value: ir.Value | None) -> ir.Shape | None:
         """The shape of ``value``: declared, else from onnx shape inference (not in functions)."""
+        if value is None:
+            return None  # an absent optional input
         if value.shape is not None:
             return value.shape
         found = self.inferred.get(value) if self.inferred is not None else None
@@ -146,7 +148,8 @@ class Rewrite:
 class RuleLike(Protocol):
     """What the engine needs of a rule (our :class:`Rule` or an adapted onnxscript rule)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: a class attribute (Rule.name) satisfies it
 
     def targets(self, node: ir.Node) -> bool: ...
 
@@ -176,9 +179,8 @@ class Rule:
 
     def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
         m = match_pattern(self.pattern, node, ctx.opsets, ctx.dtype, ctx.shape)
-        if not m:
+        if not isinstance(m, Match):
             return m
-        assert isinstance(m, Match)
         reason = self.check(ctx, m)
         if reason is not None:
             return Miss(reason)
@@ -218,7 +220,7 @@ def splice(ctx: RuleContext, rw: Rewrite) -> None:
     graph = ctx.graph
     fresh = {out for node in rw.new_nodes for out in node.outputs}
     extra: list[ir.Node] = []
-    for old, new in zip(rw.old_outputs, rw.new_outputs):
+    for old, new in zip(rw.old_outputs, rw.new_outputs, strict=True):
         if new is None:
             if old.uses() or old.is_graph_output():
                 raise PassError(
@@ -403,7 +405,7 @@ def _restore(model: ir.Model, snapshot: ir.Model) -> None:
 class RulePass(SurgeryPass):
     """Base class of passes that apply a list of rules (subclasses set ``name`` and ``rules``)."""
 
-    def rules(self) -> Sequence[RuleLike]:  # type: ignore[override]
+    def rules(self) -> Sequence[RuleLike]:
         raise NotImplementedError
 
     def call(self, model: ir.Model) -> SurgeryResult:

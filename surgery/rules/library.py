@@ -15,7 +15,7 @@ from surgery.rules.builder import Builder
 from surgery.rules.engine import Rule, RuleContext
 from surgery.rules.pattern import Const, Match, Op, Var
 
-__all__ = ["FuseTransposes", "MulByOne", "EXACT"]
+__all__ = ["EXACT", "FuseTransposes", "MulByOne"]
 
 
 class FuseTransposes(Rule):

@@ -21,7 +21,7 @@ import onnx_ir as ir
 from surgery.rules.engine import Rewrite, RuleContext
 from surgery.rules.pattern import Miss
 
-__all__ = ["OnnxscriptRule", "is_onnxscript_rule", "adapt"]
+__all__ = ["OnnxscriptRule", "adapt", "is_onnxscript_rule"]
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from surgery.graph import const_value
 from surgery.rules import schema
 from surgery.shapes.dims import is_static_shape
 
-__all__ = ["Var", "Const", "Op", "Match", "Miss", "PatternLike", "ANY"]
+__all__ = ["ANY", "Const", "Match", "Miss", "Op", "PatternLike", "Var"]
 
 
 class _Any:

@@ -15,14 +15,14 @@ import onnx_ir as ir
 from onnx import defs
 
 __all__ = [
-    "get_schema",
-    "since_version",
+    "TypeBinding",
+    "allowed_types",
     "attr_default",
     "attr_value",
+    "get_schema",
     "opset_of",
-    "TypeBinding",
+    "since_version",
     "type_bindings",
-    "allowed_types",
 ]
 
 

@@ -19,28 +19,28 @@ annotations). In user shape specs (ATC ``--input_shape``, onnxsim, Polygraphy) `
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:  # light at import: the CLI's fast commands use these helpers
     import onnx_ir as ir
 
 __all__ = [
-    "is_known_dim",
-    "is_dynamic_dim",
-    "is_static_shape",
-    "dynamic_axes",
     "count_dynamic_dims",
     "dim_name",
     "dim_text",
-    "shape_text",
+    "dynamic_axes",
+    "is_dynamic_dim",
+    "is_known_dim",
+    "is_static_shape",
     "plain_dims",
+    "shape_text",
 ]
 
 _ANONYMOUS = ("", "?")
 
 
-def is_known_dim(dim: Any) -> bool:
+def is_known_dim(dim: Any) -> TypeGuard[int]:
     """A concrete size (``0`` included); ``-1``, ``None``, ``"?"`` and symbolic dims are not."""
     return isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0
 
@@ -49,8 +49,11 @@ def is_dynamic_dim(dim: Any) -> bool:
     return not is_known_dim(dim)
 
 
-def is_static_shape(shape: ir.Shape | Iterable[Any] | None) -> bool:
-    """A known rank and every dim known (a scalar's empty shape is static)."""
+def is_static_shape(shape: ir.Shape | Iterable[Any] | None) -> TypeGuard[Sequence[int]]:
+    """A known rank and every dim known (a scalar's empty shape is static).
+
+    For type checkers, a static shape is a sequence of ints (``int(d)`` and arithmetic need no cast).
+    """
     return shape is not None and all(is_known_dim(d) for d in shape)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["evaluate_node", "attribute_values"]
+__all__ = ["attribute_values", "evaluate_node"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _slice(node, inputs, opset):
         axes = [int(v) for v in inputs[3].reshape(-1)] if len(inputs) > 3 and inputs[3] is not None else list(range(len(starts)))
         steps = [int(v) for v in inputs[4].reshape(-1)] if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
     index = [slice(None)] * data.ndim
-    for s, e, a, st in zip(starts, ends, axes, steps):
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=False):
         if st == 0:
             raise ValueError("Slice step 0")
         a = a + data.ndim if a < 0 else a
@@ -266,7 +266,7 @@ _FAST: dict[str, Callable[[ir.Node, list[Any], int], list[np.ndarray]]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_op(domain: str, op_type: str, version: int) -> Any:
     try:
         from onnx.reference.ops import load_op

@@ -46,7 +46,7 @@ from surgery.shapes.dims import is_known_dim
 from surgery.shapes.evaluate import evaluate_node
 from surgery.shapes.infer import has_schema, infer_control_flow, infer_node, is_static_shape
 
-__all__ = ["Folder", "FoldStats", "DEFAULT_KEEP_OPS"]
+__all__ = ["DEFAULT_KEEP_OPS", "FoldStats", "Folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -214,10 +214,10 @@ class Folder:
                 continue
             if self._fold(graph, node):
                 continue
-            if self.infer_nodes and any(not is_static_shape(o.shape) for o in node.outputs):
-                if all(v is None or is_static_shape(v.shape) for v in node.inputs):
-                    if self._reshape_shape(node) or infer_node(node, self.opsets, self._const_map(node)):
-                        self.stats.nodes_inferred += 1
+            if (self.infer_nodes and any(not is_static_shape(o.shape) for o in node.outputs)
+                    and all(v is None or is_static_shape(v.shape) for v in node.inputs)
+                    and (self._reshape_shape(node) or infer_node(node, self.opsets, self._const_map(node)))):
+                self.stats.nodes_inferred += 1
 
     def _mark_loop_variant(self, body: ir.Graph) -> None:
         """Values of a Loop/Scan body whose shape may change from one iteration to the next.
@@ -245,7 +245,7 @@ class Folder:
         data, target = node.inputs[0], self.constant(node.inputs[1])
         if data is None or target is None or not is_static_shape(data.shape):
             return False
-        dims = [int(d) for d in data.shape]  # type: ignore[union-attr]
+        dims = [int(d) for d in data.shape]
         allowzero = node.attributes.get("allowzero")
         out = [int(v) for v in target.reshape(-1)]
         if not (allowzero is not None and allowzero.as_int()):
@@ -273,7 +273,7 @@ class Folder:
         out = {}
         for v in node.inputs:
             arr = self.constant(v)
-            if arr is not None:
+            if v is not None and arr is not None:
                 out[v] = arr
         return out
 
@@ -327,10 +327,10 @@ class Folder:
         results = evaluate_node(node, inputs, self._opset(node))
         if results is None:
             return False
-        for out, arr in zip(node.outputs, results):
+        for out, arr in zip(node.outputs, results, strict=False):
             if arr.dtype.kind not in "biuf":
                 return False
-            if is_static_shape(out.shape) and tuple(int(d) for d in out.shape) != arr.shape:  # type: ignore[union-attr]
+            if is_static_shape(out.shape) and tuple(out.shape) != arr.shape:
                 logger.debug("%s: evaluated shape %s differs from %s; not folded", node.name, arr.shape, out.shape)
                 return False
             if out.dtype is not None and out.dtype != ir.DataType.from_numpy(arr.dtype):
@@ -347,26 +347,30 @@ class Folder:
         return True
 
     def _estimate_bytes(self, node: ir.Node, inputs: list[np.ndarray | None]) -> int | None:
-        total = 0
+        total = 0.0  # an element of a 4-bit type takes half a byte
         for out in node.outputs:
             if is_static_shape(out.shape) and out.dtype is not None:
-                total += math.prod(int(d) for d in out.shape) * out.dtype.itemsize
+                total += math.prod(out.shape) * out.dtype.itemsize
             else:
                 break
         else:
-            return total
+            return math.ceil(total)
         op = node.op_type
+        first = inputs[0] if inputs else None
+        second = inputs[1] if len(inputs) > 1 else None
+        if first is None:
+            return None
         try:
             if op == "ConstantOfShape":
-                return math.prod(int(v) for v in inputs[0].reshape(-1)) * 8
-            if op == "Expand":
-                target = np.broadcast_shapes(inputs[0].shape, tuple(int(v) for v in inputs[1].reshape(-1)))
-                return math.prod(target) * inputs[0].itemsize
-            if op == "Tile":
-                return inputs[0].nbytes * math.prod(int(v) for v in inputs[1].reshape(-1))
+                return math.prod([int(v) for v in first.reshape(-1)]) * 8
+            if op == "Expand" and second is not None:
+                target = np.broadcast_shapes(first.shape, tuple(int(v) for v in second.reshape(-1)))
+                return math.prod(target) * first.itemsize
+            if op == "Tile" and second is not None:
+                return first.nbytes * math.prod([int(v) for v in second.reshape(-1)])
             if op == "Range":
                 start, limit, delta = (float(np.asarray(a).reshape(())) for a in inputs[:3])
-                return max(0, math.ceil((limit - start) / delta)) * inputs[0].itemsize if delta else None
+                return max(0, math.ceil((limit - start) / delta)) * first.itemsize if delta else None
         except Exception:
             return None
         return None
@@ -405,7 +409,7 @@ class Folder:
 
     def _defer(self, node: ir.Node, arrays: list[np.ndarray]) -> None:
         """Record a folded node: later nodes read its results as constants; the graph is untouched."""
-        for out, array in zip(node.outputs, arrays):
+        for out, array in zip(node.outputs, arrays, strict=False):
             self._consts[out] = array
             # what the materialized constant would say, for nodes inferred or folded meanwhile
             out.shape = ir.Shape(array.shape)
@@ -447,7 +451,7 @@ class Folder:
         live = [(i, out) for i, out in enumerate(node.outputs) if _used(out) or out.is_graph_output()]
         new_values = []
         for i, out in live:
-            name = node.name if len(live) == 1 else self.names.derive(node.name, f"out{i}")
+            name = (node.name or "") if len(live) == 1 else self.names.derive(node.name, f"out{i}")
             new_values.append(self._new_constant(graph, out, arrays[i], name))
             self.stats.bytes_added += int(arrays[i].nbytes)
             self._consts[new_values[-1]] = arrays[i]
@@ -480,7 +484,7 @@ class Folder:
                 if producer is not None:
                     if not _subgraph_attrs(producer) and has_schema(producer) and producer.op_type not in _NON_DETERMINISTIC:
                         stack.append(producer)
-                elif v.graph is not None and not v.is_graph_input() and v.name in v.graph.initializers \
+                elif v.graph is not None and not v.is_graph_input() and v.name and v.name in v.graph.initializers \
                         and v.graph.initializers[v.name] is v:
                     self.stats.bytes_freed += _tensor_nbytes(v)
                     v.graph.initializers.pop(v.name)
@@ -523,6 +527,8 @@ class Folder:
         nodes = []
         for name, value in list(body.initializers.items()):
             tensor = value.const_value
+            if tensor is None:
+                continue  # an initializer without data is a graph input: nothing to hoist
             const = ir.Node("", "Constant", [], [ir.AttrTensor("value", tensor)],
                             name=self.names.derive(anchor.name, name), num_outputs=1)
             body.initializers.pop(name)
@@ -553,7 +559,7 @@ class Folder:
         graph.insert_after(node, body)
         moved = {o for n in body for o in n.outputs}
         claimed: set[ir.Value] = set()
-        for if_out, branch_out in zip(node.outputs, outs):
+        for if_out, branch_out in zip(node.outputs, outs, strict=True):
             if if_out.uses() or if_out.is_graph_output():
                 self._rebind(graph, if_out, branch_out, moved, claimed, node.name or "If")
         self._detach_subgraphs(node)
@@ -580,7 +586,9 @@ class Folder:
             if cond is None or not bool(cond.reshape(-1)[0]):
                 return False
         body = node.attributes["body"].as_graph()
-        carried_in = inputs[2:]
+        carried_in = [v for v in inputs[2:] if v is not None]
+        if len(carried_in) < len(inputs) - 2:
+            return False  # a loop-carried initial value is required
         n_carried = len(carried_in)
         body_cond_out = body.outputs[0]
         body_cond_in = body.inputs[1]
@@ -612,7 +620,7 @@ class Folder:
             true_const.outputs[0].shape = ir.Shape([])
             new_nodes += [iter_const, true_const]
             value_map: dict[ir.Value, ir.Value | None] = {body.inputs[0]: iter_const.outputs[0], body_cond_in: true_const.outputs[0]}
-            for formal, actual in zip(body.inputs[2:], carried):
+            for formal, actual in zip(body.inputs[2:], carried, strict=True):
                 value_map[formal] = actual
             mapped = self._clone_body(body, value_map, base, i, new_nodes)
             carried = list(mapped[1:1 + n_carried])
@@ -670,7 +678,7 @@ class Folder:
         graph.insert_after(node, new_nodes)
         moved = {o for n in new_nodes for o in n.outputs}
         claimed: set[ir.Value] = set()
-        for old, new in zip(node.outputs, results):
+        for old, new in zip(node.outputs, results, strict=False):
             if old.uses() or old.is_graph_output():
                 self._rebind(graph, old, new, moved, claimed, base)
         self._detach_subgraphs(node)
@@ -692,6 +700,7 @@ class Folder:
         n = len(inputs) - m
         if m < 1 or n < 0 or any(v is None for v in inputs):
             return False
+        present = [v for v in inputs if v is not None]  # all of them (checked above)
         body = node.attributes["body"].as_graph()
         k_out = len(body.outputs) - n
         in_axes = list(node.attributes.get_ints("scan_input_axes", [0] * m))
@@ -709,8 +718,8 @@ class Folder:
             lengths.add(shape[in_axes[j]])
         if len(lengths) != 1:
             return False
-        count = lengths.pop()
-        if not is_known_dim(count) or count > self.max_unroll or (count == 0 and k_out):
+        length = lengths.pop()
+        if not is_known_dim(length) or length > self.max_unroll or (length == 0 and k_out):
             return False
         out_ranks = []
         for formal in body.outputs[n:]:
@@ -719,13 +728,13 @@ class Folder:
             out_ranks.append(len(formal.shape))
         self._hoist_initializers(graph, body, node)
         base = node.name or "Scan"
-        carried = list(inputs[:n])
+        carried = present[:n]
         items: list[list[ir.Value]] = [[] for _ in range(k_out)]
         new_nodes: list[ir.Node] = []
-        for t in range(count):
-            value_map: dict[ir.Value, ir.Value | None] = dict(zip(body.inputs[:n], carried))
+        for t in range(length):
+            value_map: dict[ir.Value, ir.Value | None] = dict(zip(body.inputs[:n], carried, strict=True))
             for j, value in enumerate(inputs[n:]):
-                index = self._int64_constant(np.array(count - 1 - t if in_dirs[j] else t), base, f"iter{t}_index{j}", new_nodes)
+                index = self._int64_constant(np.array(length - 1 - t if in_dirs[j] else t), base, f"iter{t}_index{j}", new_nodes)
                 gather = ir.Node("", "Gather", [value, index], [ir.AttrInt64("axis", in_axes[j])],
                                  name=self.names.derive(base, f"iter{t}_slice{j}"), num_outputs=1)
                 gather.outputs[0].name = self.names.derive(base, f"iter{t}_slice{j}")

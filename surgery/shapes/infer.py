@@ -23,21 +23,21 @@ from surgery.model_io import LightProto
 from surgery.shapes.dims import is_known_dim, is_static_shape, shape_text
 
 __all__ = [
-    "OBSERVED_KEY",
     "CONTRADICTED_KEY",
-    "honour_observation",
+    "OBSERVED_KEY",
     "InferredTables",
-    "inferred_tables",
-    "refresh_shapes",
-    "proven_shapes",
-    "is_known_dim",
-    "is_static_shape",
-    "has_schema",
     "clear_shapes",
+    "has_schema",
+    "honour_observation",
+    "infer_control_flow",
     "infer_model",
     "infer_node",
-    "infer_control_flow",
+    "inferred_tables",
+    "is_known_dim",
+    "is_static_shape",
     "merge_shape",
+    "proven_shapes",
+    "refresh_shapes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def honour_observation(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | No
     return fixed
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _has_schema(op_type: str, domain: str) -> bool:
     return onnx.defs.has(op_type, "" if domain == "ai.onnx" else domain)
 
@@ -117,7 +117,7 @@ def merge_shape(current: ir.Shape | None, inferred: ir.Shape | None) -> ir.Shape
     if current is None or len(current) != len(inferred):
         return inferred
     dims: list[int | ir.SymbolicDim] = []
-    for c, i in zip(current, inferred):
+    for c, i in zip(current, inferred, strict=True):
         if is_known_dim(i):
             dims.append(i)
         elif is_known_dim(c):
@@ -205,7 +205,7 @@ def _table_walk(graph: GraphLike, proto: onnx.GraphProto, tables: InferredTables
     if len(holders) != len(proto_holders):  # should not happen: subgraphs then stay as they are
         logger.debug("subgraph holders differ after inference (%d vs %d)", len(holders), len(proto_holders))
         return
-    for node, pnode in zip(holders, proto_holders):
+    for node, pnode in zip(holders, proto_holders, strict=True):
         if node.op_type != pnode.op_type:
             return
         for attr in _graph_attrs(pnode):
@@ -215,7 +215,7 @@ def _table_walk(graph: GraphLike, proto: onnx.GraphProto, tables: InferredTables
             if attr.type == onnx.AttributeProto.GRAPH and mine.type == ir.AttributeType.GRAPH:
                 _table_walk(mine.as_graph(), attr.g, tables, main=False)
             elif attr.type == onnx.AttributeProto.GRAPHS and mine.type == ir.AttributeType.GRAPHS:
-                for sub, psub in zip(mine.as_graphs(), attr.graphs):
+                for sub, psub in zip(mine.as_graphs(), attr.graphs, strict=True):
                     _table_walk(sub, psub, tables, main=False)
 
 
@@ -320,23 +320,23 @@ def infer_control_flow(node: ir.Node, constant: Callable[[ir.Value | None], np.n
         then_attr, else_attr = node.attributes.get("then_branch"), node.attributes.get("else_branch")
         if then_attr is None or else_attr is None:
             return 0
-        for out, a, b in zip(node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs):
+        for out, a, b in zip(node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs, strict=False):
             if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
                 continue
-            dims = [x if is_known_dim(x) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape)]
+            dims = [x if is_known_dim(x) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape, strict=True)]
             put(out, ir.Shape(dims), a.dtype)
     elif node.op_type == "Loop":
         body = node.attributes["body"].as_graph()
         carried_in = list(node.inputs[2:])
         n_carried = len(carried_in)
         body_outs = list(body.outputs)
-        for out, init, body_out in zip(node.outputs[:n_carried], carried_in, body_outs[1:1 + n_carried]):
+        for out, init, body_out in zip(node.outputs[:n_carried], carried_in, body_outs[1:1 + n_carried], strict=False):
             if init is not None and is_static_shape(init.shape) and is_static_shape(body_out.shape) \
                     and list(init.shape) == list(body_out.shape):
                 put(out, ir.Shape(list(body_out.shape)), body_out.dtype)
         trip = constant(node.inputs[0] if node.inputs else None)
         if trip is not None and trip.size == 1:
-            for out, body_out in zip(node.outputs[n_carried:], body_outs[1 + n_carried:]):
+            for out, body_out in zip(node.outputs[n_carried:], body_outs[1 + n_carried:], strict=False):
                 if is_static_shape(body_out.shape):
                     put(out, ir.Shape([int(trip.reshape(-1)[0]), *body_out.shape]), body_out.dtype)
     return changed

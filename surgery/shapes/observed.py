@@ -31,21 +31,22 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from surgery.graph import value_names
 from surgery.shapes.dims import is_known_dim, shape_text
 from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY, proven_shapes, refresh_shapes
 
 __all__ = [
+    "MAX_OBSERVED_NODES",
     "Contradiction",
-    "observe_shapes",
-    "record_observations",
-    "contradictions",
     "contradiction_notes",
-    "correct_observed_shapes",
+    "contradictions",
     "correct_declared_outputs",
+    "correct_observed_shapes",
+    "observe_shapes",
+    "only_tolerated_errors",
+    "record_observations",
     "refresh_and_report",
     "tolerated_nodes",
-    "only_tolerated_errors",
-    "MAX_OBSERVED_NODES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def _nbytes(value: ir.Value, sizes: Mapping[str, int] | None = None) -> int:
         itemsize = value.dtype.itemsize
     except Exception:  # exotic element types: a guess is enough to size a chunk
         itemsize = 8
-    return int(np.prod([int(d) for d in shape], dtype=np.int64)) * int(itemsize)
+    return int(np.prod([int(d) for d in shape if is_known_dim(d)], dtype=np.int64)) * int(itemsize)
 
 
 _SMALL = 4096
@@ -109,7 +110,7 @@ def _estimates(model: ir.Model, feeds: Mapping[str, np.ndarray], sizes: Mapping[
     ones that make tensors from shapes whose inputs are all small); else ``_UNKNOWN_BYTES``."""
     out: dict[ir.Value, int] = {}
     for value in model.graph.inputs:
-        array = feeds.get(value.name)
+        array = feeds.get(value.name or "")
         out[value] = int(array.nbytes) if isinstance(array, np.ndarray) else _nbytes(value, sizes)
     for value in model.graph.initializers.values():
         tensor = value.const_value
@@ -136,10 +137,10 @@ def observation_chunks(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list
         return []
     sizes: dict[str, int] = {}
     for value in model.graph.inputs:
-        array = feeds.get(value.name)
+        array = feeds.get(value.name or "")
         if value.shape is None or not isinstance(array, np.ndarray) or array.ndim != len(value.shape):
             continue
-        for dim, size in zip(value.shape, array.shape):
+        for dim, size in zip(value.shape, array.shape, strict=False):
             symbol = getattr(dim, "value", None)
             if not is_known_dim(dim) and isinstance(symbol, str):
                 sizes.setdefault(symbol, int(size))
@@ -187,7 +188,7 @@ def observe_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray],
                 for _ in chunk:
                     outputs.pop()
             try:
-                for name, array in session.run(feeds, [v.name for v in extra]).items():
+                for name, array in session.run(feeds, value_names(extra)).items():
                     if isinstance(array, np.ndarray):  # sequences and maps have no shape to compare
                         observed[name] = tuple(int(d) for d in array.shape)
             finally:
@@ -271,8 +272,8 @@ def correct_declared_outputs(model: ir.Model) -> list[str]:
         dims = list(shape)
         if len(dims) != len(observed):
             fixed: list[int | ir.SymbolicDim] = [ir.SymbolicDim(None) for _ in observed]
-        elif any(is_known_dim(d) and int(d) != o for d, o in zip(dims, observed)):
-            fixed = [ir.SymbolicDim(None) if is_known_dim(d) and int(d) != o else d for d, o in zip(dims, observed)]
+        elif any(is_known_dim(d) and int(d) != o for d, o in zip(dims, observed, strict=True)):
+            fixed = [ir.SymbolicDim(None) if is_known_dim(d) and int(d) != o else d for d, o in zip(dims, observed, strict=True)]
         else:
             continue
         value.shape = ir.Shape(fixed)

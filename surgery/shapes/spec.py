@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from surgery.errors import PipelineError
 
-__all__ = ["ShapeSpec", "MAX_DIM", "parse_shapes", "format_atc_shapes", "parse_bucket_spec"]
+__all__ = ["MAX_DIM", "ShapeSpec", "format_atc_shapes", "parse_bucket_spec", "parse_shapes"]
 
 ShapeSpec = dict[str, tuple[int, ...]]
 
@@ -63,7 +63,7 @@ def _check_dims(name: str, dims: Sequence[Any], where: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def parse_shapes(spec: Union[str, Mapping[str, Sequence[int]], None], *, where: str = "shapes") -> ShapeSpec:
+def parse_shapes(spec: str | Mapping[str, Sequence[int]] | None, *, where: str = "shapes") -> ShapeSpec:
     """Parse a shape spec (string in ATC/onnxsim/Polygraphy syntax, or a mapping).
 
     Raises:
@@ -102,7 +102,7 @@ def format_atc_shapes(shapes: Mapping[str, Sequence[int]]) -> str:
     return ";".join(f"{name}:{','.join(str(int(d)) for d in dims)}" for name, dims in shapes.items())
 
 
-def parse_bucket_spec(spec: Union[str, Mapping[str, Any]], *, where: str = "buckets") -> dict[str, tuple[int, ...]]:
+def parse_bucket_spec(spec: str | Mapping[str, Any], *, where: str = "buckets") -> dict[str, tuple[int, ...]]:
     """Parse ``"batch=1,4,8"`` (several bindings joined by ``;``) or ``{batch = [1, 4, 8]}``.
 
     A key is a dim name (``batch``) or an input axis (``x[0]``). Only one key may vary: each bucket

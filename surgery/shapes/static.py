@@ -13,7 +13,7 @@ import onnx_ir as ir
 from surgery.graph import GraphLike, const_value, iter_graphs
 from surgery.shapes.dims import is_known_dim, shape_text
 
-__all__ = ["Offender", "find_offenders", "DATA_DEPENDENT_OPS", "format_shape", "function_label"]
+__all__ = ["DATA_DEPENDENT_OPS", "Offender", "find_offenders", "format_shape", "function_label"]
 
 #: Ops whose output shape depends on input values (always dynamic for a static compiler).
 DATA_DEPENDENT_OPS = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -18,7 +19,7 @@ HISTOGRAM_EDGES: tuple[float, ...] = tuple(10.0 ** k for k in range(-10, 2))
 def histogram_labels() -> list[str]:
     """One label per bin of :attr:`ArrayDiff.histogram`."""
     edges = HISTOGRAM_EDGES
-    return ["0", f"<{edges[0]:g}", *(f"{lo:g}..{hi:g}" for lo, hi in zip(edges, edges[1:])), f">={edges[-1]:g}"]
+    return ["0", f"<{edges[0]:g}", *(f"{lo:g}..{hi:g}" for lo, hi in itertools.pairwise(edges)), f">={edges[-1]:g}"]
 
 
 def _histogram(err: np.ndarray) -> list[int]:
@@ -99,7 +100,7 @@ def _exact(name: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, 
         return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
     # exact differences of the mismatching elements, as Python integers (no overflow, no rounding)
     worst_abs, worst_rel = 0, 0.0
-    for x, y in zip(a[differ].ravel()[:4096].tolist(), e[differ].ravel()[:4096].tolist()):
+    for x, y in zip(a[differ].ravel()[:4096].tolist(), e[differ].ravel()[:4096].tolist(), strict=True):
         d = abs(int(x) - int(y))
         worst_abs = max(worst_abs, d)
         worst_rel = max(worst_rel, d / abs(int(y)) if int(y) else math.inf)
@@ -136,7 +137,8 @@ def diff_arrays(
     if actual.size == 0:
         return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
     if actual.dtype == expected.dtype and np.array_equal(actual, expected):
-        return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)  # bit-equal (NaN never is): nothing to measure
+        # bit-equal (NaN never is): nothing to measure; every element is in the exactly-0 bin
+        return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol, histogram=[int(actual.size)] + [0] * (len(HISTOGRAM_EDGES) + 1))
     a = actual.astype(np.float64)
     e = expected.astype(np.float64)
     nan_a, nan_e = np.isnan(a), np.isnan(e)

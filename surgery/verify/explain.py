@@ -120,7 +120,7 @@ def classify_ort_failure(exc: BaseException | str) -> OrtFailure:
         values = any(k in low for k in ("out of data bounds", "out of bounds", "must be within", "division by zero",
                                         "modulo by zero", "nan", "indices"))
         return of("input-values" if values else "input-shape", True)
-    if isinstance(exc, MemoryError) or "bytes" in low and "input" in low and "too large" in low:
+    if isinstance(exc, MemoryError) or ("bytes" in low and "input" in low and "too large" in low):
         return of("size", True)
     return of("load", False)
 

@@ -20,6 +20,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import InputError
+from surgery.graph import value_names
 from surgery.pass_base import FeedHints
 from surgery.shapes.dims import dim_name, is_known_dim
 from surgery.verify.needs import min_dim, nbytes, reaches_signal_op
@@ -255,7 +256,7 @@ def plan_inputs(
     """
     rng = np.random.default_rng(seed)
     graph = model.graph
-    names = {v.name for v in graph.inputs}
+    names = set(value_names(graph.inputs))
     given: dict[str, np.ndarray] = {}
     if config.data is not None:
         path = Path(config.data)

@@ -26,21 +26,21 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import one_line
-from surgery.graph import const_value
+from surgery.graph import const_value, value_names
 from surgery.pass_base import Tolerance
 from surgery.shapes.dims import is_static_shape
 from surgery.verify.compare import ArrayDiff, diff_arrays
 from surgery.verify.ort import OrtSession
 
 __all__ = [
-    "TensorComparison",
-    "LayerwiseReport",
-    "compare_layerwise",
-    "first_divergence",
-    "divergence_message",
-    "run_exposing",
-    "resolve_renames",
     "DEFAULT_BUDGET_BYTES",
+    "LayerwiseReport",
+    "TensorComparison",
+    "compare_layerwise",
+    "divergence_message",
+    "first_divergence",
+    "resolve_renames",
+    "run_exposing",
 ]
 
 logger = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def _fetch(model: ir.Model, values: Sequence[ir.Value], env: Mapping[str, np.nda
     with _exposed(model, values):
         session = OrtSession(model)
     try:
-        return session.run(env, [v.name for v in values])
+        return session.run(env, value_names(values))
     finally:
         session.close()
 
@@ -336,7 +336,7 @@ def _estimate(value: ir.Value) -> int | None:
         itemsize = value.dtype.itemsize
     except Exception:
         return None
-    return int(math.prod(value.shape)) * int(math.ceil(itemsize))
+    return int(math.prod(value.shape)) * math.ceil(itemsize)
 
 
 def _next_chunk(

@@ -224,9 +224,9 @@ def reaches_signal_op(value: ir.Value, depth: int = 0) -> bool:
         node = use.node
         if node.op_type in SIGNAL_OPS and use.idx == 0:
             return True
-        if node.op_type in _AXIS_KEEPING or node.op_type in ("Unsqueeze", "Reshape", "Pad", "Transpose", "Squeeze"):
-            if any(reaches_signal_op(o, depth + 1) for o in node.outputs):
-                return True
+        if ((node.op_type in _AXIS_KEEPING or node.op_type in ("Unsqueeze", "Reshape", "Pad", "Transpose", "Squeeze"))
+                and any(reaches_signal_op(o, depth + 1) for o in node.outputs)):
+            return True
     return False
 
 

@@ -169,7 +169,7 @@ def _ort_value(tensor: ir.TensorProtocol) -> Any:
     return worker.to_ort_value(array, None if array.dtype.type.__module__ == "numpy" else int(tensor.dtype))
 
 
-_ORT_TYPES = {
+_ORT_TYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32), "tensor(double)": np.dtype(np.float64),
     "tensor(float16)": np.dtype(np.float16), "tensor(int64)": np.dtype(np.int64),
     "tensor(int32)": np.dtype(np.int32), "tensor(int16)": np.dtype(np.int16), "tensor(int8)": np.dtype(np.int8),

@@ -68,4 +68,4 @@ def run_reference(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> dict[str,
         if name not in usable:
             usable[name] = _weight_array(tensor)
     outputs = evaluator.run(None, usable)
-    return {o.name: np.asarray(v) for o, v in zip(proto.graph.output, outputs)}
+    return {o.name: np.asarray(v) for o, v in zip(proto.graph.output, outputs, strict=True)}

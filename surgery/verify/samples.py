@@ -32,7 +32,7 @@ import onnx_ir as ir
 from surgery.pass_base import FeedHints
 from surgery.verify.inputs import FeedPlan, InputsConfig, _index_bound
 
-__all__ = ["Sample", "candidate_samples", "extreme_samples", "fixed_inputs", "DEFAULT_SAMPLES"]
+__all__ = ["DEFAULT_SAMPLES", "Sample", "candidate_samples", "extreme_samples", "fixed_inputs"]
 
 DEFAULT_SAMPLES = 3
 """The planned sample plus two wide ones (``[verify] samples``)."""
@@ -79,7 +79,7 @@ def _resizable(model: ir.Model, config: InputsConfig, hints: FeedHints, fixed: s
     out: dict[str, list[int]] = {}
     for value in model.graph.inputs:
         name = value.name
-        if name in fixed or name in hints.shapes or value.shape is None:
+        if not name or name in fixed or name in hints.shapes or value.shape is None:
             continue
         spec = config.specs.get(name)
         if spec is not None and spec.shape is not None:
@@ -103,7 +103,7 @@ def _int_range(dtype: np.dtype, wide: float, nonneg: bool) -> tuple[int, int]:
     info = np.iinfo(dtype)
     if wide <= 1:  # not a wide sample (e.g. the second size): the planned range
         return 0, 10
-    span = int(100 if wide <= 10 else 10_000)
+    span = 100 if wide <= 10 else 10_000
     lo, hi = (0 if nonneg else -span), span
     return max(lo, int(info.min)), min(hi, int(info.max))
 
@@ -135,18 +135,18 @@ def _draw(
             return np.full(shape, max(v, lo), dtype=dtype), f"all {max(v, lo)}"
         return rng.integers(lo, max(hi, lo + 1), size=shape).astype(dtype), f"ints in [{lo}, {hi})"
     if dtype.kind in "fc" or dtype.kind == "V" or dtype.type.__module__ != "numpy":
-        lo, hi = declared if declared is not None else _FLOAT_DEFAULT
-        mid, half = (lo + hi) / 2, (hi - lo) / 2
-        lo, hi = mid - half * recipe.scale, mid + half * recipe.scale
+        flo, fhi = declared if declared is not None else _FLOAT_DEFAULT
+        mid, half = (flo + fhi) / 2, (fhi - flo) / 2
+        flo, fhi = mid - half * recipe.scale, mid + half * recipe.scale
         if recipe.nonneg or (declared is not None and declared[0] >= 0):
-            lo, hi = max(lo, 0.0), max(hi, 0.0)
+            flo, fhi = max(flo, 0.0), max(fhi, 0.0)
             if declared is not None and declared[0] >= 0:
-                lo = declared[0]
+                flo = declared[0]
         if recipe.fill:
-            v = hi if recipe.fill == "high" else lo
-            return np.full(shape, v, dtype=np.float64).astype(dtype), f"all {v:g}"
-        array = rng.uniform(lo, hi, size=shape).astype(np.float32 if dtype.type.__module__ != "numpy" else dtype)
-        return array.astype(dtype), f"uniform in [{lo:g}, {hi:g})"
+            fv = fhi if recipe.fill == "high" else flo
+            return np.full(shape, fv, dtype=np.float64).astype(dtype), f"all {fv:g}"
+        array = rng.uniform(flo, fhi, size=shape).astype(np.float32 if dtype.type.__module__ != "numpy" else dtype)
+        return array.astype(dtype), f"uniform in [{flo:g}, {fhi:g})"
     return planned, "as planned"
 
 

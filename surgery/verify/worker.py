@@ -52,9 +52,9 @@ __all__ = [
     "get_worker",
     "isolated",
     "isolation",
+    "prestart",
     "run_session",
     "scope",
-    "prestart",
     "shutdown",
     "to_ort_value",
 ]
@@ -127,9 +127,8 @@ def to_ort_value(array: np.ndarray, onnx_type: int | None = None) -> Any:
 
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    if array.dtype.kind in "biuf" or array.dtype.kind == "c":
-        if array.dtype.type.__module__ == "numpy" and onnx_type is None:
-            return ort.OrtValue.ortvalue_from_numpy(array)
+    if array.dtype.kind in "biufc" and array.dtype.type.__module__ == "numpy" and onnx_type is None:
+        return ort.OrtValue.ortvalue_from_numpy(array)
     if onnx_type is None:
         onnx_type = _onnx_type_of(array.dtype)
     if onnx_type in _FOUR_BIT:
@@ -261,10 +260,10 @@ def run_session(session: Any, feeds: Mapping[str, Any], wanted: Sequence[str]) -
     if plain:
         types = {o.name: o.type for o in session.get_outputs()}
         if all(types.get(n) not in _EXOTIC_OUTPUTS for n in wanted):
-            return dict(zip(wanted, session.run(list(wanted), dict(feeds))))
+            return dict(zip(wanted, session.run(list(wanted), dict(feeds)), strict=True))
     values = {k: v if not isinstance(v, np.ndarray) else to_ort_value(v) for k, v in feeds.items()}
     results = session.run_with_ort_values(list(wanted), values)
-    return {name: from_ort_value(value) for name, value in zip(wanted, results)}
+    return {name: from_ort_value(value) for name, value in zip(wanted, results, strict=True)}
 
 
 _EXOTIC_OUTPUTS = {
@@ -419,7 +418,7 @@ class Worker:
             f"sys.argv = ['surgery-ort-worker', '{to_child_r}', '{from_child_w}']; "
             f"runpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')"
         )
-        self._stderr = open(self.folder / "stderr.log", "ab")
+        self._stderr = open(self.folder / "stderr.log", "ab")  # noqa: SIM115 - open for the worker's lifetime; close() closes it
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         try:
             self._proc = subprocess.Popen(

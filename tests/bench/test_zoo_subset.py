@@ -22,7 +22,7 @@ from onnx import helper as h
 
 ZOO = Path(__file__).resolve().parents[2] / "bench" / "zoo"
 sys.path.insert(0, str(ZOO))
-import checks
+import checks  # noqa: E402 - bench/zoo is not a package: importable only after the sys.path line above
 
 _spec = importlib.util.spec_from_file_location("zoo_run", ZOO / "run.py")
 assert _spec is not None and _spec.loader is not None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "40_doctor"

@@ -26,6 +26,7 @@ CASES: dict[str, tuple[list[str], str, list[str]]] = {
     "10_static_shapes_vad": (["build_models.py", "{out}"], "{out}/vad.onnx",
                              ["--input-shape", "input:1,512;state:2,1,16", "--pin", "sr=16000"]),
     "10_static_shapes_paddle": (["build_models.py", "{out}"], "{out}/paddle.onnx", ["--input-shape", "x:1,3,64,64"]),
+    "12_audio_front_end": (["build_model.py", "{out}"], "{out}/frontend.onnx", ["--input-shape", "signal:1,16000"]),
     "20_atc_rewrites": (["export.py", "{out}/model.onnx"], "{out}/model.onnx", []),
     "21_dynamo_opset23": (["export.py", "{out}/model.onnx"], "{out}/model.onnx", []),
     "22_real_model_fixes_detector": (["export.py", "{out}"], "{out}/detector.onnx", []),
@@ -37,13 +38,9 @@ CASES: dict[str, tuple[list[str], str, list[str]]] = {
 }
 # Known gaps, each pinned to its failure (the test fails when the failure changes or goes away: then
 # move the case to CASES):
-# - 12: the doctor's pipeline does not unroll the 97-step Scan (the example's passes.toml sets make-static
-#   unroll_loops = true and max_unroll = 128 by hand);
 # - 50 frontend: decompose-dft refines the output shape [?, ?, ?] -> [?, ?, 201] without declaring it, and
 #   the signature gate refuses the step.
 KNOWN_GAPS = {
-    "12_audio_front_end": (["build_model.py", "{out}"], "{out}/frontend.onnx", ["--input-shape", "signal:1,16000"],
-                           "Scan left in the model"),
     "50_audio_inputs_frontend": (["make_models.py", "{out}"], "{out}/frontend.onnx", ["--input-shape", "waveform:1,16000"],
                                  "decompose-dft: signature gate"),
 }

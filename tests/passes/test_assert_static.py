@@ -88,7 +88,7 @@ def test_staticness_is_proven_by_inference_not_read_from_annotations():
     text = str(info.value)
     assert "'k'" not in text and "'y'" not in text
     assert "tensor 'e': shape [n] has dynamic dim 0 (produced by Relu node 'relu')" in text
-    assert [d for d in model.graph.outputs[1].shape] == [4]  # the model is left as given
+    assert list(model.graph.outputs[1].shape) == [4]  # the model is left as given
 
 
 def test_subgraph_tensors_are_checked_and_labelled():
@@ -129,7 +129,7 @@ def test_as_a_pipeline_gate():
                        [vi("y", T.FLOAT, ["n", 3])])
     with pytest.raises(PassError, match="tensor 'x'"):
         surgery.apply(proto, [AssertStatic()])
-    model, report = surgery.apply(proto, [FixShapes(shapes="x:2,3"), MakeStatic(), AssertStatic()])
+    _model, report = surgery.apply(proto, [FixShapes(shapes="x:2,3"), MakeStatic(), AssertStatic()])
     assert report.ok and report.step("assert-static").modified is False
 
 

@@ -10,10 +10,10 @@ import onnx_ir.passes.common as ir_common
 import pytest
 from onnx import TensorProto as TP
 from onnx import helper
-from surgery.passes.cleanup import Cleanup
 
 import surgery
 from surgery.errors import PassError
+from surgery.passes.cleanup import Cleanup
 from surgery.testing import make_model, node_names, op_counts, ort_run, vi
 
 RNG = np.random.default_rng(1)
@@ -317,7 +317,7 @@ def test_cycle_is_refused():
         }
         """
     )
-    with pytest.raises(PassError, match="cycle|sort"):
+    with pytest.raises(PassError, match=r"cycle|sort"):
         Cleanup()(model)
 
 
@@ -531,7 +531,7 @@ def test_matmul_add_becomes_gemm_only_for_2d():
              helper.make_node("MatMul", ["x3", "w"], ["m3"], name="fc3"), helper.make_node("Add", ["m3", "b"], ["y3"])]
     proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("x3", TP.FLOAT, [4, 2, 3])],
                                [vi("y", TP.FLOAT, [2, 5]), vi("y3", TP.FLOAT, [4, 2, 5])], inits))
-    model, result = run_cleanup(proto)
+    model, _result = run_cleanup(proto)
     assert op_counts(model) == {"Gemm": 1, "MatMul": 1, "Add": 1}
     assert any(n.op_type == "Gemm" and n.name.startswith("fc/") for n in model.graph)
     feeds = {"x": X, "x3": RNG.standard_normal((4, 2, 3)).astype(np.float32)}
@@ -619,7 +619,7 @@ def test_zero_pads_and_whole_slices_go_and_real_ones_stay():
     proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 3, 4])],
                                [vi("y", TP.FLOAT, [2, 3, 4]), vi("q", TP.FLOAT, [2, 5, 4]), vi("z", TP.FLOAT, [2, 2, 4])],
                                inits))
-    model, result = run_cleanup(proto)
+    model, _result = run_cleanup(proto)
     assert op_counts(model) == {"Relu": 1, "Pad": 1, "Slice": 1}
     assert node_names(model) == {"relu", "pad1", "part"}
     assert_same_outputs(proto, model, [{"x": RNG.standard_normal((2, 3, 4)).astype(np.float32)}])
@@ -646,7 +646,7 @@ def test_slices_of_a_slice_on_other_axes_become_one_slice_each():
     proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [1, 6, 6, 3])],
                                [vi("y", TP.FLOAT, [1, 3, 3, 6]), vi("d", TP.FLOAT, [1, 4, 6, 3]),
                                 vi("f", TP.FLOAT, [1, 5, 3, 3]), vi("g", TP.FLOAT, [1, 6, 3, 3])], inits))
-    model, result = run_cleanup(proto)
+    model, _result = run_cleanup(proto)
     assert op_counts(model) == {"Slice": 6, "Concat": 1, "Relu": 1}
     assert {"even_cols", "odd_cols", "same1", "same2", "shared", "of_shared"} <= node_names(model)
     assert "rows" not in node_names(model)
@@ -675,7 +675,7 @@ def test_equal_nodes_merge_and_random_ones_stay():
     proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [1, 4, 4]), vi("m", TP.FLOAT, [1, 1, 4])],
                                [vi("y", TP.FLOAT, [1, 4, 4]), vi("y2", TP.FLOAT, [1, 4, 4]), vi("y3", TP.FLOAT, [1, 4, 4]),
                                 vi("r", TP.FLOAT, [1, 4, 4])], inits))
-    model, result = run_cleanup(proto)
+    model, _result = run_cleanup(proto)
     assert op_counts(model) == {"Cast": 1, "Where": 1, "Add": 2, "Softmax": 3, "RandomUniformLike": 2, "Sub": 1}
     assert "layer1_where" not in node_names(model) and "layer0_where" in node_names(model)
     assert [o.name for o in model.graph.outputs] == ["y", "y2", "y3", "r"]
@@ -743,7 +743,7 @@ def test_q_k_v_projections_of_one_input_become_one_matmul_and_a_split(bias):
               helper.make_node("Mul", ["ws", "ws"], ["wsq"], name="reads_ws")]
     outputs += [vi("ys", TP.FLOAT, [2, 5, 6]), vi("wsq", TP.FLOAT, [6, 6])]
     proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 5, 6])], outputs, inits, opset=17))
-    model, result = run_cleanup(proto)
+    model, _result = run_cleanup(proto)
     expected = {"MatMul": 2, "Split": 1, "Relu": 3, "Mul": 1, **({"Add": 1} if bias else {})}
     assert op_counts(model) == expected
     assert "shared_w" in node_names(model) and not {"proj0", "proj1", "proj2"} & node_names(model)
@@ -768,7 +768,7 @@ def test_both_scales_of_an_attention_matmul_become_one():
                                [vi("y", TP.FLOAT, [1, 2, 5, 5]), vi("y2", TP.FLOAT, [1, 2, 5, 5]),
                                 vi("n", TP.FLOAT, [1, 2, 4, 5])],
                                {"s": np.float32(0.5), "s2": np.float32(0.125), "s3": np.float32(0.3)}))
-    model, result = run_cleanup(proto)
+    model, _result = run_cleanup(proto)
     assert "scale_k" not in node_names(model) and {"scale_q", "scale_q2", "scale_k2", "scores"} <= node_names(model)
     assert op_counts(model) == {"Mul": 3, "MatMul": 2, "Neg": 1}
     feeds = {"q": RNG.standard_normal((1, 2, 5, 4)).astype(np.float32), "k": RNG.standard_normal((1, 2, 4, 5)).astype(np.float32)}
@@ -802,7 +802,7 @@ def test_layer_scale_after_a_matmul_goes_into_its_weight():
              "gamma": rng.uniform(0.5, 2, 4).astype(np.float32), "rows": rng.uniform(0.5, 2, (5, 1)).astype(np.float32)}
     proto = _shaped(make_model(nodes, [vi("x", TP.FLOAT, [2, 5, 6])],
                                [vi("y", TP.FLOAT, [2, 5, 4]), vi("y2", TP.FLOAT, [2, 5, 4])], inits))
-    model, result = run_cleanup(proto)
+    model, _result = run_cleanup(proto)
     assert op_counts(model) == {"MatMul": 2, "Mul": 1}
     assert "layer_scale" not in node_names(model) and "row_scale" in node_names(model)
     assert [o.name for o in model.graph.outputs] == ["y", "y2"]
@@ -851,3 +851,23 @@ def test_reshapes_around_element_wise_ops_go(escape):
         np.testing.assert_array_equal(after[key], before[key], err_msg=key)
     model, _ = run_cleanup(proto)
     assert_idempotent(model)
+
+
+def test_sibling_matmuls_with_a_merged_weight_too_large_to_copy_stay_separate(monkeypatch):
+    """The Q/K/V merge concatenates the weights into a new tensor; past the size cap it leaves them
+    (the 3 GiB model of tests/surgery/test_large_model.py keeps its four memory-mapped weights)."""
+    from surgery import simplifications
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", f"W{i}"], [f"m{i}"], name=f"/p{i}/MatMul") for i in range(3)]
+    nodes.append(helper.make_node("Sum", ["m0", "m1", "m2"], ["y"], name="/Sum"))
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [1, 8])], [vi("y", TP.FLOAT, [1, 4])],
+                       {f"W{i}": rng.standard_normal((8, 4)).astype(np.float32) for i in range(3)})
+    monkeypatch.setattr(simplifications, "MAX_MERGED_WEIGHT_BYTES", 3 * 8 * 4 * 4 - 1)
+    model = ir.from_proto(proto)
+    Cleanup()(model)
+    assert op_counts(model)["MatMul"] == 3 and "Split" not in op_counts(model)
+    monkeypatch.setattr(simplifications, "MAX_MERGED_WEIGHT_BYTES", 3 * 8 * 4 * 4)
+    model = ir.from_proto(proto)
+    Cleanup()(model)
+    assert op_counts(model)["MatMul"] == 1 and op_counts(model)["Split"] == 1

@@ -17,9 +17,9 @@ from onnx import helper as h
 import surgery
 from surgery import registry
 from surgery.errors import PipelineError
+from surgery.graph import iter_graphs
 from surgery.shapes.dims import is_static_shape
 from surgery.testing import make_model, node_names, vi
-from surgery.graph import iter_graphs
 
 #: Options for passes that cannot run without some.
 CONTRACT_OPTIONS: dict[str, dict] = {

@@ -178,7 +178,7 @@ def test_refusals_name_the_op_and_reason(nodes, inputs, outputs, inits, opset, t
 
 def test_gridsample_below_16_points_at_the_decomposition():
     nodes, inputs, outputs, inits, opset, _, _ = CASES["gridsample"]
-    with pytest.raises(PassError, match="GridSample 'gs' .* does not exist at opset 15 .*run decompose-gridsample first"):
+    with pytest.raises(PassError, match=r"GridSample 'gs' .* does not exist at opset 15 .*run decompose-gridsample first"):
         ConvertOpset(target=15)(ir.from_proto(make_model(nodes, inputs, outputs, inits, opset=opset)))
 
 

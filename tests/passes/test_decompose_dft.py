@@ -8,10 +8,10 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
-from surgery.passes.decompose_dft import DecomposeDft, dft_matrix
 
 import surgery
 from surgery.doctor import diagnose, emit_pipeline
+from surgery.passes.decompose_dft import DecomposeDft, dft_matrix
 from surgery.testing import op_counts, ort_run, vi
 
 RNG = np.random.default_rng(0)
@@ -96,7 +96,7 @@ def check(proto, feeds, rule="decompose-dft"):
 def test_dft_matches_onnxruntime(shape, kwargs):
     model = check(dft_model(shape, **kwargs), {"x": RNG.standard_normal(shape).astype(np.float32)})
     assert op_counts(model)["MatMul"] == 1
-    if kwargs.get("axis") == 2 or kwargs.get("opset") == 20 and "axis" not in kwargs or shape == [3, 16, 1]:
+    if kwargs.get("axis") == 2 or (kwargs.get("opset") == 20 and "axis" not in kwargs) or shape == [3, 16, 1]:
         assert "Transpose" not in op_counts(model)
 
 

@@ -14,7 +14,7 @@ from onnx import helper as h
 from surgery.passes.einsum_to_matmul import EinsumToMatMul
 from surgery.testing import make_model, op_counts, ort_run, vi
 
-SIZES = dict(b=2, h=3, i=4, j=5, d=6, k=2)
+SIZES = {"b": 2, "h": 3, "i": 4, "j": 5, "d": 6, "k": 2}
 RNG = np.random.default_rng(0)
 
 

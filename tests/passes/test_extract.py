@@ -75,9 +75,9 @@ def test_extract_refuses_bad_cuts_and_names():
         Extract(inputs=["/b/Relu", "flag"], outputs=["y"])(ir.from_proto(_model()))
     with pytest.raises(InputError, match="exists only inside a subgraph"):
         Extract(inputs=["x", "flag"], outputs=["t"])(ir.from_proto(_model()))
-    with pytest.raises(PipelineError, match="extract.outputs"):
+    with pytest.raises(PipelineError, match=r"extract\.outputs"):
         Extract(inputs=["x"], outputs=[])
-    with pytest.raises(PipelineError, match="extract.input_types"):
+    with pytest.raises(PipelineError, match=r"extract\.input_types"):
         Extract(inputs=["x"], outputs=["y"], input_types=["x-float32"])
 
 

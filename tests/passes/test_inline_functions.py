@@ -112,7 +112,7 @@ def test_older_function_that_would_change_meaning_is_refused():
         opset_imports=[h.make_opsetid("", 13)])
     proto = _unchecked([h.make_node("Mean", ["x"], ["y"], domain="lib", name="/m")], [vi("x", T.FLOAT, [2, 4])],
                        [vi("y", T.FLOAT, [2, 1])], [fn], {"": 18, "lib": 1})
-    with pytest.raises(PassError, match="function lib::Mean uses ai.onnx 13 .* ReduceMean"):
+    with pytest.raises(PassError, match=r"function lib::Mean uses ai.onnx 13 .* ReduceMean"):
         InlineFunctions()(ir.from_proto(proto))
 
 

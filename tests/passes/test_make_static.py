@@ -119,7 +119,7 @@ def test_transformer_shape_gather_concat_reshape(torch_models, kind):
     before = op_counts(proto)
     if kind == "legacy":
         assert before["Shape"] >= 2 and before["Concat"] >= 2  # Shape→Gather→Concat→Reshape chains
-    model, report = _gated(proto, [FixShapes(dims={"batch": 3, "seq": 5}), MakeStatic(), AssertStatic()])
+    model, _report = _gated(proto, [FixShapes(dims={"batch": 3, "seq": 5}), MakeStatic(), AssertStatic()])
     _assert_all_static(model)
     after = op_counts(model)
     assert after["Shape"] == 0 and after["Concat"] == 0

@@ -27,10 +27,10 @@ def _pool(op: str, out_hw: int, **attrs) -> onnx.ModelProto:
 @pytest.mark.parametrize(
     "attrs, out_hw",
     [
-        (dict(kernel_shape=[2, 2], strides=[2, 2]), 3),
-        (dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), 4),
-        (dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), 4),
-        (dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), 7),
+        ({"kernel_shape": [2, 2], "strides": [2, 2]}, 3),
+        ({"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 4),
+        ({"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}, 4),
+        ({"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER"}, 7),
     ],
 )
 @pytest.mark.parametrize("include_pad", [False, True])
@@ -48,7 +48,7 @@ def test_equals_an_averagepool_over_the_same_windows(attrs, out_hw, include_pad)
 
 def test_default_ignores_padding_like_maxpool_does():
     # a border window of a padded pool: with count_include_pad=0 a constant image stays constant
-    attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
     model = ir.from_proto(_pool("MaxPool", 4, **attrs))
     MaxPoolToAvgPool()(model)
     out = ort_run(model, {"x": np.full((1, 2, 7, 7), 3.0, np.float32)})["y"]
@@ -66,10 +66,27 @@ def test_consumed_indices_are_refused_naming_the_consumer():
         MaxPoolToAvgPool()(ir.from_proto(proto))
 
 
+def test_a_refusal_leaves_the_model_exactly_as_it_was():
+    """Two MaxPools, only the second's indices consumed: the PassError comes before any rewrite."""
+    proto = make_model(
+        [
+            h.make_node("MaxPool", ["x"], ["a"], name="/pool1/MaxPool", kernel_shape=[1, 1]),
+            h.make_node("MaxPool", ["a"], ["y", "idx"], name="/pool2/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+            h.make_node("MaxUnpool", ["y", "idx"], ["z"], name="/unpool/MaxUnpool", kernel_shape=[2, 2], strides=[2, 2]),
+        ],
+        [vi("x", T.FLOAT, [1, 2, 6, 6])], [vi("z", T.FLOAT, [1, 2, 6, 6])], opset=17)
+    model = ir.from_proto(proto)
+    before = ir.to_proto(model).SerializeToString(deterministic=True)
+    with pytest.raises(PassError, match=r"MaxPool '/pool2/MaxPool'.*consumed by MaxUnpool"):
+        surgery.apply(model, [MaxPoolToAvgPool()], verify="off")
+    assert op_counts(model) == {"MaxPool": 2, "MaxUnpool": 1}  # the first MaxPool was not replaced
+    assert ir.to_proto(model).SerializeToString(deterministic=True) == before
+
+
 def test_dilations_below_opset_19_are_refused():
     proto = make_model([h.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], dilations=[2, 2])],
                        [vi("x", T.FLOAT, [1, 2, 7, 7])], [vi("y", T.FLOAT, [1, 2, 5, 5])], opset=18)
-    with pytest.raises(PassError, match="dilations .* only from opset 19"):
+    with pytest.raises(PassError, match=r"dilations .* only from opset 19"):
         MaxPoolToAvgPool()(ir.from_proto(proto))
 
 

@@ -8,8 +8,8 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
-from surgery.passes.nearest_upsample_to_expand import NearestUpsampleToExpand
 
+from surgery.passes.nearest_upsample_to_expand import NearestUpsampleToExpand
 from surgery.testing import make_model, op_counts, ort_run, vi
 
 
@@ -17,7 +17,7 @@ def _resize(coord="asymmetric", nearest="floor", scales=(1, 1, 2, 3), shape=(2, 
             opset=17, out_shape=None):
     inits = {"scales": np.array(scales, np.float32)} if sizes is None else {"sizes": np.array(sizes, np.int64)}
     ins = ["x", "", "scales"] if sizes is None else ["x", "", "", "sizes"]
-    out = out_shape or [d * int(s) for d, s in zip(shape, scales)] if sizes is None else list(sizes)
+    out = out_shape or [d * int(s) for d, s in zip(shape, scales, strict=True)] if sizes is None else list(sizes)
     return make_model(
         [h.make_node("Resize", ins, ["u"], name="/neck/upsample/Resize", mode="nearest",
                      coordinate_transformation_mode=coord, nearest_mode=nearest),

@@ -13,7 +13,7 @@ from onnx import helper as h
 
 from surgery.passes import opset_decompositions
 from surgery.passes.convert_opset import DECOMPOSITIONS, ConvertOpset
-from surgery.passes.opset_steps import DECOMPOSITIONS as STEP_TABLE
+from surgery.rules.opset_steps import DECOMPOSITIONS as STEP_TABLE
 from surgery.testing import make_model, op_counts, ort_run, vi
 
 RNG = np.random.default_rng(0)

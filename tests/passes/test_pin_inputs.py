@@ -64,7 +64,7 @@ def test_feed_hints_give_the_original_the_pinned_values():
 
 def test_gated_run_feeds_the_pinned_value_to_the_original():
     # 8000 drives the else branch: parity passes only if the original is fed 8000 too
-    model, report = surgery.apply(rate_model(), [PinInputs(values={"sr": 8000})])
+    _model, report = surgery.apply(rate_model(), [PinInputs(values={"sr": 8000})])
     assert report.inputs["sr"] == "pinned value"
     assert report.steps[0].parity_status == "ok"
 
@@ -99,5 +99,5 @@ def test_bad_options():
         PinInputs()
     with pytest.raises(PipelineError, match="must be a number"):
         PinInputs(values={"sr": "fast"})
-    with pytest.raises(InputError, match="no such .npz"):
+    with pytest.raises(InputError, match=r"no such \.npz"):
         PinInputs(npz="/nonexistent/pins.npz")(ir.from_proto(rate_model()))

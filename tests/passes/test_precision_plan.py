@@ -9,10 +9,10 @@ import onnx
 import onnx_ir as ir
 from onnx import TensorProto as T
 from onnx import helper as h
-from surgery.passes.precision_plan import PrecisionPlan
 
 import surgery
 from surgery.cli import main
+from surgery.passes.precision_plan import PrecisionPlan
 from surgery.testing import make_model, vi
 
 
@@ -50,7 +50,7 @@ def test_apply_writes_keep_dtype_and_atc_flags(tmp_path, capsys):
     assert code == 0
     keep = tmp_path / "out.keep_dtype.txt"
     assert keep.read_text() == "energy_sum\n"
-    argv = shlex.split(next(l for l in printed.splitlines() if l.startswith("atc: "))[5:])
+    argv = shlex.split(next(ln for ln in printed.splitlines() if ln.startswith("atc: "))[5:])
     assert "--precision_mode_v2=fp16" in argv and f"--keep_dtype={keep}" in argv
 
 

@@ -105,7 +105,7 @@ def test_opset_7_to_11_mask_output_is_ones_and_reported(opset):
 
 def test_opset_10_mask_consumed_by_nodes():
     proto = simple(10, attrs={"ratio": 0.2}, mask="consumed")
-    model, result = run_pass(proto)
+    model, _result = run_pass(proto)
     assert "Dropout" not in op_counts(model)
     assert {"mask_cast", "mask_mul", "relu", "sig"} <= node_names(model)
     after = ort_run(model, {"x": X})
@@ -291,7 +291,7 @@ def test_dropout_output_that_is_also_read_by_nodes():
     outputs = [vi("d", TP.FLOAT, [2, 3]), vi("n", TP.FLOAT, [2, 3]), vi("r", TP.FLOAT, [2, 3])]
     proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], outputs, opset=13)
     before = ort_run(proto, {"x": X})
-    model, result = run_pass(proto)
+    model, _result = run_pass(proto)
     # `r` is itself a graph output, so it cannot take the name `d`: an Identity keeps both names.
     assert op_counts(model) == {"Relu": 1, "Neg": 1, "Identity": 1}
     assert [o.name for o in model.graph.outputs] == ["d", "n", "r"]
@@ -334,7 +334,7 @@ def test_dropout_inside_if_branches():
     assert [n.op_type for n in else_branch] == ["Identity"]
     assert else_branch.outputs[0].name == "e_out"
     assert {"then_relu", "then_cast", "then_add", "if"} <= node_names(model)
-    for f, b in zip(feeds, before):
+    for f, b in zip(feeds, before, strict=True):
         np.testing.assert_array_equal(ort_run(model, f)["y"], b["y"])
     assert_idempotent(model)
 
@@ -437,7 +437,7 @@ def test_torch_training_export(torch_exports):
 
 @pytest.mark.torch
 def test_torch_training_export_opset_11(torch_exports):
-    exports, x, expected = torch_exports
+    exports, x, _expected = torch_exports
     proto = exports["train11"]
     assert op_counts(proto)["Dropout"] == 2
     before = ort_run(proto, {"x": x})["y"]
@@ -448,7 +448,7 @@ def test_torch_training_export_opset_11(torch_exports):
 
 @pytest.mark.torch
 def test_torch_eval_export_has_nothing_to_remove(torch_exports):
-    exports, x, _ = torch_exports
+    exports, _x, _ = torch_exports
     model = ir.from_proto(exports["eval17"])
     result = RemoveDropout()(model)
     assert result.modified is False

@@ -9,10 +9,10 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
-from surgery.passes.rewrite import Rewrite
 
 import surgery
 from surgery.errors import PipelineError
+from surgery.passes.rewrite import Rewrite
 from surgery.testing import make_model, op_counts, ort_run, vi
 
 RULES = textwrap.dedent(

@@ -8,10 +8,10 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto as TP
 from onnx import helper
-from surgery.passes.rewrite_focus import RewriteFocus
 
 import surgery
 from surgery.doctor import diagnose, emit_pipeline
+from surgery.passes.rewrite_focus import RewriteFocus
 from surgery.testing import make_model, op_counts, ort_run, vi
 
 RNG = np.random.default_rng(0)

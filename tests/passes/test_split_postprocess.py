@@ -37,7 +37,7 @@ def _model(nonzero_in_branch: bool = False) -> onnx.ModelProto:
                               "else", [], [vi("zero", T.INT64, [])])
         nodes.append(h.make_node("If", ["flag"], ["sel_out"], name="/post/If", then_branch=then_g, else_branch=else_g))
     else:
-        nodes += select + [h.make_node("Identity", ["sel"], ["sel_out"], name="/post/Identity")]
+        nodes += [*select, h.make_node("Identity", ["sel"], ["sel_out"], name="/post/Identity")]
     return make_model(
         nodes,
         [vi("x", T.FLOAT, [1, 8]), vi("flag", T.BOOL, [])],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -10,9 +12,8 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 from surgery import registry
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance
 from surgery.options import option
-import dataclasses
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance
 from surgery.testing import make_model, vi
 
 

@@ -55,7 +55,7 @@ def test_one_static_model_per_bucket(tmp_path):
     result = apply_buckets(tmp_path / "m.onnx", PIPELINE, "batch=1,4,8", output=tmp_path / "out.onnx",
                            soc_version="Ascend310")
     assert [r.label for r in result.runs] == ["batch1", "batch4", "batch8"]
-    for run, size in zip(result.runs, (1, 4, 8)):
+    for run, size in zip(result.runs, (1, 4, 8), strict=True):
         assert run.output == tmp_path / f"out.batch{size}.onnx" and run.output.exists()
         assert run.report.ok and run.report.step("make-static").parity_status == "ok"
         written = onnx.load(run.output)

@@ -46,7 +46,7 @@ def test_truncated_file(tmp_path):
     onnx.save(_big_model(), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="not a valid ONNX model|truncated|not an ONNX model"):
+    with pytest.raises(InputError, match=r"not a valid ONNX model|truncated|not an ONNX model"):
         model_io.load(path)
 
 
@@ -96,7 +96,7 @@ def test_save_failure_leaves_no_partial_output(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(onnx, "save", boom)
-    with pytest.raises(InputError, match="out.onnx: cannot write: disk full"):
+    with pytest.raises(InputError, match=r"out\.onnx: cannot write: disk full"):
         model_io.save(model, target)
     assert list(tmp_path.iterdir()) == []
 
@@ -252,7 +252,7 @@ def test_the_data_file_is_reserved_before_the_copy_and_a_full_disk_fails_first(t
     monkeypatch.setattr(model_io, "_reserve", lambda fd, size: errno.ENOSPC)
     monkeypatch.setattr(model_io, "_copy_range", lambda *args: copied.append(1))
     (tmp_path / "out").mkdir()
-    with pytest.raises(InputError, match="b.onnx: cannot write: No space left on device"):
+    with pytest.raises(InputError, match=r"b\.onnx: cannot write: No space left on device"):
         model_io.save(model, tmp_path / "out" / "b.onnx")
     assert copied == [] and list((tmp_path / "out").iterdir()) == []
     # a file system without fallocate just skips the reservation

@@ -14,7 +14,14 @@ from onnx import helper as h
 from surgery import model_io
 from surgery.analysis.cuts import NothingToSplit
 from surgery.errors import InputError
-from surgery.partition import extract, extract_part, parse_type_spec, slice_reference, split, write_manifest
+from surgery.partition import (
+    extract,
+    extract_part,
+    parse_type_spec,
+    slice_reference,
+    split,
+    write_manifest,
+)
 from surgery.runtime import SplitRunner
 from surgery.testing import make_model, ort_run, vi
 

@@ -66,7 +66,7 @@ def test_legacy_export_has_nine_boundary_tensors_with_shape_scalars(exports):
     assert head_ops["NonMaxSuppression"] == 0 and head_ops["NonZero"] == 0 and _hostile_free(parts.head)
     assert tail_ops["NonMaxSuppression"] == 1 and tail_ops["TopK"] == 1  # the data-dependent TopK
     assert head_ops["TopK"] == 1  # the pre-NMS TopK (k from shapes) stays on the NPU side
-    assert [v.name for v in parts.head.graph.outputs][0] == "pred" and parts.outputs == ["pred", "detections"]
+    assert next(v.name for v in parts.head.graph.outputs) == "pred" and parts.outputs == ["pred", "detections"]
     runner = SplitRunner([parts.head, parts.tail], outputs=parts.outputs)
     for seed in range(3):
         feeds = {"images": _images(seed)}

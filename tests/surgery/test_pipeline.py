@@ -89,7 +89,7 @@ def test_set_overrides_are_validated(tmp_path, test_passes):
         apply_sets(pipe, ["test-perturb-weigh.delta=1"])
     with pytest.raises(PipelineError, match="the pipeline has 1 passes"):
         apply_sets(pipe, ["3.delta=1"])
-    with pytest.raises(PipelineError, match="PASS.key=value"):
+    with pytest.raises(PipelineError, match=r"PASS\.key=value"):
         parse_set("nodot=1")
     assert parse_set("a.b=word") == ("a", "b", "word")
 

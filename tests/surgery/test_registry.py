@@ -41,7 +41,7 @@ def test_name_clash_is_refused():
 
 def test_bad_pass_declarations_are_refused():
     with pytest.raises(TypeError, match="kebab-case"):
-        class Bad(SurgeryPass):  # noqa: F841
+        class Bad(SurgeryPass):
             """Bad."""
 
             name = "Not_Kebab"

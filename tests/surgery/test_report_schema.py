@@ -20,6 +20,7 @@ from onnx import helper as h
 from surgery.cli import main
 from surgery.testing import make_model, report_schema, schema_errors, vi
 
+
 def errors(value: Any, schema: dict) -> list[str]:
     return schema_errors(value, schema)
 

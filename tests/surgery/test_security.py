@@ -19,12 +19,12 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
-from surgery.passes.cleanup import Cleanup
 
 import surgery
 from surgery import tomlwrite
 from surgery.cli import main
 from surgery.errors import InputError, PipelineError
+from surgery.passes.cleanup import Cleanup
 from surgery.pipeline import load_pipeline
 from surgery.testing import make_model, vi
 
@@ -285,7 +285,7 @@ def test_a_name_that_is_not_utf8_is_refused_by_name(tmp_path, capsys):
 
 
 def test_toml_strings_escape_everything_that_could_break_out():
-    for name in HOSTILE_NAMES + ["", "plain", "é ü 中文"]:
+    for name in [*HOSTILE_NAMES, "", "plain", "é ü 中文"]:
         text = f"k = {tomlwrite.string(name)}\n"
         assert "\n" not in text[:-1] and "\r" not in text
         assert tomllib.loads(text) == {"k": name}

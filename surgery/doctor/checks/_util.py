@@ -12,7 +12,7 @@ from surgery.doctor.finding import Severity
 
 K = TypeVar("K", bound=Hashable)
 
-__all__ = ["attr", "grouped", "severity", "present_inputs", "is_used", "cited"]
+__all__ = ["attr", "cited", "grouped", "is_used", "present_inputs", "severity"]
 
 
 def attr(node: ir.Node, name: str, default: Any = None) -> Any:

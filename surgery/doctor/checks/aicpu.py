@@ -43,9 +43,8 @@ def check_aicpu(ctx: Context) -> list[Finding]:
         extras = [v for v in node.inputs[1:] if v is not None]
         extras_const = all(ctx.const(v) is not None for v in extras)
         extras_foldable = all(ctx.is_shape_arithmetic(v) for v in extras)
-        if all(a.aicore_related for a, _ in relevant):
-            if extras_const:
-                continue  # GE may pick the AI Core variant (constant-to-attribute passes)
+        if all(a.aicore_related for a, _ in relevant) and extras_const:
+            continue  # GE may pick the AI Core variant (constant-to-attribute passes)
         key = (normalize_domain(node.domain), node.op_type)
         info = hits.setdefault(key, {"kernels": {}, "foldable": True, "related": set()})
         for a, s in relevant:
@@ -64,7 +63,7 @@ def check_aicpu(ctx: Context) -> list[Finding]:
         if info["related"]:
             related = "/".join(sorted(info["related"]))
             if info["foldable"]:
-                fix = ["make-static"] + fix
+                fix = ["make-static", *fix]
                 note = (f"its extra inputs are shape arithmetic: make-static folds them, then GE can pick the "
                         f"AI Core {related}")
             else:

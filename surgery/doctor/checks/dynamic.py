@@ -68,7 +68,7 @@ def check_dynamic_dims(ctx: Context) -> list[Finding]:
             continue
         stale += [o.name or "?" for o in node.outputs
                   if o.shape is not None and not is_static_shape(o.shape)]
-    stale += [v.name for v in graph.outputs if id(v) not in tainted and v.shape is not None
+    stale += [v.name or "?" for v in graph.outputs if id(v) not in tainted and v.shape is not None
               and not is_static_shape(v.shape)]
     if stale:
         stale = list(dict.fromkeys(stale))

@@ -7,6 +7,7 @@ import onnx_ir as ir
 from surgery.doctor.checks._util import attr, severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding
+from surgery.graph import value_names
 
 NAME = "float64"
 
@@ -30,13 +31,13 @@ def check_float64(ctx: Context) -> list[Finding]:
             if attr(node, name) == _DOUBLE.value:
                 hit = True
         if node.op_type == "Constant":
-            value = ctx.const(node.outputs[0]) if node.outputs else None
-            if value is not None and value.dtype.name == "float64":
+            array = ctx.const(node.outputs[0]) if node.outputs else None
+            if array is not None and array.dtype.name == "float64":
                 hit = True
         if hit:
             nodes.append(entry.label)
     graph = ctx.model.graph
-    io = [v.name for v in list(graph.inputs) + list(graph.outputs) if ctx.dtype(v) == _DOUBLE]
+    io = value_names(v for v in [*graph.inputs, *graph.outputs] if ctx.dtype(v) == _DOUBLE)
     if not nodes and not io:
         return []
     why = (

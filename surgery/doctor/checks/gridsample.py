@@ -35,6 +35,7 @@ def check_gridsample(ctx: Context) -> list[Finding]:
             pairs.append((("soc", ctx.soc), entry.label))
     findings = []
     for (kind, value), labels in grouped(pairs).items():
+        fix: list[str]
         sev = severity(rule)
         if kind == "opset":
             fact = ctx.facts.lookup("ai.onnx", "GridSample")
@@ -52,7 +53,7 @@ def check_gridsample(ctx: Context) -> list[Finding]:
         elif kind == "mode":
             title = f"GridSample mode '{value}' is not supported"
             why = "ATC's GridSample supports bilinear and nearest only (no bicubic)."
-            fix: list[str] = []
+            fix = []
             note = "decompose-gridsample handles bilinear and nearest only"
         else:
             title = f"{value}-D GridSample is not supported"

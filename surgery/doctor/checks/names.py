@@ -10,7 +10,7 @@ import onnx_ir as ir
 from surgery.doctor.checks._util import severity
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding, Severity
-from surgery.graph import walk
+from surgery.graph import value_names, walk
 
 NAME = "names"
 
@@ -22,7 +22,7 @@ def _atc_names(graphs: list[ir.Graph], unnamed_fmt: str, init_fmt: str) -> list[
     for graph in graphs:
         names: list[str] = []
         initializers = set(graph.initializers)
-        names += [v.name for v in graph.inputs if v.name not in initializers]
+        names += [n for n in value_names(graph.inputs) if n not in initializers]
         names += [init_fmt.format(name=n, index=i) for i, n in enumerate(sorted(initializers))]
         for node in graph:
             if node.name:
@@ -40,7 +40,8 @@ def check_names(ctx: Context) -> list[Finding]:
     parser = ctx.facts.ge_parser
     findings = []
     # ATC parses graphs breadth first (its unnamed-node counter runs in that order)
-    graphs = [sc.graph for sc in sorted(walk(ctx.model, functions=False), key=lambda sc: sc.depth)]
+    graphs = [sc.graph for sc in sorted(walk(ctx.model, functions=False), key=lambda sc: sc.depth)
+              if isinstance(sc.graph, ir.Graph)]
     repeated: list[str] = []
     for graph, names in _atc_names(graphs, parser["unnamed_node_name"], parser["initializer_node_name"]):
         where = "" if graph is ctx.model.graph else f"{graph.name or 'subgraph'}/"

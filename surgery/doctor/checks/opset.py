@@ -31,7 +31,7 @@ def check_opset(ctx: Context) -> list[Finding]:
         version = ctx.opset(domain)
         registered = "; ".join(f"{op} {text}" for op, text in sorted(ops.items()))
         # convert-opset works on ai.onnx only, and helps when every listed op has some registered version.
-        unreachable = [op for op in ops if not (ctx.facts.lookup(domain, op).opsets or ())]
+        unreachable = [op for op in ops if not ((fact := ctx.facts.lookup(domain, op)) is not None and fact.opsets)]
         fixable = domain == "ai.onnx" and not unreachable
         if version is None:
             title = f"{len(ops)} op type(s) in domain {domain}, which the model does not import"

@@ -31,7 +31,7 @@ def _last_axis_step(ctx: Context, node: ir.Node) -> int | str:
             return "unknown"
         axes = [int(a) for a in axes_array.reshape(-1)]
     rank = ctx.rank(ctx.input(node, 0))
-    for axis, step in zip(axes, steps.reshape(-1).tolist()):
+    for axis, step in zip(axes, steps.reshape(-1).tolist(), strict=False):
         if axis == -1 or (rank is not None and axis % rank == rank - 1):
             return int(step)
         if rank is None and axis >= 0 and step != 1:

@@ -10,11 +10,14 @@ A condition computed only from shapes is not reported (it folds once the shapes 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx_ir as ir
 
 from surgery.doctor.context import Context
 from surgery.doctor.finding import Finding, Severity
+from surgery.shapes.dims import is_static_shape
 
 NAME = "value-dependent-if"
 
@@ -60,7 +63,7 @@ def _sources(ctx: Context, cond: ir.Value) -> tuple[list[ir.Value], list[float |
 
 def _small(ctx: Context, value: ir.Value) -> bool:
     dims = ctx.shape(value)
-    return dims is not None and all(isinstance(d, int) for d in dims) and int(np.prod(dims or [1])) <= _MAX_PIN_ELEMENTS
+    return is_static_shape(dims) and math.prod(dims) <= _MAX_PIN_ELEMENTS
 
 
 def check_value_dependent_if(ctx: Context) -> list[Finding]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -11,7 +9,13 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from surgery.analysis.cuts import NothingToSplit, boundary_from_names, constant_nodes, postprocess_boundary, slice_between
+from surgery.analysis.cuts import (
+    NothingToSplit,
+    boundary_from_names,
+    constant_nodes,
+    postprocess_boundary,
+    slice_between,
+)
 from surgery.analysis.dataflow import Dataflow, captured_values
 from surgery.analysis.dependence import analyse
 from surgery.analysis.views import node_graph, tensor_graph
@@ -76,7 +80,7 @@ def _topk_model(k_from_data: bool) -> ir.Model:
             h.make_node("Concat", ["four", "n"], ["cand"], name="concat", axis=0),
             h.make_node("ReduceMin", ["cand"], ["k"], name="kmin", keepdims=1),
         ]
-    nodes = k_nodes + [h.make_node("TopK", ["x", "k"], ["vals", "idx"], name="topk", axis=1)]
+    nodes = [*k_nodes, h.make_node("TopK", ["x", "k"], ["vals", "idx"], name="topk", axis=1)]
     return _ir(make_model(nodes, [vi("x", T.FLOAT, [1, "n"])], [vi("vals", T.FLOAT, [1, "k"]), vi("idx", T.INT64, [1, "k"])],
                           {"one": np.array([1], np.int64), "idx1": np.array([1], np.int64), "four": np.array([4], np.int64)}))
 

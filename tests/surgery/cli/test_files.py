@@ -334,11 +334,10 @@ def test_prepare_outputs_onto_inputs(work, capsys):
     m = str(work / "model.onnx")
     shape = ["--input-shape", "images:1,3,32,32", "-q"]
     os.symlink(work / "model.onnx", work / "link.onnx")
-    _refused(["prepare", m, "-o", str(work / "weights.bin")] + shape, work, capsys, "weights.bin", "external data")
-    _refused(["prepare", m, "-o", str(work / "link.onnx")] + shape, work, capsys, "prepare never overwrites its input")
+    _refused(["prepare", m, "-o", str(work / "weights.bin"), *shape], work, capsys, "weights.bin", "external data")
+    _refused(["prepare", m, "-o", str(work / "link.onnx"), *shape], work, capsys, "prepare never overwrites its input")
     # OUT.passes.toml is written too: it may not be an input either
     shutil.copy(work / "passes.toml", work / "out.passes.toml")
-    _refused(["prepare", m, "-o", str(work / "out.onnx"), "--data", str(work / "out.passes.toml")] + shape, work, capsys,
+    _refused(["prepare", m, "-o", str(work / "out.onnx"), "--data", str(work / "out.passes.toml"), *shape], work, capsys,
              "out.passes.toml", "the pipeline it ran")
-    _refused(["prepare", m, "-o", str(work / "out.onnx"), "--report", str(work / "passes.toml"), "--data",
-              str(work / "passes.toml")] + shape, work, capsys, "passes.toml")
+    _refused(["prepare", m, "-o", str(work / "out.onnx"), "--report", str(work / "passes.toml"), "--data", str(work / "passes.toml"), *shape], work, capsys, "passes.toml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -75,8 +76,6 @@ def test_a_closed_pipe_is_not_an_internal_error(tmp_path):
 
 
 # --- one vocabulary in every subcommand (issue 15, item 3) -------------------------------------------
-
-import argparse
 
 OLD = ("--json", "--soc-version", "--no-verify")
 

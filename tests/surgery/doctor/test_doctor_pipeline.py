@@ -154,7 +154,7 @@ def test_loop_round_trip_with_the_real_passes(tmp_path):
     assert emitted.steps == ["make-static", "cleanup"] and "unroll_loops = true" in emitted.text
     toml = tmp_path / "p.toml"
     toml.write_text(emitted.text)
-    model, report = api.apply(path, toml, output=tmp_path / "out.onnx")
+    _model, _report = api.apply(path, toml, output=tmp_path / "out.onnx")
     after = diagnose(tmp_path / "out.onnx")
     assert after.exit_code == 0, [f.title for f in after.findings]
     assert "Loop" not in {e.op_type for e in ir.load(tmp_path / "out.onnx").graph}

@@ -9,10 +9,10 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 from surgery.pass_base import FeedHints, Tolerance
+from surgery.testing import make_model, vi
 from surgery.verify.compare import diff_arrays
 from surgery.verify.inputs import InputsConfig, InputSpec, plan_inputs
 from surgery.verify.samples import candidate_samples
-from surgery.testing import make_model, vi
 
 TOL = Tolerance(1e-4, 1e-5)
 
@@ -61,7 +61,7 @@ def test_candidates_reach_further_and_keep_index_ranges():
     samples = {s.name: s for s in candidate_samples(model, config, FeedHints(), plan)}
     assert list(samples)[:3] == ["second size", "wide x10", "wide x1000"]
     second = samples["second size"]
-    assert second.feeds["x"].shape == (plan.feeds["x"].shape[0] + 1, 4) == second.feeds["ids"].shape[:1] + (4,)
+    assert second.feeds["x"].shape == (plan.feeds["x"].shape[0] + 1, 4) == (*second.feeds["ids"].shape[:1], 4)
     wide = samples["wide x1000"]
     assert wide.feeds["x"].min() >= 0.0 and wide.feeds["x"].max() > 100  # declared non-negative range, wider
     assert wide.feeds["ids"].min() >= 0 and wide.feeds["ids"].max() < 7  # index input: the indexed size

@@ -118,7 +118,7 @@ def test_modified_from_comparison_when_function_returns_none():
     nodes = list(model.graph)
     again = bypass_ops()(model)
     assert again.modified is False
-    assert all(a is b for a, b in zip(model.graph, nodes)), "an unchanged run leaves the ir graph untouched"
+    assert all(a is b for a, b in zip(model.graph, nodes, strict=True)), "an unchanged run leaves the ir graph untouched"
 
 
 def test_options_reach_the_function_and_output_names_are_kept():

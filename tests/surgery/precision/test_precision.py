@@ -85,7 +85,7 @@ def test_float16_safe_model_empty_plan(tmp_path, capsys):
     code = main(["precision", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "quiet.npz"), "--keep-dtype", str(keep)])
     out = capsys.readouterr().out
     assert code == 0 and not keep.exists()
-    line = next(l for l in out.splitlines() if l.startswith("atc: "))
+    line = next(ln for ln in out.splitlines() if ln.startswith("atc: "))
     assert "--precision_mode=force_fp16" in shlex.split(line[5:]) and "--keep_dtype" not in line
 
 
@@ -98,7 +98,7 @@ def test_cli_writes_plan_report_and_atc_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert keep.read_text() == "energy_sum\n"
-    argv = shlex.split(next(l for l in out.splitlines() if l.startswith("atc: "))[5:])
+    argv = shlex.split(next(ln for ln in out.splitlines() if ln.startswith("atc: "))[5:])
     assert "--precision_mode_v2=fp16" in argv and f"--keep_dtype={keep}" in argv
     assert not any(a.startswith("--precision_mode=") for a in argv)
     data = json.loads(rep.read_text())

@@ -159,7 +159,7 @@ def field_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray]]]:
     }
     out = {}
     for key, (proto, tensors) in models.items():
-        feeds = {i.name: t.numpy() for i, t in zip(proto.graph.input, tensors)}
+        feeds = {i.name: t.numpy() for i, t in zip(proto.graph.input, tensors, strict=True)}
         out[key] = (proto, feeds)
     return out
 

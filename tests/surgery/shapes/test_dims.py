@@ -16,6 +16,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 from surgery.cli import main
+from surgery.pass_base import FeedHints
 from surgery.runner import dynamic_dims
 from surgery.shapes.dims import (
     count_dynamic_dims,
@@ -27,7 +28,6 @@ from surgery.shapes.dims import (
     shape_text,
 )
 from surgery.verify.inputs import InputsConfig, plan_inputs
-from surgery.pass_base import FeedHints
 
 
 def paddle_like() -> onnx.ModelProto:

@@ -14,6 +14,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 
 import surgery
+from surgery.graph import iter_graphs
 from surgery.instruments import checker
 from surgery.model_io import LightProto
 from surgery.passes.assert_static import AssertStatic
@@ -22,7 +23,6 @@ from surgery.passes.make_static import MakeStatic
 from surgery.shapes.dims import is_static_shape
 from surgery.shapes.infer import inferred_tables, proven_shapes, refresh_shapes
 from surgery.testing import make_model, vi
-from surgery.graph import iter_graphs
 
 
 def _hardswish_model() -> onnx.ModelProto:

@@ -8,8 +8,8 @@ from surgery.doctor.checks.nms import check_nms
 from surgery.doctor.finding import Severity
 from surgery.testing import make_model, vi
 
-IO = dict(inputs=[vi("boxes", T.FLOAT, [1, 8, 4]), vi("scores", T.FLOAT, [1, 2, 8])],
-          outputs=[vi("sel", T.INT64, [None, 3])])
+IO = {"inputs": [vi("boxes", T.FLOAT, [1, 8, 4]), vi("scores", T.FLOAT, [1, 2, 8])],
+          "outputs": [vi("sel", T.INT64, [None, 3])]}
 
 
 def _nms(n_inputs, limit=10):

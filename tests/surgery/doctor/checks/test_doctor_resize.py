@@ -79,8 +79,8 @@ def test_resize_at_opset_13(run_check):
 
 def test_convert_opset_moves_resize_off_13():
     import onnx_ir as ir
-    from surgery.passes.convert_opset import ConvertOpset
 
+    from surgery.passes.convert_opset import ConvertOpset
     from surgery.testing import ort_run
 
     proto = make_model([h.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear",

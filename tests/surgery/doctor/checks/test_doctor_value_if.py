@@ -4,13 +4,13 @@ import numpy as np
 import onnx_ir as ir
 from onnx import TensorProto as T
 from onnx import helper as h
-from surgery.passes.make_static import MakeStatic
-from surgery.passes.pin_inputs import PinInputs
 
 import surgery
 from surgery.doctor import diagnose, emit_pipeline
 from surgery.doctor.checks.value_if import check_value_dependent_if
 from surgery.doctor.finding import Severity
+from surgery.passes.make_static import MakeStatic
+from surgery.passes.pin_inputs import PinInputs
 from surgery.testing import make_model, op_counts, ort_run, vi
 
 
@@ -64,7 +64,7 @@ def test_the_suggested_pin_folds_the_if(tmp_path):
     (finding,) = [f for f in report.findings if f.check == "value-dependent-if"]
     emitted = emit_pipeline(report, ir.from_proto(proto))
     assert '# name = "pin-inputs"' in emitted.text and "16000" in emitted.text
-    model, run = surgery.apply(proto, [PinInputs(values={"sr": finding.details["compared_with"][0]}), MakeStatic()])
+    model, _run = surgery.apply(proto, [PinInputs(values={"sr": finding.details["compared_with"][0]}), MakeStatic()])
     assert "If" not in op_counts(model) and [i.name for i in model.graph.input] == ["x"]
     x = np.arange(8, dtype=np.float32).reshape(1, 8)
     np.testing.assert_allclose(ort_run(model, {"x": x})["y"], 2 * x)
