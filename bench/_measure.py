@@ -11,7 +11,9 @@ import time
 def measure(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[float, float, int]:
     """Return (seconds, peak RSS in MiB, exit code) of ``argv`` run in a fresh child."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
@@ -20,14 +22,18 @@ def measure(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[floa
     return seconds, usage.ru_maxrss / 1024, code
 
 
-def measure_cpu(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[float, float, float, int]:
+def measure_cpu(
+    argv: list[str], *, env: dict[str, str] | None = None
+) -> tuple[float, float, float, int]:
     """Return (wall seconds, CPU seconds user+system, peak RSS in MiB, exit code) of ``argv`` in a fresh child.
 
     On a shared machine the wall time of a CPU-bound phase (imports) stretches with the load while
     its CPU time does not: the CPU column says how much work the tool did, the wall column how long
     it took this time."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)

@@ -58,7 +58,11 @@ def build_decoder(folder: Path, total_gb: float, d_model: int = 2048) -> Path:
             m = min(chunk, n - written)
             data.write((rng.standard_normal(m, dtype=np.float32) * 0.02).tobytes())
             written += m
-        for k, v in (("location", "decoder.onnx.data"), ("offset", str(offset)), ("length", str(n * 4))):
+        for k, v in (
+            ("location", "decoder.onnx.data"),
+            ("offset", str(offset)),
+            ("length", str(n * 4)),
+        ):
             e = t.external_data.add()
             e.key, e.value = k, v
         offset += n * 4
@@ -71,7 +75,14 @@ def build_decoder(folder: Path, total_gb: float, d_model: int = 2048) -> Path:
 
     nodes: list[onnx.NodeProto] = []
     x = "hidden0"
-    nodes.append(h.make_node("Gather", [weight("embed.weight", [vocab, d_model]), "input_ids"], [x], name="/embed/Gather"))
+    nodes.append(
+        h.make_node(
+            "Gather",
+            [weight("embed.weight", [vocab, d_model]), "input_ids"],
+            [x],
+            name="/embed/Gather",
+        )
+    )
     small("ln.scale", np.ones(d_model, np.float32))
     small("ln.bias", np.zeros(d_model, np.float32))
     small("idx0", np.array(0, np.int64))
@@ -81,11 +92,26 @@ def build_decoder(folder: Path, total_gb: float, d_model: int = 2048) -> Path:
     for i in range(layers):
         p = f"/layers.{i}"
         ln = f"{p}/ln_out"
-        nodes.append(h.make_node("LayerNormalization", [x, "ln.scale", "ln.bias"], [ln], name=f"{p}/LayerNormalization", axis=-1))
+        nodes.append(
+            h.make_node(
+                "LayerNormalization",
+                [x, "ln.scale", "ln.bias"],
+                [ln],
+                name=f"{p}/LayerNormalization",
+                axis=-1,
+            )
+        )
         qkv = []
         for proj in ("q", "k", "v"):
             out = f"{p}/{proj}_out"
-            nodes.append(h.make_node("MatMul", [ln, weight(f"layers.{i}.{proj}.weight", [d_model, d_model])], [out], name=f"{p}/{proj}_proj/MatMul"))
+            nodes.append(
+                h.make_node(
+                    "MatMul",
+                    [ln, weight(f"layers.{i}.{proj}.weight", [d_model, d_model])],
+                    [out],
+                    name=f"{p}/{proj}_proj/MatMul",
+                )
+            )
             qkv.append(out)
         # Shape→Gather→Concat→Reshape chain as exporters write it (dynamic batch/seq)
         nodes += [
@@ -94,25 +120,51 @@ def build_decoder(folder: Path, total_gb: float, d_model: int = 2048) -> Path:
             h.make_node("Gather", [f"{p}/shape", "idx1"], [f"{p}/s"], name=f"{p}/Gather_s", axis=0),
             h.make_node("Unsqueeze", [f"{p}/b", "axes0"], [f"{p}/b1"], name=f"{p}/Unsqueeze_b"),
             h.make_node("Unsqueeze", [f"{p}/s", "axes0"], [f"{p}/s1"], name=f"{p}/Unsqueeze_s"),
-            h.make_node("Concat", [f"{p}/b1", f"{p}/s1", "neg1"], [f"{p}/tgt"], name=f"{p}/Concat", axis=0),
+            h.make_node(
+                "Concat", [f"{p}/b1", f"{p}/s1", "neg1"], [f"{p}/tgt"], name=f"{p}/Concat", axis=0
+            ),
             h.make_node("Reshape", [qkv[0], f"{p}/tgt"], [f"{p}/q3"], name=f"{p}/Reshape"),
             h.make_node("Transpose", [qkv[1]], [f"{p}/kT"], name=f"{p}/Transpose", perm=[0, 2, 1]),
-            h.make_node("MatMul", [f"{p}/q3", f"{p}/kT"], [f"{p}/scores"], name=f"{p}/MatMul_scores"),
+            h.make_node(
+                "MatMul", [f"{p}/q3", f"{p}/kT"], [f"{p}/scores"], name=f"{p}/MatMul_scores"
+            ),
             h.make_node("Softmax", [f"{p}/scores"], [f"{p}/probs"], name=f"{p}/Softmax", axis=-1),
             h.make_node("MatMul", [f"{p}/probs", qkv[2]], [f"{p}/ctx"], name=f"{p}/MatMul_ctx"),
-            h.make_node("MatMul", [f"{p}/ctx", weight(f"layers.{i}.o.weight", [d_model, d_model])], [f"{p}/attn"], name=f"{p}/o_proj/MatMul"),
+            h.make_node(
+                "MatMul",
+                [f"{p}/ctx", weight(f"layers.{i}.o.weight", [d_model, d_model])],
+                [f"{p}/attn"],
+                name=f"{p}/o_proj/MatMul",
+            ),
             h.make_node("Add", [x, f"{p}/attn"], [f"{p}/res1"], name=f"{p}/Add_1"),
-            h.make_node("MatMul", [f"{p}/res1", weight(f"layers.{i}.up.weight", [d_model, 4 * d_model])], [f"{p}/up"], name=f"{p}/up/MatMul"),
+            h.make_node(
+                "MatMul",
+                [f"{p}/res1", weight(f"layers.{i}.up.weight", [d_model, 4 * d_model])],
+                [f"{p}/up"],
+                name=f"{p}/up/MatMul",
+            ),
             h.make_node("Relu", [f"{p}/up"], [f"{p}/act"], name=f"{p}/Relu"),
-            h.make_node("MatMul", [f"{p}/act", weight(f"layers.{i}.down.weight", [4 * d_model, d_model])], [f"{p}/down"], name=f"{p}/down/MatMul"),
+            h.make_node(
+                "MatMul",
+                [f"{p}/act", weight(f"layers.{i}.down.weight", [4 * d_model, d_model])],
+                [f"{p}/down"],
+                name=f"{p}/down/MatMul",
+            ),
             h.make_node("Add", [f"{p}/res1", f"{p}/down"], [f"hidden{i + 1}"], name=f"{p}/Add_2"),
-            h.make_node("Identity", [f"hidden{i + 1}"], [f"{p}/dead_identity"], name=f"{p}/DeadIdentity"),
+            h.make_node(
+                "Identity", [f"hidden{i + 1}"], [f"{p}/dead_identity"], name=f"{p}/DeadIdentity"
+            ),
         ]
         x = f"hidden{i + 1}"
     nodes.append(h.make_node("Identity", [x], ["last_hidden_state"], name="/Identity"))
     data.close()
-    graph = h.make_graph(nodes, "decoder", [h.make_tensor_value_info("input_ids", T.INT64, ["batch", "sequence"])],
-                         [h.make_tensor_value_info("last_hidden_state", T.FLOAT, ["batch", "sequence", d_model])], inits)
+    graph = h.make_graph(
+        nodes,
+        "decoder",
+        [h.make_tensor_value_info("input_ids", T.INT64, ["batch", "sequence"])],
+        [h.make_tensor_value_info("last_hidden_state", T.FLOAT, ["batch", "sequence", d_model])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
     model.ir_version = 10
     onnx.save(model, path)
@@ -135,28 +187,56 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/surgery-bench"))
     parser.add_argument("--gb", type=float, default=2.5)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per tool; the fastest is kept (default 2)")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs per tool; the fastest is kept (default 2)"
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     model = build_decoder(args.workdir, args.gb)
     size = (args.workdir / "decoder.onnx.data").stat().st_size
     print(f"model: {model} ({size / 1e9:.2f} GB of external weights)")
     pipeline = args.workdir / "cleanup.toml"
-    pipeline.write_text('schema_version = 1\n[verify]\nchecker = "off"\nort = "off"\nparity = "off"\n[[pass]]\nname = "cleanup"\n')
+    pipeline.write_text(
+        'schema_version = 1\n[verify]\nchecker = "off"\nort = "off"\nparity = "off"\n[[pass]]\nname = "cleanup"\n'
+    )
     py = sys.executable
     # warm the page cache once so every tool reads the weights from memory alike
     with open(args.workdir / "decoder.onnx.data", "rb") as f:
         while f.read(1 << 26):
             pass
     commands = {
-        "onnx.load + onnx.save": [py, "-c", LOAD_SAVE, str(model), str(args.workdir / "out_onnx.onnx")],
-        "onnx_ir load + save": [py, "-c", IR_LOAD_SAVE, str(model), str(args.workdir / "out_ir.onnx")],
-        "surgery apply (cleanup, gates off)": [py, "-m", "surgery", "apply", str(pipeline), str(model), "-o",
-                                               str(args.workdir / "out_surgery.onnx"), "-q"],
+        "onnx.load + onnx.save": [
+            py,
+            "-c",
+            LOAD_SAVE,
+            str(model),
+            str(args.workdir / "out_onnx.onnx"),
+        ],
+        "onnx_ir load + save": [
+            py,
+            "-c",
+            IR_LOAD_SAVE,
+            str(model),
+            str(args.workdir / "out_ir.onnx"),
+        ],
+        "surgery apply (cleanup, gates off)": [
+            py,
+            "-m",
+            "surgery",
+            "apply",
+            str(pipeline),
+            str(model),
+            "-o",
+            str(args.workdir / "out_surgery.onnx"),
+            "-q",
+        ],
     }
     results: dict[str, tuple[float, float, float, int]] = {}
-    outputs = {"onnx.load + onnx.save": "out_onnx.onnx", "onnx_ir load + save": "out_ir.onnx",
-               "surgery apply (cleanup, gates off)": "out_surgery.onnx"}
+    outputs = {
+        "onnx.load + onnx.save": "out_onnx.onnx",
+        "onnx_ir load + save": "out_ir.onnx",
+        "surgery apply (cleanup, gates off)": "out_surgery.onnx",
+    }
     for _ in range(max(1, args.repeat)):
         for label, argv in commands.items():
             # every tool writes a new output: onnx.save refuses an existing data file (such a failed
@@ -175,18 +255,26 @@ def main() -> None:
         print(f"{label:<44} {sec:8.2f} s {cpu:8.2f} s {rss:10.0f} MiB{status}")
     base_t, base_c, base_m, _ = results["onnx.load + onnx.save"]
     t, c, m, _ = results["surgery apply (cleanup, gates off)"]
-    print(f"surgery / load+save: time {t / base_t:.2f}x (target <= 0.3x), CPU {c / base_c:.2f}x, "
-          f"peak RSS {m / base_m:.2f}x (target <= 0.2x)")
+    print(
+        f"surgery / load+save: time {t / base_t:.2f}x (target <= 0.3x), CPU {c / base_c:.2f}x, "
+        f"peak RSS {m / base_m:.2f}x (target <= 0.2x)"
+    )
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1):
-        print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs during the run: the wall times of the "
-              f"CPU-bound imports stretch with it (see the CPU column)")
+        print(
+            f"note: load average {load:.1f} on {os.cpu_count()} CPUs during the run: the wall times of the "
+            f"CPU-bound imports stretch with it (see the CPU column)"
+        )
     out = args.workdir / "out_surgery.onnx"
     saved = onnx.load(out, load_external_data=False)
-    locations = sorted({e.value for t in saved.graph.initializer for e in t.external_data if e.key == "location"})
+    locations = sorted(
+        {e.value for t in saved.graph.initializer for e in t.external_data if e.key == "location"}
+    )
     data_size = sum((args.workdir / loc).stat().st_size for loc in locations)
-    print(f"surgery output: {out.name} + {', '.join(locations)} ({data_size / 1e9:.2f} GB, unchanged weights "
-          f"copied in the kernel)")
+    print(
+        f"surgery output: {out.name} + {', '.join(locations)} ({data_size / 1e9:.2f} GB, unchanged weights "
+        f"copied in the kernel)"
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,13 @@ def build(n_nodes: int) -> onnx.ModelProto:
             h.make_node("Neg", [f"{p}.g"], [f"{p}.out"], name=f"{p}/Neg"),
         ]
         cur = f"{p}.out"
-    graph = h.make_graph(nodes, "chain", [h.make_tensor_value_info("x", T.FLOAT, ["batch", 4])],
-                         [h.make_tensor_value_info(cur, T.FLOAT, ["rows", "cols"])], inits)
+    graph = h.make_graph(
+        nodes,
+        "chain",
+        [h.make_tensor_value_info("x", T.FLOAT, ["batch", 4])],
+        [h.make_tensor_value_info(cur, T.FLOAT, ["rows", "cols"])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     return model
@@ -67,7 +72,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,30000,100000")
     parser.add_argument("--keep", type=Path, help="keep the generated models in this folder")
-    parser.add_argument("--cycle-nodes", type=int, default=20000, help="size of the cyclic graph (0: skip that row)")
+    parser.add_argument(
+        "--cycle-nodes", type=int, default=20000, help="size of the cyclic graph (0: skip that row)"
+    )
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_doctor_"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,8 +82,20 @@ def main() -> int:
     for size in (int(s) for s in args.sizes.split(",")):
         path = folder / f"chain_{size}.onnx"
         onnx.save(build(size), path)
-        floor = [sys.executable, "-c", f"import onnx; m = onnx.load({str(path)!r}); onnx.checker.check_model(m)"]
-        doctor = [sys.executable, "-m", "surgery", "doctor", str(path), "--json", str(folder / f"chain_{size}.json")]
+        floor = [
+            sys.executable,
+            "-c",
+            f"import onnx; m = onnx.load({str(path)!r}); onnx.checker.check_model(m)",
+        ]
+        doctor = [
+            sys.executable,
+            "-m",
+            "surgery",
+            "doctor",
+            str(path),
+            "--json",
+            str(folder / f"chain_{size}.json"),
+        ]
         print(row(f"{size} nodes: onnx.load + checker", *measure(floor)))
         seconds, rss, code = measure(doctor)
         print(row(f"{size} nodes: surgery doctor", seconds, rss, 0 if code in (0, 1) else code))
@@ -84,7 +103,14 @@ def main() -> int:
         path = folder / f"cycle_{args.cycle_nodes}.onnx"
         onnx.save(build_cycle(args.cycle_nodes), path)
         seconds, rss, code = measure([sys.executable, "-m", "surgery", "doctor", str(path)])
-        print(row(f"{args.cycle_nodes} nodes, cyclic: surgery doctor", seconds, rss, 0 if code == 2 else code))
+        print(
+            row(
+                f"{args.cycle_nodes} nodes, cyclic: surgery doctor",
+                seconds,
+                rss,
+                0 if code == 2 else code,
+            )
+        )
         print(f"cyclic graph: exit {code} (expected 2) in {seconds:.2f} s (target < 1 s)")
     return 0
 
@@ -92,10 +118,16 @@ def main() -> int:
 def build_cycle(n_nodes: int) -> onnx.ModelProto:
     """x -> n0 (Add) -> n1 ... -> n{k-1} (Relu) -> back into n0: the issue's cycle case."""
     nodes = [h.make_node("Add", ["x", f"t{n_nodes - 1}"], ["t0"], name="n0")]
-    nodes += [h.make_node("Relu", [f"t{i - 1}"], [f"t{i}"], name=f"n{i}") for i in range(1, n_nodes)]
+    nodes += [
+        h.make_node("Relu", [f"t{i - 1}"], [f"t{i}"], name=f"n{i}") for i in range(1, n_nodes)
+    ]
     nodes.append(h.make_node("Identity", ["t0"], ["y"], name="out"))
-    graph = h.make_graph(nodes, "cycle", [h.make_tensor_value_info("x", T.FLOAT, [3])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [3])])
+    graph = h.make_graph(
+        nodes,
+        "cycle",
+        [h.make_tensor_value_info("x", T.FLOAT, [3])],
+        [h.make_tensor_value_info("y", T.FLOAT, [3])],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     return model

@@ -43,7 +43,9 @@ def _work(tool: str, model: str, shapes: dict[str, list[int]], out: str) -> dict
         extra = {
             "parity": step.parity_status,
             "samples": len(step.gates["parity"].samples) if "parity" in step.gates else 0,
-            "gate_s": round(sum(v for s in report.steps for k, v in s.timings.items() if k != "pass"), 2),
+            "gate_s": round(
+                sum(v for s in report.steps for k, v in s.timings.items() if k != "pass"), 2
+            ),
             "setup_s": round(sum(report.gate_setup.values()), 2),
         }
     elif tool == "onnxsim":
@@ -67,7 +69,9 @@ def _vmhwm_mb(pid: int) -> float | None:
     return None
 
 
-def _run(tool: str, model: Path, shapes: dict[str, list[int]], out: Path, timeout: float) -> dict[str, object]:
+def _run(
+    tool: str, model: Path, shapes: dict[str, list[int]], out: Path, timeout: float
+) -> dict[str, object]:
     cmd = [sys.executable, __file__, "--worker", tool, str(model), json.dumps(shapes), str(out)]
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=True)
@@ -94,11 +98,17 @@ def main(argv: list[str]) -> int:
         print(json.dumps(_work(argv[1], argv[2], json.loads(argv[3]), argv[4])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--decoder-mb", type=int, default=1400, help="decoder weight size in MB (0: skip)")
+    parser.add_argument(
+        "--decoder-mb", type=int, default=1400, help="decoder weight size in MB (0: skip)"
+    )
     parser.add_argument("--chains", type=int, nargs="*", default=[100000], help="chain node counts")
     parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument("--peer-timeout", type=float, default=None,
-                        help="stop onnxsim after this many seconds and print the ratio as a bound (onnxsim > T s)")
+    parser.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=None,
+        help="stop onnxsim after this many seconds and print the ratio as a bound (onnxsim > T s)",
+    )
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_gates_"))
@@ -121,7 +131,9 @@ def main(argv: list[str]) -> int:
             if tool == "onnxsim" and "error" in r and r["error"].startswith("timeout"):
                 r["bound"] = limit  # onnxsim ran longer than this: the ratio is an upper bound
             results[tool] = r
-            notes = r.get("error") or ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("seconds", "peak_rss_mb"))
+            notes = r.get("error") or ", ".join(
+                f"{k}={v}" for k, v in r.items() if k not in ("seconds", "peak_rss_mb")
+            )
             if "peak_rss_at_timeout_mb" in r:
                 notes += f" (peak RSS {r['peak_rss_at_timeout_mb']:.0f} MB when stopped)"
             secs = f"{r['seconds']:.1f}" if "seconds" in r else "-"
@@ -131,7 +143,10 @@ def main(argv: list[str]) -> int:
         if "seconds" in a and "seconds" in b:
             wall, rss = a["seconds"] / b["seconds"], a["peak_rss_mb"] / b["peak_rss_mb"]
             verdict = "meets" if wall <= target and rss <= target else "MISSES"
-            print(f"{label:<22} {'ratio':<8} {wall:>8.2f} {rss:>12.2f}  gated / onnxsim ({verdict} target {target})", flush=True)
+            print(
+                f"{label:<22} {'ratio':<8} {wall:>8.2f} {rss:>12.2f}  gated / onnxsim ({verdict} target {target})",
+                flush=True,
+            )
         elif "seconds" in a and "bound" in b:
             # onnxsim was stopped: its wall time is > bound and its peak RSS >= its peak so far
             wall = a["seconds"] / b["bound"]
@@ -139,8 +154,11 @@ def main(argv: list[str]) -> int:
             rss = a["peak_rss_mb"] / peak if peak else None
             verdict = "meets" if wall <= target and (rss is None or rss <= target) else "MISSES"
             rss_text = "<" + format(rss, ".2f") if rss is not None else "-"
-            print(f"{label:<22} {'ratio':<8} {'<' + format(wall, '.2f'):>8} {rss_text:>12}  gated / onnxsim stopped at "
-                  f"{b['bound']:.0f} s (upper bounds; {verdict} target {target})", flush=True)
+            print(
+                f"{label:<22} {'ratio':<8} {'<' + format(wall, '.2f'):>8} {rss_text:>12}  gated / onnxsim stopped at "
+                f"{b['bound']:.0f} s (upper bounds; {verdict} target {target})",
+                flush=True,
+            )
     return 0
 
 

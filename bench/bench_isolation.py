@@ -69,8 +69,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decoder-mb", type=int, default=400, help="decoder weight size in MB")
     parser.add_argument("--repeat", type=int, default=3, help="runs per mode (alternating)")
-    parser.add_argument("--layouts", nargs="*", default=["inline", "external"], choices=["inline", "external"])
-    parser.add_argument("--workdir", type=Path, help="where models are written (default: a temporary folder)")
+    parser.add_argument(
+        "--layouts", nargs="*", default=["inline", "external"], choices=["inline", "external"]
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="where models are written (default: a temporary folder)"
+    )
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_isolation_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -81,9 +85,16 @@ def main(argv: list[str]) -> int:
         import onnx
 
         external = work / "decoder_ext.onnx"
-        onnx.save(onnx.load(inline), external, save_as_external_data=True, location="decoder_ext.onnx.data")
+        onnx.save(
+            onnx.load(inline),
+            external,
+            save_as_external_data=True,
+            location="decoder_ext.onnx.data",
+        )
         models["external"] = external
-    print(f"# decoder {inline.stat().st_size / 2**20:.0f} MB, fix-shapes + make-static, gates each, median of {args.repeat}")
+    print(
+        f"# decoder {inline.stat().st_size / 2**20:.0f} MB, fix-shapes + make-static, gates each, median of {args.repeat}"
+    )
     print(f"{'layout':<10} {'mode':<12} {'time s':>8} {'RSS MB':>8} {'worker MB':>10}")
     for layout in args.layouts:
         model = models[layout]
@@ -98,9 +109,13 @@ def main(argv: list[str]) -> int:
             child = max(float(r["worker_rss_mb"]) for r in results)
             medians[isolated] = seconds
             mode = "worker" if isolated else "in-process"
-            print(f"{layout:<10} {mode:<12} {seconds:>8.2f} {rss:>8.0f} {child if isolated else 0:>10.0f}")
+            print(
+                f"{layout:<10} {mode:<12} {seconds:>8.2f} {rss:>8.0f} {child if isolated else 0:>10.0f}"
+            )
         cost = 100 * (medians[True] - medians[False]) / medians[False]
-        print(f"{layout:<10} {'cost':<12} {cost:>+7.1f} %  (worker vs in-process wall time; target <= 10 %)")
+        print(
+            f"{layout:<10} {'cost':<12} {cost:>+7.1f} %  (worker vs in-process wall time; target <= 10 %)"
+        )
     return 0
 
 

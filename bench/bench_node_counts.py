@@ -29,7 +29,9 @@ def _counts(model: onnx.ModelProto) -> collections.Counter[str]:
 
     def walk(graph: onnx.GraphProto) -> None:
         for node in graph.node:
-            counts[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"] += 1
+            counts[
+                node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+            ] += 1
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.GRAPH:
                     walk(attr.g)
@@ -40,7 +42,9 @@ def _counts(model: onnx.ModelProto) -> collections.Counter[str]:
     return counts
 
 
-def _surgery(path: Path, shapes: dict[str, list[int]], work: Path) -> collections.Counter[str] | str:
+def _surgery(
+    path: Path, shapes: dict[str, list[int]], work: Path
+) -> collections.Counter[str] | str:
     import onnx_ir as ir
 
     from surgery import api
@@ -76,7 +80,9 @@ def _onnxslim(path: Path, shapes: dict[str, list[int]]) -> collections.Counter[s
     except ImportError:
         return "-"
     try:
-        model = onnxslim.slim(str(path), input_shapes=[f"{k}:{','.join(map(str, v))}" for k, v in shapes.items()])
+        model = onnxslim.slim(
+            str(path), input_shapes=[f"{k}:{','.join(map(str, v))}" for k, v in shapes.items()]
+        )
     except Exception as exc:  # noqa: BLE001 - a peer failing is a figure, not an error
         return f"failed: {str(exc).splitlines()[0][:60]}"
     return _counts(model)
@@ -100,9 +106,15 @@ def main() -> int:
         for spec in args.models:
             path, shapes = _parse(spec)
             original = _counts(onnx.load(path))
-            results = {"surgery": _surgery(path, shapes, Path(tmp)), "onnxsim": _onnxsim(path, shapes),
-                       "onnxslim": _onnxslim(path, shapes)}
-            def foreign(counts: collections.Counter[str], original: collections.Counter[str] = original) -> int:
+            results = {
+                "surgery": _surgery(path, shapes, Path(tmp)),
+                "onnxsim": _onnxsim(path, shapes),
+                "onnxslim": _onnxslim(path, shapes),
+            }
+
+            def foreign(
+                counts: collections.Counter[str], original: collections.Counter[str] = original
+            ) -> int:
                 """Nodes of non-standard ops the original did not have (e.g. com.microsoft fusions ATC cannot compile)."""
                 return sum(n for op, n in counts.items() if "::" in op and op not in original)
 
@@ -112,19 +124,29 @@ def main() -> int:
                     shown[key] = f"{sum(value.values())}{'*' if foreign(value) else ''}"
                 else:
                     shown[key] = value
-            print(f"{path.name:<44} {sum(original.values()):>9} " + " ".join(f"{shown[k]:>9}" for k in results))
+            print(
+                f"{path.name:<44} {sum(original.values()):>9} "
+                + " ".join(f"{shown[k]:>9}" for k in results)
+            )
             for key, value in results.items():
                 if isinstance(value, collections.Counter) and foreign(value):
                     ops = {op: n for op, n in value.items() if "::" in op and op not in original}
                     print(f"{'':<44} * {key} writes non-standard ops, not counted as a peer: {ops}")
             ours = results["surgery"]
-            peers = [v for k, v in results.items()
-                     if k != "surgery" and isinstance(v, collections.Counter) and not foreign(v)]
+            peers = [
+                v
+                for k, v in results.items()
+                if k != "surgery" and isinstance(v, collections.Counter) and not foreign(v)
+            ]
             if isinstance(ours, collections.Counter) and peers:
                 best = min(peers, key=lambda c: sum(c.values()))
-                extra = {op: ours[op] - best.get(op, 0) for op in ours if ours[op] > best.get(op, 0)}
+                extra = {
+                    op: ours[op] - best.get(op, 0) for op in ours if ours[op] > best.get(op, 0)
+                }
                 if extra:
-                    print(f"{'':<44} more than the best peer: {dict(sorted(extra.items(), key=lambda kv: -kv[1]))}")
+                    print(
+                        f"{'':<44} more than the best peer: {dict(sorted(extra.items(), key=lambda kv: -kv[1]))}"
+                    )
     return 0
 
 

@@ -44,9 +44,13 @@ def chain_model(n: int) -> onnx.ModelProto:
         h.make_node("Greater", [f"t{n}", "zero"], ["mask"], name="/post/Greater"),
         h.make_node("NonZero", ["mask"], ["nz"], name="/post/NonZero"),
     ]
-    graph = h.make_graph(nodes, "chain", [h.make_tensor_value_info("t0", T.FLOAT, [1, 8])],
-                         [h.make_tensor_value_info("nz", T.INT64, [2, "k"])],
-                         [onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    graph = h.make_graph(
+        nodes,
+        "chain",
+        [h.make_tensor_value_info("t0", T.FLOAT, [1, 8])],
+        [h.make_tensor_value_info("nz", T.INT64, [2, "k"])],
+        [onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero")],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     return model
@@ -57,7 +61,9 @@ def scaling(workdir: Path) -> None:
     from surgery.partition import extract
 
     print("extract / split boundary time against graph size (time per node should stay flat)")
-    print(f"{'nodes':>8} {'extract':>10} {'per node':>10} {'boundary':>10} {'onnx.utils.extract_model':>26}")
+    print(
+        f"{'nodes':>8} {'extract':>10} {'per node':>10} {'boundary':>10} {'onnx.utils.extract_model':>26}"
+    )
     for n in (10_000, 40_000, 160_000):
         proto = chain_model(n)
         model = ir.from_proto(proto)
@@ -74,9 +80,13 @@ def scaling(workdir: Path) -> None:
             src = workdir / f"chain{n}.onnx"
             onnx.save(proto, src)
             t0 = time.perf_counter()
-            onnx.utils.extract_model(str(src), str(workdir / f"chain{n}_part.onnx"), [f"t{n // 10}"], [f"t{n - n // 10}"])
+            onnx.utils.extract_model(
+                str(src), str(workdir / f"chain{n}_part.onnx"), [f"t{n // 10}"], [f"t{n - n // 10}"]
+            )
             peer = f"{time.perf_counter() - t0:.2f} s"
-        print(f"{nodes:>8} {t_extract:>8.2f} s {t_extract / nodes * 1e6:>7.1f} µs {t_boundary:>8.2f} s {peer:>26}")
+        print(
+            f"{nodes:>8} {t_extract:>8.2f} s {t_extract / nodes * 1e6:>7.1f} µs {t_boundary:>8.2f} s {peer:>26}"
+        )
 
 
 _STREAM_CHILD = """
@@ -99,8 +109,14 @@ print(report.runs, file=sys.stderr)
 
 
 def streaming() -> None:
-    print("\nlayerwise comparison of 64 intermediates x 4 MiB (both models: 512 MiB of tensors), in a child process")
-    for label, budget in (("chunk budget 16 MiB", 16 << 20), ("chunk budget 64 MiB", 64 << 20), ("no budget (one run)", 1 << 40)):
+    print(
+        "\nlayerwise comparison of 64 intermediates x 4 MiB (both models: 512 MiB of tensors), in a child process"
+    )
+    for label, budget in (
+        ("chunk budget 16 MiB", 16 << 20),
+        ("chunk budget 64 MiB", 64 << 20),
+        ("no budget (one run)", 1 << 40),
+    ):
         seconds, rss, code = measure([sys.executable, "-c", _STREAM_CHILD, str(budget)])
         print(row(f"  {label}", seconds, rss, code))
 
@@ -124,18 +140,33 @@ def big(workdir: Path) -> None:
     if not src.exists():
         inits = []
         for i in range(n):
-            t = onnx.TensorProto(name=f"W{i}", data_type=T.FLOAT, dims=[rows, cols], data_location=T.EXTERNAL)
-            for key, value in (("location", "big.onnx.data"), ("offset", str(i * size)), ("length", str(size))):
+            t = onnx.TensorProto(
+                name=f"W{i}", data_type=T.FLOAT, dims=[rows, cols], data_location=T.EXTERNAL
+            )
+            for key, value in (
+                ("location", "big.onnx.data"),
+                ("offset", str(i * size)),
+                ("length", str(size)),
+            ):
                 e = t.external_data.add()
                 e.key, e.value = key, value
             inits.append(t)
         inits.append(onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two"))
         nodes = [h.make_node("Mul", ["inp", "two"], ["x_scaled"], name="pre")]
-        nodes += [h.make_node("MatMul", ["x_scaled", f"W{i}"], [f"m{i}"], name=f"mm{i}") for i in range(n)]
-        nodes += [h.make_node("Sum", [f"m{i}" for i in range(n)], ["y"], name="sum"),
-                  h.make_node("ReduceMax", ["y"], ["out"], name="max", keepdims=0, axes=[1])]
-        graph = h.make_graph(nodes, "big", [h.make_tensor_value_info("inp", T.FLOAT, [1, rows])],
-                             [h.make_tensor_value_info("out", T.FLOAT, [1])], inits)
+        nodes += [
+            h.make_node("MatMul", ["x_scaled", f"W{i}"], [f"m{i}"], name=f"mm{i}") for i in range(n)
+        ]
+        nodes += [
+            h.make_node("Sum", [f"m{i}" for i in range(n)], ["y"], name="sum"),
+            h.make_node("ReduceMax", ["y"], ["out"], name="max", keepdims=0, axes=[1]),
+        ]
+        graph = h.make_graph(
+            nodes,
+            "big",
+            [h.make_tensor_value_info("inp", T.FLOAT, [1, rows])],
+            [h.make_tensor_value_info("out", T.FLOAT, [1])],
+            inits,
+        )
         model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
         model.ir_version = 9
         onnx.save(model, src)
@@ -143,13 +174,26 @@ def big(workdir: Path) -> None:
             f.truncate(size * n)
     print(f"\nextract a {n * size / 2**30:.2f} GiB slice (x_scaled → y) in a child process")
     for tool in ("surgery", "onnx"):
-        seconds, rss, code = measure([sys.executable, "-c", _BIG_CHILD, str(src), str(workdir / f"slice_{tool}.onnx"), tool])
-        print(row(f"  {'surgery.partition.extract + save' if tool == 'surgery' else 'onnx.utils.extract_model'}", seconds, rss, code))
+        seconds, rss, code = measure(
+            [sys.executable, "-c", _BIG_CHILD, str(src), str(workdir / f"slice_{tool}.onnx"), tool]
+        )
+        print(
+            row(
+                f"  {'surgery.partition.extract + save' if tool == 'surgery' else 'onnx.utils.extract_model'}",
+                seconds,
+                rss,
+                code,
+            )
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--big", action="store_true", help="also extract a 2.2 GiB slice (writes ~4.5 GB to --workdir)")
+    parser.add_argument(
+        "--big",
+        action="store_true",
+        help="also extract a 2.2 GiB slice (writes ~4.5 GB to --workdir)",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="surgery-bench-partition-"))

@@ -26,10 +26,18 @@ def export(path: Path, layers: int, width: int) -> int:
     import torch
 
     torch.manual_seed(0)
-    layer = torch.nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=2 * width, batch_first=True)
+    layer = torch.nn.TransformerEncoderLayer(
+        width, nhead=4, dim_feedforward=2 * width, batch_first=True
+    )
     model = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).eval()
-    torch.onnx.export(model, (torch.randn(1, 64, width),), str(path), input_names=["x"], opset_version=17,
-                      dynamo=False)
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 64, width),),
+        str(path),
+        input_names=["x"],
+        opset_version=17,
+        dynamo=False,
+    )
     return len(onnx.load(path, load_external_data=False).graph.node)
 
 
@@ -41,16 +49,25 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench-precision-"))
     folder.mkdir(parents=True, exist_ok=True)
-    floor = ("import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1]); "
-             f"s.run(None, {{'x': np.random.rand(1, 64, {args.width}).astype(np.float32)}})")
+    floor = (
+        "import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1]); "
+        f"s.run(None, {{'x': np.random.rand(1, 64, {args.width}).astype(np.float32)}})"
+    )
     for layers in (int(x) for x in args.layers.split(",")):
         path = folder / f"encoder{layers}.onnx"
         nodes = export(path, layers, args.width)
         print(f"encoder, {layers} layers, width {args.width}: {nodes} nodes")
         seconds, rss, code = measure([sys.executable, "-m", "surgery", "precision", str(path)])
-        verdict = {0: "float16 ok", 1: "float16 breaks, plan made"}.get(code, f"FAILED (exit {code})")
+        verdict = {0: "float16 ok", 1: "float16 breaks, plan made"}.get(
+            code, f"FAILED (exit {code})"
+        )
         print(f"{row('  surgery precision (2 samples, plan)', seconds, rss, 0)}  {verdict}")
-        print(row("  onnxruntime session + 1 run (floor)", *measure([sys.executable, "-c", floor, str(path)])))
+        print(
+            row(
+                "  onnxruntime session + 1 run (floor)",
+                *measure([sys.executable, "-c", floor, str(path)]),
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,14 @@ from surgery.passes.narrow_float64 import NarrowFloat64
 
 
 def build(blocks: int) -> ir.Model:
-    fn = h.make_function("lib", "Act", ["a"], ["b"], [h.make_node("Gelu", ["a"], ["b"], name="gelu")],
-                         opset_imports=[h.make_opsetid("", 20)])
+    fn = h.make_function(
+        "lib",
+        "Act",
+        ["a"],
+        ["b"],
+        [h.make_node("Gelu", ["a"], ["b"], name="gelu")],
+        opset_imports=[h.make_opsetid("", 20)],
+    )
     nodes, inits = [], {"axes": np.array([-1], np.int64), "k": np.array(0.5, np.float64)}
     prev = "x"
     for i in range(blocks):
@@ -35,14 +41,26 @@ def build(blocks: int) -> ir.Model:
         else:
             nodes.append(h.make_node("Gelu", [prev], [f"g{i}"], name=f"/b{i}/gelu"))
         nodes.append(h.make_node("Mul", [f"g{i}", "k"], [f"m{i}"], name=f"/b{i}/mul"))
-        nodes.append(h.make_node("ReduceMean", [f"m{i}", "axes"], [f"r{i}"], keepdims=1, name=f"/b{i}/mean"))
+        nodes.append(
+            h.make_node("ReduceMean", [f"m{i}", "axes"], [f"r{i}"], keepdims=1, name=f"/b{i}/mean")
+        )
         nodes.append(h.make_node("Add", [f"m{i}", f"r{i}"], [f"y{i}"], name=f"/b{i}/add"))
         prev = f"y{i}"
-    graph = h.make_graph(nodes, "chain", [h.make_tensor_value_info("x", T.DOUBLE, [1, 16])],
-                         [h.make_tensor_value_info(prev, T.DOUBLE, [1, 16])],
-                         [h.make_tensor(k, T.DOUBLE if v.dtype == np.float64 else T.INT64, v.shape, v.flatten().tolist())
-                          for k, v in inits.items()])
-    proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 20), h.make_opsetid("lib", 1)], functions=[fn])
+    graph = h.make_graph(
+        nodes,
+        "chain",
+        [h.make_tensor_value_info("x", T.DOUBLE, [1, 16])],
+        [h.make_tensor_value_info(prev, T.DOUBLE, [1, 16])],
+        [
+            h.make_tensor(
+                k, T.DOUBLE if v.dtype == np.float64 else T.INT64, v.shape, v.flatten().tolist()
+            )
+            for k, v in inits.items()
+        ],
+    )
+    proto = h.make_model(
+        graph, opset_imports=[h.make_opsetid("", 20), h.make_opsetid("lib", 1)], functions=[fn]
+    )
     proto.ir_version = 9
     return ir.from_proto(proto)
 

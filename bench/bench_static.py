@@ -56,11 +56,21 @@ def decoder(path: Path, target_mb: int, layers: int = 4, heads: int = 8) -> dict
     nodes: list[onnx.NodeProto] = []
 
     def w(name: str, shape: tuple[int, ...]) -> str:
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape, dtype=np.float32) * 0.02), name))
+        inits.append(
+            numpy_helper.from_array((rng.standard_normal(shape, dtype=np.float32) * 0.02), name)
+        )
         return name
 
     def c(name: str, value) -> str:
-        nodes.append(h.make_node("Constant", [], [name], name=f"{name}/Constant", value=numpy_helper.from_array(np.asarray(value))))
+        nodes.append(
+            h.make_node(
+                "Constant",
+                [],
+                [name],
+                name=f"{name}/Constant",
+                value=numpy_helper.from_array(np.asarray(value)),
+            )
+        )
         return name
 
     def n(op: str, inputs: list[str], out: str, **attrs) -> str:
@@ -71,14 +81,24 @@ def decoder(path: Path, target_mb: int, layers: int = 4, heads: int = 8) -> dict
     x = n("Gather", [emb, "input_ids"], "/embed/Gather_output_0")
     for i in range(layers):
         p = f"/layers.{i}"
-        xn = n("LayerNormalization", [x, w(f"layers.{i}.ln1.weight", (d,)), w(f"layers.{i}.ln1.bias", (d,))], f"{p}/ln1_output_0", axis=-1)
+        xn = n(
+            "LayerNormalization",
+            [x, w(f"layers.{i}.ln1.weight", (d,)), w(f"layers.{i}.ln1.bias", (d,))],
+            f"{p}/ln1_output_0",
+            axis=-1,
+        )
         qkv = n("MatMul", [xn, w(f"layers.{i}.qkv.weight", (d, 3 * d))], f"{p}/qkv/MatMul_output_0")
         shape = n("Shape", [xn], f"{p}/Shape_output_0")
         b = n("Gather", [shape, c(f"{p}/c0", 0)], f"{p}/Gather_output_0", axis=0)
         s = n("Gather", [shape, c(f"{p}/c1", 1)], f"{p}/Gather_1_output_0", axis=0)
         bu = n("Unsqueeze", [b, c(f"{p}/ax0", [0])], f"{p}/Unsqueeze_output_0")
         su = n("Unsqueeze", [s, c(f"{p}/ax1", [0])], f"{p}/Unsqueeze_1_output_0")
-        tgt = n("Concat", [bu, su, c(f"{p}/rest", [3, heads, d // heads])], f"{p}/Concat_output_0", axis=0)
+        tgt = n(
+            "Concat",
+            [bu, su, c(f"{p}/rest", [3, heads, d // heads])],
+            f"{p}/Concat_output_0",
+            axis=0,
+        )
         r = n("Reshape", [qkv, tgt], f"{p}/Reshape_output_0")
         t = n("Transpose", [r], f"{p}/Transpose_output_0", perm=[2, 0, 3, 1, 4])
         q = n("Gather", [t, c(f"{p}/q", 0)], f"{p}/q_output_0", axis=0)
@@ -86,7 +106,11 @@ def decoder(path: Path, target_mb: int, layers: int = 4, heads: int = 8) -> dict
         v = n("Gather", [t, c(f"{p}/v", 2)], f"{p}/v_output_0", axis=0)
         kt = n("Transpose", [k], f"{p}/kT_output_0", perm=[0, 1, 3, 2])
         att = n("MatMul", [q, kt], f"{p}/att_output_0")
-        att = n("Mul", [att, c(f"{p}/scale", np.float32((d // heads) ** -0.5))], f"{p}/att_scaled_output_0")
+        att = n(
+            "Mul",
+            [att, c(f"{p}/scale", np.float32((d // heads) ** -0.5))],
+            f"{p}/att_scaled_output_0",
+        )
         att = n("Softmax", [att], f"{p}/Softmax_output_0", axis=-1)
         y = n("MatMul", [att, v], f"{p}/y_output_0")
         y = n("Transpose", [y], f"{p}/y_t_output_0", perm=[0, 2, 1, 3])
@@ -94,15 +118,25 @@ def decoder(path: Path, target_mb: int, layers: int = 4, heads: int = 8) -> dict
         y = n("Reshape", [y, tgt2], f"{p}/Reshape_1_output_0")
         y = n("MatMul", [y, w(f"layers.{i}.proj.weight", (d, d))], f"{p}/proj_output_0")
         x = n("Add", [x, y], f"{p}/Add_output_0")
-        xn2 = n("LayerNormalization", [x, w(f"layers.{i}.ln2.weight", (d,)), w(f"layers.{i}.ln2.bias", (d,))], f"{p}/ln2_output_0", axis=-1)
+        xn2 = n(
+            "LayerNormalization",
+            [x, w(f"layers.{i}.ln2.weight", (d,)), w(f"layers.{i}.ln2.bias", (d,))],
+            f"{p}/ln2_output_0",
+            axis=-1,
+        )
         hdn = n("MatMul", [xn2, w(f"layers.{i}.fc1.weight", (d, 4 * d))], f"{p}/fc1_output_0")
         hdn = n("Relu", [hdn], f"{p}/Relu_output_0")
         hdn = n("MatMul", [hdn, w(f"layers.{i}.fc2.weight", (4 * d, d))], f"{p}/fc2_output_0")
         x = n("Add", [x, hdn], f"{p}/Add_1_output_0")
     emb_t = n("Transpose", [emb], "/lm_head/Transpose_output_0", perm=[1, 0])  # tied weights
     n("MatMul", [x, emb_t], "logits")
-    graph = h.make_graph(nodes, "decoder", [h.make_tensor_value_info("input_ids", T.INT64, ["batch", "seq"])],
-                         [h.make_tensor_value_info("logits", T.FLOAT, ["batch", "seq", vocab])], inits)
+    graph = h.make_graph(
+        nodes,
+        "decoder",
+        [h.make_tensor_value_info("input_ids", T.INT64, ["batch", "seq"])],
+        [h.make_tensor_value_info("logits", T.FLOAT, ["batch", "seq", vocab])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.save(model, path)
@@ -120,8 +154,10 @@ def chain(path: Path, nodes_wanted: int, kind: str = "slice") -> dict[str, list[
     """
     blocks = max(1, nodes_wanted // (6 if kind == "slice" else 7))
     nodes = []
-    inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in
-             {"i1": 1, "two": 2, "ax": [0], "lead": [2], "zero": [0], "axis1": [1]}.items()]
+    inits = [
+        numpy_helper.from_array(np.array(v, np.int64), k)
+        for k, v in {"i1": 1, "two": 2, "ax": [0], "lead": [2], "zero": [0], "axis1": [1]}.items()
+    ]
     cur = "x"
     for b in range(blocks):
         nodes += [
@@ -132,7 +168,9 @@ def chain(path: Path, nodes_wanted: int, kind: str = "slice") -> dict[str, list[
             h.make_node("Unsqueeze", [f"m{b}", "ax"], [f"u{b}"], name=f"unsq{b}"),
         ]
         if kind == "slice":
-            nodes.append(h.make_node("Slice", [cur, "zero", f"u{b}", "axis1"], [f"r{b}"], name=f"slice{b}"))
+            nodes.append(
+                h.make_node("Slice", [cur, "zero", f"u{b}", "axis1"], [f"r{b}"], name=f"slice{b}")
+            )
         else:
             nodes += [
                 h.make_node("Concat", ["lead", f"u{b}"], [f"t{b}"], axis=0, name=f"cat{b}"),
@@ -140,8 +178,13 @@ def chain(path: Path, nodes_wanted: int, kind: str = "slice") -> dict[str, list[
             ]
         cur = f"r{b}"
     nodes.append(h.make_node("Relu", [cur], ["y"], name="relu"))
-    graph = h.make_graph(nodes, "chain", [h.make_tensor_value_info("x", T.FLOAT, [2, "n"])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [2, "m"])], inits)
+    graph = h.make_graph(
+        nodes,
+        "chain",
+        [h.make_tensor_value_info("x", T.FLOAT, [2, "n"])],
+        [h.make_tensor_value_info("y", T.FLOAT, [2, "m"])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.save(model, path)
@@ -159,8 +202,13 @@ def _work(tool: str, model: str, shapes: dict[str, list[int]], out: str) -> dict
         from surgery.passes.fix_shapes import FixShapes
         from surgery.passes.make_static import MakeStatic
 
-        _, report = surgery.apply(model, [FixShapes(shapes=shapes), MakeStatic()], verify="off", output=out)
-        extra = {k: report.step("make-static").stats[k] for k in ("rounds", "dynamic_tensors", "size_delta_bytes")}
+        _, report = surgery.apply(
+            model, [FixShapes(shapes=shapes), MakeStatic()], verify="off", output=out
+        )
+        extra = {
+            k: report.step("make-static").stats[k]
+            for k in ("rounds", "dynamic_tensors", "size_delta_bytes")
+        }
     elif tool == "passes":
         from surgery import model_io
         from surgery.passes.fix_shapes import FixShapes
@@ -194,7 +242,9 @@ def _work(tool: str, model: str, shapes: dict[str, list[int]], out: str) -> dict
     else:
         raise SystemExit(f"unknown tool {tool}")
     seconds = time.perf_counter() - t0
-    extra["out_mb"] = round(sum(p.stat().st_size for p in Path(out).parent.glob(Path(out).name + "*")) / 2**20, 1)
+    extra["out_mb"] = round(
+        sum(p.stat().st_size for p in Path(out).parent.glob(Path(out).name + "*")) / 2**20, 1
+    )
     return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), **extra}
 
 
@@ -210,7 +260,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _run(tool: str, model: Path, shapes: dict[str, list[int]], out: Path, timeout: float) -> dict[str, object]:
+def _run(
+    tool: str, model: Path, shapes: dict[str, list[int]], out: Path, timeout: float
+) -> dict[str, object]:
     cmd = [sys.executable, __file__, "--worker", tool, str(model), json.dumps(shapes), str(out)]
     started = time.perf_counter()
     try:
@@ -218,8 +270,10 @@ def _run(tool: str, model: Path, shapes: dict[str, list[int]], out: Path, timeou
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout:.0f} s"}
     if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:120],
-                "seconds": time.perf_counter() - started}
+        return {
+            "error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:120],
+            "seconds": time.perf_counter() - started,
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -228,13 +282,26 @@ def main(argv: list[str]) -> int:
         print(json.dumps(_work(argv[1], argv[2], json.loads(argv[3]), argv[4])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--decoder-mb", type=int, default=200, help="decoder weight size in MB (0: skip)")
-    parser.add_argument("--chains", type=int, nargs="*", default=[30000, 100000], help="synthetic graph node counts")
-    parser.add_argument("--chain-kinds", nargs="*", default=["slice", "reshape"], choices=["slice", "reshape"],
-                        help="synthetic graph families (see chain())")
-    parser.add_argument("--tools", nargs="*", default=["surgery", "passes", "floor", "onnxsim", "load+save"])
+    parser.add_argument(
+        "--decoder-mb", type=int, default=200, help="decoder weight size in MB (0: skip)"
+    )
+    parser.add_argument(
+        "--chains", type=int, nargs="*", default=[30000, 100000], help="synthetic graph node counts"
+    )
+    parser.add_argument(
+        "--chain-kinds",
+        nargs="*",
+        default=["slice", "reshape"],
+        choices=["slice", "reshape"],
+        help="synthetic graph families (see chain())",
+    )
+    parser.add_argument(
+        "--tools", nargs="*", default=["surgery", "passes", "floor", "onnxsim", "load+save"]
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="per tool and model, seconds")
-    parser.add_argument("--workdir", type=Path, help="where models are written (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where models are written (default: a temporary folder)"
+    )
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_static_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -244,7 +311,10 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         shapes = decoder(path, args.decoder_mb)
         cases.append((f"decoder {path.stat().st_size / 2**20:.0f} MB", path, shapes))
-        print(f"# built {path} ({path.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"# built {path} ({path.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
     for kind in args.chain_kinds:
         for count in args.chains:
             path = work / f"{kind}chain{count}.onnx"
@@ -257,17 +327,25 @@ def main(argv: list[str]) -> int:
             out = work / f"{path.stem}.{tool.replace('+', '_')}.out.onnx"
             r = _run(tool, path, shapes, out, args.timeout)
             results[tool] = r
-            notes = r.get("error") or ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("seconds", "peak_rss_mb"))
+            notes = r.get("error") or ", ".join(
+                f"{k}={v}" for k, v in r.items() if k not in ("seconds", "peak_rss_mb")
+            )
             secs = f"{r['seconds']:.1f}" if "seconds" in r else "-"
             rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-"
             print(f"{label:<22} {tool:<10} {secs:>8} {rss:>12}  {notes}", flush=True)
         a, b = results.get("surgery", {}), results.get("onnxsim", {})
         if "peak_rss_mb" in a and "peak_rss_mb" in b:
-            print(f"{label:<22} {'ratio':<10} {a['seconds'] / b['seconds']:>8.2f} {a['peak_rss_mb'] / b['peak_rss_mb']:>12.2f}"
-                  "  surgery / onnxsim", flush=True)
+            print(
+                f"{label:<22} {'ratio':<10} {a['seconds'] / b['seconds']:>8.2f} {a['peak_rss_mb'] / b['peak_rss_mb']:>12.2f}"
+                "  surgery / onnxsim",
+                flush=True,
+            )
         f = results.get("floor", {})
         if "seconds" in f and "seconds" in b:
-            print(f"{label:<22} {'floor':<10} {f['seconds'] / b['seconds']:>8.2f} {'':>12}  floor / onnxsim", flush=True)
+            print(
+                f"{label:<22} {'floor':<10} {f['seconds'] / b['seconds']:>8.2f} {'':>12}  floor / onnxsim",
+                flush=True,
+            )
     return 0
 
 

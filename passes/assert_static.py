@@ -50,7 +50,9 @@ class AssertStatic(SurgeryPass):
     is_gate = True
 
     def call(self, model: ir.Model) -> SurgeryResult:
-        offenders = find_offenders(model, allow_ops=frozenset(self.options.allow_ops), shapes=proven_shapes(model))
+        offenders = find_offenders(
+            model, allow_ops=frozenset(self.options.allow_ops), shapes=proven_shapes(model)
+        )
         if offenders:
             tensors = sum(1 for o in offenders if o.what == "tensor")
             ops = len(offenders) - tensors

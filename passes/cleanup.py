@@ -51,6 +51,7 @@ import onnx_ir as ir
 
 from surgery.errors import PassError
 from surgery.graph import (
+    ONNX_DOMAINS,
     GraphLike,
     NameAllocator,
     forward_value,
@@ -71,8 +72,6 @@ __all__ = ["Cleanup", "forward_value", "inner_graph"]
 
 logger = logging.getLogger(__name__)
 
-_ONNX_DOMAINS = ("", "ai.onnx")
-
 
 def inner_graph(graph: GraphLike) -> ir.Graph:
     """The ``ir.Graph`` that nodes of ``graph`` point to (a Function wraps one)."""
@@ -82,7 +81,12 @@ def inner_graph(graph: GraphLike) -> ir.Graph:
 def _is_identity(node: ir.Node) -> bool:
     """``Identity``, or a ``Cast``/``CastLike`` to the type its input already has (a no-op; e.g.
     what narrow-float64 leaves of ``Cast(to=double)`` → ``Cast(to=float)`` pairs)."""
-    if node.domain not in _ONNX_DOMAINS or len(node.outputs) != 1 or not node.inputs or node.inputs[0] is None:
+    if (
+        node.domain not in ONNX_DOMAINS
+        or len(node.outputs) != 1
+        or not node.inputs
+        or node.inputs[0] is None
+    ):
         return False
     op = node.op_type
     if op == "Identity":
@@ -159,9 +163,17 @@ class Cleanup(SurgeryPass):
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        fold_constants: bool = option(True, help="turn Constant nodes of the main graph into initializers")
-        simplify: bool = option(True, help="exact local rewrites: Reshape/Transpose/Squeeze pairs, x*1, x+0, Concat of one")
-        fuse: bool = option(True, help="fuse Conv+BatchNormalization, Conv+bias Add, 2-D MatMul+Add (Gemm), a scalar Mul into the next MatMul weight")
+        fold_constants: bool = option(
+            True, help="turn Constant nodes of the main graph into initializers"
+        )
+        simplify: bool = option(
+            True,
+            help="exact local rewrites: Reshape/Transpose/Squeeze pairs, x*1, x+0, Concat of one",
+        )
+        fuse: bool = option(
+            True,
+            help="fuse Conv+BatchNormalization, Conv+bias Add, 2-D MatMul+Add (Gemm), a scalar Mul into the next MatMul weight",
+        )
 
     #: Sweeps of the local rewrites at most (each is linear; chains resolve in one or two).
     MAX_SWEEPS = 8
@@ -200,7 +212,13 @@ class Cleanup(SurgeryPass):
             changed = 0
             for graph, imports in [(sc.graph, sc.opsets) for sc in walk(model)]:
                 opset = imports.get("", imports.get("ai.onnx", 0))
-                found = simplify_graph(graph, opset, names, local=opts.simplify, fuse=opts.fuse and graph is model.graph)
+                found = simplify_graph(
+                    graph,
+                    opset,
+                    names,
+                    local=opts.simplify,
+                    fuse=opts.fuse and graph is model.graph,
+                )
                 total.simplified += found.simplified
                 total.fused += found.fused
                 changed += found.simplified + found.fused
@@ -300,10 +318,14 @@ class Cleanup(SurgeryPass):
             for function in model.functions.values():
                 function.sort()
         except ValueError as exc:
-            raise PassError(f"cannot sort the graph topologically: {exc}", pass_name=self.name) from None
+            raise PassError(
+                f"cannot sort the graph topologically: {exc}", pass_name=self.name
+            ) from None
         changed = 0
         for graph, nodes in before.values():
             after = list(graph)
-            if len(after) != len(nodes) or any(a is not b for a, b in zip(after, nodes, strict=True)):
+            if len(after) != len(nodes) or any(
+                a is not b for a, b in zip(after, nodes, strict=True)
+            ):
                 changed += 1
         return changed

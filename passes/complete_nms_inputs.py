@@ -47,16 +47,29 @@ class CompleteNmsRule(Rule):
         self.score_threshold = score_threshold
 
     def targets(self, node: ir.Node) -> bool:
-        return super().targets(node) and (len(node.inputs) < 5 or any(v is None for v in node.inputs))
+        return super().targets(node) and (
+            len(node.inputs) < 5 or any(v is None for v in node.inputs)
+        )
 
     def build(self, b: Builder, m: Match) -> Sequence[ir.Value]:
-        max_boxes = m.get("max_boxes") or b.const(np.zeros(1, np.int64), "max_output_boxes_per_class")
+        max_boxes = m.get("max_boxes") or b.const(
+            np.zeros(1, np.int64), "max_output_boxes_per_class"
+        )
         iou = m.get("iou") or b.const(np.zeros(1, np.float32), "iou_threshold")
         score = m.get("score_threshold") or b.const(
             np.asarray([self.score_threshold], np.float32), "score_threshold"
         )
         attrs = {k: a.value for k, a in m.root.attributes.items() if not a.is_ref()}
-        out = b.op("NonMaxSuppression", m["boxes"], m["scores"], max_boxes, iou, score, name=m.root.name, **attrs)
+        out = b.op(
+            "NonMaxSuppression",
+            m["boxes"],
+            m["scores"],
+            max_boxes,
+            iou,
+            score,
+            name=m.root.name,
+            **attrs,
+        )
         return [out]
 
 
@@ -70,7 +83,8 @@ class CompleteNmsInputs(RulePass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         score_threshold: float = option(
-            float("-inf"), help="value for a missing score_threshold (-inf filters nothing, as an absent one)"
+            float("-inf"),
+            help="value for a missing score_threshold (-inf filters nothing, as an absent one)",
         )
 
     def rules(self) -> list[Rule]:

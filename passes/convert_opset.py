@@ -45,7 +45,7 @@ import onnx
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import NameAllocator, iter_graphs, walk
+from surgery.graph import NameAllocator, is_onnx_domain, iter_graphs, walk
 from surgery.options import option
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
@@ -70,7 +70,20 @@ ATC_MAX_OPSET = 18
 
 REDUCE_AXES_INPUT = {
     "ReduceSum": 13,
-    **dict.fromkeys(("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"), 18),
+    **dict.fromkeys(
+        (
+            "ReduceMean",
+            "ReduceMax",
+            "ReduceMin",
+            "ReduceProd",
+            "ReduceL1",
+            "ReduceL2",
+            "ReduceLogSum",
+            "ReduceLogSumExp",
+            "ReduceSumSquare",
+        ),
+        18,
+    ),
 }
 
 
@@ -116,13 +129,19 @@ def generic_check(step: Step) -> None:
     older = schema.get_schema(node.op_type, step.target)
     assert older is not None
     for since in _history(node.op_type):
-        if low < since <= step.cur_since and (node.op_type, since) in SEMANTIC_CHANGES and node.op_type not in ADAPTERS:
+        if (
+            low < since <= step.cur_since
+            and (node.op_type, since) in SEMANTIC_CHANGES
+            and node.op_type not in ADAPTERS
+        ):
             raise Refuse(f"{node.op_type} changed meaning at opset {since} and has no adapter")
     # inputs the older op does not have
     max_in = len(older.inputs) if older.inputs and not _variadic(older.inputs[-1]) else 1 << 30
     for i, value in enumerate(node.inputs):
         if value is not None and i >= max_in:
-            raise Refuse(f"input {i} ('{value.name}') has no equivalent before opset {_first_with(node.op_type, i)}")
+            raise Refuse(
+                f"input {i} ('{value.name}') has no equivalent before opset {_first_with(node.op_type, i)}"
+            )
     max_out = len(older.outputs) if older.outputs and not _variadic(older.outputs[-1]) else 1 << 30
     for i, value in enumerate(node.outputs):
         if i >= max_out and (value.uses() or value.is_graph_output()):
@@ -140,14 +159,19 @@ def generic_check(step: Step) -> None:
     # element types the older op does not accept
     binding = schema.type_bindings(node, step.target)
     if binding is not None:
-        for kind, values, slots in (("input", node.inputs, binding.inputs), ("output", node.outputs, binding.outputs)):
+        for kind, values, slots in (
+            ("input", node.inputs, binding.inputs),
+            ("output", node.outputs, binding.outputs),
+        ):
             for i, value in enumerate(values):
                 if value is None or i >= len(slots):
                     continue
                 dtype = step.ctx.dtype(value)
                 allowed = slots[i][1]
                 if dtype is not None and allowed and dtype not in allowed:
-                    raise Refuse(f"{kind} {i} ('{value.name}') is {dtype.name}, which opset {step.target} does not accept")
+                    raise Refuse(
+                        f"{kind} {i} ('{value.name}') is {dtype.name}, which opset {step.target} does not accept"
+                    )
 
 
 def _variadic(param: Any) -> bool:
@@ -166,7 +190,11 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return list(a) == list(b)
     if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(b)))
+        return (
+            a is not None
+            and b is not None
+            and abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(b)))
+        )
     return a == b
 
 
@@ -221,7 +249,11 @@ def _split(step: Step) -> None:
                     node.resize_inputs(2)
                     node.replace_input_with(1, split)
             else:
-                logger.info("Split '%s': num_outputs=%d on a dynamic axis; opset 13 splits evenly", node.name, n)
+                logger.info(
+                    "Split '%s': num_outputs=%d on a dynamic axis; opset 13 splits evenly",
+                    node.name,
+                    n,
+                )
     if step.cur_since >= 13 > step.target:
         split_sizes = step.const_input(1, "split")
         step.drop_inputs_from(1)
@@ -275,7 +307,9 @@ def _shape(step: Step) -> None:
         if start != 0 or end is not None:
             b = step.builder()
             full = b.op("Shape", node.inputs[0])
-            out = b.slice(full, [start], [int(end) if end is not None else np.iinfo(np.int64).max], [0])
+            out = b.slice(
+                full, [start], [int(end) if end is not None else np.iinfo(np.int64).max], [0]
+            )
             step.replace(b.nodes, [out])
             return
     generic_check(step)
@@ -305,18 +339,26 @@ def _clip(step: Step) -> None:
                 continue
             number = float(value.reshape(-1)[0])
             if float(np.float32(number)) != number:
-                raise Refuse(f"{name}={number!r} is not a float32, and opset {step.target} holds {name} in a float attribute")
+                raise Refuse(
+                    f"{name}={number!r} is not a float32, and opset {step.target} holds {name} in a float attribute"
+                )
             bounds[name] = number
         step.drop_inputs_from(1)
         for name, number in bounds.items():
             step.set_attr(name, number)
     generic_check(step)
 
+
 @adapter("Resize")
 def _resize(step: Step) -> None:
     node = step.node
-    if step.cur_since >= 19 > step.target and step.attr("coordinate_transformation_mode") == "half_pixel_symmetric":
-        raise Refuse("coordinate_transformation_mode='half_pixel_symmetric' exists only from opset 19")
+    if (
+        step.cur_since >= 19 > step.target
+        and step.attr("coordinate_transformation_mode") == "half_pixel_symmetric"
+    ):
+        raise Refuse(
+            "coordinate_transformation_mode='half_pixel_symmetric' exists only from opset 19"
+        )
     if step.cur_since >= 13 > step.target:
         # roi and scales became optional at 13; opset 11 wants them present (empty is allowed)
         b = step.builder()
@@ -361,7 +403,9 @@ def _softmax(step: Step) -> None:
         shape = step.ctx.shape(step.node.inputs[0])
         last = axis == -1 or (shape is not None and axis == len(shape) - 1)
         if not last:
-            raise Refuse(f"axis={axis} is not the last axis; before opset 13 the op flattens from the axis on")
+            raise Refuse(
+                f"axis={axis} is not the last axis; before opset 13 the op flattens from the axis on"
+            )
         step.set_attr("axis", -1 if shape is None else len(shape) - 1)
     generic_check(step)
 
@@ -420,6 +464,7 @@ def _dft(step: Step) -> None:
 
 # ---- driving -------------------------------------------------------------------------------
 
+
 #: Where another pass removes an op convert-opset cannot express at an older opset.
 @register
 class ConvertOpset(SurgeryPass):
@@ -430,11 +475,15 @@ class ConvertOpset(SurgeryPass):
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        target: int = option(ATC_MAX_OPSET, help="the ai.onnx opset to convert to (ATC parses 8-18)")
+        target: int = option(
+            ATC_MAX_OPSET, help="the ai.onnx opset to convert to (ATC parses 8-18)"
+        )
 
         def __post_init__(self) -> None:
             if not 7 <= self.target <= onnx.defs.onnx_opset_version():
-                raise ValueError(f"target must be between 7 and {onnx.defs.onnx_opset_version()}, got {self.target}")
+                raise ValueError(
+                    f"target must be between 7 and {onnx.defs.onnx_opset_version()}, got {self.target}"
+                )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)
@@ -456,7 +505,9 @@ class ConvertOpset(SurgeryPass):
             version = schema.opset_of(opsets, "")
             if version is None or version <= target:
                 continue
-            downgrade_graph(model, graph, opsets, version, target, names, self.name, stats, inferred)
+            downgrade_graph(
+                model, graph, opsets, version, target, names, self.name, stats, inferred
+            )
         changed = False
         for imports in [model.opset_imports] + [f.opset_imports for f in model.functions.values()]:
             key = "" if "" in imports else ("ai.onnx" if "ai.onnx" in imports else None)
@@ -466,7 +517,12 @@ class ConvertOpset(SurgeryPass):
                 imports[key] = target
                 changed = True
         modified = changed or bool(stats)
-        return declare_interface(SurgeryResult(model, modified, stats=stats, notes=notes), interface_before, model, 'convert-opset rewrites the graph')
+        return declare_interface(
+            SurgeryResult(model, modified, stats=stats, notes=notes),
+            interface_before,
+            model,
+            "convert-opset rewrites the graph",
+        )
 
     def _upgrade(self, model: ir.Model, current: int, target: int) -> None:
         from surgery.model_io import LightProto
@@ -477,7 +533,8 @@ class ConvertOpset(SurgeryPass):
         except Exception as exc:  # the C++ converter raises RuntimeError / ConvertError
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PassError(
-                f"onnx's version_converter could not upgrade opset {current} to {target}: {first}", pass_name=self.name
+                f"onnx's version_converter could not upgrade opset {current} to {target}: {first}",
+                pass_name=self.name,
             ) from None
         new = ir.from_proto(converted)
         for name, value in new.graph.initializers.items():
@@ -491,7 +548,9 @@ class ConvertOpset(SurgeryPass):
                 if node.name:
                     continue
                 # nodes the converter added (axes constants …) are named after the node they feed
-                user = next((u.node for out in node.outputs for u in out.uses() if u.node.name), None)
+                user = next(
+                    (u.node for out in node.outputs for u in out.uses() if u.node.name), None
+                )
                 node.name = names.derive(user.name if user is not None else "", node.op_type)
         for function in model.functions.values():
             version = schema.opset_of(function.opset_imports, "")
@@ -500,9 +559,14 @@ class ConvertOpset(SurgeryPass):
             same = all(
                 schema.since_version(n.op_type, version) == schema.since_version(n.op_type, target)
                 for n in function.all_nodes()
-                if n.domain in ("", "ai.onnx")
+                if is_onnx_domain(n.domain)
             )
             if same:  # nothing in it changed between the versions: just move its import
                 function.opset_imports["" if "" in function.opset_imports else "ai.onnx"] = target
             else:
-                logger.info("function %s keeps ai.onnx %d (some of its ops differ at %d)", function.name, version, target)
+                logger.info(
+                    "function %s keeps ai.onnx %d (some of its ops differ at %d)",
+                    function.name,
+                    version,
+                    target,
+                )

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
-from surgery.graph import const_value
+from surgery.graph import ONNX_DOMAINS, const_value
 from surgery.options import option
 from surgery.pass_base import Numerics, Tolerance
 from surgery.registry import register
@@ -44,9 +44,11 @@ from surgery.rules.engine import RuleLike
 
 __all__ = ["DecomposeDft", "dft_matrix", "stft_kernel"]
 
-_ONNX = ("", "ai.onnx")
 _FLOATS: dict[ir.DataType | None, type[np.floating]] = {
-    ir.DataType.FLOAT: np.float32, ir.DataType.DOUBLE: np.float64, ir.DataType.FLOAT16: np.float16}
+    ir.DataType.FLOAT: np.float32,
+    ir.DataType.DOUBLE: np.float64,
+    ir.DataType.FLOAT16: np.float16,
+}
 
 
 def dft_matrix(length: int, n: int, bins: int, complex_input: bool, inverse: bool) -> np.ndarray:
@@ -71,9 +73,13 @@ def dft_matrix(length: int, n: int, bins: int, complex_input: bool, inverse: boo
     return out * scale
 
 
-def stft_kernel(frame_length: int, bins: int, complex_input: bool, window: np.ndarray | None) -> np.ndarray:
+def stft_kernel(
+    frame_length: int, bins: int, complex_input: bool, window: np.ndarray | None
+) -> np.ndarray:
     """The Conv weight ``[2·bins, c, 1, frame_length]`` of a windowed forward DFT of each frame."""
-    matrix = dft_matrix(frame_length, frame_length, bins, complex_input, inverse=False)  # (fl·c, 2·bins)
+    matrix = dft_matrix(
+        frame_length, frame_length, bins, complex_input, inverse=False
+    )  # (fl·c, 2·bins)
     c = 2 if complex_input else 1
     kernel = matrix.reshape(frame_length, c, 2 * bins).transpose(2, 1, 0)[:, :, None, :]
     if window is not None:
@@ -109,7 +115,7 @@ class _SpectralRule:
         self.name = f"decompose-{self.op.lower()}"
 
     def targets(self, node: ir.Node) -> bool:
-        return node.op_type == self.op and node.domain in _ONNX
+        return node.op_type == self.op and node.domain in ONNX_DOMAINS
 
     @staticmethod
     def _signal(ctx: RuleContext, x: ir.Value) -> tuple[list[int | None], np.dtype] | str:
@@ -173,9 +179,13 @@ class DftRule(_SpectralRule):
         inverse, onesided = _attr_int(node, "inverse", 0), _attr_int(node, "onesided", 0)
         complex_input = dims[-1] == 2
         if onesided and complex_input:
-            return Miss("onesided output of a complex input (ONNX defines onesided for real input only)")
+            return Miss(
+                "onesided output of a complex input (ONNX defines onesided for real input only)"
+            )
         if onesided and inverse:
-            return Miss("onesided with inverse (a real inverse transform of a half spectrum is not a DFT)")
+            return Miss(
+                "onesided with inverse (a real inverse transform of a half spectrum is not a DFT)"
+            )
         bins = n // 2 + 1 if onesided else n
         too_big = self._too_big(length * dims[-1] * 2 * bins)  # type: ignore[operator]
         if too_big:
@@ -187,7 +197,9 @@ class DftRule(_SpectralRule):
         perm = [d for d in range(last) if d != axis] + [axis, last]
         moved = x if perm == list(range(rank)) else b.op("Transpose", x, perm=perm)
         flat = b.op("Reshape", moved, b.ints([0] * (rank - 2) + [-1], "flat_shape"))
-        matrix = b.const(dft_matrix(length, n, bins, complex_input, bool(inverse)).astype(np_dtype), "twiddle")
+        matrix = b.const(
+            dft_matrix(length, n, bins, complex_input, bool(inverse)).astype(np_dtype), "twiddle"
+        )
         spectrum = b.op("MatMul", flat, matrix)
         y = b.op("Reshape", spectrum, b.ints([0] * (rank - 2) + [bins, 2], "bins_shape"))
         moved_dims = [dims[d] for d in perm]
@@ -225,7 +237,9 @@ class StftRule(_SpectralRule):
                 return Miss(signal)
             dims, np_dtype = signal
         if len(dims) != 3:
-            return Miss(f"the signal has rank {len(dims)} (STFT takes [batch, length, 1|2] or [batch, length])")
+            return Miss(
+                f"the signal has rank {len(dims)} (STFT takes [batch, length, 1|2] or [batch, length])"
+            )
         step = _const_int(node.inputs[1] if len(node.inputs) > 1 else None)
         if step is None or step < 1:
             return Miss("frame_step is not a positive constant")
@@ -241,11 +255,15 @@ class StftRule(_SpectralRule):
             frame_length = window_dims[0]
         window_array = const_value(window) if window is not None else None
         if window_array is not None and window_array.size != frame_length:
-            return Miss(f"the window has {window_array.size} values for frame_length {frame_length}")
+            return Miss(
+                f"the window has {window_array.size} values for frame_length {frame_length}"
+            )
         onesided = _attr_int(node, "onesided", 1)
         complex_input = dims[-1] == 2
         if onesided and complex_input:
-            return Miss("onesided output of a complex signal (ONNX defines onesided for real input only)")
+            return Miss(
+                "onesided output of a complex signal (ONNX defines onesided for real input only)"
+            )
         bins = frame_length // 2 + 1 if onesided else frame_length
         c = int(dims[-1])  # type: ignore[arg-type]
         too_big = self._too_big(2 * bins * c * frame_length)
@@ -256,13 +274,17 @@ class StftRule(_SpectralRule):
         b = ctx.builder(node)
         planes = b.op("Reshape", x, b.ints([0, 1, -1, c], "planes_shape"))  # [B, 1, L, c]
         channels = b.op("Transpose", planes, perm=[0, 3, 1, 2])  # [B, c, 1, L]
-        kernel_values = stft_kernel(frame_length, bins, complex_input, window_array).astype(np_dtype)
+        kernel_values = stft_kernel(frame_length, bins, complex_input, window_array).astype(
+            np_dtype
+        )
         kernel = b.const(kernel_values, "kernel")
         if window is not None and window_array is None:  # a window given at run time
             shaped = b.op("Reshape", window, b.ints([1, 1, 1, frame_length], "window_shape"))
             kernel = b.op("Mul", kernel, shaped)
             kernel.shape = ir.Shape(list(kernel_values.shape))
-        frames = b.op("Conv", channels, kernel, kernel_shape=[1, frame_length], strides=[1, step])  # [B, 2m, 1, F]
+        frames = b.op(
+            "Conv", channels, kernel, kernel_shape=[1, frame_length], strides=[1, step]
+        )  # [B, 2m, 1, F]
         last = b.op("Transpose", frames, perm=[0, 2, 3, 1])  # [B, 1, F, 2m]
         y = b.op("Reshape", last, b.ints([0, -1, bins, 2], "bins_shape"))
         batch, length = dims[0], dims[1]
@@ -291,8 +313,12 @@ class DecomposeDft(RulePass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         max_matrix_elements: int = option(
-            1 << 24, help="leave a DFT/STFT alone when its twiddle matrix would have more elements than this"
+            1 << 24,
+            help="leave a DFT/STFT alone when its twiddle matrix would have more elements than this",
         )
 
     def rules(self) -> Sequence[RuleLike]:
-        return [DftRule(self.options.max_matrix_elements), StftRule(self.options.max_matrix_elements)]
+        return [
+            DftRule(self.options.max_matrix_elements),
+            StftRule(self.options.max_matrix_elements),
+        ]

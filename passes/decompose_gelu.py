@@ -34,7 +34,9 @@ class GeluRule(Rule):
     def check(self, ctx: RuleContext, m: Match) -> str | None:
         mode = m.attr("approximate", "none")
         if mode not in ("none", "tanh"):
-            raise self.refuse(ctx, f"Gelu '{m.root.name}' has approximate={mode!r}; only 'none' and 'tanh' exist")
+            raise self.refuse(
+                ctx, f"Gelu '{m.root.name}' has approximate={mode!r}; only 'none' and 'tanh' exist"
+            )
         return None
 
     def build(self, b: Builder, m: Match) -> Sequence[ir.Value]:

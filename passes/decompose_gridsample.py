@@ -32,7 +32,13 @@ from surgery.shapes.dims import is_static_shape
 
 __all__ = ["DecomposeGridSample"]
 
-_MODES = {"bilinear": "bilinear", "linear": "bilinear", "nearest": "nearest", "bicubic": "bicubic", "cubic": "bicubic"}
+_MODES = {
+    "bilinear": "bilinear",
+    "linear": "bilinear",
+    "nearest": "nearest",
+    "bicubic": "bicubic",
+    "cubic": "bicubic",
+}
 
 
 class _Coords:
@@ -49,14 +55,18 @@ class _Coords:
         b = self.b
         if align_corners:
             # (g + 1) / 2 * (size - 1)
-            return b.op("Mul", b.op("Add", g, self.c(1.0, "one")), self.c((size - 1) / 2.0, "half_extent"))
+            return b.op(
+                "Mul", b.op("Add", g, self.c(1.0, "one")), self.c((size - 1) / 2.0, "half_extent")
+            )
         # ((g + 1) * size - 1) / 2
         scaled = b.op("Mul", b.op("Add", g, self.c(1.0, "one")), self.c(float(size), "size"))
         return b.op("Div", b.op("Sub", scaled, self.c(1.0, "one")), self.c(2.0, "two"))
 
     def clip(self, x: ir.Value, size: int) -> ir.Value:
         b = self.b
-        return b.op("Min", b.op("Max", x, self.c(0.0, "zero")), self.c(float(size - 1), "max_index"))
+        return b.op(
+            "Min", b.op("Max", x, self.c(0.0, "zero")), self.c(float(size - 1), "max_index")
+        )
 
     def reflect(self, x: ir.Value, size: int, align_corners: bool) -> ir.Value:
         """torch's reflect_coordinates followed by clip_coordinates."""
@@ -70,7 +80,11 @@ class _Coords:
         flips = b.op("Floor", b.op("Div", dist, self.c(span, "span")))
         extra = b.op("Sub", dist, b.op("Mul", flips, self.c(span, "span")))
         # parity of flips: flips - 2 * floor(flips / 2) is 0 or 1
-        odd = b.op("Sub", flips, b.op("Mul", b.op("Floor", b.op("Mul", flips, self.c(0.5, "half"))), self.c(2.0, "two")))
+        odd = b.op(
+            "Sub",
+            flips,
+            b.op("Mul", b.op("Floor", b.op("Mul", flips, self.c(0.5, "half"))), self.c(2.0, "two")),
+        )
         # even: low + extra; odd: low + span - extra  ==  low + extra + odd * (span - 2 * extra)
         turn = b.op("Sub", self.c(span, "span"), b.op("Mul", extra, self.c(2.0, "two")))
         reflected = b.op("Add", b.op("Add", extra, self.c(low, "low")), b.op("Mul", odd, turn))
@@ -98,7 +112,8 @@ class GridSampleRule(Rule):
         mode = _MODES.get(str(m.attr("mode", "bilinear")))
         if mode is None or mode == "bicubic":
             raise self.refuse(
-                ctx, f"GridSample '{node.name}' uses mode={m.attr('mode')!r}; only bilinear and nearest are decomposed"
+                ctx,
+                f"GridSample '{node.name}' uses mode={m.attr('mode')!r}; only bilinear and nearest are decomposed",
             )
         padding = m.attr("padding_mode", "zeros")
         if padding not in ("zeros", "border", "reflection"):
@@ -114,7 +129,9 @@ class GridSampleRule(Rule):
             m.extra[label] = tuple(int(d) for d in shape)
         _, _, h, w = m.extra["X"]
         if h * w >= 1 << 24:
-            raise self.refuse(ctx, f"GridSample '{node.name}': image of {h}x{w} is too large to index in float32")
+            raise self.refuse(
+                ctx, f"GridSample '{node.name}': image of {h}x{w} is too large to index in float32"
+            )
         return None
 
     def build(self, b: Builder, m: Match) -> Sequence[ir.Value]:
@@ -151,7 +168,9 @@ class GridSampleRule(Rule):
             """Gather X at integer-valued float coords (clamped), as [N, C, Ho, Wo]."""
             xc, yc = k.clip(xs, w), k.clip(ys, h)
             idx = b.op("Add", b.op("Mul", yc, k.c(float(w), "width")), xc)
-            idx = b.op("Reshape", b.cast(idx, ir.DataType.INT32), index_shape)  # int32: AI Core, and H*W < 2**24
+            idx = b.op(
+                "Reshape", b.cast(idx, ir.DataType.INT32), index_shape
+            )  # int32: AI Core, and H*W < 2**24
             idx = b.op("Expand", idx, expand_shape)
             gathered = b.op("GatherElements", flat, idx, axis=2)
             return b.op("Reshape", gathered, out_shape)

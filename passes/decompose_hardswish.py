@@ -53,7 +53,9 @@ class DecomposeHardSwish(RulePass):
 
     @dataclasses.dataclass(frozen=True)
     class Options:
-        form: Literal["hardsigmoid", "relu6"] = option("hardsigmoid", help="hardsigmoid: x*HardSigmoid(x); relu6: x*Clip(x+3,0,6)/6")
+        form: Literal["hardsigmoid", "relu6"] = option(
+            "hardsigmoid", help="hardsigmoid: x*HardSigmoid(x); relu6: x*Clip(x+3,0,6)/6"
+        )
 
     def rules(self) -> list[Rule]:
         return [HardSwishRule(self.options.form)]

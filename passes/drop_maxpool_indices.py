@@ -31,7 +31,11 @@ class DropIndicesRule(Rule):
         return None
 
     def build(self, b: Builder, m: Match) -> Sequence[ir.Value | None]:
-        attrs = {k: a.value for k, a in m.root.attributes.items() if k != "storage_order" and not a.is_ref()}
+        attrs = {
+            k: a.value
+            for k, a in m.root.attributes.items()
+            if k != "storage_order" and not a.is_ref()
+        }
         y = b.op("MaxPool", m["x"], name=m.root.name, **attrs)
         return [y, None]
 

@@ -89,12 +89,18 @@ class EinsumRule(Rule):
                     return f"the shape of '{m[name].name}' is unknown"
                 continue
             if len(shape) != len(term):
-                raise self.refuse(ctx, f"Einsum '{m.root.name}': '{term}' does not match the rank {len(shape)} of '{m[name].name}'")
+                raise self.refuse(
+                    ctx,
+                    f"Einsum '{m.root.name}': '{term}' does not match the rank {len(shape)} of '{m[name].name}'",
+                )
             for c, d in zip(term, shape, strict=True):
                 if is_known_dim(d):
                     if dims.get(c) not in (None, d):
                         if 1 not in (dims.get(c), d):
-                            raise self.refuse(ctx, f"Einsum '{m.root.name}': letter '{c}' has sizes {dims[c]} and {d}")
+                            raise self.refuse(
+                                ctx,
+                                f"Einsum '{m.root.name}': letter '{c}' has sizes {dims[c]} and {d}",
+                            )
                         broadcast.add(c)
                     if dims.get(c) in (None, 1):
                         dims[c] = d
@@ -134,8 +140,16 @@ class EinsumRule(Rule):
         nb = len(plan.batch)
         if merge:
             # batch dims are copied (0) so they may stay dynamic and broadcast in MatMul
-            a = b.op("Reshape", a, b.ints([0] * nb + [size(plan.a_free), size(plan.contracted)], "a_shape"))
-            c = b.op("Reshape", c, b.ints([0] * nb + [size(plan.contracted), size(plan.b_free)], "b_shape"))
+            a = b.op(
+                "Reshape",
+                a,
+                b.ints([0] * nb + [size(plan.a_free), size(plan.contracted)], "a_shape"),
+            )
+            c = b.op(
+                "Reshape",
+                c,
+                b.ints([0] * nb + [size(plan.contracted), size(plan.b_free)], "b_shape"),
+            )
         else:
             # MatMul needs a row and a column dimension: add size-1 axes for empty groups
             if not plan.a_free:

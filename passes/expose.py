@@ -33,15 +33,21 @@ _GLOB_CHARS = set("*?[")
 
 @dataclasses.dataclass(frozen=True)
 class ExposeOptions:
-    tensors: list[str] = option(help="tensor names or glob patterns (e.g. '/backbone/*/Relu_output_0')")
-    include_constants: bool = option(False, help="also expose outputs of Constant nodes matched by a pattern")
+    tensors: list[str] = option(
+        help="tensor names or glob patterns (e.g. '/backbone/*/Relu_output_0')"
+    )
+    include_constants: bool = option(
+        False, help="also expose outputs of Constant nodes matched by a pattern"
+    )
 
     def __post_init__(self) -> None:
         if not self.tensors:
             raise PipelineError("expose.tensors: give at least one tensor name or pattern")
 
 
-def select_tensors(flow: Dataflow, patterns: list[str], *, include_constants: bool = False) -> list[ir.Value]:
+def select_tensors(
+    flow: Dataflow, patterns: list[str], *, include_constants: bool = False
+) -> list[ir.Value]:
     """Node outputs of the graph matching ``patterns`` (names or globs), in graph order.
 
     Raises:
@@ -88,7 +94,9 @@ class Expose(SurgeryPass):
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)
         flow = Dataflow(model.graph)
-        values = select_tensors(flow, list(self.options.tensors), include_constants=self.options.include_constants)
+        values = select_tensors(
+            flow, list(self.options.tensors), include_constants=self.options.include_constants
+        )
         present = set(model.graph.outputs)
         new = [v for v in values if v not in present]
         if not new:
@@ -96,7 +104,21 @@ class Expose(SurgeryPass):
         untyped = fill_types(model, new, flow=flow)
         for v in new:
             model.graph.outputs.append(v)
-        notes = [f"exposed {len(new)} tensor(s): " + ", ".join(value_names(new[:10])) + (" …" if len(new) > 10 else "")]
+        notes = [
+            f"exposed {len(new)} tensor(s): "
+            + ", ".join(value_names(new[:10]))
+            + (" …" if len(new) > 10 else "")
+        ]
         if untyped:
             notes.append("no type known for: " + ", ".join(value_names(untyped[:10])))
-        return declare_interface(SurgeryResult(model, True, stats={"exposed": len(new), "already_outputs": len(values) - len(new)}, notes=notes), interface_before, model, 'expose adds outputs')
+        return declare_interface(
+            SurgeryResult(
+                model,
+                True,
+                stats={"exposed": len(new), "already_outputs": len(values) - len(new)},
+                notes=notes,
+            ),
+            interface_before,
+            model,
+            "expose adds outputs",
+        )

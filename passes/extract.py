@@ -78,7 +78,9 @@ class Extract(SurgeryPass):
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)
         types = dict(parse_type_spec(t) for t in self.options.input_types)
-        part, cut, notes = extract_part(model, self.options.inputs, self.options.outputs, input_types=types)
+        part, cut, notes = extract_part(
+            model, self.options.inputs, self.options.outputs, input_types=types
+        )
         unchanged = _same_interface(model, part, len(cut.nodes) == len(model.graph))
         if unchanged:
             return SurgeryResult(model, False, stats={"nodes": len(cut.nodes)})
@@ -92,4 +94,9 @@ class Extract(SurgeryPass):
             "inputs": len(part.graph.inputs),
             "outputs": len(part.graph.outputs),
         }
-        return declare_interface(SurgeryResult(model, True, stats=stats, notes=notes), interface_before, model, 'extract cuts the graph')
+        return declare_interface(
+            SurgeryResult(model, True, stats=stats, notes=notes),
+            interface_before,
+            model,
+            "extract cuts the graph",
+        )

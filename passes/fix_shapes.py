@@ -61,7 +61,9 @@ class FixShapesOptions:
         parse_shapes(self.shapes, where="fix-shapes.shapes")
         for key, value in self.dims.items():
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DIM:
-                raise PipelineError(f"fix-shapes.dims: '{key}' must be an integer from 0 to {MAX_DIM}, got {value!r}")
+                raise PipelineError(
+                    f"fix-shapes.dims: '{key}' must be an integer from 0 to {MAX_DIM}, got {value!r}"
+                )
         if not self.shapes and not self.dims:
             raise PipelineError("fix-shapes: give 'shapes' or 'dims' (nothing to fix)")
 
@@ -132,14 +134,25 @@ class FixShapes(SurgeryPass):
         spec = parse_shapes(self.options.shapes, where="fix-shapes.shapes")
         for name in spec:
             if name not in inputs:
-                raise InputError(f"fix-shapes: the model has no input '{name}'; its inputs are: {known}")
+                raise InputError(
+                    f"fix-shapes: the model has no input '{name}'; its inputs are: {known}"
+                )
         bindings: dict[str, int] = {}
         axis_bindings: dict[tuple[str, int], int] = {}
-        dim_names = {n for v in inputs.values() if v.shape is not None for d in v.shape if (n := _dim_name(d))}
+        dim_names = {
+            n
+            for v in inputs.values()
+            if v.shape is not None
+            for d in v.shape
+            if (n := _dim_name(d))
+        }
 
         def bind(dim_name: str, size: int, why: str) -> None:
             if bindings.get(dim_name, size) != size:
-                raise PassError(f"dim '{dim_name}' is bound to {bindings[dim_name]} and to {size} ({why})", pass_name=self.name)
+                raise PassError(
+                    f"dim '{dim_name}' is bound to {bindings[dim_name]} and to {size} ({why})",
+                    pass_name=self.name,
+                )
             bindings[dim_name] = size
 
         for key, size in self.options.dims.items():
@@ -149,17 +162,26 @@ class FixShapes(SurgeryPass):
                 rank = len(value.shape) if value.shape is not None else None
                 axis = int(m.group("axis"))
                 if rank is None:
-                    raise PassError(f"input '{value.name}' has unknown rank; give its full shape in 'shapes'", pass_name=self.name)
+                    raise PassError(
+                        f"input '{value.name}' has unknown rank; give its full shape in 'shapes'",
+                        pass_name=self.name,
+                    )
                 if not -rank <= axis < rank:
-                    raise InputError(f"fix-shapes: input '{value.name}' has rank {rank}; axis {axis} does not exist")
+                    raise InputError(
+                        f"fix-shapes: input '{value.name}' has rank {rank}; axis {axis} does not exist"
+                    )
                 axis_bindings[(value.name or "", axis % rank)] = size
             elif m:
-                raise InputError(f"fix-shapes: the model has no input '{m.group('name')}'; its inputs are: {known}")
+                raise InputError(
+                    f"fix-shapes: the model has no input '{m.group('name')}'; its inputs are: {known}"
+                )
             elif key in dim_names:
                 bind(key, size, "dims")
             else:
                 listed = ", ".join(sorted(dim_names)) or "none"
-                raise InputError(f"fix-shapes: no input has a dim named '{key}'; the inputs' dim names are: {listed}")
+                raise InputError(
+                    f"fix-shapes: no input has a dim named '{key}'; the inputs' dim names are: {listed}"
+                )
 
         planned: dict[str, list[int | ir.SymbolicDim]] = {}
         for name, value in inputs.items():
@@ -168,19 +190,26 @@ class FixShapes(SurgeryPass):
             if wanted is not None:
                 if current is None:
                     if -1 in wanted:
-                        raise PassError(f"input '{name}' has unknown rank: -1 cannot keep a dim", pass_name=self.name)
+                        raise PassError(
+                            f"input '{name}' has unknown rank: -1 cannot keep a dim",
+                            pass_name=self.name,
+                        )
                     current = [ir.SymbolicDim(None)] * len(wanted)
                 if len(current) != len(wanted):
                     raise PassError(
                         f"input '{name}' has rank {len(current)} (shape {_fmt(current)}), the spec gives rank "
-                        f"{len(wanted)} ({list(wanted)})", pass_name=self.name)
+                        f"{len(wanted)} ({list(wanted)})",
+                        pass_name=self.name,
+                    )
                 new: list[int | ir.SymbolicDim] = []
                 for axis, (cur, want) in enumerate(zip(current, wanted, strict=True)):
                     if want == -1:
                         new.append(cur)
                     elif is_known_dim(cur) and cur != want:
                         raise PassError(
-                            f"input '{name}' dim {axis} is fixed to {cur}; the spec asks for {want}", pass_name=self.name)
+                            f"input '{name}' dim {axis} is fixed to {cur}; the spec asks for {want}",
+                            pass_name=self.name,
+                        )
                     else:
                         if (dim_name := _dim_name(cur)) is not None:
                             bind(dim_name, want, f"input '{name}' dim {axis}")
@@ -191,7 +220,9 @@ class FixShapes(SurgeryPass):
         for (name, axis), size in axis_bindings.items():
             cur = planned[name][axis]
             if is_known_dim(cur) and cur != size:
-                raise PassError(f"input '{name}' dim {axis} is {cur}; dims asks for {size}", pass_name=self.name)
+                raise PassError(
+                    f"input '{name}' dim {axis} is {cur}; dims asks for {size}", pass_name=self.name
+                )
             if (dim_name := _dim_name(cur)) is not None:
                 bind(dim_name, size, f"'{name}[{axis}]'")
             planned[name][axis] = size
@@ -219,14 +250,27 @@ class FixShapes(SurgeryPass):
                 value.shape = shape
                 fixed += 1
         updated = substitute_dims(model, plan.bindings)
-        still = [n for n, v in inputs.items() if v.shape is None or not all(is_known_dim(d) for d in v.shape)]
+        still = [
+            n
+            for n, v in inputs.items()
+            if v.shape is None or not all(is_known_dim(d) for d in v.shape)
+        ]
         notes = [f"inputs still dynamic: {', '.join(still)}"] if still else []
-        return declare_interface(SurgeryResult(
+        return declare_interface(
+            SurgeryResult(
+                model,
+                modified=bool(fixed or updated),
+                stats={
+                    "inputs_fixed": fixed,
+                    "dims_bound": dict(plan.bindings),
+                    "annotations_updated": updated,
+                },
+                notes=notes,
+            ),
+            interface_before,
             model,
-            modified=bool(fixed or updated),
-            stats={"inputs_fixed": fixed, "dims_bound": dict(plan.bindings), "annotations_updated": updated},
-            notes=notes,
-        ), interface_before, model, 'fix-shapes fixes input shapes')
+            "fix-shapes fixes input shapes",
+        )
 
 
 def _fmt(dims: list[int | ir.SymbolicDim]) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import onnx_ir as ir
 
-from surgery.graph import const_value
+from surgery.graph import const_value, is_onnx_domain
 from surgery.options import option
 from surgery.pass_base import Numerics
 from surgery.registry import register
@@ -34,12 +34,16 @@ __all__ = ["GeluApprox", "match_decomposed_gelu"]
 
 def _const_near(value: ir.Value | None, target: float, rtol: float = 1e-4) -> bool:
     array = const_value(value)
-    return array is not None and array.size == 1 and abs(float(array.reshape(-1)[0]) - target) <= rtol * abs(target)
+    return (
+        array is not None
+        and array.size == 1
+        and abs(float(array.reshape(-1)[0]) - target) <= rtol * abs(target)
+    )
 
 
 def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
     node = value.producer() if value is not None else None
-    if node is not None and node.op_type == op_type and node.domain in ("", "ai.onnx"):
+    if node is not None and node.op_type == op_type and is_onnx_domain(node.domain):
         return node
     return None
 
@@ -121,11 +125,13 @@ def _plus_one(value: ir.Value, nodes: list[ir.Node]) -> tuple[str, ir.Value] | N
 
 def match_decomposed_gelu(root: ir.Node) -> tuple[str, ir.Value, list[ir.Node]] | None:
     """Match ``0.5 · x · (1 + inner)`` ending at ``root`` (a Mul); return (mode, x, nodes)."""
-    if root.op_type != "Mul" or root.domain not in ("", "ai.onnx") or len(root.inputs) != 2:
+    if root.op_type != "Mul" or not is_onnx_domain(root.domain) or len(root.inputs) != 2:
         return None
     for p, q in _pair(root):
         inner_mul = _producer(q, "Mul")
-        candidates: list[tuple[ir.Value, ir.Value]] = []  # (value that should be x, value that should be 1+inner)
+        candidates: list[
+            tuple[ir.Value, ir.Value]
+        ] = []  # (value that should be x, value that should be 1+inner)
         if _const_near(p, 0.5) and inner_mul is not None:
             candidates = [(a, b) for a, b in _pair(inner_mul)]  # 0.5 * (x * plus)
         elif inner_mul is not None:
@@ -150,7 +156,7 @@ class GeluApproxRule(Rule):
         self.to = to  # "tanh" or "none"
 
     def targets(self, node: ir.Node) -> bool:
-        return node.domain in ("", "ai.onnx") and node.op_type in ("Gelu", "Mul")
+        return is_onnx_domain(node.domain) and node.op_type in ("Gelu", "Mul")
 
     def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
         b = ctx.builder(node)
@@ -192,4 +198,3 @@ class GeluApprox(RulePass):
 
     def rules(self) -> Sequence[Rule]:
         return [GeluApproxRule("tanh" if self.options.to == "tanh" else "none")]
-

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import NameAllocator, subgraphs
+from surgery.graph import NameAllocator, is_onnx_domain, subgraphs
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
 from surgery.registry import register
 from surgery.rules import schema
@@ -70,13 +70,13 @@ def drop_unused_opsets(model: ir.Model) -> list[str]:
     anywhere = set().union(*used.values())
     dropped: list[str] = []
     for key in list(model.opset_imports):
-        if key not in ("", "ai.onnx") and key not in anywhere:
+        if not is_onnx_domain(key) and key not in anywhere:
             del model.opset_imports[key]
             dropped.append(key)
     for function in model.functions.values():
         mine = used[_fid(function.identifier())]
         for key in list(function.opset_imports):
-            if key not in ("", "ai.onnx") and key not in mine:
+            if not is_onnx_domain(key) and key not in mine:
                 del function.opset_imports[key]
     return dropped
 
@@ -123,13 +123,18 @@ class InlineFunctions(SurgeryPass):
 
     def call(self, model: ir.Model) -> SurgeryResult:
         if Cloner is None:  # pragma: no cover
-            raise PassError("this onnx-ir has no onnx_ir._cloner.Cloner; cannot inline", pass_name=self.name)
+            raise PassError(
+                "this onnx-ir has no onnx_ir._cloner.Cloner; cannot inline", pass_name=self.name
+            )
         functions = model.functions
         stats: dict[str, int] = {}
         if functions:
             cycle = _has_cycle(functions)
             if cycle:
-                raise PassError(f"recursive functions cannot be inlined: {' -> '.join(cycle)}", pass_name=self.name)
+                raise PassError(
+                    f"recursive functions cannot be inlined: {' -> '.join(cycle)}",
+                    pass_name=self.name,
+                )
             self._align_opsets(model)
             self._names = NameAllocator(model)
             self._model = model
@@ -171,13 +176,15 @@ class InlineFunctions(SurgeryPass):
                 assert main is not None
                 self._convert_function(model, function, version, main)
 
-    def _convert_function(self, model: ir.Model, function: ir.Function, version: int, target: int) -> None:
+    def _convert_function(
+        self, model: ir.Model, function: ir.Function, version: int, target: int
+    ) -> None:
         fid = _fid(function.identifier())
         differing = [
             n
             for g, _ in _function_graphs(function)
             for n in g
-            if n.domain in ("", "ai.onnx")
+            if is_onnx_domain(n.domain)
             and schema.since_version(n.op_type, version) != schema.since_version(n.op_type, target)
         ]
         if differing and version < target:
@@ -194,7 +201,9 @@ class InlineFunctions(SurgeryPass):
             stats: dict[str, int] = {}
             for graph, imports in _function_graphs(function):
                 downgrade_graph(model, graph, imports, version, target, names, self.name, stats)
-            logger.info("function %s converted from ai.onnx %d to %d: %s", fid, version, target, stats)
+            logger.info(
+                "function %s converted from ai.onnx %d to %d: %s", fid, version, target, stats
+            )
         key = "" if "" in function.opset_imports else "ai.onnx"
         function.opset_imports[key] = target
 
@@ -203,7 +212,9 @@ class InlineFunctions(SurgeryPass):
         for node in list(graph):
             self._visit(graph, node, opsets)
 
-    def _visit(self, graph: ir.Graph | ir.Function, node: ir.Node, opsets: Mapping[str, int]) -> None:
+    def _visit(
+        self, graph: ir.Graph | ir.Function, node: ir.Node, opsets: Mapping[str, int]
+    ) -> None:
         if node.op_identifier() in self._model.functions:
             for new in self._inline_call(graph, node, opsets):
                 self._visit(graph, new, opsets)
@@ -211,7 +222,9 @@ class InlineFunctions(SurgeryPass):
         for sub in subgraphs(node):
             self._inline_in(sub, opsets)
 
-    def _inline_call(self, graph: ir.Graph | ir.Function, call: ir.Node, opsets: Mapping[str, int]) -> list[ir.Node]:
+    def _inline_call(
+        self, graph: ir.Graph | ir.Function, call: ir.Node, opsets: Mapping[str, int]
+    ) -> list[ir.Node]:
         function = self._model.functions[call.op_identifier()]
         fid = _fid(function.identifier())
         if len(call.inputs) > len(function.inputs):

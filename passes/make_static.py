@@ -30,14 +30,20 @@ class MakeStaticOptions:
         help="largest net growth in bytes one fold may add to the model (constants it frees subtracted); "
         "constants larger than this are never read or duplicated",
     )
-    max_rounds: int = option(32, help="give up after this many rounds of whole-model inference + folding")
-    inline_if: bool = option(True, help="replace an If whose condition is constant by its taken branch")
+    max_rounds: int = option(
+        32, help="give up after this many rounds of whole-model inference + folding"
+    )
+    inline_if: bool = option(
+        True, help="replace an If whose condition is constant by its taken branch"
+    )
     unroll_loops: bool = option(
-        False, help="unroll Loops with a constant trip count and no data-dependent exit, and Scans of static length"
+        False,
+        help="unroll Loops with a constant trip count and no data-dependent exit, and Scans of static length",
     )
     max_unroll: int = option(64, help="largest trip count (Loop) or scan length (Scan) unrolled")
     keep_ops: list[str] = option(
-        default_factory=lambda: sorted(DEFAULT_KEEP_OPS), help="ops never folded even with constant inputs"
+        default_factory=lambda: sorted(DEFAULT_KEEP_OPS),
+        help="ops never folded even with constant inputs",
     )
 
     def __post_init__(self) -> None:
@@ -54,8 +60,14 @@ def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
     for graph in iter_graphs(model.graph):
         for node in graph:
             for out in node.outputs:
-                snap.append((out, None if out.shape is None else tuple(
-                    d if is_known_dim(d) else ("?", dim_name(d)) for d in out.shape)))
+                snap.append(
+                    (
+                        out,
+                        None
+                        if out.shape is None
+                        else tuple(d if is_known_dim(d) else ("?", dim_name(d)) for d in out.shape),
+                    )
+                )
     return snap
 
 
@@ -94,7 +106,9 @@ class MakeStatic(SurgeryPass):
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return declare_interface(self._call(model), interface_before, model, 'make-static resolves dims')
+            return declare_interface(
+                self._call(model), interface_before, model, "make-static resolves dims"
+            )
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -115,7 +129,9 @@ class MakeStatic(SurgeryPass):
         # inference gets to recompute every shape from scratch, but a shape it cannot recompute
         # is put back at the end: a graph output without one fails the checker
         known = [(v, v.shape) for v, _ in before if v.shape is not None]
-        known += [(v, v.shape) for g in iter_graphs(model.graph) for v in g.outputs if v.shape is not None]
+        known += [
+            (v, v.shape) for g in iter_graphs(model.graph) for v in g.outputs if v.shape is not None
+        ]
         clear_shapes(model)
         inference_failed = False
         while rounds < opts.max_rounds:
@@ -133,7 +149,9 @@ class MakeStatic(SurgeryPass):
             clear_shapes(model)
         notes: list[str] = []
         if inference_failed:
-            notes.append("onnx shape inference refused the model in some round; shapes came from per-node inference")
+            notes.append(
+                "onnx shape inference refused the model in some round; shapes came from per-node inference"
+            )
         if not converged:
             notes.append(f"did not reach a fixed point in {opts.max_rounds} rounds")
             clear_shapes(model)
@@ -147,7 +165,13 @@ class MakeStatic(SurgeryPass):
             notes.append(f"{kept} shapes that inference could not recompute were kept as annotated")
         after = _shape_snapshot(model)
         stats = folder.stats
-        folded = stats.folded_nodes + stats.shape_ops_folded + stats.ifs_inlined + stats.loops_unrolled + stats.scans_unrolled
+        folded = (
+            stats.folded_nodes
+            + stats.shape_ops_folded
+            + stats.ifs_inlined
+            + stats.loops_unrolled
+            + stats.scans_unrolled
+        )
         shapes_changed = len(before) != len(after) or any(
             a[0] is not b[0] or a[1] != b[1] for a, b in zip(before, after, strict=True)
         )
@@ -155,7 +179,9 @@ class MakeStatic(SurgeryPass):
         dynamic = [o for o in offenders if o.what == "tensor"]
         if dynamic:
             notes.append(f"{len(dynamic)} tensors are still dynamic, e.g. {dynamic[0]}")
-        called = {(n.domain, n.op_type, n.overload) for g in iter_graphs(model.graph) for n in g} & set(model.functions)
+        called = {
+            (n.domain, n.op_type, n.overload) for g in iter_graphs(model.graph) for n in g
+        } & set(model.functions)
         if called:
             names = ", ".join(sorted(function_label(*key) for key in called))
             notes.append(

@@ -61,11 +61,14 @@ class MaxToAvgRule(Rule):
                 )
             if indices.is_graph_output():
                 raise self.refuse(
-                    ctx, f"MaxPool '{node.name}': its Indices output '{indices.name}' is a graph output"
+                    ctx,
+                    f"MaxPool '{node.name}': its Indices output '{indices.name}' is a graph output",
                 )
         dtype = m["x"].dtype
         if dtype is not None and dtype not in _FLOATS:
-            raise self.refuse(ctx, f"MaxPool '{node.name}' pools {dtype.name} data; AveragePool is float only")
+            raise self.refuse(
+                ctx, f"MaxPool '{node.name}' pools {dtype.name} data; AveragePool is float only"
+            )
         dilations = m.attr("dilations")
         if dilations and any(d != 1 for d in dilations) and ctx.opset < 19:
             raise self.refuse(
@@ -104,9 +107,12 @@ class MaxPoolToAvgPool(RulePass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         count_include_pad: bool = option(
-            False, help="average padded zeros too (default: average real elements only, as MaxPool ignores pads)"
+            False,
+            help="average padded zeros too (default: average real elements only, as MaxPool ignores pads)",
         )
-        nodes: tuple[str, ...] = option((), help="names of the MaxPool nodes to replace (default: all)")
+        nodes: tuple[str, ...] = option(
+            (), help="names of the MaxPool nodes to replace (default: all)"
+        )
 
     def rules(self) -> list[Rule]:
         return [MaxToAvgRule(self.options.count_include_pad, frozenset(self.options.nodes))]

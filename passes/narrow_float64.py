@@ -34,7 +34,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator, walk
+from surgery.graph import GraphLike, NameAllocator, is_onnx_domain, walk
 from surgery.options import option
 from surgery.pass_base import (
     Numerics,
@@ -119,12 +119,14 @@ class _Narrower:
         del opset
         if node in self.protected:
             return
-        standard = node.domain in ("", "ai.onnx")
+        standard = is_onnx_domain(node.domain)
         if standard and node.op_type == "BitCast":
             src = node.inputs[0].dtype if node.inputs and node.inputs[0] is not None else None
             to = node.attributes.get("to")
             if src == F64 or (to is not None and to.value == int(F64)):
-                raise self.error(f"BitCast '{node.name}' reinterprets float64 bits; it cannot be narrowed")
+                raise self.error(
+                    f"BitCast '{node.name}' reinterprets float64 bits; it cannot be narrowed"
+                )
         for key, attr in list(node.attributes.items()):
             if attr.is_ref():
                 continue
@@ -132,7 +134,8 @@ class _Narrower:
                 tensor = attr.as_tensor()
                 if tensor.dtype == F64:
                     node.attributes[key] = ir.AttrTensor(
-                        key, self.tensor(tensor, f"attribute '{key}' of {node.op_type} '{node.name}'")
+                        key,
+                        self.tensor(tensor, f"attribute '{key}' of {node.op_type} '{node.name}'"),
                     )
                     self.stats["tensor_attributes"] += 1
             elif attr.type == ir.AttributeType.TENSORS:
@@ -141,14 +144,23 @@ class _Narrower:
                     node.attributes[key] = ir.AttrTensors(
                         key,
                         [
-                            self.tensor(t, f"attribute '{key}' of {node.op_type} '{node.name}'") if t.dtype == F64 else t
+                            self.tensor(t, f"attribute '{key}' of {node.op_type} '{node.name}'")
+                            if t.dtype == F64
+                            else t
                             for t in tensors
                         ],
                     )
                     self.stats["tensor_attributes"] += 1
             elif attr.type == ir.AttributeType.SPARSE_TENSOR:
-                raise self.error(f"{node.op_type} '{node.name}' has a sparse tensor attribute '{key}'; not supported")
-            elif standard and attr.type == ir.AttributeType.INT and key in DTYPE_ATTRS and attr.as_int() == int(F64):
+                raise self.error(
+                    f"{node.op_type} '{node.name}' has a sparse tensor attribute '{key}'; not supported"
+                )
+            elif (
+                standard
+                and attr.type == ir.AttributeType.INT
+                and key in DTYPE_ATTRS
+                and attr.as_int() == int(F64)
+            ):
                 node.attributes[key] = ir.AttrInt64(key, int(F32))
                 self.stats["dtype_attributes"] += 1
         for out in node.outputs:
@@ -171,14 +183,14 @@ def _copy(shape: ir.Shape | None) -> ir.Shape | None:
 
 
 def _is_cast(node: ir.Node | None, to: ir.DataType) -> bool:
-    if node is None or node.op_type != "Cast" or node.domain not in ("", "ai.onnx"):
+    if node is None or node.op_type != "Cast" or not is_onnx_domain(node.domain):
         return False
     attr = node.attributes.get("to")
     return attr is not None and attr.as_int() == int(to)
 
 
 def _is_any_cast(node: ir.Node) -> bool:
-    return node.op_type == "Cast" and node.domain in ("", "ai.onnx")
+    return node.op_type == "Cast" and is_onnx_domain(node.domain)
 
 
 def _needs_input_cast(value: ir.Value) -> bool:
@@ -202,7 +214,8 @@ class NarrowFloat64(SurgeryPass):
     @dataclasses.dataclass(frozen=True)
     class Options:
         keep_io: bool = option(
-            False, help="keep float64 main-graph inputs/outputs and convert at the boundary with Casts"
+            False,
+            help="keep float64 main-graph inputs/outputs and convert at the boundary with Casts",
         )
 
     def call(self, model: ir.Model) -> SurgeryResult:
@@ -212,7 +225,9 @@ class NarrowFloat64(SurgeryPass):
         boundary_inputs: list[ir.Value] = []
         boundary_outputs: list[ir.Value] = []
         if self.options.keep_io:
-            boundary_inputs = [v for v in main.inputs if narrow_type(v.type) is not None and _needs_input_cast(v)]
+            boundary_inputs = [
+                v for v in main.inputs if narrow_type(v.type) is not None and _needs_input_cast(v)
+            ]
             boundary_outputs = [
                 v for v in main.outputs if narrow_type(v.type) is not None and _needs_output_cast(v)
             ]
@@ -229,7 +244,11 @@ class NarrowFloat64(SurgeryPass):
                 n.value(value)
             n.graph(graph, opsets)
             for value in graph.outputs:
-                if graph is main and self.options.keep_io and (value.is_graph_input() or value.producer() in n.protected):
+                if (
+                    graph is main
+                    and self.options.keep_io
+                    and (value.is_graph_input() or value.producer() in n.protected)
+                ):
                     continue
                 n.value(value)
         casts = 0
@@ -238,7 +257,13 @@ class NarrowFloat64(SurgeryPass):
             first = next(iter(main), None)
             for value in boundary_inputs:
                 name = value.name or "input"
-                node = ir.Node("", "Cast", [value], [ir.AttrInt64("to", int(F32))], name=names.derive(name, "to_float32"))
+                node = ir.Node(
+                    "",
+                    "Cast",
+                    [value],
+                    [ir.AttrInt64("to", int(F32))],
+                    name=names.derive(name, "to_float32"),
+                )
                 out = node.outputs[0]
                 out.name = names.derive(name, "float32")
                 out.type, out.shape = ir.TensorType(F32), _copy(value.shape)
@@ -256,7 +281,13 @@ class NarrowFloat64(SurgeryPass):
                 # The narrowed value gets a fresh name; a Cast back to float64 takes the output's name.
                 name = value.name or f"output_{i}"
                 value.name = names.derive(name, "float32")
-                node = ir.Node("", "Cast", [value], [ir.AttrInt64("to", int(F64))], name=names.derive(name, "to_float64"))
+                node = ir.Node(
+                    "",
+                    "Cast",
+                    [value],
+                    [ir.AttrInt64("to", int(F64))],
+                    name=names.derive(name, "to_float64"),
+                )
                 out = node.outputs[0]
                 out.name = name
                 out.type, out.shape = ir.TensorType(F64), _copy(value.shape)
@@ -269,5 +300,12 @@ class NarrowFloat64(SurgeryPass):
         modified = bool(stats)
         notes = []
         if n.stats["underflowed_elements"]:
-            notes.append(f"{n.stats['underflowed_elements']} float64 constant elements are below float32's resolution")
-        return declare_interface(SurgeryResult(model, modified, stats=stats, notes=notes), interface_before, model, 'narrow-float64 retypes float64 tensors')
+            notes.append(
+                f"{n.stats['underflowed_elements']} float64 constant elements are below float32's resolution"
+            )
+        return declare_interface(
+            SurgeryResult(model, modified, stats=stats, notes=notes),
+            interface_before,
+            model,
+            "narrow-float64 retypes float64 tensors",
+        )

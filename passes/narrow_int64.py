@@ -45,7 +45,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from surgery.graph import NameAllocator, const_value, walk
+from surgery.graph import NameAllocator, const_value, is_onnx_domain, walk
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
 from surgery.registry import register
 from surgery.rules import schema
@@ -65,15 +65,41 @@ GraphLike = ir.Graph | ir.Function
 
 #: ops whose listed inputs carry values through unchanged (the output's range is their union)
 _MOVE = {
-    "Identity": (0,), "Reshape": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Flatten": (0,), "Transpose": (0,),
-    "Expand": (0,), "Tile": (0,), "Gather": (0,), "GatherElements": (0,), "GatherND": (0,), "Slice": (0,),
-    "Split": (0,), "ReduceMax": (0,), "ReduceMin": (0,), "Where": (1, 2), "Concat": None, "Max": None, "Min": None,
-    "DepthToSpace": (0,), "SpaceToDepth": (0,), "Compress": (0,), "Pad": (0, 2), "ScatterElements": (0, 2),
-    "ScatterND": (0, 2), "TopK": (0,), "Trilu": (0,),
+    "Identity": (0,),
+    "Reshape": (0,),
+    "Squeeze": (0,),
+    "Unsqueeze": (0,),
+    "Flatten": (0,),
+    "Transpose": (0,),
+    "Expand": (0,),
+    "Tile": (0,),
+    "Gather": (0,),
+    "GatherElements": (0,),
+    "GatherND": (0,),
+    "Slice": (0,),
+    "Split": (0,),
+    "ReduceMax": (0,),
+    "ReduceMin": (0,),
+    "Where": (1, 2),
+    "Concat": None,
+    "Max": None,
+    "Min": None,
+    "DepthToSpace": (0,),
+    "SpaceToDepth": (0,),
+    "Compress": (0,),
+    "Pad": (0, 2),
+    "ScatterElements": (0, 2),
+    "ScatterND": (0, 2),
+    "TopK": (0,),
+    "Trilu": (0,),
 }
 _INT_RANGES = {
-    ir.DataType.INT8: (-(2**7), 2**7 - 1), ir.DataType.UINT8: (0, 2**8 - 1), ir.DataType.INT16: (-(2**15), 2**15 - 1),
-    ir.DataType.UINT16: (0, 2**16 - 1), ir.DataType.INT32: (LO, HI), ir.DataType.BOOL: (0, 1),
+    ir.DataType.INT8: (-(2**7), 2**7 - 1),
+    ir.DataType.UINT8: (0, 2**8 - 1),
+    ir.DataType.INT16: (-(2**15), 2**15 - 1),
+    ir.DataType.UINT16: (0, 2**16 - 1),
+    ir.DataType.INT32: (LO, HI),
+    ir.DataType.BOOL: (0, 1),
 }
 
 
@@ -166,7 +192,12 @@ class NarrowInt64(SurgeryPass):
             return SurgeryResult(model, False)
         if bodies:
             totals["bodies"] = bodies  # subgraphs and function bodies rewritten
-        return declare_interface(SurgeryResult(model, True, stats=totals), interface_before, model, 'narrow-int64 retypes int64 tensors')
+        return declare_interface(
+            SurgeryResult(model, True, stats=totals),
+            interface_before,
+            model,
+            "narrow-int64 retypes int64 tensors",
+        )
 
     # ---- analysis ---------------------------------------------------------------------------
     def _narrow(self, graph: GraphLike, opset: int, state: _State) -> dict[str, int]:
@@ -209,9 +240,10 @@ class NarrowInt64(SurgeryPass):
                     pinned.add(v)
                     splits[v] = _Split(v)
                     boundary.add(v)
-            standard = node.domain in ("", "ai.onnx")
+            standard = is_onnx_domain(node.domain)
             opaque = not standard or any(
-                a.is_ref() or a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()
+                a.is_ref() or a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+                for a in node.attributes.values()
             )
             binding = schema.type_bindings(node, opset) if not opaque else None
             if binding is None:
@@ -220,7 +252,10 @@ class NarrowInt64(SurgeryPass):
                         pinned.add(v)
                 continue
             groups: dict[str, list[Any]] = {}
-            for kind, values, slots in (("in", node.inputs, binding.inputs), ("out", node.outputs, binding.outputs)):
+            for kind, values, slots in (
+                ("in", node.inputs, binding.inputs),
+                ("out", node.outputs, binding.outputs),
+            ):
                 for i, v in enumerate(values):
                     if v is None:
                         continue
@@ -278,7 +313,9 @@ class NarrowInt64(SurgeryPass):
                 continue  # only fixed-int64 readers: nothing to gain
             if all(isinstance(m, _Split) and m.value in boundary for m in members):
                 continue  # a Cast of a boundary value straight into an index slot: no arithmetic moves
-            if not all(_fits(state.ranges.get(m.value if isinstance(m, _Split) else m)) for m in members):
+            if not all(
+                _fits(state.ranges.get(m.value if isinstance(m, _Split) else m)) for m in members
+            ):
                 continue
             narrowed.extend(members)
         if not narrowed:
@@ -306,7 +343,7 @@ class NarrowInt64(SurgeryPass):
             return None
 
         for node in graph:
-            op = node.op_type if node.domain in ("", "ai.onnx") else ""
+            op = node.op_type if is_onnx_domain(node.domain) else ""
             if any(a.is_ref() for a in node.attributes.values()):
                 op = ""  # an attribute bound at the call site: nothing known
             outs = node.outputs
@@ -322,15 +359,27 @@ class NarrowInt64(SurgeryPass):
                 shape = shapes.get(ins[0]) if ins and ins[0] is not None else None
                 if is_static_shape(shape):
                     dims = [int(d) for d in shape]
-                    result = (0, max(dims, default=0)) if op == "Shape" else (0, int(np.prod(dims, dtype=object)))
+                    result = (
+                        (0, max(dims, default=0))
+                        if op == "Shape"
+                        else (0, int(np.prod(dims, dtype=object)))
+                    )
             elif op in _MOVE:
                 idx = _MOVE[op]
-                picked = [ins[i] for i in (idx if idx is not None else range(len(ins))) if i < len(ins) and ins[i] is not None]
+                picked = [
+                    ins[i]
+                    for i in (idx if idx is not None else range(len(ins)))
+                    if i < len(ins) and ins[i] is not None
+                ]
                 result = _union(r(v) for v in picked)
             elif op in ("Add", "Sub", "Mul") and len(ins) == 2:
                 a, b = r(ins[0]), r(ins[1])
                 if a is not None and b is not None:
-                    result = {"Add": (a[0] + b[0], a[1] + b[1]), "Sub": (a[0] - b[1], a[1] - b[0]), "Mul": _mul(a, b)}[op]
+                    result = {
+                        "Add": (a[0] + b[0], a[1] + b[1]),
+                        "Sub": (a[0] - b[1], a[1] - b[0]),
+                        "Mul": _mul(a, b),
+                    }[op]
             elif op == "Div" and len(ins) == 2:
                 a = r(ins[0])
                 if a is not None:
@@ -374,7 +423,11 @@ class NarrowInt64(SurgeryPass):
 
     # ---- rewriting --------------------------------------------------------------------------
     def _apply(
-        self, graph: GraphLike, members: list[Any], fixed_uses: dict[ir.Value, list[tuple[ir.Node, int]]], state: _State
+        self,
+        graph: GraphLike,
+        members: list[Any],
+        fixed_uses: dict[ir.Value, list[tuple[ir.Node, int]]],
+        state: _State,
     ) -> dict[str, int]:
         body = graph.graph if isinstance(graph, ir.Function) else graph
         names = state.names
@@ -390,7 +443,9 @@ class NarrowInt64(SurgeryPass):
                 array = const_value(v)
                 assert array is not None
                 producer.attributes.pop(key)
-                producer.attributes["value"] = ir.AttrTensor("value", ir.tensor(array.astype(np.int32), name=v.name))
+                producer.attributes["value"] = ir.AttrTensor(
+                    "value", ir.tensor(array.astype(np.int32), name=v.name)
+                )
                 v.const_value = None
                 stats["constants"] += 1
             elif producer is not None and producer.op_type == "Cast":
@@ -398,18 +453,29 @@ class NarrowInt64(SurgeryPass):
             elif producer is not None and producer.op_type == "ConstantOfShape":
                 fill = producer.attributes.get("value")
                 array = fill.as_tensor().numpy() if fill is not None else np.zeros(1, np.float32)
-                producer.attributes["value"] = ir.AttrTensor("value", ir.tensor(array.astype(np.int32)))
+                producer.attributes["value"] = ir.AttrTensor(
+                    "value", ir.tensor(array.astype(np.int32))
+                )
             v.type = ir.TensorType(I32)
             state.dtype[v] = I32
             stats["values"] += 1
             uses = fixed_uses.get(v)
             if uses:
                 base = v.name or "value"
-                cast = ir.Node("", "Cast", [v], [ir.AttrInt64("to", int(I64))], name=names.derive(base, "to_int64"))
+                cast = ir.Node(
+                    "",
+                    "Cast",
+                    [v],
+                    [ir.AttrInt64("to", int(I64))],
+                    name=names.derive(base, "to_int64"),
+                )
                 out = cast.outputs[0]
                 out.name = names.derive(base, "int64")
                 shape = state.shapes.get(v)
-                out.type, out.shape = ir.TensorType(I64), (ir.Shape(shape) if shape is not None else None)
+                out.type, out.shape = (
+                    ir.TensorType(I64),
+                    (ir.Shape(shape) if shape is not None else None),
+                )
                 _insert_after(body, v, cast)
                 for node, index in uses:
                     node.replace_input_with(index, out)
@@ -420,11 +486,16 @@ class NarrowInt64(SurgeryPass):
             if v.type is None:
                 v.type = ir.TensorType(I64)
             base = v.name or "value"
-            cast = ir.Node("", "Cast", [v], [ir.AttrInt64("to", int(I32))], name=names.derive(base, "to_int32"))
+            cast = ir.Node(
+                "", "Cast", [v], [ir.AttrInt64("to", int(I32))], name=names.derive(base, "to_int32")
+            )
             out = cast.outputs[0]
             out.name = names.derive(base, "int32")
             shape = state.shapes.get(v)
-            out.type, out.shape = ir.TensorType(I32), (ir.Shape(shape) if shape is not None else None)
+            out.type, out.shape = (
+                ir.TensorType(I32),
+                (ir.Shape(shape) if shape is not None else None),
+            )
             _insert_after(body, v, cast)
             for node, index in split.uses:
                 node.replace_input_with(index, out)
@@ -434,7 +505,9 @@ class NarrowInt64(SurgeryPass):
 
 
 # ---- graphs, call sites and what a body knows of its boundary ---------------------------------
-def _graphs_in_order(model: ir.Model) -> Iterator[tuple[GraphLike, Mapping[str, int], ir.Node | None]]:
+def _graphs_in_order(
+    model: ir.Model,
+) -> Iterator[tuple[GraphLike, Mapping[str, int], ir.Node | None]]:
     """Every graph with its opset imports and the node holding it: the main graph and its bodies
     (parents first), then model-local functions with theirs, each function after its callers."""
     for scope in walk(model.graph):
@@ -443,7 +516,9 @@ def _graphs_in_order(model: ir.Model) -> Iterator[tuple[GraphLike, Mapping[str, 
     callees: dict[Any, list[Any]] = {}
     for key, function in functions.items():
         callees[key] = [
-            k for n in function.all_nodes() if (k := (n.domain, n.op_type, n.overload)) in functions and k != key
+            k
+            for n in function.all_nodes()
+            if (k := (n.domain, n.op_type, n.overload)) in functions and k != key
         ]
     # reverse post-order of a depth-first walk along calls: callers before callees (no recursion in ONNX)
     done: set[Any] = set()
@@ -494,7 +569,9 @@ def _seed_function(function: ir.Function, calls: list[ir.Node], state: _State) -
         if formal.dtype is None and len(dtypes) == 1 and None not in dtypes:
             state.dtype[formal] = dtypes.pop()
         shapes = [state.shapes.get(a) if state.shapes.get(a) is not None else a.shape for a in args]
-        same = all(is_static_shape(s) for s in shapes) and all(tuple(s or ()) == tuple(shapes[0] or ()) for s in shapes)
+        same = all(is_static_shape(s) for s in shapes) and all(
+            tuple(s or ()) == tuple(shapes[0] or ()) for s in shapes
+        )
         if formal.shape is None and same:
             state.shapes[formal] = shapes[0]
         rng = _union(state.ranges.get(a) for a in args)
@@ -505,7 +582,7 @@ def _seed_function(function: ir.Function, calls: list[ir.Node], state: _State) -
 def _seed_body(graph: ir.Graph, owner: ir.Node, opset: int, state: _State) -> None:
     """What a Loop or Scan body knows of its formal inputs from the node holding it."""
     inputs = list(graph.inputs)
-    if owner.op_type == "Loop" and owner.domain in ("", "ai.onnx") and len(inputs) >= 2:
+    if owner.op_type == "Loop" and is_onnx_domain(owner.domain) and len(inputs) >= 2:
         if inputs[0].dtype is None:
             state.dtype[inputs[0]] = I64
         if inputs[1].dtype is None:
@@ -517,7 +594,7 @@ def _seed_body(graph: ir.Graph, owner: ir.Node, opset: int, state: _State) -> No
         bound = state.ranges.get(trip) if trip is not None else None
         if bound is not None:
             state.ranges[inputs[0]] = (0, max(bound[1] - 1, 0))  # the iteration number is below M
-    elif owner.op_type == "Scan" and owner.domain in ("", "ai.onnx") and opset >= 9:
+    elif owner.op_type == "Scan" and is_onnx_domain(owner.domain) and opset >= 9:
         scan_inputs = schema.attr_value(owner, "num_scan_inputs", opset, 0)
         states = len(owner.inputs) - scan_inputs
         for j, (formal, actual) in enumerate(zip(inputs, owner.inputs, strict=True)):
@@ -543,9 +620,11 @@ def _values(graph: GraphLike) -> list[ir.Value]:
     return list(seen)
 
 
-def _infer_dtype(node: ir.Node, index: int, opset: int, dtype: Mapping[ir.Value, ir.DataType | None]) -> ir.DataType | None:
+def _infer_dtype(
+    node: ir.Node, index: int, opset: int, dtype: Mapping[ir.Value, ir.DataType | None]
+) -> ir.DataType | None:
     """The element type of output ``index`` of ``node`` from its schema and its inputs' types, else None."""
-    if node.domain not in ("", "ai.onnx") or any(a.is_ref() for a in node.attributes.values()):
+    if not is_onnx_domain(node.domain) or any(a.is_ref() for a in node.attributes.values()):
         return None
     op = node.op_type
     if op == "Cast":
@@ -557,13 +636,21 @@ def _infer_dtype(node: ir.Node, index: int, opset: int, dtype: Mapping[ir.Value,
             return None
         if attr.type == ir.AttributeType.TENSOR:
             return attr.as_tensor().dtype
-        return {"value_int": I64, "value_ints": I64, "value_float": ir.DataType.FLOAT,
-                "value_floats": ir.DataType.FLOAT}.get(attr.name)
+        return {
+            "value_int": I64,
+            "value_ints": I64,
+            "value_float": ir.DataType.FLOAT,
+            "value_floats": ir.DataType.FLOAT,
+        }.get(attr.name)
     if op == "ConstantOfShape":
         attr = node.attributes.get("value")
         return attr.as_tensor().dtype if attr is not None else ir.DataType.FLOAT
     if op == "CastLike":
-        return dtype.get(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        return (
+            dtype.get(node.inputs[1])
+            if len(node.inputs) > 1 and node.inputs[1] is not None
+            else None
+        )
     op_schema = schema.get_schema(op, opset, node.domain)
     if op_schema is None or any(
         p.option == onnx.defs.OpSchema.FormalParameterOption.Variadic and not p.is_homogeneous

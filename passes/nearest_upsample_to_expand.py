@@ -44,13 +44,18 @@ def _attr(node: ir.Node, name: str, default):
     return default if a is None else a.value
 
 
-def repeat_factors(node: ir.Node, shape: ir.Shape | None, opset: int) -> tuple[list[int] | None, str]:
+def repeat_factors(
+    node: ir.Node, shape: ir.Shape | None, opset: int
+) -> tuple[list[int] | None, str]:
     """Per-axis integer repeat factors when ``node`` (a Resize) is an exact nearest repeat, else a reason."""
     if opset < 11:
         return None, "opset-10 Resize (its nearest rounding is not an attribute)"
     if _attr(node, "mode", "nearest") != "nearest":
         return None, "not nearest"
-    pair = (_attr(node, "coordinate_transformation_mode", "half_pixel"), _attr(node, "nearest_mode", "round_prefer_floor"))
+    pair = (
+        _attr(node, "coordinate_transformation_mode", "half_pixel"),
+        _attr(node, "nearest_mode", "round_prefer_floor"),
+    )
     if pair not in _EXACT_PAIRS:
         return None, f"{pair[0]}/{pair[1]} is not a plain repeat"
     if "axes" in node.attributes or _attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
@@ -58,15 +63,22 @@ def repeat_factors(node: ir.Node, shape: ir.Shape | None, opset: int) -> tuple[l
     if shape is None:
         return None, "input shape unknown"
     rank = len(shape)
-    scales = const_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
-    sizes = const_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    scales = (
+        const_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+    )
+    sizes = (
+        const_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    )
     factors: list[float]
     if scales is not None and scales.size:
         factors = [float(s) for s in scales.reshape(-1)]
     elif sizes is not None and sizes.size:
         if not is_static_shape(shape):
             return None, "sizes with a dynamic input shape"
-        factors = [int(o) / int(i) if int(i) else 0.0 for o, i in zip(sizes.reshape(-1), shape, strict=False)]
+        factors = [
+            int(o) / int(i) if int(i) else 0.0
+            for o, i in zip(sizes.reshape(-1), shape, strict=False)
+        ]
     else:
         return None, "scales/sizes not constant"
     if len(factors) != rank:
@@ -86,8 +98,13 @@ class NearestRepeatRule(Rule):
     """Resize(nearest, integer scales) → Unsqueeze → Expand → Reshape."""
 
     name = "nearest-upsample-to-expand"
-    pattern = Op("Resize", Var("x", rank=(1, None)), Var("roi", optional=True), Var("scales", optional=True),
-                 Var("sizes", optional=True))
+    pattern = Op(
+        "Resize",
+        Var("x", rank=(1, None)),
+        Var("roi", optional=True),
+        Var("scales", optional=True),
+        Var("sizes", optional=True),
+    )
 
     def check(self, ctx: RuleContext, m: Match) -> str | None:
         self._shape = ctx.shape(m["x"])
@@ -111,7 +128,9 @@ class NearestRepeatRule(Rule):
         wide = b.op("Expand", up, b.ints(target, "repeats"))
         first = scaled[0]
         scaled_dims = list(shape)[first:]
-        assert is_static_shape(scaled_dims)  # repeat_factors needs the dims from the first scaled axis on
+        assert is_static_shape(
+            scaled_dims
+        )  # repeat_factors needs the dims from the first scaled axis on
         final = [0] * first + [d * f for d, f in zip(scaled_dims, factors[first:], strict=True)]
         return [b.op("Reshape", wide, b.ints(final, "shape"))]
 

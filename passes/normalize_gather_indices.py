@@ -38,14 +38,18 @@ class GatherIndicesRule(Rule):
         axis = int(m.attr("axis", 0))
         rank = len(shape)
         if not -rank <= axis < rank:
-            raise self.refuse(ctx, f"{m.root.op_type} '{m.root.name}': axis {axis} is out of range for rank {rank}")
+            raise self.refuse(
+                ctx,
+                f"{m.root.op_type} '{m.root.name}': axis {axis} is out of range for rank {rank}",
+            )
         size = shape[axis % rank]
         if not isinstance(size, int):
             return f"dimension {axis} of '{m['data'].name}' is dynamic ({size})"
         indices = m.const("indices")
         if (indices < -size).any() or (indices >= size).any():
             raise self.refuse(
-                ctx, f"{m.root.op_type} '{m.root.name}': indices '{m['indices'].name}' fall outside [-{size}, {size})"
+                ctx,
+                f"{m.root.op_type} '{m.root.name}': indices '{m['indices'].name}' fall outside [-{size}, {size})",
             )
         m.extra["size"] = size
         return None

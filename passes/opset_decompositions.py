@@ -65,7 +65,9 @@ def _rank(step: Step, value: ir.Value | None) -> int | None:
     return len(shape) if shape is not None else None
 
 
-def _stash(step: Step, b: Builder, x: ir.Value) -> tuple[ir.Value, ir.DataType | None, ir.DataType | None]:
+def _stash(
+    step: Step, b: Builder, x: ir.Value
+) -> tuple[ir.Value, ir.DataType | None, ir.DataType | None]:
     """Cast half-precision input up to float32 when stash_type asks for it (ONNX's definition).
 
     Returns the value to normalize, the type to cast back to (or None) and the compute type.
@@ -83,7 +85,9 @@ def _normalize(
     mean = b.reduce("ReduceMean", x, axes)
     d = b.op("Sub", x, mean)
     var = b.reduce("ReduceMean", b.op("Mul", d, d), axes)
-    inv = b.op("Reciprocal", b.op("Sqrt", b.op("Add", var, b.scalar(eps, x, "epsilon", dtype=dtype))))
+    inv = b.op(
+        "Reciprocal", b.op("Sqrt", b.op("Add", var, b.scalar(eps, x, "epsilon", dtype=dtype)))
+    )
     return b.op("Mul", d, inv), mean, inv
 
 
@@ -128,7 +132,11 @@ def _groupnorm(step: Step) -> None:
     per_channel = step.cur_since >= 21
     if not per_channel:  # opset 18: scale and bias hold one value per group
         group_shape = b.ints([1, groups, 1], "group_param_shape")
-        y = b.op("Add", b.op("Mul", y, b.op("Reshape", scale, group_shape)), b.op("Reshape", bias, group_shape))
+        y = b.op(
+            "Add",
+            b.op("Mul", y, b.op("Reshape", scale, group_shape)),
+            b.op("Reshape", bias, group_shape),
+        )
     y = b.op("Reshape", y, b.shape(xs))
     if back is not None:
         y = b.cast(y, back)
@@ -215,9 +223,13 @@ def _affine_grid(step: Step) -> None:
         dims = [int(d) for d in sizes.reshape(-1)[2:]]
         if len(dims) not in (2, 3):
             raise Refuse(f"size {sizes.reshape(-1).tolist()} is neither 4-D nor 5-D")
-        mesh = np.meshgrid(*[_affine_axis(d, align) for d in dims], indexing="ij")  # (H, W) / (D, H, W)
+        mesh = np.meshgrid(
+            *[_affine_axis(d, align) for d in dims], indexing="ij"
+        )  # (H, W) / (D, H, W)
         # the last axis of the grid is (x, y[, z]): x runs along the last spatial dimension
-        base = np.stack([*reversed(mesh), np.ones_like(mesh[0])], axis=-1).reshape(-1, len(dims) + 1)
+        base = np.stack([*reversed(mesh), np.ones_like(mesh[0])], axis=-1).reshape(
+            -1, len(dims) + 1
+        )
         base_value = b.scalar(base, theta, "base_grid", dtype=dtype)  # type: ignore[arg-type]
         out_shape = b.ints([-1, *dims, len(dims)], "grid_shape")
     else:
@@ -225,30 +237,45 @@ def _affine_grid(step: Step) -> None:
         theta_shape = step.ctx.shape(theta)
         k = ndim - 2 if ndim is not None else _static(theta_shape, 1)
         if k not in (2, 3):
-            raise Refuse(f"size '{size.name}' is computed at run time and the grid's rank is unknown")
+            raise Refuse(
+                f"size '{size.name}' is computed at run time and the grid's rank is unknown"
+            )
         _need_opset(step, 11, "a base grid of run-time size (Range)")
         spatial = b.slice(size, [2], [_INT64_MAX], [0])  # [H, W] or [D, H, W]
         one = b.scalar(1.0, theta, "one", dtype=dtype)
         two = b.scalar(2.0, theta, "two", dtype=dtype)
         axes = []  # coordinates along D?, H, W (each a 1-D vector)
         for i in range(k):
-            length = b.op("Gather", size, b.const(np.asarray(2 + i, np.int64), "axis_index"), axis=0)
-            index = b.op("Range", b.const(np.asarray(0, np.int64), "zero"), length, b.const(np.asarray(1, np.int64), "step"))
+            length = b.op(
+                "Gather", size, b.const(np.asarray(2 + i, np.int64), "axis_index"), axis=0
+            )
+            index = b.op(
+                "Range",
+                b.const(np.asarray(0, np.int64), "zero"),
+                length,
+                b.const(np.asarray(1, np.int64), "step"),
+            )
             index = b.cast(index, dtype) if dtype is not None else b.op("CastLike", index, theta)
             count = b.cast(length, dtype) if dtype is not None else b.op("CastLike", length, theta)
             if align:
                 # step = 2 / max(L-1, 1); x = i*step + 1 - (L-1)*step  (a single point sits at 1, as in ORT)
                 last = b.op("Sub", count, one)
                 stride = b.op("Div", two, b.op("Max", last, one))
-                coord = b.op("Add", b.op("Mul", index, stride), b.op("Sub", one, b.op("Mul", last, stride)))
+                coord = b.op(
+                    "Add", b.op("Mul", index, stride), b.op("Sub", one, b.op("Mul", last, stride))
+                )
             else:  # x = (2i + 1) / L - 1
-                coord = b.op("Sub", b.op("Div", b.op("Add", b.op("Mul", index, two), one), count), one)
+                coord = b.op(
+                    "Sub", b.op("Div", b.op("Add", b.op("Mul", index, two), one), count), one
+                )
             layout = [1] * k
             layout[i] = -1
             axes.append(b.op("Expand", b.op("Reshape", coord, b.ints(layout, "layout")), spatial))
         ones = b.op("Expand", b.op("Reshape", one, b.ints([1] * k, "layout")), spatial)
         columns = [b.unsqueeze(a, [k]) for a in [*reversed(axes), ones]]
-        base_value = b.op("Reshape", b.op("Concat", *columns, axis=k), b.ints([-1, k + 1], "base_shape"))
+        base_value = b.op(
+            "Reshape", b.op("Concat", *columns, axis=k), b.ints([-1, k + 1], "base_shape")
+        )
         out_shape = b.op("Concat", b.ints([-1], "batch"), spatial, b.ints([k], "coords"), axis=0)
     theta_t = b.op("Transpose", theta, perm=[0, 2, 1])  # (N, k+1, k)
     grid = b.op("MatMul", base_value, theta_t)  # (P, k+1) @ (N, k+1, k) -> (N, P, k)
@@ -294,7 +321,9 @@ def _rotary(step: Step) -> None:
     if rank is None and num_heads <= 0:
         rank = 4  # a 3-D input needs num_heads (the checker enforces it): this one is 4-D
     if rank not in (3, 4):
-        raise Refuse(f"input '{x.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; it must be 3-D or 4-D")
+        raise Refuse(
+            f"input '{x.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; it must be 3-D or 4-D"
+        )
     if rank == 3 and num_heads <= 0:
         raise Refuse("a 3-D input needs the num_heads attribute")
     b = step.builder()
@@ -317,7 +346,9 @@ def _rotary(step: Step) -> None:
         x1 = b.slice(x_rot, [0], [_INT64_MAX], [3], [2])
         x2 = b.slice(x_rot, [1], [_INT64_MAX], [3], [2])
     else:
-        half: int | ir.Value | None = rotary_dim // 2 if rotary_dim else _static(step.ctx.shape(cos_cache), -1)
+        half: int | ir.Value | None = (
+            rotary_dim // 2 if rotary_dim else _static(step.ctx.shape(cos_cache), -1)
+        )
         if half is None:
             half = b.shape(cos_cache, start=-1)
         starts = [half] if isinstance(half, int) else half
@@ -359,14 +390,22 @@ def _attention(step: Step) -> None:
     mode = int(step.attr("qk_matmul_output_mode", 0))
     outs = list(node.outputs) + [None] * (4 - len(node.outputs))
     if _used(outs[3]) and not (mode == 3 or (mode == 0 and softcap == 0.0)):
-        raise Refuse(f"output qk_matmul_output with qk_matmul_output_mode={mode} and softcap={softcap} is not supported")
+        raise Refuse(
+            f"output qk_matmul_output with qk_matmul_output_mode={mode} and softcap={softcap} is not supported"
+        )
     _need_opset(step, 11, "the decomposition")
     shape_of = step.ctx.shape
     rank = _rank(step, q)
     if rank is None:  # inside a function, say: 3-D inputs are the ones that carry the head counts
-        rank = 3 if int(step.attr("q_num_heads", 0)) > 0 and int(step.attr("kv_num_heads", 0)) > 0 else 4
+        rank = (
+            3
+            if int(step.attr("q_num_heads", 0)) > 0 and int(step.attr("kv_num_heads", 0)) > 0
+            else 4
+        )
     if rank not in (3, 4):
-        raise Refuse(f"Q '{q.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; it must be 3-D or 4-D")
+        raise Refuse(
+            f"Q '{q.name}' has {'an unknown rank' if rank is None else f'rank {rank}'}; it must be 3-D or 4-D"
+        )
     dtype = step.ctx.dtype(q)
     b = step.builder()
     q_heads: int | None
@@ -378,9 +417,19 @@ def _attention(step: Step) -> None:
         head = _static(shape_of(q), 2)
         head = head // q_heads if head is not None else None
         perm = [0, 2, 1, 3]
-        q4 = b.op("Transpose", b.op("Reshape", q, b.ints([0, 0, q_heads, -1], "q_heads_shape")), perm=perm)
-        k4 = b.op("Transpose", b.op("Reshape", k, b.ints([0, 0, kv_heads, -1], "kv_heads_shape")), perm=perm)
-        v4 = b.op("Transpose", b.op("Reshape", v, b.ints([0, 0, kv_heads, -1], "kv_heads_shape")), perm=perm)
+        q4 = b.op(
+            "Transpose", b.op("Reshape", q, b.ints([0, 0, q_heads, -1], "q_heads_shape")), perm=perm
+        )
+        k4 = b.op(
+            "Transpose",
+            b.op("Reshape", k, b.ints([0, 0, kv_heads, -1], "kv_heads_shape")),
+            perm=perm,
+        )
+        v4 = b.op(
+            "Transpose",
+            b.op("Reshape", v, b.ints([0, 0, kv_heads, -1], "kv_heads_shape")),
+            perm=perm,
+        )
         q_len = _static(shape_of(q), 1)
         k_len = _static(shape_of(k), 1)
         k_head, v_head = (_static(shape_of(t), 2) for t in (k, v))
@@ -409,8 +458,10 @@ def _attention(step: Step) -> None:
     else:
         repeat = b.op("Div", b.shape(q4, 1, 2), b.shape(k4, 1, 2))
     if repeat is not None:
-        expand = b.ints([1, 1, repeat, 1, 1], "repeat") if isinstance(repeat, int) else b.op(
-            "Concat", b.ints([1, 1], "ones"), repeat, b.ints([1, 1], "ones"), axis=0
+        expand = (
+            b.ints([1, 1, repeat, 1, 1], "repeat")
+            if isinstance(repeat, int)
+            else b.op("Concat", b.ints([1, 1], "ones"), repeat, b.ints([1, 1], "ones"), axis=0)
         )
         heads = b.ints([q_heads], "q_heads") if q_heads is not None else b.shape(q4, 1, 2)
         batch = _static(shape_of(q), 0)
@@ -435,7 +486,9 @@ def _attention(step: Step) -> None:
         size = b.shape(q4, 3, 4)
         size = b.cast(size, dtype) if dtype is not None else b.op("CastLike", size, q)
         root = b.op("Reciprocal", b.op("Sqrt", b.op("Sqrt", size)))
-    scores = b.op("MatMul", b.op("Mul", q4, root), b.op("Transpose", b.op("Mul", k4, root), perm=[0, 1, 3, 2]))
+    scores = b.op(
+        "MatMul", b.op("Mul", q4, root), b.op("Transpose", b.op("Mul", k4, root), perm=[0, 1, 3, 2])
+    )
     raw_scores = scores
     if softcap > 0.0:
         cap = b.scalar(softcap, q, "softcap", dtype=dtype)
@@ -466,7 +519,10 @@ def _attention(step: Step) -> None:
             causal = b.scalar(np.where(allowed, 0.0, -np.inf), q, "causal_bias", dtype=dtype)  # type: ignore[arg-type]
         else:
             _need_opset(step, 11, "a causal mask of run-time size (Range)")
-            zero_i, one_i = b.const(np.asarray(0, np.int64), "zero_i"), b.const(np.asarray(1, np.int64), "one_i")
+            zero_i, one_i = (
+                b.const(np.asarray(0, np.int64), "zero_i"),
+                b.const(np.asarray(1, np.int64), "one_i"),
+            )
             rows = b.op("Range", zero_i, _scalar_dim(b, q4, 2), one_i)
             if past_k is not None:
                 rows = b.op("Add", rows, _scalar_dim(b, past_k, 2))
@@ -488,7 +544,9 @@ def _attention(step: Step) -> None:
         probs = b.op("Where", empty, zero(), probs)
     y = b.op("MatMul", probs, v4)
     if rank == 3:  # (B, H, L, Dv) -> (B, L, H*Dv)
-        y = b.op("Reshape", b.op("Transpose", y, perm=[0, 2, 1, 3]), b.ints([0, 0, -1], "hidden_shape"))
+        y = b.op(
+            "Reshape", b.op("Transpose", y, perm=[0, 2, 1, 3]), b.ints([0, 0, -1], "hidden_shape")
+        )
     qk_out = (raw_scores if mode == 0 else probs) if _used(outs[3]) else None
     new = [y, present_k if _used(outs[1]) else None, present_v if _used(outs[2]) else None, qk_out]
     step.replace(b.nodes, new[: len(node.outputs)])
@@ -510,10 +568,14 @@ def _deform_conv(step: Step) -> None:
         raise Refuse("its decomposition uses GridSample, which exists only from opset 16")
     x_shape, w_shape = step.ctx.shape(x), step.ctx.shape(w)
     if x_shape is None or len(x_shape) != 4:
-        raise Refuse(f"input X '{x.name}' is not known to be 4-D (only 2-D DeformConv is decomposed)")
+        raise Refuse(
+            f"input X '{x.name}' is not known to be 4-D (only 2-D DeformConv is decomposed)"
+        )
     channels, height, width = (_static(x_shape, i) for i in (1, 2, 3))
     if channels is None or height is None or width is None:
-        raise Refuse(f"input X '{x.name}' needs static channels, height and width, got {list(x_shape)}")
+        raise Refuse(
+            f"input X '{x.name}' needs static channels, height and width, got {list(x_shape)}"
+        )
     kernel = step.attr("kernel_shape") or (tuple(w_shape[2:]) if w_shape is not None else None)
     out_channels = _static(w_shape, 0)
     if kernel is None or not all(isinstance(k, int) for k in kernel) or out_channels is None:
@@ -529,10 +591,16 @@ def _deform_conv(step: Step) -> None:
     dtype = step.ctx.dtype(x)
     b = step.builder()
     # sampling positions (y, x) of every output pixel's taps: (oH, oW, K, 2), plus the offsets
-    ys = (np.arange(out_h) * sh - pt)[:, None, None, None] + (np.arange(kh) * dh).repeat(kw)[None, None, :, None]
-    xs = (np.arange(out_w) * sw - pl)[None, :, None, None] + np.tile(np.arange(kw) * dw, kh)[None, None, :, None]
+    ys = (np.arange(out_h) * sh - pt)[:, None, None, None] + (np.arange(kh) * dh).repeat(kw)[
+        None, None, :, None
+    ]
+    xs = (np.arange(out_w) * sw - pl)[None, :, None, None] + np.tile(np.arange(kw) * dw, kh)[
+        None, None, :, None
+    ]
     base = np.concatenate(np.broadcast_arrays(ys, xs), axis=-1).astype(np.float64)  # (oH, oW, K, 2)
-    moved = b.op("Reshape", offset, b.ints([0, offset_group, taps, 2, out_h, out_w], "offset_shape"))
+    moved = b.op(
+        "Reshape", offset, b.ints([0, offset_group, taps, 2, out_h, out_w], "offset_shape")
+    )
     moved = b.op("Transpose", moved, perm=[0, 1, 4, 5, 2, 3])  # (N, G, oH, oW, K, 2)
     position = b.op("Add", moved, b.scalar(base, x, "base_positions", dtype=dtype))  # type: ignore[arg-type]
     # GridSample's normalized coordinates with align_corners=0: (2p + 1) / size - 1, as (x, y)
@@ -543,7 +611,9 @@ def _deform_conv(step: Step) -> None:
     grid = b.op("Gather", normalized, b.ints([1, 0], "xy"), axis=5)
     grid = b.op("Reshape", grid, b.ints([-1, out_h, out_w * taps, 2], "grid_shape"))
     images = b.op("Reshape", x, b.ints([-1, per_offset_group, height, width], "group_images_shape"))
-    samples = b.op("GridSample", images, grid, mode="bilinear", padding_mode="zeros", align_corners=0)
+    samples = b.op(
+        "GridSample", images, grid, mode="bilinear", padding_mode="zeros", align_corners=0
+    )
     # (N*G, C/G, oH, oW*K) -> (N, G, C/G, oH, oW, K)
     shape6 = [-1, offset_group, per_offset_group, out_h, out_w, taps]
     samples = b.op("Reshape", samples, b.ints(shape6, "samples_shape"))
@@ -553,7 +623,9 @@ def _deform_conv(step: Step) -> None:
         samples = b.op("Mul", samples, weights)
     # im2col columns per conv group: (N, group, oH*oW, C/group*K), channels g-major as in X
     columns = b.op("Transpose", samples, perm=[0, 3, 4, 1, 2, 5])  # (N, oH, oW, G, C/G, K)
-    columns = b.op("Reshape", columns, b.ints([0, out_h * out_w, group, per_group * taps], "columns_shape"))
+    columns = b.op(
+        "Reshape", columns, b.ints([0, out_h * out_w, group, per_group * taps], "columns_shape")
+    )
     columns = b.op("Transpose", columns, perm=[0, 2, 1, 3])
     kernel_cols = per_group * taps
     w_array = const_value(w)
@@ -561,7 +633,9 @@ def _deform_conv(step: Step) -> None:
         folded = w_array.reshape(group, out_channels // group, kernel_cols).transpose(0, 2, 1)
         w_cols = b.const(np.ascontiguousarray(folded), "weight_columns")
     else:
-        w_cols = b.op("Reshape", w, b.ints([group, out_channels // group, kernel_cols], "weight_groups"))
+        w_cols = b.op(
+            "Reshape", w, b.ints([group, out_channels // group, kernel_cols], "weight_groups")
+        )
         w_cols = b.op("Transpose", w_cols, perm=[0, 2, 1])
     y = b.op("MatMul", columns, w_cols)  # (N, group, oH*oW, oC/group)
     y = b.op("Transpose", y, perm=[0, 1, 3, 2])

@@ -33,10 +33,12 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class PinInputsOptions:
     values: dict[str, Any] = option(
-        default_factory=dict, help="input values: {sr = 16000, mask = [[1, 0]]} (cast to the input's dtype)"
+        default_factory=dict,
+        help="input values: {sr = 16000, mask = [[1, 0]]} (cast to the input's dtype)",
     )
     npz: str = option(
-        "", help="an .npz file whose arrays pin the inputs of the same names (in a passes.toml, relative to its folder)",
+        "",
+        help="an .npz file whose arrays pin the inputs of the same names (in a passes.toml, relative to its folder)",
         path=True,
     )
 
@@ -47,7 +49,9 @@ class PinInputsOptions:
             except Exception:
                 array = np.asarray(None)
             if array.dtype.kind not in "biuf":
-                raise PipelineError(f"pin-inputs.values: '{key}' must be a number or a (nested) list of numbers, got {value!r}")
+                raise PipelineError(
+                    f"pin-inputs.values: '{key}' must be a number or a (nested) list of numbers, got {value!r}"
+                )
         if not self.values and not self.npz:
             raise PipelineError("pin-inputs: give 'values' or 'npz' (nothing to pin)")
 
@@ -94,7 +98,9 @@ class PinInputs(SurgeryPass):
                 if init is not None and init.const_value is not None:
                     continue  # already pinned (a second run); checked in call()
                 real = ", ".join(n for n in inputs if n not in graph.initializers) or "none"
-                raise InputError(f"pin-inputs: the model has no input '{name}'; its inputs are: {real}")
+                raise InputError(
+                    f"pin-inputs: the model has no input '{name}'; its inputs are: {real}"
+                )
             plan[name] = self._convert(value, raw)
         return plan
 
@@ -105,12 +111,25 @@ class PinInputs(SurgeryPass):
         try:
             np_dtype = dtype.numpy()
         except Exception:
-            raise PassError(f"input '{value.name}' has type {dtype}, which cannot be pinned", pass_name=self.name) from None
-        if raw.dtype.kind == "f" and np.dtype(np_dtype).kind in "iub" and not np.all(np.equal(np.mod(raw, 1), 0)):
-            raise PassError(f"input '{value.name}' is {dtype.name}; the value {raw.tolist()} is not whole", pass_name=self.name)
+            raise PassError(
+                f"input '{value.name}' has type {dtype}, which cannot be pinned",
+                pass_name=self.name,
+            ) from None
+        if (
+            raw.dtype.kind == "f"
+            and np.dtype(np_dtype).kind in "iub"
+            and not np.all(np.equal(np.mod(raw, 1), 0))
+        ):
+            raise PassError(
+                f"input '{value.name}' is {dtype.name}; the value {raw.tolist()} is not whole",
+                pass_name=self.name,
+            )
         array = raw.astype(np_dtype)
         if np.dtype(np_dtype).kind in "iu" and not np.array_equal(array.astype(raw.dtype), raw):
-            raise PassError(f"the value {raw.tolist()} does not fit input '{value.name}' ({dtype.name})", pass_name=self.name)
+            raise PassError(
+                f"the value {raw.tolist()} does not fit input '{value.name}' ({dtype.name})",
+                pass_name=self.name,
+            )
         shape = value.shape
         if shape is not None:
             if len(shape) != array.ndim:
@@ -119,11 +138,14 @@ class PinInputs(SurgeryPass):
                 else:
                     raise PassError(
                         f"input '{value.name}' has rank {len(shape)}; the value has shape {list(array.shape)}",
-                        pass_name=self.name)
+                        pass_name=self.name,
+                    )
             for axis, (want, got) in enumerate(zip(shape, array.shape, strict=True)):
                 if isinstance(want, int) and want != got:
                     raise PassError(
-                        f"input '{value.name}' dim {axis} is {want}; the value has {got} there", pass_name=self.name)
+                        f"input '{value.name}' dim {axis} is {want}; the value has {got} there",
+                        pass_name=self.name,
+                    )
         return np.array(array, order="C", copy=True)
 
     def feed_hints(self, model: ir.Model) -> FeedHints:
@@ -139,8 +161,12 @@ class PinInputs(SurgeryPass):
                 init = graph.initializers[name]
                 current = init.const_value.numpy()  # type: ignore[union-attr]
                 flat = np.asarray(raw).reshape(-1)
-                if current.size != flat.size or not np.array_equal(current.reshape(-1), flat.astype(current.dtype)):
-                    raise PassError(f"'{name}' is already a constant with another value", pass_name=self.name)
+                if current.size != flat.size or not np.array_equal(
+                    current.reshape(-1), flat.astype(current.dtype)
+                ):
+                    raise PassError(
+                        f"'{name}' is already a constant with another value", pass_name=self.name
+                    )
         for name, array in plan.items():
             value = next(v for v in graph.inputs if v.name == name)
             graph.inputs.remove(value)
@@ -148,8 +174,18 @@ class PinInputs(SurgeryPass):
             value.shape = ir.Shape(array.shape)
             if name not in graph.initializers:
                 graph.register_initializer(value)
-        return declare_interface(SurgeryResult(
+        return declare_interface(
+            SurgeryResult(
+                model,
+                modified=bool(plan),
+                stats={
+                    "pinned": {
+                        n: (a.tolist() if a.size <= 8 else f"{list(a.shape)} {a.dtype}")
+                        for n, a in plan.items()
+                    }
+                },
+            ),
+            interface_before,
             model,
-            modified=bool(plan),
-            stats={"pinned": {n: (a.tolist() if a.size <= 8 else f"{list(a.shape)} {a.dtype}") for n, a in plan.items()}},
-        ), interface_before, model, 'pin-inputs turns inputs into constants')
+            "pin-inputs turns inputs into constants",
+        )

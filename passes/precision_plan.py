@@ -26,9 +26,12 @@ ARTIFACT = "precision-plan"
 
 @dataclasses.dataclass(frozen=True)
 class PrecisionPlanOptions:
-    mode: Literal["fp16", "mixed_float16", "origin"] = option("fp16", help="the ATC precision mode to emulate")
+    mode: Literal["fp16", "mixed_float16", "origin"] = option(
+        "fp16", help="the ATC precision mode to emulate"
+    )
     flag: Literal["precision_mode", "precision_mode_v2"] = option(
-        "precision_mode", help="which ATC flag the atc line uses (they cannot be combined)")
+        "precision_mode", help="which ATC flag the atc line uses (they cannot be combined)"
+    )
     data: str = option("", help="an .npz of input arrays (default: generated samples)", path=True)
     samples: int = option(2, help="generated samples when no data is given")
     rtol: float = option(1e-2, help="relative tolerance, of each tensor's range")
@@ -58,12 +61,24 @@ class PrecisionPlan(SurgeryPass):
             raise PassError("samples must be at least 1", pass_name=self.name)
         try:
             samples = make_samples(model, data=opts.data or None, samples=opts.samples)
-            report = check_precision(model, samples, mode=opts.mode, tolerance=Tolerance(opts.rtol, opts.atol))
+            report = check_precision(
+                model, samples, mode=opts.mode, tolerance=Tolerance(opts.rtol, opts.atol)
+            )
         except InputError as exc:
             raise PassError(str(exc), pass_name=self.name) from None
         plan_ok = report.ok or (report.plan is not None and report.plan.meets_tolerance)
-        artifact = {"mode": opts.mode, "flag": opts.flag, "ok": report.ok, "plan_ok": plan_ok,
-                    "keep_dtype": list(report.keep_dtype)}
-        stats = {"fp16_ok": report.ok, "keep_fp32": len(report.plan.keep) if report.plan else 0,
-                 "overflows": len(report.emulation.overflows)}
-        return SurgeryResult(model, False, stats=stats, notes=report.lines(), artifacts={ARTIFACT: artifact})
+        artifact = {
+            "mode": opts.mode,
+            "flag": opts.flag,
+            "ok": report.ok,
+            "plan_ok": plan_ok,
+            "keep_dtype": list(report.keep_dtype),
+        }
+        stats = {
+            "fp16_ok": report.ok,
+            "keep_fp32": len(report.plan.keep) if report.plan else 0,
+            "overflows": len(report.emulation.overflows),
+        }
+        return SurgeryResult(
+            model, False, stats=stats, notes=report.lines(), artifacts={ARTIFACT: artifact}
+        )

@@ -60,12 +60,14 @@ __all__ = ["RemoveDropout"]
 logger = logging.getLogger(__name__)
 
 
-
 def _graphs_with_opset(model: ir.Model) -> Iterator[tuple[GraphLike, int | None]]:
     """Every graph with the default-domain opset its nodes run at."""
     model_opset = opset_of(model.opset_imports)
     for scope in walk(model):
-        yield scope.graph, (opset_of(scope.opsets) or model_opset) if scope.function is not None else model_opset
+        yield (
+            scope.graph,
+            (opset_of(scope.opsets) or model_opset) if scope.function is not None else model_opset,
+        )
 
 
 def _attr(node: ir.Node, name: str, default: float | int) -> float | int:
@@ -119,7 +121,13 @@ class RemoveDropout(SurgeryPass):
 
     def call(self, model: ir.Model) -> SurgeryResult:
         names: NameAllocator | None = None
-        stats = {"removed": 0, "training_mode": 0, "masks_replaced": 0, "identities_kept": 0, "hand_written": 0}
+        stats = {
+            "removed": 0,
+            "training_mode": 0,
+            "masks_replaced": 0,
+            "identities_kept": 0,
+            "hand_written": 0,
+        }
         notes: list[str] = []
         renamed: dict[str, str] = {}
         changed = False
@@ -130,7 +138,10 @@ class RemoveDropout(SurgeryPass):
                 if node.op_type == "Dropout" and node.domain in ONNX_DOMAINS:
                     version = node.version or opset
                     if version is None:
-                        raise PassError(f"Dropout '{node.name}': the model imports no ai.onnx opset", pass_name=self.name)
+                        raise PassError(
+                            f"Dropout '{node.name}': the model imports no ai.onnx opset",
+                            pass_name=self.name,
+                        )
                     found.append((graph, node, version, self._check(node, version)))
         if found:
             names = NameAllocator(model)
@@ -140,8 +151,10 @@ class RemoveDropout(SurgeryPass):
             if reason is not None:
                 changed = True
                 stats["training_mode"] += 1
-                notes.append(f"removed training-mode Dropout '{_label(node)}': {reason}; "
-                             "its output is now the input unchanged (inference semantics)")
+                notes.append(
+                    f"removed training-mode Dropout '{_label(node)}': {reason}; "
+                    "its output is now the input unchanged (inference semantics)"
+                )
             if mask_dtype is not None:
                 mask_note = self._replace_mask(graph, node, version, mask_dtype, names)
                 stats["masks_replaced"] += 1
@@ -185,15 +198,26 @@ class RemoveDropout(SurgeryPass):
                 f"'{idiom.data.name or '?'}' unchanged (inference semantics)"
             )
         if stats["removed"] or stats["hand_written"]:
-            logger.info("remove-dropout: removed %d Dropout node(s), %d hand-written dropout(s)",
-                        stats["removed"], stats["hand_written"])
+            logger.info(
+                "remove-dropout: removed %d Dropout node(s), %d hand-written dropout(s)",
+                stats["removed"],
+                stats["hand_written"],
+            )
         return SurgeryResult(
-            model, bool(stats["removed"] or stats["hand_written"]), stats=stats, changed_semantics=changed,
-            notes=notes, renamed=renamed,
+            model,
+            bool(stats["removed"] or stats["hand_written"]),
+            stats=stats,
+            changed_semantics=changed,
+            notes=notes,
+            renamed=renamed,
         )
 
     def _remove_idiom(
-        self, graph: GraphLike, idiom: DropoutIdiom, names: NameAllocator, stats: dict[str, int],
+        self,
+        graph: GraphLike,
+        idiom: DropoutIdiom,
+        names: NameAllocator,
+        stats: dict[str, int],
         renamed: dict[str, str],
     ) -> None:
         """Read ``idiom.data`` where ``idiom.output`` was read, then delete the chain."""
@@ -207,14 +231,25 @@ class RemoveDropout(SurgeryPass):
                 renamed[out_name] = data.name
         else:  # a graph output that data cannot stand in for: an Identity keeps the name
             identity = ir.node(
-                "Identity", [data], outputs=[ir.val(names.derive(out_name or last.name or "dropout", "identity"),
-                                                    data.dtype, shape=data.shape)],
+                "Identity",
+                [data],
+                outputs=[
+                    ir.val(
+                        names.derive(out_name or last.name or "dropout", "identity"),
+                        data.dtype,
+                        shape=data.shape,
+                    )
+                ],
                 name=names.derive(last.name or "dropout", "identity"),
             )
             graph.insert_before(last, identity)
-            if not forward_value(output, identity.outputs[0]):  # cannot happen: produced in this graph
-                raise PassError(f"dropout idiom at '{_label(idiom.random)}': could not keep its output name",
-                                pass_name=self.name)
+            if not forward_value(
+                output, identity.outputs[0]
+            ):  # cannot happen: produced in this graph
+                raise PassError(
+                    f"dropout idiom at '{_label(idiom.random)}': could not keep its output name",
+                    pass_name=self.name,
+                )
             stats["identities_kept"] += 1
         leftovers: list[ir.Value] = []
         for node in reversed(idiom.nodes):
@@ -222,10 +257,16 @@ class RemoveDropout(SurgeryPass):
             for i in range(len(node.inputs)):
                 node.replace_input_with(i, None)
             graph.remove(node, safe=True)
-        _drop_unused_constants([v for v in leftovers if v.producer() is None or v.producer() not in idiom.nodes])
+        _drop_unused_constants(
+            [v for v in leftovers if v.producer() is None or v.producer() not in idiom.nodes]
+        )
 
     def _bypass_output(
-        self, graph: GraphLike, node: ir.Node, names: NameAllocator, stats: dict[str, int],
+        self,
+        graph: GraphLike,
+        node: ir.Node,
+        names: NameAllocator,
+        stats: dict[str, int],
         renamed: dict[str, str],
     ) -> None:
         data, output = node.inputs[0], node.outputs[0]
@@ -247,14 +288,18 @@ class RemoveDropout(SurgeryPass):
         )
         graph.insert_before(node, identity)
         if not forward_value(output, identity.outputs[0]):  # cannot happen: produced in this graph
-            raise PassError(f"Dropout '{_label(node)}': could not keep its output name", pass_name=self.name)
+            raise PassError(
+                f"Dropout '{_label(node)}': could not keep its output name", pass_name=self.name
+            )
         stats["identities_kept"] += 1
 
     def _check(self, node: ir.Node, version: int | None) -> ir.DataType | None:
         """Refuse what cannot be rewritten; return the mask's element type when the mask is used."""
         if version is None:
-            raise PassError(f"Dropout '{_label(node)}': the model imports no default-domain opset",
-                            pass_name=self.name)
+            raise PassError(
+                f"Dropout '{_label(node)}': the model imports no default-domain opset",
+                pass_name=self.name,
+            )
         data = node.inputs[0] if node.inputs else None
         if data is None:
             raise PassError(f"Dropout '{_label(node)}' has no data input", pass_name=self.name)
@@ -281,7 +326,12 @@ class RemoveDropout(SurgeryPass):
         return dtype
 
     def _replace_mask(
-        self, graph: GraphLike, node: ir.Node, version: int, dtype: ir.DataType, names: NameAllocator
+        self,
+        graph: GraphLike,
+        node: ir.Node,
+        version: int,
+        dtype: ir.DataType,
+        names: NameAllocator,
     ) -> str | None:
         """Replace the used mask by an all-ones tensor; return a note when its value is runtime-defined."""
         mask, data = node.outputs[1], node.inputs[0]
@@ -289,8 +339,12 @@ class RemoveDropout(SurgeryPass):
         base = node.name or "Dropout"
         mask_name = mask.name or base
         if version >= 9:
-            shape = ir.node("Shape", [data], outputs=[ir.val(names.derive(mask_name, "shape"), ir.DataType.INT64)],
-                            name=names.derive(base, "mask_shape"))
+            shape = ir.node(
+                "Shape",
+                [data],
+                outputs=[ir.val(names.derive(mask_name, "shape"), ir.DataType.INT64)],
+                name=names.derive(base, "mask_shape"),
+            )
             ones = ir.node(
                 "ConstantOfShape",
                 shape.outputs,
@@ -301,12 +355,25 @@ class RemoveDropout(SurgeryPass):
             new_nodes = [shape, ones]
         elif version >= 6:
             # No ConstantOfShape before opset 9: x < x is false for every x (NaN and inf included).
-            less = ir.node("Less", [data, data], outputs=[ir.val(names.derive(mask_name, "less"), ir.DataType.BOOL)],
-                           name=names.derive(base, "mask_less"))
-            true = ir.node("Not", less.outputs, outputs=[ir.val(names.derive(mask_name, "true"), ir.DataType.BOOL)],
-                           name=names.derive(base, "mask_not"))
-            ones = ir.node("Cast", true.outputs, {"to": int(dtype)},
-                           outputs=[ir.val(names.derive(mask_name, "ones"), dtype)], name=names.derive(base, "mask"))
+            less = ir.node(
+                "Less",
+                [data, data],
+                outputs=[ir.val(names.derive(mask_name, "less"), ir.DataType.BOOL)],
+                name=names.derive(base, "mask_less"),
+            )
+            true = ir.node(
+                "Not",
+                less.outputs,
+                outputs=[ir.val(names.derive(mask_name, "true"), ir.DataType.BOOL)],
+                name=names.derive(base, "mask_not"),
+            )
+            ones = ir.node(
+                "Cast",
+                true.outputs,
+                {"to": int(dtype)},
+                outputs=[ir.val(names.derive(mask_name, "ones"), dtype)],
+                name=names.derive(base, "mask"),
+            )
             new_nodes = [less, true, ones]
         else:  # refused by _check
             raise AssertionError(f"opset {version}")
@@ -314,7 +381,9 @@ class RemoveDropout(SurgeryPass):
         if data.shape is not None:
             ones.outputs[0].shape = data.shape
         if not forward_value(mask, ones.outputs[0]):  # cannot happen: produced in this graph
-            raise PassError(f"Dropout '{_label(node)}': could not keep its mask name", pass_name=self.name)
+            raise PassError(
+                f"Dropout '{_label(node)}': could not keep its mask name", pass_name=self.name
+            )
         if 7 <= version < 12:
             return (
                 f"Dropout '{_label(node)}' (opset {version}): its mask is used; the mask of an opset 7-11 "
@@ -327,7 +396,64 @@ class RemoveDropout(SurgeryPass):
 #: Ops whose output has the element type of their first input (enough to find a Dropout's type
 #: when shape inference has not run: Dropout before opset 12 only takes float tensors).
 _SAME_TYPE_OPS = frozenset(
-    ["Abs", "Add", "AveragePool", "BatchNormalization", "Ceil", "Clip", "Concat", "Conv", "ConvTranspose", "Div", "Dropout", "Elu", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "Identity", "InstanceNormalization", "LeakyRelu", "Log", "LogSoftmax", "LRN", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mul", "Neg", "Pad", "Pow", "PRelu", "Reciprocal", "Relu", "Reshape", "Resize", "Selu", "Sigmoid", "Slice", "Softmax", "Softplus", "Softsign", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze", "Upsample"]
+    [
+        "Abs",
+        "Add",
+        "AveragePool",
+        "BatchNormalization",
+        "Ceil",
+        "Clip",
+        "Concat",
+        "Conv",
+        "ConvTranspose",
+        "Div",
+        "Dropout",
+        "Elu",
+        "Exp",
+        "Expand",
+        "Flatten",
+        "Floor",
+        "Gather",
+        "Gemm",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "HardSigmoid",
+        "Identity",
+        "InstanceNormalization",
+        "LeakyRelu",
+        "Log",
+        "LogSoftmax",
+        "LRN",
+        "MatMul",
+        "Max",
+        "MaxPool",
+        "Mean",
+        "Min",
+        "Mul",
+        "Neg",
+        "Pad",
+        "Pow",
+        "PRelu",
+        "Reciprocal",
+        "Relu",
+        "Reshape",
+        "Resize",
+        "Selu",
+        "Sigmoid",
+        "Slice",
+        "Softmax",
+        "Softplus",
+        "Softsign",
+        "Sqrt",
+        "Squeeze",
+        "Sub",
+        "Sum",
+        "Tanh",
+        "Tile",
+        "Transpose",
+        "Unsqueeze",
+        "Upsample",
+    ]
 )
 
 
@@ -340,7 +466,11 @@ def _element_type(value: ir.Value) -> ir.DataType | None:
             return current.dtype
         seen.add(current)
         producer = current.producer()
-        if producer is None or producer.domain not in ONNX_DOMAINS or producer.op_type not in _SAME_TYPE_OPS:
+        if (
+            producer is None
+            or producer.domain not in ONNX_DOMAINS
+            or producer.op_type not in _SAME_TYPE_OPS
+        ):
             return None
         current = producer.inputs[0] if producer.inputs else None
     return None

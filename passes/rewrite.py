@@ -65,7 +65,9 @@ def split_spec(spec: str) -> tuple[str, str]:
     """``"my.rules:RULES"`` → ``("my.rules", "RULES")``, refusing anything that is not two Python names."""
     module, sep, attr = spec.partition(":")
     if not sep or not _MODULE_RE.match(module) or not _ATTR_RE.match(attr):
-        raise PipelineError(f"rewrite: rules must look like 'module:ATTRIBUTE' (Python names), got {spec!r}")
+        raise PipelineError(
+            f"rewrite: rules must look like 'module:ATTRIBUTE' (Python names), got {spec!r}"
+        )
     return module, attr
 
 
@@ -86,7 +88,9 @@ def _import(module: str, path: str | None) -> Any:
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            raise PipelineError(f"rewrite: importing '{module}' failed: {type(exc).__name__}: {exc}") from None
+            raise PipelineError(
+                f"rewrite: importing '{module}' failed: {type(exc).__name__}: {exc}"
+            ) from None
     folder = file.parents[module.count(".")]
     if not folder.is_dir():
         raise PipelineError(f"rewrite: path '{path}' is not a folder")
@@ -171,16 +175,20 @@ class Rewrite(RulePass):
             default="",
             metadata={
                 "help": "folder holding the module's file (in a passes.toml: relative to its folder, which is the "
-                        "default; from Python, empty imports the module by name)",
+                "default; from Python, empty imports the module by name)",
                 "path": True,
                 "code_folder": True,
             },
         )
-        changes_semantics: bool = option(False, help="the rules change results on purpose: report, do not fail")
+        changes_semantics: bool = option(
+            False, help="the rules change results on purpose: report, do not fail"
+        )
 
     def __init__(self, options: Any = None, /, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
-        split_spec(self.options.rules)  # a malformed spec is an error now; the module is imported when the pass runs
+        split_spec(
+            self.options.rules
+        )  # a malformed spec is an error now; the module is imported when the pass runs
         self._rules: list[Any] | None = None
 
     def user_code(self) -> str | None:
@@ -197,6 +205,8 @@ class Rewrite(RulePass):
 
     def call(self, model: ir.Model) -> SurgeryResult:
         stats = apply_rules(model, self.rules(), pass_name=self.name)
-        result = SurgeryResult(model, stats.total > 0, stats=stats.as_stats(), notes=self.notes(stats))
+        result = SurgeryResult(
+            model, stats.total > 0, stats=stats.as_stats(), notes=self.notes(stats)
+        )
         result.changed_semantics = self.options.changes_semantics and stats.total > 0
         return result

@@ -32,6 +32,7 @@ from typing import Literal
 
 import onnx_ir as ir
 
+from surgery.graph import is_onnx_domain
 from surgery.idioms import match_focus
 from surgery.options import option
 from surgery.pass_base import Numerics
@@ -58,7 +59,7 @@ class FocusRule:
         self.form = form
 
     def targets(self, node: ir.Node) -> bool:
-        return node.op_type == "Concat" and node.domain in ("", "ai.onnx") and len(node.inputs) == 4
+        return node.op_type == "Concat" and is_onnx_domain(node.domain) and len(node.inputs) == 4
 
     def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
         idiom = match_focus(node, ctx.shape)
@@ -66,10 +67,14 @@ class FocusRule:
             loose = match_focus(node, ctx.shape, require_static=False)
             if loose is None:
                 return Miss("")  # not a Focus idiom at all
-            return Miss("Focus slicing of an input without a static shape with even H and W (run make-static first)")
+            return Miss(
+                "Focus slicing of an input without a static shape with even H and W (run make-static first)"
+            )
         order = tuple(idiom.order)
         if order not in _PERMS:
-            return Miss(f"Focus slicing with the Concat order {list(order)}, which no Transpose reproduces")
+            return Miss(
+                f"Focus slicing with the Concat order {list(order)}, which no Transpose reproduces"
+            )
         shape = ctx.shape(idiom.data)
         assert shape is not None  # match_focus checked it is static
         n, c, h, w = (int(d) for d in shape)  # type: ignore[arg-type]
@@ -77,7 +82,9 @@ class FocusRule:
         if self.form == "space-to-depth" and order == _SPACE_TO_DEPTH_ORDER:
             y = b.op("SpaceToDepth", idiom.data, blocksize=2)
         else:
-            blocks = b.op("Reshape", idiom.data, b.ints([n, c, h // 2, 2, w // 2, 2], "blocks_shape"))
+            blocks = b.op(
+                "Reshape", idiom.data, b.ints([n, c, h // 2, 2, w // 2, 2], "blocks_shape")
+            )
             blocks.shape = ir.Shape([n, c, h // 2, 2, w // 2, 2])
             moved = b.op("Transpose", blocks, perm=list(_PERMS[order]))
             perm = _PERMS[order]

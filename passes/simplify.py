@@ -26,12 +26,17 @@ _PROTO_LIMIT = int(1.8 * 2**30)
 @dataclasses.dataclass(frozen=True)
 class SimplifyOptions:
     max_growth_bytes: int = option(
-        1 << 20, help="refuse onnxsim's result when it grows the weights by more than this many bytes"
+        1 << 20,
+        help="refuse onnxsim's result when it grows the weights by more than this many bytes",
     )
     on_growth: Literal["skip", "error"] = option(
-        "skip", help="what to do with a result over max_growth_bytes: keep the model as it was (skip) or stop (error)"
+        "skip",
+        help="what to do with a result over max_growth_bytes: keep the model as it was (skip) or stop (error)",
     )
-    include_subgraph: bool = option(True, help="let onnxsim also work in If/Loop/Scan bodies (it leaves branch-local constants alone)")
+    include_subgraph: bool = option(
+        True,
+        help="let onnxsim also work in If/Loop/Scan bodies (it leaves branch-local constants alone)",
+    )
     skip_fuse_bn: bool = option(False, help="keep BatchNormalization nodes unfused")
 
 
@@ -71,13 +76,19 @@ class Simplify(SurgeryPass):
                 include_subgraph=self.options.include_subgraph,
             )
         except Exception as exc:
-            raise PassError(f"onnxsim failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                            pass_name=self.name) from None
+            raise PassError(
+                f"onnxsim failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                pass_name=self.name,
+            ) from None
         simplified.ir_version = model.ir_version
         new = ir.from_proto(simplified)
         after_bytes = initializer_bytes(new)
         growth = after_bytes - before_bytes
-        stats = {"nodes_before": before_nodes, "nodes_after": count_nodes(new), "weight_bytes_delta": growth}
+        stats = {
+            "nodes_before": before_nodes,
+            "nodes_after": count_nodes(new),
+            "weight_bytes_delta": growth,
+        }
         if growth > self.options.max_growth_bytes:
             message = (
                 f"onnxsim's result grows the weights by {growth} bytes ({growth / max(before_bytes, 1):.0%}), "
@@ -98,8 +109,17 @@ def _signature(model: ir.Model) -> tuple:
 
     parts: list = []
     for graph in iter_graphs(model):
-        parts.append(tuple((n.op_type, n.name, tuple(v.name if v else "" for v in n.inputs),
-                            tuple(v.name for v in n.outputs)) for n in graph))
+        parts.append(
+            tuple(
+                (
+                    n.op_type,
+                    n.name,
+                    tuple(v.name if v else "" for v in n.inputs),
+                    tuple(v.name for v in n.outputs),
+                )
+                for n in graph
+            )
+        )
         if isinstance(graph, ir.Graph):
             parts.append(tuple(sorted((k, str(v.shape)) for k, v in graph.initializers.items())))
     return tuple(parts)

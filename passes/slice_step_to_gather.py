@@ -78,17 +78,29 @@ class SliceStepRule(Rule):
     """Slice(step != 1 on the last axis, or rank 1) → [Slice of the other axes] → Gather."""
 
     name = "slice-step-to-gather"
-    pattern = Op("Slice", Var("x"), Const("starts"), Const("ends"), Const("axes", optional=True),
-                 Const("steps", optional=True))
+    pattern = Op(
+        "Slice",
+        Var("x"),
+        Const("starts"),
+        Const("ends"),
+        Const("axes", optional=True),
+        Const("steps", optional=True),
+    )
 
     def check(self, ctx: RuleContext, m: Match) -> str | None:
         if ctx.opset < 10:
             return "Slice-1 has no steps"
-        if m["x"].const_value is not None or (m["x"].producer() is None and m["x"].is_initializer()):
+        if m["x"].const_value is not None or (
+            m["x"].producer() is None and m["x"].is_initializer()
+        ):
             return "a constant input: make-static folds it"
-        plan = gather_plan(ctx.shape(m["x"]), _ints(m.const("starts")) or [], _ints(m.const("ends")) or [],
-                           _ints(m.const("axes")) if m.get("axes") is not None else None,
-                           _ints(m.const("steps")) if m.get("steps") is not None else None)
+        plan = gather_plan(
+            ctx.shape(m["x"]),
+            _ints(m.const("starts")) or [],
+            _ints(m.const("ends")) or [],
+            _ints(m.const("axes")) if m.get("axes") is not None else None,
+            _ints(m.const("steps")) if m.get("steps") is not None else None,
+        )
         if isinstance(plan, str):
             return plan
         self._plan = plan
@@ -98,7 +110,13 @@ class SliceStepRule(Rule):
         gathered, kept = self._plan
         x = m["x"]
         if kept:
-            x = b.slice(x, [k[1] for k in kept], [k[2] for k in kept], [k[0] for k in kept], [k[3] for k in kept])
+            x = b.slice(
+                x,
+                [k[1] for k in kept],
+                [k[2] for k in kept],
+                [k[0] for k in kept],
+                [k[3] for k in kept],
+            )
         for axis, positions in sorted(gathered.items()):
             x = b.op("Gather", x, b.ints(positions, f"indices_axis{axis}"), axis=axis)
         return [x]

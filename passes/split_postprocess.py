@@ -40,14 +40,18 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class SplitPostprocessOptions:
     boundary: list[str] = option(
-        default_factory=list, help="tensor names to cut at (default: found automatically before the first hostile op)"
+        default_factory=list,
+        help="tensor names to cut at (default: found automatically before the first hostile op)",
     )
     hostile_ops: list[str] = option(
         default_factory=list, help="more op types to keep off the NPU (added to the built-in list)"
     )
-    tail_name: str = option("tail", help="key of the tail among the chained models (saved as OUT.<tail_name>.onnx)")
+    tail_name: str = option(
+        "tail", help="key of the tail among the chained models (saved as OUT.<tail_name>.onnx)"
+    )
     minimize: bool = option(
-        True, help="move the automatic boundary upstream to the cut with the fewest bytes (false: cut right before the hostile op)"
+        True,
+        help="move the automatic boundary upstream to the cut with the fewest bytes (false: cut right before the hostile op)",
     )
 
 
@@ -80,10 +84,16 @@ class SplitPostprocess(SurgeryPass):
                 v.uses() for v in graph.outputs if v.name in self.options.boundary
             ):
                 # the boundary tensors are already outputs nothing reads: this is a head already
-                return SurgeryResult(model, False, notes=["the boundary tensors are already outputs of the model"])
+                return SurgeryResult(
+                    model, False, notes=["the boundary tensors are already outputs of the model"]
+                )
         try:
-            parts = split(model, self.options.boundary or None, hostile_ops=self.options.hostile_ops,
-                          minimize=self.options.minimize)
+            parts = split(
+                model,
+                self.options.boundary or None,
+                hostile_ops=self.options.hostile_ops,
+                minimize=self.options.minimize,
+            )
         except NothingToSplit as exc:
             return SurgeryResult(model, False, notes=[str(exc)])
         head, tail = parts.head, parts.tail
@@ -101,12 +111,21 @@ class SplitPostprocess(SurgeryPass):
             stats["boundary_bytes"] = parts.total_bytes
         notes = [f"boundary ({parts.source}): " + parts.describe_boundary()]
         if parts.source == "auto" and parts.naive_boundary != parts.boundary:
-            notes.append(f"the tensors crossing into the data-dependent region itself were {len(parts.naive_boundary)}: "
-                         + ", ".join(parts.naive_boundary))
+            notes.append(
+                f"the tensors crossing into the data-dependent region itself were {len(parts.naive_boundary)}: "
+                + ", ".join(parts.naive_boundary)
+            )
         if parts.hostile:
             first = parts.hostile[0]
             notes.append(f"first hostile node: {first['node']} ({first['reason']})")
         if parts.tail_graph_inputs:
             notes.append("tail also reads graph inputs: " + ", ".join(parts.tail_graph_inputs))
         notes.extend(parts.notes)
-        return declare_interface(SurgeryResult(model, True, stats=stats, notes=notes, chained={self.options.tail_name: tail}), interface_before, model, 'split-postprocess moves the tail to a chained model')
+        return declare_interface(
+            SurgeryResult(
+                model, True, stats=stats, notes=notes, chained={self.options.tail_name: tail}
+            ),
+            interface_before,
+            model,
+            "split-postprocess moves the tail to a chained model",
+        )

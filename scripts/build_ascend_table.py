@@ -120,12 +120,24 @@ RULES: dict[str, dict[str, Any]] = {
         "severity": "slow",
         "source": "atc_onnx_ops.csv constraints (CANN ONNX op pages)",
         "limits": [
-            {"op": "Gather", "input": 0, "allowed": ["float16", "float32"],
-             "evidence": ("Gather", "data fp16/fp32")},
-            {"op": "GatherElements", "input": 0, "allowed": ["float16", "float32", "int32"],
-             "evidence": ("GatherElements", "input fp16/fp32/int32")},
-            {"op": "TopK", "input": 0, "allowed": ["float16", "float32"],
-             "evidence": ("TopK", "input fp16/fp32 only")},
+            {
+                "op": "Gather",
+                "input": 0,
+                "allowed": ["float16", "float32"],
+                "evidence": ("Gather", "data fp16/fp32"),
+            },
+            {
+                "op": "GatherElements",
+                "input": 0,
+                "allowed": ["float16", "float32", "int32"],
+                "evidence": ("GatherElements", "input fp16/fp32/int32"),
+            },
+            {
+                "op": "TopK",
+                "input": 0,
+                "allowed": ["float16", "float32"],
+                "evidence": ("TopK", "input fp16/fp32 only"),
+            },
         ],
     },
     "maxpool": {
@@ -151,7 +163,10 @@ RULES: dict[str, dict[str, Any]] = {
     "dropout": {
         "mask_severity": "will-fail",
         "severity": "info",
-        "evidence": ("Dropout", "removed by GE DropOutPass (input0 -> output); mask output not produced"),
+        "evidence": (
+            "Dropout",
+            "removed by GE DropOutPass (input0 -> output); mask output not produced",
+        ),
     },
     "resize": {
         "modes": ["nearest", "linear"],
@@ -179,13 +194,19 @@ RULES: dict[str, dict[str, Any]] = {
         "modes": ["constant", "reflect", "edge"],
         "constant_value": 0.0,
         "severity": "will-fail",
-        "evidence": [("Pad", "modes constant/reflect/edge (no wrap)"), ("Pad", "constant_value must be 0")],
+        "evidence": [
+            ("Pad", "modes constant/reflect/edge (no wrap)"),
+            ("Pad", "constant_value must be 0"),
+        ],
     },
     "slice": {
         "last_axis_step": 1,
         "min_rank": 2,
         "severity": "will-fail",
-        "evidence": [("Slice", "step on the last axis must be 1"), ("Slice", "input rank must not be 1")],
+        "evidence": [
+            ("Slice", "step on the last axis must be 1"),
+            ("Slice", "input rank must not be 1"),
+        ],
     },
     "nms": {
         "min_inputs": 5,
@@ -212,7 +233,10 @@ RULES: dict[str, dict[str, Any]] = {
             ("Unique", "data-dependent output shape: forbidden with gear"),
         ],
     },
-    "empty": {"severity": "info", "source": "not in the shipped data: support for zero-size tensors varies by op"},
+    "empty": {
+        "severity": "info",
+        "source": "not in the shipped data: support for zero-size tensors varies by op",
+    },
 }
 
 
@@ -274,7 +298,9 @@ def check_evidence(rules: dict[str, Any], ops: dict[str, dict[str, Any]]) -> Non
 def build(src: Path) -> dict[str, Any]:
     for name in INPUTS:
         if not (src / name).is_file():
-            raise SystemExit(f"{src / name}: missing (give --src the folder with the ATC fact tables)")
+            raise SystemExit(
+                f"{src / name}: missing (give --src the folder with the ATC fact tables)"
+            )
     op_rows = read_csv(src / "atc_onnx_ops.csv")
     unsupported_rows = read_csv(src / "atc_unsupported.csv")
     aicpu_rows = read_csv(src / "aicpu_only.csv")
@@ -299,7 +325,9 @@ def build(src: Path) -> dict[str, Any]:
             for item in entry["aicpu"]:
                 for soc in item["socs"]:
                     if (item["cann_op"], soc) not in listed:
-                        raise SystemExit(f"{domain}::{op}: {item['cann_op']}@{soc} is not in aicpu_only.csv")
+                        raise SystemExit(
+                            f"{domain}::{op}: {item['cann_op']}@{soc} is not in aicpu_only.csv"
+                        )
 
     unsupported = {
         row["onnx_op"]: {
@@ -345,9 +373,13 @@ def render(table: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder with the ATC fact tables")
+    parser.add_argument(
+        "--src", type=Path, default=DEFAULT_SRC, help="folder with the ATC fact tables"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON file to write")
-    parser.add_argument("--check", action="store_true", help="exit 1 if --out differs from a fresh build")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if --out differs from a fresh build"
+    )
     args = parser.parse_args(argv)
     text = render(build(args.src))
     if args.check:
@@ -360,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     n_ops = sum(len(v) for v in json.loads(text)["ops"].values())
-    print(f"wrote {args.out}: {n_ops} registered ops, {len(json.loads(text)['unsupported'])} unregistered standard ops")
+    print(
+        f"wrote {args.out}: {n_ops} registered ops, {len(json.loads(text)['unsupported'])} unregistered standard ops"
+    )
     return 0
 
 

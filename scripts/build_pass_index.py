@@ -21,7 +21,8 @@ def texts() -> dict[Path, str]:
 
     index = catalog.build()
     return {
-        ROOT / "surgery" / "data" / "passes.json": json.dumps(index, indent=1, sort_keys=True) + "\n",
+        ROOT / "surgery" / "data" / "passes.json": json.dumps(index, indent=1, sort_keys=True)
+        + "\n",
         ROOT / "docs" / "passes.md": catalog.render_markdown(index),
     }
 

@@ -28,8 +28,18 @@ _MYPY_FILES = [str(ROOT / "surgery"), str(ROOT / "passes")]
 COMMANDS: dict[str, list[str]] = {
     "ruff check": [sys.executable, "-m", "ruff", "check", "--no-cache", *_FOLDERS],
     "ruff format": [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", *_FOLDERS],
-    "mypy": [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-             "--cache-dir", str(ROOT / ".mypy_cache"), "--python-executable", sys.executable, *_MYPY_FILES],
+    "mypy": [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "--cache-dir",
+        str(ROOT / ".mypy_cache"),
+        "--python-executable",
+        sys.executable,
+        *_MYPY_FILES,
+    ],
 }
 
 

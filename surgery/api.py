@@ -47,7 +47,9 @@ def resolve_pipeline(pipeline: PipelineLike, *, allow_code: bool = False) -> Pip
         return load_pipeline(pipeline, allow_code=allow_code)
     if isinstance(pipeline, Sequence) and not isinstance(pipeline, str):
         return Pipeline.from_passes(pipeline)
-    raise PipelineError(f"expected a passes.toml path, a Pipeline or a list of passes, got {type(pipeline).__name__}")
+    raise PipelineError(
+        f"expected a passes.toml path, a Pipeline or a list of passes, got {type(pipeline).__name__}"
+    )
 
 
 def artifact_path(output: Path, key: str) -> Path:
@@ -55,7 +57,9 @@ def artifact_path(output: Path, key: str) -> Path:
     return output.with_name(f"{output.stem}.{key}{output.suffix or '.onnx'}")
 
 
-def _capturing_warnings(function: Callable[..., tuple[Any, Report]]) -> Callable[..., tuple[Any, Report]]:
+def _capturing_warnings(
+    function: Callable[..., tuple[Any, Report]],
+) -> Callable[..., tuple[Any, Report]]:
     """Library warnings raised during ``function`` go to the log and ``report.warnings`` (also the
     report of a ``GateError``), never to stderr: see :mod:`surgery.libwarnings`."""
 
@@ -188,7 +192,9 @@ def apply(
         if isinstance(inputs, (str, os.PathLike)):
             pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=Path(inputs))
         else:
-            pipe.inputs = InputsConfig(specs=pipe.inputs.specs, data=pipe.inputs.data, arrays=dict(inputs))
+            pipe.inputs = InputsConfig(
+                specs=pipe.inputs.specs, data=pipe.inputs.data, arrays=dict(inputs)
+            )
     # one ONNX Runtime worker for the run's sessions, started now so that its start-up overlaps
     # loading the model, and killed at the end of the run
     with ort_worker.scope(prestart=pipe.verify.ort != "off" or pipe.verify.parity != "off"):
@@ -198,12 +204,20 @@ def apply(
             plan = WritePlan(in_place=in_place)
             plan.set_model(ir_model, model if isinstance(model, (str, os.PathLike)) else None)
             plan.read_pipeline(pipe)
-            plan.read(inputs if isinstance(inputs, (str, os.PathLike)) else None, "the input arrays")
+            plan.read(
+                inputs if isinstance(inputs, (str, os.PathLike)) else None, "the input arrays"
+            )
             plan.write_model(output)
             if reproducer_dir is not None:
                 plan.reproducer(reproducer_dir, explicit=True)
-        report = Report(source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
-        repro = Path(reproducer_dir) if reproducer_dir else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
+        report = Report(
+            source=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+        )
+        repro = (
+            Path(reproducer_dir)
+            if reproducer_dir
+            else Path(tempfile.gettempdir()) / f"surgery-repro-{os.getpid()}-{int(time.time())}"
+        )
         runner = Runner(pipe, reproducer_dir=repro, progress=progress, gates=gates)
         result_model, report = runner.run(ir_model, report)
     if output is not None and plan is not None:
@@ -216,11 +230,19 @@ def apply(
                 plan.abort()
             raise
     report.seconds = time.perf_counter() - started
-    return model_io.like_input(model, result_model) if not isinstance(model, (str, os.PathLike)) else result_model, report
+    return model_io.like_input(model, result_model) if not isinstance(
+        model, (str, os.PathLike)
+    ) else result_model, report
 
 
-def _stage_outputs(plan: WritePlan, result_model: ir.Model, report: Report, out: Path, soc_version: str | None,
-                   cann: int | None = None) -> None:
+def _stage_outputs(
+    plan: WritePlan,
+    result_model: ir.Model,
+    report: Report,
+    out: Path,
+    soc_version: str | None,
+    cann: int | None = None,
+) -> None:
     """Stage the model, its ``ir.Model`` artifacts and the split manifest in the run's transaction."""
     tx = plan.transaction
     report.outputs.extend(str(p) for p in tx.add_model(result_model, out))
@@ -235,7 +257,12 @@ def _stage_outputs(plan: WritePlan, result_model: ir.Model, report: Report, out:
 
         chained = {k: report.models[k] for k in report.chained}
         files = {"head": out.name, **{k: artifact_path(out, k).name for k in chained}}
-        data = partition.manifest(result_model, chained, files=files, original_outputs=report.extra.get("original_outputs"))
+        data = partition.manifest(
+            result_model,
+            chained,
+            files=files,
+            original_outputs=report.extra.get("original_outputs"),
+        )
         manifest_path = out.with_name(out.stem + ".split.json")
         plan.write(manifest_path, "the split manifest")
         tx.add_text(manifest_path, json.dumps(data, indent=2) + "\n")

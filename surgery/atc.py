@@ -62,18 +62,56 @@ SOC_PLACEHOLDER = "<SOC_VERSION e.g. Ascend310P3>"
 #: ``--dynamic_batch_size`` / ``--dynamic_dims`` take 2 to 100 profiles (canncommercial 850 atlasatcparam_16_0020).
 MIN_PROFILES, MAX_PROFILES = 2, 100
 
-_IMAGE_TYPES = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE, ir.DataType.UINT8}
+_IMAGE_TYPES = {
+    ir.DataType.FLOAT,
+    ir.DataType.FLOAT16,
+    ir.DataType.BFLOAT16,
+    ir.DataType.DOUBLE,
+    ir.DataType.UINT8,
+}
 #: Ops whose data input is laid out NCHW: an input reaching one of them (at input 0) is an image.
-_CONV_LIKE = frozenset({
-    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
-    "BatchNormalization", "InstanceNormalization", "DepthToSpace", "SpaceToDepth", "DeformConv", "LRN",
-    "MaxRoiPool", "RoiAlign", "QLinearConv", "ConvInteger",
-})
+_CONV_LIKE = frozenset(
+    {
+        "Conv",
+        "ConvTranspose",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "LpPool",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "DepthToSpace",
+        "SpaceToDepth",
+        "DeformConv",
+        "LRN",
+        "MaxRoiPool",
+        "RoiAlign",
+        "QLinearConv",
+        "ConvInteger",
+    }
+)
 #: Elementwise ops that keep the layout on the way from an input to the first convolution (normalization).
-_LAYOUT_KEEPING = frozenset({
-    "Cast", "Identity", "Sub", "Add", "Mul", "Div", "Clip", "Relu", "Sigmoid", "Neg", "Abs", "Pad",
-    "QuantizeLinear", "DequantizeLinear", "Sqrt", "Pow",
-})
+_LAYOUT_KEEPING = frozenset(
+    {
+        "Cast",
+        "Identity",
+        "Sub",
+        "Add",
+        "Mul",
+        "Div",
+        "Clip",
+        "Relu",
+        "Sigmoid",
+        "Neg",
+        "Abs",
+        "Pad",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "Sqrt",
+        "Pow",
+    }
+)
 #: Characters ATC's ``--input_shape``/``--out_nodes`` syntax uses between entries and dims, and line breaks.
 #: (A ``:`` inside a name, as TensorFlow-derived models write ``input:0``, is left alone: the dims follow the
 #: last one.)
@@ -149,8 +187,10 @@ def _real_inputs(model: ir.Model) -> list[ir.Value]:
 
 def _check_name(name: str, what: str) -> str:
     if _UNSAFE_NAME.search(name):
-        raise InputError(f"atc: {what} name {name!r} contains a character ATC's command syntax uses "
-                         "(';', ',' or a line break): rename it before compiling")
+        raise InputError(
+            f"atc: {what} name {name!r} contains a character ATC's command syntax uses "
+            "(';', ',' or a line break): rename it before compiling"
+        )
     return name
 
 
@@ -211,7 +251,9 @@ def supports_ranges(soc_version: str | None) -> bool:
     return not (soc_version and _NO_RANGES.match(soc_version))
 
 
-def precision_flags(mode: str, keep_dtype: str | os.PathLike | None = None, *, v2: bool = False) -> tuple[str, ...]:
+def precision_flags(
+    mode: str, keep_dtype: str | os.PathLike | None = None, *, v2: bool = False
+) -> tuple[str, ...]:
     """``--precision_mode=...`` (or ``--precision_mode_v2=...``) and ``--keep_dtype=FILE``.
 
     ``mode`` is a v2 name (``fp16``, ``mixed_float16``, ``origin``) or an older ``--precision_mode``
@@ -223,7 +265,9 @@ def precision_flags(mode: str, keep_dtype: str | os.PathLike | None = None, *, v
     args = [f"--precision_mode_v2={parsed.value}" if v2 else f"--precision_mode={parsed.v1}"]
     if keep_dtype is not None:
         if parsed is Mode.ORIGIN:
-            raise InputError("atc: --keep_dtype has no effect with precision mode origin (must_keep_origin_dtype)")
+            raise InputError(
+                "atc: --keep_dtype has no effect with precision mode origin (must_keep_origin_dtype)"
+            )
         args.append(f"--keep_dtype={keep_dtype}")
     return tuple(args)
 
@@ -275,7 +319,9 @@ def _out_nodes(model: ir.Model, names: Sequence[str]) -> str:
 
 def _profiles_checked(count: int, what: str) -> None:
     if not MIN_PROFILES <= count <= MAX_PROFILES:
-        raise InputError(f"atc: {what} needs {MIN_PROFILES} to {MAX_PROFILES} profiles, got {count}")
+        raise InputError(
+            f"atc: {what} needs {MIN_PROFILES} to {MAX_PROFILES} profiles, got {count}"
+        )
 
 
 def dynamic_batch_command(
@@ -297,9 +343,13 @@ def dynamic_batch_command(
         raise InputError(f"atc: --dynamic_batch_size sizes must be distinct and >= 1, got {sizes}")
     shapes, dynamic = input_shapes(static_model)
     if dynamic:
-        raise InputError(f"atc: gears need a static model per gear; input(s) {', '.join(dynamic)} are still dynamic")
+        raise InputError(
+            f"atc: gears need a static model per gear; input(s) {', '.join(dynamic)} are still dynamic"
+        )
     if any(not dims for dims in shapes.values()):
-        raise InputError("atc: --dynamic_batch_size needs every input to have a batch dim (a scalar input has none)")
+        raise InputError(
+            "atc: --dynamic_batch_size needs every input to have a batch dim (a scalar input has none)"
+        )
     geared = {name: (-1, *dims[1:]) for name, dims in shapes.items()}
     return AtcCommand(
         model=str(source_path),
@@ -329,33 +379,47 @@ def dynamic_dims_command(
     value, and AIPP (``aipp_config``), which ATC does not allow with ``--dynamic_dims``.
     """
     if aipp_config is not None:
-        raise InputError("atc: --dynamic_dims cannot be combined with AIPP (--insert_op_conf); "
-                         "use one static model per gear instead")
+        raise InputError(
+            "atc: --dynamic_dims cannot be combined with AIPP (--insert_op_conf); "
+            "use one static model per gear instead"
+        )
     _profiles_checked(len(profiles), "--dynamic_dims")
     shapes, _ = input_shapes(model)
     for i, profile in enumerate(profiles):
         for name, dims in shapes.items():
             if name not in profile:
-                raise InputError(f"atc: --dynamic_dims profile {i + 1} has no shape for input '{name}'")
+                raise InputError(
+                    f"atc: --dynamic_dims profile {i + 1} has no shape for input '{name}'"
+                )
             given = tuple(int(d) for d in profile[name])
             if len(given) != len(dims):
-                raise InputError(f"atc: --dynamic_dims profile {i + 1}: input '{name}' has rank {len(dims)}, "
-                                 f"the profile gives {len(given)} dims")
+                raise InputError(
+                    f"atc: --dynamic_dims profile {i + 1}: input '{name}' has rank {len(dims)}, "
+                    f"the profile gives {len(given)} dims"
+                )
             for axis, (d, g) in enumerate(zip(dims, given, strict=True)):
                 if g < 1 or (d != -1 and d != g):
-                    raise InputError(f"atc: --dynamic_dims profile {i + 1}: input '{name}' dim {axis} is {g}, "
-                                     f"the model has {d if d != -1 else 'a dynamic dim'}")
+                    raise InputError(
+                        f"atc: --dynamic_dims profile {i + 1}: input '{name}' dim {axis} is {g}, "
+                        f"the model has {d if d != -1 else 'a dynamic dim'}"
+                    )
         extra = set(profile) - set(shapes)
         if extra:
-            raise InputError(f"atc: --dynamic_dims profile {i + 1} names unknown input(s) {', '.join(sorted(extra))}")
+            raise InputError(
+                f"atc: --dynamic_dims profile {i + 1} names unknown input(s) {', '.join(sorted(extra))}"
+            )
     geared: dict[str, tuple[int, ...]] = {}
     for name, dims in shapes.items():
         # a dim every gear gives the same size is fixed to it (even where the model leaves it dynamic)
-        geared[name] = tuple(-1 if len({int(p[name][a]) for p in profiles}) > 1 else int(profiles[0][name][a])
-                             for a, d in enumerate(dims))
+        geared[name] = tuple(
+            -1 if len({int(p[name][a]) for p in profiles}) > 1 else int(profiles[0][name][a])
+            for a, d in enumerate(dims)
+        )
     order = [(name, a) for name, dims in geared.items() for a, d in enumerate(dims) if d == -1]
     if not order:
-        raise InputError("atc: --dynamic_dims profiles do not differ in any dim: compile the static model instead")
+        raise InputError(
+            "atc: --dynamic_dims profiles do not differ in any dim: compile the static model instead"
+        )
     rows = [",".join(str(int(p[name][a])) for name, a in order) for p in profiles]
     if len(set(rows)) != len(rows):
         raise InputError("atc: --dynamic_dims profiles repeat a gear")
@@ -387,8 +451,10 @@ def range_command(
     if cann not in (7, 8):
         raise InputError(f"atc: --cann must be 7 or 8, got {cann}")
     if not supports_ranges(soc_version):
-        raise InputError(f"atc: {soc_version} takes only static shapes or gears: shape ranges and -1 are "
-                         "not supported there; use buckets or --dynamic_dims")
+        raise InputError(
+            f"atc: {soc_version} takes only static shapes or gears: shape ranges and -1 are "
+            "not supported there; use buckets or --dynamic_dims"
+        )
     shapes, dynamic = input_shapes(model)
     ranges = ranges or {}
     written: dict[str, list[str]] = {}
@@ -400,7 +466,9 @@ def range_command(
             if rng is not None:
                 lo, hi = int(rng[0]), int(rng[1])
                 if not (0 <= lo <= hi) or (cann == 7 and lo < 1):
-                    raise InputError(f"atc: range {lo}~{hi} for '{name}' dim {axis} is not valid on CANN {cann}")
+                    raise InputError(
+                        f"atc: range {lo}~{hi} for '{name}' dim {axis} is not valid on CANN {cann}"
+                    )
                 if d != -1 and not lo <= d <= hi:
                     raise InputError(f"atc: '{name}' dim {axis} is fixed to {d}, outside {lo}~{hi}")
                 text.append(f"{lo}~{hi}" if lo != hi else str(lo))
@@ -412,9 +480,12 @@ def range_command(
         written[name] = text
     notes = []
     if unbounded:
-        notes.append("-1 means any value >= 1 on CANN 6.3/7.0" if cann == 7 else
-                     "-1 means any value >= 0 from CANN 8.0.RC1 (an empty tensor is accepted): give a range lo~hi "
-                     "where a dim must be >= 1")
+        notes.append(
+            "-1 means any value >= 1 on CANN 6.3/7.0"
+            if cann == 7
+            else "-1 means any value >= 0 from CANN 8.0.RC1 (an empty tensor is accepted): give a range lo~hi "
+            "where a dim must be >= 1"
+        )
     return AtcCommand(
         model=str(model_path),
         output=_om_stem(output if output is not None else model_path),
@@ -426,8 +497,14 @@ def range_command(
     )
 
 
-def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike, *, soc_version: str | None = None,
-                        cann: int | None = None) -> list[AtcCommand]:
+def report_atc_commands(
+    report: Any,
+    model: ir.Model,
+    output: str | os.PathLike,
+    *,
+    soc_version: str | None = None,
+    cann: int | None = None,
+) -> list[AtcCommand]:
     """Put the ``atc`` line of every model a run wrote into ``report.extra["atc"]``.
 
     The main model is written at ``output``; ``ir.Model`` artifacts at ``report.artifacts[key]``.
@@ -438,7 +515,9 @@ def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike,
     """
     commands: list[AtcCommand] = []
     entries: list[dict[str, object]] = []
-    targets: list[tuple[ir.Model, str | os.PathLike, bool]] = [(model, output, bool(getattr(report, "chained", None)))]
+    targets: list[tuple[ir.Model, str | os.PathLike, bool]] = [
+        (model, output, bool(getattr(report, "chained", None)))
+    ]
     for key, path in report.artifacts.items():
         extra = report.models.get(key)
         if isinstance(extra, ir.Model):
@@ -449,12 +528,18 @@ def report_atc_commands(report: Any, model: ir.Model, output: str | os.PathLike,
         try:
             outs = [v.name or "" for v in part.graph.outputs]
             out_nodes = outs if is_head and original and outs != original else None
-            command = atc_command(part, path, soc_version=soc_version, out_nodes=out_nodes,
-                                  precision=precision if part is model else ())
+            command = atc_command(
+                part,
+                path,
+                soc_version=soc_version,
+                out_nodes=out_nodes,
+                precision=precision if part is model else (),
+            )
             if command.dynamic_inputs and (cann is not None or not supports_ranges(soc_version)):
                 ranged = range_command(part, path, cann=cann or 8, soc_version=soc_version)
-                command = dataclasses.replace(command, input_shape=ranged.input_shape,
-                                              notes=(*command.notes, *ranged.notes))
+                command = dataclasses.replace(
+                    command, input_shape=ranged.input_shape, notes=(*command.notes, *ranged.notes)
+                )
         except InputError as exc:
             entries.append({"command": None, "error": str(exc), "model": str(path)})
             continue
@@ -482,4 +567,6 @@ def _planned_precision(report: Any, output: str | os.PathLike) -> tuple[str, ...
     if not isinstance(plan, Mapping):
         return ()
     keep = report.artifacts.get("keep_dtype") if planned_keep_dtype(report) else None
-    return precision_flags(str(plan.get("mode", "fp16")), keep, v2=plan.get("flag") == "precision_mode_v2")
+    return precision_flags(
+        str(plan.get("mode", "fp16")), keep, v2=plan.get("flag") == "precision_mode_v2"
+    )

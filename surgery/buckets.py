@@ -82,13 +82,24 @@ class BucketsResult:
 
         errors = [r.report.error for r in self.runs if r.report.error]
         head = envelope(
-            "buckets", source=source if source is not None else (self.runs[0].report.source if self.runs else ""),
-            ok=self.ok, error=errors[0] if errors else None,
-            outputs=[o for r in self.runs for o in r.report.outputs], seconds=sum(r.report.seconds for r in self.runs),
-            steps=[], buckets=[r.to_dict() for r in self.runs],
+            "buckets",
+            source=source
+            if source is not None
+            else (self.runs[0].report.source if self.runs else ""),
+            ok=self.ok,
+            error=errors[0] if errors else None,
+            outputs=[o for r in self.runs for o in r.report.outputs],
+            seconds=sum(r.report.seconds for r in self.runs),
+            steps=[],
+            buckets=[r.to_dict() for r in self.runs],
         )
-        return {**head, "dynamic_batch_alternative": self.dynamic_batch.to_dict() if self.dynamic_batch else None,
-                "gears_alternative": self.gears.to_dict() if self.gears else None}
+        return {
+            **head,
+            "dynamic_batch_alternative": self.dynamic_batch.to_dict()
+            if self.dynamic_batch
+            else None,
+            "gears_alternative": self.gears.to_dict() if self.gears else None,
+        }
 
 
 def _gears_verified(runs: list[BucketRun], *, batch: bool) -> bool:
@@ -115,7 +126,9 @@ def bucket_label(binding: Mapping[str, int]) -> str:
     return "_".join(parts)
 
 
-def bucket_pipeline(pipeline: Pipeline, binding: Mapping[str, int], model: ir.Model | None = None) -> Pipeline:
+def bucket_pipeline(
+    pipeline: Pipeline, binding: Mapping[str, int], model: ir.Model | None = None
+) -> Pipeline:
     """A copy of ``pipeline`` whose ``fix-shapes`` step also binds ``binding`` (added first if absent).
 
     The buckets win over the step's ``shapes``: with ``model``, an axis the binding covers (by dim
@@ -219,7 +232,7 @@ def apply_buckets(
         pipe = dataclasses.replace(pipe, allow_code=True)
     source = buckets if buckets is not None else pipe.buckets
     if not source:
-        raise PipelineError("no buckets: give e.g. --buckets \"batch=1,4,8\" or a [buckets] table")
+        raise PipelineError('no buckets: give e.g. --buckets "batch=1,4,8" or a [buckets] table')
     spec = parse_bucket_spec(source, where="buckets")
     count = len(next(iter(spec.values())))
     out = Path(output) if output is not None else None
@@ -229,8 +242,10 @@ def apply_buckets(
 
         plan = WritePlan()
         given = model_io.load(model) if isinstance(model, (str, os.PathLike)) else model
-        plan.set_model(given if isinstance(given, ir.Model) else None,
-                       model if isinstance(model, (str, os.PathLike)) else None)
+        plan.set_model(
+            given if isinstance(given, ir.Model) else None,
+            model if isinstance(model, (str, os.PathLike)) else None,
+        )
         plan.read_pipeline(pipe)
         plan.read(inputs if isinstance(inputs, (str, os.PathLike)) else None, "the input arrays")
         if reproducer_dir is not None:
@@ -240,8 +255,20 @@ def apply_buckets(
             label = bucket_label({key: sizes[i] for key, sizes in spec.items()})
             plan.write_model(artifact_path(out, label), f"the bucket {label} output")
     try:
-        runs, probe = _run_buckets(model, pipe, spec, count, out, plan, inputs, verify, reproducer_dir, progress, soc_version,
-                                   gates)
+        runs, probe = _run_buckets(
+            model,
+            pipe,
+            spec,
+            count,
+            out,
+            plan,
+            inputs,
+            verify,
+            reproducer_dir,
+            progress,
+            soc_version,
+            gates,
+        )
         if plan is not None and write_plan is None:
             plan.commit()
     except BaseException:
@@ -259,20 +286,41 @@ def apply_buckets(
         try:
             if batch:
                 sizes = next(iter(spec.values()))
-                gears = dynamic_batch_command(runs[0].model, src, sizes, soc_version=soc_version,
-                                              output=out if out is not None else None)
+                gears = dynamic_batch_command(
+                    runs[0].model,
+                    src,
+                    sizes,
+                    soc_version=soc_version,
+                    output=out if out is not None else None,
+                )
             else:
                 profiles = [input_shapes(run.model)[0] for run in runs]
-                gears = dynamic_dims_command(probe, src, profiles, soc_version=soc_version,
-                                             output=out if out is not None else None)
+                gears = dynamic_dims_command(
+                    probe,
+                    src,
+                    profiles,
+                    soc_version=soc_version,
+                    output=out if out is not None else None,
+                )
         except SurgeryError as exc:  # e.g. one bucket: ATC gears need 2 to 100 profiles
             logger.info("no gear alternative: %s", exc)
     return BucketsResult(runs, gears)
 
 
-def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]], count: int, out: Path | None,
-                 plan: Any, inputs: Any, verify: Any, reproducer_dir: Any, progress: Any,
-                 soc_version: str | None, gates: Any = ()) -> tuple[list[BucketRun], ir.Model | None]:
+def _run_buckets(
+    model: Any,
+    pipe: Pipeline,
+    spec: Mapping[str, tuple[int, ...]],
+    count: int,
+    out: Path | None,
+    plan: Any,
+    inputs: Any,
+    verify: Any,
+    reproducer_dir: Any,
+    progress: Any,
+    soc_version: str | None,
+    gates: Any = (),
+) -> tuple[list[BucketRun], ir.Model | None]:
     from surgery.api import apply, artifact_path
 
     runs: list[BucketRun] = []
@@ -288,17 +336,28 @@ def _run_buckets(model: Any, pipe: Pipeline, spec: Mapping[str, tuple[int, ...]]
             progress(f"bucket {label}")
         try:
             result, report = apply(
-                working, bucket_pipeline(pipe, binding, working if isinstance(working, ir.Model) else None), inputs=inputs, verify=verify, output=target,
-                reproducer_dir=(Path(reproducer_dir) / label) if reproducer_dir else None, progress=progress,
-                soc_version=soc_version, write_plan=plan, gates=gates,
+                working,
+                bucket_pipeline(pipe, binding, working if isinstance(working, ir.Model) else None),
+                inputs=inputs,
+                verify=verify,
+                output=target,
+                reproducer_dir=(Path(reproducer_dir) / label) if reproducer_dir else None,
+                progress=progress,
+                soc_version=soc_version,
+                write_plan=plan,
+                gates=gates,
             )
         except SurgeryError as exc:
             if exc.args and isinstance(exc.args[0], str):
                 exc.args = (f"bucket {label}: {exc.args[0]}", *exc.args[1:])
             raise
         try:
-            atc = atc_command(result, target, soc_version=soc_version) if target is not None else None
-        except SurgeryError as exc:  # a name ATC's syntax cannot carry: the model is written, the line is not
+            atc = (
+                atc_command(result, target, soc_version=soc_version) if target is not None else None
+            )
+        except (
+            SurgeryError
+        ) as exc:  # a name ATC's syntax cannot carry: the model is written, the line is not
             logger.warning("bucket %s: no atc command: %s", label, exc)
             atc = None
         report.extra["bucket"] = {"label": label, "binding": binding}

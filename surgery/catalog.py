@@ -66,7 +66,9 @@ def build() -> dict[str, Any]:
     """Read every built-in pass's declaration from the registry (imports the pass library)."""
     from surgery import registry  # all_passes() imports surgery.passes, registering the built-ins
 
-    passes = [entry(cls) for cls in registry.all_passes() if cls.__module__.startswith("surgery.passes.")]
+    passes = [
+        entry(cls) for cls in registry.all_passes() if cls.__module__.startswith("surgery.passes.")
+    ]
     # third-party passes are not shipped in the index
     return {"schema": _SCHEMA, "fingerprint": fingerprint(), "passes": passes}
 
@@ -77,7 +79,13 @@ def entry(cls: Any) -> dict[str, Any]:
 
     tol = cls.default_tolerance
     options = [
-        {"name": o.name, "type": o.type, "default": _jsonable(o.default), "required": o.required, "help": o.help}
+        {
+            "name": o.name,
+            "type": o.type,
+            "default": _jsonable(o.default),
+            "required": o.required,
+            "help": o.help,
+        }
         for o in describe_options(cls.Options)
     ]
     return {
@@ -99,8 +107,13 @@ def example_toml(name: str, options: list[dict[str, Any]], example: str = "") ->
     if example.strip():
         lines += [line.rstrip() for line in example.strip().splitlines()]
     else:
-        lines += [f"{o['name']} = {_toml_example(o['default'])}" for o in options
-                  if not o["required"] and o["default"] not in (None, "", [], {}) and _finite(o["default"])][:2]
+        lines += [
+            f"{o['name']} = {_toml_example(o['default'])}"
+            for o in options
+            if not o["required"]
+            and o["default"] not in (None, "", [], {})
+            and _finite(o["default"])
+        ][:2]
     return "\n".join(lines)
 
 
@@ -145,8 +158,12 @@ def render_show(p: dict[str, Any]) -> str:
             if o["help"]:
                 lines.append(f"      {o['help']}")
     example = p.get("example") or example_toml(p["name"], p["options"])
-    lines += ["", "example (passes.toml; or name the pass on the command line and give these keys with "
-              f"--set {p['name']}.KEY=VALUE):", *(f"  {line}" for line in example.splitlines())]
+    lines += [
+        "",
+        "example (passes.toml; or name the pass on the command line and give these keys with "
+        f"--set {p['name']}.KEY=VALUE):",
+        *(f"  {line}" for line in example.splitlines()),
+    ]
     return "\n".join(lines)
 
 
@@ -174,7 +191,10 @@ def render_markdown(index: dict[str, Any]) -> str:
         body = p["description"].split("\n", 1)
         if len(body) > 1 and body[1].strip():
             out += [body[1].strip(), ""]
-        out.append(f"- numerics: `{p['numerics']}`" + (" — a gate: fails the run when its condition does not hold" if p["gate"] else ""))
+        out.append(
+            f"- numerics: `{p['numerics']}`"
+            + (" — a gate: fails the run when its condition does not hold" if p["gate"] else "")
+        )
         tol = p.get("default_tolerance")
         if tol is not None:
             out.append(f"- default tolerance: rtol {tol['rtol']:g}, atol {tol['atol']:g}")
@@ -184,7 +204,9 @@ def render_markdown(index: dict[str, Any]) -> str:
             out += ["", "| option | type | default | what it does |", "|---|---|---|---|"]
             for o in p["options"]:
                 default = "required" if o["required"] else f"`{_show_default(o['default'])}`"
-                out.append(f"| `{o['name']}` | `{_md_cell(o['type'])}` | {_md_cell(default)} | {_md_cell(o['help'])} |")
+                out.append(
+                    f"| `{o['name']}` | `{_md_cell(o['type'])}` | {_md_cell(default)} | {_md_cell(o['help'])} |"
+                )
         example = p.get("example") or example_toml(p["name"], p["options"])
         out += ["", "```toml", *example.splitlines(), "```"]
     return "\n".join(out) + "\n"

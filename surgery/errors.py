@@ -33,7 +33,10 @@ def one_line(text: object) -> str:
     which may come from anywhere; what the tool prints must not be steered by them."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="backslashreplace")
-    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else repr(c)[1:-1] for c in str(text))
+    return "".join(
+        c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else repr(c)[1:-1]
+        for c in str(text)
+    )
 
 
 class SurgeryError(Exception):

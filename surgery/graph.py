@@ -115,8 +115,14 @@ def named_subgraphs(node: ir.Node) -> Iterator[tuple[str, ir.Graph]]:
                 yield f"{name}[{i}]", sub
 
 
-def _scopes(graph: GraphLike, owner: ir.Node | None, opsets: Mapping[str, int], function: ir.Function | None,
-            depth: int, attribute: str = "") -> Iterator[Scope]:
+def _scopes(
+    graph: GraphLike,
+    owner: ir.Node | None,
+    opsets: Mapping[str, int],
+    function: ir.Function | None,
+    depth: int,
+    attribute: str = "",
+) -> Iterator[Scope]:
     yield Scope(graph, owner, opsets, function, depth, attribute)
     for node in graph:
         for name, sub in named_subgraphs(node):
@@ -147,7 +153,9 @@ def walk(root: ir.Model | GraphLike, *, functions: bool = True) -> Iterator[Scop
     if isinstance(root, ir.Function):
         yield from _scopes(root, None, root.opset_imports, root, 0)
         return
-    yield from _scopes(root, None, root.opset_imports if isinstance(root, ir.Graph) else {}, None, 0)
+    yield from _scopes(
+        root, None, root.opset_imports if isinstance(root, ir.Graph) else {}, None, 0
+    )
 
 
 def iter_graphs(root: ir.Model | GraphLike, *, functions: bool = True) -> Iterator[GraphLike]:
@@ -178,7 +186,7 @@ def const_value(value: ir.Value | None) -> np.ndarray | None:
     if value.const_value is not None and not value.is_graph_input():
         return value.const_value.numpy()
     producer = value.producer()
-    if producer is not None and producer.op_type == "Constant" and producer.domain in ("", "ai.onnx"):
+    if producer is not None and producer.op_type == "Constant" and is_onnx_domain(producer.domain):
         attr = next(iter(producer.attributes.values()), None)
         if attr is None:
             return None
@@ -262,7 +270,9 @@ def transplant(new: ir.Model, model: ir.Model) -> None:
     old_graph.outputs.extend(outputs)
 
     for domain, version in new.opset_imports.items():
-        if domain not in model.opset_imports and not (domain == "ai.onnx" and "" in model.opset_imports):
+        if domain not in model.opset_imports and not (
+            domain == "ai.onnx" and "" in model.opset_imports
+        ):
             model.opset_imports[domain] = version
     model.functions.clear()
     model.functions.update(new.functions)
@@ -366,9 +376,11 @@ def find_cycle(graph: GraphLike) -> list[ir.Node] | None:
         seen[i] = len(path)
         path.append(i)
         i = next(j for j in deps[i] if waiting[j] > 0)
-    cycle = path[seen[i]:]
+    cycle = path[seen[i] :]
     cycle.reverse()  # producers first
-    first = cycle.index(min(cycle))  # start at the node that comes first in the graph: a stable message
+    first = cycle.index(
+        min(cycle)
+    )  # start at the node that comes first in the graph: a stable message
     cycle = cycle[first:] + cycle[:first]
     return [nodes[k] for k in cycle] + [nodes[cycle[0]]]
 

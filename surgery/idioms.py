@@ -19,15 +19,22 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from surgery.graph import const_value
+from surgery.graph import ONNX_DOMAINS, const_value
 
 __all__ = ["RANDOM_OPS", "DropoutIdiom", "FocusIdiom", "match_dropout_idiom", "match_focus"]
 
-_ONNX = ("", "ai.onnx")
 
 #: Ops whose output is random: a deployed inference model should have none.
-RANDOM_OPS = frozenset({"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli",
-                        "Multinomial"})
+RANDOM_OPS = frozenset(
+    {
+        "RandomUniform",
+        "RandomUniformLike",
+        "RandomNormal",
+        "RandomNormalLike",
+        "Bernoulli",
+        "Multinomial",
+    }
+)
 
 _COMPARE = {"Greater": True, "GreaterOrEqual": True, "Less": False, "LessOrEqual": False}
 """Comparison op → whether ``random OP p`` keeps values *above* p (for ``p OP random`` it flips)."""
@@ -107,7 +114,9 @@ def _same_shape(a: ir.Value, b: ir.Value) -> bool:
         if isinstance(x, int) or isinstance(y, int):
             if x != y:
                 return False
-        elif not (getattr(x, "value", None) and getattr(x, "value", None) == getattr(y, "value", None)):
+        elif not (
+            getattr(x, "value", None) and getattr(x, "value", None) == getattr(y, "value", None)
+        ):
             return False
     return True
 
@@ -121,7 +130,11 @@ def match_dropout_idiom(random: ir.Node) -> DropoutIdiom | None:
     ``x``'s shape (the ``*Like`` op reads ``x``, or both shapes are known and equal), so that the
     output has ``x``'s shape and ``x`` can stand in for it.
     """
-    if random.domain not in _ONNX or random.op_type not in RANDOM_OPS or random.op_type == "Multinomial":
+    if (
+        random.domain not in ONNX_DOMAINS
+        or random.op_type not in RANDOM_OPS
+        or random.op_type == "Multinomial"
+    ):
         return None
     if len(random.outputs) != 1:
         return None
@@ -134,7 +147,7 @@ def match_dropout_idiom(random: ir.Node) -> DropoutIdiom | None:
             keep = float(probs.reshape(-1)[0])
     else:
         compare = _only_use(current)
-        if compare is None or compare.domain not in _ONNX or compare.op_type not in _COMPARE:
+        if compare is None or compare.domain not in ONNX_DOMAINS or compare.op_type not in _COMPARE:
             return None
         if len(compare.inputs) != 2:
             return None
@@ -151,11 +164,16 @@ def match_dropout_idiom(random: ir.Node) -> DropoutIdiom | None:
         chain.append(compare)
         current = compare.outputs[0]
     node = _only_use(current)
-    if node is not None and node.domain in _ONNX and node.op_type == "Cast":
+    if node is not None and node.domain in ONNX_DOMAINS and node.op_type == "Cast":
         chain.append(node)
         current = node.outputs[0]
         node = _only_use(current)
-    if node is None or node.domain not in _ONNX or node.op_type != "Mul" or len(node.inputs) != 2:
+    if (
+        node is None
+        or node.domain not in ONNX_DOMAINS
+        or node.op_type != "Mul"
+        or len(node.inputs) != 2
+    ):
         return None
     data = node.inputs[1] if node.inputs[0] is current else node.inputs[0]
     if data is None or data is current:
@@ -167,7 +185,12 @@ def match_dropout_idiom(random: ir.Node) -> DropoutIdiom | None:
         return None
     scale: float | None = None
     after = _only_use(output)
-    if after is not None and after.domain in _ONNX and after.op_type in ("Div", "Mul") and len(after.inputs) == 2:
+    if (
+        after is not None
+        and after.domain in ONNX_DOMAINS
+        and after.op_type in ("Div", "Mul")
+        and len(after.inputs) == 2
+    ):
         if after.op_type == "Div" and after.inputs[0] is output:
             c = _scalar(after.inputs[1])
             scale = None if c in (None, 0.0) else 1.0 / c
@@ -198,11 +221,15 @@ class FocusIdiom:
 
 def _slice_params(node: ir.Node, rank: int) -> dict[int, tuple[int, int, int]] | None:
     """``{axis: (start, end, step)}`` of a Slice (opset ≥ 10) with constant parameters, or None."""
-    if node.domain not in _ONNX or node.op_type != "Slice" or len(node.inputs) < 3:
+    if node.domain not in ONNX_DOMAINS or node.op_type != "Slice" or len(node.inputs) < 3:
         return None
     starts, ends = const_value(node.inputs[1]), const_value(node.inputs[2])
-    axes = const_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
-    steps = const_value(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
+    axes = (
+        const_value(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    )
+    steps = (
+        const_value(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else None
+    )
     if starts is None or ends is None:
         return None
     if len(node.inputs) > 3 and node.inputs[3] is not None and axes is None:
@@ -239,7 +266,9 @@ def _is_noop(param: tuple[int, int, int]) -> bool:
     return start == 0 and step == 1 and end >= _TO_THE_END
 
 
-def _focus_branch(value: ir.Value) -> tuple[ir.Value, list[ir.Node], dict[int, tuple[int, int, int]]] | None:
+def _focus_branch(
+    value: ir.Value,
+) -> tuple[ir.Value, list[ir.Node], dict[int, tuple[int, int, int]]] | None:
     """``value`` as a chain of Slices of one tensor that slice only H and W (axes 2, 3), each once:
     (the tensor, the Slices outermost last, ``{axis: (start, end, step)}``). Full-range step-1
     slices of other axes (older torch exports write them) are ignored."""
@@ -248,7 +277,12 @@ def _focus_branch(value: ir.Value) -> tuple[ir.Value, list[ir.Node], dict[int, t
     current = value
     while len(slices) < 4 and set(params) != {2, 3}:
         node = current.producer()
-        if node is None or node.op_type != "Slice" or node.domain not in _ONNX or node.inputs[0] is None:
+        if (
+            node is None
+            or node.op_type != "Slice"
+            or node.domain not in ONNX_DOMAINS
+            or node.inputs[0] is None
+        ):
             break
         found = _slice_params(node, 4)
         if found is None:
@@ -277,7 +311,9 @@ def _dims(value: ir.Value | None, shape_of: ShapeOf | None) -> tuple[int | None,
     return tuple(d if isinstance(d, int) and d >= 0 else None for d in shape)
 
 
-def match_focus(concat: ir.Node, shape_of: ShapeOf | None = None, *, require_static: bool = True) -> FocusIdiom | None:
+def match_focus(
+    concat: ir.Node, shape_of: ShapeOf | None = None, *, require_static: bool = True
+) -> FocusIdiom | None:
     """The Focus idiom ending at ``concat``, or None.
 
     Needs a 4-D input, each Concat input a stride-2 sampling of the same tensor running to the end
@@ -287,7 +323,7 @@ def match_focus(concat: ir.Node, shape_of: ShapeOf | None = None, *, require_sta
     and W; without it (what the doctor asks before make-static) dynamic dims are allowed.
     ``shape_of`` gives the shape of a value that carries none (e.g. from onnx inference).
     """
-    if concat.domain not in _ONNX or concat.op_type != "Concat" or len(concat.inputs) != 4:
+    if concat.domain not in ONNX_DOMAINS or concat.op_type != "Concat" or len(concat.inputs) != 4:
         return None
     axis_attr = concat.attributes.get("axis")
     if axis_attr is None or axis_attr.is_ref() or int(axis_attr.value) not in (1, -3):

@@ -24,7 +24,15 @@ __all__ = ["LIBRARY_LOGGERS", "capture"]
 logger = logging.getLogger(__name__)
 
 #: Loggers of the libraries onnx-surgery drives (their children included).
-LIBRARY_LOGGERS = ("onnx_ir", "onnx", "onnxscript", "onnxruntime", "onnxslim", "onnxsim", "polygraphy")
+LIBRARY_LOGGERS = (
+    "onnx_ir",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "onnxslim",
+    "onnxsim",
+    "polygraphy",
+)
 
 
 def _first_line(text: object) -> str:

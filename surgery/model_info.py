@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from surgery import model_io
 from surgery.errors import one_line
-from surgery.graph import iter_graphs
+from surgery.graph import is_onnx_domain, iter_graphs
 from surgery.instruments import checker
 from surgery.runner import dynamic_dims
 from surgery.shapes.dims import shape_text
@@ -47,17 +47,29 @@ class ModelInfo:
         return d
 
     def text(self) -> str:
-        lines = [f"model: {self.path}", f"ir_version: {self.ir_version}",
-                 "opsets: " + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(self.opsets.items())),
-                 f"checker (full): {self.checker}", f"onnxruntime load: {self.ort}", "inputs:"]
+        lines = [
+            f"model: {self.path}",
+            f"ir_version: {self.ir_version}",
+            "opsets: " + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(self.opsets.items())),
+            f"checker (full): {self.checker}",
+            f"onnxruntime load: {self.ort}",
+            "inputs:",
+        ]
         lines += [f"  {n}: {t} {s}" for n, t, s in self.inputs]
         lines.append("outputs:")
         lines += [f"  {n}: {t} {s}" for n, t, s in self.outputs]
         lines.append(f"dynamic dims: {self.dynamic_dims}")
         lines.append(f"model-local functions: {self.functions}")
         lines.append(f"weights: {self.initializer_bytes} bytes")
-        lines.append("ops: " + ", ".join(f"{op} {n}" for op, n in sorted(self.ops.items(), key=lambda kv: (-kv[1], kv[0]))))
-        return "\n".join(one_line(line) for line in lines)  # names from the model: one printable line each
+        lines.append(
+            "ops: "
+            + ", ".join(
+                f"{op} {n}" for op, n in sorted(self.ops.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+        )
+        return "\n".join(
+            one_line(line) for line in lines
+        )  # names from the model: one printable line each
 
 
 def inspect_model(path: str | Path) -> ModelInfo:
@@ -75,13 +87,17 @@ def inspect_model(path: str | Path) -> ModelInfo:
     ops: collections.Counter[str] = collections.Counter()
     for graph in iter_graphs(model):
         for node in graph:
-            ops[(node.domain + "::" if node.domain not in ("", "ai.onnx") else "") + node.op_type] += 1
+            ops[(node.domain + "::" if not is_onnx_domain(node.domain) else "") + node.op_type] += 1
     return ModelInfo(
         path=str(path),
         ir_version=model.ir_version,
         opsets=dict(model.opset_imports),
-        inputs=[(v.name or "", str(v.dtype) if v.dtype else "?", _shape(v)) for v in model.graph.inputs],
-        outputs=[(v.name or "", str(v.dtype) if v.dtype else "?", _shape(v)) for v in model.graph.outputs],
+        inputs=[
+            (v.name or "", str(v.dtype) if v.dtype else "?", _shape(v)) for v in model.graph.inputs
+        ],
+        outputs=[
+            (v.name or "", str(v.dtype) if v.dtype else "?", _shape(v)) for v in model.graph.outputs
+        ],
         checker="ok" if outcome else f"FAILED: {outcome.message}",
         ort=ort_status,
         dynamic_dims=dynamic_dims(model),

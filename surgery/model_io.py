@@ -76,19 +76,27 @@ def load(path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) 
     return from_file_proto(proto, path, base_dir=base_dir)
 
 
-def from_file_proto(proto: onnx.ModelProto, path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None) -> ir.Model:
+def from_file_proto(
+    proto: onnx.ModelProto, path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None
+) -> ir.Model:
     """The second half of :func:`load`: ``proto`` as read from ``path`` by :func:`surgery.protoload.read`."""
     path = Path(path)
     check_proto(proto, path)
     try:
         model = ir.from_proto(proto)
     except (DecodeError, RuntimeError) as exc:
-        raise InputError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})") from None
+        raise InputError(
+            f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})"
+        ) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read the model: {exc}") from None
     except Exception as exc:  # onnx-ir raises plain exceptions for malformed content
         raise InputError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {exc}") from None
-    if model.ir_version is None or model.ir_version <= 0 or (len(model.graph) == 0 and not model.graph.outputs):
+    if (
+        model.ir_version is None
+        or model.ir_version <= 0
+        or (len(model.graph) == 0 and not model.graph.outputs)
+    ):
         raise InputError(f"{path}: not an ONNX model (no ir_version or empty graph)")
     del proto
     check_names(model, path)  # (acyclic: checked on the proto by protoload.read)
@@ -125,12 +133,18 @@ def _outside(location: str) -> bool:
         return True
     posix, windows = PurePosixPath(location), PureWindowsPath(location)
     return (
-        posix.is_absolute() or windows.is_absolute() or bool(windows.drive) or location.startswith(("\\", "/"))
-        or ".." in posix.parts or ".." in windows.parts
+        posix.is_absolute()
+        or windows.is_absolute()
+        or bool(windows.drive)
+        or location.startswith(("\\", "/"))
+        or ".." in posix.parts
+        or ".." in windows.parts
     )
 
 
-def contain_external_data(model: ir.Model, where: object, *, base_dir: str | os.PathLike | None = None) -> None:
+def contain_external_data(
+    model: ir.Model, where: object, *, base_dir: str | os.PathLike | None = None
+) -> None:
     """Refuse external data that lies outside its folder, before touching the file system.
 
     The folder is ``base_dir`` when given, else each tensor's own (the model file's folder;
@@ -143,7 +157,9 @@ def contain_external_data(model: ir.Model, where: object, *, base_dir: str | os.
     Raises:
         InputError: for the first tensor outside its folder.
     """
-    tensors = [(v.name, t) for v, t in external_tensors(model)] + list(_external_in_attributes(model))
+    tensors = [(v.name, t) for v, t in external_tensors(model)] + list(
+        _external_in_attributes(model)
+    )
     for name, tensor in tensors:
         location = str(tensor.location)
         if _outside(location):
@@ -165,7 +181,9 @@ def contain_external_data(model: ir.Model, where: object, *, base_dir: str | os.
             )
 
 
-def check_external_data(model: ir.Model, path: object, *, base_dir: str | os.PathLike | None = None) -> None:
+def check_external_data(
+    model: ir.Model, path: object, *, base_dir: str | os.PathLike | None = None
+) -> None:
     """Raise :class:`InputError` when external data is outside its folder, missing or too short.
 
     Containment (:func:`contain_external_data`) is checked first, so nothing is looked up outside.
@@ -200,7 +218,9 @@ def _proto_graphs(proto: onnx.ModelProto) -> Iterator[onnx.GraphProto]:
     for function in proto.functions:
         for node in function.node:
             stack += [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
-            stack += [g for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
+            stack += [
+                g for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs
+            ]
     while stack:
         graph = stack.pop()
         yield graph
@@ -223,12 +243,19 @@ def _densify(sparse: onnx.SparseTensorProto, where: object) -> onnx.TensorProto:
 
     name = sparse.values.name
     dims = [int(d) for d in sparse.dims]
-    if sparse.values.data_location == onnx.TensorProto.EXTERNAL or sparse.indices.data_location == onnx.TensorProto.EXTERNAL:
-        raise InputError(f"{where}: sparse initializer '{name}' keeps its data in an external file, which is not supported")
+    if (
+        sparse.values.data_location == onnx.TensorProto.EXTERNAL
+        or sparse.indices.data_location == onnx.TensorProto.EXTERNAL
+    ):
+        raise InputError(
+            f"{where}: sparse initializer '{name}' keeps its data in an external file, which is not supported"
+        )
     try:
         elem = onnx.helper.tensor_dtype_to_np_dtype(sparse.values.data_type)
     except Exception:
-        raise InputError(f"{where}: sparse initializer '{name}' has an unsupported data type {sparse.values.data_type}") from None
+        raise InputError(
+            f"{where}: sparse initializer '{name}' has an unsupported data type {sparse.values.data_type}"
+        ) from None
     size = 1
     for d in dims:
         if d < 0:
@@ -246,11 +273,17 @@ def _densify(sparse: onnx.SparseTensorProto, where: object) -> onnx.TensorProto:
         raise InputError(f"{where}: sparse initializer '{name}' cannot be read: {exc}") from None
     if indices.ndim == 2 and indices.shape[1] == len(dims) and len(dims) > 1:
         if ((indices < 0) | (indices >= np.array(dims))).any():
-            raise InputError(f"{where}: sparse initializer '{name}' has indices outside its shape {dims}")
+            raise InputError(
+                f"{where}: sparse initializer '{name}' has indices outside its shape {dims}"
+            )
         indices = np.ravel_multi_index(indices.T, dims)
     indices = indices.reshape(-1)
-    if indices.size != values.size or (indices.size and (indices.min() < 0 or indices.max() >= size)):
-        raise InputError(f"{where}: sparse initializer '{name}' has indices that do not match its values or shape {dims}")
+    if indices.size != values.size or (
+        indices.size and (indices.min() < 0 or indices.max() >= size)
+    ):
+        raise InputError(
+            f"{where}: sparse initializer '{name}' has indices that do not match its values or shape {dims}"
+        )
     dense = np.zeros(size, dtype=elem)
     dense[indices] = values
     return numpy_helper.from_array(dense.reshape(dims), name=name)
@@ -286,7 +319,9 @@ def check_proto(proto: onnx.ModelProto, where: object) -> None:
             dense = [_densify(sp, where) for sp in graph.sparse_initializer]
             del graph.sparse_initializer[:]
             graph.initializer.extend(dense)
-            logger.info("%s: densified sparse initializer(s) %s", where, ", ".join(t.name for t in dense))
+            logger.info(
+                "%s: densified sparse initializer(s) %s", where, ", ".join(t.name for t in dense)
+            )
 
 
 def check_acyclic(model: ir.Model, where: object) -> None:
@@ -302,7 +337,9 @@ def check_acyclic(model: ir.Model, where: object) -> None:
             if len(parts) > 8:
                 parts = [*parts[:4], "...", *parts[-3:]]
             names = " -> ".join(parts)
-            raise InputError(f"{where}: the graph has a cycle: {names}; an ONNX graph must be acyclic")
+            raise InputError(
+                f"{where}: the graph has a cycle: {names}; an ONNX graph must be acyclic"
+            )
 
 
 def check_names(model: ir.Model, where: object) -> None:
@@ -314,9 +351,12 @@ def check_names(model: ir.Model, where: object) -> None:
     Raises:
         InputError: naming the first such name (its bytes escaped) and where it is.
     """
+
     def bad(name: object, what: str) -> None:
         if name is not None and not isinstance(name, str):
-            raise InputError(f"{where}: the {what} name {name!r} is not UTF-8 text; rename it in the model")
+            raise InputError(
+                f"{where}: the {what} name {name!r} is not UTF-8 text; rename it in the model"
+            )
 
     for graph in iter_graphs(model):
         bad(graph.name, "graph")
@@ -354,14 +394,18 @@ def to_ir(model: ModelLike, *, base_dir: str | os.PathLike | None = None) -> ir.
         try:
             converted = ir.from_proto(model)
         except Exception as exc:  # onnx-ir raises plain exceptions for malformed content
-            raise InputError(f"the ModelProto is not a valid ONNX model: {type(exc).__name__}: {exc}") from None
+            raise InputError(
+                f"the ModelProto is not a valid ONNX model: {type(exc).__name__}: {exc}"
+            ) from None
         check_names(converted, "the ModelProto")
         check_acyclic(converted, "the ModelProto")
         check_external_data(converted, "the ModelProto", base_dir=base_dir)
         return converted
     if isinstance(model, (str, os.PathLike)):
         return load(model, base_dir=base_dir)
-    raise InputError(f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}")
+    raise InputError(
+        f"expected a path, an onnx.ModelProto or an onnx_ir.Model, got {type(model).__name__}"
+    )
 
 
 def like_input(original: ModelLike, model: ir.Model) -> onnx.ModelProto | ir.Model:
@@ -373,12 +417,18 @@ def like_input(original: ModelLike, model: ir.Model) -> onnx.ModelProto | ir.Mod
 
 def graph_initializer_bytes(graph: ir.Graph) -> int:
     """Total size of one graph's initializers (not its subgraphs'), without reading external data."""
-    return sum(v.const_value.nbytes for v in graph.initializers.values() if v.const_value is not None)
+    return sum(
+        v.const_value.nbytes for v in graph.initializers.values() if v.const_value is not None
+    )
 
 
 def initializer_bytes(model: ir.Model) -> int:
     """Total size of all initializers in all graphs, without reading external data."""
-    return sum(graph_initializer_bytes(graph) for graph in iter_graphs(model, functions=False) if isinstance(graph, ir.Graph))
+    return sum(
+        graph_initializer_bytes(graph)
+        for graph in iter_graphs(model, functions=False)
+        if isinstance(graph, ir.Graph)
+    )
 
 
 class LightProto:
@@ -403,7 +453,9 @@ class LightProto:
             for name, value in model.graph.initializers.items():
                 tensor = value.const_value
                 # external tensors always: their location is relative to a folder a proto does not carry
-                if tensor is None or (tensor.nbytes < threshold and not isinstance(tensor, ir.ExternalTensor)):
+                if tensor is None or (
+                    tensor.nbytes < threshold and not isinstance(tensor, ir.ExternalTensor)
+                ):
                     continue
                 if tensor.dtype in (ir.DataType.STRING,):
                     continue
@@ -439,7 +491,9 @@ class LightProto:
         input_names = {i.name for i in graph.input}
         for t in stripped:
             if t.name not in input_names:
-                graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+                graph.input.append(
+                    onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                )
         del graph.initializer[:]
         graph.initializer.extend(keep)
         return proto
@@ -523,7 +577,7 @@ def _start_time(pid: int) -> str:
 def _owner_alive(folder: Path) -> bool:
     """Whether the process that created the staging ``folder`` is still running."""
     try:
-        pid = int(folder.name[len(STAGING_PREFIX):].split("-", 1)[0])
+        pid = int(folder.name[len(STAGING_PREFIX) :].split("-", 1)[0])
     except ValueError:
         return False
     try:
@@ -573,14 +627,22 @@ def _copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: in
             try:
                 copied = os.copy_file_range(src, dst, n, src_offset + done, dst_offset + done)
             except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                if exc.errno not in (
+                    errno.EXDEV,
+                    errno.ENOSYS,
+                    errno.EINVAL,
+                    errno.EOPNOTSUPP,
+                    errno.EPERM,
+                ):
                     raise
                 use_kernel = False
         if not use_kernel:
             chunk = os.pread(src, n, src_offset + done)
             copied = os.pwrite(dst, chunk, dst_offset + done) if chunk else 0
         if copied <= 0:
-            raise OSError(errno.EIO, f"short read: {length - done} bytes missing from the source data file")
+            raise OSError(
+                errno.EIO, f"short read: {length - done} bytes missing from the source data file"
+            )
         done += copied
 
 
@@ -696,8 +758,13 @@ def _write_graph(staged: _StagedModel) -> None:
         for item in staged.layout:
             swapped.append((item.value, item.tensor))
             item.value.const_value = ir.ExternalTensor(
-                location=staged.data_name or "", offset=item.offset, length=item.length, dtype=item.tensor.dtype,
-                shape=ir.Shape(item.tensor.shape.numpy()), name=item.value.name or "", base_dir=str(staged.target.parent),
+                location=staged.data_name or "",
+                offset=item.offset,
+                length=item.length,
+                dtype=item.tensor.dtype,
+                shape=ir.Shape(item.tensor.shape.numpy()),
+                name=item.value.name or "",
+                base_dir=str(staged.target.parent),
             )
         if staged.staged.exists():
             staged.staged.unlink()
@@ -794,7 +861,9 @@ class Transaction:
         """Stage ``model`` for ``target``; return the paths it will have (model, then its data)."""
         target = Path(target)
         if external_data is None:
-            external_data = _uses_external_data(model) or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+            external_data = (
+                _uses_external_data(model) or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+            )
         staged_path = self._staged_name(target)
         layout = _plan_layout(model, size_threshold_bytes) if external_data else []
         data_name = None
@@ -815,7 +884,11 @@ class Transaction:
     def _free_data_name(self, target: Path) -> str:
         taken = {m.data_target for m in self._models}
         name = f"{target.name}.data"
-        if (target.parent / name).exists() or (target.parent / name) in taken or _same_file(target.parent / name, target):
+        if (
+            (target.parent / name).exists()
+            or (target.parent / name) in taken
+            or _same_file(target.parent / name, target)
+        ):
             name = f"{target.name}.{_token()}.data"
         return name
 
@@ -846,7 +919,9 @@ class Transaction:
             return self.written
         masked = _block_signals()
         placed: list[Path] = []
-        replaced: list[tuple[Path, Path | None, bool]] = []  # (target, backup of what it replaced, existed)
+        replaced: list[
+            tuple[Path, Path | None, bool]
+        ] = []  # (target, backup of what it replaced, existed)
         old_data: set[Path] = set()
         renames: list[tuple[Path, Path]] = []
         try:
@@ -873,7 +948,11 @@ class Transaction:
             _unblock_signals(masked)
             self.abort()
             if isinstance(exc, OSError):
-                failed = renames[len(replaced)][1] if len(replaced) < len(renames) else self._models[0].target
+                failed = (
+                    renames[len(replaced)][1]
+                    if len(replaced) < len(renames)
+                    else self._models[0].target
+                )
                 raise _write_error(failed, exc) from None
             raise
         self.committed = True
@@ -939,13 +1018,19 @@ class Transaction:
         for path in sorted(candidates):
             ours = any(
                 path.name == f"{m.target.name}.data"
-                or (path.name.startswith(m.target.name) and _TOKEN_DATA.fullmatch(path.name[len(m.target.name):]))
-                for m in self._models if m.target.parent.resolve() == path.parent.resolve()
+                or (
+                    path.name.startswith(m.target.name)
+                    and _TOKEN_DATA.fullmatch(path.name[len(m.target.name) :])
+                )
+                for m in self._models
+                if m.target.parent.resolve() == path.parent.resolve()
             )
             if not ours:
                 logger.info("left %s in place: not a data file this tool names", path)
                 continue
-            if any(_same_file(path, k) for k in keep) or any(_same_file(path, p) for p in self.protect):
+            if any(_same_file(path, k) for k in keep) or any(
+                _same_file(path, p) for p in self.protect
+            ):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -970,7 +1055,9 @@ class Transaction:
 
 def _block_signals() -> set[int] | None:
     """Hold SIGINT/SIGTERM during the renames so a commit is never cut in half (delivered after)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
         return None
     return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
@@ -1001,5 +1088,7 @@ def save(
     path = Path(path)
     protect = [Path(t.base_dir) / t.location for _, t in external_tensors(model)]
     with Transaction(protect=protect) as tx:
-        tx.add_model(model, path, external_data=external_data, size_threshold_bytes=size_threshold_bytes)
+        tx.add_model(
+            model, path, external_data=external_data, size_threshold_bytes=size_threshold_bytes
+        )
         return tx.commit()

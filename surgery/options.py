@@ -16,12 +16,22 @@ from typing import Any, Literal, Union
 
 from surgery.errors import PipelineError
 
-__all__ = ["NoOptions", "OptionInfo", "describe_options", "did_you_mean", "option", "parse_options", "path_options"]
+__all__ = [
+    "NoOptions",
+    "OptionInfo",
+    "describe_options",
+    "did_you_mean",
+    "option",
+    "parse_options",
+    "path_options",
+]
 
 _MISSING = dataclasses.MISSING
 
 
-def option(default: Any = _MISSING, *, help: str, default_factory: Any = _MISSING, path: bool = False) -> Any:
+def option(
+    default: Any = _MISSING, *, help: str, default_factory: Any = _MISSING, path: bool = False
+) -> Any:
     """Declare an option field with its help text (a thin wrapper over ``dataclasses.field``).
 
     ``path=True`` marks a file or folder: a relative value written in a ``passes.toml`` is taken
@@ -117,7 +127,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, dict):
             kt, vt = args if args else (Any, Any)
             return {
-                _coerce(k, kt, f"{where} key"): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()
+                _coerce(k, kt, f"{where} key"): _coerce(v, vt, f"{where}.{k}")
+                for k, v in value.items()
             }
         raise _type_error(where, tp, value)
     if tp is bool:

@@ -70,7 +70,9 @@ def parse_type_spec(text: str) -> tuple[str, TypeSpec | tuple[None, Sequence[int
     """
     name, sep, rest = text.rpartition(":")
     if not sep or not name or "[" not in rest or not rest.endswith("]"):
-        raise InputError(f"cannot read type '{text}': write it as name:float32[1,3,224,224] or name:[1,3,224,224]")
+        raise InputError(
+            f"cannot read type '{text}': write it as name:float32[1,3,224,224] or name:[1,3,224,224]"
+        )
     dtype_text, _, dims_text = rest[:-1].partition("[")
     dims: list[int | str | None] = []
     for part in (p.strip() for p in dims_text.split(",")) if dims_text.strip() else ():
@@ -85,7 +87,9 @@ def parse_type_spec(text: str) -> tuple[str, TypeSpec | tuple[None, Sequence[int
     try:
         dtype = ir.DataType.from_numpy(np.dtype(dtype_text))
     except TypeError:
-        raise InputError(f"unknown element type '{dtype_text}' in '{text}' (e.g. float32, float16, int64)") from None
+        raise InputError(
+            f"unknown element type '{dtype_text}' in '{text}' (e.g. float32, float16, int64)"
+        ) from None
     return name, (dtype, dims)
 
 
@@ -125,7 +129,11 @@ def _apply_types(
     Returns notes on what stays unknown; raises for an untyped input when ``required``.
     """
     notes: list[str] = []
-    missing = [o for o, c in zip(originals, clones, strict=True) if (c.type is None or c.shape is None) and c.name not in explicit]
+    missing = [
+        o
+        for o, c in zip(originals, clones, strict=True)
+        if (c.type is None or c.shape is None) and c.name not in explicit
+    ]
     inferred = infer_types(source, missing, flow) if missing else {}
     for clone in clones:
         name = clone.name or ""
@@ -134,7 +142,9 @@ def _apply_types(
             if dtype is None:
                 dtype = clone.dtype or (inferred[name][0].dtype if name in inferred else None)
                 if dtype is None:
-                    raise InputError(f"{role} '{name}': the model does not say its element type; give it as {name}:float32[...]")
+                    raise InputError(
+                        f"{role} '{name}': the model does not say its element type; give it as {name}:float32[...]"
+                    )
             clone.type = ir.TensorType(dtype)
             clone.shape = ir.Shape(list(dims)) if dims is not None else None
             continue
@@ -156,7 +166,9 @@ def _apply_types(
     return notes
 
 
-def _build(model: ir.Model, flow: Dataflow, part: Slice, explicit: Mapping[str, Any], name: str | None) -> tuple[ir.Model, list[str]]:
+def _build(
+    model: ir.Model, flow: Dataflow, part: Slice, explicit: Mapping[str, Any], name: str | None
+) -> tuple[ir.Model, list[str]]:
     graph = flow.graph
     view = ir.GraphView(
         inputs=part.inputs,
@@ -181,9 +193,13 @@ def _build(model: ir.Model, flow: Dataflow, part: Slice, explicit: Mapping[str, 
         metadata_props=dict(model.metadata_props) if model.metadata_props else None,
     )
     # inputs: typed by inference in the source (upstream of them); outputs: in the part itself
-    notes = _apply_types(model, flow, part.inputs, list(new_graph.inputs), explicit, role="input", required=True)
+    notes = _apply_types(
+        model, flow, part.inputs, list(new_graph.inputs), explicit, role="input", required=True
+    )
     outputs = list(new_graph.outputs)
-    notes += _apply_types(new_model, Dataflow(new_graph), outputs, outputs, {}, role="output", required=False)
+    notes += _apply_types(
+        new_model, Dataflow(new_graph), outputs, outputs, {}, role="output", required=False
+    )
     for u in part.unused_inputs:
         notes.append(f"input '{u.name}' is not needed by the outputs (kept as an input)")
     return new_model, notes
@@ -210,7 +226,9 @@ def extract_part(
     explicit = dict(input_types or {})
     for key in explicit:
         if key not in inputs:
-            raise InputError(f"a type is given for '{key}', which is not among the inputs{did_you_mean(key, inputs)}")
+            raise InputError(
+                f"a type is given for '{key}', which is not among the inputs{did_you_mean(key, inputs)}"
+            )
     part = slice_between(flow, in_values, out_values)
     new_model, notes = _build(model, flow, part, explicit, name)
     return new_model, part, notes
@@ -288,16 +306,26 @@ class Split:
 
     def describe_boundary(self) -> str:
         """``name (N B), …; total N B`` for reports."""
+
         def size(n: int | None) -> str:
             return "? B" if n is None else f"{n} B"
 
         total = self.total_bytes
-        return (", ".join(f"{n} ({size(self.boundary_bytes.get(n))})" for n in self.boundary)
-                + f"; {len(self.boundary)} tensor(s), {size(total) if total is not None else 'size unknown'}")
+        return (
+            ", ".join(f"{n} ({size(self.boundary_bytes.get(n))})" for n in self.boundary)
+            + f"; {len(self.boundary)} tensor(s), {size(total) if total is not None else 'size unknown'}"
+        )
 
     def manifest(self, files: Mapping[str, str] | None = None) -> dict[str, Any]:
-        return manifest(self.head, {"tail": self.tail}, files=files, original_outputs=self.outputs,
-                        boundary=self.boundary, hostile=self.hostile, source=self.source)
+        return manifest(
+            self.head,
+            {"tail": self.tail},
+            files=files,
+            original_outputs=self.outputs,
+            boundary=self.boundary,
+            hostile=self.hostile,
+            source=self.source,
+        )
 
 
 def split(
@@ -326,8 +354,13 @@ def split(
         cut: Boundary = boundary_from_names(graph, _dedupe(boundary))
         source = "user"
     else:
-        cut = postprocess_boundary(graph, hostile_ops=hostile_ops, functions=model.functions, minimize=minimize,
-                                   model=model)
+        cut = postprocess_boundary(
+            graph,
+            hostile_ops=hostile_ops,
+            functions=model.functions,
+            minimize=minimize,
+            model=model,
+        )
         source = "auto"
     flow = cut.dependence.flow if cut.dependence is not None else Dataflow(graph)
     shared = input_dim_names(graph)
@@ -337,7 +370,11 @@ def split(
     if not tail_outputs:
         raise InputError(
             "the tail after the boundary computes none of the model's outputs"
-            + (f" (hostile nodes: {', '.join(h.name for h in cut.hostile[:3])})" if cut.hostile else "")
+            + (
+                f" (hostile nodes: {', '.join(h.name for h in cut.hostile[:3])})"
+                if cut.hostile
+                else ""
+            )
             + "; nothing to split off"
         )
     head_outputs = [v for v in outputs if v not in tail_outputs]
@@ -346,7 +383,11 @@ def split(
             head_outputs.append(v)
     head_inputs = list(graph.inputs)
     head_model, head_slice, head_notes = extract_part(
-        model, value_names(head_inputs), value_names(head_outputs), name=f"{graph.name or 'model'}_head", flow=flow
+        model,
+        value_names(head_inputs),
+        value_names(head_outputs),
+        name=f"{graph.name or 'model'}_head",
+        flow=flow,
     )
     # the head keeps only the graph inputs it reads (an unused input would confuse ATC)
     unused = {v.name for v in head_slice.unused_inputs}
@@ -356,7 +397,11 @@ def split(
         head_notes = [n for n in head_notes if "is not needed" not in n]
     tail_in = list(cut.tensors) + [v for v in cut.tail_inputs if v not in cut.tensors]
     tail_model, _tail_slice, tail_notes = extract_part(
-        model, value_names(tail_in), value_names(tail_outputs), name=f"{graph.name or 'model'}_tail", flow=flow
+        model,
+        value_names(tail_in),
+        value_names(tail_outputs),
+        name=f"{graph.name or 'model'}_tail",
+        flow=flow,
     )
     if source == "user":
         dep = analyse(head_model.graph, functions=head_model.functions)
@@ -374,8 +419,10 @@ def split(
         hostile=[h.to_dict() for h in cut.hostile],
         source=source,
         notes=[f"head: {n}" for n in head_notes] + [f"tail: {n}" for n in tail_notes],
-        boundary_bytes={v.name or "": cut.sizes.get(v) if v in cut.sizes else tensor_bytes(v, shared=shared)
-                        for v in cut.tensors},
+        boundary_bytes={
+            v.name or "": cut.sizes.get(v) if v in cut.sizes else tensor_bytes(v, shared=shared)
+            for v in cut.tensors
+        },
         naive_boundary=[v.name or "" for v in cut.naive],
     )
 
@@ -420,7 +467,11 @@ def manifest(
     originals = set(original_outputs)
     if boundary is None:
         head_out = {v.name for v in head.graph.outputs}
-        boundary = [n for n in dict.fromkeys(value_names(v for _, p in parts[1:] for v in p.graph.inputs)) if n in head_out]
+        boundary = [
+            n
+            for n in dict.fromkeys(value_names(v for _, p in parts[1:] for v in p.graph.inputs))
+            if n in head_out
+        ]
     for name, part in parts:
         outs = [describe_value(v) for v in part.graph.outputs]
         makes = [o["name"] for o in outs if o["name"] in originals and o["name"] not in produced]

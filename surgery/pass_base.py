@@ -118,7 +118,9 @@ class SurgeryResult(ir.passes.PassResult):
     def declare(self, key: str, description: str) -> SurgeryResult:
         """Declare a signature change (see ``signature_changes``); returns self for chaining."""
         if key not in ("inputs", "outputs") and not key.startswith(("input:", "output:")):
-            raise ValueError(f"signature change key {key!r}: expected inputs, outputs, input:NAME or output:NAME")
+            raise ValueError(
+                f"signature change key {key!r}: expected inputs, outputs, input:NAME or output:NAME"
+            )
         self.signature_changes[key] = description
         return self
 
@@ -139,7 +141,9 @@ class SurgeryPass(ir.passes.InPlacePass):
     def __init__(self, options: Any = None, /, **kwargs: Any) -> None:
         super().__init__()
         if options is not None and kwargs:
-            raise PipelineError(f"{self.name}: give either an Options instance or keywords, not both")
+            raise PipelineError(
+                f"{self.name}: give either an Options instance or keywords, not both"
+            )
         if options is None:
             options = parse_options(self.Options, kwargs, owner=self.name or type(self).__name__)
         elif not isinstance(options, self.Options):
@@ -209,7 +213,9 @@ def interface(model: ir.Model) -> Any:
     return signature(model)
 
 
-def declare_interface(result: SurgeryResult, before: Any, model: ir.Model, reason: str) -> SurgeryResult:
+def declare_interface(
+    result: SurgeryResult, before: Any, model: ir.Model, reason: str
+) -> SurgeryResult:
     """Declare, on ``result``, every change of the graph inputs/outputs since ``before``, with ``reason``.
 
     For passes whose purpose is to change the interface (fix shapes, pin inputs, retype, cut):
@@ -229,4 +235,8 @@ def result(model: ir.Model, modified: bool, **kwargs: Any) -> SurgeryResult:
 
 
 def as_mapping(obj: Any) -> Mapping[str, Any]:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else dict(obj)
+    return (
+        dataclasses.asdict(obj)
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+        else dict(obj)
+    )

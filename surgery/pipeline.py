@@ -27,7 +27,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["SCHEMA_VERSION", "Mode", "Pipeline", "Step", "StepVerify", "VerifyConfig", "load_pipeline", "parse_pipeline"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Mode",
+    "Pipeline",
+    "Step",
+    "StepVerify",
+    "VerifyConfig",
+    "load_pipeline",
+    "parse_pipeline",
+]
 
 SCHEMA_VERSION = 1
 Mode = Literal["each", "end", "off"]
@@ -36,8 +45,17 @@ _TOP_KEYS = ("schema_version", "inputs", "verify", "pass", "buckets", "plugins")
 #: Deepest nesting of tables/arrays a passes.toml may have (the schema needs 4: [[pass]] → table → array → array).
 MAX_DEPTH = 8
 _VERIFY_KEYS = (
-    "checker", "ort", "parity", "signature", "rtol", "atol", "seed", "parity_max_nodes",
-    "samples", "int_tolerance", "allow_unexercised",
+    "checker",
+    "ort",
+    "parity",
+    "signature",
+    "rtol",
+    "atol",
+    "seed",
+    "parity_max_nodes",
+    "samples",
+    "int_tolerance",
+    "allow_unexercised",
 )
 _STEP_VERIFY_KEYS = ("checker", "ort", "parity", "signature", "rtol", "atol")
 _GATE_KEYS = ("checker", "ort", "parity", "signature")
@@ -87,7 +105,9 @@ class StepVerify:
     def tolerance(self) -> Tolerance | None:
         if self.rtol is None and self.atol is None:
             return None
-        return Tolerance(self.rtol if self.rtol is not None else 0.0, self.atol if self.atol is not None else 0.0)
+        return Tolerance(
+            self.rtol if self.rtol is not None else 0.0, self.atol if self.atol is not None else 0.0
+        )
 
 
 @dataclasses.dataclass
@@ -123,14 +143,18 @@ class Pipeline:
             elif isinstance(p, SurgeryPass):
                 steps.append(Step(p))
             else:
-                raise PipelineError(f"a pipeline holds SurgeryPass instances, got {type(p).__name__}")
+                raise PipelineError(
+                    f"a pipeline holds SurgeryPass instances, got {type(p).__name__}"
+                )
         return cls(steps)
 
     def disable(self, names: Sequence[str]) -> None:
         known = {s.name for s in self.steps}
         for name in names:
             if name not in known:
-                raise PipelineError(f"--disable {name}: no such pass in the pipeline{did_you_mean(name, known)}")
+                raise PipelineError(
+                    f"--disable {name}: no such pass in the pipeline{did_you_mean(name, known)}"
+                )
         self.steps = [s for s in self.steps if s.name not in set(names)]
 
     def check_code(self, allow_code: bool = False) -> None:
@@ -201,7 +225,9 @@ def parse_verify(table: Mapping[str, Any], base: VerifyConfig | None = None) -> 
         else:
             kwargs[key] = _int(value, where)
             if key in ("samples", "int_tolerance") and value < (1 if key == "samples" else 0):
-                raise PipelineError(f"{where}: must be {'at least 1' if key == 'samples' else 'non-negative'}, got {value!r}")
+                raise PipelineError(
+                    f"{where}: must be {'at least 1' if key == 'samples' else 'non-negative'}, got {value!r}"
+                )
     return dataclasses.replace(base or VerifyConfig(), **kwargs)
 
 
@@ -229,13 +255,18 @@ def _parse_inputs(table: Any, base_dir: Path) -> InputsConfig:
             data = (base_dir / spec) if not Path(spec).is_absolute() else Path(spec)
             continue
         if not isinstance(spec, Mapping):
-            raise PipelineError(f"{where}: expected a table like {{ shape = [1, 3, 224, 224] }}, got {spec!r}")
+            raise PipelineError(
+                f"{where}: expected a table like {{ shape = [1, 3, 224, 224] }}, got {spec!r}"
+            )
         _check_keys(spec, _INPUT_KEYS, where)
         shape = spec.get("shape")
         if shape is not None and (
-            not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
         ):
-            raise PipelineError(f"{where} shape: expected a list of non-negative integers, got {shape!r}")
+            raise PipelineError(
+                f"{where} shape: expected a list of non-negative integers, got {shape!r}"
+            )
         dtype = spec.get("dtype")
         if dtype is not None:
             import numpy as np
@@ -245,14 +276,22 @@ def _parse_inputs(table: Any, base_dir: Path) -> InputsConfig:
             except TypeError:
                 raise PipelineError(f"{where} dtype: unknown dtype {dtype!r}") from None
         if shape is not None and any(d > MAX_DIM for d in shape):
-            raise PipelineError(f"{where} shape: {shape!r} has a dim above {MAX_DIM}, more than any tensor can hold")
+            raise PipelineError(
+                f"{where} shape: {shape!r} has a dim above {MAX_DIM}, more than any tensor can hold"
+            )
         rng = spec.get("range")
         if rng is not None and (
-            not isinstance(rng, list) or len(rng) != 2
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in rng)
+            not isinstance(rng, list)
+            or len(rng) != 2
+            or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in rng
+            )
             or rng[0] > rng[1]
         ):
-            raise PipelineError(f"{where} range: expected [low, high] (finite numbers) with low <= high, got {rng!r}")
+            raise PipelineError(
+                f"{where} range: expected [low, high] (finite numbers) with low <= high, got {rng!r}"
+            )
         specs[name] = InputSpec(
             shape=tuple(shape) if shape is not None else None,
             dtype=dtype,
@@ -267,10 +306,14 @@ def _parse_buckets(table: Any) -> dict[str, tuple[int, ...]]:
         raise PipelineError("[buckets] must be a table like { batch = [1, 4, 8] }")
     buckets: dict[str, tuple[int, ...]] = {}
     for dim, sizes in table.items():
-        if not isinstance(sizes, list) or not sizes or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+        if (
+            not isinstance(sizes, list)
+            or not sizes
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
         ):
-            raise PipelineError(f"[buckets] {dim}: expected a list of positive integers, got {sizes!r}")
+            raise PipelineError(
+                f"[buckets] {dim}: expected a list of positive integers, got {sizes!r}"
+            )
         buckets[dim] = tuple(sizes)
     return buckets
 
@@ -332,13 +375,17 @@ def parse_pipeline(
     their pass names, so they are imported here, and only when ``allow_code`` is true.
     """
     if _depth(doc, MAX_DEPTH):
-        raise PipelineError(f"pipeline: tables and arrays nest deeper than {MAX_DEPTH} levels; no passes.toml needs that")
+        raise PipelineError(
+            f"pipeline: tables and arrays nest deeper than {MAX_DEPTH} levels; no passes.toml needs that"
+        )
     _check_keys(doc, _TOP_KEYS, "pipeline")
     if "plugins" in doc:
         _load_plugins(doc["plugins"], base_dir, allow_code)
     version = doc.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise PipelineError(f"schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})")
+        raise PipelineError(
+            f"schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})"
+        )
     verify = parse_verify(doc.get("verify", {}))
     inputs = _parse_inputs(doc.get("inputs", {}), base_dir)
     buckets = _parse_buckets(doc.get("buckets", {}))
@@ -351,7 +398,7 @@ def parse_pipeline(
             raise PipelineError(f"[[pass]] #{i}: must be a table")
         name = raw.get("name")
         if not isinstance(name, str):
-            raise PipelineError(f"[[pass]] #{i}: needs a name, e.g. name = \"cleanup\"")
+            raise PipelineError(f'[[pass]] #{i}: needs a name, e.g. name = "cleanup"')
         cls = registry.get(name)
         options = {k: v for k, v in raw.items() if k not in ("name", "verify")}
         _finite(options, f"[[pass]] #{i} ({name})")
@@ -366,7 +413,14 @@ def parse_pipeline(
                 options[key] = str(given if given.is_absolute() else base_dir / given)
         step_verify = _parse_step_verify(raw.get("verify", {}), f"[[pass]] #{i} ({name}) verify")
         steps.append(Step(cls(**options), step_verify, from_data=True))
-    return Pipeline(steps=steps, inputs=inputs, verify=verify, buckets=buckets, source=source, allow_code=allow_code)
+    return Pipeline(
+        steps=steps,
+        inputs=inputs,
+        verify=verify,
+        buckets=buckets,
+        source=source,
+        allow_code=allow_code,
+    )
 
 
 def load_pipeline(path: str | os.PathLike, *, allow_code: bool = False) -> Pipeline:
@@ -391,7 +445,9 @@ def load_pipeline(path: str | os.PathLike, *, allow_code: bool = False) -> Pipel
 def parse_set(assignment: str) -> tuple[str, str, Any]:
     """Parse ``--set PASS.key=value`` (PASS a pass name or a 1-based index); the value is TOML."""
     if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
-        raise PipelineError(f"--set {assignment}: expected PASS.key=value (e.g. fix-shapes.shapes=\"x:1,3,224,224\")")
+        raise PipelineError(
+            f'--set {assignment}: expected PASS.key=value (e.g. fix-shapes.shapes="x:1,3,224,224")'
+        )
     target, raw = assignment.split("=", 1)
     step, key = target.rsplit(".", 1)
     try:
@@ -413,7 +469,9 @@ def apply_sets(pipeline: Pipeline, assignments: Sequence[str]) -> None:
         if step_ref.isdigit():
             index = int(step_ref) - 1
             if not 0 <= index < len(pipeline.steps):
-                raise PipelineError(f"--set {assignment}: the pipeline has {len(pipeline.steps)} passes")
+                raise PipelineError(
+                    f"--set {assignment}: the pipeline has {len(pipeline.steps)} passes"
+                )
             targets = [pipeline.steps[index]]
         else:
             targets = [s for s in pipeline.steps if s.name == step_ref]
@@ -430,6 +488,7 @@ def apply_sets(pipeline: Pipeline, assignments: Sequence[str]) -> None:
 
 def _plain(options: Mapping[str, Any]) -> dict[str, Any]:
     """Option values back in TOML form (tuples as lists) for re-validation."""
+
     def conv(v: Any) -> Any:
         if isinstance(v, tuple):
             return [conv(x) for x in v]
@@ -448,7 +507,10 @@ def is_pass_list(text: str) -> bool:
     """
     if not text or text.endswith(".toml") or "/" in text or "\\" in text or Path(text).exists():
         return False
-    return all(part.strip() and all(c.isalnum() or c == "-" for c in part.strip()) for part in text.split(","))
+    return all(
+        part.strip() and all(c.isalnum() or c == "-" for c in part.strip())
+        for part in text.split(",")
+    )
 
 
 def pipeline_from_names(text: str, assignments: Sequence[str] = ()) -> Pipeline:
@@ -469,7 +531,9 @@ def pipeline_from_names(text: str, assignments: Sequence[str] = ()) -> Pipeline:
         else:
             targets = [t for t in tables if t["name"] == step_ref]
             if not targets:
-                raise PipelineError(f"--set {assignment}: no pass '{step_ref}' in the pipeline{did_you_mean(step_ref, names)}")
+                raise PipelineError(
+                    f"--set {assignment}: no pass '{step_ref}' in the pipeline{did_you_mean(step_ref, names)}"
+                )
         for table in targets:
             if key in ("name", "verify"):
                 raise PipelineError(f"--set {assignment}: '{key}' is not a pass option")
@@ -491,7 +555,9 @@ def set_input_shapes(pipeline: Pipeline, spec: str) -> None:
             options = _plain(step.pass_.options_dict())
             current = options.get("shapes") or {}
             if isinstance(current, str):
-                current = {k: list(v) for k, v in parse_shapes(current, where="fix-shapes.shapes").items()}
+                current = {
+                    k: list(v) for k, v in parse_shapes(current, where="fix-shapes.shapes").items()
+                }
             options["shapes"] = {**dict(current), **shapes}
             step.pass_ = cls(**options)
             return

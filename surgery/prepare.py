@@ -35,7 +35,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["TARGETS", "Decision", "PrepareResult", "describe_decisions", "pending_decisions", "pipeline_path", "prepare"]
+__all__ = [
+    "TARGETS",
+    "Decision",
+    "PrepareResult",
+    "describe_decisions",
+    "pending_decisions",
+    "pipeline_path",
+    "prepare",
+]
 
 #: Compilers prepare knows: the doctor's facts and the command it prints are per target.
 TARGETS: tuple[str, ...] = ("ascend",)
@@ -109,7 +117,10 @@ class PrepareResult:
         reports = [run.report for run in self.runs] if self.runs else [self.report]
         for report in reports:
             changed = [s.name for s in report.steps if s.modified]
-            initial, final = report.initial, (report.steps[-1].after if report.steps else report.initial)
+            initial, final = (
+                report.initial,
+                (report.steps[-1].after if report.steps else report.initial),
+            )
             label = report.extra.get("bucket", {}).get("label")
             head = f"[{label}] " if label else ""
             if initial is not None and final is not None:
@@ -120,7 +131,8 @@ class PrepareResult:
         before = self.before
         lines.append(
             "doctor before: " + ", ".join(f"{n} {s}" for s, n in before.counts().items() if n)
-            if any(before.counts().values()) else "doctor before: no findings"
+            if any(before.counts().values())
+            else "doctor before: no findings"
         )
         left = self.remaining()
         if not left:
@@ -129,7 +141,9 @@ class PrepareResult:
             lines.append(f"doctor after: {finding.severity.value}: {finding.title}")
         lines.extend(self._precision_lines())
         if self.pipeline_file is not None:
-            lines.append(f"wrote {self.pipeline_file} (the pipeline that ran: repeat or edit it with surgery apply)")
+            lines.append(
+                f"wrote {self.pipeline_file} (the pipeline that ran: repeat or edit it with surgery apply)"
+            )
         if self.ready:
             lines.append("ready for ATC")
         elif any(after.will_fail for after in self._afters()):
@@ -141,8 +155,10 @@ class PrepareResult:
     def _precision_lines(self) -> list[str]:
         planned = self.precision()
         if not planned:
-            return ["precision: not emulated (ATC computes in float16 by default: add --precision fp16 to "
-                    "check it and plan a --keep_dtype list)"]
+            return [
+                "precision: not emulated (ATC computes in float16 by default: add --precision fp16 to "
+                "check it and plan a --keep_dtype list)"
+            ]
         lines = []
         reports = [run.report for run in self.runs] if self.runs else [self.report]
         for report, verdict in zip(reports, planned, strict=False):
@@ -152,20 +168,31 @@ class PrepareResult:
             stats = step.stats if step is not None else {}
             keep = list(verdict.get("keep_dtype") or [])
             if verdict.get("ok"):
-                lines.append(f"{head}precision ({verdict.get('mode')}): meets tolerance, nothing to keep in float32")
+                lines.append(
+                    f"{head}precision ({verdict.get('mode')}): meets tolerance, nothing to keep in float32"
+                )
             elif verdict.get("plan_ok"):
-                lines.append(f"{head}precision ({verdict.get('mode')}): breaks tolerance "
-                             f"({stats.get('overflows', 0)} overflow(s)); keeping {stats.get('keep_fp32', len(keep))} "
-                             f"node(s) in float32 meets it: {report.artifacts.get('keep_dtype', 'keep_dtype')}")
+                lines.append(
+                    f"{head}precision ({verdict.get('mode')}): breaks tolerance "
+                    f"({stats.get('overflows', 0)} overflow(s)); keeping {stats.get('keep_fp32', len(keep))} "
+                    f"node(s) in float32 meets it: {report.artifacts.get('keep_dtype', 'keep_dtype')}"
+                )
             else:
-                lines.append(f"{head}precision ({verdict.get('mode')}): breaks tolerance "
-                             f"({stats.get('overflows', 0)} overflow(s)) and the keep-list does not fix it: "
-                             "see the precision-plan notes (surgery precision OUT --report - for the details)")
+                lines.append(
+                    f"{head}precision ({verdict.get('mode')}): breaks tolerance "
+                    f"({stats.get('overflows', 0)} overflow(s)) and the keep-list does not fix it: "
+                    "see the precision-plan notes (surgery precision OUT --report - for the details)"
+                )
         return lines
 
     def atc_lines(self) -> list[str]:
         reports = [run.report for run in self.runs] if self.runs else [self.report]
-        lines = [c["command"] for report in reports for c in report.extra.get("atc", []) if c.get("command")]
+        lines = [
+            c["command"]
+            for report in reports
+            for c in report.extra.get("atc", [])
+            if c.get("command")
+        ]
         if self.gear_command is not None:
             lines.append(self.gear_command.line())
         return lines
@@ -206,14 +233,18 @@ def pending_decisions(
     from surgery.shapes.spec import format_atc_shapes
 
     decisions: list[Decision] = []
-    guessed, _notes, undecided = decide_shapes(model, None, {k: list(v) for k, v in input_shapes.items()}, list(pins))
+    guessed, _notes, undecided = decide_shapes(
+        model, None, {k: list(v) for k, v in input_shapes.items()}, list(pins)
+    )
     keys = set(bucket_keys)
     for value in model.graph.inputs:
         name = value.name or ""
         if value.const_value is not None or name in pins or name in input_shapes:
             continue
         if name in undecided or value.shape is None:
-            decisions.append(Decision(name, "--input-shape", f"{name}:<full shape>", "has no shape in the model"))
+            decisions.append(
+                Decision(name, "--input-shape", f"{name}:<full shape>", "has no shape in the model")
+            )
             continue
         open_dims = []
         for axis, dim in enumerate(value.shape):
@@ -224,8 +255,14 @@ def pending_decisions(
                 continue
             open_dims.append(label)
         if open_dims:
-            guess = format_atc_shapes({name: guessed.get(name, [])}) if name in guessed else f"{name}:<shape>"
-            decisions.append(Decision(name, "--input-shape", guess, f"has dynamic dims ({', '.join(open_dims)})"))
+            guess = (
+                format_atc_shapes({name: guessed.get(name, [])})
+                if name in guessed
+                else f"{name}:<shape>"
+            )
+            decisions.append(
+                Decision(name, "--input-shape", guess, f"has dynamic dims ({', '.join(open_dims)})")
+            )
     for finding in doctor_report.findings:
         # an If on an input's value (a sample rate, a mode flag): the deployed value is the user's to say
         if "pin-inputs" not in finding.fix:
@@ -247,7 +284,9 @@ def describe_decisions(decisions: Sequence[Decision]) -> str:
     if shapes:
         why = "; ".join(f"input '{d.input}' {d.why}" for d in shapes)
         spec = ";".join(d.guess for d in shapes)
-        parts.append(f"{why}: add --input-shape {_shell_word(spec)} (the sizes prepare would guess: check them)")
+        parts.append(
+            f"{why}: add --input-shape {_shell_word(spec)} (the sizes prepare would guess: check them)"
+        )
     for d in decisions:
         if d.flag != "--input-shape":
             parts.append(d.describe())
@@ -275,28 +314,51 @@ def _extra_block(names: Sequence[str], sets: Sequence[str]) -> str:
         step, key, value = parse_set(assignment)
         targets = [t for t in tables if t["name"] == step]
         if not targets:
-            raise PipelineError(f"--set {assignment}: no --pass named '{step}'{did_you_mean(step, list(names))}")
+            raise PipelineError(
+                f"--set {assignment}: no --pass named '{step}'{did_you_mean(step, list(names))}"
+            )
         if key in ("name", "verify"):
             raise PipelineError(f"--set {assignment}: '{key}' is not a pass option")
         for table in targets:
             table[key] = value
     if not tables:
         return ""
-    return "# passes given on the command line (--pass)\n" + tomlwrite.dumps({"pass": tables}).strip() + "\n"
+    return (
+        "# passes given on the command line (--pass)\n"
+        + tomlwrite.dumps({"pass": tables}).strip()
+        + "\n"
+    )
 
 
-def _compose_text(emitted_text: str, pins: Mapping[str, Any], data: Path | None, header: str, *,
-                  plugins: Sequence[Path] = (), extra: str = "") -> str:
+def _compose_text(
+    emitted_text: str,
+    pins: Mapping[str, Any],
+    data: Path | None,
+    header: str,
+    *,
+    plugins: Sequence[Path] = (),
+    extra: str = "",
+) -> str:
     """The emitted pipeline with the user's pins first and the parity data named, as one TOML text."""
     from surgery import tomlwrite
 
     lines = emitted_text.splitlines()
-    at = next((i for i, line in enumerate(lines) if line.strip() == "[[pass]]" or line.startswith("# fixes:")), len(lines))
+    at = next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if line.strip() == "[[pass]]" or line.startswith("# fixes:")
+        ),
+        len(lines),
+    )
     head, tail = lines[:at], lines[at:]
     parts = [header, *head]
     if plugins:  # a top-level key: before any table
-        parts += ["# plug-ins given with --plugin: replaying this file runs their code only with --allow-code",
-                  tomlwrite.dumps({"plugins": [str(p) for p in plugins]}).strip(), ""]
+        parts += [
+            "# plug-ins given with --plugin: replaying this file runs their code only with --allow-code",
+            tomlwrite.dumps({"plugins": [str(p) for p in plugins]}).strip(),
+            "",
+        ]
     if data is not None:
         parts += [tomlwrite.dumps({"inputs": {"data": str(data)}}).strip(), ""]
     if pins:
@@ -318,16 +380,24 @@ def _with_precision(text: str, mode: str, flag: str, data: str | os.PathLike | N
     if mode not in PRECISION_MODES:
         raise InputError(f"--precision: expected one of {', '.join(PRECISION_MODES)}, got {mode!r}")
     if flag not in ("precision_mode", "precision_mode_v2"):
-        raise InputError(f"--precision-flag: expected precision_mode or precision_mode_v2, got {flag!r}")
+        raise InputError(
+            f"--precision-flag: expected precision_mode or precision_mode_v2, got {flag!r}"
+        )
     step: dict[str, Any] = {"name": "precision-plan", "mode": mode, "flag": flag}
     if data is not None:
         step["data"] = str(Path(data).resolve())
     block = tomlwrite.dumps({"pass": [step]}).strip()
-    return (text.rstrip() + "\n\n# what ATC computes in its float16 mode (--precision): the float32 keep-list\n"
-            + block + "\n")
+    return (
+        text.rstrip()
+        + "\n\n# what ATC computes in its float16 mode (--precision): the float32 keep-list\n"
+        + block
+        + "\n"
+    )
 
 
-def _check_bucketed_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]], buckets: Mapping[str, Any]) -> None:
+def _check_bucketed_shapes(
+    model: ir.Model, shapes: Mapping[str, Sequence[int]], buckets: Mapping[str, Any]
+) -> None:
     """An ``--input-shape`` size on a dim that ``--buckets`` binds is a contradiction: name it and the fix (-1)."""
     from surgery.shapes.dims import dim_name
 
@@ -342,8 +412,12 @@ def _check_bucketed_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]],
             key = label if label in buckets else f"{value.name}[{axis}]"
             if size != -1 and key in buckets:
                 fixed = ",".join("-1" if a == axis else str(d) for a, d in enumerate(given))
-                raise InputError(f"--input-shape fixes input '{value.name}' dim {axis} to {size}, but --buckets binds it "
-                                 f"({key}): write -1 there, e.g. --input-shape {_shell_word(f'{value.name}:{fixed}')}")
+                raise InputError(
+                    f"--input-shape fixes input '{value.name}' dim {axis} to {size}, but --buckets binds it "
+                    f"({key}): write -1 there, e.g. --input-shape {_shell_word(f'{value.name}:{fixed}')}"
+                )
+
+
 def _late_findings(after: Any, pipeline: Any) -> list[Any]:
     """Will-fail findings of the result whose fix is a registered pass the pipeline did not run."""
     from surgery import registry
@@ -456,30 +530,52 @@ def prepare(
     say("doctor: checking the export")
     before = diagnose(ir_model, soc=soc)
     before.model = str(model_path)
-    missing = pending_decisions(ir_model, before, input_shapes=shapes, pins=pins, bucket_keys=list(bucket_spec))
+    missing = pending_decisions(
+        ir_model, before, input_shapes=shapes, pins=pins, bucket_keys=list(bucket_spec)
+    )
     if missing:
-        raise InputError("a decision is needed before anything is written: " + describe_decisions(missing))
+        raise InputError(
+            "a decision is needed before anything is written: " + describe_decisions(missing)
+        )
     from surgery import tomlwrite
 
-    header = tomlwrite.comment(f"written by `surgery prepare` for {model_path.name}" + (f" (SoC {soc})" if soc else "")
-                               + f"; repeat with: surgery apply {pipeline_path(out).name} MODEL -o OUT")
+    header = tomlwrite.comment(
+        f"written by `surgery prepare` for {model_path.name}"
+        + (f" (SoC {soc})" if soc else "")
+        + f"; repeat with: surgery apply {pipeline_path(out).name} MODEL -o OUT"
+    )
     plugin_paths = [Path(p).resolve() for p in plugins]
     extra_text = _extra_block(list(extra_passes), list(sets))
 
     def compose(findings_report: Any, source: ir.Model) -> tuple[str, Any]:
         # the pinned inputs are decided: drop them from what fix-shapes must cover
-        emitted = emit_pipeline(findings_report, source, input_shapes={k: list(v) for k, v in shapes.items()},
-                                pinned=list(pins))
+        emitted = emit_pipeline(
+            findings_report,
+            source,
+            input_shapes={k: list(v) for k, v in shapes.items()},
+            pinned=list(pins),
+        )
         if emitted.problems:
-            raise PipelineError(f"the pipeline for this model cannot be completed: {emitted.problems[0]}")
-        text = _compose_text(emitted.text, pins, Path(data).resolve() if data else None, header, plugins=plugin_paths,
-                             extra=extra_text)
+            raise PipelineError(
+                f"the pipeline for this model cannot be completed: {emitted.problems[0]}"
+            )
+        text = _compose_text(
+            emitted.text,
+            pins,
+            Path(data).resolve() if data else None,
+            header,
+            plugins=plugin_paths,
+            extra=extra_text,
+        )
         if precision is not None:  # last: the plan is made on the model ATC will compile
             text = _with_precision(text, precision, precision_flag, data)
         try:
             # the plug-ins were named by the caller (the opt-in); nothing else in this text is code
-            pipeline = parse_pipeline(tomllib.loads(text), base_dir=out.parent,
-                                      allow_code=bool(plugin_paths) or allow_code)
+            pipeline = parse_pipeline(
+                tomllib.loads(text),
+                base_dir=out.parent,
+                allow_code=bool(plugin_paths) or allow_code,
+            )
         except tomllib.TOMLDecodeError as exc:  # our own text: a bug, but say it in one line
             raise PipelineError(f"the composed pipeline is not valid TOML: {exc}") from None
         if bucket_spec:
@@ -495,8 +591,18 @@ def prepare(
     if bucket_spec:
         from surgery.buckets import apply_buckets
 
-        result = apply_buckets(model_path, pipeline, None, inputs=data, verify=verify, output=out,
-                               reproducer_dir=repro, progress=say, soc_version=soc, write_plan=plan)
+        result = apply_buckets(
+            model_path,
+            pipeline,
+            None,
+            inputs=data,
+            verify=verify,
+            output=out,
+            reproducer_dir=repro,
+            progress=say,
+            soc_version=soc,
+            write_plan=plan,
+        )
         runs = list(result.runs)
         gear_command = result.gears
         report = runs[0].report
@@ -512,21 +618,30 @@ def prepare(
     else:
         from surgery.api import _stage_outputs
 
-        result_model, report = api.apply(ir_model, pipeline, inputs=data, verify=verify, reproducer_dir=repro,
-                                         progress=say)
+        result_model, report = api.apply(
+            ir_model, pipeline, inputs=data, verify=verify, reproducer_dir=repro, progress=say
+        )
         say(f"doctor: checking {out}")
         after_report = diagnose(result_model, soc=soc)
         # a finding the export hid (e.g. a Focus block the doctor sees only once shapes are static):
         # its fix joins the pipeline and the whole run starts again from the export, gated as before
         found_late = _late_findings(after_report, pipeline)
         if found_late:
-            say("doctor: the result needs " + ", ".join(sorted({n for f in found_late for n in f.fix}))
-                + "; running again from the export with it")
+            say(
+                "doctor: the result needs "
+                + ", ".join(sorted({n for f in found_late for n in f.fix}))
+                + "; running again from the export with it"
+            )
             fresh = model_io.load(model_path)
-            text, pipeline = compose(dataclasses.replace(before, findings=[*before.findings, *found_late]), fresh)
-            say(f"apply: {len(pipeline.steps)} pass(es): {', '.join(s.name for s in pipeline.steps)}")
-            result_model, report = api.apply(fresh, pipeline, inputs=data, verify=verify, reproducer_dir=repro,
-                                             progress=say)
+            text, pipeline = compose(
+                dataclasses.replace(before, findings=[*before.findings, *found_late]), fresh
+            )
+            say(
+                f"apply: {len(pipeline.steps)} pass(es): {', '.join(s.name for s in pipeline.steps)}"
+            )
+            result_model, report = api.apply(
+                fresh, pipeline, inputs=data, verify=verify, reproducer_dir=repro, progress=say
+            )
             say(f"doctor: checking {out}")
             after_report = diagnose(result_model, soc=soc)
         _stage_outputs(plan, result_model, report, out, soc)
@@ -539,7 +654,14 @@ def prepare(
         plan.transaction.add_text(pipeline_file, text)
     if write_plan is None:
         plan.commit()
-    return PrepareResult(model=result_model, report=report, before=before, after=after_report,
-                         pipeline_text=text, pipeline_file=pipeline_file, outputs=outputs, runs=runs,
-                         gear_command=gear_command)
-
+    return PrepareResult(
+        model=result_model,
+        report=report,
+        before=before,
+        after=after_report,
+        pipeline_text=text,
+        pipeline_file=pipeline_file,
+        outputs=outputs,
+        runs=runs,
+        gear_command=gear_command,
+    )

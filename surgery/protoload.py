@@ -42,7 +42,9 @@ def read(path: str | os.PathLike) -> Any:
     try:
         proto = onnx.load(path, load_external_data=False)
     except (DecodeError, RuntimeError) as exc:
-        raise InputError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})") from None
+        raise InputError(
+            f"{path}: not a valid ONNX model (truncated or corrupt protobuf: {exc})"
+        ) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read the model: {exc}") from None
     except Exception as exc:
@@ -117,7 +119,9 @@ def find_proto_cycle(nodes: Any) -> list[tuple[str, str]] | None:
     for i, node in enumerate(nodes):
         for out in node.output:
             if out:
-                if out in producer:  # a name produced twice: model_io.check_proto names it, not a cycle
+                if (
+                    out in producer
+                ):  # a name produced twice: model_io.check_proto names it, not a cycle
                     return None
                 producer[out] = i
     count = len(nodes)
@@ -158,11 +162,13 @@ def find_proto_cycle(nodes: Any) -> list[tuple[str, str]] | None:
         seen[i] = len(path)
         path.append(i)
         i = next(j for j in deps[i] if waiting[j] > 0)
-    cycle = path[seen[i]:]
+    cycle = path[seen[i] :]
     cycle.reverse()  # producers first
     first = cycle.index(min(cycle))
     cycle = cycle[first:] + cycle[:first]
-    return [(nodes[k].name, nodes[k].op_type) for k in cycle] + [(nodes[cycle[0]].name, nodes[cycle[0]].op_type)]
+    return [(nodes[k].name, nodes[k].op_type) for k in cycle] + [
+        (nodes[cycle[0]].name, nodes[cycle[0]].op_type)
+    ]
 
 
 # -- a cycle check before onnx is imported ------------------------------------------------------

@@ -144,10 +144,14 @@ def import_file(path: str | Path, *, what: str) -> types.ModuleType:
         raise
     except SystemExit as exc:
         sys.modules.pop(name, None)
-        raise PipelineError(f"{what}: importing {path} called sys.exit({exc.code!r}); a module must not exit") from None
+        raise PipelineError(
+            f"{what}: importing {path} called sys.exit({exc.code!r}); a module must not exit"
+        ) from None
     except BaseException as exc:  # noqa: BLE001 - whatever user code raises is the user's error
         sys.modules.pop(name, None)
-        raise PipelineError(f"{what}: importing {path} failed: {type(exc).__name__}: {exc}") from None
+        raise PipelineError(
+            f"{what}: importing {path} failed: {type(exc).__name__}: {exc}"
+        ) from None
     logger.info("%s: imported %s", what, path)
     return module
 
@@ -163,7 +167,9 @@ def register_gate(gate: object) -> object:
 
     obj = gate() if isinstance(gate, type) else gate
     if not isinstance(obj, Gate):
-        raise PipelineError(f"{gate!r} is not a gate: it needs name, schedule, when(), start() and check()")
+        raise PipelineError(
+            f"{gate!r} is not a gate: it needs name, schedule, when(), start() and check()"
+        )
     taken = {cls.name for cls in BUILTIN_GATES} | {g.name for gs in _GATES.values() for g in gs}  # type: ignore[attr-defined]
     if not obj.name or obj.name in taken:
         raise PipelineError(f"gate name {obj.name!r} is {'empty' if not obj.name else 'taken'}")
@@ -207,13 +213,18 @@ def load_plugin(path: str | Path, *, what: str = "--plugin") -> list[str]:
                 register_gate(gate)
     except PipelineError as exc:
         _GATES.pop(name, None)
-        raise PipelineError(str(exc) if str(exc).startswith(what) else f"{what}: {path}: {exc}") from None
+        raise PipelineError(
+            str(exc) if str(exc).startswith(what) else f"{what}: {path}: {exc}"
+        ) from None
     finally:
         _IMPORTING.pop()
     for obj in list(vars(module).values()):
         if (
-            isinstance(obj, type) and issubclass(obj, SurgeryPass) and obj.__module__ == module.__name__
-            and obj.name and _PASSES.get(obj.name) is not obj
+            isinstance(obj, type)
+            and issubclass(obj, SurgeryPass)
+            and obj.__module__ == module.__name__
+            and obj.name
+            and _PASSES.get(obj.name) is not obj
         ):
             try:
                 register(obj)
@@ -221,5 +232,7 @@ def load_plugin(path: str | Path, *, what: str = "--plugin") -> list[str]:
                 raise PipelineError(f"{what}: {path}: {exc}") from None
     added = sorted(set(_PASSES) - before)
     if not added and not _GATES.get(name):
-        raise PipelineError(f"{what}: {path} defines no pass (a named SurgeryPass subclass) and no gate (SURGERY_GATES)")
+        raise PipelineError(
+            f"{what}: {path} defines no pass (a named SurgeryPass subclass) and no gate (SURGERY_GATES)"
+        )
     return added

@@ -27,8 +27,17 @@ REPORT_SCHEMA_VERSION = 3
 described by ``surgery/data/report.schema.json``."""
 
 
-def envelope(kind: str, *, source: str, ok: bool, error: str | None, outputs: list[str], seconds: float,
-             steps: list[dict[str, Any]], buckets: list[dict[str, Any]]) -> dict[str, Any]:
+def envelope(
+    kind: str,
+    *,
+    source: str,
+    ok: bool,
+    error: str | None,
+    outputs: list[str],
+    seconds: float,
+    steps: list[dict[str, Any]],
+    buckets: list[dict[str, Any]],
+) -> dict[str, Any]:
     """The top-level keys every JSON report starts with, whatever made it.
 
     ``kind`` is ``single`` (one apply run: ``steps`` are its passes, ``buckets`` is empty),
@@ -112,7 +121,9 @@ class StepReport:
         finite = list(self.parity)
         if not finite:
             return None
-        return max(finite, key=lambda d: (not d.ok, d.max_abs if math.isfinite(d.max_abs) else 1e300))
+        return max(
+            finite, key=lambda d: (not d.ok, d.max_abs if math.isfinite(d.max_abs) else 1e300)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -212,8 +223,16 @@ class Report:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        head = envelope("single", source=self.source, ok=self.ok, error=self.error, outputs=list(self.outputs),
-                        seconds=self.seconds, steps=[s.to_dict() for s in self.steps], buckets=[])
+        head = envelope(
+            "single",
+            source=self.source,
+            ok=self.ok,
+            error=self.error,
+            outputs=list(self.outputs),
+            seconds=self.seconds,
+            steps=[s.to_dict() for s in self.steps],
+            buckets=[],
+        )
         return {
             **head,
             "oracle": self.oracle,
@@ -236,12 +255,33 @@ class Report:
         gate_names: list[str] = []
         for s in self.steps:
             gate_names.extend(g for g in s.gates if g not in gate_names)
-        head = ("#", "pass", "changed", "nodes", "inits", "weights", "dyn dims", "time", *gate_names)
+        head = (
+            "#",
+            "pass",
+            "changed",
+            "nodes",
+            "inits",
+            "weights",
+            "dyn dims",
+            "time",
+            *gate_names,
+        )
         rows = [head]
         if self.initial:
             i = self.initial
-            rows.append(("0", "(input)", "", str(i.nodes), str(i.initializers), _size(i.initializer_bytes),
-                         str(i.dynamic_dims), "", *([""] * len(gate_names))))
+            rows.append(
+                (
+                    "0",
+                    "(input)",
+                    "",
+                    str(i.nodes),
+                    str(i.initializers),
+                    _size(i.initializer_bytes),
+                    str(i.dynamic_dims),
+                    "",
+                    *([""] * len(gate_names)),
+                )
+            )
         for s in self.steps:
             a = s.after or s.before
             cells = []
@@ -256,16 +296,26 @@ class Report:
                         cell = f"{cell} [changed branches run {o.numbers['branches_covered']}]"
                 cells.append(cell)
             gate_time = sum(v for k, v in s.timings.items() if k != "pass")
-            rows.append((
-                str(s.index), s.name, "yes" if s.modified else "no",
-                _delta(s.before.nodes if s.before else None, a.nodes if a else None),
-                _delta(s.before.initializers if s.before else None, a.initializers if a else None),
-                _size(a.initializer_bytes) if a else "",
-                str(a.dynamic_dims) if a else "",
-                f"{s.seconds:.2f}s+{gate_time:.2f}s" if gate_time else f"{s.seconds:.2f}s", *cells,
-            ))
+            rows.append(
+                (
+                    str(s.index),
+                    s.name,
+                    "yes" if s.modified else "no",
+                    _delta(s.before.nodes if s.before else None, a.nodes if a else None),
+                    _delta(
+                        s.before.initializers if s.before else None, a.initializers if a else None
+                    ),
+                    _size(a.initializer_bytes) if a else "",
+                    str(a.dynamic_dims) if a else "",
+                    f"{s.seconds:.2f}s+{gate_time:.2f}s" if gate_time else f"{s.seconds:.2f}s",
+                    *cells,
+                )
+            )
         widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append("")
         lines.append(f"parity oracle: {self.oracle}")
@@ -283,8 +333,10 @@ class Report:
                 for branch, taken in gate.branches.items():
                     if not taken.get("changed"):
                         continue  # unchanged branches: listed once, from the original, below
-                    lines.append(f"{s.name}: changed {branch} executed by: {', '.join(taken['new']) or 'no sample'}"
-                                 f" (original: {', '.join(taken['original']) or 'no sample'})")
+                    lines.append(
+                        f"{s.name}: changed {branch} executed by: {', '.join(taken['new']) or 'no sample'}"
+                        f" (original: {', '.join(taken['original']) or 'no sample'})"
+                    )
             timed = ", ".join(f"{k} {v:.2f}s" for k, v in s.timings.items())
             if timed:
                 lines.append(f"{s.name}: time {timed}")

@@ -75,7 +75,9 @@ def model_stats(model: ir.Model) -> ModelStats:
         dynamic += _graph_dynamic_dims(graph)
         initializers += len(graph.initializers)
         nbytes += graph_initializer_bytes(graph)
-    return ModelStats(nodes=nodes, initializers=initializers, initializer_bytes=nbytes, dynamic_dims=dynamic)
+    return ModelStats(
+        nodes=nodes, initializers=initializers, initializer_bytes=nbytes, dynamic_dims=dynamic
+    )
 
 
 class Runner:
@@ -99,7 +101,9 @@ class Runner:
         self.progress = progress or (lambda message: None)
         for gate in gates:
             if not isinstance(gate, Gate):
-                raise TypeError(f"{gate!r} is not a gate: it needs name, schedule, when(), start() and check()")
+                raise TypeError(
+                    f"{gate!r} is not a gate: it needs name, schedule, when(), start() and check()"
+                )
         self.gates: list[Gate] = [cls() for cls in BUILTIN_GATES]
         self.gates += gates
         self.instruments: list[Instrument] = [ProgressInstrument(self.progress), TimingInstrument()]
@@ -114,14 +118,22 @@ class Runner:
         report.initial = model_stats(model)
         report.extra["original_outputs"] = [v.name for v in model.graph.outputs]
         run = RunState(pipeline=self.pipeline, model=model, report=report, progress=self.progress)
-        active = [g for g in self.gates if any(g.when(run, s) is not Schedule.OFF for s in self.pipeline.steps)]
+        active = [
+            g
+            for g in self.gates
+            if any(g.when(run, s) is not Schedule.OFF for s in self.pipeline.steps)
+        ]
         if active:
             run.original = LightProto(model)
-        for gate in sorted(active, key=lambda g: getattr(g, "start_order", 0)):  # stable: else as listed
+        for gate in sorted(
+            active, key=lambda g: getattr(g, "start_order", 0)
+        ):  # stable: else as listed
             t0 = time.perf_counter()
             try:
                 gate.start(run)
-            except OriginalCrash as exc:  # exit 2, with a reproducer of the original and the inputs it crashed on
+            except (
+                OriginalCrash
+            ) as exc:  # exit 2, with a reproducer of the original and the inputs it crashed on
                 self._original_crashed(run, exc)
                 raise
             report.gate_setup[gate.name] = time.perf_counter() - t0
@@ -133,7 +145,10 @@ class Runner:
         for index, step in enumerate(self.pipeline.steps, 1):
             run.index = index
             step_report = StepReport(
-                index=index, name=step.name, numerics=step.pass_.numerics.value, options=step.pass_.options_dict()
+                index=index,
+                name=step.name,
+                numerics=step.pass_.numerics.value,
+                options=step.pass_.options_dict(),
             )
             report.steps.append(step_report)
             previous = report.steps[-2].after if len(report.steps) > 1 else report.initial
@@ -151,19 +166,27 @@ class Runner:
                 instrument.after_pass(run)
             self._record(run, result, step_report, report)
             run.fingerprint_after = fingerprint(run.model) if active else None
-            run.silent_edit = bool(active) and not result.modified and run.fingerprint_after != run.fingerprint_before
+            run.silent_edit = (
+                bool(active)
+                and not result.modified
+                and run.fingerprint_after != run.fingerprint_before
+            )
             if run.silent_edit:
                 step_report.notes.append(
                     f"pass '{step.name}' returned modified=False but changed the model: gated anyway"
                 )
-                report.notes.append(f"silent edit: pass '{step.name}' changed the model but reported modified=False")
+                report.notes.append(
+                    f"silent edit: pass '{step.name}' changed the model but reported modified=False"
+                )
             if not (result.modified or result.chained or run.silent_edit):
                 step_report.after = step_report.before
                 for gate in self.gates:
                     step_report.gates[gate.name] = Outcome.skipped(gate.name, "unchanged")
                 continue
             step_report.modified = True
-            step_report.notes.extend(refresh_and_report(run.model))  # fresh shapes: a runner invariant (issue 13)
+            step_report.notes.extend(
+                refresh_and_report(run.model)
+            )  # fresh shapes: a runner invariant (issue 13)
             step_report.after = model_stats(run.model)
             for gate in self.gates:
                 schedule = gate.when(run, step) if gate in active else Schedule.OFF
@@ -186,7 +209,10 @@ class Runner:
             self.progress("final checks")
             run.begin(None, None, None)
             # the end-of-run checks judge the whole run: what changed since the original
-            run.fingerprint_before, run.fingerprint_after = initial_fingerprint, fingerprint(run.model)
+            run.fingerprint_before, run.fingerprint_after = (
+                initial_fingerprint,
+                fingerprint(run.model),
+            )
             for gate in deferred:
                 outcome = self._check(gate, run)
                 report.final.append(outcome)
@@ -199,7 +225,9 @@ class Runner:
         report.seconds = time.perf_counter() - started
         return run.model, report
 
-    def _record(self, run: RunState, result: SurgeryResult, step_report: StepReport, report: Report) -> None:
+    def _record(
+        self, run: RunState, result: SurgeryResult, step_report: StepReport, report: Report
+    ) -> None:
         """What the pass said about itself, into the run state and the report."""
         step_report.modified = bool(result.modified)
         step_report.stats = dict(result.stats)
@@ -228,7 +256,9 @@ class Runner:
             raise
         except Exception as exc:
             logger.debug("pass %s raised:\n%s", step.name, traceback.format_exc())
-            raise PassError(f"internal error: {type(exc).__name__}: {exc}", pass_name=step.name) from exc
+            raise PassError(
+                f"internal error: {type(exc).__name__}: {exc}", pass_name=step.name
+            ) from exc
         if not isinstance(result, SurgeryResult):
             result = SurgeryResult(result.model, result.modified)
         return result

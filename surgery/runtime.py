@@ -48,7 +48,9 @@ class _OrtPart:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
-            raise KeyError(f"{self.label} needs inputs that are not available: {', '.join(missing)}")
+            raise KeyError(
+                f"{self.label} needs inputs that are not available: {', '.join(missing)}"
+            )
         results = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
         return dict(zip(self.output_names, results, strict=True))
 
@@ -67,7 +69,9 @@ class _IrPart:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
-            raise KeyError(f"{self.label} needs inputs that are not available: {', '.join(missing)}")
+            raise KeyError(
+                f"{self.label} needs inputs that are not available: {', '.join(missing)}"
+            )
         return self.session.run(feeds)
 
 
@@ -78,7 +82,11 @@ def _wrap(part: Any, label: str, providers: Sequence[Any] | None, session_option
         path = Path(part)
         if not path.is_file():
             raise FileNotFoundError(f"{label}: no such model file {path}")
-        session = ort.InferenceSession(str(path), sess_options=session_options, providers=list(providers or ["CPUExecutionProvider"]))
+        session = ort.InferenceSession(
+            str(path),
+            sess_options=session_options,
+            providers=list(providers or ["CPUExecutionProvider"]),
+        )
         return _OrtPart(session, f"{label} ({path.name})")
     if hasattr(part, "get_inputs") and hasattr(part, "get_outputs") and hasattr(part, "run"):
         return _OrtPart(part, label)
@@ -91,7 +99,9 @@ def _wrap(part: Any, label: str, providers: Sequence[Any] | None, session_option
         pass
     if hasattr(part, "run"):
         return part
-    raise TypeError(f"{label}: expected a model path, an onnx_ir.Model, an InferenceSession or an object with run(), got {type(part).__name__}")
+    raise TypeError(
+        f"{label}: expected a model path, an onnx_ir.Model, an InferenceSession or an object with run(), got {type(part).__name__}"
+    )
 
 
 class SplitRunner:
@@ -117,7 +127,11 @@ class SplitRunner:
         """
         if not parts:
             raise ValueError("SplitRunner needs at least one part")
-        labels = list(names) if names else ["head", "tail"][: len(parts)] + [f"part{i}" for i in range(2, len(parts))]
+        labels = (
+            list(names)
+            if names
+            else ["head", "tail"][: len(parts)] + [f"part{i}" for i in range(2, len(parts))]
+        )
         self.parts = []
         for i, part in enumerate(parts):
             prov = providers.get(i) if isinstance(providers, Mapping) else providers
@@ -135,7 +149,12 @@ class SplitRunner:
             if not entry.get("file"):
                 raise ValueError(f"{path}: part '{entry.get('name')}' has no file")
             files.append(path.parent / entry["file"])
-        return cls(files, outputs=data.get("outputs"), names=[p.get("name", f"part{i}") for i, p in enumerate(parts)], **kwargs)
+        return cls(
+            files,
+            outputs=data.get("outputs"),
+            names=[p.get("name", f"part{i}") for i, p in enumerate(parts)],
+            **kwargs,
+        )
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run every part in order; return the outputs (the original model's, by default)."""
@@ -151,7 +170,11 @@ class SplitRunner:
                 env[key] = value
                 if key not in produced:
                     produced.append(key)
-        wanted = self._outputs if self._outputs is not None else [n for n in produced if n not in consumed]
+        wanted = (
+            self._outputs
+            if self._outputs is not None
+            else [n for n in produced if n not in consumed]
+        )
         missing = [n for n in wanted if n not in env]
         if missing:
             raise KeyError(f"the parts did not produce: {', '.join(missing)}")

@@ -49,14 +49,12 @@ from typing import TypeGuard
 import numpy as np
 import onnx_ir as ir
 
-from surgery.graph import GraphLike, NameAllocator, const_value, forward_value
+from surgery.graph import ONNX_DOMAINS, GraphLike, NameAllocator, const_value, forward_value
 from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY
 
 __all__ = ["SimplifyStats", "constants_to_initializers", "simplify_graph"]
 
 logger = logging.getLogger(__name__)
-
-_ONNX = ("", "ai.onnx")
 
 
 @dataclasses.dataclass
@@ -67,7 +65,7 @@ class SimplifyStats:
 
 
 def _std(node: ir.Node | None, *ops: str) -> TypeGuard[ir.Node]:
-    return node is not None and node.domain in _ONNX and node.op_type in ops
+    return node is not None and node.domain in ONNX_DOMAINS and node.op_type in ops
 
 
 def _only_reader(value: ir.Value | None) -> ir.Node | None:
@@ -114,7 +112,11 @@ def constants_to_initializers(graph: ir.Graph) -> int:
         if not _std(node, "Constant") or len(node.outputs) != 1:
             continue
         out = node.outputs[0]
-        if out.is_graph_output() or not out.name or next(iter(node.attributes), None) == "sparse_value":
+        if (
+            out.is_graph_output()
+            or not out.name
+            or next(iter(node.attributes), None) == "sparse_value"
+        ):
             continue
         array = const_value(out)
         if array is None:
@@ -122,8 +124,12 @@ def constants_to_initializers(graph: ir.Graph) -> int:
         attr = next(iter(node.attributes.values()))
         tensor = attr.as_tensor() if attr.name == "value" else ir.Tensor(np.array(array, order="C"))
         name = out.name
-        value = ir.Value(name=None, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape),
-                         const_value=tensor)
+        value = ir.Value(
+            name=None,
+            type=ir.TensorType(tensor.dtype),
+            shape=ir.Shape(array.shape),
+            const_value=tensor,
+        )
         out.replace_all_uses_with(value)
         graph.remove(node, safe=True)
         out.name = None
@@ -165,17 +171,26 @@ def _same_signature(a: ir.Value | None, b: ir.Value | None) -> bool:
 
 def _is_all(value: ir.Value | None, number: float) -> bool:
     array = const_value(value)
-    return array is not None and array.size > 0 and bool(np.all(array == number)) and not np.issubdtype(
-        array.dtype, np.bool_
+    return (
+        array is not None
+        and array.size > 0
+        and bool(np.all(array == number))
+        and not np.issubdtype(array.dtype, np.bool_)
     )
 
 
 def _reshape_of_reshape(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     inner = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
-    if not _std(inner, "Reshape") or _only_reader(node.inputs[0]) is not node or len(node.inputs) < 2:
+    if (
+        not _std(inner, "Reshape")
+        or _only_reader(node.inputs[0]) is not node
+        or len(node.inputs) < 2
+    ):
         return False
     target = const_value(node.inputs[1])
-    if target is None or np.any(target == 0) or inner.inputs[0] is None:  # 0 copies the middle tensor's dim
+    if (
+        target is None or np.any(target == 0) or inner.inputs[0] is None
+    ):  # 0 copies the middle tensor's dim
         return False
     node.replace_input_with(0, inner.inputs[0])
     _drop(inner)
@@ -192,7 +207,9 @@ def _squeeze_pair(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     if axes is None or axes != inner_axes or any(a < 0 for a in axes):
         return False
     source = inner.inputs[0]
-    if node.op_type == "Unsqueeze":  # Unsqueeze(Squeeze(x, a), a) = x only if x had 1s there (it must)
+    if (
+        node.op_type == "Unsqueeze"
+    ):  # Unsqueeze(Squeeze(x, a), a) = x only if x had 1s there (it must)
         shape = _static(source.shape)
         if shape is None or any(a >= len(shape) or shape[a] != 1 for a in axes):
             return False
@@ -208,17 +225,28 @@ def _moves_only_ones(perm: list[int], shape: tuple[int, ...]) -> bool:
     return kept == sorted(kept)
 
 
-def _shape_constant(graph: GraphLike, names: NameAllocator, before: ir.Node, dims: tuple[int, ...]) -> ir.Value:
+def _shape_constant(
+    graph: GraphLike, names: NameAllocator, before: ir.Node, dims: tuple[int, ...]
+) -> ir.Value:
     """An int64 shape constant usable by ``before``: an initializer in a graph, a Constant node in a function."""
     name = names.derive(before.name or before.op_type, "shape")
     tensor = ir.Tensor(np.asarray(dims, dtype=np.int64), name=name)
     if isinstance(graph, ir.Graph):
-        value = ir.Value(name=name, type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape([len(dims)]),
-                         const_value=tensor)
+        value = ir.Value(
+            name=name,
+            type=ir.TensorType(ir.DataType.INT64),
+            shape=ir.Shape([len(dims)]),
+            const_value=tensor,
+        )
         graph.initializers.add(value)
         return value
-    const = ir.node("Constant", [], {"value": tensor}, name=name,
-                    outputs=[ir.val(names.derive(name, "out"), ir.DataType.INT64, shape=ir.Shape([len(dims)]))])
+    const = ir.node(
+        "Constant",
+        [],
+        {"value": tensor},
+        name=name,
+        outputs=[ir.val(names.derive(name, "out"), ir.DataType.INT64, shape=ir.Shape([len(dims)]))],
+    )
     const.outputs[0].const_value = tensor
     graph.insert_before(before, const)
     return const.outputs[0]
@@ -243,7 +271,9 @@ def _becomes(value: ir.Value, old: ir.Value) -> bool:
     return True
 
 
-def _transpose_as_reshape(node: ir.Node, perm: list[int], x: ir.Value, names: NameAllocator) -> bool:
+def _transpose_as_reshape(
+    node: ir.Node, perm: list[int], x: ir.Value, names: NameAllocator
+) -> bool:
     """A Transpose that only moves 1-sized dims, next to a Reshape, merges into that Reshape."""
     shape = _static(x.shape)
     if shape is None or len(shape) != len(perm) or sorted(perm) != list(range(len(perm))):
@@ -263,7 +293,12 @@ def _transpose_as_reshape(node: ir.Node, perm: list[int], x: ir.Value, names: Na
     producer = x.producer()
     # T(Reshape(y)) = Reshape(y, T's output shape): the Reshape's output becomes T's output (name,
     # shape and the shape ONNX Runtime observed for it, see _becomes).
-    if _std(producer, "Reshape") and _only_reader(x) is node and producer.graph is graph and len(producer.inputs) > 1:
+    if (
+        _std(producer, "Reshape")
+        and _only_reader(x) is node
+        and producer.graph is graph
+        and len(producer.inputs) > 1
+    ):
         if not _becomes(x, node.outputs[0]):
             return False
         producer.replace_input_with(1, _shape_constant(graph, names, producer, out_shape))
@@ -344,7 +379,9 @@ def _noop_pad(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     return _replace(node, x)
 
 
-def _slice_params(node: ir.Node, rank: int | None) -> tuple[list[int], list[int], list[int], list[int]] | None:
+def _slice_params(
+    node: ir.Node, rank: int | None
+) -> tuple[list[int], list[int], list[int], list[int]] | None:
     """Constant (starts, ends, axes, steps) of an opset >= 10 Slice, axes made non-negative
     (None when something is not constant, or an axis is negative and the rank unknown)."""
     if len(node.inputs) < 3 or node.inputs[0] is None:
@@ -375,10 +412,17 @@ def _slice_params(node: ir.Node, rank: int | None) -> tuple[list[int], list[int]
     return starts, ends, axes, steps
 
 
-def _int64_constant(graph: GraphLike, names: NameAllocator, before: ir.Node, suffix: str, values: list[int]) -> ir.Value:
+def _int64_constant(
+    graph: GraphLike, names: NameAllocator, before: ir.Node, suffix: str, values: list[int]
+) -> ir.Value:
     name = names.derive(before.name or before.op_type, suffix)
     tensor = ir.Tensor(np.asarray(values, dtype=np.int64), name=name)
-    value = ir.Value(name=name, type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape([len(values)]), const_value=tensor)
+    value = ir.Value(
+        name=name,
+        type=ir.TensorType(ir.DataType.INT64),
+        shape=ir.Shape([len(values)]),
+        const_value=tensor,
+    )
     assert isinstance(graph, ir.Graph)
     graph.initializers.add(value)
     return value
@@ -399,7 +443,12 @@ def _slice(node: ir.Node, opset: int, names: NameAllocator) -> bool:
         return _replace(node, x)
     inner = x.producer()
     graph = node.graph
-    if not _std(inner, "Slice") or not isinstance(graph, ir.Graph) or inner.graph is not graph or x.is_graph_output():
+    if (
+        not _std(inner, "Slice")
+        or not isinstance(graph, ir.Graph)
+        or inner.graph is not graph
+        or x.is_graph_output()
+    ):
         return False
     source = inner.inputs[0]
     if source is None:
@@ -419,21 +468,60 @@ def _slice(node: ir.Node, opset: int, names: NameAllocator) -> bool:
             return False
         merged.append((reader, reader_params))
     for reader, (starts, ends, axes, steps) in merged:
-        combined = (inner_params[0] + starts, inner_params[1] + ends, inner_params[2] + axes, inner_params[3] + steps)
+        combined = (
+            inner_params[0] + starts,
+            inner_params[1] + ends,
+            inner_params[2] + axes,
+            inner_params[3] + steps,
+        )
         reader.resize_inputs(5)
         reader.replace_input_with(0, source)
-        for index, (suffix, values) in enumerate(zip(("starts", "ends", "axes", "steps"), combined, strict=True), start=1):
+        for index, (suffix, values) in enumerate(
+            zip(("starts", "ends", "axes", "steps"), combined, strict=True), start=1
+        ):
             reader.replace_input_with(index, _int64_constant(graph, names, reader, suffix, values))
     _drop(inner)
     return True
 
 
 #: Ops that map each element on its own (other inputs constant scalars): a Reshape around them commutes.
-_ELEMENTWISE = frozenset({
-    "Add", "Sub", "Mul", "Div", "Pow", "Tanh", "Erf", "Sigmoid", "Relu", "Exp", "Log", "Sqrt", "Neg", "Abs",
-    "Reciprocal", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Softplus", "Elu", "Selu", "Cast", "Sin", "Cos",
-    "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "Max", "Min",
-})
+_ELEMENTWISE = frozenset(
+    {
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Pow",
+        "Tanh",
+        "Erf",
+        "Sigmoid",
+        "Relu",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Neg",
+        "Abs",
+        "Reciprocal",
+        "Clip",
+        "LeakyRelu",
+        "HardSigmoid",
+        "HardSwish",
+        "Softplus",
+        "Elu",
+        "Selu",
+        "Cast",
+        "Sin",
+        "Cos",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        "Not",
+        "IsNaN",
+        "Max",
+        "Min",
+    }
+)
 
 
 def _reshape_sandwich(node: ir.Node, opset: int, names: NameAllocator) -> bool:
@@ -446,7 +534,14 @@ def _reshape_sandwich(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     y = node.outputs[0]
     graph = node.graph
     source, middle = (_static(x.shape) if x is not None else None), _static(y.shape)
-    if x is None or source is None or middle is None or source == middle or y.is_graph_output() or graph is None:
+    if (
+        x is None
+        or source is None
+        or middle is None
+        or source == middle
+        or y.is_graph_output()
+        or graph is None
+    ):
         return False
     region: list[ir.Node] = []
     exits: list[ir.Node] = []
@@ -458,11 +553,15 @@ def _reshape_sandwich(node: ir.Node, opset: int, names: NameAllocator) -> bool:
             reader = use.node
             if reader in region or reader in exits:
                 continue
-            if reader.graph is not graph or reader.domain not in _ONNX:
+            if reader.graph is not graph or reader.domain not in ONNX_DOMAINS:
                 return False
             if reader.op_type == "Reshape" and use.idx == 0 and value is not y:
                 target = const_value(reader.inputs[1]) if len(reader.inputs) > 1 else None
-                if target is None or _static(reader.outputs[0].shape) != source or len(list(value.uses())) != 1:
+                if (
+                    target is None
+                    or _static(reader.outputs[0].shape) != source
+                    or len(list(value.uses())) != 1
+                ):
                     return False
                 exits.append(reader)
                 continue
@@ -471,7 +570,9 @@ def _reshape_sandwich(node: ir.Node, opset: int, names: NameAllocator) -> bool:
             out = reader.outputs[0]
             if _static(out.shape) != middle or out.is_graph_output():
                 return False
-            for other in reader.inputs:  # a non-constant input must be a region value (checked at the end)
+            for (
+                other
+            ) in reader.inputs:  # a non-constant input must be a region value (checked at the end)
                 array = None if other is None or other in values else const_value(other)
                 if array is not None and (array.size != 1 or array.ndim > len(source)):
                     return False
@@ -482,7 +583,9 @@ def _reshape_sandwich(node: ir.Node, opset: int, names: NameAllocator) -> bool:
             return False
     if not region or not exits:
         return False
-    for reader in region:  # every region input is y, a region value or a scalar (checked above, in any order)
+    for reader in (
+        region
+    ):  # every region input is y, a region value or a scalar (checked above, in any order)
         if any(v is not None and v not in values and const_value(v) is None for v in reader.inputs):
             return False
     y.replace_all_uses_with(x)
@@ -517,10 +620,16 @@ _LOCAL: dict[str, Callable[[ir.Node, int, NameAllocator], bool]] = {
 # -- fusions (main graph) -----------------------------------------------------------------------
 
 
-def _new_initializer(graph: ir.Graph, names: NameAllocator, base: str, suffix: str, array: np.ndarray) -> ir.Value:
+def _new_initializer(
+    graph: ir.Graph, names: NameAllocator, base: str, suffix: str, array: np.ndarray
+) -> ir.Value:
     name = names.derive(base, suffix)
-    tensor = ir.Tensor(np.array(array, order="C"), name=name)  # (ascontiguousarray makes a 0-d array 1-d)
-    value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape), const_value=tensor)
+    tensor = ir.Tensor(
+        np.array(array, order="C"), name=name
+    )  # (ascontiguousarray makes a 0-d array 1-d)
+    value = ir.Value(
+        name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape), const_value=tensor
+    )
     graph.initializers.add(value)
     return value
 
@@ -552,8 +661,13 @@ def _conv_parts(conv: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
     return weight, bias
 
 
-def _set_conv_params(conv: ir.Node, graph: ir.Graph, names: NameAllocator, weight: np.ndarray | None,
-                     bias: np.ndarray) -> None:
+def _set_conv_params(
+    conv: ir.Node,
+    graph: ir.Graph,
+    names: NameAllocator,
+    weight: np.ndarray | None,
+    bias: np.ndarray,
+) -> None:
     base = conv.name or "Conv"
     if weight is not None:
         conv.replace_input_with(1, _new_initializer(graph, names, base, "fused_weight", weight))
@@ -615,7 +729,12 @@ def _fuse_conv_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
         parts = _conv_parts(conv)
         constant = const_value(other)
         out_shape = _static(y.shape)
-        if parts is None or constant is None or out_shape is None or constant.dtype != parts[0].dtype:
+        if (
+            parts is None
+            or constant is None
+            or out_shape is None
+            or constant.dtype != parts[0].dtype
+        ):
             continue
         channels = parts[1].shape[0]
         shape = (1,) * (len(out_shape) - constant.ndim) + constant.shape
@@ -626,7 +745,13 @@ def _fuse_conv_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
         if not forward_value(add.outputs[0], y):
             continue
         per_channel = np.broadcast_to(constant.reshape(-1), (channels,))
-        _set_conv_params(conv, graph, names, None, (parts[1].astype(np.float64) + per_channel).astype(parts[0].dtype))
+        _set_conv_params(
+            conv,
+            graph,
+            names,
+            None,
+            (parts[1].astype(np.float64) + per_channel).astype(parts[0].dtype),
+        )
         _drop(add)
         return True
     return False
@@ -644,7 +769,13 @@ def _fuse_matmul_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> boo
         a, w = matmul.inputs
         a_shape = _static(a.shape) if a is not None else None
         weight, bias = const_value(w), const_value(other)
-        if a_shape is None or len(a_shape) != 2 or weight is None or weight.ndim != 2 or bias is None:
+        if (
+            a_shape is None
+            or len(a_shape) != 2
+            or weight is None
+            or weight.ndim != 2
+            or bias is None
+        ):
             continue
         if weight.dtype.kind != "f":
             continue
@@ -652,10 +783,16 @@ def _fuse_matmul_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> boo
             continue
         if not _same_signature(add.outputs[0], y):
             continue
-        gemm = ir.node("Gemm", [a, w, other], name=names.derive(matmul.name or "MatMul", "gemm"),
-                       outputs=[ir.val(names.derive(y.name or "gemm", "gemm"), y.dtype, shape=y.shape)])
+        gemm = ir.node(
+            "Gemm",
+            [a, w, other],
+            name=names.derive(matmul.name or "MatMul", "gemm"),
+            outputs=[ir.val(names.derive(y.name or "gemm", "gemm"), y.dtype, shape=y.shape)],
+        )
         graph.insert_before(matmul, gemm)
-        if not forward_value(add.outputs[0], gemm.outputs[0]):  # cannot happen: produced in this graph
+        if not forward_value(
+            add.outputs[0], gemm.outputs[0]
+        ):  # cannot happen: produced in this graph
             graph.remove(gemm, safe=True)
             continue
         _drop(add)
@@ -675,17 +812,35 @@ def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -
         return False
     scale_node = a.producer()
     weight = const_value(w)
-    if not _std(scale_node, "Mul", "Div") or _only_reader(a) is not matmul or scale_node.graph is not graph:
+    if (
+        not _std(scale_node, "Mul", "Div")
+        or _only_reader(a) is not matmul
+        or scale_node.graph is not graph
+    ):
         return False
-    if weight is None or weight.ndim != 2 or weight.dtype.kind != "f" or len(list(w.uses())) != 1 or w.is_graph_output():
+    if (
+        weight is None
+        or weight.ndim != 2
+        or weight.dtype.kind != "f"
+        or len(list(w.uses())) != 1
+        or w.is_graph_output()
+    ):
         return False
     if len(scale_node.inputs) != 2 or any(v is None for v in scale_node.inputs):
         return False
-    pairs = [tuple(scale_node.inputs)] if scale_node.op_type == "Div" else [tuple(scale_node.inputs),
-                                                                         tuple(scale_node.inputs)[::-1]]
+    pairs = (
+        [tuple(scale_node.inputs)]
+        if scale_node.op_type == "Div"
+        else [tuple(scale_node.inputs), tuple(scale_node.inputs)[::-1]]
+    )
     for x, factor in pairs:
         scale = const_value(factor)
-        if scale is None or scale.size != 1 or scale.dtype != weight.dtype or not _same_signature(x, a):
+        if (
+            scale is None
+            or scale.size != 1
+            or scale.dtype != weight.dtype
+            or not _same_signature(x, a)
+        ):
             continue
         value = float(scale.reshape(-1)[0])
         if not np.isfinite(value) or value == 0.0:
@@ -693,7 +848,9 @@ def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -
         factor64 = 1.0 / value if scale_node.op_type == "Div" else value
         fused = (weight.astype(np.float64) * factor64).astype(weight.dtype)
         matmul.replace_input_with(0, x)
-        matmul.replace_input_with(1, _new_initializer(graph, names, matmul.name or "MatMul", "scaled_weight", fused))
+        matmul.replace_input_with(
+            1, _new_initializer(graph, names, matmul.name or "MatMul", "scaled_weight", fused)
+        )
         _drop(scale_node)
         return True
     return False
@@ -714,25 +871,41 @@ def _fuse_matmul_column_scale(mul: ir.Node, graph: ir.Graph, names: NameAllocato
             continue
         w = matmul.inputs[1]
         weight, scale = const_value(w), const_value(other)
-        if weight is None or weight.ndim != 2 or weight.dtype.kind != "f" or len(list(w.uses())) != 1 or w.is_graph_output():
+        if (
+            weight is None
+            or weight.ndim != 2
+            or weight.dtype.kind != "f"
+            or len(list(w.uses())) != 1
+            or w.is_graph_output()
+        ):
             continue
         if scale is None or scale.dtype != weight.dtype or not _same_signature(mul.outputs[0], y):
             continue
-        if scale.size != 1 and (scale.shape[-1] != weight.shape[1] or any(d != 1 for d in scale.shape[:-1])):
+        if scale.size != 1 and (
+            scale.shape[-1] != weight.shape[1] or any(d != 1 for d in scale.shape[:-1])
+        ):
             continue
         if scale.size == 1 and scale.ndim > 0 and any(d != 1 for d in scale.shape):
             continue
         if not forward_value(mul.outputs[0], y):
             continue
-        factor = scale.astype(np.float64).reshape(1, -1) if scale.size != 1 else float(scale.reshape(-1)[0])
+        factor = (
+            scale.astype(np.float64).reshape(1, -1)
+            if scale.size != 1
+            else float(scale.reshape(-1)[0])
+        )
         fused = (weight.astype(np.float64) * factor).astype(weight.dtype)
-        matmul.replace_input_with(1, _new_initializer(graph, names, matmul.name or "MatMul", "scaled_weight", fused))
+        matmul.replace_input_with(
+            1, _new_initializer(graph, names, matmul.name or "MatMul", "scaled_weight", fused)
+        )
         _drop(mul)
         return True
     return False
 
 
-def _scalar_scale(value: ir.Value, matmul: ir.Node) -> tuple[ir.Node, ir.Value, int, np.ndarray] | None:
+def _scalar_scale(
+    value: ir.Value, matmul: ir.Node
+) -> tuple[ir.Node, ir.Value, int, np.ndarray] | None:
     """(Mul node, its other operand, the index of its constant, the constant) when ``value`` is
     ``x * s`` (``s`` a constant scalar) read only by ``matmul``."""
     mul = value.producer()
@@ -743,7 +916,13 @@ def _scalar_scale(value: ir.Value, matmul: ir.Node) -> tuple[ir.Node, ir.Value, 
     for index in (1, 0):
         scale = const_value(mul.inputs[index])
         x = mul.inputs[1 - index]
-        if x is not None and scale is not None and scale.size == 1 and scale.dtype.kind == "f" and _same_signature(x, value):
+        if (
+            x is not None
+            and scale is not None
+            and scale.size == 1
+            and scale.dtype.kind == "f"
+            and _same_signature(x, value)
+        ):
             return mul, x, index, scale
     return None
 
@@ -759,13 +938,17 @@ def _fuse_matmul_scales(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) 
         return False
     mul, _, index, scale = left
     product = (scale.astype(np.float64) * float(right[3].reshape(-1)[0])).astype(scale.dtype)
-    mul.replace_input_with(index, _new_initializer(graph, names, mul.name or "Mul", "scale", product))
+    mul.replace_input_with(
+        index, _new_initializer(graph, names, mul.name or "Mul", "scale", product)
+    )
     matmul.replace_input_with(1, right[1])
     _drop(right[0])
     return True
 
 
-def _sibling_bias(matmul: ir.Node, columns: int, dtype: np.dtype) -> tuple[ir.Node, np.ndarray] | None:
+def _sibling_bias(
+    matmul: ir.Node, columns: int, dtype: np.dtype
+) -> tuple[ir.Node, np.ndarray] | None:
     """The ``Add`` of a constant bias row [columns] that alone reads ``matmul``'s output."""
     add = _only_reader(matmul.outputs[0])
     if not _std(add, "Add") or len(add.inputs) != 2 or add.outputs[0].is_graph_output():
@@ -795,13 +978,22 @@ def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, 
     group: list[tuple[ir.Node, np.ndarray]] = []
     for use in x.uses():
         matmul = use.node
-        if any(matmul is g for g, _ in group) or not _std(matmul, "MatMul") or matmul.graph is not graph:
+        if (
+            any(matmul is g for g, _ in group)
+            or not _std(matmul, "MatMul")
+            or matmul.graph is not graph
+        ):
             continue
         if len(matmul.inputs) != 2 or matmul.inputs[0] is not x or matmul.inputs[1] is None:
             continue
         w = matmul.inputs[1]
         weight = const_value(w)
-        if weight is None or weight.ndim != 2 or weight.dtype.kind != "f" or len(list(w.uses())) != 1:
+        if (
+            weight is None
+            or weight.ndim != 2
+            or weight.dtype.kind != "f"
+            or len(list(w.uses())) != 1
+        ):
             continue
         if w.is_graph_output() or matmul.outputs[0].is_graph_output():
             continue
@@ -817,27 +1009,61 @@ def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, 
     base = node.name or "MatMul"
     out = node.outputs[0]
     sizes = [w.shape[1] for _, w in group]
-    shape = ir.Shape([*list(out.shape)[:-1], sum(sizes)]) if out.shape is not None and len(out.shape) else None
-    weights = _new_initializer(graph, names, base, "merged_weight", np.concatenate([w for _, w in group], axis=1))
-    merged = ir.node("MatMul", [x, weights], name=names.derive(base, "merged"),
-                     outputs=[ir.val(names.derive(base, "merged_out"), out.dtype, shape=shape)])
+    shape = (
+        ir.Shape([*list(out.shape)[:-1], sum(sizes)])
+        if out.shape is not None and len(out.shape)
+        else None
+    )
+    weights = _new_initializer(
+        graph, names, base, "merged_weight", np.concatenate([w for _, w in group], axis=1)
+    )
+    merged = ir.node(
+        "MatMul",
+        [x, weights],
+        name=names.derive(base, "merged"),
+        outputs=[ir.val(names.derive(base, "merged_out"), out.dtype, shape=shape)],
+    )
     graph.insert_before(node, merged)
     last = merged.outputs[0]
     if with_bias:
-        bias = _new_initializer(graph, names, base, "merged_bias", np.concatenate([b[1] for b in biases]))  # type: ignore[index]
-        add = ir.node("Add", [last, bias], name=names.derive(base, "merged_bias_add"),
-                      outputs=[ir.val(names.derive(base, "merged_bias_out"), out.dtype, shape=shape)])
+        rows = [b[1] for b in biases if b is not None]  # with_bias: every one has its row
+        bias = _new_initializer(graph, names, base, "merged_bias", np.concatenate(rows))
+        add = ir.node(
+            "Add",
+            [last, bias],
+            name=names.derive(base, "merged_bias_add"),
+            outputs=[ir.val(names.derive(base, "merged_bias_out"), out.dtype, shape=shape)],
+        )
         graph.insert_before(node, add)
         last = add.outputs[0]
     finals = [b[0].outputs[0] for b in biases] if with_bias else [m.outputs[0] for m, _ in group]  # type: ignore[index]
-    outputs = [ir.val(names.derive(base, f"split_{i}"), v.dtype, shape=None if v.shape is None else ir.Shape(list(v.shape)))
-               for i, v in enumerate(finals)]
+    outputs = [
+        ir.val(
+            names.derive(base, f"split_{i}"),
+            v.dtype,
+            shape=None if v.shape is None else ir.Shape(list(v.shape)),
+        )
+        for i, v in enumerate(finals)
+    ]
     if opset >= 13:
-        split_sizes = _new_initializer(graph, names, base, "split_sizes", np.asarray(sizes, dtype=np.int64))
-        split = ir.node("Split", [last, split_sizes], {"axis": -1}, name=names.derive(base, "split"), outputs=outputs)
+        split_sizes = _new_initializer(
+            graph, names, base, "split_sizes", np.asarray(sizes, dtype=np.int64)
+        )
+        split = ir.node(
+            "Split",
+            [last, split_sizes],
+            {"axis": -1},
+            name=names.derive(base, "split"),
+            outputs=outputs,
+        )
     else:
-        split = ir.node("Split", [last], {"axis": -1, "split": ir.AttrInt64s("split", sizes)},
-                        name=names.derive(base, "split"), outputs=outputs)
+        split = ir.node(
+            "Split",
+            [last],
+            {"axis": -1, "split": ir.AttrInt64s("split", sizes)},
+            name=names.derive(base, "split"),
+            outputs=outputs,
+        )
     graph.insert_before(node, split)
     for new, old in zip(outputs, finals, strict=True):
         _becomes(new, old)
@@ -851,8 +1077,11 @@ def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, 
 def _local(node: ir.Node, opset: int, names: NameAllocator) -> bool:
     op = node.op_type
     if op == "Reshape":
-        return (_reshape_of_reshape(node, opset, names) or _noop_reshape(node, opset, names)
-                or _reshape_sandwich(node, opset, names))
+        return (
+            _reshape_of_reshape(node, opset, names)
+            or _noop_reshape(node, opset, names)
+            or _reshape_sandwich(node, opset, names)
+        )
     if op == "Expand":
         return _noop_reshape(node, opset, names)
     rewrite = _LOCAL.get(op)
@@ -867,16 +1096,28 @@ def _fusion(node: ir.Node, graph: ir.Graph, names: NameAllocator, opset: int) ->
     if node.op_type == "Mul":
         return _fuse_matmul_column_scale(node, graph, names)
     if node.op_type == "MatMul":
-        return (_fuse_scale_matmul(node, graph, names) or _fuse_matmul_scales(node, graph, names)
-                or _fuse_sibling_matmuls(node, graph, names, opset))
+        return (
+            _fuse_scale_matmul(node, graph, names)
+            or _fuse_matmul_scales(node, graph, names)
+            or _fuse_sibling_matmuls(node, graph, names, opset)
+        )
     return False
 
 
 # -- common subexpressions ------------------------------------------------------------------
 
 #: Ops whose equal-looking nodes give different values (never merged).
-_RANDOM = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                     "Bernoulli", "Dropout"})
+_RANDOM = frozenset(
+    {
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+        "Dropout",
+    }
+)
 #: Constants up to this many elements are compared by value (larger ones by identity).
 _CSE_MAX_ELEMENTS = 4096
 
@@ -885,8 +1126,14 @@ def _attr_key(attr: ir.Attr) -> object:
     if attr.is_ref():
         return ("ref", attr.ref_attr_name)
     kind = attr.type
-    if kind in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS, ir.AttributeType.SPARSE_TENSOR,
-                ir.AttributeType.SPARSE_TENSORS, ir.AttributeType.TYPE_PROTO, ir.AttributeType.TYPE_PROTOS):
+    if kind in (
+        ir.AttributeType.GRAPH,
+        ir.AttributeType.GRAPHS,
+        ir.AttributeType.SPARSE_TENSOR,
+        ir.AttributeType.SPARSE_TENSORS,
+        ir.AttributeType.TYPE_PROTO,
+        ir.AttributeType.TYPE_PROTOS,
+    ):
         return None
     if kind == ir.AttributeType.TENSOR:
         array = attr.as_tensor().numpy()
@@ -911,7 +1158,7 @@ def _input_key(value: ir.Value | None) -> object:
 def _node_key(node: ir.Node) -> object:
     """What makes two nodes compute the same values: op, attributes and inputs (small constants by
     value); None for nodes never merged (random ops, subgraphs, other domains)."""
-    if node.domain not in _ONNX or node.op_type in _RANDOM:
+    if node.domain not in ONNX_DOMAINS or node.op_type in _RANDOM:
         return None
     attrs = []
     for name in sorted(node.attributes):
@@ -919,7 +1166,13 @@ def _node_key(node: ir.Node) -> object:
         if key is None:
             return None
         attrs.append((name, key))
-    return (node.op_type, node.overload, len(node.outputs), tuple(attrs), tuple(_input_key(v) for v in node.inputs))
+    return (
+        node.op_type,
+        node.overload,
+        len(node.outputs),
+        tuple(attrs),
+        tuple(_input_key(v) for v in node.inputs),
+    )
 
 
 def merge_common_subexpressions(graph: GraphLike) -> int:
@@ -961,7 +1214,7 @@ def simplify_graph(
     if local:
         stats.simplified += merge_common_subexpressions(graph)
     for node in list(graph):
-        if node.graph is not graph or node.domain not in _ONNX:
+        if node.graph is not graph or node.domain not in ONNX_DOMAINS:
             continue
         if local and _local(node, opset, names):
             stats.simplified += 1

@@ -58,14 +58,18 @@ def to_ir(model: onnx.ModelProto | ir.Model) -> ir.Model:
     return model if isinstance(model, ir.Model) else ir.from_proto(model)
 
 
-def ort_run(model: onnx.ModelProto | ir.Model | str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def ort_run(
+    model: onnx.ModelProto | ir.Model | str, feeds: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Outputs of ``model`` in ONNX Runtime, by output name."""
     if isinstance(model, str):
         model = ir.load(model)
     return run_model(to_ir(model), feeds)
 
 
-def op_counts(model: onnx.ModelProto | ir.Model, *, functions: bool = True) -> collections.Counter[str]:
+def op_counts(
+    model: onnx.ModelProto | ir.Model, *, functions: bool = True
+) -> collections.Counter[str]:
     """Op type histogram over every graph (subgraphs and, by default, functions)."""
     counts: collections.Counter[str] = collections.Counter()
     for graph in iter_graphs(to_ir(model), functions=functions):
@@ -78,14 +82,24 @@ def node_names(model: onnx.ModelProto | ir.Model) -> set[str]:
     return {n.name for g in iter_graphs(to_ir(model)) for n in g if n.name}
 
 
-def assert_close(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], rtol: float = 1e-5, atol: float = 1e-6,
-                 names: Iterable[str] | None = None) -> None:
+def assert_close(
+    a: Mapping[str, np.ndarray],
+    b: Mapping[str, np.ndarray],
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    names: Iterable[str] | None = None,
+) -> None:
     for key in names if names is not None else b:
         np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)
 
 
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"object": dict, "array": list, "string": str, "boolean": bool,
-                                                   "null": type(None)}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+}
 
 
 def _json_type_ok(value: object, name: str) -> bool:
@@ -101,10 +115,14 @@ def report_schema() -> dict:
     import json
     from importlib import resources
 
-    return json.loads(resources.files("surgery").joinpath("data/report.schema.json").read_text(encoding="utf-8"))
+    return json.loads(
+        resources.files("surgery").joinpath("data/report.schema.json").read_text(encoding="utf-8")
+    )
 
 
-def schema_errors(value: object, schema: dict | None = None, *, root: dict | None = None, where: str = "$") -> list[str]:
+def schema_errors(
+    value: object, schema: dict | None = None, *, root: dict | None = None, where: str = "$"
+) -> list[str]:
     """Every way ``value`` breaks ``schema`` (default: the report schema), one line each.
 
     Covers the subset of JSON Schema the report schema uses: ``type`` (one or a list), ``required``,
@@ -126,7 +144,9 @@ def schema_errors(value: object, schema: dict | None = None, *, root: dict | Non
     if "enum" in schema and value not in schema["enum"]:
         out.append(f"{where}: {value!r} not one of {schema['enum']}")
     if isinstance(value, dict):
-        out += [f"{where}: missing {key!r}" for key in schema.get("required", []) if key not in value]
+        out += [
+            f"{where}: missing {key!r}" for key in schema.get("required", []) if key not in value
+        ]
         props, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
         for key, item in value.items():
             if key in props:

@@ -38,7 +38,15 @@ else:  # pragma: no cover
 __all__ = ["Unrepresentable", "comment", "dumps", "key", "string", "text_of", "value"]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+_ESCAPES = {
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+    '"': '\\"',
+    "\\": "\\\\",
+}
 
 
 class Unrepresentable(ValueError):
@@ -105,7 +113,13 @@ def value(obj: Any, *, allow_nonfinite: bool = False) -> str:
         if not obj:
             return "{}"
         # inline-table keys are always quoted: they are usually names from the model
-        return "{ " + ", ".join(f"{string(k)} = {value(v, allow_nonfinite=allow_nonfinite)}" for k, v in obj.items()) + " }"
+        return (
+            "{ "
+            + ", ".join(
+                f"{string(k)} = {value(v, allow_nonfinite=allow_nonfinite)}" for k, v in obj.items()
+            )
+            + " }"
+        )
     if isinstance(obj, Sequence):
         return "[" + ", ".join(value(v, allow_nonfinite=allow_nonfinite) for v in obj) + "]"
     raise TypeError(f"cannot write {type(obj).__name__} as TOML")
@@ -145,8 +159,14 @@ def dumps(doc: Mapping[str, Any], *, allow_nonfinite: bool = False, check: bool 
         if is_table_array(v):
             for table in v:
                 lines += ["", f"[[{key(k)}]]"]
-                subtables = {kk: vv for kk, vv in table.items() if isinstance(vv, Mapping) and kk == "verify"}
-                lines += [f"{key(kk)} = {value(vv, **opts)}" for kk, vv in table.items() if kk not in subtables]
+                subtables = {
+                    kk: vv for kk, vv in table.items() if isinstance(vv, Mapping) and kk == "verify"
+                }
+                lines += [
+                    f"{key(kk)} = {value(vv, **opts)}"
+                    for kk, vv in table.items()
+                    if kk not in subtables
+                ]
                 for kk, vv in subtables.items():
                     lines.append(f"[{key(k)}.{key(kk)}]")
                     lines += [f"{key(kkk)} = {value(vvv, **opts)}" for kkk, vvv in vv.items()]

@@ -28,7 +28,14 @@ from surgery.errors import InputError
 if TYPE_CHECKING:  # the CLI imports output_arg at start-up: onnx-ir is imported when a plan is made
     import onnx_ir as ir
 
-__all__ = ["REPRODUCER_FILES", "STAGING_PREFIX", "WritePlan", "check_output_file", "output_arg", "output_or_stdout"]
+__all__ = [
+    "REPRODUCER_FILES",
+    "STAGING_PREFIX",
+    "WritePlan",
+    "check_output_file",
+    "output_arg",
+    "output_or_stdout",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +78,9 @@ def output_arg(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("an empty path; give a file name such as out.onnx")
     if text.endswith(("/", os.sep)) and not text.rstrip("/" + os.sep).endswith(".onnx"):
-        raise argparse.ArgumentTypeError(f"'{text}' names a folder; give a file name inside it, e.g. {text}out.onnx")
+        raise argparse.ArgumentTypeError(
+            f"'{text}' names a folder; give a file name inside it, e.g. {text}out.onnx"
+        )
     return Path(text)
 
 
@@ -91,9 +100,13 @@ def check_output_file(path: Path, role: str) -> None:
     """Refuse an output path that cannot be a file we write: '', a folder, a missing or read-only folder."""
     text = os.fspath(path)
     if text in ("", "."):
-        raise InputError(f"{role}: '{text}' is an empty path or the current folder; give a file name such as out.onnx")
+        raise InputError(
+            f"{role}: '{text}' is an empty path or the current folder; give a file name such as out.onnx"
+        )
     if path.is_dir():
-        raise InputError(f"{role} {path}: is a folder; give a file name inside it, e.g. {path / 'out.onnx'}")
+        raise InputError(
+            f"{role} {path}: is a folder; give a file name inside it, e.g. {path / 'out.onnx'}"
+        )
     parent = path.parent
     if not parent.exists():
         raise InputError(f"{role} {path}: the output folder {parent} does not exist")
@@ -106,7 +119,9 @@ def check_output_file(path: Path, role: str) -> None:
 class WritePlan:
     """What one run reads and writes; see the module docstring."""
 
-    def __init__(self, *, in_place: bool = False, hint: str = "use --in-place to overwrite it") -> None:
+    def __init__(
+        self, *, in_place: bool = False, hint: str = "use --in-place to overwrite it"
+    ) -> None:
         self.in_place = in_place
         self.hint = hint
         self.reads: list[_Entry] = []
@@ -131,8 +146,14 @@ class WritePlan:
         for folder in self.folders:
             self._check_in_folder(folder, entry)
 
-    def read_model(self, model: ir.Model | None, path: str | os.PathLike | None, role: str = "the input model",
-                   *, own: bool = False) -> None:
+    def read_model(
+        self,
+        model: ir.Model | None,
+        path: str | os.PathLike | None,
+        role: str = "the input model",
+        *,
+        own: bool = False,
+    ) -> None:
         """Record a model file and every external-data file its tensors name."""
         self.read(path, role)
         if model is None:
@@ -144,7 +165,9 @@ class WritePlan:
             file = Path(tensor.base_dir) / tensor.location
             if file not in seen:
                 seen.add(file)
-                self.read(file, "the external data file", f"{role} {path}" if path is not None else role)
+                self.read(
+                    file, "the external data file", f"{role} {path}" if path is not None else role
+                )
                 if own:
                     self.model_data.append(file)
 
@@ -188,7 +211,9 @@ class WritePlan:
         """A model output; with ``in_place`` it may be the input model itself."""
         self.write(path, role)
 
-    def reproducer(self, path: str | os.PathLike | None, *, explicit: bool, role: str = "--repro") -> None:
+    def reproducer(
+        self, path: str | os.PathLike | None, *, explicit: bool, role: str = "--repro"
+    ) -> None:
         """The folder a failing gate writes; an explicit one must be new or empty.
 
         The default folder (``OUT.repro``) may also hold a previous run's reproducer, which it replaces.
@@ -201,8 +226,10 @@ class WritePlan:
         if folder.is_dir():
             names = {p.name for p in folder.iterdir() if not p.name.startswith(STAGING_PREFIX)}
             if names and (explicit or not names <= set(REPRODUCER_FILES)):
-                raise InputError(f"{role} {folder}: the reproducer folder must be new or empty; it holds "
-                                 f"{', '.join(sorted(names)[:3])}{' …' if len(names) > 3 else ''}")
+                raise InputError(
+                    f"{role} {folder}: the reproducer folder must be new or empty; it holds "
+                    f"{', '.join(sorted(names)[:3])}{' …' if len(names) > 3 else ''}"
+                )
         elif not folder.parent.is_dir():
             raise InputError(f"{role} {folder}: the folder {folder.parent} does not exist")
         entry = _Entry(f"the reproducer folder ({role})", folder)
@@ -214,18 +241,26 @@ class WritePlan:
     def _check(self, write: _Entry, read: _Entry) -> None:
         if not _same(write.path, read.path):
             return
-        if self.in_place and self.model_path is not None and _same(read.path, self.model_path) \
-                and write.role == "the output":
+        if (
+            self.in_place
+            and self.model_path is not None
+            and _same(read.path, self.model_path)
+            and write.role == "the output"
+        ):
             return
         if read.role == "the input model" and write.role == "the output":
-            raise InputError(f"{write.path}: the output path is the input model {read.path}; {self.hint}")
+            raise InputError(
+                f"{write.path}: the output path is the input model {read.path}; {self.hint}"
+            )
         raise InputError(f"{write.describe()} would overwrite {read.describe()}")
 
     def _check_in_folder(self, folder: _Entry, other: _Entry) -> None:
         """A reproducer writes REPRODUCER_FILES into ``folder``: none may be a read or another write."""
         for name in REPRODUCER_FILES:
             if _same(folder.path / name, other.path):
-                raise InputError(f"{folder.describe()} would overwrite {other.describe()} with its {name}")
+                raise InputError(
+                    f"{folder.describe()} would overwrite {other.describe()} with its {name}"
+                )
 
     def set_model(self, model: ir.Model | None, path: str | os.PathLike | None) -> None:
         """Record the input model (the one ``in_place`` may replace) and its external data."""

@@ -1,9 +1,8 @@
 """The project's own checks at zero findings: ruff, the formatter and mypy (``scripts/lint.py``).
 
 Each test runs one of ``scripts/lint.py``'s commands (absolute paths, a working folder outside the
-checkout) and fails with the tool's findings. ``ruff format --check`` is asserted only when
-``SURGERY_CHECK_FORMAT=1`` (set once the tree has been formatted in one pass, so that parallel
-branches do not reformat each other's code).
+checkout) and fails with the tool's findings: ``ruff check``, ``ruff format --check`` (the tree
+was formatted in one pass) and ``mypy``.
 
 The README's Python section is type-checked too: ``surgery.apply`` returns the kind of model it
 was given (``onnx.ModelProto`` in, ``onnx.ModelProto`` out), which type checkers must see.
@@ -39,8 +38,6 @@ def test_ruff_check_has_no_findings(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.skipif(os.environ.get("SURGERY_CHECK_FORMAT") != "1",
-                    reason="formatter check enabled with SURGERY_CHECK_FORMAT=1 after the one-pass format")
 def test_ruff_format_has_nothing_to_change(tmp_path: Path) -> None:
     done = _run(COMMANDS["ruff format"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -56,7 +53,7 @@ def test_mypy_has_no_findings(tmp_path: Path) -> None:
 def _readme_python_section() -> str:
     """The first ```python block of the README's "Use" section (the public API in a few lines)."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    use = text[text.index("\n## Use"):]
+    use = text[text.index("\n## Use") :]
     match = re.search(r"```python\n(.*?)```", use, re.S)
     assert match, "the README's Use section has no python block"
     return match.group(1)
@@ -70,23 +67,43 @@ def test_readme_python_section_type_checks(tmp_path: Path) -> None:
     # A copy of the package as it is installed (passes/ inside surgery/), so that `surgery.passes.X`
     # resolves for mypy in an editable install too.
     site = tmp_path / "site"
-    shutil.copytree(ROOT / "surgery", site / "surgery", ignore=shutil.ignore_patterns("__pycache__", "*.toml"))
-    shutil.copytree(ROOT / "passes", site / "surgery" / "passes", ignore=shutil.ignore_patterns("__pycache__", "*.toml"))
+    shutil.copytree(
+        ROOT / "surgery", site / "surgery", ignore=shutil.ignore_patterns("__pycache__", "*.toml")
+    )
+    shutil.copytree(
+        ROOT / "passes",
+        site / "surgery" / "passes",
+        ignore=shutil.ignore_patterns("__pycache__", "*.toml"),
+    )
     program = tmp_path / "readme_snippet.py"
     program.write_text(
         "import onnx\nimport onnx_ir as ir\nfrom typing_extensions import assert_type\n"
         "from surgery.report import Report\n"
-        "onnx_proto = onnx.ModelProto()\n"
-        + snippet
-        + "assert_type(proto, onnx.ModelProto)\n"
+        "onnx_proto = onnx.ModelProto()\n" + snippet + "assert_type(proto, onnx.ModelProto)\n"
         "assert_type(model, ir.Model)\n"
         "assert_type(report, Report)\n"
         "assert_type(surgery.apply(ir.Model(ir.Graph([], [], nodes=[]), ir_version=10), [])[0], ir.Model)\n",
         encoding="utf-8",
     )
-    argv = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-            "--cache-dir", str(tmp_path / "cache"), "--python-executable", sys.executable,
-            "--no-incremental", str(program)]
-    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "MYPYPATH": str(site)})
+    argv = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--python-executable",
+        sys.executable,
+        "--no-incremental",
+        str(program),
+    ]
+    done = subprocess.run(
+        argv,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "MYPYPATH": str(site)},
+    )
     assert done.returncode == 0, done.stdout + done.stderr

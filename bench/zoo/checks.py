@@ -45,7 +45,9 @@ def node_count(model: onnx.ModelProto) -> int:
 
 def op_histogram(model: onnx.ModelProto, *, standard_only: bool = False) -> dict[str, int]:
     ops: dict[str, int] = {}
-    nodes = [n for g in _all_graphs(model) for n in g.node] + [n for f in model.functions for n in f.node]
+    nodes = [n for g in _all_graphs(model) for n in g.node] + [
+        n for f in model.functions for n in f.node
+    ]
     for n in nodes:
         if standard_only and n.domain not in ("", "ai.onnx"):
             continue
@@ -81,7 +83,10 @@ def check_ort(path: Path) -> tuple[bool, str]:
 
 def _dims_static(type_proto: onnx.TypeProto) -> bool:
     if not type_proto.HasField("tensor_type"):
-        return type_proto.HasField("sequence_type") is False and type_proto.HasField("map_type") is False
+        return (
+            type_proto.HasField("sequence_type") is False
+            and type_proto.HasField("map_type") is False
+        )
     tensor = type_proto.tensor_type
     if not tensor.HasField("shape"):
         return False
@@ -93,14 +98,18 @@ def check_static(model: onnx.ModelProto) -> tuple[bool, str]:
     ``infer_shapes(data_prop=True)`` (annotations the model carries are not trusted: they are
     replaced by a fresh inference where it can tell)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            model, check_type=False, strict_mode=False, data_prop=True
+        )
     except Exception as exc:  # noqa: BLE001
         return False, "infer_shapes: " + _line(exc)
     dynamic: list[str] = []
     for graph in _graphs(inferred.graph):
         produced = {o for n in graph.node for o in n.output if o}
         known = {v.name: v for v in list(graph.input) + list(graph.output) + list(graph.value_info)}
-        for name in [i.name for i in graph.input] + [o.name for o in graph.output] + sorted(produced):
+        for name in (
+            [i.name for i in graph.input] + [o.name for o in graph.output] + sorted(produced)
+        ):
             value = known.get(name)
             if value is None or not _dims_static(value.type):
                 dynamic.append(name)
@@ -134,7 +143,9 @@ def newer_ops(model: onnx.ModelProto) -> dict[str, int]:
     Runtime contrib ops (``com.microsoft.Attention``). A peer that keeps them has fewer nodes than
     a model the target (ATC: opsets 8-18) can take, where each must be written with older ops."""
     found: dict[str, int] = {}
-    nodes = [n for g in _all_graphs(model) for n in g.node] + [n for f in model.functions for n in f.node]
+    nodes = [n for g in _all_graphs(model) for n in g.node] + [
+        n for f in model.functions for n in f.node
+    ]
     for n in nodes:
         if n.domain in ORT_DOMAINS:
             key = f"{n.domain}.{n.op_type}"
@@ -161,8 +172,11 @@ def check_no_float64(model: onnx.ModelProto) -> tuple[bool, str]:
                 return False, f"float64 tensor {value.name!r}"
         for node in graph.node:
             for attr in node.attribute:
-                if node.op_type in ("Cast", "CastLike", "RandomNormal", "RandomUniform", "EyeLike") and \
-                        attr.name in ("to", "dtype") and attr.i == double:
+                if (
+                    node.op_type in ("Cast", "CastLike", "RandomNormal", "RandomUniform", "EyeLike")
+                    and attr.name in ("to", "dtype")
+                    and attr.i == double
+                ):
                     return False, f"{node.op_type} to float64 ({node.name or node.output[0]})"
                 if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == double:
                     return False, f"float64 constant ({node.name or node.output[0]})"
@@ -186,7 +200,9 @@ def run_ort(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {o.name: v for o, v in zip(session.get_outputs(), outputs, strict=True)}
 
 
-def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], rtol: float, atol: float) -> tuple[bool, str]:
+def compare(
+    reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], rtol: float, atol: float
+) -> tuple[bool, str]:
     """Outputs of the same names must have the same shape and agree within rtol/atol."""
     if set(reference) != set(candidate):
         return False, f"outputs differ: {sorted(reference)} vs {sorted(candidate)}"
@@ -197,16 +213,26 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
         if ref.shape != got.shape:
             return False, f"{name!r}: shape {list(got.shape)} != {list(ref.shape)}"
         if ref.dtype.kind in "fc":
-            if not np.allclose(got.astype(np.float64), ref.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True):
+            if not np.allclose(
+                got.astype(np.float64), ref.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True
+            ):
                 diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-                return False, f"{name!r}: max |diff| {float(np.nanmax(diff)):.3g} (rtol {rtol}, atol {atol})"
+                return (
+                    False,
+                    f"{name!r}: max |diff| {float(np.nanmax(diff)):.3g} (rtol {rtol}, atol {atol})",
+                )
         elif not np.array_equal(got, ref):
             return False, f"{name!r}: {int(np.sum(got != ref))} element(s) differ"
     return True, worst
 
 
-def check_parity(original: Path | dict[str, np.ndarray], candidate: Path, feeds: dict[str, np.ndarray], rtol: float,
-                 atol: float) -> tuple[bool, str]:
+def check_parity(
+    original: Path | dict[str, np.ndarray],
+    candidate: Path,
+    feeds: dict[str, np.ndarray],
+    rtol: float,
+    atol: float,
+) -> tuple[bool, str]:
     """``original`` is the original model's path, or its outputs on ``feeds`` computed once."""
     try:
         ref = original if isinstance(original, dict) else run_ort(original, feeds)
@@ -216,8 +242,14 @@ def check_parity(original: Path | dict[str, np.ndarray], candidate: Path, feeds:
     return compare(ref, got, rtol, atol)
 
 
-def check_split_parity(original: Path | dict[str, np.ndarray], head: Path, tail: Path, feeds: dict[str, np.ndarray],
-                       rtol: float, atol: float) -> tuple[bool, str]:
+def check_split_parity(
+    original: Path | dict[str, np.ndarray],
+    head: Path,
+    tail: Path,
+    feeds: dict[str, np.ndarray],
+    rtol: float,
+    atol: float,
+) -> tuple[bool, str]:
     """A model split into a head (for the compiler) and a CPU tail: run the head, then the tail on
     the head's outputs and the graph inputs it reads, and compare the original's outputs (each
     from whichever part computes it) with the original's."""
@@ -231,7 +263,9 @@ def check_split_parity(original: Path | dict[str, np.ndarray], head: Path, tail:
     return compare(ref, {name: values[name] for name in ref if name in values}, rtol, atol)
 
 
-def check_openvino(path: Path, feeds: dict[str, np.ndarray], rtol: float, atol: float) -> tuple[tuple[bool, str], tuple[bool, str]]:
+def check_openvino(
+    path: Path, feeds: dict[str, np.ndarray], rtol: float, atol: float
+) -> tuple[tuple[bool, str], tuple[bool, str]]:
     """OpenVINO's ONNX frontend as a second shape inference: every op output static, and its CPU
     result equal to ONNX Runtime's on the same sample."""
     try:
@@ -247,11 +281,18 @@ def check_openvino(path: Path, feeds: dict[str, np.ndarray], rtol: float, atol: 
     for op in model.get_ordered_ops():
         for i in range(op.get_output_size()):
             if not op.get_output_partial_shape(i).is_static:
-                dynamic.append(f"{op.get_type_name()} {op.get_friendly_name()}: {op.get_output_partial_shape(i)}")
-    static = (not dynamic, f"{len(dynamic)} dynamic output(s), e.g. {dynamic[0]}" if dynamic else "")
+                dynamic.append(
+                    f"{op.get_type_name()} {op.get_friendly_name()}: {op.get_output_partial_shape(i)}"
+                )
+    static = (
+        not dynamic,
+        f"{len(dynamic)} dynamic output(s), e.g. {dynamic[0]}" if dynamic else "",
+    )
     try:
         core = ov.Core()
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"})
+        compiled = core.compile_model(
+            model, "CPU", {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+        )
         request = compiled.create_infer_request()
         # a port carries every name of its tensor (OpenVINO merges the names of folded tensors)
         inputs = {}
@@ -271,8 +312,14 @@ def check_openvino(path: Path, feeds: dict[str, np.ndarray], rtol: float, atol: 
     return static, match
 
 
-def static_readiness(original: Path | dict[str, np.ndarray], candidate: Path, feeds: dict[str, np.ndarray], rtol: float,
-                     atol: float, tail: Path | None = None) -> dict[str, Any]:
+def static_readiness(
+    original: Path | dict[str, np.ndarray],
+    candidate: Path,
+    feeds: dict[str, np.ndarray],
+    rtol: float,
+    atol: float,
+    tail: Path | None = None,
+) -> dict[str, Any]:
     """The checks every tool's output is judged by (onnx-surgery's and the peers').
 
     ``original`` is the original model's path or its outputs on ``feeds`` (computed once per row).

@@ -22,10 +22,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-_TEXT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 100,
-             "max_position_embeddings": 64}
-_VIT = {"image_size": 32, "patch_size": 8, "num_channels": 3, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 64}
+_TEXT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "vocab_size": 100,
+    "max_position_embeddings": 64,
+}
+_VIT = {
+    "image_size": 32,
+    "patch_size": 8,
+    "num_channels": 3,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 
 
 @dataclass(frozen=True)
@@ -43,57 +56,169 @@ class Arch:
 
 def _text(model_type: str, **extra: Any) -> Arch:
     cfg = {**_TEXT, **extra}
-    return Arch(model_type, cfg, {"input_ids": ("int64", (2, 16)), "attention_mask": ("int64", (2, 16))},
-                {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
-                ranges={"input_ids": (0, 100), "attention_mask": (1, 2)})
+    return Arch(
+        model_type,
+        cfg,
+        {"input_ids": ("int64", (2, 16)), "attention_mask": ("int64", (2, 16))},
+        {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
+        ranges={"input_ids": (0, 100), "attention_mask": (1, 2)},
+    )
 
 
-def _image(model_type: str, config: dict[str, Any], size: int = 32, outputs: tuple[str, ...] = ("last_hidden_state",)) -> Arch:
-    return Arch(model_type, config, {"pixel_values": ("float32", (2, 3, size, size))},
-                {"pixel_values": {0: "batch"}}, outputs=outputs)
+def _image(
+    model_type: str,
+    config: dict[str, Any],
+    size: int = 32,
+    outputs: tuple[str, ...] = ("last_hidden_state",),
+) -> Arch:
+    return Arch(
+        model_type,
+        config,
+        {"pixel_values": ("float32", (2, 3, size, size))},
+        {"pixel_values": {0: "batch"}},
+        outputs=outputs,
+    )
 
 
 ARCHS: dict[str, Arch] = {
     "bert": _text("bert"),
-    "distilbert": Arch("distilbert", {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64, "vocab_size": 100,
-                                          "max_position_embeddings": 64},
-                       {"input_ids": ("int64", (2, 16)), "attention_mask": ("int64", (2, 16))},
-                       {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
-                       ranges={"input_ids": (0, 100), "attention_mask": (1, 2)}),
+    "distilbert": Arch(
+        "distilbert",
+        {
+            "dim": 32,
+            "n_layers": 2,
+            "n_heads": 2,
+            "hidden_dim": 64,
+            "vocab_size": 100,
+            "max_position_embeddings": 64,
+        },
+        {"input_ids": ("int64", (2, 16)), "attention_mask": ("int64", (2, 16))},
+        {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
+        ranges={"input_ids": (0, 100), "attention_mask": (1, 2)},
+    ),
     "roberta": _text("roberta", pad_token_id=1),
-    "gpt2": Arch("gpt2", {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "n_positions": 64, "use_cache": False},
-                 {"input_ids": ("int64", (2, 16)), "attention_mask": ("int64", (2, 16))},
-                 {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
-                 ranges={"input_ids": (0, 100), "attention_mask": (1, 2)}),
-    "t5-encoder": Arch("t5", {"d_model": 32, "d_kv": 16, "d_ff": 64, "num_layers": 2, "num_heads": 2, "vocab_size": 100,
-                                  "relative_attention_num_buckets": 8, "use_cache": False},
-                       {"input_ids": ("int64", (2, 16)), "attention_mask": ("int64", (2, 16))},
-                       {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
-                       builder="T5EncoderModel", ranges={"input_ids": (0, 100), "attention_mask": (1, 2)}),
+    "gpt2": Arch(
+        "gpt2",
+        {
+            "n_embd": 32,
+            "n_layer": 2,
+            "n_head": 2,
+            "vocab_size": 100,
+            "n_positions": 64,
+            "use_cache": False,
+        },
+        {"input_ids": ("int64", (2, 16)), "attention_mask": ("int64", (2, 16))},
+        {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
+        ranges={"input_ids": (0, 100), "attention_mask": (1, 2)},
+    ),
+    "t5-encoder": Arch(
+        "t5",
+        {
+            "d_model": 32,
+            "d_kv": 16,
+            "d_ff": 64,
+            "num_layers": 2,
+            "num_heads": 2,
+            "vocab_size": 100,
+            "relative_attention_num_buckets": 8,
+            "use_cache": False,
+        },
+        {"input_ids": ("int64", (2, 16)), "attention_mask": ("int64", (2, 16))},
+        {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
+        builder="T5EncoderModel",
+        ranges={"input_ids": (0, 100), "attention_mask": (1, 2)},
+    ),
     "vit": _image("vit", dict(_VIT)),
     "deit": _image("deit", dict(_VIT)),
-    "mobilevit": _image("mobilevit", {"image_size": 64, "patch_size": 2, "hidden_sizes": [32, 48, 64],
-                                          "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64], "num_attention_heads": 2,
-                                          "num_hidden_layers": 2}, size=64),
-    "swin": _image("swin", {"image_size": 32, "patch_size": 4, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2],
-                                "window_size": 4}),
-    "convnext": _image("convnext", {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "image_size": 32}),
-    "resnet": _image("resnet", {"embedding_size": 8, "hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1],
-                                    "layer_type": "basic"}),
-    "segformer": _image("segformer", {"num_encoder_blocks": 2, "depths": [1, 1], "sr_ratios": [2, 1],
-                                          "hidden_sizes": [16, 32], "num_attention_heads": [1, 2], "decoder_hidden_size": 32,
-                                          "patch_sizes": [7, 3], "strides": [4, 2], "mlp_ratios": [2, 2]},
-                        size=64, outputs=("logits",)),
-    "wav2vec2": Arch("wav2vec2", {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-                                      "conv_dim": (16, 16), "conv_stride": (5, 2), "conv_kernel": (10, 3),
-                                      "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2},
-                     {"input_values": ("float32", (2, 4000))}, {"input_values": {0: "batch", 1: "samples"}}),
-    "whisper-encoder": Arch("whisper", {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "decoder_layers": 1,
-                                            "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
-                                            "num_mel_bins": 80, "max_source_positions": 50, "vocab_size": 100, "pad_token_id": 0,
-                                            "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 1},
-                            {"input_features": ("float32", (2, 80, 100))}, {"input_features": {0: "batch"}},
-                            builder="WhisperEncoder"),
+    "mobilevit": _image(
+        "mobilevit",
+        {
+            "image_size": 64,
+            "patch_size": 2,
+            "hidden_sizes": [32, 48, 64],
+            "neck_hidden_sizes": [8, 8, 16, 16, 24, 32, 64],
+            "num_attention_heads": 2,
+            "num_hidden_layers": 2,
+        },
+        size=64,
+    ),
+    "swin": _image(
+        "swin",
+        {
+            "image_size": 32,
+            "patch_size": 4,
+            "embed_dim": 16,
+            "depths": [1, 1],
+            "num_heads": [1, 2],
+            "window_size": 4,
+        },
+    ),
+    "convnext": _image(
+        "convnext", {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "image_size": 32}
+    ),
+    "resnet": _image(
+        "resnet",
+        {
+            "embedding_size": 8,
+            "hidden_sizes": [8, 16, 24, 32],
+            "depths": [1, 1, 1, 1],
+            "layer_type": "basic",
+        },
+    ),
+    "segformer": _image(
+        "segformer",
+        {
+            "num_encoder_blocks": 2,
+            "depths": [1, 1],
+            "sr_ratios": [2, 1],
+            "hidden_sizes": [16, 32],
+            "num_attention_heads": [1, 2],
+            "decoder_hidden_size": 32,
+            "patch_sizes": [7, 3],
+            "strides": [4, 2],
+            "mlp_ratios": [2, 2],
+        },
+        size=64,
+        outputs=("logits",),
+    ),
+    "wav2vec2": Arch(
+        "wav2vec2",
+        {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "conv_dim": (16, 16),
+            "conv_stride": (5, 2),
+            "conv_kernel": (10, 3),
+            "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 2,
+        },
+        {"input_values": ("float32", (2, 4000))},
+        {"input_values": {0: "batch", 1: "samples"}},
+    ),
+    "whisper-encoder": Arch(
+        "whisper",
+        {
+            "d_model": 32,
+            "encoder_layers": 2,
+            "encoder_attention_heads": 2,
+            "decoder_layers": 1,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "decoder_ffn_dim": 64,
+            "num_mel_bins": 80,
+            "max_source_positions": 50,
+            "vocab_size": 100,
+            "pad_token_id": 0,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "decoder_start_token_id": 1,
+        },
+        {"input_features": ("float32", (2, 80, 100))},
+        {"input_features": {0: "batch"}},
+        builder="WhisperEncoder",
+    ),
 }
 
 
@@ -109,8 +234,11 @@ def build(arch: Arch):  # -> torch.nn.Module
     elif arch.builder == "WhisperEncoder":
         model = transformers.WhisperModel(config).get_encoder()
     else:
-        model = transformers.AutoModel.from_config(config) if arch.outputs == ("last_hidden_state",) else \
-            transformers.AutoModelForSemanticSegmentation.from_config(config)
+        model = (
+            transformers.AutoModel.from_config(config)
+            if arch.outputs == ("last_hidden_state",)
+            else transformers.AutoModelForSemanticSegmentation.from_config(config)
+        )
     model.eval()
 
     class Wrapped(torch.nn.Module):
@@ -155,8 +283,16 @@ def export(arch_name: str, exporter: str, path: Path) -> Path:
             axes: dict[str, dict[int, str]] = {n: dict(a) for n, a in arch.dynamic.items()}
             for _i, out in enumerate(arch.outputs):
                 axes[out] = {0: "batch"}
-            torch.onnx.export(model, args, str(path), dynamo=False, opset_version=17, input_names=names,
-                              output_names=list(arch.outputs), dynamic_axes=axes)
+            torch.onnx.export(
+                model,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=names,
+                output_names=list(arch.outputs),
+                dynamic_axes=axes,
+            )
         elif exporter == "dynamo":
             dims: dict[str, Any] = {}
             shapes = []
@@ -165,8 +301,14 @@ def export(arch_name: str, exporter: str, path: Path) -> Path:
                 for axis, dim_name in arch.dynamic.get(name, {}).items():
                     spec[axis] = dims.setdefault(dim_name, torch.export.Dim.AUTO)
                 shapes.append(spec or None)
-            program = torch.onnx.export(model, args, dynamo=True, input_names=names, output_names=list(arch.outputs),
-                                        dynamic_shapes=(tuple(shapes),))
+            program = torch.onnx.export(
+                model,
+                args,
+                dynamo=True,
+                input_names=names,
+                output_names=list(arch.outputs),
+                dynamic_shapes=(tuple(shapes),),
+            )
             program.save(str(path))
         else:
             raise ValueError(f"unknown exporter {exporter!r}")

@@ -33,7 +33,9 @@ def run_peer(tool: str, source: Path, target: Path, shapes: dict[str, list[int]]
 
         model = onnx.load(str(source))
         names = {i.name for i in model.graph.input} - {i.name for i in model.graph.initializer}
-        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes={k: v for k, v in shapes.items() if k in names})
+        simplified, ok = onnxsim.simplify(
+            model, overwrite_input_shapes={k: v for k, v in shapes.items() if k in names}
+        )
         if not ok:
             raise RuntimeError("onnxsim: simplified model failed its own check")
         onnx.save(simplified, str(target))
@@ -44,15 +46,28 @@ def run_peer(tool: str, source: Path, target: Path, shapes: dict[str, list[int]]
         slimmed = onnxslim.slim(str(source), input_shapes=spec or None)
         onnx.save(slimmed, str(target))
     elif tool == "polygraphy":
-        argv = [str(Path(sys.executable).with_name("polygraphy")), "surgeon", "sanitize", str(source), "--fold-constants",
-                "-o", str(target)]
+        argv = [
+            str(Path(sys.executable).with_name("polygraphy")),
+            "surgeon",
+            "sanitize",
+            str(source),
+            "--fold-constants",
+            "-o",
+            str(target),
+        ]
         override = [f"{name}:[{','.join(str(d) for d in dims)}]" for name, dims in shapes.items()]
         if override:
             argv += ["--override-input-shapes", *override]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not target.exists():
-            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "ERROR" in ln or "Error" in ln]
-            raise RuntimeError(f"polygraphy exit {proc.returncode}: {(lines or ['no output'])[-1][:200]}")
+            lines = [
+                ln
+                for ln in (proc.stderr + proc.stdout).splitlines()
+                if "ERROR" in ln or "Error" in ln
+            ]
+            raise RuntimeError(
+                f"polygraphy exit {proc.returncode}: {(lines or ['no output'])[-1][:200]}"
+            )
     else:
         raise ValueError(f"unknown peer {tool!r}")
 

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CACHE = Path(os.environ.get("ONNX_SURGERY_ZOO_CACHE", Path.home() / ".cache" / "onnx-surgery-zoo"))
+DEFAULT_CACHE = Path(
+    os.environ.get("ONNX_SURGERY_ZOO_CACHE", Path.home() / ".cache" / "onnx-surgery-zoo")
+)
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -39,13 +41,30 @@ def run_one(name: str, cache: Path, mode: str, timeout: float) -> dict[str, Any]
         return row
     report = work / f"precision-{mode}.json"
     report.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "surgery", "precision", str(model), "--mode", mode, "--report", str(report)]
+    argv = [
+        sys.executable,
+        "-m",
+        "surgery",
+        "precision",
+        str(model),
+        "--mode",
+        mode,
+        "--report",
+        str(report),
+    ]
     if sample.exists():
         argv += ["--data", str(sample)]
     started = time.perf_counter()
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                              env={**os.environ, **CHILD_ENV}, cwd=str(Path.home()))
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, **CHILD_ENV},
+            cwd=str(Path.home()),
+        )
     except subprocess.TimeoutExpired:
         row["error"] = f"timed out after {timeout:.0f} s"
         return row
@@ -57,10 +76,16 @@ def run_one(name: str, cache: Path, mode: str, timeout: float) -> dict[str, Any]
     data = json.loads(report.read_text())
     emulation, plan = data["emulation"], data.get("plan")
     row.update(
-        nodes=data["node_count"], fp16_nodes=emulation["fp16_nodes"], ok=data["ok"],
-        overflows=len(emulation["overflows"]), flushes=len(emulation["flushes"]),
-        first_break=(f"{emulation['first_break']['op']} '{emulation['first_break']['node']}'"
-                     if emulation.get("first_break") else ""),
+        nodes=data["node_count"],
+        fp16_nodes=emulation["fp16_nodes"],
+        ok=data["ok"],
+        overflows=len(emulation["overflows"]),
+        flushes=len(emulation["flushes"]),
+        first_break=(
+            f"{emulation['first_break']['op']} '{emulation['first_break']['node']}'"
+            if emulation.get("first_break")
+            else ""
+        ),
         keep=len(plan["keep"]) if plan else 0,
         plan_ok=(plan["after"]["ok"] if plan else data["ok"]),
         keep_dtype=list(data.get("keep_dtype") or []),
@@ -69,16 +94,20 @@ def run_one(name: str, cache: Path, mode: str, timeout: float) -> dict[str, Any]
 
 
 def render(rows: list[dict[str, Any]], mode: str) -> str:
-    head = (f"| model | nodes | {mode} | overflows | flushes | first past tolerance | plan keeps (fp32) | plan meets "
-            "tolerance | seconds |\n|---|---|---|---|---|---|---|---|---|")
+    head = (
+        f"| model | nodes | {mode} | overflows | flushes | first past tolerance | plan keeps (fp32) | plan meets "
+        "tolerance | seconds |\n|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['name']} | - | error: {row['error']} | | | | | | |")
             continue
-        lines.append(f"| {row['name']} | {row['nodes']} | {'ok' if row['ok'] else 'BREAKS'} | {row['overflows']} | "
-                     f"{row['flushes']} | {row['first_break'] or '-'} | {row['keep']} | "
-                     f"{'yes' if row['plan_ok'] else 'NO'} | {row['seconds']} |")
+        lines.append(
+            f"| {row['name']} | {row['nodes']} | {'ok' if row['ok'] else 'BREAKS'} | {row['overflows']} | "
+            f"{row['flushes']} | {row['first_break'] or '-'} | {row['keep']} | "
+            f"{'yes' if row['plan_ok'] else 'NO'} | {row['seconds']} |"
+        )
     return "\n".join(lines)
 
 
@@ -88,9 +117,11 @@ def summary(rows: list[dict[str, Any]], mode: str) -> str:
     overflow = [r for r in done if r["overflows"]]
     fixed = [r for r in breaks if r["plan_ok"]]
     keeps = sorted(r["keep"] for r in breaks)
-    return (f"{len(done)}/{len(rows)} models emulated in {mode}: {len(breaks)} break tolerance, {len(overflow)} "
-            f"overflow float16; the keep-list fixes {len(fixed)}/{len(breaks)} "
-            f"(nodes kept in float32: {', '.join(map(str, keeps)) or 'none'})")
+    return (
+        f"{len(done)}/{len(rows)} models emulated in {mode}: {len(breaks)} break tolerance, {len(overflow)} "
+        f"overflow float16; the keep-list fixes {len(fixed)}/{len(breaks)} "
+        f"(nodes kept in float32: {', '.join(map(str, keeps)) or 'none'})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME")
     parser.add_argument("--mode", default="fp16", choices=("fp16", "mixed_float16"))
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model (default 900)")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds per model (default 900)"
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)

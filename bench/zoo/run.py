@@ -50,16 +50,35 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 TABLE = HERE / "models.toml"
-DEFAULT_CACHE = Path(os.environ.get("ONNX_SURGERY_ZOO_CACHE", Path.home() / ".cache" / "onnx-surgery-zoo"))
-SURGERY_CHECKS = ("apply", "checker", "ort", "static", "no_cf", "opset", "no_f64", "parity", "doctor",
-                  "ov_static", "ov_match")
+DEFAULT_CACHE = Path(
+    os.environ.get("ONNX_SURGERY_ZOO_CACHE", Path.home() / ".cache" / "onnx-surgery-zoo")
+)
+SURGERY_CHECKS = (
+    "apply",
+    "checker",
+    "ort",
+    "static",
+    "no_cf",
+    "opset",
+    "no_f64",
+    "parity",
+    "doctor",
+    "ov_static",
+    "ov_match",
+)
 PEER_CHECKS = ("checker", "ort", "static", "no_cf", "opset", "no_f64", "parity")
 #: ``--path prepare`` (set for the child processes): ``surgery prepare`` instead of doctor + apply.
 PATH_ENV = "ONNX_SURGERY_ZOO_PATH"
-CHILD_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+CHILD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "PYTHONWARNINGS": "ignore",
+}
 
 
 # ----------------------------------------------------------------------------------------------- table
+
 
 def load_table(path: Path = TABLE) -> list[dict[str, Any]]:
     """The zoo's rows: each ``[[hf]]`` entry becomes one row per exporter."""
@@ -69,19 +88,39 @@ def load_table(path: Path = TABLE) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for entry in table.get("hf", []):
         for exporter in entry.get("exporters", ["legacy", "dynamo"]):
-            row = {**defaults, **entry, "kind": "hf", "exporter": exporter,
-                   "name": f"{entry['arch']}-{exporter}", "source": f"transformers {entry['arch']} ({exporter})"}
+            row = {
+                **defaults,
+                **entry,
+                "kind": "hf",
+                "exporter": exporter,
+                "name": f"{entry['arch']}-{exporter}",
+                "source": f"transformers {entry['arch']} ({exporter})",
+            }
             row["ci"] = exporter in entry.get("ci", [])
             rows.append(row)
     for entry in table.get("wheel", []):
-        rows.append({**defaults, **entry, "kind": "wheel",
-                     "source": f"{entry['package']}=={entry['version']} ({entry['publisher']})",
-                     "ci": bool(entry.get("ci", False))})
+        rows.append(
+            {
+                **defaults,
+                **entry,
+                "kind": "wheel",
+                "source": f"{entry['package']}=={entry['version']} ({entry['publisher']})",
+                "ci": bool(entry.get("ci", False)),
+            }
+        )
     for entry in table.get("detector", []):
         for exporter in entry.get("exporters", ["legacy", "dynamo"]):
-            rows.append({**defaults, **entry, "kind": "detector", "exporter": exporter,
-                         "name": f"{entry['name']}-{exporter}", "source": f"torch detector + NMS ({exporter})",
-                         "ci": exporter in entry.get("ci", [])})
+            rows.append(
+                {
+                    **defaults,
+                    **entry,
+                    "kind": "detector",
+                    "exporter": exporter,
+                    "name": f"{entry['name']}-{exporter}",
+                    "source": f"torch detector + NMS ({exporter})",
+                    "ci": exporter in entry.get("ci", []),
+                }
+            )
     for row in rows:  # nodes_note: one text, or one per exporter ({ dynamo = "..." })
         note = row.get("nodes_note")
         if isinstance(note, dict):
@@ -99,6 +138,7 @@ def load_table(path: Path = TABLE) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------- samples
 
+
 def parse_shapes(text: str) -> dict[str, list[int]]:
     sys.path.insert(0, str(HERE))
     from peers import parse_shapes as parse
@@ -106,8 +146,17 @@ def parse_shapes(text: str) -> dict[str, list[int]]:
     return parse(text)
 
 
-_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16,
-       11: np.float64}
+_NP = {
+    1: np.float32,
+    2: np.uint8,
+    3: np.int8,
+    5: np.int16,
+    6: np.int32,
+    7: np.int64,
+    9: np.bool_,
+    10: np.float16,
+    11: np.float64,
+}
 
 
 def make_sample(model_path: Path, entry: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
@@ -128,17 +177,23 @@ def make_sample(model_path: Path, entry: dict[str, Any], seed: int) -> dict[str,
             continue
         dtype = _NP.get(value.type.tensor_type.elem_type)
         if dtype is None:
-            raise ValueError(f"input {value.name!r}: unsupported element type {value.type.tensor_type.elem_type}")
+            raise ValueError(
+                f"input {value.name!r}: unsupported element type {value.type.tensor_type.elem_type}"
+            )
         if value.name in pins:
             sample[value.name] = np.asarray(pins[value.name], dtype=dtype)
             continue
         if value.name in shapes:
             shape = shapes[value.name]
         else:
-            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                    for d in value.type.tensor_type.shape.dim]
+            dims = [
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in value.type.tensor_type.shape.dim
+            ]
             if None in dims:
-                raise ValueError(f"input {value.name!r} is dynamic and models.toml gives it no shape")
+                raise ValueError(
+                    f"input {value.name!r} is dynamic and models.toml gives it no shape"
+                )
             shape = dims
         spec = feeds.get(value.name, {})
         if "value" in spec:
@@ -157,10 +212,18 @@ def make_sample(model_path: Path, entry: dict[str, Any], seed: int) -> dict[str,
 
 # ----------------------------------------------------------------------------------------------- one model
 
+
 def _surgery(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     # run outside the checkout, as a user would (``-m surgery`` there would import the source tree)
-    return subprocess.run([sys.executable, "-m", "surgery", *args], capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**os.environ, **CHILD_ENV}, cwd=str(Path.home()))
+    return subprocess.run(
+        [sys.executable, "-m", "surgery", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **CHILD_ENV},
+        cwd=str(Path.home()),
+    )
 
 
 def _last_line(text: str) -> str:
@@ -178,7 +241,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
@@ -187,8 +252,10 @@ def user_pipeline(emitted: str, entry: dict[str, Any]) -> str:
     pins = entry.get("pins", {})
     if not pins:
         return emitted
-    block = ("\n# the user's decision (bench/zoo/models.toml): pin inputs\n[[pass]]\nname = \"pin-inputs\"\n"
-             f"values = {_toml_value(pins)}\n")
+    block = (
+        '\n# the user\'s decision (bench/zoo/models.toml): pin inputs\n[[pass]]\nname = "pin-inputs"\n'
+        f"values = {_toml_value(pins)}\n"
+    )
     marker = "schema_version = 1\n"
     if marker not in emitted:
         return block + emitted
@@ -207,7 +274,12 @@ def _doctor_clean(path: Path, timeout: float) -> tuple[bool, str]:
     failing = [f for f in report.get("findings", []) if f.get("severity") == "will-fail"]
     if failing:
         first = failing[0]
-        return False, f"{len(failing)} will-fail: {first.get('title', '')} [{', '.join(first.get('nodes', [])[:2])}]"[:240]
+        return (
+            False,
+            f"{len(failing)} will-fail: {first.get('title', '')} [{', '.join(first.get('nodes', [])[:2])}]"[
+                :240
+            ],
+        )
     return True, ""
 
 
@@ -219,8 +291,10 @@ def split_summary(head: Path, tail: Path) -> dict[str, Any]:
     import checks
 
     tail_model = onnx.load(str(tail), load_external_data=False)
-    summary: dict[str, Any] = {"tail_nodes": checks.node_count(tail_model),
-                               "tail_ops": sorted({n.op_type for n in tail_model.graph.node})}
+    summary: dict[str, Any] = {
+        "tail_nodes": checks.node_count(tail_model),
+        "tail_ops": sorted({n.op_type for n in tail_model.graph.node}),
+    }
     manifest = head.with_name(head.stem + ".split.json")
     if manifest.exists():
         data = json.loads(manifest.read_text())
@@ -234,7 +308,9 @@ def _pair(value: Any) -> list:
     return [bool(ok), str(detail)]
 
 
-def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_model(
+    entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """All the steps for one model (runs inside the child process). ``previous_peers``: the peer
     cells of the last run's row, kept instead of running the peers again (``--keep-peers``)."""
     sys.path.insert(0, str(HERE))
@@ -270,7 +346,9 @@ def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any]
     pins = entry.get("pins", {})
     np.savez(work / "sample1.npz", **{k: v for k, v in first.items() if k not in pins})
     try:
-        reference: Any = checks.run_ort(original, fresh)  # the original's outputs, once for every judge
+        reference: Any = checks.run_ort(
+            original, fresh
+        )  # the original's outputs, once for every judge
     except Exception as exc:  # noqa: BLE001
         row["error"] = "original does not run in ONNX Runtime: " + checks._line(exc)
         return row
@@ -278,8 +356,17 @@ def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any]
     out = work / "out.onnx"
     if os.environ.get(PATH_ENV) == "prepare":
         # the one-command path: ``surgery prepare`` with the same decisions does steps 1 and 2
-        argv = ["prepare", str(original), "-o", str(out), "--report", str(work / "report.json"), "-q",
-                "--data", str(work / "sample1.npz")]
+        argv = [
+            "prepare",
+            str(original),
+            "-o",
+            str(out),
+            "--report",
+            str(work / "report.json"),
+            "-q",
+            "--data",
+            str(work / "sample1.npz"),
+        ]
         if entry.get("input_shape"):
             argv += ["--input-shape", entry["input_shape"]]
         for name, value in pins.items():
@@ -294,8 +381,11 @@ def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any]
             code, stderr = -1, f"prepare timed out after {timeout:.0f} s"
         written = out.with_name("out.passes.toml")
         if written.exists():
-            row["pipeline"] = [line.split("=", 1)[1].strip().strip('"') for line in written.read_text().splitlines()
-                               if line.startswith("name = ")]
+            row["pipeline"] = [
+                line.split("=", 1)[1].strip().strip('"')
+                for line in written.read_text().splitlines()
+                if line.startswith("name = ")
+            ]
     else:
         # 1. doctor emits the pipeline; the user's decisions are added
         emitted = work / "emitted.toml"
@@ -306,16 +396,31 @@ def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any]
             argv += ["--dim", f"{name}={size}"]
         proc = _surgery(argv, timeout)
         if proc.returncode not in (0, 1) or not emitted.exists():
-            row["error"] = f"doctor --emit-pipeline exit {proc.returncode}: {_last_line(proc.stderr)}"
+            row["error"] = (
+                f"doctor --emit-pipeline exit {proc.returncode}: {_last_line(proc.stderr)}"
+            )
             return row
         pipeline = work / "pipeline.toml"
         pipeline.write_text(user_pipeline(emitted.read_text(), entry))
-        row["pipeline"] = [line.split("=", 1)[1].strip().strip('"') for line in pipeline.read_text().splitlines()
-                           if line.startswith("name = ")]
+        row["pipeline"] = [
+            line.split("=", 1)[1].strip().strip('"')
+            for line in pipeline.read_text().splitlines()
+            if line.startswith("name = ")
+        ]
 
         # 2. apply
-        argv = ["apply", str(pipeline), str(original), "-o", str(out), "--report", str(work / "report.json"), "-q",
-                "--data", str(work / "sample1.npz")]
+        argv = [
+            "apply",
+            str(pipeline),
+            str(original),
+            "-o",
+            str(out),
+            "--report",
+            str(work / "report.json"),
+            "-q",
+            "--data",
+            str(work / "sample1.npz"),
+        ]
         for override in entry.get("set", []):
             argv += ["--set", override]
         started = time.perf_counter()
@@ -325,14 +430,19 @@ def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any]
         except subprocess.TimeoutExpired:
             code, stderr = -1, f"apply timed out after {timeout:.0f} s"
     row["apply_seconds"] = round(time.perf_counter() - started, 1)
-    row["apply"] = [code == 0 and out.exists(), "" if code == 0 else f"exit {code}: {_last_line(stderr)}"]
+    row["apply"] = [
+        code == 0 and out.exists(),
+        "" if code == 0 else f"exit {code}: {_last_line(stderr)}",
+    ]
     tail = out.with_name("out.tail.onnx")
     if row["apply"][0] and tail.exists():
         # split-postprocess ran: the head is what the compiler gets; it is judged alone, and the
         # composition (head then the CPU tail) must reproduce the original
         row["split"] = split_summary(out, tail)
     if row["apply"][0]:
-        result = checks.static_readiness(reference, out, fresh, rtol, atol, tail=tail if "split" in row else None)
+        result = checks.static_readiness(
+            reference, out, fresh, rtol, atol, tail=tail if "split" in row else None
+        )
         for key in ("checker", "ort", "static", "no_cf", "opset", "no_f64", "parity"):
             row[key] = _pair(result[key])
         row["nodes"] = result["nodes"]
@@ -351,16 +461,23 @@ def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any]
         for tool, cell in previous_peers.items():
             target = work / f"{tool}.onnx"
             if cell.get("nodes") is not None and target.exists():  # with today's checks.newer_ops
-                cell["newer_ops"] = checks.newer_ops(onnx.load(str(target), load_external_data=False))
+                cell["newer_ops"] = checks.newer_ops(
+                    onnx.load(str(target), load_external_data=False)
+                )
         row["peers"] = previous_peers
         return row
     for tool in ("onnxsim", "onnxslim", "polygraphy"):
         target = work / f"{tool}.onnx"
         cell: dict[str, Any] = {}
         try:
-            proc = subprocess.run([sys.executable, str(HERE / "peers.py"), tool, str(original), str(target), shapes],
-                                  capture_output=True, text=True, timeout=timeout, check=False,
-                                  env={**os.environ, **CHILD_ENV})
+            proc = subprocess.run(
+                [sys.executable, str(HERE / "peers.py"), tool, str(original), str(target), shapes],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                env={**os.environ, **CHILD_ENV},
+            )
             made = proc.returncode == 0 and target.exists()
             error = _last_line(proc.stderr) if not made else ""
         except subprocess.TimeoutExpired:
@@ -383,6 +500,7 @@ def run_model(entry: dict[str, Any], cache: Path, previous_peers: dict[str, Any]
 
 # ----------------------------------------------------------------------------------------------- driver
 
+
 def run_child(entry: dict[str, Any], cache: Path, keep_peers: bool = False) -> dict[str, Any]:
     """Run one model in a child process with the table's timeout; a crash is a failed row."""
     out = cache / "runs" / f"{entry['name']}.row.json"
@@ -396,21 +514,41 @@ def run_child(entry: dict[str, Any], cache: Path, keep_peers: bool = False) -> d
     out.unlink(missing_ok=True)
     timeout = float(entry.get("timeout", 1200))
     started = time.perf_counter()
-    argv = [sys.executable, str(Path(__file__).resolve()), "--worker", entry["name"], "--cache", str(cache),
-            "--row-out", str(out)]
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        entry["name"],
+        "--cache",
+        str(cache),
+        "--row-out",
+        str(out),
+    ]
     if peers_file.exists():
         argv += ["--peers-in", str(peers_file)]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                              env={**os.environ, **CHILD_ENV})
-        error = f"worker exit {proc.returncode}: {_last_line(proc.stderr)}" if proc.returncode else ""
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, **CHILD_ENV},
+        )
+        error = (
+            f"worker exit {proc.returncode}: {_last_line(proc.stderr)}" if proc.returncode else ""
+        )
     except subprocess.TimeoutExpired:
         error = f"timed out after {timeout:.0f} s"
     if out.exists() and not error:
         row = json.loads(out.read_text())
     else:
-        row = {"name": entry["name"], "kind": entry["kind"], "source": entry["source"],
-               "error": error or "worker wrote no row"}
+        row = {
+            "name": entry["name"],
+            "kind": entry["kind"],
+            "source": entry["source"],
+            "error": error or "worker wrote no row",
+        }
         out.write_text(json.dumps(row, indent=1))  # a crashed row stays in the table (--render)
     row["seconds"] = round(time.perf_counter() - started, 1)
     row.setdefault("ready", False)
@@ -442,9 +580,13 @@ def _peer_cell(cell: dict[str, Any] | None) -> str:
 
 def best_peer_nodes(row: dict[str, Any]) -> int | None:
     """Fewest nodes among onnxsim's and onnxslim's outputs that are correct (checker, ORT, parity)."""
-    counts = [cell["nodes"] for tool, cell in row.get("peers", {}).items()
-              if tool in ("onnxsim", "onnxslim") and cell.get("nodes") is not None
-              and all(cell[k][0] for k in ("checker", "ort", "parity"))]
+    counts = [
+        cell["nodes"]
+        for tool, cell in row.get("peers", {}).items()
+        if tool in ("onnxsim", "onnxslim")
+        and cell.get("nodes") is not None
+        and all(cell[k][0] for k in ("checker", "ort", "parity"))
+    ]
     return min(counts) if counts else None
 
 
@@ -466,9 +608,14 @@ def nodes_verdict(row: dict[str, Any]) -> tuple[str, str]:
         return "-", ""
     if row["nodes"] <= best:
         return "ok", ""
-    below = {tool: cell for tool, cell in row.get("peers", {}).items()
-             if tool in ("onnxsim", "onnxslim") and cell.get("nodes") is not None and cell["nodes"] < row["nodes"]
-             and all(cell[k][0] for k in ("checker", "ort", "parity"))}
+    below = {
+        tool: cell
+        for tool, cell in row.get("peers", {}).items()
+        if tool in ("onnxsim", "onnxslim")
+        and cell.get("nodes") is not None
+        and cell["nodes"] < row["nodes"]
+        and all(cell[k][0] for k in ("checker", "ort", "parity"))
+    }
     reasons = []
     for tool, cell in sorted(below.items()):
         newer = cell.get("newer_ops") or {}
@@ -479,11 +626,16 @@ def nodes_verdict(row: dict[str, Any]) -> tuple[str, str]:
             adjusted = cell["nodes"] + sum(n * (OPSET18_SIZE[op] - 1) for op, n in newer.items())
             if adjusted < row["nodes"]:
                 break
-            reasons.append(f"{tool} {cell['nodes']} keeps {kept} (opset > 18; at opset 18 {adjusted})")
+            reasons.append(
+                f"{tool} {cell['nodes']} keeps {kept} (opset > 18; at opset 18 {adjusted})"
+            )
         else:
-            reasons.append(f"{tool} {cell['nodes']} keeps {kept} (no opset <= 18 form; com.microsoft: ONNX Runtime"
-                           " contrib ops, not ONNX)" if any(op.startswith("com.microsoft") for op in newer)
-                           else f"{tool} {cell['nodes']} keeps {kept} (no opset <= 18 form)")
+            reasons.append(
+                f"{tool} {cell['nodes']} keeps {kept} (no opset <= 18 form; com.microsoft: ONNX Runtime"
+                " contrib ops, not ONNX)"
+                if any(op.startswith("com.microsoft") for op in newer)
+                else f"{tool} {cell['nodes']} keeps {kept} (no opset <= 18 form)"
+            )
     else:
         if reasons:
             return "explained", "; ".join(reasons)
@@ -499,8 +651,18 @@ def _nodes_cell(row: dict[str, Any]) -> str:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    header = ["model", "source", "ready", *SURGERY_CHECKS, "nodes", "orig", "<=peers", "onnxsim", "onnxslim",
-              "polygraphy"]
+    header = [
+        "model",
+        "source",
+        "ready",
+        *SURGERY_CHECKS,
+        "nodes",
+        "orig",
+        "<=peers",
+        "onnxsim",
+        "onnxslim",
+        "polygraphy",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         peers = row.get("peers", {})
@@ -512,15 +674,21 @@ def render(rows: list[dict[str, Any]]) -> str:
     lines.append("")
     splits = [row for row in rows if row.get("split")]
     if splits:
-        lines.append("Split into a head (judged above: what the compiler gets) and a CPU tail (parity: head then tail):")
+        lines.append(
+            "Split into a head (judged above: what the compiler gets) and a CPU tail (parity: head then tail):"
+        )
         for row in splits:
             info = row["split"]
             size = info.get("boundary_bytes")
-            lines.append(f"- {row['name']}: boundary {len(info.get('boundary', []))} tensor(s)"
-                         f"{'' if size is None else f', {size} bytes'}; tail {info['tail_nodes']} nodes "
-                         f"({', '.join(info['tail_ops'][:6])}{' …' if len(info['tail_ops']) > 6 else ''})")
+            lines.append(
+                f"- {row['name']}: boundary {len(info.get('boundary', []))} tensor(s)"
+                f"{'' if size is None else f', {size} bytes'}; tail {info['tail_nodes']} nodes "
+                f"({', '.join(info['tail_ops'][:6])}{' …' if len(info['tail_ops']) > 6 else ''})"
+            )
         lines.append("")
-    notes = [(row["name"], nodes_verdict(row)[1]) for row in rows if nodes_verdict(row)[0] == "explained"]
+    notes = [
+        (row["name"], nodes_verdict(row)[1]) for row in rows if nodes_verdict(row)[0] == "explained"
+    ]
     if notes:
         lines.append("Node counts above the best peer, and why (* in <=peers):")
         lines += [f"- {name}: {why}" for name, why in notes]
@@ -538,11 +706,15 @@ def summary(rows: list[dict[str, Any]]) -> str:
     total = len(rows)
     parts = [f"surgery {sum(r['ready'] for r in rows)}/{total} ready"]
     for tool in ("onnxsim", "onnxslim", "polygraphy"):
-        parts.append(f"{tool} {sum(bool(r.get('peers', {}).get(tool, {}).get('ready')) for r in rows)}/{total}")
+        parts.append(
+            f"{tool} {sum(bool(r.get('peers', {}).get(tool, {}).get('ready')) for r in rows)}/{total}"
+        )
     verdicts = [nodes_verdict(r)[0] for r in rows]
     compared = [v for v in verdicts if v != "-"]
-    parts.append(f"surgery nodes <= best of onnxsim/onnxslim on {compared.count('ok')}/{len(compared)} compared"
-                 f" ({compared.count('explained')} above it explained, {compared.count('above')} not)")
+    parts.append(
+        f"surgery nodes <= best of onnxsim/onnxslim on {compared.count('ok')}/{len(compared)} compared"
+        f" ({compared.count('explained')} above it explained, {compared.count('above')} not)"
+    )
     return "; ".join(parts)
 
 
@@ -558,18 +730,30 @@ def select(rows: list[dict[str, Any]], subset: str, only: list[str]) -> list[dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subset", choices=("ci", "all"), default="all")
-    parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="run only these models")
+    parser.add_argument(
+        "--only", nargs="+", default=[], metavar="NAME", help="run only these models"
+    )
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown here")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
-    parser.add_argument("--render", action="store_true",
-                        help="print the table from the rows the last run left in the cache (runs nothing)")
-    parser.add_argument("--path", choices=("apply", "prepare"), default="apply",
-                        help="the user's path: doctor --emit-pipeline + apply (default), or the one command prepare")
-    parser.add_argument("--keep-peers", action="store_true",
-                        help="keep the peers' cells (and outputs) of each row's last run instead of running them again")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="print the table from the rows the last run left in the cache (runs nothing)",
+    )
+    parser.add_argument(
+        "--path",
+        choices=("apply", "prepare"),
+        default="apply",
+        help="the user's path: doctor --emit-pipeline + apply (default), or the one command prepare",
+    )
+    parser.add_argument(
+        "--keep-peers",
+        action="store_true",
+        help="keep the peers' cells (and outputs) of each row's last run instead of running them again",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--peers-in", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--row-out", type=Path, help=argparse.SUPPRESS)
@@ -605,8 +789,11 @@ def main(argv: list[str] | None = None) -> int:
         row = run_child(entry, args.cache, args.keep_peers)
         results[entry["name"]] = row
         status = "READY" if row["ready"] else "no: " + first_failure(row)
-        print(f"[{len(results)}/{len(chosen)}] {entry['name']} ({row['seconds']} s) {status}", file=sys.stderr,
-              flush=True)
+        print(
+            f"[{len(results)}/{len(chosen)}] {entry['name']} ({row['seconds']} s) {status}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         list(pool.map(one, chosen))

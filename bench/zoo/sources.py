@@ -29,11 +29,30 @@ def fetch_wheel(entry: dict[str, Any], cache: Path, target: Path) -> Path:
     stem = entry["package"].replace("-", "_").lower() + "-" + entry["version"] + "-"
     found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem)]
     if not found:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                               "-d", str(wheels), spec], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(wheels),
+                spec,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
-            raise SourceError(f"pip download {spec} failed: {(lines or ['exit ' + str(proc.returncode)])[-1][:200]}")
+            lines = [
+                ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")
+            ]
+            raise SourceError(
+                f"pip download {spec} failed: {(lines or ['exit ' + str(proc.returncode)])[-1][:200]}"
+            )
         found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(stem)]
         if not found:
             raise SourceError(f"pip download {spec} wrote no wheel")
@@ -68,7 +87,9 @@ def export_detector(entry: dict[str, Any], target: Path) -> Path:
     spec.loader.exec_module(module)
     out = target.parent / "export"
     out.mkdir(parents=True, exist_ok=True)
-    written = module.export(out, dynamo=entry["exporter"] == "dynamo", size=int(entry.get("size", 64)), dynamic=True)
+    written = module.export(
+        out, dynamo=entry["exporter"] == "dynamo", size=int(entry.get("size", 64)), dynamic=True
+    )
     _consolidate(Path(written), target)
     return target
 

@@ -36,8 +36,13 @@ def hardswish_to_hardsigmoid(graph: gs.Graph, options: Options) -> bool:
         stem = node.name if options.keep_names and node.name else f"hardswish_{count}"
         gate = gs.Variable(f"{stem}/gate_output", dtype=x.dtype, shape=x.shape)
         graph.nodes.append(
-            gs.Node("HardSigmoid", name=f"{stem}/HardSigmoid", attrs={"alpha": 1.0 / 6.0, "beta": 0.5},
-                    inputs=[x], outputs=[gate])
+            gs.Node(
+                "HardSigmoid",
+                name=f"{stem}/HardSigmoid",
+                attrs={"alpha": 1.0 / 6.0, "beta": 0.5},
+                inputs=[x],
+                outputs=[gate],
+            )
         )
         node.outputs.clear()  # detach y from the HardSwish so the Mul can produce it
         graph.nodes.append(gs.Node("Mul", name=f"{stem}/Mul", inputs=[x, gate], outputs=[y]))

@@ -32,18 +32,27 @@ def main(argv: list[str] | None = None) -> int:
 
     images = np.random.default_rng(0).uniform(0.0, 1.0, (1, 3, 16, 16)).astype(np.float32)
     model, report = surgery.apply(
-        build(), [hardswish_to_hardsigmoid(), Cleanup()], inputs={"images": images}, output=args.output
+        build(),
+        [hardswish_to_hardsigmoid(), Cleanup()],
+        inputs={"images": images},
+        output=args.output,
     )
     for step in report.steps:
         worst = step.worst()
         print(
             f"{step.name:26s} modified={step.modified!s:5s} checker={step.checker} ort={step.ort} "
-            f"parity={step.parity_status}" + (f" max_abs={worst.max_abs:.3g}" if worst else "")
+            f"parity={step.parity_status}"
+            + (f" max_abs={worst.max_abs:.3g}" if worst else "")
             + f" stats={step.stats}"
         )
     ops = collections.Counter(node.op_type for node in model.graph.node)
     print("ops after:", dict(sorted(ops.items())))
-    print("ir_version:", model.ir_version, "opset:", {o.domain or "ai.onnx": o.version for o in model.opset_import})
+    print(
+        "ir_version:",
+        model.ir_version,
+        "opset:",
+        {o.domain or "ai.onnx": o.version for o in model.opset_import},
+    )
     return 0
 
 

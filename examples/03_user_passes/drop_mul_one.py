@@ -19,8 +19,9 @@ from surgery.options import option
 @dataclasses.dataclass(frozen=True)
 class Options:
     only_scalars: bool = option(
-        True, help="remove only Muls by a rank-0 one; false: also by a one-element tensor when x's rank is known "
-        "to be at least its rank (so the Mul cannot broadcast x up)"
+        True,
+        help="remove only Muls by a rank-0 one; false: also by a one-element tensor when x's rank is known "
+        "to be at least its rank (so the Mul cannot broadcast x up)",
     )
 
 
@@ -48,15 +49,24 @@ class DropMulOne(SurgeryPass):
         removed = 0
         for graph in iter_graphs(model):
             for node in list(graph):
-                if node.op_type != "Mul" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+                if (
+                    node.op_type != "Mul"
+                    or node.domain not in ("", "ai.onnx")
+                    or len(node.inputs) != 2
+                ):
                     continue
                 keep = None
-                for x, other in ((node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])):
+                for x, other in (
+                    (node.inputs[0], node.inputs[1]),
+                    (node.inputs[1], node.inputs[0]),
+                ):
                     rank = _one_rank(other)
                     if x is None or rank is None:
                         continue
                     x_rank = len(x.shape) if x.shape is not None else None
-                    if rank == 0 or (not self.options.only_scalars and x_rank is not None and x_rank >= rank):
+                    if rank == 0 or (
+                        not self.options.only_scalars and x_rank is not None and x_rank >= rank
+                    ):
                         keep = x
                         break
                 out = node.outputs[0]

@@ -1,6 +1,6 @@
 """Build ``model.onnx``: a tiny classifier head with a Relu and a Mul by one (what a legacy export leaves).
 
-    python make_model.py [OUT.onnx]
+python make_model.py [OUT.onnx]
 """
 
 from __future__ import annotations
@@ -26,9 +26,16 @@ def build() -> onnx.ModelProto:
         h.make_node("Mul", ["m", "one"], ["scaled"], name="/fc/Mul"),  # a no-op the exporter left
         h.make_node("Relu", ["scaled"], ["y"], name="/act/Relu"),
     ]
-    graph = h.make_graph(nodes, "user_passes", [h.make_tensor_value_info("x", T.FLOAT, [2, 8])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [2, 4])], inits)
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], producer_name="onnx-surgery example")
+    graph = h.make_graph(
+        nodes,
+        "user_passes",
+        [h.make_tensor_value_info("x", T.FLOAT, [2, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, [2, 4])],
+        inits,
+    )
+    model = h.make_model(
+        graph, opset_imports=[h.make_opsetid("", 17)], producer_name="onnx-surgery example"
+    )
     model.ir_version = 9
     return model
 

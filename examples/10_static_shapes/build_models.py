@@ -78,7 +78,9 @@ def _torch_modules():
         def __init__(self, nc: int = 2) -> None:
             super().__init__()
             self.nc = nc
-            self.stem = nn.Sequential(ConvAct(3, 8, 3, 2), ConvAct(8, 8, 3, 2), C2f(8), ConvAct(8, 16, 3, 2))
+            self.stem = nn.Sequential(
+                ConvAct(3, 8, 3, 2), ConvAct(8, 8, 3, 2), C2f(8), ConvAct(8, 16, 3, 2)
+            )
             self.down4 = ConvAct(16, 16, 3, 2)
             self.down5 = nn.Sequential(ConvAct(16, 16, 3, 2), SPPF(16))
             self.lat4 = ConvAct(32, 16, 1)
@@ -91,8 +93,12 @@ def _torch_modules():
             p3 = self.stem(images)
             p4 = self.down4(p3)
             p5 = self.down5(p4)
-            n4 = self.lat4(torch.cat([p4, F.interpolate(p5, size=p4.shape[-2:], mode="nearest")], 1))
-            n3 = self.lat3(torch.cat([p3, F.interpolate(n4, size=p3.shape[-2:], mode="nearest")], 1))
+            n4 = self.lat4(
+                torch.cat([p4, F.interpolate(p5, size=p4.shape[-2:], mode="nearest")], 1)
+            )
+            n3 = self.lat3(
+                torch.cat([p3, F.interpolate(n4, size=p3.shape[-2:], mode="nearest")], 1)
+            )
             boxes, scores = [], []
             for i, feat in enumerate((n3, n4, p5)):
                 b, _, hh, ww = feat.shape
@@ -119,7 +125,11 @@ def _torch_modules():
 
         def forward(self, x):
             b, s, d = x.shape
-            qkv = self.qkv(self.norm(x)).reshape(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            qkv = (
+                self.qkv(self.norm(x))
+                .reshape(b, s, 3, self.heads, d // self.heads)
+                .permute(2, 0, 3, 1, 4)
+            )
             q, k, v = qkv[0], qkv[1], qkv[2]
             att = (q @ k.transpose(-2, -1)) * (d // self.heads) ** -0.5
             y = (att.softmax(-1) @ v).transpose(1, 2).reshape(b, s, d)
@@ -139,17 +149,34 @@ def _torch_modules():
     return TinyYolo, Block
 
 
-def _export(module, args, path: Path, *, dynamo: bool, input_names, output_names, dynamic) -> onnx.ModelProto:
+def _export(
+    module, args, path: Path, *, dynamo: bool, input_names, output_names, dynamic
+) -> onnx.ModelProto:
     import torch
 
     module.eval()
     if dynamo:
-        program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dynamic["dynamo"],
-                                    input_names=input_names, output_names=output_names, verbose=False)
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            dynamic_shapes=dynamic["dynamo"],
+            input_names=input_names,
+            output_names=output_names,
+            verbose=False,
+        )
         program.save(str(path))
     else:
-        torch.onnx.export(module, args, str(path), dynamo=False, input_names=input_names,
-                          output_names=output_names, dynamic_axes=dynamic["legacy"], opset_version=17)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic["legacy"],
+            opset_version=17,
+        )
     return onnx.load(str(path))
 
 
@@ -161,10 +188,21 @@ def yolo(path: Path) -> onnx.ModelProto:
     TinyYolo, _ = _torch_modules()
     torch.manual_seed(0)
     images = torch.rand(1, 3, 96, 128)
-    dynamic = {"dynamo": {"images": {2: Dim("height", min=64, max=1024), 3: Dim("width", min=64, max=1024)}}}
+    dynamic = {
+        "dynamo": {
+            "images": {2: Dim("height", min=64, max=1024), 3: Dim("width", min=64, max=1024)}
+        }
+    }
     with torch.no_grad():
-        return _export(TinyYolo(), (images,), path, dynamo=True, input_names=["images"], output_names=["preds"],
-                       dynamic=dynamic)
+        return _export(
+            TinyYolo(),
+            (images,),
+            path,
+            dynamo=True,
+            input_names=["images"],
+            output_names=["preds"],
+            dynamic=dynamic,
+        )
 
 
 def transformer(path: Path, *, dynamo: bool) -> onnx.ModelProto:
@@ -180,7 +218,15 @@ def transformer(path: Path, *, dynamo: bool) -> onnx.ModelProto:
         "legacy": {"x": {0: "batch", 1: "seq"}, "y": {0: "batch", 1: "seq"}},
     }
     with torch.no_grad():
-        return _export(Block(), (x,), path, dynamo=dynamo, input_names=["x"], output_names=["y"], dynamic=dynamic)
+        return _export(
+            Block(),
+            (x,),
+            path,
+            dynamo=dynamo,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic=dynamic,
+        )
 
 
 # ---------------------------------------------------------------------------------------- helper
@@ -200,13 +246,22 @@ class _Builder:
 
     def const(self, array) -> str:
         out = self.name("Constant") + ".tmp_0"
-        self.nodes.append(h.make_node("Constant", [], [out], name=out.replace(".tmp_0", ""),
-                                      value=numpy_helper.from_array(np.asarray(array))))
+        self.nodes.append(
+            h.make_node(
+                "Constant",
+                [],
+                [out],
+                name=out.replace(".tmp_0", ""),
+                value=numpy_helper.from_array(np.asarray(array)),
+            )
+        )
         return out
 
     def op(self, op_type: str, inputs: list[str], **attrs) -> str:
         out = self.name(op_type.lower()) + ".tmp_0"
-        self.nodes.append(h.make_node(op_type, inputs, [out], name=out.replace(".tmp_0", ""), **attrs))
+        self.nodes.append(
+            h.make_node(op_type, inputs, [out], name=out.replace(".tmp_0", ""), **attrs)
+        )
         return out
 
     def weight(self, array: np.ndarray) -> str:
@@ -237,16 +292,25 @@ def paddle(blocks: int = 40) -> onnx.ModelProto:
         back = b.op("Reshape", [act, b.op("Shape", [y])])
         x = b.op("Add", [x, back])
     final = b.op("Shape", [x])
-    batch = b.op("Squeeze", [b.op("Slice", [final, b.const([0]), b.const([1]), b.const([0])]), b.const([0])])
+    batch = b.op(
+        "Squeeze", [b.op("Slice", [final, b.const([0]), b.const([1]), b.const([0])]), b.const([0])]
+    )
     out_shape = b.op("Concat", [b.op("Unsqueeze", [batch, b.const([0])]), b.const([-1])], axis=0)
-    b.nodes.append(h.make_node("Reshape", [x, out_shape], ["save_infer_model/scale_0.tmp_0"], name="reshape_out"))
+    b.nodes.append(
+        h.make_node(
+            "Reshape", [x, out_shape], ["save_infer_model/scale_0.tmp_0"], name="reshape_out"
+        )
+    )
     graph = h.make_graph(
-        b.nodes, "paddle_like",
+        b.nodes,
+        "paddle_like",
         [h.make_tensor_value_info("x", T.FLOAT, [-1, 3, "?", "?"])],
         [h.make_tensor_value_info("save_infer_model/scale_0.tmp_0", T.FLOAT, [-1, -1])],
         b.inits,
     )
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)], producer_name="PaddlePaddle")
+    model = h.make_model(
+        graph, opset_imports=[h.make_opsetid("", 13)], producer_name="PaddlePaddle"
+    )
     model.ir_version = 7
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -255,9 +319,15 @@ def paddle(blocks: int = 40) -> onnx.ModelProto:
 def vad(samples: str | int = "samples") -> onnx.ModelProto:
     """A Silero-VAD-style model: scalar int64 ``sr``, nested shape/sr-dependent Ifs, a state."""
     rng = np.random.default_rng(1)
-    w512 = numpy_helper.from_array((rng.standard_normal((64, 8)) * 0.1).astype(np.float32), "w_chunk")
-    w256 = numpy_helper.from_array((rng.standard_normal((256, 8)) * 0.1).astype(np.float32), "w_short")
-    w_state = numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.1).astype(np.float32), "w_state")
+    w512 = numpy_helper.from_array(
+        (rng.standard_normal((64, 8)) * 0.1).astype(np.float32), "w_chunk"
+    )
+    w256 = numpy_helper.from_array(
+        (rng.standard_normal((256, 8)) * 0.1).astype(np.float32), "w_short"
+    )
+    w_state = numpy_helper.from_array(
+        (rng.standard_normal((16, 16)) * 0.1).astype(np.float32), "w_state"
+    )
 
     def vi(name, dtype, shape):
         return h.make_tensor_value_info(name, dtype, shape)
@@ -275,18 +345,29 @@ def vad(samples: str | int = "samples") -> onnx.ModelProto:
         "long_chunk",
         [],
         [vi("prob_l", T.FLOAT, None), vi("state_l", T.FLOAT, None)],
-        [numpy_helper.from_array(np.array([-1, 8, 64], dtype=np.int64), "chunk_shape")],  # a branch initializer
+        [
+            numpy_helper.from_array(np.array([-1, 8, 64], dtype=np.int64), "chunk_shape")
+        ],  # a branch initializer
     )
     # 16 kHz, any other length: only valid for exactly 256 samples (no longer type-checks at 512)
     short_branch = h.make_graph(
         [
-            h.make_node("Constant", [], ["short_shape"], name="s/shape",
-                        value=numpy_helper.from_array(np.array([1, 256], dtype=np.int64))),
-            h.make_node("Add", ["input", "short_bias"], ["biased"], name="s/bias"),  # [batch, 256] only
+            h.make_node(
+                "Constant",
+                [],
+                ["short_shape"],
+                name="s/shape",
+                value=numpy_helper.from_array(np.array([1, 256], dtype=np.int64)),
+            ),
+            h.make_node(
+                "Add", ["input", "short_bias"], ["biased"], name="s/bias"
+            ),  # [batch, 256] only
             h.make_node("Reshape", ["biased", "short_shape"], ["flat"], name="s/reshape"),
             h.make_node("MatMul", ["flat", "w_short"], ["mm"], name="s/matmul"),
             h.make_node("Sigmoid", ["mm"], ["prob_s"], name="s/sigmoid"),
-            h.make_node("Identity", ["state"], ["state_s"], name="s/state"),  # the outer state, unchanged
+            h.make_node(
+                "Identity", ["state"], ["state_s"], name="s/state"
+            ),  # the outer state, unchanged
         ],
         "short_chunk",
         [],
@@ -296,8 +377,14 @@ def vad(samples: str | int = "samples") -> onnx.ModelProto:
     sr16_branch = h.make_graph(
         [
             h.make_node("Equal", ["n_samples", "c512"], ["is_long"], name="sr16/is_long"),
-            h.make_node("If", ["is_long"], ["prob16", "state16"], name="sr16/if_len",
-                        then_branch=long_branch, else_branch=short_branch),
+            h.make_node(
+                "If",
+                ["is_long"],
+                ["prob16", "state16"],
+                name="sr16/if_len",
+                then_branch=long_branch,
+                else_branch=short_branch,
+            ),
         ],
         "sr16",
         [],
@@ -306,7 +393,9 @@ def vad(samples: str | int = "samples") -> onnx.ModelProto:
     # 8 kHz: decimate by 2, then the short path; else (unsupported rate): zeros and the old state
     sr8_ok = h.make_graph(
         [
-            h.make_node("Slice", ["input", "z1", "big1", "one1", "two1"], ["dec"], name="sr8/decimate"),
+            h.make_node(
+                "Slice", ["input", "z1", "big1", "one1", "two1"], ["dec"], name="sr8/decimate"
+            ),
             h.make_node("ReduceMean", ["dec"], ["m8"], axes=[1], keepdims=1, name="sr8/mean"),
             h.make_node("Sigmoid", ["m8"], ["p8"], name="sr8/sigmoid"),
             h.make_node("Expand", ["p8", "prob_shape8"], ["prob8"], name="sr8/expand"),
@@ -318,8 +407,13 @@ def vad(samples: str | int = "samples") -> onnx.ModelProto:
     )
     sr_bad = h.make_graph(
         [
-            h.make_node("ConstantOfShape", ["prob_shape8"], ["zeros"], name="bad/zeros",
-                        value=numpy_helper.from_array(np.zeros(1, np.float32))),
+            h.make_node(
+                "ConstantOfShape",
+                ["prob_shape8"],
+                ["zeros"],
+                name="bad/zeros",
+                value=numpy_helper.from_array(np.zeros(1, np.float32)),
+            ),
             h.make_node("Identity", ["state"], ["state_b"], name="bad/state"),
         ],
         "sr_bad",
@@ -329,7 +423,14 @@ def vad(samples: str | int = "samples") -> onnx.ModelProto:
     other_branch = h.make_graph(
         [
             h.make_node("Equal", ["sr", "c8000"], ["is8"], name="other/is8"),
-            h.make_node("If", ["is8"], ["prob_o", "state_o"], name="other/if8", then_branch=sr8_ok, else_branch=sr_bad),
+            h.make_node(
+                "If",
+                ["is8"],
+                ["prob_o", "state_o"],
+                name="other/if8",
+                then_branch=sr8_ok,
+                else_branch=sr_bad,
+            ),
         ],
         "other_rate",
         [],
@@ -342,17 +443,36 @@ def vad(samples: str | int = "samples") -> onnx.ModelProto:
         h.make_node("Unsqueeze", ["batch", "axes0"], ["batch1"], name="batch1"),
         h.make_node("Concat", ["batch1", "c8_1"], ["prob_shape8"], axis=0, name="prob_shape8"),
         h.make_node("Equal", ["sr", "c16000"], ["is16"], name="is16"),
-        h.make_node("If", ["is16"], ["prob", "new_state"], name="if_sr", then_branch=sr16_branch, else_branch=other_branch),
+        h.make_node(
+            "If",
+            ["is16"],
+            ["prob", "new_state"],
+            name="if_sr",
+            then_branch=sr16_branch,
+            else_branch=other_branch,
+        ),
     ]
     consts = {
-        "one": np.array(1, np.int64), "zero": np.array(0, np.int64), "axes0": np.array([0], np.int64),
-        "c8_1": np.array([8], np.int64), "c16000": np.array(16000, np.int64), "c8000": np.array(8000, np.int64),
-        "c512": np.array(512, np.int64), "z1": np.array([0], np.int64), "big1": np.array([1 << 30], np.int64),
-        "one1": np.array([1], np.int64), "two1": np.array([2], np.int64),
+        "one": np.array(1, np.int64),
+        "zero": np.array(0, np.int64),
+        "axes0": np.array([0], np.int64),
+        "c8_1": np.array([8], np.int64),
+        "c16000": np.array(16000, np.int64),
+        "c8000": np.array(8000, np.int64),
+        "c512": np.array(512, np.int64),
+        "z1": np.array([0], np.int64),
+        "big1": np.array([1 << 30], np.int64),
+        "one1": np.array([1], np.int64),
+        "two1": np.array([2], np.int64),
     }
     graph = h.make_graph(
-        nodes, "vad",
-        [vi("input", T.FLOAT, ["batch", samples]), vi("sr", T.INT64, []), vi("state", T.FLOAT, [2, "batch", 16])],
+        nodes,
+        "vad",
+        [
+            vi("input", T.FLOAT, ["batch", samples]),
+            vi("sr", T.INT64, []),
+            vi("state", T.FLOAT, [2, "batch", 16]),
+        ],
         [vi("prob", T.FLOAT, ["batch", "prob_len"]), vi("new_state", T.FLOAT, [2, "batch", 16])],
         [numpy_helper.from_array(v, k) for k, v in consts.items()] + [w512, w256, w_state],
     )
@@ -364,7 +484,9 @@ def vad(samples: str | int = "samples") -> onnx.ModelProto:
 
 def main(argv: list[str]) -> None:
     """``build_models.py OUT_DIR [--torch]``: the helper-built models, and the torch exports with --torch."""
-    out = Path(argv[0]) if argv and not argv[0].startswith("-") else Path(__file__).parent / "models"
+    out = (
+        Path(argv[0]) if argv and not argv[0].startswith("-") else Path(__file__).parent / "models"
+    )
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(paddle(), out / "paddle.onnx")
     onnx.save(vad(), out / "vad.onnx")

@@ -28,36 +28,63 @@ def build() -> onnx.ModelProto:
     edges = np.linspace(0, bins, BANDS + 1).astype(int)
     bank = np.zeros((bins, BANDS), np.float32)
     for b in range(BANDS):
-        bank[edges[b]:edges[b + 1], b] = 1.0
+        bank[edges[b] : edges[b + 1], b] = 1.0
     body = h.make_graph(
-        [h.make_node("Mul", ["state_in", "keep"], ["kept"], name="/smooth/Mul_keep"),
-         h.make_node("Mul", ["x_t", "take"], ["taken"], name="/smooth/Mul_take"),
-         h.make_node("Add", ["kept", "taken"], ["state_out"], name="/smooth/Add"),
-         h.make_node("Identity", ["state_out"], ["y_t"], name="/smooth/Identity")],
+        [
+            h.make_node("Mul", ["state_in", "keep"], ["kept"], name="/smooth/Mul_keep"),
+            h.make_node("Mul", ["x_t", "take"], ["taken"], name="/smooth/Mul_take"),
+            h.make_node("Add", ["kept", "taken"], ["state_out"], name="/smooth/Add"),
+            h.make_node("Identity", ["state_out"], ["y_t"], name="/smooth/Identity"),
+        ],
         "smooth_body",
-        [h.make_tensor_value_info("state_in", T.FLOAT, [BANDS]), h.make_tensor_value_info("x_t", T.FLOAT, [BANDS])],
-        [h.make_tensor_value_info("state_out", T.FLOAT, [BANDS]), h.make_tensor_value_info("y_t", T.FLOAT, [BANDS])],
-        [numpy_helper.from_array(np.array(0.9, np.float32), "keep"), numpy_helper.from_array(np.array(0.1, np.float32), "take")],
+        [
+            h.make_tensor_value_info("state_in", T.FLOAT, [BANDS]),
+            h.make_tensor_value_info("x_t", T.FLOAT, [BANDS]),
+        ],
+        [
+            h.make_tensor_value_info("state_out", T.FLOAT, [BANDS]),
+            h.make_tensor_value_info("y_t", T.FLOAT, [BANDS]),
+        ],
+        [
+            numpy_helper.from_array(np.array(0.9, np.float32), "keep"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "take"),
+        ],
     )
     nodes = [
         h.make_node("Unsqueeze", ["signal", "axis_last"], ["signal3"], name="/frontend/Unsqueeze"),
         h.make_node("STFT", ["signal3", "hop", "window", ""], ["spec"], name="/frontend/STFT"),
-        h.make_node("ReduceSumSquare", ["spec"], ["power"], axes=[3], keepdims=0, name="/frontend/Power"),
+        h.make_node(
+            "ReduceSumSquare", ["spec"], ["power"], axes=[3], keepdims=0, name="/frontend/Power"
+        ),
         h.make_node("MatMul", ["power", "bank"], ["bands"], name="/frontend/FilterBank"),
         h.make_node("Add", ["bands", "eps"], ["bands_eps"], name="/frontend/Add_eps"),
         h.make_node("Log", ["bands_eps"], ["logbands"], name="/frontend/Log"),
         h.make_node("Squeeze", ["logbands", "axis0"], ["frames"], name="/frontend/Squeeze"),
-        h.make_node("Scan", ["state0", "frames"], ["state", "smoothed"], body=body, num_scan_inputs=1,
-                    name="/frontend/Scan"),
-        h.make_node("Unsqueeze", ["smoothed", "axis0"], ["features"], name="/frontend/Unsqueeze_out"),
+        h.make_node(
+            "Scan",
+            ["state0", "frames"],
+            ["state", "smoothed"],
+            body=body,
+            num_scan_inputs=1,
+            name="/frontend/Scan",
+        ),
+        h.make_node(
+            "Unsqueeze", ["smoothed", "axis0"], ["features"], name="/frontend/Unsqueeze_out"
+        ),
     ]
     inits = {
-        "axis_last": np.array([2], np.int64), "axis0": np.array([0], np.int64), "hop": np.array(HOP, np.int64),
-        "window": np.hanning(N_FFT).astype(np.float32), "bank": bank, "eps": np.array(1e-6, np.float32),
+        "axis_last": np.array([2], np.int64),
+        "axis0": np.array([0], np.int64),
+        "hop": np.array(HOP, np.int64),
+        "window": np.hanning(N_FFT).astype(np.float32),
+        "bank": bank,
+        "eps": np.array(1e-6, np.float32),
         "state0": np.zeros(BANDS, np.float32),
     }
     graph = h.make_graph(
-        nodes, "audio_front_end", [h.make_tensor_value_info("signal", T.FLOAT, [1, "samples"])],
+        nodes,
+        "audio_front_end",
+        [h.make_tensor_value_info("signal", T.FLOAT, [1, "samples"])],
         [h.make_tensor_value_info("features", T.FLOAT, [1, "n_frames", BANDS])],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )

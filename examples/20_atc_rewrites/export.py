@@ -60,9 +60,18 @@ def export(path: str) -> None:
     grid = torch.rand(1, 8, 8, 2) * 2 - 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (image, grid), path, dynamo=False, opset_version=20, export_modules_as_functions=True,
-                          training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
-                          input_names=["image", "grid"], output_names=["probs"])
+        torch.onnx.export(
+            net,
+            (image, grid),
+            path,
+            dynamo=False,
+            opset_version=20,
+            export_modules_as_functions=True,
+            training=torch.onnx.TrainingMode.PRESERVE,
+            do_constant_folding=False,
+            input_names=["image", "grid"],
+            output_names=["probs"],
+        )
 
 
 if __name__ == "__main__":

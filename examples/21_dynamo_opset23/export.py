@@ -47,7 +47,9 @@ class Block(nn.Module):
         self.drop = nn.Dropout(0.1)
         self.head = nn.Linear(DIM, VOCAB)
         self.register_buffer("temperature", torch.tensor(0.7, dtype=torch.float64))
-        with torch.no_grad():  # trained-looking norm scales (ones would be folded into one initializer)
+        with (
+            torch.no_grad()
+        ):  # trained-looking norm scales (ones would be folded into one initializer)
             self.norm1.weight.uniform_(0.5, 1.5)
             self.norm2.weight.uniform_(0.5, 1.5)
 
@@ -74,11 +76,22 @@ def build() -> tuple[Block, torch.Tensor]:
 def export(path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     block, x = build()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notices
+    logging.getLogger("torch.onnx").setLevel(
+        logging.ERROR
+    )  # "torchvision is not installed" notices
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(block, (x,), path, dynamo=True, opset_version=23, external_data=False,
-                          input_names=["x"], output_names=["logprobs"], verbose=False)
+        torch.onnx.export(
+            block,
+            (x,),
+            path,
+            dynamo=True,
+            opset_version=23,
+            external_data=False,
+            input_names=["x"],
+            output_names=["logprobs"],
+            verbose=False,
+        )
 
 
 if __name__ == "__main__":

@@ -32,20 +32,28 @@ class DropoutLayer(torch.nn.Module):
 class Detector(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.stem = torch.nn.Sequential(torch.nn.Conv2d(12, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.SiLU())
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.SiLU())
+        self.stem = torch.nn.Sequential(
+            torch.nn.Conv2d(12, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.SiLU()
+        )
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.SiLU()
+        )
         self.drop = DropoutLayer(0.2)
         self.head = torch.nn.Conv2d(16, 8, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        focus = torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+        focus = torch.cat(
+            [x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1
+        )
         return self.head(self.drop(self.body(self.stem(focus))))
 
 
 class Frontend(torch.nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         window = torch.hann_window(64)
-        spec = torch.stft(audio, n_fft=64, hop_length=16, window=window, center=False, return_complex=False)
+        spec = torch.stft(
+            audio, n_fft=64, hop_length=16, window=window, center=False, return_complex=False
+        )
         return spec.pow(2).sum(-1)
 
 
@@ -63,11 +71,26 @@ def main(out_dir: str) -> None:
     for module in detector.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.eval()  # batch norm uses its running statistics
-    torch.onnx.export(detector, (torch.randn(1, 3, 64, 64),), str(out / "detector.onnx"), dynamo=False,
-                      do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE, opset_version=17,
-                      input_names=["images"], output_names=["features"])
-    torch.onnx.export(Frontend().eval(), (torch.randn(1, 1024),), str(out / "frontend.onnx"), dynamo=False,
-                      opset_version=17, input_names=["audio"], output_names=["power"])
+    torch.onnx.export(
+        detector,
+        (torch.randn(1, 3, 64, 64),),
+        str(out / "detector.onnx"),
+        dynamo=False,
+        do_constant_folding=False,
+        training=torch.onnx.TrainingMode.PRESERVE,
+        opset_version=17,
+        input_names=["images"],
+        output_names=["features"],
+    )
+    torch.onnx.export(
+        Frontend().eval(),
+        (torch.randn(1, 1024),),
+        str(out / "frontend.onnx"),
+        dynamo=False,
+        opset_version=17,
+        input_names=["audio"],
+        output_names=["power"],
+    )
 
 
 if __name__ == "__main__":

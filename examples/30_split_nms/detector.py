@@ -25,8 +25,13 @@ SCORE_THRESHOLD = 0.2
 MAX_PER_CLASS = 20
 
 
-def _nms_reference(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou: float,
-                   score_threshold: float) -> torch.Tensor:
+def _nms_reference(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    max_per_class: int,
+    iou: float,
+    score_threshold: float,
+) -> torch.Tensor:
     """ONNX NonMaxSuppression semantics (center_point_box=0) in plain torch: [K, 3] int64."""
     selected = []
     for b in range(boxes.shape[0]):
@@ -37,7 +42,11 @@ def _nms_reference(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int
         area = (x2 - x1) * (y2 - y1)
         for c in range(scores.shape[1]):
             s = scores[b, c]
-            order = [int(i) for i in torch.argsort(s, descending=True, stable=True) if s[i] > score_threshold]
+            order = [
+                int(i)
+                for i in torch.argsort(s, descending=True, stable=True)
+                if s[i] > score_threshold
+            ]
             keep: list[int] = []
             for i in order:
                 if len(keep) >= max_per_class:
@@ -106,8 +115,10 @@ class Detector(nn.Module):
         super().__init__()
         self.legacy = legacy
         self.backbone = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.SiLU(),
         )
         self.head = nn.Conv2d(16, 4 + NUM_CLASSES, 1)
 
@@ -128,26 +139,46 @@ class Detector(nn.Module):
             k = min(PRE_NMS_TOP_K, best.shape[1])
         _, top = best.topk(k, dim=1)  # [B, k]
         top_boxes = torch.gather(boxes, 1, top.unsqueeze(-1).expand(-1, -1, 4))  # [B, k, 4]
-        top_scores = torch.gather(scores, 2, top.unsqueeze(1).expand(-1, NUM_CLASSES, -1))  # [B, C, k]
-        selected = _LegacyNMS.apply(top_boxes, top_scores) if self.legacy else nms_op(top_boxes, top_scores)
+        top_scores = torch.gather(
+            scores, 2, top.unsqueeze(1).expand(-1, NUM_CLASSES, -1)
+        )  # [B, C, k]
+        selected = (
+            _LegacyNMS.apply(top_boxes, top_scores)
+            if self.legacy
+            else nms_op(top_boxes, top_scores)
+        )
         b, c, i = selected[:, 0], selected[:, 1], selected[:, 2]
         det_boxes = top_boxes[b, i]  # [K, 4]
         det_scores = top_scores[b, c, i]  # [K]
         # post-NMS TopK: k = min(MAX_DETECTIONS, K), K known only at run time
         if self.legacy:
-            kk = torch.min(torch.cat([torch.tensor([MAX_DETECTIONS]), torch._shape_as_tensor(det_scores)]))
+            kk = torch.min(
+                torch.cat([torch.tensor([MAX_DETECTIONS]), torch._shape_as_tensor(det_scores)])
+            )
         else:
             kk = min(MAX_DETECTIONS, det_scores.shape[0])
         final_scores, order = det_scores.topk(kk)
         detections = torch.cat(
-            [det_boxes[order], final_scores.unsqueeze(1), c[order].unsqueeze(1).float(), b[order].unsqueeze(1).float()],
+            [
+                det_boxes[order],
+                final_scores.unsqueeze(1),
+                c[order].unsqueeze(1).float(),
+                b[order].unsqueeze(1).float(),
+            ],
             dim=1,
         )  # [min(10, K), 7]
         return pred, detections
 
 
-def export(out_dir: str | Path, *, dynamo: bool, size: int = 32, batch: int = 1, dynamic: bool = False,
-           seed: int = 0) -> Path:
+def export(
+    out_dir: str | Path,
+    *,
+    dynamo: bool,
+    size: int = 32,
+    batch: int = 1,
+    dynamic: bool = False,
+    seed: int = 0,
+) -> Path:
     """Export the detector and return the path of the ONNX file."""
     torch.manual_seed(seed)
     model = Detector(legacy=not dynamo).eval()
@@ -158,8 +189,13 @@ def export(out_dir: str | Path, *, dynamo: bool, size: int = 32, batch: int = 1,
         if dynamic:
             kwargs["dynamic_shapes"] = {"images": {0: torch.export.Dim("batch", max=8)}}
         onnx_program = torch.onnx.export(
-            model, (images,), dynamo=True, input_names=["images"], output_names=["pred", "detections"],
-            custom_translation_table={torch.ops.surgery_example.nms.default: _onnx_nms}, **kwargs,
+            model,
+            (images,),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["pred", "detections"],
+            custom_translation_table={torch.ops.surgery_example.nms.default: _onnx_nms},
+            **kwargs,
         )
         onnx_program.save(str(path))
     else:
@@ -168,13 +204,21 @@ def export(out_dir: str | Path, *, dynamo: bool, size: int = 32, batch: int = 1,
             kwargs["dynamic_axes"] = {"images": {0: "batch"}}
         with torch.no_grad():
             torch.onnx.export(
-                model, (images,), str(path), dynamo=False, opset_version=17, input_names=["images"],
-                output_names=["pred", "detections"], **kwargs,
+                model,
+                (images,),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["images"],
+                output_names=["pred", "detections"],
+                **kwargs,
             )
     return path
 
 
-def perturb(source: str | Path, target: str | Path, weight: str = "backbone.2.weight", delta: float = 0.05) -> Path:
+def perturb(
+    source: str | Path, target: str | Path, weight: str = "backbone.2.weight", delta: float = 0.05
+) -> Path:
     """Copy ``source`` with one element of a Conv weight changed (for ``surgery compare``)."""
     import onnx
     from onnx import numpy_helper

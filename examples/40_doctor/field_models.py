@@ -51,8 +51,12 @@ class Float64Math(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1))
+        self.register_buffer(
+            "mean", torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+        )
+        self.register_buffer(
+            "std", torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = ((x.double() - self.mean) / self.std).float()  # preprocessing in float64
@@ -66,13 +70,23 @@ class _NMS3(torch.autograd.Function):
     @staticmethod
     def forward(ctx, boxes, scores):  # type: ignore[override]
         n = boxes.shape[1]
-        return torch.stack([torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.int64),
-                            torch.arange(n, dtype=torch.int64)], dim=1)
+        return torch.stack(
+            [
+                torch.zeros(n, dtype=torch.int64),
+                torch.zeros(n, dtype=torch.int64),
+                torch.arange(n, dtype=torch.int64),
+            ],
+            dim=1,
+        )
 
     @staticmethod
     def symbolic(g, boxes, scores):  # type: ignore[override]
-        return g.op("NonMaxSuppression", boxes, scores,
-                    g.op("Constant", value_t=torch.tensor([5], dtype=torch.int64)))
+        return g.op(
+            "NonMaxSuppression",
+            boxes,
+            scores,
+            g.op("Constant", value_t=torch.tensor([5], dtype=torch.int64)),
+        )
 
 
 class NmsDetector(nn.Module):
@@ -97,7 +111,9 @@ class GridSampler(nn.Module):
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
 
     def forward(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        return F.grid_sample(self.conv(x), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return F.grid_sample(
+            self.conv(x), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
 
 
 class DynamicNet(nn.Module):
@@ -137,27 +153,68 @@ def export(name: str, out_dir: Path) -> Path:
     torch.manual_seed(0)
     path = out_dir / f"{name}.onnx"
     if name == "opset20_dynamo":
-        torch.onnx.export(GeluBlock().eval(), (torch.randn(1, 3, 16, 16),), str(path), dynamo=True,
-                          opset_version=20, input_names=["x"])
+        torch.onnx.export(
+            GeluBlock().eval(),
+            (torch.randn(1, 3, 16, 16),),
+            str(path),
+            dynamo=True,
+            opset_version=20,
+            input_names=["x"],
+        )
     elif name == "float64_math":
-        torch.onnx.export(Float64Math().eval(), (torch.rand(1, 3, 16, 16),), str(path), dynamo=True,
-                          opset_version=18, input_names=["x"])
+        torch.onnx.export(
+            Float64Math().eval(),
+            (torch.rand(1, 3, 16, 16),),
+            str(path),
+            dynamo=True,
+            opset_version=18,
+            input_names=["x"],
+        )
     elif name == "nms_detector":
-        torch.onnx.export(NmsDetector().eval(), (torch.rand(1, 3, 16, 16),), str(path), dynamo=False,
-                          opset_version=17, input_names=["images"], output_names=["boxes", "selected"])
+        torch.onnx.export(
+            NmsDetector().eval(),
+            (torch.rand(1, 3, 16, 16),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["images"],
+            output_names=["boxes", "selected"],
+        )
     elif name == "gridsample":
         grid = torch.rand(1, 6, 6, 2) * 2 - 1
-        torch.onnx.export(GridSampler().eval(), (torch.rand(1, 3, 8, 8), grid), str(path), dynamo=True,
-                          opset_version=18, input_names=["x", "grid"])
+        torch.onnx.export(
+            GridSampler().eval(),
+            (torch.rand(1, 3, 8, 8), grid),
+            str(path),
+            dynamo=True,
+            opset_version=18,
+            input_names=["x", "grid"],
+        )
     elif name == "dynamic_dims":
-        batch, height, width = torch.export.Dim("batch", max=64), torch.export.Dim("height", min=2, max=512), \
-            torch.export.Dim("width", min=2, max=512)
-        torch.onnx.export(DynamicNet().eval(), (torch.rand(2, 3, 16, 16),), str(path), dynamo=True,
-                          opset_version=18, input_names=["x"],
-                          dynamic_shapes={"x": {0: batch, 2: 2 * height, 3: 2 * width}})
+        batch, height, width = (
+            torch.export.Dim("batch", max=64),
+            torch.export.Dim("height", min=2, max=512),
+            torch.export.Dim("width", min=2, max=512),
+        )
+        torch.onnx.export(
+            DynamicNet().eval(),
+            (torch.rand(2, 3, 16, 16),),
+            str(path),
+            dynamo=True,
+            opset_version=18,
+            input_names=["x"],
+            dynamic_shapes={"x": {0: batch, 2: 2 * height, 3: 2 * width}},
+        )
     elif name == "functions_legacy":
-        torch.onnx.export(BlockNet().eval(), (torch.rand(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17,
-                          input_names=["x"], export_modules_as_functions={ResidualBlock})
+        torch.onnx.export(
+            BlockNet().eval(),
+            (torch.rand(1, 3, 8, 8),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            export_modules_as_functions={ResidualBlock},
+        )
     else:
         raise SystemExit(f"unknown situation {name!r}; choose from {', '.join(EXPECTED)}")
     return path

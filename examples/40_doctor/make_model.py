@@ -32,21 +32,44 @@ def build() -> onnx.ModelProto:
         "scales": np.array([1, 1, 2, 2], np.float32),
     }
     nodes = [
-        h.make_node("Conv", ["images", "conv.w", "conv.b"], ["c1"], pads=[1, 1, 1, 1], name="/backbone/conv/Conv"),
+        h.make_node(
+            "Conv",
+            ["images", "conv.w", "conv.b"],
+            ["c1"],
+            pads=[1, 1, 1, 1],
+            name="/backbone/conv/Conv",
+        ),
         h.make_node("Relu", ["c1"], ["r1"], name="/backbone/act/Relu"),
-        h.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="/backbone/pool/MaxPool"),
+        h.make_node(
+            "MaxPool",
+            ["r1"],
+            ["p1"],
+            kernel_shape=[2, 2],
+            strides=[2, 2],
+            name="/backbone/pool/MaxPool",
+        ),
         h.make_node("Dropout", ["p1", "ratio"], ["d1"], name="/neck/dropout/Dropout"),
-        h.make_node("Resize", ["d1", "", "scales"], ["u1"], mode="nearest", nearest_mode="floor",
-                    coordinate_transformation_mode="asymmetric", name="/neck/upsample/Resize"),
+        h.make_node(
+            "Resize",
+            ["d1", "", "scales"],
+            ["u1"],
+            mode="nearest",
+            nearest_mode="floor",
+            coordinate_transformation_mode="asymmetric",
+            name="/neck/upsample/Resize",
+        ),
         h.make_node("Conv", ["u1", "head.w"], ["out"], name="/head/conv/Conv"),
     ]
     graph = h.make_graph(
-        nodes, "doctor_example",
+        nodes,
+        "doctor_example",
         [h.make_tensor_value_info("images", T.FLOAT, ["batch", 3, 32, 32])],
         [h.make_tensor_value_info("out", T.FLOAT, ["batch", 4, 32, 32])],
         [nh.from_array(v, k) for k, v in inits.items()],
     )
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], producer_name="onnx-surgery example")
+    model = h.make_model(
+        graph, opset_imports=[h.make_opsetid("", 17)], producer_name="onnx-surgery example"
+    )
     model.ir_version = 9  # onnx 1.23 would stamp 14, which onnxruntime 1.31 refuses
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -22,8 +22,13 @@ from onnx import numpy_helper
 
 
 def _model(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
-    graph = h.make_graph(nodes, "frontend" if len(nodes) > 1 else "overflow", inputs, outputs,
-                         [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()])
+    graph = h.make_graph(
+        nodes,
+        "frontend" if len(nodes) > 1 else "overflow",
+        inputs,
+        outputs,
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
@@ -34,22 +39,40 @@ def frontend() -> onnx.ModelProto:
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(400) / 400)).astype(np.float32)
     nodes = [
         h.make_node("Unsqueeze", ["waveform", "last"], ["/Unsqueeze_output_0"], name="/Unsqueeze"),
-        h.make_node("STFT", ["/Unsqueeze_output_0", "hop", "window"], ["/STFT_output_0"], name="/STFT"),
+        h.make_node(
+            "STFT", ["/Unsqueeze_output_0", "hop", "window"], ["/STFT_output_0"], name="/STFT"
+        ),
         h.make_node("Mul", ["/STFT_output_0", "/STFT_output_0"], ["/Mul_output_0"], name="/Mul"),
-        h.make_node("ReduceSum", ["/Mul_output_0", "last"], ["/ReduceSum_output_0"], name="/ReduceSum", keepdims=0),
+        h.make_node(
+            "ReduceSum",
+            ["/Mul_output_0", "last"],
+            ["/ReduceSum_output_0"],
+            name="/ReduceSum",
+            keepdims=0,
+        ),
         h.make_node("Add", ["/ReduceSum_output_0", "eps"], ["/Add_output_0"], name="/Add"),
         h.make_node("Log", ["/Add_output_0"], ["features"], name="/Log"),
     ]
-    return _model(nodes, [h.make_tensor_value_info("waveform", T.FLOAT, ["batch", "samples"])],
-                  [h.make_tensor_value_info("features", T.FLOAT, ["batch", "frames", "bins"])],
-                  {"last": np.array([-1], np.int64), "hop": np.array(160, np.int64), "window": window,
-                   "eps": np.array(1e-6, np.float32)})
+    return _model(
+        nodes,
+        [h.make_tensor_value_info("waveform", T.FLOAT, ["batch", "samples"])],
+        [h.make_tensor_value_info("features", T.FLOAT, ["batch", "frames", "bins"])],
+        {
+            "last": np.array([-1], np.int64),
+            "hop": np.array(160, np.int64),
+            "window": window,
+            "eps": np.array(1e-6, np.float32),
+        },
+    )
 
 
 def overflow() -> onnx.ModelProto:
-    return _model([h.make_node("Div", ["a", "b"], ["c"], name="/Div")],
-                  [h.make_tensor_value_info("a", T.INT32, [2]), h.make_tensor_value_info("b", T.INT32, [2])],
-                  [h.make_tensor_value_info("c", T.INT32, [2])], {})
+    return _model(
+        [h.make_node("Div", ["a", "b"], ["c"], name="/Div")],
+        [h.make_tensor_value_info("a", T.INT32, [2]), h.make_tensor_value_info("b", T.INT32, [2])],
+        [h.make_tensor_value_info("c", T.INT32, [2])],
+        {},
+    )
 
 
 if __name__ == "__main__":
@@ -57,5 +80,11 @@ if __name__ == "__main__":
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(frontend(), folder / "frontend.onnx")
     onnx.save(overflow(), folder / "overflow.onnx")
-    np.savez(folder / "overflow_inputs.npz", a=np.array([-(2**31), 7], np.int32), b=np.array([-1, 2], np.int32))
-    print(f"wrote {folder / 'frontend.onnx'}, {folder / 'overflow.onnx'} and {folder / 'overflow_inputs.npz'}")
+    np.savez(
+        folder / "overflow_inputs.npz",
+        a=np.array([-(2**31), 7], np.int32),
+        b=np.array([-1, 2], np.int32),
+    )
+    print(
+        f"wrote {folder / 'frontend.onnx'}, {folder / 'overflow.onnx'} and {folder / 'overflow_inputs.npz'}"
+    )

@@ -39,7 +39,7 @@ class Attention(torch.nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         q, k, v = self.q(h), self.k(h), self.v(h)
-        logits = q @ k.transpose(-1, -2) / (D ** 0.5)
+        logits = q @ k.transpose(-1, -2) / (D**0.5)
         return self.o(torch.softmax(logits, dim=-1) @ v)
 
 
@@ -70,8 +70,15 @@ def main(folder: str = ".") -> None:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     block, hidden = build()
-    torch.onnx.export(block, (torch.from_numpy(hidden),), str(out / "block.onnx"), input_names=["hidden"],
-                      output_names=["out"], opset_version=17, dynamo=False)
+    torch.onnx.export(
+        block,
+        (torch.from_numpy(hidden),),
+        str(out / "block.onnx"),
+        input_names=["hidden"],
+        output_names=["out"],
+        opset_version=17,
+        dynamo=False,
+    )
     np.savez(out / "hidden.npz", hidden=hidden)
     print(f"wrote {out / 'block.onnx'} and {out / 'hidden.npz'}")
 

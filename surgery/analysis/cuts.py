@@ -140,9 +140,19 @@ def constant_nodes(flow: Dataflow) -> set[ir.Node]:
     variable: set[ir.Value] = set(flow.graph.inputs)
     const: set[ir.Node] = set()
     for node in flow.nodes:
-        if any(v in variable or (v.producer() is None and not v.is_initializer()) for v in flow.inputs_of(node)):
+        if any(
+            v in variable or (v.producer() is None and not v.is_initializer())
+            for v in flow.inputs_of(node)
+        ):
             variable.update(node.outputs)
-        elif node.op_type in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"):
+        elif node.op_type in (
+            "RandomNormal",
+            "RandomUniform",
+            "RandomNormalLike",
+            "RandomUniformLike",
+            "Multinomial",
+            "Bernoulli",
+        ):
             variable.update(node.outputs)  # not reproducible: never duplicated on both sides
         else:
             const.add(node)
@@ -180,10 +190,25 @@ class Boundary:
 
 
 #: Op types that do the NPU's work: an automatic boundary never moves them into the CPU tail.
-HEAD_OPS = frozenset({
-    "Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv", "MatMul", "MatMulInteger",
-    "QLinearMatMul", "Gemm", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention",
-})
+HEAD_OPS = frozenset(
+    {
+        "Conv",
+        "ConvTranspose",
+        "ConvInteger",
+        "QLinearConv",
+        "DeformConv",
+        "MatMul",
+        "MatMulInteger",
+        "QLinearMatMul",
+        "Gemm",
+        "Einsum",
+        "LSTM",
+        "GRU",
+        "RNN",
+        "Attention",
+        "MultiHeadAttention",
+    }
+)
 
 #: How far (producer steps) above the data-dependent region the minimum cut looks.
 MAX_CUT_DEPTH = 256
@@ -222,16 +247,19 @@ def tensor_bytes(
 
 
 def min_bytes_tail(
-    flow: Dataflow, tail: set[ir.Node], const: set[ir.Node], sizes: Mapping[ir.Value, int | None] | None = None
+    flow: Dataflow,
+    tail: set[ir.Node],
+    const: set[ir.Node],
+    sizes: Mapping[ir.Value, int | None] | None = None,
 ) -> set[ir.Node]:
     """The tail (a superset of ``tail``) whose boundary carries the fewest bytes.
 
-    ``tail`` is closed under consumers (everything downstream of a data-dependent node); the
-    result adds the producers upstream of it that it pays to run on the CPU. Graph inputs and
- :data:`HEAD_OPS` nodes (with their producers) stay in the head. ``sizes`` gives tensor
-    sizes in bytes where the annotations do not (default :func:`tensor_bytes`). Only the nodes at
-    most :data:`MAX_CUT_DEPTH` producer steps above ``tail`` may move (the rest stays in the head);
-    the flow network has one vertex per such node and two per tensor they exchange.
+       ``tail`` is closed under consumers (everything downstream of a data-dependent node); the
+       result adds the producers upstream of it that it pays to run on the CPU. Graph inputs and
+    :data:`HEAD_OPS` nodes (with their producers) stay in the head. ``sizes`` gives tensor
+       sizes in bytes where the annotations do not (default :func:`tensor_bytes`). Only the nodes at
+       most :data:`MAX_CUT_DEPTH` producer steps above ``tail`` may move (the rest stays in the head);
+       the flow network has one vertex per such node and two per tensor they exchange.
     """
     sizes = sizes or {}
     shared = input_dim_names(flow.graph)
@@ -248,19 +276,29 @@ def min_bytes_tail(
     # the nodes the cut may move: at most MAX_CUT_DEPTH producer steps above the tail (post-
     # processing is short; everything further up stays in the head, and the network stays small)
     region: set[ir.Node] = set()
-    frontier = {p for n in tail for v in flow.inputs_of(n) if (p := flow.producer(v)) is not None
-                and p not in tail and p not in const}
+    frontier = {
+        p
+        for n in tail
+        for v in flow.inputs_of(n)
+        if (p := flow.producer(v)) is not None and p not in tail and p not in const
+    }
     for _ in range(MAX_CUT_DEPTH):
         frontier -= region
         if not frontier:
             break
         region |= frontier
-        frontier = {p for n in frontier for v in flow.inputs_of(n) if (p := flow.producer(v)) is not None
-                    and p not in const and p not in region}
+        frontier = {
+            p
+            for n in frontier
+            for v in flow.inputs_of(n)
+            if (p := flow.producer(v)) is not None and p not in const and p not in region
+        }
     for node in [*flow.in_order(region), *flow.in_order(tail)]:
         consumer: Any = sink if node in tail else node
-        if node in region and (node.op_type in HEAD_OPS
-                               or any(v.is_graph_input() and not v.is_initializer() for v in node.inputs if v)):
+        if node in region and (
+            node.op_type in HEAD_OPS
+            or any(v.is_graph_input() and not v.is_initializer() for v in node.inputs if v)
+        ):
             # the NPU's work stays on the NPU, and so do the nodes reading the graph inputs: a cut
             # through the inputs would move the whole model to the CPU
             network.add_edge(source, node, capacity=inf)
@@ -310,7 +348,9 @@ def _order_values(flow: Dataflow, values: Iterable[ir.Value]) -> list[ir.Value]:
     return sorted(set(values), key=key)
 
 
-def _crossing(flow: Dataflow, tail: set[ir.Node], const: set[ir.Node]) -> tuple[list[ir.Value], list[ir.Value]]:
+def _crossing(
+    flow: Dataflow, tail: set[ir.Node], const: set[ir.Node]
+) -> tuple[list[ir.Value], list[ir.Value]]:
     crossing: set[ir.Value] = set()
     tail_inputs: set[ir.Value] = set()
     for node in tail:
@@ -360,17 +400,28 @@ def postprocess_boundary(
         tail = min_bytes_tail(flow, tail, const, sizes)
     tensors, tail_inputs = _crossing(flow, tail, const)
     shared = input_dim_names(graph)
-    return Boundary(tensors, tail, tail_inputs, seeds, dep, naive,
-                    {v: sizes[v] if v in sizes else tensor_bytes(v, shared=shared) for v in tensors})
+    return Boundary(
+        tensors,
+        tail,
+        tail_inputs,
+        seeds,
+        dep,
+        naive,
+        {v: sizes[v] if v in sizes else tensor_bytes(v, shared=shared) for v in tensors},
+    )
 
 
-def _inferred_sizes(model: ir.Model, flow: Dataflow, tail: set[ir.Node], const: set[ir.Node]) -> dict[ir.Value, int | None]:
+def _inferred_sizes(
+    model: ir.Model, flow: Dataflow, tail: set[ir.Node], const: set[ir.Node]
+) -> dict[ir.Value, int | None]:
     """Sizes of the head's tensors the annotations leave unknown, from onnx shape inference."""
     from surgery.analysis.tensor_types import infer_types
 
     shared = input_dim_names(flow.graph)
     head = [n for n in flow.nodes if n not in tail and n not in const]
-    unknown = [v for n in head for v in n.outputs if tensor_bytes(v, shared=shared) is None and v.name]
+    unknown = [
+        v for n in head for v in n.outputs if tensor_bytes(v, shared=shared) is None and v.name
+    ]
     if not unknown:
         return {}
     inferred = infer_types(model, unknown, flow)
@@ -384,8 +435,13 @@ def _inferred_sizes(model: ir.Model, flow: Dataflow, tail: set[ir.Node], const: 
 
 def input_dim_names(graph: GraphLike) -> set[str]:
     """Names of the symbolic dims of the graph inputs (the batch …)."""
-    return {d.value for v in graph.inputs if v.shape is not None for d in v.shape
-            if isinstance(d, ir.SymbolicDim) and d.value is not None}
+    return {
+        d.value
+        for v in graph.inputs
+        if v.shape is not None
+        for d in v.shape
+        if isinstance(d, ir.SymbolicDim) and d.value is not None
+    }
 
 
 def boundary_from_names(graph: ir.Graph, names: Sequence[str]) -> Boundary:
@@ -423,5 +479,7 @@ def boundary_from_names(graph: ir.Graph, names: Sequence[str]) -> Boundary:
     unread = [v for v in values if v not in crossing]
     if unread:
         # a boundary tensor nothing downstream reads (e.g. an original output): still passed on
-        logger.info("boundary tensors not read by the tail: %s", ", ".join(v.name or "?" for v in unread))
+        logger.info(
+            "boundary tensors not read by the tail: %s", ", ".join(v.name or "?" for v in unread)
+        )
     return Boundary(_order_values(flow, values), tail, tail_inputs, [], None)

@@ -125,7 +125,9 @@ class Dataflow:
                 f"{role} '{name}' exists only inside a subgraph (If/Loop/Scan body); "
                 "only tensors of the main graph can be cut at or exposed"
             )
-        raise InputError(f"{role} '{name}': no such tensor in the model{did_you_mean(name, self.values)}")
+        raise InputError(
+            f"{role} '{name}': no such tensor in the model{did_you_mean(name, self.values)}"
+        )
 
     def resolve(self, names: Iterable[str], *, role: str = "tensor") -> list[ir.Value]:
         return [self.value(n, role=role) for n in names]
@@ -149,7 +151,9 @@ class Dataflow:
                 stack.extend(c for c in self.consumers(out) if c not in seen)
         return seen
 
-    def ancestors(self, values: Iterable[ir.Value], *, stop: Iterable[ir.Value] = ()) -> set[ir.Node]:
+    def ancestors(
+        self, values: Iterable[ir.Value], *, stop: Iterable[ir.Value] = ()
+    ) -> set[ir.Node]:
         """Nodes needed to compute ``values``, not looking past the values in ``stop``."""
         stopped = set(stop)
         seen: set[ir.Node] = set()

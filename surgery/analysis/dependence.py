@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable, Mapping
 import onnx_ir as ir
 
 from surgery.analysis.dataflow import Dataflow
-from surgery.graph import nested_nodes
+from surgery.graph import is_onnx_domain, nested_nodes
 
 __all__ = [
     "DATA_DEPENDENT_SHAPE_OPS",
@@ -37,7 +37,9 @@ __all__ = [
 ]
 
 #: Ops whose output shape is decided by input values, whatever those are.
-DATA_DEPENDENT_SHAPE_OPS = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress", "StringSplit"})
+DATA_DEPENDENT_SHAPE_OPS = frozenset(
+    {"NonZero", "NonMaxSuppression", "Unique", "Compress", "StringSplit"}
+)
 
 #: Ops an NPU graph compiler does not take (ATC registers no Loop, Scan or sequence op).
 NPU_HOSTILE_OPS = frozenset(
@@ -140,7 +142,7 @@ class _Contents:
 
     def _scan(self, nodes: Iterable[ir.Node]) -> ir.Node | None:
         for node in nodes:
-            if node.domain in ("", "ai.onnx") and node.op_type in self.ops:
+            if is_onnx_domain(node.domain) and node.op_type in self.ops:
                 return node
             found = self.find(node)
             if found is not None:
@@ -161,7 +163,7 @@ class _Contents:
             if found is not None:
                 return found
         for _, inner in nested_nodes(node):
-            if inner.domain in ("", "ai.onnx") and inner.op_type in self.ops:
+            if is_onnx_domain(inner.domain) and inner.op_type in self.ops:
                 return inner
             if inner.op_identifier() in self.functions:
                 found = self._function(inner.op_identifier())
@@ -194,7 +196,7 @@ def analyse(
     for node in flow.nodes:
         inputs = flow.inputs_of(node)
         explicit = node.inputs
-        std = node.domain in ("", "ai.onnx")
+        std = is_onnx_domain(node.domain)
         op = node.op_type
         in_dynamic = any(v in dynamic for v in inputs)
         if std and op in _SHAPE_ONLY_OPS:
@@ -208,7 +210,9 @@ def analyse(
             starts_dynamic = True
         elif std and op in SHAPE_INPUTS:
             deciders = [
-                explicit[i] for i in SHAPE_INPUTS[op] if i < len(explicit) and explicit[i] is not None
+                explicit[i]
+                for i in SHAPE_INPUTS[op]
+                if i < len(explicit) and explicit[i] is not None
             ]
             culprit = next((v for v in deciders if v in data), None)
             if culprit is not None:
@@ -222,7 +226,9 @@ def analyse(
         if reason is None:
             inner = contents.find(node)
             if inner is not None:
-                where = "function body" if node.op_identifier() in contents.functions else "subgraph"
+                where = (
+                    "function body" if node.op_identifier() in contents.functions else "subgraph"
+                )
                 reason = f"{op}: its {where} contains {inner.op_type} ('{inner.name}')"
                 starts_dynamic = True
         if reason is None and not std and op in extra:

@@ -28,10 +28,16 @@ TypeAndShape = tuple[ir.TypeProtocol, "ir.Shape | None"]
 
 def _is_small(value: ir.Value) -> bool:
     tensor = value.const_value
-    return tensor is not None and not isinstance(tensor, ir.ExternalTensor) and tensor.nbytes < LIGHT_THRESHOLD
+    return (
+        tensor is not None
+        and not isinstance(tensor, ir.ExternalTensor)
+        and tensor.nbytes < LIGHT_THRESHOLD
+    )
 
 
-def upstream_proto(model: ir.Model, values: Sequence[ir.Value], flow: Dataflow | None = None) -> onnx.ModelProto:
+def upstream_proto(
+    model: ir.Model, values: Sequence[ir.Value], flow: Dataflow | None = None
+) -> onnx.ModelProto:
     """A ModelProto computing ``values`` from the graph inputs: their ancestors only.
 
     Small in-memory initializers stay initializers (shape inference reads their values, e.g. a
@@ -52,17 +58,31 @@ def upstream_proto(model: ir.Model, values: Sequence[ir.Value], flow: Dataflow |
     small = [v for v in read.values() if _is_small(v)]
     large = [v for v in read.values() if not _is_small(v)]
     inputs = [v for v in graph.inputs if v.name not in read] + large
-    view = ir.GraphView(inputs, list(values), nodes=nodes, initializers=small,
-                        opset_imports=dict(graph.opset_imports), name=graph.name or "upstream")
+    view = ir.GraphView(
+        inputs,
+        list(values),
+        nodes=nodes,
+        initializers=small,
+        opset_imports=dict(graph.opset_imports),
+        name=graph.name or "upstream",
+    )
     # onnx-ir's stubs: its GraphView does not satisfy its own GraphViewProtocol (Optional doc_string,
     # read-only meta), though serialize_graph is written for it
     gproto = ir.serde.serialize_graph(view)  # type: ignore[arg-type]
     by_name = {v.name: v for v in large}
     for info in gproto.input:
         found = by_name.get(info.name)
-        if found is not None and not info.type.HasField("tensor_type") and found.const_value is not None:
+        if (
+            found is not None
+            and not info.type.HasField("tensor_type")
+            and found.const_value is not None
+        ):
             tensor = found.const_value
-            info.CopyFrom(onnx.helper.make_tensor_value_info(info.name, int(tensor.dtype), list(tensor.shape.numpy())))
+            info.CopyFrom(
+                onnx.helper.make_tensor_value_info(
+                    info.name, int(tensor.dtype), list(tensor.shape.numpy())
+                )
+            )
     proto = onnx.ModelProto(ir_version=model.ir_version, graph=gproto)
     for domain, version in graph.opset_imports.items():
         proto.opset_import.add(domain=domain, version=version)
@@ -73,8 +93,14 @@ def upstream_proto(model: ir.Model, values: Sequence[ir.Value], flow: Dataflow |
 
 def _anonymous_unknowns(shape: ir.Shape) -> ir.Shape:
     """Drop the ``unk__N`` names onnx shape inference invents for unknown dims."""
-    dims = [None if isinstance(d, ir.SymbolicDim) and isinstance(d.value, str) and d.value.startswith("unk__") else d
-            for d in shape]
+    dims = [
+        None
+        if isinstance(d, ir.SymbolicDim)
+        and isinstance(d.value, str)
+        and d.value.startswith("unk__")
+        else d
+        for d in shape
+    ]
     return ir.Shape(dims)
 
 
@@ -91,9 +117,13 @@ def infer_types(
     names = {v.name for v in wanted}
     try:
         proto = upstream_proto(model, wanted, flow)
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            proto, check_type=False, strict_mode=False, data_prop=True
+        )
     except Exception as exc:  # inference is best effort: callers report what stays unknown
-        logger.info("onnx shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        logger.info(
+            "onnx shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc
+        )
         return {}
     out: dict[str, TypeAndShape] = {}
     graph = inferred.graph
@@ -113,8 +143,13 @@ def infer_types(
     return out
 
 
-def fill_types(model: ir.Model, values: Iterable[ir.Value], *, flow: Dataflow | None = None,
-               explicit: Mapping[str, TypeAndShape] | None = None) -> list[ir.Value]:
+def fill_types(
+    model: ir.Model,
+    values: Iterable[ir.Value],
+    *,
+    flow: Dataflow | None = None,
+    explicit: Mapping[str, TypeAndShape] | None = None,
+) -> list[ir.Value]:
     """Give ``values`` (of ``model``'s main graph) a type, and a shape when missing; return those still untyped.
 
     ``explicit`` types win over the model's own; inference runs only when something is missing.

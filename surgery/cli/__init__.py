@@ -55,6 +55,7 @@ def captured_warnings() -> list[str]:
 @contextlib.contextmanager
 def _capture_warnings() -> Iterator[None]:
     """Send Python warnings to the log (shown with -v) and the report, never to stderr as extra lines."""
+
     def show(message, category, filename, lineno, file=None, line=None):
         text = f"{category.__name__}: {str(message).splitlines()[0] if str(message) else ''} ({filename}:{lineno})"
         _CAPTURED.append(text)
@@ -71,18 +72,30 @@ def _library_records(record: logging.LogRecord) -> bool:
     """Keep other libraries' log warnings off stderr (unless -v): into the report's warnings instead."""
     if record.name == "surgery" or record.name.startswith("surgery."):
         return True
-    _CAPTURED.append(f"{record.name}: {record.getMessage().splitlines()[0] if record.getMessage() else ''}")
+    _CAPTURED.append(
+        f"{record.name}: {record.getMessage().splitlines()[0] if record.getMessage() else ''}"
+    )
     return False
 
 
 def build_parser() -> argparse.ArgumentParser:
     from surgery import __version__
 
-    parser = _Parser(prog="surgery", description="Verified, pass-by-pass rewriting of ONNX models for NPU compilers.")
+    parser = _Parser(
+        prog="surgery",
+        description="Verified, pass-by-pass rewriting of ONNX models for NPU compilers.",
+    )
     parser.add_argument("--version", action="version", version=f"onnx-surgery {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", default=False,
-                        help="print less (the atc command lines are always printed)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-vv for debug)"
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False,
+        help="print less (the atc command lines are always printed)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in COMMANDS:
@@ -136,9 +149,13 @@ def _interrupted_line(exc: KeyboardInterrupt, args: argparse.Namespace) -> tuple
 def _add_global_flags(subparser: argparse.ArgumentParser) -> None:
     taken = {s for action in subparser._actions for s in action.option_strings}
     if "-v" not in taken:
-        subparser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        subparser.add_argument(
+            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     if "-q" not in taken:
-        subparser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        subparser.add_argument(
+            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     for action in subparser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for nested in {id(p): p for p in action.choices.values()}.values():
@@ -149,8 +166,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.write_plan = None
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = (
+        logging.WARNING
+        if args.verbose == 0
+        else logging.INFO
+        if args.verbose == 1
+        else logging.DEBUG
+    )
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     if args.verbose == 0:
         for handler in logging.getLogger().handlers:
             if _library_records not in handler.filters:
@@ -161,9 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SurgeryError as exc:
         print(f"surgery: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except SystemExit as exc:  # only user code (a plug-in or rule module) exits from inside a command
-        print(f"surgery: error: code run by the pipeline called sys.exit({exc.code!r}), which is an error",
-              file=sys.stderr)
+    except (
+        SystemExit
+    ) as exc:  # only user code (a plug-in or rule module) exits from inside a command
+        print(
+            f"surgery: error: code run by the pipeline called sys.exit({exc.code!r}), which is an error",
+            file=sys.stderr,
+        )
         return 2
     except BrokenPipeError:  # `surgery ... | head`: the reader left; not an error of ours
         try:
@@ -179,13 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except Exception as exc:  # a bug: one line, the traceback only with -vv
         logging.getLogger("surgery").debug("internal error", exc_info=True)
-        print(f"surgery: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with -vv for the traceback)",
-              file=sys.stderr)
+        print(
+            f"surgery: internal error: {type(exc).__name__}: {one_line(str(exc))} (run with -vv for the traceback)",
+            file=sys.stderr,
+        )
         return 3
     finally:
         if args.write_plan is not None and not args.write_plan.committed:
             args.write_plan.abort()  # the staged files of a run that did not finish
-
 
 
 if __name__ == "__main__":  # pragma: no cover

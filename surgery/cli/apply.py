@@ -15,33 +15,77 @@ __all__ = ["graph_summary", "register", "run", "write_html", "write_report"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("apply", help="run a passes.toml pipeline on a model, gating every pass",
-                       description="Run a passes.toml pipeline on a model. Every pass that changes the model is "
-                                   "gated by onnx.checker, an ONNX Runtime load and parity with the original.")
-    p.add_argument("pipeline", type=Path,
-                   help="the passes.toml file, or a comma-separated list of pass names (make-static,cleanup)")
+    p = sub.add_parser(
+        "apply",
+        help="run a passes.toml pipeline on a model, gating every pass",
+        description="Run a passes.toml pipeline on a model. Every pass that changes the model is "
+        "gated by onnx.checker, an ONNX Runtime load and parity with the original.",
+    )
+    p.add_argument(
+        "pipeline",
+        type=Path,
+        help="the passes.toml file, or a comma-separated list of pass names (make-static,cleanup)",
+    )
     p.add_argument("model", type=Path, help="the input .onnx model")
-    p.add_argument("-o", "--output", type=output_arg, help="where to write the result (required unless --in-place)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=output_arg,
+        help="where to write the result (required unless --in-place)",
+    )
     flags.add_report(p)
     flags.add_html(p)
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="PASS.KEY=VALUE",
-                   help="override a pass option (PASS is a pass name or its 1-based position); VALUE is TOML")
-    p.add_argument("--input-shape", metavar="SPEC",
-                   help="static input shapes ('x:1,3,224,224;y:1,10', onnxsim or Polygraphy syntax): sets the "
-                        "pipeline's fix-shapes step, or runs one first")
-    p.add_argument("--disable", action="append", default=[], metavar="NAME", help="skip the pass NAME")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PASS.KEY=VALUE",
+        help="override a pass option (PASS is a pass name or its 1-based position); VALUE is TOML",
+    )
+    p.add_argument(
+        "--input-shape",
+        metavar="SPEC",
+        help="static input shapes ('x:1,3,224,224;y:1,10', onnxsim or Polygraphy syntax): sets the "
+        "pipeline's fix-shapes step, or runs one first",
+    )
+    p.add_argument(
+        "--disable", action="append", default=[], metavar="NAME", help="skip the pass NAME"
+    )
     flags.add_verify(p, old_off="--no-verify")
     flags.add_data(p, old="--inputs")
-    p.add_argument("--in-place", action="store_true", help="overwrite the input model (and its external data)")
-    p.add_argument("--repro", type=Path, metavar="DIR", help="where a failing gate writes its reproducer (default: OUT.repro)")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="do not print the report table (the atc lines are always printed)")
-    p.add_argument("--allow-code", action="store_true",
-                   help="run the Python code the pipeline file names (rewrite rule modules, plugins = [...]); "
-                        "without it such a pipeline is refused")
-    p.add_argument("--plugin", dest="plugins", action="append", default=[], type=Path, metavar="FILE.py",
-                   help="import FILE.py and register the passes and gates (SURGERY_GATES) it defines "
-                        "(repeatable; naming it is the opt-in)")
+    p.add_argument(
+        "--in-place", action="store_true", help="overwrite the input model (and its external data)"
+    )
+    p.add_argument(
+        "--repro",
+        type=Path,
+        metavar="DIR",
+        help="where a failing gate writes its reproducer (default: OUT.repro)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="do not print the report table (the atc lines are always printed)",
+    )
+    p.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="run the Python code the pipeline file names (rewrite rule modules, plugins = [...]); "
+        "without it such a pipeline is refused",
+    )
+    p.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE.py",
+        help="import FILE.py and register the passes and gates (SURGERY_GATES) it defines "
+        "(repeatable; naming it is the opt-in)",
+    )
     flags.add_progress(p)
     static_shapes.add_arguments(p)
     p.set_defaults(func=run)
@@ -62,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     registry.clear_plugin_gates()
     for plugin in args.plugins:  # naming a plug-in on the command line is the opt-in to run it
         registry.load_plugin(plugin)
-    args.gates = registry.plugin_gates()  # gates the plug-ins brought (SURGERY_GATES / register_gate)
+    args.gates = (
+        registry.plugin_gates()
+    )  # gates the plug-ins brought (SURGERY_GATES / register_gate)
     if is_pass_list(str(args.pipeline)):
         pipeline = pipeline_from_names(str(args.pipeline), args.sets)
     else:
@@ -95,9 +141,20 @@ def run(args: argparse.Namespace) -> int:
     if bucketed:
         return static_shapes.run_buckets(args, pipeline, output, repro, plan, before=before)
     try:
-        result_model, report = api.apply(model, pipeline, inputs=args.data, verify=args.verify, output=output,
-                                         reproducer_dir=repro, progress=flags.progress_printer(args), soc_version=args.soc,
-                                         cann=args.cann, in_place=args.in_place, write_plan=plan, gates=args.gates)
+        result_model, report = api.apply(
+            model,
+            pipeline,
+            inputs=args.data,
+            verify=args.verify,
+            output=output,
+            reproducer_dir=repro,
+            progress=flags.progress_printer(args),
+            soc_version=args.soc,
+            cann=args.cann,
+            in_place=args.in_place,
+            write_plan=plan,
+            gates=args.gates,
+        )
     except GateError as exc:
         plan.abort()  # a failed run writes no model, only the report of the failure
         if exc.report is not None:
@@ -108,7 +165,13 @@ def run(args: argparse.Namespace) -> int:
                 _note_warnings(exc.report)
                 write_report(report_path, exc.report)
             if html_path is not None:
-                write_html(html_path, exc.report, before=before, after=None, title=f"surgery apply {args.model.name}")
+                write_html(
+                    html_path,
+                    exc.report,
+                    before=before,
+                    after=None,
+                    title=f"surgery apply {args.model.name}",
+                )
         raise
     report.source = str(args.model)
     if args.report:
@@ -118,8 +181,15 @@ def run(args: argparse.Namespace) -> int:
     if html_path is not None:
         from surgery.html_report import render
 
-        plan.transaction.add_text(html_path, render([report], before=before, afters=[graph_summary(result_model)],
-                                                    title=f"surgery apply {args.model.name}"))
+        plan.transaction.add_text(
+            html_path,
+            render(
+                [report],
+                before=before,
+                afters=[graph_summary(result_model)],
+                title=f"surgery apply {args.model.name}",
+            ),
+        )
     plan.commit()
     if args.report == "-":
         print(json.dumps(report.to_dict(), indent=2))
@@ -148,7 +218,12 @@ def write_html(path: Path, report: Any, *, before: Any, after: Any, title: str) 
     from surgery.html_report import render
 
     with model_io.Transaction() as tx:
-        tx.add_text(path, render([report], before=before, afters=[after] if after is not None else [], title=title))
+        tx.add_text(
+            path,
+            render(
+                [report], before=before, afters=[after] if after is not None else [], title=title
+            ),
+        )
         tx.commit()
 
 

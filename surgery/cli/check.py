@@ -13,7 +13,9 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="check a model: checker, ONNX Runtime load, I/O shapes, dynamic dims, ops")
+    p = sub.add_parser(
+        "check", help="check a model: checker, ONNX Runtime load, I/O shapes, dynamic dims, ops"
+    )
     p.add_argument("model", type=Path)
     flags.add_report(p, what="the findings", old="--json")
     p.set_defaults(func=run)

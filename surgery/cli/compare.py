@@ -31,19 +31,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("a", type=Path, help="the reference model")
     p.add_argument("b", type=Path, help="the model to check")
-    p.add_argument("--tail", type=Path, action="append", default=[], metavar="TAIL.onnx",
-                   help="run this model after B, fed B's outputs (B is a split head); repeatable")
+    p.add_argument(
+        "--tail",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="TAIL.onnx",
+        help="run this model after B, fed B's outputs (B is a split head); repeatable",
+    )
     flags.add_data(p, old="--inputs")
     flags.add_pipeline_inputs(p)
     flags.add_report(p, what="every tensor's statistics (streamed)", old="--json")
-    p.add_argument("--renamed", type=Path, action="append", default=[], metavar="MAP.json",
-                   help="a JSON object {name in A: name in B} (repeatable, applied in order)")
+    p.add_argument(
+        "--renamed",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="MAP.json",
+        help="a JSON object {name in A: name in B} (repeatable, applied in order)",
+    )
     p.add_argument("--rtol", type=tolerance, default=1e-4, help="relative tolerance (default 1e-4)")
     p.add_argument("--atol", type=tolerance, default=1e-5, help="absolute tolerance (default 1e-5)")
-    p.add_argument("--budget-mb", type=float, default=512.0,
-                   help="MiB of tensors (both models) per chunk; each chunk is one session and run per model (default 512)")
-    p.add_argument("--failures-only", action="store_true", help="print only tensors that break tolerance")
-    p.add_argument("--stop-at-first", action="store_true", help="stop after the chunk holding the first divergence")
+    p.add_argument(
+        "--budget-mb",
+        type=float,
+        default=512.0,
+        help="MiB of tensors (both models) per chunk; each chunk is one session and run per model (default 512)",
+    )
+    p.add_argument(
+        "--failures-only", action="store_true", help="print only tensors that break tolerance"
+    )
+    p.add_argument(
+        "--stop-at-first",
+        action="store_true",
+        help="stop after the chunk holding the first divergence",
+    )
     p.set_defaults(func=run)
 
 
@@ -74,10 +96,14 @@ def _renames(paths: list[Path]) -> list[dict[str, str]]:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: cannot read a rename map: {exc}") from None
-        if isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        if isinstance(data, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
             maps.append(data)
         else:
-            raise InputError(f"{path}: a rename map must be a JSON object of names {{\"old\": \"new\"}}")
+            raise InputError(
+                f'{path}: a rename map must be a JSON object of names {{"old": "new"}}'
+            )
     return maps
 
 
@@ -85,7 +111,9 @@ def _real_inputs(model: Any) -> list[str]:
     return [v.name for v in model.graph.inputs if v.name not in model.graph.initializers]
 
 
-def _check_inputs(a: Any, b: Any, config: Any, hints: Any, args: argparse.Namespace, out: TextIO) -> None:
+def _check_inputs(
+    a: Any, b: Any, config: Any, hints: Any, args: argparse.Namespace, out: TextIO
+) -> None:
     """Refuse to compare models that take different inputs unless the values that differ are known.
 
     A pass that pins an input (``pin-inputs``) leaves B without it: A must be fed the pinned value,
@@ -106,14 +134,23 @@ def _check_inputs(a: Any, b: Any, config: Any, hints: Any, args: argparse.Namesp
     pinned = [n for n in a_inputs if n not in b_inputs and n not in known]
     if pinned:
         beside = Path(args.b).with_name(Path(args.b).stem + ".passes.toml")
-        hint = f"give --pipeline {beside}" if beside.is_file() else "give --pipeline PASSES.toml (its pin-inputs values)"
+        hint = (
+            f"give --pipeline {beside}"
+            if beside.is_file()
+            else "give --pipeline PASSES.toml (its pin-inputs values)"
+        )
         raise InputError(
             f"input(s) {', '.join(pinned)} of {args.a} are not inputs of {args.b} (pinned or removed by a pass): "
             f"the comparison needs the values B was built with; {hint} or --data with those values"
         )
     for name in a_inputs:
         if name not in b_inputs:
-            print(one_line(f"input {name}: pinned in {Path(args.b).name}; {Path(args.a).name} is fed the same value"), file=out)
+            print(
+                one_line(
+                    f"input {name}: pinned in {Path(args.b).name}; {Path(args.a).name} is fed the same value"
+                ),
+                file=out,
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     from surgery.writeplan import WritePlan, output_or_stdout
 
     report_path = output_or_stdout(args.report, "--report")
-    out = sys.stderr if args.report == "-" else sys.stdout  # stdout carries the JSON with --report -
+    out = (
+        sys.stderr if args.report == "-" else sys.stdout
+    )  # stdout carries the JSON with --report -
     a = model_io.load(args.a)
     b_chain = [model_io.load(args.b)] + [model_io.load(t) for t in args.tail]
     writes = args.write_plan = WritePlan()
@@ -144,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
         from surgery.pipeline import load_pipeline
 
         pipeline = load_pipeline(args.pipeline)
-        inputs_config = InputsConfig(specs=pipeline.inputs.specs, data=args.data or pipeline.inputs.data)
+        inputs_config = InputsConfig(
+            specs=pipeline.inputs.specs, data=args.data or pipeline.inputs.data
+        )
         for step in pipeline.steps:
             hints.merge(step.pass_.feed_hints(a))
     _check_inputs(a, b_chain[0], inputs_config, hints, args, out)
@@ -171,9 +212,16 @@ def run(args: argparse.Namespace) -> int:
             stream.add(entry.to_dict())
 
     try:
-        report = compare_layerwise(a, b_chain if len(b_chain) > 1 else b_chain[0], plan.feeds, tol,
-                                   renamed=renamed or None, budget_bytes=int(args.budget_mb * (1 << 20)),
-                                   on_result=on_result, stop_at_first=args.stop_at_first)
+        report = compare_layerwise(
+            a,
+            b_chain if len(b_chain) > 1 else b_chain[0],
+            plan.feeds,
+            tol,
+            renamed=renamed or None,
+            budget_bytes=int(args.budget_mb * (1 << 20)),
+            on_result=on_result,
+            stop_at_first=args.stop_at_first,
+        )
     except BaseException:
         if stream is not None and stream.file is not sys.stdout:
             stream.file.close()
@@ -186,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
         writes.commit()
     print(report.summary(), file=out)
     if not report.compared:
-        raise InputError(f"{args.a} and {args.b} share no tensor: nothing was compared (are they versions of one model? "
-                         "--renamed maps names that changed)")
+        raise InputError(
+            f"{args.a} and {args.b} share no tensor: nothing was compared (are they versions of one model? "
+            "--renamed maps names that changed)"
+        )
     return 0 if report.ok else 1

@@ -27,12 +27,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path)
     flags.add_soc(p, what="the AICPU check", old="--soc-version")
     flags.add_report(p, what="the diagnosis (instead of the table)", old="--json")
-    p.add_argument("--emit-pipeline", type=output_arg, metavar="PASSES.toml",
-                   help="write a passes.toml that applies every available fix")
-    p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
-                   help="static size for a named dynamic dim in the emitted pipeline (repeatable; default batch 1)")
-    p.add_argument("--input-shape", metavar="SHAPES",
-                   help="static input shapes for the emitted pipeline, ATC syntax 'x:1,3,224,224;y:1,10'")
+    p.add_argument(
+        "--emit-pipeline",
+        type=output_arg,
+        metavar="PASSES.toml",
+        help="write a passes.toml that applies every available fix",
+    )
+    p.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE",
+        help="static size for a named dynamic dim in the emitted pipeline (repeatable; default batch 1)",
+    )
+    p.add_argument(
+        "--input-shape",
+        metavar="SHAPES",
+        help="static input shapes for the emitted pipeline, ATC syntax 'x:1,3,224,224;y:1,10'",
+    )
     p.set_defaults(func=run)
 
 
@@ -41,7 +53,9 @@ def _parse_dims(items: list[str]) -> dict[str, int]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name or not value.strip().isdigit() or int(value) <= 0:
-            raise PipelineError(f"--dim {item}: expected NAME=SIZE with a positive integer size (e.g. batch=1)")
+            raise PipelineError(
+                f"--dim {item}: expected NAME=SIZE with a positive integer size (e.g. batch=1)"
+            )
         dims[name.strip()] = int(value)
     return dims
 
@@ -61,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.input_shape:
         from surgery.shapes.spec import parse_shapes
 
-        input_shapes = {k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()}
+        input_shapes = {
+            k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()
+        }
     model = from_file_proto(proto, args.model)
     del proto
     plan = args.write_plan = WritePlan()
@@ -73,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         names = set(value_names(model.graph.inputs))
         unknown = sorted(set(input_shapes) - names)
         if unknown:
-            raise InputError(f"--input-shape: no input named {', '.join(unknown)}; the inputs are {', '.join(sorted(names))}")
+            raise InputError(
+                f"--input-shape: no input named {', '.join(unknown)}; the inputs are {', '.join(sorted(names))}"
+            )
     report = diagnose(model, soc=args.soc)
     report.model = str(args.model)
     from surgery.cli import (

@@ -32,16 +32,43 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the part is checked and compared with the original's tensors on the same inputs.",
     )
     p.add_argument("model", type=Path, help="the source .onnx model")
-    p.add_argument("--inputs", required=True, type=_names, metavar="A,B", help="tensors that become the part's inputs")
-    p.add_argument("--outputs", required=True, type=_names, metavar="C,D", help="tensors that become its outputs")
+    p.add_argument(
+        "--inputs",
+        required=True,
+        type=_names,
+        metavar="A,B",
+        help="tensors that become the part's inputs",
+    )
+    p.add_argument(
+        "--outputs",
+        required=True,
+        type=_names,
+        metavar="C,D",
+        help="tensors that become its outputs",
+    )
     p.add_argument("-o", "--output", required=True, type=output_arg, help="where to write the part")
-    p.add_argument("--input-type", action="append", default=[], metavar="NAME:DTYPE[DIMS]",
-                   help="type of a new input the model does not type, e.g. feat:float32[1,64,56,56] (repeatable)")
+    p.add_argument(
+        "--input-type",
+        action="append",
+        default=[],
+        metavar="NAME:DTYPE[DIMS]",
+        help="type of a new input the model does not type, e.g. feat:float32[1,64,56,56] (repeatable)",
+    )
     flags.add_data(p)
     flags.add_verify(p, default="each", old_off="--no-verify")
     flags.add_report(p, what="what was extracted and verified")
-    p.add_argument("--rtol", type=tolerance, default=0.0, help="relative tolerance of the comparison (default 0: exact)")
-    p.add_argument("--atol", type=tolerance, default=0.0, help="absolute tolerance of the comparison (default 0: exact)")
+    p.add_argument(
+        "--rtol",
+        type=tolerance,
+        default=0.0,
+        help="relative tolerance of the comparison (default 0: exact)",
+    )
+    p.add_argument(
+        "--atol",
+        type=tolerance,
+        default=0.0,
+        help="absolute tolerance of the comparison (default 0: exact)",
+    )
     p.set_defaults(func=run)
 
 
@@ -63,10 +90,15 @@ def run(args: argparse.Namespace) -> int:
     writes.write_model(args.output)
     report_path = output_or_stdout(args.report, "--report")
     writes.write(report_path, "the report (--report)")
-    out = sys.stderr if args.report == "-" else sys.stdout  # stdout carries the JSON with --report -
+    out = (
+        sys.stderr if args.report == "-" else sys.stdout
+    )  # stdout carries the JSON with --report -
     types = dict(parse_type_spec(t) for t in args.input_type)
     part, cut, notes = extract_part(model, args.inputs, args.outputs, input_types=types)
-    print(f"part: {len(cut.nodes)} of {len(model.graph)} nodes, {len(cut.initializers)} initializers", file=out)
+    print(
+        f"part: {len(cut.nodes)} of {len(model.graph)} nodes, {len(cut.initializers)} initializers",
+        file=out,
+    )
     for v in part.graph.inputs:
         print(one_line(f"  input  {v.name}: {_type(v)}"), file=out)
     for v in part.graph.outputs:
@@ -74,11 +106,17 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(one_line(f"  note: {note}"), file=out)
     doc: dict = {
-        "source": str(args.model), "output": str(args.output), "nodes": len(cut.nodes), "of_nodes": len(model.graph),
+        "source": str(args.model),
+        "output": str(args.output),
+        "nodes": len(cut.nodes),
+        "of_nodes": len(model.graph),
         "initializers": len(cut.initializers),
         "inputs": [{"name": v.name, "type": _type(v)} for v in part.graph.inputs],
         "outputs": [{"name": v.name, "type": _type(v)} for v in part.graph.outputs],
-        "notes": list(notes), "verify": args.verify, "checker": "not run", "parity": [],
+        "notes": list(notes),
+        "verify": args.verify,
+        "checker": "not run",
+        "parity": [],
     }
     if args.verify != "off":
         outcome = checker.check(LightProto(part), full=True)
@@ -92,9 +130,14 @@ def run(args: argparse.Namespace) -> int:
         bad = [d for d in diffs if not d.ok]
         worst = max((d.max_abs for d in diffs), default=0.0)
         if bad:
-            raise GateError(f"the part does not reproduce the original's tensor {bad[0].describe()}", gate="parity")
-        print(f"verified: checker ok, onnxruntime ok, {len(diffs)} output(s) match the original (max abs {worst:.3g})",
-              file=out)
+            raise GateError(
+                f"the part does not reproduce the original's tensor {bad[0].describe()}",
+                gate="parity",
+            )
+        print(
+            f"verified: checker ok, onnxruntime ok, {len(diffs)} output(s) match the original (max abs {worst:.3g})",
+            file=out,
+        )
         doc.update(checker="ok", parity=[d.to_dict() for d in diffs])
     writes.transaction.add_model(part, args.output)
     if report_path is not None:

@@ -39,23 +39,39 @@ class _Deprecated(argparse.Action):
         self.new = new
         super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         print(f"surgery: note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 
-def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs: Any) -> None:
+def deprecated_alias(
+    parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs: Any
+) -> None:
     """Accept ``old`` as a hidden synonym of ``new`` (same ``dest``), with a deprecation note.
 
     A switch (``--no-verify``) is ``nargs=0`` with the ``const`` it stands for (``"off"``).
     """
-    parser.add_argument(old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS, **kwargs)
+    parser.add_argument(
+        old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS, **kwargs
+    )
 
 
-def add_report(parser: argparse.ArgumentParser, *, what: str = "the report", old: str | None = None) -> None:
+def add_report(
+    parser: argparse.ArgumentParser, *, what: str = "the report", old: str | None = None
+) -> None:
     """``--report FILE``: JSON (``-`` prints it to stdout, the text then goes to stderr)."""
-    parser.add_argument("--report", metavar="FILE", type=_report_arg, help=f"write {what} as JSON ('-' prints it on stdout)")
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        type=_report_arg,
+        help=f"write {what} as JSON ('-' prints it on stdout)",
+    )
     if old:
         deprecated_alias(parser, old, "--report", "report", type=_report_arg)
 
@@ -67,18 +83,28 @@ def _report_arg(text: str) -> str:
     return text if text == "-" else str(output_arg(text))
 
 
-def add_soc(parser: argparse.ArgumentParser, *, what: str = "the atc command lines", old: str | None = None) -> None:
+def add_soc(
+    parser: argparse.ArgumentParser, *, what: str = "the atc command lines", old: str | None = None
+) -> None:
     """``--soc SOC``: the target Ascend SoC."""
-    parser.add_argument("--soc", metavar="SOC", help=f"target Ascend SoC (e.g. Ascend310P3) for {what}")
+    parser.add_argument(
+        "--soc", metavar="SOC", help=f"target Ascend SoC (e.g. Ascend310P3) for {what}"
+    )
     if old:
         deprecated_alias(parser, old, "--soc", "soc")
 
 
-def add_verify(parser: argparse.ArgumentParser, *, default: str | None = None, old_off: str | None = None) -> None:
+def add_verify(
+    parser: argparse.ArgumentParser, *, default: str | None = None, old_off: str | None = None
+) -> None:
     """``--verify each|end|off``: when the gates run; ``old_off`` is a deprecated switch meaning ``off``."""
-    parser.add_argument("--verify", choices=VERIFY_CHOICES, default=default,
-                        help="when the gates run: after each pass, once at the end, or not at all"
-                             + (f" (default {default})" if default else ""))
+    parser.add_argument(
+        "--verify",
+        choices=VERIFY_CHOICES,
+        default=default,
+        help="when the gates run: after each pass, once at the end, or not at all"
+        + (f" (default {default})" if default else ""),
+    )
     if old_off:
         deprecated_alias(parser, old_off, "--verify off", "verify", nargs=0, const="off")
 
@@ -87,36 +113,52 @@ def add_html(parser: argparse.ArgumentParser) -> None:
     """``--html FILE``: a self-contained page of the run (tables, error histograms, graph diff)."""
     from surgery.writeplan import output_arg
 
-    parser.add_argument("--html", metavar="FILE", type=output_arg,
-                        help="also write the run as one self-contained HTML page (no network): passes, gate times, "
-                             "error histograms, dynamic dims, graph diff")
+    parser.add_argument(
+        "--html",
+        metavar="FILE",
+        type=output_arg,
+        help="also write the run as one self-contained HTML page (no network): passes, gate times, "
+        "error histograms, dynamic dims, graph diff",
+    )
 
 
 def add_data(parser: argparse.ArgumentParser, *, old: str | None = None) -> None:
     """``--data NPZ``: arrays for the parity / comparison runs."""
-    parser.add_argument("--data", type=Path, metavar="NPZ", help="input arrays (.npz) to feed the runs")
+    parser.add_argument(
+        "--data", type=Path, metavar="NPZ", help="input arrays (.npz) to feed the runs"
+    )
     if old:
         deprecated_alias(parser, old, "--data", "data", type=Path)
 
 
 def add_pipeline_inputs(parser: argparse.ArgumentParser) -> None:
     """``--pipeline PASSES.toml``: plan inputs as ``surgery apply`` would with that pipeline."""
-    parser.add_argument("--pipeline", type=Path, metavar="PASSES.toml",
-                        help="plan inputs as apply does with this pipeline: its [inputs] and the values its "
-                             "passes pin (e.g. the OUT.passes.toml that prepare wrote)")
+    parser.add_argument(
+        "--pipeline",
+        type=Path,
+        metavar="PASSES.toml",
+        help="plan inputs as apply does with this pipeline: its [inputs] and the values its "
+        "passes pin (e.g. the OUT.passes.toml that prepare wrote)",
+    )
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
     """``--progress auto|always|never``: one line per step on stderr (auto: when stderr is a terminal)."""
-    parser.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
-                        help="one progress line per step on stderr: auto (when stderr is a terminal), always "
-                             "(also in CI logs and pipes), never")
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="one progress line per step on stderr: auto (when stderr is a terminal), always "
+        "(also in CI logs and pipes), never",
+    )
 
 
 def progress_printer(args: argparse.Namespace) -> Any:
     """The progress callback ``--progress`` (and ``-q``) ask for, or None for silence."""
     mode = getattr(args, "progress", "auto")
-    if mode == "never" or (mode == "auto" and (getattr(args, "quiet", False) or not sys.stderr.isatty())):
+    if mode == "never" or (
+        mode == "auto" and (getattr(args, "quiet", False) or not sys.stderr.isatty())
+    ):
         return None
 
     def say(message: str) -> None:

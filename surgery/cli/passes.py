@@ -63,7 +63,9 @@ def _entries() -> list[dict[str, Any]]:
     loaded = sys.modules.get("surgery.registry")
     if loaded is not None:
         known = {p["name"] for p in entries}
-        entries += _from_registry([cls for name, cls in loaded._PASSES.items() if name not in known])
+        entries += _from_registry(
+            [cls for name, cls in loaded._PASSES.items() if name not in known]
+        )
     return entries
 
 

@@ -31,15 +31,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", type=Path)
     flags.add_data(p)
-    p.add_argument("--samples", type=int, default=2, help="generated samples when no --data (default 2)")
+    p.add_argument(
+        "--samples", type=int, default=2, help="generated samples when no --data (default 2)"
+    )
     p.add_argument("--soc", metavar="SOC", help="Ascend SoC for the atc line (e.g. Ascend310P3)")
-    p.add_argument("--mode", default="fp16", choices=["fp16", "mixed_float16", "origin"],
-                   help="the precision mode to emulate (default fp16, ATC's default on inference SoCs)")
-    p.add_argument("--precision-flag", choices=["precision_mode", "precision_mode_v2"], default="precision_mode",
-                   help="which ATC flag the atc line uses (they cannot be combined; default precision_mode)")
-    p.add_argument("--keep-dtype", type=Path, metavar="FILE", help="write the --keep_dtype file of the plan here")
-    p.add_argument("--report", metavar="FILE", help="write the full diagnosis as JSON ('-' prints it instead)")
-    p.add_argument("--rtol", type=float, default=1e-2, help="relative tolerance, of each tensor's range (default 1e-2)")
+    p.add_argument(
+        "--mode",
+        default="fp16",
+        choices=["fp16", "mixed_float16", "origin"],
+        help="the precision mode to emulate (default fp16, ATC's default on inference SoCs)",
+    )
+    p.add_argument(
+        "--precision-flag",
+        choices=["precision_mode", "precision_mode_v2"],
+        default="precision_mode",
+        help="which ATC flag the atc line uses (they cannot be combined; default precision_mode)",
+    )
+    p.add_argument(
+        "--keep-dtype",
+        type=Path,
+        metavar="FILE",
+        help="write the --keep_dtype file of the plan here",
+    )
+    p.add_argument(
+        "--report", metavar="FILE", help="write the full diagnosis as JSON ('-' prints it instead)"
+    )
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-2,
+        help="relative tolerance, of each tensor's range (default 1e-2)",
+    )
     p.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance (default 1e-3)")
     p.set_defaults(func=run)
 
@@ -64,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     plan.write(args.keep_dtype, "the keep_dtype file (--keep-dtype)")
     plan.write(report_path, "the JSON report (--report)")
     samples = make_samples(model, data=str(args.data) if args.data else None, samples=args.samples)
-    report = check_precision(model, samples, mode=args.mode, tolerance=Tolerance(args.rtol, args.atol))
+    report = check_precision(
+        model, samples, mode=args.mode, tolerance=Tolerance(args.rtol, args.atol)
+    )
     for line in report.lines():
         print(line, file=out)
     keep_file: str | None = None
@@ -72,13 +96,25 @@ def run(args: argparse.Namespace) -> int:
         if args.keep_dtype is not None:
             plan.transaction.add_text(args.keep_dtype, keep_dtype_text(report.keep_dtype))
             keep_file = str(args.keep_dtype)
-            print(f"keep_dtype: {len(report.keep_dtype)} line(s) written to {args.keep_dtype}", file=out)
+            print(
+                f"keep_dtype: {len(report.keep_dtype)} line(s) written to {args.keep_dtype}",
+                file=out,
+            )
         else:
             keep_file = KEEP_DTYPE_PLACEHOLDER
-            print("keep_dtype: " + " | ".join(report.keep_dtype) + " (not written: give --keep-dtype FILE)", file=out)
+            print(
+                "keep_dtype: "
+                + " | ".join(report.keep_dtype)
+                + " (not written: give --keep-dtype FILE)",
+                file=out,
+            )
     v2 = args.precision_flag == "precision_mode_v2"
-    command = atc_command(model, args.model, soc_version=args.soc,
-                          precision=precision_flags(args.mode, keep_file, v2=v2))
+    command = atc_command(
+        model,
+        args.model,
+        soc_version=args.soc,
+        precision=precision_flags(args.mode, keep_file, v2=v2),
+    )
     print(f"atc: {command.line()}", file=out)
     text = ""
     if args.report:

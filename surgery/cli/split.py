@@ -39,20 +39,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="the source .onnx model")
     p.add_argument("--head", required=True, type=output_arg, help="where to write the head")
     p.add_argument("--tail", required=True, type=output_arg, help="where to write the tail")
-    p.add_argument("--boundary", type=_names, default=[], metavar="T1,T2", help="cut at these tensors instead")
-    p.add_argument("--hostile-ops", type=_names, default=[], metavar="OP1,OP2", help="more op types to keep off the NPU")
-    p.add_argument("--input-shape", metavar="SPEC",
-                   help="static input shapes ('images:1,3,640,640'): fix-shapes and make-static run first, so the "
-                   "head is static and the boundary is sized by static shapes")
-    p.add_argument("--no-min-cut", action="store_true",
-                   help="cut right before the first hostile op (every tensor crossing into it) instead of at the "
-                   "fewest bytes")
-    p.add_argument("--manifest", type=output_arg, help="where to write the manifest (default: HEAD stem + .split.json)")
+    p.add_argument(
+        "--boundary", type=_names, default=[], metavar="T1,T2", help="cut at these tensors instead"
+    )
+    p.add_argument(
+        "--hostile-ops",
+        type=_names,
+        default=[],
+        metavar="OP1,OP2",
+        help="more op types to keep off the NPU",
+    )
+    p.add_argument(
+        "--input-shape",
+        metavar="SPEC",
+        help="static input shapes ('images:1,3,640,640'): fix-shapes and make-static run first, so the "
+        "head is static and the boundary is sized by static shapes",
+    )
+    p.add_argument(
+        "--no-min-cut",
+        action="store_true",
+        help="cut right before the first hostile op (every tensor crossing into it) instead of at the "
+        "fewest bytes",
+    )
+    p.add_argument(
+        "--manifest",
+        type=output_arg,
+        help="where to write the manifest (default: HEAD stem + .split.json)",
+    )
     flags.add_data(p)
     flags.add_verify(p, default="each", old_off="--no-verify")
     flags.add_report(p, what="the run's report (the gates of the split)")
-    p.add_argument("--rtol", type=tolerance, default=0.0, help="relative tolerance of the parity check (default 0: exact)")
-    p.add_argument("--atol", type=tolerance, default=0.0, help="absolute tolerance of the parity check (default 0: exact)")
+    p.add_argument(
+        "--rtol",
+        type=tolerance,
+        default=0.0,
+        help="relative tolerance of the parity check (default 0: exact)",
+    )
+    p.add_argument(
+        "--atol",
+        type=tolerance,
+        default=0.0,
+        help="absolute tolerance of the parity check (default 0: exact)",
+    )
     p.set_defaults(func=run)
 
 
@@ -87,31 +115,60 @@ def run(args: argparse.Namespace) -> int:
     hostile: list[dict[str, str]] = []
     if not args.boundary:
         # fails early, with the reason, when there is nothing to split off
-        hostile = [h.to_dict() for h in postprocess_boundary(model.graph, hostile_ops=args.hostile_ops, functions=model.functions).hostile]
-    step = registry.get("split-postprocess")(boundary=list(args.boundary), hostile_ops=list(args.hostile_ops),
-                                              minimize=not args.no_min_cut)
+        hostile = [
+            h.to_dict()
+            for h in postprocess_boundary(
+                model.graph, hostile_ops=args.hostile_ops, functions=model.functions
+            ).hostile
+        ]
+    step = registry.get("split-postprocess")(
+        boundary=list(args.boundary),
+        hostile_ops=list(args.hostile_ops),
+        minimize=not args.no_min_cut,
+    )
     steps: list = [step]
-    if args.input_shape or all(is_static_shape(v.shape) for v in model.graph.inputs if not v.is_initializer()):
+    if args.input_shape or all(
+        is_static_shape(v.shape) for v in model.graph.inputs if not v.is_initializer()
+    ):
         # static inputs: fold the shape arithmetic first, so the boundary is sized by static shapes
         # and the head is static for the compiler (the gates verify it like the split)
         steps.insert(0, registry.get("make-static")())
     if args.input_shape:
-        shapes = {k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()}
+        shapes = {
+            k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()
+        }
         steps.insert(0, registry.get("fix-shapes")(shapes=shapes))
-    verify = {"checker": args.verify, "ort": args.verify, "parity": args.verify, "rtol": args.rtol, "atol": args.atol}
+    verify = {
+        "checker": args.verify,
+        "ort": args.verify,
+        "parity": args.verify,
+        "rtol": args.rtol,
+        "atol": args.atol,
+    }
     head, report = api.apply(model, steps, inputs=args.data, verify=verify, reproducer_dir=repro)
     result = report.steps[-1]
     if not result.modified:
-        raise InputError(f"{args.model}: nothing to split off ({'; '.join(result.notes) or 'no hostile op'})")
+        raise InputError(
+            f"{args.model}: nothing to split off ({'; '.join(result.notes) or 'no hostile op'})"
+        )
     tail = report.models["tail"]
     for note in result.notes:
         print(one_line(note), file=out)
-    print(f"head: {len(head.graph)} nodes, tail: {len(tail.graph)} nodes; checker {result.checker}, "
-          f"onnxruntime {result.ort}, head then tail vs original: {result.parity_status}", file=out)
+    print(
+        f"head: {len(head.graph)} nodes, tail: {len(tail.graph)} nodes; checker {result.checker}, "
+        f"onnxruntime {result.ort}, head then tail vs original: {result.parity_status}",
+        file=out,
+    )
     writes.transaction.add_model(head, head_path)
     writes.transaction.add_model(tail, tail_path)
-    data = manifest(head, {"tail": tail}, files={"head": head_path.name, "tail": tail_path.name},
-                    original_outputs=original_outputs, hostile=hostile, source="user" if args.boundary else "auto")
+    data = manifest(
+        head,
+        {"tail": tail},
+        files={"head": head_path.name, "tail": tail_path.name},
+        original_outputs=original_outputs,
+        hostile=hostile,
+        source="user" if args.boundary else "auto",
+    )
     writes.transaction.add_text(manifest_path, json.dumps(data, indent=2) + "\n")
     report.source = str(args.model)
     report.outputs = [str(head_path), str(tail_path)]

@@ -28,7 +28,29 @@ logger = logging.getLogger(__name__)
 
 _PREFIX = "__surgery_dim"
 _BROADCAST = frozenset(
-    ["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "BitShift", "Mod", "PRelu"]
+    [
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Pow",
+        "Max",
+        "Min",
+        "Sum",
+        "Mean",
+        "Where",
+        "Equal",
+        "Greater",
+        "Less",
+        "GreaterOrEqual",
+        "LessOrEqual",
+        "And",
+        "Or",
+        "Xor",
+        "BitShift",
+        "Mod",
+        "PRelu",
+    ]
 )
 _RNN = frozenset({"RNN", "GRU", "LSTM"})
 
@@ -79,11 +101,15 @@ def _inferred(model: ir.Model, symbols: dict[tuple[str, int], str]) -> onnx.Mode
                     dim.dim_param = symbol
         return onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception as exc:  # a best effort: without inference only names tie dims together
-        logger.info("batch dims: shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        logger.info(
+            "batch dims: shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc
+        )
         return None
 
 
-def _tie_node(node: onnx.NodeProto, table: dict[str, list[str | int | None]], union: _Union) -> None:
+def _tie_node(
+    node: onnx.NodeProto, table: dict[str, list[str | int | None]], union: _Union
+) -> None:
     def dims(i: int) -> list[str | int | None] | None:
         return table.get(node.input[i]) if i < len(node.input) and node.input[i] else None
 

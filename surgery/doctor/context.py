@@ -27,8 +27,19 @@ _SHAPE_READERS = frozenset({"Shape", "Size"})
 # Ops that never fold: random, or with subgraphs, or data-dependent shapes.
 _NEVER_FOLD = frozenset(
     {
-        "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
-        "If", "Loop", "Scan", "NonZero", "Unique", "NonMaxSuppression", "Dropout",
+        "RandomNormal",
+        "RandomNormalLike",
+        "RandomUniform",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+        "If",
+        "Loop",
+        "Scan",
+        "NonZero",
+        "Unique",
+        "NonMaxSuppression",
+        "Dropout",
     }
 )
 
@@ -61,7 +72,9 @@ class Context:
         self.facts = facts
         self.soc = soc
         self.soc_family = facts.resolve_soc(soc)
-        self.opsets: dict[str, int] = {normalize_domain(d): v for d, v in model.opset_imports.items()}
+        self.opsets: dict[str, int] = {
+            normalize_domain(d): v for d, v in model.opset_imports.items()
+        }
         self.function_ids = {(f.domain, f.name, f.overload) for f in model.functions.values()}
         self.entries: list[NodeEntry] = list(self._walk())
         self._by_op: dict[tuple[str, str], list[int]] = {}
@@ -70,7 +83,11 @@ class Context:
         self._dtypes: dict[int, ir.DataType | None] = {}
         # Values inside functions: their names are local, so the main graph's inferred types do not apply.
         self._function_values = {
-            id(v) for e in self.entries if e.in_function for v in (*e.node.inputs, *e.node.outputs) if v is not None
+            id(v)
+            for e in self.entries
+            if e.in_function
+            for v in (*e.node.inputs, *e.node.outputs)
+            if v is not None
         }
         self._foldable: dict[int, bool] = {}
         self._inferred: dict[str, onnx.TypeProto] | None = None
@@ -141,7 +158,10 @@ class Context:
             if producer is None:
                 self._foldable[k] = False  # a graph input, or an outer-scope/function input
                 continue
-            if producer.op_type in _SHAPE_READERS and normalize_domain(producer.domain) == "ai.onnx":
+            if (
+                producer.op_type in _SHAPE_READERS
+                and normalize_domain(producer.domain) == "ai.onnx"
+            ):
                 self._foldable[k] = True
                 continue
             if producer.op_type == "Constant" and normalize_domain(producer.domain) == "ai.onnx":
@@ -211,12 +231,18 @@ class Context:
         tp = self._inferred_types().get(value.name or "")
         if tp is not None and tp.tensor_type.HasField("shape"):
             inferred = plain_dims(
-                [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tp.tensor_type.shape.dim]
+                [
+                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in tp.tensor_type.shape.dim
+                ]
             )
             assert inferred is not None
             # Prefer whichever knows more dims.
-            if dims is None or (len(inferred) == len(dims)
-                                and len(inferred) - count_dynamic_dims(inferred) >= len(dims) - count_dynamic_dims(dims)):
+            if dims is None or (
+                len(inferred) == len(dims)
+                and len(inferred) - count_dynamic_dims(inferred)
+                >= len(dims) - count_dynamic_dims(dims)
+            ):
                 return inferred
         return dims
 

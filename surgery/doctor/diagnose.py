@@ -18,7 +18,9 @@ __all__ = ["diagnose"]
 logger = logging.getLogger(__name__)
 
 
-def diagnose(model: ModelLike, *, soc: str | None = None, checks: Sequence[Check] = CHECKS) -> DoctorReport:
+def diagnose(
+    model: ModelLike, *, soc: str | None = None, checks: Sequence[Check] = CHECKS
+) -> DoctorReport:
     """Check ``model`` (a path, ``ModelProto`` or ``ir.Model``; never modified) for ATC.
 
     Args:

@@ -91,7 +91,8 @@ class AtcFacts:
                     cann_op=row["cann_op"],
                     standard=row["standard"],
                     aicpu=tuple(
-                        AicpuEntry(e["cann_op"], tuple(e["socs"]), tuple(e["aicore_related"])) for e in row["aicpu"]
+                        AicpuEntry(e["cann_op"], tuple(e["socs"]), tuple(e["aicore_related"]))
+                        for e in row["aicpu"]
                     ),
                     constraints=row["constraints"],
                     notes=row["notes"],
@@ -141,5 +142,7 @@ class AtcFacts:
 @functools.lru_cache(maxsize=1)
 def load_facts() -> AtcFacts:
     """The shipped table (read once per process)."""
-    text = resources.files("surgery").joinpath("data").joinpath(DATA_FILE).read_text(encoding="utf-8")
+    text = (
+        resources.files("surgery").joinpath("data").joinpath(DATA_FILE).read_text(encoding="utf-8")
+    )
     return AtcFacts(json.loads(text))

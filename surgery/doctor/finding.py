@@ -30,7 +30,9 @@ class Severity(str, enum.Enum):
         try:
             return cls(text)
         except ValueError:
-            raise ValueError(f"unknown severity {text!r}; expected one of {', '.join(s.value for s in cls)}") from None
+            raise ValueError(
+                f"unknown severity {text!r}; expected one of {', '.join(s.value for s in cls)}"
+            ) from None
 
 
 _RANK = {Severity.WILL_FAIL: 0, Severity.SLOW: 1, Severity.PRECISION_RISK: 2, Severity.INFO: 3}

@@ -40,7 +40,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_OTHER", "DEFAULT_SPATIAL", "EmittedPipeline", "decide_shapes", "emit_pipeline"]
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_OTHER",
+    "DEFAULT_SPATIAL",
+    "EmittedPipeline",
+    "decide_shapes",
+    "emit_pipeline",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +136,20 @@ def decide_shapes(
                 size, given = batch_of(tied[(name, i)])
                 why = f"DECIDE: batch, the same dim as dim 0 of '{tied[(name, i)]}' ({given})"
             elif i == 0:
-                size, why = DEFAULT_BATCH, "DECIDE: batch, default 1 (one model per batch size on ATC)"
+                size, why = (
+                    DEFAULT_BATCH,
+                    "DECIDE: batch, default 1 (one model per batch size on ATC)",
+                )
             elif len(current) == 4 and i in (2, 3):
-                size, why = DEFAULT_SPATIAL, f"DECIDE: image {'height' if i == 2 else 'width'}, default {DEFAULT_SPATIAL}"
+                size, why = (
+                    DEFAULT_SPATIAL,
+                    f"DECIDE: image {'height' if i == 2 else 'width'}, default {DEFAULT_SPATIAL}",
+                )
             else:
-                size, why = DEFAULT_OTHER, f"DECIDE: no default fits every model, {DEFAULT_OTHER} is a placeholder"
+                size, why = (
+                    DEFAULT_OTHER,
+                    f"DECIDE: no default fits every model, {DEFAULT_OTHER} is a placeholder",
+                )
             if isinstance(d, str):
                 chosen.setdefault(d, size)
             shape.append(size)
@@ -145,7 +161,9 @@ def decide_shapes(
 
 def _max_standard_opset(ctx: Context) -> int:
     """The newest opset at which the shipped data registers any standard op (18)."""
-    return max(v for f in ctx.facts.ops["ai.onnx"].values() if f.standard and f.opsets for v in f.opsets)
+    return max(
+        v for f in ctx.facts.ops["ai.onnx"].values() if f.standard and f.opsets for v in f.opsets
+    )
 
 
 def _convert_target(ctx: Context) -> tuple[int, str]:
@@ -167,8 +185,10 @@ def _convert_target(ctx: Context) -> tuple[int, str]:
     if common:
         target = max(common)
         return target, f"the highest opset at which ATC registers every op of the model is {target}"
-    return max_opset, (f"no single opset registers every op (conflict at {', '.join(blockers) or '?'}); "
-                       f"{max_opset} is the newest ATC parses")
+    return max_opset, (
+        f"no single opset registers every op (conflict at {', '.join(blockers) or '?'}); "
+        f"{max_opset} is the newest ATC parses"
+    )
 
 
 def _registered() -> tuple[dict[str, type], str | None]:
@@ -212,7 +232,11 @@ def emit_pipeline(
         suggested.pop("remove-dropout", None)
     # NMS computing a graph output: that output's shape depends on the data, which no static
     # compiler holds (assert-static refuses it), so the split is part of the fix, not a choice
-    needs_split = [f for f in report.findings if "split-postprocess" in f.fix and f.details.get("data_dependent_outputs")]
+    needs_split = [
+        f
+        for f in report.findings
+        if "split-postprocess" in f.fix and f.details.get("data_dependent_outputs")
+    ]
     if needs_split:
         fixes_for.setdefault("split-postprocess", []).extend(needs_split)
         suggested.pop("split-postprocess", None)
@@ -227,8 +251,13 @@ def emit_pipeline(
     problems = [registry_problem] if registry_problem else []
 
     lines = [
-        comment(f"passes.toml written by `surgery doctor` for {Path(report.model).name if report.model else 'the model'}"),
-        comment(f"SoC: {report.soc or 'not given'}; findings: " + ", ".join(f"{n} {s}" for s, n in report.counts().items())),
+        comment(
+            f"passes.toml written by `surgery doctor` for {Path(report.model).name if report.model else 'the model'}"
+        ),
+        comment(
+            f"SoC: {report.soc or 'not given'}; findings: "
+            + ", ".join(f"{n} {s}" for s, n in report.counts().items())
+        ),
         "# Lines marked DECIDE hold defaults for decisions only you can make: check them.",
         "schema_version = 1",
         "",
@@ -249,23 +278,41 @@ def emit_pipeline(
         cls = registered.get(name)
         if cls is None:
             missing.append(name)
-            lines += [comment(f"NEEDED, not available in this build: {name}"), comment(f"  fixes: {reason}"), ""]
+            lines += [
+                comment(f"NEEDED, not available in this build: {name}"),
+                comment(f"  fixes: {reason}"),
+                "",
+            ]
             continue
         body: list[str] = []
         header: list[str] = [comment(f"fixes: {reason}")]
         if name == "remove-dropout" and training:
-            header.append("# first: a Dropout in training mode makes the original random, so nothing can be "
-                          "verified before it goes")
+            header.append(
+                "# first: a Dropout in training mode makes the original random, so nothing can be "
+                "verified before it goes"
+            )
         if name == "split-postprocess" and needs_split:
             outputs = sorted({o for f in needs_split for o in f.details["data_dependent_outputs"]})
-            header += [comment(f"the output(s) {', '.join(outputs)} have a shape that depends on the data (NMS): "
-                               "a static-shape compiler cannot hold them"),
-                       "# the model becomes the head (for ATC); NMS and what follows run on the CPU from OUT.tail.onnx",
-                       "# (the gates verify head then tail against the original). Remove this step to keep NMS on",
-                       "# the NPU: its output is then padded to a fixed size, and assert-static refuses the model."]
+            header += [
+                comment(
+                    f"the output(s) {', '.join(outputs)} have a shape that depends on the data (NMS): "
+                    "a static-shape compiler cannot hold them"
+                ),
+                "# the model becomes the head (for ATC); NMS and what follows run on the CPU from OUT.tail.onnx",
+                "# (the gates verify head then tail against the original). Remove this step to keep NMS on",
+                "# the NPU: its output is then padded to a fixed size, and assert-static refuses the model.",
+            ]
         elif name in USER_DECISION_PASSES:
             commented.append(name)
-            lines += [*header, comment(f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); uncomment to use it"), "# [[pass]]", comment(f"name = {string(name)}"), ""]
+            lines += [
+                *header,
+                comment(
+                    f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); uncomment to use it"
+                ),
+                "# [[pass]]",
+                comment(f"name = {string(name)}"),
+                "",
+            ]
             continue
         options = _option_names(cls)
         if name == "fix-shapes":
@@ -278,11 +325,21 @@ def emit_pipeline(
             for name_ in unwritable:
                 shapes.pop(name_)
             if unwritable:
-                header.append(comment(f"DECIDE: these input names cannot be written in TOML (not Unicode text), "
-                                      f"fix their shapes another way: {', '.join(map(repr, unwritable))}"))
-                problems.append(f"fix-shapes: input names TOML cannot hold: {', '.join(map(repr, unwritable))}")
+                header.append(
+                    comment(
+                        f"DECIDE: these input names cannot be written in TOML (not Unicode text), "
+                        f"fix their shapes another way: {', '.join(map(repr, unwritable))}"
+                    )
+                )
+                problems.append(
+                    f"fix-shapes: input names TOML cannot hold: {', '.join(map(repr, unwritable))}"
+                )
             if undecided:
-                header.append(comment(f"DECIDE: inputs with unknown rank, give their full shape: {', '.join(undecided)}"))
+                header.append(
+                    comment(
+                        f"DECIDE: inputs with unknown rank, give their full shape: {', '.join(undecided)}"
+                    )
+                )
                 problems.append(f"fix-shapes: inputs without a shape: {', '.join(undecided)}")
             if "shapes" in options:
                 body.append(f"shapes = {toml_value(shapes)}")
@@ -293,18 +350,24 @@ def emit_pipeline(
             if "make-static" in active:
                 # fixing the inputs alone can leave an untaken If branch that no longer type-checks
                 # (it is folded away by make-static): the gates after make-static verify both
-                header.append("# verified together with make-static (the gates after it compare with the original)")
+                header.append(
+                    "# verified together with make-static (the gates after it compare with the original)"
+                )
                 body += ["[pass.verify]", 'checker = "end"', 'ort = "end"', 'parity = "end"']
         elif name == "make-static":
             loops = {str(f.details.get("op")) for f in findings} & {"Loop", "Scan"}
             if loops and "unroll_loops" in options:
-                header.append(f"# unroll_loops: ATC has no {'/'.join(sorted(loops))} parser; unrolling needs a constant "
-                              "trip count (Loop) or a static scan length (Scan)")
+                header.append(
+                    f"# unroll_loops: ATC has no {'/'.join(sorted(loops))} parser; unrolling needs a constant "
+                    "trip count (Loop) or a static scan length (Scan)"
+                )
                 body.append(f"unroll_loops = {toml_value(True)}")
                 if "Scan" in loops and "max_unroll" in options:
                     # a Scan runs over frames or time steps: 98 for 1 s of 16 kHz audio at a 10 ms hop
-                    header.append(f"# max_unroll {SCAN_MAX_UNROLL}: a Scan usually runs over frames (98 for 1 s of "
-                                  "16 kHz audio at a 10 ms hop); raise it for longer inputs")
+                    header.append(
+                        f"# max_unroll {SCAN_MAX_UNROLL}: a Scan usually runs over frames (98 for 1 s of "
+                        "16 kHz audio at a 10 ms hop); raise it for longer inputs"
+                    )
                     body.append(f"max_unroll = {toml_value(SCAN_MAX_UNROLL)}")
         elif name == "convert-opset":
             opset_target, why = _convert_target(ctx)
@@ -316,15 +379,24 @@ def emit_pipeline(
 
     leftovers = [n for n in order_passes(suggested) if n not in active]
     if leftovers:
-        lines.append("# Optional: fixes of precision risks and information findings (uncomment to use)")
+        lines.append(
+            "# Optional: fixes of precision risks and information findings (uncomment to use)"
+        )
         for name in leftovers:
             commented.append(name)
             avail = "" if name in registered else " (not available in this build)"
-            lines += [comment(f"fixes: {because(suggested[name])}{avail}"), "# [[pass]]", comment(f"name = {string(name)}"), ""]
+            lines += [
+                comment(f"fixes: {because(suggested[name])}{avail}"),
+                "# [[pass]]",
+                comment(f"name = {string(name)}"),
+                "",
+            ]
     text = "\n".join(lines).rstrip() + "\n"
     if registered:
         problems += _validate(text, steps, shapes_written)
-    return EmittedPipeline(text=text, steps=steps, missing=missing, commented=commented, problems=problems)
+    return EmittedPipeline(
+        text=text, steps=steps, missing=missing, commented=commented, problems=problems
+    )
 
 
 def _unwritable(shapes: Mapping[str, Any]) -> list[Any]:
@@ -356,8 +428,12 @@ def _validate(text: str, steps: list[str], shapes: Mapping[str, list[int]] | Non
     if written != steps:  # pragma: no cover - a bug in the writer
         return [f"the written pipeline holds {written}, not the intended {steps}"]
     if shapes is not None:
-        got = next((p["shapes"] for p in doc.get("pass", []) if p.get("name") == "fix-shapes"), None)
-        if got != {text_of(k): list(v) for k, v in shapes.items()}:  # pragma: no cover - a bug in the writer
+        got = next(
+            (p["shapes"] for p in doc.get("pass", []) if p.get("name") == "fix-shapes"), None
+        )
+        if got != {
+            text_of(k): list(v) for k, v in shapes.items()
+        }:  # pragma: no cover - a bug in the writer
             return ["the written pipeline's fix-shapes shapes differ from the intended ones"]
     return []
 

@@ -42,26 +42,48 @@ def render_table(report: DoctorReport) -> str:
     else:
         rows = [("#", "SEVERITY", "CHECK", "FINDING", "NODES", "FIX")]
         for i, f in enumerate(report.findings, 1):
-            rows.append((str(i), f.severity.value, f.check, f.title, _nodes(f.nodes), ", ".join(f.fix) or "-"))
+            rows.append(
+                (
+                    str(i),
+                    f.severity.value,
+                    f.check,
+                    f.title,
+                    _nodes(f.nodes),
+                    ", ".join(f.fix) or "-",
+                )
+            )
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
         for r in rows:
             out.append("  ".join(r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5])
         out.append("")
         for i, f in enumerate(report.findings, 1):
             out.append(f"{i}. [{f.severity.value}] {f.title}")
-            out += textwrap.wrap(f"why: {f.why}", _WIDTH, initial_indent="   ", subsequent_indent="        ")
+            out += textwrap.wrap(
+                f"why: {f.why}", _WIDTH, initial_indent="   ", subsequent_indent="        "
+            )
             fix = ", ".join(f.fix) if f.fix else "no pass"
             note = f" ({f.fix_note})" if f.fix_note else ""
-            out += textwrap.wrap(f"fix: {fix}{note}", _WIDTH, initial_indent="   ", subsequent_indent="        ")
+            out += textwrap.wrap(
+                f"fix: {fix}{note}", _WIDTH, initial_indent="   ", subsequent_indent="        "
+            )
             if len(f.nodes) > _MAX_NODES:
-                out += textwrap.wrap("nodes: " + ", ".join(f.nodes[:20]) + (" ..." if len(f.nodes) > 20 else ""),
-                                     _WIDTH, initial_indent="   ", subsequent_indent="        ")
+                out += textwrap.wrap(
+                    "nodes: " + ", ".join(f.nodes[:20]) + (" ..." if len(f.nodes) > 20 else ""),
+                    _WIDTH,
+                    initial_indent="   ",
+                    subsequent_indent="        ",
+                )
     counts = report.counts()
     out.append("")
-    verdict = ("ATC will fail on this model (exit 1)" if report.will_fail
-               else "nothing here is known to make ATC fail (exit 0)")
+    verdict = (
+        "ATC will fail on this model (exit 1)"
+        if report.will_fail
+        else "nothing here is known to make ATC fail (exit 0)"
+    )
     out.append("Summary: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f". {verdict}.")
     if any(f.fix for f in report.findings):
-        out.append("Fix: surgery doctor MODEL --emit-pipeline passes.toml, then surgery apply passes.toml MODEL -o OUT")
+        out.append(
+            "Fix: surgery doctor MODEL --emit-pipeline passes.toml, then surgery apply passes.toml MODEL -o OUT"
+        )
     # every line may carry model text (node names, the model path): one printable line each
     return "\n".join(one_line(line) for line in out) + "\n"

@@ -104,7 +104,12 @@ class Outcome:
         }
 
 
-_LABELS = {Status.PASSED: "ok", Status.FAILED: "FAILED", Status.SKIPPED: "off", Status.DEFERRED: "at end"}
+_LABELS = {
+    Status.PASSED: "ok",
+    Status.FAILED: "FAILED",
+    Status.SKIPPED: "off",
+    Status.DEFERRED: "at end",
+}
 
 
 @runtime_checkable

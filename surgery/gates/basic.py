@@ -31,19 +31,29 @@ class CheckerGate(BaseGate):
             return
         basic = checker.check(run.original, full=False)
         if not basic:
-            raise InputError(f"the input model fails onnx.checker: {basic.message}; fix it or run with --verify off")
+            raise InputError(
+                f"the input model fails onnx.checker: {basic.message}; fix it or run with --verify off"
+            )
         run.full_check = False
-        run.report.notes.append(f"the input model fails the checker's full check ({outcome.message}); gates use the basic check")
+        run.report.notes.append(
+            f"the input model fails the checker's full check ({outcome.message}); gates use the basic check"
+        )
 
     def check(self, state: RunState) -> Outcome:
-        outcome = checker.check(state.light(), full=state.full_check, tolerate=tolerated_nodes(state.model))
+        outcome = checker.check(
+            state.light(), full=state.full_check, tolerate=tolerated_nodes(state.model)
+        )
         what = "the final model" if state.at_end else "the model"
         if not outcome:
             return Outcome.failed(self.name, f"onnx.checker rejects {what}: {outcome.message}")
         for key, part in state.chained.items():
             outcome = checker.check(LightProto(part), full=state.full_check)
             if not outcome:
-                return Outcome.failed(self.name, f"onnx.checker rejects the chained model '{key}': {outcome.message}", tensor=key)
+                return Outcome.failed(
+                    self.name,
+                    f"onnx.checker rejects the chained model '{key}': {outcome.message}",
+                    tensor=key,
+                )
         return Outcome.passed(self.name, numbers={"full_check": state.full_check})
 
 
@@ -74,7 +84,11 @@ class OrtLoadGate(BaseGate):
             engine = state.load()
         except MissingKernel as exc:
             if self._original_lacks_kernel(state):
-                return Outcome.passed(self.name, "no kernel (as the original)", numbers={"engine": "reference evaluator"})
+                return Outcome.passed(
+                    self.name,
+                    "no kernel (as the original)",
+                    numbers={"engine": "reference evaluator"},
+                )
             return Outcome.failed(self.name, f"onnxruntime cannot load or run the model: {exc}")
         except OrtLoadError as exc:
             return Outcome.failed(self.name, f"onnxruntime cannot load or run the model: {exc}")

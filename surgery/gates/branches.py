@@ -69,7 +69,9 @@ class Coverage:
 class MarkerSession:
     """One ONNX Runtime session of a model with a marker output per branch (and exposed values)."""
 
-    def __init__(self, light: LightProto, targets: Sequence[Target], expose: Sequence[ir.Value] = ()) -> None:
+    def __init__(
+        self, light: LightProto, targets: Sequence[Target], expose: Sequence[ir.Value] = ()
+    ) -> None:
         from surgery.verify.ort import OrtSession
 
         marked, self.markers = instrument(light, targets, expose)
@@ -78,8 +80,13 @@ class MarkerSession:
         self.exposed = [v.name for v in expose]
         self.runs = 0
 
-    def run(self, feeds: Mapping[str, np.ndarray], *, outputs: Sequence[str] | None = None, exposed: bool = True
-            ) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
+    def run(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        *,
+        outputs: Sequence[str] | None = None,
+        exposed: bool = True,
+    ) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
         """The model's outputs (or only ``outputs``), the exposed values (unless ``exposed`` is
         False) and path → executed."""
         self.runs += 1
@@ -88,7 +95,11 @@ class MarkerSession:
             names = list(outputs) if outputs is not None else self.outputs
             wanted = [*names, *(self.exposed if exposed else ()), *self.markers]
         out = self.session.run(feeds, wanted)
-        taken = {self.markers[k].path: bool(np.asarray(out.pop(k)).reshape(-1)[0]) for k in list(out) if k in self.markers}
+        taken = {
+            self.markers[k].path: bool(np.asarray(out.pop(k)).reshape(-1)[0])
+            for k in list(out)
+            if k in self.markers
+        }
         return out, taken
 
     def close(self) -> None:
@@ -128,7 +139,11 @@ def check_coverage(state: RunState, data: ParityData) -> Coverage:
     targets = branch_targets(state.model) if changed_paths else []
     changed = [t for t in targets if t.path in changed_paths]
     for path, label in data.original_labels.items():
-        coverage.branches[label] = {"original": list(original.get(path, [])), "new": None, "changed": False}
+        coverage.branches[label] = {
+            "original": list(original.get(path, [])),
+            "new": None,
+            "changed": False,
+        }
     if not changed:
         return coverage
     inputs = {v.name for v in state.model.graph.inputs}
@@ -140,7 +155,9 @@ def check_coverage(state: RunState, data: ParityData) -> Coverage:
         probe = MarkerSession(state.light(), targets, _operands(state.model, required))
     except Exception as exc:  # a model that cannot load is the ort gate's business
         logger.info("could not instrument the branches: %s", exc)
-        coverage.notes.append(f"branch coverage not observed (the marked model does not load: {_first_line(exc)})")
+        coverage.notes.append(
+            f"branch coverage not observed (the marked model does not load: {_first_line(exc)})"
+        )
         return coverage
     taken_new: dict[str, list[str]] = {}
     found: list[tuple[Sample, list[Target]]] = []
@@ -150,13 +167,17 @@ def check_coverage(state: RunState, data: ParityData) -> Coverage:
                 _, taken = probe.run(sample.feeds, outputs=[])
             except Exception as exc:  # the parity run reports a model that cannot run
                 logger.info("could not run the branch probe: %s", exc)
-                coverage.notes.append(f"branch coverage not observed (the marked model does not run: {_first_line(exc)})")
+                coverage.notes.append(
+                    f"branch coverage not observed (the marked model does not run: {_first_line(exc)})"
+                )
                 return coverage
             record(taken_new, taken, sample.name)
         missing = [t for t in required if not taken_new.get(t.path)]
         for target in list(missing):
             if not _condition_inputs(state.model, _level_nodes(state.model, target)):
-                coverage.notes.append(f"{target.label} was changed; its condition depends on no graph input, so no input executes it")
+                coverage.notes.append(
+                    f"{target.label} was changed; its condition depends on no graph input, so no input executes it"
+                )
                 missing.remove(target)
                 required.remove(target)
         if missing and data.rebased_after is None:
@@ -166,13 +187,17 @@ def check_coverage(state: RunState, data: ParityData) -> Coverage:
     if found:
         _adopt(state, data, found, taken_new, coverage)
     for target in changed:
-        entry = coverage.branches.setdefault(target.label, {"original": list(original.get(target.path, [])), "new": None})
+        entry = coverage.branches.setdefault(
+            target.label, {"original": list(original.get(target.path, [])), "new": None}
+        )
         entry["new"], entry["changed"] = list(taken_new.get(target.path, [])), True
     missing = [t for t in required if not taken_new.get(t.path)]
     if missing:
         label = missing[0].label
         if state.pipeline.verify.allow_unexercised:
-            coverage.notes.append(f"{label} was changed but never executed by the parity samples (allowed by [verify] allow_unexercised)")
+            coverage.notes.append(
+                f"{label} was changed but never executed by the parity samples (allowed by [verify] allow_unexercised)"
+            )
             return coverage
         coverage.tensor = label
         coverage.failure = (
@@ -188,8 +213,13 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def _adopt(state: RunState, data: ParityData, found: list[tuple[Sample, list[Target]]],
-           taken_new: dict[str, list[str]], coverage: Coverage) -> None:
+def _adopt(
+    state: RunState,
+    data: ParityData,
+    found: list[tuple[Sample, list[Target]]],
+    taken_new: dict[str, list[str]],
+    coverage: Coverage,
+) -> None:
     """Keep the found samples on which the original runs finitely (references computed once)."""
     from surgery.gates.parity import _finite, reference_outputs
 
@@ -200,14 +230,18 @@ def _adopt(state: RunState, data: ParityData, found: list[tuple[Sample, list[Tar
         if not fresh:
             continue
         if isinstance(reference, BaseException) or not _finite(reference, data.random):
-            coverage.notes.append(f"sample '{sample.name}' takes {fresh[0].label} but the original fails or gives NaN/Inf on it")
+            coverage.notes.append(
+                f"sample '{sample.name}' takes {fresh[0].label} but the original fails or gives NaN/Inf on it"
+            )
             continue
         data.samples.append(sample)
         data.references.append(reference)
         for target in fresh:
             taken_new.setdefault(target.path, []).append(sample.name)
             done.add(target.path)
-            coverage.notes.append(f"{target.label}: no planned sample took it; sample '{sample.name}' does")
+            coverage.notes.append(
+                f"{target.label}: no planned sample took it; sample '{sample.name}' does"
+            )
 
 
 # -- the search ---------------------------------------------------------------------------------
@@ -215,7 +249,11 @@ def _const_array(value: ir.Value) -> np.ndarray | None:
     tensor = value.const_value
     if tensor is None:
         producer = value.producer()
-        if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
+        if (
+            producer is not None
+            and producer.op_type == "Constant"
+            and "value" in producer.attributes
+        ):
             tensor = producer.attributes["value"].value
     if tensor is None:
         return None
@@ -232,7 +270,9 @@ def _in_main(model: ir.Model, value: ir.Value) -> bool:
     return producer.graph is model.graph
 
 
-def _comparison(value: ir.Value | None, model: ir.Model) -> tuple[ir.Value, ir.Value | None, str] | None:
+def _comparison(
+    value: ir.Value | None, model: ir.Model
+) -> tuple[ir.Value, ir.Value | None, str] | None:
     """The main-graph comparison a condition (or a trip count) reduces to: (lhs, rhs, op).
 
     ``rhs`` None: ``lhs`` is numeric and the condition is ``lhs > 0`` (a trip count).
@@ -256,7 +296,9 @@ def _comparison(value: ir.Value | None, model: ir.Model) -> tuple[ir.Value, ir.V
     return None
 
 
-def _conditions(model: ir.Model, target: Target) -> list[tuple[int, tuple[ir.Value, ir.Value | None, str]]]:
+def _conditions(
+    model: ir.Model, target: Target
+) -> list[tuple[int, tuple[ir.Value, ir.Value | None, str]]]:
     """(level, comparison) for each level of ``target`` whose condition is solvable."""
     out = []
     for level, node in enumerate(_level_nodes(model, target)):
@@ -278,7 +320,9 @@ def _operands(model: ir.Model, targets: Sequence[Target]) -> list[ir.Value]:
     return list(out.values())
 
 
-def _difference(lhs: ir.Value, rhs: ir.Value | None, values: Mapping[str, np.ndarray]) -> float | None:
+def _difference(
+    lhs: ir.Value, rhs: ir.Value | None, values: Mapping[str, np.ndarray]
+) -> float | None:
     def read(v: ir.Value | None) -> np.ndarray | None:
         if v is None:
             return np.zeros((), np.float64)
@@ -289,13 +333,17 @@ def _difference(lhs: ir.Value, rhs: ir.Value | None, values: Mapping[str, np.nda
     if a is None or b is None or a.size == 0 or b.size == 0:
         return None
     try:
-        d = float(np.asarray(a, np.float64).reshape(-1)[0] - np.asarray(b, np.float64).reshape(-1)[0])
+        d = float(
+            np.asarray(a, np.float64).reshape(-1)[0] - np.asarray(b, np.float64).reshape(-1)[0]
+        )
     except (TypeError, ValueError):
         return None
     return d if np.isfinite(d) else None
 
 
-def _family(kind: str, base: Mapping[str, np.ndarray], names: list[str]) -> Callable[[float], dict[str, np.ndarray]]:
+def _family(
+    kind: str, base: Mapping[str, np.ndarray], names: list[str]
+) -> Callable[[float], dict[str, np.ndarray]]:
     def feeds(t: float) -> dict[str, np.ndarray]:
         out = dict(base)
         for n in names:
@@ -327,8 +375,14 @@ def _steps(t_star: float, integer: bool) -> Iterator[float]:
         yield t_star - m * scale
 
 
-def _solve(state: RunState, data: ParityData, probe: MarkerSession, target: Target,
-           base: dict[str, np.ndarray], budget: list[int]) -> tuple[dict[str, np.ndarray], str] | None:
+def _solve(
+    state: RunState,
+    data: ParityData,
+    probe: MarkerSession,
+    target: Target,
+    base: dict[str, np.ndarray],
+    budget: list[int],
+) -> tuple[dict[str, np.ndarray], str] | None:
     """Feeds that execute ``target``, solved level by level from ``base``; and how they were made."""
     model = state.model
     fixed = fixed_inputs(model, state.pipeline.inputs, data.hints)
@@ -360,12 +414,19 @@ def _solve(state: RunState, data: ParityData, probe: MarkerSession, target: Targ
         solved = False
         for _, (lhs, rhs, op) in [c for c in conditions if c[0] == level]:
             compared = [_Dummy(lhs)] + ([_Dummy(rhs)] if rhs is not None else [])
-            names = [n for n in _condition_inputs(model, compared)
-                     if n in feeds and n not in fixed and np.asarray(feeds[n]).dtype.kind in "iuf"]
+            names = [
+                n
+                for n in _condition_inputs(model, compared)
+                if n in feeds and n not in fixed and np.asarray(feeds[n]).dtype.kind in "iuf"
+            ]
             if not names:
                 continue
             integer = all(np.asarray(feeds[n]).dtype.kind in "iu" for n in names)
-            for kind, (t0, t1) in (("fill", (0.0, 1.0)), ("shift", (0.0, 1.0)), ("scale", (1.0, 2.0))):
+            for kind, (t0, t1) in (
+                ("fill", (0.0, 1.0)),
+                ("shift", (0.0, 1.0)),
+                ("scale", (1.0, 2.0)),
+            ):
                 make = _family(kind, feeds, names)
                 r0, r1 = probe_run(make(t0)), probe_run(make(t1))
                 if r0 is None or r1 is None:
@@ -426,9 +487,20 @@ def _followed(data: ParityData, names: list[str]) -> list[Sample]:
     """Samples that vary only the inputs a condition follows: bools flipped, numbers at large magnitudes."""
     planned = data.plan.feeds
     out: list[Sample] = []
-    flipped = {n: np.logical_not(planned[n]) for n in names if n in planned and np.asarray(planned[n]).dtype.kind == "b"}
+    flipped = {
+        n: np.logical_not(planned[n])
+        for n in names
+        if n in planned and np.asarray(planned[n]).dtype.kind == "b"
+    }
     if flipped:
-        out.append(Sample("condition inputs flipped", {**planned, **flipped}, 1.0, dict.fromkeys(flipped, "flipped")))
+        out.append(
+            Sample(
+                "condition inputs flipped",
+                {**planned, **flipped},
+                1.0,
+                dict.fromkeys(flipped, "flipped"),
+            )
+        )
     numeric = [n for n in names if n in planned and np.asarray(planned[n]).dtype.kind in "iuf"]
     for scale in (1.0, 1e3, 1e6):
         for sign in (1, -1):
@@ -439,13 +511,24 @@ def _followed(data: ParityData, names: list[str]) -> list[Sample]:
                     feeds[n] = np.full(a.shape, sign * scale, dtype=a.dtype)
                 else:
                     info = np.iinfo(a.dtype)
-                    feeds[n] = np.full(a.shape, int(np.clip(sign * scale, info.min, info.max)), dtype=a.dtype)
+                    feeds[n] = np.full(
+                        a.shape, int(np.clip(sign * scale, info.min, info.max)), dtype=a.dtype
+                    )
             if numeric:
-                out.append(Sample(f"condition inputs at {sign * scale:g}", feeds, scale, dict.fromkeys(numeric, f"all {sign * scale:g}")))
+                out.append(
+                    Sample(
+                        f"condition inputs at {sign * scale:g}",
+                        feeds,
+                        scale,
+                        dict.fromkeys(numeric, f"all {sign * scale:g}"),
+                    )
+                )
     return out
 
 
-def _search(state: RunState, data: ParityData, probe: MarkerSession, missing: list[Target]) -> list[tuple[Sample, list[Target]]]:
+def _search(
+    state: RunState, data: ParityData, probe: MarkerSession, missing: list[Target]
+) -> list[tuple[Sample, list[Target]]]:
     """Samples that execute the missing targets: solved first, then followed inputs, then range ends."""
     found: list[tuple[Sample, list[Target]]] = []
     missing = list(missing)
@@ -470,20 +553,37 @@ def _search(state: RunState, data: ParityData, probe: MarkerSession, missing: li
             continue
         feeds, how = solved
         hit = takes(feeds) or [target]
-        sample = Sample(f"solved for {target.label}", feeds, _scale(planned, feeds), {"search": how})
+        sample = Sample(
+            f"solved for {target.label}", feeds, _scale(planned, feeds), {"search": how}
+        )
         found.append((sample, hit))
         missing = [t for t in missing if t not in hit]
     if not missing:
         return found
     cfg = state.pipeline.verify
-    followed = _followed(data, _condition_inputs(state.model, [n for t in missing for n in _level_nodes(state.model, t)]))
-    extremes = extreme_samples(state.model_original(), state.pipeline.inputs, data.hints, data.plan, seed=cfg.seed)
+    followed = _followed(
+        data,
+        _condition_inputs(state.model, [n for t in missing for n in _level_nodes(state.model, t)]),
+    )
+    extremes = extreme_samples(
+        state.model_original(), state.pipeline.inputs, data.hints, data.plan, seed=cfg.seed
+    )
     for sample in itertools.chain(followed, extremes):
         if not missing or budget[0] <= 0:
             break
         hit = takes(sample.feeds)
         if hit:
-            found.append((Sample(f"{sample.name} (found for {hit[0].label})", sample.feeds, sample.scale, sample.provenance), hit))
+            found.append(
+                (
+                    Sample(
+                        f"{sample.name} (found for {hit[0].label})",
+                        sample.feeds,
+                        sample.scale,
+                        sample.provenance,
+                    ),
+                    hit,
+                )
+            )
             missing = [t for t in missing if t not in hit]
     return found
 

@@ -23,6 +23,7 @@ import onnx_ir as ir
 from onnx import TensorProto
 from onnx import helper as oh
 
+from surgery.graph import is_onnx_domain
 from surgery.model_io import LightProto
 
 __all__ = ["MARKER", "Target", "branch_targets", "instrument"]
@@ -61,7 +62,7 @@ class Target:
 
 def _walk(graph: ir.Graph, path: str, chain: tuple) -> Iterator[Target]:
     for index, node in enumerate(graph):
-        attrs = _KINDS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        attrs = _KINDS.get(node.op_type) if is_onnx_domain(node.domain) else None
         if not attrs:
             continue
         for attr in attrs:
@@ -80,7 +81,13 @@ def branch_targets(model: ir.Model) -> list[Target]:
 
 
 def _const(name: str, value: bool) -> onnx.NodeProto:
-    return oh.make_node("Constant", [], [name], name=name, value=oh.make_tensor(name + "_v", TensorProto.BOOL, [], [value]))
+    return oh.make_node(
+        "Constant",
+        [],
+        [name],
+        name=name,
+        value=oh.make_tensor(name + "_v", TensorProto.BOOL, [], [value]),
+    )
 
 
 def _graph_attr(node: onnx.NodeProto, attr: str) -> onnx.GraphProto:
@@ -96,7 +103,9 @@ def _carry(graph: onnx.GraphProto, node: onnx.NodeProto, attr: str, inner: str, 
     out = f"{tag}_out"
     if node.op_type == "If":
         other = "else_branch" if attr == "then_branch" else "then_branch"
-        _graph_attr(node, attr).output.append(oh.make_tensor_value_info(inner, TensorProto.BOOL, []))
+        _graph_attr(node, attr).output.append(
+            oh.make_tensor_value_info(inner, TensorProto.BOOL, [])
+        )
         other_graph = _graph_attr(node, other)
         other_graph.node.append(_const(f"{tag}_false", False))
         other_graph.output.append(oh.make_tensor_value_info(f"{tag}_false", TensorProto.BOOL, []))
@@ -118,7 +127,9 @@ def _carry(graph: onnx.GraphProto, node: onnx.NodeProto, attr: str, inner: str, 
     return out
 
 
-def _resolve(graph: onnx.GraphProto, chain: Sequence[tuple[str, int, str, str]]) -> list[tuple[onnx.GraphProto, int, str]]:
+def _resolve(
+    graph: onnx.GraphProto, chain: Sequence[tuple[str, int, str, str]]
+) -> list[tuple[onnx.GraphProto, int, str]]:
     """(containing graph, node index, attr) for each level of ``chain``."""
     levels = []
     for _, index, _, attr in chain:

@@ -40,7 +40,11 @@ def _tensor_key(tensor: Any) -> Any:
     nbytes = getattr(tensor, "nbytes", SMALL_CONSTANT + 1)
     if nbytes <= SMALL_CONSTANT and not isinstance(tensor, ir.ExternalTensor):
         try:
-            return (str(tensor.dtype), tuple(tensor.shape), hashlib.blake2b(tensor.tobytes(), digest_size=8).digest())
+            return (
+                str(tensor.dtype),
+                tuple(tensor.shape),
+                hashlib.blake2b(tensor.tobytes(), digest_size=8).digest(),
+            )
         except Exception:  # e.g. string tensors: fall back to identity
             pass
     return (str(getattr(tensor, "dtype", None)), id(tensor), _sampled(tensor))
@@ -56,7 +60,11 @@ def _sampled(tensor: Any) -> Any:
 
 def _port_key(value: ir.Value) -> Any:
     shape = value.shape
-    return (value.name, value.dtype, None if shape is None else tuple(d if isinstance(d, int) else str(d) for d in shape))
+    return (
+        value.name,
+        value.dtype,
+        None if shape is None else tuple(d if isinstance(d, int) else str(d) for d in shape),
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -74,9 +82,16 @@ def _graph(graph: ir.Graph | ir.Function, path: str, out: dict[str, str]) -> str
     compared within one run). Intermediate values enter by name, graph inputs and outputs with
     their types and shapes.
     """
-    items: list[Any] = [tuple(_port_key(v) for v in graph.inputs), tuple(_port_key(v) for v in graph.outputs)]
+    items: list[Any] = [
+        tuple(_port_key(v) for v in graph.inputs),
+        tuple(_port_key(v) for v in graph.outputs),
+    ]
     if isinstance(graph, ir.Graph):
-        items.append(tuple((name, _tensor_key(value.const_value)) for name, value in graph.initializers.items()))
+        items.append(
+            tuple(
+                (name, _tensor_key(value.const_value)) for name, value in graph.initializers.items()
+            )
+        )
     append = items.append
     for index, node in enumerate(graph):
         attrs = node.attributes
@@ -88,23 +103,46 @@ def _graph(graph: ir.Graph | ir.Function, path: str, out: dict[str, str]) -> str
                 if attr.is_ref():
                     parts.append((key, "@", attr.ref_attr_name))
                 elif kind is _GRAPH:
-                    parts.append((key, _graph(attr.as_graph(), f"{path}/{node.op_type} '{node.name or index}'.{key}", out)))
+                    parts.append(
+                        (
+                            key,
+                            _graph(
+                                attr.as_graph(),
+                                f"{path}/{node.op_type} '{node.name or index}'.{key}",
+                                out,
+                            ),
+                        )
+                    )
                 elif kind is _GRAPHS:
-                    parts.append((key, tuple(
-                        _graph(g, f"{path}/{node.op_type} '{node.name or index}'.{key}[{i}]", out)
-                        for i, g in enumerate(attr.as_graphs())
-                    )))
+                    parts.append(
+                        (
+                            key,
+                            tuple(
+                                _graph(
+                                    g,
+                                    f"{path}/{node.op_type} '{node.name or index}'.{key}[{i}]",
+                                    out,
+                                )
+                                for i, g in enumerate(attr.as_graphs())
+                            ),
+                        )
+                    )
                 elif kind is _TENSOR:
                     parts.append((key, _tensor_key(attr.value)))
                 else:
                     parts.append((key, _plain(attr.value)))
             attr_key = tuple(parts)
-        append((
-            node.op_type, node.domain, node.name, node.overload,
-            tuple([v.name if v is not None else None for v in node.inputs]),
-            tuple([v.name for v in node.outputs]),
-            attr_key,
-        ))
+        append(
+            (
+                node.op_type,
+                node.domain,
+                node.name,
+                node.overload,
+                tuple([v.name if v is not None else None for v in node.inputs]),
+                tuple([v.name for v in node.outputs]),
+                attr_key,
+            )
+        )
     digest = format(hash(tuple(items)) & 0xFFFFFFFFFFFFFFFF, "016x")
     out[path] = digest
     return digest

@@ -75,29 +75,49 @@ class ReproducerInstrument(BaseInstrument):
     def on_failure(self, run: RunState, outcome: Outcome, message: str) -> str | None:
         snapshot = run.snapshot if run.step is not None else run.original
         steps = [run.step] if run.step is not None else list(run.pipeline.steps)
-        return self._write(run, snapshot, steps, _failing_feeds(run, outcome), outcome.numbers, message)
+        return self._write(
+            run, snapshot, steps, _failing_feeds(run, outcome), outcome.numbers, message
+        )
 
-    def on_original_failure(self, run: RunState, feeds: dict[str, np.ndarray], message: str) -> str | None:
+    def on_original_failure(
+        self, run: RunState, feeds: dict[str, np.ndarray], message: str
+    ) -> str | None:
         """The original itself fails (ORT crashed on it): the original, the inputs it crashed on, every pass."""
         return self._write(run, run.original, list(run.pipeline.steps), feeds, {}, message)
 
-    def _write(self, run: RunState, snapshot: Any, steps: list[Any], feeds: dict[str, np.ndarray],
-               numbers: dict[str, Any], message: str) -> str | None:
+    def _write(
+        self,
+        run: RunState,
+        snapshot: Any,
+        steps: list[Any],
+        feeds: dict[str, np.ndarray],
+        numbers: dict[str, Any],
+        message: str,
+    ) -> str | None:
         if snapshot is None:
             return None
         try:
             passes = []
             for step in steps:
-                entry: dict[str, Any] = {"name": step.name, **_toml_options(step.pass_.options_dict())}
+                entry: dict[str, Any] = {
+                    "name": step.name,
+                    **_toml_options(step.pass_.options_dict()),
+                }
                 overrides = {k: v for k, v in vars(step.verify).items() if v is not None}
                 if overrides:
                     entry["verify"] = overrides
                 passes.append(entry)
             cfg = run.pipeline.verify
             verify: dict[str, Any] = {
-                "checker": "each", "ort": "each", "parity": "each", "signature": "each",
-                "rtol": numbers.get("rtol", cfg.rtol), "atol": numbers.get("atol", cfg.atol),
-                "seed": cfg.seed, "samples": cfg.samples, "parity_max_nodes": cfg.parity_max_nodes,
+                "checker": "each",
+                "ort": "each",
+                "parity": "each",
+                "signature": "each",
+                "rtol": numbers.get("rtol", cfg.rtol),
+                "atol": numbers.get("atol", cfg.atol),
+                "seed": cfg.seed,
+                "samples": cfg.samples,
+                "parity_max_nodes": cfg.parity_max_nodes,
                 "allow_unexercised": cfg.allow_unexercised,
             }
             if cfg.int_tolerance is not None:

@@ -29,7 +29,7 @@ from surgery.errors import InputError, OriginalCrash
 from surgery.gates.base import BaseGate, Outcome, Schedule
 from surgery.gates.randomness import random_outputs
 from surgery.gates.state import MissingKernel, RunState
-from surgery.graph import value_names
+from surgery.graph import is_onnx_domain, value_names
 from surgery.instruments.parity import ORT_ERRORS, OrtLoadError
 from surgery.pass_base import FeedHints, Numerics, Tolerance
 from surgery.pipeline import Step
@@ -103,7 +103,10 @@ class _Original:
         self.observing = False
         # the light proto tells cheaply whether there is any control flow to mark
         assert run.original is not None
-        flow = any(n.op_type in ("If", "Loop") and n.domain in ("", "ai.onnx") for n in run.original.proto.graph.node)
+        flow = any(
+            n.op_type in ("If", "Loop") and is_onnx_domain(n.domain)
+            for n in run.original.proto.graph.node
+        )
         targets = branch_targets(run.model_original()) if flow else []
         self.labels = {t.path: t.label for t in targets}
         if targets or observe:
@@ -129,7 +132,9 @@ class _Original:
                 raise error from None
             self.reference = True
 
-    def __call__(self, feeds: Mapping[str, np.ndarray], *, shapes: bool = False) -> dict[str, np.ndarray]:
+    def __call__(
+        self, feeds: Mapping[str, np.ndarray], *, shapes: bool = False
+    ) -> dict[str, np.ndarray]:
         from surgery.verify.ort import is_missing_kernel
         from surgery.verify.reference import run_reference
 
@@ -138,12 +143,16 @@ class _Original:
             try:
                 outputs, self.taken = self.marked.run(feeds, exposed=shapes and self.observing)
             except Exception as exc:  # instrumentation must never change the verdict: plain session
-                logger.info("marked session of the original failed (%s); running it plain", _short(exc))
+                logger.info(
+                    "marked session of the original failed (%s); running it plain", _short(exc)
+                )
                 self.marked.close()
                 self.marked, self.observing = None, False
                 self._plain()
                 return self(feeds)
-            if shapes and self.observing:  # the exposed tensors and the graph outputs, as observe_shapes
+            if (
+                shapes and self.observing
+            ):  # the exposed tensors and the graph outputs, as observe_shapes
                 for exposed in self.marked.exposed:
                     name = exposed or ""
                     array = outputs.pop(name, None)
@@ -186,15 +195,20 @@ def _record(original: _Original, data: ParityData | None, sample: Sample) -> Non
         record(data.original_taken, original.taken, sample.name)
 
 
-def _try(original: _Original, sample: Sample, *, shapes: bool = False) -> dict[str, np.ndarray] | BaseException:
+def _try(
+    original: _Original, sample: Sample, *, shapes: bool = False
+) -> dict[str, np.ndarray] | BaseException:
     try:
         return original(sample.feeds, shapes=shapes)
-    except Exception as exc:  # ORT and reference-evaluator errors alike: the caller drops the sample
+    except (
+        Exception
+    ) as exc:  # ORT and reference-evaluator errors alike: the caller drops the sample
         return exc
 
 
-def reference_outputs(run: RunState, samples: list[Sample], data: ParityData | None = None
-                      ) -> list[dict[str, np.ndarray] | BaseException]:
+def reference_outputs(
+    run: RunState, samples: list[Sample], data: ParityData | None = None
+) -> list[dict[str, np.ndarray] | BaseException]:
     """The original's outputs on each sample (an exception where it fails), in one session;
     with ``data``, the branches each sample executed on the original are recorded there."""
     original = _Original(run)
@@ -204,7 +218,9 @@ def reference_outputs(run: RunState, samples: list[Sample], data: ParityData | N
             try:
                 out.append(original(sample.feeds))
                 _record(original, data, sample)
-            except Exception as exc:  # ORT and reference-evaluator errors alike: the sample is dropped
+            except (
+                Exception
+            ) as exc:  # ORT and reference-evaluator errors alike: the sample is dropped
                 out.append(exc)
     finally:
         original.close()
@@ -225,10 +241,18 @@ class ParityGate(BaseGate):
         mode = Schedule(sv or cfg.parity)
         if step is None or run.step is not step:
             return mode
-        changes = step.pass_.numerics is Numerics.CHANGES or bool(run.result and run.result.changed_semantics)
+        changes = step.pass_.numerics is Numerics.CHANGES or bool(
+            run.result and run.result.changed_semantics
+        )
         report = run.step_report
         after = report.after if report else None
-        if report is not None and mode is Schedule.EACH and after is not None and after.nodes > cfg.parity_max_nodes and not changes:
+        if (
+            report is not None
+            and mode is Schedule.EACH
+            and after is not None
+            and after.nodes > cfg.parity_max_nodes
+            and not changes
+        ):
             report.notes.append(
                 f"parity deferred to the end: {after.nodes} nodes > parity_max_nodes {cfg.parity_max_nodes}"
             )
@@ -266,8 +290,12 @@ class ParityGate(BaseGate):
                 first = _try(original, planned, shapes=True)
                 if isinstance(first, BaseException):
                     raise _original_error(first, plan) from None
-                run.report.notes.append("symbolic dims guessed first did not run the original; every symbolic dim set to 1")
-            data = ParityData(plan, hints, [planned], [first], value_names(run.model.graph.outputs), randoms)
+                run.report.notes.append(
+                    "symbolic dims guessed first did not run the original; every symbolic dim set to 1"
+                )
+            data = ParityData(
+                plan, hints, [planned], [first], value_names(run.model.graph.outputs), randoms
+            )
             data.original_labels = dict(getattr(original, "labels", {}))
             _record(original, data, planned)
             if cfg.samples > 1:
@@ -290,26 +318,44 @@ class ParityGate(BaseGate):
         run.report.inputs = dict(plan.provenance)
         run.report.oracle = "reference evaluator" if run.uses_reference else "onnxruntime"
         run.report.extra["samples"] = [
-            {"name": s.name, "scale": s.scale, "inputs": dict(s.provenance) or dict(plan.provenance)} for s in data.samples
+            {
+                "name": s.name,
+                "scale": s.scale,
+                "inputs": dict(s.provenance) or dict(plan.provenance),
+            }
+            for s in data.samples
         ]
         if data.original_labels:
             run.report.extra["branches_original"] = {
-                label: list(data.original_taken.get(path, [])) for path, label in data.original_labels.items()
+                label: list(data.original_taken.get(path, []))
+                for path, label in data.original_labels.items()
             }
         if data.dropped:
-            run.report.notes.append("parity samples dropped (the original fails or gives NaN/Inf on them): " + "; ".join(data.dropped))
+            run.report.notes.append(
+                "parity samples dropped (the original fails or gives NaN/Inf on them): "
+                + "; ".join(data.dropped)
+            )
         if randoms:
             run.report.extra["random_outputs"] = dict(randoms)
             run.report.notes.append(
-                "the original model is random (" + ", ".join(sorted(set(randoms.values()))) + "): parity on output(s) "
-                + ", ".join(sorted(randoms)) + f" is {RANDOM}"
+                "the original model is random ("
+                + ", ".join(sorted(set(randoms.values())))
+                + "): parity on output(s) "
+                + ", ".join(sorted(randoms))
+                + f" is {RANDOM}"
             )
         if run.uses_reference:
-            run.report.notes.append("onnxruntime has no kernel for the original model: references come from onnx's ReferenceEvaluator")
+            run.report.notes.append(
+                "onnxruntime has no kernel for the original model: references come from onnx's ReferenceEvaluator"
+            )
 
-    def _extra_samples(self, run: RunState, data: ParityData, wanted: int, original: _Original) -> None:
+    def _extra_samples(
+        self, run: RunState, data: ParityData, wanted: int, original: _Original
+    ) -> None:
         """Run the original on candidates until ``wanted`` wide samples ran finitely."""
-        candidates = candidate_samples(run.model, run.pipeline.inputs, data.hints, data.plan, seed=run.pipeline.verify.seed)
+        candidates = candidate_samples(
+            run.model, run.pipeline.inputs, data.hints, data.plan, seed=run.pipeline.verify.seed
+        )
         wide = 0
         for sample in candidates:
             second = sample.name == "second size"
@@ -347,10 +393,14 @@ class ParityGate(BaseGate):
             tol = base
         return tol.loosest(state.carried), user is not None
 
-    def _expected(self, state: RunState, data: ParityData, index: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+    def _expected(
+        self, state: RunState, data: ParityData, index: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
         """Feeds, expected outputs and names for sample ``index`` (a slice of the original for ``extract``)."""
         sample = data.samples[index]
-        inputs = {v.name for v in state.model.graph.inputs if v.name not in state.model.graph.initializers}
+        inputs = {
+            v.name for v in state.model.graph.inputs if v.name not in state.model.graph.initializers
+        }
         if inputs <= set(sample.feeds) or state.original is None:
             return sample.feeds, data.references[index], data.output_names
         from surgery.partition import slice_reference
@@ -363,13 +413,21 @@ class ParityGate(BaseGate):
         cfg = state.pipeline.verify
         step = state.step
         tol, user_set = self._tolerance(state)
-        changes = step is not None and (step.pass_.numerics is Numerics.CHANGES or bool(state.result and state.result.changed_semantics))
+        changes = step is not None and (
+            step.pass_.numerics is Numerics.CHANGES
+            or bool(state.result and state.result.changed_semantics)
+        )
         from surgery.gates.branches import check_coverage
 
         coverage = check_coverage(state, data)
         if coverage.failure is not None:
-            return Outcome.failed(self.name, coverage.failure, tensor=coverage.tensor, branches=coverage.branches,
-                                  samples=[s.name for s in data.samples])
+            return Outcome.failed(
+                self.name,
+                coverage.failure,
+                tensor=coverage.tensor,
+                branches=coverage.branches,
+                samples=[s.name for s in data.samples],
+            )
         worst: dict[str, ArrayDiff] = {}
         per_sample: dict[str, float] = {}
         all_outputs: list[dict[str, np.ndarray]] = []
@@ -378,16 +436,32 @@ class ParityGate(BaseGate):
             try:
                 outputs = state.run(feeds, allow_reference=state.uses_reference)
             except MissingKernel as exc:
-                return Outcome.failed(self.name, f"onnxruntime has no kernel for the model (the original runs): {exc}")
+                return Outcome.failed(
+                    self.name, f"onnxruntime has no kernel for the model (the original runs): {exc}"
+                )
             except OrtLoadError as exc:
-                where = "" if index == 0 else f" on sample '{sample.name}' (where the original runs)"
-                return Outcome.failed(self.name, f"onnxruntime cannot load or run the model{where}: {exc}", samples=[sample.name])
+                where = (
+                    "" if index == 0 else f" on sample '{sample.name}' (where the original runs)"
+                )
+                return Outcome.failed(
+                    self.name,
+                    f"onnxruntime cannot load or run the model{where}: {exc}",
+                    samples=[sample.name],
+                )
             all_outputs.append(outputs)
             sample_tol = Tolerance(tol.rtol, tol.atol * sample.scale)
             for name in names:
-                d = diff_arrays(name, outputs.get(name), expected.get(name), sample_tol, int_tolerance=cfg.int_tolerance)
+                d = diff_arrays(
+                    name,
+                    outputs.get(name),
+                    expected.get(name),
+                    sample_tol,
+                    int_tolerance=cfg.int_tolerance,
+                )
                 d.sample = sample.name
-                if name in data.random:  # never blamed on a node: the original itself differs run to run
+                if (
+                    name in data.random
+                ):  # never blamed on a node: the original itself differs run to run
                     d.comparable, d.ok, d.problem = False, True, None
                 if d.comparable:
                     per_sample[sample.name] = max(per_sample.get(sample.name, 0.0), d.max_abs)
@@ -399,7 +473,9 @@ class ParityGate(BaseGate):
         samples = [s.name for s in data.samples]
         numbers: dict[str, Any] = {
             "max_abs": max((d.max_abs for d in diffs if d.comparable), default=0.0),
-            "rtol": tol.rtol, "atol": tol.atol, "int_tolerance": cfg.int_tolerance,
+            "rtol": tol.rtol,
+            "atol": tol.atol,
+            "int_tolerance": cfg.int_tolerance,
             "max_abs_per_sample": per_sample,
         }
         notes = list(coverage.notes)
@@ -415,21 +491,47 @@ class ParityGate(BaseGate):
             if bad:
                 return self._failure(state, data, bad, numbers, samples, coverage.branches, diffs)
             deviation = max((d.max_abs for d in diffs if d.comparable), default=0.0)
-            notes.append(f"changes semantics: max abs deviation {deviation:.3g} from the reference; later passes are compared with this model")
-            data.references = [{k: v for k, v in out.items() if k in data.output_names} for out in all_outputs]
+            notes.append(
+                f"changes semantics: max abs deviation {deviation:.3g} from the reference; later passes are compared with this model"
+            )
+            data.references = [
+                {k: v for k, v in out.items() if k in data.output_names} for out in all_outputs
+            ]
             data.rebased_after = step.name if step else None
             state.carried = None
-            return Outcome.passed(self.name, "deviation reported", numbers=numbers, samples=samples,
-                                  branches=coverage.branches, diffs=diffs, notes=notes)
+            return Outcome.passed(
+                self.name,
+                "deviation reported",
+                numbers=numbers,
+                samples=samples,
+                branches=coverage.branches,
+                diffs=diffs,
+                notes=notes,
+            )
         bad = [d for d in diffs if not d.ok]
         if bad:
             return self._failure(state, data, bad, numbers, samples, coverage.branches, diffs)
         if step is not None and step.pass_.numerics is Numerics.APPROX:
             state.carried = tol
-        return Outcome.passed(self.name, numbers=numbers, samples=samples, branches=coverage.branches, diffs=diffs, notes=notes)
+        return Outcome.passed(
+            self.name,
+            numbers=numbers,
+            samples=samples,
+            branches=coverage.branches,
+            diffs=diffs,
+            notes=notes,
+        )
 
-    def _failure(self, state: RunState, data: ParityData, bad: list[ArrayDiff], numbers: dict[str, Any],
-                 samples: list[str], branches: dict[str, Any], diffs: list[ArrayDiff]) -> Outcome:
+    def _failure(
+        self,
+        state: RunState,
+        data: ParityData,
+        bad: list[ArrayDiff],
+        numbers: dict[str, Any],
+        samples: list[str],
+        branches: dict[str, Any],
+        diffs: list[ArrayDiff],
+    ) -> Outcome:
         first = bad[0]
         where = f"after pass '{state.step.name}'" if state.step else "at the end of the pipeline"
         message = f"parity gate failed {where}: output {first.describe()}"
@@ -440,10 +542,19 @@ class ParityGate(BaseGate):
         if divergence:
             message += f"; {divergence}"
         state.store["failing_sample"] = index
-        return Outcome.failed(self.name, message, numbers=numbers, tensor=first.name, samples=samples,
-                              branches=branches, diffs=diffs)
+        return Outcome.failed(
+            self.name,
+            message,
+            numbers=numbers,
+            tensor=first.name,
+            samples=samples,
+            branches=branches,
+            diffs=diffs,
+        )
 
-    def _divergence(self, state: RunState, feeds: Mapping[str, np.ndarray], tol: Tolerance | None) -> str | None:
+    def _divergence(
+        self, state: RunState, feeds: Mapping[str, np.ndarray], tol: Tolerance | None
+    ) -> str | None:
         """Name the first tensor that diverges: between the model before the failing pass and
         after it (or the original and the final model for an end-of-run failure)."""
         reference = state.snapshot if not state.at_end else state.original
@@ -452,5 +563,6 @@ class ParityGate(BaseGate):
         from surgery.verify.layerwise import divergence_message
 
         state.close()  # one large session at a time
-        return divergence_message(reference.full_model(), state.model, feeds, tol, renamed=state.renamed or None)
-
+        return divergence_message(
+            reference.full_model(), state.model, feeds, tol, renamed=state.renamed or None
+        )

@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from surgery.graph import const_value, iter_graphs, subgraphs
+from surgery.graph import const_value, is_onnx_domain, iter_graphs, subgraphs
 
 __all__ = ["RANDOM_OPS", "random_nodes", "random_outputs"]
 
-RANDOM_OPS = frozenset({"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Multinomial"})
+RANDOM_OPS = frozenset(
+    {
+        "RandomUniform",
+        "RandomUniformLike",
+        "RandomNormal",
+        "RandomNormalLike",
+        "Bernoulli",
+        "Multinomial",
+    }
+)
 
 
 def _is_random(node: ir.Node, random_functions: set[tuple[str, str]]) -> bool:
-    if node.domain in ("", "ai.onnx") and node.op_type in RANDOM_OPS:
+    if is_onnx_domain(node.domain) and node.op_type in RANDOM_OPS:
         return True
-    if node.domain in ("", "ai.onnx") and node.op_type == "Dropout":
+    if is_onnx_domain(node.domain) and node.op_type == "Dropout":
         training = node.inputs[2] if len(node.inputs) > 2 else None
         if training is None:
             return False
@@ -91,7 +100,9 @@ def random_outputs(model: ir.Model) -> dict[str, str]:
     tainted: dict[ir.Value, str] = {}
     for node in model.graph:  # topological order
         source = None
-        if _is_random(node, functions) or any(_contains_random(sub, functions) for sub in subgraphs(node)):
+        if _is_random(node, functions) or any(
+            _contains_random(sub, functions) for sub in subgraphs(node)
+        ):
             source = node.name or node.op_type
         else:
             for v in node.inputs:

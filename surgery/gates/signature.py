@@ -38,11 +38,17 @@ class Signature:
 
 def _port(value: ir.Value) -> Port:
     dtype = value.dtype.name.lower() if value.dtype is not None else "?"
-    dims = None if value.shape is None else tuple(d if is_known_dim(d) else "?" for d in value.shape)
+    dims = (
+        None if value.shape is None else tuple(d if is_known_dim(d) else "?" for d in value.shape)
+    )
     return (value.name or "", dtype, dims)
 
 
-def signature(model: ir.Model, chained: Mapping[str, ir.Model] | None = None, expected: Signature | None = None) -> Signature:
+def signature(
+    model: ir.Model,
+    chained: Mapping[str, ir.Model] | None = None,
+    expected: Signature | None = None,
+) -> Signature:
     """The model's signature; with ``chained`` models, that of the whole chain.
 
     A chain's outputs are the expected outputs, each taken from the last model that produces it
@@ -81,12 +87,24 @@ def _side(kind: str, old: tuple[Port, ...], new: tuple[Port, ...]) -> list[tuple
             continue
         _, old_dtype, old_dims = before[name]
         if dtype != old_dtype:
-            diffs.append((f"{singular}:{name}", f"{singular} '{name}': element type {old_dtype} -> {dtype}"))
+            diffs.append(
+                (f"{singular}:{name}", f"{singular} '{name}': element type {old_dtype} -> {dtype}")
+            )
         if old_dims is not None and (dims is None or len(dims) != len(old_dims)):
-            diffs.append((f"{singular}:{name}", f"{singular} '{name}': rank {len(old_dims)} -> "
-                          f"{'unknown' if dims is None else len(dims)}"))
+            diffs.append(
+                (
+                    f"{singular}:{name}",
+                    f"{singular} '{name}': rank {len(old_dims)} -> "
+                    f"{'unknown' if dims is None else len(dims)}",
+                )
+            )
         elif old_dims is not None and dims is not None and old_dims != dims:
-            diffs.append((f"{singular}:{name}", f"{singular} '{name}': shape {_shape_text(old_dims)} -> {_shape_text(dims)}"))
+            diffs.append(
+                (
+                    f"{singular}:{name}",
+                    f"{singular} '{name}': shape {_shape_text(old_dims)} -> {_shape_text(dims)}",
+                )
+            )
     return diffs
 
 
@@ -111,7 +129,13 @@ def _refines(key: str, old: Signature, new: Signature) -> bool:
     name = key.split(":", 1)[1]
     before = {p[0]: p for p in old.outputs}.get(name)
     after = {p[0]: p for p in new.outputs}.get(name)
-    if before is None or after is None or before[1] != after[1] or before[2] is None or after[2] is None:
+    if (
+        before is None
+        or after is None
+        or before[1] != after[1]
+        or before[2] is None
+        or after[2] is None
+    ):
         return False
     if len(before[2]) != len(after[2]):
         return False
@@ -132,11 +156,16 @@ def _constant_in_the_original(key: str, old: Signature, new: Signature, parity: 
     before = {p[0]: p for p in old.outputs}[name][2]
     after = {p[0]: p for p in new.outputs}[name][2]
     arrays = [ref.get(name) for ref in getattr(parity, "references", [])]
-    if len(arrays) != len(samples) or any(getattr(a, "shape", None) is None or len(a.shape) != len(after)
-                                          for a in arrays):
+    if len(arrays) != len(samples) or any(
+        getattr(a, "shape", None) is None or len(a.shape) != len(after) for a in arrays
+    ):
         return False
-    return all(int(a.shape[axis]) == int(after[axis]) for a in arrays
-               for axis, dim in enumerate(before) if dim == "?" and after[axis] != "?")
+    return all(
+        int(a.shape[axis]) == int(after[axis])
+        for a in arrays
+        for axis, dim in enumerate(before)
+        if dim == "?" and after[axis] != "?"
+    )
 
 
 class SignatureGate(BaseGate):
@@ -168,22 +197,31 @@ class SignatureGate(BaseGate):
         if inputs_fixed and not state.at_end:
             state.store["signature:inputs-fixed"] = True
         parity = state.store.get("parity")
-        undeclared = [(k, text) for k, text in diffs
-                      if not _covered(k, declared) and not (inputs_fixed and _refines(k, expected, now))
-                      and not _constant_in_the_original(k, expected, now, parity)]
+        undeclared = [
+            (k, text)
+            for k, text in diffs
+            if not _covered(k, declared)
+            and not (inputs_fixed and _refines(k, expected, now))
+            and not _constant_in_the_original(k, expected, now, parity)
+        ]
         numbers = {"declared": declared, "changes": [text for _, text in diffs]}
         if undeclared:
             key, text = undeclared[0]
-            more = f"; {len(undeclared) - 1} more signature change(s)" if len(undeclared) > 1 else ""
+            more = (
+                f"; {len(undeclared) - 1} more signature change(s)" if len(undeclared) > 1 else ""
+            )
             return Outcome.failed(
                 self.name,
                 f"signature gate: {text}, not declared by the pass (SurgeryResult.signature_changes){more}",
-                numbers=numbers, tensor=key.split(":", 1)[-1],
+                numbers=numbers,
+                tensor=key.split(":", 1)[-1],
             )
         if not state.at_end:
             state.store[self.name] = now
         refined = sum(1 for k, _ in diffs if not _covered(k, declared))
-        parts = [f"{len(diffs) - refined} declared"] * bool(len(diffs) - refined) + [f"{refined} refined"] * bool(refined)
+        parts = [f"{len(diffs) - refined} declared"] * bool(len(diffs) - refined) + [
+            f"{refined} refined"
+        ] * bool(refined)
         label = "ok" if not diffs else f"ok ({', '.join(parts)})"
         notes = [f"declares signature change: {text}" for _, text in diffs]
         return Outcome.passed(self.name, label, numbers=numbers, notes=notes)

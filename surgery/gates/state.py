@@ -88,7 +88,9 @@ class RunState:
             self._light = LightProto(self.model)
         return self._light
 
-    def begin(self, step: Step | None, result: SurgeryResult | None, step_report: StepReport | None) -> None:
+    def begin(
+        self, step: Step | None, result: SurgeryResult | None, step_report: StepReport | None
+    ) -> None:
         self.close()
         self._light = None
         self.step, self.result, self.step_report = step, result, step_report
@@ -113,7 +115,9 @@ class RunState:
         try:
             self._session = OrtSession(self.light())
         except ORT_ERRORS as exc:
-            first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+            first = (
+                str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+            )
             if is_missing_kernel(exc):
                 self._engine = "reference evaluator"
                 raise MissingKernel(first) from None
@@ -123,7 +127,9 @@ class RunState:
         self._engine = "onnxruntime"
         return self._engine
 
-    def run(self, feeds: Mapping[str, np.ndarray], *, allow_reference: bool = False) -> dict[str, np.ndarray]:
+    def run(
+        self, feeds: Mapping[str, np.ndarray], *, allow_reference: bool = False
+    ) -> dict[str, np.ndarray]:
         """Outputs of the current model, then of every chained model, on ``feeds``."""
         from surgery.verify.ort import is_missing_kernel
         from surgery.verify.reference import run_reference
@@ -138,14 +144,18 @@ class RunState:
         else:
             missing = [n for n in self._session.input_names if n not in feeds]
             if missing:
-                raise OrtLoadError(f"the model needs inputs the parity run does not have: {', '.join(missing)}")
+                raise OrtLoadError(
+                    f"the model needs inputs the parity run does not have: {', '.join(missing)}"
+                )
             try:
                 outputs = self._session.run(feeds)
             except ORT_ERRORS as exc:
                 if allow_reference and is_missing_kernel(exc):
                     outputs = run_reference(self.model, feeds)
                 else:
-                    raise OrtLoadError("running failed: " + str(exc).strip().splitlines()[0][:400]) from None
+                    raise OrtLoadError(
+                        "running failed: " + str(exc).strip().splitlines()[0][:400]
+                    ) from None
         if self.chained:
             from surgery.instruments.parity import evaluate
 

@@ -49,18 +49,28 @@ class Evaluation:
         self.engine = engine
 
 
-def _run_one(model: ir.Model, light: LightProto | None, feeds: Mapping[str, np.ndarray], allow_reference: bool) -> tuple[dict[str, np.ndarray], str]:
+def _run_one(
+    model: ir.Model,
+    light: LightProto | None,
+    feeds: Mapping[str, np.ndarray],
+    allow_reference: bool,
+) -> tuple[dict[str, np.ndarray], str]:
     try:
         session = OrtSession(light if light is not None else LightProto(model))
     except ORT_ERRORS as exc:
         if allow_reference and is_missing_kernel(exc):
-            logger.info("onnxruntime has no kernel (%s); using the reference evaluator", str(exc).splitlines()[0])
+            logger.info(
+                "onnxruntime has no kernel (%s); using the reference evaluator",
+                str(exc).splitlines()[0],
+            )
             return run_reference(model, feeds), "reference evaluator"
         raise OrtLoadError(str(exc).strip().splitlines()[0][:400]) from None
     try:
         missing = [n for n in session.input_names if n not in feeds]
         if missing:
-            raise OrtLoadError(f"the model needs inputs the parity run does not have: {', '.join(missing)}")
+            raise OrtLoadError(
+                f"the model needs inputs the parity run does not have: {', '.join(missing)}"
+            )
         return session.run(feeds), "onnxruntime"
     except ORT_ERRORS as exc:
         if allow_reference and is_missing_kernel(exc):
@@ -95,7 +105,9 @@ def evaluate(
 class Oracle:
     """Reference outputs: the original model's, then rebased after a pass that changes semantics."""
 
-    def __init__(self, model: ir.Model, feeds: Mapping[str, np.ndarray], light: LightProto | None = None) -> None:
+    def __init__(
+        self, model: ir.Model, feeds: Mapping[str, np.ndarray], light: LightProto | None = None
+    ) -> None:
         evaluation = evaluate(model, feeds, light=light, allow_reference=True)
         self.outputs: dict[str, np.ndarray] = evaluation.outputs
         self.output_names = [v.name for v in model.graph.outputs]
@@ -109,6 +121,9 @@ class Oracle:
 
 
 def compare_outputs(
-    actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray], names: Sequence[str], tol: Tolerance
+    actual: Mapping[str, np.ndarray],
+    expected: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    tol: Tolerance,
 ) -> list[ArrayDiff]:
     return [diff_arrays(name, actual.get(name), expected.get(name), tol) for name in names]

@@ -34,8 +34,15 @@ def write_reproducer(
     save(snapshot.full_model(), folder / "model.onnx")
     arrays: dict[str, Any] = {k: np.asarray(v) for k, v in feeds.items()}
     np.savez(folder / "inputs.npz", **arrays)
-    doc: dict[str, Any] = {"schema_version": 1, "inputs": {"data": "inputs.npz"}, "verify": dict(verify), "pass": passes}
-    (folder / "passes.toml").write_text(tomlwrite.dumps(doc, allow_nonfinite=True), encoding="utf-8")
+    doc: dict[str, Any] = {
+        "schema_version": 1,
+        "inputs": {"data": "inputs.npz"},
+        "verify": dict(verify),
+        "pass": passes,
+    }
+    (folder / "passes.toml").write_text(
+        tomlwrite.dumps(doc, allow_nonfinite=True), encoding="utf-8"
+    )
     (folder / "README.txt").write_text(
         f"{message}\n\nReplay:\n  surgery apply {folder}/passes.toml {folder}/model.onnx -o /tmp/replayed.onnx\n",
         encoding="utf-8",

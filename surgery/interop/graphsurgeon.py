@@ -77,7 +77,9 @@ def to_graphsurgeon(model: ir.Model) -> Any:
                 tensor = value.const_value
                 if isinstance(tensor, ir.ExternalTensor):
                     swapped.append((value, tensor))
-                    value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
+                    value.const_value = ir.Tensor(
+                        tensor.numpy(), dtype=tensor.dtype, name=tensor.name
+                    )
         proto = ir.to_proto(model)
     finally:
         for value, tensor in swapped:
@@ -116,7 +118,11 @@ def _shape_key(shape: Any) -> Any:
 
 
 def _tensor_key(tensor: Any) -> tuple[Any, ...]:
-    return (tensor.name, _shape_key(getattr(tensor, "shape", None)), str(getattr(tensor, "dtype", None)))
+    return (
+        tensor.name,
+        _shape_key(getattr(tensor, "shape", None)),
+        str(getattr(tensor, "dtype", None)),
+    )
 
 
 def fingerprint(graph: Any, *, functions: bool = True) -> tuple[Any, ...]:
@@ -145,9 +151,14 @@ def fingerprint(graph: Any, *, functions: bool = True) -> tuple[Any, ...]:
             if isinstance(t, gs.Constant)
         )
     )
-    summaries = tuple(
-        (f.domain, f.name, fingerprint(f, functions=False)) for f in (getattr(graph, "functions", None) or ())
-    ) if functions else ()
+    summaries = (
+        tuple(
+            (f.domain, f.name, fingerprint(f, functions=False))
+            for f in (getattr(graph, "functions", None) or ())
+        )
+        if functions
+        else ()
+    )
     return (
         nodes,
         tuple(_tensor_key(t) for t in graph.inputs),
@@ -194,7 +205,9 @@ class GraphSurgeonPass(SurgeryPass):
             )
         modified = fingerprint(graph) != before if returned is None else bool(returned)
         if not modified:
-            return SurgeryResult(model, False, stats={"nodes_before": nodes_before, "nodes_after": nodes_before})
+            return SurgeryResult(
+                model, False, stats={"nodes_before": nodes_before, "nodes_after": nodes_before}
+            )
         try:
             from_graphsurgeon(graph, model)
         except (onnx.checker.ValidationError, ValueError, TypeError, KeyError) as exc:
@@ -236,14 +249,17 @@ def gs_pass(
 
     def decorate(fn: GsFunction) -> type[GraphSurgeonPass]:
         params = [
-            p for p in inspect.signature(fn).parameters.values()
+            p
+            for p in inspect.signature(fn).parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         if not params:
             raise TypeError(f"{fn.__qualname__} must take the graph as its first argument")
         takes_options = len(params) >= 2
         if options is not None and not takes_options:
-            raise TypeError(f"{fn.__qualname__} declares no options parameter but gs_pass was given options")
+            raise TypeError(
+                f"{fn.__qualname__} declares no options parameter but gs_pass was given options"
+            )
         doc = inspect.getdoc(fn) or f"{name}: a pass written with onnx-graphsurgeon."
         namespace = {
             "name": name,

@@ -61,14 +61,41 @@ FP16_TINY = float(np.finfo(np.float16).tiny)
 DEFAULT_TOLERANCE = Tolerance(rtol=1e-2, atol=1e-3)
 
 #: Ops on the Cube unit: float16 inputs, float32 accumulation, float16 output (the ATC white list).
-CUBE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "MatMulInteger", "ConvInteger", "Einsum"})
+CUBE_OPS = frozenset(
+    {"Conv", "ConvTranspose", "MatMul", "Gemm", "MatMulInteger", "ConvInteger", "Einsum"}
+)
 #: Ops mixed_float16 keeps in float32 (the precision-sensitive "black list": exp/log/reductions/norms).
-_MIXED_FP32_OPS = frozenset({
-    "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Softmax", "LogSoftmax", "ReduceSum", "ReduceMean",
-    "ReduceSumSquare", "ReduceL2", "ReduceL1", "ReduceLogSum", "ReduceLogSumExp", "ReduceProd",
-    "LayerNormalization", "RMSNormalization", "BatchNormalization", "InstanceNormalization",
-    "GroupNormalization", "LpNormalization", "Erf", "Div", "CumSum", "Softplus", "Tanh", "Sigmoid",
-})
+_MIXED_FP32_OPS = frozenset(
+    {
+        "Exp",
+        "Log",
+        "Pow",
+        "Sqrt",
+        "Reciprocal",
+        "Softmax",
+        "LogSoftmax",
+        "ReduceSum",
+        "ReduceMean",
+        "ReduceSumSquare",
+        "ReduceL2",
+        "ReduceL1",
+        "ReduceLogSum",
+        "ReduceLogSumExp",
+        "ReduceProd",
+        "LayerNormalization",
+        "RMSNormalization",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "LpNormalization",
+        "Erf",
+        "Div",
+        "CumSum",
+        "Softplus",
+        "Tanh",
+        "Sigmoid",
+    }
+)
 _FLOAT = np.float32
 
 
@@ -85,18 +112,26 @@ class Mode(str, enum.Enum):
     @property
     def v1(self) -> str:
         """The older ``--precision_mode`` value for the same behaviour."""
-        return {"fp16": "force_fp16", "mixed_float16": "allow_mix_precision_fp16", "origin": "must_keep_origin_dtype"}[
-            self.value
-        ]
+        return {
+            "fp16": "force_fp16",
+            "mixed_float16": "allow_mix_precision_fp16",
+            "origin": "must_keep_origin_dtype",
+        }[self.value]
 
     @classmethod
     def parse(cls, text: str) -> Mode:
-        aliases = {"force_fp16": "fp16", "allow_mix_precision": "mixed_float16",
-                   "allow_mix_precision_fp16": "mixed_float16", "must_keep_origin_dtype": "origin"}
+        aliases = {
+            "force_fp16": "fp16",
+            "allow_mix_precision": "mixed_float16",
+            "allow_mix_precision_fp16": "mixed_float16",
+            "must_keep_origin_dtype": "origin",
+        }
         try:
             return cls(aliases.get(text, text))
         except ValueError:
-            raise InputError(f"unknown precision mode {text!r}; expected fp16, mixed_float16 or origin") from None
+            raise InputError(
+                f"unknown precision mode {text!r}; expected fp16, mixed_float16 or origin"
+            ) from None
 
 
 @dataclasses.dataclass
@@ -128,7 +163,9 @@ class TensorStats:
         return tol.atol + tol.rtol * self.ref_absmax
 
     def breaks(self, tol: Tolerance) -> bool:
-        return self.nonfinite > 0 or self.mismatched > 0 or not (self.max_abs_err <= self.allowed(tol))
+        return (
+            self.nonfinite > 0 or self.mismatched > 0 or not (self.max_abs_err <= self.allowed(tol))
+        )
 
     def how_far(self, tol: Tolerance) -> float:
         """Error over what the tolerance allows (> 1 breaks it); inf when values went non-finite."""
@@ -146,11 +183,20 @@ class TensorStats:
 
     def to_dict(self, tol: Tolerance) -> dict:
         return {
-            "tensor": self.name, "node": self.node, "op": self.op, "fp16": self.in_fp16,
-            "ref_absmax": _finite(self.ref_absmax), "max_abs_err": _finite(self.max_abs_err),
-            "how_far": _finite(self.how_far(tol)), "overflow_absmax": _finite(self.overflow_absmax),
-            "input_overflow": self.input_overflow, "input_flush": self.input_flush, "flushed": self.flushed, "nonzero": self.nonzero,
-            "nonfinite": self.nonfinite, "mismatched": self.mismatched,
+            "tensor": self.name,
+            "node": self.node,
+            "op": self.op,
+            "fp16": self.in_fp16,
+            "ref_absmax": _finite(self.ref_absmax),
+            "max_abs_err": _finite(self.max_abs_err),
+            "how_far": _finite(self.how_far(tol)),
+            "overflow_absmax": _finite(self.overflow_absmax),
+            "input_overflow": self.input_overflow,
+            "input_flush": self.input_flush,
+            "flushed": self.flushed,
+            "nonzero": self.nonzero,
+            "nonfinite": self.nonfinite,
+            "mismatched": self.mismatched,
         }
 
 
@@ -193,8 +239,13 @@ class Emulation:
     def to_dict(self) -> dict:
         tol = self.tolerance
         return {
-            "mode": self.mode.value, "ok": self.ok, "outputs_ok": self.outputs_ok, "keep": sorted(self.keep), "fp16_nodes": self.fp16_nodes,
-            "samples": self.samples, "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
+            "mode": self.mode.value,
+            "ok": self.ok,
+            "outputs_ok": self.outputs_ok,
+            "keep": sorted(self.keep),
+            "fp16_nodes": self.fp16_nodes,
+            "samples": self.samples,
+            "tolerance": {"rtol": tol.rtol, "atol": tol.atol},
             "outputs": {k: v.to_dict(tol) for k, v in self.outputs.items()},
             "overflows": [s.to_dict(tol) for s in self.overflows],
             "flushes": [s.to_dict(tol) for s in self.flushes],
@@ -282,8 +333,10 @@ class _NodeRunner:
 
         proto = ir.serde.serialize_node(self.node)
         names = list(dict.fromkeys([n for n in self.inputs if n] + self.extra))
-        inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(feeds[n].dtype), None)
-                  for n in names]
+        inputs = [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(feeds[n].dtype), None)
+            for n in names
+        ]
         outputs = [onnx.ValueInfoProto(name=n) for n in self.outputs if n]
         graph = helper.make_graph([proto], "node", inputs, outputs)
         opsets = [helper.make_opsetid(d, v) for d, v in self._model.opset_imports.items()]
@@ -294,7 +347,9 @@ class _NodeRunner:
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.intra_op_num_threads = 1
-        return ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            m.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray | None]:
         if self._session is None:
@@ -308,8 +363,14 @@ class _NodeRunner:
 class Emulator:
     """Runs a model under a precision mode beside its float32 reference; reusable across plans."""
 
-    def __init__(self, model: ir.Model, samples: Sequence[Mapping[str, np.ndarray]], *,
-                 mode: Mode = Mode.FP16, tolerance: Tolerance = DEFAULT_TOLERANCE) -> None:
+    def __init__(
+        self,
+        model: ir.Model,
+        samples: Sequence[Mapping[str, np.ndarray]],
+        *,
+        mode: Mode = Mode.FP16,
+        tolerance: Tolerance = DEFAULT_TOLERANCE,
+    ) -> None:
         if not samples:
             raise InputError("precision: at least one input sample is needed")
         self.model = model
@@ -333,7 +394,9 @@ class Emulator:
         self._inits = dict(graph.initializers.items())
         self.peak_live = 0
         """Most tensors held at once by a sweep (both runs): the streaming bound, for tests and -v logs."""
-        self.labels = [node.name or f"<{node.op_type} -> {node.outputs[0].name}>" for node in self.nodes]
+        self.labels = [
+            node.name or f"<{node.op_type} -> {node.outputs[0].name}>" for node in self.nodes
+        ]
 
     # -- what the mode lowers ---------------------------------------------------------------
     def fp16_set(self, keep: Iterable[str] = ()) -> list[bool]:
@@ -372,7 +435,9 @@ class Emulator:
             return init.const_value.numpy()
         raise InputError(f"precision: no value for tensor '{name}' (is it an input of the model?)")
 
-    def run(self, keep: Iterable[str] = (), *, on_node: Callable[[int], None] | None = None) -> Emulation:
+    def run(
+        self, keep: Iterable[str] = (), *, on_node: Callable[[int], None] | None = None
+    ) -> Emulation:
         keep = frozenset(keep)
         lowered = self.fp16_set(keep)
         stats: dict[str, TensorStats] = {}
@@ -382,26 +447,47 @@ class Emulator:
         ordered = sorted(stats.values(), key=lambda s: s.index)
         outputs = {name: stats[name] for name in self._outputs if name in stats}
         for name in self._outputs:
-            if name not in outputs:  # a non-float output equal to the reference, or an input passed through
+            if (
+                name not in outputs
+            ):  # a non-float output equal to the reference, or an input passed through
                 outputs[name] = TensorStats(name, "", "exact", -1)
         return Emulation(
-            mode=self.mode, tolerance=tol, keep=keep, outputs=outputs,
+            mode=self.mode,
+            tolerance=tol,
+            keep=keep,
+            outputs=outputs,
             overflows=[s for s in ordered if s.overflows],
-            flushes=[s for s in ordered if s.input_flush or s.flush_fraction >= 0.01
-                     or (s.nonzero and s.flushed == s.nonzero)],
+            flushes=[
+                s
+                for s in ordered
+                if s.input_flush
+                or s.flush_fraction >= 0.01
+                or (s.nonzero and s.flushed == s.nonzero)
+            ],
             first_break=next((s for s in ordered if s.breaks(tol)), None),
-            ranked=ordered, fp16_nodes=sum(lowered), samples=len(self.samples),
+            ranked=ordered,
+            fp16_nodes=sum(lowered),
+            samples=len(self.samples),
         )
 
-    def _sweep(self, sample: Mapping[str, np.ndarray], lowered: Sequence[bool], stats: dict[str, TensorStats],
-               on_node: Callable[[int], None] | None) -> None:
+    def _sweep(
+        self,
+        sample: Mapping[str, np.ndarray],
+        lowered: Sequence[bool],
+        stats: dict[str, TensorStats],
+        on_node: Callable[[int], None] | None,
+    ) -> None:
         ref: dict[str, np.ndarray] = {}
         emu: dict[str, np.ndarray] = {}
         for v in self.model.graph.inputs:
             vname = v.name or ""
             if vname in sample:
                 array = np.asarray(sample[vname])
-                if v.dtype is not None and array.dtype.kind == "f" and v.dtype.numpy() != array.dtype:
+                if (
+                    v.dtype is not None
+                    and array.dtype.kind == "f"
+                    and v.dtype.numpy() != array.dtype
+                ):
                     array = array.astype(v.dtype.numpy())
                 ref[vname] = emu[vname] = array
             elif vname not in self._inits:
@@ -418,7 +504,11 @@ class Emulator:
                 for n, a in emu_feeds.items():
                     if _is_float32(a):
                         rounded = _round16(a)
-                        if not input_overflow and np.isfinite(a).all() and not np.isfinite(rounded).all():
+                        if (
+                            not input_overflow
+                            and np.isfinite(a).all()
+                            and not np.isfinite(rounded).all()
+                        ):
                             input_overflow = n
                         if not input_flush and a.size and np.any(a) and not np.any(rounded):
                             input_flush = n
@@ -427,8 +517,10 @@ class Emulator:
                 ref_out = runner.run(ref_feeds)
                 emu_out = runner.run(emu_feeds)
             except Exception as exc:  # noqa: BLE001 - ORT raises its own types; one line names the node
-                raise InputError(f"precision: node '{self.labels[i]}' ({node.op_type}) cannot run in ONNX "
-                                 f"Runtime: {str(exc).splitlines()[0]}") from None
+                raise InputError(
+                    f"precision: node '{self.labels[i]}' ({node.op_type}) cannot run in ONNX "
+                    f"Runtime: {str(exc).splitlines()[0]}"
+                ) from None
             for out, r, e in zip(node.outputs, ref_out, emu_out, strict=False):
                 oname = out.name or ""
                 if r is None or e is None:
@@ -436,13 +528,19 @@ class Emulator:
                 if lowered[i] and _is_float32(e):
                     pre = e
                     e = _round16(e)
-                    self._record(stats, oname, i, node, True, r, pre, e, input_overflow, input_flush)
+                    self._record(
+                        stats, oname, i, node, True, r, pre, e, input_overflow, input_flush
+                    )
                 elif _is_float32(r):
-                    self._record(stats, oname, i, node, lowered[i], r, e, e, input_overflow, input_flush)
+                    self._record(
+                        stats, oname, i, node, lowered[i], r, e, e, input_overflow, input_flush
+                    )
                 elif r.shape != e.shape or not np.array_equal(r, e):
                     s = stats.get(oname)
                     if s is None:
-                        s = stats[oname] = TensorStats(oname, self.labels[i], node.op_type, i, in_fp16=lowered[i])
+                        s = stats[oname] = TensorStats(
+                            oname, self.labels[i], node.op_type, i, in_fp16=lowered[i]
+                        )
                     s.mismatched += int(r.size if r.shape != e.shape else np.count_nonzero(r != e))
                 ref[oname] = r
                 emu[oname] = e
@@ -459,9 +557,19 @@ class Emulator:
             if on_node is not None:
                 on_node(i)
 
-    def _record(self, stats: dict[str, TensorStats], name: str, i: int, node: ir.Node, fp16: bool,
-                ref: np.ndarray, pre: np.ndarray, emu: np.ndarray, input_overflow: str,
-                input_flush: str = "") -> None:
+    def _record(
+        self,
+        stats: dict[str, TensorStats],
+        name: str,
+        i: int,
+        node: ir.Node,
+        fp16: bool,
+        ref: np.ndarray,
+        pre: np.ndarray,
+        emu: np.ndarray,
+        input_overflow: str,
+        input_flush: str = "",
+    ) -> None:
         s = stats.get(name)
         if s is None:
             s = stats[name] = TensorStats(name, self.labels[i], node.op_type, i, in_fp16=fp16)

@@ -25,8 +25,16 @@ from pathlib import Path
 from surgery.errors import InputError
 from surgery.precision.emulate import Emulation, Emulator, Mode
 
-__all__ = ["FUSED_OPS", "PrecisionPlan", "fusion_risks", "is_listable", "keep_dtype_lines", "keep_dtype_text", "make_plan",
-           "write_keep_dtype"]
+__all__ = [
+    "FUSED_OPS",
+    "PrecisionPlan",
+    "fusion_risks",
+    "is_listable",
+    "keep_dtype_lines",
+    "keep_dtype_text",
+    "make_plan",
+    "write_keep_dtype",
+]
 
 #: ONNX op types ATC commonly fuses into a bigger kernel (the listed node's name may not survive).
 FUSED_OPS: dict[str, str] = {
@@ -67,12 +75,16 @@ class PrecisionPlan:
 
     def to_dict(self) -> dict:
         return {
-            "mode": self.mode.value, "keep": list(self.keep), "meets_tolerance": self.meets_tolerance,
+            "mode": self.mode.value,
+            "keep": list(self.keep),
+            "meets_tolerance": self.meets_tolerance,
             "fusion_risks": fusion_risks(self),
         }
 
 
-def make_plan(emulator: Emulator, *, first: Emulation | None = None, max_steps: int | None = None) -> PrecisionPlan:
+def make_plan(
+    emulator: Emulator, *, first: Emulation | None = None, max_steps: int | None = None
+) -> PrecisionPlan:
     """Greedy keep-list for ``emulator``'s mode (see the module docstring); ``first`` is its run without one."""
     before = first if first is not None else emulator.run()
     keep: list[str] = []
@@ -86,17 +98,29 @@ def make_plan(emulator: Emulator, *, first: Emulation | None = None, max_steps: 
             break
         keep.append(offender)
         run = emulator.run(keep)
-    if run.ok and len(keep) > 1:  # prune: drop any node the others make unnecessary (one re-check each)
+    if (
+        run.ok and len(keep) > 1
+    ):  # prune: drop any node the others make unnecessary (one re-check each)
         for label in list(keep):
             trial = [k for k in keep if k != label]
             trial_run = emulator.run(trial)
             if trial_run.ok:
                 keep, run = trial, trial_run
-    types = {label: node.op_type for label, node in zip(emulator.labels, emulator.nodes, strict=True)}
-    return PrecisionPlan(mode=emulator.mode, keep=keep, op_types={k: types[k] for k in keep}, before=before, after=run)
+    types = {
+        label: node.op_type for label, node in zip(emulator.labels, emulator.nodes, strict=True)
+    }
+    return PrecisionPlan(
+        mode=emulator.mode,
+        keep=keep,
+        op_types={k: types[k] for k in keep},
+        before=before,
+        after=run,
+    )
 
 
-def _first_offender(emulator: Emulator, run: Emulation, kept: set[str], lowered: set[str]) -> str | None:
+def _first_offender(
+    emulator: Emulator, run: Emulation, kept: set[str], lowered: set[str]
+) -> str | None:
     for s in run.overflows:
         if s.node in lowered and s.node not in kept:
             return s.node
@@ -114,7 +138,9 @@ def _first_offender(emulator: Emulator, run: Emulation, kept: set[str], lowered:
     return None
 
 
-def _nearest_lowered_producer(emulator: Emulator, index: int, kept: set[str], lowered: set[str]) -> str | None:
+def _nearest_lowered_producer(
+    emulator: Emulator, index: int, kept: set[str], lowered: set[str]
+) -> str | None:
     if index < 0:
         return None
     position = {id(node): i for i, node in enumerate(emulator.nodes)}
@@ -137,7 +163,9 @@ def _nearest_lowered_producer(emulator: Emulator, index: int, kept: set[str], lo
     return None
 
 
-def keep_dtype_lines(plan: PrecisionPlan, emulator: Emulator, *, cann_types: dict[str, str] | None = None) -> list[str]:
+def keep_dtype_lines(
+    plan: PrecisionPlan, emulator: Emulator, *, cann_types: dict[str, str] | None = None
+) -> list[str]:
     """The ``--keep_dtype`` file's lines: node names, or ``OpType::X`` where every node of a type is kept.
 
     ``cann_types`` maps an ONNX op type to its Ascend IR type (from the shipped fact table); a
@@ -145,7 +173,9 @@ def keep_dtype_lines(plan: PrecisionPlan, emulator: Emulator, *, cann_types: dic
     """
     total = Counter(node.op_type for node in emulator.nodes)
     kept = Counter(plan.op_types.values())
-    whole = {op for op, n in kept.items() if n >= 2 and n == total[op] and (cann_types or {}).get(op)}
+    whole = {
+        op for op, n in kept.items() if n >= 2 and n == total[op] and (cann_types or {}).get(op)
+    }
     lines: list[str] = []
     for op in sorted(whole):
         lines.append(f"OpType::{cann_types[op]}")  # type: ignore[index]
@@ -170,7 +200,9 @@ def keep_dtype_text(lines: list[str]) -> str:
     """The ``--keep_dtype`` file's text: one entry a line; a name holding a line break is refused."""
     for line in lines:
         if "\n" in line or "\r" in line:
-            raise InputError(f"precision: node name {line!r} contains a line break; --keep_dtype cannot list it")
+            raise InputError(
+                f"precision: node name {line!r} contains a line break; --keep_dtype cannot list it"
+            )
     return "".join(f"{line}\n" for line in lines)
 
 

@@ -61,7 +61,11 @@ class Builder:
         (for a node that takes over the name of the one it replaces).
         """
         attributes = (
-            ir.convenience.convert_attributes({k: _attr(v) for k, v in attrs.items() if v is not None}) if attrs else []
+            ir.convenience.convert_attributes(
+                {k: _attr(v) for k, v in attrs.items() if v is not None}
+            )
+            if attrs
+            else []
         )
         # Trailing absent inputs are dropped; absent ones in the middle stay empty.
         ins = list(inputs)
@@ -166,7 +170,9 @@ class Builder:
             self.ints(steps, "steps") if steps is not None else None,
         )
 
-    def clip(self, x: ir.Value, lo: float | None, hi: float | None, dtype: Any = np.float32) -> ir.Value:
+    def clip(
+        self, x: ir.Value, lo: float | None, hi: float | None, dtype: Any = np.float32
+    ) -> ir.Value:
         if self.opset >= 11:
             return self.op(
                 "Clip",

@@ -32,7 +32,7 @@ import onnx
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator, walk
+from surgery.graph import GraphLike, NameAllocator, is_onnx_domain, walk
 from surgery.pass_base import SurgeryPass, SurgeryResult
 from surgery.rules import schema
 from surgery.rules.builder import Builder
@@ -103,7 +103,9 @@ class InferredTypes:
         self.model = model
         self._tables: dict[int, dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]] | None = None
 
-    def get(self, value: ir.Value, graph: GraphLike | None = None) -> tuple[ir.TypeProtocol, ir.Shape | None] | None:
+    def get(
+        self, value: ir.Value, graph: GraphLike | None = None
+    ) -> tuple[ir.TypeProtocol, ir.Shape | None] | None:
         """The inferred (type, shape) of ``value`` in ``graph`` (default: the graph it belongs to)."""
         graph = graph if graph is not None else value.graph
         if not value.name or graph is None or isinstance(graph, ir.Function):
@@ -121,7 +123,9 @@ class InferredTypes:
         return {key: _read_table(table) for key, table in tables.items()}
 
 
-def _read_table(table: Mapping[str, onnx.TypeProto]) -> dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]:
+def _read_table(
+    table: Mapping[str, onnx.TypeProto],
+) -> dict[str, tuple[ir.TypeProtocol, ir.Shape | None]]:
     out: dict[str, tuple[ir.TypeProtocol, ir.Shape | None]] = {}
     for name, type_proto in table.items():
         try:
@@ -187,7 +191,9 @@ class Rule:
         b = ctx.builder(node)
         outputs = list(self.build(b, m))
         if len(outputs) != len(node.outputs):
-            raise TypeError(f"rule {self.name}: build returned {len(outputs)} values for {len(node.outputs)} outputs")
+            raise TypeError(
+                f"rule {self.name}: build returned {len(outputs)} values for {len(node.outputs)} outputs"
+            )
         return Rewrite(node, m.nodes, list(node.outputs), b.nodes, outputs)
 
     def __repr__(self) -> str:
@@ -271,13 +277,17 @@ def remove_dead_constants(graph: GraphLike, values: Iterable[ir.Value]) -> int:
         if producer is not None:
             if (
                 producer.op_type == "Constant"
-                and producer.domain in ("", "ai.onnx")
+                and is_onnx_domain(producer.domain)
                 and producer.graph is not None
                 and not any(o.uses() or o.is_graph_output() for o in producer.outputs)
             ):
                 producer.graph.remove(producer, safe=True)
                 removed += 1
-        elif value.is_initializer() and isinstance(graph, ir.Graph) and graph.initializers.get(value.name or "") is value:
+        elif (
+            value.is_initializer()
+            and isinstance(graph, ir.Graph)
+            and graph.initializers.get(value.name or "") is value
+        ):
             graph.initializers.pop(value.name)  # type: ignore[arg-type]
             removed += 1
     return removed
@@ -314,8 +324,13 @@ def apply_rules(
             for ctx, rule_name, rw in planned:
                 splice(ctx, rw)
                 stats.applied[rule_name] += 1
-                logger.debug("%s: rewrote %s '%s' into %d nodes", rule_name, rw.root.op_type, rw.root.name,
-                             len(rw.new_nodes))
+                logger.debug(
+                    "%s: rewrote %s '%s' into %d nodes",
+                    rule_name,
+                    rw.root.op_type,
+                    rw.root.name,
+                    len(rw.new_nodes),
+                )
             if not deferred or not planned:
                 break
             roots = deferred
@@ -346,7 +361,11 @@ def _collect(
             graph = scope.graph
             ctx = RuleContext(model, graph, scope.opsets, names, pass_name, inferred)
             for node in list(graph):
-                if (roots is not None and id(node) not in roots) or id(node) in claimed or node.graph is None:
+                if (
+                    (roots is not None and id(node) not in roots)
+                    or id(node) in claimed
+                    or node.graph is None
+                ):
                     continue
                 for rule in rules:
                     if not rule.targets(node):
@@ -356,11 +375,21 @@ def _collect(
                         if not result.reason:  # not even the root op fitted
                             continue
                         stats.near_misses[rule.name] += 1
-                        stats.miss_reasons.setdefault(rule.name, []).append(f"{node.name}: {result.reason}")
-                        logger.debug("%s: near miss at %s '%s': %s", rule.name, node.op_type, node.name, result.reason)
+                        stats.miss_reasons.setdefault(rule.name, []).append(
+                            f"{node.name}: {result.reason}"
+                        )
+                        logger.debug(
+                            "%s: near miss at %s '%s': %s",
+                            rule.name,
+                            node.op_type,
+                            node.name,
+                            result.reason,
+                        )
                         continue
                     if any(id(n) in claimed for n in result.old_nodes):
-                        _discard(result)  # sequentially this match would be made on the rewritten graph
+                        _discard(
+                            result
+                        )  # sequentially this match would be made on the rewritten graph
                         deferred.add(id(node))
                         break
                     _check_dropped_outputs(ctx, result)
@@ -382,8 +411,10 @@ def _check_dropped_outputs(ctx: RuleContext, rw: Rewrite) -> None:
             continue
         if old.is_graph_output() or any(id(user) not in inside for user, _ in old.uses()):
             _discard(rw)
-            raise PassError(f"output '{old.name}' of '{rw.root.name}' is still used but the rule dropped it",
-                            pass_name=ctx.pass_name)
+            raise PassError(
+                f"output '{old.name}' of '{rw.root.name}' is still used but the rule dropped it",
+                pass_name=ctx.pass_name,
+            )
 
 
 def _discard(rw: Rewrite) -> None:
@@ -410,11 +441,15 @@ class RulePass(SurgeryPass):
 
     def call(self, model: ir.Model) -> SurgeryResult:
         stats = apply_rules(model, self.rules(), pass_name=self.name)
-        return SurgeryResult(model, stats.total > 0, stats=stats.as_stats(), notes=self.notes(stats))
+        return SurgeryResult(
+            model, stats.total > 0, stats=stats.as_stats(), notes=self.notes(stats)
+        )
 
     def notes(self, stats: RuleStats) -> list[str]:
         notes = []
         for rule, reasons in stats.miss_reasons.items():
-            shown = "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
+            shown = "; ".join(reasons[:3]) + (
+                f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else ""
+            )
             notes.append(f"{rule}: left {len(reasons)} node(s) as they were: {shown}")
         return notes

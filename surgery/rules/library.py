@@ -53,7 +53,10 @@ class MulByOne(Rule):
         dtype = ctx.dtype(m["x"])
         if dtype is None or dtype.numpy() != one.dtype:
             return "the element types are not known to match"
-        if any(d != 1 and (i >= len(shape) or shape[len(shape) - one.ndim + i] != d) for i, d in enumerate(one.shape)):
+        if any(
+            d != 1 and (i >= len(shape) or shape[len(shape) - one.ndim + i] != d)
+            for i, d in enumerate(one.shape)
+        ):
             return "the constant may broadcast x to a larger shape"
         return None
 

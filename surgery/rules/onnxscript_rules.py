@@ -29,7 +29,10 @@ logger = logging.getLogger(__name__)
 def is_onnxscript_rule(obj: Any) -> bool:
     """Whether ``obj`` is an onnxscript ``RewriteRule`` or ``RewriteRuleSet`` (without importing it)."""
     module = type(obj).__module__ or ""
-    return module.startswith("onnxscript.rewriter") and type(obj).__name__ in ("RewriteRule", "RewriteRuleSet")
+    return module.startswith("onnxscript.rewriter") and type(obj).__name__ in (
+        "RewriteRule",
+        "RewriteRuleSet",
+    )
 
 
 def adapt(obj: Any) -> list[OnnxscriptRule]:
@@ -66,8 +69,14 @@ class OnnxscriptRule:
             for i, out in enumerate(n.outputs):
                 out.name = b.names.derive(n.name, "out" if len(n.outputs) == 1 else f"out{i}")
         consts: list[ir.Node] = []
-        for init in delta.new_initializers:  # functions cannot hold initializers: use Constant nodes
-            array = init.const_value.numpy() if init.const_value is not None else np.zeros(0, np.float32)
+        for (
+            init
+        ) in delta.new_initializers:  # functions cannot hold initializers: use Constant nodes
+            array = (
+                init.const_value.numpy()
+                if init.const_value is not None
+                else np.zeros(0, np.float32)
+            )
             value = b.const(array, suffix="init")
             consts.extend(b.nodes[-1:])
             b.nodes.clear()

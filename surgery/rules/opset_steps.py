@@ -25,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import PassError
-from surgery.graph import GraphLike, NameAllocator, const_value
+from surgery.graph import GraphLike, NameAllocator, const_value, is_onnx_domain
 from surgery.rules import schema
 from surgery.rules.builder import Builder
 from surgery.rules.engine import Rewrite, RuleContext, remove_dead_constants, splice
@@ -70,7 +70,12 @@ class Step:
         return schema.attr_value(self.node, name, self.current, default)
 
     def builder(self) -> Builder:
-        return Builder(self.ctx.names, self.node.name or self.node.op_type, self.target, dtype_of=self.ctx.dtype)
+        return Builder(
+            self.ctx.names,
+            self.node.name or self.node.op_type,
+            self.target,
+            dtype_of=self.ctx.dtype,
+        )
 
     def const_input(self, index: int, what: str) -> np.ndarray | None:
         """The constant array of input ``index`` (None if absent); refuse if it is not constant."""
@@ -80,7 +85,9 @@ class Step:
         assert value is not None  # checked above
         array = const_value(value)
         if array is None:
-            raise Refuse(f"its {what} input '{value.name}' is computed at run time; opset {self.target} needs a constant attribute")
+            raise Refuse(
+                f"its {what} input '{value.name}' is computed at run time; opset {self.target} needs a constant attribute"
+            )
         return array
 
     def drop_inputs_from(self, index: int) -> None:
@@ -102,7 +109,9 @@ class Step:
         for value in self.node.inputs:
             if value is not None:
                 self.orphans.append(value)
-        splice(self.ctx, Rewrite(self.node, [self.node], list(self.node.outputs), new_nodes, outputs))
+        splice(
+            self.ctx, Rewrite(self.node, [self.node], list(self.node.outputs), new_nodes, outputs)
+        )
 
 
 Adapter = Callable[[Step], None]
@@ -158,18 +167,26 @@ def downgrade_graph(
     ctx = RuleContext(model, graph, opsets, names, pass_name, inferred)
     orphans: list[ir.Value] = []
     for node in list(graph):
-        if node.domain not in ("", "ai.onnx") or node.graph is None:
+        if not is_onnx_domain(node.domain) or node.graph is None:
             continue
         step = Step(ctx, node, current, target, orphans)
-        where = f"{node.op_type} '{node.name}'" if node.name else f"{node.op_type} producing '{node.outputs[0].name}'"
+        where = (
+            f"{node.op_type} '{node.name}'"
+            if node.name
+            else f"{node.op_type} producing '{node.outputs[0].name}'"
+        )
         if schema.get_schema(node.op_type, current) is None:
             raise PassError(f"{where}: not an ai.onnx op at opset {current}", pass_name=pass_name)
         try:
             decompose = DECOMPOSITIONS.get(node.op_type)
-            if step.tgt_since is None or (node.op_type == "GroupNormalization" and step.cur_since >= 21 > target):
+            if step.tgt_since is None or (
+                node.op_type == "GroupNormalization" and step.cur_since >= 21 > target
+            ):
                 if decompose is None:
                     hint = HINTS.get(node.op_type, "")
-                    raise Refuse(f"it does not exist at opset {target} and there is no decomposition for it{hint}")
+                    raise Refuse(
+                        f"it does not exist at opset {target} and there is no decomposition for it{hint}"
+                    )
                 decompose(step)
                 stats["decomposed"] = stats.get("decomposed", 0) + 1
                 continue
@@ -184,13 +201,17 @@ def downgrade_graph(
                 stats["adapted"] = stats.get("adapted", 0) + 1
         except Refuse as exc:
             raise PassError(
-                f"{where} (opset {current}) cannot be converted to opset {target}: {exc}", pass_name=pass_name
+                f"{where} (opset {current}) cannot be converted to opset {target}: {exc}",
+                pass_name=pass_name,
             ) from None
     _remove_orphans(graph, orphans)
 
 
 def _fingerprint(node: ir.Node) -> tuple:
-    return (tuple(id(v) for v in node.inputs), tuple(sorted((k, repr(a.value)) for k, a in node.attributes.items())))
+    return (
+        tuple(id(v) for v in node.inputs),
+        tuple(sorted((k, repr(a.value)) for k, a in node.attributes.items())),
+    )
 
 
 def _remove_orphans(graph: GraphLike, orphans: list[ir.Value]) -> None:

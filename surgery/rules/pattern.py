@@ -185,7 +185,11 @@ class Op:
                 out = node.outputs[index]
                 if out.uses() or out.is_graph_output():
                     user = next(iter(out.uses()), None)
-                    who = f"node '{user.node.name}' ({user.node.op_type})" if user else "a graph output"
+                    who = (
+                        f"node '{user.node.name}' ({user.node.op_type})"
+                        if user
+                        else "a graph output"
+                    )
                     return f"{label}: output {index} ({out.name}) is consumed by {who}"
         present = [i for i, v in enumerate(node.inputs) if v is not None]
         if present and present[-1] >= len(self.inputs):

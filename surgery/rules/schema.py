@@ -14,6 +14,8 @@ import onnx
 import onnx_ir as ir
 from onnx import defs
 
+from surgery.graph import is_onnx_domain
+
 __all__ = [
     "TypeBinding",
     "allowed_types",
@@ -27,7 +29,7 @@ __all__ = [
 
 
 def _domain(domain: str) -> str:
-    return "" if domain in ("", "ai.onnx") else domain
+    return "" if is_onnx_domain(domain) else domain
 
 
 @functools.lru_cache(maxsize=4096)
@@ -109,13 +111,18 @@ class TypeBinding:
     def __init__(self, schema: defs.OpSchema, num_inputs: int, num_outputs: int) -> None:
         constraints = {c.type_param_str: c.allowed_type_strs for c in schema.type_constraints}
 
-        def expand(params: list[defs.OpSchema.FormalParameter], count: int) -> list[tuple[str, frozenset]]:
+        def expand(
+            params: list[defs.OpSchema.FormalParameter], count: int
+        ) -> list[tuple[str, frozenset]]:
             out: list[tuple[str, frozenset]] = []
             for i in range(count):
                 if not params:
                     break
                 param = params[min(i, len(params) - 1)]
-                if i >= len(params) and param.option != defs.OpSchema.FormalParameterOption.Variadic:
+                if (
+                    i >= len(params)
+                    and param.option != defs.OpSchema.FormalParameterOption.Variadic
+                ):
                     break
                 type_str = param.type_str
                 allowed = constraints.get(type_str, [type_str])
@@ -166,7 +173,9 @@ _NAMED = {
 
 
 @functools.lru_cache(maxsize=4096)
-def _bindings(op_type: str, version: int, domain: str, num_inputs: int, num_outputs: int) -> TypeBinding | None:
+def _bindings(
+    op_type: str, version: int, domain: str, num_inputs: int, num_outputs: int
+) -> TypeBinding | None:
     schema = get_schema(op_type, version, domain)
     if schema is None:
         return None
@@ -175,7 +184,9 @@ def _bindings(op_type: str, version: int, domain: str, num_inputs: int, num_outp
 
 def type_bindings(node: ir.Node, version: int) -> TypeBinding | None:
     """The :class:`TypeBinding` of ``node`` in opset ``version`` (None for unknown ops)."""
-    return _bindings(node.op_type, version, _domain(node.domain), len(node.inputs), len(node.outputs))
+    return _bindings(
+        node.op_type, version, _domain(node.domain), len(node.inputs), len(node.outputs)
+    )
 
 
 def allowed_types(op_type: str, version: int, domain: str = "") -> dict[str, frozenset]:
@@ -183,4 +194,6 @@ def allowed_types(op_type: str, version: int, domain: str = "") -> dict[str, fro
     schema = get_schema(op_type, version, domain)
     if schema is None:
         return {}
-    return {c.type_param_str: frozenset(_dtypes(c.allowed_type_strs)) for c in schema.type_constraints}
+    return {
+        c.type_param_str: frozenset(_dtypes(c.allowed_type_strs)) for c in schema.type_constraints
+    }

@@ -16,14 +16,25 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from surgery.graph import is_onnx_domain
+
 __all__ = ["attribute_values", "evaluate_node"]
 
 logger = logging.getLogger(__name__)
 
 _NUMPY_TYPES = {
-    ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.INT8, ir.DataType.INT16,
-    ir.DataType.INT32, ir.DataType.INT64, ir.DataType.UINT8, ir.DataType.UINT16, ir.DataType.UINT32,
-    ir.DataType.UINT64, ir.DataType.BOOL,
+    ir.DataType.FLOAT,
+    ir.DataType.DOUBLE,
+    ir.DataType.FLOAT16,
+    ir.DataType.INT8,
+    ir.DataType.INT16,
+    ir.DataType.INT32,
+    ir.DataType.INT64,
+    ir.DataType.UINT8,
+    ir.DataType.UINT16,
+    ir.DataType.UINT32,
+    ir.DataType.UINT64,
+    ir.DataType.BOOL,
 }
 
 
@@ -37,14 +48,20 @@ def attribute_values(node: ir.Node) -> dict[str, Any] | None:
             out[name] = ir.serde.serialize_tensor(attr.as_tensor())
         elif attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
             return None
-        elif attr.type in (ir.AttributeType.INTS, ir.AttributeType.FLOATS, ir.AttributeType.STRINGS):
+        elif attr.type in (
+            ir.AttributeType.INTS,
+            ir.AttributeType.FLOATS,
+            ir.AttributeType.STRINGS,
+        ):
             out[name] = list(attr.value)
         else:
             out[name] = attr.value
     return out
 
 
-def _axes_arg(node: ir.Node, inputs: Sequence[np.ndarray | None], index: int, opset: int, since: int) -> list[int] | None:
+def _axes_arg(
+    node: ir.Node, inputs: Sequence[np.ndarray | None], index: int, opset: int, since: int
+) -> list[int] | None:
     if opset >= since:
         if len(inputs) > index and inputs[index] is not None:
             return [int(a) for a in np.asarray(inputs[index]).reshape(-1)]
@@ -82,7 +99,9 @@ def _gather_elements(node, inputs, opset):
         raise IndexError("GatherElements index out of range")
     if any(i != axis and idx.shape[i] > data.shape[i] for i in range(data.ndim)):
         raise IndexError("GatherElements indices larger than data on another axis")
-    window = data[tuple(slice(None) if i == axis else slice(0, idx.shape[i]) for i in range(data.ndim))]
+    window = data[
+        tuple(slice(None) if i == axis else slice(0, idx.shape[i]) for i in range(data.ndim))
+    ]
     return [np.take_along_axis(window, np.where(idx < 0, idx + dim, idx), axis=axis)]
 
 
@@ -124,8 +143,16 @@ def _slice(node, inputs, opset):
     else:
         starts = [int(v) for v in inputs[1].reshape(-1)]
         ends = [int(v) for v in inputs[2].reshape(-1)]
-        axes = [int(v) for v in inputs[3].reshape(-1)] if len(inputs) > 3 and inputs[3] is not None else list(range(len(starts)))
-        steps = [int(v) for v in inputs[4].reshape(-1)] if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
+        axes = (
+            [int(v) for v in inputs[3].reshape(-1)]
+            if len(inputs) > 3 and inputs[3] is not None
+            else list(range(len(starts)))
+        )
+        steps = (
+            [int(v) for v in inputs[4].reshape(-1)]
+            if len(inputs) > 4 and inputs[4] is not None
+            else [1] * len(starts)
+        )
     index = [slice(None)] * data.ndim
     for s, e, a, st in zip(starts, ends, axes, steps, strict=False):
         if st == 0:
@@ -157,7 +184,11 @@ def _range(node, inputs, opset):
     if delta == 0:
         raise ValueError("Range delta 0")
     n = max(int(np.ceil((limit - start) / delta)), 0)
-    return [(start + np.arange(n, dtype=np.float64 if dtype.kind == "f" else np.int64) * delta).astype(dtype)]
+    return [
+        (start + np.arange(n, dtype=np.float64 if dtype.kind == "f" else np.int64) * delta).astype(
+            dtype
+        )
+    ]
 
 
 def _constant_of_shape(node, inputs, opset):
@@ -276,9 +307,11 @@ def _reference_op(domain: str, op_type: str, version: int) -> Any:
         return None
 
 
-def evaluate_node(node: ir.Node, inputs: list[np.ndarray | None], opset: int) -> list[np.ndarray] | None:
+def evaluate_node(
+    node: ir.Node, inputs: list[np.ndarray | None], opset: int
+) -> list[np.ndarray] | None:
     """Outputs of ``node`` for constant ``inputs`` (None for an absent optional input)."""
-    domain = node.domain if node.domain not in ("", "ai.onnx") else ""
+    domain = node.domain if not is_onnx_domain(node.domain) else ""
     if domain == "" and node.op_type in _FAST:
         try:
             return [np.asarray(o) for o in _FAST[node.op_type](node, inputs, opset)]
@@ -311,4 +344,3 @@ def evaluate_node(node: ir.Node, inputs: list[np.ndarray | None], opset: int) ->
             return None
         converted.append(np.asarray(out))
     return converted
-

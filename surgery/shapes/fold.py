@@ -41,7 +41,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir._cloner import Cloner
 
-from surgery.graph import GraphLike, NameAllocator, const_value, iter_graphs
+from surgery.graph import ONNX_DOMAINS, GraphLike, NameAllocator, const_value, iter_graphs
 from surgery.shapes.dims import is_known_dim
 from surgery.shapes.evaluate import evaluate_node
 from surgery.shapes.infer import has_schema, infer_control_flow, infer_node, is_static_shape
@@ -50,9 +50,16 @@ __all__ = ["DEFAULT_KEEP_OPS", "FoldStats", "Folder"]
 
 logger = logging.getLogger(__name__)
 
-_STANDARD = ("", "ai.onnx")
 _NON_DETERMINISTIC = frozenset(
-    {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike", "Multinomial", "Bernoulli", "Dropout"}
+    {
+        "RandomUniform",
+        "RandomNormal",
+        "RandomUniformLike",
+        "RandomNormalLike",
+        "Multinomial",
+        "Bernoulli",
+        "Dropout",
+    }
 )
 #: Ops never folded by default: folding them would erase information the compiler needs.
 DEFAULT_KEEP_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -91,8 +98,10 @@ def _subgraph_attrs(node: ir.Node) -> list[ir.Attr]:
     if not attrs:
         return []
     return [
-        a for a in getattr(attrs, "data", attrs).values()
-        if (a.type is ir.AttributeType.GRAPH or a.type is ir.AttributeType.GRAPHS) and not a.is_ref()
+        a
+        for a in getattr(attrs, "data", attrs).values()
+        if (a.type is ir.AttributeType.GRAPH or a.type is ir.AttributeType.GRAPHS)
+        and not a.is_ref()
     ]
 
 
@@ -153,7 +162,9 @@ class Folder:
             return None if cached is _NOT_FOLDED else cached
         array: Any = _NOT_FOLDED
         if (value.const_value is not None and not value.is_graph_input()) or (
-            (p := value.producer()) is not None and p.op_type == "Constant" and p.domain in _STANDARD
+            (p := value.producer()) is not None
+            and p.op_type == "Constant"
+            and p.domain in ONNX_DOMAINS
         ):
             if _tensor_nbytes(value) <= self.size_limit:
                 found = const_value(value)
@@ -196,27 +207,52 @@ class Folder:
                 continue
             subgraphs = _subgraph_attrs(node)
             if subgraphs:
-                if node.op_type == "If" and node.domain in _STANDARD and self.inline_if and self._inline_if(graph, node):
+                if (
+                    node.op_type == "If"
+                    and node.domain in ONNX_DOMAINS
+                    and self.inline_if
+                    and self._inline_if(graph, node)
+                ):
                     continue
-                if node.op_type == "Loop" and node.domain in _STANDARD and self.unroll_loops and self._unroll_loop(graph, node):
+                if (
+                    node.op_type == "Loop"
+                    and node.domain in ONNX_DOMAINS
+                    and self.unroll_loops
+                    and self._unroll_loop(graph, node)
+                ):
                     continue
-                if node.op_type == "Scan" and node.domain in _STANDARD and self.unroll_loops and self._unroll_scan(graph, node):
+                if (
+                    node.op_type == "Scan"
+                    and node.domain in ONNX_DOMAINS
+                    and self.unroll_loops
+                    and self._unroll_scan(graph, node)
+                ):
                     continue
                 for attr in subgraphs:
-                    for sub in ([attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()):
+                    for sub in (
+                        [attr.as_graph()]
+                        if attr.type == ir.AttributeType.GRAPH
+                        else attr.as_graphs()
+                    ):
                         if node.op_type in ("Loop", "Scan"):
                             self._mark_loop_variant(sub)
                         self._sweep(sub)
-                if self.infer_nodes and node.domain in _STANDARD:
+                if self.infer_nodes and node.domain in ONNX_DOMAINS:
                     self._infer_control_flow(node)
                 continue
             if node.op_type == "Constant" or not has_schema(node):
                 continue
             if self._fold(graph, node):
                 continue
-            if (self.infer_nodes and any(not is_static_shape(o.shape) for o in node.outputs)
-                    and all(v is None or is_static_shape(v.shape) for v in node.inputs)
-                    and (self._reshape_shape(node) or infer_node(node, self.opsets, self._const_map(node)))):
+            if (
+                self.infer_nodes
+                and any(not is_static_shape(o.shape) for o in node.outputs)
+                and all(v is None or is_static_shape(v.shape) for v in node.inputs)
+                and (
+                    self._reshape_shape(node)
+                    or infer_node(node, self.opsets, self._const_map(node))
+                )
+            ):
                 self.stats.nodes_inferred += 1
 
     def _mark_loop_variant(self, body: ir.Graph) -> None:
@@ -234,13 +270,23 @@ class Folder:
                     variant.update(node.outputs)
                 elif _subgraph_attrs(node):
                     for attr in _subgraph_attrs(node):
-                        for sub in ([attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()):
-                            if any(v in variant for g in iter_graphs(sub) for n in g for v in n.inputs if v is not None):
+                        for sub in (
+                            [attr.as_graph()]
+                            if attr.type == ir.AttributeType.GRAPH
+                            else attr.as_graphs()
+                        ):
+                            if any(
+                                v in variant
+                                for g in iter_graphs(sub)
+                                for n in g
+                                for v in n.inputs
+                                if v is not None
+                            ):
                                 variant.update(node.outputs)
 
     def _reshape_shape(self, node: ir.Node) -> bool:
         """Fast path for the commonest op of shape chains: Reshape to a constant target."""
-        if node.op_type != "Reshape" or node.domain not in _STANDARD or len(node.inputs) < 2:
+        if node.op_type != "Reshape" or node.domain not in ONNX_DOMAINS or len(node.inputs) < 2:
             return False
         data, target = node.inputs[0], self.constant(node.inputs[1])
         if data is None or target is None or not is_static_shape(data.shape):
@@ -280,7 +326,7 @@ class Folder:
     # ------------------------------------------------------------------ folding
     def _fold(self, graph: GraphLike, node: ir.Node) -> bool:
         op = node.op_type
-        if node.domain not in _STANDARD or op in _NON_DETERMINISTIC or op in self.keep_ops:
+        if node.domain not in ONNX_DOMAINS or op in _NON_DETERMINISTIC or op in self.keep_ops:
             return False
         if op in ("Shape", "Size") and node.inputs and node.inputs[0] is not None:
             source = node.inputs[0]
@@ -310,8 +356,11 @@ class Folder:
                 continue
             arr = self.constant(v)
             if arr is None:
-                if v in self._oversized and all(self.constant(u) is not None or u in self._oversized
-                                                for u in node.inputs if u is not None):
+                if v in self._oversized and all(
+                    self.constant(u) is not None or u in self._oversized
+                    for u in node.inputs
+                    if u is not None
+                ):
                     self.stats.skipped_for_size[node.name or op] = _tensor_nbytes(v)
                 return False
             inputs.append(arr)
@@ -331,10 +380,20 @@ class Folder:
             if arr.dtype.kind not in "biuf":
                 return False
             if is_static_shape(out.shape) and tuple(out.shape) != arr.shape:
-                logger.debug("%s: evaluated shape %s differs from %s; not folded", node.name, arr.shape, out.shape)
+                logger.debug(
+                    "%s: evaluated shape %s differs from %s; not folded",
+                    node.name,
+                    arr.shape,
+                    out.shape,
+                )
                 return False
             if out.dtype is not None and out.dtype != ir.DataType.from_numpy(arr.dtype):
-                logger.debug("%s: evaluated dtype %s differs from %s; not folded", node.name, arr.dtype, out.dtype)
+                logger.debug(
+                    "%s: evaluated dtype %s differs from %s; not folded",
+                    node.name,
+                    arr.dtype,
+                    out.dtype,
+                )
                 return False
         added = sum(int(a.nbytes) for a in results)
         if added > self.size_limit and freed < 0:
@@ -370,7 +429,9 @@ class Folder:
                 return first.nbytes * math.prod([int(v) for v in second.reshape(-1)])
             if op == "Range":
                 start, limit, delta = (float(np.asarray(a).reshape(())) for a in inputs[:3])
-                return max(0, math.ceil((limit - start) / delta)) * first.itemsize if delta else None
+                return (
+                    max(0, math.ceil((limit - start) / delta)) * first.itemsize if delta else None
+                )
         except Exception:
             return None
         return None
@@ -390,15 +451,22 @@ class Folder:
                 freed += _tensor_nbytes(v)
         return freed
 
-    def _new_constant(self, graph: GraphLike, out: ir.Value, array: np.ndarray, node_name: str) -> ir.Value:
+    def _new_constant(
+        self, graph: GraphLike, out: ir.Value, array: np.ndarray, node_name: str
+    ) -> ir.Value:
         tensor = ir.Tensor(np.array(array, order="C", copy=True), name=out.name)
         if graph is self.model.graph:
             value = ir.Value(
-                name=out.name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(array.shape), const_value=tensor
+                name=out.name,
+                type=ir.TensorType(tensor.dtype),
+                shape=ir.Shape(array.shape),
+                const_value=tensor,
             )
             out.replace_all_uses_with(value, replace_graph_outputs=True)
             return value
-        const = ir.Node("", "Constant", [], [ir.AttrTensor("value", tensor)], name=node_name, num_outputs=1)
+        const = ir.Node(
+            "", "Constant", [], [ir.AttrTensor("value", tensor)], name=node_name, num_outputs=1
+        )
         value = const.outputs[0]
         value.name = out.name
         value.type = ir.TensorType(tensor.dtype)
@@ -446,9 +514,13 @@ class Folder:
                 for value in values:
                     graph.register_initializer(value)
 
-    def _replace_with_constants(self, graph: GraphLike, node: ir.Node, arrays: list[np.ndarray]) -> list[ir.Value]:
+    def _replace_with_constants(
+        self, graph: GraphLike, node: ir.Node, arrays: list[np.ndarray]
+    ) -> list[ir.Value]:
         """Turn the used outputs of ``node`` into constants and delete it; returns the new values."""
-        live = [(i, out) for i, out in enumerate(node.outputs) if _used(out) or out.is_graph_output()]
+        live = [
+            (i, out) for i, out in enumerate(node.outputs) if _used(out) or out.is_graph_output()
+        ]
         new_values = []
         for i, out in live:
             name = (node.name or "") if len(live) == 1 else self.names.derive(node.name, f"out{i}")
@@ -482,10 +554,19 @@ class Folder:
                     continue
                 producer = v.producer()
                 if producer is not None:
-                    if not _subgraph_attrs(producer) and has_schema(producer) and producer.op_type not in _NON_DETERMINISTIC:
+                    if (
+                        not _subgraph_attrs(producer)
+                        and has_schema(producer)
+                        and producer.op_type not in _NON_DETERMINISTIC
+                    ):
                         stack.append(producer)
-                elif v.graph is not None and not v.is_graph_input() and v.name and v.name in v.graph.initializers \
-                        and v.graph.initializers[v.name] is v:
+                elif (
+                    v.graph is not None
+                    and not v.is_graph_input()
+                    and v.name
+                    and v.name in v.graph.initializers
+                    and v.graph.initializers[v.name] is v
+                ):
                     self.stats.bytes_freed += _tensor_nbytes(v)
                     v.graph.initializers.pop(v.name)
 
@@ -493,7 +574,9 @@ class Folder:
     def _detach_subgraphs(node: ir.Node) -> None:
         """Drop the uses that nodes of a discarded subgraph hold on outer values."""
         for attr in _subgraph_attrs(node):
-            for sub in ([attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()):
+            for sub in (
+                [attr.as_graph()] if attr.type == ir.AttributeType.GRAPH else attr.as_graphs()
+            ):
                 for g in iter_graphs(sub):
                     for n in g:
                         for i in range(len(n.inputs)):
@@ -501,7 +584,15 @@ class Folder:
                                 n.replace_input_with(i, None)
 
     # ------------------------------------------------------------------ outputs
-    def _rebind(self, graph: GraphLike, old: ir.Value, new: ir.Value, moved: set[ir.Value], claimed: set[ir.Value], name: str) -> None:
+    def _rebind(
+        self,
+        graph: GraphLike,
+        old: ir.Value,
+        new: ir.Value,
+        moved: set[ir.Value],
+        claimed: set[ir.Value],
+        name: str,
+    ) -> None:
         """Make ``new`` carry ``old``'s value and, where possible, its name."""
         if new in moved and new not in claimed and not new.is_graph_output():
             claimed.add(new)
@@ -511,9 +602,14 @@ class Folder:
             new.name = old_name
             return
         if old.is_graph_output():
-            ident = ir.Node("", "Identity", [new], name=self.names.derive(name, "output"), num_outputs=1)
+            ident = ir.Node(
+                "", "Identity", [new], name=self.names.derive(name, "output"), num_outputs=1
+            )
             out = ident.outputs[0]
-            out.type, out.shape = (old.type or new.type), (old.shape if old.shape is not None else new.shape)
+            out.type, out.shape = (
+                (old.type or new.type),
+                (old.shape if old.shape is not None else new.shape),
+            )
             old_name = old.name
             old.replace_all_uses_with(out, replace_graph_outputs=True)
             old.name = None
@@ -522,15 +618,23 @@ class Folder:
             return
         old.replace_all_uses_with(new)
 
-    def _hoist_initializers(self, graph: GraphLike, body: ir.Graph, anchor: ir.Node) -> list[ir.Node]:
+    def _hoist_initializers(
+        self, graph: GraphLike, body: ir.Graph, anchor: ir.Node
+    ) -> list[ir.Node]:
         """Turn a subgraph's initializers into Constant nodes placed before ``anchor``."""
         nodes = []
         for name, value in list(body.initializers.items()):
             tensor = value.const_value
             if tensor is None:
                 continue  # an initializer without data is a graph input: nothing to hoist
-            const = ir.Node("", "Constant", [], [ir.AttrTensor("value", tensor)],
-                            name=self.names.derive(anchor.name, name), num_outputs=1)
+            const = ir.Node(
+                "",
+                "Constant",
+                [],
+                [ir.AttrTensor("value", tensor)],
+                name=self.names.derive(anchor.name, name),
+                num_outputs=1,
+            )
             body.initializers.pop(name)
             new = const.outputs[0]
             new.type, new.shape = value.type, value.shape
@@ -565,7 +669,11 @@ class Folder:
         self._detach_subgraphs(node)
         self._delete(node)
         for moved_node in reversed(body):  # branch nodes computing only unused If outputs
-            if moved_node.graph is graph and not _subgraph_attrs(moved_node) and has_schema(moved_node):
+            if (
+                moved_node.graph is graph
+                and not _subgraph_attrs(moved_node)
+                and has_schema(moved_node)
+            ):
                 self._delete(moved_node)
         self.stats.ifs_inlined += 1
         self._changed = True
@@ -593,7 +701,11 @@ class Folder:
         body_cond_out = body.outputs[0]
         body_cond_in = body.inputs[1]
         # the exit condition must not depend on data: a pass-through or a constant true
-        while (p := body_cond_out.producer()) is not None and p.op_type == "Identity" and p.inputs[0] is not None:
+        while (
+            (p := body_cond_out.producer()) is not None
+            and p.op_type == "Identity"
+            and p.inputs[0] is not None
+        ):
             body_cond_out = p.inputs[0]
         if body_cond_out is not body_cond_in:
             c = self.constant(body_cond_out)
@@ -608,35 +720,59 @@ class Folder:
         scans: list[list[ir.Value]] = [[] for _ in range(n_scan)]
         new_nodes: list[ir.Node] = []
         for i in range(count):
-            iter_const = ir.Node("", "Constant", [], [ir.AttrTensor("value", ir.tensor(np.array(i, dtype=np.int64)))],
-                                 name=self.names.derive(base, f"iter{i}"), num_outputs=1)
+            iter_const = ir.Node(
+                "",
+                "Constant",
+                [],
+                [ir.AttrTensor("value", ir.tensor(np.array(i, dtype=np.int64)))],
+                name=self.names.derive(base, f"iter{i}"),
+                num_outputs=1,
+            )
             iter_const.outputs[0].name = self.names.derive(base, f"iter{i}_num")
             iter_const.outputs[0].dtype = ir.DataType.INT64
             iter_const.outputs[0].shape = ir.Shape([])
-            true_const = ir.Node("", "Constant", [], [ir.AttrTensor("value", ir.tensor(np.array(True)))],
-                                 name=self.names.derive(base, f"iter{i}_cond"), num_outputs=1)
+            true_const = ir.Node(
+                "",
+                "Constant",
+                [],
+                [ir.AttrTensor("value", ir.tensor(np.array(True)))],
+                name=self.names.derive(base, f"iter{i}_cond"),
+                num_outputs=1,
+            )
             true_const.outputs[0].name = self.names.derive(base, f"iter{i}_cond")
             true_const.outputs[0].dtype = ir.DataType.BOOL
             true_const.outputs[0].shape = ir.Shape([])
             new_nodes += [iter_const, true_const]
-            value_map: dict[ir.Value, ir.Value | None] = {body.inputs[0]: iter_const.outputs[0], body_cond_in: true_const.outputs[0]}
+            value_map: dict[ir.Value, ir.Value | None] = {
+                body.inputs[0]: iter_const.outputs[0],
+                body_cond_in: true_const.outputs[0],
+            }
             for formal, actual in zip(body.inputs[2:], carried, strict=True):
                 value_map[formal] = actual
             mapped = self._clone_body(body, value_map, base, i, new_nodes)
-            carried = list(mapped[1:1 + n_carried])
+            carried = list(mapped[1 : 1 + n_carried])
             for k in range(n_scan):
                 scans[k].append(mapped[1 + n_carried + k])
         opset = self._opset(node)
-        scan_results = [self._stack(scans[k], 0, opset, base, f"scan{k}", new_nodes) for k in range(n_scan)]
+        scan_results = [
+            self._stack(scans[k], 0, opset, base, f"scan{k}", new_nodes) for k in range(n_scan)
+        ]
         self._replace_unrolled(graph, node, new_nodes, carried + scan_results, base)
         self.stats.loops_unrolled += 1
         return True
 
     def _clone_body(
-        self, body: ir.Graph, value_map: dict[ir.Value, ir.Value | None], base: str, i: int, new_nodes: list[ir.Node]
+        self,
+        body: ir.Graph,
+        value_map: dict[ir.Value, ir.Value | None],
+        base: str,
+        i: int,
+        new_nodes: list[ir.Node],
     ) -> list[ir.Value]:
         """Clone ``body``'s nodes for iteration ``i`` (inputs bound by ``value_map``); its outputs' values."""
-        cloner = Cloner(attr_map={}, value_map=value_map, metadata_props={}, allow_outer_scope_values=True)
+        cloner = Cloner(
+            attr_map={}, value_map=value_map, metadata_props={}, allow_outer_scope_values=True
+        )
         for body_node in body:
             clone = cloner.clone_node(body_node)
             clone.name = self.names.derive(base, f"iter{i}/{body_node.name or body_node.op_type}")
@@ -646,35 +782,74 @@ class Folder:
             new_nodes.append(clone)
         return [value_map.get(v, v) for v in body.outputs]  # type: ignore[misc]
 
-    def _int64_constant(self, array: np.ndarray, base: str, tag: str, new_nodes: list[ir.Node]) -> ir.Value:
-        const = ir.Node("", "Constant", [], [ir.AttrTensor("value", ir.tensor(np.asarray(array, dtype=np.int64)))],
-                        name=self.names.derive(base, tag), num_outputs=1)
+    def _int64_constant(
+        self, array: np.ndarray, base: str, tag: str, new_nodes: list[ir.Node]
+    ) -> ir.Value:
+        const = ir.Node(
+            "",
+            "Constant",
+            [],
+            [ir.AttrTensor("value", ir.tensor(np.asarray(array, dtype=np.int64)))],
+            name=self.names.derive(base, tag),
+            num_outputs=1,
+        )
         const.outputs[0].name = self.names.derive(base, tag)
         const.outputs[0].dtype = ir.DataType.INT64
         const.outputs[0].shape = ir.Shape(list(np.shape(array)))
         new_nodes.append(const)
         return const.outputs[0]
 
-    def _stack(self, items: list[ir.Value], axis: int, opset: int, base: str, tag: str, new_nodes: list[ir.Node]) -> ir.Value:
+    def _stack(
+        self,
+        items: list[ir.Value],
+        axis: int,
+        opset: int,
+        base: str,
+        tag: str,
+        new_nodes: list[ir.Node],
+    ) -> ir.Value:
         """``items`` stacked along a new ``axis`` (Unsqueeze each, Concat): a scan output."""
         parts = []
         for i, v in enumerate(items):
             axes_inputs: list[ir.Value] = [v]
             attrs = []
             if opset >= 13:
-                axes_inputs.append(self._int64_constant(np.array([axis]), base, f"{tag}_axes{i}", new_nodes))
+                axes_inputs.append(
+                    self._int64_constant(np.array([axis]), base, f"{tag}_axes{i}", new_nodes)
+                )
             else:
                 attrs.append(ir.AttrInt64s("axes", [axis]))
-            unsq = ir.Node("", "Unsqueeze", axes_inputs, attrs, name=self.names.derive(base, f"{tag}_unsqueeze{i}"), num_outputs=1)
+            unsq = ir.Node(
+                "",
+                "Unsqueeze",
+                axes_inputs,
+                attrs,
+                name=self.names.derive(base, f"{tag}_unsqueeze{i}"),
+                num_outputs=1,
+            )
             unsq.outputs[0].name = self.names.derive(base, f"{tag}_item{i}")
             new_nodes.append(unsq)
             parts.append(unsq.outputs[0])
-        concat = ir.Node("", "Concat", parts, [ir.AttrInt64("axis", axis)], name=self.names.derive(base, f"{tag}_concat"), num_outputs=1)
+        concat = ir.Node(
+            "",
+            "Concat",
+            parts,
+            [ir.AttrInt64("axis", axis)],
+            name=self.names.derive(base, f"{tag}_concat"),
+            num_outputs=1,
+        )
         concat.outputs[0].name = self.names.derive(base, tag)
         new_nodes.append(concat)
         return concat.outputs[0]
 
-    def _replace_unrolled(self, graph: GraphLike, node: ir.Node, new_nodes: list[ir.Node], results: list[ir.Value], base: str) -> None:
+    def _replace_unrolled(
+        self,
+        graph: GraphLike,
+        node: ir.Node,
+        new_nodes: list[ir.Node],
+        results: list[ir.Value],
+        base: str,
+    ) -> None:
         graph.insert_after(node, new_nodes)
         moved = {o for n in new_nodes for o in n.outputs}
         claimed: set[ir.Value] = set()
@@ -707,7 +882,12 @@ class Folder:
         in_dirs = list(node.attributes.get_ints("scan_input_directions", [0] * m))
         out_axes = list(node.attributes.get_ints("scan_output_axes", [0] * k_out))
         out_dirs = list(node.attributes.get_ints("scan_output_directions", [0] * k_out))
-        if len(in_axes) != m or len(in_dirs) != m or len(out_axes) != k_out or len(out_dirs) != k_out:
+        if (
+            len(in_axes) != m
+            or len(in_dirs) != m
+            or len(out_axes) != k_out
+            or len(out_dirs) != k_out
+        ):
             return False
         lengths = set()
         for j, value in enumerate(inputs[n:]):
@@ -732,11 +912,24 @@ class Folder:
         items: list[list[ir.Value]] = [[] for _ in range(k_out)]
         new_nodes: list[ir.Node] = []
         for t in range(length):
-            value_map: dict[ir.Value, ir.Value | None] = dict(zip(body.inputs[:n], carried, strict=True))
+            value_map: dict[ir.Value, ir.Value | None] = dict(
+                zip(body.inputs[:n], carried, strict=True)
+            )
             for j, value in enumerate(inputs[n:]):
-                index = self._int64_constant(np.array(length - 1 - t if in_dirs[j] else t), base, f"iter{t}_index{j}", new_nodes)
-                gather = ir.Node("", "Gather", [value, index], [ir.AttrInt64("axis", in_axes[j])],
-                                 name=self.names.derive(base, f"iter{t}_slice{j}"), num_outputs=1)
+                index = self._int64_constant(
+                    np.array(length - 1 - t if in_dirs[j] else t),
+                    base,
+                    f"iter{t}_index{j}",
+                    new_nodes,
+                )
+                gather = ir.Node(
+                    "",
+                    "Gather",
+                    [value, index],
+                    [ir.AttrInt64("axis", in_axes[j])],
+                    name=self.names.derive(base, f"iter{t}_slice{j}"),
+                    num_outputs=1,
+                )
                 gather.outputs[0].name = self.names.derive(base, f"iter{t}_slice{j}")
                 new_nodes.append(gather)
                 value_map[body.inputs[n + j]] = gather.outputs[0]
@@ -748,7 +941,11 @@ class Folder:
         results = list(carried)
         for k in range(k_out):
             ordered = items[k][::-1] if out_dirs[k] else items[k]
-            results.append(self._stack(ordered, out_axes[k] % (out_ranks[k] + 1), opset, base, f"scan{k}", new_nodes))
+            results.append(
+                self._stack(
+                    ordered, out_axes[k] % (out_ranks[k] + 1), opset, base, f"scan{k}", new_nodes
+                )
+            )
         self._replace_unrolled(graph, node, new_nodes, results, base)
         self.stats.scans_unrolled += 1
         return True

@@ -57,7 +57,11 @@ def honour_observation(value: ir.Value, shape: ir.Shape | None) -> ir.Shape | No
     observed one; the contradiction is recorded on the value. Symbolic dims are left alone: the
     sample's size is one of many."""
     observed = value.meta.get(OBSERVED_KEY)
-    if observed is None or shape is None or (value.type is not None and not isinstance(value.type, ir.TensorType)):
+    if (
+        observed is None
+        or shape is None
+        or (value.type is not None and not isinstance(value.type, ir.TensorType))
+    ):
         return shape
     if len(shape) != len(observed):
         fixed = ir.Shape(list(observed))
@@ -142,7 +146,9 @@ def _read_type(type_proto: onnx.TypeProto) -> tuple[ir.Shape | None, ir.TypeProt
             else:
                 dims.append(ir.SymbolicDim(d.dim_param or None))
         return ir.Shape(dims), dtype
-    return ir.serde.deserialize_type_proto_for_shape(type_proto), ir.serde.deserialize_type_proto_for_type(type_proto)
+    return ir.serde.deserialize_type_proto_for_shape(
+        type_proto
+    ), ir.serde.deserialize_type_proto_for_type(type_proto)
 
 
 _TypeCache = dict[bytes, tuple[ir.Shape | None, ir.TypeProtocol | None]]
@@ -174,7 +180,9 @@ def _apply(value: ir.Value, type_proto: onnx.TypeProto, cache: _TypeCache | None
         changed = True
     merged = merge_shape(value.shape, inferred)
     merged = honour_observation(value, merged)
-    if merged != value.shape or (merged is not None and value.shape is not None and list(merged) != list(value.shape)):
+    if merged != value.shape or (
+        merged is not None and value.shape is not None and list(merged) != list(value.shape)
+    ):
         value.shape = merged
         changed = True
     return changed
@@ -185,10 +193,16 @@ InferredTables = dict[int, dict[str, onnx.TypeProto]]
 
 
 def _graph_attrs(node: onnx.NodeProto) -> list[onnx.AttributeProto]:
-    return [a for a in node.attribute if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)]
+    return [
+        a
+        for a in node.attribute
+        if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    ]
 
 
-def _table_walk(graph: GraphLike, proto: onnx.GraphProto, tables: InferredTables, *, main: bool) -> None:
+def _table_walk(
+    graph: GraphLike, proto: onnx.GraphProto, tables: InferredTables, *, main: bool
+) -> None:
     """Pair ``graph`` with its inferred proto and recurse into subgraphs by walking both in step.
 
     Tables are keyed by graph, never by name alone: sibling ``If`` branches (and bodies of
@@ -203,7 +217,9 @@ def _table_walk(graph: GraphLike, proto: onnx.GraphProto, tables: InferredTables
     holders = [n for n in graph if any(True for _ in subgraphs(n))]
     proto_holders = [n for n in proto.node if _graph_attrs(n)]
     if len(holders) != len(proto_holders):  # should not happen: subgraphs then stay as they are
-        logger.debug("subgraph holders differ after inference (%d vs %d)", len(holders), len(proto_holders))
+        logger.debug(
+            "subgraph holders differ after inference (%d vs %d)", len(holders), len(proto_holders)
+        )
         return
     for node, pnode in zip(holders, proto_holders, strict=True):
         if node.op_type != pnode.op_type:
@@ -230,7 +246,9 @@ def inferred_tables(model: ir.Model, *, data_prop: bool = True) -> InferredTable
     """
     try:
         proto = LightProto(model).for_checker()
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=data_prop)
+        inferred = onnx.shape_inference.infer_shapes(
+            proto, check_type=False, strict_mode=False, data_prop=data_prop
+        )
     except Exception as exc:  # onnx raises on malformed graphs even in non-strict mode
         text = str(exc).strip().splitlines()
         logger.warning("onnx shape inference failed: %s", text[0] if text else type(exc).__name__)
@@ -279,7 +297,9 @@ def _negative_to_unknown(value: ir.Value) -> bool:
     shape = value.shape
     if shape is None or all(not isinstance(d, int) or d >= 0 for d in shape):
         return False
-    value.shape = ir.Shape([ir.SymbolicDim(None) if isinstance(d, int) and d < 0 else d for d in shape])
+    value.shape = ir.Shape(
+        [ir.SymbolicDim(None) if isinstance(d, int) and d < 0 else d for d in shape]
+    )
     return True
 
 
@@ -298,7 +318,9 @@ def _small_constants(node: ir.Node) -> dict[ir.Value, np.ndarray]:
     return found
 
 
-def infer_control_flow(node: ir.Node, constant: Callable[[ir.Value | None], np.ndarray | None] = const_value) -> int:
+def infer_control_flow(
+    node: ir.Node, constant: Callable[[ir.Value | None], np.ndarray | None] = const_value
+) -> int:
     """Output shapes of an If/Loop from its bodies' outputs; returns how many outputs it set.
 
     onnx's whole-model inference cannot see outer-scope constants from inside a subgraph, so a
@@ -317,26 +339,42 @@ def infer_control_flow(node: ir.Node, constant: Callable[[ir.Value | None], np.n
             changed += 1
 
     if node.op_type == "If":
-        then_attr, else_attr = node.attributes.get("then_branch"), node.attributes.get("else_branch")
+        then_attr, else_attr = (
+            node.attributes.get("then_branch"),
+            node.attributes.get("else_branch"),
+        )
         if then_attr is None or else_attr is None:
             return 0
-        for out, a, b in zip(node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs, strict=False):
+        for out, a, b in zip(
+            node.outputs, then_attr.as_graph().outputs, else_attr.as_graph().outputs, strict=False
+        ):
             if a.shape is None or b.shape is None or len(a.shape) != len(b.shape):
                 continue
-            dims = [x if is_known_dim(x) and x == y else ir.SymbolicDim(None) for x, y in zip(a.shape, b.shape, strict=True)]
+            dims = [
+                x if is_known_dim(x) and x == y else ir.SymbolicDim(None)
+                for x, y in zip(a.shape, b.shape, strict=True)
+            ]
             put(out, ir.Shape(dims), a.dtype)
     elif node.op_type == "Loop":
         body = node.attributes["body"].as_graph()
         carried_in = list(node.inputs[2:])
         n_carried = len(carried_in)
         body_outs = list(body.outputs)
-        for out, init, body_out in zip(node.outputs[:n_carried], carried_in, body_outs[1:1 + n_carried], strict=False):
-            if init is not None and is_static_shape(init.shape) and is_static_shape(body_out.shape) \
-                    and list(init.shape) == list(body_out.shape):
+        for out, init, body_out in zip(
+            node.outputs[:n_carried], carried_in, body_outs[1 : 1 + n_carried], strict=False
+        ):
+            if (
+                init is not None
+                and is_static_shape(init.shape)
+                and is_static_shape(body_out.shape)
+                and list(init.shape) == list(body_out.shape)
+            ):
                 put(out, ir.Shape(list(body_out.shape)), body_out.dtype)
         trip = constant(node.inputs[0] if node.inputs else None)
         if trip is not None and trip.size == 1:
-            for out, body_out in zip(node.outputs[n_carried:], body_outs[1 + n_carried:], strict=False):
+            for out, body_out in zip(
+                node.outputs[n_carried:], body_outs[1 + n_carried :], strict=False
+            ):
                 if is_static_shape(body_out.shape):
                     put(out, ir.Shape([int(trip.reshape(-1)[0]), *body_out.shape]), body_out.dtype)
     return changed
@@ -389,7 +427,10 @@ def refresh_shapes(model: ir.Model) -> int:
     """
     changed = 0
     # first, so that onnx does not hold a "-1" against the size it infers (it keeps the annotation)
-    for graph in [*iter_graphs(model.graph), *(g for f in model.functions.values() for g in iter_graphs(f))]:
+    for graph in [
+        *iter_graphs(model.graph),
+        *(g for f in model.functions.values() for g in iter_graphs(f)),
+    ]:
         for value in [*graph.inputs, *_graph_values(graph, main=True)]:
             changed += _negative_to_unknown(value)
     for _ in range(3):
@@ -416,7 +457,9 @@ def proven_shapes(model: ir.Model) -> dict[ir.Value, ir.Shape | None]:
     model is unchanged. ``assert-static`` judges these shapes, never the annotations a pass or an
     exporter wrote (which may be stale, or missing on nodes a pass created).
     """
-    values = [v for g in iter_graphs(model.graph) for v in [*g.inputs, *_graph_values(g, main=True)]]
+    values = [
+        v for g in iter_graphs(model.graph) for v in [*g.inputs, *_graph_values(g, main=True)]
+    ]
     saved = [(v, v.type, v.shape) for v in values]
     try:
         clear_shapes(model)

@@ -87,7 +87,9 @@ def _nbytes(value: ir.Value, sizes: Mapping[str, int] | None = None) -> int:
     """Bytes of ``value`` with its symbolic dims at ``sizes`` (the sizes the feeds give them)."""
     shape = value.shape
     if shape is not None and sizes:
-        dims = [int(d) if is_known_dim(d) else sizes.get(str(getattr(d, "value", None))) for d in shape]
+        dims = [
+            int(d) if is_known_dim(d) else sizes.get(str(getattr(d, "value", None))) for d in shape
+        ]
         if None not in dims:
             shape = ir.Shape(dims)
     if shape is None or not all(is_known_dim(d) for d in shape) or value.dtype is None:
@@ -100,11 +102,29 @@ def _nbytes(value: ir.Value, sizes: Mapping[str, int] | None = None) -> int:
 
 
 _SMALL = 4096
-_GENERATORS = frozenset({"ConstantOfShape", "Expand", "Range", "Tile", "Resize", "Upsample", "Pad", "OneHot",
-                         "RandomNormal", "RandomUniform", "EyeLike", "Loop", "Scan", "If"})
+_GENERATORS = frozenset(
+    {
+        "ConstantOfShape",
+        "Expand",
+        "Range",
+        "Tile",
+        "Resize",
+        "Upsample",
+        "Pad",
+        "OneHot",
+        "RandomNormal",
+        "RandomUniform",
+        "EyeLike",
+        "Loop",
+        "Scan",
+        "If",
+    }
+)
 
 
-def _estimates(model: ir.Model, feeds: Mapping[str, np.ndarray], sizes: Mapping[str, int]) -> dict[ir.Value, int]:
+def _estimates(
+    model: ir.Model, feeds: Mapping[str, np.ndarray], sizes: Mapping[str, int]
+) -> dict[ir.Value, int]:
     """Estimated bytes of every main-graph value: from its shape where known (symbolic dims at the
     feeds' sizes); else small for a shape computation (``Shape``/``Size``, or an op other than the
     ones that make tensors from shapes whose inputs are all small); else ``_UNKNOWN_BYTES``."""
@@ -117,7 +137,8 @@ def _estimates(model: ir.Model, feeds: Mapping[str, np.ndarray], sizes: Mapping[
         out[value] = int(tensor.nbytes) if tensor is not None else _UNKNOWN_BYTES
     for node in model.graph:
         small = node.op_type not in _GENERATORS and all(
-            out.get(v, _UNKNOWN_BYTES) <= _SMALL for v in node.inputs if v is not None)
+            out.get(v, _UNKNOWN_BYTES) <= _SMALL for v in node.inputs if v is not None
+        )
         for o in node.outputs:
             known = _nbytes(o, sizes)
             if known != _UNKNOWN_BYTES or o.shape is not None:
@@ -138,15 +159,24 @@ def observation_chunks(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list
     sizes: dict[str, int] = {}
     for value in model.graph.inputs:
         array = feeds.get(value.name or "")
-        if value.shape is None or not isinstance(array, np.ndarray) or array.ndim != len(value.shape):
+        if (
+            value.shape is None
+            or not isinstance(array, np.ndarray)
+            or array.ndim != len(value.shape)
+        ):
             continue
         for dim, size in zip(value.shape, array.shape, strict=False):
             symbol = getattr(dim, "value", None)
             if not is_known_dim(dim) and isinstance(symbol, str):
                 sizes.setdefault(symbol, int(size))
     present = set(model.graph.outputs)
-    wanted = [o for node in model.graph if node.op_type != "Constant" for o in node.outputs
-              if o.name and o not in present and (o.type is None or isinstance(o.type, ir.TensorType))]
+    wanted = [
+        o
+        for node in model.graph
+        if node.op_type != "Constant"
+        for o in node.outputs
+        if o.name and o not in present and (o.type is None or isinstance(o.type, ir.TensorType))
+    ]
     wanted = list(dict.fromkeys(wanted))
     estimate = _estimates(model, feeds, sizes)
     chunks: list[list[ir.Value]] = [[]]
@@ -162,8 +192,11 @@ def observation_chunks(model: ir.Model, feeds: Mapping[str, np.ndarray]) -> list
     return chunks if chunks[0] else []
 
 
-def observe_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray],
-                   chunks: Sequence[Sequence[ir.Value]] | None = None) -> dict[str, tuple[int, ...]]:
+def observe_shapes(
+    model: ir.Model,
+    feeds: Mapping[str, np.ndarray],
+    chunks: Sequence[Sequence[ir.Value]] | None = None,
+) -> dict[str, tuple[int, ...]]:
     """Shapes ONNX Runtime computes for every main-graph node output of ``model`` on ``feeds``.
 
     Tensors are fetched in chunks of bounded size (:func:`observation_chunks`, or ``chunks``), a
@@ -193,9 +226,13 @@ def observe_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray],
                         observed[name] = tuple(int(d) for d in array.shape)
             finally:
                 session.close()
-    except Exception as exc:  # observation is a cross-check: ORT failing here is reported by the gates
+    except (
+        Exception
+    ) as exc:  # observation is a cross-check: ORT failing here is reported by the gates
         text = str(exc).strip().splitlines()
-        logger.info("could not observe shapes in ONNX Runtime: %s", text[0] if text else type(exc).__name__)
+        logger.info(
+            "could not observe shapes in ONNX Runtime: %s", text[0] if text else type(exc).__name__
+        )
         return {}
     return observed
 
@@ -223,8 +260,16 @@ def contradictions(model: ir.Model) -> list[Contradiction]:
             if said is None:
                 continue
             wrong.add(out)
-            found.append(Contradiction(out.name or "", node.name or "", node.op_type, said,
-                                       tuple(out.meta[OBSERVED_KEY]), root=not inherited))
+            found.append(
+                Contradiction(
+                    out.name or "",
+                    node.name or "",
+                    node.op_type,
+                    said,
+                    tuple(out.meta[OBSERVED_KEY]),
+                    root=not inherited,
+                )
+            )
     return found
 
 
@@ -234,7 +279,9 @@ def contradiction_notes(model: ir.Model) -> list[str]:
     roots = [c for c in fresh if c.root]
     notes = [f"{c}; the observed shape is used" for c in roots]
     if len(fresh) > len(roots):
-        notes.append(f"{len(fresh) - len(roots)} tensor(s) downstream of them took the observed shapes too")
+        notes.append(
+            f"{len(fresh) - len(roots)} tensor(s) downstream of them took the observed shapes too"
+        )
     values = {v.name: v for node in model.graph for v in node.outputs if v.name}
     for c in fresh:
         if c.value in values:
@@ -242,15 +289,22 @@ def contradiction_notes(model: ir.Model) -> list[str]:
     return notes
 
 
-def correct_observed_shapes(model: ir.Model, feeds: Mapping[str, np.ndarray],
-                            observed: Mapping[str, tuple[int, ...]] | None = None) -> list[str]:
+def correct_observed_shapes(
+    model: ir.Model,
+    feeds: Mapping[str, np.ndarray],
+    observed: Mapping[str, tuple[int, ...]] | None = None,
+) -> list[str]:
     """Observe ``model`` (the original) on ``feeds`` (or take the shapes ``observed`` there),
     record the shapes, correct what inference got wrong; returns report notes. The runner's
     call, once, before the first pass."""
-    if not record_observations(model, observe_shapes(model, feeds) if observed is None else observed):
+    if not record_observations(
+        model, observe_shapes(model, feeds) if observed is None else observed
+    ):
         return []
     declared = correct_declared_outputs(model)
-    proven_shapes(model)  # finds contradictions (recorded on the values), annotations left as they are
+    proven_shapes(
+        model
+    )  # finds contradictions (recorded on the values), annotations left as they are
     if not contradictions(model) and not declared:
         return []  # inference agrees with execution: the model is not touched
     refresh_shapes(model)
@@ -273,12 +327,17 @@ def correct_declared_outputs(model: ir.Model) -> list[str]:
         if len(dims) != len(observed):
             fixed: list[int | ir.SymbolicDim] = [ir.SymbolicDim(None) for _ in observed]
         elif any(is_known_dim(d) and int(d) != o for d, o in zip(dims, observed, strict=True)):
-            fixed = [ir.SymbolicDim(None) if is_known_dim(d) and int(d) != o else d for d, o in zip(dims, observed, strict=True)]
+            fixed = [
+                ir.SymbolicDim(None) if is_known_dim(d) and int(d) != o else d
+                for d, o in zip(dims, observed, strict=True)
+            ]
         else:
             continue
         value.shape = ir.Shape(fixed)
-        notes.append(f"output '{value.name}': the model declares {shape_text(tuple(dims))} but ONNX Runtime computes "
-                     f"{shape_text(tuple(observed))}: the declared shape is wrong and is re-inferred")
+        notes.append(
+            f"output '{value.name}': the model declares {shape_text(tuple(dims))} but ONNX Runtime computes "
+            f"{shape_text(tuple(observed))}: the declared shape is wrong and is re-inferred"
+        )
     return notes
 
 

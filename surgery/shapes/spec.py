@@ -56,14 +56,20 @@ def _check_dims(name: str, dims: Sequence[Any], where: str) -> tuple[int, ...]:
         if isinstance(d, bool) or not isinstance(d, int):
             raise PipelineError(f"{where}: dim {d!r} of '{name}' is not an integer")
         if d < -1:
-            raise PipelineError(f"{where}: dim {d} of '{name}' is negative (use -1 to keep a dim dynamic)")
+            raise PipelineError(
+                f"{where}: dim {d} of '{name}' is negative (use -1 to keep a dim dynamic)"
+            )
         if d > MAX_DIM:
-            raise PipelineError(f"{where}: dim {d} of '{name}' is above {MAX_DIM}, larger than any tensor can be")
+            raise PipelineError(
+                f"{where}: dim {d} of '{name}' is above {MAX_DIM}, larger than any tensor can be"
+            )
         out.append(int(d))
     return tuple(out)
 
 
-def parse_shapes(spec: str | Mapping[str, Sequence[int]] | None, *, where: str = "shapes") -> ShapeSpec:
+def parse_shapes(
+    spec: str | Mapping[str, Sequence[int]] | None, *, where: str = "shapes"
+) -> ShapeSpec:
     """Parse a shape spec (string in ATC/onnxsim/Polygraphy syntax, or a mapping).
 
     Raises:
@@ -75,7 +81,9 @@ def parse_shapes(spec: str | Mapping[str, Sequence[int]] | None, *, where: str =
     if isinstance(spec, Mapping):
         for name, dims in spec.items():
             if not isinstance(dims, (list, tuple)):
-                raise PipelineError(f"{where}: the shape of '{name}' must be a list of ints, got {dims!r}")
+                raise PipelineError(
+                    f"{where}: the shape of '{name}' must be a list of ints, got {dims!r}"
+                )
             result[str(name)] = _check_dims(str(name), dims, where)
         return result
     if not isinstance(spec, str):
@@ -89,7 +97,9 @@ def parse_shapes(spec: str | Mapping[str, Sequence[int]] | None, *, where: str =
             )
         dims_text = dims_text.strip()
         if not _DIMS_RE.match(dims_text):
-            raise PipelineError(f"{where}: cannot read the dims {dims_text!r} of '{name}' (expected e.g. 1,3,224,224)")
+            raise PipelineError(
+                f"{where}: cannot read the dims {dims_text!r} of '{name}' (expected e.g. 1,3,224,224)"
+            )
         numbers = [int(t) for t in re.findall(r"-?\d+", dims_text)]
         if name in result:
             raise PipelineError(f"{where}: input '{name}' is given twice")
@@ -99,10 +109,14 @@ def parse_shapes(spec: str | Mapping[str, Sequence[int]] | None, *, where: str =
 
 def format_atc_shapes(shapes: Mapping[str, Sequence[int]]) -> str:
     """``{"x": (1, 3), "s": ()}`` → ``"x:1,3;s:"`` (ATC ``--input_shape`` syntax)."""
-    return ";".join(f"{name}:{','.join(str(int(d)) for d in dims)}" for name, dims in shapes.items())
+    return ";".join(
+        f"{name}:{','.join(str(int(d)) for d in dims)}" for name, dims in shapes.items()
+    )
 
 
-def parse_bucket_spec(spec: str | Mapping[str, Any], *, where: str = "buckets") -> dict[str, tuple[int, ...]]:
+def parse_bucket_spec(
+    spec: str | Mapping[str, Any], *, where: str = "buckets"
+) -> dict[str, tuple[int, ...]]:
     """Parse ``"batch=1,4,8"`` (several bindings joined by ``;``) or ``{batch = [1, 4, 8]}``.
 
     A key is a dim name (``batch``) or an input axis (``x[0]``). Only one key may vary: each bucket
@@ -120,7 +134,9 @@ def parse_bucket_spec(spec: str | Mapping[str, Any], *, where: str = "buckets") 
             try:
                 items.append((key, [int(v) for v in values.split(",") if v.strip()]))
             except ValueError:
-                raise PipelineError(f"{where}: the values of '{key}' must be integers, got {values!r}") from None
+                raise PipelineError(
+                    f"{where}: the values of '{key}' must be integers, got {values!r}"
+                ) from None
     else:
         raise PipelineError(f"{where}: expected a string or a table, got {type(spec).__name__}")
     for key, values in items:
@@ -128,8 +144,12 @@ def parse_bucket_spec(spec: str | Mapping[str, Any], *, where: str = "buckets") 
             values = [values]
         if not isinstance(values, (list, tuple)) or not values:
             raise PipelineError(f"{where}: '{key}' needs a non-empty list of sizes")
-        if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_DIM for v in values):
-            raise PipelineError(f"{where}: the sizes of '{key}' must be positive integers, got {list(values)}")
+        if any(
+            isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_DIM for v in values
+        ):
+            raise PipelineError(
+                f"{where}: the sizes of '{key}' must be positive integers, got {list(values)}"
+            )
         if len(set(values)) != len(values):
             raise PipelineError(f"{where}: '{key}' lists a size twice: {list(values)}")
         table[str(key)] = tuple(int(v) for v in values)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import onnx_ir as ir
 
-from surgery.graph import GraphLike, const_value, iter_graphs
+from surgery.graph import GraphLike, const_value, is_onnx_domain, iter_graphs
 from surgery.shapes.dims import is_known_dim, shape_text
 
 __all__ = ["DATA_DEPENDENT_OPS", "Offender", "find_offenders", "format_shape", "function_label"]
@@ -61,7 +61,9 @@ def _graph_labels(model: ir.Model) -> dict[int, str]:
                 elif attr.type == ir.AttributeType.GRAPHS:
                     subs = list(attr.as_graphs())
                 for i, sub in enumerate(subs):
-                    sub_label = f"{node.op_type} '{node.name}'.{attr.name}" + (f"[{i}]" if len(subs) > 1 else "")
+                    sub_label = f"{node.op_type} '{node.name}'.{attr.name}" + (
+                        f"[{i}]" if len(subs) > 1 else ""
+                    )
                     if label != "main":
                         sub_label = f"{label} > {sub_label}"
                     labels[id(sub)] = sub_label
@@ -115,30 +117,48 @@ def find_offenders(
             if not allowed:
                 reason = _data_dependent(node)
                 if reason:
-                    offenders.append(Offender(label, "op", node.name or node.op_type, reason, f"{node.op_type} node"))
+                    offenders.append(
+                        Offender(
+                            label, "op", node.name or node.op_type, reason, f"{node.op_type} node"
+                        )
+                    )
                 elif (node.domain, node.op_type, node.overload) in model.functions:
-                    offenders.append(Offender(
-                        label, "op", node.name or node.op_type,
-                        f"calls model-local function '{function_label(node.domain, node.op_type, node.overload)}', "
-                        "whose tensors are only shaped per call (run inline-functions first)",
-                        f"{node.op_type} node",
-                    ))
+                    offenders.append(
+                        Offender(
+                            label,
+                            "op",
+                            node.name or node.op_type,
+                            f"calls model-local function '{function_label(node.domain, node.op_type, node.overload)}', "
+                            "whose tensors are only shaped per call (run inline-functions first)",
+                            f"{node.op_type} node",
+                        )
+                    )
             values.extend(node.outputs)
         values.extend(graph.outputs)
         for value in values:
             if value in seen or value in exempt:
                 continue
             seen.add(value)
-            reason = _static_tensor(value, shapes[value] if shapes is not None and value in shapes else value.shape)
+            reason = _static_tensor(
+                value, shapes[value] if shapes is not None and value in shapes else value.shape
+            )
             if reason:
-                offenders.append(Offender(label, "tensor", value.name or "<unnamed>", reason, _producer_text(value)))
+                offenders.append(
+                    Offender(
+                        label, "tensor", value.name or "<unnamed>", reason, _producer_text(value)
+                    )
+                )
     for (domain, name, overload), function in model.functions.items():
         label = f"function {function_label(domain, name, overload)}"
         for graph in iter_graphs(function):
             for node in graph:
                 reason = None if node.op_type in allow_ops else _data_dependent(node)
                 if reason:
-                    offenders.append(Offender(label, "op", node.name or node.op_type, reason, f"{node.op_type} node"))
+                    offenders.append(
+                        Offender(
+                            label, "op", node.name or node.op_type, reason, f"{node.op_type} node"
+                        )
+                    )
     return offenders
 
 
@@ -148,7 +168,7 @@ def function_label(domain: str, name: str, overload: str) -> str:
 
 
 def _data_dependent(node: ir.Node) -> str | None:
-    if node.domain not in ("", "ai.onnx"):
+    if not is_onnx_domain(node.domain):
         return None
     op = node.op_type
     if op in DATA_DEPENDENT_OPS:

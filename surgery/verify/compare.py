@@ -13,20 +13,27 @@ from surgery.pass_base import Tolerance
 __all__ = ["HISTOGRAM_EDGES", "ArrayDiff", "diff_arrays", "histogram_labels"]
 
 #: Decade edges of the absolute-error histogram: bins are exactly 0, (0, 1e-10), [1e-10, 1e-9) … [1, 10), ≥ 10.
-HISTOGRAM_EDGES: tuple[float, ...] = tuple(10.0 ** k for k in range(-10, 2))
+HISTOGRAM_EDGES: tuple[float, ...] = tuple(10.0**k for k in range(-10, 2))
 
 
 def histogram_labels() -> list[str]:
     """One label per bin of :attr:`ArrayDiff.histogram`."""
     edges = HISTOGRAM_EDGES
-    return ["0", f"<{edges[0]:g}", *(f"{lo:g}..{hi:g}" for lo, hi in itertools.pairwise(edges)), f">={edges[-1]:g}"]
+    return [
+        "0",
+        f"<{edges[0]:g}",
+        *(f"{lo:g}..{hi:g}" for lo, hi in itertools.pairwise(edges)),
+        f">={edges[-1]:g}",
+    ]
 
 
 def _histogram(err: np.ndarray) -> list[int]:
     """Counts of ``err`` (finite, ≥ 0) in the bins of :func:`histogram_labels`."""
     nonzero = err[err > 0]
-    counts = np.bincount(np.searchsorted(np.asarray(HISTOGRAM_EDGES), nonzero, side="right"),
-                         minlength=len(HISTOGRAM_EDGES) + 1)
+    counts = np.bincount(
+        np.searchsorted(np.asarray(HISTOGRAM_EDGES), nonzero, side="right"),
+        minlength=len(HISTOGRAM_EDGES) + 1,
+    )
     return [int(err.size - nonzero.size), *(int(c) for c in counts)]
 
 
@@ -55,7 +62,11 @@ class ArrayDiff:
         on = f" on sample '{self.sample}'" if self.sample else ""
         if self.problem:
             return f"{self.name}{on}: {self.problem}"
-        tol = f" (rtol {self.tolerance.rtol:g}, atol {self.tolerance.atol:g})" if self.tolerance else ""
+        tol = (
+            f" (rtol {self.tolerance.rtol:g}, atol {self.tolerance.atol:g})"
+            if self.tolerance
+            else ""
+        )
         return (
             f"{self.name}{on}: max abs error {self.max_abs:.3g}, max rel error {self.max_rel:.3g}, "
             f"cosine {self.cosine:.6f}{tol}"
@@ -82,11 +93,24 @@ def _finite(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
-def _exact(name: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, int_tolerance: int | None) -> ArrayDiff:
+def _exact(
+    name: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, int_tolerance: int | None
+) -> ArrayDiff:
     """Integers and bools: equal in their own values (never through float64, which rounds above 2**53)."""
-    if (actual.dtype.kind == "b") != (expected.dtype.kind == "b") or actual.dtype.kind in "fc" or expected.dtype.kind in "fc":
-        return ArrayDiff(name, math.inf, math.inf, 0.0, False, tol,
-                         problem=f"element type {actual.dtype.name} where the original has {expected.dtype.name}")
+    if (
+        (actual.dtype.kind == "b") != (expected.dtype.kind == "b")
+        or actual.dtype.kind in "fc"
+        or expected.dtype.kind in "fc"
+    ):
+        return ArrayDiff(
+            name,
+            math.inf,
+            math.inf,
+            0.0,
+            False,
+            tol,
+            problem=f"element type {actual.dtype.name} where the original has {expected.dtype.name}",
+        )
     if actual.size == 0:
         return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
     common = np.result_type(actual.dtype, expected.dtype)
@@ -100,18 +124,34 @@ def _exact(name: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, 
         return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
     # exact differences of the mismatching elements, as Python integers (no overflow, no rounding)
     worst_abs, worst_rel = 0, 0.0
-    for x, y in zip(a[differ].ravel()[:4096].tolist(), e[differ].ravel()[:4096].tolist(), strict=True):
+    for x, y in zip(
+        a[differ].ravel()[:4096].tolist(), e[differ].ravel()[:4096].tolist(), strict=True
+    ):
         d = abs(int(x) - int(y))
         worst_abs = max(worst_abs, d)
         worst_rel = max(worst_rel, d / abs(int(y)) if int(y) else math.inf)
     ok = int_tolerance is not None and worst_abs <= int_tolerance and count <= 4096
     allowed = f"int_tolerance {int_tolerance}" if int_tolerance is not None else "exact"
-    return ArrayDiff(name, float(worst_abs), worst_rel, 0.0, ok, tol,
-                     problem=None if ok else f"{count} of {actual.size} integer values differ (max abs difference {worst_abs}; compared {allowed})")
+    return ArrayDiff(
+        name,
+        float(worst_abs),
+        worst_rel,
+        0.0,
+        ok,
+        tol,
+        problem=None
+        if ok
+        else f"{count} of {actual.size} integer values differ (max abs difference {worst_abs}; compared {allowed})",
+    )
 
 
 def diff_arrays(
-    name: str, actual: np.ndarray | None, expected: np.ndarray | None, tol: Tolerance, *, int_tolerance: int | None = None
+    name: str,
+    actual: np.ndarray | None,
+    expected: np.ndarray | None,
+    tol: Tolerance,
+    *,
+    int_tolerance: int | None = None,
 ) -> ArrayDiff:
     """Compare two arrays.
 
@@ -120,37 +160,73 @@ def diff_arrays(
     """
     if actual is None or expected is None:
         which = "modified model" if actual is None else "original model"
-        return ArrayDiff(name, math.inf, math.inf, 0.0, False, tol, problem=f"missing from the {which}")
+        return ArrayDiff(
+            name, math.inf, math.inf, 0.0, False, tol, problem=f"missing from the {which}"
+        )
     actual = np.asarray(actual)
     expected = np.asarray(expected)
     if actual.shape != expected.shape:
         return ArrayDiff(
-            name, math.inf, math.inf, 0.0, False, tol,
+            name,
+            math.inf,
+            math.inf,
+            0.0,
+            False,
+            tol,
             problem=f"shape {list(actual.shape)} differs from the original's {list(expected.shape)}",
         )
     if actual.dtype.kind in "OSU" or expected.dtype.kind in "OSU":
         same = bool(np.array_equal(actual, expected))
-        return ArrayDiff(name, 0.0 if same else math.inf, 0.0 if same else math.inf, 1.0 if same else 0.0, same, tol,
-                         problem=None if same else "string values differ")
+        return ArrayDiff(
+            name,
+            0.0 if same else math.inf,
+            0.0 if same else math.inf,
+            1.0 if same else 0.0,
+            same,
+            tol,
+            problem=None if same else "string values differ",
+        )
     if actual.dtype.kind in "iub" or expected.dtype.kind in "iub":
         return _exact(name, actual, expected, tol, int_tolerance)
     if actual.size == 0:
         return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
     if actual.dtype == expected.dtype and np.array_equal(actual, expected):
         # bit-equal (NaN never is): nothing to measure; every element is in the exactly-0 bin
-        return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol, histogram=[int(actual.size)] + [0] * (len(HISTOGRAM_EDGES) + 1))
+        return ArrayDiff(
+            name,
+            0.0,
+            0.0,
+            1.0,
+            True,
+            tol,
+            histogram=[int(actual.size)] + [0] * (len(HISTOGRAM_EDGES) + 1),
+        )
     a = actual.astype(np.float64)
     e = expected.astype(np.float64)
     nan_a, nan_e = np.isnan(a), np.isnan(e)
     if not np.array_equal(nan_a, nan_e):
-        return ArrayDiff(name, math.inf, math.inf, 0.0, False, tol,
-                         problem=f"NaN at {int((nan_a != nan_e).sum())} positions where the other has a number")
+        return ArrayDiff(
+            name,
+            math.inf,
+            math.inf,
+            0.0,
+            False,
+            tol,
+            problem=f"NaN at {int((nan_a != nan_e).sum())} positions where the other has a number",
+        )
     inf_a, inf_e = np.isinf(a), np.isinf(e)
     both_inf = inf_a & inf_e & (np.sign(a) == np.sign(e))
     if not np.array_equal(inf_a, both_inf) or not np.array_equal(inf_e, both_inf):
         wrong = int(((inf_a | inf_e) & ~both_inf).sum())
-        return ArrayDiff(name, math.inf, math.inf, 0.0, False, tol,
-                         problem=f"Inf at {wrong} positions where the other has a number or the opposite sign")
+        return ArrayDiff(
+            name,
+            math.inf,
+            math.inf,
+            0.0,
+            False,
+            tol,
+            problem=f"Inf at {wrong} positions where the other has a number or the opposite sign",
+        )
     mask = ~(nan_a | both_inf)
     a_m, e_m = a[mask], e[mask]
     if a_m.size == 0:
@@ -163,6 +239,10 @@ def diff_arrays(
     max_rel = float(rel.max())
     with np.errstate(over="ignore", invalid="ignore"):
         norm = float(np.linalg.norm(a_m) * np.linalg.norm(e_m))
-        cosine = float(np.dot(a_m, e_m) / norm) if norm > 0 and math.isfinite(norm) else (1.0 if max_abs == 0 else 0.0)
+        cosine = (
+            float(np.dot(a_m, e_m) / norm)
+            if norm > 0 and math.isfinite(norm)
+            else (1.0 if max_abs == 0 else 0.0)
+        )
     ok = bool(np.all(err <= tol.atol + tol.rtol * denom))
     return ArrayDiff(name, max_abs, max_rel, cosine, ok, tol, histogram=_histogram(err))

@@ -15,10 +15,20 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["OrtFailure", "classify_ort_failure", "clean_ort_message", "explain_ort_failure", "is_input_failure"]
+__all__ = [
+    "OrtFailure",
+    "classify_ort_failure",
+    "clean_ort_message",
+    "explain_ort_failure",
+    "is_input_failure",
+]
 
-_INPUTS_ADVICE = 'declare its inputs in [inputs] (shape, range or value) or give data = "inputs.npz"'
-_ORT_PREFIX = re.compile(r"^\s*(?:running failed:\s*)?(?:\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*)?")
+_INPUTS_ADVICE = (
+    'declare its inputs in [inputs] (shape, range or value) or give data = "inputs.npz"'
+)
+_ORT_PREFIX = re.compile(
+    r"^\s*(?:running failed:\s*)?(?:\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*)?"
+)
 _SOURCE = re.compile(r"/onnxruntime_src/\S+:\d+\s+")
 
 
@@ -30,7 +40,7 @@ def clean_ort_message(text: str) -> str:
         match = _SOURCE.search(text)
         if match is None:
             break
-        text = text[: match.start()] + _strip_signature(text[match.end():])
+        text = text[: match.start()] + _strip_signature(text[match.end() :])
     return text.strip()
 
 
@@ -46,7 +56,7 @@ def _strip_signature(text: str) -> str:
         elif ch == ")":
             depth -= 1
             if depth == 0:
-                rest = text[i + 1:].lstrip()
+                rest = text[i + 1 :].lstrip()
                 rest = re.sub(r"^(?:const\s*)?(?:\[with [^\]]*\]\s*)?", "", rest)
                 return rest
     return text
@@ -66,9 +76,14 @@ class OrtFailure:
 
 def classify_ort_failure(exc: BaseException | str) -> OrtFailure:
     """Sort ORT's (or the reference evaluator's) message into a cause."""
-    raw = getattr(exc, "detail", None) or str(exc)  # a one-line wrapper keeps ORT's full text in .detail
+    raw = getattr(exc, "detail", None) or str(
+        exc
+    )  # a one-line wrapper keeps ORT's full text in .detail
     text = clean_ort_message(raw)
-    running = raw.lstrip().startswith("running failed") or "Non-zero status code returned while running" in raw
+    running = (
+        raw.lstrip().startswith("running failed")
+        or "Non-zero status code returned while running" in raw
+    )
     low = text.lower()
 
     def of(cause: str, about_inputs: bool, detail: str = text) -> OrtFailure:
@@ -79,46 +94,99 @@ def classify_ort_failure(exc: BaseException | str) -> OrtFailure:
         return of("crash", True)
     opset = re.search(r"Opset (\d+) is under development.*?domain (\S+?) is till opset (\d+)", text)
     if opset:
-        return of("opset", False, f"opset {opset.group(1)} of domain '{opset.group(2)}' is newer than onnxruntime supports "
-                  f"(up to {opset.group(3)})")
-    opset = re.search(r"(?:Opset|opset) (\d+) (?:for|of) domain '?([\w.]*)'? is not supported", text)
+        return of(
+            "opset",
+            False,
+            f"opset {opset.group(1)} of domain '{opset.group(2)}' is newer than onnxruntime supports "
+            f"(up to {opset.group(3)})",
+        )
+    opset = re.search(
+        r"(?:Opset|opset) (\d+) (?:for|of) domain '?([\w.]*)'? is not supported", text
+    )
     if opset:
-        return of("opset", False, f"opset {opset.group(1)} of domain '{opset.group(2)}' is not supported by onnxruntime")
+        return of(
+            "opset",
+            False,
+            f"opset {opset.group(1)} of domain '{opset.group(2)}' is not supported by onnxruntime",
+        )
     irv = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", text)
     if irv:
-        return of("ir-version", False, f"IR version {irv.group(1)} is newer than onnxruntime supports (up to {irv.group(2)})")
+        return of(
+            "ir-version",
+            False,
+            f"IR version {irv.group(1)} is newer than onnxruntime supports (up to {irv.group(2)})",
+        )
     custom = re.search(r"([\w.]+):(\w+)\((-?\d+)\) is not a registered function/op", text)
     if custom:
-        return of("custom-op", False, f"op '{custom.group(2)}' of domain '{custom.group(1)}' is not an operator onnxruntime knows "
-                  "(a custom op: register its library or replace it)")
+        return of(
+            "custom-op",
+            False,
+            f"op '{custom.group(2)}' of domain '{custom.group(1)}' is not an operator onnxruntime knows "
+            "(a custom op: register its library or replace it)",
+        )
     domain = re.search(r"No opset import for domain '([^']*)'", text)
     if domain:
         op = re.search(r'\("[^"]*", (\w+), "', text)
         name = f"op '{op.group(1)}' of " if op else ""
-        return of("domain", False, f"{name}domain '{domain.group(1)}' has no opset import in the model")
+        return of(
+            "domain", False, f"{name}domain '{domain.group(1)}' has no opset import in the model"
+        )
     unknown = re.search(r"No Op registered for (\w+) with domain_version of (\d+)", text)
     if unknown:
-        return of("unknown-op", False, f"no operator '{unknown.group(1)}' exists at opset {unknown.group(2)}")
+        return of(
+            "unknown-op",
+            False,
+            f"no operator '{unknown.group(1)}' exists at opset {unknown.group(2)}",
+        )
     kernel = re.search(r"Could not find an implementation for (\w+)\((\d+)\)", text)
     if kernel:
-        return of("no-kernel", False, f"onnxruntime has no CPU kernel for {kernel.group(1)}-{kernel.group(2)} with these "
-                  "element types, and the reference evaluator could not run it either")
+        return of(
+            "no-kernel",
+            False,
+            f"onnxruntime has no CPU kernel for {kernel.group(1)}-{kernel.group(2)} with these "
+            "element types, and the reference evaluator could not run it either",
+        )
     if "reference evaluator" in low and ("cannot run" in low or "gib of weights" in low):
         return of("reference", False)
-    dtype = re.search(r"Unexpected input data type\. Actual: \((tensor\(\w+\))\) , expected: \((tensor\(\w+\))\)", text)
+    dtype = re.search(
+        r"Unexpected input data type\. Actual: \((tensor\(\w+\))\) , expected: \((tensor\(\w+\))\)",
+        text,
+    )
     if dtype:
-        return of("input-dtype", True, f"an input is fed as {dtype.group(1)} where the model declares {dtype.group(2)}")
-    if any(k in low for k in ("external data", "external_data", "no such file", "failed to open", "hard link", "data file")) or (
-        type(exc).__name__ == "NoSuchFile"
-    ):
+        return of(
+            "input-dtype",
+            True,
+            f"an input is fed as {dtype.group(1)} where the model declares {dtype.group(2)}",
+        )
+    if any(
+        k in low
+        for k in (
+            "external data",
+            "external_data",
+            "no such file",
+            "failed to open",
+            "hard link",
+            "data file",
+        )
+    ) or (type(exc).__name__ == "NoSuchFile"):
         file = re.search(r"""['"]?([\w./\\-]+\.(?:data|bin|onnx|pb|weight|weights))['"]?""", text)
         where = f" (file {file.group(1)})" if file else ""
         return of("file", False, f"onnxruntime cannot read the model's data{where}: {text}")
     if "got invalid dimensions for input" in low or "invalid rank for input" in low:
         return of("input-shape", True)
     if running:
-        values = any(k in low for k in ("out of data bounds", "out of bounds", "must be within", "division by zero",
-                                        "modulo by zero", "nan", "indices"))
+        values = any(
+            k in low
+            for k in (
+                "out of data bounds",
+                "out of bounds",
+                "must be within",
+                "division by zero",
+                "modulo by zero",
+                "nan",
+                "indices",
+            )
+        )
         return of("input-values" if values else "input-shape", True)
     if isinstance(exc, MemoryError) or ("bytes" in low and "input" in low and "too large" in low):
         return of("size", True)
@@ -133,7 +201,9 @@ def is_input_failure(exc: BaseException | str) -> bool:
 def _shapes(feeds: Mapping[str, np.ndarray] | None) -> str:
     if not feeds:
         return ""
-    return ", ".join(f"{k}{list(np.shape(v))} {getattr(v, 'dtype', '')}".rstrip() for k, v in feeds.items())
+    return ", ".join(
+        f"{k}{list(np.shape(v))} {getattr(v, 'dtype', '')}".rstrip() for k, v in feeds.items()
+    )
 
 
 def explain_ort_failure(
@@ -149,7 +219,9 @@ def explain_ort_failure(
     failure = classify_ort_failure(exc)
     generated = any(str(how).startswith("generated") for how in (provenance or {}).values())
     tried = _shapes(feeds)
-    inputs_text = f" on {'generated ' if generated else 'the parity '}inputs {tried}" if tried else ""
+    inputs_text = (
+        f" on {'generated ' if generated else 'the parity '}inputs {tried}" if tried else ""
+    )
     if failure.cause == "crash":  # the worker's message already names the inputs
         message = f"the original model crashes onnxruntime{'' if ' on inputs ' in failure.detail else inputs_text}: {failure.detail}"
     elif failure.about_inputs:
@@ -157,7 +229,9 @@ def explain_ort_failure(
     else:
         message = f"the original model does not run in onnxruntime: {failure.detail}"
     if failure.about_inputs:
-        message += f"; {_INPUTS_ADVICE}" if generated else "; check the inputs given in [inputs] or data"
+        message += (
+            f"; {_INPUTS_ADVICE}" if generated else "; check the inputs given in [inputs] or data"
+        )
     elif failure.cause in ("opset", "ir-version"):
         message += "; onnxruntime must run the original to verify passes: use a newer onnxruntime, or run with --verify off"
     elif failure.cause in ("custom-op", "domain", "unknown-op"):

@@ -32,7 +32,16 @@ logger = logging.getLogger(__name__)
 #: op type → index of the input that holds indices into input 0 (and the axis attribute default).
 INDEX_OPS = {"Gather": 1, "GatherElements": 1, "GatherND": 1, "ScatterElements": 1, "OneHot": 0}
 #: ops through which an integer input passes unchanged in value.
-_VALUE_PRESERVING = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand", "Transpose"}
+_VALUE_PRESERVING = {
+    "Cast",
+    "Reshape",
+    "Unsqueeze",
+    "Squeeze",
+    "Flatten",
+    "Identity",
+    "Expand",
+    "Transpose",
+}
 
 _DEFAULT_FLOAT_RANGE = (-1.0, 1.0)
 _DEFAULT_INT_RANGE = (0, 10)
@@ -41,7 +50,17 @@ _DEFAULT_SPATIAL_DIM = 64
 _DEFAULT_BATCH = 2
 #: audio-like 1-D/2-D float inputs: one second at 16 kHz, not 8 samples (front ends need ≥ 400).
 _DEFAULT_SIGNAL_LENGTH = 16000
-_SIGNAL_WORDS = ("audio", "wav", "waveform", "speech", "signal", "pcm", "samples", "input_values", "sound")
+_SIGNAL_WORDS = (
+    "audio",
+    "wav",
+    "waveform",
+    "speech",
+    "signal",
+    "pcm",
+    "samples",
+    "input_values",
+    "sound",
+)
 _SMALL_INTS = ("int4", "uint4", "int2", "uint2")
 #: largest generated (or broadcast) input; beyond it the run stops with exit 2 before allocating.
 MAX_GENERATED_BYTES = 2 << 30
@@ -63,10 +82,14 @@ def read_npz(path: str | Path, *, what: str = "input arrays") -> dict[str, np.nd
     except OSError as exc:
         raise InputError(f"{path}: cannot read {what}: {exc.strerror}") from None
     if magic == b"\x93NUMPY":
-        raise InputError(f"{path}: a .npy file holds one unnamed array; {what} must be an .npz of arrays named "
-                         "after the inputs: np.savez('inputs.npz', x=array)")
+        raise InputError(
+            f"{path}: a .npy file holds one unnamed array; {what} must be an .npz of arrays named "
+            "after the inputs: np.savez('inputs.npz', x=array)"
+        )
     if not magic.startswith(b"PK"):
-        raise InputError(f"{path}: not an .npz file (expected a zip of arrays named after the inputs)")
+        raise InputError(
+            f"{path}: not an .npz file (expected a zip of arrays named after the inputs)"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
@@ -112,7 +135,11 @@ def _index_bound(value: ir.Value, depth: int = 0) -> int | None:
     for use in value.uses():
         node, idx = use.node, use.idx
         found: int | None = None
-        if node.op_type in INDEX_OPS and INDEX_OPS[node.op_type] == idx and node.op_type != "OneHot":
+        if (
+            node.op_type in INDEX_OPS
+            and INDEX_OPS[node.op_type] == idx
+            and node.op_type != "OneHot"
+        ):
             data = node.inputs[0]
             axis = node.attributes.get_int("axis", 0) if node.op_type != "GatherND" else 0
             if data is not None and data.shape is not None and len(data.shape) > 0:
@@ -130,7 +157,13 @@ def _index_bound(value: ir.Value, depth: int = 0) -> int | None:
 
 
 def _guess_dim(
-    value: ir.Value, axis: int, dim: Any, dims: Mapping[str, int], ones: bool, need: int = 1, signal: bool = False
+    value: ir.Value,
+    axis: int,
+    dim: Any,
+    dims: Mapping[str, int],
+    ones: bool,
+    need: int = 1,
+    signal: bool = False,
 ) -> tuple[int, str]:
     """A size for one symbolic dim: a binding, else a default by role, never below ``need``."""
     name = dim_name(dim)
@@ -185,12 +218,17 @@ def _check_size(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
         raise InputError(
             f"input '{name}': shape {list(shape)} {dtype.name} needs {size} bytes ({size / 2**30:.1f} GiB), more than "
             f"the {MAX_GENERATED_BYTES // 2**30} GiB an input may take; declare a smaller shape in [inputs] "
-            f"or give data = \"inputs.npz\""
+            f'or give data = "inputs.npz"'
         )
 
 
 def _random_array(
-    rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype, spec: InputSpec, value: ir.Value, how: list[str]
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    spec: InputSpec,
+    value: ir.Value,
+    how: list[str],
 ) -> np.ndarray:
     if dtype.kind == "b":
         how.append("random bool")
@@ -204,7 +242,11 @@ def _random_array(
         if dtype.name in _SMALL_INTS:  # int4/uint4 (ml_dtypes): clip to what the type holds
             info = ml_dtypes.iinfo(dtype)
             lo, hi = max(int(lo), int(info.min)), min(int(hi), int(info.max) + 1)
-        how.append(f"indices in [0, {bound})" if bound is not None else f"uniform ints in [{int(lo)}, {int(hi)})")
+        how.append(
+            f"indices in [0, {bound})"
+            if bound is not None
+            else f"uniform ints in [{int(lo)}, {int(hi)})"
+        )
         ints = rng.integers(int(lo), max(int(hi), int(lo) + 1), size=shape)
         return ints.astype(dtype) if dtype.kind in "iu" else ints.astype(np.int8).astype(dtype)
     if dtype.kind in "fc":
@@ -320,7 +362,15 @@ def plan_inputs(
                 if key in chosen and key not in hints.dims:
                     size, text = chosen[key]
                 else:
-                    size, text = _guess_dim(value, axis, _dim_name(dim), hints.dims, ones, needs.get(key, 1), axis == signal)
+                    size, text = _guess_dim(
+                        value,
+                        axis,
+                        _dim_name(dim),
+                        hints.dims,
+                        ones,
+                        needs.get(key, 1),
+                        axis == signal,
+                    )
                     chosen[key] = (size, text)
                 dims.append(size)
                 how.append(text)
@@ -343,7 +393,9 @@ def _dim_key(input_name: str, axis: int, dim: Any) -> str:
     return str(name) if name else f"{input_name}#{axis}"
 
 
-def _dim_needs(graph: ir.Graph, given: Mapping[str, np.ndarray], hints: FeedHints, config: InputsConfig) -> dict[str, int]:
+def _dim_needs(
+    graph: ir.Graph, given: Mapping[str, np.ndarray], hints: FeedHints, config: InputsConfig
+) -> dict[str, int]:
     """The least size each symbolic dim (by :func:`_dim_key`) must have for every input using it."""
     needs: dict[str, int] = {}
     for value in graph.inputs:

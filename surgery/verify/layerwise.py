@@ -26,7 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.errors import one_line
-from surgery.graph import const_value, value_names
+from surgery.graph import const_value, is_onnx_domain, value_names
 from surgery.pass_base import Tolerance
 from surgery.shapes.dims import is_static_shape
 from surgery.verify.compare import ArrayDiff, diff_arrays
@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUDGET_BYTES = 512 << 20
 _FIRST_CHUNK = 16
 _MAX_CHUNK = 4096
-_NON_TENSOR = (ir.SequenceType, ir.OptionalType) if hasattr(ir, "OptionalType") else (ir.SequenceType,)
+_NON_TENSOR = (
+    (ir.SequenceType, ir.OptionalType) if hasattr(ir, "OptionalType") else (ir.SequenceType,)
+)
 
 
 @dataclasses.dataclass
@@ -121,9 +123,13 @@ class LayerwiseReport:
             f"in {self.runs} run(s) per model"
         ]
         if self.only_in_reference:
-            lines.append(f"{len(self.only_in_reference)} tensors only in the reference: {_few(self.only_in_reference)}")
+            lines.append(
+                f"{len(self.only_in_reference)} tensors only in the reference: {_few(self.only_in_reference)}"
+            )
         if self.only_in_candidate:
-            lines.append(f"{len(self.only_in_candidate)} tensors only in the candidate: {_few(self.only_in_candidate)}")
+            lines.append(
+                f"{len(self.only_in_candidate)} tensors only in the candidate: {_few(self.only_in_candidate)}"
+            )
         lines.append(self.first_text() or "no tensor breaks tolerance")
         return "\n".join(one_line(line) for line in lines)
 
@@ -157,7 +163,9 @@ def _few(names: Sequence[str], n: int = 5) -> str:
     return shown + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
-def resolve_renames(renamed: Mapping[str, str] | Sequence[Mapping[str, str]] | None) -> Callable[[str], str]:
+def resolve_renames(
+    renamed: Mapping[str, str] | Sequence[Mapping[str, str]] | None,
+) -> Callable[[str], str]:
     """A function following rename maps (one map, or several in pass order) to the final name."""
     if renamed is None:
         return lambda n: n
@@ -192,7 +200,7 @@ def _computed(models: Sequence[ir.Model]) -> dict[str, _Tensor]:
     out: dict[str, _Tensor] = {}
     for p, model in enumerate(models):
         for node in model.graph:
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            if node.op_type == "Constant" and is_onnx_domain(node.domain):
                 continue
             for value in node.outputs:
                 if not value.name or value.name in out:
@@ -229,7 +237,9 @@ def _base_env(models: Sequence[ir.Model], feeds: Mapping[str, np.ndarray]) -> di
     return env
 
 
-def _fetch(model: ir.Model, values: Sequence[ir.Value], env: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _fetch(
+    model: ir.Model, values: Sequence[ir.Value], env: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Run ``model`` in a session exposing only ``values`` and return them.
 
     A session per chunk keeps ONNX Runtime's own memory bounded too: it holds the exposed tensors
@@ -249,7 +259,9 @@ def _as_chain(model: ir.Model | Sequence[ir.Model]) -> list[ir.Model]:
     return [model] if isinstance(model, ir.Model) else list(model)
 
 
-def run_exposing(model: ir.Model | Sequence[ir.Model], feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+def run_exposing(
+    model: ir.Model | Sequence[ir.Model], feeds: Mapping[str, np.ndarray], names: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Run ``model`` (or a chain) and return the named tensors (inputs, intermediates, outputs)."""
     chain = _as_chain(model)
     tensors = _computed(chain)
@@ -261,7 +273,11 @@ def run_exposing(model: ir.Model | Sequence[ir.Model], feeds: Mapping[str, np.nd
             if array is not None:
                 result[n] = array
     for p, part in enumerate(chain):
-        wanted = [tensors[n].value for n in names if n not in result and n in tensors and tensors[n].part == p]
+        wanted = [
+            tensors[n].value
+            for n in names
+            if n not in result and n in tensors and tensors[n].part == p
+        ]
         result.update(_fetch(part, wanted, env))
     missing = [n for n in names if n not in result]
     if missing:
@@ -324,7 +340,9 @@ def _suspects(
             detail = d.problem or f"max abs {d.max_abs:.3g}, cosine {d.cosine:.6f}"
             notes.append(f"its {kind} input '{inp.name}' differs from the reference's ({detail})")
     if not notes:
-        notes.append(f"its inputs match the reference, so {node.op_type} '{node.name}' itself computes differently")
+        notes.append(
+            f"its inputs match the reference, so {node.op_type} '{node.name}' itself computes differently"
+        )
     return notes
 
 
@@ -418,7 +436,9 @@ def compare_layerwise(
         for p, model in enumerate(cand_models):
             cand_arrays.update(_fetch(model, [c.value for _, c in chunk if c.part == p], cand_env))
         report.runs += 1
-        nbytes = sum(a.nbytes for a in ref_arrays.values()) + sum(a.nbytes for a in cand_arrays.values())
+        nbytes = sum(a.nbytes for a in ref_arrays.values()) + sum(
+            a.nbytes for a in cand_arrays.values()
+        )
         for r, c in chunk:
             a, e = cand_arrays.pop(c.name, None), ref_arrays.pop(r.name, None)
             diff = diff_arrays(r.name, a, e, tol)
@@ -477,7 +497,9 @@ def divergence_message(
     Never raises: a model that cannot run with its tensors exposed gives None (logged).
     """
     try:
-        report = compare_layerwise(original, modified, feeds, tol, renamed=renamed, stop_at_first=True)
+        report = compare_layerwise(
+            original, modified, feeds, tol, renamed=renamed, stop_at_first=True
+        )
     except Exception as exc:  # a diagnosis must never hide the failure it explains
         logger.info("layerwise comparison failed: %s", exc)
         return None

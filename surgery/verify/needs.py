@@ -16,7 +16,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from surgery.graph import const_value
+from surgery.graph import const_value, is_onnx_domain
 from surgery.shapes.dims import is_known_dim
 
 __all__ = ["SIGNAL_OPS", "min_dim", "nbytes", "reaches_signal_op"]
@@ -25,10 +25,46 @@ logger = logging.getLogger(__name__)
 
 #: ops that keep every axis of their first input (same rank, same axis order).
 _AXIS_KEEPING = {
-    "Cast", "CastLike", "Identity", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Log", "Sqrt",
-    "Reciprocal", "Floor", "Ceil", "Round", "Clip", "Erf", "Gelu", "Elu", "Selu", "Softplus", "HardSigmoid",
-    "HardSwish", "Mish", "Sin", "Cos", "Add", "Sub", "Mul", "Div", "Pow", "Where", "Dropout",
-    "BatchNormalization", "InstanceNormalization", "LayerNormalization", "Softmax", "LogSoftmax", "PRelu",
+    "Cast",
+    "CastLike",
+    "Identity",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Abs",
+    "Neg",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Clip",
+    "Erf",
+    "Gelu",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "HardSigmoid",
+    "HardSwish",
+    "Mish",
+    "Sin",
+    "Cos",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Where",
+    "Dropout",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "Softmax",
+    "LogSoftmax",
+    "PRelu",
 }
 _CONV_LIKE = {"Conv", "MaxPool", "AveragePool", "LpPool", "ConvInteger", "QLinearConv"}
 #: ops whose presence downstream marks a float input as a signal (audio-like) input.
@@ -79,12 +115,17 @@ def min_dim(value: ir.Value, axis: int, depth: int = 0) -> int:
 
 
 def _need_of(node: ir.Node, idx: int, value: ir.Value, axis: int, depth: int) -> int:
-    op = node.op_type if node.domain in ("", "ai.onnx") else ""
+    op = node.op_type if is_onnx_domain(node.domain) else ""
     out = node.outputs[0] if node.outputs else None
     if out is None:
         return 1
     if op in _AXIS_KEEPING:
-        if op == "Softmax" or op == "LayerNormalization" or _rank(out) == _rank(value) or _rank(out) is None:
+        if (
+            op == "Softmax"
+            or op == "LayerNormalization"
+            or _rank(out) == _rank(value)
+            or _rank(out) is None
+        ):
             return min_dim(out, axis, depth + 1)
         return 1
     if op == "Unsqueeze" and idx == 0:
@@ -165,7 +206,11 @@ def _stft_need(node: ir.Node, out: ir.Value, axis: int, depth: int) -> int:
 
 
 def _pad_need(node: ir.Node, value: ir.Value, out: ir.Value, axis: int, depth: int) -> int:
-    pads = _ints(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else _ints_attr(node, "pads")
+    pads = (
+        _ints(node.inputs[1])
+        if len(node.inputs) > 1 and node.inputs[1] is not None
+        else _ints_attr(node, "pads")
+    )
     if pads is None:
         return 1
     axes = _ints(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
@@ -194,8 +239,16 @@ def _slice_need(node: ir.Node, value: ir.Value, axis: int) -> int:
     ends = _ints(node.inputs[2]) if len(node.inputs) > 2 else None
     if starts is None or ends is None:
         return 1
-    axes = _ints(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else list(range(len(starts)))
-    steps = _ints(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] is not None else [1] * len(starts)
+    axes = (
+        _ints(node.inputs[3])
+        if len(node.inputs) > 3 and node.inputs[3] is not None
+        else list(range(len(starts)))
+    )
+    steps = (
+        _ints(node.inputs[4])
+        if len(node.inputs) > 4 and node.inputs[4] is not None
+        else [1] * len(starts)
+    )
     if axes is None or steps is None:
         return 1
     if rank is not None:
@@ -224,8 +277,10 @@ def reaches_signal_op(value: ir.Value, depth: int = 0) -> bool:
         node = use.node
         if node.op_type in SIGNAL_OPS and use.idx == 0:
             return True
-        if ((node.op_type in _AXIS_KEEPING or node.op_type in ("Unsqueeze", "Reshape", "Pad", "Transpose", "Squeeze"))
-                and any(reaches_signal_op(o, depth + 1) for o in node.outputs)):
+        if (
+            node.op_type in _AXIS_KEEPING
+            or node.op_type in ("Unsqueeze", "Reshape", "Pad", "Transpose", "Squeeze")
+        ) and any(reaches_signal_op(o, depth + 1) for o in node.outputs):
             return True
     return False
 

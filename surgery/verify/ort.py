@@ -33,7 +33,14 @@ def _weight_spec(name: str, tensor: ir.TensorProtocol, spill: Any) -> WeightSpec
     shape = tuple(int(d) for d in tensor.shape.numpy())
     if isinstance(tensor, ir.ExternalTensor) and tensor.location != LightProto.PLACEHOLDER:
         length = tensor.length if tensor.length is not None else tensor.nbytes
-        return WeightSpec(name, str(Path(tensor.path).resolve()), int(tensor.offset or 0), int(length), dtype, shape)
+        return WeightSpec(
+            name,
+            str(Path(tensor.path).resolve()),
+            int(tensor.offset or 0),
+            int(length),
+            dtype,
+            shape,
+        )
     if tensor.dtype.bitwidth == 4:
         data: Any = tensor.tobytes()  # packed two per byte, as ORT stores them
     else:
@@ -62,7 +69,9 @@ def _prepare(light: LightProto) -> tuple[onnx.ModelProto, list[str]]:
     return proto, names
 
 
-def _locate(proto: onnx.ModelProto, specs: list[WeightSpec], fresh: bool) -> tuple[bytes, str | None, list[WeightSpec]]:
+def _locate(
+    proto: onnx.ModelProto, specs: list[WeightSpec], fresh: bool
+) -> tuple[bytes, str | None, list[WeightSpec]]:
     """Point the placeholders of the weights in one folder at their files; return the rest.
 
     ORT memory-maps external data it reads itself from files, but copies weights handed over as
@@ -91,7 +100,11 @@ def _locate(proto: onnx.ModelProto, specs: list[WeightSpec], fresh: bool) -> tup
         spec = found
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", Path(spec.path).name), ("offset", str(spec.offset)), ("length", str(spec.length))):
+        for key, value in (
+            ("location", Path(spec.path).name),
+            ("offset", str(spec.offset)),
+            ("length", str(spec.length)),
+        ):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
     return proto.SerializeToString(), folder, [s for s in specs if s.name not in located]
@@ -107,7 +120,9 @@ class OrtSession:
     this process from the ``ir`` tensors' own memory.
     """
 
-    def __init__(self, model: ir.Model | LightProto, *, optimize: bool = False, threads: int = 0) -> None:
+    def __init__(
+        self, model: ir.Model | LightProto, *, optimize: bool = False, threads: int = 0
+    ) -> None:
         light = model if isinstance(model, LightProto) else LightProto(model)
         proto, names = _prepare(light)
         self.label = f"model '{light.proto.graph.name or 'main_graph'}'"
@@ -120,25 +135,37 @@ class OrtSession:
             host = worker.get_worker()
             specs = [_weight_spec(n, light.tensors[n], host.spill) for n in names]
             data, folder, rest = _locate(proto, specs, fresh=proto is not light.proto)
-            self._sid, signature = host.open(data, rest, folder=folder, optimize=optimize, threads=threads, label=self.label)
+            self._sid, signature = host.open(
+                data, rest, folder=folder, optimize=optimize, threads=threads, label=self.label
+            )
             self._worker = host
             self._generation = host.starts
         else:
             data = proto.SerializeToString()
             # keep the OrtValues alive as long as the session: ORT uses their memory in place.
             self._values = [(n, _ort_value(light.tensors[n])) for n in names]
-            self._local = worker.build_session(data, self._values, optimize=optimize, threads=threads)
+            self._local = worker.build_session(
+                data, self._values, optimize=optimize, threads=threads
+            )
             signature = worker.session_signature(self._local)
         del data
         self.input_names, types, self.output_names = signature
         self._input_types = {k: _ORT_TYPES.get(v) for k, v in types.items()}
 
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         wanted = list(outputs) if outputs is not None else self.output_names
-        usable = {k: cast_feed(v, self._input_types.get(k)) for k, v in feeds.items() if k in self.input_names}
+        usable = {
+            k: cast_feed(v, self._input_types.get(k))
+            for k, v in feeds.items()
+            if k in self.input_names
+        }
         if self._worker is not None and self._sid is not None:
             if self._worker.starts != self._generation or not self._worker.alive:
-                raise OrtCrash(f"the session of {self.label} was lost: the onnxruntime worker crashed in another session")
+                raise OrtCrash(
+                    f"the session of {self.label} was lost: the onnxruntime worker crashed in another session"
+                )
             return self._worker.run(self._sid, usable, wanted, self.label)
         if self._local is None:
             raise RuntimeError("the onnxruntime session is closed")
@@ -159,22 +186,33 @@ def _ort_value(tensor: ir.TensorProtocol) -> Any:
         array = np.frombuffer(tensor.tobytes(), np.uint8)
         import onnxruntime as ort
 
-        value = ort.OrtValue.ortvalue_from_shape_and_type([int(d) for d in tensor.shape.numpy()], int(tensor.dtype))
+        value = ort.OrtValue.ortvalue_from_shape_and_type(
+            [int(d) for d in tensor.shape.numpy()], int(tensor.dtype)
+        )
         if array.size:
             import ctypes
 
             ctypes.memmove(value.data_ptr(), array.ctypes.data, array.size)
         return value
     array = tensor.numpy()
-    return worker.to_ort_value(array, None if array.dtype.type.__module__ == "numpy" else int(tensor.dtype))
+    return worker.to_ort_value(
+        array, None if array.dtype.type.__module__ == "numpy" else int(tensor.dtype)
+    )
 
 
 _ORT_TYPES: dict[str, np.dtype] = {
-    "tensor(float)": np.dtype(np.float32), "tensor(double)": np.dtype(np.float64),
-    "tensor(float16)": np.dtype(np.float16), "tensor(int64)": np.dtype(np.int64),
-    "tensor(int32)": np.dtype(np.int32), "tensor(int16)": np.dtype(np.int16), "tensor(int8)": np.dtype(np.int8),
-    "tensor(uint8)": np.dtype(np.uint8), "tensor(uint16)": np.dtype(np.uint16), "tensor(uint32)": np.dtype(np.uint32),
-    "tensor(uint64)": np.dtype(np.uint64), "tensor(bool)": np.dtype(np.bool_),
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int16)": np.dtype(np.int16),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(uint16)": np.dtype(np.uint16),
+    "tensor(uint32)": np.dtype(np.uint32),
+    "tensor(uint64)": np.dtype(np.uint64),
+    "tensor(bool)": np.dtype(np.bool_),
 }
 
 

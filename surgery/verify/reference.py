@@ -40,7 +40,9 @@ def _inline_subgraph_external_data(model: ir.Model) -> Iterator[None]:
                 tensor = value.const_value
                 if isinstance(tensor, ir.ExternalTensor):
                     swapped.append((value, tensor))
-                    value.const_value = ir.Tensor(np.array(tensor.numpy()), dtype=tensor.dtype, name=tensor.name)
+                    value.const_value = ir.Tensor(
+                        np.array(tensor.numpy()), dtype=tensor.dtype, name=tensor.name
+                    )
         yield
     finally:
         for value, tensor in swapped:

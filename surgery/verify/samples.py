@@ -74,7 +74,9 @@ def fixed_inputs(model: ir.Model, config: InputsConfig, hints: FeedHints) -> set
     return fixed
 
 
-def _resizable(model: ir.Model, config: InputsConfig, hints: FeedHints, fixed: set[str]) -> dict[str, list[int]]:
+def _resizable(
+    model: ir.Model, config: InputsConfig, hints: FeedHints, fixed: set[str]
+) -> dict[str, list[int]]:
     """Input name → axes whose size was guessed (symbolic, not declared, hinted or bound)."""
     out: dict[str, list[int]] = {}
     for value in model.graph.inputs:
@@ -85,7 +87,8 @@ def _resizable(model: ir.Model, config: InputsConfig, hints: FeedHints, fixed: s
         if spec is not None and spec.shape is not None:
             continue
         axes = [
-            axis for axis, dim in enumerate(value.shape)
+            axis
+            for axis, dim in enumerate(value.shape)
             if not isinstance(dim, int) and (getattr(dim, "value", None) not in hints.dims)
         ]
         if axes:
@@ -145,7 +148,9 @@ def _draw(
         if recipe.fill:
             fv = fhi if recipe.fill == "high" else flo
             return np.full(shape, fv, dtype=np.float64).astype(dtype), f"all {fv:g}"
-        array = rng.uniform(flo, fhi, size=shape).astype(np.float32 if dtype.type.__module__ != "numpy" else dtype)
+        array = rng.uniform(flo, fhi, size=shape).astype(
+            np.float32 if dtype.type.__module__ != "numpy" else dtype
+        )
         return array.astype(dtype), f"uniform in [{flo:g}, {fhi:g})"
     return planned, "as planned"
 
@@ -166,7 +171,12 @@ def _build(
     by_name = {v.name: v for v in model.graph.inputs}
     for name, array in planned.feeds.items():
         value = by_name.get(name)
-        if name in fixed or value is None or not isinstance(array, np.ndarray) or array.dtype.kind in "OSU":
+        if (
+            name in fixed
+            or value is None
+            or not isinstance(array, np.ndarray)
+            or array.dtype.kind in "OSU"
+        ):
             feeds[name] = array
             continue
         shape = list(array.shape)
@@ -177,7 +187,9 @@ def _build(
                 sizes.setdefault(key, shape[axis] + 1)
                 shape[axis] = sizes[key]
         spec = config.specs.get(name)
-        feeds[name], how = _draw(value, array, tuple(shape), recipe, spec.range if spec else None, rng)
+        feeds[name], how = _draw(
+            value, array, tuple(shape), recipe, spec.range if spec else None, rng
+        )
         provenance[name] = f"{list(shape)} {how}"
     return Sample(recipe.name, feeds, recipe.scale, provenance)
 

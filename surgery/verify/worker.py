@@ -78,7 +78,9 @@ class OrtCrash(_ort_exceptions().RuntimeException):  # type: ignore[misc]
     (the ort gate, the oracle) handles a crash the same way, with this message.
     """
 
-    def __init__(self, message: str, *, signal_name: str | None = None, returncode: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, signal_name: str | None = None, returncode: int | None = None
+    ) -> None:
         super().__init__(message)
         self.signal_name = signal_name
         self.returncode = returncode
@@ -90,17 +92,38 @@ class OrtCrash(_ort_exceptions().RuntimeException):  # type: ignore[misc]
 def _numpy_types() -> dict[int, np.dtype]:
     """ONNX element type → numpy dtype, without onnx or onnx-ir (the worker imports neither)."""
     table = {
-        1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 7: np.int64,
-        8: np.object_, 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64,
-        14: np.complex64, 15: np.complex128,
+        1: np.float32,
+        2: np.uint8,
+        3: np.int8,
+        4: np.uint16,
+        5: np.int16,
+        6: np.int32,
+        7: np.int64,
+        8: np.object_,
+        9: np.bool_,
+        10: np.float16,
+        11: np.float64,
+        12: np.uint32,
+        13: np.uint64,
+        14: np.complex64,
+        15: np.complex128,
     }
     out = {k: np.dtype(v) for k, v in table.items()}
     try:
         import ml_dtypes
     except ImportError:  # pragma: no cover - ml_dtypes comes with onnx
         return out
-    for code, name in ((16, "bfloat16"), (17, "float8_e4m3fn"), (18, "float8_e4m3fnuz"), (19, "float8_e5m2"),
-                       (20, "float8_e5m2fnuz"), (21, "uint4"), (22, "int4"), (23, "float4_e2m1fn"), (24, "float8_e8m0fnu")):
+    for code, name in (
+        (16, "bfloat16"),
+        (17, "float8_e4m3fn"),
+        (18, "float8_e4m3fnuz"),
+        (19, "float8_e5m2"),
+        (20, "float8_e5m2fnuz"),
+        (21, "uint4"),
+        (22, "int4"),
+        (23, "float4_e2m1fn"),
+        (24, "float8_e8m0fnu"),
+    ):
         if hasattr(ml_dtypes, name):
             out[code] = np.dtype(getattr(ml_dtypes, name))
     return out
@@ -212,7 +235,9 @@ def _map_weight(spec: WeightSpec) -> Any:
         raise TypeError(f"initializer '{spec.name}': unsupported element type {spec.onnx_type}")
     if spec.length == 0:
         return to_ort_value(np.zeros(spec.shape, dtype), spec.onnx_type)
-    raw: np.ndarray = np.memmap(spec.path, dtype=np.uint8, mode="r", offset=spec.offset, shape=(spec.length,))
+    raw: np.ndarray = np.memmap(
+        spec.path, dtype=np.uint8, mode="r", offset=spec.offset, shape=(spec.length,)
+    )
     if spec.onnx_type in _FOUR_BIT:
         import onnxruntime as ort
 
@@ -226,7 +251,11 @@ def _map_weight(spec: WeightSpec) -> Any:
 
 
 def build_session(
-    proto: bytes, weights: Sequence[tuple[str, Any]], *, optimize: bool = False, threads: int = 0,
+    proto: bytes,
+    weights: Sequence[tuple[str, Any]],
+    *,
+    optimize: bool = False,
+    threads: int = 0,
     folder: str | None = None,
 ) -> Any:
     """An ORT CPU session of a light proto whose large initializers are given as ``OrtValue``s
@@ -238,12 +267,16 @@ def build_session(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     if threads:
         options.intra_op_num_threads = threads
     if folder is not None:
-        options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        options.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", folder
+        )
     if weights:
         options.add_external_initializers([n for n, _ in weights], [v for _, v in weights])
     return ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
@@ -251,12 +284,18 @@ def build_session(
 
 def session_signature(session: Any) -> tuple[list[str], dict[str, str], list[str]]:
     inputs = session.get_inputs()
-    return [i.name for i in inputs], {i.name: i.type for i in inputs}, [o.name for o in session.get_outputs()]
+    return (
+        [i.name for i in inputs],
+        {i.name: i.type for i in inputs},
+        [o.name for o in session.get_outputs()],
+    )
 
 
 def run_session(session: Any, feeds: Mapping[str, Any], wanted: Sequence[str]) -> dict[str, Any]:
     """Run ``session``; ``ml_dtypes`` feeds and outputs are converted through ``OrtValue``s."""
-    plain = all(isinstance(v, np.ndarray) and v.dtype.type.__module__ == "numpy" for v in feeds.values())
+    plain = all(
+        isinstance(v, np.ndarray) and v.dtype.type.__module__ == "numpy" for v in feeds.values()
+    )
     if plain:
         types = {o.name: o.type for o in session.get_outputs()}
         if all(types.get(n) not in _EXOTIC_OUTPUTS for n in wanted):
@@ -267,8 +306,15 @@ def run_session(session: Any, feeds: Mapping[str, Any], wanted: Sequence[str]) -
 
 
 _EXOTIC_OUTPUTS = {
-    "tensor(bfloat16)", "tensor(float8e4m3fn)", "tensor(float8e4m3fnuz)", "tensor(float8e5m2)",
-    "tensor(float8e5m2fnuz)", "tensor(int4)", "tensor(uint4)", "tensor(float4e2m1)", "tensor(float8e8m0)",
+    "tensor(bfloat16)",
+    "tensor(float8e4m3fn)",
+    "tensor(float8e4m3fnuz)",
+    "tensor(float8e5m2)",
+    "tensor(float8e5m2fnuz)",
+    "tensor(int4)",
+    "tensor(uint4)",
+    "tensor(float4e2m1)",
+    "tensor(float8e8m0)",
 }
 
 
@@ -296,7 +342,9 @@ def _child_main(fd_in: int, fd_out: int) -> None:
             if kind == "open":
                 _, sid, proto, specs, folder, optimize, threads = message
                 values = [(spec[0], _map_weight(WeightSpec(*spec))) for spec in specs]
-                session = build_session(proto, values, optimize=optimize, threads=threads, folder=folder)
+                session = build_session(
+                    proto, values, optimize=optimize, threads=threads, folder=folder
+                )
                 sessions[sid] = (session, values)
                 conn_out.send(("ok", session_signature(session)))
             elif kind == "run":
@@ -367,12 +415,19 @@ class _Spill:
         entry = self._files.get(key)
         # a pass may have edited the array in place: the same object with other bytes
         digest = sampled_digest(data)
-        if entry is not None and entry[0]() is tensor and entry[1].exists() and self._digests.get(key) == digest:
+        if (
+            entry is not None
+            and entry[0]() is tensor
+            and entry[1].exists()
+            and self._digests.get(key) == digest
+        ):
             return entry[1]
         path = self.folder / f"w{next(self._count)}.bin"
         with open(path, "wb") as f:
             if isinstance(data, np.ndarray):
-                data.tofile(f) if data.flags.c_contiguous else f.write(np.ascontiguousarray(data).tobytes())
+                data.tofile(f) if data.flags.c_contiguous else f.write(
+                    np.ascontiguousarray(data).tobytes()
+                )
             else:
                 f.write(data)
         self.bytes_written += path.stat().st_size
@@ -423,8 +478,12 @@ class Worker:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-c", boot],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                pass_fds=(to_child_r, from_child_w), close_fds=True, env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                pass_fds=(to_child_r, from_child_w),
+                close_fds=True,
+                env=env,
             )
         finally:
             os.close(to_child_r)
@@ -482,10 +541,14 @@ class Worker:
     def _stderr_tail(self) -> str:
         path = self.folder / "stderr.log"
         with contextlib.suppress(OSError):
-            lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+            lines = [
+                ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()
+            ]
             path.write_bytes(b"")
             for line in reversed(lines):
-                if "Fatal Python error" in line or line.startswith(("File ", "Current thread", "Thread ")):
+                if "Fatal Python error" in line or line.startswith(
+                    ("File ", "Current thread", "Thread ")
+                ):
                     continue
                 return line[:200]
         return ""
@@ -516,17 +579,33 @@ class Worker:
 
     # -- sessions -------------------------------------------------------------------------
     def open(
-        self, proto: bytes, specs: Sequence[WeightSpec], *, folder: str | None, optimize: bool, threads: int, label: str
+        self,
+        proto: bytes,
+        specs: Sequence[WeightSpec],
+        *,
+        folder: str | None,
+        optimize: bool,
+        threads: int,
+        label: str,
     ) -> tuple[int, tuple]:
         """Open a session of ``proto`` whose weights are in ``folder`` (ORT maps them) or ``specs``."""
         sid = next(self._ids)
         plain = [dataclasses.astuple(spec) for spec in specs]  # the worker does not import surgery
-        signature = self._request(("open", sid, proto, plain, folder, optimize, threads), f"loading {label}")
+        signature = self._request(
+            ("open", sid, proto, plain, folder, optimize, threads), f"loading {label}"
+        )
         return sid, signature
 
-    def run(self, sid: int, feeds: Mapping[str, Any], wanted: Sequence[str], label: str) -> dict[str, Any]:
-        shapes = ", ".join(f"{k}{list(np.shape(v))} {getattr(v, 'dtype', '')}".rstrip() for k, v in feeds.items())
-        return self._request(("run", sid, dict(feeds), list(wanted)), f"running {label} on inputs {shapes or '(none)'}")
+    def run(
+        self, sid: int, feeds: Mapping[str, Any], wanted: Sequence[str], label: str
+    ) -> dict[str, Any]:
+        shapes = ", ".join(
+            f"{k}{list(np.shape(v))} {getattr(v, 'dtype', '')}".rstrip() for k, v in feeds.items()
+        )
+        return self._request(
+            ("run", sid, dict(feeds), list(wanted)),
+            f"running {label} on inputs {shapes or '(none)'}",
+        )
 
     def close_session(self, sid: int) -> None:
         """Free a session in the worker; requests are served in order, so the next one starts
@@ -560,7 +639,7 @@ def _clean_stale_folders() -> None:
     with contextlib.suppress(OSError):
         for folder in root.glob(f"{_SPILL_PREFIX}*"):
             try:
-                pid = int(folder.name[len(_SPILL_PREFIX):].split("-", 1)[0])
+                pid = int(folder.name[len(_SPILL_PREFIX) :].split("-", 1)[0])
             except ValueError:
                 continue
             if pid == os.getpid() or _pid_alive(pid):
@@ -591,7 +670,12 @@ def isolated() -> bool:
     """Whether sessions run in the worker (default) or in this process."""
     if _isolated is not None:
         return _isolated
-    return os.environ.get("SURGERY_ORT_ISOLATION", "1").strip().lower() not in ("0", "off", "false", "no")
+    return os.environ.get("SURGERY_ORT_ISOLATION", "1").strip().lower() not in (
+        "0",
+        "off",
+        "false",
+        "no",
+    )
 
 
 @contextlib.contextmanager

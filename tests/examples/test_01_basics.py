@@ -25,8 +25,20 @@ def test_committed_model_matches_its_script(tmp_path):
 def test_readme_command(tmp_path):
     out = tmp_path / "classifier.onnx"
     proc = subprocess.run(
-        [sys.executable, "-m", "surgery", "apply", str(EXAMPLE / "passes.toml"), str(EXAMPLE / "model.onnx"), "-o", str(out)],
-        capture_output=True, text=True, check=False, cwd=tmp_path,  # not the checkout: test the installed package
+        [
+            sys.executable,
+            "-m",
+            "surgery",
+            "apply",
+            str(EXAMPLE / "passes.toml"),
+            str(EXAMPLE / "model.onnx"),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,  # not the checkout: test the installed package
     )
     assert proc.returncode == 0, proc.stderr
     table = proc.stdout
@@ -37,5 +49,17 @@ def test_readme_command(tmp_path):
     assert "atc --model=" in table and "input(s) images still have dynamic dims" in proc.stderr
     model = onnx.load(out)
     assert model.ir_version == 8 and model.opset_import[0].version == 13
-    assert op_counts(model) == {"Conv": 1, "Relu": 1, "GlobalAveragePool": 1, "Flatten": 1, "Gemm": 1}
-    assert {n.name for n in model.graph.node} == {"/conv/Conv", "/relu/Relu", "/pool/GlobalAveragePool", "/Flatten", "/fc/Gemm"}
+    assert op_counts(model) == {
+        "Conv": 1,
+        "Relu": 1,
+        "GlobalAveragePool": 1,
+        "Flatten": 1,
+        "Gemm": 1,
+    }
+    assert {n.name for n in model.graph.node} == {
+        "/conv/Conv",
+        "/relu/Relu",
+        "/pool/GlobalAveragePool",
+        "/Flatten",
+        "/fc/Gemm",
+    }

@@ -19,19 +19,40 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "12_audio_front_end
 
 
 def test_readme_commands(tmp_path):
-    build = subprocess.run([sys.executable, str(EXAMPLE / "build_model.py"), str(tmp_path)],
-                           capture_output=True, text=True, check=False, cwd=tmp_path)
+    build = subprocess.run(
+        [sys.executable, str(EXAMPLE / "build_model.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
     assert build.returncode == 0, build.stderr
     out = tmp_path / "static.onnx"
     proc = subprocess.run(
-        [sys.executable, "-m", "surgery", "apply", str(EXAMPLE / "passes.toml"), str(tmp_path / "frontend.onnx"),
-         "-o", str(out)],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "surgery",
+            "apply",
+            str(EXAMPLE / "passes.toml"),
+            str(tmp_path / "frontend.onnx"),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "onnx shape inference of STFT '/frontend/STFT' is wrong: it gives 'spec' [1, 97, 512, 2], " \
-           "ONNX Runtime computes [1, 97, 257, 2]" in proc.stdout
-    assert "--input_shape=signal:1,16000" in proc.stdout and "still have dynamic dims" not in proc.stdout
+    assert (
+        "onnx shape inference of STFT '/frontend/STFT' is wrong: it gives 'spec' [1, 97, 512, 2], "
+        "ONNX Runtime computes [1, 97, 257, 2]" in proc.stdout
+    )
+    assert (
+        "--input_shape=signal:1,16000" in proc.stdout
+        and "still have dynamic dims" not in proc.stdout
+    )
     model = onnx.load(out)
     counts = op_counts(model)
     assert counts["Scan"] == 0 and counts["STFT"] == 1 and counts["Add"] == 1 + 97

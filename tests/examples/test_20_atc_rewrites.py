@@ -19,23 +19,60 @@ def test_readme_commands(tmp_path):
     pytest.importorskip("torch")
     model = tmp_path / "model.onnx"
     out = tmp_path / "model.atc.onnx"
-    proc = subprocess.run([sys.executable, str(EXAMPLE / "export.py"), str(model)], capture_output=True, text=True,
-                          check=False, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE / "export.py"), str(model)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     exported = onnx.load(model)
     assert exported.opset_import[0].version == 20 and len(exported.functions) == 7
     proc = subprocess.run(
-        [sys.executable, "-m", "surgery", "apply", str(EXAMPLE / "passes.toml"), str(model), "-o", str(out)],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "surgery",
+            "apply",
+            str(EXAMPLE / "passes.toml"),
+            str(model),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     table = proc.stdout
-    rows = {line.split()[1]: line for line in table.splitlines() if line[:1].isdigit() and len(line.split()) > 2}
-    for name in ("remove-dropout", "inline-functions", "decompose-gelu", "decompose-gridsample", "maxpool-to-avgpool",
-                 "narrow-float64", "convert-opset"):
+    rows = {
+        line.split()[1]: line
+        for line in table.splitlines()
+        if line[:1].isdigit() and len(line.split()) > 2
+    }
+    for name in (
+        "remove-dropout",
+        "inline-functions",
+        "decompose-gelu",
+        "decompose-gridsample",
+        "maxpool-to-avgpool",
+        "narrow-float64",
+        "convert-opset",
+    ):
         assert " yes " in rows[name] and rows[name].count(" ok ") >= 2, rows[name]
-    assert "deviation reported" in rows["maxpool-to-avgpool"] and "deviation reported" in rows["remove-dropout"]
-    for name in ("inline-functions", "decompose-gelu", "decompose-gridsample", "narrow-float64", "convert-opset"):
+    assert (
+        "deviation reported" in rows["maxpool-to-avgpool"]
+        and "deviation reported" in rows["remove-dropout"]
+    )
+    for name in (
+        "inline-functions",
+        "decompose-gelu",
+        "decompose-gridsample",
+        "narrow-float64",
+        "convert-opset",
+    ):
         assert rows[name].rstrip().split("  ")[-1].strip().startswith("ok"), rows[name]
     result = onnx.load(out)
     assert [(o.domain, o.version) for o in result.opset_import] == [("", 18)]

@@ -39,7 +39,10 @@ def _float64_sites(model: onnx.ModelProto) -> list[str]:
                 dtype_attr = attr.name in ("to", "dtype", "stash_type", "output_datatype")
                 if attr.type == onnx.AttributeProto.INT and dtype_attr and attr.i == double:
                     sites.append(f"{node.op_type} '{node.name}' {attr.name}")
-                tensors(f"{node.op_type} '{node.name}' {attr.name}", [attr.t] if attr.HasField("t") else attr.tensors)
+                tensors(
+                    f"{node.op_type} '{node.name}' {attr.name}",
+                    [attr.t] if attr.HasField("t") else attr.tensors,
+                )
                 for sub in [attr.g] if attr.HasField("g") else attr.graphs:
                     graph_(sub)
 
@@ -61,12 +64,29 @@ def run(tmp_path_factory):
     pytest.importorskip("torch")
     tmp = tmp_path_factory.mktemp("ex21")
     model, out = tmp / "model.onnx", tmp / "model.atc.onnx"
-    export = subprocess.run([sys.executable, str(EXAMPLE / "export.py"), str(model)], capture_output=True, text=True,
-                            check=False, cwd=tmp)
+    export = subprocess.run(
+        [sys.executable, str(EXAMPLE / "export.py"), str(model)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp,
+    )
     assert export.returncode == 0, export.stderr
     apply = subprocess.run(
-        [sys.executable, "-m", "surgery", "apply", str(EXAMPLE / "passes.toml"), str(model), "-o", str(out)],
-        capture_output=True, text=True, check=False, cwd=tmp,  # not the checkout: test the installed package
+        [
+            sys.executable,
+            "-m",
+            "surgery",
+            "apply",
+            str(EXAMPLE / "passes.toml"),
+            str(model),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp,  # not the checkout: test the installed package
     )
     return tmp, model, out, apply
 
@@ -81,17 +101,30 @@ def test_export_is_what_dynamo_writes_at_opset_23(run):
     assert counts["Attention"] == 1 and counts["RMSNormalization"] == 2 and counts["Gelu"] == 1
     assert counts["Dropout"] == 1
     attention = next(n for n in exported.graph.node if n.op_type == "Attention")
-    assert onnx.helper.get_attribute_value(next(a for a in attention.attribute if a.name == "is_causal")) == 1
-    assert len(_float64_sites(exported)) >= 3  # Cast to double, the double temperature, double values
+    assert (
+        onnx.helper.get_attribute_value(
+            next(a for a in attention.attribute if a.name == "is_causal")
+        )
+        == 1
+    )
+    assert (
+        len(_float64_sites(exported)) >= 3
+    )  # Cast to double, the double temperature, double values
 
 
 @pytest.mark.torch
 def test_apply_reports_every_pass(run):
     _, _, _, apply = run
     assert apply.returncode == 0, apply.stderr
-    rows = {line.split()[1]: line for line in apply.stdout.splitlines() if line[:1].isdigit() and len(line.split()) > 2}
+    rows = {
+        line.split()[1]: line
+        for line in apply.stdout.splitlines()
+        if line[:1].isdigit() and len(line.split()) > 2
+    }
     for name in PASSES:
-        assert " yes " in rows[name] and rows[name].count(" ok ") >= 2, rows[name]  # changed; checker and ort ok
+        assert " yes " in rows[name] and rows[name].count(" ok ") >= 2, rows[
+            name
+        ]  # changed; checker and ort ok
     assert "deviation reported" in rows["remove-dropout"]
     for name in PASSES[1:]:
         assert rows[name].rstrip().split("  ")[-1].strip().startswith("ok"), rows[name]
@@ -109,7 +142,9 @@ def test_result_is_atc_ready_and_equal(run):
     assert not result.functions
     counts = op_counts(result)
     assert not [op for op in REMOVED_OPS if op in counts], counts
-    assert counts["Softmax"] == 1 and counts["Tanh"] == 1 and counts["ReduceMean"] == 2  # the decompositions
+    assert (
+        counts["Softmax"] == 1 and counts["Tanh"] == 1 and counts["ReduceMean"] == 2
+    )  # the decompositions
     assert "Cast" not in counts  # narrowed to float -> float, then removed by cleanup
     assert _float64_sites(result) == []
     onnx.checker.check_model(result, full_check=True)
@@ -124,15 +159,17 @@ def test_result_is_atc_ready_and_equal(run):
     exported = onnx.load(model)
     as_written = ort.SessionOptions()
     as_written.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    random_out = ort.InferenceSession(exported.SerializeToString(), as_written,
-                                      providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    random_out = ort.InferenceSession(
+        exported.SerializeToString(), as_written, providers=["CPUExecutionProvider"]
+    ).run(None, {"x": x})[0]
     assert not np.allclose(random_out, got, atol=1e-3)
     dropout = next(n for n in exported.graph.node if n.op_type == "Dropout")
     flag = next(t for t in exported.graph.initializer if t.name == dropout.input[2])
     assert onnx.numpy_helper.to_array(flag).item() is True
     flag.CopyFrom(onnx.numpy_helper.from_array(np.array(False), flag.name))
-    reference = ort.InferenceSession(exported.SerializeToString(), as_written,
-                                     providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    reference = ort.InferenceSession(
+        exported.SerializeToString(), as_written, providers=["CPUExecutionProvider"]
+    ).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, reference, rtol=0, atol=1e-4)
 
     # and the torch module itself, in inference mode
@@ -143,6 +180,11 @@ def test_result_is_atc_ready_and_equal(run):
         expected = block.eval()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
-    doctor = subprocess.run([sys.executable, "-m", "surgery", "doctor", str(out)], capture_output=True, text=True,
-                            check=False, cwd=tmp)
+    doctor = subprocess.run(
+        [sys.executable, "-m", "surgery", "doctor", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp,
+    )
     assert doctor.returncode == 0 and "No findings" in doctor.stdout, doctor.stdout + doctor.stderr

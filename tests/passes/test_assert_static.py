@@ -36,8 +36,13 @@ def detector_tail():
 
 
 def test_static_model_passes():
-    model = ir.from_proto(make_model([h.make_node("Relu", ["x"], ["y"], name="r")],
-                                     [vi("x", T.FLOAT, [1, 3])], [vi("y", T.FLOAT, [1, 3])]))
+    model = ir.from_proto(
+        make_model(
+            [h.make_node("Relu", ["x"], ["y"], name="r")],
+            [vi("x", T.FLOAT, [1, 3])],
+            [vi("y", T.FLOAT, [1, 3])],
+        )
+    )
     result = AssertStatic()(model)
     assert not result.modified and AssertStatic.is_gate
 
@@ -58,11 +63,17 @@ def test_lists_every_offender_with_its_producer():
 
 
 def test_dynamic_graph_input_and_unknown_rank():
-    model = ir.from_proto(make_model(
-        [h.make_node("Relu", ["x"], ["y"], name="r"), h.make_node("Reshape", ["x", "s"], ["z"], name="reshape"),
-         h.make_node("Flatten", ["z"], ["w"], name="flat")],
-        [vi("x", T.FLOAT, ["batch", 3]), vi("s", T.INT64, [None])],
-        [vi("y", T.FLOAT, ["batch", 3]), vi("w", T.FLOAT, [None, None])]))
+    model = ir.from_proto(
+        make_model(
+            [
+                h.make_node("Relu", ["x"], ["y"], name="r"),
+                h.make_node("Reshape", ["x", "s"], ["z"], name="reshape"),
+                h.make_node("Flatten", ["z"], ["w"], name="flat"),
+            ],
+            [vi("x", T.FLOAT, ["batch", 3]), vi("s", T.INT64, [None])],
+            [vi("y", T.FLOAT, ["batch", 3]), vi("w", T.FLOAT, [None, None])],
+        )
+    )
     model.graph.node(0).outputs[0].shape = None  # a missing annotation: inference still knows it
     with pytest.raises(PassError) as info:
         AssertStatic()(model)
@@ -76,11 +87,23 @@ def test_dynamic_graph_input_and_unknown_rank():
 def test_staticness_is_proven_by_inference_not_read_from_annotations():
     """A stale static annotation does not make a dynamic tensor static, and a missing one (a
     Constant a pass created) does not make a static tensor unknown."""
-    model = ir.from_proto(make_model(
-        [h.make_node("Constant", [], ["k"], name="k", value=h.make_tensor("k", T.FLOAT, [3], [1, 2, 3])),
-         h.make_node("Add", ["x", "k"], ["y"], name="add"),
-         h.make_node("Relu", ["d"], ["e"], name="relu")],
-        [vi("x", T.FLOAT, [2, 3]), vi("d", T.FLOAT, ["n"])], [vi("y", T.FLOAT, [2, 3]), vi("e", T.FLOAT, [4])]))
+    model = ir.from_proto(
+        make_model(
+            [
+                h.make_node(
+                    "Constant",
+                    [],
+                    ["k"],
+                    name="k",
+                    value=h.make_tensor("k", T.FLOAT, [3], [1, 2, 3]),
+                ),
+                h.make_node("Add", ["x", "k"], ["y"], name="add"),
+                h.make_node("Relu", ["d"], ["e"], name="relu"),
+            ],
+            [vi("x", T.FLOAT, [2, 3]), vi("d", T.FLOAT, ["n"])],
+            [vi("y", T.FLOAT, [2, 3]), vi("e", T.FLOAT, [4])],
+        )
+    )
     k = model.graph.node(0).outputs[0]
     k.shape, k.type = None, None  # as a pass leaves a node it creates
     with pytest.raises(PassError) as info:
@@ -92,22 +115,45 @@ def test_staticness_is_proven_by_inference_not_read_from_annotations():
 
 
 def test_subgraph_tensors_are_checked_and_labelled():
-    branch = h.make_graph([h.make_node("Neg", ["d"], ["neg"], name="b/neg")], "then", [], [vi("neg", T.FLOAT, ["n", 2])])
-    other = h.make_graph([h.make_node("Abs", ["x"], ["abs"], name="e/abs")], "else", [], [vi("abs", T.FLOAT, [3, 2])])
-    model = ir.from_proto(make_model(
-        [h.make_node("If", ["c"], ["y"], name="branch", then_branch=branch, else_branch=other)],
-        [vi("x", T.FLOAT, [3, 2]), vi("d", T.FLOAT, ["n", 2]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [None, 2])]))
-    with pytest.raises(PassError, match=r"tensor 'neg' \[in If 'branch'.then_branch\]: shape \[n, 2\]"):
+    branch = h.make_graph(
+        [h.make_node("Neg", ["d"], ["neg"], name="b/neg")],
+        "then",
+        [],
+        [vi("neg", T.FLOAT, ["n", 2])],
+    )
+    other = h.make_graph(
+        [h.make_node("Abs", ["x"], ["abs"], name="e/abs")], "else", [], [vi("abs", T.FLOAT, [3, 2])]
+    )
+    model = ir.from_proto(
+        make_model(
+            [h.make_node("If", ["c"], ["y"], name="branch", then_branch=branch, else_branch=other)],
+            [vi("x", T.FLOAT, [3, 2]), vi("d", T.FLOAT, ["n", 2]), vi("c", T.BOOL, [])],
+            [vi("y", T.FLOAT, [None, 2])],
+        )
+    )
+    with pytest.raises(
+        PassError, match=r"tensor 'neg' \[in If 'branch'.then_branch\]: shape \[n, 2\]"
+    ):
         AssertStatic()(model)
 
 
 def test_loop_without_constant_trip_count():
-    body = h.make_graph([h.make_node("Identity", ["c_in"], ["c_out"], name="b/c"),
-                         h.make_node("Add", ["v_in", "v_in"], ["v_out"], name="b/add")], "body",
-                        [vi("i", T.INT64, []), vi("c_in", T.BOOL, []), vi("v_in", T.FLOAT, [2])],
-                        [vi("c_out", T.BOOL, []), vi("v_out", T.FLOAT, [2])])
-    model = ir.from_proto(make_model([h.make_node("Loop", ["n", "", "v"], ["out"], body=body, name="loop")],
-                                     [vi("n", T.INT64, []), vi("v", T.FLOAT, [2])], [vi("out", T.FLOAT, [2])]))
+    body = h.make_graph(
+        [
+            h.make_node("Identity", ["c_in"], ["c_out"], name="b/c"),
+            h.make_node("Add", ["v_in", "v_in"], ["v_out"], name="b/add"),
+        ],
+        "body",
+        [vi("i", T.INT64, []), vi("c_in", T.BOOL, []), vi("v_in", T.FLOAT, [2])],
+        [vi("c_out", T.BOOL, []), vi("v_out", T.FLOAT, [2])],
+    )
+    model = ir.from_proto(
+        make_model(
+            [h.make_node("Loop", ["n", "", "v"], ["out"], body=body, name="loop")],
+            [vi("n", T.INT64, []), vi("v", T.FLOAT, [2])],
+            [vi("out", T.FLOAT, [2])],
+        )
+    )
     with pytest.raises(PassError, match="op 'loop': Loop without a constant trip count"):
         AssertStatic()(model)
 
@@ -120,13 +166,18 @@ def test_allow_ops_exempts_the_op_and_what_follows_it():
         AssertStatic(allow_ops=["NonZero"])(model)
     text = str(info.value)
     assert "NonZero" not in text and "tensor 'kept'" not in text
-    assert "TopK with a non-constant k" in text  # k derives from NonZero's output, but TopK itself is not allowed
+    assert (
+        "TopK with a non-constant k" in text
+    )  # k derives from NonZero's output, but TopK itself is not allowed
     AssertStatic(allow_ops=["NonZero", "TopK"])(model)
 
 
 def test_as_a_pipeline_gate():
-    proto = make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, ["n", 3])],
-                       [vi("y", T.FLOAT, ["n", 3])])
+    proto = make_model(
+        [h.make_node("Relu", ["x"], ["y"], name="r")],
+        [vi("x", T.FLOAT, ["n", 3])],
+        [vi("y", T.FLOAT, ["n", 3])],
+    )
     with pytest.raises(PassError, match="tensor 'x'"):
         surgery.apply(proto, [AssertStatic()])
     _model, report = surgery.apply(proto, [FixShapes(shapes="x:2,3"), MakeStatic(), AssertStatic()])
@@ -142,12 +193,20 @@ def _function_model():
         h.make_node("Relu", ["flat"], ["b"], name="fn/relu"),
     ]
     block = h.make_function("local.fn", "Block", ["a"], ["b"], body, [h.make_opsetid("", 17)])
-    picky = h.make_function("local.fn", "Picky", ["a"], ["b"],
-                            [h.make_node("NonZero", ["a"], ["b"], name="fn/nonzero")], [h.make_opsetid("", 17)])
+    picky = h.make_function(
+        "local.fn",
+        "Picky",
+        ["a"],
+        ["b"],
+        [h.make_node("NonZero", ["a"], ["b"], name="fn/nonzero")],
+        [h.make_opsetid("", 17)],
+    )
     return make_model(
         [h.make_node("Block", ["x"], ["y"], domain="local.fn", name="block0")],
-        [vi("x", T.FLOAT, [2, 3])], [vi("y", T.FLOAT, [None])],
-        functions=[block, picky], extra_opsets={"local.fn": 1},
+        [vi("x", T.FLOAT, [2, 3])],
+        [vi("y", T.FLOAT, [None])],
+        functions=[block, picky],
+        extra_opsets={"local.fn": 1},
     )
 
 
@@ -156,8 +215,14 @@ def test_model_local_function_calls_and_their_data_dependent_ops_are_offenders()
     with pytest.raises(PassError) as info:
         AssertStatic()(model)
     text = str(info.value)
-    assert "op 'block0': calls model-local function 'local.fn::Block'" in text and "inline-functions" in text
-    assert "op 'fn/nonzero' [in function local.fn::Picky]: NonZero has a data-dependent output shape" in text
+    assert (
+        "op 'block0': calls model-local function 'local.fn::Block'" in text
+        and "inline-functions" in text
+    )
+    assert (
+        "op 'fn/nonzero' [in function local.fn::Picky]: NonZero has a data-dependent output shape"
+        in text
+    )
     # allowed by name: the call is accepted
     with pytest.raises(PassError) as info:
         AssertStatic(allow_ops=["Block"])(model)
@@ -172,7 +237,9 @@ def test_after_inline_functions_and_make_static_the_function_model_is_static():
     before = ir.from_proto(proto)
     result = MakeStatic()(before)
     assert any("model-local functions remain (local.fn::Block)" in n for n in result.notes)
-    out, report = surgery.apply(proto, [InlineFunctions(), MakeStatic(), AssertStatic()], verify="end")
+    out, report = surgery.apply(
+        proto, [InlineFunctions(), MakeStatic(), AssertStatic()], verify="end"
+    )
     model = ir.from_proto(out)
     assert not model.functions
     assert [tuple(v.shape) for v in model.graph.outputs] == [(6,)]

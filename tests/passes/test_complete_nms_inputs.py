@@ -14,14 +14,22 @@ from surgery.testing import make_model, ort_run, vi
 
 RNG = np.random.default_rng(0)
 CORNERS = RNG.uniform(0, 10, (1, 12, 2)).astype(np.float32)
-BOXES = np.concatenate([CORNERS, CORNERS + RNG.uniform(1, 4, (1, 12, 2)).astype(np.float32)], axis=2)
-SCORES = RNG.uniform(-2, 1, (1, 2, 12)).astype(np.float32)  # negative scores too: no threshold must keep them
+BOXES = np.concatenate(
+    [CORNERS, CORNERS + RNG.uniform(1, 4, (1, 12, 2)).astype(np.float32)], axis=2
+)
+SCORES = RNG.uniform(-2, 1, (1, 2, 12)).astype(
+    np.float32
+)  # negative scores too: no threshold must keep them
 
 
 def _nms(inputs: list[str], inits: dict) -> onnx.ModelProto:
-    return make_model([h.make_node("NonMaxSuppression", inputs, ["sel"], name="/post/NMS", center_point_box=0)],
-                      [vi("boxes", T.FLOAT, [1, 12, 4]), vi("scores", T.FLOAT, [1, 2, 12])], [vi("sel", T.INT64, ["n", 3])],
-                      inits, opset=11)
+    return make_model(
+        [h.make_node("NonMaxSuppression", inputs, ["sel"], name="/post/NMS", center_point_box=0)],
+        [vi("boxes", T.FLOAT, [1, 12, 4]), vi("scores", T.FLOAT, [1, 2, 12])],
+        [vi("sel", T.INT64, ["n", 3])],
+        inits,
+        opset=11,
+    )
 
 
 @pytest.mark.parametrize(
@@ -29,8 +37,14 @@ def _nms(inputs: list[str], inits: dict) -> onnx.ModelProto:
     [
         (["boxes", "scores"], {}),
         (["boxes", "scores", "max"], {"max": np.array([5], np.int64)}),
-        (["boxes", "scores", "max", "iou"], {"max": np.array([20], np.int64), "iou": np.array([0.3], np.float32)}),
-        (["boxes", "scores", "max", "", "st"], {"max": np.array([20], np.int64), "st": np.array([0.1], np.float32)}),
+        (
+            ["boxes", "scores", "max", "iou"],
+            {"max": np.array([20], np.int64), "iou": np.array([0.3], np.float32)},
+        ),
+        (
+            ["boxes", "scores", "max", "", "st"],
+            {"max": np.array([20], np.int64), "st": np.array([0.1], np.float32)},
+        ),
     ],
 )
 def test_all_five_inputs_same_selection(inputs, inits):
@@ -49,8 +63,13 @@ def test_all_five_inputs_same_selection(inputs, inits):
 
 
 def test_missing_score_threshold_filters_nothing():
-    proto = _nms(["boxes", "scores", "max", "iou"], {"max": np.array([12], np.int64), "iou": np.array([1.0], np.float32)})
+    proto = _nms(
+        ["boxes", "scores", "max", "iou"],
+        {"max": np.array([12], np.int64), "iou": np.array([1.0], np.float32)},
+    )
     model = ir.from_proto(proto)
     CompleteNmsInputs()(model)
     selected = ort_run(model, {"boxes": BOXES, "scores": SCORES})["sel"]
-    assert len(selected) == 2 * 12  # iou 1.0 suppresses nothing; every box of every class, negative scores included
+    assert (
+        len(selected) == 2 * 12
+    )  # iou 1.0 suppresses nothing; every box of every class, negative scores included

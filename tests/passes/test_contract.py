@@ -38,30 +38,52 @@ def contract_model() -> onnx.ModelProto:
     w = rng.standard_normal((4, 4)).astype(np.float32)
     then_graph = h.make_graph(
         [
-            h.make_node("MatMul", ["x", "W"], ["t_mm"], name="/then/MatMul"),  # x, W from the outer scope
+            h.make_node(
+                "MatMul", ["x", "W"], ["t_mm"], name="/then/MatMul"
+            ),  # x, W from the outer scope
             h.make_node("Dropout", ["t_mm"], ["t_do"], name="/then/Dropout"),
             h.make_node("Identity", ["t_do"], ["t_out"], name="/then/Identity"),
         ],
-        "then_branch", [], [vi("t_out", T.FLOAT, [1, 4])],
+        "then_branch",
+        [],
+        [vi("t_out", T.FLOAT, [1, 4])],
     )
     else_graph = h.make_graph(
         [
-            h.make_node("Neg", ["relu_out"], ["e_neg"], name="/else/Neg"),  # relu_out from the outer scope
+            h.make_node(
+                "Neg", ["relu_out"], ["e_neg"], name="/else/Neg"
+            ),  # relu_out from the outer scope
             h.make_node("Identity", ["e_neg"], ["e_out"], name="/else/Identity"),
         ],
-        "else_branch", [], [vi("e_out", T.FLOAT, [1, 4])],
+        "else_branch",
+        [],
+        [vi("e_out", T.FLOAT, [1, 4])],
     )
     add_one = h.make_function(
-        "custom", "AddOne", ["a"], ["b"],
-        [h.make_node("Constant", [], ["one"], value=h.make_tensor("one", T.FLOAT, [], [1.0]), name="one"),
-         h.make_node("Add", ["a", "one"], ["b"], name="add")],
+        "custom",
+        "AddOne",
+        ["a"],
+        ["b"],
+        [
+            h.make_node(
+                "Constant", [], ["one"], value=h.make_tensor("one", T.FLOAT, [], [1.0]), name="one"
+            ),
+            h.make_node("Add", ["a", "one"], ["b"], name="add"),
+        ],
         opset_imports=[h.make_opsetid("", 17)],
     )
     nodes = [
         h.make_node("Relu", ["x"], ["relu_out"], name="/main/Relu"),
         h.make_node("ReduceSum", ["x"], ["sum"], name="/main/ReduceSum", keepdims=0),
         h.make_node("Greater", ["sum", "zero"], ["cond"], name="/main/Greater"),
-        h.make_node("If", ["cond"], ["if_out"], name="/main/If", then_branch=then_graph, else_branch=else_graph),
+        h.make_node(
+            "If",
+            ["cond"],
+            ["if_out"],
+            name="/main/If",
+            then_branch=then_graph,
+            else_branch=else_graph,
+        ),
         h.make_node("Dropout", ["if_out", "ratio"], ["do_out"], name="/main/Dropout"),
         h.make_node("Mul", ["do_out", "flag"], ["scaled"], name="/main/Mul"),
         h.make_node("AddOne", ["scaled"], ["y"], name="/main/AddOne", domain="custom"),
@@ -87,11 +109,15 @@ def _assert_fresh_shapes(name: str, model: ir.Model) -> None:
             if value.const_value is not None and value.is_initializer():
                 continue
             assert value.type is not None, f"{name} left '{value.name}' untyped"
-            assert is_static_shape(value.shape), f"{name} left '{value.name}' with shape {value.shape}"
+            assert is_static_shape(value.shape), (
+                f"{name} left '{value.name}' with shape {value.shape}"
+            )
     for function in model.functions.values():
         for node in function:
             if node.op_type == "Constant":
-                assert node.outputs[0].type is not None, f"{name} left constant '{node.outputs[0].name}' untyped"
+                assert node.outputs[0].type is not None, (
+                    f"{name} left constant '{node.outputs[0].name}' untyped"
+                )
 
 
 def _instantiate(name: str):
@@ -99,15 +125,18 @@ def _instantiate(name: str):
     try:
         return cls(**CONTRACT_OPTIONS.get(name, {}))
     except PipelineError as exc:
-        pytest.fail(f"pass '{name}' needs options for the contract test; add them to CONTRACT_OPTIONS ({exc})")
+        pytest.fail(
+            f"pass '{name}' needs options for the contract test; add them to CONTRACT_OPTIONS ({exc})"
+        )
 
 
 @pytest.mark.parametrize("name", registry.names())
 def test_pass_contract(name, tmp_path):
     proto = contract_model()
     feeds = {"x": np.array([[0.5, -1.0, 2.0, 0.25]], np.float32), "flag": np.array(1.0, np.float32)}
-    model, report = surgery.apply(ir.from_proto(proto), [_instantiate(name)], inputs=feeds,
-                                  reproducer_dir=tmp_path / "repro")
+    model, report = surgery.apply(
+        ir.from_proto(proto), [_instantiate(name)], inputs=feeds, reproducer_dir=tmp_path / "repro"
+    )
     step = report.steps[0]
     if step.modified:
         assert step.checker == "ok", step
@@ -117,15 +146,21 @@ def test_pass_contract(name, tmp_path):
     assert model.ir_version == proto.ir_version
     # idempotence: a fresh instance on the result changes nothing
     remaining = {v.name for v in model.graph.inputs}
-    again, report2 = surgery.apply(model, [_instantiate(name)], inputs={k: v for k, v in feeds.items() if k in remaining},
-                                   reproducer_dir=tmp_path / "repro2")
+    again, report2 = surgery.apply(
+        model,
+        [_instantiate(name)],
+        inputs={k: v for k, v in feeds.items() if k in remaining},
+        reproducer_dir=tmp_path / "repro2",
+    )
     assert not report2.steps[0].modified, f"{name} is not idempotent: {report2.steps[0].stats}"
     # names of nodes the pass kept are unchanged: every surviving name was in the original
     original = node_names(proto)
     kept = node_names(again)
     new = kept - original
     for created in new:
-        assert any(created.startswith(o) for o in original) or "/" in created, f"{name} created an unrelated node name {created!r}"
+        assert any(created.startswith(o) for o in original) or "/" in created, (
+            f"{name} created an unrelated node name {created!r}"
+        )
 
 
 def test_every_pass_has_a_summary_and_kebab_name():

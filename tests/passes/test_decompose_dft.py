@@ -18,8 +18,13 @@ RNG = np.random.default_rng(0)
 
 
 def _model(node, inputs, inits, opset):
-    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TP.FLOAT, None)],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        inputs,
+        [helper.make_tensor_value_info("y", TP.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     proto.ir_version = 10
     return onnx.shape_inference.infer_shapes(proto)
@@ -42,7 +47,9 @@ def dft_model(shape, *, opset=17, axis=None, inverse=0, onesided=0, length=None)
     return _model(node, [vi("x", TP.FLOAT, shape)], inits, opset)
 
 
-def stft_model(length=64, channels=1, *, step=4, window="hann", frame_length=None, onesided=None, batch=2):
+def stft_model(
+    length=64, channels=1, *, step=4, window="hann", frame_length=None, onesided=None, batch=2
+):
     inputs, inits = ["x", "step", "", ""], {"step": np.array(step, np.int64)}
     graph_inputs = [vi("x", TP.FLOAT, [batch, length, channels])]
     if window == "hann":
@@ -85,7 +92,10 @@ def check(proto, feeds, rule="decompose-dft"):
         ([2, 8, 10, 2], {}),  # complex input
         ([2, 8, 10, 1], {"onesided": 1}),
         ([2, 8, 10, 2], {"inverse": 1}),
-        ([2, 8, 10, 1], {"axis": 2, "onesided": 1}),  # already next to the complex axis: no Transpose
+        (
+            [2, 8, 10, 1],
+            {"axis": 2, "onesided": 1},
+        ),  # already next to the complex axis: no Transpose
         ([2, 8, 10, 1], {"length": 12, "onesided": 1}),  # zero-padded
         ([2, 8, 10, 1], {"length": 6}),  # truncated
         ([3, 16, 1], {"axis": -2}),
@@ -96,7 +106,11 @@ def check(proto, feeds, rule="decompose-dft"):
 def test_dft_matches_onnxruntime(shape, kwargs):
     model = check(dft_model(shape, **kwargs), {"x": RNG.standard_normal(shape).astype(np.float32)})
     assert op_counts(model)["MatMul"] == 1
-    if kwargs.get("axis") == 2 or (kwargs.get("opset") == 20 and "axis" not in kwargs) or shape == [3, 16, 1]:
+    if (
+        kwargs.get("axis") == 2
+        or (kwargs.get("opset") == 20 and "axis" not in kwargs)
+        or shape == [3, 16, 1]
+    ):
         assert "Transpose" not in op_counts(model)
 
 
@@ -127,7 +141,9 @@ def test_stft_with_a_dynamic_signal_length():
     assert "STFT" not in op_counts(model)
     for n in (40, 97):
         feeds = {"x": RNG.standard_normal((1, n, 1)).astype(np.float32)}
-        np.testing.assert_allclose(ort_run(model, feeds)["y"], ort_run(proto, feeds)["y"], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            ort_run(model, feeds)["y"], ort_run(proto, feeds)["y"], rtol=1e-4, atol=1e-4
+        )
 
 
 def test_what_it_cannot_decompose_is_left_with_a_note():
@@ -157,19 +173,34 @@ def test_dft_matrix_is_the_definition():
 
 def test_inside_an_if_branch():
     inner = stft_model()
-    branch = helper.make_graph(list(inner.graph.node), "then", [], [vi("y", TP.FLOAT, [2, 13, 9, 2])],
-                               list(inner.graph.initializer))
-    other = helper.make_graph([helper.make_node("ConstantOfShape", ["shape"], ["z"])], "else", [],
-                              [vi("z", TP.FLOAT, [2, 13, 9, 2])],
-                              [numpy_helper.from_array(np.array([2, 13, 9, 2], np.int64), "shape")])
-    graph = helper.make_graph([helper.make_node("If", ["c"], ["out"], then_branch=branch, else_branch=other)], "g",
-                              [vi("x", TP.FLOAT, [2, 64, 1]), vi("c", TP.BOOL, [])], [vi("out", TP.FLOAT, [2, 13, 9, 2])])
+    branch = helper.make_graph(
+        list(inner.graph.node),
+        "then",
+        [],
+        [vi("y", TP.FLOAT, [2, 13, 9, 2])],
+        list(inner.graph.initializer),
+    )
+    other = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["shape"], ["z"])],
+        "else",
+        [],
+        [vi("z", TP.FLOAT, [2, 13, 9, 2])],
+        [numpy_helper.from_array(np.array([2, 13, 9, 2], np.int64), "shape")],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["out"], then_branch=branch, else_branch=other)],
+        "g",
+        [vi("x", TP.FLOAT, [2, 64, 1]), vi("c", TP.BOOL, [])],
+        [vi("out", TP.FLOAT, [2, 13, 9, 2])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 10
     feeds = {"x": RNG.standard_normal((2, 64, 1)).astype(np.float32), "c": np.array(True)}
     model = ir.from_proto(proto)
     assert DecomposeDft()(model).stats["rewritten"] == 1 and "STFT" not in op_counts(model)
-    np.testing.assert_allclose(ort_run(model, feeds)["out"], ort_run(proto, feeds)["out"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        ort_run(model, feeds)["out"], ort_run(proto, feeds)["out"], rtol=1e-4, atol=1e-4
+    )
 
 
 def test_through_surgery_apply_and_the_doctor(tmp_path):

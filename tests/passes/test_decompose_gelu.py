@@ -20,8 +20,12 @@ X = np.linspace(-6, 6, 48, dtype=np.float32).reshape(2, 24)
 
 @pytest.mark.parametrize("mode", ["none", "tanh"])
 def test_gelu_op_is_decomposed_exactly(mode):
-    proto = make_model([h.make_node("Gelu", ["x"], ["y"], name="/act/Gelu", approximate=mode)],
-                       [vi("x", T.FLOAT, [2, 24])], [vi("y", T.FLOAT, [2, 24])], opset=20)
+    proto = make_model(
+        [h.make_node("Gelu", ["x"], ["y"], name="/act/Gelu", approximate=mode)],
+        [vi("x", T.FLOAT, [2, 24])],
+        [vi("y", T.FLOAT, [2, 24])],
+        opset=20,
+    )
     ref = ort_run(proto, {"x": X})["y"]
     model = ir.from_proto(proto)
     result = DecomposeGelu()(model)
@@ -36,12 +40,18 @@ def test_gelu_op_is_decomposed_exactly(mode):
 
 
 def test_float16_gelu_keeps_its_type():
-    proto = make_model([h.make_node("Gelu", ["x"], ["y"], name="g")], [vi("x", T.FLOAT16, [2, 24])],
-                       [vi("y", T.FLOAT16, [2, 24])], opset=20)
+    proto = make_model(
+        [h.make_node("Gelu", ["x"], ["y"], name="g")],
+        [vi("x", T.FLOAT16, [2, 24])],
+        [vi("y", T.FLOAT16, [2, 24])],
+        opset=20,
+    )
     model = ir.from_proto(proto)
     DecomposeGelu()(model)
     consts = [n for n in model.graph if n.op_type == "Constant"]
-    assert consts and all(n.attributes["value"].as_tensor().dtype == ir.DataType.FLOAT16 for n in consts)
+    assert consts and all(
+        n.attributes["value"].as_tensor().dtype == ir.DataType.FLOAT16 for n in consts
+    )
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     out = ort_run(model, {"x": X.astype(np.float16)})["y"]
     ref = ort_run(proto, {"x": X.astype(np.float16)})["y"]
@@ -49,7 +59,12 @@ def test_float16_gelu_keeps_its_type():
 
 
 def test_unknown_approximation_is_refused():
-    proto = make_model([h.make_node("Gelu", ["x"], ["y"], name="g")], [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])], opset=20)
+    proto = make_model(
+        [h.make_node("Gelu", ["x"], ["y"], name="g")],
+        [vi("x", T.FLOAT, [2])],
+        [vi("y", T.FLOAT, [2])],
+        opset=20,
+    )
     model = ir.from_proto(proto)
     model.graph.node(0).attributes["approximate"] = ir.AttrString("approximate", "fast")
     with pytest.raises(PassError, match="Gelu 'g' has approximate='fast'"):
@@ -71,8 +86,15 @@ def torch_gelu_opset20() -> onnx.ModelProto:
 
     torch.manual_seed(0)
     f = io.BytesIO()
-    torch.onnx.export(Net().eval(), (torch.from_numpy(X),), f, dynamo=False, opset_version=20,
-                      input_names=["x"], output_names=["y"])
+    torch.onnx.export(
+        Net().eval(),
+        (torch.from_numpy(X),),
+        f,
+        dynamo=False,
+        opset_version=20,
+        input_names=["x"],
+        output_names=["y"],
+    )
     return onnx.load_from_string(f.getvalue())
 
 

@@ -24,9 +24,21 @@ GRID[0, 0, :4] = [[-1, -1], [1, 1], [0, 0], [1, -1]]  # corners and centre exact
 
 def _model(opset: int, mode: str, padding: str, align: int) -> onnx.ModelProto:
     return make_model(
-        [h.make_node("GridSample", ["x", "grid"], ["y"], name="/stn/GridSample", mode=mode, padding_mode=padding,
-                     align_corners=align)],
-        [vi("x", T.FLOAT, [2, 3, 5, 7]), vi("grid", T.FLOAT, [2, 4, 6, 2])], [vi("y", T.FLOAT, [2, 3, 4, 6])], opset=opset)
+        [
+            h.make_node(
+                "GridSample",
+                ["x", "grid"],
+                ["y"],
+                name="/stn/GridSample",
+                mode=mode,
+                padding_mode=padding,
+                align_corners=align,
+            )
+        ],
+        [vi("x", T.FLOAT, [2, 3, 5, 7]), vi("grid", T.FLOAT, [2, 4, 6, 2])],
+        [vi("y", T.FLOAT, [2, 3, 4, 6])],
+        opset=opset,
+    )
 
 
 CASES = [
@@ -51,14 +63,19 @@ def test_matches_gridsample(opset, mode, padding, align):
     assert counts["GatherElements"] == (1 if mode == "nearest" else 4)
     assert all(n.name.startswith("/stn/GridSample/") for n in model.graph)
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
-    np.testing.assert_allclose(ort_run(model, {"x": X, "grid": GRID})["y"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ort_run(model, {"x": X, "grid": GRID})["y"], expected, rtol=1e-5, atol=1e-6
+    )
     assert not DecomposeGridSample()(model).modified
 
 
 def test_float16_image_with_float32_grid():
     proto = make_model(
         [h.make_node("GridSample", ["x", "grid"], ["y"], name="gs", align_corners=1)],
-        [vi("x", T.FLOAT16, [2, 3, 5, 7]), vi("grid", T.FLOAT, [2, 4, 6, 2])], [vi("y", T.FLOAT16, [2, 3, 4, 6])], opset=16)
+        [vi("x", T.FLOAT16, [2, 3, 5, 7]), vi("grid", T.FLOAT, [2, 4, 6, 2])],
+        [vi("y", T.FLOAT16, [2, 3, 4, 6])],
+        opset=16,
+    )
     model = ir.from_proto(proto)
     DecomposeGridSample()(model)
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
@@ -76,7 +93,10 @@ def test_bicubic_is_refused():
 def test_dynamic_shapes_are_refused_with_a_hint():
     proto = make_model(
         [h.make_node("GridSample", ["x", "grid"], ["y"], name="gs")],
-        [vi("x", T.FLOAT, ["n", 3, "h", "w"]), vi("grid", T.FLOAT, ["n", 4, 6, 2])], [vi("y", T.FLOAT, ["n", 3, 4, 6])], opset=16)
+        [vi("x", T.FLOAT, ["n", 3, "h", "w"]), vi("grid", T.FLOAT, ["n", 4, 6, 2])],
+        [vi("y", T.FLOAT, ["n", 3, 4, 6])],
+        opset=16,
+    )
     with pytest.raises(PassError, match=r"dynamic or unknown shape.*fix the input shapes first"):
         DecomposeGridSample()(ir.from_proto(proto))
 
@@ -87,16 +107,28 @@ def test_torch_grid_sample_export():
 
     class Warp(torch.nn.Module):
         def forward(self, img, flow):
-            return torch.nn.functional.grid_sample(img, flow, mode="bilinear", padding_mode="border", align_corners=False)
+            return torch.nn.functional.grid_sample(
+                img, flow, mode="bilinear", padding_mode="border", align_corners=False
+            )
 
     f = io.BytesIO()
-    torch.onnx.export(Warp(), (torch.from_numpy(X), torch.from_numpy(GRID)), f, dynamo=False, opset_version=17,
-                      input_names=["img", "flow"], output_names=["y"])
+    torch.onnx.export(
+        Warp(),
+        (torch.from_numpy(X), torch.from_numpy(GRID)),
+        f,
+        dynamo=False,
+        opset_version=17,
+        input_names=["img", "flow"],
+        output_names=["y"],
+    )
     proto = onnx.load_from_string(f.getvalue())
     assert op_counts(proto)["GridSample"] == 1
     model = ir.from_proto(proto)
     DecomposeGridSample()(model)
     assert "GridSample" not in op_counts(model)
-    expected = torch.nn.functional.grid_sample(torch.from_numpy(X), torch.from_numpy(GRID), padding_mode="border",
-                                               align_corners=False).numpy()
-    np.testing.assert_allclose(ort_run(model, {"img": X, "flow": GRID})["y"], expected, rtol=1e-5, atol=1e-6)
+    expected = torch.nn.functional.grid_sample(
+        torch.from_numpy(X), torch.from_numpy(GRID), padding_mode="border", align_corners=False
+    ).numpy()
+    np.testing.assert_allclose(
+        ort_run(model, {"img": X, "flow": GRID})["y"], expected, rtol=1e-5, atol=1e-6
+    )

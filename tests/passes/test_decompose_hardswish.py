@@ -16,11 +16,20 @@ from surgery.testing import make_model, op_counts, ort_run, vi
 X = np.linspace(-5, 5, 41, dtype=np.float32)
 
 
-@pytest.mark.parametrize("form, ops", [("hardsigmoid", {"HardSigmoid": 1, "Mul": 1}),
-                                       ("relu6", {"Add": 1, "Clip": 1, "Mul": 1, "Div": 1, "Constant": 3})])
+@pytest.mark.parametrize(
+    "form, ops",
+    [
+        ("hardsigmoid", {"HardSigmoid": 1, "Mul": 1}),
+        ("relu6", {"Add": 1, "Clip": 1, "Mul": 1, "Div": 1, "Constant": 3}),
+    ],
+)
 def test_forms_equal_hardswish(form, ops):
-    proto = make_model([h.make_node("HardSwish", ["x"], ["y"], name="/act/HardSwish")], [vi("x", T.FLOAT, [41])],
-                       [vi("y", T.FLOAT, [41])], opset=14)
+    proto = make_model(
+        [h.make_node("HardSwish", ["x"], ["y"], name="/act/HardSwish")],
+        [vi("x", T.FLOAT, [41])],
+        [vi("y", T.FLOAT, [41])],
+        opset=14,
+    )
     expected = ort_run(proto, {"x": X})["y"]
     np.testing.assert_allclose(expected, X * np.clip(X / 6 + 0.5, 0, 1), atol=1e-6)
     model = ir.from_proto(proto)

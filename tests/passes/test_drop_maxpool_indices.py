@@ -20,12 +20,29 @@ X = np.random.default_rng(1).standard_normal((1, 2, 6, 6)).astype(np.float32)
 
 def test_unused_indices_are_dropped():
     proto = make_model(
-        [h.make_node("MaxPool", ["x"], ["y", "idx"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2], storage_order=1)],
-        [vi("x", T.FLOAT, [1, 2, 6, 6])], [vi("y", T.FLOAT, [1, 2, 3, 3])], opset=17)
+        [
+            h.make_node(
+                "MaxPool",
+                ["x"],
+                ["y", "idx"],
+                name="/pool/MaxPool",
+                kernel_shape=[2, 2],
+                strides=[2, 2],
+                storage_order=1,
+            )
+        ],
+        [vi("x", T.FLOAT, [1, 2, 6, 6])],
+        [vi("y", T.FLOAT, [1, 2, 3, 3])],
+        opset=17,
+    )
     model = ir.from_proto(proto)
     assert DropMaxPoolIndices()(model).stats["rewritten"] == 1
     node = model.graph.node(0)
-    assert node.name == "/pool/MaxPool" and len(node.outputs) == 1 and "storage_order" not in node.attributes
+    assert (
+        node.name == "/pool/MaxPool"
+        and len(node.outputs) == 1
+        and "storage_order" not in node.attributes
+    )
     assert list(node.attributes["kernel_shape"].as_ints()) == [2, 2]
     np.testing.assert_array_equal(ort_run(model, {"x": X})["y"], ort_run(proto, {"x": X})["y"])
     assert not DropMaxPoolIndices()(model).modified
@@ -33,8 +50,15 @@ def test_unused_indices_are_dropped():
 
 def test_used_indices_stay():
     proto = make_model(
-        [h.make_node("MaxPool", ["x"], ["y", "idx"], name="mp", kernel_shape=[2, 2], strides=[2, 2])],
-        [vi("x", T.FLOAT, [1, 2, 6, 6])], [vi("y", T.FLOAT, [1, 2, 3, 3]), vi("idx", T.INT64, [1, 2, 3, 3])], opset=17)
+        [
+            h.make_node(
+                "MaxPool", ["x"], ["y", "idx"], name="mp", kernel_shape=[2, 2], strides=[2, 2]
+            )
+        ],
+        [vi("x", T.FLOAT, [1, 2, 6, 6])],
+        [vi("y", T.FLOAT, [1, 2, 3, 3]), vi("idx", T.INT64, [1, 2, 3, 3])],
+        opset=17,
+    )
     result = DropMaxPoolIndices()(ir.from_proto(proto))
     assert not result.modified
     assert "is consumed by a graph output" in result.notes[0]
@@ -56,12 +80,21 @@ def test_torch_return_indices_after_the_indices_output_is_dropped():
             return y * 2, idx
 
     f = io.BytesIO()
-    torch.onnx.export(Net(), (torch.from_numpy(X),), f, dynamo=False, opset_version=17, input_names=["x"],
-                      output_names=["y", "idx"])
+    torch.onnx.export(
+        Net(),
+        (torch.from_numpy(X),),
+        f,
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y", "idx"],
+    )
     model = ir.from_proto(onnx.load_from_string(f.getvalue()))
     model.graph.outputs.pop()  # the user only wants y
     reference = ort_run(model, {"x": X})["y"]
-    model, report = surgery.apply(model, [registry.get("cleanup")(), DropMaxPoolIndices()], inputs={"x": X})
+    model, report = surgery.apply(
+        model, [registry.get("cleanup")(), DropMaxPoolIndices()], inputs={"x": X}
+    )
     step = report.steps[1]
     assert step.modified and step.parity_status == "ok"
     pools = [n for n in model.graph if n.op_type == "MaxPool"]

@@ -21,9 +21,13 @@ RNG = np.random.default_rng(0)
 def _model(eq: str, sa, sb, out_shape, dynamic: bool = False) -> onnx.ModelProto:
     def shape(s, prefix):
         return [f"{prefix}{i}" for i in range(len(s))] if dynamic else s
-    return make_model([h.make_node("Einsum", ["a", "b"], ["y"], equation=eq, name="/attn/Einsum")],
-                      [vi("a", T.FLOAT, shape(sa, "a")), vi("b", T.FLOAT, shape(sb, "b"))],
-                      [vi("y", T.FLOAT, shape(list(out_shape), "y"))], opset=17)
+
+    return make_model(
+        [h.make_node("Einsum", ["a", "b"], ["y"], equation=eq, name="/attn/Einsum")],
+        [vi("a", T.FLOAT, shape(sa, "a")), vi("b", T.FLOAT, shape(sb, "b"))],
+        [vi("y", T.FLOAT, shape(list(out_shape), "y"))],
+        opset=17,
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,13 +68,21 @@ def test_dynamic_batch_dims_are_fine_when_no_group_merges():
     B = RNG.standard_normal((2, 3, 5, 6)).astype(np.float32)
     model = ir.from_proto(_model("bhid,bhjd->bhij", A.shape, B.shape, (2, 3, 4, 5), dynamic=True))
     assert EinsumToMatMul()(model).modified
-    np.testing.assert_allclose(ort_run(model, {"a": A, "b": B})["y"], np.einsum("bhid,bhjd->bhij", A, B), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ort_run(model, {"a": A, "b": B})["y"],
+        np.einsum("bhid,bhjd->bhij", A, B),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("eq, sa, sb, out, reason", [
-    ("ii,ij->j", [3, 3], [3, 4], [4], "repeated letter in 'ii'"),
-    ("...i,...i->...", [2, 3], [2, 3], [2], "ellipsis is not supported"),
-])
+@pytest.mark.parametrize(
+    "eq, sa, sb, out, reason",
+    [
+        ("ii,ij->j", [3, 3], [3, 4], [4], "repeated letter in 'ii'"),
+        ("...i,...i->...", [2, 3], [2, 3], [2], "ellipsis is not supported"),
+    ],
+)
 def test_unsupported_equations_are_left_with_a_reason(eq, sa, sb, out, reason):
     model = ir.from_proto(_model(eq, sa, sb, out))
     result = EinsumToMatMul()(model)
@@ -94,9 +106,19 @@ def test_torch_einsum_attention():
 
     q, k, v = (torch.randn(1, 2, 4, 8) for _ in range(3))
     f = io.BytesIO()
-    torch.onnx.export(Attn(), (q, k, v), f, dynamo=False, opset_version=17, input_names=["q", "k", "v"], output_names=["y"])
+    torch.onnx.export(
+        Attn(),
+        (q, k, v),
+        f,
+        dynamo=False,
+        opset_version=17,
+        input_names=["q", "k", "v"],
+        output_names=["y"],
+    )
     model = ir.from_proto(onnx.load_from_string(f.getvalue()))
     assert EinsumToMatMul()(model).stats["rewritten"] == 2
     assert "Einsum" not in op_counts(model)
     feeds = {"q": q.numpy(), "k": k.numpy(), "v": v.numpy()}
-    np.testing.assert_allclose(ort_run(model, feeds)["y"], Attn()(q, k, v).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ort_run(model, feeds)["y"], Attn()(q, k, v).numpy(), rtol=1e-5, atol=1e-5
+    )

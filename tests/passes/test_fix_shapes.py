@@ -30,7 +30,9 @@ def two_input_model(x_shape=("batch", 3, "h", "w"), y_shape=("batch", 10)):
 
 
 def _shapes(model: ir.Model) -> dict[str, list]:
-    return {v.name: [d if isinstance(d, int) else d.value for d in v.shape] for v in model.graph.inputs}
+    return {
+        v.name: [d if isinstance(d, int) else d.value for d in v.shape] for v in model.graph.inputs
+    }
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,9 @@ def test_minus_one_in_spec_keeps_the_dim():
 def test_dynamo_expression_dims_are_evaluated():
     model = ir.from_proto(two_input_model())
     # what torch's dynamo exporter writes for intermediate tensors
-    model.graph.node(0).outputs[0].shape = ir.Shape(["batch", ir.SymbolicDim("3*((((h - 1)//8)) + 1)")])
+    model.graph.node(0).outputs[0].shape = ir.Shape(
+        ["batch", ir.SymbolicDim("3*((((h - 1)//8)) + 1)")]
+    )
     FixShapes(dims={"batch": 2, "h": 17, "w": 17})(model)
     assert list(model.graph.node(0).outputs[0].shape) == [2, 9]
 
@@ -135,8 +139,14 @@ def test_idempotent_and_outputs_unchanged():
     FixShapes(shapes="x:2,3,8,8;y:2,10;s:")(model)
     assert not FixShapes(shapes="x:2,3,8,8;y:2,10;s:")(model).modified
     rng = np.random.default_rng(0)
-    feeds = {"x": rng.random((2, 3, 8, 8), np.float32), "y": rng.random((2, 10), np.float32), "s": np.array(2.0, np.float32)}
-    np.testing.assert_allclose(ort_run(model, feeds)["out"], ort_run(proto, feeds)["out"], rtol=1e-6)
+    feeds = {
+        "x": rng.random((2, 3, 8, 8), np.float32),
+        "y": rng.random((2, 10), np.float32),
+        "s": np.array(2.0, np.float32),
+    }
+    np.testing.assert_allclose(
+        ort_run(model, feeds)["out"], ort_run(proto, feeds)["out"], rtol=1e-6
+    )
 
 
 def test_spec_helpers():

@@ -35,8 +35,12 @@ def gelu_tanh(x):
 @pytest.mark.parametrize("to", ["tanh", "exact"])
 def test_gelu_op_switches_mode(to):
     start = "none" if to == "tanh" else "tanh"
-    proto = make_model([h.make_node("Gelu", ["x"], ["y"], name="g", approximate=start)], [vi("x", T.FLOAT, [2, 20])],
-                       [vi("y", T.FLOAT, [2, 20])], opset=20)
+    proto = make_model(
+        [h.make_node("Gelu", ["x"], ["y"], name="g", approximate=start)],
+        [vi("x", T.FLOAT, [2, 20])],
+        [vi("y", T.FLOAT, [2, 20])],
+        opset=20,
+    )
     model = ir.from_proto(proto)
     assert GeluApprox(to=to)(model).stats["rewritten"] == 1
     assert [n.name for n in model.graph] == ["g"]
@@ -55,10 +59,25 @@ def torch_gelus() -> dict[str, onnx.ModelProto]:
 
     out = {}
     f = io.BytesIO()
-    torch.onnx.export(Both(), (torch.from_numpy(X),), f, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
+    torch.onnx.export(
+        Both(),
+        (torch.from_numpy(X),),
+        f,
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+    )
     out["legacy"] = onnx.load_from_string(f.getvalue())
-    out["dynamo"] = torch.onnx.export(Both(), (torch.from_numpy(X),), dynamo=True, opset_version=17,
-                                      input_names=["x"], output_names=["y"], verbose=False).model_proto
+    out["dynamo"] = torch.onnx.export(
+        Both(),
+        (torch.from_numpy(X),),
+        dynamo=True,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+        verbose=False,
+    ).model_proto
     return out
 
 
@@ -79,7 +98,12 @@ def test_decomposed_torch_forms(torch_gelus, exporter, to):
 
 
 def test_our_own_decomposition_is_recognised():
-    proto = make_model([h.make_node("Gelu", ["x"], ["y"], name="g")], [vi("x", T.FLOAT, [2, 20])], [vi("y", T.FLOAT, [2, 20])], opset=20)
+    proto = make_model(
+        [h.make_node("Gelu", ["x"], ["y"], name="g")],
+        [vi("x", T.FLOAT, [2, 20])],
+        [vi("y", T.FLOAT, [2, 20])],
+        opset=20,
+    )
     model = ir.from_proto(proto)
     DecomposeGelu()(model)
     assert GeluApprox(to="tanh")(model).stats["rewritten"] == 1
@@ -87,7 +111,12 @@ def test_our_own_decomposition_is_recognised():
 
 
 def test_deviation_is_reported_not_failed():
-    proto = make_model([h.make_node("Gelu", ["x"], ["y"], name="g")], [vi("x", T.FLOAT, [2, 20])], [vi("y", T.FLOAT, [2, 20])], opset=20)
+    proto = make_model(
+        [h.make_node("Gelu", ["x"], ["y"], name="g")],
+        [vi("x", T.FLOAT, [2, 20])],
+        [vi("y", T.FLOAT, [2, 20])],
+        opset=20,
+    )
     _, report = surgery.apply(proto, [GeluApprox(to="tanh")], inputs={"x": X})
     step = report.steps[0]
     assert step.modified and step.parity_status == "deviation reported"

@@ -32,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_builders():
-    spec = importlib.util.spec_from_file_location("static_models", ROOT / "examples" / "10_static_shapes" / "build_models.py")
+    spec = importlib.util.spec_from_file_location(
+        "static_models", ROOT / "examples" / "10_static_shapes" / "build_models.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
@@ -62,7 +64,9 @@ def _gated(proto, passes, verify=None):
             assert diff.max_abs <= 1e-4, (step.name, diff)
     assert report.ok
     if verify == "end":
-        assert report.final_checks and all("ok" in c for c in report.final_checks), report.final_checks
+        assert report.final_checks and all("ok" in c for c in report.final_checks), (
+            report.final_checks
+        )
     return model, report
 
 
@@ -87,7 +91,9 @@ def test_yolo_dynamo_expression_dims(torch_models):
     proto = torch_models["yolo"]
     dims = [d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim]
     assert "//" in dims[2] and "height" in dims[2]  # dynamo's expression dims
-    model, report = _gated(proto, [FixShapes(shapes="images:1,3,160,224"), MakeStatic(), AssertStatic()])
+    model, report = _gated(
+        proto, [FixShapes(shapes="images:1,3,160,224"), MakeStatic(), AssertStatic()]
+    )
     _assert_all_static(model)
     # 20*28 + 10*14 + 5*7 anchors
     assert list(model.graph.outputs[0].shape) == [1, 6, 735]
@@ -119,11 +125,15 @@ def test_transformer_shape_gather_concat_reshape(torch_models, kind):
     before = op_counts(proto)
     if kind == "legacy":
         assert before["Shape"] >= 2 and before["Concat"] >= 2  # Shape→Gather→Concat→Reshape chains
-    model, _report = _gated(proto, [FixShapes(dims={"batch": 3, "seq": 5}), MakeStatic(), AssertStatic()])
+    model, _report = _gated(
+        proto, [FixShapes(dims={"batch": 3, "seq": 5}), MakeStatic(), AssertStatic()]
+    )
     _assert_all_static(model)
     after = op_counts(model)
     assert after["Shape"] == 0 and after["Concat"] == 0
-    assert after["Reshape"] == before["Reshape"]  # the data reshapes stay, their targets are constants
+    assert (
+        after["Reshape"] == before["Reshape"]
+    )  # the data reshapes stay, their targets are constants
     assert list(model.graph.outputs[0].shape) == [3, 5, 16]
     feeds = {"x": np.random.default_rng(1).random((3, 5, 16), dtype=np.float32)}
     _parity(proto, model, feeds)
@@ -136,9 +146,14 @@ def test_transformer_shape_gather_concat_reshape(torch_models, kind):
 def test_paddle_minus_one_dims_and_constant_nodes():
     proto = B.paddle(blocks=40)
     assert op_counts(proto)["Constant"] >= 300
-    shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    shape = [
+        d.dim_value if d.HasField("dim_value") else d.dim_param
+        for d in proto.graph.input[0].type.tensor_type.shape.dim
+    ]
     assert shape == [-1, 3, "?", "?"]
-    model, report = _gated(proto, [FixShapes(dims={"x[0]": 1, "x[2]": 24, "x[3]": 32}), MakeStatic(), AssertStatic()])
+    model, report = _gated(
+        proto, [FixShapes(dims={"x[0]": 1, "x[2]": 24, "x[3]": 32}), MakeStatic(), AssertStatic()]
+    )
     _assert_all_static(model)
     counts = op_counts(model)
     assert counts["Shape"] == 0 and counts["Slice"] == 0 and counts["Concat"] == 0
@@ -154,8 +169,11 @@ def test_paddle_minus_one_dims_and_constant_nodes():
 
 def _vad_feeds(sr: int, samples: int = 512):
     rng = np.random.default_rng(3)
-    return {"input": rng.random((1, samples), dtype=np.float32), "sr": np.array(sr, np.int64),
-            "state": rng.random((2, 1, 16), dtype=np.float32)}
+    return {
+        "input": rng.random((1, samples), dtype=np.float32),
+        "sr": np.array(sr, np.int64),
+        "state": rng.random((2, 1, 16), dtype=np.float32),
+    }
 
 
 def test_pitfall3_fixing_vad_shapes_alone_breaks_ort_load():
@@ -165,10 +183,17 @@ def test_pitfall3_fixing_vad_shapes_alone_breaks_ort_load():
         ort_run(model, _vad_feeds(16000))
 
 
-@pytest.mark.parametrize("sr, taken", [(16000, {"MatMul": 2, "Tanh": 1}), (8000, {"Slice": 1, "Neg": 1})])
+@pytest.mark.parametrize(
+    "sr, taken", [(16000, {"MatMul": 2, "Tanh": 1}), (8000, {"Slice": 1, "Neg": 1})]
+)
 def test_vad_nested_ifs_are_inlined(sr, taken):
     proto = B.vad()
-    passes = [PinInputs(values={"sr": sr}), FixShapes(shapes="input:1,512;state:2,1,16"), MakeStatic(), AssertStatic()]
+    passes = [
+        PinInputs(values={"sr": sr}),
+        FixShapes(shapes="input:1,512;state:2,1,16"),
+        MakeStatic(),
+        AssertStatic(),
+    ]
     # fix-shapes alone makes the untaken branch ill-typed, so gates run once the Ifs are gone
     model, report = _gated(proto, passes, verify="end")
     counts = op_counts(model)
@@ -238,15 +263,23 @@ def _tied_embedding_model(vocab=64, dim=32, out=8):
             h.make_node("MatMul", ["tok", "emb_t"], ["logits"], name="lm_head"),
             h.make_node("Transpose", ["proj"], ["proj_t"], perm=[1, 0], name="proj/transpose"),
             h.make_node("MatMul", ["logits", "proj_t"], ["out"], name="proj"),
-            h.make_node("ConstantOfShape", ["big_shape"], ["big"], name="big",
-                        value=onnx.numpy_helper.from_array(np.ones(1, np.float32))),
+            h.make_node(
+                "ConstantOfShape",
+                ["big_shape"],
+                ["big"],
+                name="big",
+                value=onnx.numpy_helper.from_array(np.ones(1, np.float32)),
+            ),
             h.make_node("ReduceSum", ["big"], ["big_sum"], keepdims=0, name="big_sum"),
             h.make_node("Add", ["out", "big_sum"], ["y"], name="add"),
         ],
         [vi("ids", T.INT64, ["n"])],
         [vi("y", T.FLOAT, ["n", out])],
-        {"emb": rng.random((vocab, dim), dtype=np.float32), "proj": rng.random((out, vocab), dtype=np.float32),
-         "big_shape": np.array([1024, 512], np.int64)},
+        {
+            "emb": rng.random((vocab, dim), dtype=np.float32),
+            "proj": rng.random((out, vocab), dtype=np.float32),
+            "big_shape": np.array([1024, 512], np.int64),
+        },
     )
 
 
@@ -286,18 +319,36 @@ def test_size_limit_default_folds_small_things_and_reports_growth():
 
 def test_non_constant_if_keeps_branches_but_makes_them_static():
     then_g = h.make_graph(
-        [h.make_node("Shape", ["x"], ["s_t"], name="t/shape"),
-         h.make_node("Concat", ["s_t", "one"], ["tgt_t"], axis=0, name="t/cat"),
-         h.make_node("Reshape", ["x", "tgt_t"], ["r_t"], name="t/reshape")],
-        "then", [], [vi("r_t", T.FLOAT, None)])
-    else_g = h.make_graph([h.make_node("Unsqueeze", ["x", "neg1"], ["r_e"], name="e/unsqueeze")], "else", [],
-                          [vi("r_e", T.FLOAT, None)])
+        [
+            h.make_node("Shape", ["x"], ["s_t"], name="t/shape"),
+            h.make_node("Concat", ["s_t", "one"], ["tgt_t"], axis=0, name="t/cat"),
+            h.make_node("Reshape", ["x", "tgt_t"], ["r_t"], name="t/reshape"),
+        ],
+        "then",
+        [],
+        [vi("r_t", T.FLOAT, None)],
+    )
+    else_g = h.make_graph(
+        [h.make_node("Unsqueeze", ["x", "neg1"], ["r_e"], name="e/unsqueeze")],
+        "else",
+        [],
+        [vi("r_e", T.FLOAT, None)],
+    )
     proto = make_model(
-        [h.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="sum"),
-         h.make_node("Greater", ["total", "zero"], ["positive"], name="positive"),
-         h.make_node("If", ["positive"], ["y"], name="if_sign", then_branch=then_g, else_branch=else_g)],
-        [vi("x", T.FLOAT, ["n", 3])], [vi("y", T.FLOAT, [None, None, None])],
-        {"one": np.array([1], np.int64), "neg1": np.array([-1], np.int64), "zero": np.array(0, np.float32)},
+        [
+            h.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="sum"),
+            h.make_node("Greater", ["total", "zero"], ["positive"], name="positive"),
+            h.make_node(
+                "If", ["positive"], ["y"], name="if_sign", then_branch=then_g, else_branch=else_g
+            ),
+        ],
+        [vi("x", T.FLOAT, ["n", 3])],
+        [vi("y", T.FLOAT, [None, None, None])],
+        {
+            "one": np.array([1], np.int64),
+            "neg1": np.array([-1], np.int64),
+            "zero": np.array(0, np.float32),
+        },
     )
     model = ir.from_proto(proto)
     FixShapes(shapes="x:2,3")(model)
@@ -312,17 +363,20 @@ def test_non_constant_if_keeps_branches_but_makes_them_static():
 
 def _loop_model():
     body = h.make_graph(
-        [h.make_node("Cast", ["i"], ["fi"], to=T.FLOAT, name="b/cast"),
-         h.make_node("Add", ["acc_in", "fi"], ["acc_out"], name="b/add"),
-         h.make_node("Mul", ["acc_out", "x"], ["scan_out"], name="b/mul"),
-         h.make_node("Identity", ["cond_in"], ["cond_out"], name="b/cond")],
+        [
+            h.make_node("Cast", ["i"], ["fi"], to=T.FLOAT, name="b/cast"),
+            h.make_node("Add", ["acc_in", "fi"], ["acc_out"], name="b/add"),
+            h.make_node("Mul", ["acc_out", "x"], ["scan_out"], name="b/mul"),
+            h.make_node("Identity", ["cond_in"], ["cond_out"], name="b/cond"),
+        ],
         "body",
         [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc_in", T.FLOAT, [2])],
         [vi("cond_out", T.BOOL, []), vi("acc_out", T.FLOAT, [2]), vi("scan_out", T.FLOAT, [2])],
     )
     return make_model(
         [h.make_node("Loop", ["trip", "", "x"], ["acc", "scans"], body=body, name="loop")],
-        [vi("x", T.FLOAT, [2])], [vi("acc", T.FLOAT, [2]), vi("scans", T.FLOAT, [None, 2])],
+        [vi("x", T.FLOAT, [2])],
+        [vi("acc", T.FLOAT, [2]), vi("scans", T.FLOAT, [None, 2])],
         {"trip": np.array(3, np.int64)},
     )
 
@@ -349,7 +403,8 @@ def test_loop_unrolling_with_constant_trip_count():
 def test_stale_output_annotation_is_rebuilt():
     proto = make_model(
         [h.make_node("Transpose", ["x"], ["y"], perm=[1, 0], name="t")],
-        [vi("x", T.FLOAT, ["n", 4])], [vi("y", T.FLOAT, ["n", 4])],  # wrong: the exporter's stale guess
+        [vi("x", T.FLOAT, ["n", 4])],
+        [vi("y", T.FLOAT, ["n", 4])],  # wrong: the exporter's stale guess
     )
     model = ir.from_proto(proto)
     FixShapes(shapes="x:2,4")(model)
@@ -360,8 +415,15 @@ def test_stale_output_annotation_is_rebuilt():
 
 def _chain(blocks: int):
     """x → blocks × (Shape → Gather → Div → Unsqueeze → Concat → Reshape); Div defeats data propagation."""
-    nodes, inits = [], {"i1": np.array(1, np.int64), "two": np.array(2, np.int64), "ax": np.array([0], np.int64),
-                        "lead": np.array([2], np.int64)}
+    nodes, inits = (
+        [],
+        {
+            "i1": np.array(1, np.int64),
+            "two": np.array(2, np.int64),
+            "ax": np.array([0], np.int64),
+            "lead": np.array([2], np.int64),
+        },
+    )
     cur = "x"
     for b in range(blocks):
         nodes += [
@@ -400,9 +462,11 @@ def test_bad_options():
 def test_growing_loop_carried_shapes_are_not_folded():
     """onnx infers a Loop body from the carried values' initial shapes: Shape of a growing tensor must stay."""
     body = h.make_graph(
-        [h.make_node("Concat", ["acc_in", "one_f"], ["acc_out"], axis=0, name="b/grow"),
-         h.make_node("Shape", ["acc_out"], ["len"], name="b/shape"),
-         h.make_node("Identity", ["cond_in"], ["cond_out"], name="b/cond")],
+        [
+            h.make_node("Concat", ["acc_in", "one_f"], ["acc_out"], axis=0, name="b/grow"),
+            h.make_node("Shape", ["acc_out"], ["len"], name="b/shape"),
+            h.make_node("Identity", ["cond_in"], ["cond_out"], name="b/cond"),
+        ],
         "body",
         # the exporter's trace-time annotation: the first iteration's shape
         [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc_in", T.FLOAT, [1])],
@@ -410,7 +474,8 @@ def test_growing_loop_carried_shapes_are_not_folded():
     )
     proto = make_model(
         [h.make_node("Loop", ["trip", "", "x"], ["acc", "lens"], body=body, name="loop")],
-        [vi("x", T.FLOAT, [1])], [vi("acc", T.FLOAT, [None]), vi("lens", T.INT64, [None, 1])],
+        [vi("x", T.FLOAT, [1])],
+        [vi("acc", T.FLOAT, [None]), vi("lens", T.INT64, [None, 1])],
         {"trip": np.array(3, np.int64), "one_f": np.array([1.0], np.float32)},
     )
     model = ir.from_proto(proto)
@@ -443,7 +508,10 @@ def test_folded_chains_materialize_only_their_surviving_constants():
     assert folder.sweep()
     assert not folder.sweep()  # idempotent
     assert sorted(model.graph.initializers) == [f"t{b}" for b in range(blocks)]
-    assert all(model.graph.initializers[f"t{b}"].const_value.numpy().tolist() == [2, 6] for b in range(blocks))
+    assert all(
+        model.graph.initializers[f"t{b}"].const_value.numpy().tolist() == [2, 6]
+        for b in range(blocks)
+    )
     assert folder.stats.bytes_added == blocks * 16  # one int64[2] per block, nothing intermediate
     assert folder.stats.bytes_freed == 4 * 8  # the four scalar/[1] int64 inputs of the chains
     assert folder.stats.folded_nodes + folder.stats.shape_ops_folded == 6 * blocks
@@ -452,21 +520,40 @@ def test_folded_chains_materialize_only_their_surviving_constants():
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)}
     _parity(proto, model, feeds)
 
-    then_branch = h.make_graph([
-        h.make_node("Shape", ["x"], ["ts"], name="t_shape"),
-        h.make_node("Gather", ["ts", "one"], ["td"], axis=0, name="t_gather"),
-        h.make_node("Mul", ["td", "two"], ["tm"], name="t_mul"),
-        h.make_node("Unsqueeze", ["tm", "ax"], ["tu"], name="t_unsq"),
-        h.make_node("Concat", ["one1", "tu"], ["tt"], axis=0, name="t_cat"),
-        h.make_node("Reshape", ["x", "tt"], ["t_out"], name="t_reshape"),
-    ], "then", [], [h.make_tensor_value_info("t_out", T.FLOAT, None)])
-    else_branch = h.make_graph([h.make_node("Reshape", ["x", "flat"], ["e_out"], name="e_reshape")], "else", [],
-                               [h.make_tensor_value_info("e_out", T.FLOAT, None)])
+    then_branch = h.make_graph(
+        [
+            h.make_node("Shape", ["x"], ["ts"], name="t_shape"),
+            h.make_node("Gather", ["ts", "one"], ["td"], axis=0, name="t_gather"),
+            h.make_node("Mul", ["td", "two"], ["tm"], name="t_mul"),
+            h.make_node("Unsqueeze", ["tm", "ax"], ["tu"], name="t_unsq"),
+            h.make_node("Concat", ["one1", "tu"], ["tt"], axis=0, name="t_cat"),
+            h.make_node("Reshape", ["x", "tt"], ["t_out"], name="t_reshape"),
+        ],
+        "then",
+        [],
+        [h.make_tensor_value_info("t_out", T.FLOAT, None)],
+    )
+    else_branch = h.make_graph(
+        [h.make_node("Reshape", ["x", "flat"], ["e_out"], name="e_reshape")],
+        "else",
+        [],
+        [h.make_tensor_value_info("e_out", T.FLOAT, None)],
+    )
     proto = make_model(
-        [h.make_node("If", ["c"], ["y"], name="if", then_branch=then_branch, else_branch=else_branch)],
-        [vi("x", T.FLOAT, [2, "n"]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [None, None])],
-        {"one": np.array(1, np.int64), "two": np.array(2, np.int64), "ax": np.array([0], np.int64),
-         "one1": np.array([1], np.int64), "flat": np.array([1, -1], np.int64)},
+        [
+            h.make_node(
+                "If", ["c"], ["y"], name="if", then_branch=then_branch, else_branch=else_branch
+            )
+        ],
+        [vi("x", T.FLOAT, [2, "n"]), vi("c", T.BOOL, [])],
+        [vi("y", T.FLOAT, [None, None])],
+        {
+            "one": np.array(1, np.int64),
+            "two": np.array(2, np.int64),
+            "ax": np.array([0], np.int64),
+            "one1": np.array([1], np.int64),
+            "flat": np.array([1, -1], np.int64),
+        },
     )
     model = ir.from_proto(proto)
     FixShapes(shapes="x:2,6")(model)
@@ -487,18 +574,27 @@ def _scan_model(length: int = 5, *, reverse: bool = False) -> onnx.ModelProto:
     state ``acc`` [2]; scan inputs ``a`` [T, 2] (axis 0) and ``b`` [2, T] (axis 1, optionally
     reversed); scan outputs stacked on axis 0 and on axis -1 (optionally reversed)."""
     body = h.make_graph(
-        [h.make_node("Add", ["acc_in", "a_t"], ["s"], name="b/add"),
-         h.make_node("Mul", ["s", "b_t"], ["acc_out"], name="b/mul"),
-         h.make_node("Neg", ["acc_out"], ["y_t"], name="b/neg"),
-         h.make_node("Identity", ["a_t"], ["z_t"], name="b/id")],
+        [
+            h.make_node("Add", ["acc_in", "a_t"], ["s"], name="b/add"),
+            h.make_node("Mul", ["s", "b_t"], ["acc_out"], name="b/mul"),
+            h.make_node("Neg", ["acc_out"], ["y_t"], name="b/neg"),
+            h.make_node("Identity", ["a_t"], ["z_t"], name="b/id"),
+        ],
         "body",
         [vi("acc_in", T.FLOAT, [2]), vi("a_t", T.FLOAT, [2]), vi("b_t", T.FLOAT, [2])],
         [vi("acc_out", T.FLOAT, [2]), vi("y_t", T.FLOAT, [2]), vi("z_t", T.FLOAT, [2])],
     )
     scan = h.make_node(
-        "Scan", ["acc0", "a", "b"], ["acc", "ys", "zs"], body=body, num_scan_inputs=2, name="scan",
-        scan_input_axes=[0, 1], scan_input_directions=[0, 1 if reverse else 0],
-        scan_output_axes=[0, -1], scan_output_directions=[0, 1 if reverse else 0],
+        "Scan",
+        ["acc0", "a", "b"],
+        ["acc", "ys", "zs"],
+        body=body,
+        num_scan_inputs=2,
+        name="scan",
+        scan_input_axes=[0, 1],
+        scan_input_directions=[0, 1 if reverse else 0],
+        scan_output_axes=[0, -1],
+        scan_output_directions=[0, 1 if reverse else 0],
     )
     return make_model(
         [scan],
@@ -509,9 +605,11 @@ def _scan_model(length: int = 5, *, reverse: bool = False) -> onnx.ModelProto:
 
 def _scan_feeds(length: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
-    return {"acc0": rng.standard_normal(2).astype(np.float32),
-            "a": rng.standard_normal((length, 2)).astype(np.float32),
-            "b": rng.uniform(0.5, 1.0, (2, length)).astype(np.float32)}
+    return {
+        "acc0": rng.standard_normal(2).astype(np.float32),
+        "a": rng.standard_normal((length, 2)).astype(np.float32),
+        "b": rng.uniform(0.5, 1.0, (2, length)).astype(np.float32),
+    }
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -539,9 +637,16 @@ def test_scan_of_98_steps_is_unrolled_verified_and_assert_static_refuses_a_kept_
     proto = _scan_model(98)
     with pytest.raises(PassError, match=r"op 'scan'.*Scan left in the model"):
         surgery.apply(ir.from_proto(proto), [MakeStatic(), AssertStatic()], inputs=_scan_feeds(98))
-    model, report = surgery.apply(ir.from_proto(proto), [MakeStatic(unroll_loops=True, max_unroll=128), AssertStatic()],
-                                  inputs=_scan_feeds(98))
-    assert report.ok and report.steps[0].parity_status == "ok" and report.steps[0].stats["scans_unrolled"] == 1
+    model, report = surgery.apply(
+        ir.from_proto(proto),
+        [MakeStatic(unroll_loops=True, max_unroll=128), AssertStatic()],
+        inputs=_scan_feeds(98),
+    )
+    assert (
+        report.ok
+        and report.steps[0].parity_status == "ok"
+        and report.steps[0].stats["scans_unrolled"] == 1
+    )
     assert op_counts(model)["Scan"] == 0 and op_counts(model)["Mul"] == 98
     _parity(proto, model, _scan_feeds(98))
 
@@ -559,11 +664,17 @@ def test_gather_elements_of_constants_folds_when_indices_are_smaller_than_data()
     buffer[0, 3] = 1
     idx = np.arange(16, dtype=np.int64).reshape(1, 16)
     table = np.arange(8, dtype=np.float32).reshape(2, 4)
-    nodes = [h.make_node("GatherElements", ["buffer", "idx"], ["types"], name="token_types", axis=1),
-             h.make_node("Gather", ["table", "types"], ["emb"], name="type_embedding"),
-             h.make_node("Add", ["x", "emb"], ["y"], name="add")]
-    proto = make_model(nodes, [vi("x", T.FLOAT, [1, 16, 4])], [vi("y", T.FLOAT, [1, 16, 4])],
-                       {"buffer": buffer, "idx": idx, "table": table})
+    nodes = [
+        h.make_node("GatherElements", ["buffer", "idx"], ["types"], name="token_types", axis=1),
+        h.make_node("Gather", ["table", "types"], ["emb"], name="type_embedding"),
+        h.make_node("Add", ["x", "emb"], ["y"], name="add"),
+    ]
+    proto = make_model(
+        nodes,
+        [vi("x", T.FLOAT, [1, 16, 4])],
+        [vi("y", T.FLOAT, [1, 16, 4])],
+        {"buffer": buffer, "idx": idx, "table": table},
+    )
     model = ir.from_proto(proto)
     MakeStatic()(model)
     assert op_counts(model) == {"Add": 1}

@@ -20,8 +20,12 @@ X = np.random.default_rng(0).standard_normal((1, 2, 7, 7)).astype(np.float32)
 
 
 def _pool(op: str, out_hw: int, **attrs) -> onnx.ModelProto:
-    return make_model([h.make_node(op, ["x"], ["y"], name="/pool/MaxPool", **attrs)], [vi("x", T.FLOAT, [1, 2, 7, 7])],
-                      [vi("y", T.FLOAT, [1, 2, out_hw, out_hw])], opset=17)
+    return make_model(
+        [h.make_node(op, ["x"], ["y"], name="/pool/MaxPool", **attrs)],
+        [vi("x", T.FLOAT, [1, 2, 7, 7])],
+        [vi("y", T.FLOAT, [1, 2, out_hw, out_hw])],
+        opset=17,
+    )
 
 
 @pytest.mark.parametrize(
@@ -41,7 +45,9 @@ def test_equals_an_averagepool_over_the_same_windows(attrs, out_hw, include_pad)
     node = model.graph.node(0)
     assert node.name == "/pool/MaxPool/AveragePool"
     assert node.attributes["count_include_pad"].as_int() == int(include_pad)
-    expected = ort_run(_pool("AveragePool", out_hw, count_include_pad=int(include_pad), **attrs), {"x": X})["y"]
+    expected = ort_run(
+        _pool("AveragePool", out_hw, count_include_pad=int(include_pad), **attrs), {"x": X}
+    )["y"]
     np.testing.assert_allclose(ort_run(model, {"x": X})["y"], expected, rtol=1e-6)
     assert not MaxPoolToAvgPool()(model).modified
 
@@ -58,11 +64,30 @@ def test_default_ignores_padding_like_maxpool_does():
 def test_consumed_indices_are_refused_naming_the_consumer():
     proto = make_model(
         [
-            h.make_node("MaxPool", ["x"], ["y", "idx"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
-            h.make_node("MaxUnpool", ["y", "idx"], ["z"], name="/unpool/MaxUnpool", kernel_shape=[2, 2], strides=[2, 2]),
+            h.make_node(
+                "MaxPool",
+                ["x"],
+                ["y", "idx"],
+                name="/pool/MaxPool",
+                kernel_shape=[2, 2],
+                strides=[2, 2],
+            ),
+            h.make_node(
+                "MaxUnpool",
+                ["y", "idx"],
+                ["z"],
+                name="/unpool/MaxUnpool",
+                kernel_shape=[2, 2],
+                strides=[2, 2],
+            ),
         ],
-        [vi("x", T.FLOAT, [1, 2, 6, 6])], [vi("z", T.FLOAT, [1, 2, 6, 6])], opset=17)
-    with pytest.raises(PassError, match=r"MaxPool '/pool/MaxPool'.*consumed by MaxUnpool '/unpool/MaxUnpool'"):
+        [vi("x", T.FLOAT, [1, 2, 6, 6])],
+        [vi("z", T.FLOAT, [1, 2, 6, 6])],
+        opset=17,
+    )
+    with pytest.raises(
+        PassError, match=r"MaxPool '/pool/MaxPool'.*consumed by MaxUnpool '/unpool/MaxUnpool'"
+    ):
         MaxPoolToAvgPool()(ir.from_proto(proto))
 
 
@@ -71,10 +96,27 @@ def test_a_refusal_leaves_the_model_exactly_as_it_was():
     proto = make_model(
         [
             h.make_node("MaxPool", ["x"], ["a"], name="/pool1/MaxPool", kernel_shape=[1, 1]),
-            h.make_node("MaxPool", ["a"], ["y", "idx"], name="/pool2/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
-            h.make_node("MaxUnpool", ["y", "idx"], ["z"], name="/unpool/MaxUnpool", kernel_shape=[2, 2], strides=[2, 2]),
+            h.make_node(
+                "MaxPool",
+                ["a"],
+                ["y", "idx"],
+                name="/pool2/MaxPool",
+                kernel_shape=[2, 2],
+                strides=[2, 2],
+            ),
+            h.make_node(
+                "MaxUnpool",
+                ["y", "idx"],
+                ["z"],
+                name="/unpool/MaxUnpool",
+                kernel_shape=[2, 2],
+                strides=[2, 2],
+            ),
         ],
-        [vi("x", T.FLOAT, [1, 2, 6, 6])], [vi("z", T.FLOAT, [1, 2, 6, 6])], opset=17)
+        [vi("x", T.FLOAT, [1, 2, 6, 6])],
+        [vi("z", T.FLOAT, [1, 2, 6, 6])],
+        opset=17,
+    )
     model = ir.from_proto(proto)
     before = ir.to_proto(model).SerializeToString(deterministic=True)
     with pytest.raises(PassError, match=r"MaxPool '/pool2/MaxPool'.*consumed by MaxUnpool"):
@@ -84,24 +126,37 @@ def test_a_refusal_leaves_the_model_exactly_as_it_was():
 
 
 def test_dilations_below_opset_19_are_refused():
-    proto = make_model([h.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], dilations=[2, 2])],
-                       [vi("x", T.FLOAT, [1, 2, 7, 7])], [vi("y", T.FLOAT, [1, 2, 5, 5])], opset=18)
+    proto = make_model(
+        [h.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], dilations=[2, 2])],
+        [vi("x", T.FLOAT, [1, 2, 7, 7])],
+        [vi("y", T.FLOAT, [1, 2, 5, 5])],
+        opset=18,
+    )
     with pytest.raises(PassError, match=r"dilations .* only from opset 19"):
         MaxPoolToAvgPool()(ir.from_proto(proto))
 
 
 def test_integer_maxpool_is_refused():
-    proto = make_model([h.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2])],
-                       [vi("x", T.UINT8, [1, 1, 4, 4])], [vi("y", T.UINT8, [1, 1, 3, 3])], opset=17)
+    proto = make_model(
+        [h.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2])],
+        [vi("x", T.UINT8, [1, 1, 4, 4])],
+        [vi("y", T.UINT8, [1, 1, 3, 3])],
+        opset=17,
+    )
     with pytest.raises(PassError, match="UINT8"):
         MaxPoolToAvgPool()(ir.from_proto(proto))
 
 
 def test_only_the_named_nodes():
     proto = make_model(
-        [h.make_node("MaxPool", ["x"], ["a"], name="keep", kernel_shape=[2, 2]),
-         h.make_node("MaxPool", ["a"], ["y"], name="swap", kernel_shape=[2, 2])],
-        [vi("x", T.FLOAT, [1, 2, 7, 7])], [vi("y", T.FLOAT, [1, 2, 5, 5])], opset=17)
+        [
+            h.make_node("MaxPool", ["x"], ["a"], name="keep", kernel_shape=[2, 2]),
+            h.make_node("MaxPool", ["a"], ["y"], name="swap", kernel_shape=[2, 2]),
+        ],
+        [vi("x", T.FLOAT, [1, 2, 7, 7])],
+        [vi("y", T.FLOAT, [1, 2, 5, 5])],
+        opset=17,
+    )
     model = ir.from_proto(proto)
     MaxPoolToAvgPool(nodes=["swap"])(model)
     assert [n.op_type for n in model.graph] == ["MaxPool", "AveragePool"]
@@ -127,8 +182,15 @@ def torch_maxpools() -> dict[str, onnx.ModelProto]:
     out = {}
     for key, flag in (("unused", False), ("returned", True)):
         f = io.BytesIO()
-        torch.onnx.export(Net(flag).eval(), (torch.from_numpy(X[:, :, :6, :6].copy()),), f, dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["y", "idx"] if flag else ["y"])
+        torch.onnx.export(
+            Net(flag).eval(),
+            (torch.from_numpy(X[:, :, :6, :6].copy()),),
+            f,
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["y", "idx"] if flag else ["y"],
+        )
         out[key] = onnx.load_from_string(f.getvalue())
     return out
 

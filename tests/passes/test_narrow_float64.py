@@ -30,51 +30,101 @@ def float64_anywhere(model: ir.Model) -> list[str]:
         for node in graph.all_nodes() if hasattr(graph, "all_nodes") else graph:
             for key in ("to", "dtype"):
                 attr = node.attributes.get(key)
-                if attr is not None and not attr.is_ref() and attr.type == ir.AttributeType.INT and attr.as_int() == T.DOUBLE:
+                if (
+                    attr is not None
+                    and not attr.is_ref()
+                    and attr.type == ir.AttributeType.INT
+                    and attr.as_int() == T.DOUBLE
+                ):
                     found.append(f"{node.op_type}.{key}")
     return found
 
 
 def assert_close(actual, expected):
-    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64), rtol=TOL.rtol, atol=TOL.atol)
+    np.testing.assert_allclose(
+        actual.astype(np.float64), expected.astype(np.float64), rtol=TOL.rtol, atol=TOL.atol
+    )
 
 
 def test_every_kind_of_float64_is_narrowed_and_int_casts_stay():
-    then_g = h.make_graph([h.make_node("Mul", ["a", "k"], ["t"], name="/then/Mul")], "then", [], [vi("t", T.DOUBLE, [3])])
-    else_g = h.make_graph([h.make_node("Neg", ["a"], ["e"], name="/else/Neg")], "else", [], [vi("e", T.DOUBLE, [3])])
+    then_g = h.make_graph(
+        [h.make_node("Mul", ["a", "k"], ["t"], name="/then/Mul")],
+        "then",
+        [],
+        [vi("t", T.DOUBLE, [3])],
+    )
+    else_g = h.make_graph(
+        [h.make_node("Neg", ["a"], ["e"], name="/else/Neg")], "else", [], [vi("e", T.DOUBLE, [3])]
+    )
     fn = h.make_function(
-        "local", "AddHalf", ["p"], ["q"],
-        [h.make_node("Constant", [], ["half"], value=nh.from_array(np.array(0.5, np.float64)), name="half"),
-         h.make_node("Add", ["p", "half"], ["q"], name="add")],
+        "local",
+        "AddHalf",
+        ["p"],
+        ["q"],
+        [
+            h.make_node(
+                "Constant",
+                [],
+                ["half"],
+                value=nh.from_array(np.array(0.5, np.float64)),
+                name="half",
+            ),
+            h.make_node("Add", ["p", "half"], ["q"], name="add"),
+        ],
         opset_imports=[h.make_opsetid("", 17)],
     )
     nodes = [
         h.make_node("Cast", ["x"], ["a"], to=T.DOUBLE, name="/pre/Cast"),
-        h.make_node("Constant", [], ["k"], value=nh.from_array(np.array([1.5, 2.0, 2.5], np.float64)), name="/pre/k"),
+        h.make_node(
+            "Constant",
+            [],
+            ["k"],
+            value=nh.from_array(np.array([1.5, 2.0, 2.5], np.float64)),
+            name="/pre/k",
+        ),
         h.make_node("ReduceSum", ["a"], ["s"], keepdims=0, name="/pre/Sum"),
         h.make_node("Greater", ["s", "zero"], ["c"], name="/pre/Greater"),
         h.make_node("If", ["c"], ["b"], then_branch=then_g, else_branch=else_g, name="/branch"),
         h.make_node("AddHalf", ["b"], ["d"], domain="local", name="/call"),
         h.make_node("Shape", ["d"], ["shp"], name="/shape"),
-        h.make_node("ConstantOfShape", ["shp"], ["ones"], value=nh.from_array(np.array([1.0], np.float64)), name="/ones"),
+        h.make_node(
+            "ConstantOfShape",
+            ["shp"],
+            ["ones"],
+            value=nh.from_array(np.array([1.0], np.float64)),
+            name="/ones",
+        ),
         h.make_node("Add", ["d", "ones"], ["e"], name="/add1"),
         h.make_node("Mul", ["e", "w"], ["y64"], name="/scale"),
-        h.make_node("Cast", ["y64"], ["idx"], to=T.INT64, name="/to_index"),  # Cast(float -> int64) must stay
+        h.make_node(
+            "Cast", ["y64"], ["idx"], to=T.INT64, name="/to_index"
+        ),  # Cast(float -> int64) must stay
         h.make_node("Cast", ["y64"], ["y"], to=T.FLOAT, name="/post/Cast"),
     ]
-    proto = make_model(nodes, [vi("x", T.FLOAT, [3])], [vi("y", T.FLOAT, [3]), vi("idx", T.INT64, [3])],
-                       {"zero": np.array(0.0, np.float64), "w": np.array([3.0, -1.0, 0.25], np.float64)},
-                       functions=[fn], extra_opsets={"local": 1})
+    proto = make_model(
+        nodes,
+        [vi("x", T.FLOAT, [3])],
+        [vi("y", T.FLOAT, [3]), vi("idx", T.INT64, [3])],
+        {"zero": np.array(0.0, np.float64), "w": np.array([3.0, -1.0, 0.25], np.float64)},
+        functions=[fn],
+        extra_opsets={"local": 1},
+    )
     x = np.array([0.5, 1.25, -0.5], np.float32)
     expected = ort_run(proto, {"x": x})
     model = ir.from_proto(proto)
     result = NarrowFloat64()(model)
     assert result.modified
-    assert result.stats["initializers"] == 2 and result.stats["tensor_attributes"] == 3 and result.stats["dtype_attributes"] == 1
+    assert (
+        result.stats["initializers"] == 2
+        and result.stats["tensor_attributes"] == 3
+        and result.stats["dtype_attributes"] == 1
+    )
     assert float64_anywhere(model) == []
     casts = [n for n in model.graph if n.op_type == "Cast"]
     assert [(n.name, n.attributes["to"].as_int()) for n in casts] == [
-        ("/pre/Cast", T.FLOAT), ("/to_index", T.INT64), ("/post/Cast", T.FLOAT)
+        ("/pre/Cast", T.FLOAT),
+        ("/to_index", T.INT64),
+        ("/post/Cast", T.FLOAT),
     ]
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     got = ort_run(model, {"x": x})
@@ -85,36 +135,60 @@ def test_every_kind_of_float64_is_narrowed_and_int_casts_stay():
 
 def test_random_and_eyelike_dtypes():
     proto = make_model(
-        [h.make_node("EyeLike", ["x"], ["eye"], dtype=T.DOUBLE, name="eye"),
-         h.make_node("RandomNormalLike", ["x"], ["r"], dtype=T.DOUBLE, name="rnd", seed=1.0),
-         h.make_node("Mul", ["r", "zero"], ["r0"], name="no_noise"),
-         h.make_node("Add", ["eye", "r0"], ["y"], name="add")],
-        [vi("x", T.FLOAT, [3, 3])], [vi("y", T.DOUBLE, [3, 3])], {"zero": np.array(0.0, np.float64)})
+        [
+            h.make_node("EyeLike", ["x"], ["eye"], dtype=T.DOUBLE, name="eye"),
+            h.make_node("RandomNormalLike", ["x"], ["r"], dtype=T.DOUBLE, name="rnd", seed=1.0),
+            h.make_node("Mul", ["r", "zero"], ["r0"], name="no_noise"),
+            h.make_node("Add", ["eye", "r0"], ["y"], name="add"),
+        ],
+        [vi("x", T.FLOAT, [3, 3])],
+        [vi("y", T.DOUBLE, [3, 3])],
+        {"zero": np.array(0.0, np.float64)},
+    )
     model = ir.from_proto(proto)
     assert NarrowFloat64()(model).stats["dtype_attributes"] == 2
     assert float64_anywhere(model) == []
     assert model.graph.outputs[0].dtype == ir.DataType.FLOAT
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
-    np.testing.assert_array_equal(ort_run(model, {"x": np.zeros((3, 3), np.float32)})["y"], np.eye(3, dtype=np.float32))
+    np.testing.assert_array_equal(
+        ort_run(model, {"x": np.zeros((3, 3), np.float32)})["y"], np.eye(3, dtype=np.float32)
+    )
 
 
 def test_out_of_range_constant_is_an_error_naming_the_tensor():
-    proto = make_model([h.make_node("Mul", ["x", "huge"], ["y"], name="m")], [vi("x", T.DOUBLE, [1])], [vi("y", T.DOUBLE, [1])],
-                       {"huge": np.array([1e300], np.float64)})
-    with pytest.raises(PassError, match="initializer 'huge' holds 1e\\+300, outside float32's range"):
+    proto = make_model(
+        [h.make_node("Mul", ["x", "huge"], ["y"], name="m")],
+        [vi("x", T.DOUBLE, [1])],
+        [vi("y", T.DOUBLE, [1])],
+        {"huge": np.array([1e300], np.float64)},
+    )
+    with pytest.raises(
+        PassError, match="initializer 'huge' holds 1e\\+300, outside float32's range"
+    ):
         NarrowFloat64()(ir.from_proto(proto))
 
 
 def test_infinities_are_fine():
-    proto = make_model([h.make_node("Max", ["x", "lo"], ["y"], name="m")], [vi("x", T.DOUBLE, [2])], [vi("y", T.DOUBLE, [2])],
-                       {"lo": np.array([-np.inf, 1e-50], np.float64)})
+    proto = make_model(
+        [h.make_node("Max", ["x", "lo"], ["y"], name="m")],
+        [vi("x", T.DOUBLE, [2])],
+        [vi("y", T.DOUBLE, [2])],
+        {"lo": np.array([-np.inf, 1e-50], np.float64)},
+    )
     result = NarrowFloat64()(ir.from_proto(proto))
-    assert result.stats["underflowed_elements"] == 1 and "below float32's resolution" in result.notes[0]
+    assert (
+        result.stats["underflowed_elements"] == 1
+        and "below float32's resolution" in result.notes[0]
+    )
 
 
 def test_keep_io_casts_at_the_boundary():
-    proto = make_model([h.make_node("Mul", ["x", "w"], ["y"], name="m")], [vi("x", T.DOUBLE, [2])], [vi("y", T.DOUBLE, [2])],
-                       {"w": np.array([2.0, 3.0], np.float64)})
+    proto = make_model(
+        [h.make_node("Mul", ["x", "w"], ["y"], name="m")],
+        [vi("x", T.DOUBLE, [2])],
+        [vi("y", T.DOUBLE, [2])],
+        {"w": np.array([2.0, 3.0], np.float64)},
+    )
     model = ir.from_proto(proto)
     result = NarrowFloat64(keep_io=True)(model)
     assert result.stats["boundary_casts"] == 2
@@ -138,7 +212,9 @@ def torch_float64_models() -> dict[str, onnx.ModelProto]:
         def __init__(self) -> None:
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1))
+            self.register_buffer(
+                "mean", torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+            )
 
         def forward(self, img):
             x = (img.double() / 255.0 - self.mean) / 0.226
@@ -161,11 +237,14 @@ def torch_float64_models() -> dict[str, onnx.ModelProto]:
         ("double", Net().double().eval(), torch.randn(1, 3, 10, 10, dtype=torch.float64)),
     ):
         f = io.BytesIO()
-        torch.onnx.export(module, (x,), f, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
+        torch.onnx.export(
+            module, (x,), f, dynamo=False, opset_version=17, input_names=["x"], output_names=["y"]
+        )
         out[key] = onnx.load_from_string(f.getvalue())
         out[key + "_input"] = x.numpy()
-        out[key + "_dynamo"] = torch.onnx.export(module, (x,), dynamo=True, opset_version=18, input_names=["x"],
-                                                 output_names=["y"]).model_proto
+        out[key + "_dynamo"] = torch.onnx.export(
+            module, (x,), dynamo=True, opset_version=18, input_names=["x"], output_names=["y"]
+        ).model_proto
     return out
 
 

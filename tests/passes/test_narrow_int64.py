@@ -30,9 +30,15 @@ def _shape_path(x_shape) -> onnx.ModelProto:
             h.make_node("Reshape", ["x", "new_shape"], ["flat"], name="/reshape"),
             h.make_node("Gather", ["flat", "cols"], ["y"], axis=1, name="/pick"),
         ],
-        [vi("x", T.FLOAT, x_shape)], [vi("y", T.FLOAT, [2, 3])],
-        {"i1": np.array(1, np.int64), "i2": np.array(2, np.int64), "ax0": np.array([0], np.int64),
-         "minus1": np.array([-1], np.int64), "cols": np.array([0, 5, 11], np.int64)},
+        [vi("x", T.FLOAT, x_shape)],
+        [vi("y", T.FLOAT, [2, 3])],
+        {
+            "i1": np.array(1, np.int64),
+            "i2": np.array(2, np.int64),
+            "ax0": np.array([0], np.int64),
+            "minus1": np.array([-1], np.int64),
+            "cols": np.array([0, 5, 11], np.int64),
+        },
         opset=17,
     )
 
@@ -50,7 +56,9 @@ def test_shape_path_and_constant_indices_become_int32():
     assert by_name["/reshape"].inputs[1].producer().name == "new_shape/to_int64"
     assert by_name["/concat"].outputs[0].dtype == ir.DataType.INT32
     assert model.graph.initializers["cols"].const_value.dtype == ir.DataType.INT32
-    assert model.graph.initializers["ax0"].const_value.dtype == ir.DataType.INT64  # Unsqueeze's axes is int64 by schema
+    assert (
+        model.graph.initializers["ax0"].const_value.dtype == ir.DataType.INT64
+    )  # Unsqueeze's axes is int64 by schema
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     np.testing.assert_array_equal(ort_run(model, {"x": X})["y"], expected)
     assert not NarrowInt64()(model).modified
@@ -65,19 +73,28 @@ def test_dynamic_dims_are_not_proven_and_stay_int64():
     assert [n.op_type for n in model.graph].count("Cast") == 0
     assert model.graph.initializers["i1"].const_value.dtype == ir.DataType.INT32
     assert model.graph.initializers["minus1"].const_value.dtype == ir.DataType.INT64
-    np.testing.assert_array_equal(ort_run(model, {"x": X})["y"], ort_run(_shape_path(["n", 3, 4]), {"x": X})["y"])
+    np.testing.assert_array_equal(
+        ort_run(model, {"x": X})["y"], ort_run(_shape_path(["n", 3, 4]), {"x": X})["y"]
+    )
 
 
 def test_out_of_range_values_and_interfaces_stay_int64():
     proto = make_model(
-        [h.make_node("Add", ["big", "k"], ["s"], name="/add"),
-         h.make_node("Add", ["n", "k"], ["m"], name="/add_input"),
-         h.make_node("Cast", ["f"], ["fi"], to=T.INT64, name="/from_float"),
-         h.make_node("Add", ["fi", "k"], ["g"], name="/add_float")],
-        [vi("n", T.INT64, [1]), vi("f", T.FLOAT, [1])], [vi("s", T.INT64, [1]), vi("m", T.INT64, [1]), vi("g", T.INT64, [1])],
-        {"big": np.array([3_000_000_000], np.int64), "k": np.array([1], np.int64)}, opset=17)
+        [
+            h.make_node("Add", ["big", "k"], ["s"], name="/add"),
+            h.make_node("Add", ["n", "k"], ["m"], name="/add_input"),
+            h.make_node("Cast", ["f"], ["fi"], to=T.INT64, name="/from_float"),
+            h.make_node("Add", ["fi", "k"], ["g"], name="/add_float"),
+        ],
+        [vi("n", T.INT64, [1]), vi("f", T.FLOAT, [1])],
+        [vi("s", T.INT64, [1]), vi("m", T.INT64, [1]), vi("g", T.INT64, [1])],
+        {"big": np.array([3_000_000_000], np.int64), "k": np.array([1], np.int64)},
+        opset=17,
+    )
     result = NarrowInt64()(ir.from_proto(proto))
-    assert not result.modified  # 3e9 does not fit; graph inputs/outputs keep their type; float casts are unbounded
+    assert (
+        not result.modified
+    )  # 3e9 does not fit; graph inputs/outputs keep their type; float casts are unbounded
 
 
 @pytest.mark.torch
@@ -95,7 +112,9 @@ def test_torch_index_arithmetic(dynamo):
 
     x, idx = torch.randn(2, 3, 4, 4), torch.tensor([[[0, 2, 5]]])
     if dynamo:
-        proto = torch.onnx.export(Net(), (x, idx), dynamo=True, opset_version=18, optimize=False, verbose=False).model_proto
+        proto = torch.onnx.export(
+            Net(), (x, idx), dynamo=True, opset_version=18, optimize=False, verbose=False
+        ).model_proto
     else:
         f = io.BytesIO()
         torch.onnx.export(Net(), (x, idx), f, dynamo=False, opset_version=17)
@@ -115,7 +134,13 @@ def test_torch_index_arithmetic(dynamo):
 
 # ---- If/Loop/Scan bodies and model-local functions ----------------------------------------------
 def _const(name: str, value, dtype=np.int64) -> onnx.NodeProto:
-    return h.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(np.array(value, dtype), name), name=f"/{name}")
+    return h.make_node(
+        "Constant",
+        [],
+        [name],
+        value=onnx.numpy_helper.from_array(np.array(value, dtype), name),
+        name=f"/{name}",
+    )
 
 
 def _graph_of(model: ir.Model, owner: str, attr: str) -> ir.Graph:
@@ -149,7 +174,9 @@ def _if_model() -> onnx.ModelProto:
     """Both If branches compute Gather indices with int64 arithmetic on constants and Shape(x)."""
     then_graph = h.make_graph(
         [
-            h.make_node("Shape", ["x"], ["t_shp"], name="/then/shape"),  # x: static [2, 3, 4], outer scope
+            h.make_node(
+                "Shape", ["x"], ["t_shp"], name="/then/shape"
+            ),  # x: static [2, 3, 4], outer scope
             _const("t_two", 2),
             h.make_node("Gather", ["t_shp", "t_two"], ["t_last"], axis=0, name="/then/last"),  # 4
             _const("t_one", 1),
@@ -158,22 +185,34 @@ def _if_model() -> onnx.ModelProto:
             h.make_node("Sub", ["t_m", "t_offs"], ["t_idx"], name="/then/sub"),  # [3, 1]
             h.make_node("Gather", ["x", "t_idx"], ["t_out"], axis=2, name="/then/pick"),
         ],
-        "then_branch", [], [vi("t_out", T.FLOAT, [2, 3, 2])],
+        "then_branch",
+        [],
+        [vi("t_out", T.FLOAT, [2, 3, 2])],
     )
     else_graph = h.make_graph(
         [
             _const("e_base", [0, 1]),
             _const("e_step", 2),
             h.make_node("Mul", ["e_base", "e_step"], ["e_m"], name="/else/mul"),
-            h.make_node("Add", ["e_m", "k"], ["e_idx"], name="/else/add"),  # k: outer-scope initializer [1]
+            h.make_node(
+                "Add", ["e_m", "k"], ["e_idx"], name="/else/add"
+            ),  # k: outer-scope initializer [1]
             h.make_node("Gather", ["x", "e_idx"], ["e_out"], axis=2, name="/else/pick"),  # [1, 3]
         ],
-        "else_branch", [], [vi("e_out", T.FLOAT, [2, 3, 2])],
+        "else_branch",
+        [],
+        [vi("e_out", T.FLOAT, [2, 3, 2])],
     )
     return make_model(
-        [h.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph, name="/if")],
-        [vi("x", T.FLOAT, [2, 3, 4]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [2, 3, 2])],
-        {"k": np.array([1], np.int64)}, opset=17,
+        [
+            h.make_node(
+                "If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph, name="/if"
+            )
+        ],
+        [vi("x", T.FLOAT, [2, 3, 4]), vi("c", T.BOOL, [])],
+        [vi("y", T.FLOAT, [2, 3, 2])],
+        {"k": np.array([1], np.int64)},
+        opset=17,
     )
 
 
@@ -219,27 +258,48 @@ def _loop_model() -> onnx.ModelProto:
             h.make_node("Add", ["i", "b_one"], ["b_col"], name="/body/col"),  # 1, 2, 3
             h.make_node("Gather", ["x", "b_col"], ["b_sel"], axis=2, name="/body/sel"),
             _const("b_two", 2),
-            h.make_node("Sub", ["last", "b_two"], ["b_lc"], name="/body/last_col"),  # outer value: 4 - 2
+            h.make_node(
+                "Sub", ["last", "b_two"], ["b_lc"], name="/body/last_col"
+            ),  # outer value: 4 - 2
             h.make_node("Gather", ["x", "b_lc"], ["b_sel2"], axis=2, name="/body/sel2"),
             h.make_node("Add", ["b_sel", "b_sel2"], ["b_both"], name="/body/both"),
             h.make_node("Add", ["acc", "b_both"], ["acc_out"], name="/body/acc"),
             _const("b_step", 1),
-            h.make_node("Add", ["cnt", "b_step"], ["cnt_out"], name="/body/cnt"),  # carried: stays int64
+            h.make_node(
+                "Add", ["cnt", "b_step"], ["cnt_out"], name="/body/cnt"
+            ),  # carried: stays int64
             h.make_node("Identity", ["cond_in"], ["cond_out"], name="/body/cond"),
         ],
         "body",
-        [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc", T.FLOAT, [2, 3]), vi("cnt", T.INT64, [1])],
+        [
+            vi("i", T.INT64, []),
+            vi("cond_in", T.BOOL, []),
+            vi("acc", T.FLOAT, [2, 3]),
+            vi("cnt", T.INT64, [1]),
+        ],
         [vi("cond_out", T.BOOL, []), vi("acc_out", T.FLOAT, [2, 3]), vi("cnt_out", T.INT64, [1])],
     )
     return make_model(
         [
             h.make_node("Shape", ["x"], ["shp"], name="/shape"),
             h.make_node("Gather", ["shp", "i2"], ["last"], axis=0, name="/last"),
-            h.make_node("Loop", ["trip", "true", "acc0", "cnt0"], ["acc_final", "cnt_final"], body=body, name="/loop"),
+            h.make_node(
+                "Loop",
+                ["trip", "true", "acc0", "cnt0"],
+                ["acc_final", "cnt_final"],
+                body=body,
+                name="/loop",
+            ),
         ],
-        [vi("x", T.FLOAT, [2, 3, 4])], [vi("acc_final", T.FLOAT, [2, 3]), vi("cnt_final", T.INT64, [1])],
-        {"i2": np.array(2, np.int64), "trip": np.array(3, np.int64), "true": np.array(True),
-         "acc0": np.zeros((2, 3), np.float32), "cnt0": np.array([0], np.int64)},
+        [vi("x", T.FLOAT, [2, 3, 4])],
+        [vi("acc_final", T.FLOAT, [2, 3]), vi("cnt_final", T.INT64, [1])],
+        {
+            "i2": np.array(2, np.int64),
+            "trip": np.array(3, np.int64),
+            "true": np.array(True),
+            "acc0": np.zeros((2, 3), np.float32),
+            "cnt0": np.array([0], np.int64),
+        },
         opset=17,
     )
 
@@ -251,7 +311,12 @@ def test_loop_body_is_narrowed_and_its_boundary_kept():
     body = _graph_of(model, "/loop", "body")
     b = _by_name(body)
     # formal inputs/outputs of the body keep their types
-    assert [v.dtype for v in body.inputs] == [ir.DataType.INT64, ir.DataType.BOOL, ir.DataType.FLOAT, ir.DataType.INT64]
+    assert [v.dtype for v in body.inputs] == [
+        ir.DataType.INT64,
+        ir.DataType.BOOL,
+        ir.DataType.FLOAT,
+        ir.DataType.INT64,
+    ]
     assert body.outputs[2].dtype == ir.DataType.INT64
     assert _kept_int64(b["/body/cnt"]) and _kept_int64(b["/b_step"])
     # the counter (range [0, 3) from the constant trip count) and the outer `last` are read through Casts
@@ -263,7 +328,9 @@ def test_loop_body_is_narrowed_and_its_boundary_kept():
     assert main["/last"].outputs[0].dtype == ir.DataType.INT64
     assert model.graph.initializers["trip"].const_value.dtype == ir.DataType.INT64
     assert model.graph.initializers["cnt0"].const_value.dtype == ir.DataType.INT64
-    assert model.graph.initializers["i2"].const_value.dtype == ir.DataType.INT32  # a Gather index of its own
+    assert (
+        model.graph.initializers["i2"].const_value.dtype == ir.DataType.INT32
+    )  # a Gather index of its own
     assert result.stats["bodies"] == 1 and result.stats["casts_to_int32"] == 2
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     _parity(proto, model, [{"x": X}])
@@ -289,30 +356,53 @@ def test_scan_slices_take_the_scan_inputs_range():
     """A Scan over constant int64 columns: each slice lies in the scan input's range, so the body's
     index arithmetic on it narrows; a slice of an unbounded graph input does not."""
     body = h.make_graph(
-        [_const("s_one", 1),
-         h.make_node("Add", ["j", "s_one"], ["s_col"], name="/scan/col"),
-         h.make_node("Gather", ["x", "s_col"], ["s_sel"], axis=2, name="/scan/sel"),
-         h.make_node("Add", ["acc", "s_sel"], ["acc_out"], name="/scan/acc"),
-         _const("s_two", 2),
-         h.make_node("Mul", ["u", "s_two"], ["s_u2"], name="/scan/u2"),  # u: slice of an unbounded input
-         h.make_node("Gather", ["x", "s_u2"], ["s_sel2"], axis=2, name="/scan/sel2"),
-         h.make_node("Add", ["acc_out", "s_sel2"], ["acc_out2"], name="/scan/acc2")],
-        "body", [vi("acc", T.FLOAT, [2, 3]), vi("j", T.INT64, []), vi("u", T.INT64, [])],
+        [
+            _const("s_one", 1),
+            h.make_node("Add", ["j", "s_one"], ["s_col"], name="/scan/col"),
+            h.make_node("Gather", ["x", "s_col"], ["s_sel"], axis=2, name="/scan/sel"),
+            h.make_node("Add", ["acc", "s_sel"], ["acc_out"], name="/scan/acc"),
+            _const("s_two", 2),
+            h.make_node(
+                "Mul", ["u", "s_two"], ["s_u2"], name="/scan/u2"
+            ),  # u: slice of an unbounded input
+            h.make_node("Gather", ["x", "s_u2"], ["s_sel2"], axis=2, name="/scan/sel2"),
+            h.make_node("Add", ["acc_out", "s_sel2"], ["acc_out2"], name="/scan/acc2"),
+        ],
+        "body",
+        [vi("acc", T.FLOAT, [2, 3]), vi("j", T.INT64, []), vi("u", T.INT64, [])],
         [vi("acc_out2", T.FLOAT, [2, 3])],
     )
     proto = make_model(
-        [h.make_node("Scan", ["acc0", "cols", "us"], ["acc_final"], body=body, num_scan_inputs=2, name="/scan")],
-        [vi("x", T.FLOAT, [2, 3, 4]), vi("us", T.INT64, [3])], [vi("acc_final", T.FLOAT, [2, 3])],
-        {"acc0": np.zeros((2, 3), np.float32), "cols": np.array([0, 2, 1], np.int64)}, opset=17,
+        [
+            h.make_node(
+                "Scan",
+                ["acc0", "cols", "us"],
+                ["acc_final"],
+                body=body,
+                num_scan_inputs=2,
+                name="/scan",
+            )
+        ],
+        [vi("x", T.FLOAT, [2, 3, 4]), vi("us", T.INT64, [3])],
+        [vi("acc_final", T.FLOAT, [2, 3])],
+        {"acc0": np.zeros((2, 3), np.float32), "cols": np.array([0, 2, 1], np.int64)},
+        opset=17,
     )
     model = ir.from_proto(proto)
     result = NarrowInt64()(model)
     body_g = _graph_of(model, "/scan", "body")
     b = _by_name(body_g)
     assert [c.name for c in _casts(body_g)] == ["j/to_int32"]
-    assert b["/scan/col"].outputs[0].dtype == ir.DataType.INT32 and b["/s_one"].outputs[0].dtype == ir.DataType.INT32
+    assert (
+        b["/scan/col"].outputs[0].dtype == ir.DataType.INT32
+        and b["/s_one"].outputs[0].dtype == ir.DataType.INT32
+    )
     assert _kept_int64(b["/scan/u2"]) and _kept_int64(b["/s_two"])
-    assert [v.dtype for v in body_g.inputs] == [ir.DataType.FLOAT, ir.DataType.INT64, ir.DataType.INT64]
+    assert [v.dtype for v in body_g.inputs] == [
+        ir.DataType.FLOAT,
+        ir.DataType.INT64,
+        ir.DataType.INT64,
+    ]
     assert model.graph.initializers["cols"].const_value.dtype == ir.DataType.INT64
     assert result.stats["bodies"] == 1
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
@@ -323,7 +413,10 @@ def test_scan_slices_take_the_scan_inputs_range():
 def _function_model(shapes=((2, 3, 4),)) -> onnx.ModelProto:
     """A model-local function doing Shape -> Gather -> Add -> Concat -> Reshape, called once per shape."""
     fn = h.make_function(
-        "custom.fn", "FoldLast", ["X", "off"], ["Y", "off_out"],
+        "custom.fn",
+        "FoldLast",
+        ["X", "off"],
+        ["Y", "off_out"],
         [
             h.make_node("Shape", ["X"], ["s"], name="/fn/shape"),
             _const("f_last", [2]),
@@ -333,18 +426,35 @@ def _function_model(shapes=((2, 3, 4),)) -> onnx.ModelProto:
             h.make_node("Concat", ["f_minus1", "dd"], ["new_shape"], axis=0, name="/fn/concat"),
             h.make_node("Reshape", ["X", "new_shape"], ["Y"], name="/fn/reshape"),
             _const("f_one", [1]),
-            h.make_node("Add", ["off", "f_one"], ["off_out"], name="/fn/off"),  # boundary in and out: int64
+            h.make_node(
+                "Add", ["off", "f_one"], ["off_out"], name="/fn/off"
+            ),  # boundary in and out: int64
         ],
         opset_imports=[h.make_opsetid("", 17)],
     )
     nodes, inputs, outputs = [], [], []
     for j, shape in enumerate(shapes):
         folded = [int(np.prod(shape)) // (2 * shape[-1]), 2 * shape[-1]]
-        nodes.append(h.make_node("FoldLast", [f"x{j}", "off"], [f"y{j}", f"o{j}"], domain="custom.fn", name=f"/call{j}"))
+        nodes.append(
+            h.make_node(
+                "FoldLast",
+                [f"x{j}", "off"],
+                [f"y{j}", f"o{j}"],
+                domain="custom.fn",
+                name=f"/call{j}",
+            )
+        )
         inputs.append(vi(f"x{j}", T.FLOAT, list(shape)))
         outputs += [vi(f"y{j}", T.FLOAT, folded), vi(f"o{j}", T.INT64, [1])]
-    return make_model(nodes, inputs, outputs, {"off": np.array([5], np.int64)}, opset=17, functions=[fn],
-                      extra_opsets={"custom.fn": 1})
+    return make_model(
+        nodes,
+        inputs,
+        outputs,
+        {"off": np.array([5], np.int64)},
+        opset=17,
+        functions=[fn],
+        extra_opsets={"custom.fn": 1},
+    )
 
 
 def test_function_body_is_narrowed_inside_its_int64_boundary():
@@ -361,7 +471,13 @@ def test_function_body_is_narrowed_inside_its_int64_boundary():
     # Add feeds the formal output off_out, so the whole group keeps int64
     assert _kept_int64(f["/fn/off"]) and _kept_int64(f["/f_one"])
     assert model.graph.initializers["off"].const_value.dtype == ir.DataType.INT64
-    assert result.stats == {"values": 5, "constants": 2, "casts_to_int64": 1, "casts_to_int32": 1, "bodies": 1}
+    assert result.stats == {
+        "values": 5,
+        "constants": 2,
+        "casts_to_int64": 1,
+        "casts_to_int32": 1,
+        "bodies": 1,
+    }
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     x0 = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     _parity(proto, model, [{"x0": x0}])
@@ -386,18 +502,31 @@ def test_function_called_with_different_shapes_is_not_narrowed():
 
 def test_unproven_value_read_across_the_boundary_keeps_the_body_int64():
     then_graph = h.make_graph(
-        [_const("t_one", [1]),
-         h.make_node("Add", ["n", "t_one"], ["t_idx"], name="/then/add"),  # n: an int64 graph input, unbounded
-         h.make_node("Gather", ["x", "t_idx"], ["t_out"], axis=2, name="/then/pick")],
-        "then_branch", [], [vi("t_out", T.FLOAT, [2, 3, 1])],
+        [
+            _const("t_one", [1]),
+            h.make_node(
+                "Add", ["n", "t_one"], ["t_idx"], name="/then/add"
+            ),  # n: an int64 graph input, unbounded
+            h.make_node("Gather", ["x", "t_idx"], ["t_out"], axis=2, name="/then/pick"),
+        ],
+        "then_branch",
+        [],
+        [vi("t_out", T.FLOAT, [2, 3, 1])],
     )
     else_graph = h.make_graph(
         [h.make_node("Gather", ["x", "n"], ["e_out"], axis=2, name="/else/pick")],
-        "else_branch", [], [vi("e_out", T.FLOAT, [2, 3, 1])],
+        "else_branch",
+        [],
+        [vi("e_out", T.FLOAT, [2, 3, 1])],
     )
     proto = make_model(
-        [h.make_node("If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph, name="/if")],
-        [vi("x", T.FLOAT, [2, 3, 4]), vi("c", T.BOOL, []), vi("n", T.INT64, [1])], [vi("y", T.FLOAT, [2, 3, 1])],
+        [
+            h.make_node(
+                "If", ["c"], ["y"], then_branch=then_graph, else_branch=else_graph, name="/if"
+            )
+        ],
+        [vi("x", T.FLOAT, [2, 3, 4]), vi("c", T.BOOL, []), vi("n", T.INT64, [1])],
+        [vi("y", T.FLOAT, [2, 3, 1])],
         opset=17,
     )
     model = ir.from_proto(proto)
@@ -411,27 +540,52 @@ def test_unproven_value_read_across_the_boundary_keeps_the_body_int64():
 def test_nested_bodies_read_outer_values_through_their_own_casts():
     """An If inside a Loop body reads the body's value and the main graph's: both stay int64 where defined."""
     inner_then = h.make_graph(
-        [h.make_node("Add", ["lc", "bias"], ["it_idx"], name="/inner/add"),  # lc: Loop body, bias: main graph
-         h.make_node("Gather", ["x", "it_idx"], ["it_out"], axis=2, name="/inner/pick")],
-        "inner_then", [], [vi("it_out", T.FLOAT, [2, 3])],
+        [
+            h.make_node(
+                "Add", ["lc", "bias"], ["it_idx"], name="/inner/add"
+            ),  # lc: Loop body, bias: main graph
+            h.make_node("Gather", ["x", "it_idx"], ["it_out"], axis=2, name="/inner/pick"),
+        ],
+        "inner_then",
+        [],
+        [vi("it_out", T.FLOAT, [2, 3])],
     )
     inner_else = h.make_graph(
         [h.make_node("Gather", ["x", "lc"], ["ie_out"], axis=2, name="/inner/pick_else")],
-        "inner_else", [], [vi("ie_out", T.FLOAT, [2, 3])],
+        "inner_else",
+        [],
+        [vi("ie_out", T.FLOAT, [2, 3])],
     )
     body = h.make_graph(
-        [_const("b_zero", 0),
-         h.make_node("Add", ["i", "b_zero"], ["lc"], name="/body/lc"),  # read by the nested If: stays int64
-         h.make_node("If", ["flag"], ["sel"], then_branch=inner_then, else_branch=inner_else, name="/body/if"),
-         h.make_node("Add", ["acc", "sel"], ["acc_out"], name="/body/acc"),
-         h.make_node("Identity", ["cond_in"], ["cond_out"], name="/body/cond")],
-        "body", [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc", T.FLOAT, [2, 3])],
+        [
+            _const("b_zero", 0),
+            h.make_node(
+                "Add", ["i", "b_zero"], ["lc"], name="/body/lc"
+            ),  # read by the nested If: stays int64
+            h.make_node(
+                "If",
+                ["flag"],
+                ["sel"],
+                then_branch=inner_then,
+                else_branch=inner_else,
+                name="/body/if",
+            ),
+            h.make_node("Add", ["acc", "sel"], ["acc_out"], name="/body/acc"),
+            h.make_node("Identity", ["cond_in"], ["cond_out"], name="/body/cond"),
+        ],
+        "body",
+        [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc", T.FLOAT, [2, 3])],
         [vi("cond_out", T.BOOL, []), vi("acc_out", T.FLOAT, [2, 3])],
     )
     proto = make_model(
         [h.make_node("Loop", ["trip", "", "acc0"], ["acc_final"], body=body, name="/loop")],
-        [vi("x", T.FLOAT, [2, 3, 4]), vi("flag", T.BOOL, [])], [vi("acc_final", T.FLOAT, [2, 3])],
-        {"trip": np.array(3, np.int64), "bias": np.array(1, np.int64), "acc0": np.zeros((2, 3), np.float32)},
+        [vi("x", T.FLOAT, [2, 3, 4]), vi("flag", T.BOOL, [])],
+        [vi("acc_final", T.FLOAT, [2, 3])],
+        {
+            "trip": np.array(3, np.int64),
+            "bias": np.array(1, np.int64),
+            "acc0": np.zeros((2, 3), np.float32),
+        },
         opset=17,
     )
     model = ir.from_proto(proto)
@@ -444,7 +598,9 @@ def test_nested_bodies_read_outer_values_through_their_own_casts():
     assert _by_name(inner)["/inner/add"].outputs[0].dtype == ir.DataType.INT32
     # the else branch reads lc straight into Gather's indices: a Cast alone would gain nothing
     assert _casts(_graph_of(model, "/body/if", "else_branch")) == []
-    assert _casts(body_g) == [] and _kept_int64(_by_name(body_g)["/b_zero"])  # bound to lc, which stays int64
+    assert _casts(body_g) == [] and _kept_int64(
+        _by_name(body_g)["/b_zero"]
+    )  # bound to lc, which stays int64
     assert result.stats["bodies"] == 1
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     _parity(proto, model, [{"x": X, "flag": np.array(True)}, {"x": X, "flag": np.array(False)}])
@@ -456,9 +612,14 @@ def test_gated_pipeline_run(build):
     import surgery
 
     proto = build()
-    feeds = {"x": X, "c": np.array(True)} if build is _if_model else (
-        {"x0": X} if build is _function_model else {"x": X})
-    model, report = surgery.apply(ir.from_proto(proto), [NarrowInt64()], inputs=feeds, verify="each")
+    feeds = (
+        {"x": X, "c": np.array(True)}
+        if build is _if_model
+        else ({"x0": X} if build is _function_model else {"x": X})
+    )
+    model, report = surgery.apply(
+        ir.from_proto(proto), [NarrowInt64()], inputs=feeds, verify="each"
+    )
     step = report.steps[0]
     assert step.modified
     assert step.checker == "ok", step

@@ -16,20 +16,34 @@ from surgery.testing import make_model, ort_run, vi
 
 def rate_model():
     """out = x * (sr == 16000 ? 1 : 2) + bias[0:2] — a value-dependent branch on a scalar int64."""
-    then_g = h.make_graph([h.make_node("Identity", ["one"], ["f_then"], name="then/id")], "then", [],
-                          [vi("f_then", T.FLOAT, [])])
-    else_g = h.make_graph([h.make_node("Identity", ["two"], ["f_else"], name="else/id")], "else", [],
-                          [vi("f_else", T.FLOAT, [])])
+    then_g = h.make_graph(
+        [h.make_node("Identity", ["one"], ["f_then"], name="then/id")],
+        "then",
+        [],
+        [vi("f_then", T.FLOAT, [])],
+    )
+    else_g = h.make_graph(
+        [h.make_node("Identity", ["two"], ["f_else"], name="else/id")],
+        "else",
+        [],
+        [vi("f_else", T.FLOAT, [])],
+    )
     return make_model(
         [
             h.make_node("Equal", ["sr", "c16k"], ["is16"], name="is16"),
-            h.make_node("If", ["is16"], ["factor"], name="if_rate", then_branch=then_g, else_branch=else_g),
+            h.make_node(
+                "If", ["is16"], ["factor"], name="if_rate", then_branch=then_g, else_branch=else_g
+            ),
             h.make_node("Mul", ["x", "factor"], ["xs"], name="scale"),
             h.make_node("Add", ["xs", "bias"], ["out"], name="bias_add"),
         ],
         [vi("x", T.FLOAT, ["n", 2]), vi("sr", T.INT64, []), vi("bias", T.FLOAT, [1, 2])],
         [vi("out", T.FLOAT, ["n", 2])],
-        {"c16k": np.array(16000, np.int64), "one": np.array(1.0, np.float32), "two": np.array(2.0, np.float32)},
+        {
+            "c16k": np.array(16000, np.int64),
+            "one": np.array(1.0, np.float32),
+            "two": np.array(2.0, np.float32),
+        },
     )
 
 
@@ -45,7 +59,9 @@ def test_pins_scalar_and_array_with_the_input_dtype():
     assert bias.dtype == np.float32 and bias.shape == (1, 2)
     x = np.ones((3, 2), np.float32)
     got = ort_run(model, {"x": x})["out"]
-    want = ort_run(proto, {"x": x, "sr": np.array(8000), "bias": np.array([[0.5, -1]], np.float32)})["out"]
+    want = ort_run(
+        proto, {"x": x, "sr": np.array(8000), "bias": np.array([[0.5, -1]], np.float32)}
+    )["out"]
     np.testing.assert_array_equal(got, want)
 
 
@@ -59,7 +75,11 @@ def test_npz_values(tmp_path):
 
 def test_feed_hints_give_the_original_the_pinned_values():
     hints = PinInputs(values={"sr": 8000}).feed_hints(ir.from_proto(rate_model()))
-    assert list(hints.values) == ["sr"] and hints.values["sr"].dtype == np.int64 and hints.values["sr"] == 8000
+    assert (
+        list(hints.values) == ["sr"]
+        and hints.values["sr"].dtype == np.int64
+        and hints.values["sr"] == 8000
+    )
 
 
 def test_gated_run_feeds_the_pinned_value_to_the_original():

@@ -18,9 +18,12 @@ from surgery.testing import make_model, vi
 
 def _model() -> onnx.ModelProto:
     return make_model(
-        [h.make_node("Relu", ["x"], ["r"], name="rectify"),
-         h.make_node("ReduceSumSquare", ["r"], ["energy"], name="energy_sum", keepdims=1)],
-        [vi("x", T.FLOAT, [1, 64])], [vi("energy", T.FLOAT, [1, 1])],
+        [
+            h.make_node("Relu", ["x"], ["r"], name="rectify"),
+            h.make_node("ReduceSumSquare", ["r"], ["energy"], name="energy_sum", keepdims=1),
+        ],
+        [vi("x", T.FLOAT, [1, 64])],
+        [vi("energy", T.FLOAT, [1, 1])],
     )
 
 
@@ -42,10 +45,14 @@ def test_pass_notes_artifact_and_leaves_model(tmp_path):
 def test_apply_writes_keep_dtype_and_atc_flags(tmp_path, capsys):
     onnx.save(_model(), tmp_path / "m.onnx")
     toml = tmp_path / "passes.toml"
-    toml.write_text(f'[[pass]]\nname = "cleanup"\n\n[[pass]]\nname = "precision-plan"\ndata = "{_loud(tmp_path).name}"\n'
-                    'flag = "precision_mode_v2"\n')
+    toml.write_text(
+        f'[[pass]]\nname = "cleanup"\n\n[[pass]]\nname = "precision-plan"\ndata = "{_loud(tmp_path).name}"\n'
+        'flag = "precision_mode_v2"\n'
+    )
     out = tmp_path / "out.onnx"
-    code = main(["apply", str(toml), str(tmp_path / "m.onnx"), "-o", str(out), "--soc", "Ascend310P3"])
+    code = main(
+        ["apply", str(toml), str(tmp_path / "m.onnx"), "-o", str(out), "--soc", "Ascend310P3"]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     keep = tmp_path / "out.keep_dtype.txt"
@@ -57,7 +64,9 @@ def test_apply_writes_keep_dtype_and_atc_flags(tmp_path, capsys):
 def test_safe_model_no_file(tmp_path):
     onnx.save(_model(), tmp_path / "m.onnx")
     out = tmp_path / "out.onnx"
-    _, report = surgery.apply(tmp_path / "m.onnx", [PrecisionPlan()], output=out)  # generated inputs: small
+    _, report = surgery.apply(
+        tmp_path / "m.onnx", [PrecisionPlan()], output=out
+    )  # generated inputs: small
     assert not (tmp_path / "out.keep_dtype.txt").exists()
     assert report.extra["atc"][0]["precision"] == ["--precision_mode=force_fp16"]
 
@@ -66,8 +75,13 @@ def test_keep_dtype_file_goes_through_the_write_plan(tmp_path, capsys):
     """OUT.keep_dtype.txt is a file the run writes: it may not replace an input (here the parity data,
     named like it), and it appears only with the output, never on a failed run."""
     onnx.save(_model(), tmp_path / "m.onnx")
-    data = tmp_path / "out.keep_dtype.txt"  # the user's arrays, under the name the keep-list would take
-    np.savez(data.with_suffix(".npz"), x=np.random.default_rng(0).uniform(50, 100, (1, 64)).astype(np.float32))
+    data = (
+        tmp_path / "out.keep_dtype.txt"
+    )  # the user's arrays, under the name the keep-list would take
+    np.savez(
+        data.with_suffix(".npz"),
+        x=np.random.default_rng(0).uniform(50, 100, (1, 64)).astype(np.float32),
+    )
     data.with_suffix(".npz").rename(data)
     before = data.read_bytes()
     toml = tmp_path / "passes.toml"

@@ -39,7 +39,9 @@ def assert_idempotent(model: ir.Model) -> None:
     assert again.stats["removed"] == 0
 
 
-def simple(opset: int, *, attrs=None, inputs=("x",), inits=None, mask: str = "unused", extra_inputs=()):
+def simple(
+    opset: int, *, attrs=None, inputs=("x",), inits=None, mask: str = "unused", extra_inputs=()
+):
     """x -> Relu -> Dropout -> Sigmoid -> y, with the mask unused, consumed or a graph output."""
     outs = ["d", "m"] if mask != "none" else ["d"]
     mask_type = TP.BOOL if opset >= 10 else TP.FLOAT
@@ -57,7 +59,9 @@ def simple(opset: int, *, attrs=None, inputs=("x",), inits=None, mask: str = "un
         outputs.append(vi("z", TP.FLOAT, [2, 3]))
     elif mask == "output":
         outputs.append(vi("m", mask_type, [2, 3]))
-    return make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), *extra_inputs], outputs, inits, opset=opset)
+    return make_model(
+        nodes, [vi("x", TP.FLOAT, [2, 3]), *extra_inputs], outputs, inits, opset=opset
+    )
 
 
 # -- opset <= 11: ratio attribute ---------------------------------------------------------------
@@ -139,8 +143,12 @@ def test_chain_of_dropouts_into_a_graph_output():
         helper.make_node("Dropout", ["r"], ["d1"], name="drop1", ratio=0.1),
         helper.make_node("Dropout", ["d1"], ["y", "m"], name="drop2", ratio=0.2),
     ]
-    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3]), vi("m", TP.FLOAT, [2, 3])],
-                       opset=8)
+    proto = make_model(
+        nodes,
+        [vi("x", TP.FLOAT, [2, 3])],
+        [vi("y", TP.FLOAT, [2, 3]), vi("m", TP.FLOAT, [2, 3])],
+        opset=8,
+    )
     model, result = run_pass(proto)
     assert result.stats["removed"] == 2 and result.stats["identities_kept"] == 0
     assert [o.name for o in model.graph.outputs] == ["y", "m"]
@@ -161,13 +169,26 @@ def test_opset_6_is_test_and_training():
         helper.make_node("Neg", ["d2"], ["y"], name="neg"),
         helper.make_node("Neg", ["m"], ["z"], name="neg_mask"),
     ]
-    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3]), vi("z", TP.FLOAT, [2, 3])],
-                       opset=6)
+    proto = make_model(
+        nodes,
+        [vi("x", TP.FLOAT, [2, 3])],
+        [vi("y", TP.FLOAT, [2, 3]), vi("z", TP.FLOAT, [2, 3])],
+        opset=6,
+    )
     model, result = run_pass(proto)
-    assert result.stats == {"removed": 2, "training_mode": 1, "masks_replaced": 1, "identities_kept": 0,
-                            "hand_written": 0}
+    assert result.stats == {
+        "removed": 2,
+        "training_mode": 1,
+        "masks_replaced": 1,
+        "identities_kept": 0,
+        "hand_written": 0,
+    }
     assert result.changed_semantics is True
-    assert len(result.notes) == 1 and "train_mode" in result.notes[0] and "is_test=0" in result.notes[0]
+    assert (
+        len(result.notes) == 1
+        and "train_mode" in result.notes[0]
+        and "is_test=0" in result.notes[0]
+    )
     assert op_counts(model) == {"Relu": 1, "Neg": 2, "Less": 1, "Not": 1, "Cast": 1}
     # ONNX Runtime has no kernels for opset 6 Dropout/Less: the onnx reference evaluator runs it.
     y, z = ReferenceEvaluator(ir.to_proto(model)).run(None, {"x": X_SPECIAL})
@@ -198,7 +219,9 @@ def test_constant_inputs_inference_mode_exact(opset):
     model, result = run_pass(proto)
     assert result.changed_semantics is False and result.notes == []
     assert "Dropout" not in op_counts(model)
-    assert not model.graph.initializers, "ratio/training_mode initializers read only by Dropout are removed"
+    assert not model.graph.initializers, (
+        "ratio/training_mode initializers read only by Dropout are removed"
+    )
     after = ort_run(model, {"x": X_SPECIAL})
     for key in ("y", "m"):
         np.testing.assert_array_equal(after[key], before[key])
@@ -220,10 +243,20 @@ def test_no_optional_inputs(opset):
 def training_constants_model(ratio: float) -> onnx.ModelProto:
     """torch's training export: ratio and training_mode from Constant nodes."""
     nodes = [
-        helper.make_node("Constant", [], ["ratio"], name="ratio_const",
-                         value=helper.make_tensor("v", TP.FLOAT, [], [ratio])),
-        helper.make_node("Constant", [], ["train"], name="train_const",
-                         value=helper.make_tensor("v", TP.BOOL, [], [True])),
+        helper.make_node(
+            "Constant",
+            [],
+            ["ratio"],
+            name="ratio_const",
+            value=helper.make_tensor("v", TP.FLOAT, [], [ratio]),
+        ),
+        helper.make_node(
+            "Constant",
+            [],
+            ["train"],
+            name="train_const",
+            value=helper.make_tensor("v", TP.BOOL, [], [True]),
+        ),
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
         helper.make_node("Dropout", ["r", "ratio", "train"], ["y", "m"], name="/drop/Dropout"),
     ]
@@ -235,8 +268,14 @@ def test_training_mode_constant_true_changes_semantics():
     model, result = run_pass(proto)
     assert result.changed_semantics is True
     assert result.stats["training_mode"] == 1
-    assert len(result.notes) == 1 and "/drop/Dropout" in result.notes[0] and "constant true" in result.notes[0]
-    assert op_counts(model) == {"Relu": 1}, "the ratio/training_mode Constant nodes go with the Dropout"
+    assert (
+        len(result.notes) == 1
+        and "/drop/Dropout" in result.notes[0]
+        and "constant true" in result.notes[0]
+    )
+    assert op_counts(model) == {"Relu": 1}, (
+        "the ratio/training_mode Constant nodes go with the Dropout"
+    )
     # The graph output keeps its name: Relu's output took it, Relu kept its node name.
     assert [o.name for o in model.graph.outputs] == ["y"]
     assert model.graph.outputs[0].producer().name == "relu"
@@ -311,15 +350,27 @@ def if_model() -> onnx.ModelProto:
             helper.make_node("Cast", ["t_m"], ["t_mf"], name="then_cast", to=TP.FLOAT),
             helper.make_node("Add", ["t_d", "t_mf"], ["t_out"], name="then_add"),
         ],
-        "then", [], [vi("t_out", TP.FLOAT, [2, 3])],
+        "then",
+        [],
+        [vi("t_out", TP.FLOAT, [2, 3])],
     )
     else_graph = helper.make_graph(
         [helper.make_node("Dropout", ["x"], ["e_out"], name="else_drop")],  # reads an outer value
-        "else", [], [vi("e_out", TP.FLOAT, [2, 3])],
+        "else",
+        [],
+        [vi("e_out", TP.FLOAT, [2, 3])],
     )
-    nodes = [helper.make_node("If", ["c"], ["y"], name="if", then_branch=then_graph, else_branch=else_graph)]
-    return make_model(nodes, [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2, 3])],
-                      opset=13)
+    nodes = [
+        helper.make_node(
+            "If", ["c"], ["y"], name="if", then_branch=then_graph, else_branch=else_graph
+        )
+    ]
+    return make_model(
+        nodes,
+        [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])],
+        [vi("y", TP.FLOAT, [2, 3])],
+        opset=13,
+    )
 
 
 def test_dropout_inside_if_branches():
@@ -341,13 +392,26 @@ def test_dropout_inside_if_branches():
 
 def test_dropout_inside_model_local_function():
     fn = helper.make_function(
-        "local", "ReluDrop", ["a"], ["b"],
+        "local",
+        "ReluDrop",
+        ["a"],
+        ["b"],
         [
             helper.make_node("Relu", ["a"], ["ra"], name="fn_relu"),
-            helper.make_node("Constant", [], ["ratio"], name="fn_ratio",
-                             value=helper.make_tensor("v", TP.FLOAT, [], [0.1])),
-            helper.make_node("Constant", [], ["train"], name="fn_train",
-                             value=helper.make_tensor("v", TP.BOOL, [], [False])),
+            helper.make_node(
+                "Constant",
+                [],
+                ["ratio"],
+                name="fn_ratio",
+                value=helper.make_tensor("v", TP.FLOAT, [], [0.1]),
+            ),
+            helper.make_node(
+                "Constant",
+                [],
+                ["train"],
+                name="fn_train",
+                value=helper.make_tensor("v", TP.BOOL, [], [False]),
+            ),
             helper.make_node("Dropout", ["ra", "ratio", "train"], ["b"], name="fn_drop"),
         ],
         [helper.make_opsetid("", 17)],
@@ -356,8 +420,14 @@ def test_dropout_inside_model_local_function():
         helper.make_node("ReluDrop", ["x"], ["h"], name="call", domain="local"),
         helper.make_node("Dropout", ["h"], ["y"], name="main_drop"),
     ]
-    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3])], opset=17,
-                       functions=[fn], extra_opsets={"local": 1})
+    proto = make_model(
+        nodes,
+        [vi("x", TP.FLOAT, [2, 3])],
+        [vi("y", TP.FLOAT, [2, 3])],
+        opset=17,
+        functions=[fn],
+        extra_opsets={"local": 1},
+    )
     before = ort_run(proto, {"x": X})
     model, result = run_pass(proto)
     assert result.stats["removed"] == 2
@@ -370,8 +440,11 @@ def test_dropout_inside_model_local_function():
 
 
 def test_no_dropout_is_a_no_op():
-    proto = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", TP.FLOAT, [2])],
-                       [vi("y", TP.FLOAT, [2])])
+    proto = make_model(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+        [vi("x", TP.FLOAT, [2])],
+        [vi("y", TP.FLOAT, [2])],
+    )
     model = ir.from_proto(proto)
     result = RemoveDropout()(model)
     assert result.modified is False and result.stats["removed"] == 0
@@ -406,8 +479,17 @@ def torch_exports():
     ]:
         net.train(mode is torch.onnx.TrainingMode.TRAINING)
         buffer = io.BytesIO()
-        torch.onnx.export(net, (x,), buffer, dynamo=False, training=mode, do_constant_folding=False,
-                          opset_version=opset, input_names=["x"], output_names=["y"])
+        torch.onnx.export(
+            net,
+            (x,),
+            buffer,
+            dynamo=False,
+            training=mode,
+            do_constant_folding=False,
+            opset_version=opset,
+            input_names=["x"],
+            output_names=["y"],
+        )
         exports[key] = onnx.load_from_string(buffer.getvalue())
     net.eval()
     with torch.no_grad():
@@ -459,8 +541,12 @@ def test_torch_eval_export_has_nothing_to_remove(torch_exports):
 
 def test_through_surgery_apply():
 
-    proto = simple(13, inputs=("r", "ratio", "train"),
-                   inits={"ratio": np.array(0.4, np.float32), "train": np.array(False)}, mask="consumed")
+    proto = simple(
+        13,
+        inputs=("r", "ratio", "train"),
+        inits={"ratio": np.array(0.4, np.float32), "train": np.array(False)},
+        mask="consumed",
+    )
     model, report = surgery.apply(proto, [RemoveDropout(), Cleanup()])
     assert [s.name for s in report.steps] == ["remove-dropout", "cleanup"]
     assert report.steps[0].modified and report.steps[0].stats["removed"] == 1
@@ -484,8 +570,17 @@ def test_training_mode_through_surgery_apply():
 # -- hand-written dropout: x * (rand_like(x) > p).float() / (1 - p) -------------------------------
 
 
-def hand_written(*, random="RandomUniformLike", compare="Greater", p_first=False, rescale="div", p=0.3,
-                 scale=None, mask_cast=True, output_is_mul=False):
+def hand_written(
+    *,
+    random="RandomUniformLike",
+    compare="Greater",
+    p_first=False,
+    rescale="div",
+    p=0.3,
+    scale=None,
+    mask_cast=True,
+    output_is_mul=False,
+):
     """x -> Relu -> [random → compare → Cast → Mul(r, ·) → rescale] -> Sigmoid -> y (shape [2, 3])."""
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu")]
     inits = {} if random == "Bernoulli" else {"p": np.array(p, np.float32)}
@@ -502,7 +597,9 @@ def hand_written(*, random="RandomUniformLike", compare="Greater", p_first=False
         nodes.append(helper.make_node(compare, cmp_inputs, ["keepmask"], name="cmp"))
         mask = "keepmask"
         if mask_cast:
-            nodes.append(helper.make_node("Cast", ["keepmask"], ["mask_f"], name="cast", to=TP.FLOAT))
+            nodes.append(
+                helper.make_node("Cast", ["keepmask"], ["mask_f"], name="cast", to=TP.FLOAT)
+            )
             mask = "mask_f"
     nodes.append(helper.make_node("Mul", ["r", mask], ["masked"], name="mul"))
     out = "masked"
@@ -515,10 +612,14 @@ def hand_written(*, random="RandomUniformLike", compare="Greater", p_first=False
         nodes.append(helper.make_node("Mul", ["factor", "masked"], ["scaled"], name="rescale"))
         out = "scaled"
     if output_is_mul:
-        proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi(out, TP.FLOAT, [2, 3])], inits, opset=17)
+        proto = make_model(
+            nodes, [vi("x", TP.FLOAT, [2, 3])], [vi(out, TP.FLOAT, [2, 3])], inits, opset=17
+        )
     else:
         nodes.append(helper.make_node("Sigmoid", [out], ["y"], name="sig"))
-        proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3])], inits, opset=17)
+        proto = make_model(
+            nodes, [vi("x", TP.FLOAT, [2, 3])], [vi("y", TP.FLOAT, [2, 3])], inits, opset=17
+        )
     # RandomUniform reads no tensor: the mask's shape must be known to equal x's
     return onnx.shape_inference.infer_shapes(proto, strict_mode=True)
 
@@ -533,7 +634,10 @@ def _expected(x):
         {},
         {"compare": "GreaterOrEqual"},
         {"compare": "Less", "p_first": True},  # p < rand: kept above p
-        {"compare": "Less", "p": 0.7},  # rand < keep: kept below 0.7, keep probability 0.7 → rescale 1/0.7
+        {
+            "compare": "Less",
+            "p": 0.7,
+        },  # rand < keep: kept below 0.7, keep probability 0.7 → rescale 1/0.7
         {"rescale": "mul"},
         {"rescale": "none"},
         {"random": "RandomUniform"},
@@ -549,7 +653,9 @@ def test_hand_written_dropout_becomes_its_input(kwargs):
     assert set(counts) == {"Relu", "Sigmoid"}, counts
     assert result.stats["hand_written"] == 1 and result.changed_semantics
     assert any("hand-written" in note and "inference semantics" in note for note in result.notes)
-    assert not model.graph.initializers  # threshold, rescale and keep probabilities went with the chain
+    assert (
+        not model.graph.initializers
+    )  # threshold, rescale and keep probabilities went with the chain
     out = ort_run(model, {"x": X})["y"]
     np.testing.assert_allclose(out, _expected(X), rtol=1e-6)
     assert_idempotent(model)
@@ -591,17 +697,25 @@ def test_hand_written_dropout_into_a_graph_output_keeps_the_output_name():
 def test_hand_written_dropout_inside_an_if_branch():
     body = hand_written()
     branch = helper.make_graph(
-        [n for n in body.graph.node if n.op_type != "Relu"] + [helper.make_node("Identity", ["y"], ["y_then"])],
-        "then", [], [vi("y_then", TP.FLOAT, [2, 3])], list(body.graph.initializer),
+        [n for n in body.graph.node if n.op_type != "Relu"]
+        + [helper.make_node("Identity", ["y"], ["y_then"])],
+        "then",
+        [],
+        [vi("y_then", TP.FLOAT, [2, 3])],
+        list(body.graph.initializer),
     )
     for node in branch.node:
         node.input[:] = ["xr" if i == "r" else i for i in node.input]
-    other = helper.make_graph([helper.make_node("Neg", ["xr"], ["y_else"])], "else", [],
-                              [vi("y_else", TP.FLOAT, [2, 3])])
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["xr"], ["y_else"])], "else", [], [vi("y_else", TP.FLOAT, [2, 3])]
+    )
     proto = make_model(
-        [helper.make_node("Relu", ["x"], ["xr"], name="relu"),
-         helper.make_node("If", ["c"], ["y"], name="if", then_branch=branch, else_branch=other)],
-        [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2, 3])],
+        [
+            helper.make_node("Relu", ["x"], ["xr"], name="relu"),
+            helper.make_node("If", ["c"], ["y"], name="if", then_branch=branch, else_branch=other),
+        ],
+        [vi("x", TP.FLOAT, [2, 3]), vi("c", TP.BOOL, [])],
+        [vi("y", TP.FLOAT, [2, 3])],
     )
     model, result = run_pass(proto)
     assert result.stats["hand_written"] == 1 and "RandomUniformLike" not in op_counts(model)
@@ -639,7 +753,11 @@ def test_torch_hand_written_dropout_layer_in_training_mode(dynamo, tmp_path):
     net = Net().train()
     x = torch.randn(3, 6)
     path = tmp_path / "drop.onnx"
-    kwargs = {} if dynamo else {"training": torch.onnx.TrainingMode.TRAINING, "do_constant_folding": False}
+    kwargs = (
+        {}
+        if dynamo
+        else {"training": torch.onnx.TrainingMode.TRAINING, "do_constant_folding": False}
+    )
     torch.onnx.export(net, (x,), str(path), dynamo=dynamo, **kwargs)
     assert "RandomUniformLike" in op_counts(onnx.load(str(path)))
     net.eval()

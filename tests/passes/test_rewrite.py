@@ -41,7 +41,7 @@ RULES = textwrap.dedent(
 )
 
 ONNXSCRIPT_RULES = textwrap.dedent(
-    '''
+    """
     from onnxscript.rewriter import pattern
 
     def neg_neg(op, x):
@@ -51,15 +51,22 @@ ONNXSCRIPT_RULES = textwrap.dedent(
         return op.Identity(x)
 
     RULES = pattern.RewriteRuleSet([pattern.RewriteRule(neg_neg, ident, name="os-double-neg")])
-    '''
+    """
 )
 
 
 def _model():
     return make_model(
-        [h.make_node("Sigmoid", ["x"], ["s"], name="/act/Sigmoid"), h.make_node("Mul", ["x", "s"], ["a"], name="/act/Mul"),
-         h.make_node("Neg", ["a"], ["n1"], name="/n1"), h.make_node("Neg", ["n1"], ["y"], name="/n2")],
-        [vi("x", T.FLOAT, [6])], [vi("y", T.FLOAT, [6])], opset=17)
+        [
+            h.make_node("Sigmoid", ["x"], ["s"], name="/act/Sigmoid"),
+            h.make_node("Mul", ["x", "s"], ["a"], name="/act/Mul"),
+            h.make_node("Neg", ["a"], ["n1"], name="/n1"),
+            h.make_node("Neg", ["n1"], ["y"], name="/n2"),
+        ],
+        [vi("x", T.FLOAT, [6])],
+        [vi("y", T.FLOAT, [6])],
+        opset=17,
+    )
 
 
 @pytest.fixture
@@ -83,8 +90,11 @@ def test_exact_rules_through_a_toml_pipeline(rules_dir):
 
 
 def test_rules_that_change_results_are_reported(rules_dir):
-    model, report = surgery.apply(_model(), [Rewrite(rules="my_rules:RULES", path=str(rules_dir), changes_semantics=True)],
-                                  inputs={"x": X})
+    model, report = surgery.apply(
+        _model(),
+        [Rewrite(rules="my_rules:RULES", path=str(rules_dir), changes_semantics=True)],
+        inputs={"x": X},
+    )
     step = report.steps[0]
     assert step.stats["by_rule"] == {"swish-to-hardswish": 1, "double-neg": 1}
     assert step.parity_status == "deviation reported"
@@ -97,14 +107,20 @@ def test_onnxscript_rules(rules_dir):
     result = Rewrite(rules="os_rules:RULES", path=str(rules_dir))(model)
     assert result.stats["rewritten"] == 1
     assert "Neg" not in op_counts(model)
-    np.testing.assert_allclose(ort_run(model, {"x": X})["y"], X / (1 + np.exp(-X)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ort_run(model, {"x": X})["y"], X / (1 + np.exp(-X)), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_a_toml_pipeline_needs_the_opt_in_to_import_its_module(rules_dir):
-    (rules_dir / "my_rules.py").write_text("import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n" + RULES)
+    (rules_dir / "my_rules.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n" + RULES
+    )
     toml = rules_dir / "passes.toml"
     toml.write_text('[[pass]]\nname = "rewrite"\nrules = "my_rules:EXACT"\n')
-    with pytest.raises(PipelineError, match=r"would import the Python module .*my_rules\.py.*allow_code=True"):
+    with pytest.raises(
+        PipelineError, match=r"would import the Python module .*my_rules\.py.*allow_code=True"
+    ):
         surgery.apply(_model(), str(toml), inputs={"x": X})
     assert not (rules_dir / "ran").exists()
     # without `path`, the module is the one beside the TOML file
@@ -121,7 +137,10 @@ def test_a_malformed_spec_is_refused_when_the_pass_is_built():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("no_such_module:RULES", "cannot import module 'no_such_module': no file .*no_such_module.py"),
+        (
+            "no_such_module:RULES",
+            "cannot import module 'no_such_module': no file .*no_such_module.py",
+        ),
         ("my_rules:MISSING", "module 'my_rules' has no attribute 'MISSING'"),
         ("my_rules:NOT_RULES", "holds a int; expected surgery.rules.Rule"),
     ],

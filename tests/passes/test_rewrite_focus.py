@@ -26,19 +26,50 @@ def focus_model(order=YOLO_ORDER, shape=(1, 3, 8, 12), *, per_axis=False, extra_
     nodes, inits, branches = [], {}, []
     for k, (r, c) in enumerate(order):
         if per_axis:  # one Slice per axis, as torch's legacy exporter writes them
-            inits.update({f"s{k}a": np.array([r]), f"s{k}b": np.array([c]), "end": np.array([BIG]),
-                          "ax2": np.array([2]), "ax3": np.array([3]), "two": np.array([2])})
-            nodes.append(helper.make_node("Slice", ["x", f"s{k}a", "end", "ax2", "two"], [f"h{k}"], name=f"slice{k}_h"))
-            nodes.append(helper.make_node("Slice", [f"h{k}", f"s{k}b", "end", "ax3", "two"], [f"b{k}"], name=f"slice{k}_w"))
+            inits.update(
+                {
+                    f"s{k}a": np.array([r]),
+                    f"s{k}b": np.array([c]),
+                    "end": np.array([BIG]),
+                    "ax2": np.array([2]),
+                    "ax3": np.array([3]),
+                    "two": np.array([2]),
+                }
+            )
+            nodes.append(
+                helper.make_node(
+                    "Slice", ["x", f"s{k}a", "end", "ax2", "two"], [f"h{k}"], name=f"slice{k}_h"
+                )
+            )
+            nodes.append(
+                helper.make_node(
+                    "Slice", [f"h{k}", f"s{k}b", "end", "ax3", "two"], [f"b{k}"], name=f"slice{k}_w"
+                )
+            )
         else:
-            inits.update({f"st{k}": np.array([r, c]), "ends": np.array([BIG, BIG]), "axes": np.array([2, 3]),
-                          "steps": np.array([2, 2])})
-            nodes.append(helper.make_node("Slice", ["x", f"st{k}", "ends", "axes", "steps"], [f"b{k}"], name=f"slice{k}"))
+            inits.update(
+                {
+                    f"st{k}": np.array([r, c]),
+                    "ends": np.array([BIG, BIG]),
+                    "axes": np.array([2, 3]),
+                    "steps": np.array([2, 2]),
+                }
+            )
+            nodes.append(
+                helper.make_node(
+                    "Slice", ["x", f"st{k}", "ends", "axes", "steps"], [f"b{k}"], name=f"slice{k}"
+                )
+            )
         branches.append(f"b{k}")
     nodes.append(helper.make_node("Concat", branches, ["cat"], name="focus_cat", axis=1))
     nodes.append(helper.make_node("Relu", ["cat"], ["y"], name="relu"))
     n, c, h, w = shape
-    out_shape = [n, 4 * c, h // 2 if isinstance(h, int) else None, w // 2 if isinstance(w, int) else None]
+    out_shape = [
+        n,
+        4 * c,
+        h // 2 if isinstance(h, int) else None,
+        w // 2 if isinstance(w, int) else None,
+    ]
     outputs = [vi("y", TP.FLOAT, out_shape)]
     if extra_reader:
         outputs.append(vi("b0", TP.FLOAT, [n, c, None, None]))
@@ -93,12 +124,23 @@ def test_other_orders_dynamic_shapes_and_shared_slices_are_left_alone():
 
 def test_focus_inside_an_if_branch():
     inner = focus_model()
-    branch = helper.make_graph(list(inner.graph.node), "then", [], list(inner.graph.output),
-                               list(inner.graph.initializer))
-    other = helper.make_graph([helper.make_node("SpaceToDepth", ["x"], ["s"], blocksize=2),
-                               helper.make_node("Relu", ["s"], ["y2"])], "else", [], [vi("y2", TP.FLOAT, [1, 12, 4, 6])])
-    proto = make_model([helper.make_node("If", ["c"], ["out"], name="if", then_branch=branch, else_branch=other)],
-                       [vi("x", TP.FLOAT, [1, 3, 8, 12]), vi("c", TP.BOOL, [])], [vi("out", TP.FLOAT, [1, 12, 4, 6])])
+    branch = helper.make_graph(
+        list(inner.graph.node), "then", [], list(inner.graph.output), list(inner.graph.initializer)
+    )
+    other = helper.make_graph(
+        [
+            helper.make_node("SpaceToDepth", ["x"], ["s"], blocksize=2),
+            helper.make_node("Relu", ["s"], ["y2"]),
+        ],
+        "else",
+        [],
+        [vi("y2", TP.FLOAT, [1, 12, 4, 6])],
+    )
+    proto = make_model(
+        [helper.make_node("If", ["c"], ["out"], name="if", then_branch=branch, else_branch=other)],
+        [vi("x", TP.FLOAT, [1, 3, 8, 12]), vi("c", TP.BOOL, [])],
+        [vi("out", TP.FLOAT, [1, 12, 4, 6])],
+    )
     expected = ort_run(proto, {"x": X, "c": np.array(True)})["out"]
     model, result = run_pass(proto)
     assert result.stats["rewritten"] == 1 and "Slice" not in op_counts(model)
@@ -117,14 +159,20 @@ def test_torch_yolov5_focus(dynamo, tmp_path):
             self.conv = torch.nn.Conv2d(12, 8, 3, padding=1)
 
         def forward(self, x):
-            return self.conv(torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1))
+            return self.conv(
+                torch.cat(
+                    [x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1
+                )
+            )
 
     path = tmp_path / "focus.onnx"
     torch.onnx.export(Focus().eval(), (torch.randn(1, 3, 16, 16),), str(path), dynamo=dynamo)
     model, report = surgery.apply(str(path), [RewriteFocus()])
     step = report.steps[0]
     assert step.stats["rewritten"] == 1 and step.parity_status == "ok", step
-    assert set(op_counts(model)) == {"Reshape", "Transpose", "Conv"} | ({"Constant"} & set(op_counts(model)))
+    assert set(op_counts(model)) == {"Reshape", "Transpose", "Conv"} | (
+        {"Constant"} & set(op_counts(model))
+    )
 
 
 def test_doctor_points_focus_at_rewrite_focus_and_its_pipeline_fixes_it(tmp_path):

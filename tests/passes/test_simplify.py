@@ -25,9 +25,18 @@ def _foldable():
         h.make_node("Add", ["c1", "c2"], ["c3"], name="/ConstAdd"),
         h.make_node("Mul", ["flat", "c3"], ["y"], name="/Mul"),
     ]
-    return make_model(nodes, [vi("x", T.FLOAT, [2, 3, 4])], [vi("y", T.FLOAT, [2, 12])],
-                      {"zero": np.array(0, np.int64), "axes": np.array([0], np.int64), "minus1": np.array([-1], np.int64),
-                       "c1": np.full((12,), 0.5, np.float32), "c2": np.full((12,), 1.5, np.float32)})
+    return make_model(
+        nodes,
+        [vi("x", T.FLOAT, [2, 3, 4])],
+        [vi("y", T.FLOAT, [2, 12])],
+        {
+            "zero": np.array(0, np.int64),
+            "axes": np.array([0], np.int64),
+            "minus1": np.array([-1], np.int64),
+            "c1": np.full((12,), 0.5, np.float32),
+            "c2": np.full((12,), 1.5, np.float32),
+        },
+    )
 
 
 def test_folds_shape_chain_and_keeps_versions():
@@ -51,7 +60,12 @@ def _tied_embedding(vocab: int = 512, dim: int = 256):
         h.make_node("Transpose", ["embed.weight"], ["wT"], name="/lm_head/Transpose", perm=[1, 0]),
         h.make_node("MatMul", ["emb", "wT"], ["logits"], name="/lm_head/MatMul"),
     ]
-    return make_model(nodes, [vi("ids", T.INT64, [1, 4])], [vi("logits", T.FLOAT, [1, 4, vocab])], {"embed.weight": w})
+    return make_model(
+        nodes,
+        [vi("ids", T.INT64, [1, 4])],
+        [vi("logits", T.FLOAT, [1, 4, vocab])],
+        {"embed.weight": w},
+    )
 
 
 def test_tied_weight_transpose_growth_is_refused():
@@ -59,7 +73,9 @@ def test_tied_weight_transpose_growth_is_refused():
     model, report = surgery.apply(ir.from_proto(proto), [Simplify(max_growth_bytes=1024)])
     step = report.steps[0]
     assert not step.modified
-    assert step.stats["weight_bytes_delta"] == 512 * 256 * 4  # onnxsim would add a full transposed copy
+    assert (
+        step.stats["weight_bytes_delta"] == 512 * 256 * 4
+    )  # onnxsim would add a full transposed copy
     assert any("grows the weights" in note for note in step.notes)
     assert op_counts(model)["Transpose"] == 1
     with pytest.raises(PassError, match="grows the weights"):
@@ -71,16 +87,33 @@ def test_tied_weight_transpose_growth_is_refused():
 
 def test_model_with_if_stays_valid():
     # onnxsim 0.8 leaves branch-local constants alone; the main graph is folded and the If kept intact
-    then_g = h.make_graph([h.make_node("Add", ["k1", "k2"], ["k3"], name="/then/ConstAdd"),
-                           h.make_node("Mul", ["x", "k3"], ["t"], name="/then/Mul")], "then", [], [vi("t", T.FLOAT, [4])],
-                          [onnx_tensor("k1", np.ones(4, np.float32)), onnx_tensor("k2", np.ones(4, np.float32))])
-    else_g = h.make_graph([h.make_node("Neg", ["x"], ["e"], name="/else/Neg")], "else", [], [vi("e", T.FLOAT, [4])])
-    proto = make_model([h.make_node("ReduceSum", ["x"], ["s"], name="/ReduceSum", keepdims=0),
-                        h.make_node("Add", ["zero", "zero"], ["zero2"], name="/ConstAdd"),
-                        h.make_node("Greater", ["s", "zero2"], ["c"], name="/Greater"),
-                        h.make_node("If", ["c"], ["y"], name="/If", then_branch=then_g, else_branch=else_g)],
-                       [vi("x", T.FLOAT, [4])], [vi("y", T.FLOAT, [4])], {"zero": np.array(0, np.float32)})
-    model, report = surgery.apply(ir.from_proto(proto), [Simplify()], inputs={"x": np.array([1, 2, 3, 4], np.float32)})
+    then_g = h.make_graph(
+        [
+            h.make_node("Add", ["k1", "k2"], ["k3"], name="/then/ConstAdd"),
+            h.make_node("Mul", ["x", "k3"], ["t"], name="/then/Mul"),
+        ],
+        "then",
+        [],
+        [vi("t", T.FLOAT, [4])],
+        [onnx_tensor("k1", np.ones(4, np.float32)), onnx_tensor("k2", np.ones(4, np.float32))],
+    )
+    else_g = h.make_graph(
+        [h.make_node("Neg", ["x"], ["e"], name="/else/Neg")], "else", [], [vi("e", T.FLOAT, [4])]
+    )
+    proto = make_model(
+        [
+            h.make_node("ReduceSum", ["x"], ["s"], name="/ReduceSum", keepdims=0),
+            h.make_node("Add", ["zero", "zero"], ["zero2"], name="/ConstAdd"),
+            h.make_node("Greater", ["s", "zero2"], ["c"], name="/Greater"),
+            h.make_node("If", ["c"], ["y"], name="/If", then_branch=then_g, else_branch=else_g),
+        ],
+        [vi("x", T.FLOAT, [4])],
+        [vi("y", T.FLOAT, [4])],
+        {"zero": np.array(0, np.float32)},
+    )
+    model, report = surgery.apply(
+        ir.from_proto(proto), [Simplify()], inputs={"x": np.array([1, 2, 3, 4], np.float32)}
+    )
     assert report.steps[0].modified and report.steps[0].parity_status == "ok"
     counts = op_counts(model)
     assert counts["If"] == 1 and counts["Neg"] == 1 and counts["Mul"] == 1

@@ -28,8 +28,11 @@ def mlp_model(batch: str | int = "batch") -> onnx.ModelProto:
         ],
         [vi("x", T.FLOAT, [batch, 16])],
         [vi("y", T.FLOAT, [batch, 4])],
-        {"W1": rng.standard_normal((16, 32)).astype(np.float32), "W2": rng.standard_normal((32, 4)).astype(np.float32),
-         "unused": np.ones(3, np.float32)},
+        {
+            "W1": rng.standard_normal((16, 32)).astype(np.float32),
+            "W2": rng.standard_normal((32, 4)).astype(np.float32),
+            "unused": np.ones(3, np.float32),
+        },
     )
 
 
@@ -52,7 +55,9 @@ class PerturbWeight(SurgeryPass):
 
     def call(self, model: ir.Model) -> SurgeryResult:
         value = model.graph.initializers[self.options.weight]
-        value.const_value = ir.tensor(value.const_value.numpy() + self.options.delta, name=value.name)
+        value.const_value = ir.tensor(
+            value.const_value.numpy() + self.options.delta, name=value.name
+        )
         return SurgeryResult(model, True)
 
 
@@ -65,7 +70,9 @@ class ScaleOutput(SurgeryPass):
 
     def call(self, model: ir.Model) -> SurgeryResult:
         value = model.graph.initializers["W2"]
-        value.const_value = ir.tensor(value.const_value.numpy() * np.float32(1.001), name=value.name)
+        value.const_value = ir.tensor(
+            value.const_value.numpy() * np.float32(1.001), name=value.name
+        )
         return SurgeryResult(model, True)
 
 

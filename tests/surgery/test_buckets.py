@@ -41,8 +41,12 @@ def batch_model():
         ],
         [vi("x", T.FLOAT, ["batch", 4, 8]), vi("mask", T.FLOAT, ["batch", 4])],
         [vi("y", T.FLOAT, ["batch", 5])],
-        {"z": np.array([0], np.int64), "one": np.array([1], np.int64), "m1": np.array([-1], np.int64),
-         "W": rng.random((32, 5), dtype=np.float32)},
+        {
+            "z": np.array([0], np.int64),
+            "one": np.array([1], np.int64),
+            "m1": np.array([-1], np.int64),
+            "W": rng.random((32, 5), dtype=np.float32),
+        },
     )
 
 
@@ -52,22 +56,40 @@ PIPELINE = [MakeStatic(), AssertStatic()]
 def test_one_static_model_per_bucket(tmp_path):
     proto = batch_model()
     onnx.save(proto, tmp_path / "m.onnx")
-    result = apply_buckets(tmp_path / "m.onnx", PIPELINE, "batch=1,4,8", output=tmp_path / "out.onnx",
-                           soc_version="Ascend310")
+    result = apply_buckets(
+        tmp_path / "m.onnx",
+        PIPELINE,
+        "batch=1,4,8",
+        output=tmp_path / "out.onnx",
+        soc_version="Ascend310",
+    )
     assert [r.label for r in result.runs] == ["batch1", "batch4", "batch8"]
     for run, size in zip(result.runs, (1, 4, 8), strict=True):
         assert run.output == tmp_path / f"out.batch{size}.onnx" and run.output.exists()
         assert run.report.ok and run.report.step("make-static").parity_status == "ok"
         written = onnx.load(run.output)
-        assert [d.dim_value for d in written.graph.input[0].type.tensor_type.shape.dim] == [size, 4, 8]
-        assert [d.dim_value for d in written.graph.output[0].type.tensor_type.shape.dim] == [size, 5]
+        assert [d.dim_value for d in written.graph.input[0].type.tensor_type.shape.dim] == [
+            size,
+            4,
+            8,
+        ]
+        assert [d.dim_value for d in written.graph.output[0].type.tensor_type.shape.dim] == [
+            size,
+            5,
+        ]
         assert op_counts(written)["Shape"] == 0
         assert run.atc is not None and run.atc.input_shape == f"x:{size},4,8;mask:{size},4"
         feeds = {"x": np.ones((size, 4, 8), np.float32), "mask": np.ones((size, 4), np.float32)}
-        np.testing.assert_allclose(ort_run(written, feeds)["y"], ort_run(proto, feeds)["y"], rtol=1e-6)
+        np.testing.assert_allclose(
+            ort_run(written, feeds)["y"], ort_run(proto, feeds)["y"], rtol=1e-6
+        )
     # every input carries 'batch' at dim 0: the dynamic-batch alternative is offered
     alt = result.dynamic_batch
-    assert alt is not None and alt.input_shape == "x:-1,4,8;mask:-1,4" and alt.dynamic_batch_size == "1,4,8"
+    assert (
+        alt is not None
+        and alt.input_shape == "x:-1,4,8;mask:-1,4"
+        and alt.dynamic_batch_size == "1,4,8"
+    )
     assert alt.model == str(tmp_path / "m.onnx")
     assert result.to_dict()["dynamic_batch_alternative"]["dynamic_batch_size"] == "1,4,8"
 
@@ -87,11 +109,16 @@ def test_binding_merges_into_an_existing_fix_shapes():
     assert pipe.steps[0].pass_.options.dims == {"batch": 9}  # the original pipeline is not changed
     added = bucket_pipeline(Pipeline.from_passes([MakeStatic()]), {"x[0]": 4})
     assert [s.name for s in added.steps] == ["fix-shapes", "make-static"]
-    assert bucket_label({"x[0]": 4}) == "x0_4" and bucket_label({"batch": 1, "seq": 128}) == "batch1_seq128"
+    assert (
+        bucket_label({"x[0]": 4}) == "x0_4"
+        and bucket_label({"batch": 1, "seq": 128}) == "batch1_seq128"
+    )
 
 
 def test_errors_name_the_bucket():
-    with pytest.raises(PassError, match=r"^bucket batch1: fix-shapes: input 'x' dim 1 is fixed to 4"):
+    with pytest.raises(
+        PassError, match=r"^bucket batch1: fix-shapes: input 'x' dim 1 is fixed to 4"
+    ):
         apply_buckets(batch_model(), [FixShapes(shapes="x:-1,5,8"), MakeStatic()], "batch=1,2")
     with pytest.raises(PipelineError, match="no buckets"):
         apply_buckets(batch_model(), PIPELINE)
@@ -101,9 +128,22 @@ def test_errors_name_the_bucket():
 
 def test_cli_buckets_flag(tmp_path, capsys):
     onnx.save(batch_model(), tmp_path / "m.onnx")
-    (tmp_path / "p.toml").write_text('[[pass]]\nname = "make-static"\n[[pass]]\nname = "assert-static"\n')
-    code = main(["apply", str(tmp_path / "p.toml"), str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"),
-                 "--buckets", "batch=1,2", "--report", str(tmp_path / "r.json")])
+    (tmp_path / "p.toml").write_text(
+        '[[pass]]\nname = "make-static"\n[[pass]]\nname = "assert-static"\n'
+    )
+    code = main(
+        [
+            "apply",
+            str(tmp_path / "p.toml"),
+            str(tmp_path / "m.onnx"),
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--buckets",
+            "batch=1,2",
+            "--report",
+            str(tmp_path / "r.json"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "== bucket batch1 (batch=1)" in printed and "== bucket batch2 (batch=2)" in printed
@@ -120,12 +160,24 @@ def test_example_buckets_toml(tmp_path, capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     onnx.save(module.paddle(), tmp_path / "paddle.onnx")
-    code = main(["apply", str(EXAMPLE / "buckets.toml"), str(tmp_path / "paddle.onnx"), "-o",
-                 str(tmp_path / "paddle_static.onnx")])
+    code = main(
+        [
+            "apply",
+            str(EXAMPLE / "buckets.toml"),
+            str(tmp_path / "paddle.onnx"),
+            "-o",
+            str(tmp_path / "paddle_static.onnx"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     for size in (1, 4):
         written = onnx.load(tmp_path / f"paddle_static.x0_{size}.onnx")
-        assert [d.dim_value for d in written.graph.input[0].type.tensor_type.shape.dim] == [size, 3, 24, 32]
+        assert [d.dim_value for d in written.graph.input[0].type.tensor_type.shape.dim] == [
+            size,
+            3,
+            24,
+            32,
+        ]
         assert op_counts(written)["Shape"] == 0
     assert "--input_shape=x:-1,3,24,32 --dynamic_batch_size=1,4" in printed

@@ -23,7 +23,11 @@ N_USED, N_UNUSED = 4, 1
 
 def _external(name: str, offset: int, length: int, dims: list[int]) -> onnx.TensorProto:
     t = onnx.TensorProto(name=name, data_type=T.FLOAT, dims=dims, data_location=T.EXTERNAL)
-    for key, value in (("location", "big.onnx.data"), ("offset", str(offset)), ("length", str(length))):
+    for key, value in (
+        ("location", "big.onnx.data"),
+        ("offset", str(offset)),
+        ("length", str(length)),
+    ):
         entry = t.external_data.add()
         entry.key, entry.value = key, value
     return t
@@ -35,13 +39,23 @@ def big_model(tmp_path_factory):
     size = ROWS * COLS * 4
     names = [f"W{i}" for i in range(N_USED)] + [f"unused{i}" for i in range(N_UNUSED)]
     inits = [_external(n, i * size, size, [ROWS, COLS]) for i, n in enumerate(names)]
-    nodes = [h.make_node("MatMul", ["x", f"W{i}"], [f"mm{i}"], name=f"/mm{i}/MatMul") for i in range(N_USED)]
+    nodes = [
+        h.make_node("MatMul", ["x", f"W{i}"], [f"mm{i}"], name=f"/mm{i}/MatMul")
+        for i in range(N_USED)
+    ]
     nodes.append(h.make_node("Sum", [f"mm{i}" for i in range(N_USED)], ["y"], name="/Sum"))
     nodes.append(h.make_node("Identity", ["y"], ["y_id"], name="/Identity"))
-    nodes.append(h.make_node("ReduceMax", ["y_id"], ["out"], name="/ReduceMax", keepdims=0, axes=[1]))
+    nodes.append(
+        h.make_node("ReduceMax", ["y_id"], ["out"], name="/ReduceMax", keepdims=0, axes=[1])
+    )
     nodes.append(h.make_node("Neg", ["x"], ["dead"], name="/dead/Neg"))
-    graph = h.make_graph(nodes, "big", [h.make_tensor_value_info("x", T.FLOAT, ["batch", ROWS])],
-                         [h.make_tensor_value_info("out", T.FLOAT, ["batch"])], inits)
+    graph = h.make_graph(
+        nodes,
+        "big",
+        [h.make_tensor_value_info("x", T.FLOAT, ["batch", ROWS])],
+        [h.make_tensor_value_info("out", T.FLOAT, ["batch"])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, folder / "big.onnx")
@@ -63,7 +77,9 @@ def test_cleanup_over_2gb_with_gates(big_model, tmp_path):
     x = np.random.default_rng(1).standard_normal((1, ROWS)).astype(np.float32)
     _, report = surgery.apply(str(big_model), [Cleanup()], inputs={"x": x}, output=out)
     step = report.steps[0]
-    assert step.modified and step.checker == "ok" and step.ort == "ok" and step.parity_status == "ok"
+    assert (
+        step.modified and step.checker == "ok" and step.ort == "ok" and step.parity_status == "ok"
+    )
     assert step.before.initializers == N_USED + N_UNUSED and step.after.initializers == N_USED
     assert step.after.initializer_bytes == N_USED * ROWS * COLS * 4 > 2**31
     assert os.path.getsize(str(out) + ".data") == N_USED * ROWS * COLS * 4

@@ -16,13 +16,25 @@ from surgery.testing import make_model, ort_run, vi
 
 def _big_model() -> onnx.ModelProto:
     w = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 4096
-    return make_model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [vi("x", T.FLOAT, [1, 64])],
-                      [vi("y", T.FLOAT, [1, 64])], {"W": w}, ir_version=8, opset=13)
+    return make_model(
+        [h.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        [vi("x", T.FLOAT, [1, 64])],
+        [vi("y", T.FLOAT, [1, 64])],
+        {"W": w},
+        ir_version=8,
+        opset=13,
+    )
 
 
 def _save_external(proto: onnx.ModelProto, path) -> None:
-    onnx.save(proto, path, save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data",
-              size_threshold=0)
+    onnx.save(
+        proto,
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=0,
+    )
 
 
 def test_missing_file(tmp_path):
@@ -77,7 +89,9 @@ def test_save_keeps_ir_version_and_opsets_and_external_data(tmp_path):
     assert saved.graph.initializer[0].data_location == onnx.TensorProto.EXTERNAL
     # pitfall 15: the weights are next to the new model, not left behind
     x = np.ones((1, 64), np.float32)
-    np.testing.assert_array_equal(ort_run(str(out_dir / "out.onnx"), {"x": x})["y"], ort_run(str(src), {"x": x})["y"])
+    np.testing.assert_array_equal(
+        ort_run(str(out_dir / "out.onnx"), {"x": x})["y"], ort_run(str(src), {"x": x})["y"]
+    )
     assert not list(out_dir.glob(".*tmp"))  # no staging folder left behind
 
 
@@ -125,8 +139,12 @@ def test_small_external_tensors_do_not_depend_on_the_working_directory(tmp_path,
     from surgery.instruments import checker
     from surgery.verify.ort import run_model
 
-    proto = make_model([h.make_node("Add", ["x", "b"], ["y"], name="add")], [vi("x", T.FLOAT, [4])], [vi("y", T.FLOAT, [4])],
-                       {"b": np.arange(4, dtype=np.float32)})
+    proto = make_model(
+        [h.make_node("Add", ["x", "b"], ["y"], name="add")],
+        [vi("x", T.FLOAT, [4])],
+        [vi("y", T.FLOAT, [4])],
+        {"b": np.arange(4, dtype=np.float32)},
+    )
     folder = tmp_path / "models"
     folder.mkdir()
     _save_external(proto, folder / "m.onnx")
@@ -136,7 +154,9 @@ def test_small_external_tensors_do_not_depend_on_the_working_directory(tmp_path,
     monkeypatch.chdir(elsewhere)
     light = model_io.LightProto(model)
     assert checker.check(light)
-    np.testing.assert_array_equal(run_model(model, {"x": np.zeros(4, np.float32)})["y"], np.arange(4, dtype=np.float32))
+    np.testing.assert_array_equal(
+        run_model(model, {"x": np.zeros(4, np.float32)})["y"], np.arange(4, dtype=np.float32)
+    )
 
 
 def _if_and_loop_with_external_body_weights(folder) -> tuple[np.ndarray, np.ndarray]:
@@ -146,25 +166,56 @@ def _if_and_loop_with_external_body_weights(folder) -> tuple[np.ndarray, np.ndar
 
     w_then = (np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 1000).astype(np.float32)
     w_loop = np.eye(64, dtype=np.float32) * 0.5
-    then_g = h.make_graph([h.make_node("MatMul", ["x", "W_then"], ["yt"], name="then_mm")], "then", [],
-                          [vi("yt", T.FLOAT, [2, 64])], [nh.from_array(w_then, "W_then")])
-    else_g = h.make_graph([h.make_node("Neg", ["x"], ["ye"], name="else_neg")], "else", [], [vi("ye", T.FLOAT, [2, 64])])
+    then_g = h.make_graph(
+        [h.make_node("MatMul", ["x", "W_then"], ["yt"], name="then_mm")],
+        "then",
+        [],
+        [vi("yt", T.FLOAT, [2, 64])],
+        [nh.from_array(w_then, "W_then")],
+    )
+    else_g = h.make_graph(
+        [h.make_node("Neg", ["x"], ["ye"], name="else_neg")],
+        "else",
+        [],
+        [vi("ye", T.FLOAT, [2, 64])],
+    )
     body = h.make_graph(
-        [h.make_node("MatMul", ["x", "W_loop"], ["xw"], name="loop_mm"), h.make_node("Add", ["s_in", "xw"], ["s_out"], name="loop_add"),
-         h.make_node("Identity", ["cond_in"], ["cond_out"], name="loop_cond")],
-        "body", [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("s_in", T.FLOAT, [2, 64])],
-        [vi("cond_out", T.BOOL, []), vi("s_out", T.FLOAT, [2, 64])], [nh.from_array(w_loop, "W_loop")])
+        [
+            h.make_node("MatMul", ["x", "W_loop"], ["xw"], name="loop_mm"),
+            h.make_node("Add", ["s_in", "xw"], ["s_out"], name="loop_add"),
+            h.make_node("Identity", ["cond_in"], ["cond_out"], name="loop_cond"),
+        ],
+        "body",
+        [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("s_in", T.FLOAT, [2, 64])],
+        [vi("cond_out", T.BOOL, []), vi("s_out", T.FLOAT, [2, 64])],
+        [nh.from_array(w_loop, "W_loop")],
+    )
     graph = h.make_graph(
-        [h.make_node("Identity", ["x0"], ["x"], name="id"),
-         h.make_node("If", ["c"], ["y"], name="if", then_branch=then_g, else_branch=else_g),
-         h.make_node("Loop", ["trips", "", "zeros"], ["z"], name="loop", body=body)],
-        "main", [vi("x0", T.FLOAT, [2, 64]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [2, 64]), vi("z", T.FLOAT, [2, 64])],
-        [nh.from_array(np.array(2, np.int64), "trips"), nh.from_array(np.zeros((2, 64), np.float32), "zeros")])
+        [
+            h.make_node("Identity", ["x0"], ["x"], name="id"),
+            h.make_node("If", ["c"], ["y"], name="if", then_branch=then_g, else_branch=else_g),
+            h.make_node("Loop", ["trips", "", "zeros"], ["z"], name="loop", body=body),
+        ],
+        "main",
+        [vi("x0", T.FLOAT, [2, 64]), vi("c", T.BOOL, [])],
+        [vi("y", T.FLOAT, [2, 64]), vi("z", T.FLOAT, [2, 64])],
+        [
+            nh.from_array(np.array(2, np.int64), "trips"),
+            nh.from_array(np.zeros((2, 64), np.float32), "zeros"),
+        ],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
-    onnx.save(model, folder / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=1024)
-    body_weights = [t for n in onnx.load(folder / "m.onnx", load_external_data=False).graph.node for a in n.attribute
-                    if a.HasField("g") for t in a.g.initializer]
+    onnx.save(
+        model, folder / "m.onnx", save_as_external_data=True, location="w.bin", size_threshold=1024
+    )
+    body_weights = [
+        t
+        for n in onnx.load(folder / "m.onnx", load_external_data=False).graph.node
+        for a in n.attribute
+        if a.HasField("g")
+        for t in a.g.initializer
+    ]
     assert {t.name for t in body_weights} == {"W_then", "W_loop"}
     assert all(t.data_location == T.EXTERNAL for t in body_weights)
     return w_then, w_loop
@@ -195,12 +246,23 @@ def test_subgraph_initializers_in_external_data_load_verify_and_save(tmp_path, m
     # apply with every gate (the then-branch taken by a declared input), save to a third folder
     (elsewhere / "p.toml").write_text('[verify]\nsamples = 1\n[[pass]]\nname = "cleanup"\n')
     (tmp_path / "out").mkdir()
-    _, report = surgery.apply(folder / "m.onnx", elsewhere / "p.toml", inputs={"x0": x, "c": np.array(True)},
-                              output=tmp_path / "out" / "o.onnx")
+    _, report = surgery.apply(
+        folder / "m.onnx",
+        elsewhere / "p.toml",
+        inputs={"x0": x, "c": np.array(True)},
+        output=tmp_path / "out" / "o.onnx",
+    )
     assert report.ok and report.oracle == "onnxruntime"
     saved = onnx.load(tmp_path / "out" / "o.onnx", load_external_data=False)
-    locations = {e.value for n in saved.graph.node for a in n.attribute if a.HasField("g") for t in a.g.initializer
-                 for e in t.external_data if e.key == "location"}
+    locations = {
+        e.value
+        for n in saved.graph.node
+        for a in n.attribute
+        if a.HasField("g")
+        for t in a.g.initializer
+        for e in t.external_data
+        if e.key == "location"
+    }
     assert locations == {"o.onnx.data"}
     again = ort_run(model_io.load(tmp_path / "out" / "o.onnx"), {"x0": x, "c": np.array(True)})
     np.testing.assert_array_equal(again["y"], out["y"])
@@ -222,7 +284,9 @@ def test_subgraph_external_data_outside_the_folder_is_refused(tmp_path):
         model_io.load(folder / "escape.onnx")
 
 
-def test_the_data_file_is_reserved_before_the_copy_and_a_full_disk_fails_first(tmp_path, monkeypatch):
+def test_the_data_file_is_reserved_before_the_copy_and_a_full_disk_fails_first(
+    tmp_path, monkeypatch
+):
     """The new data file gets its blocks in one fallocate (faster kernel copies on ext4, and a full
     disk is found before gigabytes are copied): nothing is copied then, nothing is left behind."""
     import errno
@@ -230,9 +294,15 @@ def test_the_data_file_is_reserved_before_the_copy_and_a_full_disk_fails_first(t
     src = tmp_path / "src"
     src.mkdir()
     w = np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32)
-    proto = make_model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [vi("x", T.FLOAT, [1, 256])],
-                       [vi("y", T.FLOAT, [1, 256])], {"W": w})
-    onnx.save(proto, src / "m.onnx", save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    proto = make_model(
+        [h.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        [vi("x", T.FLOAT, [1, 256])],
+        [vi("y", T.FLOAT, [1, 256])],
+        {"W": w},
+    )
+    onnx.save(
+        proto, src / "m.onnx", save_as_external_data=True, location="m.onnx.data", size_threshold=0
+    )
     model = model_io.load(src / "m.onnx")
     calls: list[int] = []
     real = model_io._reserve
@@ -244,8 +314,9 @@ def test_the_data_file_is_reserved_before_the_copy_and_a_full_disk_fails_first(t
     monkeypatch.setattr(model_io, "_reserve", reserve)
     model_io.save(model, tmp_path / "a.onnx")
     assert calls == [w.nbytes]
-    np.testing.assert_array_equal(onnx.numpy_helper.to_array(
-        onnx.load(tmp_path / "a.onnx").graph.initializer[0]), w)
+    np.testing.assert_array_equal(
+        onnx.numpy_helper.to_array(onnx.load(tmp_path / "a.onnx").graph.initializer[0]), w
+    )
 
     copied: list[int] = []
     real_copy = model_io._copy_range
@@ -259,5 +330,6 @@ def test_the_data_file_is_reserved_before_the_copy_and_a_full_disk_fails_first(t
     monkeypatch.setattr(model_io, "_reserve", lambda fd, size: errno.EOPNOTSUPP)
     monkeypatch.setattr(model_io, "_copy_range", real_copy)
     model_io.save(model, tmp_path / "out" / "c.onnx")
-    np.testing.assert_array_equal(onnx.numpy_helper.to_array(
-        onnx.load(tmp_path / "out" / "c.onnx").graph.initializer[0]), w)
+    np.testing.assert_array_equal(
+        onnx.numpy_helper.to_array(onnx.load(tmp_path / "out" / "c.onnx").graph.initializer[0]), w
+    )

@@ -27,7 +27,11 @@ N = 4
 
 def _external(name: str, offset: int, length: int) -> onnx.TensorProto:
     t = onnx.TensorProto(name=name, data_type=T.FLOAT, dims=[ROWS, COLS], data_location=T.EXTERNAL)
-    for key, value in (("location", "src.onnx.data"), ("offset", str(offset)), ("length", str(length))):
+    for key, value in (
+        ("location", "src.onnx.data"),
+        ("offset", str(offset)),
+        ("length", str(length)),
+    ):
         entry = t.external_data.add()
         entry.key, entry.value = key, value
     return t
@@ -40,14 +44,22 @@ def source(tmp_path_factory):
     inits = [_external(f"W{i}", i * size, size) for i in range(N)]
     inits.append(onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two"))
     nodes = [h.make_node("Mul", ["inp", "two"], ["x_scaled"], name="/pre/Mul")]
-    nodes += [h.make_node("MatMul", ["x_scaled", f"W{i}"], [f"mm{i}"], name=f"/mm{i}/MatMul") for i in range(N)]
+    nodes += [
+        h.make_node("MatMul", ["x_scaled", f"W{i}"], [f"mm{i}"], name=f"/mm{i}/MatMul")
+        for i in range(N)
+    ]
     nodes += [
         h.make_node("Sum", [f"mm{i}" for i in range(N)], ["y"], name="/Sum"),
         h.make_node("Relu", ["y"], ["r"], name="/Relu"),
         h.make_node("ReduceMax", ["r"], ["out"], name="/ReduceMax", keepdims=0, axes=[1]),
     ]
-    graph = h.make_graph(nodes, "big", [h.make_tensor_value_info("inp", T.FLOAT, [1, ROWS])],
-                         [h.make_tensor_value_info("out", T.FLOAT, [1])], inits)
+    graph = h.make_graph(
+        nodes,
+        "big",
+        [h.make_tensor_value_info("inp", T.FLOAT, [1, ROWS])],
+        [h.make_tensor_value_info("out", T.FLOAT, [1])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, folder / "src.onnx")
@@ -67,20 +79,32 @@ def test_slice_over_2gb_is_saved_external_and_matches_the_original(source, tmp_p
     model = model_io.load(source)
     part = extract(model, ["x_scaled"], ["y"])
     assert [n.name for n in part.graph] == [f"/mm{i}/MatMul" for i in range(N)] + ["/Sum"]
-    assert part.graph.inputs[0].dtype == ir.DataType.FLOAT and list(part.graph.inputs[0].shape) == [1, ROWS]
+    assert part.graph.inputs[0].dtype == ir.DataType.FLOAT and list(part.graph.inputs[0].shape) == [
+        1,
+        ROWS,
+    ]
     for i in range(N):  # memory-mapped source tensors are shared, not read
-        assert part.graph.initializers[f"W{i}"].const_value is model.graph.initializers[f"W{i}"].const_value
+        assert (
+            part.graph.initializers[f"W{i}"].const_value
+            is model.graph.initializers[f"W{i}"].const_value
+        )
     assert model_io.initializer_bytes(part) > 2**31
     out = tmp_path / "slice.onnx"
     written = model_io.save(part, out)
     assert written == [out, tmp_path / "slice.onnx.data"]
     assert os.path.getsize(tmp_path / "slice.onnx.data") >= N * ROWS * COLS * 4 > 2**31
     saved = onnx.load(out, load_external_data=False)
-    assert saved.ir_version == 9 and all(t.data_location == T.EXTERNAL for t in saved.graph.initializer)
+    assert saved.ir_version == 9 and all(
+        t.data_location == T.EXTERNAL for t in saved.graph.initializer
+    )
     feeds = {"inp": np.random.default_rng(1).standard_normal((1, ROWS)).astype(np.float32)}
-    part_feeds, expected = slice_reference(model, part, feeds)  # the original's intermediate tensors
+    part_feeds, expected = slice_reference(
+        model, part, feeds
+    )  # the original's intermediate tensors
     np.testing.assert_allclose(part_feeds["x_scaled"], feeds["inp"] * 2)
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # loads from the file
+    session = ort.InferenceSession(
+        str(out), providers=["CPUExecutionProvider"]
+    )  # loads from the file
     (y,) = session.run(["y"], part_feeds)
     assert y.shape == (1, COLS) and np.abs(y[0, :64]).min() > 0 and not y[0, 64:].any()
     np.testing.assert_array_equal(y, expected["y"])

@@ -17,7 +17,9 @@ def _write(tmp_path, text: str):
 
 
 def test_full_pipeline_parses(tmp_path, test_passes):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         schema_version = 1
         [inputs]
         images = { shape = [1, 3, 8, 8], dtype = "float32", range = [0.0, 1.0] }
@@ -35,7 +37,8 @@ def test_full_pipeline_parses(tmp_path, test_passes):
         rtol = 0.5
         [[pass]]
         name = "test-scale-output"
-    """)
+    """,
+    )
     pipe = load_pipeline(path)
     assert [s.name for s in pipe.steps] == ["test-perturb-weight", "test-scale-output"]
     assert pipe.steps[0].pass_.options.delta == 0.5
@@ -48,20 +51,32 @@ def test_full_pipeline_parses(tmp_path, test_passes):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[[pass]]\nname = \"test-perturb-wieght\"\n", "unknown pass 'test-perturb-wieght' (did you mean 'test-perturb-weight'?)"),
-        ("[[pass]]\nname = \"test-perturb-weight\"\ndelt = 1.0\n", "unknown option 'delt' (did you mean 'delta'?)"),
-        ("[[pass]]\nname = \"test-perturb-weight\"\ndelta = \"big\"\n", "delta: expected float, got str"),
-        ("[verfy]\nchecker = \"each\"\n", "unknown key 'verfy' (did you mean 'verify'?)"),
-        ("[verify]\nchecker = \"always\"\n", "expected one of each, end, off"),
-        ("[verify]\nrtol = \"small\"\n", "expected a number"),
-        ("[verify]\nchekcer = \"each\"\n", "unknown key 'chekcer' (did you mean 'checker'?)"),
+        (
+            '[[pass]]\nname = "test-perturb-wieght"\n',
+            "unknown pass 'test-perturb-wieght' (did you mean 'test-perturb-weight'?)",
+        ),
+        (
+            '[[pass]]\nname = "test-perturb-weight"\ndelt = 1.0\n',
+            "unknown option 'delt' (did you mean 'delta'?)",
+        ),
+        (
+            '[[pass]]\nname = "test-perturb-weight"\ndelta = "big"\n',
+            "delta: expected float, got str",
+        ),
+        ('[verfy]\nchecker = "each"\n', "unknown key 'verfy' (did you mean 'verify'?)"),
+        ('[verify]\nchecker = "always"\n', "expected one of each, end, off"),
+        ('[verify]\nrtol = "small"\n', "expected a number"),
+        ('[verify]\nchekcer = "each"\n', "unknown key 'chekcer' (did you mean 'checker'?)"),
         ("schema_version = 2\n", "schema_version 2 is not supported"),
         ("[[pass]]\ndelta = 1.0\n", "needs a name"),
-        ("[pass]\nname = \"x\"\n", "write each pass as [[pass]]"),
+        ('[pass]\nname = "x"\n', "write each pass as [[pass]]"),
         ("[inputs]\nx = { shape = [1, -3] }\n", "non-negative integers"),
         ("[inputs]\nx = { shap = [1, 3] }\n", "unknown key 'shap' (did you mean 'shape'?)"),
-        ("[inputs]\nx = { dtype = \"floaty\" }\n", "unknown dtype"),
-        ("[[pass]]\nname = \"test-perturb-weight\"\n[pass.verify]\nrtl = 1\n", "unknown key 'rtl' (did you mean 'rtol'?)"),
+        ('[inputs]\nx = { dtype = "floaty" }\n', "unknown dtype"),
+        (
+            '[[pass]]\nname = "test-perturb-weight"\n[pass.verify]\nrtl = 1\n',
+            "unknown key 'rtl' (did you mean 'rtol'?)",
+        ),
         ("this is = not toml = at all\n", "invalid TOML"),
     ],
 )
@@ -79,8 +94,8 @@ def test_missing_pipeline_file(tmp_path):
 
 
 def test_set_overrides_are_validated(tmp_path, test_passes):
-    pipe = load_pipeline(_write(tmp_path, "[[pass]]\nname = \"test-perturb-weight\"\n"))
-    apply_sets(pipe, ["test-perturb-weight.delta=2.5", "1.weight=\"W1\""])
+    pipe = load_pipeline(_write(tmp_path, '[[pass]]\nname = "test-perturb-weight"\n'))
+    apply_sets(pipe, ["test-perturb-weight.delta=2.5", '1.weight="W1"'])
     assert pipe.steps[0].pass_.options.delta == 2.5
     assert pipe.steps[0].pass_.options.weight == "W1"
     with pytest.raises(PipelineError, match="unknown option 'dleta'"):
@@ -95,7 +110,12 @@ def test_set_overrides_are_validated(tmp_path, test_passes):
 
 
 def test_disable(tmp_path, test_passes):
-    pipe = load_pipeline(_write(tmp_path, "[[pass]]\nname = \"test-perturb-weight\"\n[[pass]]\nname = \"test-scale-output\"\n"))
+    pipe = load_pipeline(
+        _write(
+            tmp_path,
+            '[[pass]]\nname = "test-perturb-weight"\n[[pass]]\nname = "test-scale-output"\n',
+        )
+    )
     pipe.disable(["test-perturb-weight"])
     assert [s.name for s in pipe.steps] == ["test-scale-output"]
     with pytest.raises(PipelineError, match="no such pass"):
@@ -115,12 +135,14 @@ def test_path_options_are_relative_to_the_toml_folder(tmp_path, monkeypatch):
 
     folder = tmp_path / "project"
     (folder / "rules").mkdir(parents=True)
-    (folder / "rules" / "my_rules.py").write_text("from surgery.rules.library import EXACT as RULES\n")
+    (folder / "rules" / "my_rules.py").write_text(
+        "from surgery.rules.library import EXACT as RULES\n"
+    )
     np.savez(folder / "pins.npz", sr=np.array(16000))
     elsewhere = tmp_path / "elsewhere.npz"
     np.savez(elsewhere, sr=np.array(8000))
     (folder / "passes.toml").write_text(
-        'schema_version = 1\n'
+        "schema_version = 1\n"
         '[[pass]]\nname = "rewrite"\nrules = "my_rules:RULES"\npath = "rules"\n'
         '[[pass]]\nname = "pin-inputs"\nnpz = "pins.npz"\n'
         f'[[pass]]\nname = "pin-inputs"\nnpz = "{elsewhere}"\n'

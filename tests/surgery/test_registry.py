@@ -41,6 +41,7 @@ def test_name_clash_is_refused():
 
 def test_bad_pass_declarations_are_refused():
     with pytest.raises(TypeError, match="kebab-case"):
+
         class Bad(SurgeryPass):
             """Bad."""
 
@@ -52,7 +53,8 @@ def test_bad_pass_declarations_are_refused():
 
 def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
     pkg = tmp_path / "my_surgery_plugin.py"
-    pkg.write_text(textwrap.dedent('''
+    pkg.write_text(
+        textwrap.dedent('''
         """A third-party pass package."""
         from surgery.pass_base import SurgeryPass, SurgeryResult
 
@@ -62,7 +64,8 @@ def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
 
             def call(self, model):
                 return SurgeryResult(model, False)
-    '''))
+    ''')
+    )
     dist = tmp_path / "my_surgery_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-surgery-plugin\nVersion: 1.0\n")

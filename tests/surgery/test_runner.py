@@ -22,7 +22,9 @@ def test_good_pipeline_reports_each_pass(mlp, test_passes):
     model, report = surgery.apply(mlp, [test_passes["test-scale-output"]()])
     assert isinstance(model, onnx.ModelProto)  # same kind as given
     step = report.steps[0]
-    assert step.modified and step.checker == "ok" and step.ort == "ok" and step.parity_status == "ok"
+    assert (
+        step.modified and step.checker == "ok" and step.ort == "ok" and step.parity_status == "ok"
+    )
     assert step.parity[0].name == "y" and 0 < step.parity[0].max_abs < 0.05
     assert report.oracle == "onnxruntime"
     assert "generated [2, 16] float32" in report.inputs["x"]
@@ -32,13 +34,27 @@ def test_good_pipeline_reports_each_pass(mlp, test_passes):
 def test_parity_gate_catches_perturbed_weight_and_writes_reproducer(mlp, test_passes, tmp_path):
     repro = tmp_path / "repro"
     with pytest.raises(GateError) as info:
-        surgery.apply(mlp, [test_passes["test-scale-output"](), test_passes["test-perturb-weight"]()], reproducer_dir=repro)
+        surgery.apply(
+            mlp,
+            [test_passes["test-scale-output"](), test_passes["test-perturb-weight"]()],
+            reproducer_dir=repro,
+        )
     err = info.value
     assert err.pass_name == "test-perturb-weight" and err.gate == "parity"
     text = str(err)
-    assert "after pass 'test-perturb-weight'" in text and "output y" in text and "max abs error" in text and "rtol" in text
+    assert (
+        "after pass 'test-perturb-weight'" in text
+        and "output y" in text
+        and "max abs error" in text
+        and "rtol" in text
+    )
     # the reproducer holds the model BEFORE the failing pass (scale-output applied, perturbation not)
-    assert sorted(p.name for p in repro.iterdir()) == ["README.txt", "inputs.npz", "model.onnx", "passes.toml"]
+    assert sorted(p.name for p in repro.iterdir()) == [
+        "README.txt",
+        "inputs.npz",
+        "model.onnx",
+        "passes.toml",
+    ]
     before = onnx.load(repro / "model.onnx")
     w2 = onnx.numpy_helper.to_array(next(t for t in before.graph.initializer if t.name == "W2"))
     original = onnx.numpy_helper.to_array(next(t for t in mlp.graph.initializer if t.name == "W2"))
@@ -46,7 +62,9 @@ def test_parity_gate_catches_perturbed_weight_and_writes_reproducer(mlp, test_pa
     assert 'name = "test-perturb-weight"' in (repro / "passes.toml").read_text()
     # replaying the reproducer fails the same way
     with pytest.raises(GateError, match="test-perturb-weight"):
-        surgery.apply(str(repro / "model.onnx"), str(repro / "passes.toml"), reproducer_dir=tmp_path / "again")
+        surgery.apply(
+            str(repro / "model.onnx"), str(repro / "passes.toml"), reproducer_dir=tmp_path / "again"
+        )
 
 
 def test_checker_gate_catches_invalid_model(mlp, test_passes):
@@ -57,7 +75,9 @@ def test_checker_gate_catches_invalid_model(mlp, test_passes):
 
 def test_approx_pass_uses_its_tolerance_and_a_user_override_wins(mlp, test_passes):
     scale = test_passes["test-scale-output"]
-    surgery.apply(mlp, [scale()], verify={"rtol": 0.0, "atol": 0.0})  # its own default tolerance applies
+    surgery.apply(
+        mlp, [scale()], verify={"rtol": 0.0, "atol": 0.0}
+    )  # its own default tolerance applies
     pipe = Pipeline([Step(scale(), StepVerify(rtol=0.0, atol=0.0))])
     with pytest.raises(GateError, match="test-scale-output"):
         surgery.apply(mlp, pipe)
@@ -66,7 +86,9 @@ def test_approx_pass_uses_its_tolerance_and_a_user_override_wins(mlp, test_passe
 def test_approx_tolerance_carries_to_later_exact_passes(mlp, test_passes):
     # the later exact pass changes nothing numerically but is compared with the ORIGINAL: the approx
     # pass's tolerance must carry over, or it would fail for the approximation it did not make.
-    _, report = surgery.apply(mlp, [test_passes["test-scale-output"](), test_passes["test-perturb-weight"](delta=0.0)])
+    _, report = surgery.apply(
+        mlp, [test_passes["test-scale-output"](), test_passes["test-perturb-weight"](delta=0.0)]
+    )
     assert [s.parity_status for s in report.steps] == ["ok", "ok"]
 
 
@@ -112,8 +134,15 @@ def test_ir_model_is_changed_in_place_and_proto_is_not(mlp, test_passes):
 def test_reference_evaluator_fallback_for_float64_conv():
     # onnxruntime has no float64 Conv kernel on CPU (pitfall 7): the oracle must say so and still work.
     w = np.random.default_rng(0).standard_normal((2, 1, 3, 3))
-    proto = make_model([h.make_node("Conv", ["x", "w"], ["y"], name="conv"), h.make_node("Relu", ["y"], ["z"], name="relu")],
-                       [vi("x", T.DOUBLE, [1, 1, 5, 5])], [vi("z", T.DOUBLE, [1, 2, 3, 3])], {"w": w})
+    proto = make_model(
+        [
+            h.make_node("Conv", ["x", "w"], ["y"], name="conv"),
+            h.make_node("Relu", ["y"], ["z"], name="relu"),
+        ],
+        [vi("x", T.DOUBLE, [1, 1, 5, 5])],
+        [vi("z", T.DOUBLE, [1, 2, 3, 3])],
+        {"w": w},
+    )
 
     class RenameNothing(SurgeryPass):
         """Test-only: claims a change without making one."""
@@ -133,8 +162,12 @@ def test_reference_evaluator_fallback_for_float64_conv():
 def test_declared_inputs_and_index_ranges():
     # an int64 input that indexes a 5-row table must be generated inside [0, 5)
     table = np.arange(10, dtype=np.float32).reshape(5, 2)
-    proto = make_model([h.make_node("Gather", ["table", "ids"], ["y"], name="emb")],
-                       [vi("ids", T.INT64, ["batch", "seq"])], [vi("y", T.FLOAT, ["batch", "seq", 2])], {"table": table})
+    proto = make_model(
+        [h.make_node("Gather", ["table", "ids"], ["y"], name="emb")],
+        [vi("ids", T.INT64, ["batch", "seq"])],
+        [vi("y", T.FLOAT, ["batch", "seq", 2])],
+        {"table": table},
+    )
 
     class Claim(SurgeryPass):
         """Test-only."""
@@ -148,7 +181,9 @@ def test_declared_inputs_and_index_ranges():
     assert "indices in [0, 5)" in report.inputs["ids"]
     _, report = surgery.apply(proto, [Claim()], inputs={"ids": np.array([[4, 0]], dtype=np.int64)})
     assert report.inputs["ids"] == "given"
-    with pytest.raises(InputError, match=r"input 'idz' is not an input of the model \(did you mean 'ids'"):
+    with pytest.raises(
+        InputError, match=r"input 'idz' is not an input of the model \(did you mean 'ids'"
+    ):
         surgery.apply(proto, [Claim()], inputs={"idz": np.zeros((1, 1), np.int64)})
 
 
@@ -161,16 +196,32 @@ def test_chained_models_are_verified_together(mlp):
         def call(self, model):
             fc2 = next(n for n in model.graph if n.name == "fc2")
             a1 = fc2.inputs[0]
-            tail_in = ir.Value(name=a1.name, shape=ir.Shape(["batch", 32]), type=ir.TensorType(ir.DataType.FLOAT))
+            tail_in = ir.Value(
+                name=a1.name, shape=ir.Shape(["batch", 32]), type=ir.TensorType(ir.DataType.FLOAT)
+            )
             w2 = model.graph.initializers["W2"]
-            w2_tail = ir.Value(name="W2", shape=ir.Shape([32, 4]), type=ir.TensorType(ir.DataType.FLOAT), const_value=w2.const_value)
+            w2_tail = ir.Value(
+                name="W2",
+                shape=ir.Shape([32, 4]),
+                type=ir.TensorType(ir.DataType.FLOAT),
+                const_value=w2.const_value,
+            )
             y = fc2.outputs[0]
             tail_node = ir.Node("", "MatMul", [tail_in, w2_tail], name="fc2", num_outputs=1)
             tail_node.outputs[0].name = y.name
             tail_node.outputs[0].type = y.type
             tail_node.outputs[0].shape = y.shape
-            tail = ir.Model(ir.Graph([tail_in], tail_node.outputs, nodes=[tail_node], initializers=[w2_tail], name="tail",
-                                     opset_imports=dict(model.opset_imports)), ir_version=model.ir_version)
+            tail = ir.Model(
+                ir.Graph(
+                    [tail_in],
+                    tail_node.outputs,
+                    nodes=[tail_node],
+                    initializers=[w2_tail],
+                    name="tail",
+                    opset_imports=dict(model.opset_imports),
+                ),
+                ir_version=model.ir_version,
+            )
             a1.type = ir.TensorType(ir.DataType.FLOAT)
             a1.shape = ir.Shape(["batch", 32])
             model.graph.outputs.clear()
@@ -186,7 +237,9 @@ def test_chained_models_are_verified_together(mlp):
 
 def test_parity_failure_names_the_first_divergent_tensor(mlp, test_passes, tmp_path):
     with pytest.raises(GateError) as info:
-        surgery.apply(mlp, [test_passes["test-perturb-weight"](weight="W1")], reproducer_dir=tmp_path / "r")
+        surgery.apply(
+            mlp, [test_passes["test-perturb-weight"](weight="W1")], reproducer_dir=tmp_path / "r"
+        )
     # W1 feeds fc1: its output h1 is the first tensor, in topological order, that breaks tolerance
     assert "first divergent tensor" in str(info.value) and "'h1'" in str(info.value)
 
@@ -194,7 +247,9 @@ def test_parity_failure_names_the_first_divergent_tensor(mlp, test_passes, tmp_p
 def test_extract_in_a_pipeline_is_compared_with_the_slice_of_the_original(mlp, tmp_path):
     from surgery.passes.extract import Extract
 
-    model, report = surgery.apply(mlp, [Extract(inputs=["a1"], outputs=["y"])], output=tmp_path / "part.onnx")
+    model, report = surgery.apply(
+        mlp, [Extract(inputs=["a1"], outputs=["y"])], output=tmp_path / "part.onnx"
+    )
     step = report.steps[0]
     assert step.modified and step.parity_status == "ok" and step.parity[0].name == "y"
     assert [i.name for i in model.graph.input] == ["a1"]
@@ -208,7 +263,10 @@ def test_parity_deferred_by_node_budget_still_runs_at_the_end(mlp, test_passes):
     pipe = Pipeline([Step(test_passes["test-scale-output"]())])
     pipe.verify = dataclasses.replace(pipe.verify, parity_max_nodes=1)
     _, report = surgery.apply(mlp, pipe)
-    assert report.steps[0].parity_status == "at end" and "final parity: ok (1 outputs)" in report.final_checks
+    assert (
+        report.steps[0].parity_status == "at end"
+        and "final parity: ok (1 outputs)" in report.final_checks
+    )
 
 
 # --- library warnings (issue 11, item 6) ---------------------------------------------------------
@@ -221,8 +279,11 @@ def _model_onnx_ir_warns_about() -> onnx.ModelProto:
     from onnx import TensorProto as _T
     from onnx import helper as _h
 
-    proto = make_model([_h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", _T.FLOAT, [2, 3])],
-                       [vi("y", _T.FLOAT, [2, 3])])
+    proto = make_model(
+        [_h.make_node("Relu", ["x"], ["y"], name="relu")],
+        [vi("x", _T.FLOAT, [2, 3])],
+        [vi("y", _T.FLOAT, [2, 3])],
+    )
     proto.graph.initializer.append(_onnx.numpy_helper.from_array(np.zeros(2, np.float32), ""))
     return proto
 
@@ -247,7 +308,10 @@ def test_api_captures_library_warnings_into_the_report_not_stderr(capfd, caplog)
         _, report = surgery.apply(_model_onnx_ir_warns_about(), [_Overflows()])
     err = capfd.readouterr().err
     assert err == "", err  # neither Python's last-resort log handler nor warnings printed a line
-    assert any(w.startswith("onnx_ir") and "Initializer tensor must have a name" in w for w in report.warnings), report.warnings
+    assert any(
+        w.startswith("onnx_ir") and "Initializer tensor must have a name" in w
+        for w in report.warnings
+    ), report.warnings
     assert any(w.startswith("RuntimeWarning: overflow") for w in report.warnings), report.warnings
     assert report.to_dict()["warnings"] == report.warnings
     # ... and to the log (INFO, for a caller that wants to see them)
@@ -287,8 +351,14 @@ def test_api_prints_no_library_warning_in_a_plain_python_process(tmp_path):
         print(len(report.warnings), len(diagnose(sys.argv[1]).warnings))
         """
     )
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.onnx")], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "m.onnx")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     applied, diagnosed = map(int, done.stdout.split())

@@ -24,12 +24,20 @@ def _model() -> ir.Model:
         h.make_node("NonZero", ["mask"], ["nz"], name="nz"),
         h.make_node("Transpose", ["nz"], ["idx"], name="tr", perm=[1, 0]),
     ]
-    return ir.from_proto(make_model(nodes, [vi("x", T.FLOAT, [2, 3]), vi("thr", T.FLOAT, [])],
-                                    [vi("scaled", T.FLOAT, [2, 3]), vi("idx", T.INT64, ["n", 2])],
-                                    {"two": np.array(2.0, np.float32)}))
+    return ir.from_proto(
+        make_model(
+            nodes,
+            [vi("x", T.FLOAT, [2, 3]), vi("thr", T.FLOAT, [])],
+            [vi("scaled", T.FLOAT, [2, 3]), vi("idx", T.INT64, ["n", 2])],
+            {"two": np.array(2.0, np.float32)},
+        )
+    )
 
 
-FEEDS = {"x": np.array([[0.1, 0.9, 0.4], [0.7, 0.2, 0.6]], np.float32), "thr": np.array(1.0, np.float32)}
+FEEDS = {
+    "x": np.array([[0.1, 0.9, 0.4], [0.7, 0.2, 0.6]], np.float32),
+    "thr": np.array(1.0, np.float32),
+}
 
 
 class FakeNpuHead:

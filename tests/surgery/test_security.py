@@ -51,9 +51,14 @@ def _one_error_line(capsys) -> str:
     return lines[0]
 
 
-def _relu_model(input_name: str = "x", node_name: str = "relu", batch: str | int = "batch") -> onnx.ModelProto:
-    return make_model([h.make_node("Relu", [input_name], ["y"], name=node_name)],
-                      [vi(input_name, T.FLOAT, [batch, 3])], [vi("y", T.FLOAT, [batch, 3])])
+def _relu_model(
+    input_name: str = "x", node_name: str = "relu", batch: str | int = "batch"
+) -> onnx.ModelProto:
+    return make_model(
+        [h.make_node("Relu", [input_name], ["y"], name=node_name)],
+        [vi(input_name, T.FLOAT, [batch, 3])],
+        [vi("y", T.FLOAT, [batch, 3])],
+    )
 
 
 # --- 3. No code runs unless the user asked for it -------------------------------------------------
@@ -66,14 +71,24 @@ def project(tmp_path):
     folder.mkdir()
     onnx.save(_relu_model(batch=2), folder / "model.onnx")
     (folder / "my_rules.py").write_text(MARKING_MODULE.format(mark="RULES_RAN"))
-    (folder / "passes.toml").write_text('[[pass]]\nname = "rewrite"\nrules = "my_rules:RULES"\n'
-                                        '[[pass]]\nname = "cleanup"\n')
+    (folder / "passes.toml").write_text(
+        '[[pass]]\nname = "rewrite"\nrules = "my_rules:RULES"\n[[pass]]\nname = "cleanup"\n'
+    )
     return folder
 
 
 def _apply(folder: Path, *extra: str) -> int:
-    return main(["apply", str(folder / "passes.toml"), str(folder / "model.onnx"), "-o", str(folder / "out.onnx"),
-                 "-q", *extra])
+    return main(
+        [
+            "apply",
+            str(folder / "passes.toml"),
+            str(folder / "model.onnx"),
+            "-o",
+            str(folder / "out.onnx"),
+            "-q",
+            *extra,
+        ]
+    )
 
 
 def test_parsing_a_pipeline_imports_nothing(project):
@@ -100,12 +115,15 @@ def test_a_disabled_rewrite_is_never_imported(project):
     assert (project / "out.onnx").exists()
 
 
-@pytest.mark.parametrize("body, expected", [
-    ("import sys\nsys.exit(0)\n", "called sys.exit(0)"),
-    ("raise SystemExit\n", "called sys.exit(None)"),
-    ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
-    ("import no_such_module_anywhere\n", "ModuleNotFoundError"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("import sys\nsys.exit(0)\n", "called sys.exit(0)"),
+        ("raise SystemExit\n", "called sys.exit(None)"),
+        ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
+        ("import no_such_module_anywhere\n", "ModuleNotFoundError"),
+    ],
+)
 def test_a_module_that_exits_or_raises_is_exit_2(project, capsys, body, expected):
     (project / "my_rules.py").write_text(body)
     assert _apply(project, "--allow-code") == 2
@@ -114,7 +132,9 @@ def test_a_module_that_exits_or_raises_is_exit_2(project, capsys, body, expected
     assert not (project / "out.onnx").exists()
 
 
-def test_rules_come_from_the_toml_folder_never_the_working_directory(project, tmp_path, monkeypatch, capsys):
+def test_rules_come_from_the_toml_folder_never_the_working_directory(
+    project, tmp_path, monkeypatch, capsys
+):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     (cwd / "my_rules.py").write_text(MARKING_MODULE.format(mark="CWD_RAN"))
@@ -132,8 +152,13 @@ def test_the_python_api_needs_allow_code_for_a_pipeline_file(project):
     with pytest.raises(PipelineError, match="allow_code=True"):
         surgery.apply(str(project / "model.onnx"), str(project / "passes.toml"), verify="off")
     assert not (project / "RULES_RAN").exists()
-    _, report = surgery.apply(str(project / "model.onnx"), str(project / "passes.toml"), verify="off", allow_code=True)
-    assert (project / "RULES_RAN").exists() and [s.name for s in report.steps] == ["rewrite", "cleanup"]
+    _, report = surgery.apply(
+        str(project / "model.onnx"), str(project / "passes.toml"), verify="off", allow_code=True
+    )
+    assert (project / "RULES_RAN").exists() and [s.name for s in report.steps] == [
+        "rewrite",
+        "cleanup",
+    ]
 
 
 PLUGIN = textwrap.dedent(
@@ -165,14 +190,21 @@ def plugin_project(project):
 
 def test_a_plugin_named_on_the_command_line_registers_its_passes(plugin_project, capsys):
     report = plugin_project / "r.json"
-    assert _apply(plugin_project, "--plugin", str(plugin_project / "count.py"), "--report", str(report)) == 0
+    assert (
+        _apply(
+            plugin_project, "--plugin", str(plugin_project / "count.py"), "--report", str(report)
+        )
+        == 0
+    )
     import json
 
     assert json.loads(report.read_text())["steps"][0]["stats"] == {"relu": 1}
 
 
 def test_plugins_in_a_pipeline_file_need_allow_code(plugin_project, capsys):
-    (plugin_project / "passes.toml").write_text('plugins = ["count.py"]\n[[pass]]\nname = "test-plugin-count"\n')
+    (plugin_project / "passes.toml").write_text(
+        'plugins = ["count.py"]\n[[pass]]\nname = "test-plugin-count"\n'
+    )
     assert _apply(plugin_project) == 2
     line = _one_error_line(capsys)
     assert "count.py" in line and "--allow-code" in line
@@ -201,11 +233,11 @@ INJECTION = 'x\n[[pass]]\nname = "rewrite"\nrules = "evil:RULES"\n#'
 HOSTILE_NAMES = [
     INJECTION,
     'with "quotes" and \\backslash\\',
-    'triple """ quoted \'\'\' too',
+    "triple \"\"\" quoted ''' too",
     "$(touch pwned); `id`",
     "a;b,c d",
     "ctl\x00\x01\x07\x1b[31m\x7f\r\n\t\f\b",
-    "\u2028line\u2029sep \U0001F600",
+    "\u2028line\u2029sep \U0001f600",
 ]
 
 
@@ -220,17 +252,33 @@ def test_doctor_writes_hostile_names_as_data(tmp_path, capsys, name):
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err and "warning" not in captured.err
     doc = tomllib.loads(toml.read_text(encoding="utf-8"))
-    assert [p["name"] for p in doc["pass"]] == ["fix-shapes", "make-static", "cleanup", "assert-static"]
+    assert [p["name"] for p in doc["pass"]] == [
+        "fix-shapes",
+        "make-static",
+        "cleanup",
+        "assert-static",
+    ]
     assert doc["pass"][0]["shapes"] == {name: [1, 3]}
     # every comment line is one line: the file has as many lines as it would with a plain name
     onnx.save(_relu_model(), tmp_path / "plain.onnx")
-    assert main(["doctor", str(tmp_path / "plain.onnx"), "--emit-pipeline", str(tmp_path / "plain.toml")]) == 1
-    assert len(toml.read_text(encoding="utf-8").splitlines()) == len((tmp_path / "plain.toml").read_text().splitlines())
+    assert (
+        main(
+            [
+                "doctor",
+                str(tmp_path / "plain.onnx"),
+                "--emit-pipeline",
+                str(tmp_path / "plain.toml"),
+            ]
+        )
+        == 1
+    )
+    assert len(toml.read_text(encoding="utf-8").splitlines()) == len(
+        (tmp_path / "plain.toml").read_text().splitlines()
+    )
     assert not (tmp_path / "EVIL_RAN").exists()
     # the printed report keeps one row per line too
     for line in captured.out.splitlines():
         assert "\x1b" not in line and "\r" not in line
-
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES[:6])
@@ -241,21 +289,33 @@ def test_the_reproducer_writes_hostile_names_as_data(tmp_path, name, test_passes
     import tomllib
 
     w = np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32)
-    model = make_model([h.make_node("MatMul", ["x", name], ["y"], name=name + "/mm")], [vi("x", T.FLOAT, [2, 3])],
-                       [vi("y", T.FLOAT, [2, 3])], {name: w})
+    model = make_model(
+        [h.make_node("MatMul", ["x", name], ["y"], name=name + "/mm")],
+        [vi("x", T.FLOAT, [2, 3])],
+        [vi("y", T.FLOAT, [2, 3])],
+        {name: w},
+    )
     from surgery.errors import GateError
 
     with pytest.raises(GateError) as info:
-        surgery.apply(model, [test_passes["test-perturb-weight"](weight=name, delta=1.0)], reproducer_dir=tmp_path / "r")
+        surgery.apply(
+            model,
+            [test_passes["test-perturb-weight"](weight=name, delta=1.0)],
+            reproducer_dir=tmp_path / "r",
+        )
     assert info.value.gate == "parity"
     doc = tomllib.loads((tmp_path / "r" / "passes.toml").read_text(encoding="utf-8"))
     assert [(p["name"], p["weight"]) for p in doc["pass"]] == [("test-perturb-weight", name)]
     assert set(doc) == {"schema_version", "inputs", "verify", "pass"}
     assert onnx.load(tmp_path / "r" / "model.onnx").graph.initializer[0].name == name
     with pytest.raises(GateError, match="parity"):
-        surgery.apply(str(tmp_path / "r" / "model.onnx"), str(tmp_path / "r" / "passes.toml"),
-                      reproducer_dir=tmp_path / "r2")
+        surgery.apply(
+            str(tmp_path / "r" / "model.onnx"),
+            str(tmp_path / "r" / "passes.toml"),
+            reproducer_dir=tmp_path / "r2",
+        )
     assert not (tmp_path / "EVIL_RAN").exists()
+
 
 def test_doctor_validates_its_pipeline_without_importing_anything(tmp_path, capsys, monkeypatch):
     """Even a pipeline that names a rewrite module (here written by hand) is checked without importing it."""
@@ -263,7 +323,9 @@ def test_doctor_validates_its_pipeline_without_importing_anything(tmp_path, caps
 
     (tmp_path / "evil.py").write_text(MARKING_MODULE.format(mark="EVIL_RAN"))
     monkeypatch.chdir(tmp_path)
-    problems = emit_mod._validate('[[pass]]\nname = "rewrite"\nrules = "evil:RULES"\n', ["rewrite"], None)
+    problems = emit_mod._validate(
+        '[[pass]]\nname = "rewrite"\nrules = "evil:RULES"\n', ["rewrite"], None
+    )
     assert problems == [] and not (tmp_path / "EVIL_RAN").exists()
     problems = emit_mod._validate('plugins = ["evil.py"]\n', [], None)
     assert "--allow-code" in problems[0] and not (tmp_path / "EVIL_RAN").exists()
@@ -304,13 +366,21 @@ def test_toml_documents_round_trip():
         "schema_version": 1,
         "inputs": {"data": "inputs.npz", INJECTION: {"shape": [1, 3]}},
         "verify": {"rtol": 1e-4, "atol": 0.0, "parity": "each"},
-        "pass": [{"name": "fix-shapes", "shapes": {INJECTION: [1, 3], 'q"""': [2]}, "verify": {"atol": 0.5}},
-                 {"name": "pin-inputs", "values": {"sr": 16000.0, "flags": [True, False]}}],
+        "pass": [
+            {
+                "name": "fix-shapes",
+                "shapes": {INJECTION: [1, 3], 'q"""': [2]},
+                "verify": {"atol": 0.5},
+            },
+            {"name": "pin-inputs", "values": {"sr": 16000.0, "flags": [True, False]}},
+        ],
     }
     assert tomllib.loads(tomlwrite.dumps(doc)) == doc
     with pytest.raises(tomlwrite.Unrepresentable):
         tomlwrite.dumps({"verify": {"rtol": float("nan")}})
-    assert tomllib.loads(tomlwrite.dumps({"v": float("inf")}, allow_nonfinite=True))["v"] == float("inf")
+    assert tomllib.loads(tomlwrite.dumps({"v": float("inf")}, allow_nonfinite=True))["v"] == float(
+        "inf"
+    )
 
 
 def test_report_tables_print_names_on_one_line():
@@ -346,8 +416,12 @@ SECRET = b"TOP-SECRET-BYTES" * 4  # 64 bytes: a [16] float32 tensor's worth
 def _external_model(folder: Path, location: str) -> Path:
     """model.onnx in ``folder`` whose weight W ([16] float32) is stored at ``location``."""
     w = np.arange(16, dtype=np.float32)
-    model = make_model([h.make_node("Add", ["x", "W"], ["y"], name="add")],
-                       [vi("x", T.FLOAT, [16])], [vi("y", T.FLOAT, [16])], {"W": w})
+    model = make_model(
+        [h.make_node("Add", ["x", "W"], ["y"], name="add")],
+        [vi("x", T.FLOAT, [16])],
+        [vi("y", T.FLOAT, [16])],
+        {"W": w},
+    )
     tensor = model.graph.initializer[0]
     tensor.ClearField("raw_data")
     tensor.ClearField("float_data")
@@ -401,7 +475,9 @@ def test_a_symlink_out_of_the_folder_is_refused(outside, monkeypatch):
     assert not (outside / "out.onnx").exists()
 
 
-def test_a_lazy_proto_resolves_against_the_working_directory_or_an_explicit_base(outside, monkeypatch):
+def test_a_lazy_proto_resolves_against_the_working_directory_or_an_explicit_base(
+    outside, monkeypatch
+):
     (outside / "w.bin").write_bytes(np.arange(16, dtype=np.float32).tobytes())
     proto = onnx.load(_external_model(outside, "w.bin"), load_external_data=False)
     elsewhere = outside.parent / "elsewhere"
@@ -411,7 +487,9 @@ def test_a_lazy_proto_resolves_against_the_working_directory_or_an_explicit_base
         surgery.model_io.to_ir(proto)
     model = surgery.model_io.to_ir(proto, base_dir=outside)
     assert model.graph.initializers["W"].const_value.numpy().tolist() == list(range(16))
-    _, report = surgery.apply(proto, [Cleanup()], verify="each", base_dir=outside)  # parity reads W from there
+    _, report = surgery.apply(
+        proto, [Cleanup()], verify="each", base_dir=outside
+    )  # parity reads W from there
     assert report.ok
     monkeypatch.chdir(outside)
     result, _ = surgery.apply(proto, [Cleanup()], verify="off", output=outside / "out.onnx")
@@ -425,13 +503,19 @@ def test_an_attribute_tensor_outside_the_folder_is_refused(outside):
     value.data_location = T.EXTERNAL
     entry = value.external_data.add()
     entry.key, entry.value = "location", str(outside.parent / "secret.bin")
-    graph = h.make_graph([h.make_node("Constant", [], ["y"], name="const", value=value)], "g", [],
-                         [vi("y", T.FLOAT, [16])])
+    graph = h.make_graph(
+        [h.make_node("Constant", [], ["y"], name="const", value=value)],
+        "g",
+        [],
+        [vi("y", T.FLOAT, [16])],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, outside / "model.onnx")
     with pytest.raises(InputError, match="outside the model's folder"):
-        surgery.apply(str(outside / "model.onnx"), [Cleanup()], verify="off", output=outside / "out.onnx")
+        surgery.apply(
+            str(outside / "model.onnx"), [Cleanup()], verify="off", output=outside / "out.onnx"
+        )
 
 
 def test_containment_is_checked_before_any_stat(outside, monkeypatch):

@@ -25,12 +25,24 @@ X = np.linspace(-1, 1, 64, dtype=np.float32).reshape(1, 64)
 
 def _mlp(scale: float = 1.0, batch: str | int = 1) -> onnx.ModelProto:
     w = (np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 4096) * scale
-    return make_model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [vi("x", T.FLOAT, [batch, 64])],
-                      [vi("y", T.FLOAT, [batch, 64])], {"W": w}, ir_version=8, opset=13)
+    return make_model(
+        [h.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        [vi("x", T.FLOAT, [batch, 64])],
+        [vi("y", T.FLOAT, [batch, 64])],
+        {"W": w},
+        ir_version=8,
+        opset=13,
+    )
 
 
 def _save_external(proto: onnx.ModelProto, path: Path, location: str | None = None) -> None:
-    onnx.save(proto, path, save_as_external_data=True, location=location or path.name + ".data", size_threshold=0)
+    onnx.save(
+        proto,
+        path,
+        save_as_external_data=True,
+        location=location or path.name + ".data",
+        size_threshold=0,
+    )
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -38,6 +50,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 # -- the plan ------------------------------------------------------------------------------------
+
 
 def test_plan_compares_by_path_and_by_inode(tmp_path):
     _save_external(_mlp(), tmp_path / "m.onnx", "weights.bin")
@@ -47,7 +60,10 @@ def test_plan_compares_by_path_and_by_inode(tmp_path):
     plan = WritePlan()
     plan.set_model(model, tmp_path / "m.onnx")
     assert [e.path.name for e in plan.reads] == ["m.onnx", "weights.bin"]
-    with pytest.raises(InputError, match=r"hard.bin would overwrite the external data file .*weights.bin of the input model"):
+    with pytest.raises(
+        InputError,
+        match=r"hard.bin would overwrite the external data file .*weights.bin of the input model",
+    ):
         plan.write(tmp_path / "hard.bin", "the report")
     with pytest.raises(InputError, match="the output path is the input model"):
         plan.write_model(tmp_path / "sym.onnx")
@@ -110,6 +126,7 @@ def test_api_refuses_output_onto_its_input(tmp_path):
 
 # -- the commit ----------------------------------------------------------------------------------
 
+
 def test_failure_between_renames_leaves_old_model_and_old_data(tmp_path, monkeypatch):
     target = tmp_path / "out.onnx"
     model_io.save(ir.from_proto(_mlp(1.0)), target, external_data=True)
@@ -152,8 +169,11 @@ def test_second_model_failing_puts_the_first_back(tmp_path, monkeypatch):
     assert not tx.committed
     assert _files(tmp_path) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(model_io.STAGING_PREFIX)]
-    np.testing.assert_allclose(ort_run(str(a), {"x": X})["y"], X @ (np.arange(4096, dtype=np.float32).reshape(64, 64) / 4096),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ort_run(str(a), {"x": X})["y"],
+        X @ (np.arange(4096, dtype=np.float32).reshape(64, 64) / 4096),
+        rtol=1e-6,
+    )
 
 
 def test_replacing_a_model_removes_its_old_data_only_after(tmp_path):
@@ -163,15 +183,20 @@ def test_replacing_a_model_removes_its_old_data_only_after(tmp_path):
         written = model_io.save(ir.from_proto(_mlp(scale)), target, external_data=True)
         names.append(written[1].name)
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.onnx", written[1].name])
-        np.testing.assert_allclose(ort_run(str(target), {"x": X})["y"],
-                                   X @ (np.arange(4096, dtype=np.float32).reshape(64, 64) / 4096 * scale), rtol=1e-6)
+        np.testing.assert_allclose(
+            ort_run(str(target), {"x": X})["y"],
+            X @ (np.arange(4096, dtype=np.float32).reshape(64, 64) / 4096 * scale),
+            rtol=1e-6,
+        )
     assert names[0] == names[2] == "out.onnx.data" and names[1] != "out.onnx.data"
 
 
 def test_a_data_file_an_input_uses_is_never_removed(tmp_path):
     # a.onnx reads b.onnx.data; writing b.onnx over an old b.onnx must not take a.onnx's weights
     _save_external(_mlp(), tmp_path / "a.onnx", "b.onnx.data")
-    onnx.save(onnx.load(tmp_path / "a.onnx", load_external_data=False), tmp_path / "b.onnx")  # names b.onnx.data too
+    onnx.save(
+        onnx.load(tmp_path / "a.onnx", load_external_data=False), tmp_path / "b.onnx"
+    )  # names b.onnx.data too
     model = model_io.load(tmp_path / "a.onnx")
     api.apply(model, [Cleanup()], verify="off", output=tmp_path / "b.onnx")
     assert (tmp_path / "b.onnx.data").exists()
@@ -198,7 +223,9 @@ def test_unchanged_weights_are_copied_by_the_kernel(tmp_path, monkeypatch):
     written = model_io.save(model, tmp_path / "out" / "m.onnx")
     monkeypatch.undo()
     assert sum(calls) == 64 * 64 * 4
-    np.testing.assert_array_equal(ort_run(str(written[0]), {"x": X})["y"], ort_run(str(tmp_path / "src.onnx"), {"x": X})["y"])
+    np.testing.assert_array_equal(
+        ort_run(str(written[0]), {"x": X})["y"], ort_run(str(tmp_path / "src.onnx"), {"x": X})["y"]
+    )
 
 
 def test_stale_staging_folders_are_cleaned_when_their_owner_is_gone(tmp_path):
@@ -235,12 +262,18 @@ def test_failing_bucket_leaves_no_file_of_the_earlier_buckets(tmp_path, monkeypa
 
     monkeypatch.setattr(api.Runner, "run", second_fails)
     with pytest.raises(GateError, match="bucket batch2"):
-        buckets.apply_buckets(tmp_path / "m.onnx", [MakeStatic()], "batch=1,2", verify="off",
-                              output=tmp_path / "out.onnx")
+        buckets.apply_buckets(
+            tmp_path / "m.onnx",
+            [MakeStatic()],
+            "batch=1,2",
+            verify="off",
+            output=tmp_path / "out.onnx",
+        )
     assert _files(tmp_path) == before and len(calls) == 2
     monkeypatch.setattr(api.Runner, "run", real)
-    result = buckets.apply_buckets(tmp_path / "m.onnx", [MakeStatic()], "batch=1,2", verify="off",
-                                   output=tmp_path / "out.onnx")
+    result = buckets.apply_buckets(
+        tmp_path / "m.onnx", [MakeStatic()], "batch=1,2", verify="off", output=tmp_path / "out.onnx"
+    )
     assert [r.output.name for r in result.runs] == ["out.batch1.onnx", "out.batch2.onnx"]
     assert all(r.output.exists() for r in result.runs)
 

@@ -24,7 +24,9 @@ def check_aicpu(ctx: Context) -> list[Finding]:
         scope = f"on {ctx.soc_family} (from --soc {ctx.soc})"
     elif ctx.soc is not None:
         socs = known_socs
-        scope = f"on {', '.join(known_socs)} (no AICPU list for {ctx.soc}; all listed SoCs are shown)"
+        scope = (
+            f"on {', '.join(known_socs)} (no AICPU list for {ctx.soc}; all listed SoCs are shown)"
+        )
     else:
         socs = known_socs
         scope = f"on {', '.join(known_socs)} (no --soc given)"
@@ -57,15 +59,19 @@ def check_aicpu(ctx: Context) -> list[Finding]:
     findings = []
     for (domain, op), labels in grouped(pairs).items():
         info = hits[(domain, op)]
-        kernels = "; ".join(f"{k}@{'/'.join(sorted(s))}" for k, s in sorted(info["kernels"].items()))
+        kernels = "; ".join(
+            f"{k}@{'/'.join(sorted(s))}" for k, s in sorted(info["kernels"].items())
+        )
         fix = list(FIX_BY_OP.get(op, ()))
         note = ""
         if info["related"]:
             related = "/".join(sorted(info["related"]))
             if info["foldable"]:
                 fix = ["make-static", *fix]
-                note = (f"its extra inputs are shape arithmetic: make-static folds them, then GE can pick the "
-                        f"AI Core {related}")
+                note = (
+                    f"its extra inputs are shape arithmetic: make-static folds them, then GE can pick the "
+                    f"AI Core {related}"
+                )
             else:
                 note = f"GE picks the AI Core {related} only when the extra inputs are constant; here they are not"
         elif fix:
@@ -83,8 +89,12 @@ def check_aicpu(ctx: Context) -> list[Finding]:
                 fix=fix,
                 fix_note=note,
                 source=rule["source"],
-                details={"op": op, "domain": domain, "cann_kernels": {k: sorted(s) for k, s in info["kernels"].items()},
-                         "socs_checked": socs},
+                details={
+                    "op": op,
+                    "domain": domain,
+                    "cann_kernels": {k: sorted(s) for k, s in info["kernels"].items()},
+                    "socs_checked": socs,
+                },
             )
         )
     return findings

@@ -46,16 +46,22 @@ def check_domains(ctx: Context) -> list[Finding]:
             continue
         users = used.get(domain, [])
         custom_ops = [
-            e.label for e in ctx.entries
+            e.label
+            for e in ctx.entries
             if normalize_domain(e.node.domain) == domain and not ctx.calls_function(e.node)
         ]
         if custom_ops:
             fix: list[str] = []
-            note = "nodes of this domain are custom ops ATC does not register: no pass replaces them"
+            note = (
+                "nodes of this domain are custom ops ATC does not register: no pass replaces them"
+            )
         elif users:
             continue  # only function calls use it: the functions finding above covers it
         else:
-            fix, note = ["inline-functions"], "inline-functions drops opset imports that no node uses"
+            fix, note = (
+                ["inline-functions"],
+                "inline-functions drops opset imports that no node uses",
+            )
         findings.append(
             Finding(
                 check=NAME,
@@ -70,8 +76,12 @@ def check_domains(ctx: Context) -> list[Finding]:
                 fix=fix,
                 fix_note=note,
                 source="atc_onnx_ops.csv domains; ge-parser",
-                details={"domain": domain, "version": version, "nodes_using_it": len(users),
-                         "custom_ops": len(custom_ops)},
+                details={
+                    "domain": domain,
+                    "version": version,
+                    "nodes_using_it": len(users),
+                    "custom_ops": len(custom_ops),
+                },
             )
         )
     return findings

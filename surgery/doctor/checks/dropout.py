@@ -22,7 +22,9 @@ def check_dropout(ctx: Context) -> list[Finding]:
         mode = ctx.const(ctx.input(node, 2))
         if mode is not None and bool(mode.reshape(-1)[0]):
             training.append(entry.label)
-    why = "GE's DropOutPass replaces Dropout by its input and produces no mask." + cited(ctx.facts, "Dropout")
+    why = "GE's DropOutPass replaces Dropout by its input and produces no mask." + cited(
+        ctx.facts, "Dropout"
+    )
     findings = []
     if mask_used:
         findings.append(
@@ -38,8 +40,14 @@ def check_dropout(ctx: Context) -> list[Finding]:
             )
         )
     if plain:
-        extra = (f" {len(training)} of them are in training mode (training_mode=true): GE's removal gives "
-                 "inference behaviour, which is what deployment wants.") if training else ""
+        extra = (
+            (
+                f" {len(training)} of them are in training mode (training_mode=true): GE's removal gives "
+                "inference behaviour, which is what deployment wants."
+            )
+            if training
+            else ""
+        )
         findings.append(
             Finding(
                 check=NAME,

@@ -10,7 +10,9 @@ from surgery.shapes.dims import is_static_shape, shape_text
 NAME = "dynamic-dims"
 
 # ONNX ops whose output shape depends on input values (ONNX semantics, not an ATC fact).
-_DATA_DEPENDENT = frozenset({"NonZero", "NonMaxSuppression", "Unique", "Compress", "Loop", "Scan", "TopK"})
+_DATA_DEPENDENT = frozenset(
+    {"NonZero", "NonMaxSuppression", "Unique", "Compress", "Loop", "Scan", "TopK"}
+)
 
 
 def _fmt(dims: tuple[int | str | None, ...] | None) -> str:
@@ -32,7 +34,9 @@ def check_dynamic_dims(ctx: Context) -> list[Finding]:
             dynamic_inputs[value.name] = dims
     findings = []
     if dynamic_inputs:
-        names = sorted({str(d) for dims in dynamic_inputs.values() if dims for d in dims if isinstance(d, str)})
+        names = sorted(
+            {str(d) for dims in dynamic_inputs.values() if dims for d in dims if isinstance(d, str)}
+        )
         findings.append(
             Finding(
                 check=NAME,
@@ -48,7 +52,10 @@ def check_dynamic_dims(ctx: Context) -> list[Finding]:
                 fix_note="fix-shapes sets the input shapes (a decision: batch defaults to 1), make-static folds "
                 "the shape arithmetic and re-infers every tensor, assert-static checks nothing dynamic is left",
                 source="ATC error reference",
-                details={"inputs": {k: _fmt(v) for k, v in dynamic_inputs.items()}, "dim_names": names},
+                details={
+                    "inputs": {k: _fmt(v) for k, v in dynamic_inputs.items()},
+                    "dim_names": names,
+                },
             )
         )
         return findings
@@ -66,10 +73,16 @@ def check_dynamic_dims(ctx: Context) -> list[Finding]:
         if data_dependent or any(v is not None and id(v) in tainted for v in node.inputs):
             tainted.update(id(o) for o in node.outputs)
             continue
-        stale += [o.name or "?" for o in node.outputs
-                  if o.shape is not None and not is_static_shape(o.shape)]
-    stale += [v.name or "?" for v in graph.outputs if id(v) not in tainted and v.shape is not None
-              and not is_static_shape(v.shape)]
+        stale += [
+            o.name or "?"
+            for o in node.outputs
+            if o.shape is not None and not is_static_shape(o.shape)
+        ]
+    stale += [
+        v.name or "?"
+        for v in graph.outputs
+        if id(v) not in tainted and v.shape is not None and not is_static_shape(v.shape)
+    ]
     if stale:
         stale = list(dict.fromkeys(stale))
         findings.append(

@@ -27,7 +27,9 @@ def _parameter_use(ctx: Context, node: ir.Node, index: int, value: ir.Value) -> 
     if index == 0:
         return False
     dtype = ctx.dtype(value)
-    return (node.op_type, index) in _PLACEHOLDER_INPUTS or (dtype is not None and dtype.is_integer())
+    return (node.op_type, index) in _PLACEHOLDER_INPUTS or (
+        dtype is not None and dtype.is_integer()
+    )
 
 
 def check_empty(ctx: Context) -> list[Finding]:
@@ -46,8 +48,10 @@ def check_empty(ctx: Context) -> list[Finding]:
         if not _is_empty(ctx, value):
             continue
         uses = value.uses()
-        if uses and not value.is_graph_output() and all(
-            _parameter_use(ctx, use.node, use.idx, value) for use in uses
+        if (
+            uses
+            and not value.is_graph_output()
+            and all(_parameter_use(ctx, use.node, use.idx, value) for use in uses)
         ):
             continue
         names.append(value.name or "?")
@@ -64,7 +68,8 @@ def check_empty(ctx: Context) -> list[Finding]:
             why="Tensors with a 0 dim carry no data; ATC support for them varies by op and CANN version (not in "
             "the shipped data). They usually come from export artefacts (an empty branch or constant).",
             fix=["cleanup"] if unused_only else [],
-            fix_note="cleanup removes them (nothing uses them)" if unused_only
+            fix_note="cleanup removes them (nothing uses them)"
+            if unused_only
             else "remove the empty computation in the model (e.g. a Concat with an empty input)",
             source=rule["source"],
         )

@@ -49,7 +49,8 @@ def check_float64(ctx: Context) -> list[Finding]:
         Finding(
             check=NAME,
             severity=severity(rule),
-            title=f"float64 in {len(nodes)} node(s)" + (f" and graph I/O {', '.join(io)}" if io else ""),
+            title=f"float64 in {len(nodes)} node(s)"
+            + (f" and graph I/O {', '.join(io)}" if io else ""),
             nodes=nodes or io,
             why=why,
             fix=["narrow-float64"],

@@ -42,14 +42,24 @@ def check_gridsample(ctx: Context) -> list[Finding]:
             if fact is not None and fact.registered_at(int(value)):
                 sev = Severity.PRECISION_RISK  # registered in current CANN, only not on the op page
             title = f"GridSample at opset {value}"
-            why = (f"CANN's GridSample page lists opset {_DOCUMENTED_OPSET} only (bilinear and nearest); at another "
-                   "opset ATC's lookup may find no parser, or a different registration.")
-            fix, note = ["decompose-gridsample"], "decompose-gridsample rewrites it into ops every opset has"
+            why = (
+                f"CANN's GridSample page lists opset {_DOCUMENTED_OPSET} only (bilinear and nearest); at another "
+                "opset ATC's lookup may find no parser, or a different registration."
+            )
+            fix, note = (
+                ["decompose-gridsample"],
+                "decompose-gridsample rewrites it into ops every opset has",
+            )
         elif kind == "soc":
             title = f"GridSample on {value}"
-            why = (f"The CANN ops-cv GridSample kernel lists no support on {value} (Atlas inference 310P and "
-                   "Atlas 200I/500 A2 310B): there is nothing to run it on the AI Core.")
-            fix, note = ["decompose-gridsample"], "decompose-gridsample rewrites it into Gather/arithmetic ATC has"
+            why = (
+                f"The CANN ops-cv GridSample kernel lists no support on {value} (Atlas inference 310P and "
+                "Atlas 200I/500 A2 310B): there is nothing to run it on the AI Core."
+            )
+            fix, note = (
+                ["decompose-gridsample"],
+                "decompose-gridsample rewrites it into Gather/arithmetic ATC has",
+            )
         elif kind == "mode":
             title = f"GridSample mode '{value}' is not supported"
             why = "ATC's GridSample supports bilinear and nearest only (no bicubic)."
@@ -60,9 +70,16 @@ def check_gridsample(ctx: Context) -> list[Finding]:
             why = "ATC's GridSample is 4-D only."
             fix, note = [], "decompose-gridsample handles 4-D GridSample only"
         findings.append(
-            Finding(check=NAME, severity=sev, title=title, nodes=labels,
-                    why=why + cited(ctx.facts, "GridSample"), fix=fix, fix_note=note,
-                    source="atc_onnx_ops.csv constraints (CANN GridSample page, ops-cv README)",
-                    details={"kind": kind, "value": value})
+            Finding(
+                check=NAME,
+                severity=sev,
+                title=title,
+                nodes=labels,
+                why=why + cited(ctx.facts, "GridSample"),
+                fix=fix,
+                fix_note=note,
+                source="atc_onnx_ops.csv constraints (CANN GridSample page, ops-cv README)",
+                details={"kind": kind, "value": value},
+            )
         )
     return findings

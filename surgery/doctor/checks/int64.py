@@ -18,7 +18,9 @@ NAME = "int64"
 
 
 def _dtype_name(dtype: ir.DataType) -> str:
-    return {ir.DataType.FLOAT: "float32", ir.DataType.DOUBLE: "float64"}.get(dtype, dtype.name.lower())
+    return {ir.DataType.FLOAT: "float32", ir.DataType.DOUBLE: "float64"}.get(
+        dtype, dtype.name.lower()
+    )
 
 
 def check_int64(ctx: Context) -> list[Finding]:
@@ -38,7 +40,9 @@ def check_int64(ctx: Context) -> list[Finding]:
             if name in limit["allowed"] or ctx.folds(node) or ctx.is_shape_arithmetic(value):
                 continue
             covered.add(id(node))
-            pairs.append(((limit["op"], limit["input"], name, tuple(limit["allowed"])), entry.label))
+            pairs.append(
+                ((limit["op"], limit["input"], name, tuple(limit["allowed"])), entry.label)
+            )
     for (op, index, name, allowed), labels in grouped(pairs).items():
         fix = ["narrow-int64"] if name == "int64" else []
         findings.append(
@@ -53,7 +57,8 @@ def check_int64(ctx: Context) -> list[Finding]:
                     "EZ3002 where none does. Not checked on hardware."
                 ),
                 fix=fix,
-                fix_note="narrow-int64 makes it int32 where the values provably fit" if fix
+                fix_note="narrow-int64 makes it int32 where the values provably fit"
+                if fix
                 else f"no pass changes {name} data to {'/'.join(allowed)}",
                 source=rule["source"],
                 details={"op": op, "input": index, "dtype": name, "allowed": list(allowed)},
@@ -65,8 +70,10 @@ def check_int64(ctx: Context) -> list[Finding]:
         if id(node) in covered or ctx.folds(node):
             continue
         int64_out = any(o is not None and ctx.dtype(o) == ir.DataType.INT64 for o in node.outputs)
-        int64_in = any(v is not None and ctx.dtype(v) == ir.DataType.INT64 and not ctx.is_shape_arithmetic(v)
-                       for v in node.inputs)
+        int64_in = any(
+            v is not None and ctx.dtype(v) == ir.DataType.INT64 and not ctx.is_shape_arithmetic(v)
+            for v in node.inputs
+        )
         if int64_out and int64_in:  # int64 in, int64 out: int64 arithmetic on the device
             runtime.append(entry.label)
     if runtime:

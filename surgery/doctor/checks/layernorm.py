@@ -13,8 +13,11 @@ NAME = "layernorm"
 
 def check_layernorm(ctx: Context) -> list[Finding]:
     """LayerNormalization whose input ``x`` is float32: it will run in float16 whatever the mode says."""
-    labels = [e.label for e in ctx.nodes("LayerNormalization")
-              if ctx.dtype(ctx.input(e.node, 0)) in (ir.DataType.FLOAT, ir.DataType.DOUBLE)]
+    labels = [
+        e.label
+        for e in ctx.nodes("LayerNormalization")
+        if ctx.dtype(ctx.input(e.node, 0)) in (ir.DataType.FLOAT, ir.DataType.DOUBLE)
+    ]
     if not labels:
         return []
     where = f" on {ctx.soc}" if ctx.soc else ""

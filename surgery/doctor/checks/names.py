@@ -15,7 +15,9 @@ from surgery.graph import value_names, walk
 NAME = "names"
 
 
-def _atc_names(graphs: list[ir.Graph], unnamed_fmt: str, init_fmt: str) -> list[tuple[ir.Graph, list[str]]]:
+def _atc_names(
+    graphs: list[ir.Graph], unnamed_fmt: str, init_fmt: str
+) -> list[tuple[ir.Graph, list[str]]]:
     """The op names ATC's parser gives each graph, in its order (unnamed-node counter shared)."""
     counter = 0
     result = []
@@ -40,12 +42,19 @@ def check_names(ctx: Context) -> list[Finding]:
     parser = ctx.facts.ge_parser
     findings = []
     # ATC parses graphs breadth first (its unnamed-node counter runs in that order)
-    graphs = [sc.graph for sc in sorted(walk(ctx.model, functions=False), key=lambda sc: sc.depth)
-              if isinstance(sc.graph, ir.Graph)]
+    graphs = [
+        sc.graph
+        for sc in sorted(walk(ctx.model, functions=False), key=lambda sc: sc.depth)
+        if isinstance(sc.graph, ir.Graph)
+    ]
     repeated: list[str] = []
-    for graph, names in _atc_names(graphs, parser["unnamed_node_name"], parser["initializer_node_name"]):
+    for graph, names in _atc_names(
+        graphs, parser["unnamed_node_name"], parser["initializer_node_name"]
+    ):
         where = "" if graph is ctx.model.graph else f"{graph.name or 'subgraph'}/"
-        repeated += [f"{where}{name} (x{count})" for name, count in Counter(names).items() if count > 1]
+        repeated += [
+            f"{where}{name} (x{count})" for name, count in Counter(names).items() if count > 1
+        ]
     if repeated:
         findings.append(
             Finding(
@@ -63,9 +72,13 @@ def check_names(ctx: Context) -> list[Finding]:
             )
         )
     separators = rule["cmdline_separators"]
-    bad = [v.name for v in ctx.model.graph.inputs
-           if v.name and v.const_value is None and (any(s in v.name for s in separators) or v.name != v.name.strip()
-                                                     or " " in v.name)]
+    bad = [
+        v.name
+        for v in ctx.model.graph.inputs
+        if v.name
+        and v.const_value is None
+        and (any(s in v.name for s in separators) or v.name != v.name.strip() or " " in v.name)
+    ]
     if bad:
         findings.append(
             Finding(

@@ -29,10 +29,16 @@ def check_nms(ctx: Context) -> list[Finding]:
         if present_inputs(node) < rule["min_inputs"] or len(node.inputs) < rule["min_inputs"]:
             short.append(entry.label)
         limit = ctx.const(ctx.input(node, 2))
-        if limit is not None and limit.size and int(limit.reshape(-1)[0]) > rule["max_output_boxes_per_class"]:
+        if (
+            limit is not None
+            and limit.size
+            and int(limit.reshape(-1)[0]) > rule["max_output_boxes_per_class"]
+        ):
             big.append(entry.label)
     findings = []
-    reaching = _outputs_after(ctx, [e.node for e in ctx.nodes("NonMaxSuppression") if e.graph is ctx.model.graph])
+    reaching = _outputs_after(
+        ctx, [e.node for e in ctx.nodes("NonMaxSuppression") if e.graph is ctx.model.graph]
+    )
     if short:
         findings.append(
             Finding(
@@ -48,8 +54,12 @@ def check_nms(ctx: Context) -> list[Finding]:
             )
         )
     if all_nms:
-        extra = (f" {len(big)} of them ask for more than {rule['max_output_boxes_per_class']} boxes per class, "
-                 "which may exhaust resources." if big else "")
+        extra = (
+            f" {len(big)} of them ask for more than {rule['max_output_boxes_per_class']} boxes per class, "
+            "which may exhaust resources."
+            if big
+            else ""
+        )
         findings.append(
             Finding(
                 check=NAME,

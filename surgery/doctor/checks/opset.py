@@ -31,7 +31,11 @@ def check_opset(ctx: Context) -> list[Finding]:
         version = ctx.opset(domain)
         registered = "; ".join(f"{op} {text}" for op, text in sorted(ops.items()))
         # convert-opset works on ai.onnx only, and helps when every listed op has some registered version.
-        unreachable = [op for op in ops if not ((fact := ctx.facts.lookup(domain, op)) is not None and fact.opsets)]
+        unreachable = [
+            op
+            for op in ops
+            if not ((fact := ctx.facts.lookup(domain, op)) is not None and fact.opsets)
+        ]
         fixable = domain == "ai.onnx" and not unreachable
         if version is None:
             title = f"{len(ops)} op type(s) in domain {domain}, which the model does not import"
@@ -50,7 +54,8 @@ def check_opset(ctx: Context) -> list[Finding]:
                 fix=["convert-opset"] if fixable else [],
                 fix_note=(
                     "convert-opset converts the model to the highest opset at which ATC registers all of its ops"
-                    if fixable else "no opset conversion reaches a registered version for: "
+                    if fixable
+                    else "no opset conversion reaches a registered version for: "
                     + ", ".join(unreachable or sorted(ops))
                 ),
                 source="atc_onnx_ops.csv (msit-map, hicann-plugin); ge-parser lookup key",

@@ -45,10 +45,15 @@ def check_pad(ctx: Context) -> list[Finding]:
             why = "ATC's Pad requires constant_value 0."
         findings.append(
             Finding(
-                check=NAME, severity=severity(rule), title=title, nodes=labels,
-                why=why + cited(ctx.facts, "Pad"), fix=[],
+                check=NAME,
+                severity=severity(rule),
+                title=title,
+                nodes=labels,
+                why=why + cited(ctx.facts, "Pad"),
+                fix=[],
                 fix_note="no pass rewrites this Pad",
-                source="atc_onnx_ops.csv constraints (CANN Pad page)", details={"kind": kind, "value": value},
+                source="atc_onnx_ops.csv constraints (CANN Pad page)",
+                details={"kind": kind, "value": value},
             )
         )
     return findings

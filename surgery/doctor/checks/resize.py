@@ -18,12 +18,20 @@ def check_resize(ctx: Context) -> list[Finding]:
     for entry in ctx.nodes("Resize"):
         node = entry.node
         mode = attr(node, "mode", "nearest")
-        coord = attr(node, "coordinate_transformation_mode", "half_pixel" if opset >= 11 else "asymmetric")
+        coord = attr(
+            node, "coordinate_transformation_mode", "half_pixel" if opset >= 11 else "asymmetric"
+        )
         nearest_mode = attr(node, "nearest_mode", "round_prefer_floor")
         if mode not in rule["modes"]:
             pairs.append((("mode", mode), entry.label))
-        size_inputs = [ctx.input(node, 1)] if opset < 11 else [ctx.input(node, 2), ctx.input(node, 3)]
-        given = [v for v in size_inputs if v is not None and not (v.const_value is not None and v.const_value.size == 0)]
+        size_inputs = (
+            [ctx.input(node, 1)] if opset < 11 else [ctx.input(node, 2), ctx.input(node, 3)]
+        )
+        given = [
+            v
+            for v in size_inputs
+            if v is not None and not (v.const_value is not None and v.const_value.size == 0)
+        ]
         if any(ctx.const(v) is None for v in given):
             foldable = all(ctx.is_shape_arithmetic(v) for v in given)
             pairs.append((("scales", "shape arithmetic" if foldable else "runtime"), entry.label))
@@ -52,40 +60,72 @@ def check_resize(ctx: Context) -> list[Finding]:
             title = f"Resize scales/sizes are not constant ({value})"
             why = "ATC's Resize needs constant scales or sizes."
             if value == "shape arithmetic":
-                fix, note = ["make-static"], "they are computed from shapes: make-static folds them into constants"
+                fix, note = (
+                    ["make-static"],
+                    "they are computed from shapes: make-static folds them into constants",
+                )
             else:
                 note = "they depend on input values: no pass can make them constant"
         elif kind == "rank5":
             sev, title = severity(rule, "rank5_severity"), f"5-D Resize with {value}"
-            why = (f"5-D Resize is supported only with mode {'/'.join(rule['rank5_modes'])} and "
-                   f"coordinate_transformation_mode {' or '.join(rule['rank5_coordinate_modes'])}.")
+            why = (
+                f"5-D Resize is supported only with mode {'/'.join(rule['rank5_modes'])} and "
+                f"coordinate_transformation_mode {' or '.join(rule['rank5_coordinate_modes'])}."
+            )
             note = "no pass rewrites 5-D resizing"
         elif kind == "nearest_mode":
-            sev, title = severity(rule, "risk_severity"), f"Resize nearest with nearest_mode '{value}'"
-            why = (f"From CANN 8.3.RC1 mode=nearest is implemented as {rule['nearest_mode_effective']} only (other "
-                   "nearest_mode values are not supported); the 2022 plugin ignored nearest_mode. PyTorch writes "
-                   "asymmetric + floor: pixels can land one place off on the device.")
+            sev, title = (
+                severity(rule, "risk_severity"),
+                f"Resize nearest with nearest_mode '{value}'",
+            )
+            why = (
+                f"From CANN 8.3.RC1 mode=nearest is implemented as {rule['nearest_mode_effective']} only (other "
+                "nearest_mode values are not supported); the 2022 plugin ignored nearest_mode. PyTorch writes "
+                "asymmetric + floor: pixels can land one place off on the device."
+            )
             if all(label in rewritable for label in labels):
                 fix = ["nearest-upsample-to-expand"]
-                note = ("an integer-scale nearest upsample is a plain repeat: nearest-upsample-to-expand rewrites it "
-                        "as Unsqueeze/Expand/Reshape (bit-exact), so ATC's rounding never enters")
+                note = (
+                    "an integer-scale nearest upsample is a plain repeat: nearest-upsample-to-expand rewrites it "
+                    "as Unsqueeze/Expand/Reshape (bit-exact), so ATC's rounding never enters"
+                )
             else:
-                note = ("nearest-upsample-to-expand rewrites integer-scale upsamples only; the others keep ATC's "
-                        "rounding: compare outputs on device")
+                note = (
+                    "nearest-upsample-to-expand rewrites integer-scale upsamples only; the others keep ATC's "
+                    "rounding: compare outputs on device"
+                )
         elif kind == "opset13":
             sev, title = severity(rule, "mode_severity"), "Resize at opset 13"
-            why = ("CANN's Resize page lists opsets 10, 11, 12 and 14-18 (13 is not listed; 8.0.RC3 lists stop at 17), "
-                   "although the parser tables register 13: ATC may refuse the model.")
-            fix, note = ["convert-opset"], "convert-opset (default target 18) moves the model off opset 13"
+            why = (
+                "CANN's Resize page lists opsets 10, 11, 12 and 14-18 (13 is not listed; 8.0.RC3 lists stop at 17), "
+                "although the parser tables register 13: ATC may refuse the model."
+            )
+            fix, note = (
+                ["convert-opset"],
+                "convert-opset (default target 18) moves the model off opset 13",
+            )
         else:
-            sev, title = severity(rule, "risk_severity"), f"Resize linear with coordinate mode '{value}'"
-            why = ("The 2022 ATC plugin treated half_pixel as asymmetric; newer releases are not documented to "
-                   "differ. Outputs can shift by half a pixel: compare outputs on device.")
+            sev, title = (
+                severity(rule, "risk_severity"),
+                f"Resize linear with coordinate mode '{value}'",
+            )
+            why = (
+                "The 2022 ATC plugin treated half_pixel as asymmetric; newer releases are not documented to "
+                "differ. Outputs can shift by half a pixel: compare outputs on device."
+            )
             note = "no pass changes ATC's coordinate mapping"
         findings.append(
-            Finding(check=NAME, severity=sev, title=title, nodes=labels, why=why + cited(ctx.facts, "Resize"),
-                    fix=fix, fix_note=note, source="atc_onnx_ops.csv constraints (CANN Resize page)",
-                    details={"kind": kind, "value": value})
+            Finding(
+                check=NAME,
+                severity=sev,
+                title=title,
+                nodes=labels,
+                why=why + cited(ctx.facts, "Resize"),
+                fix=fix,
+                fix_note=note,
+                source="atc_onnx_ops.csv constraints (CANN Resize page)",
+                details={"kind": kind, "value": value},
+            )
         )
     return findings
 
@@ -106,5 +146,8 @@ def _is_integer_repeat(ctx: Context, node, opset: int, coord: str, nearest_mode:
     return all(isinstance(d, int) and d >= 0 for d in list(shape)[first:])
 
 
-_REPEAT_PAIRS = {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
-                 ("pytorch_half_pixel", "round_prefer_floor")}
+_REPEAT_PAIRS = {
+    ("asymmetric", "floor"),
+    ("half_pixel", "round_prefer_floor"),
+    ("pytorch_half_pixel", "round_prefer_floor"),
+}

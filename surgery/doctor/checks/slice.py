@@ -71,14 +71,18 @@ def check_slice(ctx: Context) -> list[Finding]:
         if kind == "focus":
             findings.append(
                 Finding(
-                    check=NAME, severity=severity(rule), title=f"Focus (space-to-depth) slicing with {value} on the last axis",
+                    check=NAME,
+                    severity=severity(rule),
+                    title=f"Focus (space-to-depth) slicing with {value} on the last axis",
                     nodes=labels,
                     why="ATC's Slice requires step 1 on the last axis; these Slices sample every other row and "
-                    "column and are concatenated on the channel axis (YOLOv5's Focus)." + cited(ctx.facts, "Slice"),
+                    "column and are concatenated on the channel axis (YOLOv5's Focus)."
+                    + cited(ctx.facts, "Slice"),
                     fix=["rewrite-focus"],
                     fix_note="rewrite-focus turns the four Slices and the Concat into Reshape + Transpose + Reshape "
                     "(bit-exact); it needs static shapes, so it runs after make-static",
-                    source="atc_onnx_ops.csv constraints (CANN Slice page)", details={"kind": kind},
+                    source="atc_onnx_ops.csv constraints (CANN Slice page)",
+                    details={"kind": kind},
                 )
             )
             continue
@@ -90,11 +94,16 @@ def check_slice(ctx: Context) -> list[Finding]:
             why = "ATC's Slice requires an input rank of at least 2."
         findings.append(
             Finding(
-                check=NAME, severity=severity(rule), title=title, nodes=labels,
-                why=why + cited(ctx.facts, "Slice"), fix=["slice-step-to-gather"],
+                check=NAME,
+                severity=severity(rule),
+                title=title,
+                nodes=labels,
+                why=why + cited(ctx.facts, "Slice"),
+                fix=["slice-step-to-gather"],
                 fix_note="slice-step-to-gather rewrites it as a Gather with constant, non-negative positions "
                 "(bit-exact; needs constant starts/ends/steps and a static last dim, so it runs after make-static)",
-                source="atc_onnx_ops.csv constraints (CANN Slice page)", details={"kind": kind},
+                source="atc_onnx_ops.csv constraints (CANN Slice page)",
+                details={"kind": kind},
             )
         )
     return findings

@@ -42,10 +42,15 @@ def check_unregistered(ctx: Context) -> list[Finding]:
                 nodes=labels,
                 why=why + f" ATC stops with {rule['error']}.",
                 fix=fix,
-                fix_note=FIX_NOTES.get(op, "") if fix
+                fix_note=FIX_NOTES.get(op, "")
+                if fix
                 else "no pass rewrites this op; move it out of the NPU part or replace it in the model",
                 source="atc_unsupported.csv / atc_onnx_ops.csv",
-                details={"op": op, "domain": domain, "function_op": bool(info and info["function_op"])},
+                details={
+                    "op": op,
+                    "domain": domain,
+                    "function_op": bool(info and info["function_op"]),
+                },
             )
         )
     return findings

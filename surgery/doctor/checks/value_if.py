@@ -84,13 +84,21 @@ def check_value_dependent_if(ctx: Context) -> list[Finding]:
         title = f"If '{entry.label}' branches on the value of input {', '.join(repr(n) for n in names)}{compared_text}"
         if pinnable:
             example = ", ".join(f"{v.name} = {values[0] if values else '...'}" for v in pinnable)
-            fix, note = ["pin-inputs"], (
-                f"if {', '.join(v.name or '?' for v in pinnable)} is fixed in your deployment, pin it — e.g. "
-                f"pin-inputs with values = {{ {example} }} — and make-static inlines the taken branch"
+            fix, note = (
+                ["pin-inputs"],
+                (
+                    f"if {', '.join(v.name or '?' for v in pinnable)} is fixed in your deployment, pin it — e.g. "
+                    f"pin-inputs with values = {{ {example} }} — and make-static inlines the taken branch"
+                ),
             )
         else:
-            fix, note = [], ("the condition reads a data tensor (or a loop's iteration values): this is data-dependent "
-                             "control flow, which no pin can fold")
+            fix, note = (
+                [],
+                (
+                    "the condition reads a data tensor (or a loop's iteration values): this is data-dependent "
+                    "control flow, which no pin can fold"
+                ),
+            )
         findings.append(
             Finding(
                 check=NAME,
@@ -102,7 +110,11 @@ def check_value_dependent_if(ctx: Context) -> list[Finding]:
                 fix=fix,
                 fix_note=note,
                 source="ONNX If semantics; make-static folds only constant conditions",
-                details={"inputs": names, "compared_with": values, "pinnable": [v.name for v in pinnable]},
+                details={
+                    "inputs": names,
+                    "compared_with": values,
+                    "pinnable": [v.name for v in pinnable],
+                },
             )
         )
     return findings

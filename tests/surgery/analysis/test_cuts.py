@@ -28,20 +28,42 @@ def _ir(proto: onnx.ModelProto) -> ir.Model:
 
 
 def _const(name: str, array) -> onnx.NodeProto:
-    return h.make_node("Constant", [], [name], name=name, value=onnx.numpy_helper.from_array(np.asarray(array), name))
+    return h.make_node(
+        "Constant",
+        [],
+        [name],
+        name=name,
+        value=onnx.numpy_helper.from_array(np.asarray(array), name),
+    )
 
 
 def _if_model() -> ir.Model:
-    then_g = h.make_graph([h.make_node("Add", ["a", "w"], ["t"], name="then/Add")], "then", [], [vi("t", T.FLOAT, [2])])
-    else_g = h.make_graph([h.make_node("Sub", ["a", "w"], ["e"], name="else/Sub")], "else", [], [vi("e", T.FLOAT, [2])])
+    then_g = h.make_graph(
+        [h.make_node("Add", ["a", "w"], ["t"], name="then/Add")],
+        "then",
+        [],
+        [vi("t", T.FLOAT, [2])],
+    )
+    else_g = h.make_graph(
+        [h.make_node("Sub", ["a", "w"], ["e"], name="else/Sub")],
+        "else",
+        [],
+        [vi("e", T.FLOAT, [2])],
+    )
     nodes = [
         h.make_node("Relu", ["x"], ["a"], name="relu"),
         h.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
         h.make_node("Greater", ["s", "zero"], ["c"], name="gt"),
         h.make_node("If", ["c"], ["y"], name="if", then_branch=then_g, else_branch=else_g),
     ]
-    return _ir(make_model(nodes, [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])],
-                          {"w": np.ones(2, np.float32), "zero": np.array(0.0, np.float32)}))
+    return _ir(
+        make_model(
+            nodes,
+            [vi("x", T.FLOAT, [2])],
+            [vi("y", T.FLOAT, [2])],
+            {"w": np.ones(2, np.float32), "zero": np.array(0.0, np.float32)},
+        )
+    )
 
 
 def test_captured_values_make_the_if_a_consumer():
@@ -59,7 +81,9 @@ def test_captured_values_make_the_if_a_consumer():
 
 def test_unknown_and_subgraph_only_names():
     flow = Dataflow(_if_model().graph)
-    with pytest.raises(InputError, match=r"tensor 'zer0': no such tensor in the model \(did you mean 'zero'\?\)"):
+    with pytest.raises(
+        InputError, match=r"tensor 'zer0': no such tensor in the model \(did you mean 'zero'\?\)"
+    ):
         flow.value("zer0")
     with pytest.raises(InputError, match="only inside a subgraph"):
         flow.value("t")
@@ -81,8 +105,18 @@ def _topk_model(k_from_data: bool) -> ir.Model:
             h.make_node("ReduceMin", ["cand"], ["k"], name="kmin", keepdims=1),
         ]
     nodes = [*k_nodes, h.make_node("TopK", ["x", "k"], ["vals", "idx"], name="topk", axis=1)]
-    return _ir(make_model(nodes, [vi("x", T.FLOAT, [1, "n"])], [vi("vals", T.FLOAT, [1, "k"]), vi("idx", T.INT64, [1, "k"])],
-                          {"one": np.array([1], np.int64), "idx1": np.array([1], np.int64), "four": np.array([4], np.int64)}))
+    return _ir(
+        make_model(
+            nodes,
+            [vi("x", T.FLOAT, [1, "n"])],
+            [vi("vals", T.FLOAT, [1, "k"]), vi("idx", T.INT64, [1, "k"])],
+            {
+                "one": np.array([1], np.int64),
+                "idx1": np.array([1], np.int64),
+                "four": np.array([4], np.int64),
+            },
+        )
+    )
 
 
 def test_topk_with_shape_derived_k_is_not_hostile():
@@ -106,7 +140,9 @@ def _nonzero_postprocess() -> onnx.ModelProto:
         h.make_node("MatMul", ["x", "W"], ["feat"], name="/head/MatMul"),
         h.make_node("Sigmoid", ["feat"], ["scores"], name="/head/Sigmoid"),
         h.make_node("Shape", ["scores"], ["shp"], name="/post/Shape"),
-        h.make_node("Gather", ["shp", "i1"], ["ncols"], name="/post/Gather"),  # a shape scalar of the head
+        h.make_node(
+            "Gather", ["shp", "i1"], ["ncols"], name="/post/Gather"
+        ),  # a shape scalar of the head
         _const("/post/thr", np.array(0.5, np.float32)),
         h.make_node("Greater", ["scores", "/post/thr"], ["mask"], name="/post/Greater"),
         h.make_node("NonZero", ["mask"], ["nz"], name="/post/NonZero"),
@@ -116,13 +152,19 @@ def _nonzero_postprocess() -> onnx.ModelProto:
         h.make_node("Mul", ["col", "ncols"], ["lin"], name="/post/Mul"),  # uses the shape scalar
         h.make_node("Squeeze", ["flat", "i0"], ["flat1"], name="/post/Squeeze"),
         h.make_node("Gather", ["flat1", "lin"], ["picked"], name="/post/Pick"),
-        h.make_node("Add", ["picked", "bias"], ["dets"], name="/post/Add"),  # bias: a graph input read by the tail
+        h.make_node(
+            "Add", ["picked", "bias"], ["dets"], name="/post/Add"
+        ),  # bias: a graph input read by the tail
     ]
     return make_model(
         nodes,
         [vi("x", T.FLOAT, [1, 8]), vi("bias", T.FLOAT, [])],
         [vi("scores", T.FLOAT, [1, 6]), vi("dets", T.FLOAT, ["k"])],
-        {"W": rng.standard_normal((8, 6)).astype(np.float32), "i1": np.array(1, np.int64), "i0": np.array([0], np.int64)},
+        {
+            "W": rng.standard_normal((8, 6)).astype(np.float32),
+            "i1": np.array(1, np.int64),
+            "i0": np.array([0], np.int64),
+        },
     )
 
 
@@ -151,7 +193,13 @@ def test_min_cut_moves_the_boundary_to_the_fewest_bytes():
     assert cut.names == ["scores"] and cut.bytes == 24 and cut.sizes[cut.tensors[0]] == 24
     assert [v.name for v in cut.naive] == ["ncols", "mask", "flat1"]
     tail_names = {n.name for n in cut.tail_nodes}
-    assert {"/post/Shape", "/post/Gather", "/post/Greater", "/post/Flatten", "/post/NonZero"} <= tail_names
+    assert {
+        "/post/Shape",
+        "/post/Gather",
+        "/post/Greater",
+        "/post/Flatten",
+        "/post/NonZero",
+    } <= tail_names
     assert "/head/Sigmoid" not in tail_names and "/head/MatMul" not in tail_names
 
 
@@ -159,9 +207,11 @@ def _wide_matmul_then_nonzero() -> onnx.ModelProto:
     """x [1, 2] → MatMul (to [1, 100]) → Relu → NonZero: cutting at x would cost 8 bytes, but the
     MatMul is the NPU's work; the cheapest cut after it is Relu's input or output (400 bytes)."""
     w = np.arange(200, dtype=np.float32).reshape(2, 100) - 100
-    nodes = [h.make_node("MatMul", ["x", "W"], ["feat"], name="mm"),
-             h.make_node("Relu", ["feat"], ["act"], name="relu"),
-             h.make_node("NonZero", ["act"], ["nz"], name="nz")]
+    nodes = [
+        h.make_node("MatMul", ["x", "W"], ["feat"], name="mm"),
+        h.make_node("Relu", ["feat"], ["act"], name="relu"),
+        h.make_node("NonZero", ["act"], ["nz"], name="nz"),
+    ]
     return make_model(nodes, [vi("x", T.FLOAT, [1, 2])], [vi("nz", T.INT64, [2, None])], {"W": w})
 
 
@@ -175,9 +225,13 @@ def test_min_cut_keeps_compute_ops_in_the_head_and_prefers_the_cut_nearest_the_t
 
 def test_user_boundary_must_separate():
     model = _ir(_nonzero_postprocess())
-    with pytest.raises(InputError, match=r"the tail also reads 'ncols' from the head; add them to the boundary"):
+    with pytest.raises(
+        InputError, match=r"the tail also reads 'ncols' from the head; add them to the boundary"
+    ):
         boundary_from_names(model.graph, ["mask", "flat1"])
-    with pytest.raises(InputError, match="'mask', 'ncols', 'flat1' are computed from another boundary tensor"):
+    with pytest.raises(
+        InputError, match="'mask', 'ncols', 'flat1' are computed from another boundary tensor"
+    ):
         boundary_from_names(model.graph, ["scores", "mask", "ncols", "flat1"])
     cut = boundary_from_names(model.graph, ["mask", "ncols", "flat1"])
     assert cut.names == ["ncols", "mask", "flat1"] and cut.hostile == []
@@ -202,7 +256,9 @@ def test_networkx_views():
     model = _ir(_nonzero_postprocess())
     g = node_graph(model.graph)
     assert g.number_of_nodes() == len(model.graph)
-    assert g.has_edge("/head/Sigmoid", "/post/Greater") and g.edges["/head/Sigmoid", "/post/Greater"]["tensors"] == ["scores"]
+    assert g.has_edge("/head/Sigmoid", "/post/Greater") and g.edges[
+        "/head/Sigmoid", "/post/Greater"
+    ]["tensors"] == ["scores"]
     t = tensor_graph(model.graph)
     import networkx as nx
 
@@ -212,7 +268,10 @@ def test_networkx_views():
 def test_slicing_a_long_chain_keeps_every_node_between_the_cuts():
     # Timing figures live in bench/bench_partition.py: a test must not assert wall time.
     def chain(n: int) -> ir.Model:
-        nodes = [h.make_node("Relu" if i % 2 else "Neg", [f"t{i}"], [f"t{i + 1}"], name=f"n{i}") for i in range(n)]
+        nodes = [
+            h.make_node("Relu" if i % 2 else "Neg", [f"t{i}"], [f"t{i + 1}"], name=f"n{i}")
+            for i in range(n)
+        ]
         return _ir(make_model(nodes, [vi("t0", T.FLOAT, [4])], [vi(f"t{n}", T.FLOAT, [4])]))
 
     for n in (10_000, 40_000):
@@ -221,7 +280,12 @@ def test_slicing_a_long_chain_keeps_every_node_between_the_cuts():
         part = slice_between(flow, [flow.values["t10"]], [flow.values[f"t{n - 10}"]])
         assert len(part.nodes) == n - 20
         names = {node.name for node in part.nodes}
-        assert "n10" in names and f"n{n - 11}" in names and "n9" not in names and f"n{n - 10}" not in names
+        assert (
+            "n10" in names
+            and f"n{n - 11}" in names
+            and "n9" not in names
+            and f"n{n - 10}" not in names
+        )
 
 
 def test_min_cut_looks_at_most_max_cut_depth_producer_steps_up(monkeypatch):
@@ -233,5 +297,7 @@ def test_min_cut_looks_at_most_max_cut_depth_producer_steps_up(monkeypatch):
     assert postprocess_boundary(model.graph, model=model).names == ["ncols", "mask", "flat1"]
     monkeypatch.setattr(cuts, "MAX_CUT_DEPTH", 2)  # Shape and Flatten too: 'scores' alone separates
     assert postprocess_boundary(model.graph, model=model).names == ["scores"]
-    monkeypatch.setattr(cuts, "MAX_CUT_DEPTH", 0)  # nothing may move: the tensors crossing into NonZero's region
+    monkeypatch.setattr(
+        cuts, "MAX_CUT_DEPTH", 0
+    )  # nothing may move: the tensors crossing into NonZero's region
     assert postprocess_boundary(model.graph, model=model).names == ["ncols", "mask", "flat1"]

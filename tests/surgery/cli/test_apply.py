@@ -20,7 +20,11 @@ EXAMPLE = ROOT / "examples" / "01_basics"
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -31,8 +35,17 @@ def work(tmp_path) -> Path:
 
 
 def test_apply_writes_model_and_report(work, capsys):
-    code = main(["apply", str(work / "passes.toml"), str(work / "model.onnx"), "-o", str(work / "out.onnx"),
-                 "--report", str(work / "r.json")])
+    code = main(
+        [
+            "apply",
+            str(work / "passes.toml"),
+            str(work / "model.onnx"),
+            "-o",
+            str(work / "out.onnx"),
+            "--report",
+            str(work / "r.json"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "remove-dropout" in out and "cleanup" in out and "parity oracle: onnxruntime" in out
@@ -46,21 +59,48 @@ def test_apply_writes_model_and_report(work, capsys):
 
 def test_same_input_same_bytes(work):
     for name in ("a.onnx", "b.onnx"):
-        assert main(["apply", str(work / "passes.toml"), str(work / "model.onnx"), "-o", str(work / name), "-q"]) == 0
+        assert (
+            main(
+                [
+                    "apply",
+                    str(work / "passes.toml"),
+                    str(work / "model.onnx"),
+                    "-o",
+                    str(work / name),
+                    "-q",
+                ]
+            )
+            == 0
+        )
     assert (work / "a.onnx").read_bytes() == (work / "b.onnx").read_bytes()
 
 
 def test_gate_failure_exits_1_with_reproducer_and_no_output(work, capsys, test_passes):
-    (work / "bad.toml").write_text('[[pass]]\nname = "remove-dropout"\n[[pass]]\nname = "test-perturb-weight"\nweight = "fc.weight"\n')
+    (work / "bad.toml").write_text(
+        '[[pass]]\nname = "remove-dropout"\n[[pass]]\nname = "test-perturb-weight"\nweight = "fc.weight"\n'
+    )
     before = _digest(work)
-    code = main(["apply", str(work / "bad.toml"), str(work / "model.onnx"), "-o", str(work / "out.onnx"), "-q"])
+    code = main(
+        [
+            "apply",
+            str(work / "bad.toml"),
+            str(work / "model.onnx"),
+            "-o",
+            str(work / "out.onnx"),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert len(err.strip().splitlines()) == 1
     assert "test-perturb-weight" in err and "output logits" in err and "max abs error" in err
     assert not (work / "out.onnx").exists()
     repro = work / "out.onnx.repro"
-    assert (repro / "model.onnx").exists() and (repro / "inputs.npz").exists() and (repro / "passes.toml").exists()
+    assert (
+        (repro / "model.onnx").exists()
+        and (repro / "inputs.npz").exists()
+        and (repro / "passes.toml").exists()
+    )
     # the model in the reproducer is the one before the failing pass: Dropout already removed
     assert "Dropout" not in {n.op_type for n in onnx.load(repro / "model.onnx").graph.node}
     assert {k: v for k, v in _digest(work).items() if k in before} == before
@@ -71,7 +111,13 @@ def _bad_inputs(work: Path) -> list[tuple[list[str], str]]:
     data = (work / "model.onnx").read_bytes()
     (work / "truncated.onnx").write_bytes(data[: len(data) // 2])
     ext = onnx.load(work / "model.onnx")
-    onnx.save(ext, work / "ext.onnx", save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    onnx.save(
+        ext,
+        work / "ext.onnx",
+        save_as_external_data=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
     (work / "ext.onnx.data").unlink()
     (work / "invalid.toml").write_text("[[pass]\nname=")
     (work / "unknown.toml").write_text('[[pass]]\nname = "remove-dropuot"\n')
@@ -101,7 +147,11 @@ def test_bad_inputs_exit_2_one_line_input_untouched_no_output(work, capsys):
     cases = _bad_inputs(work)
     before = _digest(work)
     for argv, message in cases:
-        with pytest.raises(SystemExit) if "--verify" in argv and "sometimes" in argv else _nullcontext():
+        with (
+            pytest.raises(SystemExit)
+            if "--verify" in argv and "sometimes" in argv
+            else _nullcontext()
+        ):
             code = main(argv)
             assert code == 2, (argv, code)
         err = capsys.readouterr().err
@@ -122,12 +172,32 @@ class _nullcontext:
 
 
 def test_console_script_bad_input_has_no_traceback(work):
-    proc = subprocess.run([sys.executable, "-m", "surgery", "apply", str(work / "passes.toml"), str(work / "nope.onnx"),
-                           "-o", str(work / "o.onnx")], capture_output=True, text=True, cwd=work)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "surgery",
+            "apply",
+            str(work / "passes.toml"),
+            str(work / "nope.onnx"),
+            "-o",
+            str(work / "o.onnx"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "no such file" in proc.stderr
+    assert (
+        proc.stderr.count("\n") == 1
+        and "Traceback" not in proc.stderr
+        and "no such file" in proc.stderr
+    )
 
 
 def test_in_place(work):
-    assert main(["apply", str(work / "passes.toml"), str(work / "model.onnx"), "--in-place", "-q"]) == 0
+    assert (
+        main(["apply", str(work / "passes.toml"), str(work / "model.onnx"), "--in-place", "-q"])
+        == 0
+    )
     assert "Dropout" not in {n.op_type for n in onnx.load(work / "model.onnx").graph.node}

@@ -15,10 +15,13 @@ ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "examples" / "40_doctor" / "model.onnx"
 
 
-@pytest.mark.parametrize("argv", [
-    ["-q", "apply", "make-static", "M", "-o", "o.onnx"],
-    ["apply", "make-static", "M", "-o", "o.onnx", "-q"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-q", "apply", "make-static", "M", "-o", "o.onnx"],
+        ["apply", "make-static", "M", "-o", "o.onnx", "-q"],
+    ],
+)
 def test_quiet_before_or_after_the_subcommand(argv):
     assert build_parser().parse_args(argv).quiet is True
 
@@ -31,19 +34,48 @@ def test_verbose_after_the_subcommand():
 
 
 def test_quiet_keeps_the_atc_line(tmp_path, capsys):
-    assert main(["-q", "apply", "make-static", str(MODEL), "-o", str(tmp_path / "o.onnx"),
-                 "--input-shape", "images:1,3,32,32"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "apply",
+                "make-static",
+                str(MODEL),
+                "-o",
+                str(tmp_path / "o.onnx"),
+                "--input-shape",
+                "images:1,3,32,32",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("atc: atc --model=") and "parity" not in out
 
 
 def _run(*argv, cwd):
-    return subprocess.run([sys.executable, "-m", "surgery", *argv], capture_output=True, text=True, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "surgery", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def test_progress_always_prints_steps_into_a_pipe(tmp_path):
-    proc = _run("apply", "make-static", str(MODEL), "-o", "o.onnx", "--input-shape", "images:1,3,32,32",
-                "--progress", "always", cwd=tmp_path)
+    proc = _run(
+        "apply",
+        "make-static",
+        str(MODEL),
+        "-o",
+        "o.onnx",
+        "--input-shape",
+        "images:1,3,32,32",
+        "--progress",
+        "always",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     steps = [line for line in proc.stderr.splitlines() if line.startswith("surgery: [")]
     assert steps == ["surgery: [1/2] fix-shapes", "surgery: [2/2] make-static"]
@@ -51,10 +83,22 @@ def test_progress_always_prints_steps_into_a_pipe(tmp_path):
 
 def test_progress_auto_is_silent_in_a_pipe_and_never_is_silent(tmp_path):
     for mode in ("auto", "never"):
-        proc = _run("apply", "make-static", str(MODEL), "-o", "o.onnx", "--input-shape", "images:1,3,32,32",
-                    "--progress", mode, cwd=tmp_path)
+        proc = _run(
+            "apply",
+            "make-static",
+            str(MODEL),
+            "-o",
+            "o.onnx",
+            "--input-shape",
+            "images:1,3,32,32",
+            "--progress",
+            mode,
+            cwd=tmp_path,
+        )
         assert proc.returncode == 0, proc.stderr
-        assert not [line for line in proc.stderr.splitlines() if line.startswith("surgery: [")], proc.stderr
+        assert not [line for line in proc.stderr.splitlines() if line.startswith("surgery: [")], (
+            proc.stderr
+        )
 
 
 def test_deprecated_spelling_prints_one_note(tmp_path, capsys):
@@ -68,7 +112,11 @@ def test_deprecated_spelling_prints_one_note(tmp_path, capsys):
 
 def test_a_closed_pipe_is_not_an_internal_error(tmp_path):
     proc = subprocess.run(
-        f"{sys.executable} -m surgery passes list | head -1", shell=True, capture_output=True, text=True, cwd=tmp_path,
+        f"{sys.executable} -m surgery passes list | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         check=False,
     )
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
@@ -80,7 +128,9 @@ def test_a_closed_pipe_is_not_an_internal_error(tmp_path):
 OLD = ("--json", "--soc-version", "--no-verify")
 
 
-def _subcommands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+def _subcommands(
+    parser: argparse.ArgumentParser, prefix: str = ""
+) -> dict[str, argparse.ArgumentParser]:
     out: dict[str, argparse.ArgumentParser] = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -96,7 +146,17 @@ def _visible(sub: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 def test_every_subcommand_speaks_one_vocabulary():
     subs = _subcommands(build_parser())
-    assert {"apply", "check", "compare", "doctor", "extract", "split", "prepare", "precision", "passes show"} <= set(subs)
+    assert {
+        "apply",
+        "check",
+        "compare",
+        "doctor",
+        "extract",
+        "split",
+        "prepare",
+        "precision",
+        "passes show",
+    } <= set(subs)
     for name, sub in subs.items():
         flags = _visible(sub)
         help_text = sub.format_help()
@@ -118,18 +178,62 @@ def test_every_subcommand_speaks_one_vocabulary():
         assert {"--html", "--plugin", "--data"} <= set(_visible(subs[name])), name
 
 
-@pytest.mark.parametrize("old, new, argv, attr, value", [
-    ("--soc-version", "--soc", ["apply", "make-static", "m.onnx", "-o", "o.onnx", "--soc-version", "Ascend310"], "soc", "Ascend310"),
-    ("--soc-version", "--soc", ["prepare", "m.onnx", "-o", "o.onnx", "--soc-version", "Ascend310"], "soc", "Ascend310"),
-    ("--soc-version", "--soc", ["doctor", "m.onnx", "--soc-version", "Ascend310"], "soc", "Ascend310"),
-    ("--json", "--report", ["check", "m.onnx", "--json", "c.json"], "report", "c.json"),
-    ("--json", "--report", ["doctor", "m.onnx", "--json", "-"], "report", "-"),
-    ("--json", "--report", ["compare", "a.onnx", "b.onnx", "--json", "c.json"], "report", "c.json"),
-    ("--no-verify", "--verify off", ["extract", "m.onnx", "--inputs", "a", "--outputs", "b", "-o", "p.onnx",
-                                     "--no-verify"], "verify", "off"),
-    ("--no-verify", "--verify off", ["apply", "make-static", "m.onnx", "-o", "o.onnx", "--no-verify"], "verify", "off"),
-    ("--inputs", "--data", ["apply", "make-static", "m.onnx", "-o", "o.onnx", "--inputs", "d.npz"], "data", Path("d.npz")),
-])
+@pytest.mark.parametrize(
+    "old, new, argv, attr, value",
+    [
+        (
+            "--soc-version",
+            "--soc",
+            ["apply", "make-static", "m.onnx", "-o", "o.onnx", "--soc-version", "Ascend310"],
+            "soc",
+            "Ascend310",
+        ),
+        (
+            "--soc-version",
+            "--soc",
+            ["prepare", "m.onnx", "-o", "o.onnx", "--soc-version", "Ascend310"],
+            "soc",
+            "Ascend310",
+        ),
+        (
+            "--soc-version",
+            "--soc",
+            ["doctor", "m.onnx", "--soc-version", "Ascend310"],
+            "soc",
+            "Ascend310",
+        ),
+        ("--json", "--report", ["check", "m.onnx", "--json", "c.json"], "report", "c.json"),
+        ("--json", "--report", ["doctor", "m.onnx", "--json", "-"], "report", "-"),
+        (
+            "--json",
+            "--report",
+            ["compare", "a.onnx", "b.onnx", "--json", "c.json"],
+            "report",
+            "c.json",
+        ),
+        (
+            "--no-verify",
+            "--verify off",
+            ["extract", "m.onnx", "--inputs", "a", "--outputs", "b", "-o", "p.onnx", "--no-verify"],
+            "verify",
+            "off",
+        ),
+        (
+            "--no-verify",
+            "--verify off",
+            ["apply", "make-static", "m.onnx", "-o", "o.onnx", "--no-verify"],
+            "verify",
+            "off",
+        ),
+        (
+            "--inputs",
+            "--data",
+            ["apply", "make-static", "m.onnx", "-o", "o.onnx", "--inputs", "d.npz"],
+            "data",
+            Path("d.npz"),
+        ),
+    ],
+)
 def test_old_spellings_still_work_with_one_note(capsys, old, new, argv, attr, value):
     args = build_parser().parse_args(argv)
     assert getattr(args, attr) == value
@@ -140,7 +244,10 @@ def test_old_spellings_still_work_with_one_note(capsys, old, new, argv, attr, va
 def test_report_dash_prints_json_on_stdout_for_check_and_doctor(capsys):
     import json
 
-    for command in (["check", str(MODEL), "--report", "-"], ["doctor", str(MODEL), "--report", "-"]):
+    for command in (
+        ["check", str(MODEL), "--report", "-"],
+        ["doctor", str(MODEL), "--report", "-"],
+    ):
         main(command)
         out = capsys.readouterr().out
         assert isinstance(json.loads(out), dict), command  # stdout is the JSON alone
@@ -150,12 +257,37 @@ def test_report_dash_prints_json_on_stdout_for_check_and_doctor(capsys):
 def test_output_naming_a_folder_is_refused(tmp_path, capsys):
     (tmp_path / "outdir").mkdir()
     for target in (str(tmp_path / "newdir") + "/", str(tmp_path / "outdir")):
-        code = main(["apply", "make-static", str(MODEL), "-o", target, "--input-shape", "images:1,3,32,32"]) \
-            if not target.endswith("/") else None
+        code = (
+            main(
+                [
+                    "apply",
+                    "make-static",
+                    str(MODEL),
+                    "-o",
+                    target,
+                    "--input-shape",
+                    "images:1,3,32,32",
+                ]
+            )
+            if not target.endswith("/")
+            else None
+        )
         if code is None:
             with pytest.raises(SystemExit) as exc:
-                main(["apply", "make-static", str(MODEL), "-o", target, "--input-shape", "images:1,3,32,32"])
+                main(
+                    [
+                        "apply",
+                        "make-static",
+                        str(MODEL),
+                        "-o",
+                        target,
+                        "--input-shape",
+                        "images:1,3,32,32",
+                    ]
+                )
             code = exc.value.code
         assert code == 2
         assert "folder" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir"] and not any((tmp_path / "outdir").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir"] and not any(
+        (tmp_path / "outdir").iterdir()
+    )

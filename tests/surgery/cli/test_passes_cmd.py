@@ -62,16 +62,27 @@ def test_show_gives_every_pass_a_description_options_and_an_example(capsys):
 def test_show_rewrite_documents_the_rules_format(capsys):
     assert main(["passes", "show", "rewrite"]) == 0
     out = capsys.readouterr().out
-    for needle in ("RULES module format", "Rule` subclass", "pattern", "build(self, b, m)", "RewriteRule",
-                   "RewriteRuleSet", "--allow-code", 'rules = "my_rules:RULES"'):
+    for needle in (
+        "RULES module format",
+        "Rule` subclass",
+        "pattern",
+        "build(self, b, m)",
+        "RewriteRule",
+        "RewriteRuleSet",
+        "--allow-code",
+        'rules = "my_rules:RULES"',
+    ):
         assert needle in out, needle
 
 
-def test_list_finds_an_entry_point_package_without_importlib_metadata(tmp_path, monkeypatch, capsys):
+def test_list_finds_an_entry_point_package_without_importlib_metadata(
+    tmp_path, monkeypatch, capsys
+):
     import sys
     import textwrap
 
-    (tmp_path / "my_listed_plugin.py").write_text(textwrap.dedent('''
+    (tmp_path / "my_listed_plugin.py").write_text(
+        textwrap.dedent('''
         """A third-party pass package."""
         from surgery.pass_base import SurgeryPass, SurgeryResult
 
@@ -81,7 +92,8 @@ def test_list_finds_an_entry_point_package_without_importlib_metadata(tmp_path, 
 
             def call(self, model):
                 return SurgeryResult(model, False)
-    '''))
+    ''')
+    )
     dist = tmp_path / "my_listed_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-listed-plugin\nVersion: 1.0\n")

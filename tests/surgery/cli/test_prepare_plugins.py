@@ -16,7 +16,9 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "03_user_passes"
 
 
 def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=False, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, check=False, cwd=cwd
+    )
 
 
 def test_prepare_runs_a_plugin_pass_and_the_replay_needs_allow_code(tmp_path):
@@ -25,10 +27,31 @@ def test_prepare_runs_a_plugin_pass_and_the_replay_needs_allow_code(tmp_path):
     model = tmp_path / "model.onnx"
     assert _run(str(work / "make_model.py"), str(model), cwd=tmp_path).returncode == 0
     out = tmp_path / "ready.onnx"
-    unknown = _run("-m", "surgery", "prepare", str(model), "-o", str(out), "--pass", "drop-mul-one", cwd=work)
-    assert unknown.returncode == 2 and "unknown pass 'drop-mul-one'" in unknown.stderr and not out.exists()
-    proc = _run("-m", "surgery", "prepare", str(model), "-o", str(out), "--plugin", "drop_mul_one.py",
-                "--pass", "drop-mul-one", "--set", "drop-mul-one.only_scalars=false", "--progress", "never", cwd=work)
+    unknown = _run(
+        "-m", "surgery", "prepare", str(model), "-o", str(out), "--pass", "drop-mul-one", cwd=work
+    )
+    assert (
+        unknown.returncode == 2
+        and "unknown pass 'drop-mul-one'" in unknown.stderr
+        and not out.exists()
+    )
+    proc = _run(
+        "-m",
+        "surgery",
+        "prepare",
+        str(model),
+        "-o",
+        str(out),
+        "--plugin",
+        "drop_mul_one.py",
+        "--pass",
+        "drop-mul-one",
+        "--set",
+        "drop-mul-one.only_scalars=false",
+        "--progress",
+        "never",
+        cwd=work,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "drop-mul-one" in proc.stdout and "atc: atc --model=" in proc.stdout
     assert "Mul" not in op_counts(onnx.load(out))
@@ -37,11 +60,28 @@ def test_prepare_runs_a_plugin_pass_and_the_replay_needs_allow_code(tmp_path):
     assert 'name = "drop-mul-one"' in written and "only_scalars = false" in written
     # the written pipeline is data: its plug-in runs on replay only with the opt-in
     replay = tmp_path / "again.onnx"
-    refused = _run("-m", "surgery", "apply", str(tmp_path / "ready.passes.toml"), str(model), "-o", str(replay),
-                   cwd=tmp_path)
+    refused = _run(
+        "-m",
+        "surgery",
+        "apply",
+        str(tmp_path / "ready.passes.toml"),
+        str(model),
+        "-o",
+        str(replay),
+        cwd=tmp_path,
+    )
     assert refused.returncode == 2 and "--allow-code" in refused.stderr and not replay.exists()
-    again = _run("-m", "surgery", "apply", str(tmp_path / "ready.passes.toml"), str(model), "-o", str(replay),
-                 "--allow-code", cwd=tmp_path)
+    again = _run(
+        "-m",
+        "surgery",
+        "apply",
+        str(tmp_path / "ready.passes.toml"),
+        str(model),
+        "-o",
+        str(replay),
+        "--allow-code",
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr
     assert "Mul" not in op_counts(onnx.load(replay))
 
@@ -51,7 +91,20 @@ def test_set_must_name_a_pass_given_with_pass(tmp_path):
     shutil.copytree(EXAMPLE, work)
     model = tmp_path / "model.onnx"
     assert _run(str(work / "make_model.py"), str(model), cwd=tmp_path).returncode == 0
-    proc = _run("-m", "surgery", "prepare", str(model), "-o", str(tmp_path / "r.onnx"), "--plugin", "drop_mul_one.py",
-                "--pass", "drop-mul-one", "--set", "drop-mul-onr.only_scalars=false", cwd=work)
+    proc = _run(
+        "-m",
+        "surgery",
+        "prepare",
+        str(model),
+        "-o",
+        str(tmp_path / "r.onnx"),
+        "--plugin",
+        "drop_mul_one.py",
+        "--pass",
+        "drop-mul-one",
+        "--set",
+        "drop-mul-onr.only_scalars=false",
+        cwd=work,
+    )
     assert proc.returncode == 2 and "did you mean 'drop-mul-one'" in proc.stderr
     assert not (tmp_path / "r.onnx").exists() and not (tmp_path / "r.passes.toml").exists()

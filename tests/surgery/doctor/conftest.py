@@ -13,7 +13,11 @@ from surgery.doctor.facts import load_facts
 from surgery.doctor.finding import Finding
 
 
-def _run(check: Callable[[Context], list[Finding]], model: onnx.ModelProto | ir.Model, soc: str | None = None) -> list[Finding]:
+def _run(
+    check: Callable[[Context], list[Finding]],
+    model: onnx.ModelProto | ir.Model,
+    soc: str | None = None,
+) -> list[Finding]:
     ir_model = model if isinstance(model, ir.Model) else ir.from_proto(model)
     return check(Context(ir_model, load_facts(), soc))
 

@@ -14,14 +14,25 @@ def _vad_like(state_dim=None):
     """A recurrent model whose state comes first: state [2, ?, 16] feeds an LSTM with x [?, 10, 8]."""
     rng = np.random.default_rng(0)
     return make_model(
-        [h.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2], name="to_seq_first"),
-         h.make_node("Split", ["state", "two"], ["h0", "c0"], axis=0, name="split_state"),
-         h.make_node("LSTM", ["xt", "w", "r", "", "", "h0", "c0"], ["y", "hn", "cn"], hidden_size=16, name="lstm"),
-         h.make_node("Concat", ["hn", "cn"], ["new_state"], axis=0, name="state_out")],
+        [
+            h.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2], name="to_seq_first"),
+            h.make_node("Split", ["state", "two"], ["h0", "c0"], axis=0, name="split_state"),
+            h.make_node(
+                "LSTM",
+                ["xt", "w", "r", "", "", "h0", "c0"],
+                ["y", "hn", "cn"],
+                hidden_size=16,
+                name="lstm",
+            ),
+            h.make_node("Concat", ["hn", "cn"], ["new_state"], axis=0, name="state_out"),
+        ],
         [vi("state", T.FLOAT, [2, state_dim, 16]), vi("x", T.FLOAT, [None, 10, 8])],
         [vi("new_state", T.FLOAT, [2, None, 16])],
-        {"w": rng.standard_normal((1, 64, 8)).astype(np.float32), "r": rng.standard_normal((1, 64, 16)).astype(np.float32),
-         "two": np.array([1, 1], np.int64)},
+        {
+            "w": rng.standard_normal((1, 64, 8)).astype(np.float32),
+            "r": rng.standard_normal((1, 64, 16)).astype(np.float32),
+            "two": np.array([1, 1], np.int64),
+        },
     )
 
 
@@ -43,16 +54,27 @@ def test_tied_dim_follows_the_given_batch():
 
 
 def test_named_dims_shared_with_a_later_input_dim_0():
-    model = ir.from_proto(make_model(
-        [h.make_node("Add", ["a", "b"], ["y"], name="add")],
-        [vi("a", T.FLOAT, [3, "n"]), vi("b", T.FLOAT, ["n", 1])], [vi("y", T.FLOAT, ["n", "n"])]))
+    model = ir.from_proto(
+        make_model(
+            [h.make_node("Add", ["a", "b"], ["y"], name="add")],
+            [vi("a", T.FLOAT, [3, "n"]), vi("b", T.FLOAT, ["n", 1])],
+            [vi("y", T.FLOAT, ["n", "n"])],
+        )
+    )
     shapes, notes, _ = emit_mod.decide_shapes(model)
     assert shapes == {"a": [3, 1], "b": [1, 1]}, notes
 
 
 def test_dims_nothing_ties_keep_the_placeholder():
-    model = ir.from_proto(make_model(
-        [h.make_node("ReduceSum", ["a"], ["s"], keepdims=0, name="sum"), h.make_node("Add", ["s", "b"], ["y"])],
-        [vi("a", T.FLOAT, [None, None]), vi("b", T.FLOAT, [None])], [vi("y", T.FLOAT, [None])]))
+    model = ir.from_proto(
+        make_model(
+            [
+                h.make_node("ReduceSum", ["a"], ["s"], keepdims=0, name="sum"),
+                h.make_node("Add", ["s", "b"], ["y"]),
+            ],
+            [vi("a", T.FLOAT, [None, None]), vi("b", T.FLOAT, [None])],
+            [vi("y", T.FLOAT, [None])],
+        )
+    )
     shapes, _, _ = emit_mod.decide_shapes(model)
     assert shapes["a"] == [1, 128]

@@ -18,9 +18,14 @@ def _save(tmp_path, model, name="m.onnx"):
 
 
 def _failing(tmp_path):
-    return _save(tmp_path, make_model(
-        [h.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2], name="pool")],
-        [vi("x", T.FLOAT, ["n", 1, 4, 4])], [vi("y", T.FLOAT, ["n", 1, 3, 3])]))
+    return _save(
+        tmp_path,
+        make_model(
+            [h.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2], name="pool")],
+            [vi("x", T.FLOAT, ["n", 1, 4, 4])],
+            [vi("y", T.FLOAT, ["n", 1, 3, 3])],
+        ),
+    )
 
 
 def test_will_fail_exits_1_with_the_table(tmp_path, capsys):
@@ -31,8 +36,14 @@ def test_will_fail_exits_1_with_the_table(tmp_path, capsys):
 
 
 def test_clean_model_exits_0(tmp_path, capsys):
-    path = _save(tmp_path, make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, [1, 2])],
-                                      [vi("y", T.FLOAT, [1, 2])]))
+    path = _save(
+        tmp_path,
+        make_model(
+            [h.make_node("Relu", ["x"], ["y"], name="r")],
+            [vi("x", T.FLOAT, [1, 2])],
+            [vi("y", T.FLOAT, [1, 2])],
+        ),
+    )
     assert main(["doctor", str(path)]) == 0
     assert "No findings" in capsys.readouterr().out
 
@@ -59,9 +70,16 @@ def test_emit_pipeline_writes_a_loadable_file(tmp_path, capsys):
     from surgery.pipeline import load_pipeline
 
     steps = [s.name for s in load_pipeline(toml).steps]
-    assert steps[steps.index("fix-shapes"):] == ["fix-shapes", "make-static", "cleanup", "assert-static"]
+    assert steps[steps.index("fix-shapes") :] == [
+        "fix-shapes",
+        "make-static",
+        "cleanup",
+        "assert-static",
+    ]
     # drop-maxpool-indices is a step when this build registers it, else named as needed
-    assert ("drop-maxpool-indices" in steps) != ("# NEEDED, not available in this build: drop-maxpool-indices" in text)
+    assert ("drop-maxpool-indices" in steps) != (
+        "# NEEDED, not available in this build: drop-maxpool-indices" in text
+    )
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
@@ -82,10 +100,24 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 def test_input_shape_in_atc_syntax(tmp_path, capsys):
     toml = tmp_path / "p.toml"
-    model = make_model([h.make_node("Add", ["a", "b"], ["y"], name="add")],
-                       [vi("a", T.FLOAT, ["n", 3]), vi("b", T.FLOAT, ["n", 3])], [vi("y", T.FLOAT, ["n", 3])],
-                       {"unused": np.zeros(1, np.float32)})
-    assert main(["doctor", str(_save(tmp_path, model)), "--emit-pipeline", str(toml),
-                 "--input-shape", "a:8,3;b:8,3"]) == 1
+    model = make_model(
+        [h.make_node("Add", ["a", "b"], ["y"], name="add")],
+        [vi("a", T.FLOAT, ["n", 3]), vi("b", T.FLOAT, ["n", 3])],
+        [vi("y", T.FLOAT, ["n", 3])],
+        {"unused": np.zeros(1, np.float32)},
+    )
+    assert (
+        main(
+            [
+                "doctor",
+                str(_save(tmp_path, model)),
+                "--emit-pipeline",
+                str(toml),
+                "--input-shape",
+                "a:8,3;b:8,3",
+            ]
+        )
+        == 1
+    )
     capsys.readouterr()
     assert 'shapes = { "a" = [8, 3], "b" = [8, 3] }' in toml.read_text()

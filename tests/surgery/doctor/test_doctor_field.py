@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _field_module():
-    spec = importlib.util.spec_from_file_location("field_models", ROOT / "examples" / "40_doctor" / "field_models.py")
+    spec = importlib.util.spec_from_file_location(
+        "field_models", ROOT / "examples" / "40_doctor" / "field_models.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -44,7 +46,9 @@ def exports(tmp_path_factory):
 @pytest.mark.parametrize("situation", SITUATIONS)
 def test_doctor_lists_the_expected_findings(exports, situation, capsys):
     path = exports[situation]
-    assert main(["doctor", str(path), "--report", "-"]) == (1 if "will-fail" in FIELD.EXPECTED[situation].values() else 0)
+    assert main(["doctor", str(path), "--report", "-"]) == (
+        1 if "will-fail" in FIELD.EXPECTED[situation].values() else 0
+    )
     data = json.loads(capsys.readouterr().out)
     found = {(f["check"], f["severity"]) for f in data["findings"]}
     for check, severity in FIELD.EXPECTED[situation].items():
@@ -60,17 +64,23 @@ def test_expected_details(exports):
     (finding,) = [f for f in dyn.findings if f.check == "dynamic-dims"]
     assert finding.details["dim_names"] == ["2*height", "2*width", "batch"]
     nms = diagnose(exports["nms_detector"])
-    assert [f.fix for f in nms.findings if f.check == "nms" and f.severity is Severity.WILL_FAIL] == [
-        ["complete-nms-inputs"]]
+    assert [
+        f.fix for f in nms.findings if f.check == "nms" and f.severity is Severity.WILL_FAIL
+    ] == [["complete-nms-inputs"]]
     grid = diagnose(exports["gridsample"], soc="Ascend310P3")
     assert [f.details["cann_kernels"] for f in grid.findings if f.check == "aicpu-only"] == [
-        {"GridSampler2D": ["Ascend310P"]}]
+        {"GridSampler2D": ["Ascend310P"]}
+    ]
 
 
 @pytest.mark.parametrize("situation", SITUATIONS)
-def test_round_trip_leaves_nothing_that_will_fail(exports, situation, tmp_path, capsys, monkeypatch):
+def test_round_trip_leaves_nothing_that_will_fail(
+    exports, situation, tmp_path, capsys, monkeypatch
+):
     path = exports[situation]
-    monkeypatch.chdir(tmp_path)  # not the model's folder: external data must resolve from the model path
+    monkeypatch.chdir(
+        tmp_path
+    )  # not the model's folder: external data must resolve from the model path
     toml = tmp_path / "p.toml"
     main(["doctor", str(path), "--emit-pipeline", str(toml)])
     capsys.readouterr()
@@ -86,7 +96,9 @@ def test_round_trip_leaves_nothing_that_will_fail(exports, situation, tmp_path, 
     assert main(["apply", str(toml), str(path), "-o", str(out), "-q"]) == 0, capsys.readouterr().err
     capsys.readouterr()
     after = diagnose(out)
-    assert not after.will_fail, [f.title for f in after.findings if f.severity is Severity.WILL_FAIL]
+    assert not after.will_fail, [
+        f.title for f in after.findings if f.severity is Severity.WILL_FAIL
+    ]
     assert main(["doctor", str(out)]) == 0
     fixed = {f.check for f in before.findings if f.severity is Severity.WILL_FAIL}
     assert not fixed & {f.check for f in after.findings if f.severity is Severity.WILL_FAIL}

@@ -15,11 +15,15 @@ from surgery.testing import make_model, vi
 
 def _problem_model():
     return make_model(
-        [h.make_node("Einsum", ["a", "b"], ["m"], equation="ij,jk->ik", name="mm"),
-         h.make_node("Gather", ["m", "i"], ["y"], axis=1, name="last_col"),
-         h.make_node("Dropout", ["y"], ["z"], name="drop")],
-        [vi("a", T.FLOAT, ["n", 3]), vi("b", T.FLOAT, [3, 4])], [vi("z", T.FLOAT, ["n", 1])],
-        {"i": np.array([-1], np.int64)}, opset=17,
+        [
+            h.make_node("Einsum", ["a", "b"], ["m"], equation="ij,jk->ik", name="mm"),
+            h.make_node("Gather", ["m", "i"], ["y"], axis=1, name="last_col"),
+            h.make_node("Dropout", ["y"], ["z"], name="drop"),
+        ],
+        [vi("a", T.FLOAT, ["n", 3]), vi("b", T.FLOAT, [3, 4])],
+        [vi("z", T.FLOAT, ["n", 1])],
+        {"i": np.array([-1], np.int64)},
+        opset=17,
     )
 
 
@@ -27,7 +31,12 @@ def test_diagnose_orders_findings_worst_first_and_sets_exit_code():
     report = diagnose(_problem_model())
     severities = [f.severity for f in report.findings]
     assert severities == sorted(severities, key=lambda s: s.rank)
-    assert {f.check for f in report.findings} == {"dynamic-dims", "gather-negative-indices", "aicpu-only", "dropout"}
+    assert {f.check for f in report.findings} == {
+        "dynamic-dims",
+        "gather-negative-indices",
+        "aicpu-only",
+        "dropout",
+    }
     assert report.will_fail and report.exit_code == 1
     assert report.counts() == {"will-fail": 2, "slow": 1, "precision-risk": 0, "info": 1}
     assert report.opsets == {"ai.onnx": 17} and report.node_count == 3
@@ -43,11 +52,18 @@ def test_diagnose_accepts_paths_protos_and_ir_models_and_changes_none(tmp_path):
     assert len({tuple(f.title for f in r.findings) for r in reports}) == 1
     assert reports[0].model == str(path)
     assert proto.SerializeToString() == before
-    assert ir.to_proto(ir_model).SerializeToString() == ir.to_proto(ir.from_proto(proto)).SerializeToString()
+    assert (
+        ir.to_proto(ir_model).SerializeToString()
+        == ir.to_proto(ir.from_proto(proto)).SerializeToString()
+    )
 
 
 def test_clean_model_exits_0():
-    model = make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, [1, 4])], [vi("y", T.FLOAT, [1, 4])])
+    model = make_model(
+        [h.make_node("Relu", ["x"], ["y"], name="r")],
+        [vi("x", T.FLOAT, [1, 4])],
+        [vi("y", T.FLOAT, [1, 4])],
+    )
     report = diagnose(model)
     assert report.findings == [] and report.exit_code == 0
     assert "No findings" in render_table(report)
@@ -55,12 +71,22 @@ def test_clean_model_exits_0():
 
 def test_json_round_trip():
     data = json.loads(json.dumps(diagnose(_problem_model(), soc="Ascend310P3").to_dict()))
-    assert data["soc"] == "Ascend310P3" and data["soc_family"] == "Ascend310P" and data["will_fail"] is True
+    assert (
+        data["soc"] == "Ascend310P3"
+        and data["soc_family"] == "Ascend310P"
+        and data["will_fail"] is True
+    )
     gather = next(f for f in data["findings"] if f["check"] == "gather-negative-indices")
     assert gather == {
-        "check": "gather-negative-indices", "severity": "will-fail", "title": gather["title"],
-        "nodes": ["last_col"], "why": gather["why"], "fix": ["normalize-gather-indices"],
-        "fix_note": gather["fix_note"], "source": gather["source"], "details": {},
+        "check": "gather-negative-indices",
+        "severity": "will-fail",
+        "title": gather["title"],
+        "nodes": ["last_col"],
+        "why": gather["why"],
+        "fix": ["normalize-gather-indices"],
+        "fix_note": gather["fix_note"],
+        "source": gather["source"],
+        "details": {},
     }
     assert any("canndev-2022" in s for s in data["data_sources"])
 
@@ -76,7 +102,13 @@ def test_table_lists_each_finding_with_why_and_fix():
 
 def test_report_sorting_is_stable_by_severity_then_check():
     mk = lambda sev, check: Finding(check=check, severity=sev, title=check, nodes=[], why="")  # noqa: E731
-    report = DoctorReport([mk(Severity.INFO, "a"), mk(Severity.SLOW, "z"), mk(Severity.WILL_FAIL, "m"),
-                           mk(Severity.SLOW, "b")])
+    report = DoctorReport(
+        [
+            mk(Severity.INFO, "a"),
+            mk(Severity.SLOW, "z"),
+            mk(Severity.WILL_FAIL, "m"),
+            mk(Severity.SLOW, "b"),
+        ]
+    )
     assert [f.check for f in report.findings] == ["m", "b", "z", "a"]
     assert DoctorReport([mk(Severity.SLOW, "z")]).exit_code == 0

@@ -40,16 +40,22 @@ def test_inf_must_be_in_the_same_places():
     d = diff_arrays("f", np.array([3e38, 1.0], np.float32), e, TOL)
     assert not d.ok and "Inf at 1 positions" in d.problem
     assert not diff_arrays("f", np.array([-np.inf, 1.0], np.float32), e, TOL).ok
-    assert not diff_arrays("f", np.array([np.nan, 1.0], np.float32), np.array([0.0, 1.0], np.float32), TOL).ok
+    assert not diff_arrays(
+        "f", np.array([np.nan, 1.0], np.float32), np.array([0.0, 1.0], np.float32), TOL
+    ).ok
 
 
 def _model() -> ir.Model:
     table = np.zeros((7, 2), np.float32)
     proto = make_model(
-        [h.make_node("Gather", ["table", "ids"], ["g"], name="emb"), h.make_node("Relu", ["x"], ["y"], name="relu"),
-         h.make_node("Add", ["n", "n"], ["n2"], name="add")],
+        [
+            h.make_node("Gather", ["table", "ids"], ["g"], name="emb"),
+            h.make_node("Relu", ["x"], ["y"], name="relu"),
+            h.make_node("Add", ["n", "n"], ["n2"], name="add"),
+        ],
         [vi("x", T.FLOAT, ["batch", 4]), vi("ids", T.INT64, ["batch", 3]), vi("n", T.INT32, [2])],
-        [vi("y", T.FLOAT, ["batch", 4]), vi("g", T.FLOAT, ["batch", 3, 2]), vi("n2", T.INT32, [2])], {"table": table},
+        [vi("y", T.FLOAT, ["batch", 4]), vi("g", T.FLOAT, ["batch", 3, 2]), vi("n2", T.INT32, [2])],
+        {"table": table},
     )
     return ir.from_proto(proto)
 
@@ -61,17 +67,31 @@ def test_candidates_reach_further_and_keep_index_ranges():
     samples = {s.name: s for s in candidate_samples(model, config, FeedHints(), plan)}
     assert list(samples)[:3] == ["second size", "wide x10", "wide x1000"]
     second = samples["second size"]
-    assert second.feeds["x"].shape == (plan.feeds["x"].shape[0] + 1, 4) == (*second.feeds["ids"].shape[:1], 4)
+    assert (
+        second.feeds["x"].shape
+        == (plan.feeds["x"].shape[0] + 1, 4)
+        == (*second.feeds["ids"].shape[:1], 4)
+    )
     wide = samples["wide x1000"]
-    assert wide.feeds["x"].min() >= 0.0 and wide.feeds["x"].max() > 100  # declared non-negative range, wider
-    assert wide.feeds["ids"].min() >= 0 and wide.feeds["ids"].max() < 7  # index input: the indexed size
-    assert np.abs(wide.feeds["n"]).max() > 10 and wide.feeds["n"].dtype == np.int32  # beyond [0, 10)
+    assert (
+        wide.feeds["x"].min() >= 0.0 and wide.feeds["x"].max() > 100
+    )  # declared non-negative range, wider
+    assert (
+        wide.feeds["ids"].min() >= 0 and wide.feeds["ids"].max() < 7
+    )  # index input: the indexed size
+    assert (
+        np.abs(wide.feeds["n"]).max() > 10 and wide.feeds["n"].dtype == np.int32
+    )  # beyond [0, 10)
     assert wide.scale == 1000.0
 
 
 def test_given_inputs_are_not_varied():
     model = _model()
-    arrays = {"x": np.ones((2, 4), np.float32), "ids": np.zeros((2, 3), np.int64), "n": np.ones(2, np.int32)}
+    arrays = {
+        "x": np.ones((2, 4), np.float32),
+        "ids": np.zeros((2, 3), np.int64),
+        "n": np.ones(2, np.int32),
+    }
     config = InputsConfig(arrays=arrays)
     plan = plan_inputs(model, config, FeedHints())
     assert list(candidate_samples(model, config, FeedHints(), plan)) == []
@@ -88,7 +108,11 @@ def test_dropped_samples_are_reported():
             return SurgeryResult(model, True)
 
     # Exp overflows to Inf for inputs beyond ~88: the x1000 sample is dropped and replaced
-    proto = make_model([h.make_node("Exp", ["x"], ["y"], name="exp")], [vi("x", T.FLOAT, [2, 4])], [vi("y", T.FLOAT, [2, 4])])
+    proto = make_model(
+        [h.make_node("Exp", ["x"], ["y"], name="exp")],
+        [vi("x", T.FLOAT, [2, 4])],
+        [vi("y", T.FLOAT, [2, 4])],
+    )
     _, report = surgery.apply(proto, [Claim()])
     assert any("'wide x1000' (the original gives NaN/Inf)" in n for n in report.notes)
     samples = report.steps[0].gates["parity"].samples

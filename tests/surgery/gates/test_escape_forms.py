@@ -24,70 +24,133 @@ from surgery.testing import make_model, vi
 
 # -- models (as in test_escapes.py) ---------------------------------------------------------------------
 def _relu_model() -> onnx.ModelProto:
-    return make_model([h.make_node("Relu", ["m"], ["y"], name="relu")], [vi("m", T.FLOAT, ["batch", 8])], [vi("y", T.FLOAT, ["batch", 8])])
+    return make_model(
+        [h.make_node("Relu", ["m"], ["y"], name="relu")],
+        [vi("m", T.FLOAT, ["batch", 8])],
+        [vi("y", T.FLOAT, ["batch", 8])],
+    )
 
 
 def _exp_if_model() -> onnx.ModelProto:
     """cond = ReduceSum(x) > 1000 (never on the generated x in [-1, 1)); then-branch Exp(x)."""
-    then = h.make_graph([h.make_node("Exp", ["x"], ["t"], name="then_exp")], "then", [], [vi("t", T.FLOAT, [2, 8])])
-    other = h.make_graph([h.make_node("Identity", ["x"], ["e"], name="else_id")], "else", [], [vi("e", T.FLOAT, [2, 8])])
+    then = h.make_graph(
+        [h.make_node("Exp", ["x"], ["t"], name="then_exp")], "then", [], [vi("t", T.FLOAT, [2, 8])]
+    )
+    other = h.make_graph(
+        [h.make_node("Identity", ["x"], ["e"], name="else_id")],
+        "else",
+        [],
+        [vi("e", T.FLOAT, [2, 8])],
+    )
     return make_model(
-        [h.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
-         h.make_node("Greater", ["s", "limit"], ["cond"], name="gt"),
-         h.make_node("If", ["cond"], ["y"], name="branch", then_branch=then, else_branch=other)],
-        [vi("x", T.FLOAT, [2, 8])], [vi("y", T.FLOAT, [2, 8])], {"limit": np.array(1000, np.float32)})
+        [
+            h.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+            h.make_node("Greater", ["s", "limit"], ["cond"], name="gt"),
+            h.make_node("If", ["cond"], ["y"], name="branch", then_branch=then, else_branch=other),
+        ],
+        [vi("x", T.FLOAT, [2, 8])],
+        [vi("y", T.FLOAT, [2, 8])],
+        {"limit": np.array(1000, np.float32)},
+    )
 
 
 def _log_model() -> onnx.ModelProto:
-    return make_model([h.make_node("Sub", ["x", "five"], ["d"], name="sub"), h.make_node("Log", ["d"], ["y"], name="log")],
-                      [vi("x", T.FLOAT, [2, 8])], [vi("y", T.FLOAT, [2, 8])], {"five": np.array(5, np.float32)})
+    return make_model(
+        [
+            h.make_node("Sub", ["x", "five"], ["d"], name="sub"),
+            h.make_node("Log", ["d"], ["y"], name="log"),
+        ],
+        [vi("x", T.FLOAT, [2, 8])],
+        [vi("y", T.FLOAT, [2, 8])],
+        {"five": np.array(5, np.float32)},
+    )
 
 
 def _reshape_model() -> onnx.ModelProto:
-    return make_model([h.make_node("Reshape", ["m", "shape"], ["y"], name="reshape")],
-                      [vi("m", T.FLOAT, ["batch", 4])], [vi("y", T.FLOAT, ["batch", 4])], {"shape": np.array([-1, 4], np.int64)})
+    return make_model(
+        [h.make_node("Reshape", ["m", "shape"], ["y"], name="reshape")],
+        [vi("m", T.FLOAT, ["batch", 4])],
+        [vi("y", T.FLOAT, ["batch", 4])],
+        {"shape": np.array([-1, 4], np.int64)},
+    )
 
 
 def _add_sub_model() -> onnx.ModelProto:
-    return make_model([h.make_node("Add", ["a", "b"], ["s"], name="add"), h.make_node("Sub", ["a", "b"], ["d"], name="sub")],
-                      [vi("a", T.FLOAT, [2, 3]), vi("b", T.FLOAT, [2, 3])], [vi("s", T.FLOAT, [2, 3]), vi("d", T.FLOAT, [2, 3])])
+    return make_model(
+        [
+            h.make_node("Add", ["a", "b"], ["s"], name="add"),
+            h.make_node("Sub", ["a", "b"], ["d"], name="sub"),
+        ],
+        [vi("a", T.FLOAT, [2, 3]), vi("b", T.FLOAT, [2, 3])],
+        [vi("s", T.FLOAT, [2, 3]), vi("d", T.FLOAT, [2, 3])],
+    )
 
 
 def _int_model(offset: int) -> onnx.ModelProto:
-    return make_model([h.make_node("Add", ["ids", "offset"], ["out"], name="add")],
-                      [vi("ids", T.INT64, ["batch", 4])], [vi("out", T.INT64, ["batch", 4])], {"offset": np.array(offset, np.int64)})
+    return make_model(
+        [h.make_node("Add", ["ids", "offset"], ["out"], name="add")],
+        [vi("ids", T.INT64, ["batch", 4])],
+        [vi("out", T.INT64, ["batch", 4])],
+        {"offset": np.array(offset, np.int64)},
+    )
 
 
 def _mlp() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     return make_model(
-        [h.make_node("MatMul", ["x", "W1"], ["h1"], name="fc1"), h.make_node("Relu", ["h1"], ["a1"], name="relu1"),
-         h.make_node("MatMul", ["a1", "W2"], ["y"], name="fc2")],
-        [vi("x", T.FLOAT, ["batch", 16])], [vi("y", T.FLOAT, ["batch", 4])],
-        {"W1": rng.standard_normal((16, 32)).astype(np.float32), "W2": rng.standard_normal((32, 4)).astype(np.float32)})
+        [
+            h.make_node("MatMul", ["x", "W1"], ["h1"], name="fc1"),
+            h.make_node("Relu", ["h1"], ["a1"], name="relu1"),
+            h.make_node("MatMul", ["a1", "W2"], ["y"], name="fc2"),
+        ],
+        [vi("x", T.FLOAT, ["batch", 16])],
+        [vi("y", T.FLOAT, ["batch", 4])],
+        {
+            "W1": rng.standard_normal((16, 32)).astype(np.float32),
+            "W2": rng.standard_normal((32, 4)).astype(np.float32),
+        },
+    )
 
 
 def _dropout_idiom() -> onnx.ModelProto:
     return make_model(
-        [h.make_node("RandomUniformLike", ["x"], ["r"], name="rand", dtype=T.FLOAT),
-         h.make_node("Greater", ["r", "p"], ["keep"], name="gt"),
-         h.make_node("Cast", ["keep"], ["mask"], name="cast", to=T.FLOAT),
-         h.make_node("Mul", ["x", "mask"], ["xm"], name="mul"),
-         h.make_node("Div", ["xm", "q"], ["y"], name="div"),
-         h.make_node("Relu", ["x"], ["z"], name="relu")],
-        [vi("x", T.FLOAT, [2, 8])], [vi("y", T.FLOAT, [2, 8]), vi("z", T.FLOAT, [2, 8])],
+        [
+            h.make_node("RandomUniformLike", ["x"], ["r"], name="rand", dtype=T.FLOAT),
+            h.make_node("Greater", ["r", "p"], ["keep"], name="gt"),
+            h.make_node("Cast", ["keep"], ["mask"], name="cast", to=T.FLOAT),
+            h.make_node("Mul", ["x", "mask"], ["xm"], name="mul"),
+            h.make_node("Div", ["xm", "q"], ["y"], name="div"),
+            h.make_node("Relu", ["x"], ["z"], name="relu"),
+        ],
+        [vi("x", T.FLOAT, [2, 8])],
+        [vi("y", T.FLOAT, [2, 8]), vi("z", T.FLOAT, [2, 8])],
         {"p": np.array(0.5, np.float32), "q": np.array(0.5, np.float32)},
     )
 
 
 # -- the CLI rule-module form ---------------------------------------------------------------------------
-def _cli_rule(tmp_path, capsys, proto: onnx.ModelProto, rules: str, verify: str = "") -> tuple[int, str, dict]:
+def _cli_rule(
+    tmp_path, capsys, proto: onnx.ModelProto, rules: str, verify: str = ""
+) -> tuple[int, str, dict]:
     onnx.save(proto, tmp_path / "model.onnx")
     (tmp_path / "my_rules.py").write_text(textwrap.dedent(rules))
     (tmp_path / "passes.toml").write_text(
-        (f"[verify]\n{verify}\n" if verify else "") + '[[pass]]\nname = "rewrite"\nrules = "my_rules:RULES"\npath = "."\n')
-    code = main(["apply", str(tmp_path / "passes.toml"), str(tmp_path / "model.onnx"), "-o", str(tmp_path / "out.onnx"),
-                 "-q", "--allow-code", "--report", str(tmp_path / "r.json")])
+        (f"[verify]\n{verify}\n" if verify else "")
+        + '[[pass]]\nname = "rewrite"\nrules = "my_rules:RULES"\npath = "."\n'
+    )
+    code = main(
+        [
+            "apply",
+            str(tmp_path / "passes.toml"),
+            str(tmp_path / "model.onnx"),
+            "-o",
+            str(tmp_path / "out.onnx"),
+            "-q",
+            "--allow-code",
+            "--report",
+            str(tmp_path / "r.json"),
+        ]
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     if code == 1:
@@ -106,18 +169,29 @@ def gs_triple_exp(graph: gs.Graph) -> bool:
     out = branch.outputs[0]
     raw = gs.Variable("t_raw", dtype=np.float32, shape=out.shape)
     branch.nodes[0].outputs = [raw]
-    branch.nodes.append(gs.Node("Mul", "then_exp/triple", inputs=[raw, gs.Constant("three", np.array(3, np.float32))], outputs=[out]))
+    branch.nodes.append(
+        gs.Node(
+            "Mul",
+            "then_exp/triple",
+            inputs=[raw, gs.Constant("three", np.array(3, np.float32))],
+            outputs=[out],
+        )
+    )
     return True
 
 
 def test_gs_pass_changing_an_untaken_then_branch_is_caught_by_a_solved_sample():
     with pytest.raises(GateError) as info:
         surgery.apply(_exp_if_model(), [gs_triple_exp()], verify={"allow_unexercised": True})
-    assert "output y on sample 'solved for then-branch of If 'branch''" in str(info.value), str(info.value)
+    assert "output y on sample 'solved for then-branch of If 'branch''" in str(info.value), str(
+        info.value
+    )
 
 
 def test_rule_changing_an_untaken_then_branch_from_the_cli_is_caught(tmp_path, capsys):
-    rules = RULE_HEAD + '''
+    rules = (
+        RULE_HEAD
+        + """
 class TripleExp(Rule):
     name = "triple-exp"
     pattern = Op("Exp", Var("x"))
@@ -126,7 +200,8 @@ class TripleExp(Rule):
         return [b.op("Mul", b.op("Exp", m["x"]), b.scalar(3.0, m["x"]))]
 
 RULES = [TripleExp]
-'''
+"""
+    )
     code, err, doc = _cli_rule(tmp_path, capsys, _exp_if_model(), rules)
     assert code == 1 and "output y on sample 'solved for then-branch of If 'branch''" in err, err
     assert doc["steps"][0]["gates"]["parity"]["branches"]["then-branch of If 'branch'"]["changed"]
@@ -139,12 +214,21 @@ def gs_triple_log(graph: gs.Graph) -> bool:
     raw = gs.Variable("y_raw", dtype=np.float32, shape=y.shape)
     log = next(n for n in graph.nodes if n.op == "Log")
     log.outputs = [raw]
-    graph.nodes.append(gs.Node("Mul", "log/triple", inputs=[raw, gs.Constant("three", np.array(3, np.float32))], outputs=[y]))
+    graph.nodes.append(
+        gs.Node(
+            "Mul",
+            "log/triple",
+            inputs=[raw, gs.Constant("three", np.array(3, np.float32))],
+            outputs=[y],
+        )
+    )
     return True
 
 
 def _not_planned(text: str) -> bool:
-    return "output y on sample '" in text and "planned" not in text.split("output y on sample")[1][:12]
+    return (
+        "output y on sample '" in text and "planned" not in text.split("output y on sample")[1][:12]
+    )
 
 
 def test_gs_pass_nan_on_planned_inputs_does_not_hide_a_change():
@@ -154,7 +238,9 @@ def test_gs_pass_nan_on_planned_inputs_does_not_hide_a_change():
 
 
 def test_rule_nan_on_planned_inputs_from_the_cli_is_caught(tmp_path, capsys):
-    rules = RULE_HEAD + '''
+    rules = (
+        RULE_HEAD
+        + """
 class TripleLog(Rule):
     name = "triple-log"
     pattern = Op("Log", Var("x"))
@@ -163,7 +249,8 @@ class TripleLog(Rule):
         return [b.op("Mul", b.op("Log", m["x"]), b.scalar(3.0, m["x"]))]
 
 RULES = [TripleLog]
-'''
+"""
+    )
     code, err, doc = _cli_rule(tmp_path, capsys, _log_model(), rules)
     assert code == 1 and _not_planned(err), err
     assert any("dropped" in n for n in doc["notes"])
@@ -180,7 +267,9 @@ class RetypeOutput(SurgeryPass):
 
         g = model.graph
         y = g.outputs[0]
-        cast = ir.Node("", "Cast", [y], [ir.AttrInt64("to", int(ir.DataType.FLOAT16))], name="cast_out")
+        cast = ir.Node(
+            "", "Cast", [y], [ir.AttrInt64("to", int(ir.DataType.FLOAT16))], name="cast_out"
+        )
         g.append(cast)
         y.name = "y_before_cast"
         out = cast.outputs[0]
@@ -192,11 +281,15 @@ class RetypeOutput(SurgeryPass):
 def test_surgery_pass_retyping_an_output_is_caught():
     with pytest.raises(GateError) as info:
         surgery.apply(_relu_model(), [RetypeOutput()])
-    assert info.value.gate == "signature" and "output 'y': element type float -> float16" in str(info.value), str(info.value)
+    assert info.value.gate == "signature" and "output 'y': element type float -> float16" in str(
+        info.value
+    ), str(info.value)
 
 
 def test_rule_retyping_an_output_from_the_cli_is_caught(tmp_path, capsys):
-    rules = RULE_HEAD + '''
+    rules = (
+        RULE_HEAD
+        + """
 class HalfRelu(Rule):
     name = "half-relu"
     pattern = Op("Relu", Var("x"))
@@ -205,14 +298,17 @@ class HalfRelu(Rule):
         return [b.op("Cast", b.op("Relu", m["x"]), to=int(ir.DataType.FLOAT16))]
 
 RULES = [HalfRelu]
-'''
+"""
+    )
     code, err, doc = _cli_rule(tmp_path, capsys, _relu_model(), rules)
     # the rule leaves the output annotated float while the Cast makes float16: the checker (the
     # first gate) refuses it, naming the Cast; with the checker off, ONNX Runtime's load does
     assert code == 1 and "(op_type:Cast, node name: relu/Cast)" in err, err
     assert doc["steps"][0]["gates"]["checker"]["status"] == "failed"
     code, err, doc = _cli_rule(tmp_path, capsys, _relu_model(), rules, 'checker = "off"')
-    assert code == 1 and doc["steps"][0]["gates"]["ort"]["status"] == "failed" and "relu/Cast" in err, err
+    assert (
+        code == 1 and doc["steps"][0]["gates"]["ort"]["status"] == "failed" and "relu/Cast" in err
+    ), err
 
 
 # -- 5. a size baked in ----------------------------------------------------------------------------------
@@ -233,7 +329,9 @@ def test_gs_pass_baking_the_batch_is_caught():
 
 
 def test_rule_baking_the_batch_from_the_cli_is_caught(tmp_path, capsys):
-    rules = RULE_HEAD + '''
+    rules = (
+        RULE_HEAD
+        + """
 class Bake(Rule):
     name = "bake-batch"
     pattern = Op("Reshape", Var("x"), Var("shape"))
@@ -242,7 +340,8 @@ class Bake(Rule):
         return [b.op("Reshape", m["x"], b.ints([2, 4]))]
 
 RULES = [Bake]
-'''
+"""
+    )
     code, err, _ = _cli_rule(tmp_path, capsys, _reshape_model(), rules, 'signature = "off"')
     assert code == 1 and "sample 'second size'" in err, err
 
@@ -264,12 +363,16 @@ def gs_swap_inputs(graph: gs.Graph) -> bool:
 def test_gs_pass_swapping_inputs_or_outputs_is_caught(swap, kind):
     with pytest.raises(GateError) as info:
         surgery.apply(_add_sub_model(), [swap()])
-    assert f"graph {kind} reordered" in str(info.value) and info.value.gate == "signature", str(info.value)
+    assert f"graph {kind} reordered" in str(info.value) and info.value.gate == "signature", str(
+        info.value
+    )
 
 
 def test_rule_swapping_what_the_outputs_compute_from_the_cli_is_caught(tmp_path, capsys):
     # a rule cannot reorder the graph's outputs; it can make each compute the other's value
-    rules = RULE_HEAD + '''
+    rules = (
+        RULE_HEAD
+        + """
 class AddToSub(Rule):
     name = "add-to-sub"
     pattern = Op("Add", Var("a"), Var("b"))
@@ -286,9 +389,12 @@ class SubToAdd(Rule):
         return [b.op("Add", m["a"], m["b"])]
 
 RULES = [AddToSub, SubToAdd]
-'''
+"""
+    )
     code, err, _ = _cli_rule(tmp_path, capsys, _add_sub_model(), rules)
-    assert code == 1 and "output s on sample 'planned'" in err and "1 more output(s) differ" in err, err
+    assert (
+        code == 1 and "output s on sample 'planned'" in err and "1 more output(s) differ" in err
+    ), err
 
 
 # -- 7. integer outputs ------------------------------------------------------------------------------------
@@ -303,11 +409,15 @@ def gs_shift_offset(graph: gs.Graph) -> bool:
 def test_gs_pass_int64_near_2_60_off_by_one_is_caught_with_zero_tolerance():
     with pytest.raises(GateError) as info:
         surgery.apply(_int_model(2**60), [gs_shift_offset()], verify={"rtol": 0.0, "atol": 0.0})
-    assert "output out on sample 'planned'" in str(info.value) and "max abs difference 1" in str(info.value), str(info.value)
+    assert "output out on sample 'planned'" in str(info.value) and "max abs difference 1" in str(
+        info.value
+    ), str(info.value)
 
 
 def test_rule_int64_off_by_50_from_the_cli_is_caught_under_a_relative_tolerance(tmp_path, capsys):
-    rules = RULE_HEAD + '''
+    rules = (
+        RULE_HEAD
+        + """
 class Plus50(Rule):
     name = "plus-50"
     pattern = Op("Add", Var("a"), Var("b"))
@@ -316,9 +426,12 @@ class Plus50(Rule):
         return [b.op("Add", b.op("Add", m["a"], m["b"]), b.scalar(50, m["a"]))]
 
 RULES = [Plus50]
-'''
+"""
+    )
     code, err, _ = _cli_rule(tmp_path, capsys, _int_model(2**40), rules, "rtol = 1e-4")
-    assert code == 1 and "output out on sample 'planned'" in err and "max abs difference 50" in err, err
+    assert (
+        code == 1 and "output out on sample 'planned'" in err and "max abs difference 50" in err
+    ), err
 
 
 # -- 8. an edit reported as modified=False ----------------------------------------------------------------
@@ -335,15 +448,22 @@ def test_gs_pass_silent_edit_is_not_applied(tmp_path):
     # so the edit can never reach the saved model (the escape is closed by construction)
     proto = _mlp()
     _, report = surgery.apply(proto, [gs_silent_edit()], output=tmp_path / "out.onnx")
-    saved = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(tmp_path / "out.onnx").graph.initializer}
+    saved = {
+        t.name: onnx.numpy_helper.to_array(t)
+        for t in onnx.load(tmp_path / "out.onnx").graph.initializer
+    }
     assert "W2_edited" not in saved
-    np.testing.assert_array_equal(saved["W2"], onnx.numpy_helper.to_array(proto.graph.initializer[1]))
+    np.testing.assert_array_equal(
+        saved["W2"], onnx.numpy_helper.to_array(proto.graph.initializer[1])
+    )
     assert not report.steps[0].modified
 
 
 def test_rule_editing_the_model_in_check_from_the_cli_is_gated(tmp_path, capsys):
     # a rule that edits a weight from check() and then skips the match: the rewrite reports no change
-    rules = RULE_HEAD + '''
+    rules = (
+        RULE_HEAD
+        + """
 class Sneaky(Rule):
     name = "sneaky"
     pattern = Op("Relu", Var("x"))
@@ -357,7 +477,8 @@ class Sneaky(Rule):
         return [b.op("Relu", m["x"])]
 
 RULES = [Sneaky]
-'''
+"""
+    )
     code, err, doc = _cli_rule(tmp_path, capsys, _mlp(), rules)
     assert code == 1 and "rewrite" in err and "output y" in err, err
     assert any("silent edit: pass 'rewrite'" in n for n in doc["notes"]), doc["notes"]
@@ -379,14 +500,19 @@ def gs_rename_relu(graph: gs.Graph) -> bool:
 def test_gs_pass_on_a_random_original_is_not_blamed_and_still_gated():
     _, report = surgery.apply(_dropout_idiom(), [gs_rename_relu()])
     parity = report.steps[0].gates["parity"]
-    assert parity.status.value == "passed" and {d.name: d.comparable for d in parity.diffs} == {"y": False, "z": True}
+    assert parity.status.value == "passed" and {d.name: d.comparable for d in parity.diffs} == {
+        "y": False,
+        "z": True,
+    }
     with pytest.raises(GateError) as info:
         surgery.apply(_dropout_idiom(), [gs_break_relu()])
     assert "output z" in str(info.value) and "RandomUniformLike" not in str(info.value)
 
 
 def test_rule_on_a_random_original_from_the_cli(tmp_path, capsys):
-    rules = RULE_HEAD + '''
+    rules = (
+        RULE_HEAD
+        + """
 class ReluToSigmoid(Rule):
     name = "relu-to-sigmoid"
     pattern = Op("Relu", Var("x"))
@@ -395,7 +521,8 @@ class ReluToSigmoid(Rule):
         return [b.op("Sigmoid", m["x"])]
 
 RULES = [ReluToSigmoid]
-'''
+"""
+    )
     code, err, doc = _cli_rule(tmp_path, capsys, _dropout_idiom(), rules)
     assert code == 1 and "output z" in err and "RandomUniformLike" not in err, err
     assert doc["random_outputs"] == {"y": "rand"}

@@ -26,12 +26,20 @@ from surgery.testing import make_model, vi
 
 
 def _relu_model() -> onnx.ModelProto:
-    return make_model([h.make_node("Relu", ["m"], ["y"], name="relu")], [vi("m", T.FLOAT, ["batch", 8])], [vi("y", T.FLOAT, ["batch", 8])])
+    return make_model(
+        [h.make_node("Relu", ["m"], ["y"], name="relu")],
+        [vi("m", T.FLOAT, ["batch", 8])],
+        [vi("y", T.FLOAT, ["batch", 8])],
+    )
 
 
 def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name), shape=ir.Shape(array.shape),
-                     type=ir.TensorType(ir.DataType.from_numpy(array.dtype)))
+    value = ir.Value(
+        name=name,
+        const_value=ir.tensor(array, name=name),
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+    )
     graph.register_initializer(value)
     return value
 
@@ -50,10 +58,15 @@ class WhereAbove100(SurgeryPass):
         relu = _node_of(model, "relu")
         m, y = relu.inputs[0], relu.outputs[0]
         g = model.graph
-        hundred, zero = _const(g, "hundred", np.array(100, np.float32)), _const(g, "zero", np.array(0, np.float32))
+        hundred, zero = (
+            _const(g, "hundred", np.array(100, np.float32)),
+            _const(g, "zero", np.array(0, np.float32)),
+        )
         greater = ir.Node("", "Greater", [m, hundred], name="relu/gt")
         new_relu = ir.Node("", "Relu", [m], name="relu/relu")
-        where = ir.Node("", "Where", [greater.outputs[0], zero, new_relu.outputs[0]], name="relu/where")
+        where = ir.Node(
+            "", "Where", [greater.outputs[0], zero, new_relu.outputs[0]], name="relu/where"
+        )
         for n in (greater, new_relu, where):
             g.insert_before(relu, n)
         where.outputs[0].type, where.outputs[0].shape = y.type, y.shape
@@ -91,9 +104,20 @@ RULES = textwrap.dedent(
 def test_rule_capping_relu_from_the_cli_is_caught(tmp_path, capsys):
     onnx.save(_relu_model(), tmp_path / "model.onnx")
     (tmp_path / "my_rules.py").write_text(RULES)
-    (tmp_path / "passes.toml").write_text('[[pass]]\nname = "rewrite"\nrules = "my_rules:RULES"\npath = "."\n')
-    code = main(["apply", str(tmp_path / "passes.toml"), str(tmp_path / "model.onnx"), "-o", str(tmp_path / "out.onnx"), "-q",
-                 "--allow-code"])
+    (tmp_path / "passes.toml").write_text(
+        '[[pass]]\nname = "rewrite"\nrules = "my_rules:RULES"\npath = "."\n'
+    )
+    code = main(
+        [
+            "apply",
+            str(tmp_path / "passes.toml"),
+            str(tmp_path / "model.onnx"),
+            "-o",
+            str(tmp_path / "out.onnx"),
+            "-q",
+            "--allow-code",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and not (tmp_path / "out.onnx").exists(), err
     assert "output y on sample 'wide x1000'" in err and "Traceback" not in err, err
@@ -112,9 +136,12 @@ def clamp_ids(graph: gs.Graph) -> bool:
 
 
 def _int_model(offset: int = 1) -> onnx.ModelProto:
-    return make_model([h.make_node("Add", ["ids", "offset"], ["out"], name="add")],
-                      [vi("ids", T.INT64, ["batch", 4])], [vi("out", T.INT64, ["batch", 4])],
-                      {"offset": np.array(offset, np.int64)})
+    return make_model(
+        [h.make_node("Add", ["ids", "offset"], ["out"], name="add")],
+        [vi("ids", T.INT64, ["batch", 4])],
+        [vi("out", T.INT64, ["batch", 4])],
+        {"offset": np.array(offset, np.int64)},
+    )
 
 
 def test_gs_pass_clamping_an_int_input_is_caught():
@@ -126,14 +153,29 @@ def test_gs_pass_clamping_an_int_input_is_caught():
 
 # -- 2. an If branch that no generated input takes ------------------------------------------------------
 def _if_model(threshold: float) -> onnx.ModelProto:
-    then = h.make_graph([h.make_node("Mul", ["x", "two"], ["t"], name="then_mul")], "then", [],
-                        [vi("t", T.FLOAT, [2, 8])], [onnx.numpy_helper.from_array(np.array(2, np.float32), "two")])
-    other = h.make_graph([h.make_node("Identity", ["x"], ["e"], name="else_id")], "else", [], [vi("e", T.FLOAT, [2, 8])])
+    then = h.make_graph(
+        [h.make_node("Mul", ["x", "two"], ["t"], name="then_mul")],
+        "then",
+        [],
+        [vi("t", T.FLOAT, [2, 8])],
+        [onnx.numpy_helper.from_array(np.array(2, np.float32), "two")],
+    )
+    other = h.make_graph(
+        [h.make_node("Identity", ["x"], ["e"], name="else_id")],
+        "else",
+        [],
+        [vi("e", T.FLOAT, [2, 8])],
+    )
     return make_model(
-        [h.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
-         h.make_node("Greater", ["s", "limit"], ["cond"], name="gt"),
-         h.make_node("If", ["cond"], ["y"], name="branch", then_branch=then, else_branch=other)],
-        [vi("x", T.FLOAT, [2, 8])], [vi("y", T.FLOAT, [2, 8])], {"limit": np.array(threshold, np.float32)})
+        [
+            h.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+            h.make_node("Greater", ["s", "limit"], ["cond"], name="gt"),
+            h.make_node("If", ["cond"], ["y"], name="branch", then_branch=then, else_branch=other),
+        ],
+        [vi("x", T.FLOAT, [2, 8])],
+        [vi("y", T.FLOAT, [2, 8])],
+        {"limit": np.array(threshold, np.float32)},
+    )
 
 
 class ThreeInThen(SurgeryPass):
@@ -161,8 +203,9 @@ def test_changed_branch_no_sample_takes_is_searched_for_and_caught():
 def test_changed_branch_no_input_reaches_fails_naming_the_branch():
     with pytest.raises(GateError) as info:
         surgery.apply(_if_model(1e30), [ThreeInThen()])
-    assert ("then-branch of If 'branch' was changed but never executed by the parity samples" in str(info.value)
-            and "allow_unexercised = true" in str(info.value)), str(info.value)
+    assert "then-branch of If 'branch' was changed but never executed by the parity samples" in str(
+        info.value
+    ) and "allow_unexercised = true" in str(info.value), str(info.value)
     _, report = surgery.apply(_if_model(1e30), [ThreeInThen()], verify={"allow_unexercised": True})
     assert any("allowed by [verify] allow_unexercised" in n for n in report.steps[0].notes)
 
@@ -186,12 +229,21 @@ class TripleOutput(SurgeryPass):
 
 
 def test_nan_on_planned_inputs_does_not_hide_a_change():
-    proto = make_model([h.make_node("Sub", ["x", "five"], ["d"], name="sub"), h.make_node("Log", ["d"], ["y"], name="log")],
-                       [vi("x", T.FLOAT, [2, 8])], [vi("y", T.FLOAT, [2, 8])], {"five": np.array(5, np.float32)})
+    proto = make_model(
+        [
+            h.make_node("Sub", ["x", "five"], ["d"], name="sub"),
+            h.make_node("Log", ["d"], ["y"], name="log"),
+        ],
+        [vi("x", T.FLOAT, [2, 8])],
+        [vi("y", T.FLOAT, [2, 8])],
+        {"five": np.array(5, np.float32)},
+    )
     with pytest.raises(GateError) as info:
         surgery.apply(proto, [TripleOutput()])
     text = str(info.value)
-    assert "output y on sample '" in text and "planned" not in text.split("output y on sample")[1][:12], text
+    assert (
+        "output y on sample '" in text and "planned" not in text.split("output y on sample")[1][:12]
+    ), text
     assert any("dropped" in n for n in info.value.report.notes)
 
 
@@ -204,8 +256,15 @@ def test_gs_pass_retyping_an_output_is_caught(dtype):
         y = graph.outputs[0]
         y.name = "y_before_cast"
         out = gs.Variable("y", dtype=dtype, shape=y.shape)
-        graph.nodes.append(gs.Node("Cast", "cast_out", attrs={"to": onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))},
-                                   inputs=[y], outputs=[out]))
+        graph.nodes.append(
+            gs.Node(
+                "Cast",
+                "cast_out",
+                attrs={"to": onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))},
+                inputs=[y],
+                outputs=[out],
+            )
+        )
         graph.outputs = [out]
         return True
 
@@ -228,8 +287,12 @@ class BakeBatch(SurgeryPass):
 
 
 def test_baked_batch_is_caught_by_a_second_size():
-    proto = make_model([h.make_node("Reshape", ["m", "shape"], ["y"], name="reshape")],
-                       [vi("m", T.FLOAT, ["batch", 4])], [vi("y", T.FLOAT, ["batch", 4])], {"shape": np.array([-1, 4], np.int64)})
+    proto = make_model(
+        [h.make_node("Reshape", ["m", "shape"], ["y"], name="reshape")],
+        [vi("m", T.FLOAT, ["batch", 4])],
+        [vi("y", T.FLOAT, ["batch", 4])],
+        {"shape": np.array([-1, 4], np.int64)},
+    )
     with pytest.raises(GateError) as info:
         surgery.apply(proto, [BakeBatch()])
     # shapes are refreshed after every pass, so the baked size reaches the output's annotation and
@@ -265,11 +328,19 @@ class SwapInputs(SurgeryPass):
 
 @pytest.mark.parametrize("swap, kind", [(SwapOutputs, "outputs"), (SwapInputs, "inputs")])
 def test_swapped_inputs_or_outputs_are_caught(swap, kind):
-    proto = make_model([h.make_node("Add", ["a", "b"], ["s"], name="add"), h.make_node("Sub", ["a", "b"], ["d"], name="sub")],
-                       [vi("a", T.FLOAT, [2, 3]), vi("b", T.FLOAT, [2, 3])], [vi("s", T.FLOAT, [2, 3]), vi("d", T.FLOAT, [2, 3])])
+    proto = make_model(
+        [
+            h.make_node("Add", ["a", "b"], ["s"], name="add"),
+            h.make_node("Sub", ["a", "b"], ["d"], name="sub"),
+        ],
+        [vi("a", T.FLOAT, [2, 3]), vi("b", T.FLOAT, [2, 3])],
+        [vi("s", T.FLOAT, [2, 3]), vi("d", T.FLOAT, [2, 3])],
+    )
     with pytest.raises(GateError) as info:
         surgery.apply(proto, [swap()])
-    assert f"graph {kind} reordered" in str(info.value) and info.value.gate == "signature", str(info.value)
+    assert f"graph {kind} reordered" in str(info.value) and info.value.gate == "signature", str(
+        info.value
+    )
 
 
 # -- 7. integer outputs ---------------------------------------------------------------------------------
@@ -278,7 +349,9 @@ class ShiftOffset(SurgeryPass):
 
     def call(self, model):
         offset = model.graph.initializers["offset"]
-        offset.const_value = ir.tensor(offset.const_value.numpy() + np.int64(self.delta), name="offset")
+        offset.const_value = ir.tensor(
+            offset.const_value.numpy() + np.int64(self.delta), name="offset"
+        )
         return SurgeryResult(model, True)
 
 
@@ -291,7 +364,9 @@ def _shift(delta: int) -> SurgeryPass:
 def test_int64_off_by_50_is_caught_under_a_relative_tolerance():
     with pytest.raises(GateError) as info:
         surgery.apply(_int_model(2**40), [_shift(50)], verify={"rtol": 1e-4})
-    assert "output out on sample 'planned'" in str(info.value) and "max abs difference 50" in str(info.value)
+    assert "output out on sample 'planned'" in str(info.value) and "max abs difference 50" in str(
+        info.value
+    )
 
 
 def test_int64_near_2_60_off_by_one_is_caught_with_zero_tolerance():
@@ -327,13 +402,16 @@ def test_silent_edit_is_gated_and_named(mlp):
 # -- 9. a random original ---------------------------------------------------------------------------------
 def _dropout_idiom() -> onnx.ModelProto:
     return make_model(
-        [h.make_node("RandomUniformLike", ["x"], ["r"], name="rand", dtype=T.FLOAT),
-         h.make_node("Greater", ["r", "p"], ["keep"], name="gt"),
-         h.make_node("Cast", ["keep"], ["mask"], name="cast", to=T.FLOAT),
-         h.make_node("Mul", ["x", "mask"], ["xm"], name="mul"),
-         h.make_node("Div", ["xm", "q"], ["y"], name="div"),
-         h.make_node("Relu", ["x"], ["z"], name="relu")],
-        [vi("x", T.FLOAT, [2, 8])], [vi("y", T.FLOAT, [2, 8]), vi("z", T.FLOAT, [2, 8])],
+        [
+            h.make_node("RandomUniformLike", ["x"], ["r"], name="rand", dtype=T.FLOAT),
+            h.make_node("Greater", ["r", "p"], ["keep"], name="gt"),
+            h.make_node("Cast", ["keep"], ["mask"], name="cast", to=T.FLOAT),
+            h.make_node("Mul", ["x", "mask"], ["xm"], name="mul"),
+            h.make_node("Div", ["xm", "q"], ["y"], name="div"),
+            h.make_node("Relu", ["x"], ["z"], name="relu"),
+        ],
+        [vi("x", T.FLOAT, [2, 8])],
+        [vi("y", T.FLOAT, [2, 8]), vi("z", T.FLOAT, [2, 8])],
         {"p": np.array(0.5, np.float32), "q": np.array(0.5, np.float32)},
     )
 

@@ -19,8 +19,14 @@ def _matmul(rows: int, cols: int) -> ir.Model:
     """An in-memory model whose weight is a writable numpy array (as a model built in Python, or
     a weight an earlier pass created, has)."""
     w = (np.random.default_rng(0).standard_normal((rows, cols)) * 0.05).astype(np.float32)
-    model = ir.from_proto(make_model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
-                                     [vi("x", T.FLOAT, [2, rows])], [vi("y", T.FLOAT, [2, cols])], {"W": w}))
+    model = ir.from_proto(
+        make_model(
+            [h.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+            [vi("x", T.FLOAT, [2, rows])],
+            [vi("y", T.FLOAT, [2, cols])],
+            {"W": w},
+        )
+    )
     model.graph.initializers["W"].const_value = ir.tensor(w, name="W")
     return model
 
@@ -43,11 +49,14 @@ def _edit(where) -> InPlace:
     return p
 
 
-@pytest.mark.parametrize("rows, cols, where", [
-    (4, 8, (0, 0)),                    # 128 bytes: hashed whole, one element edited
-    (1024, 2048, slice(None)),          # 8 MB: every element scaled
-    (1024, 2048, slice(512, 640)),      # 8 MB: a block of rows in the middle (1 MB of the 8)
-])
+@pytest.mark.parametrize(
+    "rows, cols, where",
+    [
+        (4, 8, (0, 0)),  # 128 bytes: hashed whole, one element edited
+        (1024, 2048, slice(None)),  # 8 MB: every element scaled
+        (1024, 2048, slice(512, 640)),  # 8 MB: a block of rows in the middle (1 MB of the 8)
+    ],
+)
 def test_in_place_edit_reported_unmodified_is_gated(rows, cols, where):
     with pytest.raises(GateError) as info:
         surgery.apply(_matmul(rows, cols), [_edit(where)])
@@ -60,5 +69,7 @@ def test_large_weight_fingerprint_reads_samples_not_the_buffer():
     model = _matmul(1024, 2048)
     before = fingerprint(model)
     assert fingerprint(model) == before  # stable
-    model.graph.initializers["W"].const_value.numpy()[1000:1002, :] += 1.0  # two rows (16 KB) of 8 MB
+    model.graph.initializers["W"].const_value.numpy()[1000:1002, :] += (
+        1.0  # two rows (16 KB) of 8 MB
+    )
     assert fingerprint(model) != before

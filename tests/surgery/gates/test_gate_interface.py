@@ -88,10 +88,16 @@ def test_report_has_per_gate_status_numbers_samples_and_time(mlp, tmp_path):
     assert set(step.timings) == {"pass", "checker", "signature", "ort", "parity"}
     parity = step.gates["parity"]
     assert parity.samples[:3] == ["planned", "second size", "wide x10"] and len(parity.samples) == 4
-    assert parity.numbers["rtol"] == 1e-4 and set(parity.numbers["max_abs_per_sample"]) == set(parity.samples)
+    assert parity.numbers["rtol"] == 1e-4 and set(parity.numbers["max_abs_per_sample"]) == set(
+        parity.samples
+    )
     report.write_json(tmp_path / "r.json")
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["schema_version"] == REPORT_SCHEMA_VERSION and doc["tool"]["onnxruntime"] and doc["timestamp"]
+    assert (
+        doc["schema_version"] == REPORT_SCHEMA_VERSION
+        and doc["tool"]["onnxruntime"]
+        and doc["timestamp"]
+    )
     gates = doc["steps"][0]["gates"]
     assert gates["parity"]["status"] == "passed" and gates["parity"]["samples"] == parity.samples
     assert gates["parity"]["seconds"] >= 0 and gates["checker"]["status"] == "passed"
@@ -106,7 +112,9 @@ def test_declared_signature_changes_are_listed(mlp):
     _, report = surgery.apply(mlp, [FixShapes(shapes="x:3,16")])
     step = report.steps[0]
     assert step.gates["signature"].status is Status.PASSED
-    assert any("input 'x': shape [?, 16] -> [3, 16]" in text for text in step.signature_changes.values())
+    assert any(
+        "input 'x': shape [?, 16] -> [3, 16]" in text for text in step.signature_changes.values()
+    )
     assert "declared signature change: input 'x': shape [?, 16] -> [3, 16]" in report.table()
 
 
@@ -124,7 +132,11 @@ def test_undeclared_shape_fix_fails_the_signature_gate(mlp):
 
 
 def _relu_model() -> onnx.ModelProto:
-    return make_model([h.make_node("Relu", ["m"], ["y"], name="relu")], [vi("m", T.FLOAT, [2, 8])], [vi("y", T.FLOAT, [2, 8])])
+    return make_model(
+        [h.make_node("Relu", ["m"], ["y"], name="relu")],
+        [vi("m", T.FLOAT, [2, 8])],
+        [vi("y", T.FLOAT, [2, 8])],
+    )
 
 
 class CapAt50(SurgeryPass):
@@ -134,10 +146,18 @@ class CapAt50(SurgeryPass):
 
     def call(self, model):
         relu = next(n for n in model.graph if n.op_type == "Relu")
-        lo = ir.Value(name="lo", const_value=ir.tensor(np.array(0, np.float32), name="lo"), shape=ir.Shape([]),
-                      type=ir.TensorType(ir.DataType.FLOAT))
-        hi = ir.Value(name="hi", const_value=ir.tensor(np.array(50, np.float32), name="hi"), shape=ir.Shape([]),
-                      type=ir.TensorType(ir.DataType.FLOAT))
+        lo = ir.Value(
+            name="lo",
+            const_value=ir.tensor(np.array(0, np.float32), name="lo"),
+            shape=ir.Shape([]),
+            type=ir.TensorType(ir.DataType.FLOAT),
+        )
+        hi = ir.Value(
+            name="hi",
+            const_value=ir.tensor(np.array(50, np.float32), name="hi"),
+            shape=ir.Shape([]),
+            type=ir.TensorType(ir.DataType.FLOAT),
+        )
         model.graph.register_initializer(lo)
         model.graph.register_initializer(hi)
         relu.op_type = "Clip"
@@ -172,8 +192,12 @@ def test_reproducer_carries_the_failing_sample_and_overrides_and_replays(tmp_pat
     with np.load(repro / "inputs.npz") as npz:
         assert np.abs(npz["m"]).max() > 50  # the wide sample, not the planned one
     with pytest.raises(GateError) as again:
-        surgery.apply(str(repro / "model.onnx"), str(repro / "passes.toml"), reproducer_dir=tmp_path / "r2")
-    assert again.value.pass_name == "test-cap-at-50" and "output y on sample 'planned'" in str(again.value)
+        surgery.apply(
+            str(repro / "model.onnx"), str(repro / "passes.toml"), reproducer_dir=tmp_path / "r2"
+        )
+    assert again.value.pass_name == "test-cap-at-50" and "output y on sample 'planned'" in str(
+        again.value
+    )
 
 
 # -- a gate from the command line: a plug-in file brings it --------------------------------------------
@@ -239,18 +263,38 @@ def test_a_plugin_file_brings_gates_to_a_cli_run(mlp, tmp_path, capsys, monkeypa
     (tmp_path / "gates_plugin.py").write_text(GATE_PLUGIN)
     (tmp_path / "times_one.py").write_text(ADD_MUL_PASS)
     try:
-        args = ["apply", "user-times-one", str(tmp_path / "model.onnx"), "-o", str(tmp_path / "out.onnx"),
-                "--plugin", str(tmp_path / "times_one.py"), "-q"]
-        assert main(args) == 0, capsys.readouterr().err  # without the gate plug-in the Mul is accepted
+        args = [
+            "apply",
+            "user-times-one",
+            str(tmp_path / "model.onnx"),
+            "-o",
+            str(tmp_path / "out.onnx"),
+            "--plugin",
+            str(tmp_path / "times_one.py"),
+            "-q",
+        ]
+        assert main(args) == 0, (
+            capsys.readouterr().err
+        )  # without the gate plug-in the Mul is accepted
         (tmp_path / "out.onnx").unlink()
-        code = main([*args, "--plugin", str(tmp_path / "gates_plugin.py"), "--report", str(tmp_path / "r.json")])
+        code = main(
+            [
+                *args,
+                "--plugin",
+                str(tmp_path / "gates_plugin.py"),
+                "--report",
+                str(tmp_path / "r.json"),
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 1 and not (tmp_path / "out.onnx").exists(), err
         assert "Mul nodes appeared: times_one" in err and "user-times-one" in err, err
         doc = json.loads((tmp_path / "r.json").read_text())
         gates = doc["steps"][0]["gates"]
         assert gates["no-mul"]["status"] == "failed" and gates["no-mul"]["tensor"] == "times_one"
-        assert gates["count-nodes"]["numbers"] == {"nodes": 5}  # registered with the decorator, ran before
+        assert gates["count-nodes"]["numbers"] == {
+            "nodes": 5
+        }  # registered with the decorator, ran before
         assert list(gates)[:4] == ["checker", "signature", "ort", "parity"]
     finally:
         registry.clear_plugin_gates()
@@ -264,8 +308,27 @@ def test_a_plugin_gate_must_be_a_gate_with_a_free_name(tmp_path, capsys):
     (tmp_path / "clash.py").write_text(
         "from surgery.gates import BaseGate, Outcome\n"
         "class P(BaseGate):\n    name = 'parity'\n    def check(self, state):\n        return Outcome.passed(self.name)\n"
-        "SURGERY_GATES = [P]\n")
-    for name, expected in (("bad.py", "is not a gate"), ("clash.py", "gate name 'parity' is taken")):
-        code = main(["apply", "cleanup", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--plugin", str(tmp_path / name)])
+        "SURGERY_GATES = [P]\n"
+    )
+    for name, expected in (
+        ("bad.py", "is not a gate"),
+        ("clash.py", "gate name 'parity' is taken"),
+    ):
+        code = main(
+            [
+                "apply",
+                "cleanup",
+                str(tmp_path / "m.onnx"),
+                "-o",
+                str(tmp_path / "o.onnx"),
+                "--plugin",
+                str(tmp_path / name),
+            ]
+        )
         err = capsys.readouterr().err
-        assert code == 2 and expected in err and "--plugin" in err and len(err.strip().splitlines()) == 1, err
+        assert (
+            code == 2
+            and expected in err
+            and "--plugin" in err
+            and len(err.strip().splitlines()) == 1
+        ), err

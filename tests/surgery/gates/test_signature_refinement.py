@@ -16,9 +16,12 @@ from surgery.testing import make_model, vi
 
 def _projection() -> onnx.ModelProto:
     """y = x @ W: the export declares y as [batch, ?] although its last dim is always 4."""
-    return make_model([h.make_node("MatMul", ["x", "W"], ["y"], name="proj")], [vi("x", T.FLOAT, ["batch", 8])],
-                      [vi("y", T.FLOAT, ["batch", None])],
-                      {"W": np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)})
+    return make_model(
+        [h.make_node("MatMul", ["x", "W"], ["y"], name="proj")],
+        [vi("x", T.FLOAT, ["batch", 8])],
+        [vi("y", T.FLOAT, ["batch", None])],
+        {"W": np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)},
+    )
 
 
 class AnnotateLastDim(SurgeryPass):

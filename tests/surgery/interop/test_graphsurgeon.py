@@ -47,7 +47,9 @@ def relu_to_clip(graph: gs.Graph) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class RemoveOptions:
-    op_types: list[str] = option(default_factory=lambda: ["Identity"], help="single-input ops to bypass")
+    op_types: list[str] = option(
+        default_factory=lambda: ["Identity"], help="single-input ops to bypass"
+    )
 
 
 @gs_pass(name="bypass-ops", options=RemoveOptions)
@@ -78,9 +80,18 @@ def mlp() -> onnx.ModelProto:
         helper.make_node("MatMul", ["a_id", "W2"], ["h2"], name="/fc2/MatMul"),
         helper.make_node("Relu", ["h2"], ["y"], name="/act2/Relu"),
     ]
-    inits = {"W1": RNG.standard_normal((4, 8)).astype(np.float32), "W2": RNG.standard_normal((8, 3)).astype(np.float32)}
-    return make_model(nodes, [vi("x", TP.FLOAT, ["batch", 4])], [vi("y", TP.FLOAT, ["batch", 3])], inits,
-                      opset=13, ir_version=8)
+    inits = {
+        "W1": RNG.standard_normal((4, 8)).astype(np.float32),
+        "W2": RNG.standard_normal((8, 3)).astype(np.float32),
+    }
+    return make_model(
+        nodes,
+        [vi("x", TP.FLOAT, ["batch", 4])],
+        [vi("y", TP.FLOAT, ["batch", 3])],
+        inits,
+        opset=13,
+        ir_version=8,
+    )
 
 
 def test_decorator_builds_a_pass_class():
@@ -99,9 +110,17 @@ def test_relu_to_clip_in_place_with_parity():
     assert result.model is model and model.graph is graph_object, "the same model and graph objects"
     assert result.modified is True
     assert op_counts(model) == {"MatMul": 2, "Clip": 2, "Identity": 1}
-    assert {"/fc1/MatMul", "/fc2/MatMul", "/Identity", "/act1/Relu/clip", "/act2/Relu/clip"} == node_names(model)
+    assert {
+        "/fc1/MatMul",
+        "/fc2/MatMul",
+        "/Identity",
+        "/act1/Relu/clip",
+        "/act2/Relu/clip",
+    } == node_names(model)
     assert model.ir_version == 8 and model.opset_imports == {"": 13}
-    assert [o.name for o in model.graph.outputs] == ["y"] and [i.name for i in model.graph.inputs] == ["x"]
+    assert [o.name for o in model.graph.outputs] == ["y"] and [
+        i.name for i in model.graph.inputs
+    ] == ["x"]
     assert str(model.graph.inputs[0].shape[0]) == "batch"
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     np.testing.assert_array_equal(ort_run(model, {"x": X})["y"], before["y"])
@@ -118,7 +137,9 @@ def test_modified_from_comparison_when_function_returns_none():
     nodes = list(model.graph)
     again = bypass_ops()(model)
     assert again.modified is False
-    assert all(a is b for a, b in zip(model.graph, nodes, strict=True)), "an unchanged run leaves the ir graph untouched"
+    assert all(a is b for a, b in zip(model.graph, nodes, strict=True)), (
+        "an unchanged run leaves the ir graph untouched"
+    )
 
 
 def test_options_reach_the_function_and_output_names_are_kept():
@@ -148,19 +169,40 @@ def test_returning_false_leaves_the_model_alone():
 
 
 def test_subgraphs_functions_and_custom_opsets_survive():
-    then_graph = helper.make_graph([helper.make_node("Relu", ["x"], ["t"], name="then_relu")], "then", [],
-                                   [vi("t", TP.FLOAT, [2, 4])])
-    else_graph = helper.make_graph([helper.make_node("Neg", ["x"], ["e"], name="else_neg")], "else", [],
-                                   [vi("e", TP.FLOAT, [2, 4])])
-    fn = helper.make_function("local", "Twice", ["a"], ["b"], [helper.make_node("Add", ["a", "a"], ["b"], name="fn_add")],
-                              [helper.make_opsetid("", 17)])
+    then_graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["t"], name="then_relu")],
+        "then",
+        [],
+        [vi("t", TP.FLOAT, [2, 4])],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e"], name="else_neg")],
+        "else",
+        [],
+        [vi("e", TP.FLOAT, [2, 4])],
+    )
+    fn = helper.make_function(
+        "local",
+        "Twice",
+        ["a"],
+        ["b"],
+        [helper.make_node("Add", ["a", "a"], ["b"], name="fn_add")],
+        [helper.make_opsetid("", 17)],
+    )
     nodes = [
-        helper.make_node("If", ["c"], ["i"], name="if", then_branch=then_graph, else_branch=else_graph),
+        helper.make_node(
+            "If", ["c"], ["i"], name="if", then_branch=then_graph, else_branch=else_graph
+        ),
         helper.make_node("Twice", ["i"], ["tw"], name="call", domain="local"),
         helper.make_node("Relu", ["tw"], ["y"], name="relu"),
     ]
-    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 4]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2, 4])],
-                       functions=[fn], extra_opsets={"local": 1})
+    proto = make_model(
+        nodes,
+        [vi("x", TP.FLOAT, [2, 4]), vi("c", TP.BOOL, [])],
+        [vi("y", TP.FLOAT, [2, 4])],
+        functions=[fn],
+        extra_opsets={"local": 1},
+    )
     model = ir.from_proto(proto)
     result = relu_to_clip()(model)
     assert result.modified
@@ -182,16 +224,32 @@ def test_gs_toposort_recursion_is_reported_with_a_hint():
 
     proto = make_model(
         [
-            helper.make_node("If", ["c"], ["i"], name="if",
-                             then_branch=helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [],
-                                                           [vi("t", TP.FLOAT, [2])]),
-                             else_branch=helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
-                                                           [vi("e", TP.FLOAT, [2])])),
+            helper.make_node(
+                "If",
+                ["c"],
+                ["i"],
+                name="if",
+                then_branch=helper.make_graph(
+                    [helper.make_node("Relu", ["x"], ["t"])], "then", [], [vi("t", TP.FLOAT, [2])]
+                ),
+                else_branch=helper.make_graph(
+                    [helper.make_node("Neg", ["x"], ["e"])], "else", [], [vi("e", TP.FLOAT, [2])]
+                ),
+            ),
             helper.make_node("Twice", ["i"], ["y"], name="call", domain="local"),
         ],
-        [vi("x", TP.FLOAT, [2]), vi("c", TP.BOOL, [])], [vi("y", TP.FLOAT, [2])],
-        functions=[helper.make_function("local", "Twice", ["a"], ["b"], [helper.make_node("Add", ["a", "a"], ["b"])],
-                                        [helper.make_opsetid("", 17)])],
+        [vi("x", TP.FLOAT, [2]), vi("c", TP.BOOL, [])],
+        [vi("y", TP.FLOAT, [2])],
+        functions=[
+            helper.make_function(
+                "local",
+                "Twice",
+                ["a"],
+                ["b"],
+                [helper.make_node("Add", ["a", "a"], ["b"])],
+                [helper.make_opsetid("", 17)],
+            )
+        ],
         extra_opsets={"local": 1},
     )
     # measured with onnx-graphsurgeon 0.6.1: graph.toposort() never returns on this model
@@ -200,7 +258,10 @@ def test_gs_toposort_recursion_is_reported_with_a_hint():
 
 
 def test_external_data_weights_are_read(tmp_path):
-    big = {"W1": RNG.standard_normal((4, 512)).astype(np.float32), "W2": RNG.standard_normal((512, 3)).astype(np.float32)}
+    big = {
+        "W1": RNG.standard_normal((4, 512)).astype(np.float32),
+        "W2": RNG.standard_normal((512, 3)).astype(np.float32),
+    }
     nodes = [
         helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"),
         helper.make_node("Relu", ["h"], ["a"], name="relu"),
@@ -241,7 +302,12 @@ def test_register_and_apply_with_gates():
         proto = mlp()
         out, report = surgery.apply(proto, [relu_to_clip(), Cleanup()], inputs={"x": X})
         first, second = report.steps
-        assert first.modified and first.checker == "ok" and first.ort == "ok" and first.parity_status == "ok"
+        assert (
+            first.modified
+            and first.checker == "ok"
+            and first.ort == "ok"
+            and first.parity_status == "ok"
+        )
         assert first.parity and all(d.ok for d in first.parity)
         assert second.modified and second.stats["identities"] == 1
         assert op_counts(out) == {"MatMul": 2, "Clip": 2}
@@ -253,13 +319,17 @@ def test_register_and_apply_with_gates():
 def test_example_script_runs(tmp_path):
     script = ROOT / "examples" / "02_graphsurgeon_pass" / "run.py"
     out = tmp_path / "block.onnx"
-    proc = subprocess.run([sys.executable, str(script), "-o", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), "-o", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("hardswish-to-hardsigmoid") and "modified=True" in lines[0]
     assert "checker=ok ort=ok parity=ok" in lines[0]
     saved = onnx.load(out)
-    assert saved.ir_version == 8 and [o.version for o in saved.opset_import if o.domain == ""] == [17]
+    assert saved.ir_version == 8 and [o.version for o in saved.opset_import if o.domain == ""] == [
+        17
+    ]
     counts = op_counts(saved)
     assert counts["HardSwish"] == 0 and counts["HardSigmoid"] == 2 and counts["Mul"] == 2
     assert "/act1/HardSwish/HardSigmoid" in node_names(saved)

@@ -49,7 +49,9 @@ def _legacy(module, args, opset, **kwargs) -> onnx.ModelProto:
 def _dynamo(module, args, opset) -> onnx.ModelProto:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.onnx.export(module, args, dynamo=True, opset_version=opset, verbose=False).model_proto
+        return torch.onnx.export(
+            module, args, dynamo=True, opset_version=opset, verbose=False
+        ).model_proto
 
 
 class PrePost(torch.nn.Module):
@@ -59,7 +61,9 @@ class PrePost(torch.nn.Module):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
         self.norm = torch.nn.LayerNorm(4)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1))
+        self.register_buffer(
+            "mean", torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+        )
 
     def forward(self, img):
         x = ((img.double() / 255.0 - self.mean) / 0.226).float()
@@ -112,7 +116,9 @@ class Gelus(torch.nn.Module):
 
 class Warp(torch.nn.Module):
     def forward(self, img, grid):
-        return torch.nn.functional.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return torch.nn.functional.grid_sample(
+            img, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
 
 
 class Block(torch.nn.Module):
@@ -145,10 +151,26 @@ def field_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray]]]:
     models = {
         "prepost-dynamo20": (_dynamo(PrePost().eval(), (img,), 20), [img]),
         "double-legacy17": (_legacy(Double().double().eval(), (xd,), 17), [xd]),
-        "dropout-train-attr11": (_legacy(WithDropout().train(), (x8,), 11, training=torch.onnx.TrainingMode.TRAINING,
-                                         do_constant_folding=False), [x8]),
-        "dropout-train-inputs17": (_legacy(WithDropout().train(), (x8,), 17, training=torch.onnx.TrainingMode.TRAINING,
-                                           do_constant_folding=False), [x8]),
+        "dropout-train-attr11": (
+            _legacy(
+                WithDropout().train(),
+                (x8,),
+                11,
+                training=torch.onnx.TrainingMode.TRAINING,
+                do_constant_folding=False,
+            ),
+            [x8],
+        ),
+        "dropout-train-inputs17": (
+            _legacy(
+                WithDropout().train(),
+                (x8,),
+                17,
+                training=torch.onnx.TrainingMode.TRAINING,
+                do_constant_folding=False,
+            ),
+            [x8],
+        ),
         "dropout-train-dynamo18": (_dynamo(WithDropout().train(), (x8,), 18), [x8]),
         "maxpool-indices17": (_legacy(Pooling().eval(), (x_img,), 17), [x_img]),
         "gelu-legacy17": (_legacy(Gelus().eval(), (x8,), 17), [x8]),
@@ -175,7 +197,11 @@ def _float64_anywhere(model: ir.Model) -> list[str]:
         for node in graph.all_nodes():
             for key in ("to", "dtype"):
                 attr = node.attributes.get(key)
-                if attr is not None and attr.type == ir.AttributeType.INT and attr.as_int() == onnx.TensorProto.DOUBLE:
+                if (
+                    attr is not None
+                    and attr.type == ir.AttributeType.INT
+                    and attr.as_int() == onnx.TensorProto.DOUBLE
+                ):
                     found.append(f"{node.op_type} '{node.name}' {key}=DOUBLE")
     return found
 
@@ -184,8 +210,17 @@ def _float64_anywhere(model: ir.Model) -> list[str]:
 @pytest.mark.parametrize(
     "key",
     [
-        "prepost-dynamo20", "double-legacy17", "dropout-train-attr11", "dropout-train-inputs17", "dropout-train-dynamo18",
-        "maxpool-indices17", "gelu-legacy17", "gelu-legacy20", "gelu-dynamo20", "grid-sample17", "functions20",
+        "prepost-dynamo20",
+        "double-legacy17",
+        "dropout-train-attr11",
+        "dropout-train-inputs17",
+        "dropout-train-dynamo18",
+        "maxpool-indices17",
+        "gelu-legacy17",
+        "gelu-legacy20",
+        "gelu-dynamo20",
+        "grid-sample17",
+        "functions20",
     ],
 )
 def test_field_model_through_the_atc_pipeline(field_models, key, tmp_path):
@@ -212,6 +247,8 @@ def test_field_model_through_the_atc_pipeline(field_models, key, tmp_path):
     if key == "maxpool-indices17":
         step = next(s for s in report.steps if s.name == "maxpool-to-avgpool")
         assert step.modified and step.parity_status == "deviation reported"
-    if key == "double-legacy17":  # the float64 original ran in onnx's ReferenceEvaluator, the result in ORT
+    if (
+        key == "double-legacy17"
+    ):  # the float64 original ran in onnx's ReferenceEvaluator, the result in ORT
         assert report.oracle.startswith("reference") or "reference" in report.oracle, report.oracle
         assert [v.dtype for v in model.graph.inputs] == [ir.DataType.FLOAT]

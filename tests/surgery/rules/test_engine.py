@@ -30,7 +30,9 @@ class ScaleByConst(Rule):
     """Mul by a constant 2 → Add(x, x)."""
 
     name = "double"
-    pattern = Op("Mul", Var("x"), Const("c", where=lambda a: a.size == 1 and float(a.reshape(-1)[0]) == 2.0))
+    pattern = Op(
+        "Mul", Var("x"), Const("c", where=lambda a: a.size == 1 and float(a.reshape(-1)[0]) == 2.0)
+    )
 
     def build(self, b: Builder, m: Match):
         return [b.op("Add", m["x"], m["x"])]
@@ -113,13 +115,29 @@ def test_constant_and_attribute_and_shape_conditions():
 
 def test_rules_apply_inside_if_bodies_and_functions():
     then_g = h.make_graph(
-        [h.make_node("Sigmoid", ["x"], ["ts"], name="/then/Sigmoid"), h.make_node("Mul", ["x", "ts"], ["t_out"], name="/then/Mul")],
-        "then", [], [vi("t_out", T.FLOAT, [2, 3])],
+        [
+            h.make_node("Sigmoid", ["x"], ["ts"], name="/then/Sigmoid"),
+            h.make_node("Mul", ["x", "ts"], ["t_out"], name="/then/Mul"),
+        ],
+        "then",
+        [],
+        [vi("t_out", T.FLOAT, [2, 3])],
     )
-    else_g = h.make_graph([h.make_node("Identity", ["x"], ["e_out"], name="/else/Id")], "else", [], [vi("e_out", T.FLOAT, [2, 3])])
+    else_g = h.make_graph(
+        [h.make_node("Identity", ["x"], ["e_out"], name="/else/Id")],
+        "else",
+        [],
+        [vi("e_out", T.FLOAT, [2, 3])],
+    )
     fn = h.make_function(
-        "local", "Swish", ["a"], ["b"],
-        [h.make_node("Sigmoid", ["a"], ["s"], name="fs"), h.make_node("Mul", ["a", "s"], ["b"], name="fm")],
+        "local",
+        "Swish",
+        ["a"],
+        ["b"],
+        [
+            h.make_node("Sigmoid", ["a"], ["s"], name="fs"),
+            h.make_node("Mul", ["a", "s"], ["b"], name="fm"),
+        ],
         opset_imports=[h.make_opsetid("", 17)],
     )
     proto = make_model(
@@ -155,10 +173,21 @@ def test_builder_constants_go_into_functions_as_constant_nodes():
         def build(self, b, m):
             return [b.op("Add", m["x"], b.scalar(0.5, m["x"], "half", dtype=ir.DataType.FLOAT))]
 
-    fn = h.make_function("local", "F", ["a"], ["b"], [h.make_node("Relu", ["a"], ["b"], name="r")],
-                         opset_imports=[h.make_opsetid("", 17)])
-    proto = make_model([h.make_node("F", ["x"], ["y"], domain="local", name="call")], [vi("x", T.FLOAT, [3])],
-                       [vi("y", T.FLOAT, [3])], functions=[fn], extra_opsets={"local": 1})
+    fn = h.make_function(
+        "local",
+        "F",
+        ["a"],
+        ["b"],
+        [h.make_node("Relu", ["a"], ["b"], name="r")],
+        opset_imports=[h.make_opsetid("", 17)],
+    )
+    proto = make_model(
+        [h.make_node("F", ["x"], ["y"], domain="local", name="call")],
+        [vi("x", T.FLOAT, [3])],
+        [vi("y", T.FLOAT, [3])],
+        functions=[fn],
+        extra_opsets={"local": 1},
+    )
     model = ir.from_proto(proto)
     assert apply_rules(model, [AddHalf()]).total == 1
     function = model.functions[("local", "F", "")]
@@ -175,7 +204,13 @@ def test_a_rule_can_refuse_with_a_pass_error():
         def check(self, ctx: RuleContext, m: Match):
             raise self.refuse(ctx, f"Relu '{m.root.name}' is not allowed")
 
-    model = ir.from_proto(make_model([h.make_node("Relu", ["x"], ["y"], name="r1")], [vi("x", T.FLOAT, [3])], [vi("y", T.FLOAT, [3])]))
+    model = ir.from_proto(
+        make_model(
+            [h.make_node("Relu", ["x"], ["y"], name="r1")],
+            [vi("x", T.FLOAT, [3])],
+            [vi("y", T.FLOAT, [3])],
+        )
+    )
     with pytest.raises(PassError, match="Relu 'r1' is not allowed"):
         apply_rules(model, [Refuser()], pass_name="my-pass")
 
@@ -188,14 +223,23 @@ def test_replacement_returning_an_existing_value_for_a_graph_output_keeps_the_ou
         def build(self, b, m):
             return [m["x"]]
 
-    model = ir.from_proto(make_model(
-        [h.make_node("Relu", ["x"], ["r"], name="relu"), h.make_node("Identity", ["r"], ["y"], name="id")],
-        [vi("x", T.FLOAT, [3])], [vi("y", T.FLOAT, [3])]))
+    model = ir.from_proto(
+        make_model(
+            [
+                h.make_node("Relu", ["x"], ["r"], name="relu"),
+                h.make_node("Identity", ["r"], ["y"], name="id"),
+            ],
+            [vi("x", T.FLOAT, [3])],
+            [vi("y", T.FLOAT, [3])],
+        )
+    )
     apply_rules(model, [DropIdentity()])
     # an existing value cannot take the graph output's name, so an Identity named after the old node stays
     assert model.graph.outputs[0].name == "y"
     assert [n.name for n in model.graph] == ["relu", "id/Identity"]
-    np.testing.assert_allclose(ort_run(model, {"x": np.array([-1, 0, 2], np.float32)})["y"], [0, 0, 2])
+    np.testing.assert_allclose(
+        ort_run(model, {"x": np.array([-1, 0, 2], np.float32)})["y"], [0, 0, 2]
+    )
 
 
 def test_onnxscript_rules_run_under_our_engine_in_subgraphs():
@@ -212,13 +256,27 @@ def test_onnxscript_rules_run_under_our_engine_in_subgraphs():
 
     rule = osp.RewriteRule(swish, hard, name="os-swish")
     then_g = h.make_graph(
-        [h.make_node("Sigmoid", ["x"], ["ts"], name="/then/Sigmoid"), h.make_node("Mul", ["x", "ts"], ["t_out"], name="/then/Mul")],
-        "then", [], [vi("t_out", T.FLOAT, [2])],
+        [
+            h.make_node("Sigmoid", ["x"], ["ts"], name="/then/Sigmoid"),
+            h.make_node("Mul", ["x", "ts"], ["t_out"], name="/then/Mul"),
+        ],
+        "then",
+        [],
+        [vi("t_out", T.FLOAT, [2])],
     )
-    else_g = h.make_graph([h.make_node("Identity", ["x"], ["e_out"], name="/else/Id")], "else", [], [vi("e_out", T.FLOAT, [2])])
-    model = ir.from_proto(make_model(
-        [h.make_node("If", ["c"], ["y"], name="/if", then_branch=then_g, else_branch=else_g)],
-        [vi("x", T.FLOAT, [2]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [2])]))
+    else_g = h.make_graph(
+        [h.make_node("Identity", ["x"], ["e_out"], name="/else/Id")],
+        "else",
+        [],
+        [vi("e_out", T.FLOAT, [2])],
+    )
+    model = ir.from_proto(
+        make_model(
+            [h.make_node("If", ["c"], ["y"], name="/if", then_branch=then_g, else_branch=else_g)],
+            [vi("x", T.FLOAT, [2]), vi("c", T.BOOL, [])],
+            [vi("y", T.FLOAT, [2])],
+        )
+    )
     stats = apply_rules(model, adapt(rule))
     assert stats.applied["os-swish"] == 1
     body = model.graph.node(0).attributes["then_branch"].as_graph()
@@ -230,21 +288,36 @@ def test_onnxscript_rules_run_under_our_engine_in_subgraphs():
 
 # -- transactional: a refusal leaves the model exactly as it was ----------------------------------
 
+
 def _two_maxpools() -> onnx.ModelProto:
     """Two MaxPools; only the second's Indices output is read (by a Cast to an output)."""
     return make_model(
-        [h.make_node("MaxPool", ["x"], ["p1"], name="/pool1/MaxPool", kernel_shape=[2, 2]),
-         h.make_node("MaxPool", ["p1"], ["p2", "idx"], name="/pool2/MaxPool", kernel_shape=[2, 2]),
-         h.make_node("Cast", ["idx"], ["idx_f"], name="/pool2/Cast", to=T.FLOAT)],
-        [vi("x", T.FLOAT, [1, 1, 8, 8])], [vi("p2", T.FLOAT, [1, 1, 6, 6]), vi("idx_f", T.FLOAT, [1, 1, 6, 6])],
+        [
+            h.make_node("MaxPool", ["x"], ["p1"], name="/pool1/MaxPool", kernel_shape=[2, 2]),
+            h.make_node(
+                "MaxPool", ["p1"], ["p2", "idx"], name="/pool2/MaxPool", kernel_shape=[2, 2]
+            ),
+            h.make_node("Cast", ["idx"], ["idx_f"], name="/pool2/Cast", to=T.FLOAT),
+        ],
+        [vi("x", T.FLOAT, [1, 1, 8, 8])],
+        [vi("p2", T.FLOAT, [1, 1, 6, 6]), vi("idx_f", T.FLOAT, [1, 1, 6, 6])],
     )
 
 
 def _structure(model: ir.Model) -> tuple:
     """Everything a refusal must not change: nodes (op, name, inputs, outputs), every value's uses."""
-    nodes = tuple((n.op_type, n.name, tuple(v.name if v is not None else None for v in n.inputs),
-                   tuple(v.name for v in n.outputs)) for n in model.graph)
-    values = [v for n in model.graph for v in (*n.inputs, *n.outputs) if v is not None] + list(model.graph.inputs)
+    nodes = tuple(
+        (
+            n.op_type,
+            n.name,
+            tuple(v.name if v is not None else None for v in n.inputs),
+            tuple(v.name for v in n.outputs),
+        )
+        for n in model.graph
+    )
+    values = [v for n in model.graph for v in (*n.inputs, *n.outputs) if v is not None] + list(
+        model.graph.inputs
+    )
     uses = tuple(sorted((v.name or "", len(v.uses())) for v in {id(v): v for v in values}.values()))
     return nodes, uses, tuple(model.graph.initializers)
 
@@ -275,8 +348,15 @@ class DoubleRelu(Rule):
 
 
 def _relu_chain(n: int) -> onnx.ModelProto:
-    nodes = [h.make_node("Relu", ["x" if i == 0 else f"r{i - 1}"], [f"r{i}" if i < n - 1 else "y"], name=f"/relu{i}")
-             for i in range(n)]
+    nodes = [
+        h.make_node(
+            "Relu",
+            ["x" if i == 0 else f"r{i - 1}"],
+            [f"r{i}" if i < n - 1 else "y"],
+            name=f"/relu{i}",
+        )
+        for i in range(n)
+    ]
     return make_model(nodes, [vi("x", T.FLOAT, [2, 3])], [vi("y", T.FLOAT, [2, 3])])
 
 
@@ -289,7 +369,9 @@ def test_overlapping_matches_are_retried_on_the_rewritten_graph():
     assert op_counts(model) == {"Relu": 1}
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)}
-    np.testing.assert_array_equal(ort_run(ir.to_proto(model), feeds)["y"], np.maximum(feeds["x"], 0))
+    np.testing.assert_array_equal(
+        ort_run(ir.to_proto(model), feeds)["y"], np.maximum(feeds["x"], 0)
+    )
 
 
 class RefuseInTheRetry(DoubleRelu):

@@ -16,11 +16,15 @@ X = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
 
 def test_transposes_fuse_or_cancel():
     proto = make_model(
-        [h.make_node("Transpose", ["x"], ["a"], perm=[1, 0, 2], name="t1"),
-         h.make_node("Transpose", ["a"], ["b"], perm=[1, 0, 2], name="t2"),  # cancels t1
-         h.make_node("Transpose", ["b"], ["c"], perm=[2, 0, 1], name="t3"),
-         h.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 1], name="t4")],  # t3 then t4 = one Transpose
-        [vi("x", T.FLOAT, [2, 3, 4])], [vi("y", T.FLOAT, [4, 3, 2])])
+        [
+            h.make_node("Transpose", ["x"], ["a"], perm=[1, 0, 2], name="t1"),
+            h.make_node("Transpose", ["a"], ["b"], perm=[1, 0, 2], name="t2"),  # cancels t1
+            h.make_node("Transpose", ["b"], ["c"], perm=[2, 0, 1], name="t3"),
+            h.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 1], name="t4"),
+        ],  # t3 then t4 = one Transpose
+        [vi("x", T.FLOAT, [2, 3, 4])],
+        [vi("y", T.FLOAT, [4, 3, 2])],
+    )
     expected = ort_run(proto, {"x": X})["y"]
     model = ir.from_proto(proto)
     stats = apply_rules(model, EXACT)
@@ -31,10 +35,14 @@ def test_transposes_fuse_or_cancel():
 
 def test_mul_by_one_only_when_it_cannot_broadcast():
     proto = make_model(
-        [h.make_node("Mul", ["x", "one"], ["a"], name="same"),
-         h.make_node("Mul", ["a", "ones"], ["y"], name="broadcasts")],
-        [vi("x", T.FLOAT, [2, 3, 4])], [vi("y", T.FLOAT, [5, 2, 3, 4])],
-        {"one": np.ones((1, 4), np.float32), "ones": np.ones((5, 1, 1, 1), np.float32)})
+        [
+            h.make_node("Mul", ["x", "one"], ["a"], name="same"),
+            h.make_node("Mul", ["a", "ones"], ["y"], name="broadcasts"),
+        ],
+        [vi("x", T.FLOAT, [2, 3, 4])],
+        [vi("y", T.FLOAT, [5, 2, 3, 4])],
+        {"one": np.ones((1, 4), np.float32), "ones": np.ones((5, 1, 1, 1), np.float32)},
+    )
     model = ir.from_proto(proto)
     stats = apply_rules(model, EXACT)
     assert stats.applied["mul-by-one"] == 1

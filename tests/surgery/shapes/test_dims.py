@@ -34,9 +34,12 @@ def paddle_like() -> onnx.ModelProto:
     """A Conv + Relu whose batch dim is written as ``-1``, as Paddle2ONNX writes it."""
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
     graph = h.make_graph(
-        [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-         h.make_node("Relu", ["c"], ["y"], name="relu")],
-        "paddle", [h.make_tensor_value_info("x", T.FLOAT, [-1, 3, 8, 8])],
+        [
+            h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            h.make_node("Relu", ["c"], ["y"], name="relu"),
+        ],
+        "paddle",
+        [h.make_tensor_value_info("x", T.FLOAT, [-1, 3, 8, 8])],
         [h.make_tensor_value_info("y", T.FLOAT, [-1, 4, 8, 8])],
         [onnx.numpy_helper.from_array(w, "w")],
     )
@@ -47,16 +50,42 @@ def test_every_unknown_form_is_dynamic_and_zero_is_a_size():
     model = ir.from_proto(paddle_like())
     minus_one = model.graph.inputs[0].shape[0]
     assert minus_one == -1 and isinstance(minus_one, int)  # what made isinstance(d, int) wrong
-    for dim in (minus_one, -3, None, "", "?", ir.SymbolicDim(None), ir.SymbolicDim("batch"), "unk__4", True):
+    for dim in (
+        minus_one,
+        -3,
+        None,
+        "",
+        "?",
+        ir.SymbolicDim(None),
+        ir.SymbolicDim("batch"),
+        "unk__4",
+        True,
+    ):
         assert not is_known_dim(dim), dim
     for dim in (0, 1, 7, np.int64(3).item()):
         assert is_known_dim(dim), dim
     assert dim_name(ir.SymbolicDim("batch")) == "batch" and dim_name("seq") == "seq"
-    assert dim_name(-1) is None and dim_name(ir.SymbolicDim("unk__3")) is None and dim_name("?") is None
-    assert [dim_text(d) for d in (-1, 0, ir.SymbolicDim("n"), ir.SymbolicDim(None))] == ["?", "0", "n", "?"]
-    assert shape_text(model.graph.inputs[0].shape) == "[?, 3, 8, 8]" and shape_text(None) == "unknown rank"
+    assert (
+        dim_name(-1) is None
+        and dim_name(ir.SymbolicDim("unk__3")) is None
+        and dim_name("?") is None
+    )
+    assert [dim_text(d) for d in (-1, 0, ir.SymbolicDim("n"), ir.SymbolicDim(None))] == [
+        "?",
+        "0",
+        "n",
+        "?",
+    ]
+    assert (
+        shape_text(model.graph.inputs[0].shape) == "[?, 3, 8, 8]"
+        and shape_text(None) == "unknown rank"
+    )
     assert plain_dims(ir.Shape([-1, "b", None, 2])) == (None, "b", None, 2)
-    assert not is_static_shape(model.graph.inputs[0].shape) and is_static_shape(ir.Shape([])) and not is_static_shape(None)
+    assert (
+        not is_static_shape(model.graph.inputs[0].shape)
+        and is_static_shape(ir.Shape([]))
+        and not is_static_shape(None)
+    )
     assert count_dynamic_dims(ir.Shape([-1, "b", 3])) == 2
 
 
@@ -84,8 +113,10 @@ def test_check_doctor_and_apply_on_a_minus_one_model(tmp_path, capsys):
     assert "1 input(s) with dynamic dims" in out and "x [?, 3, 8, 8]" in out
 
     toml = tmp_path / "passes.toml"
-    toml.write_text('[[pass]]\nname = "fix-shapes"\nshapes = "x:1,3,8,8"\n\n'
-                    '[[pass]]\nname = "make-static"\n\n[[pass]]\nname = "assert-static"\n')
+    toml.write_text(
+        '[[pass]]\nname = "fix-shapes"\nshapes = "x:1,3,8,8"\n\n'
+        '[[pass]]\nname = "make-static"\n\n[[pass]]\nname = "assert-static"\n'
+    )
     out_path = tmp_path / "out.onnx"
     assert main(["apply", str(toml), str(path), "-o", str(out_path)]) == 0
     capsys.readouterr()

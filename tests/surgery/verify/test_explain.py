@@ -25,15 +25,23 @@ def _fails(model: onnx.ModelProto, **kwargs) -> str:
 
 
 def test_custom_op_names_op_and_domain_and_does_not_blame_inputs():
-    model = make_model([h.make_node("Foo", ["x"], ["y"], domain="com.acme", name="foo")], [vi("x", T.FLOAT, ["n", 3])],
-                       [vi("y", T.FLOAT, ["n", 3])], extra_opsets={"com.acme": 1})
+    model = make_model(
+        [h.make_node("Foo", ["x"], ["y"], domain="com.acme", name="foo")],
+        [vi("x", T.FLOAT, ["n", 3])],
+        [vi("y", T.FLOAT, ["n", 3])],
+        extra_opsets={"com.acme": 1},
+    )
     text = _fails(model)
     assert "'Foo'" in text and "'com.acme'" in text and "custom op" in text
     assert "[inputs]" not in text
 
 
 def test_ir_version_too_new_is_named():
-    model = make_model([h.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", T.FLOAT, [2, 3])], [vi("y", T.FLOAT, [2, 3])])
+    model = make_model(
+        [h.make_node("Relu", ["x"], ["y"], name="relu")],
+        [vi("x", T.FLOAT, [2, 3])],
+        [vi("y", T.FLOAT, [2, 3])],
+    )
     model.ir_version = 99
     text = _fails(model, verify={"checker": "off"})
     assert "IR version 99" in text and "[inputs]" not in text
@@ -45,7 +53,9 @@ def test_missing_kernel_is_named_with_the_op():
         "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for Softmax(13) node with name 'sm'"
     )
     failure = classify_ort_failure(text)
-    assert failure.cause == "no-kernel" and "Softmax-13" in failure.detail and not failure.about_inputs
+    assert (
+        failure.cause == "no-kernel" and "Softmax-13" in failure.detail and not failure.about_inputs
+    )
 
 
 def test_opset_newer_than_ort_is_named():
@@ -58,22 +68,32 @@ def test_opset_newer_than_ort_is_named():
         "ONNX Runtime will not guarantee backward compatibility. Current official support for domain ai.onnx is till opset 28."
     )
     failure = classify_ort_failure(message)
-    assert failure.cause == "opset" and "opset 99" in failure.detail and "up to 28" in failure.detail
+    assert (
+        failure.cause == "opset" and "opset 99" in failure.detail and "up to 28" in failure.detail
+    )
     assert not failure.about_inputs and "onnxruntime_src" not in failure.detail
 
 
 def test_shape_failure_on_generated_inputs_suggests_inputs():
     # the model needs exactly 25 elements; no guessed dims give them
-    model = make_model([h.make_node("Reshape", ["x", "s"], ["y"], name="reshape")], [vi("x", T.FLOAT, ["n", "m"])],
-                       [vi("y", T.FLOAT, [5, 5])], {"s": np.array([5, 5], np.int64)})
+    model = make_model(
+        [h.make_node("Reshape", ["x", "s"], ["y"], name="reshape")],
+        [vi("x", T.FLOAT, ["n", "m"])],
+        [vi("y", T.FLOAT, [5, 5])],
+        {"s": np.array([5, 5], np.int64)},
+    )
     text = _fails(model)
     assert "generated inputs x[1, 1] float32" in text  # the retry with every symbolic dim 1
     assert "Reshape" in text and "[inputs]" in text
 
 
 def test_index_out_of_range_on_given_inputs_points_at_them():
-    model = make_model([h.make_node("Gather", ["w", "i"], ["y"], name="gather")], [vi("i", T.INT64, [2])],
-                       [vi("y", T.FLOAT, [2, 2])], {"w": np.ones((3, 2), np.float32)})
+    model = make_model(
+        [h.make_node("Gather", ["w", "i"], ["y"], name="gather")],
+        [vi("i", T.INT64, [2])],
+        [vi("y", T.FLOAT, [2, 2])],
+        {"w": np.ones((3, 2), np.float32)},
+    )
     text = _fails(model, inputs={"i": np.array([0, 7], np.int64)})
     assert "out of data bounds" in text and "the parity inputs i[2] int64" in text
     assert "check the inputs given" in text

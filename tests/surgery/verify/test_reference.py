@@ -31,7 +31,9 @@ def test_float64_dynamo_export_with_external_data_runs_on_the_reference_oracle(t
             self.fc = torch.nn.Linear(8, 8)
 
         def forward(self, x):
-            y = torch.nn.functional.avg_pool1d(self.conv(x), 2)  # float64 Conv/AveragePool/Erf: no ORT CPU kernel
+            y = torch.nn.functional.avg_pool1d(
+                self.conv(x), 2
+            )  # float64 Conv/AveragePool/Erf: no ORT CPU kernel
             return torch.erf(self.fc(y.transpose(1, 2)))
 
     torch.manual_seed(0)
@@ -39,7 +41,9 @@ def test_float64_dynamo_export_with_external_data_runs_on_the_reference_oracle(t
     x = torch.randn(1, 4, 16, dtype=torch.float64)
     path = tmp_path / "net.onnx"
     torch.onnx.export(net, (x,), str(path), dynamo=True, external_data=True)
-    assert any(p.name.endswith(".data") for p in tmp_path.iterdir())  # the exporter wrote external data
+    assert any(
+        p.name.endswith(".data") for p in tmp_path.iterdir()
+    )  # the exporter wrote external data
 
     model = model_io.load(path)
     got = run_reference(model, {"x": x.numpy()})
@@ -52,7 +56,10 @@ def test_float64_dynamo_export_with_external_data_runs_on_the_reference_oracle(t
 
 
 def test_reference_runs_a_model_over_2_gb_without_copying_its_weights(tmp_path):
-    rows, cols = 540_000, 1024  # 2.2 GB of float32 in a sparse file: nothing is written but three rows
+    rows, cols = (
+        540_000,
+        1024,
+    )  # 2.2 GB of float32 in a sparse file: nothing is written but three rows
     data = tmp_path / "w.bin"
     with open(data, "wb") as f:
         f.truncate(rows * cols * 4)
@@ -63,8 +70,13 @@ def test_reference_runs_a_model_over_2_gb_without_copying_its_weights(tmp_path):
     for key, value in (("location", "w.bin"), ("offset", "0"), ("length", str(rows * cols * 4))):
         entry = w.external_data.add()
         entry.key, entry.value = key, value
-    graph = h.make_graph([h.make_node("Gather", ["W", "idx"], ["y"], name="gather")], "big",
-                         [h.make_tensor_value_info("idx", T.INT64, [3])], [h.make_tensor_value_info("y", T.FLOAT, [3, cols])], [w])
+    graph = h.make_graph(
+        [h.make_node("Gather", ["W", "idx"], ["y"], name="gather")],
+        "big",
+        [h.make_tensor_value_info("idx", T.INT64, [3])],
+        [h.make_tensor_value_info("y", T.FLOAT, [3, cols])],
+        [w],
+    )
     proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     proto.ir_version = 9
     onnx.save(proto, tmp_path / "big.onnx")
@@ -77,16 +89,31 @@ def test_reference_runs_a_model_over_2_gb_without_copying_its_weights(tmp_path):
 
 def test_reference_runs_subgraph_initializers_stored_as_external_data(tmp_path):
     k = np.arange(600, dtype=np.float32)
-    then_g = h.make_graph([h.make_node("Add", ["x", "K"], ["t"], name="add")], "then", [],
-                          [h.make_tensor_value_info("t", T.FLOAT, [600])], [numpy_helper.from_array(k, "K")])
-    else_g = h.make_graph([h.make_node("Sub", ["x", "K2"], ["e"], name="sub")], "else", [],
-                          [h.make_tensor_value_info("e", T.FLOAT, [600])], [numpy_helper.from_array(-k, "K2")])
-    graph = h.make_graph([h.make_node("If", ["c"], ["y"], name="if", then_branch=then_g, else_branch=else_g)], "g",
-                         [h.make_tensor_value_info("c", T.BOOL, []), h.make_tensor_value_info("x", T.FLOAT, [600])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [600])])
+    then_g = h.make_graph(
+        [h.make_node("Add", ["x", "K"], ["t"], name="add")],
+        "then",
+        [],
+        [h.make_tensor_value_info("t", T.FLOAT, [600])],
+        [numpy_helper.from_array(k, "K")],
+    )
+    else_g = h.make_graph(
+        [h.make_node("Sub", ["x", "K2"], ["e"], name="sub")],
+        "else",
+        [],
+        [h.make_tensor_value_info("e", T.FLOAT, [600])],
+        [numpy_helper.from_array(-k, "K2")],
+    )
+    graph = h.make_graph(
+        [h.make_node("If", ["c"], ["y"], name="if", then_branch=then_g, else_branch=else_g)],
+        "g",
+        [h.make_tensor_value_info("c", T.BOOL, []), h.make_tensor_value_info("x", T.FLOAT, [600])],
+        [h.make_tensor_value_info("y", T.FLOAT, [600])],
+    )
     proto = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     proto.ir_version = 9
-    onnx.save(proto, tmp_path / "m.onnx", save_as_external_data=True, location="m.data", size_threshold=0)
+    onnx.save(
+        proto, tmp_path / "m.onnx", save_as_external_data=True, location="m.data", size_threshold=0
+    )
     model = model_io.load(tmp_path / "m.onnx")
     x = np.ones(600, np.float32)
     np.testing.assert_array_equal(run_reference(model, {"c": np.array(True), "x": x})["y"], x + k)

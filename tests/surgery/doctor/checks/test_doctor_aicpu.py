@@ -12,19 +12,29 @@ from surgery.testing import make_model, vi
 
 
 def _einsum():
-    return make_model([h.make_node("Einsum", ["a", "b"], ["y"], equation="ij,jk->ik", name="mm")],
-                      [vi("a", T.FLOAT, [2, 3]), vi("b", T.FLOAT, [3, 4])], [vi("y", T.FLOAT, [2, 4])])
+    return make_model(
+        [h.make_node("Einsum", ["a", "b"], ["y"], equation="ij,jk->ik", name="mm")],
+        [vi("a", T.FLOAT, [2, 3]), vi("b", T.FLOAT, [3, 4])],
+        [vi("y", T.FLOAT, [2, 4])],
+    )
 
 
 def test_einsum_is_slow_with_its_fix(run_check):
     (finding,) = run_check(check_aicpu, _einsum())
-    assert finding.severity is Severity.SLOW and finding.nodes == ["mm"] and finding.fix == ["einsum-to-matmul"]
+    assert (
+        finding.severity is Severity.SLOW
+        and finding.nodes == ["mm"]
+        and finding.fix == ["einsum-to-matmul"]
+    )
     assert finding.details["cann_kernels"] == {"Einsum": ["Ascend310", "Ascend310P", "Ascend910"]}
 
 
 def _nonzero():
-    return make_model([h.make_node("NonZero", ["x"], ["y"], name="nz")], [vi("x", T.FLOAT, [4])],
-                      [vi("y", T.INT64, [1, None])])
+    return make_model(
+        [h.make_node("NonZero", ["x"], ["y"], name="nz")],
+        [vi("x", T.FLOAT, [4])],
+        [vi("y", T.INT64, [1, None])],
+    )
 
 
 def test_soc_selects_the_aicpu_list(run_check):
@@ -45,8 +55,12 @@ def test_topk_with_constant_k_may_use_ai_core_but_runtime_k_is_slow(run_check):
     def topk(k_is_input):
         inputs = [vi("x", T.FLOAT, [1, 8])] + ([vi("k", T.INT64, [1])] if k_is_input else [])
         inits = {} if k_is_input else {"k": np.array([3], np.int64)}
-        return make_model([h.make_node("TopK", ["x", "k"], ["v", "i"], name="topk")], inputs,
-                          [vi("v", T.FLOAT, [1, None]), vi("i", T.INT64, [1, None])], inits)
+        return make_model(
+            [h.make_node("TopK", ["x", "k"], ["v", "i"], name="topk")],
+            inputs,
+            [vi("v", T.FLOAT, [1, None]), vi("i", T.INT64, [1, None])],
+            inits,
+        )
 
     assert run_check(check_aicpu, topk(False)) == []
     (finding,) = run_check(check_aicpu, topk(True))
@@ -55,10 +69,13 @@ def test_topk_with_constant_k_may_use_ai_core_but_runtime_k_is_slow(run_check):
 
 def test_slice_with_shape_arithmetic_bounds_is_fixed_by_make_static(run_check):
     model = make_model(
-        [h.make_node("Shape", ["x"], ["s"], name="shape"),
-         h.make_node("Slice", ["s", "zero", "one"], ["end"], name="dim0"),
-         h.make_node("Slice", ["x", "zero", "end", "zero"], ["y"], name="crop")],
-        [vi("x", T.FLOAT, ["n", 4])], [vi("y", T.FLOAT, ["n", 4])],
+        [
+            h.make_node("Shape", ["x"], ["s"], name="shape"),
+            h.make_node("Slice", ["s", "zero", "one"], ["end"], name="dim0"),
+            h.make_node("Slice", ["x", "zero", "end", "zero"], ["y"], name="crop"),
+        ],
+        [vi("x", T.FLOAT, ["n", 4])],
+        [vi("y", T.FLOAT, ["n", 4])],
         {"zero": np.array([0], np.int64), "one": np.array([1], np.int64)},
     )
     (finding,) = run_check(check_aicpu, model)
@@ -67,5 +84,9 @@ def test_slice_with_shape_arithmetic_bounds_is_fixed_by_make_static(run_check):
 
 
 def test_plain_ops_pass(run_check):
-    model = make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])])
+    model = make_model(
+        [h.make_node("Relu", ["x"], ["y"], name="r")],
+        [vi("x", T.FLOAT, [2])],
+        [vi("y", T.FLOAT, [2])],
+    )
     assert run_check(check_aicpu, model) == []

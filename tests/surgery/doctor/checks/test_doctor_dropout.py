@@ -11,10 +11,13 @@ from surgery.testing import make_model, vi
 
 def test_used_mask_will_fail_and_plain_dropout_is_info(run_check):
     model = make_model(
-        [h.make_node("Dropout", ["x", "r", "t"], ["d1", "mask"], name="drop_mask"),
-         h.make_node("Cast", ["mask"], ["mf"], to=T.FLOAT, name="use_mask"),
-         h.make_node("Dropout", ["d1"], ["y"], name="drop_plain")],
-        [vi("x", T.FLOAT, [4])], [vi("y", T.FLOAT, [4]), vi("mf", T.FLOAT, [4])],
+        [
+            h.make_node("Dropout", ["x", "r", "t"], ["d1", "mask"], name="drop_mask"),
+            h.make_node("Cast", ["mask"], ["mf"], to=T.FLOAT, name="use_mask"),
+            h.make_node("Dropout", ["d1"], ["y"], name="drop_plain"),
+        ],
+        [vi("x", T.FLOAT, [4])],
+        [vi("y", T.FLOAT, [4]), vi("mf", T.FLOAT, [4])],
         {"r": np.array(0.5, np.float32), "t": np.array(True)},
     )
     findings = {f.severity: f for f in run_check(check_dropout, model)}
@@ -24,13 +27,20 @@ def test_used_mask_will_fail_and_plain_dropout_is_info(run_check):
 
 
 def test_training_mode_is_mentioned(run_check):
-    model = make_model([h.make_node("Dropout", ["x", "r", "t"], ["y"], name="drop_train")],
-                       [vi("x", T.FLOAT, [4])], [vi("y", T.FLOAT, [4])],
-                       {"r": np.array(0.1, np.float32), "t": np.array(True)})
+    model = make_model(
+        [h.make_node("Dropout", ["x", "r", "t"], ["y"], name="drop_train")],
+        [vi("x", T.FLOAT, [4])],
+        [vi("y", T.FLOAT, [4])],
+        {"r": np.array(0.1, np.float32), "t": np.array(True)},
+    )
     (finding,) = run_check(check_dropout, model)
     assert finding.details["training_mode"] == ["drop_train"] and "training mode" in finding.why
 
 
 def test_no_dropout_passes(run_check):
-    model = make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, [4])], [vi("y", T.FLOAT, [4])])
+    model = make_model(
+        [h.make_node("Relu", ["x"], ["y"], name="r")],
+        [vi("x", T.FLOAT, [4])],
+        [vi("y", T.FLOAT, [4])],
+    )
     assert run_check(check_dropout, model) == []

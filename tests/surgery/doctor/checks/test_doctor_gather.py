@@ -10,9 +10,12 @@ from surgery.testing import make_model, vi
 
 
 def _gather(indices):
-    return make_model([h.make_node("Gather", ["x", "i"], ["y"], axis=1, name="last")],
-                      [vi("x", T.FLOAT, [2, 5])], [vi("y", T.FLOAT, [2, len(indices)])],
-                      {"i": np.array(indices, np.int64)})
+    return make_model(
+        [h.make_node("Gather", ["x", "i"], ["y"], axis=1, name="last")],
+        [vi("x", T.FLOAT, [2, 5])],
+        [vi("y", T.FLOAT, [2, len(indices)])],
+        {"i": np.array(indices, np.int64)},
+    )
 
 
 def test_negative_constant_indices_will_fail(run_check):

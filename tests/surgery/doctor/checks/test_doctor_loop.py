@@ -11,13 +11,20 @@ from surgery.testing import make_model, vi
 
 def _loop_model():
     body = h.make_graph(
-        [h.make_node("Identity", ["cond_in"], ["cond_out"], name="body/cond"),
-         h.make_node("Add", ["acc_in", "one"], ["acc_out"], name="body/add")],
-        "body", [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc_in", T.FLOAT, [1, 4])],
-        [vi("cond_out", T.BOOL, []), vi("acc_out", T.FLOAT, [1, 4])])
-    return make_model([h.make_node("Loop", ["trips", "", "x"], ["y"], name="repeat", body=body)],
-                      [vi("x", T.FLOAT, [1, 4])], [vi("y", T.FLOAT, [1, 4])],
-                      {"trips": np.array(3, np.int64), "one": np.array(1.0, np.float32)})
+        [
+            h.make_node("Identity", ["cond_in"], ["cond_out"], name="body/cond"),
+            h.make_node("Add", ["acc_in", "one"], ["acc_out"], name="body/add"),
+        ],
+        "body",
+        [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc_in", T.FLOAT, [1, 4])],
+        [vi("cond_out", T.BOOL, []), vi("acc_out", T.FLOAT, [1, 4])],
+    )
+    return make_model(
+        [h.make_node("Loop", ["trips", "", "x"], ["y"], name="repeat", body=body)],
+        [vi("x", T.FLOAT, [1, 4])],
+        [vi("y", T.FLOAT, [1, 4])],
+        {"trips": np.array(3, np.int64), "one": np.array(1.0, np.float32)},
+    )
 
 
 def test_loop_left_will_fail_with_unroll_fix():

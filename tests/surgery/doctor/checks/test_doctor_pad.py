@@ -14,8 +14,13 @@ def _pad(value=None, mode="constant", opset=17):
     inits = {"pads": np.array([0, 1, 0, 1], np.int64)}
     if value is not None:
         inits["v"] = np.array(value, np.float32)
-    return make_model([h.make_node("Pad", inputs, ["y"], mode=mode, name="pad")],
-                      [vi("x", T.FLOAT, [2, 3])], [vi("y", T.FLOAT, [2, 5])], inits, opset=opset)
+    return make_model(
+        [h.make_node("Pad", inputs, ["y"], mode=mode, name="pad")],
+        [vi("x", T.FLOAT, [2, 3])],
+        [vi("y", T.FLOAT, [2, 5])],
+        inits,
+        opset=opset,
+    )
 
 
 def test_non_zero_constant_will_fail(run_check):

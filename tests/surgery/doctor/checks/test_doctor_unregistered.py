@@ -11,9 +11,14 @@ from surgery.testing import make_model, vi
 
 def test_gelu_and_dequantize_have_no_parser(run_check):
     model = make_model(
-        [h.make_node("DequantizeLinear", ["q", "s"], ["d"], name="dq"),
-         h.make_node("Gelu", ["d"], ["y"], name="gelu")],
-        [vi("q", T.INT8, [4])], [vi("y", T.FLOAT, [4])], {"s": np.array(0.5, np.float32)}, opset=20,
+        [
+            h.make_node("DequantizeLinear", ["q", "s"], ["d"], name="dq"),
+            h.make_node("Gelu", ["d"], ["y"], name="gelu"),
+        ],
+        [vi("q", T.INT8, [4])],
+        [vi("y", T.FLOAT, [4])],
+        {"s": np.array(0.5, np.float32)},
+        opset=20,
     )
     findings = {f.details["op"]: f for f in run_check(check_unregistered, model)}
     assert set(findings) == {"DequantizeLinear", "Gelu"}
@@ -23,5 +28,9 @@ def test_gelu_and_dequantize_have_no_parser(run_check):
 
 
 def test_registered_ops_pass(run_check):
-    model = make_model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])])
+    model = make_model(
+        [h.make_node("Relu", ["x"], ["y"], name="r")],
+        [vi("x", T.FLOAT, [2])],
+        [vi("y", T.FLOAT, [2])],
+    )
     assert run_check(check_unregistered, model) == []
