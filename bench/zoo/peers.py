@@ -10,10 +10,18 @@ Polygraphy with ``surgeon sanitize --fold-constants --override-input-shapes``.
 from __future__ import annotations
 
 import subprocess
+import shutil
 import sys
 from pathlib import Path
 
 PEERS = ("onnxsim", "onnxslim", "polygraphy")
+
+
+def _polygraphy() -> str:
+    """The polygraphy command of this interpreter's environment, else the one on PATH (a venv
+    made with --system-site-packages has the package but not the script)."""
+    beside = Path(sys.executable).with_name("polygraphy")
+    return str(beside) if beside.exists() else (shutil.which("polygraphy") or str(beside))
 
 
 def parse_shapes(text: str) -> dict[str, list[int]]:
@@ -47,7 +55,7 @@ def run_peer(tool: str, source: Path, target: Path, shapes: dict[str, list[int]]
         onnx.save(slimmed, str(target))
     elif tool == "polygraphy":
         argv = [
-            str(Path(sys.executable).with_name("polygraphy")),
+            _polygraphy(),
             "surgeon",
             "sanitize",
             str(source),
