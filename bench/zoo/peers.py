@@ -9,8 +9,8 @@ Polygraphy with ``surgeon sanitize --fold-constants --override-input-shapes``.
 
 from __future__ import annotations
 
-import subprocess
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 

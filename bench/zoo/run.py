@@ -620,7 +620,9 @@ def nodes_verdict(row: dict[str, Any]) -> tuple[str, str]:
     for tool, cell in sorted(below.items()):
         flow = cell.get("no_cf") or [True, ""]
         if not flow[0]:  # a Loop/Scan kept: fewer nodes, but not a static model the target takes
-            reasons.append(f"{tool} {cell['nodes']} keeps control flow ({flow[1]}): the static, unrolled form has more nodes")
+            reasons.append(
+                f"{tool} {cell['nodes']} keeps control flow ({flow[1]}): the static, unrolled form has more nodes"
+            )
             continue
         newer = cell.get("newer_ops") or {}
         if not newer:
