@@ -142,15 +142,30 @@ def _refines(key: str, old: Signature, new: Signature) -> bool:
     return all(a == b or a == "?" for a, b in zip(before[2], after[2], strict=True))
 
 
+def _inputs_fixed_by_the_pipeline(old: Signature, hints: Any) -> bool:
+    """Every graph input with a dynamic dim is given a shape (or a value) by a pass of the pipeline
+    (``fix-shapes`` later on, ``pin-inputs``): the parity samples are fed at the shapes the
+    pipeline deploys, so what the original computes on them is what the deployed model must."""
+    if hints is None:
+        return False
+    shapes, values = getattr(hints, "shapes", {}), getattr(hints, "values", {})
+    dynamic = [name for name, _, dims in old.inputs if dims is None or "?" in dims]
+    return bool(dynamic) and all(name in shapes or name in values for name in dynamic)
+
+
 def _constant_in_the_original(key: str, old: Signature, new: Signature, parity: Any) -> bool:
     """True when ``key`` is an output whose only change is dynamic dims becoming static, at sizes
     the original computed on every parity sample, one of them at a second size of the model's
     symbolic input dims: the dim never depended on them (an STFT's bins), so fixing it is a
-    refinement. A size baked in for the guessed batch differs at the second size, and is refused."""
+    refinement. A size baked in for the guessed batch differs at the second size, and is refused.
+    Without a second size, the samples must be at the shapes the pipeline fixes its inputs to (a
+    later ``fix-shapes``): the refinement then holds for the model as deployed."""
     if parity is None or not _refines(key, old, new):
         return False
     samples = getattr(parity, "samples", [])
-    if not any(getattr(s, "name", "") == "second size" for s in samples):
+    if not any(
+        getattr(s, "name", "") == "second size" for s in samples
+    ) and not _inputs_fixed_by_the_pipeline(old, getattr(parity, "hints", None)):
         return False
     name = key.split(":", 1)[1]
     before = {p[0]: p for p in old.outputs}[name][2]

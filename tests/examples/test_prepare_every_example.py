@@ -56,23 +56,16 @@ CASES: dict[str, tuple[list[str], str, list[str]]] = {
         ["--input-shape", "images:1,3,32,32"],
     ),
     "40_doctor": ([], "{ex}/40_doctor/model.onnx", ["--input-shape", "images:1,3,32,32"]),
+    "50_audio_inputs_frontend": (
+        ["make_models.py", "{out}"],
+        "{out}/frontend.onnx",
+        ["--input-shape", "waveform:1,16000"],
+    ),
     "50_audio_inputs_overflow": (["make_models.py", "{out}"], "{out}/overflow.onnx", []),
     "50_precision": (
         ["export.py", "{out}"],
         "{out}/block.onnx",
         ["--data", "{out}/hidden.npz", "--soc", "Ascend310P3"],
-    ),
-}
-# Known gaps, each pinned to its failure (the test fails when the failure changes or goes away: then
-# move the case to CASES):
-# - 50 frontend: decompose-dft refines the output shape [?, ?, ?] -> [?, ?, 201] without declaring it, and
-#   the signature gate refuses the step.
-KNOWN_GAPS = {
-    "50_audio_inputs_frontend": (
-        ["make_models.py", "{out}"],
-        "{out}/frontend.onnx",
-        ["--input-shape", "waveform:1,16000"],
-        "decompose-dft: signature gate",
     ),
 }
 
@@ -129,10 +122,3 @@ def _prepare(case: str, build: list[str], model: str, flags: list[str], tmp_path
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_prepare_makes_the_example_ready(case, tmp_path):
     _prepare(case, *CASES[case], tmp_path)
-
-
-@pytest.mark.parametrize("case", sorted(KNOWN_GAPS))
-def test_known_gaps(case, tmp_path):
-    *args, failure = KNOWN_GAPS[case]
-    with pytest.raises(AssertionError, match=failure):
-        _prepare(case, *args, tmp_path)

@@ -65,3 +65,45 @@ def test_a_dim_that_varies_with_the_second_size_may_not():
     with pytest.raises(GateError) as info:
         surgery.apply(_projection(), [AnnotateBatch()])
     assert info.value.gate == "signature" and "output 'y'" in str(info.value)
+
+
+def test_without_a_second_size_the_samples_must_be_at_the_shapes_the_pipeline_fixes():
+    """A later fix-shapes feeds the samples at the deployed shape (no second size): a dim the
+    original computes there may become static; a batch baked in at another size may not."""
+    import onnx_ir as ir
+
+    from surgery import registry
+
+    fix = registry.get("fix-shapes")
+    _, report = surgery.apply(
+        ir.from_proto(_projection()), [AnnotateLastDim(), fix(shapes={"x": [1, 8]})]
+    )
+    assert not any(s["name"] == "second size" for s in report.extra["samples"])
+    assert report.step("user-annotate-last-dim").signature == "ok (1 refined)"
+    # a size baked in for another batch than the one the pipeline fixes cannot pass either
+    with pytest.raises(GateError):
+        surgery.apply(ir.from_proto(_projection()), [BakeBatch2(), fix(shapes={"x": [1, 8]})])
+
+
+class BakeBatch2(SurgeryPass):
+    """Reshape(y, [2, 4]) before the output: right only for a batch of 2."""
+
+    name = "user-bake-batch-2"
+
+    def call(self, model):
+        import onnx_ir as ir
+
+        g = model.graph
+        y = g.outputs[0]
+        shape = ir.Value(
+            name="baked", const_value=ir.tensor(np.array([2, 4], np.int64), name="baked")
+        )
+        g.register_initializer(shape)
+        reshape = ir.Node("", "Reshape", [y, shape], name="bake")
+        g.append(reshape)
+        out = reshape.outputs[0]
+        out.dtype, out.shape = y.dtype, ir.Shape([2, 4])
+        g.outputs[0] = out
+        name = y.name
+        y.name, out.name = "y_before", name
+        return SurgeryResult(model, True)
