@@ -3,9 +3,10 @@
 Greedy from the first offender: emulate the mode; while it breaks tolerance, keep in float32 the
 first node (topological order) that overflows float16 — in its own result or in the rounding of an
 input a kept producer hands it — else the first float16 node whose result breaks tolerance, else the
-nearest float16 node upstream of a breaking float32 one; then re-emulate. Every node added was, at
-its turn, the earliest cause of the failure. A final sweep then drops, one at a time, any node whose
-removal still meets tolerance (one re-check each). A plan that runs out of candidates is reported as
+nearest float16 node upstream of a breaking float32 one; then re-emulate. Each round keeps twice as
+many of those offenders as the last (1, 2, 4 … up to :data:`MAX_BATCH`), so that error spread over
+hundreds of nodes needs a few dozen re-emulations, not hundreds. A final sweep then drops, one at a
+time, any node whose removal still meets tolerance (one re-check each, at most :data:`MAX_PRUNE`). A plan that runs out of candidates is reported as
 not meeting tolerance rather than returned as a fix.
 
 ATC reads ``--keep_dtype`` by node name, and its graph fusions rename or absorb nodes (Conv+BN+ReLU,
@@ -90,18 +91,20 @@ def make_plan(
     keep: list[str] = []
     run = before
     steps = max_steps if max_steps is not None else len(emulator.nodes)
+    batch = 1  # offenders kept per re-emulation: 1, 2, 4 … while the mode still breaks tolerance
     while not run.ok and len(keep) < steps:
         lowered = emulator.fp16_set(keep)
         labels = {label for label, low in zip(emulator.labels, lowered, strict=True) if low}
-        offender = _first_offender(emulator, run, set(keep), labels)
-        if offender is None:
+        offenders = _offenders(emulator, run, set(keep), labels, min(batch, steps - len(keep)))
+        if not offenders:
             break
-        keep.append(offender)
+        keep.extend(offenders)
         run = emulator.run(keep)
-    if (
-        run.ok and len(keep) > 1
-    ):  # prune: drop any node the others make unnecessary (one re-check each)
-        for label in list(keep):
+        batch = min(batch * 2, MAX_BATCH)
+    if run.ok and len(keep) > 1:
+        # prune: drop any node the others make unnecessary (one re-check each; latest additions first,
+        # as the batches took more than the first offender each time)
+        for label in list(reversed(keep))[:MAX_PRUNE]:
             trial = [k for k in keep if k != label]
             trial_run = emulator.run(trial)
             if trial_run.ok:
@@ -116,6 +119,26 @@ def make_plan(
         before=before,
         after=run,
     )
+
+
+#: Most offenders kept per re-emulation: the greedy step doubles while the mode still breaks
+#: tolerance (error spread over many nodes, as in a deep Paddle model, needs many), up to this.
+MAX_BATCH = 32
+#: Most single-node re-checks of the final prune (each is one emulation of the whole model).
+MAX_PRUNE = 64
+
+
+def _offenders(
+    emulator: Emulator, run: Emulation, kept: set[str], lowered: set[str], limit: int
+) -> list[str]:
+    """Up to ``limit`` nodes to keep next, in :func:`_first_offender`'s order of priority."""
+    found: list[str] = []
+    while len(found) < limit:
+        label = _first_offender(emulator, run, kept | set(found), lowered - set(found))
+        if label is None:
+            break
+        found.append(label)
+    return found
 
 
 def _first_offender(
