@@ -125,7 +125,7 @@ def make_plan(
 #: tolerance (error spread over many nodes, as in a deep Paddle model, needs many), up to this.
 MAX_BATCH = 32
 #: Most single-node re-checks of the final prune (each is one emulation of the whole model).
-MAX_PRUNE = 64
+MAX_PRUNE = 16
 
 
 def _offenders(
