@@ -333,17 +333,16 @@ def _captured(node: ir.Node, graph: GraphLike) -> Iterator[ir.Value]:
 def find_cycle(graph: GraphLike) -> list[ir.Node] | None:
     """A dependency cycle among ``graph``'s nodes (in order, the first repeated at the end), or None.
 
-    Kahn's algorithm, linear in nodes + edges: a node depends on the producers of its inputs and
-    of the outer-scope values its subgraphs read. Nodes left over once nothing more can be
-    scheduled lie on or behind a cycle; walking back through left-over producers finds one.
-    ONNX graphs must be acyclic; a cyclic one makes every topological walk loop, so commands
+    A node depends on the producers of its inputs and of the outer-scope values its subgraphs read
+    (:func:`surgery.cycles.cycle_among`, linear in nodes + edges). ONNX graphs must be acyclic; a cyclic one makes every topological walk loop, so commands
     check this first and refuse the model.
     """
+    from surgery.cycles import cycle_among
+
     nodes = list(graph)
     index = {id(n): i for i, n in enumerate(nodes)}
     deps: list[set[int]] = []
-    users: list[list[int]] = [[] for _ in nodes]
-    for i, node in enumerate(nodes):
+    for node in nodes:
         mine: set[int] = set()
         values = [v for v in node.inputs if v is not None]
         if node.attributes:
@@ -351,38 +350,11 @@ def find_cycle(graph: GraphLike) -> list[ir.Node] | None:
         for value in values:
             producer = value.producer()
             j = index.get(id(producer)) if producer is not None else None
-            if j is not None and j not in mine:
+            if j is not None:
                 mine.add(j)
-                users[j].append(i)
         deps.append(mine)
-    waiting = [len(d) for d in deps]
-    ready = [i for i, w in enumerate(waiting) if w == 0]
-    done = 0
-    while ready:
-        i = ready.pop()
-        done += 1
-        for u in users[i]:
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                ready.append(u)
-    if done == len(nodes):
-        return None
-    # every left-over node has a left-over dependency: walk back until a node repeats
-    start = next(i for i, w in enumerate(waiting) if w > 0)
-    seen: dict[int, int] = {}
-    path: list[int] = []
-    i = start
-    while i not in seen:
-        seen[i] = len(path)
-        path.append(i)
-        i = next(j for j in deps[i] if waiting[j] > 0)
-    cycle = path[seen[i] :]
-    cycle.reverse()  # producers first
-    first = cycle.index(
-        min(cycle)
-    )  # start at the node that comes first in the graph: a stable message
-    cycle = cycle[first:] + cycle[:first]
-    return [nodes[k] for k in cycle] + [nodes[cycle[0]]]
+    cycle = cycle_among(deps)
+    return None if cycle is None else [nodes[k] for k in cycle]
 
 
 def value_names(values: Iterable[ir.Value | None]) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from surgery.cycles import cycle_among
 from surgery.errors import InputError
 
 __all__ = ["check_proto_acyclic", "cycle_message", "find_proto_cycle", "quick_cycle_check", "read"]
@@ -111,8 +112,8 @@ def _outer_reads(graph: Any) -> set[str]:
 def find_proto_cycle(nodes: Any) -> list[tuple[str, str]] | None:
     """A dependency cycle among protobuf ``nodes`` as ``(name, op_type)`` pairs, or None.
 
-    The same walk as :func:`surgery.graph.find_cycle` (Kahn's algorithm, linear in nodes + edges,
-    outer-scope reads of subgraphs count as inputs), on names: a node depends on the node that
+    The same check as :func:`surgery.graph.find_cycle` (:func:`surgery.cycles.cycle_among`; outer-scope
+    reads of subgraphs count as inputs), on names: a node depends on the node that
     produces each name it reads. The cycle starts at the node that comes first in the graph.
     """
     producer: dict[str, int] = {}
@@ -124,11 +125,8 @@ def find_proto_cycle(nodes: Any) -> list[tuple[str, str]] | None:
                 ):  # a name produced twice: model_io.check_proto names it, not a cycle
                     return None
                 producer[out] = i
-    count = len(nodes)
     deps: list[set[int]] = []
-    users: list[list[int]] = [[] for _ in range(count)]
-    for i, node in enumerate(nodes):
-        mine: set[int] = set()
+    for node in nodes:
         names: Any = node.input
         if len(node.attribute):
             extra: set[str] = set()
@@ -136,39 +134,9 @@ def find_proto_cycle(nodes: Any) -> list[tuple[str, str]] | None:
                 extra |= _outer_reads(sub)
             if extra:
                 names = [*node.input, *sorted(extra)]
-        for name in names:
-            j = producer.get(name)
-            if j is not None and j not in mine:
-                mine.add(j)
-                users[j].append(i)
-        deps.append(mine)
-    waiting = [len(d) for d in deps]
-    ready = [i for i, w in enumerate(waiting) if w == 0]
-    done = 0
-    while ready:
-        i = ready.pop()
-        done += 1
-        for u in users[i]:
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                ready.append(u)
-    if done == count:
-        return None
-    start = next(i for i, w in enumerate(waiting) if w > 0)
-    seen: dict[int, int] = {}
-    path: list[int] = []
-    i = start
-    while i not in seen:
-        seen[i] = len(path)
-        path.append(i)
-        i = next(j for j in deps[i] if waiting[j] > 0)
-    cycle = path[seen[i] :]
-    cycle.reverse()  # producers first
-    first = cycle.index(min(cycle))
-    cycle = cycle[first:] + cycle[:first]
-    return [(nodes[k].name, nodes[k].op_type) for k in cycle] + [
-        (nodes[cycle[0]].name, nodes[cycle[0]].op_type)
-    ]
+        deps.append({j for name in names if (j := producer.get(name)) is not None})
+    cycle = cycle_among(deps)
+    return None if cycle is None else [(nodes[k].name, nodes[k].op_type) for k in cycle]
 
 
 # -- a cycle check before onnx is imported ------------------------------------------------------
