@@ -395,29 +395,6 @@ def _with_precision(text: str, mode: str, flag: str, data: str | os.PathLike | N
     )
 
 
-def _check_bucketed_shapes(
-    model: ir.Model, shapes: Mapping[str, Sequence[int]], buckets: Mapping[str, Any]
-) -> None:
-    """An ``--input-shape`` size on a dim that ``--buckets`` binds is a contradiction: name it and the fix (-1)."""
-    from surgery.shapes.dims import dim_name
-
-    if not buckets or not shapes:
-        return
-    for value in model.graph.inputs:
-        given = shapes.get(value.name or "")
-        if given is None or value.shape is None or len(given) != len(value.shape):
-            continue
-        for axis, (size, dim) in enumerate(zip(given, value.shape, strict=True)):
-            label = dim_name(dim)
-            key = label if label in buckets else f"{value.name}[{axis}]"
-            if size != -1 and key in buckets:
-                fixed = ",".join("-1" if a == axis else str(d) for a, d in enumerate(given))
-                raise InputError(
-                    f"--input-shape fixes input '{value.name}' dim {axis} to {size}, but --buckets binds it "
-                    f"({key}): write -1 there, e.g. --input-shape {_shell_word(f'{value.name}:{fixed}')}"
-                )
-
-
 def _late_findings(after: Any, pipeline: Any) -> list[Any]:
     """Will-fail findings of the result whose fix is a registered pass the pipeline did not run."""
     from surgery import registry
@@ -526,7 +503,6 @@ def prepare(
             raise InputError(
                 f"{flag}: no input named '{unknown[0]}'{did_you_mean(unknown[0], names)}; the inputs are {', '.join(names)}"
             )
-    _check_bucketed_shapes(ir_model, shapes, bucket_spec)
     say("doctor: checking the export")
     before = diagnose(ir_model, soc=soc)
     before.model = str(model_path)
