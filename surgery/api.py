@@ -29,7 +29,7 @@ from surgery.verify import worker as ort_worker
 from surgery.verify.inputs import InputsConfig
 from surgery.writeplan import WritePlan
 
-__all__ = ["ModelT", "PipelineLike", "apply", "artifact_path", "resolve_pipeline"]
+__all__ = ["ModelT", "PipelineLike", "apply", "artifact_path", "resolve_pipeline", "stage_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def apply(
         result_model, report = runner.run(ir_model, report)
     if output is not None and plan is not None:
         try:
-            _stage_outputs(plan, result_model, report, Path(output), soc_version, cann)
+            stage_outputs(plan, result_model, report, Path(output), soc_version, cann)
             if write_plan is None:
                 plan.commit()
         except BaseException:
@@ -235,7 +235,7 @@ def apply(
     ) else result_model, report
 
 
-def _stage_outputs(
+def stage_outputs(
     plan: WritePlan,
     result_model: ir.Model,
     report: Report,

@@ -592,7 +592,7 @@ def prepare(
             afters.append(after)
         after_report: Any = afters
     else:
-        from surgery.api import _stage_outputs
+        from surgery.api import stage_outputs
 
         result_model, report = api.apply(
             ir_model, pipeline, inputs=data, verify=verify, reproducer_dir=repro, progress=say
@@ -620,7 +620,7 @@ def prepare(
             )
             say(f"doctor: checking {out}")
             after_report = diagnose(result_model, soc=soc)
-        _stage_outputs(plan, result_model, report, out, soc)
+        stage_outputs(plan, result_model, report, out, soc)
         report.source = str(model_path)
         outputs = [Path(p) for p in report.outputs]
         after_report.model = str(out)
