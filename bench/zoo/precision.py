@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,10 +24,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CACHE = Path(
-    os.environ.get("ONNX_SURGERY_ZOO_CACHE", Path.home() / ".cache" / "onnx-surgery-zoo")
-)
-CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+sys.path.insert(0, str(HERE))  # bench/zoo is not a package: run.py's table, cache and child runner
+from run import DEFAULT_CACHE, _last_line, _surgery, load_table  # noqa: E402
 
 
 def run_one(name: str, cache: Path, mode: str, timeout: float) -> dict[str, Any]:
@@ -41,37 +38,18 @@ def run_one(name: str, cache: Path, mode: str, timeout: float) -> dict[str, Any]
         return row
     report = work / f"precision-{mode}.json"
     report.unlink(missing_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "surgery",
-        "precision",
-        str(model),
-        "--mode",
-        mode,
-        "--report",
-        str(report),
-    ]
+    argv = ["precision", str(model), "--mode", mode, "--report", str(report)]
     if sample.exists():
         argv += ["--data", str(sample)]
     started = time.perf_counter()
     try:
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env={**os.environ, **CHILD_ENV},
-            cwd=str(Path.home()),
-        )
+        proc = _surgery(argv, timeout)  # as a user runs it: outside the checkout, one thread
     except subprocess.TimeoutExpired:
         row["error"] = f"timed out after {timeout:.0f} s"
         return row
     row["seconds"] = round(time.perf_counter() - started, 1)
     if proc.returncode not in (0, 1) or not report.exists():
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        row["error"] = f"exit {proc.returncode}: {lines[-1] if lines else 'no output'}"
+        row["error"] = f"exit {proc.returncode}: {_last_line(proc.stderr) or 'no output'}"
         return row
     data = json.loads(report.read_text())
     emulation, plan = data["emulation"], data.get("plan")
@@ -136,9 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(HERE))
-    from run import load_table
-
     names = [e["name"] for e in load_table()]
     if args.only:
         unknown = [n for n in args.only if n not in names]
