@@ -303,6 +303,11 @@ def split_summary(head: Path, tail: Path) -> dict[str, Any]:
     return summary
 
 
+def _pass_names(pipeline: Path) -> list[str]:
+    """The pass names of a passes.toml, in order."""
+    return [p["name"] for p in tomllib.loads(pipeline.read_text()).get("pass", [])]
+
+
 def _pair(value: Any) -> list:
     ok, detail = value
     return [bool(ok), str(detail)]
@@ -381,11 +386,7 @@ def run_model(
             code, stderr = -1, f"prepare timed out after {timeout:.0f} s"
         written = out.with_name("out.passes.toml")
         if written.exists():
-            row["pipeline"] = [
-                line.split("=", 1)[1].strip().strip('"')
-                for line in written.read_text().splitlines()
-                if line.startswith("name = ")
-            ]
+            row["pipeline"] = _pass_names(written)
     else:
         # 1. doctor emits the pipeline; the user's decisions are added
         emitted = work / "emitted.toml"
@@ -402,11 +403,7 @@ def run_model(
             return row
         pipeline = work / "pipeline.toml"
         pipeline.write_text(user_pipeline(emitted.read_text(), entry))
-        row["pipeline"] = [
-            line.split("=", 1)[1].strip().strip('"')
-            for line in pipeline.read_text().splitlines()
-            if line.startswith("name = ")
-        ]
+        row["pipeline"] = _pass_names(pipeline)
 
         # 2. apply
         argv = [
