@@ -224,15 +224,11 @@ class RuleStats:
 def splice(ctx: RuleContext, rw: Rewrite) -> None:
     """Put ``rw.new_nodes`` in place of ``rw.old_nodes`` and reroute the root's outputs."""
     graph = ctx.graph
+    _check_dropped_outputs(ctx, rw)
     fresh = {out for node in rw.new_nodes for out in node.outputs}
     extra: list[ir.Node] = []
     for old, new in zip(rw.old_outputs, rw.new_outputs, strict=True):
         if new is None:
-            if old.uses() or old.is_graph_output():
-                raise PassError(
-                    f"output '{old.name}' of '{rw.root.name}' is still used but the rule dropped it",
-                    pass_name=ctx.pass_name,
-                )
             continue
         if new.type is None:
             new.type = old.type
@@ -392,7 +388,11 @@ def _collect(
                         )  # sequentially this match would be made on the rewritten graph
                         deferred.add(id(node))
                         break
-                    _check_dropped_outputs(ctx, result)
+                    try:
+                        _check_dropped_outputs(ctx, result)
+                    except PassError:
+                        _discard(result)
+                        raise
                     planned.append((ctx, rule.name, result))
                     claimed.update(id(n) for n in result.old_nodes)
                     break
@@ -404,13 +404,13 @@ def _collect(
 
 
 def _check_dropped_outputs(ctx: RuleContext, rw: Rewrite) -> None:
-    """A rule may drop (``None``) only root outputs nothing else reads; checked before any splice."""
+    """A rule may drop (``None``) only root outputs nothing outside the match reads (the engine
+    checks it before any splice; :func:`splice` again for its other callers)."""
     inside = {id(n) for n in rw.old_nodes}
-    for old, new in zip(rw.old_outputs, rw.new_outputs, strict=False):
+    for old, new in zip(rw.old_outputs, rw.new_outputs, strict=True):
         if new is not None:
             continue
         if old.is_graph_output() or any(id(user) not in inside for user, _ in old.uses()):
-            _discard(rw)
             raise PassError(
                 f"output '{old.name}' of '{rw.root.name}' is still used but the rule dropped it",
                 pass_name=ctx.pass_name,
