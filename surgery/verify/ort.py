@@ -41,6 +41,9 @@ def _weight_spec(name: str, tensor: ir.TensorProtocol, spill: Any) -> WeightSpec
             dtype,
             shape,
         )
+    known = spill.known(tensor)
+    if known is not None:
+        return WeightSpec(name, str(known), 0, known.stat().st_size, dtype, shape)
     if tensor.dtype.bitwidth == 4:
         data: Any = tensor.tobytes()  # packed two per byte, as ORT stores them
     else:

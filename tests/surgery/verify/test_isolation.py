@@ -117,6 +117,55 @@ def test_in_memory_weights_are_spilled_once_for_consecutive_sessions():
     session.close()
 
 
+def test_an_inline_weight_is_copied_out_of_its_protobuf_once_for_all_sessions(monkeypatch):
+    """A weight held inline (an ``onnx_ir.serde.TensorProtoTensor``) costs a copy of its bytes each
+    time its array is asked for: on the 1.4 GB decoder that was 1.4 s per session opened. After
+    the first spill its file is reused without asking again; the sessions still compute right."""
+    from onnx_ir.serde import TensorProtoTensor
+
+    w = np.random.default_rng(1).standard_normal((128, 64)).astype(np.float32)
+    model = ir.from_proto(
+        make_model(
+            [h.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+            [vi("x", T.FLOAT, [2, 128])],
+            [vi("y", T.FLOAT, [2, 64])],
+            {"W": w},
+        )
+    )
+    assert isinstance(model.graph.initializers["W"].const_value, TensorProtoTensor)
+    copies = []
+    original_numpy = TensorProtoTensor.numpy
+
+    def counted(self):
+        copies.append(self.name)
+        return original_numpy(self)
+
+    monkeypatch.setattr(TensorProtoTensor, "numpy", counted)
+    x = np.ones((2, 128), np.float32)
+    for _ in range(3):
+        session = OrtSession(model)
+        np.testing.assert_allclose(session.run({"x": x})["y"], x @ w, rtol=1e-5)
+        session.close()
+    assert copies.count("W") == 1
+    assert worker.get_worker().spill.bytes_written == w.nbytes
+
+
+def test_gate_sessions_do_not_prepack_weights():
+    """A gate session runs a few samples and closes: prepacking its weights (a copy of each while
+    the session opens; 2.3 s of 3.9 s on the 1.4 GB decoder) never pays back, so it is off."""
+    proto = make_model(
+        [h.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        [vi("x", T.FLOAT, [2, 8])],
+        [vi("y", T.FLOAT, [2, 4])],
+        {"W": np.ones((8, 4), np.float32)},
+    )
+    session = worker.build_session(proto.SerializeToString(), ())
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.disable_prepacking") == "1"
+    out = session.run(None, {"x": np.ones((2, 8), np.float32)})[0]
+    np.testing.assert_array_equal(out, np.full((2, 4), 8, np.float32))
+
+
 def test_an_ort_crash_is_an_exception_naming_signal_model_and_shapes():
     session = OrtSession(ir.from_proto(_divide()))
     pid = worker.get_worker().pid
