@@ -61,7 +61,7 @@ class _IrPart:
     def __init__(self, model: Any, label: str) -> None:
         from surgery.verify.ort import OrtSession
 
-        self.session = OrtSession(model)
+        self.session = OrtSession(model, prepack=True)  # a deployed runtime: ORT defaults
         self.label = label
         self.input_names = list(self.session.input_names)
         self.output_names = list(self.session.output_names)

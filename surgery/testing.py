@@ -64,7 +64,7 @@ def ort_run(
     """Outputs of ``model`` in ONNX Runtime, by output name."""
     if isinstance(model, str):
         model = ir.load(model)
-    return run_model(to_ir(model), feeds)
+    return run_model(to_ir(model), feeds, prepack=True)  # what ORT computes by default
 
 
 def op_counts(

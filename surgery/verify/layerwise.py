@@ -229,7 +229,7 @@ def _base_env(models: Sequence[ir.Model], feeds: Mapping[str, np.ndarray]) -> di
     """The feeds plus the declared outputs of every part but the last (what later parts read)."""
     env: dict[str, np.ndarray] = dict(feeds)
     for model in models[:-1]:
-        session = OrtSession(model)
+        session = OrtSession(model, prepack=True)
         try:
             env.update(session.run(env))
         finally:
@@ -248,7 +248,7 @@ def _fetch(
     if not values:
         return {}
     with _exposed(model, values):
-        session = OrtSession(model)
+        session = OrtSession(model, prepack=True)
     try:
         return session.run(env, value_names(values))
     finally:

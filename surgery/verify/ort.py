@@ -124,7 +124,12 @@ class OrtSession:
     """
 
     def __init__(
-        self, model: ir.Model | LightProto, *, optimize: bool = False, threads: int = 0
+        self,
+        model: ir.Model | LightProto,
+        *,
+        optimize: bool = False,
+        threads: int = 0,
+        prepack: bool = False,
     ) -> None:
         light = model if isinstance(model, LightProto) else LightProto(model)
         proto, names = _prepare(light)
@@ -139,7 +144,13 @@ class OrtSession:
             specs = [_weight_spec(n, light.tensors[n], host.spill) for n in names]
             data, folder, rest = _locate(proto, specs, fresh=proto is not light.proto)
             self._sid, signature = host.open(
-                data, rest, folder=folder, optimize=optimize, threads=threads, label=self.label
+                data,
+                rest,
+                folder=folder,
+                optimize=optimize,
+                threads=threads,
+                label=self.label,
+                prepack=prepack,
             )
             self._worker = host
             self._generation = host.starts
@@ -148,7 +159,7 @@ class OrtSession:
             # keep the OrtValues alive as long as the session: ORT uses their memory in place.
             self._values = [(n, _ort_value(light.tensors[n])) for n in names]
             self._local = worker.build_session(
-                data, self._values, optimize=optimize, threads=threads
+                data, self._values, optimize=optimize, threads=threads, prepack=prepack
             )
             signature = worker.session_signature(self._local)
         del data
@@ -234,10 +245,14 @@ def cast_feed(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
 
 
 def run_model(
-    model: ir.Model, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    model: ir.Model,
+    feeds: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None = None,
+    *,
+    prepack: bool = False,
 ) -> dict[str, np.ndarray]:
     """Run ``model`` once in a fresh ORT session that is freed afterwards."""
-    session = OrtSession(model)
+    session = OrtSession(model, prepack=prepack)
     try:
         return session.run(feeds, outputs)
     finally:

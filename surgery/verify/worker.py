@@ -257,6 +257,7 @@ def build_session(
     optimize: bool = False,
     threads: int = 0,
     folder: str | None = None,
+    prepack: bool = False,
 ) -> Any:
     """An ORT CPU session of a light proto whose large initializers are given as ``OrtValue``s
     (``weights``, kept alive as long as the session) or as external data in ``folder``
@@ -276,7 +277,10 @@ def build_session(
     # A gate's session runs a few samples and is closed: prepacking the MatMul/Conv weights (a copy
     # of each into MLAS's layout while the session opens) never pays back. Measured on the 1.4 GB
     # decoder: opening took 3.9 s with it and 1.6 s without; three samples 3.5 s with, 3.8 s without.
-    options.add_session_config_entry("session.disable_prepacking", "1")
+    # Prepacked kernels round differently (by an ulp), so sessions that stand for "what ORT computes
+    # by default" (a deployed runtime, a test's reference) keep it: ``prepack=True``.
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     if folder is not None:
         options.add_session_config_entry(
             "session.model_external_initializers_file_folder_path", folder
@@ -344,10 +348,15 @@ def _child_main(fd_in: int, fd_out: int) -> None:
                 conn_out.send(("ok", _peak_rss_mb()))
                 return
             if kind == "open":
-                _, sid, proto, specs, folder, optimize, threads = message
+                _, sid, proto, specs, folder, optimize, threads, prepack = message
                 values = [(spec[0], _map_weight(WeightSpec(*spec))) for spec in specs]
                 session = build_session(
-                    proto, values, optimize=optimize, threads=threads, folder=folder
+                    proto,
+                    values,
+                    optimize=optimize,
+                    threads=threads,
+                    folder=folder,
+                    prepack=prepack,
                 )
                 sessions[sid] = (session, values)
                 conn_out.send(("ok", session_signature(session)))
@@ -608,12 +617,13 @@ class Worker:
         optimize: bool,
         threads: int,
         label: str,
+        prepack: bool = False,
     ) -> tuple[int, tuple]:
         """Open a session of ``proto`` whose weights are in ``folder`` (ORT maps them) or ``specs``."""
         sid = next(self._ids)
         plain = [dataclasses.astuple(spec) for spec in specs]  # the worker does not import surgery
         signature = self._request(
-            ("open", sid, proto, plain, folder, optimize, threads), f"loading {label}"
+            ("open", sid, proto, plain, folder, optimize, threads, prepack), f"loading {label}"
         )
         return sid, signature
 
