@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -723,6 +724,16 @@ def _preallocate(fd: int, size: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
+def _tensor_bytes(tensor: ir.TensorProtocol) -> memoryview:
+    """The bytes of ``tensor`` as saved, without the copy ``tobytes`` makes where its array already
+    holds them (little-endian, one element per item: a lazy tensor's array is built once, not twice)."""
+    if sys.byteorder == "little" and tensor.dtype.bitwidth % 8 == 0:
+        array = tensor.numpy()
+        if array.dtype.itemsize * 8 == tensor.dtype.bitwidth and array.dtype.byteorder != ">":
+            return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+    return memoryview(tensor.tobytes())
+
+
 def _write_data(layout: list[_Layout], path: Path) -> None:
     """Write the data file: bytes of unchanged external tensors are copied file to file in the kernel."""
     sources: dict[str, int] = {}
@@ -738,9 +749,8 @@ def _write_data(layout: list[_Layout], path: Path) -> None:
                     sources[src_path] = os.open(src_path, os.O_RDONLY)
                 _copy_range(sources[src_path], fd, tensor.offset or 0, item.offset, item.length)
             else:
-                data = tensor.tobytes()
+                view = _tensor_bytes(tensor)
                 written = 0
-                view = memoryview(data)
                 while written < len(view):
                     written += os.pwrite(fd, view[written:], item.offset + written)
             end = max(end, item.offset + item.length)

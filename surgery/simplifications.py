@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from typing import TypeGuard
 
@@ -634,6 +635,55 @@ def _new_initializer(
     return value
 
 
+def _merged_weight(
+    graph: ir.Graph, names: NameAllocator, base: str, parts: list[ir.Value]
+) -> ir.Value:
+    """An initializer holding the constants ``parts`` side by side (axis 1), built only when its
+    bytes are read.
+
+    The parts are usually memory-mapped weights: a concatenation made here would hold a new copy
+    of every merged projection in memory until the model is saved (553 MB on the decoder of
+    ``bench/bench_core.py``). Lazily, the save builds one at a time and frees it; the parts in
+    external data are read with ``read`` rather than through the map, so their pages stay in the
+    page cache instead of this process's resident memory.
+    """
+    name = names.derive(base, "merged_weight")
+    sources = [(p.const_value, const_value(p)) for p in parts]
+    arrays = [a for _, a in sources if a is not None]
+    shape = ir.Shape([arrays[0].shape[0], sum(a.shape[1] for a in arrays)])
+    files = [_file_identity(t) for t, _ in sources]
+
+    def read(tensor: ir.TensorProtocol | None, array: np.ndarray, file: tuple | None) -> np.ndarray:
+        if not isinstance(tensor, ir.ExternalTensor) or file is None:
+            return array
+        if _file_identity(tensor) != file:
+            return array  # its file was replaced since (--in-place): the map still holds the bytes
+        path = os.path.join(tensor.base_dir, tensor.location)
+        flat = np.fromfile(path, dtype=array.dtype, count=array.size, offset=tensor.offset or 0)
+        return flat.reshape(array.shape) if flat.size == array.size else array
+
+    def build() -> ir.Tensor:
+        pieces = [read(t, a, f) for (t, a), f in zip(sources, files, strict=True) if a is not None]
+        return ir.Tensor(np.concatenate(pieces, axis=1), name=name)
+
+    dtype = ir.DataType.from_numpy(arrays[0].dtype)
+    tensor = ir.LazyTensor(build, dtype=dtype, shape=shape, name=name)
+    value = ir.Value(name=name, type=ir.TensorType(dtype), shape=shape, const_value=tensor)
+    graph.initializers.add(value)
+    return value
+
+
+def _file_identity(tensor: ir.TensorProtocol | None) -> tuple[int, int] | None:
+    """(inode, mtime) of an external tensor's data file, None for other tensors or a missing file."""
+    if not isinstance(tensor, ir.ExternalTensor):
+        return None
+    try:
+        stat = os.stat(os.path.join(tensor.base_dir, tensor.location))
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
 _CONVS = ("Conv", "ConvTranspose")
 
 
@@ -811,13 +861,13 @@ def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -
     if a is None or w is None:
         return False
     scale_node = a.producer()
-    weight = const_value(w)
     if (
         not _std(scale_node, "Mul", "Div")
         or _only_reader(a) is not matmul
         or scale_node.graph is not graph
     ):
         return False
+    weight = const_value(w)  # after the cheap checks: a lazy weight is built when read
     if (
         weight is None
         or weight.ndim != 2
@@ -975,11 +1025,11 @@ def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, 
     if opset < 11 or len(node.inputs) != 2 or node.inputs[0] is None:
         return False
     x = node.inputs[0]
-    group: list[tuple[ir.Node, np.ndarray]] = []
+    candidates: list[ir.Node] = []
     for use in x.uses():
         matmul = use.node
         if (
-            any(matmul is g for g, _ in group)
+            any(matmul is c for c in candidates)
             or not _std(matmul, "MatMul")
             or matmul.graph is not graph
         ):
@@ -987,17 +1037,16 @@ def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, 
         if len(matmul.inputs) != 2 or matmul.inputs[0] is not x or matmul.inputs[1] is None:
             continue
         w = matmul.inputs[1]
-        weight = const_value(w)
-        if (
-            weight is None
-            or weight.ndim != 2
-            or weight.dtype.kind != "f"
-            or len(list(w.uses())) != 1
-        ):
+        if len(list(w.uses())) != 1 or w.is_graph_output() or matmul.outputs[0].is_graph_output():
             continue
-        if w.is_graph_output() or matmul.outputs[0].is_graph_output():
-            continue
-        group.append((matmul, weight))
+        candidates.append(matmul)
+    if len(candidates) < 3:
+        return False  # before reading any weight: a lazy one (an earlier merge) is built when read
+    group: list[tuple[ir.Node, np.ndarray]] = []
+    for matmul in candidates:
+        weight = const_value(matmul.inputs[1])
+        if weight is not None and weight.ndim == 2 and weight.dtype.kind == "f":
+            group.append((matmul, weight))
     first = next((w for m, w in group if m is node), None)
     if first is None:
         return False
@@ -1014,9 +1063,7 @@ def _fuse_sibling_matmuls(node: ir.Node, graph: ir.Graph, names: NameAllocator, 
         if out.shape is not None and len(out.shape)
         else None
     )
-    weights = _new_initializer(
-        graph, names, base, "merged_weight", np.concatenate([w for _, w in group], axis=1)
-    )
+    weights = _merged_weight(graph, names, base, [m.inputs[1] for m, _ in group if m.inputs[1]])
     merged = ir.node(
         "MatMul",
         [x, weights],

@@ -12,6 +12,7 @@ from onnx import TensorProto as TP
 from onnx import helper
 
 import surgery
+from surgery import model_io
 from surgery.errors import PassError
 from surgery.passes.cleanup import Cleanup
 from surgery.testing import make_model, node_names, op_counts, ort_run, vi
@@ -1284,3 +1285,40 @@ def test_sibling_matmuls_with_a_merged_weight_too_large_to_copy_stay_separate(mo
     model = ir.from_proto(proto)
     Cleanup()(model)
     assert op_counts(model)["MatMul"] == 1 and op_counts(model)["Split"] == 1
+
+
+def test_merged_qkv_weight_is_built_from_the_data_file_when_saved(tmp_path):
+    """The Q/K/V merge of memory-mapped weights holds no concatenated copy: the merged weight is a
+    lazy tensor read from the source's data file (bench/bench_core.py: peak RSS of cleanup on the
+    2.5 GB decoder 1214 MiB -> 276 MiB), and what is saved computes what the original did."""
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("MatMul", ["x", f"W{i}"], [f"m{i}"], name=f"/p{i}/MatMul")
+        for i in range(3)
+    ]
+    nodes.append(helper.make_node("Sum", ["m0", "m1", "m2"], ["y"], name="/Sum"))
+    nodes.append(helper.make_node("Concat", ["m0", "m2"], ["z"], name="/Concat", axis=-1))
+    proto = make_model(
+        nodes,
+        [vi("x", TP.FLOAT, [2, 64])],
+        [vi("y", TP.FLOAT, [2, 32]), vi("z", TP.FLOAT, [2, 64])],
+        {f"W{i}": rng.standard_normal((64, 32)).astype(np.float32) for i in range(3)},
+    )
+    source = tmp_path / "src" / "model.onnx"
+    source.parent.mkdir()
+    onnx.save(proto, source, save_as_external_data=True, location="w.bin", size_threshold=0)
+    model = model_io.load(source)
+    Cleanup()(model)
+    assert op_counts(model)["MatMul"] == 1 and op_counts(model)["Split"] == 1
+    merged = next(v for v in model.graph.initializers.values() if "merged_weight" in v.name)
+    assert isinstance(merged.const_value, ir.LazyTensor)
+    assert list(merged.shape) == [64, 96] and merged.dtype == ir.DataType.FLOAT
+    assert_idempotent(model)
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    model_io.save(model, out)
+    x = RNG.standard_normal((2, 64)).astype(np.float32)
+    before = ort_run(str(source), {"x": x})
+    after = ort_run(str(out), {"x": x})
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5, err_msg=key)

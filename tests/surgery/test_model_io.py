@@ -333,3 +333,40 @@ def test_the_data_file_is_reserved_before_the_copy_and_a_full_disk_fails_first(
     np.testing.assert_array_equal(
         onnx.numpy_helper.to_array(onnx.load(tmp_path / "out" / "c.onnx").graph.initializer[0]), w
     )
+
+
+@pytest.mark.parametrize(
+    "dtype", ["float32", "float16", "bfloat16", "float8e4m3fn", "bool", "int4", "int64"]
+)
+def test_in_memory_weights_of_every_width_are_saved_byte_for_byte(tmp_path, dtype):
+    """Weights built in memory are written from their array's own buffer (no tobytes copy) where
+    its layout is the file's; packed 4-bit and other layouts still go through tobytes."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(0)
+    kind = {"float32": ir.DataType.FLOAT, "float8e4m3fn": ir.DataType.FLOAT8E4M3FN}.get(
+        dtype
+    ) or ir.DataType[dtype.upper()]
+    if dtype == "bool":
+        array = rng.integers(0, 2, (70, 300)).astype(bool)
+    elif dtype == "int4":
+        array = rng.integers(-8, 8, (70, 301)).astype(ml_dtypes.int4)
+    elif dtype == "int64":
+        array = rng.integers(-(2**62), 2**62, (70, 300))
+    else:
+        np_dtype = getattr(ml_dtypes, dtype.replace("e4m3fn", "_e4m3fn"), None) or np.dtype(dtype)
+        array = rng.standard_normal((70, 300)).astype(np.float32).astype(np_dtype)
+    value = ir.Value(
+        name="w",
+        type=ir.TensorType(kind),
+        shape=ir.Shape(array.shape),
+        const_value=ir.Tensor(array, name="w"),
+    )
+    graph = ir.Graph([], [value], nodes=[], initializers=[value], opset_imports={"": 21})
+    model = ir.Model(graph, ir_version=10)
+    out = tmp_path / "m.onnx"
+    assert model_io.save(model, out, external_data=True) == [out, tmp_path / "m.onnx.data"]
+    saved = onnx.load(out, load_external_data=False)
+    assert saved.graph.initializer[0].data_location == T.EXTERNAL
+    expected = ir.Tensor(array).tobytes()
+    assert model_io.load(out).graph.initializers["w"].const_value.tobytes() == expected
