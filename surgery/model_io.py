@@ -551,7 +551,7 @@ def light_proto(model: ir.Model, threshold: int = LIGHT_THRESHOLD) -> LightProto
 # Saving: every file of a run is staged in one folder beside its target and committed together.
 # --------------------------------------------------------------------------------------------
 
-from surgery.writeplan import STAGING_PREFIX  # noqa: E402  (one spelling: ``.surgery-staging-<pid>-<token>``)
+from surgery.writeplan import STAGING_PREFIX, check_output_file  # noqa: E402  (one spelling: ``.surgery-staging-<pid>-<token>``)
 
 #: Bytes handed to one ``copy_file_range`` call, so that a signal is seen between calls.
 COPY_CHUNK = 64 << 20
@@ -844,8 +844,7 @@ class Transaction:
         """This run's staging folder beside ``target`` (created on first use)."""
         parent = target.parent.resolve()
         if parent not in self._folders:
-            if not parent.is_dir():
-                raise InputError(f"{target}: the output folder {target.parent} does not exist")
+            check_output_file(target, "output")
             clean_stale_staging(parent)
             folder = parent / f"{STAGING_PREFIX}{os.getpid()}-{_token()}"
             try:

@@ -510,10 +510,6 @@ def manifest(
 
 def write_manifest(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
     """Write a manifest as JSON (atomically: a temporary file renamed into place)."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise InputError(f"{path}: the output folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    from surgery.writeplan import write_text_file
+
+    return write_text_file(path, json.dumps(data, indent=2) + "\n", "manifest")

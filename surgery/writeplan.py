@@ -116,6 +116,21 @@ def check_output_file(path: Path, role: str) -> None:
         raise InputError(f"{role} {path}: the output folder {parent} is not writable")
 
 
+def write_text_file(path: str | os.PathLike, text: str, role: str) -> Path:
+    """Write one text file atomically (a hidden temporary file beside it, renamed over it), for
+    Python callers that manage their own files; commands stage their files in a :class:`WritePlan`.
+
+    Raises:
+        InputError: the path cannot be a file we write (see :func:`check_output_file`).
+    """
+    target = Path(path)
+    check_output_file(target, role)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
 class WritePlan:
     """What one run reads and writes; see the module docstring."""
 

@@ -115,15 +115,16 @@ def infer_types(
     if not wanted:
         return {}
     names = {v.name for v in wanted}
+    from surgery.shapes.infer import onnx_inference
+
+    # inference is best effort: callers report what stays unknown
     try:
         proto = upstream_proto(model, wanted, flow)
-        inferred = onnx.shape_inference.infer_shapes(
-            proto, check_type=False, strict_mode=False, data_prop=True
-        )
-    except Exception as exc:  # inference is best effort: callers report what stays unknown
-        logger.info(
-            "onnx shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc
-        )
+    except Exception as exc:  # a graph onnx-ir cannot serialize: nothing is known
+        logger.info("shape inference skipped: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return {}
+    inferred = onnx_inference(proto, quiet=True)
+    if inferred is None:
         return {}
     out: dict[str, TypeAndShape] = {}
     graph = inferred.graph

@@ -89,22 +89,18 @@ def _symbols(model: ir.Model) -> dict[tuple[str, int], str]:
 
 def _inferred(model: ir.Model, symbols: dict[tuple[str, int], str]) -> onnx.ModelProto | None:
     from surgery.model_io import LightProto
+    from surgery.shapes.infer import onnx_inference
 
-    try:
-        proto = LightProto(model).for_checker()
-        for value in proto.graph.input:
-            dims = value.type.tensor_type.shape.dim
-            for axis, dim in enumerate(dims):
-                symbol = symbols.get((value.name, axis))
-                if symbol is not None:
-                    dim.Clear()
-                    dim.dim_param = symbol
-        return onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except Exception as exc:  # a best effort: without inference only names tie dims together
-        logger.info(
-            "batch dims: shape inference failed: %s", str(exc).splitlines()[0] if str(exc) else exc
-        )
-        return None
+    proto = LightProto(model).for_checker()
+    for value in proto.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        for axis, dim in enumerate(dims):
+            symbol = symbols.get((value.name, axis))
+            if symbol is not None:
+                dim.Clear()
+                dim.dim_param = symbol
+    # a best effort: without inference only names tie dims together
+    return onnx_inference(proto, quiet=True)
 
 
 def _tie_node(

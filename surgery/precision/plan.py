@@ -232,11 +232,6 @@ def keep_dtype_text(lines: list[str]) -> str:
 def write_keep_dtype(path: str | os.PathLike, lines: list[str]) -> Path:
     """Write the keep_dtype file atomically (a temporary file renamed over the target), for Python
     callers that manage their own files; the commands stage it in their write plan instead."""
-    target = Path(path)
-    if not target.parent.exists():
-        raise InputError(f"{target}: the output folder {target.parent} does not exist")
-    text = keep_dtype_text(lines)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    from surgery.writeplan import write_text_file
+
+    return write_text_file(path, keep_dtype_text(lines), "keep_dtype file")

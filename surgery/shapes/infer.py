@@ -235,6 +235,27 @@ def _table_walk(
                     _table_walk(sub, psub, tables, main=False)
 
 
+def onnx_inference(
+    proto: onnx.ModelProto, *, data_prop: bool = True, quiet: bool = False
+) -> onnx.ModelProto | None:
+    """``onnx.shape_inference.infer_shapes`` as the project runs it: non-strict (a node onnx cannot
+    infer leaves its outputs as annotated and inference goes on), no type checks, and a failure
+    logged in one line and answered with None (onnx raises on malformed graphs even when not
+    strict). Every caller passes a light proto (weights as typed inputs): see :func:`inferred_tables`.
+
+    ``quiet`` logs the failure at INFO (callers for whom inference is a best-effort extra).
+    """
+    try:
+        return onnx.shape_inference.infer_shapes(
+            proto, check_type=False, strict_mode=False, data_prop=data_prop
+        )
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        log = logger.info if quiet else logger.warning
+        log("onnx shape inference failed: %s", text[0] if text else type(exc).__name__)
+        return None
+
+
 def inferred_tables(model: ir.Model, *, data_prop: bool = True) -> InferredTables | None:
     """onnx shape inference over the whole model, once, as per-graph tables (None if onnx refused it).
 
@@ -244,14 +265,8 @@ def inferred_tables(model: ir.Model, *, data_prop: bool = True) -> InferredTable
     outputs as annotated, and inference continues from them). Model-local function bodies get
     no table: onnx infers them only per call (see :func:`refresh_shapes`).
     """
-    try:
-        proto = LightProto(model).for_checker()
-        inferred = onnx.shape_inference.infer_shapes(
-            proto, check_type=False, strict_mode=False, data_prop=data_prop
-        )
-    except Exception as exc:  # onnx raises on malformed graphs even in non-strict mode
-        text = str(exc).strip().splitlines()
-        logger.warning("onnx shape inference failed: %s", text[0] if text else type(exc).__name__)
+    inferred = onnx_inference(LightProto(model).for_checker(), data_prop=data_prop)
+    if inferred is None:
         return None
     tables: InferredTables = {}
     _table_walk(model.graph, inferred.graph, tables, main=True)

@@ -282,3 +282,24 @@ def test_save_reports_an_unwritable_target_as_input_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         model_io.save(ir.from_proto(_mlp()), tmp_path / "missing" / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_python_callers_text_files_go_through_the_one_output_check(tmp_path):
+    """write_manifest and write_keep_dtype (for Python callers managing their own files) refuse
+    what check_output_file refuses, in one line, and write nothing: a folder given as the file
+    (it was an IsADirectoryError traceback) and a missing folder."""
+    from surgery.partition import write_manifest
+    from surgery.precision import write_keep_dtype
+
+    for call in (
+        lambda p: write_manifest(p, {"parts": []}),
+        lambda p: write_keep_dtype(p, ["node_a"]),
+    ):
+        with pytest.raises(InputError, match="is a folder"):
+            call(tmp_path)
+        with pytest.raises(InputError, match="does not exist"):
+            call(tmp_path / "missing" / "x.txt")
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+    written = write_manifest(tmp_path / "m.json", {"parts": []})
+    assert written.read_text() == '{\n  "parts": []\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
