@@ -19,14 +19,6 @@ __all__ = ["AssertStatic"]
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class AssertStaticOptions:
-    allow_ops: list[str] = option(
-        default_factory=list,
-        help="ops accepted although data-dependent (e.g. ['NonMaxSuppression']); tensors downstream of them are exempt",
-    )
-
-
 @register
 class AssertStatic(SurgeryPass):
     """Fail unless every tensor of every graph is static and no data-dependent op remains.
@@ -45,7 +37,14 @@ class AssertStatic(SurgeryPass):
     """
 
     name = "assert-static"
-    Options = AssertStaticOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        allow_ops: list[str] = option(
+            default_factory=list,
+            help="ops accepted although data-dependent (e.g. ['NonMaxSuppression']); tensors downstream of them are exempt",
+        )
+
     numerics = Numerics.EXACT
     is_gate = True
 
@@ -62,3 +61,7 @@ class AssertStatic(SurgeryPass):
                 pass_name=self.name,
             )
         return SurgeryResult(model, modified=False, stats={"checked": "static"})
+
+
+#: The options, also importable under their former module-level name.
+AssertStaticOptions = AssertStatic.Options

@@ -31,20 +31,6 @@ logger = logging.getLogger(__name__)
 _GLOB_CHARS = set("*?[")
 
 
-@dataclasses.dataclass(frozen=True)
-class ExposeOptions:
-    tensors: list[str] = option(
-        help="tensor names or glob patterns (e.g. '/backbone/*/Relu_output_0')"
-    )
-    include_constants: bool = option(
-        False, help="also expose outputs of Constant nodes matched by a pattern"
-    )
-
-    def __post_init__(self) -> None:
-        if not self.tensors:
-            raise PipelineError("expose.tensors: give at least one tensor name or pattern")
-
-
 def select_tensors(
     flow: Dataflow, patterns: list[str], *, include_constants: bool = False
 ) -> list[ir.Value]:
@@ -88,7 +74,20 @@ class Expose(SurgeryPass):
 
     name = "expose"
     example = 'tensors = ["/backbone/*/Conv_output_0"]'
-    Options = ExposeOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        tensors: list[str] = option(
+            help="tensor names or glob patterns (e.g. '/backbone/*/Relu_output_0')"
+        )
+        include_constants: bool = option(
+            False, help="also expose outputs of Constant nodes matched by a pattern"
+        )
+
+        def __post_init__(self) -> None:
+            if not self.tensors:
+                raise PipelineError("expose.tensors: give at least one tensor name or pattern")
+
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
@@ -122,3 +121,7 @@ class Expose(SurgeryPass):
             model,
             "expose adds outputs",
         )
+
+
+#: The options, also importable under their former module-level name.
+ExposeOptions = Expose.Options

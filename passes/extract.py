@@ -29,25 +29,6 @@ __all__ = ["Extract"]
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class ExtractOptions:
-    inputs: list[str] = option(help="names of the tensors that become the inputs of the part")
-    outputs: list[str] = option(help="names of the tensors that become its outputs")
-    input_types: list[str] = option(
-        default_factory=list,
-        help="types for new inputs the model does not type, e.g. ['feat:float32[1,64,56,56]'] ('name:[1,64]' keeps the dtype)",
-    )
-
-    def __post_init__(self) -> None:
-        if not self.outputs:
-            raise PipelineError("extract.outputs: give at least one tensor name")
-        for text in self.input_types:
-            try:
-                parse_type_spec(text)
-            except Exception as exc:
-                raise PipelineError(f"extract.input_types: {exc}") from None
-
-
 def _same_interface(model: ir.Model, part: ir.Model, kept_all_nodes: bool) -> bool:
     g, p = model.graph, part.graph
     return (
@@ -72,7 +53,25 @@ class Extract(SurgeryPass):
 
     name = "extract"
     example = 'inputs = ["/backbone/Relu_output_0"]\noutputs = ["scores"]'
-    Options = ExtractOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        inputs: list[str] = option(help="names of the tensors that become the inputs of the part")
+        outputs: list[str] = option(help="names of the tensors that become its outputs")
+        input_types: list[str] = option(
+            default_factory=list,
+            help="types for new inputs the model does not type, e.g. ['feat:float32[1,64,56,56]'] ('name:[1,64]' keeps the dtype)",
+        )
+
+        def __post_init__(self) -> None:
+            if not self.outputs:
+                raise PipelineError("extract.outputs: give at least one tensor name")
+            for text in self.input_types:
+                try:
+                    parse_type_spec(text)
+                except Exception as exc:
+                    raise PipelineError(f"extract.input_types: {exc}") from None
+
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
@@ -100,3 +99,7 @@ class Extract(SurgeryPass):
             model,
             "extract cuts the graph",
         )
+
+
+#: The options, also importable under their former module-level name.
+ExtractOptions = Extract.Options

@@ -23,38 +23,6 @@ __all__ = ["MakeStatic"]
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class MakeStaticOptions:
-    size_limit: int = option(
-        1 << 20,
-        help="largest net growth in bytes one fold may add to the model (constants it frees subtracted); "
-        "constants larger than this are never read or duplicated",
-    )
-    max_rounds: int = option(
-        32, help="give up after this many rounds of whole-model inference + folding"
-    )
-    inline_if: bool = option(
-        True, help="replace an If whose condition is constant by its taken branch"
-    )
-    unroll_loops: bool = option(
-        False,
-        help="unroll Loops with a constant trip count and no data-dependent exit, and Scans of static length",
-    )
-    max_unroll: int = option(64, help="largest trip count (Loop) or scan length (Scan) unrolled")
-    keep_ops: list[str] = option(
-        default_factory=lambda: sorted(DEFAULT_KEEP_OPS),
-        help="ops never folded even with constant inputs",
-    )
-
-    def __post_init__(self) -> None:
-        if self.size_limit < 0:
-            raise PipelineError("make-static.size_limit must be >= 0")
-        if self.max_rounds < 1:
-            raise PipelineError("make-static.max_rounds must be >= 1")
-        if self.max_unroll < 0:
-            raise PipelineError("make-static.max_unroll must be >= 0")
-
-
 def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
     snap: list[tuple[ir.Value, object]] = []
     for graph in iter_graphs(model.graph):
@@ -96,7 +64,40 @@ class MakeStatic(SurgeryPass):
     """
 
     name = "make-static"
-    Options = MakeStaticOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        size_limit: int = option(
+            1 << 20,
+            help="largest net growth in bytes one fold may add to the model (constants it frees subtracted); "
+            "constants larger than this are never read or duplicated",
+        )
+        max_rounds: int = option(
+            32, help="give up after this many rounds of whole-model inference + folding"
+        )
+        inline_if: bool = option(
+            True, help="replace an If whose condition is constant by its taken branch"
+        )
+        unroll_loops: bool = option(
+            False,
+            help="unroll Loops with a constant trip count and no data-dependent exit, and Scans of static length",
+        )
+        max_unroll: int = option(
+            64, help="largest trip count (Loop) or scan length (Scan) unrolled"
+        )
+        keep_ops: list[str] = option(
+            default_factory=lambda: sorted(DEFAULT_KEEP_OPS),
+            help="ops never folded even with constant inputs",
+        )
+
+        def __post_init__(self) -> None:
+            if self.size_limit < 0:
+                raise PipelineError("make-static.size_limit must be >= 0")
+            if self.max_rounds < 1:
+                raise PipelineError("make-static.max_rounds must be >= 1")
+            if self.max_unroll < 0:
+                raise PipelineError("make-static.max_unroll must be >= 0")
+
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
@@ -212,3 +213,7 @@ class MakeStatic(SurgeryPass):
             },
             notes=notes,
         )
+
+
+#: The options, also importable under their former module-level name.
+MakeStaticOptions = MakeStatic.Options

@@ -30,32 +30,6 @@ __all__ = ["PinInputs"]
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class PinInputsOptions:
-    values: dict[str, Any] = option(
-        default_factory=dict,
-        help="input values: {sr = 16000, mask = [[1, 0]]} (cast to the input's dtype)",
-    )
-    npz: str = option(
-        "",
-        help="an .npz file whose arrays pin the inputs of the same names (in a passes.toml, relative to its folder)",
-        path=True,
-    )
-
-    def __post_init__(self) -> None:
-        for key, value in self.values.items():
-            try:
-                array = np.asarray(value)
-            except Exception:
-                array = np.asarray(None)
-            if array.dtype.kind not in "biuf":
-                raise PipelineError(
-                    f"pin-inputs.values: '{key}' must be a number or a (nested) list of numbers, got {value!r}"
-                )
-        if not self.values and not self.npz:
-            raise PipelineError("pin-inputs: give 'values' or 'npz' (nothing to pin)")
-
-
 def _load_npz(path: str) -> dict[str, np.ndarray]:
     file = Path(path)
     if not file.is_file():
@@ -76,7 +50,32 @@ class PinInputs(SurgeryPass):
 
     name = "pin-inputs"
     example = "values = { sr = 16000 }"
-    Options = PinInputsOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        values: dict[str, Any] = option(
+            default_factory=dict,
+            help="input values: {sr = 16000, mask = [[1, 0]]} (cast to the input's dtype)",
+        )
+        npz: str = option(
+            "",
+            help="an .npz file whose arrays pin the inputs of the same names (in a passes.toml, relative to its folder)",
+            path=True,
+        )
+
+        def __post_init__(self) -> None:
+            for key, value in self.values.items():
+                try:
+                    array = np.asarray(value)
+                except Exception:
+                    array = np.asarray(None)
+                if array.dtype.kind not in "biuf":
+                    raise PipelineError(
+                        f"pin-inputs.values: '{key}' must be a number or a (nested) list of numbers, got {value!r}"
+                    )
+            if not self.values and not self.npz:
+                raise PipelineError("pin-inputs: give 'values' or 'npz' (nothing to pin)")
+
     numerics = Numerics.EXACT
 
     def _requested(self) -> dict[str, np.ndarray]:
@@ -189,3 +188,7 @@ class PinInputs(SurgeryPass):
             model,
             "pin-inputs turns inputs into constants",
         )
+
+
+#: The options, also importable under their former module-level name.
+PinInputsOptions = PinInputs.Options

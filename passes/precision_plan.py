@@ -24,20 +24,6 @@ __all__ = ["ARTIFACT", "PrecisionPlan"]
 ARTIFACT = "precision-plan"
 
 
-@dataclasses.dataclass(frozen=True)
-class PrecisionPlanOptions:
-    mode: Literal["fp16", "mixed_float16", "origin"] = option(
-        "fp16", help="the ATC precision mode to emulate"
-    )
-    flag: Literal["precision_mode", "precision_mode_v2"] = option(
-        "precision_mode", help="which ATC flag the atc line uses (they cannot be combined)"
-    )
-    data: str = option("", help="an .npz of input arrays (default: generated samples)", path=True)
-    samples: int = option(2, help="generated samples when no data is given")
-    rtol: float = option(1e-2, help="relative tolerance, of each tensor's range")
-    atol: float = option(1e-3, help="absolute tolerance")
-
-
 @register
 class PrecisionPlan(SurgeryPass):
     """Emulate ATC's float16 precision mode; name overflows; plan the nodes to keep in float32.
@@ -49,7 +35,22 @@ class PrecisionPlan(SurgeryPass):
     """
 
     name = "precision-plan"
-    Options = PrecisionPlanOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        mode: Literal["fp16", "mixed_float16", "origin"] = option(
+            "fp16", help="the ATC precision mode to emulate"
+        )
+        flag: Literal["precision_mode", "precision_mode_v2"] = option(
+            "precision_mode", help="which ATC flag the atc line uses (they cannot be combined)"
+        )
+        data: str = option(
+            "", help="an .npz of input arrays (default: generated samples)", path=True
+        )
+        samples: int = option(2, help="generated samples when no data is given")
+        rtol: float = option(1e-2, help="relative tolerance, of each tensor's range")
+        atol: float = option(1e-3, help="absolute tolerance")
+
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
@@ -82,3 +83,7 @@ class PrecisionPlan(SurgeryPass):
         return SurgeryResult(
             model, False, stats=stats, notes=report.lines(), artifacts={ARTIFACT: artifact}
         )
+
+
+#: The options, also importable under their former module-level name.
+PrecisionPlanOptions = PrecisionPlan.Options

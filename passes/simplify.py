@@ -23,23 +23,6 @@ logger = logging.getLogger(__name__)
 _PROTO_LIMIT = int(1.8 * 2**30)
 
 
-@dataclasses.dataclass(frozen=True)
-class SimplifyOptions:
-    max_growth_bytes: int = option(
-        1 << 20,
-        help="refuse onnxsim's result when it grows the weights by more than this many bytes",
-    )
-    on_growth: Literal["skip", "error"] = option(
-        "skip",
-        help="what to do with a result over max_growth_bytes: keep the model as it was (skip) or stop (error)",
-    )
-    include_subgraph: bool = option(
-        True,
-        help="let onnxsim also work in If/Loop/Scan bodies (it leaves branch-local constants alone)",
-    )
-    skip_fuse_bn: bool = option(False, help="keep BatchNormalization nodes unfused")
-
-
 @register
 class Simplify(SurgeryPass):
     """Constant folding and graph optimizations by onnxsim, refused when it bloats the weights.
@@ -54,7 +37,22 @@ class Simplify(SurgeryPass):
     """
 
     name = "simplify"
-    Options = SimplifyOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        max_growth_bytes: int = option(
+            1 << 20,
+            help="refuse onnxsim's result when it grows the weights by more than this many bytes",
+        )
+        on_growth: Literal["skip", "error"] = option(
+            "skip",
+            help="what to do with a result over max_growth_bytes: keep the model as it was (skip) or stop (error)",
+        )
+        include_subgraph: bool = option(
+            True,
+            help="let onnxsim also work in If/Loop/Scan bodies (it leaves branch-local constants alone)",
+        )
+        skip_fuse_bn: bool = option(False, help="keep BatchNormalization nodes unfused")
 
     def call(self, model: ir.Model) -> SurgeryResult:
         import onnxsim
@@ -101,6 +99,10 @@ class Simplify(SurgeryPass):
             return SurgeryResult(model, False, stats=stats)
         transplant(new, model)
         return SurgeryResult(model, True, stats=stats)
+
+
+#: The options, also importable under their former module-level name.
+SimplifyOptions = Simplify.Options
 
 
 def _signature(model: ir.Model) -> tuple:

@@ -37,24 +37,6 @@ __all__ = ["SplitPostprocess"]
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class SplitPostprocessOptions:
-    boundary: list[str] = option(
-        default_factory=list,
-        help="tensor names to cut at (default: found automatically before the first hostile op)",
-    )
-    hostile_ops: list[str] = option(
-        default_factory=list, help="more op types to keep off the NPU (added to the built-in list)"
-    )
-    tail_name: str = option(
-        "tail", help="key of the tail among the chained models (saved as OUT.<tail_name>.onnx)"
-    )
-    minimize: bool = option(
-        True,
-        help="move the automatic boundary upstream to the cut with the fewest bytes (false: cut right before the hostile op)",
-    )
-
-
 @register
 class SplitPostprocess(SurgeryPass):
     """Split data-dependent post-processing (NMS, NonZero, TopK with data k …) into a CPU tail model.
@@ -72,7 +54,25 @@ class SplitPostprocess(SurgeryPass):
     """
 
     name = "split-postprocess"
-    Options = SplitPostprocessOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        boundary: list[str] = option(
+            default_factory=list,
+            help="tensor names to cut at (default: found automatically before the first hostile op)",
+        )
+        hostile_ops: list[str] = option(
+            default_factory=list,
+            help="more op types to keep off the NPU (added to the built-in list)",
+        )
+        tail_name: str = option(
+            "tail", help="key of the tail among the chained models (saved as OUT.<tail_name>.onnx)"
+        )
+        minimize: bool = option(
+            True,
+            help="move the automatic boundary upstream to the cut with the fewest bytes (false: cut right before the hostile op)",
+        )
+
     numerics = Numerics.EXACT
 
     def call(self, model: ir.Model) -> SurgeryResult:
@@ -129,3 +129,7 @@ class SplitPostprocess(SurgeryPass):
             model,
             "split-postprocess moves the tail to a chained model",
         )
+
+
+#: The options, also importable under their former module-level name.
+SplitPostprocessOptions = SplitPostprocess.Options

@@ -167,3 +167,36 @@ def test_every_pass_has_a_summary_and_kebab_name():
     for cls in registry.all_passes():
         assert cls.summary(), cls
         assert cls.name == cls.name.lower() and " " not in cls.name
+
+
+def test_every_pass_declares_its_options_once_inside_the_class():
+    from surgery.options import NoOptions
+
+    for cls in registry.all_passes():
+        if not cls.__module__.startswith("surgery.passes.") or cls.Options is NoOptions:
+            continue
+        assert "Options" in vars(cls), f"{cls.name}: Options is not declared in the pass class"
+        assert cls.Options.__qualname__ == f"{cls.__qualname__}.Options", (
+            f"{cls.name}: Options must be a class nested in the pass, not {cls.Options.__qualname__}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("module", "alias", "pass_class"),
+    [
+        ("assert_static", "AssertStaticOptions", "AssertStatic"),
+        ("expose", "ExposeOptions", "Expose"),
+        ("extract", "ExtractOptions", "Extract"),
+        ("fix_shapes", "FixShapesOptions", "FixShapes"),
+        ("make_static", "MakeStaticOptions", "MakeStatic"),
+        ("pin_inputs", "PinInputsOptions", "PinInputs"),
+        ("precision_plan", "PrecisionPlanOptions", "PrecisionPlan"),
+        ("simplify", "SimplifyOptions", "Simplify"),
+        ("split_postprocess", "SplitPostprocessOptions", "SplitPostprocess"),
+    ],
+)
+def test_former_module_level_options_names_stay_importable(module, alias, pass_class):
+    import importlib
+
+    mod = importlib.import_module(f"surgery.passes.{module}")
+    assert getattr(mod, alias) is getattr(mod, pass_class).Options
