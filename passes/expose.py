@@ -21,7 +21,14 @@ from surgery.analysis.tensor_types import fill_types
 from surgery.errors import InputError, PipelineError
 from surgery.graph import value_names
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 
 __all__ = ["Expose", "select_tensors"]
@@ -89,6 +96,10 @@ class Expose(SurgeryPass):
                 raise PipelineError("expose.tensors: give at least one tensor name or pattern")
 
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        exposed="tensors added as graph outputs",
+        already_outputs="selected tensors that were graph outputs already",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)

@@ -21,7 +21,14 @@ import onnx_ir as ir
 from surgery.errors import PipelineError
 from surgery.options import option
 from surgery.partition import extract_part, parse_type_spec
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 
 __all__ = ["Extract"]
@@ -73,6 +80,13 @@ class Extract(SurgeryPass):
                     raise PipelineError(f"extract.input_types: {exc}") from None
 
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        nodes="nodes of the part when it is the whole model (nothing cut)",
+        nodes_kept="nodes of the extracted part",
+        nodes_removed="nodes cut away",
+        inputs="graph inputs of the extracted part",
+        outputs="graph outputs of the extracted part",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)

@@ -18,6 +18,7 @@ from surgery.pass_base import (
     SurgeryPass,
     SurgeryResult,
     declare_interface,
+    declare_stats,
     interface,
 )
 from surgery.registry import register
@@ -130,6 +131,11 @@ class FixShapes(SurgeryPass):
                 raise PipelineError("fix-shapes: give 'shapes' or 'dims' (nothing to fix)")
 
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        inputs_fixed="graph inputs given a new shape",
+        dims_bound="the symbolic dims bound, as {dim: size}",
+        annotations_updated="value annotations whose bound dims were substituted",
+    )
 
     def _plan(self, model: ir.Model) -> _Plan:
         inputs = _real_inputs(model)

@@ -11,7 +11,14 @@ import onnx_ir as ir
 from surgery.errors import PipelineError
 from surgery.graph import iter_graphs
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 from surgery.shapes.dims import dim_name, is_known_dim
 from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
@@ -99,6 +106,19 @@ class MakeStatic(SurgeryPass):
                 raise PipelineError("make-static.max_unroll must be >= 0")
 
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        rounds="rounds of whole-model inference + folding run",
+        folded_nodes="nodes with constant inputs folded into constants",
+        shape_ops_folded="shape computations (Shape, Size, ...) folded from inferred shapes",
+        ifs_inlined="If nodes with a constant condition replaced by their taken branch",
+        loops_unrolled="Loop nodes unrolled",
+        scans_unrolled="Scan nodes unrolled",
+        nodes_removed="nodes removed by folding",
+        nodes_inferred="nodes whose output shapes the folder inferred",
+        size_delta_bytes="net growth of the constants in bytes (negative: smaller)",
+        skipped_for_size="folds skipped because they would grow the model over size_limit",
+        dynamic_tensors="tensors still dynamic afterwards",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)

@@ -19,6 +19,7 @@ from surgery.pass_base import (
     SurgeryPass,
     SurgeryResult,
     declare_interface,
+    declare_stats,
     interface,
 )
 from surgery.registry import register
@@ -77,6 +78,9 @@ class PinInputs(SurgeryPass):
                 raise PipelineError("pin-inputs: give 'values' or 'npz' (nothing to pin)")
 
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        pinned="the inputs turned into constants, with their values (or shape and dtype)",
+    )
 
     def _requested(self) -> dict[str, np.ndarray]:
         values: dict[str, np.ndarray] = {}

@@ -15,7 +15,7 @@ import onnx_ir as ir
 
 from surgery.errors import PassError
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance, declare_stats
 from surgery.registry import register
 
 __all__ = ["ARTIFACT", "PrecisionPlan"]
@@ -52,6 +52,11 @@ class PrecisionPlan(SurgeryPass):
         atol: float = option(1e-3, help="absolute tolerance")
 
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        fp16_ok="whether the model meets the tolerance in float16 as it is",
+        keep_fp32="nodes the plan keeps in float32",
+        overflows="tensors that overflow float16",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         from surgery.errors import InputError

@@ -12,7 +12,7 @@ from surgery.errors import PassError
 from surgery.graph import count_nodes, transplant
 from surgery.model_io import initializer_bytes
 from surgery.options import option
-from surgery.pass_base import SurgeryPass, SurgeryResult
+from surgery.pass_base import SurgeryPass, SurgeryResult, declare_stats
 from surgery.registry import register
 
 __all__ = ["Simplify"]
@@ -37,6 +37,11 @@ class Simplify(SurgeryPass):
     """
 
     name = "simplify"
+    statistics = declare_stats(
+        nodes_before="nodes before onnxsim",
+        nodes_after="nodes in onnxsim's result",
+        weight_bytes_delta="growth of the weights in onnxsim's result, in bytes",
+    )
 
     @dataclasses.dataclass(frozen=True)
     class Options:

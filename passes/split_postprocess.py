@@ -29,7 +29,14 @@ import onnx_ir as ir
 from surgery.analysis.cuts import NothingToSplit
 from surgery.options import option
 from surgery.partition import split
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 
 __all__ = ["SplitPostprocess"]
@@ -74,6 +81,13 @@ class SplitPostprocess(SurgeryPass):
         )
 
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        boundary="tensors crossing from the head to the tail",
+        head_nodes="nodes left in the head (the model)",
+        tail_nodes="nodes moved to the tail (the chained model)",
+        nodes_before="nodes before the split",
+        boundary_bytes="bytes crossing the boundary per run, when the shapes are static",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)
