@@ -9,7 +9,7 @@ import onnx_ir as ir
 
 from surgery.errors import PassError
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_stats
 from surgery.registry import register
 from surgery.shapes.infer import proven_shapes
 from surgery.shapes.static import find_offenders
@@ -17,14 +17,6 @@ from surgery.shapes.static import find_offenders
 __all__ = ["AssertStatic"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class AssertStaticOptions:
-    allow_ops: list[str] = option(
-        default_factory=list,
-        help="ops accepted although data-dependent (e.g. ['NonMaxSuppression']); tensors downstream of them are exempt",
-    )
 
 
 @register
@@ -45,9 +37,19 @@ class AssertStatic(SurgeryPass):
     """
 
     name = "assert-static"
-    Options = AssertStaticOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        allow_ops: list[str] = option(
+            default_factory=list,
+            help="ops accepted although data-dependent (e.g. ['NonMaxSuppression']); tensors downstream of them are exempt",
+        )
+
     numerics = Numerics.EXACT
     is_gate = True
+    statistics = declare_stats(
+        checked="what was proven (always 'static': the pass raises otherwise)",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         offenders = find_offenders(
@@ -62,3 +64,7 @@ class AssertStatic(SurgeryPass):
                 pass_name=self.name,
             )
         return SurgeryResult(model, modified=False, stats={"checked": "static"})
+
+
+#: The options, also importable under their former module-level name.
+AssertStaticOptions = AssertStatic.Options

@@ -60,7 +60,7 @@ from surgery.graph import (
     walk,
 )
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_stats
 from surgery.registry import register
 from surgery.simplifications import (
     SimplifyStats,
@@ -154,12 +154,20 @@ class Cleanup(SurgeryPass):
     MatMul+Add, scalar Mul+MatMul fusions.
     Works in every graph: the main graph, If/Loop/Scan bodies and model-local functions. Values read
     from an outer scope by a subgraph count as used. Graph input and output names never change.
-    Stats: constants_folded, simplified, fused, dead_nodes, identities, initializers, functions,
-    sorted_graphs.
     """
 
     name = "cleanup"
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        constants_folded="Constant nodes turned into initializers",
+        simplified="exact local rewrites applied (Reshape/Transpose/Squeeze pairs, x*1, x+0, ...)",
+        fused="fusions applied (Conv+BatchNormalization, Conv+Add, MatMul+Add, scalar Mul+MatMul)",
+        dead_nodes="nodes removed because nothing reads their outputs",
+        identities="redundant Identity nodes removed",
+        initializers="unused initializers removed",
+        functions="unused model-local functions removed",
+        sorted_graphs="graphs re-sorted topologically",
+    )
 
     @dataclasses.dataclass(frozen=True)
     class Options:

@@ -47,7 +47,14 @@ import onnx_ir as ir
 from surgery.errors import PassError
 from surgery.graph import NameAllocator, is_onnx_domain, iter_graphs, walk
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 from surgery.rules import schema
 from surgery.rules.opset_steps import (
@@ -472,6 +479,12 @@ class ConvertOpset(SurgeryPass):
 
     name = "convert-opset"
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        upgraded_from="the ai.onnx opset the model was upgraded from (onnx's version converter)",
+        downgraded_from="the ai.onnx opset the main graph was downgraded from",
+        decomposed="nodes replaced by a decomposition (the op does not exist at the target opset)",
+        adapted="nodes whose inputs or attributes were rewritten for the target opset",
+    )
 
     @dataclasses.dataclass(frozen=True)
     class Options:

@@ -21,7 +21,14 @@ from surgery.analysis.tensor_types import fill_types
 from surgery.errors import InputError, PipelineError
 from surgery.graph import value_names
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 
 __all__ = ["Expose", "select_tensors"]
@@ -29,20 +36,6 @@ __all__ = ["Expose", "select_tensors"]
 logger = logging.getLogger(__name__)
 
 _GLOB_CHARS = set("*?[")
-
-
-@dataclasses.dataclass(frozen=True)
-class ExposeOptions:
-    tensors: list[str] = option(
-        help="tensor names or glob patterns (e.g. '/backbone/*/Relu_output_0')"
-    )
-    include_constants: bool = option(
-        False, help="also expose outputs of Constant nodes matched by a pattern"
-    )
-
-    def __post_init__(self) -> None:
-        if not self.tensors:
-            raise PipelineError("expose.tensors: give at least one tensor name or pattern")
 
 
 def select_tensors(
@@ -88,8 +81,25 @@ class Expose(SurgeryPass):
 
     name = "expose"
     example = 'tensors = ["/backbone/*/Conv_output_0"]'
-    Options = ExposeOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        tensors: list[str] = option(
+            help="tensor names or glob patterns (e.g. '/backbone/*/Relu_output_0')"
+        )
+        include_constants: bool = option(
+            False, help="also expose outputs of Constant nodes matched by a pattern"
+        )
+
+        def __post_init__(self) -> None:
+            if not self.tensors:
+                raise PipelineError("expose.tensors: give at least one tensor name or pattern")
+
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        exposed="tensors added as graph outputs",
+        already_outputs="selected tensors that were graph outputs already",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)
@@ -122,3 +132,7 @@ class Expose(SurgeryPass):
             model,
             "expose adds outputs",
         )
+
+
+#: The options, also importable under their former module-level name.
+ExposeOptions = Expose.Options

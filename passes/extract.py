@@ -21,31 +21,19 @@ import onnx_ir as ir
 from surgery.errors import PipelineError
 from surgery.options import option
 from surgery.partition import extract_part, parse_type_spec
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 
 __all__ = ["Extract"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class ExtractOptions:
-    inputs: list[str] = option(help="names of the tensors that become the inputs of the part")
-    outputs: list[str] = option(help="names of the tensors that become its outputs")
-    input_types: list[str] = option(
-        default_factory=list,
-        help="types for new inputs the model does not type, e.g. ['feat:float32[1,64,56,56]'] ('name:[1,64]' keeps the dtype)",
-    )
-
-    def __post_init__(self) -> None:
-        if not self.outputs:
-            raise PipelineError("extract.outputs: give at least one tensor name")
-        for text in self.input_types:
-            try:
-                parse_type_spec(text)
-            except Exception as exc:
-                raise PipelineError(f"extract.input_types: {exc}") from None
 
 
 def _same_interface(model: ir.Model, part: ir.Model, kept_all_nodes: bool) -> bool:
@@ -72,8 +60,33 @@ class Extract(SurgeryPass):
 
     name = "extract"
     example = 'inputs = ["/backbone/Relu_output_0"]\noutputs = ["scores"]'
-    Options = ExtractOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        inputs: list[str] = option(help="names of the tensors that become the inputs of the part")
+        outputs: list[str] = option(help="names of the tensors that become its outputs")
+        input_types: list[str] = option(
+            default_factory=list,
+            help="types for new inputs the model does not type, e.g. ['feat:float32[1,64,56,56]'] ('name:[1,64]' keeps the dtype)",
+        )
+
+        def __post_init__(self) -> None:
+            if not self.outputs:
+                raise PipelineError("extract.outputs: give at least one tensor name")
+            for text in self.input_types:
+                try:
+                    parse_type_spec(text)
+                except Exception as exc:
+                    raise PipelineError(f"extract.input_types: {exc}") from None
+
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        nodes="nodes of the part when it is the whole model (nothing cut)",
+        nodes_kept="nodes of the extracted part",
+        nodes_removed="nodes cut away",
+        inputs="graph inputs of the extracted part",
+        outputs="graph outputs of the extracted part",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)
@@ -100,3 +113,7 @@ class Extract(SurgeryPass):
             model,
             "extract cuts the graph",
         )
+
+
+#: The options, also importable under their former module-level name.
+ExtractOptions = Extract.Options

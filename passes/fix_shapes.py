@@ -18,6 +18,7 @@ from surgery.pass_base import (
     SurgeryPass,
     SurgeryResult,
     declare_interface,
+    declare_stats,
     interface,
 )
 from surgery.registry import register
@@ -43,29 +44,6 @@ def _dim_name(dim: object) -> str | None:
 def _real_inputs(model: ir.Model) -> dict[str, ir.Value]:
     inits = model.graph.initializers
     return {v.name: v for v in model.graph.inputs if v.name and v.name not in inits}
-
-
-@dataclasses.dataclass(frozen=True)
-class FixShapesOptions:
-    shapes: str | dict[str, list[int]] = option(
-        "",
-        help="input shapes: ATC 'x:1,3,224,224;s:' (scalar 's:'), onnxsim 'x:1,3,224,224', "
-        "Polygraphy 'x:[1,3,224,224]', or a table {x = [1, 3, 224, 224]}; -1 keeps a dim",
-    )
-    dims: dict[str, int] = option(
-        default_factory=dict,
-        help="dim bindings: a dim name ({batch = 1}) or an input axis ({'x[0]' = 1}, reaches unnamed ?/-1 dims)",
-    )
-
-    def __post_init__(self) -> None:
-        parse_shapes(self.shapes, where="fix-shapes.shapes")
-        for key, value in self.dims.items():
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DIM:
-                raise PipelineError(
-                    f"fix-shapes.dims: '{key}' must be an integer from 0 to {MAX_DIM}, got {value!r}"
-                )
-        if not self.shapes and not self.dims:
-            raise PipelineError("fix-shapes: give 'shapes' or 'dims' (nothing to fix)")
 
 
 @dataclasses.dataclass
@@ -125,8 +103,39 @@ class FixShapes(SurgeryPass):
 
     name = "fix-shapes"
     example = 'shapes = "images:1,3,640,640"'
-    Options = FixShapesOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        shapes: str | dict[str, list[int]] = option(
+            "",
+            help="input shapes: ATC 'x:1,3,224,224;s:' (scalar 's:'), onnxsim 'x:1,3,224,224', "
+            "Polygraphy 'x:[1,3,224,224]', or a table {x = [1, 3, 224, 224]}; -1 keeps a dim",
+        )
+        dims: dict[str, int] = option(
+            default_factory=dict,
+            help="dim bindings: a dim name ({batch = 1}) or an input axis ({'x[0]' = 1}, reaches unnamed ?/-1 dims)",
+        )
+
+        def __post_init__(self) -> None:
+            parse_shapes(self.shapes, where="fix-shapes.shapes")
+            for key, value in self.dims.items():
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int)
+                    or not 0 <= value <= MAX_DIM
+                ):
+                    raise PipelineError(
+                        f"fix-shapes.dims: '{key}' must be an integer from 0 to {MAX_DIM}, got {value!r}"
+                    )
+            if not self.shapes and not self.dims:
+                raise PipelineError("fix-shapes: give 'shapes' or 'dims' (nothing to fix)")
+
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        inputs_fixed="graph inputs given a new shape",
+        dims_bound="the symbolic dims bound, as {dim: size}",
+        annotations_updated="value annotations whose bound dims were substituted",
+    )
 
     def _plan(self, model: ir.Model) -> _Plan:
         inputs = _real_inputs(model)
@@ -271,6 +280,10 @@ class FixShapes(SurgeryPass):
             model,
             "fix-shapes fixes input shapes",
         )
+
+
+#: The options, also importable under their former module-level name.
+FixShapesOptions = FixShapes.Options
 
 
 def _fmt(dims: list[int | ir.SymbolicDim]) -> str:

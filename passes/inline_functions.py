@@ -27,7 +27,7 @@ import onnx_ir as ir
 
 from surgery.errors import PassError
 from surgery.graph import NameAllocator, is_onnx_domain, subgraphs
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_stats
 from surgery.registry import register
 from surgery.rules import schema
 from surgery.rules.engine import Rewrite, RuleContext, splice
@@ -120,6 +120,11 @@ class InlineFunctions(SurgeryPass):
 
     name = "inline-functions"
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        inlined_calls="function calls replaced by the function's body",
+        functions_removed="model-local functions removed after inlining",
+        opsets_dropped="opset imports no node uses any more, dropped",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         if Cloner is None:  # pragma: no cover

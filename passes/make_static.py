@@ -11,7 +11,14 @@ import onnx_ir as ir
 from surgery.errors import PipelineError
 from surgery.graph import iter_graphs
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 from surgery.shapes.dims import dim_name, is_known_dim
 from surgery.shapes.fold import DEFAULT_KEEP_OPS, Folder
@@ -21,38 +28,6 @@ from surgery.shapes.static import find_offenders, function_label
 __all__ = ["MakeStatic"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class MakeStaticOptions:
-    size_limit: int = option(
-        1 << 20,
-        help="largest net growth in bytes one fold may add to the model (constants it frees subtracted); "
-        "constants larger than this are never read or duplicated",
-    )
-    max_rounds: int = option(
-        32, help="give up after this many rounds of whole-model inference + folding"
-    )
-    inline_if: bool = option(
-        True, help="replace an If whose condition is constant by its taken branch"
-    )
-    unroll_loops: bool = option(
-        False,
-        help="unroll Loops with a constant trip count and no data-dependent exit, and Scans of static length",
-    )
-    max_unroll: int = option(64, help="largest trip count (Loop) or scan length (Scan) unrolled")
-    keep_ops: list[str] = option(
-        default_factory=lambda: sorted(DEFAULT_KEEP_OPS),
-        help="ops never folded even with constant inputs",
-    )
-
-    def __post_init__(self) -> None:
-        if self.size_limit < 0:
-            raise PipelineError("make-static.size_limit must be >= 0")
-        if self.max_rounds < 1:
-            raise PipelineError("make-static.max_rounds must be >= 1")
-        if self.max_unroll < 0:
-            raise PipelineError("make-static.max_unroll must be >= 0")
 
 
 def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:
@@ -96,8 +71,54 @@ class MakeStatic(SurgeryPass):
     """
 
     name = "make-static"
-    Options = MakeStaticOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        size_limit: int = option(
+            1 << 20,
+            help="largest net growth in bytes one fold may add to the model (constants it frees subtracted); "
+            "constants larger than this are never read or duplicated",
+        )
+        max_rounds: int = option(
+            32, help="give up after this many rounds of whole-model inference + folding"
+        )
+        inline_if: bool = option(
+            True, help="replace an If whose condition is constant by its taken branch"
+        )
+        unroll_loops: bool = option(
+            False,
+            help="unroll Loops with a constant trip count and no data-dependent exit, and Scans of static length",
+        )
+        max_unroll: int = option(
+            64, help="largest trip count (Loop) or scan length (Scan) unrolled"
+        )
+        keep_ops: list[str] = option(
+            default_factory=lambda: sorted(DEFAULT_KEEP_OPS),
+            help="ops never folded even with constant inputs",
+        )
+
+        def __post_init__(self) -> None:
+            if self.size_limit < 0:
+                raise PipelineError("make-static.size_limit must be >= 0")
+            if self.max_rounds < 1:
+                raise PipelineError("make-static.max_rounds must be >= 1")
+            if self.max_unroll < 0:
+                raise PipelineError("make-static.max_unroll must be >= 0")
+
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        rounds="rounds of whole-model inference + folding run",
+        folded_nodes="nodes with constant inputs folded into constants",
+        shape_ops_folded="shape computations (Shape, Size, ...) folded from inferred shapes",
+        ifs_inlined="If nodes with a constant condition replaced by their taken branch",
+        loops_unrolled="Loop nodes unrolled",
+        scans_unrolled="Scan nodes unrolled",
+        nodes_removed="nodes removed by folding",
+        nodes_inferred="nodes whose output shapes the folder inferred",
+        size_delta_bytes="net growth of the constants in bytes (negative: smaller)",
+        skipped_for_size="folds skipped because they would grow the model over size_limit",
+        dynamic_tensors="tensors still dynamic afterwards",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)
@@ -212,3 +233,7 @@ class MakeStatic(SurgeryPass):
             },
             notes=notes,
         )
+
+
+#: The options, also importable under their former module-level name.
+MakeStaticOptions = MakeStatic.Options

@@ -42,6 +42,7 @@ from surgery.pass_base import (
     SurgeryResult,
     Tolerance,
     declare_interface,
+    declare_stats,
     interface,
 )
 from surgery.registry import register
@@ -210,6 +211,14 @@ class NarrowFloat64(SurgeryPass):
     name = "narrow-float64"
     numerics = Numerics.APPROX
     default_tolerance = Tolerance(rtol=1e-4, atol=1e-5)
+    statistics = declare_stats(
+        initializers="float64 initializers narrowed to float32",
+        tensor_attributes="float64 tensor attributes (Constant values, ...) narrowed",
+        dtype_attributes="dtype attributes (Cast to, ...) changed from float64 to float32",
+        values="float64 values retyped to float32",
+        underflowed_elements="float64 constant elements below float32's resolution (see the notes)",
+        boundary_casts="Casts added at the main graph's inputs and outputs (keep_io)",
+    )
 
     @dataclasses.dataclass(frozen=True)
     class Options:

@@ -46,7 +46,14 @@ import onnx
 import onnx_ir as ir
 
 from surgery.graph import NameAllocator, const_value, is_onnx_domain, walk
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 from surgery.rules import schema
 from surgery.rules.engine import InferredTypes
@@ -170,6 +177,13 @@ class NarrowInt64(SurgeryPass):
 
     name = "narrow-int64"
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        values="int64 values retyped to int32",
+        constants="int64 constants narrowed to int32",
+        casts_to_int64="Casts back to int64 added where an op needs int64",
+        casts_to_int32="Casts to int32 added where a value stays int64",
+        bodies="subgraphs and function bodies rewritten",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)

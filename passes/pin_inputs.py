@@ -19,6 +19,7 @@ from surgery.pass_base import (
     SurgeryPass,
     SurgeryResult,
     declare_interface,
+    declare_stats,
     interface,
 )
 from surgery.registry import register
@@ -28,32 +29,6 @@ from surgery.verify.inputs import read_npz
 __all__ = ["PinInputs"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class PinInputsOptions:
-    values: dict[str, Any] = option(
-        default_factory=dict,
-        help="input values: {sr = 16000, mask = [[1, 0]]} (cast to the input's dtype)",
-    )
-    npz: str = option(
-        "",
-        help="an .npz file whose arrays pin the inputs of the same names (in a passes.toml, relative to its folder)",
-        path=True,
-    )
-
-    def __post_init__(self) -> None:
-        for key, value in self.values.items():
-            try:
-                array = np.asarray(value)
-            except Exception:
-                array = np.asarray(None)
-            if array.dtype.kind not in "biuf":
-                raise PipelineError(
-                    f"pin-inputs.values: '{key}' must be a number or a (nested) list of numbers, got {value!r}"
-                )
-        if not self.values and not self.npz:
-            raise PipelineError("pin-inputs: give 'values' or 'npz' (nothing to pin)")
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
@@ -76,8 +51,36 @@ class PinInputs(SurgeryPass):
 
     name = "pin-inputs"
     example = "values = { sr = 16000 }"
-    Options = PinInputsOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        values: dict[str, Any] = option(
+            default_factory=dict,
+            help="input values: {sr = 16000, mask = [[1, 0]]} (cast to the input's dtype)",
+        )
+        npz: str = option(
+            "",
+            help="an .npz file whose arrays pin the inputs of the same names (in a passes.toml, relative to its folder)",
+            path=True,
+        )
+
+        def __post_init__(self) -> None:
+            for key, value in self.values.items():
+                try:
+                    array = np.asarray(value)
+                except Exception:
+                    array = np.asarray(None)
+                if array.dtype.kind not in "biuf":
+                    raise PipelineError(
+                        f"pin-inputs.values: '{key}' must be a number or a (nested) list of numbers, got {value!r}"
+                    )
+            if not self.values and not self.npz:
+                raise PipelineError("pin-inputs: give 'values' or 'npz' (nothing to pin)")
+
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        pinned="the inputs turned into constants, with their values (or shape and dtype)",
+    )
 
     def _requested(self) -> dict[str, np.ndarray]:
         values: dict[str, np.ndarray] = {}
@@ -189,3 +192,7 @@ class PinInputs(SurgeryPass):
             model,
             "pin-inputs turns inputs into constants",
         )
+
+
+#: The options, also importable under their former module-level name.
+PinInputsOptions = PinInputs.Options

@@ -15,27 +15,13 @@ import onnx_ir as ir
 
 from surgery.errors import PassError
 from surgery.options import option
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance, declare_stats
 from surgery.registry import register
 
 __all__ = ["ARTIFACT", "PrecisionPlan"]
 
 #: The artifact key ``apply`` reads (see :func:`surgery.atc.report_atc_commands`).
 ARTIFACT = "precision-plan"
-
-
-@dataclasses.dataclass(frozen=True)
-class PrecisionPlanOptions:
-    mode: Literal["fp16", "mixed_float16", "origin"] = option(
-        "fp16", help="the ATC precision mode to emulate"
-    )
-    flag: Literal["precision_mode", "precision_mode_v2"] = option(
-        "precision_mode", help="which ATC flag the atc line uses (they cannot be combined)"
-    )
-    data: str = option("", help="an .npz of input arrays (default: generated samples)", path=True)
-    samples: int = option(2, help="generated samples when no data is given")
-    rtol: float = option(1e-2, help="relative tolerance, of each tensor's range")
-    atol: float = option(1e-3, help="absolute tolerance")
 
 
 @register
@@ -49,8 +35,28 @@ class PrecisionPlan(SurgeryPass):
     """
 
     name = "precision-plan"
-    Options = PrecisionPlanOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        mode: Literal["fp16", "mixed_float16", "origin"] = option(
+            "fp16", help="the ATC precision mode to emulate"
+        )
+        flag: Literal["precision_mode", "precision_mode_v2"] = option(
+            "precision_mode", help="which ATC flag the atc line uses (they cannot be combined)"
+        )
+        data: str = option(
+            "", help="an .npz of input arrays (default: generated samples)", path=True
+        )
+        samples: int = option(2, help="generated samples when no data is given")
+        rtol: float = option(1e-2, help="relative tolerance, of each tensor's range")
+        atol: float = option(1e-3, help="absolute tolerance")
+
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        fp16_ok="whether the model meets the tolerance in float16 as it is",
+        keep_fp32="nodes the plan keeps in float32",
+        overflows="tensors that overflow float16",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         from surgery.errors import InputError
@@ -82,3 +88,7 @@ class PrecisionPlan(SurgeryPass):
         return SurgeryResult(
             model, False, stats=stats, notes=report.lines(), artifacts={ARTIFACT: artifact}
         )
+
+
+#: The options, also importable under their former module-level name.
+PrecisionPlanOptions = PrecisionPlan.Options

@@ -52,7 +52,7 @@ from surgery.graph import (
     walk,
 )
 from surgery.idioms import RANDOM_OPS, DropoutIdiom, match_dropout_idiom
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult
+from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_stats
 from surgery.registry import register
 
 __all__ = ["RemoveDropout"]
@@ -113,11 +113,17 @@ class RemoveDropout(SurgeryPass):
     Inference-mode Dropout is removed exactly. Training-mode Dropout (constant or non-constant
     training_mode, or is_test=0 before opset 7) is removed too and reported as changed semantics.
     Hand-written dropout (random op → compare → Cast → Mul → rescale) becomes its input too.
-    Stats: removed, training_mode, masks_replaced, identities_kept, hand_written.
     """
 
     name = "remove-dropout"
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        removed="Dropout nodes removed",
+        training_mode="removed Dropouts that were in training mode (semantics changed)",
+        masks_replaced="used Dropout masks replaced by an all-ones tensor",
+        identities_kept="Identity nodes added so a graph output keeps its name where the Dropout input cannot take it",
+        hand_written="hand-written dropouts (random mask, multiply, rescale) removed",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         names: NameAllocator | None = None

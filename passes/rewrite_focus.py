@@ -103,7 +103,7 @@ class FocusRule:
 class RewriteFocus(RulePass):
     """Rewrite Focus / space-to-depth slicing (4 strided Slices + Concat) as Reshape + Transpose, exactly.
 
-    Needs static input shapes (run after make-static). Stats: rewritten, near_misses.
+    Needs static input shapes (run after make-static).
     """
 
     name = "rewrite-focus"

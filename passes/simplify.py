@@ -12,7 +12,7 @@ from surgery.errors import PassError
 from surgery.graph import count_nodes, transplant
 from surgery.model_io import initializer_bytes
 from surgery.options import option
-from surgery.pass_base import SurgeryPass, SurgeryResult
+from surgery.pass_base import SurgeryPass, SurgeryResult, declare_stats
 from surgery.registry import register
 
 __all__ = ["Simplify"]
@@ -21,23 +21,6 @@ logger = logging.getLogger(__name__)
 
 #: onnxsim works on one protobuf message, which cannot exceed 2 GB.
 _PROTO_LIMIT = int(1.8 * 2**30)
-
-
-@dataclasses.dataclass(frozen=True)
-class SimplifyOptions:
-    max_growth_bytes: int = option(
-        1 << 20,
-        help="refuse onnxsim's result when it grows the weights by more than this many bytes",
-    )
-    on_growth: Literal["skip", "error"] = option(
-        "skip",
-        help="what to do with a result over max_growth_bytes: keep the model as it was (skip) or stop (error)",
-    )
-    include_subgraph: bool = option(
-        True,
-        help="let onnxsim also work in If/Loop/Scan bodies (it leaves branch-local constants alone)",
-    )
-    skip_fuse_bn: bool = option(False, help="keep BatchNormalization nodes unfused")
 
 
 @register
@@ -54,7 +37,27 @@ class Simplify(SurgeryPass):
     """
 
     name = "simplify"
-    Options = SimplifyOptions
+    statistics = declare_stats(
+        nodes_before="nodes before onnxsim",
+        nodes_after="nodes in onnxsim's result",
+        weight_bytes_delta="growth of the weights in onnxsim's result, in bytes",
+    )
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        max_growth_bytes: int = option(
+            1 << 20,
+            help="refuse onnxsim's result when it grows the weights by more than this many bytes",
+        )
+        on_growth: Literal["skip", "error"] = option(
+            "skip",
+            help="what to do with a result over max_growth_bytes: keep the model as it was (skip) or stop (error)",
+        )
+        include_subgraph: bool = option(
+            True,
+            help="let onnxsim also work in If/Loop/Scan bodies (it leaves branch-local constants alone)",
+        )
+        skip_fuse_bn: bool = option(False, help="keep BatchNormalization nodes unfused")
 
     def call(self, model: ir.Model) -> SurgeryResult:
         import onnxsim
@@ -101,6 +104,10 @@ class Simplify(SurgeryPass):
             return SurgeryResult(model, False, stats=stats)
         transplant(new, model)
         return SurgeryResult(model, True, stats=stats)
+
+
+#: The options, also importable under their former module-level name.
+SimplifyOptions = Simplify.Options
 
 
 def _signature(model: ir.Model) -> tuple:

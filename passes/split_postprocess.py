@@ -29,30 +29,19 @@ import onnx_ir as ir
 from surgery.analysis.cuts import NothingToSplit
 from surgery.options import option
 from surgery.partition import split
-from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_interface, interface
+from surgery.pass_base import (
+    Numerics,
+    SurgeryPass,
+    SurgeryResult,
+    declare_interface,
+    declare_stats,
+    interface,
+)
 from surgery.registry import register
 
 __all__ = ["SplitPostprocess"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitPostprocessOptions:
-    boundary: list[str] = option(
-        default_factory=list,
-        help="tensor names to cut at (default: found automatically before the first hostile op)",
-    )
-    hostile_ops: list[str] = option(
-        default_factory=list, help="more op types to keep off the NPU (added to the built-in list)"
-    )
-    tail_name: str = option(
-        "tail", help="key of the tail among the chained models (saved as OUT.<tail_name>.onnx)"
-    )
-    minimize: bool = option(
-        True,
-        help="move the automatic boundary upstream to the cut with the fewest bytes (false: cut right before the hostile op)",
-    )
 
 
 @register
@@ -72,8 +61,33 @@ class SplitPostprocess(SurgeryPass):
     """
 
     name = "split-postprocess"
-    Options = SplitPostprocessOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        boundary: list[str] = option(
+            default_factory=list,
+            help="tensor names to cut at (default: found automatically before the first hostile op)",
+        )
+        hostile_ops: list[str] = option(
+            default_factory=list,
+            help="more op types to keep off the NPU (added to the built-in list)",
+        )
+        tail_name: str = option(
+            "tail", help="key of the tail among the chained models (saved as OUT.<tail_name>.onnx)"
+        )
+        minimize: bool = option(
+            True,
+            help="move the automatic boundary upstream to the cut with the fewest bytes (false: cut right before the hostile op)",
+        )
+
     numerics = Numerics.EXACT
+    statistics = declare_stats(
+        boundary="tensors crossing from the head to the tail",
+        head_nodes="nodes left in the head (the model)",
+        tail_nodes="nodes moved to the tail (the chained model)",
+        nodes_before="nodes before the split",
+        boundary_bytes="bytes crossing the boundary per run, when the shapes are static",
+    )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         interface_before = interface(model)
@@ -129,3 +143,7 @@ class SplitPostprocess(SurgeryPass):
             model,
             "split-postprocess moves the tail to a chained model",
         )
+
+
+#: The options, also importable under their former module-level name.
+SplitPostprocessOptions = SplitPostprocess.Options

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 INDEX_PATH = Path(__file__).with_name("data") / "passes.json"
-_SCHEMA = 2  # 2: every entry has an "example"
+_SCHEMA = 3  # 2: every entry has an "example"; 3: and "statistics"
 
 
 def _passes_dir() -> Path | None:
@@ -98,7 +98,16 @@ def entry(cls: Any) -> dict[str, Any]:
         "default_tolerance": {"rtol": tol.rtol, "atol": tol.atol} if tol is not None else None,
         "options": options,
         "example": example_toml(cls.name, options, getattr(cls, "example", "")),
+        "statistics": _statistics(cls),
     }
+
+
+def _statistics(cls: Any) -> list[dict[str, str]] | None:
+    """The declared stats keys in declaration order; None when the pass declares none."""
+    declared = getattr(cls, "statistics", None)
+    if declared is None:
+        return None
+    return [{"name": str(k), "meaning": str(v)} for k, v in declared.items()]
 
 
 def example_toml(name: str, options: list[dict[str, Any]], example: str = "") -> str:
@@ -157,6 +166,7 @@ def render_show(p: dict[str, Any]) -> str:
             lines.append(f"  {o['name']} ({o['type']}; {default})")
             if o["help"]:
                 lines.append(f"      {o['help']}")
+    lines += ["", *_show_statistics(p.get("statistics"))]
     example = p.get("example") or example_toml(p["name"], p["options"])
     lines += [
         "",
@@ -167,12 +177,23 @@ def render_show(p: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _show_statistics(stats: list[dict[str, str]] | None) -> list[str]:
+    if stats is None:
+        return ["statistics: not declared"]
+    if not stats:
+        return ["statistics: none"]
+    width = max(len(s["name"]) for s in stats)
+    return ["statistics (the report's stats keys):"] + [
+        f"  {s['name'].ljust(width)}  {s['meaning']}" for s in stats
+    ]
+
+
 def _show_default(value: Any) -> str:
     return repr(value) if not isinstance(value, str) or not value.startswith("<") else value
 
 
 def render_markdown(index: dict[str, Any]) -> str:
-    """``docs/passes.md``: every pass's summary, description, numerics and options."""
+    """``docs/passes.md``: every pass's summary, description, numerics, options and statistics."""
     out = [
         "# Pass reference",
         "",
@@ -207,6 +228,14 @@ def render_markdown(index: dict[str, Any]) -> str:
                 out.append(
                     f"| `{o['name']}` | `{_md_cell(o['type'])}` | {_md_cell(default)} | {_md_cell(o['help'])} |"
                 )
+        stats = p.get("statistics")
+        if stats is None:
+            out += ["", "- statistics: not declared"]
+        elif not stats:
+            out += ["", "- statistics: none"]
+        else:
+            out += ["", "| statistic | meaning |", "|---|---|"]
+            out += [f"| `{s['name']}` | {_md_cell(s['meaning'])} |" for s in stats]
         example = p.get("example") or example_toml(p["name"], p["options"])
         out += ["", "```toml", *example.splitlines(), "```"]
     return "\n".join(out) + "\n"

@@ -3,7 +3,11 @@
 A pass is a subclass of :class:`SurgeryPass`, itself an ``onnx_ir`` in-place pass. It declares:
 
 - ``name``: the kebab-case name used in ``passes.toml`` and on the command line;
-- ``Options``: a frozen dataclass whose fields are its TOML keys (see :mod:`surgery.options`);
+- ``Options``: a frozen dataclass whose fields are its TOML keys (see :mod:`surgery.options`),
+  declared once, as a class nested in the pass (``class Options:`` under
+  ``@dataclasses.dataclass(frozen=True)``); a pass without options leaves the empty default;
+- ``statistics``: the keys of :attr:`SurgeryResult.stats` it reports, each with a one-line meaning
+  (like MLIR pass statistics); ``surgery passes show`` lists them;
 - ``numerics``: :attr:`Numerics.EXACT` (outputs unchanged up to float rounding of reordered math),
   :attr:`Numerics.APPROX` (close within ``default_tolerance``) or :attr:`Numerics.CHANGES`
   (semantics change by design; the runner reports the deviation instead of failing);
@@ -11,6 +15,11 @@ A pass is a subclass of :class:`SurgeryPass`, itself an ``onnx_ir`` in-place pas
 
 ``call(model)`` transforms the model in place and returns a :class:`SurgeryResult`. A pass knows
 nothing of files, verification or the CLI: the runner checks and compares what it produced.
+
+A pass that declares ``statistics`` and reports a key it did not declare has a bug: calling the pass
+adds a note saying so to its result, which the report shows (``tests/passes/test_contract.py``
+fails on it for the built-in passes). A pass that declares nothing (``statistics = None``, the
+default: third-party passes written before the declaration existed) may report any key.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import enum
 import inspect
 import re
 import sys
+import types
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -35,9 +45,11 @@ __all__ = [
     "SurgeryPass",
     "SurgeryResult",
     "Tolerance",
+    "declare_stats",
 ]
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_STAT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class Numerics(str, enum.Enum):
@@ -125,6 +137,16 @@ class SurgeryResult(ir.passes.PassResult):
         return self
 
 
+def declare_stats(**meanings: str) -> Mapping[str, str]:
+    """A pass's ``statistics`` declaration: each stats key it reports, with a one-line meaning.
+
+    ``statistics = declare_stats(removed="Dropout nodes removed", ...)`` keeps the declaration order
+    (``passes show`` lists the keys in it) and returns a read-only mapping, so that the class
+    attribute, shared by every instance, cannot be changed by accident.
+    """
+    return types.MappingProxyType(dict(meanings))
+
+
 class SurgeryPass(ir.passes.InPlacePass):
     """Base class of onnx-surgery passes (see the module docstring for the contract)."""
 
@@ -137,6 +159,11 @@ class SurgeryPass(ir.passes.InPlacePass):
     example: ClassVar[str] = ""
     """The keys of a typical ``[[pass]]`` table after ``name`` (TOML lines), shown by ``passes show``;
     empty: the catalogue builds one from the defaults (a pass with required options must set it)."""
+    statistics: ClassVar[Mapping[str, str] | None] = None
+    """The keys this pass reports in ``SurgeryResult.stats``, each with a one-line meaning:
+    ``declare_stats(removed="Dropout nodes removed")`` (any mapping of str to str is accepted).
+    ``passes show`` lists them; a reported key missing here is noted in the report. None:
+    undeclared, any key is accepted; ``declare_stats()``: the pass reports none."""
 
     def __init__(self, options: Any = None, /, **kwargs: Any) -> None:
         super().__init__()
@@ -162,6 +189,26 @@ class SurgeryPass(ir.passes.InPlacePass):
             raise TypeError(f"{cls.__name__}.Options must be a dataclass")
         if cls.numerics is Numerics.APPROX and cls.default_tolerance is None:
             raise TypeError(f"{cls.__name__}: an approx pass must declare default_tolerance")
+        _check_statistics(cls)
+
+    @classmethod
+    def undeclared_stats(cls, stats: Mapping[str, Any]) -> list[str]:
+        """The keys of ``stats`` the pass does not declare in ``statistics`` (none when it declares nothing)."""
+        if cls.statistics is None:
+            return []
+        return sorted(str(k) for k in stats if k not in cls.statistics)
+
+    def __call__(self, model_or_result: ir.Model | ir.passes.PassResult, /) -> ir.passes.PassResult:
+        result = super().__call__(model_or_result)
+        if isinstance(result, SurgeryResult):
+            undeclared = self.undeclared_stats(result.stats)
+            if undeclared:
+                result.notes.append(
+                    f"{self.name or type(self).__name__} reported statistics it does not declare: "
+                    f"{', '.join(undeclared)} (a bug of the pass: add them to "
+                    f"{type(self).__name__}.statistics)"
+                )
+        return result
 
     @classmethod
     def summary(cls) -> str:
@@ -204,6 +251,24 @@ class SurgeryPass(ir.passes.InPlacePass):
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options_dict().items())
         return f"{type(self).__name__}({opts})"
+
+
+def _check_statistics(cls: type[SurgeryPass]) -> None:
+    """Refuse a malformed ``statistics`` declaration when the pass class is defined."""
+    declared = cls.statistics
+    if declared is None:
+        return
+    if not isinstance(declared, Mapping):
+        raise TypeError(
+            f"{cls.__name__}.statistics must map each stats key to its meaning, got {type(declared).__name__}"
+        )
+    for key, meaning in declared.items():
+        if not isinstance(key, str) or not _STAT_RE.match(key):
+            raise TypeError(f"{cls.__name__}.statistics: key {key!r} must be snake_case")
+        if not isinstance(meaning, str) or not meaning.strip() or "\n" in meaning.strip():
+            raise TypeError(
+                f"{cls.__name__}.statistics[{key!r}] must be a one-line meaning, got {meaning!r}"
+            )
 
 
 def interface(model: ir.Model) -> Any:

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     psub = p.add_subparsers(dest="passes_command", metavar="list|show", required=True)
     lp = psub.add_parser("list", help="one line a pass: name, numerics, summary")
     lp.set_defaults(func=_list)
-    sp = psub.add_parser("show", help="a pass's description, numerics and options")
+    sp = psub.add_parser("show", help="a pass's description, numerics, options and statistics")
     sp.add_argument("name")
     sp.set_defaults(func=_show)
 

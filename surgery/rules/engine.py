@@ -33,7 +33,7 @@ import onnx_ir as ir
 
 from surgery.errors import PassError
 from surgery.graph import GraphLike, NameAllocator, is_onnx_domain, walk
-from surgery.pass_base import SurgeryPass, SurgeryResult
+from surgery.pass_base import SurgeryPass, SurgeryResult, declare_stats
 from surgery.rules import schema
 from surgery.rules.builder import Builder
 from surgery.rules.pattern import Match, Miss, Op
@@ -435,6 +435,12 @@ def _restore(model: ir.Model, snapshot: ir.Model) -> None:
 
 class RulePass(SurgeryPass):
     """Base class of passes that apply a list of rules (subclasses set ``name`` and ``rules``)."""
+
+    statistics = declare_stats(
+        rewritten="matches rewritten, all rules together",
+        by_rule="matches rewritten, by rule name",
+        near_misses="nodes whose op a rule fits but that it left as they were (the notes say why)",
+    )
 
     def rules(self) -> Sequence[RuleLike]:
         raise NotImplementedError

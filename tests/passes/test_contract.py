@@ -1,11 +1,17 @@
 """The contract every registered pass keeps, on a graph with If bodies that use outer-scope values.
 
 For each pass: the gated run (checker, ORT load, parity with the original) passes; a second run
-reports no change (idempotence); the source ir_version and the surviving node names are kept.
+reports no change (idempotence); the source ir_version and the surviving node names are kept; every
+stats key it reports is one it declares in ``statistics`` (checked on these runs, and over the
+literal keys its module's source writes, which covers paths the contract graph does not take).
 A pass that needs options must have an entry in ``CONTRACT_OPTIONS``.
 """
 
 from __future__ import annotations
+
+import ast
+import inspect
+import sys
 
 import numpy as np
 import onnx
@@ -120,6 +126,13 @@ def _assert_fresh_shapes(name: str, model: ir.Model) -> None:
                 )
 
 
+def _assert_declared_stats(name: str, step) -> None:
+    cls = registry.get(name)
+    undeclared = sorted(set(step.stats) - set(cls.statistics or {}))
+    assert not undeclared, f"{name} reports stats keys it does not declare: {undeclared}"
+    assert not [n for n in step.notes if "does not declare" in n], step.notes
+
+
 def _instantiate(name: str):
     cls = registry.get(name)
     try:
@@ -138,6 +151,7 @@ def test_pass_contract(name, tmp_path):
         ir.from_proto(proto), [_instantiate(name)], inputs=feeds, reproducer_dir=tmp_path / "repro"
     )
     step = report.steps[0]
+    _assert_declared_stats(name, step)
     if step.modified:
         assert step.checker == "ok", step
         assert step.ort.startswith("ok"), step
@@ -153,6 +167,7 @@ def test_pass_contract(name, tmp_path):
         reproducer_dir=tmp_path / "repro2",
     )
     assert not report2.steps[0].modified, f"{name} is not idempotent: {report2.steps[0].stats}"
+    _assert_declared_stats(name, report2.steps[0])
     # names of nodes the pass kept are unchanged: every surviving name was in the original
     original = node_names(proto)
     kept = node_names(again)
@@ -167,3 +182,99 @@ def test_every_pass_has_a_summary_and_kebab_name():
     for cls in registry.all_passes():
         assert cls.summary(), cls
         assert cls.name == cls.name.lower() and " " not in cls.name
+
+
+def test_every_pass_declares_its_options_once_inside_the_class():
+    from surgery.options import NoOptions
+
+    for cls in registry.all_passes():
+        if not cls.__module__.startswith("surgery.passes.") or cls.Options is NoOptions:
+            continue
+        assert "Options" in vars(cls), f"{cls.name}: Options is not declared in the pass class"
+        assert cls.Options.__qualname__ == f"{cls.__qualname__}.Options", (
+            f"{cls.name}: Options must be a class nested in the pass, not {cls.Options.__qualname__}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("module", "alias", "pass_class"),
+    [
+        ("assert_static", "AssertStaticOptions", "AssertStatic"),
+        ("expose", "ExposeOptions", "Expose"),
+        ("extract", "ExtractOptions", "Extract"),
+        ("fix_shapes", "FixShapesOptions", "FixShapes"),
+        ("make_static", "MakeStaticOptions", "MakeStatic"),
+        ("pin_inputs", "PinInputsOptions", "PinInputs"),
+        ("precision_plan", "PrecisionPlanOptions", "PrecisionPlan"),
+        ("simplify", "SimplifyOptions", "Simplify"),
+        ("split_postprocess", "SplitPostprocessOptions", "SplitPostprocess"),
+    ],
+)
+def test_former_module_level_options_names_stay_importable(module, alias, pass_class):
+    import importlib
+
+    mod = importlib.import_module(f"surgery.passes.{module}")
+    assert getattr(mod, alias) is getattr(mod, pass_class).Options
+
+
+def _builtin_passes():
+    return [c for c in registry.all_passes() if c.__module__.startswith("surgery.passes.")]
+
+
+def test_every_builtin_pass_declares_its_statistics():
+    for cls in _builtin_passes():
+        assert cls.statistics is not None, f"{cls.name} declares no statistics"
+        for key, meaning in cls.statistics.items():
+            assert meaning.strip() and "\n" not in meaning, (cls.name, key)
+
+
+def _stats_keys_written(tree: ast.AST) -> set[str]:
+    """String keys a module writes into stats: ``stats={...}`` arguments, dict literals assigned to
+    a ``stats``/``totals`` name or attribute, and ``stats["key"]`` subscripts."""
+
+    def is_stats(node: ast.AST) -> bool:
+        name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+        return name in ("stats", "totals")
+
+    def literal_keys(node: ast.AST | None) -> set[str]:
+        if not isinstance(node, ast.Dict):
+            return set()
+        return {
+            k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)
+        }
+
+    keys: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "stats":
+            keys |= literal_keys(node.value)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(is_stats(t) for t in targets):
+                keys |= literal_keys(node.value)
+        elif (
+            isinstance(node, ast.Subscript)
+            and is_stats(node.value)
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            keys.add(node.slice.value)
+    return keys
+
+
+def test_stats_keys_in_every_pass_source_are_declared():
+    for cls in _builtin_passes():
+        tree = ast.parse(inspect.getsource(sys.modules[cls.__module__]))
+        undeclared = sorted(_stats_keys_written(tree) - set(cls.statistics or {}))
+        assert not undeclared, f"{cls.name} writes stats keys it does not declare: {undeclared}"
+
+
+def test_the_source_check_finds_stats_keys():
+    tree = ast.parse(
+        "def call(self, model):\n"
+        "    stats = {'a': 1}\n"
+        "    stats['b'] += 1\n"
+        "    self.stats = {'c': 0}\n"
+        "    totals['d'] = 2\n"
+        "    return SurgeryResult(model, True, stats={'e': 1}, notes={'x': 1})\n"
+    )
+    assert _stats_keys_written(tree) == {"a", "b", "c", "d", "e"}

@@ -24,6 +24,49 @@ def test_show_prints_numerics_and_options(capsys, test_passes):
     assert "default tolerance: rtol 0.01, atol 0.001" in capsys.readouterr().out
 
 
+def test_show_lists_the_declared_statistics(capsys):
+    import surgery.passes  # noqa: F401  (the built-ins)
+
+    cls = registry.get("remove-dropout")
+    assert main(["passes", "show", "remove-dropout"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("statistics (the report's stats keys):\n", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split(None, 1) for line in section.splitlines()]
+    assert rows == [[key, meaning] for key, meaning in cls.statistics.items()]
+    assert ["removed", "Dropout nodes removed"] in rows
+    # every built-in pass shows its own
+    for cls in registry.all_passes():
+        if cls.__module__.startswith("surgery.passes.") and cls.statistics:
+            assert main(["passes", "show", cls.name]) == 0
+            out = capsys.readouterr().out
+            for key in cls.statistics:
+                assert f"\n  {key} " in out, (cls.name, key)
+
+
+def test_show_statistics_of_a_registered_pass_and_of_one_declaring_none(capsys, test_passes):
+    from surgery.pass_base import SurgeryPass, SurgeryResult, declare_stats
+
+    class Counting(SurgeryPass):
+        """Count nothing, declared."""
+
+        name = "test-counting"
+        statistics = declare_stats(looked_at="nodes looked at", changed="nodes changed")
+
+        def call(self, model):
+            return SurgeryResult(model, False)
+
+    registry.register(Counting)
+    try:
+        assert main(["passes", "show", "test-counting"]) == 0
+        out = capsys.readouterr().out
+        assert "statistics (the report's stats keys):\n  looked_at  nodes looked at\n" in out
+        assert "  changed    nodes changed\n" in out
+    finally:
+        registry.unregister("test-counting")
+    assert main(["passes", "show", "test-perturb-weight"]) == 0  # declares nothing
+    assert "statistics: not declared" in capsys.readouterr().out
+
+
 def test_show_unknown_pass(capsys):
     assert main(["passes", "show", "cleanpu"]) == 2
     assert "did you mean 'cleanup'" in capsys.readouterr().err
