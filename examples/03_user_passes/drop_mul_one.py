@@ -12,17 +12,9 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery import Numerics, SurgeryPass, SurgeryResult, register
-from surgery.graph import iter_graphs
+from surgery.graph import is_onnx_domain, iter_graphs
 from surgery.options import option
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    only_scalars: bool = option(
-        True,
-        help="remove only Muls by a rank-0 one; false: also by a one-element tensor when x's rank is known "
-        "to be at least its rank (so the Mul cannot broadcast x up)",
-    )
+from surgery.pass_base import declare_stats
 
 
 def _one_rank(value: ir.Value | None) -> int | None:
@@ -42,8 +34,16 @@ class DropMulOne(SurgeryPass):
     """
 
     name = "drop-mul-one"
-    Options = Options
     numerics = Numerics.EXACT
+    statistics = declare_stats(removed="Mul-by-one nodes removed")
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        only_scalars: bool = option(
+            True,
+            help="remove only Muls by a rank-0 one; false: also by a one-element tensor when x's rank "
+            "is known to be at least its rank (so the Mul cannot broadcast x up)",
+        )
 
     def call(self, model: ir.Model) -> SurgeryResult:
         removed = 0
@@ -51,7 +51,7 @@ class DropMulOne(SurgeryPass):
             for node in list(graph):
                 if (
                     node.op_type != "Mul"
-                    or node.domain not in ("", "ai.onnx")
+                    or not is_onnx_domain(node.domain)
                     or len(node.inputs) != 2
                 ):
                     continue
