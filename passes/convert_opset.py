@@ -24,7 +24,7 @@ upgrades well but cannot go down ("No Adapter From Version $14 for Mul"). This p
     GroupNormalization, Mish, HardSwish, Swish, AffineGrid, RMSNormalization, RotaryEmbedding,
     Attention, DeformConv): see ``opset_decompositions``, which lists what each handles.
 
-:mod:`surgery.rules.opset_steps` holds ``Step`` (one node's conversion), the
+:mod:`surgery.rules.opset_steps` holds ``OpsetStep`` (one node's conversion), the
 ``ADAPTERS``/``DECOMPOSITIONS`` tables both modules register into and the driver ``downgrade_graph``.
 
 An op with no adapter is an error naming the op and node. Outputs are unchanged (``exact``).
@@ -60,8 +60,8 @@ from surgery.rules import schema
 from surgery.rules.opset_steps import (
     ADAPTERS,
     DECOMPOSITIONS,
+    OpsetStep,
     Refuse,
-    Step,
     adapter,
     downgrade_graph,
     generic_adapter,
@@ -125,7 +125,7 @@ def _history(op_type: str, domain: str = "") -> list[int]:
 
 
 @generic_adapter
-def generic_check(step: Step) -> None:
+def generic_check(step: OpsetStep) -> None:
     """Check ``step.node`` against the target's schema; drop new attributes left at their default.
 
     Refuses inputs, used outputs, non-default attributes and element types the older op lacks,
@@ -209,7 +209,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @adapter(*REDUCE_AXES_INPUT)
-def _reduce(step: Step) -> None:
+def _reduce(step: OpsetStep) -> None:
     moved_at = REDUCE_AXES_INPUT[step.node.op_type]
     if step.cur_since >= moved_at > step.target:
         axes = step.const_input(1, "axes")
@@ -224,7 +224,7 @@ def _reduce(step: Step) -> None:
 
 
 @adapter("Squeeze", "Unsqueeze")
-def _squeeze(step: Step) -> None:
+def _squeeze(step: OpsetStep) -> None:
     if step.cur_since >= 13 > step.target:
         axes = step.const_input(1, "axes")
         step.drop_inputs_from(1)
@@ -234,7 +234,7 @@ def _squeeze(step: Step) -> None:
 
 
 @adapter("Split")
-def _split(step: Step) -> None:
+def _split(step: OpsetStep) -> None:
     node = step.node
     if step.cur_since >= 18 > step.target and "num_outputs" in node.attributes:
         n = int(step.attr("num_outputs"))
@@ -270,7 +270,7 @@ def _split(step: Step) -> None:
 
 
 @adapter("Pad")
-def _pad(step: Step) -> None:
+def _pad(step: OpsetStep) -> None:
     node = step.node
     if step.cur_since >= 19 > step.target and step.attr("mode", "constant") == "wrap":
         raise Refuse("mode='wrap' exists only from opset 19")
@@ -305,7 +305,7 @@ def _pad(step: Step) -> None:
 
 
 @adapter("Shape")
-def _shape(step: Step) -> None:
+def _shape(step: OpsetStep) -> None:
     node = step.node
     if step.cur_since >= 15 > step.target:
         start, end = int(step.attr("start", 0)), step.attr("end")
@@ -323,7 +323,7 @@ def _shape(step: Step) -> None:
 
 
 @adapter("Dropout")
-def _dropout(step: Step) -> None:
+def _dropout(step: OpsetStep) -> None:
     if step.cur_since >= 12 > step.target:
         ratio = step.const_input(1, "ratio")
         training = step.const_input(2, "training_mode")
@@ -337,7 +337,7 @@ def _dropout(step: Step) -> None:
 
 
 @adapter("Clip")
-def _clip(step: Step) -> None:
+def _clip(step: OpsetStep) -> None:
     if step.cur_since >= 11 > step.target:
         bounds = {}
         for i, name in ((1, "min"), (2, "max")):
@@ -357,7 +357,7 @@ def _clip(step: Step) -> None:
 
 
 @adapter("Resize")
-def _resize(step: Step) -> None:
+def _resize(step: OpsetStep) -> None:
     node = step.node
     if (
         step.cur_since >= 19 > step.target
@@ -380,7 +380,7 @@ def _resize(step: Step) -> None:
 
 
 @adapter("ScatterElements", "ScatterND")
-def _scatter(step: Step) -> None:
+def _scatter(step: OpsetStep) -> None:
     reduction = step.attr("reduction", "none")
     if reduction in ("max", "min") and step.target < 18:
         raise Refuse(f"reduction='{reduction}' exists only from opset 18")
@@ -392,7 +392,7 @@ def _scatter(step: Step) -> None:
 
 
 @adapter("RoiAlign")
-def _roialign(step: Step) -> None:
+def _roialign(step: OpsetStep) -> None:
     if step.cur_since >= 16 > step.target:
         mode = step.attr("coordinate_transformation_mode", "half_pixel")
         if mode != "output_half_pixel":
@@ -404,7 +404,7 @@ def _roialign(step: Step) -> None:
 
 
 @adapter("Softmax", "LogSoftmax", "Hardmax")
-def _softmax(step: Step) -> None:
+def _softmax(step: OpsetStep) -> None:
     if step.cur_since >= 13 > step.target:
         axis = int(step.attr("axis", -1))
         shape = step.ctx.shape(step.node.inputs[0])
@@ -418,7 +418,7 @@ def _softmax(step: Step) -> None:
 
 
 @adapter("GridSample")
-def _gridsample(step: Step) -> None:
+def _gridsample(step: OpsetStep) -> None:
     if step.target < 16:
         raise Refuse("GridSample exists only from opset 16; run decompose-gridsample first")
     if step.cur_since >= 20 > step.target:
@@ -434,7 +434,7 @@ def _gridsample(step: Step) -> None:
 
 
 @adapter("Reshape")
-def _reshape(step: Step) -> None:
+def _reshape(step: OpsetStep) -> None:
     if step.cur_since >= 14 > step.target and step.attr("allowzero", 0):
         shape = step.const_input(1, "shape")
         if shape is None or (shape == 0).any():
@@ -444,14 +444,14 @@ def _reshape(step: Step) -> None:
 
 
 @adapter("Cast", "CastLike")
-def _cast(step: Step) -> None:
+def _cast(step: OpsetStep) -> None:
     if step.target < 19 and "saturate" in step.node.attributes:
         step.drop_attr("saturate")  # only affects float8 targets, which do not exist before 19
     generic_check(step)
 
 
 @adapter("AveragePool")
-def _avgpool(step: Step) -> None:
+def _avgpool(step: OpsetStep) -> None:
     if step.target < 19:
         dilations = step.attr("dilations")
         if dilations and any(int(d) != 1 for d in dilations):
@@ -461,7 +461,7 @@ def _avgpool(step: Step) -> None:
 
 
 @adapter("DFT")
-def _dft(step: Step) -> None:
+def _dft(step: OpsetStep) -> None:
     if step.cur_since >= 20 > step.target:
         axis = step.const_input(2, "axis")
         step.drop_inputs_from(2)

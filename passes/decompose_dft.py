@@ -39,7 +39,7 @@ from surgery.graph import ONNX_DOMAINS, const_value
 from surgery.options import option
 from surgery.pass_base import Numerics, Tolerance
 from surgery.registry import register
-from surgery.rules import Builder, Miss, Rewrite, RuleContext, RulePass
+from surgery.rules import Builder, Miss, Replacement, RuleContext, RulePass
 from surgery.rules.engine import RuleLike
 
 __all__ = ["DecomposeDft", "dft_matrix", "stft_kernel"]
@@ -147,7 +147,7 @@ class DftRule(_SpectralRule):
 
     op = "DFT"
 
-    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
+    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Replacement | Miss:
         x = node.inputs[0]
         if x is None:
             return Miss("DFT without input")
@@ -214,7 +214,7 @@ class DftRule(_SpectralRule):
             out_dims[axis], out_dims[-1] = bins, 2
             y.shape = ir.Shape(out_dims)
         self._typed(b, dtype)
-        return Rewrite(node, [node], list(node.outputs), b.nodes, [y])
+        return Replacement(node, [node], list(node.outputs), b.nodes, [y])
 
 
 class StftRule(_SpectralRule):
@@ -222,7 +222,7 @@ class StftRule(_SpectralRule):
 
     op = "STFT"
 
-    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
+    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Replacement | Miss:
         x = node.inputs[0]
         if x is None:
             return Miss("STFT without signal")
@@ -295,7 +295,7 @@ class StftRule(_SpectralRule):
         last.shape = ir.Shape([batch, 1, count, 2 * bins])
         y.shape = ir.Shape([batch, count, bins, 2])
         self._typed(b, dtype)
-        return Rewrite(node, [node], list(node.outputs), b.nodes, [y])
+        return Replacement(node, [node], list(node.outputs), b.nodes, [y])
 
 
 @register

@@ -26,7 +26,7 @@ from surgery.options import option
 from surgery.pass_base import Numerics
 from surgery.registry import register
 from surgery.rules import Miss, Rule, RuleContext, RulePass
-from surgery.rules.engine import Rewrite
+from surgery.rules.engine import Replacement
 from surgery.rules.formulas import gelu_exact, gelu_tanh
 
 __all__ = ["GeluApprox", "match_decomposed_gelu"]
@@ -158,7 +158,7 @@ class GeluApproxRule(Rule):
     def targets(self, node: ir.Node) -> bool:
         return is_onnx_domain(node.domain) and node.op_type in ("Gelu", "Mul")
 
-    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
+    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Replacement | Miss:
         b = ctx.builder(node)
         if node.op_type == "Gelu":
             approximate = node.attributes.get("approximate")
@@ -167,7 +167,7 @@ class GeluApproxRule(Rule):
                 return Miss("")
             attrs: dict[str, Any] = {} if self.to == "none" else {"approximate": "tanh"}
             out = b.op("Gelu", node.inputs[0], name=node.name, **attrs)
-            return Rewrite(node, [node], list(node.outputs), b.nodes, [out])
+            return Replacement(node, [node], list(node.outputs), b.nodes, [out])
         found = match_decomposed_gelu(node)
         if found is None:
             return Miss("")
@@ -182,7 +182,7 @@ class GeluApproxRule(Rule):
                 if out.is_graph_output() or any(u.node not in matched for u in out.uses()):
                     return Miss(f"intermediate '{out.name}' of the GELU is used elsewhere")
         y = gelu_tanh(b, x) if self.to == "tanh" else gelu_exact(b, x)
-        return Rewrite(node, nodes, list(node.outputs), b.nodes, [y])
+        return Replacement(node, nodes, list(node.outputs), b.nodes, [y])
 
 
 @register

@@ -30,7 +30,7 @@ from surgery.graph import NameAllocator, is_onnx_domain, subgraphs
 from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, declare_stats
 from surgery.registry import register
 from surgery.rules import schema
-from surgery.rules.engine import Rewrite, RuleContext, splice
+from surgery.rules.engine import Replacement, RuleContext, splice
 
 try:  # the cloner is what onnx-ir's own InlinePass and Graph.clone() use
     from onnx_ir._cloner import Cloner
@@ -261,7 +261,7 @@ class InlineFunctions(SurgeryPass):
         nodes = [cloner.clone_node(n) for n in function]
         outputs = [value_map[o] for o in function.outputs]
         ctx = RuleContext(self._model, graph, opsets, self._names, self.name)
-        splice(ctx, Rewrite(call, [call], list(call.outputs), nodes, outputs))
+        splice(ctx, Replacement(call, [call], list(call.outputs), nodes, outputs))
         self._count += 1
         return nodes
 

@@ -40,7 +40,7 @@ import onnx_ir as ir
 from surgery.graph import const_value
 from surgery.rules import Builder
 from surgery.rules.formulas import gelu_exact, gelu_tanh
-from surgery.rules.opset_steps import DECOMPOSITIONS, Refuse, Step, decomposition
+from surgery.rules.opset_steps import DECOMPOSITIONS, OpsetStep, Refuse, decomposition
 from surgery.shapes.dims import is_known_dim
 
 __all__ = ["DECOMPOSITIONS"]
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 
 @decomposition("Gelu")
-def _gelu(step: Step) -> None:
+def _gelu(step: OpsetStep) -> None:
     b = step.builder()
     mode = step.attr("approximate", "none")
     x = step.node.inputs[0]
@@ -60,13 +60,13 @@ def _gelu(step: Step) -> None:
     step.replace(b.nodes, [y])
 
 
-def _rank(step: Step, value: ir.Value | None) -> int | None:
+def _rank(step: OpsetStep, value: ir.Value | None) -> int | None:
     shape = step.ctx.shape(value) if value is not None else None
     return len(shape) if shape is not None else None
 
 
 def _stash(
-    step: Step, b: Builder, x: ir.Value
+    step: OpsetStep, b: Builder, x: ir.Value
 ) -> tuple[ir.Value, ir.DataType | None, ir.DataType | None]:
     """Cast half-precision input up to float32 when stash_type asks for it (ONNX's definition).
 
@@ -92,7 +92,7 @@ def _normalize(
 
 
 @decomposition("LayerNormalization")
-def _layernorm(step: Step) -> None:
+def _layernorm(step: OpsetStep) -> None:
     node = step.node
     x, scale = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
@@ -117,7 +117,7 @@ def _layernorm(step: Step) -> None:
 
 
 @decomposition("GroupNormalization")
-def _groupnorm(step: Step) -> None:
+def _groupnorm(step: OpsetStep) -> None:
     node = step.node
     x, scale, bias = node.inputs[0], node.inputs[1], node.inputs[2]
     assert x is not None and scale is not None and bias is not None
@@ -147,7 +147,7 @@ def _groupnorm(step: Step) -> None:
 
 
 @decomposition("Mish")
-def _mish(step: Step) -> None:
+def _mish(step: OpsetStep) -> None:
     b = step.builder()
     x = step.node.inputs[0]
     assert x is not None
@@ -156,7 +156,7 @@ def _mish(step: Step) -> None:
 
 
 @decomposition("HardSwish")
-def _hardswish(step: Step) -> None:
+def _hardswish(step: OpsetStep) -> None:
     b = step.builder()
     x = step.node.inputs[0]
     assert x is not None
@@ -165,7 +165,7 @@ def _hardswish(step: Step) -> None:
 
 
 @decomposition("Swish")
-def _swish(step: Step) -> None:
+def _swish(step: OpsetStep) -> None:
     b = step.builder()
     x = step.node.inputs[0]
     assert x is not None
@@ -192,7 +192,7 @@ def _static(shape: ir.Shape | None, index: int) -> int | None:
     return dim if is_known_dim(dim) else None
 
 
-def _need_opset(step: Step, version: int, what: str) -> None:
+def _need_opset(step: OpsetStep, version: int, what: str) -> None:
     if step.target < version:
         raise Refuse(f"{what} needs opset {version} or newer (target is {step.target})")
 
@@ -210,7 +210,7 @@ def _affine_axis(size: int, align_corners: int) -> np.ndarray:
 
 
 @decomposition("AffineGrid")
-def _affine_grid(step: Step) -> None:
+def _affine_grid(step: OpsetStep) -> None:
     """grid = base @ theta^T: a constant base grid from a constant size, else one built with Range."""
     node = step.node
     theta, size = node.inputs[0], node.inputs[1]
@@ -284,7 +284,7 @@ def _affine_grid(step: Step) -> None:
 
 
 @decomposition("RMSNormalization")
-def _rmsnorm(step: Step) -> None:
+def _rmsnorm(step: OpsetStep) -> None:
     node = step.node
     x, scale = node.inputs[0], node.inputs[1]
     assert x is not None and scale is not None
@@ -307,7 +307,7 @@ def _rmsnorm(step: Step) -> None:
 
 
 @decomposition("RotaryEmbedding")
-def _rotary(step: Step) -> None:
+def _rotary(step: OpsetStep) -> None:
     """x1*cos - x2*sin, x1*sin + x2*cos on the rotated part (halves or interleaved pairs)."""
     node = step.node
     x, cos, sin = node.inputs[0], node.inputs[1], node.inputs[2]
@@ -373,7 +373,7 @@ def _scalar_dim(b: Builder, value: ir.Value, index: int) -> ir.Value:
 
 
 @decomposition("Attention")
-def _attention(step: Step) -> None:
+def _attention(step: OpsetStep) -> None:
     """softmax(Q·Kᵀ·scale [softcap] + mask/causal bias) · V, with KV cache concat and GQA repeat."""
     node = step.node
     ins = list(node.inputs) + [None] * (7 - len(node.inputs))
@@ -553,7 +553,7 @@ def _attention(step: Step) -> None:
 
 
 @decomposition("DeformConv")
-def _deform_conv(step: Step) -> None:
+def _deform_conv(step: OpsetStep) -> None:
     """Bilinear samples at the offset kernel taps with GridSample, then one MatMul with the weights.
 
     Per offset group, the taps' positions (a constant base grid plus the offsets) become a

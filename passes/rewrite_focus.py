@@ -37,7 +37,7 @@ from surgery.idioms import match_focus
 from surgery.options import option
 from surgery.pass_base import Numerics
 from surgery.registry import register
-from surgery.rules import Miss, Rewrite, RuleContext, RulePass
+from surgery.rules import Miss, Replacement, RuleContext, RulePass
 from surgery.rules.engine import RuleLike
 
 __all__ = ["RewriteFocus"]
@@ -61,7 +61,7 @@ class FocusRule:
     def targets(self, node: ir.Node) -> bool:
         return node.op_type == "Concat" and is_onnx_domain(node.domain) and len(node.inputs) == 4
 
-    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
+    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Replacement | Miss:
         idiom = match_focus(node, ctx.shape)
         if idiom is None:
             loose = match_focus(node, ctx.shape, require_static=False)
@@ -96,7 +96,7 @@ class FocusRule:
                 if out.type is None and dtype is not None and new.op_type != "Constant":
                     out.type = ir.TensorType(dtype)
         y.shape = ir.Shape([n, 4 * c, h // 2, w // 2])
-        return Rewrite(node, [*idiom.slices, node], list(node.outputs), b.nodes, [y])
+        return Replacement(node, [*idiom.slices, node], list(node.outputs), b.nodes, [y])
 
 
 @register

@@ -7,7 +7,8 @@ The public API::
     model, report = surgery.apply(model_proto, [RemoveDropout(), Cleanup()])
     result = surgery.prepare("model.onnx", "out.onnx", input_shapes="x:1,3,224,224")
 
-Only the error classes are imported eagerly: ``surgery --help`` and ``surgery passes list`` must
+Only the error classes are imported eagerly (``PassError`` is built on first use: it subclasses
+onnx-ir's ``PassError``): ``surgery --help`` and ``surgery passes list`` must
 not pay for onnx, onnx-ir and onnxruntime. Everything else is imported on first use; type checkers
 and IDEs see the real objects through the ``TYPE_CHECKING`` imports below.
 """
@@ -17,10 +18,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from surgery.errors import GateError, InputError, PassError, PipelineError, SurgeryError
+from surgery.errors import GateError, InputError, PipelineError, SurgeryError
 
 if TYPE_CHECKING:
     from surgery.api import apply
+    from surgery.errors import PassError
     from surgery.model_io import load, save
     from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, Tolerance
     from surgery.prepare import prepare
@@ -48,6 +50,7 @@ __all__ = [
 
 #: attribute → the module that defines it (imported on first use)
 _LAZY = {
+    "PassError": "surgery.errors",
     "apply": "surgery.api",
     "prepare": "surgery.prepare",
     "load": "surgery.model_io",

@@ -251,7 +251,7 @@ def stage_outputs(
             target = artifact_path(out, key)
             plan.write(target, f"the {key} model")
             tx.add_model(extra, target)
-            report.artifacts[key] = str(target)
+            report.files[key] = str(target)
     if report.chained:
         from surgery import partition
 
@@ -266,7 +266,7 @@ def stage_outputs(
         manifest_path = out.with_name(out.stem + ".split.json")
         plan.write(manifest_path, "the split manifest")
         tx.add_text(manifest_path, json.dumps(data, indent=2) + "\n")
-        report.artifacts["manifest"] = str(manifest_path)
+        report.files["manifest"] = str(manifest_path)
     from surgery.atc import keep_dtype_path, planned_keep_dtype, report_atc_commands
 
     keep = planned_keep_dtype(report)
@@ -276,5 +276,5 @@ def stage_outputs(
         target = keep_dtype_path(out)
         plan.write(target, "the keep_dtype file")
         tx.add_text(target, keep_dtype_text(keep))
-        report.artifacts["keep_dtype"] = str(target)
+        report.files["keep_dtype"] = str(target)
     report_atc_commands(report, result_model, out, soc_version=soc_version, cann=cann)

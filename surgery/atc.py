@@ -507,7 +507,7 @@ def report_atc_commands(
 ) -> list[AtcCommand]:
     """Put the ``atc`` line of every model a run wrote into ``report.extra["atc"]``.
 
-    The main model is written at ``output``; ``ir.Model`` artifacts at ``report.artifacts[key]``.
+    The main model is written at ``output``; ``ir.Model`` artifacts at ``report.files[key]``.
     A split head whose outputs are not the original model's gets ``--out_nodes``. A name ATC's
     syntax cannot carry becomes a warning entry instead of a command (the model is already written).
     A model left with dynamic dims gets, with ``cann``, the dynamic-shape command of that release
@@ -518,7 +518,7 @@ def report_atc_commands(
     targets: list[tuple[ir.Model, str | os.PathLike, bool]] = [
         (model, output, bool(getattr(report, "chained", None)))
     ]
-    for key, path in report.artifacts.items():
+    for key, path in report.files.items():
         extra = report.models.get(key)
         if isinstance(extra, ir.Model):
             targets.append((extra, path, False))
@@ -562,11 +562,11 @@ def planned_keep_dtype(report: Any) -> list[str]:
 
 def _planned_precision(report: Any, output: str | os.PathLike) -> tuple[str, ...]:
     """Precision flags from a ``precision-plan`` step; its keep_dtype file (staged by the run beside
-    ``output`` in its write plan) is ``report.artifacts["keep_dtype"]``."""
+    ``output`` in its write plan) is ``report.files["keep_dtype"]``."""
     plan = report.models.get("precision-plan")
     if not isinstance(plan, Mapping):
         return ()
-    keep = report.artifacts.get("keep_dtype") if planned_keep_dtype(report) else None
+    keep = report.files.get("keep_dtype") if planned_keep_dtype(report) else None
     return precision_flags(
         str(plan.get("mode", "fp16")), keep, v2=plan.get("flag") == "precision_mode_v2"
     )

@@ -7,14 +7,16 @@
 - :class:`PipelineError` (exit 2): the pipeline description is wrong: bad TOML, an unknown pass or
   option, a value of the wrong type.
 - :class:`PassError` (exit 2): a pass refused the model it was given, with a reason (e.g. an op it
-  cannot rewrite). The model is left as it was before the pass.
+  cannot rewrite). The model is left as it was before the pass. It is also an
+  ``onnx_ir.passes.PassError`` (our passes are onnx-ir passes), so code that catches onnx-ir's
+  catches ours: one name, one meaning.
 - :class:`GateError` (exit 1): a verification gate failed after a pass: the checker rejected the
   model, ONNX Runtime could not load it, or its outputs no longer match the original.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "GateError",
@@ -76,8 +78,8 @@ class PipelineError(SurgeryError):
     exit_code = 2
 
 
-class PassError(SurgeryError):
-    """A pass refused to transform the model, with a reason."""
+class _PassErrorBase(SurgeryError):
+    """What :class:`PassError` adds to its two bases (kept apart so the class is built lazily)."""
 
     exit_code = 2
 
@@ -86,6 +88,35 @@ class PassError(SurgeryError):
             message = f"{pass_name}: {message}"
         super().__init__(message)
         self.pass_name = pass_name
+
+
+_PASS_ERROR_DOC = """A pass refused to transform the model, with a reason.
+
+    A subclass of both :class:`SurgeryError` and ``onnx_ir.passes.PassError``: ``except
+    onnx_ir.passes.PassError`` (e.g. around onnx-ir's ``PassManager``) catches it too. The class is
+    built on first use (``from surgery.errors import PassError``), because importing onnx-ir takes
+    a second that ``surgery --help`` and ``surgery passes list`` must not pay.
+    """
+
+if TYPE_CHECKING:
+    from onnx_ir.passes import PassError as _IrPassError
+
+    class PassError(_PassErrorBase, _IrPassError):
+        __doc__ = _PASS_ERROR_DOC
+
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name != "PassError":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from onnx_ir.passes import PassError as _IrPassError
+
+        cls = type(
+            "PassError",
+            (_PassErrorBase, _IrPassError),
+            {"__doc__": _PASS_ERROR_DOC, "__module__": __name__},
+        )
+        return globals().setdefault("PassError", cls)  # one class even if two threads race
 
 
 class GateError(SurgeryError):

@@ -190,18 +190,32 @@ class Report:
     gate_setup: dict[str, float] = dataclasses.field(default_factory=dict)
     """Seconds each gate spent before the first pass (e.g. parity's reference runs)."""
     outputs: list[str] = dataclasses.field(default_factory=list)
-    artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Paths of the files written besides the main model (``outputs``), by name: the models a
+    pass produced (``OUT.<key>.onnx``), the split manifest, the keep_dtype file. JSON key
+    ``artifacts``; the products themselves, before they are written, are in ``models``."""
     notes: list[str] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
     """Library warnings caught during the run (onnx-ir, onnxruntime, numpy; see :mod:`surgery.libwarnings`)."""
     models: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """Models produced besides the main one (chained parts, artifacts); saved by the API, not in JSON."""
+    """Models (and other products) a pass returned besides the main one: chained parts and its
+    ``SurgeryResult.artifacts``; saved by the API (paths in ``files``), not in JSON."""
     chained: list[str] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Sections other features add (e.g. ``atc`` commands, ``buckets``)."""
     seconds: float = 0.0
     ok: bool = True
     error: str | None = None
+
+    @property
+    def artifacts(self) -> dict[str, str]:
+        """Deprecated alias of :attr:`files` (its old name; a pass's ``SurgeryResult.artifacts``
+        are the products, kept in :attr:`models`). The JSON key is still ``artifacts``."""
+        return self.files
+
+    @artifacts.setter
+    def artifacts(self, value: dict[str, str]) -> None:
+        self.files = value
 
     @property
     def final_checks(self) -> list[str]:
@@ -241,7 +255,7 @@ class Report:
             "final_checks": self.final_checks,
             "final": [o.to_dict() for o in self.final],
             "gate_setup": {k: round(v, 4) for k, v in self.gate_setup.items()},
-            "artifacts": self.artifacts,
+            "artifacts": self.files,
             "notes": self.notes,
             "warnings": self.warnings,
             **{k: v for k, v in _jsonable(self.extra).items() if k not in head and k != "warnings"},
@@ -348,7 +362,7 @@ class Report:
             lines.append(note)
         for out in self.outputs:
             lines.append(f"wrote {out}")
-        for name, path in self.artifacts.items():
+        for name, path in self.files.items():
             lines.append(f"wrote {name}: {path}")
         # input names and notes come from the model: one printable line each
         return "\n".join(one_line(line) for line in lines)

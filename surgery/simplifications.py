@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeGuard
 
 import numpy as np
@@ -74,6 +74,22 @@ def _only_reader(value: ir.Value | None) -> ir.Node | None:
         return None
     uses = list(value.uses())
     return uses[0].node if len(uses) == 1 else None
+
+
+def _fusable_operands(
+    node: ir.Node, graph: ir.Graph, *ops: str
+) -> Iterator[tuple[ir.Node, ir.Value, ir.Value]]:
+    """(producer, operand, other operand) for each operand of the binary ``node``, first one
+    first, made by a standard ``ops`` node of ``graph`` that nothing but ``node`` reads: where
+    ``node`` (an Add or Mul by a constant) can be folded into its producer's weights."""
+    if len(node.inputs) != 2 or any(v is None for v in node.inputs):
+        return
+    first, second = node.inputs
+    assert first is not None and second is not None  # checked above
+    for y, other in ((first, second), (second, first)):
+        producer = y.producer()
+        if _std(producer, *ops) and _only_reader(y) is node and producer.graph is graph:
+            yield producer, y, other
 
 
 def _static(shape: ir.Shape | None) -> tuple[int, ...] | None:
@@ -768,14 +784,7 @@ def _fuse_conv_bn(bn: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
 
 
 def _fuse_conv_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
-    if len(add.inputs) != 2 or any(v is None for v in add.inputs):
-        return False
-    for y, other in (add.inputs, add.inputs[::-1]):
-        if y is None or other is None:
-            continue
-        conv = y.producer()
-        if not _std(conv, *_CONVS) or _only_reader(y) is not add or conv.graph is not graph:
-            continue
+    for conv, y, other in _fusable_operands(add, graph, *_CONVS):
         parts = _conv_parts(conv)
         constant = const_value(other)
         out_shape = _static(y.shape)
@@ -808,14 +817,7 @@ def _fuse_conv_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
 
 
 def _fuse_matmul_add(add: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
-    if len(add.inputs) != 2 or any(v is None for v in add.inputs):
-        return False
-    for y, other in (add.inputs, add.inputs[::-1]):
-        if y is None or other is None:
-            continue
-        matmul = y.producer()
-        if not _std(matmul, "MatMul") or _only_reader(y) is not add or matmul.graph is not graph:
-            continue
+    for matmul, y, other in _fusable_operands(add, graph, "MatMul"):
         a, w = matmul.inputs
         a_shape = _static(a.shape) if a is not None else None
         weight, bias = const_value(w), const_value(other)
@@ -909,14 +911,7 @@ def _fuse_scale_matmul(matmul: ir.Node, graph: ir.Graph, names: NameAllocator) -
 def _fuse_matmul_column_scale(mul: ir.Node, graph: ir.Graph, names: NameAllocator) -> bool:
     """``MatMul(x, W) * g`` (``g`` a constant over the last axis: [N], or a scalar; ``W`` a constant
     only this MatMul reads) → ``MatMul(x, W * g)``: ConvNeXt's layer scale after each block's Linear."""
-    if len(mul.inputs) != 2:
-        return False
-    for y, other in ((mul.inputs[0], mul.inputs[1]), (mul.inputs[1], mul.inputs[0])):
-        if y is None or other is None:
-            return False
-        matmul = y.producer()
-        if not _std(matmul, "MatMul") or _only_reader(y) is not mul or matmul.graph is not graph:
-            continue
+    for matmul, y, other in _fusable_operands(mul, graph, "MatMul"):
         if len(matmul.inputs) != 2 or matmul.inputs[1] is None:
             continue
         w = matmul.inputs[1]

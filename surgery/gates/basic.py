@@ -70,7 +70,7 @@ class OrtLoadGate(BaseGate):
         if "original_lacks_kernel" not in state.store:
             from surgery.verify.ort import OrtSession, is_missing_kernel
 
-            lacks = state.uses_reference
+            lacks = state.uses_reference_evaluator
             if not lacks and state.original is not None:
                 try:
                     OrtSession(state.original).close()

@@ -98,7 +98,7 @@ class _Original:
         self.session: Any = None
         self.marked: MarkerSession | None = None
         self.taken: dict[str, bool] | None = None
-        self.reference = False
+        self.used_reference_evaluator = False
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.observing = False
         # the light proto tells cheaply whether there is any control flow to mark
@@ -130,7 +130,7 @@ class _Original:
                 error = OrtLoadError(_short(exc))
                 error.detail = str(exc)  # ORT's whole message, for explain_ort_failure
                 raise error from None
-            self.reference = True
+            self.used_reference_evaluator = True
 
     def __call__(
         self, feeds: Mapping[str, np.ndarray], *, shapes: bool = False
@@ -169,7 +169,7 @@ class _Original:
                 if not is_missing_kernel(exc):
                     raise
                 self.close()
-                self.reference = True
+                self.used_reference_evaluator = True
         return run_reference(self.run_state.model_original(), feeds)
 
     def close(self) -> None:
@@ -224,8 +224,8 @@ def reference_outputs(
                 out.append(exc)
     finally:
         original.close()
-    if original.reference:
-        run.uses_reference = True
+    if original.used_reference_evaluator:
+        run.uses_reference_evaluator = True
     return out
 
 
@@ -302,7 +302,9 @@ class ParityGate(BaseGate):
                 self._extra_samples(run, data, cfg.samples - 1, original)
         finally:
             original.close()
-            run.uses_reference = run.uses_reference or original.reference
+            run.uses_reference_evaluator = (
+                run.uses_reference_evaluator or original.used_reference_evaluator
+            )
         run.store[self.name] = data
         # execution beats wrong inference (issue 13): observed shapes of the original correct onnx's
         # the first chunk came with the planned run: observe the rest; the graph outputs' shapes are
@@ -316,7 +318,7 @@ class ParityGate(BaseGate):
                     observed.setdefault(name, tuple(int(d) for d in array.shape))
         run.report.notes.extend(correct_observed_shapes(run.model, plan.feeds, observed))
         run.report.inputs = dict(plan.provenance)
-        run.report.oracle = "reference evaluator" if run.uses_reference else "onnxruntime"
+        run.report.oracle = "reference evaluator" if run.uses_reference_evaluator else "onnxruntime"
         run.report.extra["samples"] = [
             {
                 "name": s.name,
@@ -344,7 +346,7 @@ class ParityGate(BaseGate):
                 + ", ".join(sorted(randoms))
                 + f" is {RANDOM}"
             )
-        if run.uses_reference:
+        if run.uses_reference_evaluator:
             run.report.notes.append(
                 "onnxruntime has no kernel for the original model: references come from onnx's ReferenceEvaluator"
             )
@@ -434,7 +436,7 @@ class ParityGate(BaseGate):
         for index, sample in enumerate(data.samples):
             feeds, expected, names = self._expected(state, data, index)
             try:
-                outputs = state.run(feeds, allow_reference=state.uses_reference)
+                outputs = state.run(feeds, allow_reference=state.uses_reference_evaluator)
             except MissingKernel as exc:
                 return Outcome.failed(
                     self.name, f"onnxruntime has no kernel for the model (the original runs): {exc}"

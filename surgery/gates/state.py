@@ -56,8 +56,9 @@ class RunState:
     fingerprint_after: Any = None
     silent_edit: bool = False
     """The pass returned modified=False but the fingerprint says the model changed."""
-    uses_reference: bool = False
-    """The original needed onnx's ReferenceEvaluator (ORT has no kernel for it)."""
+    uses_reference_evaluator: bool = False
+    """The original needed onnx's ReferenceEvaluator (ORT has no kernel for it). Not to be confused
+    with the reference *outputs* (the original's, which parity compares against)."""
     store: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Per-gate data for the run, keyed by gate name (a gate's memory between steps)."""
     progress: Any = None
@@ -76,6 +77,15 @@ class RunState:
         if self._original_model is None:
             self._original_model = self.original.full_model()
         return self._original_model
+
+    @property
+    def uses_reference(self) -> bool:
+        """Deprecated alias of :attr:`uses_reference_evaluator` (its old name)."""
+        return self.uses_reference_evaluator
+
+    @uses_reference.setter
+    def uses_reference(self, value: bool) -> None:
+        self.uses_reference_evaluator = value
 
     # -- per-step resources ---------------------------------------------------------------
     @property
@@ -130,7 +140,8 @@ class RunState:
     def run(
         self, feeds: Mapping[str, np.ndarray], *, allow_reference: bool = False
     ) -> dict[str, np.ndarray]:
-        """Outputs of the current model, then of every chained model, on ``feeds``."""
+        """Outputs of the current model, then of every chained model, on ``feeds``;
+        ``allow_reference``: fall back to onnx's ReferenceEvaluator where ORT has no kernel."""
         from surgery.verify.ort import is_missing_kernel
         from surgery.verify.reference import run_reference
 

@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 from surgery.rules.builder import Builder
-from surgery.rules.engine import Rewrite, Rule, RuleContext, RulePass, RuleStats, apply_rules
+from surgery.rules.engine import Replacement, Rule, RuleContext, RulePass, RuleStats, apply_rules
+from surgery.rules.engine import Rewrite as Rewrite  # deprecated alias of Replacement
 from surgery.rules.pattern import ANY, Const, Match, Miss, Op, Var
 
 __all__ = [
@@ -21,7 +22,7 @@ __all__ = [
     "Match",
     "Miss",
     "Op",
-    "Rewrite",
+    "Replacement",
     "Rule",
     "RuleContext",
     "RulePass",

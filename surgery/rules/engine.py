@@ -40,7 +40,7 @@ from surgery.rules.pattern import Match, Miss, Op
 from surgery.rules.pattern import match as match_pattern
 
 __all__ = [
-    "Rewrite",
+    "Replacement",
     "Rule",
     "RuleContext",
     "RuleLike",
@@ -139,14 +139,22 @@ def _read_table(
 
 
 @dataclasses.dataclass
-class Rewrite:
-    """A successful match turned into a replacement, ready to splice."""
+class Replacement:
+    """A successful match turned into a replacement, ready to splice: the matched nodes and the
+    root's outputs, and the new nodes and the values that take those outputs' place.
+
+    Named ``Rewrite`` before; ``Rewrite`` stays importable as a deprecated alias (the
+    ``rewrite`` pass, ``surgery.passes.rewrite.Rewrite``, is a different thing)."""
 
     root: ir.Node
     old_nodes: Sequence[ir.Node]
     old_outputs: Sequence[ir.Value]
     new_nodes: Sequence[ir.Node]
     new_outputs: Sequence[ir.Value | None]
+
+
+Rewrite = Replacement
+"""Deprecated alias of :class:`Replacement` (its old name)."""
 
 
 class RuleLike(Protocol):
@@ -157,7 +165,7 @@ class RuleLike(Protocol):
 
     def targets(self, node: ir.Node) -> bool: ...
 
-    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss: ...
+    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Replacement | Miss: ...
 
 
 class Rule:
@@ -181,7 +189,7 @@ class Rule:
     def refuse(self, ctx: RuleContext, message: str) -> PassError:
         return PassError(message, pass_name=ctx.pass_name or self.name)
 
-    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
+    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Replacement | Miss:
         m = match_pattern(self.pattern, node, ctx.opsets, ctx.dtype, ctx.shape)
         if not isinstance(m, Match):
             return m
@@ -194,7 +202,7 @@ class Rule:
             raise TypeError(
                 f"rule {self.name}: build returned {len(outputs)} values for {len(node.outputs)} outputs"
             )
-        return Rewrite(node, m.nodes, list(node.outputs), b.nodes, outputs)
+        return Replacement(node, m.nodes, list(node.outputs), b.nodes, outputs)
 
     def __repr__(self) -> str:
         return f"<rule {self.name or type(self).__name__}>"
@@ -221,7 +229,7 @@ class RuleStats:
         return out
 
 
-def splice(ctx: RuleContext, rw: Rewrite) -> None:
+def splice(ctx: RuleContext, rw: Replacement) -> None:
     """Put ``rw.new_nodes`` in place of ``rw.old_nodes`` and reroute the root's outputs."""
     graph = ctx.graph
     _check_dropped_outputs(ctx, rw)
@@ -345,11 +353,11 @@ def _collect(
     inferred: InferredTypes,
     pass_name: str,
     roots: set[int] | None,
-) -> tuple[list[tuple[RuleContext, str, Rewrite]], set[int]]:
+) -> tuple[list[tuple[RuleContext, str, Replacement]], set[int]]:
     """Phase one: every rewrite over the graph as it is, checked, nothing spliced; and the roots
     whose match overlaps an earlier one (retried after the splice). On any error the built
     replacements are discarded, so the model is as it was."""
-    planned: list[tuple[RuleContext, str, Rewrite]] = []
+    planned: list[tuple[RuleContext, str, Replacement]] = []
     claimed: set[int] = set()
     deferred: set[int] = set()
     try:
@@ -403,7 +411,7 @@ def _collect(
     return planned, deferred
 
 
-def _check_dropped_outputs(ctx: RuleContext, rw: Rewrite) -> None:
+def _check_dropped_outputs(ctx: RuleContext, rw: Replacement) -> None:
     """A rule may drop (``None``) only root outputs nothing outside the match reads (the engine
     checks it before any splice; :func:`splice` again for its other callers)."""
     inside = {id(n) for n in rw.old_nodes}
@@ -417,7 +425,7 @@ def _check_dropped_outputs(ctx: RuleContext, rw: Rewrite) -> None:
             )
 
 
-def _discard(rw: Rewrite) -> None:
+def _discard(rw: Replacement) -> None:
     """Unhook a built, never spliced replacement from the values it reads (onnx-ir records every
     node that takes a value as its input as one of the value's uses, attached or not)."""
     for node in rw.new_nodes:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from surgery.rules.engine import Rewrite, RuleContext
+from surgery.rules.engine import Replacement, RuleContext
 from surgery.rules.pattern import Miss
 
 __all__ = ["OnnxscriptRule", "adapt", "is_onnxscript_rule"]
@@ -55,7 +55,7 @@ class OnnxscriptRule:
     def targets(self, node: ir.Node) -> bool:
         return True  # onnxscript's matcher does its own op-type filtering
 
-    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Rewrite | Miss:
+    def rewrite(self, ctx: RuleContext, node: ir.Node) -> Replacement | Miss:
         self._tracer.reset()
         delta = self.rule.try_rewrite(ctx.model, ctx.graph, node, tracer=self._tracer)
         if delta is None:
@@ -87,7 +87,7 @@ class OnnxscriptRule:
         if root not in matched:
             root = matched[-1]
         outputs: list[ir.Value | None] = list(delta.new_outputs)
-        return Rewrite(root, matched, old_outputs, consts + new_nodes, outputs)
+        return Replacement(root, matched, old_outputs, consts + new_nodes, outputs)
 
 
 _NOT_TARGETED = Miss("")  # the pattern did not get past the first node: not a near miss

@@ -1,4 +1,4 @@
-"""The opset-conversion engine: one node's conversion (``Step``), the op tables and the driver.
+"""The opset-conversion engine: one node's conversion (``OpsetStep``), the op tables and the driver.
 
 The ``convert-opset`` pass (the down-adapters of ops that exist at both opsets, and the generic
 check) and ``opset_decompositions`` (ops that do not exist at the target) register into the tables
@@ -28,15 +28,15 @@ from surgery.errors import PassError
 from surgery.graph import GraphLike, NameAllocator, const_value, is_onnx_domain
 from surgery.rules import schema
 from surgery.rules.builder import Builder
-from surgery.rules.engine import Rewrite, RuleContext, remove_dead_constants, splice
+from surgery.rules.engine import Replacement, RuleContext, remove_dead_constants, splice
 
 __all__ = [
     "ADAPTERS",
     "DECOMPOSITIONS",
     "HINTS",
     "Adapter",
+    "OpsetStep",
     "Refuse",
-    "Step",
     "adapter",
     "decomposition",
     "downgrade_graph",
@@ -49,7 +49,7 @@ class Refuse(Exception):
 
 
 @dataclasses.dataclass
-class Step:
+class OpsetStep:
     """One node to convert: where it lives and the versions involved."""
 
     ctx: RuleContext
@@ -110,11 +110,16 @@ class Step:
             if value is not None:
                 self.orphans.append(value)
         splice(
-            self.ctx, Rewrite(self.node, [self.node], list(self.node.outputs), new_nodes, outputs)
+            self.ctx,
+            Replacement(self.node, [self.node], list(self.node.outputs), new_nodes, outputs),
         )
 
 
-Adapter = Callable[[Step], None]
+Step = OpsetStep
+"""Deprecated alias of :class:`OpsetStep` (its old name; ``surgery.pipeline.Step`` is a configured
+pass, a different thing). Kept importable; new code uses ``OpsetStep``."""
+
+Adapter = Callable[[OpsetStep], None]
 ADAPTERS: dict[str, Adapter] = {}
 DECOMPOSITIONS: dict[str, Adapter] = {}
 
@@ -169,7 +174,7 @@ def downgrade_graph(
     for node in list(graph):
         if not is_onnx_domain(node.domain) or node.graph is None:
             continue
-        step = Step(ctx, node, current, target, orphans)
+        step = OpsetStep(ctx, node, current, target, orphans)
         where = (
             f"{node.op_type} '{node.name}'"
             if node.name

@@ -93,6 +93,16 @@ def _finite(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
+def _equal(name: str, tol: Tolerance) -> ArrayDiff:
+    """Equal (or nothing to compare): no error, cosine 1."""
+    return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
+
+
+def _incomparable(name: str, tol: Tolerance, problem: str) -> ArrayDiff:
+    """Failed without numbers: what makes the arrays differ in kind (missing, shape, dtype, NaN)."""
+    return ArrayDiff(name, math.inf, math.inf, 0.0, False, tol, problem=problem)
+
+
 def _exact(
     name: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, int_tolerance: int | None
 ) -> ArrayDiff:
@@ -102,17 +112,13 @@ def _exact(
         or actual.dtype.kind in "fc"
         or expected.dtype.kind in "fc"
     ):
-        return ArrayDiff(
+        return _incomparable(
             name,
-            math.inf,
-            math.inf,
-            0.0,
-            False,
             tol,
-            problem=f"element type {actual.dtype.name} where the original has {expected.dtype.name}",
+            f"element type {actual.dtype.name} where the original has {expected.dtype.name}",
         )
     if actual.size == 0:
-        return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
+        return _equal(name, tol)
     common = np.result_type(actual.dtype, expected.dtype)
     if common.kind not in "iub":  # uint64 beside a signed type: compare as Python integers
         a, e = actual.astype(object), expected.astype(object)
@@ -121,7 +127,7 @@ def _exact(
     differ = a != e
     count = int(np.count_nonzero(differ))
     if count == 0:
-        return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
+        return _equal(name, tol)
     # exact differences of the mismatching elements, as Python integers (no overflow, no rounding)
     worst_abs, worst_rel = 0, 0.0
     for x, y in zip(
@@ -160,36 +166,23 @@ def diff_arrays(
     """
     if actual is None or expected is None:
         which = "modified model" if actual is None else "original model"
-        return ArrayDiff(
-            name, math.inf, math.inf, 0.0, False, tol, problem=f"missing from the {which}"
-        )
+        return _incomparable(name, tol, f"missing from the {which}")
     actual = np.asarray(actual)
     expected = np.asarray(expected)
     if actual.shape != expected.shape:
-        return ArrayDiff(
+        return _incomparable(
             name,
-            math.inf,
-            math.inf,
-            0.0,
-            False,
             tol,
-            problem=f"shape {list(actual.shape)} differs from the original's {list(expected.shape)}",
+            f"shape {list(actual.shape)} differs from the original's {list(expected.shape)}",
         )
     if actual.dtype.kind in "OSU" or expected.dtype.kind in "OSU":
-        same = bool(np.array_equal(actual, expected))
-        return ArrayDiff(
-            name,
-            0.0 if same else math.inf,
-            0.0 if same else math.inf,
-            1.0 if same else 0.0,
-            same,
-            tol,
-            problem=None if same else "string values differ",
-        )
+        if np.array_equal(actual, expected):
+            return _equal(name, tol)
+        return _incomparable(name, tol, "string values differ")
     if actual.dtype.kind in "iub" or expected.dtype.kind in "iub":
         return _exact(name, actual, expected, tol, int_tolerance)
     if actual.size == 0:
-        return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
+        return _equal(name, tol)
     if actual.dtype == expected.dtype and np.array_equal(actual, expected):
         # bit-equal (NaN never is): nothing to measure; every element is in the exactly-0 bin
         return ArrayDiff(
@@ -205,32 +198,22 @@ def diff_arrays(
     e = expected.astype(np.float64)
     nan_a, nan_e = np.isnan(a), np.isnan(e)
     if not np.array_equal(nan_a, nan_e):
-        return ArrayDiff(
+        return _incomparable(
             name,
-            math.inf,
-            math.inf,
-            0.0,
-            False,
             tol,
-            problem=f"NaN at {int((nan_a != nan_e).sum())} positions where the other has a number",
+            f"NaN at {int((nan_a != nan_e).sum())} positions where the other has a number",
         )
     inf_a, inf_e = np.isinf(a), np.isinf(e)
     both_inf = inf_a & inf_e & (np.sign(a) == np.sign(e))
     if not np.array_equal(inf_a, both_inf) or not np.array_equal(inf_e, both_inf):
         wrong = int(((inf_a | inf_e) & ~both_inf).sum())
-        return ArrayDiff(
-            name,
-            math.inf,
-            math.inf,
-            0.0,
-            False,
-            tol,
-            problem=f"Inf at {wrong} positions where the other has a number or the opposite sign",
+        return _incomparable(
+            name, tol, f"Inf at {wrong} positions where the other has a number or the opposite sign"
         )
     mask = ~(nan_a | both_inf)
     a_m, e_m = a[mask], e[mask]
     if a_m.size == 0:
-        return ArrayDiff(name, 0.0, 0.0, 1.0, True, tol)
+        return _equal(name, tol)
     err = np.abs(a_m - e_m)
     max_abs = float(err.max())
     denom = np.abs(e_m)

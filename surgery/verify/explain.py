@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -74,6 +74,90 @@ class OrtFailure:
     about_inputs: bool
 
 
+def _domain_detail(found: re.Match[str]) -> str:
+    op = re.search(r'\("[^"]*", (\w+), "', found.string)
+    name = f"op '{op.group(1)}' of " if op else ""
+    return f"{name}domain '{found.group(1)}' has no opset import in the model"
+
+
+_Pattern = tuple[re.Pattern[str], str, bool, Callable[[re.Match[str]], str]]
+"""A message ORT's cleaned text is searched for: (pattern, cause, about_inputs, the detail line
+from the match; ``match.string`` is the whole cleaned text)."""
+
+#: Tried in order (the first match wins), before the reference evaluator's own messages.
+_BY_PATTERN: tuple[_Pattern, ...] = (
+    (
+        re.compile(r"onnxruntime crashed \((SIG\w+|signal \d+|exit status -?\d+)\)"),
+        "crash",
+        True,
+        lambda m: m.string,
+    ),
+    (
+        re.compile(r"Opset (\d+) is under development.*?domain (\S+?) is till opset (\d+)"),
+        "opset",
+        False,
+        lambda m: (
+            f"opset {m[1]} of domain '{m[2]}' is newer than onnxruntime supports (up to {m[3]})"
+        ),
+    ),
+    (
+        re.compile(r"(?:Opset|opset) (\d+) (?:for|of) domain '?([\w.]*)'? is not supported"),
+        "opset",
+        False,
+        lambda m: f"opset {m[1]} of domain '{m[2]}' is not supported by onnxruntime",
+    ),
+    (
+        re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)"),
+        "ir-version",
+        False,
+        lambda m: f"IR version {m[1]} is newer than onnxruntime supports (up to {m[2]})",
+    ),
+    (
+        re.compile(r"([\w.]+):(\w+)\((-?\d+)\) is not a registered function/op"),
+        "custom-op",
+        False,
+        lambda m: (
+            f"op '{m[2]}' of domain '{m[1]}' is not an operator onnxruntime knows "
+            "(a custom op: register its library or replace it)"
+        ),
+    ),
+    (re.compile(r"No opset import for domain '([^']*)'"), "domain", False, _domain_detail),
+    (
+        re.compile(r"No Op registered for (\w+) with domain_version of (\d+)"),
+        "unknown-op",
+        False,
+        lambda m: f"no operator '{m[1]}' exists at opset {m[2]}",
+    ),
+    (
+        re.compile(r"Could not find an implementation for (\w+)\((\d+)\)"),
+        "no-kernel",
+        False,
+        lambda m: (
+            f"onnxruntime has no CPU kernel for {m[1]}-{m[2]} with these "
+            "element types, and the reference evaluator could not run it either"
+        ),
+    ),
+)
+_BY_PATTERN_AFTER_EVALUATOR: tuple[_Pattern, ...] = (
+    (
+        re.compile(
+            r"Unexpected input data type\. Actual: \((tensor\(\w+\))\) , expected: \((tensor\(\w+\))\)"
+        ),
+        "input-dtype",
+        True,
+        lambda m: f"an input is fed as {m[1]} where the model declares {m[2]}",
+    ),
+)
+
+
+def _first_match(patterns: tuple[_Pattern, ...], text: str) -> OrtFailure | None:
+    for pattern, cause, about_inputs, detail in patterns:
+        found = pattern.search(text)
+        if found:
+            return OrtFailure(cause, detail(found), about_inputs)
+    return None
+
+
 def classify_ort_failure(exc: BaseException | str) -> OrtFailure:
     """Sort ORT's (or the reference evaluator's) message into a cause."""
     raw = getattr(exc, "detail", None) or str(
@@ -89,75 +173,14 @@ def classify_ort_failure(exc: BaseException | str) -> OrtFailure:
     def of(cause: str, about_inputs: bool, detail: str = text) -> OrtFailure:
         return OrtFailure(cause, detail, about_inputs)
 
-    signal = re.search(r"onnxruntime crashed \((SIG\w+|signal \d+|exit status -?\d+)\)", text)
-    if signal:
-        return of("crash", True)
-    opset = re.search(r"Opset (\d+) is under development.*?domain (\S+?) is till opset (\d+)", text)
-    if opset:
-        return of(
-            "opset",
-            False,
-            f"opset {opset.group(1)} of domain '{opset.group(2)}' is newer than onnxruntime supports "
-            f"(up to {opset.group(3)})",
-        )
-    opset = re.search(
-        r"(?:Opset|opset) (\d+) (?:for|of) domain '?([\w.]*)'? is not supported", text
-    )
-    if opset:
-        return of(
-            "opset",
-            False,
-            f"opset {opset.group(1)} of domain '{opset.group(2)}' is not supported by onnxruntime",
-        )
-    irv = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", text)
-    if irv:
-        return of(
-            "ir-version",
-            False,
-            f"IR version {irv.group(1)} is newer than onnxruntime supports (up to {irv.group(2)})",
-        )
-    custom = re.search(r"([\w.]+):(\w+)\((-?\d+)\) is not a registered function/op", text)
-    if custom:
-        return of(
-            "custom-op",
-            False,
-            f"op '{custom.group(2)}' of domain '{custom.group(1)}' is not an operator onnxruntime knows "
-            "(a custom op: register its library or replace it)",
-        )
-    domain = re.search(r"No opset import for domain '([^']*)'", text)
-    if domain:
-        op = re.search(r'\("[^"]*", (\w+), "', text)
-        name = f"op '{op.group(1)}' of " if op else ""
-        return of(
-            "domain", False, f"{name}domain '{domain.group(1)}' has no opset import in the model"
-        )
-    unknown = re.search(r"No Op registered for (\w+) with domain_version of (\d+)", text)
-    if unknown:
-        return of(
-            "unknown-op",
-            False,
-            f"no operator '{unknown.group(1)}' exists at opset {unknown.group(2)}",
-        )
-    kernel = re.search(r"Could not find an implementation for (\w+)\((\d+)\)", text)
-    if kernel:
-        return of(
-            "no-kernel",
-            False,
-            f"onnxruntime has no CPU kernel for {kernel.group(1)}-{kernel.group(2)} with these "
-            "element types, and the reference evaluator could not run it either",
-        )
+    matched = _first_match(_BY_PATTERN, text)
+    if matched is not None:
+        return matched
     if "reference evaluator" in low and ("cannot run" in low or "gib of weights" in low):
         return of("reference", False)
-    dtype = re.search(
-        r"Unexpected input data type\. Actual: \((tensor\(\w+\))\) , expected: \((tensor\(\w+\))\)",
-        text,
-    )
-    if dtype:
-        return of(
-            "input-dtype",
-            True,
-            f"an input is fed as {dtype.group(1)} where the model declares {dtype.group(2)}",
-        )
+    matched = _first_match(_BY_PATTERN_AFTER_EVALUATOR, text)
+    if matched is not None:
+        return matched
     if any(
         k in low
         for k in (

@@ -120,9 +120,9 @@ def test_split_then_static_head_reproduces_the_original_exactly(exports, exporte
     split_step = report.steps[0]
     assert split_step.modified and split_step.parity_status == "ok" and split_step.checker == "ok"
     assert all(s.parity_status in ("ok", "unchanged") for s in report.steps)
-    assert report.artifacts["tail"] == str(tmp_path / "npu.tail.onnx")
+    assert report.files["tail"] == str(tmp_path / "npu.tail.onnx")
     # the manifest is written from the final (static) head, next to it
-    assert report.artifacts["manifest"] == str(tmp_path / "npu.split.json")
+    assert report.files["manifest"] == str(tmp_path / "npu.split.json")
     from_manifest = SplitRunner.from_manifest(tmp_path / "npu.split.json")
     np.testing.assert_allclose(
         from_manifest.run({"images": _images(0)})["pred"],

@@ -244,3 +244,17 @@ def test_the_validator_rejects_what_breaks_the_schema(schema, model, tmp_path):
     assert "$: missing 'steps'" in found and "$.ok: str is not boolean" in found
     step = dict(doc["steps"][0], surprise=1)
     assert errors(dict(doc, steps=[step]), schema) == ["$.steps[0]: unexpected key 'surprise'"]
+
+
+def test_report_files_stay_under_the_artifacts_key_and_the_old_attribute_name_still_works():
+    """``Report.artifacts`` (paths written) was renamed ``files``: a pass's
+    ``SurgeryResult.artifacts`` are products, not paths. The JSON key and the old name stay."""
+    from surgery.report import Report
+
+    report = Report(source="m.onnx")
+    report.files["manifest"] = "out.split.json"
+    assert report.to_dict()["artifacts"] == {"manifest": "out.split.json"}
+    assert "wrote manifest: out.split.json" in report.table()
+    assert report.artifacts is report.files
+    report.artifacts = {"tail": "out.tail.onnx"}
+    assert report.files == {"tail": "out.tail.onnx"}

@@ -118,3 +118,11 @@ def test_dropped_samples_are_reported():
     samples = report.steps[0].gates["parity"].samples
     assert len(samples) == 3 and "wide x1000" not in samples
     onnx.checker.check_model(proto)
+
+
+def test_string_outputs_are_equal_or_incomparable_never_measured():
+    same = diff_arrays("s", np.array(["a", "b"]), np.array(["a", "b"]), TOL)
+    assert same.ok and (same.max_abs, same.max_rel, same.cosine, same.problem) == (0, 0, 1, None)
+    differ = diff_arrays("s", np.array(["a", "c"]), np.array(["a", "b"]), TOL)
+    assert not differ.ok and differ.problem == "string values differ"
+    assert (differ.max_abs, differ.max_rel, differ.cosine) == (np.inf, np.inf, 0.0)

@@ -332,3 +332,19 @@ def test_a_plugin_gate_must_be_a_gate_with_a_free_name(tmp_path, capsys):
             and "--plugin" in err
             and len(err.strip().splitlines()) == 1
         ), err
+
+
+def test_run_state_old_name_uses_reference_reads_and_sets_uses_reference_evaluator():
+    """Renamed so that "reference" in the gates means the original's outputs; the old name stays."""
+    from surgery.gates.state import RunState
+    from surgery.report import Report
+
+    model = ir.from_proto(
+        make_model(
+            [h.make_node("Relu", ["x"], ["y"])], [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])]
+        )
+    )
+    run = RunState(pipeline=Pipeline([]), model=model, report=Report())
+    assert run.uses_reference is run.uses_reference_evaluator is False
+    run.uses_reference = True
+    assert run.uses_reference_evaluator is True and run.uses_reference is True

@@ -392,3 +392,15 @@ def test_a_refusal_in_the_retry_round_is_undone_too():
         apply_rules(model, [RefuseInTheRetry()], pass_name="refuse-late")
     assert _structure(model) == before and op_counts(model) == {"Relu": 3}
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
+
+
+def test_old_names_of_the_engine_replacement_and_the_opset_step_still_import():
+    """``Rewrite`` (now ``Replacement``) and ``opset_steps.Step`` (now ``OpsetStep``) were renamed
+    so that each name means one thing; the old names stay importable as aliases."""
+    import surgery.rules
+    from surgery.rules import engine, opset_steps
+
+    assert surgery.rules.Rewrite is engine.Rewrite is engine.Replacement
+    assert surgery.rules.Replacement is engine.Replacement
+    assert opset_steps.Step is opset_steps.OpsetStep
+    assert "Rewrite" not in surgery.rules.__all__ and "Step" not in opset_steps.__all__

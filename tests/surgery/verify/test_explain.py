@@ -12,7 +12,7 @@ import surgery
 from surgery.errors import InputError
 from surgery.registry import get
 from surgery.testing import make_model, vi
-from surgery.verify.explain import classify_ort_failure, clean_ort_message
+from surgery.verify.explain import OrtFailure, classify_ort_failure, clean_ort_message
 
 
 def _fails(model: onnx.ModelProto, **kwargs) -> str:
@@ -97,3 +97,87 @@ def test_index_out_of_range_on_given_inputs_points_at_them():
     text = _fails(model, inputs={"i": np.array([0, 7], np.int64)})
     assert "out of data bounds" in text and "the parity inputs i[2] int64" in text
     assert "check the inputs given" in text
+
+
+@pytest.mark.parametrize(
+    ("message", "cause", "about_inputs", "detail"),
+    [
+        (
+            "onnxruntime crashed (SIGSEGV) on inputs x[1]",
+            "crash",
+            True,
+            "onnxruntime crashed (SIGSEGV) on inputs x[1]",
+        ),
+        (
+            "Opset 30 is under development. Current official support for domain ai.onnx is till opset 23.",
+            "opset",
+            False,
+            "opset 30 of domain 'ai.onnx' is newer than onnxruntime supports (up to 23)",
+        ),
+        (
+            "Opset 5 for domain 'com.x' is not supported",
+            "opset",
+            False,
+            "opset 5 of domain 'com.x' is not supported by onnxruntime",
+        ),
+        (
+            "Unsupported model IR version: 12, max supported IR version: 10",
+            "ir-version",
+            False,
+            "IR version 12 is newer than onnxruntime supports (up to 10)",
+        ),
+        (
+            "com.acme:Foo(-1) is not a registered function/op",
+            "custom-op",
+            False,
+            "op 'Foo' of domain 'com.acme' is not an operator onnxruntime knows "
+            "(a custom op: register its library or replace it)",
+        ),
+        (
+            'No opset import for domain \'com.x\' ("n", Bar, "com.x", -1)',
+            "domain",
+            False,
+            "op 'Bar' of domain 'com.x' has no opset import in the model",
+        ),
+        (
+            "No opset import for domain 'com.y'",
+            "domain",
+            False,
+            "domain 'com.y' has no opset import in the model",
+        ),
+        (
+            "No Op registered for Frob with domain_version of 17",
+            "unknown-op",
+            False,
+            "no operator 'Frob' exists at opset 17",
+        ),
+        (
+            "Could not find an implementation for Erf(13) node",
+            "no-kernel",
+            False,
+            "onnxruntime has no CPU kernel for Erf-13 with these element types, and the reference "
+            "evaluator could not run it either",
+        ),
+        (
+            "the reference evaluator cannot run it: 3.0 GiB of weights",
+            "reference",
+            False,
+            "the reference evaluator cannot run it: 3.0 GiB of weights",
+        ),
+        (
+            "Unexpected input data type. Actual: (tensor(double)) , expected: (tensor(float))",
+            "input-dtype",
+            True,
+            "an input is fed as tensor(double) where the model declares tensor(float)",
+        ),
+        (
+            "Could not find an implementation for Erf(13); the reference evaluator cannot run it",
+            "no-kernel",  # the earlier pattern wins: the order of the table is kept
+            False,
+            "onnxruntime has no CPU kernel for Erf-13 with these element types, and the reference "
+            "evaluator could not run it either",
+        ),
+    ],
+)
+def test_each_pattern_gives_its_cause_and_detail(message, cause, about_inputs, detail):
+    assert classify_ort_failure(message) == OrtFailure(cause, detail, about_inputs)
