@@ -226,10 +226,7 @@ def _reduce(step: OpsetStep) -> None:
 @adapter("Squeeze", "Unsqueeze")
 def _squeeze(step: OpsetStep) -> None:
     if step.cur_since >= 13 > step.target:
-        axes = step.const_input(1, "axes")
-        step.drop_inputs_from(1)
-        if axes is not None:
-            step.set_attr("axes", [int(a) for a in axes.reshape(-1)])
+        step.input_to_ints_attr(1, "axes")
     generic_check(step)
 
 
@@ -262,10 +259,7 @@ def _split(step: OpsetStep) -> None:
                     n,
                 )
     if step.cur_since >= 13 > step.target:
-        split_sizes = step.const_input(1, "split")
-        step.drop_inputs_from(1)
-        if split_sizes is not None:
-            step.set_attr("split", [int(s) for s in split_sizes.reshape(-1)])
+        step.input_to_ints_attr(1, "split")
     generic_check(step)
 
 

@@ -65,6 +65,17 @@ def _rank(step: OpsetStep, value: ir.Value | None) -> int | None:
     return len(shape) if shape is not None else None
 
 
+def _normalized_axes(step: OpsetStep, x: ir.Value) -> list[int]:
+    """The axes a LayerNormalization/RMSNormalization normalizes: from ``axis`` to the last."""
+    axis = int(step.attr("axis", -1))
+    if axis < 0:
+        return list(range(axis, 0))
+    rank = _rank(step, x)
+    if rank is None:
+        raise Refuse(f"axis={axis} on an input of unknown rank")
+    return list(range(axis, rank))
+
+
 def _stash(
     step: OpsetStep, b: Builder, x: ir.Value
 ) -> tuple[ir.Value, ir.DataType | None, ir.DataType | None]:
@@ -97,14 +108,7 @@ def _layernorm(step: OpsetStep) -> None:
     x, scale = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     assert x is not None and scale is not None
-    axis = int(step.attr("axis", -1))
-    rank = _rank(step, x)
-    if axis < 0:
-        axes = list(range(axis, 0))
-    elif rank is not None:
-        axes = list(range(axis, rank))
-    else:
-        raise Refuse(f"axis={axis} on an input of unknown rank")
+    axes = _normalized_axes(step, x)
     b = step.builder()
     xs, back, compute = _stash(step, b, x)
     y, mean, inv = _normalize(b, xs, axes, float(step.attr("epsilon", 1e-5)), compute)
@@ -288,14 +292,7 @@ def _rmsnorm(step: OpsetStep) -> None:
     node = step.node
     x, scale = node.inputs[0], node.inputs[1]
     assert x is not None and scale is not None
-    axis = int(step.attr("axis", -1))
-    rank = _rank(step, x)
-    if axis < 0:
-        axes = list(range(axis, 0))
-    elif rank is not None:
-        axes = list(range(axis, rank))
-    else:
-        raise Refuse(f"axis={axis} on an input of unknown rank")
+    axes = _normalized_axes(step, x)
     b = step.builder()
     xs, back, compute = _stash(step, b, x)
     mean_square = b.reduce("ReduceMean", b.op("Mul", xs, xs), axes)

@@ -90,6 +90,15 @@ class OpsetStep:
             )
         return array
 
+    def input_to_ints_attr(self, index: int, name: str) -> None:
+        """Move the constant integer list of input ``index`` (and every input after it) into the
+        attribute ``name``, the form older opsets take (Squeeze axes, Split sizes); refuse if it
+        is computed at run time. An absent input leaves no attribute (the op's default)."""
+        array = self.const_input(index, name)
+        self.drop_inputs_from(index)
+        if array is not None:
+            self.set_attr(name, [int(a) for a in array.reshape(-1)])
+
     def drop_inputs_from(self, index: int) -> None:
         node = self.node
         for i in range(index, len(node.inputs)):
