@@ -475,45 +475,13 @@ class NarrowInt64(SurgeryPass):
             stats["values"] += 1
             uses = fixed_uses.get(v)
             if uses:
-                base = v.name or "value"
-                cast = ir.Node(
-                    "",
-                    "Cast",
-                    [v],
-                    [ir.AttrInt64("to", int(I64))],
-                    name=names.derive(base, "to_int64"),
-                )
-                out = cast.outputs[0]
-                out.name = names.derive(base, "int64")
-                shape = state.shapes.get(v)
-                out.type, out.shape = (
-                    ir.TensorType(I64),
-                    (ir.Shape(shape) if shape is not None else None),
-                )
-                _insert_after(body, v, cast)
-                for node, index in uses:
-                    node.replace_input_with(index, out)
-                state.dtype[out], state.shapes[out] = I64, out.shape
+                _cast_for(body, v, uses, I64, "int64", names, state)
                 stats["casts_to_int64"] += 1
         for split in [m for m in members if isinstance(m, _Split)]:
             v = split.value
             if v.type is None:
                 v.type = ir.TensorType(I64)
-            base = v.name or "value"
-            cast = ir.Node(
-                "", "Cast", [v], [ir.AttrInt64("to", int(I32))], name=names.derive(base, "to_int32")
-            )
-            out = cast.outputs[0]
-            out.name = names.derive(base, "int32")
-            shape = state.shapes.get(v)
-            out.type, out.shape = (
-                ir.TensorType(I32),
-                (ir.Shape(shape) if shape is not None else None),
-            )
-            _insert_after(body, v, cast)
-            for node, index in split.uses:
-                node.replace_input_with(index, out)
-            state.dtype[out], state.shapes[out] = I32, out.shape
+            _cast_for(body, v, split.uses, I32, "int32", names, state)
             stats["casts_to_int32"] += 1
         return {k: n for k, n in stats.items() if n}
 
@@ -705,6 +673,31 @@ def _array_range(array: np.ndarray | None) -> Interval:
     if array.dtype.kind not in "iub":
         return None
     return (int(array.min()), int(array.max()))
+
+
+def _cast_for(
+    body: ir.Graph,
+    value: ir.Value,
+    uses: list[tuple[ir.Node, int]],
+    to: ir.DataType,
+    suffix: str,
+    names: NameAllocator,
+    state: _State,
+) -> None:
+    """A Cast of ``value`` to ``to`` right after its producer, read by ``uses`` instead of it
+    (named ``<value>/to_<suffix>``, typed and shaped as ``value``)."""
+    base = value.name or "value"
+    cast = ir.Node(
+        "", "Cast", [value], [ir.AttrInt64("to", int(to))], name=names.derive(base, f"to_{suffix}")
+    )
+    out = cast.outputs[0]
+    out.name = names.derive(base, suffix)
+    shape = state.shapes.get(value)
+    out.type, out.shape = ir.TensorType(to), (ir.Shape(shape) if shape is not None else None)
+    _insert_after(body, value, cast)
+    for node, index in uses:
+        node.replace_input_with(index, out)
+    state.dtype[out], state.shapes[out] = to, out.shape
 
 
 def _insert_after(graph: ir.Graph, value: ir.Value, node: ir.Node) -> None:
