@@ -14,7 +14,7 @@ from pathlib import Path
 
 from surgery.cli import flags
 from surgery.cli.flags import tolerance
-from surgery.errors import GateError, one_line
+from surgery.errors import one_line
 from surgery.writeplan import output_arg
 
 __all__ = ["register", "run"]
@@ -73,79 +73,68 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgery import model_io
-    from surgery.instruments import checker
-    from surgery.model_io import LightProto
-    from surgery.partition import extract_part, parse_type_spec, slice_reference
-    from surgery.pass_base import FeedHints, Tolerance
-    from surgery.verify.compare import diff_arrays
-    from surgery.verify.inputs import InputsConfig, plan_inputs
-    from surgery.verify.ort import run_model
+    """One API call: the ``extract`` pass through the runner, whose gates check the part
+    (checker, ORT, parity against the original's tensors: a slice of the original) and whose
+    reproducer and report are those of every other command."""
+    from surgery import api, model_io, registry
     from surgery.writeplan import WritePlan, output_or_stdout
 
     model = model_io.load(args.model)
+    nodes_before = len(model.graph)
     writes = args.write_plan = WritePlan()
     writes.set_model(model, args.model)
     writes.read(args.data, "the input arrays (--data)")
     writes.write_model(args.output)
     report_path = output_or_stdout(args.report, "--report")
     writes.write(report_path, "the report (--report)")
+    repro = args.output.with_name(args.output.name + ".repro")
+    writes.reproducer(repro, explicit=False, role="the reproducer folder")
     out = (
         sys.stderr if args.report == "-" else sys.stdout
     )  # stdout carries the JSON with --report -
-    types = dict(parse_type_spec(t) for t in args.input_type)
-    part, cut, notes = extract_part(model, args.inputs, args.outputs, input_types=types)
+    step = registry.get("extract")(
+        inputs=list(args.inputs), outputs=list(args.outputs), input_types=list(args.input_type)
+    )
+    verify = {
+        "checker": args.verify,
+        "ort": args.verify,
+        "parity": args.verify,
+        "rtol": args.rtol,
+        "atol": args.atol,
+    }
+    part, report = api.apply(
+        model, [step], inputs=args.data, verify=verify, reproducer_dir=repro, write_plan=writes
+    )
+    result = report.steps[0]
     print(
-        f"part: {len(cut.nodes)} of {len(model.graph)} nodes, {len(cut.initializers)} initializers",
+        f"part: {len(part.graph)} of {nodes_before} nodes, "
+        f"{len(part.graph.initializers)} initializers",
         file=out,
     )
     for v in part.graph.inputs:
-        print(one_line(f"  input  {v.name}: {_type(v)}"), file=out)
+        if v.name not in part.graph.initializers:
+            print(one_line(f"  input  {v.name}: {_type(v)}"), file=out)
     for v in part.graph.outputs:
         print(one_line(f"  output {v.name}: {_type(v)}"), file=out)
-    for note in notes:
+    for note in result.notes:
         print(one_line(f"  note: {note}"), file=out)
-    doc: dict = {
-        "source": str(args.model),
-        "output": str(args.output),
-        "nodes": len(cut.nodes),
-        "of_nodes": len(model.graph),
-        "initializers": len(cut.initializers),
-        "inputs": [{"name": v.name, "type": _type(v)} for v in part.graph.inputs],
-        "outputs": [{"name": v.name, "type": _type(v)} for v in part.graph.outputs],
-        "notes": list(notes),
-        "verify": args.verify,
-        "checker": "not run",
-        "parity": [],
-    }
-    if args.verify != "off":
-        outcome = checker.check(LightProto(part), full=True)
-        if not outcome:
-            raise GateError(f"onnx.checker rejects the part: {outcome.message}", gate="checker")
-        plan = plan_inputs(model, InputsConfig(data=args.data), FeedHints())
-        feeds, expected = slice_reference(model, part, plan.feeds)
-        actual = run_model(part, feeds)
-        tol = Tolerance(args.rtol, args.atol)
-        diffs = [diff_arrays(n, actual.get(n), expected[n], tol) for n in expected]
-        bad = [d for d in diffs if not d.ok]
-        worst = max((d.max_abs for d in diffs), default=0.0)
-        if bad:
-            raise GateError(
-                f"the part does not reproduce the original's tensor {bad[0].describe()}",
-                gate="parity",
-            )
+    parity = result.gates.get("parity")
+    if args.verify != "off" and parity is not None and parity.diffs:
+        worst = max(d.max_abs for d in parity.diffs)
         print(
-            f"verified: checker ok, onnxruntime ok, {len(diffs)} output(s) match the original (max abs {worst:.3g})",
+            f"verified: checker {result.checker}, onnxruntime {result.ort}, "
+            f"{len(parity.diffs)} output(s) match the original (max abs {worst:.3g})",
             file=out,
         )
-        doc.update(checker="ok", parity=[d.to_dict() for d in diffs])
     writes.transaction.add_model(part, args.output)
+    report.source = str(args.model)
+    report.outputs = [str(args.output)]
     if report_path is not None:
-        writes.transaction.add_text(report_path, json.dumps(doc, indent=2) + "\n")
+        writes.transaction.add_text(report_path, json.dumps(report.to_dict(), indent=2) + "\n")
     for path in writes.commit():
         print(f"wrote {path}", file=out)
     if args.report == "-":
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
     return 0
 
 

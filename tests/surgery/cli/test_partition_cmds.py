@@ -289,3 +289,22 @@ def test_compare_a_split_head_and_tail_with_the_original(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert rc == 0 and "compared 7 tensors" in out and "no tensor breaks tolerance" in out
+
+
+def test_extract_command_runs_the_extract_pass_through_the_gates(tmp_path, capsys):
+    """`surgery extract` is one API call: its report is the runner's (the extract step, each gate
+    with its samples, the declared interface change), not a second checker + parity of its own."""
+    onnx.save(_net(), tmp_path / "net.onnx")
+    out, report = tmp_path / "part.onnx", tmp_path / "r.json"
+    argv = ["extract", str(tmp_path / "net.onnx"), "--inputs", "/c1/Relu_output_0"]
+    assert main([*argv, "--outputs", "scores", "-o", str(out), "--report", str(report)]) == 0
+    capsys.readouterr()
+    doc = json.loads(report.read_text())
+    (step,) = doc["steps"]
+    assert step["name"] == "extract" and step["modified"] is True
+    assert step["options"]["inputs"] == ["/c1/Relu_output_0"]
+    gates = step["gates"]
+    assert [gates[g]["status"] for g in ("checker", "ort", "parity")] == ["passed"] * 3
+    assert len(gates["parity"]["samples"]) >= 3  # the planned sample and the wider ones
+    assert step["stats"]["nodes_kept"] == 2 and step["signature_changes"]
+    assert doc["outputs"] == [str(out)] and not (tmp_path / "part.onnx.repro").exists()
