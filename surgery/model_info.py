@@ -13,8 +13,7 @@ from surgery import model_io
 from surgery.errors import one_line
 from surgery.graph import is_onnx_domain, iter_graphs
 from surgery.instruments import checker
-from surgery.runner import dynamic_dims
-from surgery.shapes.dims import shape_text
+from surgery.shapes.dims import dynamic_dims, shape_text
 
 __all__ = ["ModelInfo", "inspect_model"]
 

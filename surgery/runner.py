@@ -32,12 +32,12 @@ from surgery.gates import BUILTIN_GATES, Gate, Instrument, Outcome, Schedule, St
 from surgery.gates.fingerprint import fingerprint
 from surgery.gates.instruments import ProgressInstrument, ReproducerInstrument, TimingInstrument
 from surgery.gates.state import RunState
-from surgery.graph import GraphLike, iter_graphs
+from surgery.graph import iter_graphs
 from surgery.model_io import LightProto, graph_initializer_bytes
 from surgery.pass_base import SurgeryResult
 from surgery.pipeline import Pipeline, Step
 from surgery.report import ModelStats, Report, StepReport
-from surgery.shapes.dims import count_dynamic_dims
+from surgery.shapes.dims import dynamic_dims, graph_dynamic_dims
 from surgery.shapes.observed import refresh_and_report
 
 __all__ = ["Runner", "dynamic_dims", "model_stats"]
@@ -47,24 +47,6 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
-def _graph_dynamic_dims(graph: GraphLike) -> int:
-    count = 0
-    seen: set[ir.Value] = set()
-    for values in ([*graph.inputs, *graph.outputs], *(node.outputs for node in graph)):
-        for v in values:
-            shape = v.shape
-            if shape is None or v in seen:
-                continue
-            seen.add(v)
-            count += count_dynamic_dims(shape)
-    return count
-
-
-def dynamic_dims(model: ir.Model) -> int:
-    """Number of non-constant dims (symbolic or unknown) over all typed values of all graphs."""
-    return sum(_graph_dynamic_dims(graph) for graph in iter_graphs(model, functions=False))
-
-
 def model_stats(model: ir.Model) -> ModelStats:
     """Node count, weights and dynamic dims of ``model``, in one walk over its graphs."""
     nodes = initializers = nbytes = dynamic = 0
@@ -72,7 +54,7 @@ def model_stats(model: ir.Model) -> ModelStats:
         nodes += len(graph)
         if isinstance(graph, ir.Function):
             continue
-        dynamic += _graph_dynamic_dims(graph)
+        dynamic += graph_dynamic_dims(graph)
         initializers += len(graph.initializers)
         nbytes += graph_initializer_bytes(graph)
     return ModelStats(

@@ -98,3 +98,25 @@ def plain_dims(shape: ir.Shape | Iterable[Any] | None) -> tuple[int | str | None
     if shape is None:
         return None
     return tuple(int(d) if is_known_dim(d) else dim_name(d) for d in shape)
+
+
+def graph_dynamic_dims(graph: Any) -> int:
+    """Dynamic dims over the typed values of one graph or function: its inputs, outputs and node
+    outputs, each value once (subgraphs are graphs of their own: see :func:`dynamic_dims`)."""
+    count = 0
+    seen: set[Any] = set()
+    for values in ([*graph.inputs, *graph.outputs], *(node.outputs for node in graph)):
+        for v in values:
+            shape = v.shape
+            if shape is None or v in seen:
+                continue
+            seen.add(v)
+            count += count_dynamic_dims(shape)
+    return count
+
+
+def dynamic_dims(model: ir.Model) -> int:
+    """Number of non-constant dims (symbolic or unknown) over all typed values of all graphs."""
+    from surgery.graph import iter_graphs
+
+    return sum(graph_dynamic_dims(graph) for graph in iter_graphs(model, functions=False))

@@ -17,11 +17,11 @@ from onnx import helper as h
 
 from surgery.cli import main
 from surgery.pass_base import FeedHints
-from surgery.runner import dynamic_dims
 from surgery.shapes.dims import (
     count_dynamic_dims,
     dim_name,
     dim_text,
+    dynamic_dims,
     is_known_dim,
     is_static_shape,
     plain_dims,
