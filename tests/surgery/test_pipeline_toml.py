@@ -223,5 +223,5 @@ def test_the_reproducer_keeps_every_verify_setting_and_says_when_a_replay_runs_c
     assert replay.verify == failing.verify and replay.plugins == (plugin,)
     assert replay.inputs.data == repro / "inputs.npz"
     doc = tomllib.loads((repro / "passes.toml").read_text())
-    assert set(doc["verify"]) == {f for f in vars(VerifyConfig())}  # every setting, defaults too
+    assert set(doc["verify"]) == set(vars(VerifyConfig()))  # every setting, defaults too
     assert "--allow-code" in (repro / "README.txt").read_text()
