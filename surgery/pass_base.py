@@ -38,6 +38,7 @@ import onnx_ir as ir
 
 from surgery.errors import PipelineError
 from surgery.options import NoOptions, parse_options
+from surgery.tomlwrite import plain
 
 __all__ = [
     "FeedHints",
@@ -178,6 +179,7 @@ class SurgeryPass(ir.passes.InPlacePass):
                 f"{self.name}: options must be {self.Options.__name__}, got {type(options).__name__}"
             )
         self.options = options
+        self._given: frozenset[str] = frozenset(kwargs)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -243,10 +245,27 @@ class SurgeryPass(ir.passes.InPlacePass):
 
     def with_options(self, **changes: Any) -> SurgeryPass:
         """A copy of this pass with some options replaced."""
-        return type(self)(dataclasses.replace(self.options, **changes))
+        copy = type(self)(dataclasses.replace(self.options, **changes))
+        copy._given = getattr(self, "_given", frozenset()) | frozenset(changes)
+        return copy
 
     def options_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self.options, f.name) for f in dataclasses.fields(self.options)}
+
+    def given_options(self) -> dict[str, Any]:
+        """The options a ``[[pass]]`` table must say: those given by keyword when the pass was built
+        (or changed with :meth:`with_options`) and any other that differs from its default.
+
+        ``fix-shapes`` built with ``shapes=...`` gives ``{"shapes": ...}``; one built from an
+        ``Options`` instance gives what differs from the defaults.
+        """
+        given: frozenset[str] = getattr(self, "_given", frozenset())
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self.options):
+            current = getattr(self.options, f.name)
+            if f.name in given or _differs(current, _default_of(f)):
+                out[f.name] = current
+        return out
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options_dict().items())
@@ -269,6 +288,26 @@ def _check_statistics(cls: type[SurgeryPass]) -> None:
             raise TypeError(
                 f"{cls.__name__}.statistics[{key!r}] must be a one-line meaning, got {meaning!r}"
             )
+
+
+_NO_DEFAULT = object()
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return _NO_DEFAULT
+
+
+def _differs(value: Any, default: Any) -> bool:
+    if default is _NO_DEFAULT:
+        return True
+    try:
+        return bool(plain(value) != plain(default))  # () and [] are the same TOML list
+    except (TypeError, ValueError):  # undecodable bytes, arrays inside lists: count them as given
+        return True
 
 
 def interface(model: ir.Model) -> Any:

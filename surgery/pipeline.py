@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from surgery import registry
+from surgery import registry, tomlwrite
 from surgery.errors import PipelineError
 from surgery.options import did_you_mean, path_options
 from surgery.pass_base import SurgeryPass, Tolerance
@@ -133,6 +133,94 @@ class Pipeline:
     source: Path | None = None
     allow_code: bool = False
     """The caller opted in to running the user code the pipeline names (``--allow-code``)."""
+    plugins: tuple[Path, ...] = ()
+    """Plug-in files the pipeline names (``plugins = [...]``), imported when it was read."""
+
+    @classmethod
+    def from_toml(
+        cls,
+        text: str,
+        *,
+        base_dir: Path = Path("."),
+        source: Path | None = None,
+        allow_code: bool = False,
+    ) -> Pipeline:
+        """Read ``passes.toml`` text (what :meth:`to_toml` writes); see :func:`parse_pipeline`.
+
+        Raises:
+            PipelineError: invalid TOML, or a document that is not a valid pipeline.
+        """
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PipelineError(f"invalid TOML: {exc}") from None
+        except RecursionError:
+            raise PipelineError("invalid TOML: nested too deeply") from None
+        return parse_pipeline(doc, base_dir=base_dir, source=source, allow_code=allow_code)
+
+    def to_toml(
+        self,
+        *,
+        complete: bool = False,
+        header: Sequence[Any] = (),
+        notes: Mapping[int, Sequence[Any]] | None = None,
+        allow_nonfinite: bool = False,
+    ) -> str:
+        """This pipeline as ``passes.toml`` text, written through :mod:`surgery.tomlwrite`.
+
+        ``Pipeline.from_toml(p.to_toml())`` has the same steps, options, ``[pass.verify]``
+        overrides, ``[verify]``, ``[inputs]``, buckets and plug-ins as ``p`` (paths as the file
+        reads them; ``inputs.arrays``, given from Python, are not pipeline text and are left out).
+
+        Args:
+            complete: write every ``[verify]`` setting and every option, defaults included (the
+                reproducer: what failed must replay even where a later version changes a default);
+                otherwise only settings that differ from the defaults and the options each pass was
+                built with (:meth:`SurgeryPass.given_options`).
+            header: comment lines that open the file.
+            notes: comment lines before step ``i`` (``notes[len(steps)]``: after the last step);
+                every line goes through :func:`surgery.tomlwrite.comment`, an empty one stays empty.
+            allow_nonfinite: write NaN and infinity (a file that will not load) instead of refusing.
+
+        Raises:
+            surgery.tomlwrite.Unrepresentable: a name TOML cannot hold (bytes that are not UTF-8).
+        """
+        doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        if self.plugins:
+            doc["plugins"] = [str(p) for p in self.plugins]
+        inputs: dict[Any, Any] = {
+            name: tomlwrite.plain(dataclasses.asdict(spec))
+            for name, spec in self.inputs.specs.items()
+        }
+        if self.inputs.data is not None:
+            inputs["data"] = str(self.inputs.data)
+        if inputs:
+            doc["inputs"] = inputs
+        default = VerifyConfig()
+        verify = tomlwrite.plain(
+            {
+                f.name: getattr(self.verify, f.name)
+                for f in dataclasses.fields(VerifyConfig)
+                if complete or getattr(self.verify, f.name) != getattr(default, f.name)
+            }
+        )
+        if verify:
+            doc["verify"] = verify
+        if self.buckets:
+            doc["buckets"] = dict(self.buckets)
+        tables = []
+        for step in self.steps:
+            options = step.pass_.options_dict() if complete else step.pass_.given_options()
+            table = {"name": step.name, **tomlwrite.plain(options)}
+            overrides = tomlwrite.plain(dataclasses.asdict(step.verify))
+            if overrides:
+                table["verify"] = overrides
+            tables.append(table)
+        if tables:
+            doc["pass"] = tables
+        return tomlwrite.dumps(
+            tomlwrite.plain(doc), allow_nonfinite=allow_nonfinite, header=header, notes=notes
+        )
 
     @classmethod
     def from_passes(cls, passes: Sequence[SurgeryPass | Step]) -> Pipeline:
@@ -348,7 +436,7 @@ def _code_folders(options_cls: type | None) -> list[str]:
     return [f.name for f in dataclasses.fields(options_cls) if f.metadata.get("code_folder")]
 
 
-def _load_plugins(value: Any, base_dir: Path, allow_code: bool) -> None:
+def _load_plugins(value: Any, base_dir: Path, allow_code: bool) -> tuple[Path, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise PipelineError(f"plugins: expected a list of Python file names, got {value!r}")
     files = [(Path(v) if Path(v).is_absolute() else base_dir / v) for v in value]
@@ -359,6 +447,7 @@ def _load_plugins(value: Any, base_dir: Path, allow_code: bool) -> None:
         )
     for file in files:
         registry.load_plugin(file, what="plugins")
+    return tuple(f.absolute() for f in files)
 
 
 def parse_pipeline(
@@ -379,8 +468,7 @@ def parse_pipeline(
             f"pipeline: tables and arrays nest deeper than {MAX_DEPTH} levels; no passes.toml needs that"
         )
     _check_keys(doc, _TOP_KEYS, "pipeline")
-    if "plugins" in doc:
-        _load_plugins(doc["plugins"], base_dir, allow_code)
+    plugins = _load_plugins(doc["plugins"], base_dir, allow_code) if "plugins" in doc else ()
     version = doc.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise PipelineError(
@@ -420,6 +508,7 @@ def parse_pipeline(
         buckets=buckets,
         source=source,
         allow_code=allow_code,
+        plugins=plugins,
     )
 
 
@@ -429,15 +518,11 @@ def load_pipeline(path: str | os.PathLike, *, allow_code: bool = False) -> Pipel
     if not path.is_file():
         raise PipelineError(f"{path}: no such pipeline file")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise PipelineError(f"{path}: invalid TOML: {exc}") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise PipelineError(f"{path}: not a text file") from None
-    except RecursionError:
-        raise PipelineError(f"{path}: invalid TOML: nested too deeply") from None
     try:
-        return parse_pipeline(doc, base_dir=path.parent, source=path, allow_code=allow_code)
+        return Pipeline.from_toml(text, base_dir=path.parent, source=path, allow_code=allow_code)
     except PipelineError as exc:
         raise PipelineError(f"{path}: {exc}") from None
 
@@ -481,22 +566,9 @@ def apply_sets(pipeline: Pipeline, assignments: Sequence[str]) -> None:
                     f"{did_you_mean(step_ref, [s.name for s in pipeline.steps])}"
                 )
         for step in targets:
-            options = step.pass_.options_dict()
+            options = tomlwrite.plain(step.pass_.given_options())  # TOML form, re-validated
             options[key] = value
-            step.pass_ = type(step.pass_)(**_plain(options))
-
-
-def _plain(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Option values back in TOML form (tuples as lists) for re-validation."""
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [conv(x) for x in v]
-        if isinstance(v, dict):
-            return {k: conv(x) for k, x in v.items()}
-        return v
-
-    return {k: conv(v) for k, v in options.items()}
+            step.pass_ = type(step.pass_)(**options)
 
 
 def is_pass_list(text: str) -> bool:
@@ -552,7 +624,7 @@ def set_input_shapes(pipeline: Pipeline, spec: str) -> None:
     cls = registry.get("fix-shapes")
     for step in pipeline.steps:
         if step.name == "fix-shapes":
-            options = _plain(step.pass_.options_dict())
+            options = tomlwrite.plain(step.pass_.given_options())
             current = options.get("shapes") or {}
             if isinstance(current, str):
                 current = {

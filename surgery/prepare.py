@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,11 +28,6 @@ from surgery.report import Report
 
 if TYPE_CHECKING:
     from surgery.pipeline import Mode
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = [
     "TARGETS",
@@ -293,18 +287,11 @@ def describe_decisions(decisions: Sequence[Decision]) -> str:
     return "; ".join(parts)
 
 
-def _pin_block(pins: Mapping[str, Any]) -> str:
-    from surgery import tomlwrite
-
-    body = tomlwrite.dumps({"pass": [{"name": "pin-inputs", "values": dict(pins)}]}).strip()
-    return "# pins given on the command line (--pin): these inputs become constants\n" + body + "\n"
-
-
-def _extra_block(names: Sequence[str], sets: Sequence[str]) -> str:
-    """``[[pass]]`` tables for ``--pass`` names, with their ``--set NAME.KEY=VALUE`` options."""
-    from surgery import registry, tomlwrite
+def _extra_steps(names: Sequence[str], sets: Sequence[str]) -> list[Any]:
+    """Steps for ``--pass`` names, with their ``--set NAME.KEY=VALUE`` options."""
+    from surgery import registry
     from surgery.options import did_you_mean
-    from surgery.pipeline import parse_set
+    from surgery.pipeline import Step, parse_set
 
     tables: list[dict[str, Any]] = []
     for name in names:
@@ -321,61 +308,72 @@ def _extra_block(names: Sequence[str], sets: Sequence[str]) -> str:
             raise PipelineError(f"--set {assignment}: '{key}' is not a pass option")
         for table in targets:
             table[key] = value
-    if not tables:
-        return ""
-    return (
-        "# passes given on the command line (--pass)\n"
-        + tomlwrite.dumps({"pass": tables}).strip()
-        + "\n"
-    )
+    # relative paths stay as given: the written file is read from OUT's folder, as before
+    return [
+        Step(registry.get(t["name"])(**{k: v for k, v in t.items() if k != "name"})) for t in tables
+    ]
 
 
 def _compose_text(
-    emitted_text: str,
+    emitted: Any,
     pins: Mapping[str, Any],
     data: Path | None,
     header: str,
     *,
     plugins: Sequence[Path] = (),
-    extra: str = "",
+    extra: Sequence[Any] = (),
+    last: Any = None,
 ) -> str:
-    """The emitted pipeline with the user's pins first and the parity data named, as one TOML text."""
-    from surgery import tomlwrite
+    """The emitted pipeline with the user's pins first, the ``--pass`` steps and the ``last`` step
+    (``precision-plan``) after it, and the parity data named, as one TOML text."""
+    from surgery import registry
+    from surgery.pipeline import Pipeline, Step
+    from surgery.verify.inputs import InputsConfig
 
-    lines = emitted_text.splitlines()
-    at = next(
-        (
-            i
-            for i, line in enumerate(lines)
-            if line.strip() == "[[pass]]" or line.startswith("# fixes:")
-        ),
-        len(lines),
-    )
-    head, tail = lines[:at], lines[at:]
-    parts = [header, *head]
-    if plugins:  # a top-level key: before any table
-        parts += [
-            "# plug-ins given with --plugin: replaying this file runs their code only with --allow-code",
-            tomlwrite.dumps({"plugins": [str(p) for p in plugins]}).strip(),
-            "",
-        ]
-    if data is not None:
-        parts += [tomlwrite.dumps({"inputs": {"data": str(data)}}).strip(), ""]
+    steps: list[Any] = []
+    notes: dict[int, list[str]] = {}
+
+    def section(
+        lines: Sequence[str], new: Sequence[Any], inner: Mapping[int, Sequence[str]] | None = None
+    ) -> None:
+        at = notes.setdefault(len(steps), [])
+        while at and at[-1] == "":
+            at.pop()
+        if at and lines:  # one empty line after the notes of the section before (optional fixes)
+            at.append("")
+        at += lines
+        for i, more in (inner or {}).items():
+            notes.setdefault(len(steps) + i, []).extend(more)
+        steps.extend(new)
+
     if pins:
-        parts += [_pin_block(pins)]
-    parts += tail
+        pin = Step(registry.get("pin-inputs")(values=dict(pins)))
+        section(["pins given on the command line (--pin): these inputs become constants"], [pin])
+    doctored = emitted.pipeline.steps if emitted.pipeline is not None else []
+    section([], doctored, emitted.notes)
     if extra:
-        parts += ["", extra]
-    return "\n".join(parts).rstrip() + "\n"
+        section(["passes given on the command line (--pass)"], extra)
+    if last is not None:
+        section(
+            ["what ATC computes in its float16 mode (--precision): the float32 keep-list"], [last]
+        )
+    pipeline = Pipeline(steps, inputs=InputsConfig(data=data), plugins=tuple(plugins))
+    lines = [header, *emitted.header]
+    if plugins:
+        lines.append(
+            "plug-ins given with --plugin: replaying this file runs their code only with --allow-code"
+        )
+    return pipeline.to_toml(header=lines, notes={i: n for i, n in notes.items() if n})
 
 
 #: The ATC precision modes prepare can emulate (``origin`` computes as the model says: nothing to plan).
 PRECISION_MODES: tuple[str, ...] = ("fp16", "mixed_float16")
 
 
-def _with_precision(text: str, mode: str, flag: str, data: str | os.PathLike | None) -> str:
-    """The composed pipeline with a last ``precision-plan`` step (on the parity data, when given)."""
-    from surgery import tomlwrite
+def _precision_step(mode: str, flag: str, data: str | os.PathLike | None) -> Any:
+    """The last ``precision-plan`` step of the composed pipeline (on the parity data, when given)."""
+    from surgery import registry
+    from surgery.pipeline import Step
 
     if mode not in PRECISION_MODES:
         raise InputError(f"--precision: expected one of {', '.join(PRECISION_MODES)}, got {mode!r}")
@@ -383,16 +381,10 @@ def _with_precision(text: str, mode: str, flag: str, data: str | os.PathLike | N
         raise InputError(
             f"--precision-flag: expected precision_mode or precision_mode_v2, got {flag!r}"
         )
-    step: dict[str, Any] = {"name": "precision-plan", "mode": mode, "flag": flag}
+    options: dict[str, Any] = {"mode": mode, "flag": flag}
     if data is not None:
-        step["data"] = str(Path(data).resolve())
-    block = tomlwrite.dumps({"pass": [step]}).strip()
-    return (
-        text.rstrip()
-        + "\n\n# what ATC computes in its float16 mode (--precision): the float32 keep-list\n"
-        + block
-        + "\n"
-    )
+        options["data"] = str(Path(data).resolve())
+    return Step(registry.get("precision-plan")(**options))
 
 
 def _late_findings(after: Any, pipeline: Any) -> list[Any]:
@@ -469,7 +461,7 @@ def prepare(
     """
     from surgery import api, model_io
     from surgery.doctor import diagnose, emit_pipeline
-    from surgery.pipeline import parse_pipeline
+    from surgery.pipeline import Pipeline
     from surgery.shapes.spec import parse_bucket_spec, parse_shapes
 
     say = progress or (lambda message: None)
@@ -513,15 +505,15 @@ def prepare(
         raise InputError(
             "a decision is needed before anything is written: " + describe_decisions(missing)
         )
-    from surgery import tomlwrite
-
-    header = tomlwrite.comment(
+    header = (
         f"written by `surgery prepare` for {model_path.name}"
         + (f" (SoC {soc})" if soc else "")
         + f"; repeat with: surgery apply {pipeline_path(out).name} MODEL -o OUT"
     )
     plugin_paths = [Path(p).resolve() for p in plugins]
-    extra_text = _extra_block(list(extra_passes), list(sets))
+    extra = _extra_steps(list(extra_passes), list(sets))
+    # last: the plan is made on the model ATC will compile
+    last = _precision_step(precision, precision_flag, data) if precision is not None else None
 
     def compose(findings_report: Any, source: ir.Model) -> tuple[str, Any]:
         # the pinned inputs are decided: drop them from what fix-shapes must cover
@@ -536,24 +528,18 @@ def prepare(
                 f"the pipeline for this model cannot be completed: {emitted.problems[0]}"
             )
         text = _compose_text(
-            emitted.text,
+            emitted,
             pins,
             Path(data).resolve() if data else None,
             header,
             plugins=plugin_paths,
-            extra=extra_text,
+            extra=extra,
+            last=last,
         )
-        if precision is not None:  # last: the plan is made on the model ATC will compile
-            text = _with_precision(text, precision, precision_flag, data)
-        try:
-            # the plug-ins were named by the caller (the opt-in); nothing else in this text is code
-            pipeline = parse_pipeline(
-                tomllib.loads(text),
-                base_dir=out.parent,
-                allow_code=bool(plugin_paths) or allow_code,
-            )
-        except tomllib.TOMLDecodeError as exc:  # our own text: a bug, but say it in one line
-            raise PipelineError(f"the composed pipeline is not valid TOML: {exc}") from None
+        # the plug-ins were named by the caller (the opt-in); nothing else in this text is code
+        pipeline = Pipeline.from_toml(
+            text, base_dir=out.parent, allow_code=bool(plugin_paths) or allow_code
+        )
         if bucket_spec:
             pipeline.buckets = dict(bucket_spec)
         return text, pipeline

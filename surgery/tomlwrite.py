@@ -1,7 +1,7 @@
 """Writing TOML that means exactly what was intended, whatever the model's names hold.
 
-Every passes.toml the tool writes (``doctor --emit-pipeline``, the reproducer) goes through this
-module. Names come from the model and the model may come from anywhere: a tensor named
+Every passes.toml the tool writes (``doctor --emit-pipeline``, ``prepare``, the reproducer) goes
+through this module, by way of :meth:`surgery.pipeline.Pipeline.to_toml`. Names come from the model and the model may come from anywhere: a tensor named
 ``"x\\n[[pass]]\\nname = \\"rewrite\\""`` must stay one string, never become a table. So:
 
 - strings are TOML basic strings with ``\\``, ``"`` and every character that is not printable
@@ -35,7 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Unrepresentable", "comment", "dumps", "key", "string", "text_of", "value"]
+__all__ = ["Unrepresentable", "comment", "dumps", "key", "plain", "string", "text_of", "value"]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _ESCAPES = {
@@ -136,18 +136,36 @@ def comment(text: Any) -> str:
     return f"# {shown}" if shown else "#"
 
 
-def dumps(doc: Mapping[str, Any], *, allow_nonfinite: bool = False, check: bool = True) -> str:
+def dumps(
+    doc: Mapping[str, Any],
+    *,
+    allow_nonfinite: bool = False,
+    check: bool = True,
+    header: Sequence[Any] = (),
+    notes: Mapping[int, Sequence[Any]] | None = None,
+) -> str:
     """Write a passes.toml-shaped document: top-level scalars, then tables, then arrays of tables.
 
     A table inside an array of tables (``[pass.verify]``) is written as a sub-table; other nested
     mappings as inline tables. With ``check`` the text is parsed back and must equal ``doc``.
+
+    ``header`` lines open the file and ``notes[i]`` stand before the ``i``-th table of the document's
+    array of tables (``notes[len]``: after the last), all as comments through :func:`comment`; an
+    empty line stays an empty line. A document with ``notes`` has at most one array of tables.
     """
-    lines: list[str] = []
+    lines: list[str] = [_note(line) for line in header]
     opts = {"allow_nonfinite": allow_nonfinite}
+    notes = notes or {}
 
     def is_table_array(v: Any) -> bool:
         return isinstance(v, list) and bool(v) and all(isinstance(t, Mapping) for t in v)
 
+    def noted(i: int) -> list[str]:
+        return [_note(line) for line in notes.get(i, ())]
+
+    arrays = [k for k, v in doc.items() if is_table_array(v)]
+    if notes and len(arrays) > 1:
+        raise ValueError(f"notes need one array of tables, the document has {len(arrays)}")
     for k, v in doc.items():
         if not isinstance(v, Mapping) and not is_table_array(v):
             lines.append(f"{key(k)} = {value(v, **opts)}")
@@ -155,28 +173,44 @@ def dumps(doc: Mapping[str, Any], *, allow_nonfinite: bool = False, check: bool 
         if isinstance(v, Mapping):
             lines += ["", f"[{key(k)}]"]
             lines += [f"{key(kk)} = {value(vv, **opts)}" for kk, vv in v.items()]
-    for k, v in doc.items():
-        if is_table_array(v):
-            for table in v:
-                lines += ["", f"[[{key(k)}]]"]
-                subtables = {
-                    kk: vv for kk, vv in table.items() if isinstance(vv, Mapping) and kk == "verify"
-                }
-                lines += [
-                    f"{key(kk)} = {value(vv, **opts)}"
-                    for kk, vv in table.items()
-                    if kk not in subtables
-                ]
-                for kk, vv in subtables.items():
-                    lines.append(f"[{key(k)}.{key(kk)}]")
-                    lines += [f"{key(kkk)} = {value(vvv, **opts)}" for kkk, vvv in vv.items()]
-    text = "\n".join(lines).lstrip("\n") + "\n"
+    count = 0
+    for k in arrays:
+        tables = doc[k]
+        count = len(tables)
+        for i, table in enumerate(tables):
+            lines += ["", *noted(i), f"[[{key(k)}]]"]
+            subtables = {
+                kk: vv for kk, vv in table.items() if isinstance(vv, Mapping) and kk == "verify"
+            }
+            lines += [
+                f"{key(kk)} = {value(vv, **opts)}"
+                for kk, vv in table.items()
+                if kk not in subtables
+            ]
+            for kk, vv in subtables.items():
+                lines.append(f"[{key(k)}.{key(kk)}]")
+                lines += [f"{key(kkk)} = {value(vvv, **opts)}" for kkk, vvv in vv.items()]
+    if notes.get(count):
+        lines += ["", *noted(count)]
+    text = "\n".join(lines).strip("\n") + "\n"
     if check:
         _check_round_trip(text, doc)
     return text
 
 
-def _plain(obj: Any) -> Any:
+def _note(line: Any) -> str:
+    """A comment line, or an empty line for an empty string (a break between blocks of notes)."""
+    return "" if isinstance(line, str) and not line else comment(line)
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` in the form TOML reads back: numpy arrays and scalars, tuples as lists, paths and
+    UTF-8 bytes as strings, mapping keys as strings; ``None`` values of mappings left out (TOML has
+    no null: an option left out takes its default).
+
+    Raises:
+        Unrepresentable: bytes that are not UTF-8 text.
+    """
     if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
         obj = obj.tolist()
     if isinstance(obj, bytes):
@@ -184,9 +218,13 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, Mapping):
-        return {text_of(k) if isinstance(k, bytes) else str(k): _plain(v) for k, v in obj.items()}
+        return {
+            text_of(k) if isinstance(k, bytes) else str(k): plain(v)
+            for k, v in obj.items()
+            if v is not None
+        }
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
 
 
@@ -202,5 +240,5 @@ def _same(a: Any, b: Any) -> bool:
 
 def _check_round_trip(text: str, doc: Mapping[str, Any]) -> None:
     parsed = tomllib.loads(text)
-    if not _same(parsed, _plain(doc)):  # pragma: no cover - a bug in this module
+    if not _same(parsed, plain(doc)):  # pragma: no cover - a bug in this module
         raise AssertionError("the TOML writer does not round-trip this document")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,9 @@ from surgery.doctor.facts import load_facts
 from surgery.doctor.finding import DoctorReport, Finding, Severity
 from surgery.doctor.fixes import PASS_ORDER, USER_DECISION_PASSES, order_passes
 from surgery.pass_base import SurgeryPass
+from surgery.pipeline import Pipeline, Step, StepVerify
 from surgery.shapes.dims import is_known_dim, is_static_shape
-from surgery.tomlwrite import Unrepresentable, comment, string, text_of
-from surgery.tomlwrite import value as toml_value
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from surgery.tomlwrite import Unrepresentable, plain, string, text_of
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -69,6 +63,10 @@ class EmittedPipeline:
     missing: list[str]
     commented: list[str]
     problems: list[str]
+    pipeline: Pipeline | None = None
+    """The steps as a :class:`~surgery.pipeline.Pipeline`: ``text`` is its ``to_toml`` with ``header`` and ``notes``."""
+    header: list[str] = dataclasses.field(default_factory=list)
+    notes: dict[int, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def decide_shapes(
@@ -250,27 +248,25 @@ def emit_pipeline(
     registered, registry_problem = _registered()
     problems = [registry_problem] if registry_problem else []
 
-    lines = [
-        comment(
-            f"passes.toml written by `surgery doctor` for {Path(report.model).name if report.model else 'the model'}"
-        ),
-        comment(
-            f"SoC: {report.soc or 'not given'}; findings: "
-            + ", ".join(f"{n} {s}" for s, n in report.counts().items())
-        ),
-        "# Lines marked DECIDE hold defaults for decisions only you can make: check them.",
-        "schema_version = 1",
-        "",
+    header = [
+        f"passes.toml written by `surgery doctor` for {Path(report.model).name if report.model else 'the model'}",
+        f"SoC: {report.soc or 'not given'}; findings: "
+        + ", ".join(f"{n} {s}" for s, n in report.counts().items()),
+        "Lines marked DECIDE hold defaults for decisions only you can make: check them.",
     ]
-    steps: list[str] = []
+    steps: list[Step] = []
+    notes: dict[int, list[str]] = {}
+    pending: list[str] = []  # notes of what is not a step, written before the next step
     missing: list[str] = []
     commented: list[str] = []
-    shapes_written: dict[str, list[int]] | None = None
 
     def because(findings: list[Finding]) -> str:
         titles = list(dict.fromkeys(f.title for f in findings))
         more = f" (+{len(titles) - 3} more)" if len(titles) > 3 else ""
         return "; ".join(titles[:3]) + more
+
+    def commented_step(name: str) -> list[str]:
+        return ["[[pass]]", f"name = {string(name)}", ""]
 
     for name in active:
         findings = fixes_for.get(name, [])
@@ -278,124 +274,122 @@ def emit_pipeline(
         cls = registered.get(name)
         if cls is None:
             missing.append(name)
-            lines += [
-                comment(f"NEEDED, not available in this build: {name}"),
-                comment(f"  fixes: {reason}"),
-                "",
-            ]
+            pending += [f"NEEDED, not available in this build: {name}", f"  fixes: {reason}", ""]
             continue
-        body: list[str] = []
-        header: list[str] = [comment(f"fixes: {reason}")]
+        kwargs: dict[str, Any] = {}
+        verify = StepVerify()
+        about: list[str] = [f"fixes: {reason}"]
         if name == "remove-dropout" and training:
-            header.append(
-                "# first: a Dropout in training mode makes the original random, so nothing can be "
+            about.append(
+                "first: a Dropout in training mode makes the original random, so nothing can be "
                 "verified before it goes"
             )
         if name == "split-postprocess" and needs_split:
             outputs = sorted({o for f in needs_split for o in f.details["data_dependent_outputs"]})
-            header += [
-                comment(
-                    f"the output(s) {', '.join(outputs)} have a shape that depends on the data (NMS): "
-                    "a static-shape compiler cannot hold them"
-                ),
-                "# the model becomes the head (for ATC); NMS and what follows run on the CPU from OUT.tail.onnx",
-                "# (the gates verify head then tail against the original). Remove this step to keep NMS on",
-                "# the NPU: its output is then padded to a fixed size, and assert-static refuses the model.",
+            about += [
+                f"the output(s) {', '.join(outputs)} have a shape that depends on the data (NMS): "
+                "a static-shape compiler cannot hold them",
+                "the model becomes the head (for ATC); NMS and what follows run on the CPU from OUT.tail.onnx",
+                "(the gates verify head then tail against the original). Remove this step to keep NMS on",
+                "the NPU: its output is then padded to a fixed size, and assert-static refuses the model.",
             ]
         elif name in USER_DECISION_PASSES:
             commented.append(name)
-            lines += [
-                *header,
-                comment(
-                    f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); uncomment to use it"
-                ),
-                "# [[pass]]",
-                comment(f"name = {string(name)}"),
-                "",
+            pending += [
+                *about,
+                f"DECIDE: {name} changes the deployment (head on the NPU, tail on the CPU); uncomment to use it",
+                *commented_step(name),
             ]
             continue
         options = _option_names(cls)
         if name == "fix-shapes":
-            shapes, notes, undecided = decide_shapes(model, dims, input_shapes, pinned)
+            shapes, decided, undecided = decide_shapes(model, dims, input_shapes, pinned)
             if not shapes and not undecided:
-                lines += ["# fix-shapes: not needed, every input is static or pinned", ""]
+                pending += ["fix-shapes: not needed, every input is static or pinned", ""]
                 continue
-            header += [comment(n) for n in notes]
+            about += decided
             unwritable = _unwritable(shapes)
             for name_ in unwritable:
                 shapes.pop(name_)
             if unwritable:
-                header.append(
-                    comment(
-                        f"DECIDE: these input names cannot be written in TOML (not Unicode text), "
-                        f"fix their shapes another way: {', '.join(map(repr, unwritable))}"
-                    )
+                about.append(
+                    f"DECIDE: these input names cannot be written in TOML (not Unicode text), "
+                    f"fix their shapes another way: {', '.join(map(repr, unwritable))}"
                 )
                 problems.append(
                     f"fix-shapes: input names TOML cannot hold: {', '.join(map(repr, unwritable))}"
                 )
             if undecided:
-                header.append(
-                    comment(
-                        f"DECIDE: inputs with unknown rank, give their full shape: {', '.join(undecided)}"
-                    )
+                about.append(
+                    f"DECIDE: inputs with unknown rank, give their full shape: {', '.join(undecided)}"
                 )
                 problems.append(f"fix-shapes: inputs without a shape: {', '.join(undecided)}")
             if "shapes" in options:
-                body.append(f"shapes = {toml_value(shapes)}")
-                shapes_written = shapes
+                kwargs["shapes"] = shapes
             else:
                 problems.append("fix-shapes has no 'shapes' option: set the shapes by hand")
-                header.append(comment(f"set the input shapes: {shapes}"))
+                about.append(f"set the input shapes: {shapes}")
             if "make-static" in active:
                 # fixing the inputs alone can leave an untaken If branch that no longer type-checks
                 # (it is folded away by make-static): the gates after make-static verify both
-                header.append(
-                    "# verified together with make-static (the gates after it compare with the original)"
+                about.append(
+                    "verified together with make-static (the gates after it compare with the original)"
                 )
-                body += ["[pass.verify]", 'checker = "end"', 'ort = "end"', 'parity = "end"']
+                verify = StepVerify(checker="end", ort="end", parity="end")
         elif name == "make-static":
             loops = {str(f.details.get("op")) for f in findings} & {"Loop", "Scan"}
             if loops and "unroll_loops" in options:
-                header.append(
-                    f"# unroll_loops: ATC has no {'/'.join(sorted(loops))} parser; unrolling needs a constant "
+                about.append(
+                    f"unroll_loops: ATC has no {'/'.join(sorted(loops))} parser; unrolling needs a constant "
                     "trip count (Loop) or a static scan length (Scan)"
                 )
-                body.append(f"unroll_loops = {toml_value(True)}")
+                kwargs["unroll_loops"] = True
                 if "Scan" in loops and "max_unroll" in options:
                     # a Scan runs over frames or time steps: 98 for 1 s of 16 kHz audio at a 10 ms hop
-                    header.append(
-                        f"# max_unroll {SCAN_MAX_UNROLL}: a Scan usually runs over frames (98 for 1 s of "
+                    about.append(
+                        f"max_unroll {SCAN_MAX_UNROLL}: a Scan usually runs over frames (98 for 1 s of "
                         "16 kHz audio at a 10 ms hop); raise it for longer inputs"
                     )
-                    body.append(f"max_unroll = {toml_value(SCAN_MAX_UNROLL)}")
+                    kwargs["max_unroll"] = SCAN_MAX_UNROLL
         elif name == "convert-opset":
             opset_target, why = _convert_target(ctx)
-            header.append(comment(f"target {opset_target}: {why}"))
+            about.append(f"target {opset_target}: {why}")
             if "target" in options:
-                body.append(f"target = {toml_value(opset_target)}")
-        steps.append(name)
-        lines += [*header, "[[pass]]", f"name = {string(name)}", *body, ""]
+                kwargs["target"] = opset_target
+        try:
+            step = Step(cls(**kwargs), verify)
+        except Exception as exc:  # a plug-in's pass of this name with another schema
+            problems.append(f"{name} cannot be built with the options it needs: {exc}")
+            pending += [*about, f"DECIDE: set its options by hand ({exc})", *commented_step(name)]
+            continue
+        notes[len(steps)] = [*pending, *about]
+        pending = []
+        steps.append(step)
 
     leftovers = [n for n in order_passes(suggested) if n not in active]
     if leftovers:
-        lines.append(
-            "# Optional: fixes of precision risks and information findings (uncomment to use)"
+        pending.append(
+            "Optional: fixes of precision risks and information findings (uncomment to use)"
         )
         for name in leftovers:
             commented.append(name)
             avail = "" if name in registered else " (not available in this build)"
-            lines += [
-                comment(f"fixes: {because(suggested[name])}{avail}"),
-                "# [[pass]]",
-                comment(f"name = {string(name)}"),
-                "",
-            ]
-    text = "\n".join(lines).rstrip() + "\n"
+            pending += [f"fixes: {because(suggested[name])}{avail}", *commented_step(name)]
+    if pending:
+        notes[len(steps)] = pending
+    pipeline = Pipeline(steps)
+    text = pipeline.to_toml(header=header, notes=notes)
     if registered:
-        problems += _validate(text, steps, shapes_written)
+        problems += _validate(text, pipeline)
     return EmittedPipeline(
-        text=text, steps=steps, missing=missing, commented=commented, problems=problems
+        text=text,
+        steps=[s.name for s in steps],
+        missing=missing,
+        commented=commented,
+        problems=problems,
+        pipeline=pipeline,
+        header=header,
+        notes=notes,
     )
 
 
@@ -410,31 +404,24 @@ def _unwritable(shapes: Mapping[str, Any]) -> list[Any]:
     return bad
 
 
-def _validate(text: str, steps: list[str], shapes: Mapping[str, list[int]] | None) -> list[str]:
-    """The written file must parse and mean what was intended: these steps, these shapes.
+def _validate(text: str, intended: Pipeline) -> list[str]:
+    """The written file must parse and mean what was intended: these steps, options and overrides.
 
     Parsing constructs the passes but imports nothing: ``rewrite`` imports its module only when it
     runs, and ``plugins`` are refused without ``allow_code``.
     """
     from surgery.errors import SurgeryError
-    from surgery.pipeline import parse_pipeline
 
     try:
-        doc = tomllib.loads(text)
-        pipeline = parse_pipeline(doc, allow_code=False)
-    except (SurgeryError, tomllib.TOMLDecodeError) as exc:
+        written = Pipeline.from_toml(text, allow_code=False)
+    except SurgeryError as exc:
         return [f"the written pipeline does not load: {exc}"]
-    written = [s.name for s in pipeline.steps]
-    if written != steps:  # pragma: no cover - a bug in the writer
-        return [f"the written pipeline holds {written}, not the intended {steps}"]
-    if shapes is not None:
-        got = next(
-            (p["shapes"] for p in doc.get("pass", []) if p.get("name") == "fix-shapes"), None
-        )
-        if got != {
-            text_of(k): list(v) for k, v in shapes.items()
-        }:  # pragma: no cover - a bug in the writer
-            return ["the written pipeline's fix-shapes shapes differ from the intended ones"]
+
+    def meaning(pipeline: Pipeline) -> list[Any]:
+        return [(s.name, plain(s.pass_.given_options()), s.verify) for s in pipeline.steps]
+
+    if meaning(written) != meaning(intended):  # pragma: no cover - a bug in the writer
+        return [f"the written pipeline holds {written.steps}, not the intended {intended.steps}"]
     return []
 
 

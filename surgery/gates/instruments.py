@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -40,17 +41,6 @@ class TimingInstrument(BaseInstrument):
     def after_pass(self, run: RunState) -> None:
         if run.step_report is not None:
             run.step_report.timings["pass"] = time.perf_counter() - self._t0
-
-
-def _toml_options(options: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if value is None:
-            continue
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        out[key] = value
-    return out
 
 
 class ReproducerInstrument(BaseInstrument):
@@ -97,32 +87,15 @@ class ReproducerInstrument(BaseInstrument):
         if snapshot is None:
             return None
         try:
-            passes = []
-            for step in steps:
-                entry: dict[str, Any] = {
-                    "name": step.name,
-                    **_toml_options(step.pass_.options_dict()),
-                }
-                overrides = {k: v for k, v in vars(step.verify).items() if v is not None}
-                if overrides:
-                    entry["verify"] = overrides
-                passes.append(entry)
             cfg = run.pipeline.verify
-            verify: dict[str, Any] = {
-                "checker": "each",
-                "ort": "each",
-                "parity": "each",
-                "signature": "each",
-                "rtol": numbers.get("rtol", cfg.rtol),
-                "atol": numbers.get("atol", cfg.atol),
-                "seed": cfg.seed,
-                "samples": cfg.samples,
-                "parity_max_nodes": cfg.parity_max_nodes,
-                "allow_unexercised": cfg.allow_unexercised,
-            }
-            if cfg.int_tolerance is not None:
-                verify["int_tolerance"] = cfg.int_tolerance
-            write_reproducer(self.folder, snapshot, feeds, passes, verify, message)
+            # every gate on, with the tolerance the failing check used
+            verify = dataclasses.replace(
+                cfg.with_mode("each"),
+                rtol=numbers.get("rtol", cfg.rtol),
+                atol=numbers.get("atol", cfg.atol),
+            )
+            replay = dataclasses.replace(run.pipeline, steps=list(steps), verify=verify)
+            write_reproducer(self.folder, snapshot, feeds, replay, message)
             return str(self.folder)
         except Exception as exc:  # the reproducer must never hide the real failure
             logger.warning("could not write the reproducer: %s", exc)

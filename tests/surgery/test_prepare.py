@@ -346,3 +346,46 @@ def test_prepare_splits_nms_off_and_the_head_is_ready(tmp_path, capsys):
         tail, {k: v for k, v in {**mid, "x": x}.items() if k in {i.name for i in tail.graph.input}}
     )
     np.testing.assert_array_equal(got["sel"], ort_run(onnx.load(src), {"x": x})["sel"])
+
+
+def test_composed_pipeline_puts_pins_first_and_the_users_passes_last_in_one_file():
+    from surgery import registry
+    from surgery.doctor.pipeline import EmittedPipeline
+    from surgery.pipeline import Pipeline, Step
+    from surgery.prepare import _compose_text
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    hostile = 'sr\n[[pass]]\nname = "rewrite"'
+    doctored = Pipeline([Step(registry.get("cleanup")())])
+    emitted = EmittedPipeline(
+        text="",
+        steps=["cleanup"],
+        missing=[],
+        commented=["x"],
+        problems=[],
+        pipeline=doctored,
+        header=["doctor's header"],
+        notes={0: ["fixes: a"], 1: ["Optional: b", "[[pass]]", 'name = "x"', ""]},
+    )
+    text = _compose_text(
+        emitted,
+        {hostile: 16000},
+        Path("/data/in.npz"),
+        "prepare's header",
+        plugins=[Path("/p/plug.py")],
+        extra=[Step(registry.get("cleanup")(fuse=False))],
+    )
+    assert text.startswith("# prepare's header\n# doctor's header\n")
+    doc = tomllib.loads(text)
+    assert [p["name"] for p in doc["pass"]] == ["pin-inputs", "cleanup", "cleanup"]
+    assert doc["pass"][0]["values"] == {hostile: 16000} and doc["pass"][2] == {
+        "name": "cleanup",
+        "fuse": False,
+    }
+    assert doc["inputs"] == {"data": "/data/in.npz"} and doc["plugins"] == ["/p/plug.py"]
+    # the doctor's optional block, then one empty line, then the user's passes
+    assert '# name = "x"\n\n# passes given on the command line (--pass)\n[[pass]]' in text

@@ -323,11 +323,16 @@ def test_doctor_validates_its_pipeline_without_importing_anything(tmp_path, caps
 
     (tmp_path / "evil.py").write_text(MARKING_MODULE.format(mark="EVIL_RAN"))
     monkeypatch.chdir(tmp_path)
+    from surgery import registry
+    from surgery.pipeline import Pipeline, Step
+
+    # the intended pipeline: what the file says, with the folder it is read from (as parsing fills it)
+    rewrite = registry.get("rewrite")(rules="evil:RULES", path=str(Path.cwd()))
     problems = emit_mod._validate(
-        '[[pass]]\nname = "rewrite"\nrules = "evil:RULES"\n', ["rewrite"], None
+        '[[pass]]\nname = "rewrite"\nrules = "evil:RULES"\n', Pipeline([Step(rewrite)])
     )
     assert problems == [] and not (tmp_path / "EVIL_RAN").exists()
-    problems = emit_mod._validate('plugins = ["evil.py"]\n', [], None)
+    problems = emit_mod._validate('plugins = ["evil.py"]\n', Pipeline([]))
     assert "--allow-code" in problems[0] and not (tmp_path / "EVIL_RAN").exists()
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import sys
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -24,14 +25,17 @@ else:  # pragma: no cover
 
 
 def _fake_registry(*names, options=None):
-    """Pass classes standing in for the registry, with the options emit_pipeline writes."""
+    """Pass classes standing in for the registry, with the options emit_pipeline writes.
+
+    The options take any value (``Any``): emit_pipeline builds each pass with what it writes.
+    """
     options = options or {}
     classes = {}
     for name in names:
         fields = options.get(name, {})
         opts = dataclasses.make_dataclass(
             f"Opts_{name.replace('-', '_')}",
-            [(k, type(v), option(v, help=k)) for k, v in fields.items()],
+            [(k, Any, option(v, help=k)) for k, v in fields.items()],
             frozen=True,
         )
         classes[name] = type(
