@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from surgery.cli import flags
-from surgery.cli.flags import tolerance
 from surgery.errors import InputError, one_line
 from surgery.shapes.dims import is_static_shape
 
@@ -50,8 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MAP.json",
         help="a JSON object {name in A: name in B} (repeatable, applied in order)",
     )
-    p.add_argument("--rtol", type=tolerance, default=1e-4, help="relative tolerance (default 1e-4)")
-    p.add_argument("--atol", type=tolerance, default=1e-5, help="absolute tolerance (default 1e-5)")
+    flags.add_tolerance(p, rtol=1e-4, atol=1e-5, what="the comparison")
     p.add_argument(
         "--budget-mb",
         type=float,

@@ -13,15 +13,10 @@ import sys
 from pathlib import Path
 
 from surgery.cli import flags
-from surgery.cli.flags import tolerance
 from surgery.errors import one_line
 from surgery.writeplan import output_arg
 
 __all__ = ["register", "run"]
-
-
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,14 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--inputs",
         required=True,
-        type=_names,
+        type=flags.tensor_names,
         metavar="A,B",
         help="tensors that become the part's inputs",
     )
     p.add_argument(
         "--outputs",
         required=True,
-        type=_names,
+        type=flags.tensor_names,
         metavar="C,D",
         help="tensors that become its outputs",
     )
@@ -57,18 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     flags.add_data(p)
     flags.add_verify(p, default="each", old_off="--no-verify")
     flags.add_report(p, what="what was extracted and verified")
-    p.add_argument(
-        "--rtol",
-        type=tolerance,
-        default=0.0,
-        help="relative tolerance of the comparison (default 0: exact)",
-    )
-    p.add_argument(
-        "--atol",
-        type=tolerance,
-        default=0.0,
-        help="absolute tolerance of the comparison (default 0: exact)",
-    )
+    flags.add_tolerance(p, what="the comparison")
     p.set_defaults(func=run)
 
 
@@ -95,13 +79,7 @@ def run(args: argparse.Namespace) -> int:
     step = registry.get("extract")(
         inputs=list(args.inputs), outputs=list(args.outputs), input_types=list(args.input_type)
     )
-    verify = {
-        "checker": args.verify,
-        "ort": args.verify,
-        "parity": args.verify,
-        "rtol": args.rtol,
-        "atol": args.atol,
-    }
+    verify = flags.gate_settings(args)
     part, report = api.apply(
         model, [step], inputs=args.data, verify=verify, reproducer_dir=repro, write_plan=writes
     )

@@ -176,3 +176,33 @@ def tolerance(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite, non-negative number, got {text!r}")
     return value
+
+
+def tensor_names(text: str) -> list[str]:
+    """argparse type of ``--inputs A,B`` / ``--outputs C,D``: comma-separated tensor names."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_tolerance(
+    parser: argparse.ArgumentParser, *, rtol: float = 0.0, atol: float = 0.0, what: str
+) -> None:
+    """``--rtol`` / ``--atol`` of ``what`` (finite, non-negative; default 0 is exact)."""
+    for flag, default, kind in (("--rtol", rtol, "relative"), ("--atol", atol, "absolute")):
+        shown = "0: exact" if default == 0 else f"{default:g}"
+        parser.add_argument(
+            flag,
+            type=tolerance,
+            default=default,
+            help=f"{kind} tolerance of {what} (default {shown})",
+        )
+
+
+def gate_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``[verify]`` table of ``--verify`` and ``--rtol``/``--atol``: every gate on that schedule."""
+    return {
+        "checker": args.verify,
+        "ort": args.verify,
+        "parity": args.verify,
+        "rtol": args.rtol,
+        "atol": args.atol,
+    }

@@ -18,15 +18,10 @@ import sys
 from pathlib import Path
 
 from surgery.cli import flags
-from surgery.cli.flags import tolerance
 from surgery.errors import InputError, one_line
 from surgery.writeplan import WritePlan, output_arg
 
 __all__ = ["register", "run"]
-
-
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,11 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", required=True, type=output_arg, help="where to write the head")
     p.add_argument("--tail", required=True, type=output_arg, help="where to write the tail")
     p.add_argument(
-        "--boundary", type=_names, default=[], metavar="T1,T2", help="cut at these tensors instead"
+        "--boundary",
+        type=flags.tensor_names,
+        default=[],
+        metavar="T1,T2",
+        help="cut at these tensors instead",
     )
     p.add_argument(
         "--hostile-ops",
-        type=_names,
+        type=flags.tensor_names,
         default=[],
         metavar="OP1,OP2",
         help="more op types to keep off the NPU",
@@ -69,18 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     flags.add_data(p)
     flags.add_verify(p, default="each", old_off="--no-verify")
     flags.add_report(p, what="the run's report (the gates of the split)")
-    p.add_argument(
-        "--rtol",
-        type=tolerance,
-        default=0.0,
-        help="relative tolerance of the parity check (default 0: exact)",
-    )
-    p.add_argument(
-        "--atol",
-        type=tolerance,
-        default=0.0,
-        help="absolute tolerance of the parity check (default 0: exact)",
-    )
+    flags.add_tolerance(p, what="the parity check")
     p.set_defaults(func=run)
 
 
@@ -138,13 +126,7 @@ def run(args: argparse.Namespace) -> int:
             k: list(v) for k, v in parse_shapes(args.input_shape, where="--input-shape").items()
         }
         steps.insert(0, registry.get("fix-shapes")(shapes=shapes))
-    verify = {
-        "checker": args.verify,
-        "ort": args.verify,
-        "parity": args.verify,
-        "rtol": args.rtol,
-        "atol": args.atol,
-    }
+    verify = flags.gate_settings(args)
     head, report = api.apply(model, steps, inputs=args.data, verify=verify, reproducer_dir=repro)
     result = report.steps[-1]
     if not result.modified:

@@ -165,7 +165,7 @@ def test_every_subcommand_speaks_one_vocabulary():
         if "--verify" in flags:
             assert tuple(flags["--verify"].choices) == ("each", "end", "off"), name
         if "--inputs" in flags:  # tensor names only (extract), never an NPZ file
-            assert name == "extract" and flags["--inputs"].type.__name__ == "_names", name
+            assert name == "extract" and flags["--inputs"].type.__name__ == "tensor_names", name
         if "--data" in flags:
             assert flags["--data"].metavar == "NPZ", name
     for name in ("apply", "doctor", "prepare", "precision"):
