@@ -330,12 +330,12 @@ _EXOTIC_OUTPUTS = {
 
 
 def _warm_up() -> None:
-    """Import onnxruntime and ml_dtypes before the first request: the worker is started at the
-    beginning of a run (:func:`prestart`), so this overlaps the parent's loading of the model
-    instead of delaying its first session (about 0.8 s of imports; ``bench/bench_isolation.py``)."""
+    """Import onnxruntime before the first request: the worker is started at the beginning of a
+    run (:func:`prestart`), so this overlaps the parent's loading of the model instead of delaying
+    its first session. Not ml_dtypes (0.6 s): only bfloat16/float8/4-bit tensors need it, and
+    they import it when they come (``bench/bench_isolation.py``: with external weights, importing
+    it here put 0.6 s back in front of the first session)."""
     import onnxruntime  # noqa: F401 - imported for its side effect: the first session opens at once
-
-    _ml_dtype(1)
 
 
 def _child_main(fd_in: int, fd_out: int) -> None:
