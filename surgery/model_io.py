@@ -32,6 +32,7 @@ from surgery.graph import find_cycle, iter_graphs
 
 __all__ = [
     "STAGING_PREFIX",
+    "FileRangesTensor",
     "LightProto",
     "ModelLike",
     "Transaction",
@@ -103,6 +104,45 @@ def from_file_proto(
     check_names(model, path)  # (acyclic: checked on the proto by protoload.read)
     check_external_data(model, path, base_dir=base_dir if base_dir is not None else path.parent)
     return model
+
+
+def file_identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of a file, None if it is missing: tells a file replaced since apart."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+class FileRangesTensor(ir.LazyTensor):
+    """A lazy tensor whose bytes are byte ranges of existing files, in order (``ranges``: path,
+    offset, length), e.g. weights of external data put side by side row by row.
+
+    Read like any lazy tensor (``func`` builds it); saved, its ranges are copied file to file in
+    the kernel, never through this process's memory, as long as the files are the ones the ranges
+    were taken from (:meth:`ranges_intact`); otherwise saving builds it with ``func``.
+    """
+
+    def __init__(
+        self,
+        func: Any,
+        *,
+        dtype: ir.DataType,
+        shape: ir.Shape,
+        ranges: list[tuple[str, int, int]],
+        name: str | None = None,
+    ) -> None:
+        super().__init__(func, dtype=dtype, shape=shape, name=name)
+        self.ranges = ranges
+        self._files = {path: file_identity(path) for path in {r[0] for r in ranges}}
+
+    def ranges_intact(self) -> bool:
+        """Whether every file still is the one the ranges were taken from (same inode and mtime)."""
+        return sum(r[2] for r in self.ranges) == self.nbytes and all(
+            known is not None and file_identity(path) == known
+            for path, known in self._files.items()
+        )
 
 
 def external_tensors(model: ir.Model) -> Iterator[tuple[ir.Value, ir.ExternalTensor]]:
@@ -748,6 +788,13 @@ def _write_data(layout: list[_Layout], path: Path) -> None:
                 if src_path not in sources:
                     sources[src_path] = os.open(src_path, os.O_RDONLY)
                 _copy_range(sources[src_path], fd, tensor.offset or 0, item.offset, item.length)
+            elif isinstance(tensor, FileRangesTensor) and tensor.ranges_intact():
+                position = item.offset
+                for src_path, src_offset, length in tensor.ranges:
+                    if src_path not in sources:
+                        sources[src_path] = os.open(src_path, os.O_RDONLY)
+                    _copy_range(sources[src_path], fd, src_offset, position, length)
+                    position += length
             else:
                 view = _tensor_bytes(tensor)
                 written = 0

@@ -51,6 +51,7 @@ import numpy as np
 import onnx_ir as ir
 
 from surgery.graph import ONNX_DOMAINS, GraphLike, NameAllocator, const_value, forward_value
+from surgery.model_io import FileRangesTensor
 from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY
 
 __all__ = ["SimplifyStats", "constants_to_initializers", "simplify_graph"]
@@ -659,45 +660,49 @@ def _merged_weight(
 
     The parts are usually memory-mapped weights: a concatenation made here would hold a new copy
     of every merged projection in memory until the model is saved (553 MB on the decoder of
-    ``bench/bench_core.py``). Lazily, the save builds one at a time and frees it; the parts in
-    external data are read with ``read`` rather than through the map, so their pages stay in the
-    page cache instead of this process's resident memory.
+    ``bench/bench_core.py``). When every part lies in external data, the merged weight is a
+    :class:`~surgery.model_io.FileRangesTensor`: row ``r`` is row ``r`` of each part, so saving
+    copies those ranges file to file in the kernel, and reading it builds it from the map.
     """
     name = names.derive(base, "merged_weight")
-    sources = [(p.const_value, const_value(p)) for p in parts]
-    arrays = [a for _, a in sources if a is not None]
+    tensors = [p.const_value for p in parts]
+    arrays = [a for a in (const_value(p) for p in parts) if a is not None]
     shape = ir.Shape([arrays[0].shape[0], sum(a.shape[1] for a in arrays)])
-    files = [_file_identity(t) for t, _ in sources]
-
-    def read(tensor: ir.TensorProtocol | None, array: np.ndarray, file: tuple | None) -> np.ndarray:
-        if not isinstance(tensor, ir.ExternalTensor) or file is None:
-            return array
-        if _file_identity(tensor) != file:
-            return array  # its file was replaced since (--in-place): the map still holds the bytes
-        path = os.path.join(tensor.base_dir, tensor.location)
-        flat = np.fromfile(path, dtype=array.dtype, count=array.size, offset=tensor.offset or 0)
-        return flat.reshape(array.shape) if flat.size == array.size else array
+    dtype = ir.DataType.from_numpy(arrays[0].dtype)
 
     def build() -> ir.Tensor:
-        pieces = [read(t, a, f) for (t, a), f in zip(sources, files, strict=True) if a is not None]
-        return ir.Tensor(np.concatenate(pieces, axis=1), name=name)
+        return ir.Tensor(np.concatenate(arrays, axis=1), name=name)
 
-    dtype = ir.DataType.from_numpy(arrays[0].dtype)
-    tensor = ir.LazyTensor(build, dtype=dtype, shape=shape, name=name)
+    ranges = _row_ranges(tensors, arrays)
+    tensor: ir.LazyTensor = (
+        FileRangesTensor(build, dtype=dtype, shape=shape, ranges=ranges, name=name)
+        if ranges is not None
+        else ir.LazyTensor(build, dtype=dtype, shape=shape, name=name)
+    )
     value = ir.Value(name=name, type=ir.TensorType(dtype), shape=shape, const_value=tensor)
     graph.initializers.add(value)
     return value
 
 
-def _file_identity(tensor: ir.TensorProtocol | None) -> tuple[int, int] | None:
-    """(inode, mtime) of an external tensor's data file, None for other tensors or a missing file."""
-    if not isinstance(tensor, ir.ExternalTensor):
+def _row_ranges(
+    tensors: list[ir.TensorProtocol | None], arrays: list[np.ndarray]
+) -> list[tuple[str, int, int]] | None:
+    """The file ranges of ``arrays`` (2-D, equal rows) put side by side, row by row; None unless
+    every one is a whole-element external tensor (its bytes in the file are the array's)."""
+    if len(tensors) != len(arrays):
         return None
-    try:
-        stat = os.stat(os.path.join(tensor.base_dir, tensor.location))
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
+    places: list[tuple[str, int, int]] = []
+    for tensor, array in zip(tensors, arrays, strict=True):
+        if (
+            not isinstance(tensor, ir.ExternalTensor)
+            or tensor.dtype.bitwidth != array.dtype.itemsize * 8
+            or array.dtype.byteorder == ">"
+        ):
+            return None
+        row = array.shape[1] * array.dtype.itemsize
+        places.append((os.path.join(tensor.base_dir, tensor.location), tensor.offset or 0, row))
+    rows = arrays[0].shape[0]
+    return [(path, start + r * row, row) for r in range(rows) for path, start, row in places]
 
 
 _CONVS = ("Conv", "ConvTranspose")

@@ -1311,7 +1311,8 @@ def test_merged_qkv_weight_is_built_from_the_data_file_when_saved(tmp_path):
     Cleanup()(model)
     assert op_counts(model)["MatMul"] == 1 and op_counts(model)["Split"] == 1
     merged = next(v for v in model.graph.initializers.values() if "merged_weight" in v.name)
-    assert isinstance(merged.const_value, ir.LazyTensor)
+    assert isinstance(merged.const_value, model_io.FileRangesTensor)  # saved file to file
+    assert len(merged.const_value.ranges) == 64 * 3 and merged.const_value.ranges_intact()
     assert list(merged.shape) == [64, 96] and merged.dtype == ir.DataType.FLOAT
     assert_idempotent(model)
     out = tmp_path / "out" / "model.onnx"
@@ -1322,3 +1323,42 @@ def test_merged_qkv_weight_is_built_from_the_data_file_when_saved(tmp_path):
     after = ort_run(str(out), {"x": x})
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+def test_merged_qkv_weight_of_in_memory_weights_or_a_replaced_file_is_built_when_saved(tmp_path):
+    """Weights in memory give a plain lazy merged weight; external ones whose file was replaced
+    after the pass (e.g. by --in-place) are built from the map, never copied from the new file."""
+    rng = np.random.default_rng(4)
+    weights = {f"W{i}": rng.standard_normal((16, 8)).astype(np.float32) for i in range(3)}
+    nodes = [
+        helper.make_node("MatMul", ["x", f"W{i}"], [f"m{i}"], name=f"/p{i}/MatMul")
+        for i in range(3)
+    ]
+    nodes.append(helper.make_node("Sum", ["m0", "m1", "m2"], ["y"], name="/Sum"))
+    proto = make_model(nodes, [vi("x", TP.FLOAT, [2, 16])], [vi("y", TP.FLOAT, [2, 8])], weights)
+    in_memory = ir.from_proto(proto)
+    Cleanup()(in_memory)
+    (merged,) = [v for v in in_memory.graph.initializers.values() if "merged" in v.name]
+    assert type(merged.const_value) is ir.LazyTensor
+    expected = np.concatenate([weights[f"W{i}"] for i in range(3)], axis=1)
+    np.testing.assert_array_equal(merged.const_value.numpy(), expected)
+
+    source = tmp_path / "model.onnx"
+    onnx.save(proto, source, save_as_external_data=True, location="w.bin", size_threshold=0)
+    model = model_io.load(source)
+    Cleanup()(model)
+    (merged,) = [v for v in model.graph.initializers.values() if "merged" in v.name]
+    tensor = merged.const_value
+    assert isinstance(tensor, model_io.FileRangesTensor)
+    tensor.numpy()  # the map is made while the file is the original
+    data = tmp_path / "w.bin"
+    data.rename(tmp_path / "w.old")  # replaced: same name, other bytes
+    data.write_bytes(b"\0" * (tmp_path / "w.old").stat().st_size)
+    assert not tensor.ranges_intact()
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    model_io.save(model, out, external_data=True)
+    saved = model_io.load(out)
+    np.testing.assert_array_equal(
+        saved.graph.initializers[merged.name].const_value.numpy(), expected
+    )
