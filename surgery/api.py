@@ -29,7 +29,15 @@ from surgery.verify import worker as ort_worker
 from surgery.verify.inputs import InputsConfig
 from surgery.writeplan import WritePlan
 
-__all__ = ["ModelT", "PipelineLike", "apply", "artifact_path", "resolve_pipeline", "stage_outputs"]
+__all__ = [
+    "ModelT",
+    "PipelineLike",
+    "apply",
+    "artifact_path",
+    "extract",
+    "resolve_pipeline",
+    "stage_outputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +241,49 @@ def apply(
     return model_io.like_input(model, result_model) if not isinstance(
         model, (str, os.PathLike)
     ) else result_model, report
+
+
+def extract(
+    model: ir.Model | str | os.PathLike,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    *,
+    input_types: Sequence[str] = (),
+    data: str | os.PathLike | None = None,
+    verify: Mode = "each",
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    output: str | os.PathLike | None = None,
+    reproducer_dir: str | os.PathLike | None = None,
+    write_plan: WritePlan | None = None,
+) -> tuple[ir.Model, Report]:
+    """The part of ``model`` computing ``outputs`` from ``inputs``, through the runner like any
+    pipeline: the ``extract`` pass, then the gates (checker, ORT, parity of the part against the
+    original's tensors on every sample, exact unless ``rtol``/``atol`` say otherwise).
+
+    ``input_types`` types new inputs the model leaves untyped (``'feat:float32[1,64,56,56]'``);
+    ``data`` is an ``.npz`` of the original's inputs for the parity samples. What ``surgery
+    extract`` runs.
+
+    Raises:
+        InputError, PipelineError, PassError: bad names or a cut that does not separate (exit 2).
+        GateError: the part does not reproduce the original's tensors (exit 1).
+    """
+    from surgery import registry  # the pass is looked up: the core imports none
+
+    step = registry.get("extract")(
+        inputs=list(inputs), outputs=list(outputs), input_types=list(input_types)
+    )
+    gates = {"checker": verify, "ort": verify, "parity": verify, "rtol": rtol, "atol": atol}
+    return apply(
+        model,
+        [step],
+        inputs=data,
+        verify=gates,
+        output=output,
+        reproducer_dir=reproducer_dir,
+        write_plan=write_plan,
+    )
 
 
 def stage_outputs(

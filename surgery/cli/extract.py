@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     """One API call: the ``extract`` pass through the runner, whose gates check the part
     (checker, ORT, parity against the original's tensors: a slice of the original) and whose
     reproducer and report are those of every other command."""
-    from surgery import api, model_io, registry
+    from surgery import api, model_io
     from surgery.writeplan import WritePlan, output_or_stdout
 
     model = model_io.load(args.model)
@@ -76,12 +76,17 @@ def run(args: argparse.Namespace) -> int:
     out = (
         sys.stderr if args.report == "-" else sys.stdout
     )  # stdout carries the JSON with --report -
-    step = registry.get("extract")(
-        inputs=list(args.inputs), outputs=list(args.outputs), input_types=list(args.input_type)
-    )
-    verify = flags.gate_settings(args)
-    part, report = api.apply(
-        model, [step], inputs=args.data, verify=verify, reproducer_dir=repro, write_plan=writes
+    part, report = api.extract(
+        model,
+        args.inputs,
+        args.outputs,
+        input_types=args.input_type,
+        data=args.data,
+        verify=args.verify,
+        rtol=args.rtol,
+        atol=args.atol,
+        reproducer_dir=repro,
+        write_plan=writes,
     )
     result = report.steps[0]
     print(
