@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import onnx_ir as ir
 
@@ -15,8 +14,6 @@ from surgery.shapes.infer import proven_shapes
 from surgery.shapes.static import find_offenders
 
 __all__ = ["AssertStatic"]
-
-logger = logging.getLogger(__name__)
 
 
 @register

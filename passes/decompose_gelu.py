@@ -10,7 +10,6 @@ ATC registers no ``Gelu`` parser at any opset, and opset-20 exports (torch's dyn
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import onnx_ir as ir
@@ -19,8 +18,6 @@ from surgery.pass_base import Numerics
 from surgery.registry import register
 from surgery.rules import Builder, Match, Op, Rule, RuleContext, RulePass, Var
 from surgery.rules.formulas import gelu_exact, gelu_tanh
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["DecomposeGelu", "GeluRule", "gelu_exact", "gelu_tanh"]
 

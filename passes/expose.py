@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import logging
 
 import onnx_ir as ir
 
@@ -33,7 +32,6 @@ from surgery.registry import register
 
 __all__ = ["Expose", "select_tensors"]
 
-logger = logging.getLogger(__name__)
 
 _GLOB_CHARS = set("*?[")
 

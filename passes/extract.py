@@ -14,7 +14,6 @@ feeding the original's values of the new inputs (:func:`surgery.partition.slice_
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import onnx_ir as ir
 
@@ -32,8 +31,6 @@ from surgery.pass_base import (
 from surgery.registry import register
 
 __all__ = ["Extract"]
-
-logger = logging.getLogger(__name__)
 
 
 def _same_interface(model: ir.Model, part: ir.Model, kept_all_nodes: bool) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 from collections.abc import Mapping
 
@@ -27,7 +26,6 @@ from surgery.shapes.spec import MAX_DIM, parse_shapes
 
 __all__ = ["FixShapes", "substitute_dims"]
 
-logger = logging.getLogger(__name__)
 
 _AXIS_KEY = re.compile(r"^(?P<name>.+)\[(?P<axis>-?\d+)\]$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

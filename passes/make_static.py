@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import logging
 
 import onnx_ir as ir
 
@@ -26,8 +25,6 @@ from surgery.shapes.infer import clear_shapes, infer_model, is_static_shape
 from surgery.shapes.static import find_offenders, function_label
 
 __all__ = ["MakeStatic"]
-
-logger = logging.getLogger(__name__)
 
 
 def _shape_snapshot(model: ir.Model) -> list[tuple[ir.Value, object]]:

@@ -27,7 +27,6 @@ exactness above 2**24.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
 import numpy as np
@@ -49,7 +48,6 @@ from surgery.registry import register
 
 __all__ = ["NarrowFloat64", "narrow_type"]
 
-logger = logging.getLogger(__name__)
 
 F64 = ir.DataType.DOUBLE
 F32 = ir.DataType.FLOAT

@@ -37,7 +37,6 @@ their dtype and static shape when every call site agrees).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -61,7 +60,6 @@ from surgery.shapes.dims import is_static_shape
 
 __all__ = ["NarrowInt64"]
 
-logger = logging.getLogger(__name__)
 
 I64 = ir.DataType.INT64
 I32 = ir.DataType.INT32

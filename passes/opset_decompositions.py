@@ -31,7 +31,6 @@ LinearAttention, …) are not produced by torch 2.13's exporters and have no dec
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,7 +44,6 @@ from surgery.shapes.dims import is_known_dim
 
 __all__ = ["DECOMPOSITIONS"]
 
-logger = logging.getLogger(__name__)
 
 # ---- activations and normalizations ------------------------------------------------------
 

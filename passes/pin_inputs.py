@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,6 @@ from surgery.shapes.dims import is_static_shape
 from surgery.verify.inputs import read_npz
 
 __all__ = ["PinInputs"]
-
-logger = logging.getLogger(__name__)
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,6 @@ from surgery.rules import Rule, RulePass, apply_rules
 from surgery.rules.onnxscript_rules import adapt, is_onnxscript_rule
 
 __all__ = ["Rewrite", "load_rules"]
-
-logger = logging.getLogger(__name__)
 
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")

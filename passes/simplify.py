@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Literal
 
 import onnx_ir as ir
@@ -17,7 +16,6 @@ from surgery.registry import register
 
 __all__ = ["Simplify"]
 
-logger = logging.getLogger(__name__)
 
 #: onnxsim works on one protobuf message, which cannot exceed 2 GB.
 _PROTO_LIMIT = int(1.8 * 2**30)

@@ -22,7 +22,6 @@ hostile nodes (e.g. after a first split) is left unchanged.
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import onnx_ir as ir
 
@@ -40,8 +39,6 @@ from surgery.pass_base import (
 from surgery.registry import register
 
 __all__ = ["SplitPostprocess"]
-
-logger = logging.getLogger(__name__)
 
 
 @register

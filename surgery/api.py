@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import tempfile
 import time
@@ -39,7 +38,6 @@ __all__ = [
     "stage_outputs",
 ]
 
-logger = logging.getLogger(__name__)
 
 PipelineLike = str | os.PathLike | Pipeline | Sequence[SurgeryPass | Step]
 

@@ -22,7 +22,6 @@ for ONNX, and ``--soc_version``. What this module gets right, and why (facts in
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 import shlex
@@ -55,7 +54,6 @@ __all__ = [
     "supports_ranges",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: Shown when no ``--soc-version`` was given; ATC rejects it, so it cannot be run by mistake.
 SOC_PLACEHOLDER = "<SOC_VERSION e.g. Ascend310P3>"

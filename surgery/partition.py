@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -55,7 +54,6 @@ __all__ = [
     "write_manifest",
 ]
 
-logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "onnx-surgery/split-manifest/v1"
 

@@ -17,7 +17,6 @@ This module needs only numpy and onnxruntime at run time.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,8 +25,6 @@ from typing import Any, Protocol
 import numpy as np
 
 __all__ = ["Part", "SplitRunner"]
-
-logger = logging.getLogger(__name__)
 
 
 class Part(Protocol):

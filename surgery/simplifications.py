@@ -42,7 +42,6 @@ Fused weights are new initializers (a weight shared with another node is never m
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import TypeGuard
@@ -55,8 +54,6 @@ from surgery.model_io import FileRangesTensor
 from surgery.shapes.infer import CONTRADICTED_KEY, OBSERVED_KEY
 
 __all__ = ["SimplifyStats", "constants_to_initializers", "simplify_graph"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass

@@ -17,7 +17,6 @@ it and commit once, so all outputs of a run appear together or not at all.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,7 +36,6 @@ __all__ = [
     "output_or_stdout",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: Prefix of a run's staging folder (see :class:`surgery.model_io.Transaction`).
 STAGING_PREFIX = ".surgery-staging-"

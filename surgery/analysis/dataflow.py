@@ -8,7 +8,6 @@ and answers ancestor and descendant queries in time linear in what they visit.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 import onnx_ir as ir
@@ -18,8 +17,6 @@ from surgery.graph import GraphLike, iter_graphs, nested_nodes, subgraphs
 from surgery.options import did_you_mean
 
 __all__ = ["Dataflow", "captured_values"]
-
-logger = logging.getLogger(__name__)
 
 
 def captured_values(node: ir.Node) -> list[ir.Value]:

@@ -17,14 +17,11 @@ It is a best effort: a dim nothing ties to a batch keeps the placeholder (and it
 
 from __future__ import annotations
 
-import logging
-
 import onnx
 import onnx_ir as ir
 
 __all__ = ["batch_dims"]
 
-logger = logging.getLogger(__name__)
 
 _PREFIX = "__surgery_dim"
 _BROADCAST = frozenset(

@@ -9,7 +9,6 @@ the parity samples with the original's outputs on them (computed once, cached).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +22,6 @@ from surgery.pipeline import Pipeline, Step
 from surgery.report import Report, StepReport
 
 __all__ = ["MissingKernel", "RunState"]
-
-logger = logging.getLogger(__name__)
 
 
 class MissingKernel(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection
 
 import onnx
@@ -11,8 +10,6 @@ from surgery.model_io import LightProto
 from surgery.shapes.observed import only_tolerated_errors
 
 __all__ = ["CheckOutcome", "check"]
-
-logger = logging.getLogger(__name__)
 
 
 class CheckOutcome:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -55,7 +54,6 @@ from surgery.pass_base import Numerics, SurgeryPass, SurgeryResult, Tolerance
 
 __all__ = ["GraphSurgeonPass", "fingerprint", "from_graphsurgeon", "gs_pass", "to_graphsurgeon"]
 
-logger = logging.getLogger(__name__)
 
 GsFunction = Callable[..., Any]
 

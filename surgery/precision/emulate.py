@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -50,7 +49,6 @@ __all__ = [
     "TensorStats",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: Largest finite float16; anything larger in magnitude rounds to inf.
 FP16_MAX = 65504.0

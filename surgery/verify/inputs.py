@@ -10,7 +10,6 @@ indexed range; and every generated input is described in the report.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from surgery.verify.needs import min_dim, nbytes, reaches_signal_op
 
 __all__ = ["INDEX_OPS", "FeedPlan", "InputSpec", "InputsConfig", "plan_inputs", "read_npz"]
 
-logger = logging.getLogger(__name__)
 
 #: op type → index of the input that holds indices into input 0 (and the axis attribute default).
 INDEX_OPS = {"Gather": 1, "GatherElements": 1, "GatherND": 1, "ScatterElements": 1, "OneHot": 0}

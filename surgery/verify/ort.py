@@ -9,7 +9,6 @@ memory-mapped from the model's external-data files or from spill files written o
 from __future__ import annotations
 
 import gc
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,6 @@ from surgery.verify import worker
 from surgery.verify.worker import OrtCrash, WeightSpec
 
 __all__ = ["OrtCrash", "OrtSession", "cast_feed", "is_missing_kernel", "run_model"]
-
-logger = logging.getLogger(__name__)
 
 
 def _weight_spec(name: str, tensor: ir.TensorProtocol, spill: Any) -> WeightSpec:

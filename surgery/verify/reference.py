@@ -14,7 +14,6 @@ tensors' own memory; initializers of subgraphs (small) are written inline.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -24,8 +23,6 @@ from surgery.graph import iter_graphs
 from surgery.model_io import LightProto
 
 __all__ = ["run_reference"]
-
-logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
