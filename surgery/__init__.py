@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from surgery.model_info import inspect_model as check
     from surgery.model_io import load, save
     from surgery.pass_base import FeedHints, Numerics, SurgeryPass, SurgeryResult, Tolerance
-    from surgery.prepare import prepare
+    from surgery.preparation import prepare
     from surgery.registry import register
     from surgery.verify.layerwise import compare_layerwise as compare
 
@@ -71,7 +71,7 @@ _LAZY = {
     "check": "surgery.model_info:inspect_model",
     "diagnose": "surgery.doctor.diagnose",
     "compare": "surgery.verify.layerwise:compare_layerwise",
-    "prepare": "surgery.prepare",
+    "prepare": "surgery.preparation",
     "load": "surgery.model_io",
     "save": "surgery.model_io",
     "register": "surgery.registry",

@@ -149,7 +149,7 @@ def parse_pins(items: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from surgery import registry
     from surgery.errors import GateError
-    from surgery.prepare import prepare
+    from surgery.preparation import prepare
     from surgery.writeplan import WritePlan, output_or_stdout
 
     pins = parse_pins(args.pin)

@@ -14,7 +14,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from surgery.cli import main
-from surgery.prepare import pipeline_path, prepare
+from surgery.preparation import pipeline_path, prepare
 from surgery.testing import op_counts, ort_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -352,7 +352,7 @@ def test_composed_pipeline_puts_pins_first_and_the_users_passes_last_in_one_file
     from surgery import registry
     from surgery.doctor.pipeline import EmittedPipeline
     from surgery.pipeline import Pipeline, Step
-    from surgery.prepare import _compose_text
+    from surgery.preparation import _compose_text
 
     if sys.version_info >= (3, 11):
         import tomllib

@@ -59,3 +59,16 @@ def test_extract_is_the_extract_pass_through_the_gates(tmp_path):
     r = np.abs(np.random.default_rng(1).standard_normal((2, 8))).astype(np.float32)
     expected = r @ onnx.numpy_helper.to_array(_net().graph.initializer[1])
     np.testing.assert_allclose(ort_run(saved, {"r": r})["y"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_importing_every_module_leaves_the_functions_in_place():
+    """A submodule named like a public function replaces it on the package once imported
+    (`import surgery.prepare` made `surgery.prepare` the module): no public name is a module's."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(surgery.__path__, "surgery."):
+        if not info.name.endswith(("__main__", "verify.worker")):
+            importlib.import_module(info.name)
+    for name in ("apply", "extract", "prepare", "check", "compare", "diagnose", "apply_buckets"):
+        assert callable(getattr(surgery, name)) and inspect.isfunction(getattr(surgery, name)), name
