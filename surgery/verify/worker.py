@@ -329,15 +329,6 @@ _EXOTIC_OUTPUTS = {
 # -------------------------------------------------------------------------------- the child
 
 
-def _warm_up() -> None:
-    """Import onnxruntime before the first request: the worker is started at the beginning of a
-    run (:func:`prestart`), so this overlaps the parent's loading of the model instead of delaying
-    its first session. Not ml_dtypes (0.6 s): only bfloat16/float8/4-bit tensors need it, and
-    they import it when they come (``bench/bench_isolation.py``: with external weights, importing
-    it here put 0.6 s back in front of the first session)."""
-    import onnxruntime  # noqa: F401 - imported for its side effect: the first session opens at once
-
-
 def _child_main(fd_in: int, fd_out: int) -> None:
     """The worker's loop: open / run / close sessions until told to exit or the parent is gone."""
     from multiprocessing.connection import Connection
@@ -345,7 +336,6 @@ def _child_main(fd_in: int, fd_out: int) -> None:
     _die_with_parent()
     conn_in = Connection(fd_in, writable=False)
     conn_out = Connection(fd_out, readable=False)
-    _warm_up()
     sessions: dict[int, tuple[Any, list[Any]]] = {}
     while True:
         try:

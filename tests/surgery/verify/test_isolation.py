@@ -466,24 +466,3 @@ def test_sessions_lost_with_a_crashed_worker_say_so():
         other.run({"a": np.array([4, 4], np.int32)})
     other.close()
     crashing.close()
-
-
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps (Linux)")
-def test_a_started_worker_imports_onnxruntime_before_its_first_request(fresh_worker):
-    """prestart() launches the worker at the start of a run so that its start-up overlaps loading
-    the model: the worker must load onnxruntime then, not when the first session is asked for
-    (bench/bench_isolation.py, external weights: the wait was most of the cost)."""
-    import time
-
-    host = worker.get_worker()
-    host.start()
-    maps = Path(f"/proc/{host.pid}/maps")
-    deadline = time.monotonic() + 60  # a loaded machine: wait for the state, assert no timing
-    loaded = ""
-    while time.monotonic() < deadline:
-        loaded = maps.read_text()
-        if "onnxruntime_pybind11_state" in loaded:
-            break
-        time.sleep(0.05)
-    assert "onnxruntime_pybind11_state" in loaded
-    assert host.starts == 1 and host.alive
