@@ -17,7 +17,7 @@ A pass is a subclass of :class:`SurgeryPass`, itself an ``onnx_ir`` in-place pas
 nothing of files, verification or the CLI: the runner checks and compares what it produced.
 
 A pass that declares ``statistics`` and reports a key it did not declare has a bug: calling the pass
-adds a note saying so to its result, which the report shows (``tests/passes/test_contract.py``
+gets a note saying so from the runner, which the report shows (``tests/passes/test_contract.py``
 fails on it for the built-in passes). A pass that declares nothing (``statistics = None``, the
 default: third-party passes written before the declaration existed) may report any key.
 """
@@ -199,18 +199,6 @@ class SurgeryPass(ir.passes.InPlacePass):
         if cls.statistics is None:
             return []
         return sorted(str(k) for k in stats if k not in cls.statistics)
-
-    def __call__(self, model_or_result: ir.Model | ir.passes.PassResult, /) -> ir.passes.PassResult:
-        result = super().__call__(model_or_result)
-        if isinstance(result, SurgeryResult):
-            undeclared = self.undeclared_stats(result.stats)
-            if undeclared:
-                result.notes.append(
-                    f"{self.name or type(self).__name__} reported statistics it does not declare: "
-                    f"{', '.join(undeclared)} (a bug of the pass: add them to "
-                    f"{type(self).__name__}.statistics)"
-                )
-        return result
 
     @classmethod
     def summary(cls) -> str:

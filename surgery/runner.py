@@ -243,6 +243,13 @@ class Runner:
             ) from exc
         if not isinstance(result, SurgeryResult):
             result = SurgeryResult(result.model, result.modified)
+        undeclared = step.pass_.undeclared_stats(result.stats)
+        if undeclared:
+            cls = type(step.pass_).__name__
+            result.notes.append(
+                f"{step.name} reported statistics it does not declare: {', '.join(undeclared)} "
+                f"(a bug of the pass: add them to {cls}.statistics)"
+            )
         return result
 
     # -- failures -------------------------------------------------------------------------
